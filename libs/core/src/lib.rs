@@ -1,0 +1,33 @@
+//! Shared domain types and wire contracts for every idmesh service.
+//!
+//! Everything that crosses a boundary (HTTP, NATS, storage) is parsed into one
+//! of these types first, so the rest of the code never re-checks its input.
+
+pub mod api_key;
+pub mod config;
+pub mod email;
+pub mod error;
+pub mod ids;
+pub mod origin;
+pub mod policy;
+pub mod proto;
+pub mod region;
+pub mod scope;
+pub mod text;
+
+pub use api_key::{ApiKey, KeyKind, KeyMode};
+pub use email::Email;
+pub use error::{ApiError, ErrorCode};
+pub use ids::{AccountId, ApiKeyId, IssuerId, SessionId, UserId};
+pub use origin::{AllowedOrigin, Origin};
+pub use policy::IssuerPolicy;
+pub use region::{Country, Jurisdiction, Region};
+pub use scope::Scope;
+
+/// Timestamps on the wire are RFC 3339 UTC.
+pub type Timestamp = time::OffsetDateTime;
+
+/// Current time; one place so that a controllable clock can be added later.
+pub fn now() -> Timestamp {
+    time::OffsetDateTime::now_utc()
+}

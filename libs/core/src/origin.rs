@@ -1,0 +1,220 @@
+//! Browser origins and the issuer's allowed-origin list.
+//!
+//! A browser sends `Origin: scheme://host[:port]` and nothing else, so
+//! anything more (userinfo, path, query, fragment, a list) is refused outright
+//! rather than stripped and then matched: stripping is how `evil.com/mybrand.com`
+//! style bypasses happen.
+
+use crate::{ApiError, ErrorCode};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginHost {
+    Domain(String),
+    Ip(IpAddr),
+}
+
+/// A parsed `Origin` header value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub scheme: String,
+    pub host: OriginHost,
+    pub port: Option<u16>,
+}
+
+fn not_allowed(message: &str) -> ApiError {
+    ApiError::new(ErrorCode::OriginNotAllowed, message)
+}
+
+impl Origin {
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        if raw.is_empty() || raw.len() > 2048 {
+            return Err(not_allowed("the Origin header is missing or too long"));
+        }
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',') {
+            return Err(not_allowed("the Origin header has forbidden characters"));
+        }
+        let (scheme, rest) = raw.split_once("://").ok_or_else(|| not_allowed("the Origin is not scheme://host"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme != "http" && scheme != "https" {
+            return Err(not_allowed("the Origin scheme must be http or https"));
+        }
+        if rest.is_empty() || rest.contains(['/', '?', '#', '@', '\\']) {
+            return Err(not_allowed("the Origin must be only scheme://host[:port]"));
+        }
+        let url = url::Url::parse(raw).map_err(|_| not_allowed("the Origin is not a valid URL"))?;
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => {
+                let d = d.strip_suffix('.').unwrap_or(d);
+                if d.is_empty() || d.split('.').any(str::is_empty) {
+                    return Err(not_allowed("the Origin host is not valid"));
+                }
+                OriginHost::Domain(d.to_owned())
+            }
+            Some(url::Host::Ipv4(ip)) => OriginHost::Ip(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => OriginHost::Ip(IpAddr::V6(ip)),
+            None => return Err(not_allowed("the Origin has no host")),
+        };
+        Ok(Self { scheme, host, port: url.port() })
+    }
+
+    pub fn is_localhost(&self) -> bool {
+        match &self.host {
+            OriginHost::Domain(d) => d == "localhost" || d.ends_with(".localhost"),
+            OriginHost::Ip(ip) => ip.is_loopback(),
+        }
+    }
+}
+
+/// One entry of an issuer's `allowed_origins`: an exact host, or `*.domain`
+/// which matches subdomains at any depth but not `domain` itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum AllowedOrigin {
+    Host(String),
+    Subdomains(String),
+    Ip(IpAddr),
+}
+
+fn invalid_entry(raw: &str, why: &str) -> ApiError {
+    let shown: String = raw.chars().take(80).collect();
+    ApiError::validation(format!("allowed origin '{shown}' is invalid: {why}"))
+}
+
+fn ascii_host(raw: &str, entry: &str) -> Result<String, ApiError> {
+    let host = raw.strip_suffix('.').unwrap_or(raw);
+    if host.is_empty() || host.split('.').any(str::is_empty) {
+        return Err(invalid_entry(entry, "empty label"));
+    }
+    let ascii = idna::domain_to_ascii_strict(host).map_err(|_| invalid_entry(entry, "not a valid host name"))?;
+    let labels_ok = ascii.split('.').all(|l| {
+        !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    if !labels_ok {
+        return Err(invalid_entry(entry, "not a valid host name"));
+    }
+    Ok(ascii)
+}
+
+impl AllowedOrigin {
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        let entry = raw.trim();
+        if entry.is_empty() || entry.len() > 253 {
+            return Err(invalid_entry(raw, "empty or too long"));
+        }
+        if entry.contains("://") {
+            return Err(invalid_entry(raw, "give the host only, without a scheme"));
+        }
+        if entry.contains(['/', '?', '#', '@', '\\', ' ', ',']) {
+            return Err(invalid_entry(raw, "give the host only, without a path"));
+        }
+        if let Ok(ip) = entry.parse::<IpAddr>() {
+            return Ok(AllowedOrigin::Ip(ip));
+        }
+        if entry.contains(':') {
+            return Err(invalid_entry(raw, "ports are not part of an entry; any port matches"));
+        }
+        if let Some(domain) = entry.strip_prefix("*.") {
+            if domain.contains('*') {
+                return Err(invalid_entry(raw, "only one leading wildcard is allowed"));
+            }
+            let ascii = ascii_host(domain, raw)?;
+            if !ascii.contains('.') {
+                return Err(invalid_entry(raw, "a wildcard needs a registrable domain under it"));
+            }
+            return Ok(AllowedOrigin::Subdomains(ascii));
+        }
+        if entry.contains('*') {
+            return Err(invalid_entry(raw, "a wildcard may only be a leading '*.'"));
+        }
+        Ok(AllowedOrigin::Host(ascii_host(entry, raw)?))
+    }
+
+    pub fn matches(&self, origin: &Origin) -> bool {
+        match (self, &origin.host) {
+            (AllowedOrigin::Host(h), OriginHost::Domain(d)) => h == d,
+            (AllowedOrigin::Subdomains(base), OriginHost::Domain(d)) => {
+                d.len() > base.len() + 1 && d.ends_with(base.as_str()) && d.as_bytes()[d.len() - base.len() - 1] == b'.'
+            }
+            (AllowedOrigin::Ip(ip), OriginHost::Ip(o)) => ip == o,
+            _ => false,
+        }
+    }
+}
+
+pub fn origin_allowed(allowed: &[AllowedOrigin], origin: &Origin) -> bool {
+    allowed.iter().any(|a| a.matches(origin))
+}
+
+impl std::fmt::Display for AllowedOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AllowedOrigin::Host(h) => f.write_str(h),
+            AllowedOrigin::Subdomains(d) => write!(f, "*.{d}"),
+            AllowedOrigin::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+impl TryFrom<String> for AllowedOrigin {
+    type Error = ApiError;
+    fn try_from(raw: String) -> Result<Self, ApiError> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<AllowedOrigin> for String {
+    fn from(a: AllowedOrigin) -> String {
+        a.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed(entries: &[&str]) -> Vec<AllowedOrigin> {
+        entries.iter().filter_map(|e| AllowedOrigin::parse(e).ok()).collect()
+    }
+
+    fn ok(list: &[AllowedOrigin], origin: &str) -> bool {
+        Origin::parse(origin).map(|o| origin_allowed(list, &o)).unwrap_or(false)
+    }
+
+    #[test]
+    fn exact_and_wildcard_entries_match_as_documented() {
+        let list = allowed(&["mybrand.com", "*.apps.mybrand.com", "bücher.de", "localhost"]);
+        assert!(ok(&list, "https://mybrand.com"));
+        assert!(ok(&list, "https://MyBrand.COM:8443"));
+        assert!(ok(&list, "https://mybrand.com."));
+        assert!(ok(&list, "https://a.b.apps.mybrand.com"));
+        assert!(!ok(&list, "https://apps.mybrand.com"));
+        assert!(ok(&list, "https://xn--bcher-kva.de"));
+        assert!(ok(&list, "http://localhost:3000"));
+    }
+
+    #[test]
+    fn lookalikes_and_smuggled_origins_are_refused() {
+        let list = allowed(&["mybrand.com"]);
+        for bad in [
+            "", "null", "https://mybrand.com.evil.com", "https://evilmybrand.com",
+            "https://evil.com/mybrand.com", "https://mybrand.com@evil.com",
+            "https://evil.com#mybrand.com", "https://evil.com?mybrand.com",
+            "https://mybrand.com/", "https://mybrand.com, https://evil.com", " https://mybrand.com",
+            "https://mybrand.com\t", "ftp://mybrand.com", "javascript://mybrand.com",
+            "https://127.0.0.1", "mybrand.com",
+        ] {
+            assert!(!ok(&list, bad), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn entries_are_validated_when_saved() {
+        for bad in ["*", "*.", "https://mybrand.com", "mybrand.com/x", "mybrand.com:443", "a..b.com", "*.com", "x.*.com", ""] {
+            assert!(AllowedOrigin::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(AllowedOrigin::parse("MyBrand.com.").map(|a| a.to_string()).ok(), Some("mybrand.com".into()));
+    }
+}

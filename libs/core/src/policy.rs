@@ -1,0 +1,107 @@
+//! Per-issuer policy: where users may live and how sessions behave.
+
+use crate::{ApiError, Jurisdiction, Region};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Residency {
+    /// Every user lives in an EU region, with no fallback outside it.
+    Eu,
+}
+
+fn default_session_lifetime() -> u32 {
+    600
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerPolicy {
+    #[serde(default)]
+    pub residency: Option<Residency>,
+    /// Regions users may be placed in; `None` means all eight.
+    #[serde(default)]
+    pub allowed_regions: Option<Vec<Region>>,
+    /// Where a user goes when neither an explicit region nor a country says.
+    #[serde(default)]
+    pub default_region: Option<Region>,
+    #[serde(default = "default_session_lifetime")]
+    pub session_lifetime_seconds: u32,
+    #[serde(default = "yes")]
+    pub allow_sign_up: bool,
+    #[serde(default)]
+    pub require_https_origins: bool,
+}
+
+impl Default for IssuerPolicy {
+    fn default() -> Self {
+        Self {
+            residency: None,
+            allowed_regions: None,
+            default_region: None,
+            session_lifetime_seconds: default_session_lifetime(),
+            allow_sign_up: true,
+            require_https_origins: false,
+        }
+    }
+}
+
+impl IssuerPolicy {
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if !(60..=86_400).contains(&self.session_lifetime_seconds) {
+            return Err(ApiError::validation("session_lifetime_seconds must be between 60 and 86400"));
+        }
+        if let Some(regions) = &self.allowed_regions {
+            if regions.is_empty() {
+                return Err(ApiError::validation("allowed_regions must not be empty"));
+            }
+        }
+        let permitted = self.permitted_regions();
+        if permitted.is_empty() {
+            return Err(ApiError::validation("residency eu leaves no allowed region"));
+        }
+        if let Some(default) = self.default_region {
+            if !permitted.contains(&default) {
+                return Err(ApiError::validation("default_region is not one of the permitted regions"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The regions this issuer's users may be placed in, in canonical order.
+    pub fn permitted_regions(&self) -> Vec<Region> {
+        Region::ALL
+            .into_iter()
+            .filter(|r| self.allowed_regions.as_ref().is_none_or(|list| list.contains(r)))
+            .filter(|r| match self.residency {
+                Some(Residency::Eu) => r.jurisdiction() == Jurisdiction::Eu,
+                None => true,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eu_residency_narrows_regions_and_checks_the_default() {
+        let mut p = IssuerPolicy { residency: Some(Residency::Eu), ..IssuerPolicy::default() };
+        assert_eq!(p.permitted_regions(), vec![Region::Weur, Region::Eeur]);
+        p.default_region = Some(Region::Wnam);
+        assert!(p.validate().is_err());
+        p.default_region = Some(Region::Eeur);
+        assert!(p.validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let parsed: Result<IssuerPolicy, _> = serde_json::from_str(r#"{"residncy":"eu"}"#);
+        assert!(parsed.is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! account service: `<prefix>.account.v1.<op>`.
+
+use crate::{AccountId, AllowedOrigin, ApiKeyId, IssuerId, IssuerPolicy, KeyKind, KeyMode, Scope, Timestamp};
+use serde::{Deserialize, Serialize};
+
+pub const RESOLVE_KEY: &str = "resolve_key";
+pub const GET_ISSUER: &str = "get_issuer";
+pub const UPDATE_ISSUER: &str = "update_issuer";
+pub const CREATE_ISSUER: &str = "create_issuer";
+pub const CREATE_API_KEY: &str = "create_api_key";
+pub const LIST_API_KEYS: &str = "list_api_keys";
+pub const REVOKE_API_KEY: &str = "revoke_api_key";
+
+/// Look a key up by the hex SHA-256 of its full text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResolveKey {
+    pub key_hash: String,
+}
+
+/// Everything edge-guard needs to authorise a call, cached per key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyConfig {
+    pub key_id: ApiKeyId,
+    pub account_id: AccountId,
+    pub issuer_id: IssuerId,
+    pub issuer_mode: KeyMode,
+    pub kind: KeyKind,
+    pub mode: KeyMode,
+    pub scopes: Vec<Scope>,
+    pub allowed_origins: Vec<AllowedOrigin>,
+    pub policy: IssuerPolicy,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Resolved {
+    /// `None` when no live key has this hash.
+    pub key: Option<KeyConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssuerRef {
+    pub issuer_id: IssuerId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Issuer {
+    pub id: IssuerId,
+    pub account_id: AccountId,
+    pub name: String,
+    pub mode: KeyMode,
+    pub allowed_origins: Vec<AllowedOrigin>,
+    pub policy: IssuerPolicy,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateIssuer {
+    pub issuer_id: IssuerId,
+    pub allowed_origins: Option<Vec<AllowedOrigin>>,
+    pub policy: Option<IssuerPolicy>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateIssuer {
+    pub account_id: AccountId,
+    pub name: String,
+    pub mode: KeyMode,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedIssuer {
+    pub issuer: Issuer,
+    pub secret_key: super::SecretText,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateApiKey {
+    pub issuer_id: IssuerId,
+    pub kind: KeyKind,
+    pub name: String,
+    /// For secret keys; `None` means every scope. Ignored for restricted keys.
+    pub scopes: Option<Vec<Scope>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiKeyInfo {
+    pub id: ApiKeyId,
+    pub issuer_id: IssuerId,
+    pub kind: KeyKind,
+    pub mode: KeyMode,
+    pub name: String,
+    pub hint: String,
+    pub scopes: Vec<Scope>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: Timestamp,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub revoked_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedApiKey {
+    #[serde(flatten)]
+    pub info: ApiKeyInfo,
+    /// The key itself: shown once, never stored.
+    pub key: super::SecretText,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiKeyList {
+    pub data: Vec<ApiKeyInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokeApiKey {
+    pub issuer_id: IssuerId,
+    pub key_id: ApiKeyId,
+}
+
+/// Broadcast on `<prefix>.config.changed.<issuer>` whenever anything an edge
+/// caches for that issuer changes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigChanged {
+    pub issuer_id: IssuerId,
+    /// The hash of a revoked key, so edges can drop exactly that entry.
+    pub key_hash: Option<String>,
+}

@@ -1,0 +1,66 @@
+//! user service (the global directory): `<prefix>.user.v1.<op>`.
+
+use super::{IssuerContext, SecretText};
+use crate::{Email, IssuerId, Region, Timestamp, UserId};
+use serde::{Deserialize, Serialize};
+
+pub const CREATE_USER: &str = "create_user";
+pub const GET_USER: &str = "get_user";
+pub const FIND_BY_EMAIL: &str = "find_by_email";
+pub const LOCATE: &str = "locate";
+pub const INIT_ISSUER: &str = "init_issuer";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateUser {
+    pub ctx: IssuerContext,
+    pub email: Email,
+    pub password: Option<SecretText>,
+    pub name: Option<crate::text::DisplayName>,
+    /// An explicit region asked for by the caller (backend API only).
+    pub region: Option<Region>,
+    pub metadata: Option<serde_json::Value>,
+    /// Country from the trusted proxy header, used for placement.
+    pub country: Option<String>,
+}
+
+/// The public user object (API.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    pub email: String,
+    pub email_verified: bool,
+    pub name: Option<String>,
+    pub region: Region,
+    pub metadata: serde_json::Value,
+    pub mfa_enabled: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetUser {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FindByEmail {
+    pub issuer_id: IssuerId,
+    pub email: Email,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Location {
+    pub user_id: UserId,
+    pub region: Region,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Located {
+    pub location: Option<Location>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InitIssuer {
+    pub issuer_id: IssuerId,
+}

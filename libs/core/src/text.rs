@@ -1,0 +1,104 @@
+//! Bounded free-text fields (names, labels): trimmed, length-limited, no
+//! control characters, so nothing over-long or invisible reaches a store.
+
+use crate::ApiError;
+use serde::{Deserialize, Serialize};
+
+pub const MAX_NAME_CHARS: usize = 200;
+pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub fn parse(field: &str, raw: &str) -> Result<Self, ApiError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(ApiError::validation(format!("{field} must not be empty")));
+        }
+        if trimmed.chars().count() > MAX_NAME_CHARS {
+            return Err(ApiError::validation(format!(
+                "{field} must be at most {MAX_NAME_CHARS} characters"
+            )));
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err(ApiError::validation(format!("{field} must not contain control characters")));
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for DisplayName {
+    type Error = ApiError;
+    fn try_from(raw: String) -> Result<Self, ApiError> {
+        Self::parse("name", &raw)
+    }
+}
+
+impl From<DisplayName> for String {
+    fn from(name: DisplayName) -> String {
+        name.0
+    }
+}
+
+/// User metadata: a JSON object of bounded size.
+pub fn parse_metadata(value: serde_json::Value) -> Result<serde_json::Value, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::validation("metadata must be a JSON object"));
+    }
+    let size = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > MAX_METADATA_BYTES {
+        return Err(ApiError::validation(format!(
+            "metadata must be at most {MAX_METADATA_BYTES} bytes"
+        )));
+    }
+    Ok(value)
+}
+
+/// Passwords: length-bounded (Argon2 input stays cheap to refuse) and not
+/// trivially weak. Breached-password checks are a later policy.
+pub fn check_password(password: &str) -> Result<(), ApiError> {
+    const MIN: usize = 8;
+    const MAX: usize = 256;
+    let chars = password.chars().count();
+    if password.len() > MAX * 4 || chars > MAX {
+        return Err(ApiError::validation(format!("password must be at most {MAX} characters")));
+    }
+    if chars < MIN {
+        return Err(ApiError::new(
+            crate::ErrorCode::WeakPassword,
+            format!("password must be at least {MIN} characters"),
+        ));
+    }
+    let distinct: std::collections::HashSet<char> = password.chars().collect();
+    if distinct.len() < 3 {
+        return Err(ApiError::new(crate::ErrorCode::WeakPassword, "password is too simple"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(DisplayName::parse("name", "  Ada ").map(|n| n.0).ok(), Some("Ada".into()));
+        assert!(DisplayName::parse("name", "   ").is_err());
+        assert!(DisplayName::parse("name", &"x".repeat(201)).is_err());
+        assert!(DisplayName::parse("name", "a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn weak_and_oversized_passwords_are_refused() {
+        assert_eq!(check_password("short").map_err(|e| e.code), Err(crate::ErrorCode::WeakPassword));
+        assert_eq!(check_password("aaaaaaaaaa").map_err(|e| e.code), Err(crate::ErrorCode::WeakPassword));
+        assert!(check_password(&"ab1".repeat(100)).is_err());
+        assert!(check_password("correct horse battery").is_ok());
+    }
+}

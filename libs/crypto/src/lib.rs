@@ -1,0 +1,108 @@
+//! Cryptography for idmesh, built on RustCrypto crates: randomness from the OS
+//! CSPRNG, hashing, constant-time comparison, AEAD for secrets at rest,
+//! Argon2id passwords on a bounded worker pool, and session token signing.
+
+pub mod aead;
+pub mod password;
+pub mod session_token;
+
+use hmac::{Hmac, Mac};
+use rand_core::{OsRng, RngCore};
+use sha2::{Digest, Sha256};
+
+pub use aead::MasterKey;
+pub use password::{PasswordHasher, PasswordParams};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("master key must be base64 of exactly 32 bytes")]
+    BadMasterKey,
+    #[error("sealed data could not be opened")]
+    Unseal,
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+    #[error("password worker pool is gone")]
+    WorkerGone,
+}
+
+/// `N` bytes from the operating system's CSPRNG.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    OsRng.fill_bytes(&mut out);
+    out
+}
+
+/// An opaque URL-safe token carrying `N` random bytes.
+pub fn random_token<const N: usize>() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<N>())
+}
+
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex_lower(&sha256(data))
+}
+
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(key) {
+        Ok(mac) => mac,
+        Err(_) => return [0u8; 32],
+    };
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+/// Constant-time equality for secrets, codes and signatures.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// A fresh API key and the hash that is the only thing stored.
+pub fn new_api_key(kind: idm_core::KeyKind, mode: idm_core::KeyMode) -> (idm_core::ApiKey, String) {
+    let key = idm_core::ApiKey::from_random(kind, mode, &random_bytes::<{ idm_core::api_key::RANDOM_BYTES }>());
+    let hash = api_key_hash(&key);
+    (key, hash)
+}
+
+pub fn api_key_hash(key: &idm_core::ApiKey) -> String {
+    sha256_hex(key.expose().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc4231_case_2() {
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(hex_lower(&mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    }
+
+    #[test]
+    fn random_values_differ_and_ct_eq_checks_length() {
+        assert_ne!(random_bytes::<32>(), random_bytes::<32>());
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn new_keys_parse_and_hash_stably() {
+        let (key, hash) = new_api_key(idm_core::KeyKind::Restricted, idm_core::KeyMode::Test);
+        let reparsed = idm_core::ApiKey::parse(key.expose());
+        assert_eq!(reparsed.map(|k| api_key_hash(&k)).ok(), Some(hash));
+    }
+}

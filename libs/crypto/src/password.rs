@@ -1,0 +1,118 @@
+//! Argon2id password hashing on a bounded pool.
+//!
+//! Hashing is deliberately expensive, so it runs on blocking threads behind a
+//! semaphore sized to the machine: a burst of sign-ins queues here instead of
+//! starving every other request of CPU.
+
+use crate::CryptoError;
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+/// Defaults are OWASP's Argon2id recommendation: 19 MiB, 2 passes, 1 lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordParams {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for PasswordParams {
+    fn default() -> Self {
+        Self { memory_kib: 19_456, iterations: 2, parallelism: 1 }
+    }
+}
+
+pub struct Verification {
+    pub valid: bool,
+    /// The stored hash used other parameters: re-hash with the current ones.
+    pub needs_rehash: bool,
+}
+
+pub struct PasswordHasher {
+    params: Params,
+    permits: Arc<Semaphore>,
+    dummy_hash: String,
+}
+
+fn argon(params: &Params) -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+}
+
+fn hash_blocking(params: &Params, password: &[u8]) -> Result<String, CryptoError> {
+    let salt = SaltString::encode_b64(&crate::random_bytes::<16>()).map_err(|e| CryptoError::Hashing(e.to_string()))?;
+    argon(params)
+        .hash_password(password, &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| CryptoError::Hashing(e.to_string()))
+}
+
+impl PasswordHasher {
+    /// `max_parallel` bounds concurrent hashes; 0 means the number of cores.
+    pub fn new(params: PasswordParams, max_parallel: usize) -> Result<Self, CryptoError> {
+        let params = Params::new(params.memory_kib, params.iterations, params.parallelism, None)
+            .map_err(|e| CryptoError::Hashing(e.to_string()))?;
+        let max_parallel = if max_parallel == 0 {
+            std::thread::available_parallelism().map(usize::from).unwrap_or(2)
+        } else {
+            max_parallel
+        };
+        let dummy_hash = hash_blocking(&params, &crate::random_bytes::<32>())?;
+        Ok(Self { params, permits: Arc::new(Semaphore::new(max_parallel)), dummy_hash })
+    }
+
+    async fn on_pool<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, CryptoError> {
+        let _permit = self.permits.acquire().await.map_err(|_| CryptoError::WorkerGone)?;
+        tokio::task::spawn_blocking(work).await.map_err(|_| CryptoError::WorkerGone)
+    }
+
+    pub async fn hash(&self, password: &str) -> Result<String, CryptoError> {
+        let params = self.params.clone();
+        let password = Zeroizing::new(password.as_bytes().to_vec());
+        self.on_pool(move || hash_blocking(&params, &password)).await?
+    }
+
+    /// Verifies against `stored`, or against a dummy hash when there is none,
+    /// so an unknown user costs exactly what a wrong password costs.
+    pub async fn verify(&self, stored: Option<&str>, password: &str) -> Result<Verification, CryptoError> {
+        let known = stored.is_some();
+        let phc = stored.unwrap_or(&self.dummy_hash).to_owned();
+        let params = self.params.clone();
+        let password = Zeroizing::new(password.as_bytes().to_vec());
+        self.on_pool(move || {
+            let parsed = PasswordHash::new(&phc).map_err(|e| CryptoError::Hashing(e.to_string()))?;
+            let matches = argon(&params).verify_password(&password, &parsed).is_ok();
+            let current = Params::try_from(&parsed).ok().is_some_and(|p| p == params)
+                && parsed.algorithm == Algorithm::Argon2id.ident();
+            Ok(Verification { valid: known && matches, needs_rehash: known && matches && !current })
+        })
+        .await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> PasswordParams {
+        PasswordParams { memory_kib: 1024, iterations: 1, parallelism: 1 }
+    }
+
+    #[tokio::test]
+    async fn hashes_verify_and_parameter_changes_ask_for_rehash() -> Result<(), CryptoError> {
+        let hasher = PasswordHasher::new(cheap(), 1)?;
+        let phc = hasher.hash("correct horse").await?;
+        assert!(phc.starts_with("$argon2id$"));
+        assert!(!phc.contains("correct horse"));
+        assert!(hasher.verify(Some(&phc), "correct horse").await?.valid);
+        assert!(!hasher.verify(Some(&phc), "wrong horse").await?.valid);
+        assert!(!hasher.verify(None, "correct horse").await?.valid);
+
+        let stronger = PasswordHasher::new(PasswordParams { memory_kib: 2048, ..cheap() }, 1)?;
+        let v = stronger.verify(Some(&phc), "correct horse").await?;
+        assert!(v.valid && v.needs_rehash);
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! Cross-service end-to-end and security suites live in `tests/`.
