@@ -151,6 +151,13 @@ impl ApiError {
         Self::new(ErrorCode::Conflict, message)
     }
 
+    /// Logs `cause` in full and returns an opaque 500: callers see a stable
+    /// code and the request id, never internals.
+    pub fn internal_from(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::internal()
+    }
+
     /// An opaque 500: the cause is logged by the caller, never sent.
     pub fn internal() -> Self {
         Self::new(ErrorCode::Internal, "internal error")

@@ -1,1 +1,136 @@
+//! PostgreSQL access shared by every service: a pool, versioned migrations per
+//! schema (serialised by an advisory lock so replicas can start together),
+//! and error classification by SQLSTATE, never by message text.
 
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::str::FromStr;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+pub use deadpool_postgres::{GenericClient, Object as Client, Transaction};
+pub use tokio_postgres::{types::ToSql, Row};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database URL is invalid: {0}")]
+    Config(String),
+    #[error("no database connection: {0}")]
+    Pool(String),
+    #[error("database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("'{0}' is not a safe SQL identifier")]
+    BadIdentifier(String),
+}
+
+impl DbError {
+    fn sql_state(&self) -> Option<&SqlState> {
+        match self {
+            DbError::Postgres(e) => e.code(),
+            _ => None,
+        }
+    }
+
+    pub fn is_unique_violation(&self) -> bool {
+        self.sql_state() == Some(&SqlState::UNIQUE_VIOLATION)
+    }
+
+    /// The schema or table is not there (e.g. an issuer not provisioned).
+    pub fn is_undefined_object(&self) -> bool {
+        matches!(self.sql_state(), Some(s) if *s == SqlState::UNDEFINED_TABLE || *s == SqlState::INVALID_SCHEMA_NAME)
+    }
+
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, DbError::Pool(_)) || matches!(self, DbError::Postgres(e) if e.is_closed())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for DbError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        DbError::Pool(e.to_string())
+    }
+}
+
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+}
+
+impl Db {
+    /// A lazily-connecting pool; the first `get` opens the first connection.
+    pub fn connect(url: &str, max_size: usize) -> Result<Self, DbError> {
+        let config = tokio_postgres::Config::from_str(url).map_err(|e| DbError::Config(e.to_string()))?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(max_size)
+            .wait_timeout(Some(std::time::Duration::from_secs(5)))
+            .create_timeout(Some(std::time::Duration::from_secs(5)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| DbError::Config(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    pub async fn get(&self) -> Result<Client, DbError> {
+        Ok(self.pool.get().await?)
+    }
+
+    pub async fn ping(&self) -> Result<(), DbError> {
+        self.get().await?.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+}
+
+/// Identifiers interpolated into SQL (schema names) must pass this.
+pub fn safe_identifier(name: &str) -> Result<&str, DbError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
+    if ok {
+        Ok(name)
+    } else {
+        Err(DbError::BadIdentifier(name.chars().take(64).collect()))
+    }
+}
+
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Applies the pending `migrations` to `schema`, creating it if needed. Runs
+/// in one transaction under an advisory lock on the schema name, so two
+/// replicas starting at once apply each migration exactly once.
+pub async fn migrate(client: &mut Client, schema: &str, migrations: &[Migration]) -> Result<usize, DbError> {
+    let schema = safe_identifier(schema)?;
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&schema]).await?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}._migrations (
+             version integer PRIMARY KEY,
+             name text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now());
+         SET LOCAL search_path TO {schema};"
+    ))
+    .await?;
+    let applied: Vec<i32> = tx
+        .query(&format!("SELECT version FROM {schema}._migrations"), &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut count = 0;
+    for m in migrations.iter().filter(|m| !applied.contains(&m.version)) {
+        tx.batch_execute(m.sql).await?;
+        tx.execute(&format!("INSERT INTO {schema}._migrations (version, name) VALUES ($1, $2)"), &[&m.version, &m.name])
+            .await?;
+        count += 1;
+    }
+    tx.commit().await?;
+    if count > 0 {
+        tracing::info!(schema, count, "migrations applied");
+    }
+    Ok(count)
+}

@@ -1,1 +1,62 @@
+//! account: the control plane. Accounts, issuers and their provisioning in
+//! every region, API keys (stored as SHA-256 hashes only), allowed origins and
+//! issuer policies. Serves key resolution to edge-guard and broadcasts
+//! `config.changed` so every edge drops stale cache entries at once.
 
+mod admin_http;
+mod config;
+mod error;
+mod handlers;
+mod migrations;
+mod provisioning;
+mod storage;
+
+pub use config::Config;
+pub use error::Error;
+
+use idm_bus::{Bus, Handlers};
+use idm_core::proto::account as op;
+use idm_db::Db;
+use idm_telemetry::Running;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) struct State {
+    pub db: Db,
+    pub bus: Bus,
+    pub operator_token: secrecy::SecretString,
+}
+
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
+    let db = Db::connect(config.database_url(), config.pool_size)?;
+    idm_db::migrate(&mut db.get().await?, "account", migrations::ACCOUNT).await?;
+    let bus = Bus::connect(&config.basics.nats_url, &config.basics.subject_prefix, config.basics.request_timeout, "account").await?;
+    let state = Arc::new(State { db: db.clone(), bus: bus.clone(), operator_token: config.operator_token.clone() });
+    let handlers = Handlers::new()
+        .on(op::RESOLVE_KEY, handlers::resolve_key)
+        .on(op::GET_ISSUER, handlers::get_issuer)
+        .on(op::UPDATE_ISSUER, handlers::update_issuer)
+        .on(op::CREATE_ISSUER, handlers::create_issuer)
+        .on(op::CREATE_API_KEY, handlers::create_api_key)
+        .on(op::LIST_API_KEYS, handlers::list_api_keys)
+        .on(op::REVOKE_API_KEY, handlers::revoke_api_key);
+    let serving = idm_bus::serve(&bus, format!("{}.account.v1", bus.prefix()), "account".into(), handlers, Arc::clone(&state), shutdown.clone()).await?;
+
+    let ready: idm_telemetry::ReadinessCheck = Arc::new(move || {
+        let db = db.clone();
+        let connected = bus.is_connected();
+        Box::pin(async move {
+            db.ping().await.map_err(|e| e.to_string())?;
+            if connected { Ok(()) } else { Err("NATS is not connected".into()) }
+        })
+    });
+    let router = idm_telemetry::with_http_layers(idm_telemetry::ops_routes(ready).merge(admin_http::routes(state)));
+    let (http_addr, http) = idm_telemetry::serve_http(config.basics.http_addr, router, shutdown).await?;
+    tracing::info!(%http_addr, "account started");
+    Ok(Running::new(http_addr, vec![serving, http]))
+}
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    start(config, shutdown).await?.wait().await;
+    Ok(())
+}

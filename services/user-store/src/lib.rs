@@ -1,1 +1,72 @@
+//! user-store: one issuer-isolated identity store per region.
+//!
+//! Each issuer has its own Postgres schema in this region's database; every
+//! query runs on an issuer-scoped handle whose `search_path` is that schema,
+//! so no query can reach another issuer's users. Passwords are hashed and
+//! verified here, so hashes never leave the region.
 
+mod config;
+mod error;
+mod handlers;
+mod migrations;
+mod storage;
+
+pub use config::Config;
+pub use error::Error;
+
+use idm_bus::{Bus, Handlers};
+use idm_core::proto::store as op;
+use idm_crypto::PasswordHasher;
+use idm_db::Db;
+use idm_telemetry::Running;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) struct State {
+    pub region: idm_core::Region,
+    pub db: Db,
+    pub hasher: PasswordHasher,
+}
+
+/// Starts the store and returns once it is serving.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
+    let db = Db::connect(config.database_url(), config.pool_size)?;
+    storage::migrate_all_issuers(&db).await?;
+    let hasher = PasswordHasher::new(config.password, config.max_parallel_hashes)?;
+    let bus = Bus::connect(
+        &config.basics.nats_url,
+        &config.basics.subject_prefix,
+        config.basics.request_timeout,
+        &format!("user-store-{}", config.region),
+    )
+    .await?;
+    let state = Arc::new(State { region: config.region, db: db.clone(), hasher });
+    let handlers = Handlers::new()
+        .on(op::INFO, handlers::info)
+        .on(op::PROVISION_ISSUER, handlers::provision_issuer)
+        .on(op::CREATE_USER, handlers::create_user)
+        .on(op::GET_USER, handlers::get_user)
+        .on(op::VERIFY_PASSWORD, handlers::verify_password)
+        .on(op::CREATE_SESSION, handlers::create_session);
+    let base = format!("{}.store.{}.v1", bus.prefix(), config.region);
+    let queue = format!("store-{}", config.region);
+    let serving = idm_bus::serve(&bus, base, queue, handlers, state, shutdown.clone()).await?;
+
+    let ready_bus = bus.clone();
+    let ready: idm_telemetry::ReadinessCheck = Arc::new(move || {
+        let db = db.clone();
+        let connected = ready_bus.is_connected();
+        Box::pin(async move {
+            db.ping().await.map_err(|e| e.to_string())?;
+            if connected { Ok(()) } else { Err("NATS is not connected".into()) }
+        })
+    });
+    let (http_addr, http) = idm_telemetry::serve_http(config.basics.http_addr, idm_telemetry::ops_router(ready), shutdown).await?;
+    tracing::info!(region = %config.region, %http_addr, "user-store started");
+    Ok(Running::new(http_addr, vec![serving, http]))
+}
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    start(config, shutdown).await?.wait().await;
+    Ok(())
+}

@@ -1,0 +1,32 @@
+use idm_core::config::{ConfigError, Env, ServiceBasics};
+use secrecy::{ExposeSecret, SecretString};
+
+/// `ACCOUNT_*` variables.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub basics: ServiceBasics,
+    pub database_url: SecretString,
+    pub pool_size: usize,
+    /// Bearer token for the operator API (`/admin/v1/...`).
+    pub operator_token: SecretString,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let env = Env::new("ACCOUNT");
+        let operator_token = env.secret("OPERATOR_TOKEN")?;
+        if operator_token.expose_secret().len() < 16 {
+            return Err(ConfigError::Invalid { var: env.var_name("OPERATOR_TOKEN"), reason: "use at least 16 characters".into() });
+        }
+        Ok(Self {
+            basics: ServiceBasics::from_env(&env, 8081)?,
+            database_url: env.secret("DATABASE_URL")?,
+            pool_size: env.parse("DB_POOL_SIZE", 16)?,
+            operator_token,
+        })
+    }
+
+    pub(crate) fn database_url(&self) -> &str {
+        self.database_url.expose_secret()
+    }
+}

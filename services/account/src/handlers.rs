@@ -1,0 +1,85 @@
+//! Bus operations of the control plane.
+
+use crate::provisioning::{self, NewIssuer};
+use crate::{storage, Error, State};
+use idm_core::proto::account::*;
+use idm_core::text::DisplayName;
+use idm_core::{ApiError, KeyKind};
+use std::sync::Arc;
+
+pub async fn resolve_key(state: Arc<State>, req: ResolveKey) -> Result<Resolved, Error> {
+    if req.key_hash.len() != 64 || !req.key_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(Resolved { key: None });
+    }
+    let client = state.db.get().await?;
+    Ok(Resolved { key: storage::resolve_key(&client, &req.key_hash).await? })
+}
+
+pub async fn get_issuer(state: Arc<State>, req: IssuerRef) -> Result<Issuer, Error> {
+    let client = state.db.get().await?;
+    storage::issuer(&client, &req.issuer_id).await?.ok_or_else(|| ApiError::not_found("issuer").into())
+}
+
+#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id))]
+pub async fn update_issuer(state: Arc<State>, req: UpdateIssuer) -> Result<Issuer, Error> {
+    if let Some(policy) = &req.policy {
+        policy.validate()?;
+    }
+    if req.allowed_origins.as_ref().is_some_and(|o| o.len() > 100) {
+        return Err(ApiError::validation("at most 100 allowed origins").into());
+    }
+    let client = state.db.get().await?;
+    let issuer = storage::update_issuer(&client, &req.issuer_id, req.allowed_origins.as_ref(), req.policy.as_ref())
+        .await?
+        .ok_or_else(|| ApiError::not_found("issuer"))?;
+    broadcast_change(&state, &issuer.id, None).await;
+    Ok(issuer)
+}
+
+#[tracing::instrument(skip_all, fields(account = %req.account_id))]
+pub async fn create_issuer(state: Arc<State>, req: CreateIssuer) -> Result<CreatedIssuer, Error> {
+    let name = DisplayName::parse("name", &req.name)?;
+    let NewIssuer { issuer, secret_key, .. } =
+        provisioning::create_issuer(&state, &req.account_id, None, name.as_str().to_owned(), req.mode, false).await?;
+    Ok(CreatedIssuer { issuer, secret_key })
+}
+
+#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id))]
+pub async fn create_api_key(state: Arc<State>, req: CreateApiKey) -> Result<CreatedApiKey, Error> {
+    let name = DisplayName::parse("name", &req.name)?;
+    if req.kind == KeyKind::Restricted && req.scopes.is_some() {
+        return Err(ApiError::validation("restricted keys have no scopes: they only reach client and verification routes").into());
+    }
+    if req.scopes.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ApiError::validation("scopes must not be empty; omit them for a key with every scope").into());
+    }
+    let client = state.db.get().await?;
+    let issuer = storage::issuer(&client, &req.issuer_id).await?.ok_or_else(|| ApiError::not_found("issuer"))?;
+    let (info, key, hash) = provisioning::new_key(&issuer.id, req.kind, issuer.mode, name.as_str().to_owned(), req.scopes);
+    storage::insert_key(&client, &info, &hash).await?;
+    tracing::info!(key = %info.id, "api key created");
+    Ok(CreatedApiKey { info, key })
+}
+
+pub async fn list_api_keys(state: Arc<State>, req: IssuerRef) -> Result<ApiKeyList, Error> {
+    let client = state.db.get().await?;
+    Ok(ApiKeyList { data: storage::list_keys(&client, &req.issuer_id).await? })
+}
+
+#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, key = %req.key_id))]
+pub async fn revoke_api_key(state: Arc<State>, req: RevokeApiKey) -> Result<ApiKeyInfo, Error> {
+    let client = state.db.get().await?;
+    let (info, hash) = storage::revoke_key(&client, &req.issuer_id, &req.key_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("api key"))?;
+    broadcast_change(&state, &req.issuer_id, Some(hash)).await;
+    tracing::info!("api key revoked");
+    Ok(info)
+}
+
+/// Tells every edge-guard replica to drop what it cached for the issuer.
+async fn broadcast_change(state: &State, issuer: &idm_core::IssuerId, key_hash: Option<String>) {
+    let subject = state.bus.broadcast_subject("config.changed", issuer.as_str());
+    state.bus.broadcast(subject, &ConfigChanged { issuer_id: issuer.clone(), key_hash }).await;
+    state.bus.flush().await;
+}

@@ -1,0 +1,104 @@
+//! Creating issuers: provisioning their stores in every region and their
+//! per-issuer keys, then writing the global rows in one transaction.
+//!
+//! Regional provisioning is idempotent and happens first; the global rows are
+//! written only when every region answered, so a failure leaves no issuer
+//! behind that half exists (an empty schema in some region is harmless and is
+//! reused if the same id is ever provisioned again).
+
+use crate::{storage, Error, State};
+use futures::future::join_all;
+use idm_core::proto::account::{ApiKeyInfo, Issuer};
+use idm_core::proto::store::{ProvisionIssuer, StoreInfo};
+use idm_core::proto::{session, user, Done, SecretText};
+use idm_core::{AccountId, ApiError, ApiKeyId, ErrorCode, IssuerId, IssuerPolicy, KeyKind, KeyMode, Region, Scope};
+
+async fn provision_everywhere(state: &State, issuer: &IssuerId) -> Result<(), Error> {
+    let calls = Region::ALL.into_iter().map(|region| async move {
+        let reply: Result<StoreInfo, ApiError> =
+            state.bus.call_store(region, idm_core::proto::store::PROVISION_ISSUER, &ProvisionIssuer { issuer_id: issuer.clone() }).await;
+        (region, reply)
+    });
+    for (region, reply) in join_all(calls).await {
+        match reply {
+            Ok(info) if info.region == region && info.jurisdiction == region.jurisdiction() => {}
+            Ok(info) => {
+                tracing::error!(%region, answered = %info.region, "a store answered for the wrong region");
+                return Err(ApiError::new(ErrorCode::RegionUnavailable, format!("region {region} answered inconsistently")).into());
+            }
+            Err(e) => {
+                tracing::warn!(%region, code = %e.code, "provisioning failed");
+                return Err(ApiError::new(ErrorCode::RegionUnavailable, format!("region {region} could not be provisioned: {}", e.message)).into());
+            }
+        }
+    }
+    let _: Done = state.bus.call("session", session::INIT_ISSUER, &session::InitIssuer { issuer_id: issuer.clone() }).await?;
+    let _: Done = state.bus.call("user", user::INIT_ISSUER, &user::InitIssuer { issuer_id: issuer.clone() }).await?;
+    Ok(())
+}
+
+/// A new key of `kind` for `issuer`; the key text exists only in the result.
+pub fn new_key(issuer: &IssuerId, kind: KeyKind, mode: KeyMode, name: String, scopes: Option<Vec<Scope>>) -> (ApiKeyInfo, SecretText, String) {
+    let (key, hash) = idm_crypto::new_api_key(kind, mode);
+    let scopes = match kind {
+        KeyKind::Secret => scopes.unwrap_or_else(Scope::all),
+        KeyKind::Restricted => Vec::new(),
+    };
+    let info = ApiKeyInfo {
+        id: ApiKeyId::generate(),
+        issuer_id: issuer.clone(),
+        kind,
+        mode,
+        name,
+        hint: key.hint(),
+        scopes,
+        created_at: idm_core::now(),
+        revoked_at: None,
+    };
+    (info, SecretText::new(key.expose()), hash)
+}
+
+pub struct NewIssuer {
+    pub issuer: Issuer,
+    pub secret_key: SecretText,
+    pub restricted_key: Option<SecretText>,
+}
+
+/// Provisions an issuer everywhere and stores it with its first keys.
+/// `new_account` is written in the same transaction when given.
+pub async fn create_issuer(
+    state: &State,
+    account: &AccountId,
+    new_account: Option<&str>,
+    name: String,
+    mode: KeyMode,
+    with_restricted_key: bool,
+) -> Result<NewIssuer, Error> {
+    let issuer = Issuer {
+        id: IssuerId::generate(),
+        account_id: account.clone(),
+        name,
+        mode,
+        allowed_origins: Vec::new(),
+        policy: IssuerPolicy::default(),
+        created_at: idm_core::now(),
+    };
+    provision_everywhere(state, &issuer.id).await?;
+
+    let (secret_info, secret_key, secret_hash) = new_key(&issuer.id, KeyKind::Secret, mode, "default secret key".into(), None);
+    let restricted = with_restricted_key.then(|| new_key(&issuer.id, KeyKind::Restricted, mode, "default restricted key".into(), None));
+
+    let mut client = state.db.get().await?;
+    let tx = client.transaction().await.map_err(idm_db::DbError::from)?;
+    if let Some(account_name) = new_account {
+        storage::insert_account(&tx, account, account_name).await?;
+    }
+    storage::insert_issuer(&tx, &issuer).await?;
+    storage::insert_key(&tx, &secret_info, &secret_hash).await?;
+    if let Some((info, _, hash)) = &restricted {
+        storage::insert_key(&tx, info, hash).await?;
+    }
+    tx.commit().await.map_err(idm_db::DbError::from)?;
+    tracing::info!(issuer = %issuer.id, account = %account, "issuer created");
+    Ok(NewIssuer { issuer, secret_key, restricted_key: restricted.map(|(_, key, _)| key) })
+}

@@ -1,0 +1,193 @@
+//! The `account` schema: accounts, issuers and API-key hashes.
+
+use crate::Error;
+use idm_core::proto::account::{ApiKeyInfo, Issuer, KeyConfig};
+use idm_core::{AccountId, AllowedOrigin, ApiError, ApiKeyId, IssuerId, IssuerPolicy, KeyKind, KeyMode, Scope};
+use idm_db::{DbError, GenericClient, Row};
+
+fn json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, Error> {
+    serde_json::from_value(value).map_err(|e| ApiError::internal_from(&e).into())
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, Error> {
+    serde_json::to_value(value).map_err(|e| ApiError::internal_from(&e).into())
+}
+
+fn kind_str(kind: KeyKind) -> &'static str {
+    match kind {
+        KeyKind::Secret => "secret",
+        KeyKind::Restricted => "restricted",
+    }
+}
+
+fn parse_kind(raw: &str) -> KeyKind {
+    if raw == "restricted" { KeyKind::Restricted } else { KeyKind::Secret }
+}
+
+fn parse_mode(raw: &str) -> Result<KeyMode, Error> {
+    Ok(KeyMode::parse(raw)?)
+}
+
+fn id<T>(parsed: Result<T, ApiError>) -> Result<T, Error> {
+    parsed.map_err(|e| ApiError::internal_from(&e).into())
+}
+
+pub async fn insert_account(db: &impl GenericClient, account: &AccountId, name: &str) -> Result<(), Error> {
+    db.execute("INSERT INTO account.accounts (id, name) VALUES ($1, $2)", &[&account.as_str(), &name])
+        .await
+        .map_err(DbError::from)?;
+    Ok(())
+}
+
+pub async fn insert_issuer(db: &impl GenericClient, issuer: &Issuer) -> Result<(), Error> {
+    db.execute(
+        "INSERT INTO account.issuers (id, account_id, name, mode, allowed_origins, policy, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &issuer.id.as_str(),
+            &issuer.account_id.as_str(),
+            &issuer.name,
+            &issuer.mode.as_str(),
+            &to_json(&issuer.allowed_origins)?,
+            &to_json(&issuer.policy)?,
+            &issuer.created_at,
+        ],
+    )
+    .await
+    .map_err(DbError::from)?;
+    Ok(())
+}
+
+const ISSUER_COLUMNS: &str = "id, account_id, name, mode, allowed_origins, policy, created_at";
+
+fn issuer_from_row(row: &Row) -> Result<Issuer, Error> {
+    Ok(Issuer {
+        id: id(IssuerId::parse(row.get(0)))?,
+        account_id: id(AccountId::parse(row.get(1)))?,
+        name: row.get(2),
+        mode: parse_mode(row.get(3))?,
+        allowed_origins: json(row.get(4))?,
+        policy: json(row.get(5))?,
+        created_at: row.get(6),
+    })
+}
+
+pub async fn issuer(db: &impl GenericClient, issuer: &IssuerId) -> Result<Option<Issuer>, Error> {
+    let row = db
+        .query_opt(&format!("SELECT {ISSUER_COLUMNS} FROM account.issuers WHERE id = $1"), &[&issuer.as_str()])
+        .await
+        .map_err(DbError::from)?;
+    row.as_ref().map(issuer_from_row).transpose()
+}
+
+pub async fn update_issuer(
+    db: &impl GenericClient,
+    issuer: &IssuerId,
+    origins: Option<&Vec<AllowedOrigin>>,
+    policy: Option<&IssuerPolicy>,
+) -> Result<Option<Issuer>, Error> {
+    let origins = origins.map(to_json).transpose()?;
+    let policy = policy.map(to_json).transpose()?;
+    let row = db
+        .query_opt(
+            &format!(
+                "UPDATE account.issuers SET allowed_origins = COALESCE($2, allowed_origins), policy = COALESCE($3, policy)
+                 WHERE id = $1 RETURNING {ISSUER_COLUMNS}"
+            ),
+            &[&issuer.as_str(), &origins, &policy],
+        )
+        .await
+        .map_err(DbError::from)?;
+    row.as_ref().map(issuer_from_row).transpose()
+}
+
+pub async fn insert_key(db: &impl GenericClient, key: &ApiKeyInfo, hash: &str) -> Result<(), Error> {
+    db.execute(
+        "INSERT INTO account.api_keys (id, issuer_id, kind, mode, name, key_hash, hint, scopes, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            &key.id.as_str(),
+            &key.issuer_id.as_str(),
+            &kind_str(key.kind),
+            &key.mode.as_str(),
+            &key.name,
+            &hash,
+            &key.hint,
+            &to_json(&key.scopes)?,
+            &key.created_at,
+        ],
+    )
+    .await
+    .map_err(DbError::from)?;
+    Ok(())
+}
+
+const KEY_COLUMNS: &str = "id, issuer_id, kind, mode, name, hint, scopes, created_at, revoked_at";
+
+fn key_from_row(row: &Row) -> Result<ApiKeyInfo, Error> {
+    Ok(ApiKeyInfo {
+        id: id(ApiKeyId::parse(row.get(0)))?,
+        issuer_id: id(IssuerId::parse(row.get(1)))?,
+        kind: parse_kind(row.get(2)),
+        mode: parse_mode(row.get(3))?,
+        name: row.get(4),
+        hint: row.get(5),
+        scopes: json::<Vec<Scope>>(row.get(6))?,
+        created_at: row.get(7),
+        revoked_at: row.get(8),
+    })
+}
+
+pub async fn list_keys(db: &impl GenericClient, issuer: &IssuerId) -> Result<Vec<ApiKeyInfo>, Error> {
+    let rows = db
+        .query(
+            &format!("SELECT {KEY_COLUMNS} FROM account.api_keys WHERE issuer_id = $1 ORDER BY created_at DESC, id DESC"),
+            &[&issuer.as_str()],
+        )
+        .await
+        .map_err(DbError::from)?;
+    rows.iter().map(key_from_row).collect()
+}
+
+/// Revokes a live key of `issuer`; another issuer's key id is not found.
+pub async fn revoke_key(db: &impl GenericClient, issuer: &IssuerId, key: &ApiKeyId) -> Result<Option<(ApiKeyInfo, String)>, Error> {
+    let row = db
+        .query_opt(
+            &format!(
+                "UPDATE account.api_keys SET revoked_at = now()
+                 WHERE id = $1 AND issuer_id = $2 AND revoked_at IS NULL
+                 RETURNING {KEY_COLUMNS}, key_hash"
+            ),
+            &[&key.as_str(), &issuer.as_str()],
+        )
+        .await
+        .map_err(DbError::from)?;
+    row.map(|r| Ok((key_from_row(&r)?, r.get(9)))).transpose()
+}
+
+/// The live key with this hash, joined with its issuer's settings.
+pub async fn resolve_key(db: &impl GenericClient, hash: &str) -> Result<Option<KeyConfig>, Error> {
+    let row = db
+        .query_opt(
+            "SELECT k.id, i.account_id, i.id, i.mode, k.kind, k.mode, k.scopes, i.allowed_origins, i.policy
+             FROM account.api_keys k JOIN account.issuers i ON i.id = k.issuer_id
+             WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
+            &[&hash],
+        )
+        .await
+        .map_err(DbError::from)?;
+    row.map(|r| {
+        Ok(KeyConfig {
+            key_id: id(ApiKeyId::parse(r.get(0)))?,
+            account_id: id(AccountId::parse(r.get(1)))?,
+            issuer_id: id(IssuerId::parse(r.get(2)))?,
+            issuer_mode: parse_mode(r.get(3))?,
+            kind: parse_kind(r.get(4)),
+            mode: parse_mode(r.get(5))?,
+            scopes: json(r.get(6))?,
+            allowed_origins: json(r.get(7))?,
+            policy: json(r.get(8))?,
+        })
+    })
+    .transpose()
+}

@@ -1,0 +1,130 @@
+//! Storage for one region: issuer-scoped handles over the region's database.
+
+use crate::Error;
+use idm_core::proto::store::{CreateSession, SessionRecord, StoreInfo, StoredUser};
+use idm_core::{ApiError, IssuerId, SessionId, UserId};
+use idm_db::{Client, Db, DbError, Row};
+
+/// Applies pending store migrations to every issuer schema in this region.
+pub async fn migrate_all_issuers(db: &Db) -> Result<(), Error> {
+    let mut client = db.get().await?;
+    let schemas: Vec<String> = client
+        .query("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'iss\\_%'", &[])
+        .await
+        .map_err(DbError::from)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for schema in schemas {
+        idm_db::migrate(&mut client, &schema, crate::migrations::STORE).await?;
+    }
+    Ok(())
+}
+
+pub async fn provision(db: &Db, issuer: &IssuerId) -> Result<(), Error> {
+    let mut client = db.get().await?;
+    idm_db::migrate(&mut client, &issuer.store_schema(), crate::migrations::STORE).await?;
+    Ok(())
+}
+
+/// A connection bound to one issuer's schema. The only way to query users:
+/// queries never name an issuer, so they cannot mix issuers.
+pub struct IssuerStore {
+    client: Client,
+}
+
+impl IssuerStore {
+    pub async fn open(db: &Db, issuer: &IssuerId) -> Result<Self, Error> {
+        let client = db.get().await?;
+        let schema = issuer.store_schema();
+        // One round trip: set the search path only if the schema exists.
+        let found = client
+            .query_opt("SELECT set_config('search_path', nspname, false) FROM pg_namespace WHERE nspname = $1", &[&schema])
+            .await
+            .map_err(DbError::from)?;
+        match found {
+            Some(_) => Ok(Self { client }),
+            None => Err(ApiError::not_found("issuer").into()),
+        }
+    }
+
+    pub async fn insert_user(
+        &self,
+        id: &UserId,
+        email: &idm_core::Email,
+        name: Option<&str>,
+        metadata: &serde_json::Value,
+        password_hash: Option<&str>,
+    ) -> Result<Row, DbError> {
+        Ok(self
+            .client
+            .query_one(
+                "INSERT INTO users (id, email, email_canonical, name, metadata, password_hash)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 RETURNING id, email, email_verified, name, metadata, mfa_enabled, created_at",
+                &[&id.as_str(), &email.as_str(), &email.canonical(), &name, metadata, &password_hash],
+            )
+            .await?)
+    }
+
+    pub async fn user(&self, id: &UserId) -> Result<Option<Row>, DbError> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT id, email, email_verified, name, metadata, mfa_enabled, created_at FROM users WHERE id = $1",
+                &[&id.as_str()],
+            )
+            .await?)
+    }
+
+    pub async fn password_hash(&self, id: &UserId) -> Result<Option<String>, DbError> {
+        let row = self.client.query_opt("SELECT password_hash FROM users WHERE id = $1", &[&id.as_str()]).await?;
+        Ok(row.and_then(|r| r.get::<_, Option<String>>(0)))
+    }
+
+    pub async fn set_password_hash(&self, id: &UserId, hash: &str) -> Result<(), DbError> {
+        self.client
+            .execute("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1", &[&id.as_str(), &hash])
+            .await?;
+        Ok(())
+    }
+
+    pub async fn insert_session(&self, s: &CreateSession) -> Result<Option<SessionRecord>, DbError> {
+        // Inserting only when the user exists keeps a session from pointing nowhere.
+        let row = self
+            .client
+            .query_opt(
+                "INSERT INTO sessions (id, user_id, expires_at, user_agent, ip)
+                 SELECT $1, id, $3, $4, $5 FROM users WHERE id = $2
+                 RETURNING id, user_id, created_at, expires_at",
+                &[&s.session_id.as_str(), &s.user_id.as_str(), &s.expires_at, &s.device.user_agent, &s.device.ip],
+            )
+            .await?;
+        row.map(|r| {
+            Ok(SessionRecord {
+                id: SessionId::parse(r.get(0)).map_err(|_| corrupt())?,
+                user_id: UserId::parse(r.get(1)).map_err(|_| corrupt())?,
+                created_at: r.get(2),
+                expires_at: r.get(3),
+            })
+        })
+        .transpose()
+    }
+}
+
+fn corrupt() -> DbError {
+    DbError::BadIdentifier("stored id".into())
+}
+
+pub fn user_from_row(row: &Row, store: StoreInfo) -> Result<StoredUser, Error> {
+    Ok(StoredUser {
+        id: UserId::parse(row.get(0)).map_err(|_| corrupt())?,
+        email: row.get(1),
+        email_verified: row.get(2),
+        name: row.get(3),
+        metadata: row.get(4),
+        mfa_enabled: row.get(5),
+        created_at: row.get(6),
+        store,
+    })
+}
