@@ -1,1 +1,64 @@
+//! user: the global directory. Places new users in a region, keeps only the
+//! user id → region row and a blind email index (HMAC of the canonical email
+//! under a per-issuer key), and routes user reads and writes to the regional
+//! store that holds the user's data.
 
+mod blind_index;
+mod config;
+mod directory;
+mod error;
+mod handlers;
+mod placement;
+
+pub use config::Config;
+pub use error::Error;
+
+use idm_bus::{Bus, Handlers};
+use idm_core::proto::user as op;
+use idm_db::Db;
+use idm_telemetry::Running;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) struct State {
+    pub db: Db,
+    pub bus: Bus,
+    pub index_keys: blind_index::IndexKeys,
+    pub default_region: idm_core::Region,
+}
+
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
+    let db = Db::connect(config.database_url(), config.pool_size)?;
+    idm_db::migrate(&mut db.get().await?, "directory", directory::MIGRATIONS).await?;
+    let bus = Bus::connect(&config.basics.nats_url, &config.basics.subject_prefix, config.basics.request_timeout, "user").await?;
+    let master = idm_crypto::MasterKey::from_base64(config.master_key())?;
+    let state = Arc::new(State {
+        db: db.clone(),
+        bus: bus.clone(),
+        index_keys: blind_index::IndexKeys::new(db.clone(), master),
+        default_region: config.default_region,
+    });
+    let handlers = Handlers::new()
+        .on(op::INIT_ISSUER, handlers::init_issuer)
+        .on(op::CREATE_USER, handlers::create_user)
+        .on(op::GET_USER, handlers::get_user)
+        .on(op::FIND_BY_EMAIL, handlers::find_by_email)
+        .on(op::LOCATE, handlers::locate);
+    let serving = idm_bus::serve(&bus, format!("{}.user.v1", bus.prefix()), "user".into(), handlers, state, shutdown.clone()).await?;
+    let ready: idm_telemetry::ReadinessCheck = Arc::new(move || {
+        let db = db.clone();
+        let connected = bus.is_connected();
+        Box::pin(async move {
+            db.ping().await.map_err(|e| e.to_string())?;
+            if connected { Ok(()) } else { Err("NATS is not connected".into()) }
+        })
+    });
+    let (http_addr, http) = idm_telemetry::serve_http(config.basics.http_addr, idm_telemetry::ops_router(ready), shutdown).await?;
+    tracing::info!(%http_addr, "user started");
+    Ok(Running::new(http_addr, vec![serving, http]))
+}
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    start(config, shutdown).await?.wait().await;
+    Ok(())
+}

@@ -1,0 +1,32 @@
+use idm_core::config::{ConfigError, Env, ServiceBasics};
+use secrecy::{ExposeSecret, SecretString};
+
+/// `SESSION_*` variables.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub basics: ServiceBasics,
+    pub database_url: SecretString,
+    pub pool_size: usize,
+    /// Base64 of 32 bytes; seals the per-issuer session signing keys.
+    pub master_key: SecretString,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let env = Env::new("SESSION");
+        Ok(Self {
+            basics: ServiceBasics::from_env(&env, 8083)?,
+            database_url: env.secret("DATABASE_URL")?,
+            pool_size: env.parse("DB_POOL_SIZE", 16)?,
+            master_key: env.secret("MASTER_KEY")?,
+        })
+    }
+
+    pub(crate) fn database_url(&self) -> &str {
+        self.database_url.expose_secret()
+    }
+
+    pub(crate) fn master_key(&self) -> &str {
+        self.master_key.expose_secret()
+    }
+}

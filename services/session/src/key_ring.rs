@@ -1,0 +1,104 @@
+//! Per-issuer signing keys: 32 random bytes each, sealed under the master
+//! key with the issuer and key id as associated data. The newest key signs;
+//! older ones still verify (rotation arrives with the sessions issue).
+
+use crate::Error;
+use idm_core::{ApiError, IssuerId};
+use idm_crypto::session_token::RingKey;
+use idm_crypto::MasterKey;
+use idm_db::{Db, DbError, Migration};
+use std::sync::Arc;
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "signing keys",
+    sql: "
+        CREATE TABLE keys (
+            kid text PRIMARY KEY,
+            issuer_id text NOT NULL,
+            sealed_secret bytea NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            retired_at timestamptz
+        );
+        CREATE INDEX keys_by_issuer ON keys (issuer_id, created_at DESC);
+    ",
+}];
+
+/// An issuer's keys, newest (the signing key) first.
+pub struct Ring {
+    pub keys: Vec<RingKey>,
+}
+
+impl Ring {
+    pub fn current(&self) -> Option<&RingKey> {
+        self.keys.first()
+    }
+}
+
+pub struct KeyRings {
+    db: Db,
+    master: MasterKey,
+    cache: moka::future::Cache<IssuerId, Arc<Ring>>,
+}
+
+fn aad(issuer: &IssuerId, kid: &str) -> Vec<u8> {
+    format!("{issuer}/{kid}").into_bytes()
+}
+
+impl KeyRings {
+    pub fn new(db: Db, master: MasterKey) -> Self {
+        let cache = moka::future::Cache::builder().max_capacity(10_000).time_to_live(std::time::Duration::from_secs(60)).build();
+        Self { db, master, cache }
+    }
+
+    /// Gives the issuer its first key unless it already has one.
+    pub async fn ensure_key(&self, issuer: &IssuerId) -> Result<(), Error> {
+        let kid = format!("k{}", hex::encode(idm_crypto::random_bytes::<8>()));
+        let secret = idm_crypto::random_bytes::<32>();
+        let sealed = self.master.seal(&secret, &aad(issuer, &kid))?;
+        let mut client = self.db.get().await?;
+        let tx = client.transaction().await.map_err(DbError::from)?;
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&issuer.as_str()]).await.map_err(DbError::from)?;
+        tx.execute(
+            "INSERT INTO session_keys.keys (kid, issuer_id, sealed_secret)
+             SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM session_keys.keys WHERE issuer_id = $2)",
+            &[&kid, &issuer.as_str(), &sealed],
+        )
+        .await
+        .map_err(DbError::from)?;
+        tx.commit().await.map_err(DbError::from)?;
+        self.cache.invalidate(issuer).await;
+        Ok(())
+    }
+
+    pub async fn ring(&self, issuer: &IssuerId) -> Result<Arc<Ring>, Error> {
+        let load = async {
+            let rows = self
+                .db
+                .get()
+                .await?
+                .query(
+                    "SELECT kid, sealed_secret FROM session_keys.keys WHERE issuer_id = $1 ORDER BY created_at DESC, kid",
+                    &[&issuer.as_str()],
+                )
+                .await
+                .map_err(DbError::from)?;
+            let mut keys = Vec::with_capacity(rows.len());
+            for row in rows {
+                let kid: String = row.get(0);
+                let sealed: Vec<u8> = row.get(1);
+                let opened = self.master.open(&sealed, &aad(issuer, &kid))?;
+                let secret: [u8; 32] = opened.as_slice().try_into().map_err(|_| ApiError::internal())?;
+                keys.push(RingKey { kid, secret: zeroize::Zeroizing::new(secret) });
+            }
+            if keys.is_empty() {
+                return Err(ApiError::not_found("issuer").into());
+            }
+            Ok::<_, Error>(Arc::new(Ring { keys }))
+        };
+        self.cache.try_get_with(issuer.clone(), load).await.map_err(|e| match Arc::try_unwrap(e) {
+            Ok(e) => e,
+            Err(shared) => Error::Api(ApiError::internal_from(&shared)),
+        })
+    }
+}
