@@ -60,3 +60,10 @@ pub async fn request_context(request: Request, next: Next) -> Response {
     }
     response
 }
+
+impl HttpError {
+    /// For middleware that must answer with a plain `Response`.
+    pub fn into_response_now(self) -> Response {
+        self.into_response()
+    }
+}

@@ -1,1 +1,7 @@
-fn main() {}
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    idm_telemetry::init_tracing();
+    let config = idm_edge_guard::Config::from_env()?;
+    idm_edge_guard::run(config, idm_telemetry::shutdown_on_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! Who may call what: the API key (checksum first, then the cached hash
+//! lookup), its mode, its kind against the route class, scopes for secret
+//! keys, and the browser origin for restricted keys. Every public route goes
+//! through `Incoming::authorize` before it does anything else.
+
+use crate::{client_ip, App};
+use axum::extract::{ConnectInfo, FromRequestParts};
+use http::request::Parts;
+use http::HeaderMap;
+use idm_core::origin::origin_allowed;
+use idm_core::proto::account::KeyConfig;
+use idm_core::proto::{Device, IssuerContext};
+use idm_core::scope::any_grants;
+use idm_core::{ApiError, ApiKey, ErrorCode, KeyKind, Origin, Scope};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+pub const SESSION_COOKIE: &str = "__Host-idm_session";
+pub const API_KEY_HEADER: &str = "idm-api-key";
+
+/// The class of a route, which decides the keys that may call it.
+#[derive(Debug, Clone, Copy)]
+pub enum Access {
+    /// Secret keys holding the scope.
+    Backend(Scope),
+    /// Restricted keys from an allowed origin, or secret keys.
+    Client,
+}
+
+/// A request's transport facts, extracted once.
+pub struct Incoming {
+    pub app: Arc<App>,
+    pub headers: HeaderMap,
+    pub peer: SocketAddr,
+}
+
+impl FromRequestParts<Arc<App>> for Incoming {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        Ok(Self { app: Arc::clone(app), headers: parts.headers.clone(), peer })
+    }
+}
+
+/// An authorised caller.
+pub struct Caller {
+    pub key: Arc<KeyConfig>,
+    pub ip: IpAddr,
+    pub country: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl Caller {
+    pub fn ctx(&self) -> IssuerContext {
+        IssuerContext { issuer_id: self.key.issuer_id.clone(), account_id: self.key.account_id.clone(), policy: self.key.policy.clone() }
+    }
+
+    pub fn device(&self) -> Device {
+        Device { ip: Some(self.ip.to_string()), user_agent: self.user_agent.clone(), country: self.country.clone() }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+}
+
+/// The API key: `Authorization: Bearer <key>`, or the `Idm-Api-Key` header
+/// when `Authorization` carries a session token.
+fn api_key_text(headers: &HeaderMap) -> Option<&str> {
+    match bearer(headers) {
+        Some(value) if ApiKey::looks_like_key(value) => Some(value),
+        _ => headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok()).map(str::trim),
+    }
+}
+
+/// The session token: `Authorization: Bearer <token>` (not a key), or the
+/// `__Host-idm_session` cookie.
+pub fn session_token(headers: &HeaderMap) -> Option<String> {
+    if let Some(value) = bearer(headers).filter(|v| !ApiKey::looks_like_key(v)) {
+        return Some(value.to_owned());
+    }
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+fn check_origin(key: &KeyConfig, headers: &HeaderMap) -> Result<(), ApiError> {
+    let mut origins = headers.get_all(http::header::ORIGIN).iter();
+    let origin = match (origins.next(), origins.next()) {
+        (Some(one), None) => one,
+        (None, _) => return Err(ApiError::new(ErrorCode::OriginNotAllowed, "restricted keys need an Origin header")),
+        (Some(_), Some(_)) => return Err(ApiError::new(ErrorCode::OriginNotAllowed, "more than one Origin header")),
+    };
+    let origin = origin.to_str().map_err(|_| ApiError::new(ErrorCode::OriginNotAllowed, "the Origin header is not text"))?;
+    let origin = Origin::parse(origin)?;
+    if key.policy.require_https_origins && origin.scheme != "https" && !origin.is_localhost() {
+        return Err(ApiError::new(ErrorCode::OriginNotAllowed, "this application requires https origins"));
+    }
+    if origin_allowed(&key.allowed_origins, &origin) {
+        Ok(())
+    } else {
+        Err(ApiError::new(ErrorCode::OriginNotAllowed, "the origin is not allowed for this key"))
+    }
+}
+
+impl Incoming {
+    pub async fn authorize(&self, access: Access) -> Result<Caller, ApiError> {
+        let invalid = || ApiError::new(ErrorCode::InvalidApiKey, "the API key is not valid");
+        let raw = api_key_text(&self.headers)
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "an API key is required (Authorization: Bearer <key>)"))?;
+        let parsed = ApiKey::parse(raw)?;
+        let hash = idm_crypto::api_key_hash(&parsed);
+        let key = self.app.keys.resolve(&hash).await?.ok_or_else(invalid)?;
+        if parsed.kind() != key.kind || parsed.mode() != key.mode || key.mode != key.issuer_mode {
+            return Err(invalid());
+        }
+        match (access, key.kind) {
+            (Access::Backend(scope), KeyKind::Secret) => {
+                if !any_grants(&key.scopes, scope) {
+                    return Err(ApiError::new(ErrorCode::InsufficientScope, format!("this key lacks the {scope} scope")));
+                }
+            }
+            (Access::Backend(_), KeyKind::Restricted) => {
+                return Err(ApiError::new(ErrorCode::InsufficientScope, "restricted keys may only call client and verification routes"));
+            }
+            (Access::Client, KeyKind::Restricted) => check_origin(&key, &self.headers)?,
+            (Access::Client, KeyKind::Secret) => {}
+        }
+        let trusted = &self.app.config.trusted_proxies;
+        let user_agent = self
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(512).collect());
+        Ok(Caller {
+            ip: client_ip::client_ip(trusted, self.peer.ip(), &self.headers),
+            country: client_ip::country(trusted, self.peer.ip(), &self.headers, &self.app.config.country_header),
+            user_agent,
+            key,
+        })
+    }
+
+    /// The verified session of a client-route caller.
+    pub async fn session(&self, caller: &Caller) -> Result<idm_crypto::session_token::SessionClaims, ApiError> {
+        let token = session_token(&self.headers).ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "a session is required"))?;
+        self.app.sessions.verify(&caller.key.issuer_id, &token).await
+    }
+}

@@ -1,0 +1,37 @@
+use idm_core::config::{ConfigError, Env, ServiceBasics};
+use ipnet::IpNet;
+use std::time::Duration;
+
+/// `EDGE_*` variables.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub basics: ServiceBasics,
+    /// Internal listener for `/healthz`, `/readyz` and `/metrics`.
+    pub ops_addr: std::net::SocketAddr,
+    /// Peers whose `X-Forwarded-For` and country header are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Header carrying the client's ISO country, set by a trusted proxy.
+    pub country_header: String,
+    pub max_body_bytes: usize,
+    /// How long a resolved API key (or an unknown one) stays cached.
+    pub key_cache_ttl: Duration,
+    pub key_cache_capacity: u64,
+    /// Mark the session cookie `Secure` (the `__Host-` prefix requires it).
+    pub cookie_secure: bool,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let env = Env::new("EDGE");
+        Ok(Self {
+            basics: ServiceBasics::from_env(&env, 8080)?,
+            ops_addr: env.parse("OPS_ADDR", std::net::SocketAddr::from(([127, 0, 0, 1], 9080)))?,
+            trusted_proxies: env.list("TRUSTED_PROXIES")?,
+            country_header: env.string("COUNTRY_HEADER", "cf-ipcountry").to_ascii_lowercase(),
+            max_body_bytes: env.parse("MAX_BODY_BYTES", 64 * 1024)?,
+            key_cache_ttl: Duration::from_secs(env.parse("KEY_CACHE_TTL_SECONDS", 60)?),
+            key_cache_capacity: env.parse("KEY_CACHE_CAPACITY", 100_000)?,
+            cookie_secure: env.parse("COOKIE_SECURE", true)?,
+        })
+    }
+}

@@ -1,0 +1,59 @@
+//! The public HTTP API (API.md), one module per resource. Each handler
+//! authorises first, turns the body into domain types, then makes one bus call.
+
+mod api_keys;
+mod client;
+mod issuer;
+mod sessions;
+mod users;
+
+use crate::App;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use idm_core::{ApiError, ErrorCode};
+use idm_telemetry::http::HttpError;
+use std::sync::Arc;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/issuer", get(issuer::get_issuer).patch(issuer::update_issuer))
+        .route("/v1/issuers", post(issuer::create_issuer))
+        .route("/v1/api_keys", post(api_keys::create).get(api_keys::list))
+        .route("/v1/api_keys/{id}", delete(api_keys::revoke))
+        .route("/v1/users", post(users::create).get(users::find_by_email))
+        .route("/v1/users/{id}", get(users::get))
+        .route("/v1/sessions/verify", post(sessions::verify))
+        .route("/v1/client/sign_up", post(client::sign_up))
+        .route("/v1/client/sign_in", post(client::sign_in))
+        .route("/v1/client/me", get(client::me))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(app)
+}
+
+async fn not_found() -> HttpError {
+    HttpError(ApiError::not_found("route"))
+}
+
+async fn method_not_allowed() -> HttpError {
+    HttpError(ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route"))
+}
+
+/// A JSON body, or the stable error for why it is not one: too large is
+/// `payload_too_large`, anything else malformed is `invalid_request`.
+pub fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    match parsed {
+        Ok(Json(value)) => Ok(value),
+        Err(rejection) if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large"))
+        }
+        Err(rejection) => Err(ApiError::invalid_request(rejection.body_text())),
+    }
+}
+
+pub fn query<T>(parsed: Result<axum::extract::Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    parsed.map(|q| q.0).map_err(|e| ApiError::invalid_request(e.body_text()))
+}
+
+pub type Reply<T> = Result<T, HttpError>;

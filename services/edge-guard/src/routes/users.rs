@@ -1,0 +1,66 @@
+use super::{body, query, Reply};
+use crate::access::{Access, Incoming};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use axum::Json;
+use idm_core::proto::user::{self, CreateUser, FindByEmail, GetUser, User};
+use idm_core::proto::SecretText;
+use idm_core::scope::{Level, Resource};
+use idm_core::text::{check_password, parse_metadata, DisplayName};
+use idm_core::{ApiError, Email, Region, Scope, UserId};
+use serde::Deserialize;
+
+const READ: Scope = Scope::new(Resource::Users, Level::Read);
+const WRITE: Scope = Scope::new(Resource::Users, Level::Write);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    email: String,
+    password: Option<SecretText>,
+    name: Option<String>,
+    region: Option<String>,
+    metadata: Option<serde_json::Value>,
+}
+
+pub async fn create(incoming: Incoming, new: Result<Json<NewUser>, JsonRejection>) -> Reply<(StatusCode, Json<User>)> {
+    let caller = incoming.authorize(Access::Backend(WRITE)).await?;
+    let new = body(new)?;
+    let email = Email::parse(&new.email)?;
+    if let Some(password) = &new.password {
+        check_password(password.expose())?;
+    }
+    let request = CreateUser {
+        ctx: caller.ctx(),
+        email,
+        password: new.password,
+        name: new.name.as_deref().map(|n| DisplayName::parse("name", n)).transpose()?,
+        region: new.region.as_deref().map(Region::parse).transpose()?,
+        metadata: new.metadata.map(parse_metadata).transpose()?,
+        country: caller.country.clone(),
+    };
+    let created: User = incoming.app.bus.call("user", user::CREATE_USER, &request).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+pub async fn get(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<User>> {
+    let caller = incoming.authorize(Access::Backend(READ)).await?;
+    let user_id = UserId::parse(&id)?;
+    let found: User = incoming.app.bus.call("user", user::GET_USER, &GetUser { issuer_id: caller.key.issuer_id.clone(), user_id }).await?;
+    Ok(Json(found))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByEmail {
+    email: Option<String>,
+}
+
+pub async fn find_by_email(incoming: Incoming, params: Result<Query<ByEmail>, QueryRejection>) -> Reply<Json<User>> {
+    let caller = incoming.authorize(Access::Backend(READ)).await?;
+    let email = query(params)?.email.ok_or_else(|| ApiError::validation("the email query parameter is required"))?;
+    let email = Email::parse(&email)?;
+    let found: User = incoming.app.bus.call("user", user::FIND_BY_EMAIL, &FindByEmail { issuer_id: caller.key.issuer_id.clone(), email }).await?;
+    Ok(Json(found))
+}
