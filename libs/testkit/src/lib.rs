@@ -1,1 +1,274 @@
+//! Starts the whole idmesh platform inside one test process, isolated from
+//! every other test: its own nine databases (global + one per region), its
+//! own NATS subject prefix and its own Redis key prefix. Services run as
+//! libraries on port 0, exactly as their binaries would run them.
 
+mod client;
+mod logs;
+
+pub use client::{Response, Tenant};
+pub use logs::captured_logs;
+
+use anyhow::Context;
+use base64::Engine;
+use idm_core::config::ServiceBasics;
+use idm_core::Region;
+use idm_telemetry::Running;
+use secrecy::SecretString;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub fn pg_admin_url() -> String {
+    std::env::var("IDM_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn nats_url() -> String {
+    std::env::var("IDM_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("IDM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn random_hex(bytes: usize) -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..bytes * 2].to_owned()
+}
+
+fn master_key() -> SecretString {
+    SecretString::from(base64::engine::general_purpose::STANDARD.encode(idm_crypto::random_bytes::<32>()))
+}
+
+/// Replaces the database name in a postgres URL.
+pub fn database_url(name: &str) -> String {
+    let admin = pg_admin_url();
+    match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => admin,
+    }
+}
+
+pub async fn pg_connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.with_context(|| format!("connecting to {url}"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+async fn create_database(admin: &tokio_postgres::Client, name: &str) -> anyhow::Result<()> {
+    // Concurrent CREATE DATABASE from one template can collide; retry briefly.
+    for attempt in 0..20 {
+        match admin.batch_execute(&format!("CREATE DATABASE {name}")).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 19 && e.to_string().contains("being accessed by other users") => {
+                tokio::time::sleep(Duration::from_millis(50 + 25 * attempt)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("creating database {name}")),
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How many edge-guard replicas to run (each on its own port).
+    pub edge_replicas: usize,
+    /// Regions whose store is started (all eight by default).
+    pub regions: Vec<Region>,
+    pub min_sign_in: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { edge_replicas: 1, regions: Region::ALL.to_vec(), min_sign_in: Duration::from_millis(300) }
+    }
+}
+
+/// One isolated, running platform.
+pub struct Platform {
+    pub prefix: String,
+    pub redis_prefix: String,
+    pub global_db: String,
+    pub region_dbs: BTreeMap<Region, String>,
+    pub edges: Vec<SocketAddr>,
+    pub account_addr: SocketAddr,
+    pub service_addrs: BTreeMap<String, SocketAddr>,
+    pub operator_token: String,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    running: Vec<Running>,
+}
+
+fn basics(prefix: &str) -> ServiceBasics {
+    ServiceBasics {
+        nats_url: nats_url(),
+        subject_prefix: prefix.to_owned(),
+        http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        request_timeout: Duration::from_secs(5),
+    }
+}
+
+impl Platform {
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> anyhow::Result<Self> {
+        logs::install();
+        let run_id = random_hex(6);
+        let prefix = format!("t{run_id}");
+        let global_db = format!("idmt_{run_id}_global");
+        let region_dbs: BTreeMap<Region, String> = Region::ALL.iter().map(|r| (*r, format!("idmt_{run_id}_{r}"))).collect();
+        let admin = pg_connect(&pg_admin_url()).await?;
+        create_database(&admin, &global_db).await?;
+        for name in region_dbs.values() {
+            create_database(&admin, name).await?;
+        }
+
+        let shutdown = CancellationToken::new();
+        let operator_token = random_hex(16);
+        let mut running = Vec::new();
+        let mut service_addrs = BTreeMap::new();
+        let global_url = SecretString::from(database_url(&global_db));
+
+        for region in &options.regions {
+            let store = idm_user_store::start(
+                idm_user_store::Config {
+                    basics: basics(&prefix),
+                    region: *region,
+                    database_url: SecretString::from(database_url(&region_dbs[region])),
+                    pool_size: 4,
+                    password: idm_crypto::PasswordParams::default(),
+                    max_parallel_hashes: 0,
+                },
+                shutdown.clone(),
+            )
+            .await?;
+            service_addrs.insert(format!("user-store-{region}"), store.http_addr);
+            running.push(store);
+        }
+        let session = idm_session::start(
+            idm_session::Config { basics: basics(&prefix), database_url: global_url.clone(), pool_size: 4, master_key: master_key() },
+            shutdown.clone(),
+        )
+        .await?;
+        service_addrs.insert("session".into(), session.http_addr);
+        running.push(session);
+        let user = idm_user::start(
+            idm_user::Config {
+                basics: basics(&prefix),
+                database_url: global_url.clone(),
+                pool_size: 4,
+                master_key: master_key(),
+                default_region: Region::Weur,
+            },
+            shutdown.clone(),
+        )
+        .await?;
+        service_addrs.insert("user".into(), user.http_addr);
+        running.push(user);
+        let account = idm_account::start(
+            idm_account::Config {
+                basics: basics(&prefix),
+                database_url: global_url.clone(),
+                pool_size: 4,
+                operator_token: SecretString::from(operator_token.clone()),
+            },
+            shutdown.clone(),
+        )
+        .await?;
+        let account_addr = account.http_addr;
+        service_addrs.insert("account".into(), account_addr);
+        running.push(account);
+        let auth = idm_auth::start(
+            idm_auth::Config { basics: basics(&prefix), redis_url: SecretString::from(redis_url()), min_sign_in: options.min_sign_in },
+            shutdown.clone(),
+        )
+        .await?;
+        service_addrs.insert("auth".into(), auth.http_addr);
+        running.push(auth);
+        let deletion = idm_deletion_worker::start(
+            idm_deletion_worker::Config { basics: basics(&prefix), database_url: global_url.clone(), pool_size: 2 },
+            shutdown.clone(),
+        )
+        .await?;
+        service_addrs.insert("deletion-worker".into(), deletion.http_addr);
+        running.push(deletion);
+        let webhook = idm_webhook::start(
+            idm_webhook::Config { basics: basics(&prefix), database_url: global_url.clone(), pool_size: 2 },
+            shutdown.clone(),
+        )
+        .await?;
+        service_addrs.insert("webhook".into(), webhook.http_addr);
+        running.push(webhook);
+
+        let mut edges = Vec::new();
+        for replica in 0..options.edge_replicas {
+            let edge = idm_edge_guard::start(edge_config(&prefix), shutdown.clone()).await?;
+            edges.push(edge.http_addr);
+            service_addrs.insert(format!("edge-guard-{replica}"), edge.http_addr);
+            running.push(edge);
+        }
+
+        let http = reqwest::Client::builder().user_agent("idm-testkit").build()?;
+        let redis_prefix = format!("{prefix}:");
+        Ok(Self {
+            prefix,
+            redis_prefix,
+            global_db,
+            region_dbs,
+            edges,
+            account_addr,
+            service_addrs,
+            operator_token,
+            http,
+            shutdown,
+            running,
+        })
+    }
+
+    /// Starts one more edge-guard replica on this platform.
+    pub async fn add_edge(&mut self) -> anyhow::Result<SocketAddr> {
+        let edge = idm_edge_guard::start(edge_config(&self.prefix), self.shutdown.clone()).await?;
+        let addr = edge.http_addr;
+        self.edges.push(addr);
+        self.running.push(edge);
+        Ok(addr)
+    }
+
+    pub async fn region_db(&self, region: Region) -> anyhow::Result<tokio_postgres::Client> {
+        pg_connect(&database_url(&self.region_dbs[&region])).await
+    }
+
+    pub async fn global(&self) -> anyhow::Result<tokio_postgres::Client> {
+        pg_connect(&database_url(&self.global_db)).await
+    }
+
+    /// Stops every service (waiting for in-flight work) and drops the databases.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        for service in self.running {
+            tokio::time::timeout(Duration::from_secs(10), service.wait()).await.context("a service did not stop within 10 s")?;
+        }
+        let admin = pg_connect(&pg_admin_url()).await?;
+        for name in std::iter::once(&self.global_db).chain(self.region_dbs.values()) {
+            admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+        }
+        Ok(())
+    }
+}
+
+fn edge_config(prefix: &str) -> idm_edge_guard::Config {
+    idm_edge_guard::Config {
+        basics: basics(prefix),
+        ops_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        trusted_proxies: vec!["127.0.0.1/32".parse().unwrap_or_else(|_| ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])))],
+        country_header: "cf-ipcountry".into(),
+        max_body_bytes: 64 * 1024,
+        key_cache_ttl: Duration::from_secs(60),
+        key_cache_capacity: 10_000,
+        cookie_secure: true,
+    }
+}

@@ -1,0 +1,8 @@
+//! Cross-service end-to-end and security suites, run against the real
+//! PostgreSQL, Redis and NATS through edge-guard's HTTP API. Every test
+//! starts its own isolated platform (see `idm-testkit`).
+
+mod attacks;
+mod bad_input;
+mod foundation;
+mod platform;
