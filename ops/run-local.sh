@@ -1,0 +1,474 @@
+#!/usr/bin/env bash
+# Run the whole idmesh platform locally (README command #1).
+#
+#   ops/run-local.sh              build, start everything, stay in the foreground;
+#                                 Ctrl-C (or SIGTERM) stops all services
+#   ops/run-local.sh --detach     build, start, print, exit; services keep running
+#   ops/run-local.sh stop         stop the services of a previous run
+#   --no-build                    (with either start form) skip `cargo build`
+#
+# State lives in .idmesh/ (gitignored): secrets.env, demo.json, logs/, pids/.
+# See docs/OPERATIONS.md.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=ops/lib/deps.sh
+source "$ROOT/ops/lib/deps.sh"
+
+STATE=$ROOT/.idmesh
+PID_DIR=$STATE/pids
+LOG_DIR=$STATE/logs
+SECRETS=$STATE/secrets.env
+DEMO=$STATE/demo.json
+
+REGIONS=(wnam enam sam weur eeur apac oc afr)
+EDGE=http://127.0.0.1:8080
+ACCOUNT=http://127.0.0.1:8081
+READY_TIMEOUT=${IDM_READY_TIMEOUT:-60}
+STOP_TIMEOUT=10
+
+usage() {
+	sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+}
+
+# --- process helpers -----------------------------------------------------------
+
+# Alive and not a zombie (services are our children in foreground mode).
+is_alive() {
+	local stat
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	stat=${stat##*) }
+	[[ ${stat:0:1} != Z ]]
+}
+
+# Is pid one of our service binaries (guards against recycled pids)?
+is_ours() {
+	local argv0
+	[[ $1 =~ ^[0-9]+$ ]] || return 1
+	argv0=$(tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | head -n 1) || return 1
+	[[ ${argv0##*/} == idm-* ]]
+}
+
+# SIGTERM the given pids, wait up to STOP_TIMEOUT s, then SIGKILL the rest.
+stop_pids() {
+	local pid live=() deadline
+	for pid in "$@"; do
+		if is_alive "$pid" && is_ours "$pid" && kill -TERM "$pid" 2>/dev/null; then
+			live+=("$pid")
+		fi
+	done
+	((${#live[@]})) || return 0
+	deadline=$((SECONDS + STOP_TIMEOUT))
+	while ((SECONDS < deadline)); do
+		local still=()
+		for pid in "${live[@]}"; do is_alive "$pid" && still+=("$pid"); done
+		live=("${still[@]}")
+		((${#live[@]})) || return 0
+		sleep 0.2
+	done
+	for pid in "${live[@]}"; do
+		if is_alive "$pid" && is_ours "$pid"; then
+			idm_warn "pid $pid did not stop within ${STOP_TIMEOUT}s; sending SIGKILL"
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+	done
+}
+
+# Stop whatever the pid files name (a previous run, or `stop`).
+stop_from_pidfiles() {
+	local f pids=() n=0
+	shopt -s nullglob
+	for f in "$PID_DIR"/*.pid; do
+		pids+=("$(cat "$f" 2>/dev/null || true)")
+	done
+	shopt -u nullglob
+	# Remove the files first: a foreground run watching them then knows it
+	# has been taken over instead of reporting crashes.
+	rm -f "$PID_DIR"/*.pid
+	for f in "${pids[@]}"; do
+		if is_alive "$f" && is_ours "$f"; then n=$((n + 1)); fi
+	done
+	if ((n)); then
+		idm_say "stopping $n running service(s) of a previous run"
+		stop_pids "${pids[@]}"
+	fi
+}
+
+# --- this run's services ---------------------------------------------------------
+
+NAMES=()              # in start order
+declare -A ADDR=()    # name -> host:port
+declare -A BIN=()     # name -> binary
+declare -A PID=()     # name -> pid (this run only)
+declare -A REPORTED=() # name -> 1 once a crash was reported
+KEEP_RUNNING=0
+
+add_service() { # name binary addr
+	NAMES+=("$1")
+	BIN[$1]=$2
+	ADDR[$1]=$3
+}
+
+# Stop only what this run started, and remove only pid files still naming it.
+stop_own() {
+	local name f
+	((${#PID[@]})) || return 0
+	stop_pids "${PID[@]}"
+	for name in "${!PID[@]}"; do
+		f=$PID_DIR/$name.pid
+		if [[ -f $f && $(cat "$f" 2>/dev/null) == "${PID[$name]}" ]]; then rm -f "$f"; fi
+	done
+	PID=()
+}
+
+on_exit() {
+	local rc=$?
+	if ((!KEEP_RUNNING && ${#PID[@]})); then
+		idm_say "stopping services"
+		stop_own
+	fi
+	exit "$rc"
+}
+
+on_signal() {
+	trap '' INT TERM
+	printf '\n' >&2
+	idm_say "stopping services"
+	stop_own
+	idm_say "stopped"
+	exit 0
+}
+
+log_tail() { # name [lines]
+	local log=$LOG_DIR/$1.log
+	printf -- '--- last lines of %s ---\n' "${log#"$ROOT"/}" >&2
+	tail -n "${2:-30}" "$log" >&2 2>/dev/null || true
+	printf -- '---\n' >&2
+}
+
+# start_service name VAR=value...: start in its own session (so the terminal's
+# Ctrl-C and hang-up reach only this script), logs and pid under .idmesh/.
+start_service() {
+	local name=$1 bin
+	shift
+	bin=$CARGO_TARGET_DIR/debug/${BIN[$name]}
+	(
+		for kv in "$@"; do export "${kv?}"; done
+		exec setsid "$bin" </dev/null >"$LOG_DIR/$name.log" 2>&1
+	) &
+	PID[$name]=$!
+	printf '%s\n' "$!" >"$PID_DIR/$name.pid"
+}
+
+port_in_use() { # host:port
+	(exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null
+}
+
+# --- steps -------------------------------------------------------------------
+
+define_services() {
+	local i
+	for i in "${!REGIONS[@]}"; do
+		add_service "user-store-${REGIONS[$i]}" idm-user-store "127.0.0.1:$((8090 + i))"
+	done
+	add_service account idm-account 127.0.0.1:8081
+	add_service auth idm-auth 127.0.0.1:8082
+	add_service session idm-session 127.0.0.1:8083
+	add_service user idm-user 127.0.0.1:8084
+	add_service deletion-worker idm-deletion-worker 127.0.0.1:8086
+	add_service webhook idm-webhook 127.0.0.1:8087
+	add_service edge-guard idm-edge-guard 127.0.0.1:8080
+}
+
+build() {
+	idm_say "cargo build --bins (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+	cargo build --bins
+	local name missing=0
+	for name in "${NAMES[@]}"; do
+		if [[ ! -x $CARGO_TARGET_DIR/debug/${BIN[$name]} ]]; then
+			idm_err "missing binary $CARGO_TARGET_DIR/debug/${BIN[$name]}"
+			missing=1
+		fi
+	done
+	((!missing))
+}
+
+psql_admin() {
+	PGCONNECT_TIMEOUT=5 psql "$IDM_PG_ADMIN_URL" -XAtq -v ON_ERROR_STOP=1 "$@"
+}
+
+create_databases() {
+	local db created=()
+	for db in idmesh "${REGIONS[@]/#/idmesh_store_}"; do
+		if [[ -z $(psql_admin -c "select 1 from pg_database where datname = '$db'") ]]; then
+			psql_admin -c "create database \"$db\"" >/dev/null
+			created+=("$db")
+		fi
+	done
+	if ((${#created[@]})); then
+		idm_say "databases: created ${created[*]}"
+	else
+		idm_say "databases: idmesh and 8 regional stores exist"
+	fi
+}
+
+# .idmesh/secrets.env: generated once, then reused (the master keys encrypt
+# data at rest; changing them would orphan it).
+load_secrets() {
+	local line k v added=()
+	IDM_OPERATOR_TOKEN='' IDM_SESSION_MASTER_KEY='' IDM_USER_MASTER_KEY=''
+	(umask 077 && touch "$SECRETS")
+	chmod 600 "$SECRETS"
+	while IFS= read -r line || [[ -n $line ]]; do
+		k=${line%%=*}
+		v=${line#*=}
+		case $k in
+		IDM_OPERATOR_TOKEN | IDM_SESSION_MASTER_KEY | IDM_USER_MASTER_KEY) printf -v "$k" '%s' "$v" ;;
+		esac
+	done <"$SECRETS"
+	if [[ -z $IDM_OPERATOR_TOKEN ]]; then
+		IDM_OPERATOR_TOKEN=$(od -An -vtx1 -N32 /dev/urandom | tr -d ' \n')
+		printf 'IDM_OPERATOR_TOKEN=%s\n' "$IDM_OPERATOR_TOKEN" >>"$SECRETS"
+		added+=(IDM_OPERATOR_TOKEN)
+	fi
+	for k in IDM_SESSION_MASTER_KEY IDM_USER_MASTER_KEY; do
+		if [[ -z ${!k} ]]; then
+			v=$(head -c32 /dev/urandom | base64 -w0)
+			printf -v "$k" '%s' "$v"
+			printf '%s=%s\n' "$k" "$v" >>"$SECRETS"
+			added+=("$k")
+		fi
+	done
+	if ((${#added[@]})); then
+		idm_say "secrets: generated ${added[*]} in .idmesh/secrets.env"
+	else
+		idm_say "secrets: reusing .idmesh/secrets.env"
+	fi
+}
+
+start_all() {
+	local pg=${IDM_PG_URL_BASE:-postgres://postgres@127.0.0.1:5432}
+	pg=${pg%/}
+	local name r i
+	export IDM_NATS_URL
+	export IDM_SUBJECT_PREFIX=${IDM_SUBJECT_PREFIX:-idm}
+	export RUST_LOG=${RUST_LOG:-info}
+
+	for name in "${NAMES[@]}"; do
+		if port_in_use "${ADDR[$name]}"; then
+			idm_err "${ADDR[$name]} (for $name) is already in use:"
+			ss -ltnp "( sport = :${ADDR[$name]##*:} )" >&2 2>/dev/null || true
+			exit 1
+		fi
+	done
+
+	idm_say "starting ${#NAMES[@]} services (logs in .idmesh/logs/)"
+	for i in "${!REGIONS[@]}"; do
+		r=${REGIONS[$i]}
+		start_service "user-store-$r" STORE_REGION="$r" STORE_HTTP_ADDR="${ADDR[user-store-$r]}" \
+			STORE_DATABASE_URL="$pg/idmesh_store_$r"
+	done
+	start_service account ACCOUNT_HTTP_ADDR="${ADDR[account]}" ACCOUNT_DATABASE_URL="$pg/idmesh" \
+		ACCOUNT_OPERATOR_TOKEN="$IDM_OPERATOR_TOKEN"
+	start_service auth AUTH_HTTP_ADDR="${ADDR[auth]}" AUTH_REDIS_URL="$IDM_REDIS_URL"
+	start_service session SESSION_HTTP_ADDR="${ADDR[session]}" SESSION_DATABASE_URL="$pg/idmesh" \
+		SESSION_MASTER_KEY="$IDM_SESSION_MASTER_KEY"
+	start_service user USER_HTTP_ADDR="${ADDR[user]}" USER_DATABASE_URL="$pg/idmesh" \
+		USER_MASTER_KEY="$IDM_USER_MASTER_KEY" USER_DEFAULT_REGION=weur
+	start_service deletion-worker DELETION_HTTP_ADDR="${ADDR[deletion-worker]}" DELETION_DATABASE_URL="$pg/idmesh"
+	start_service webhook WEBHOOK_HTTP_ADDR="${ADDR[webhook]}" WEBHOOK_DATABASE_URL="$pg/idmesh"
+	start_service edge-guard EDGE_HTTP_ADDR="${ADDR[edge-guard]}" EDGE_REDIS_URL="$IDM_REDIS_URL" \
+		EDGE_TRUSTED_PROXIES=127.0.0.1/32,::1/128 EDGE_COUNTRY_HEADER=cf-ipcountry
+}
+
+http_code() { # url [curl args...]
+	local url=$1
+	shift
+	curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$@" "$url" 2>/dev/null || true
+}
+
+wait_ready() {
+	local deadline=$((SECONDS + READY_TIMEOUT)) name pending=("${NAMES[@]}") next code
+	declare -A last=()
+	while :; do
+		next=()
+		for name in "${pending[@]}"; do
+			if ! is_alive "${PID[$name]}"; then
+				idm_err "$name exited during start-up"
+				log_tail "$name"
+				exit 1
+			fi
+			code=$(http_code "http://${ADDR[$name]}/readyz")
+			last[$name]=$code
+			[[ $code == 200 ]] || next+=("$name")
+		done
+		pending=("${next[@]}")
+		((${#pending[@]})) || break
+		if ((SECONDS >= deadline)); then
+			for name in "${pending[@]}"; do
+				idm_err "$name not ready after ${READY_TIMEOUT}s (GET http://${ADDR[$name]}/readyz -> ${last[$name]})"
+				log_tail "$name"
+			done
+			exit 1
+		fi
+		sleep 0.5
+	done
+	idm_say "all ${#NAMES[@]} services ready"
+}
+
+# curl with the bearer token fed through stdin, so it never shows up in `ps`.
+curl_auth() { # token curl-args...
+	local token=$1
+	shift
+	printf 'header = "Authorization: Bearer %s"\n' "$token" | curl -K - "$@"
+}
+
+# Prints "account_id issuer_id secret_key restricted_key" from a demo.json.
+demo_fields() {
+	python3 -c 'import json,sys
+d = json.load(open(sys.argv[1]))
+print(d["account"]["id"], d["issuer"]["id"], d["secret_key"], d["restricted_key"])' "$1" 2>/dev/null
+}
+
+DEMO_ACCOUNT='' DEMO_ISSUER='' SK='' RK=''
+
+ensure_demo() {
+	local fields code tmp
+	if [[ -f $DEMO ]] && fields=$(demo_fields "$DEMO"); then
+		read -r DEMO_ACCOUNT DEMO_ISSUER SK RK <<<"$fields"
+		code=$(curl_auth "$SK" -s -o /dev/null -w '%{http_code}' --max-time 10 "$EDGE/v1/issuer" || true)
+		if [[ $code == 200 ]]; then
+			idm_say "demo account: reusing .idmesh/demo.json"
+		else
+			idm_say "demo account in .idmesh/demo.json no longer works (GET /v1/issuer -> $code); creating a new one"
+			SK=''
+		fi
+	fi
+	if [[ -z $SK ]]; then
+		tmp=$(umask 077 && mktemp "$STATE/demo.json.XXXXXX")
+		code=$(curl_auth "$IDM_OPERATOR_TOKEN" -s -o "$tmp" -w '%{http_code}' --max-time 30 -X POST \
+			-H 'content-type: application/json' -d '{"name":"demo"}' "$ACCOUNT/admin/v1/accounts" || true)
+		if [[ $code != 200 && $code != 201 ]] || ! fields=$(demo_fields "$tmp"); then
+			idm_warn "could not create the demo account: POST $ACCOUNT/admin/v1/accounts -> $code"
+			head -c 2000 "$tmp" >&2 2>/dev/null || true
+			printf '\n' >&2
+			rm -f "$tmp"
+			SK=''
+			return 0
+		fi
+		chmod 600 "$tmp"
+		mv -f "$tmp" "$DEMO"
+		read -r DEMO_ACCOUNT DEMO_ISSUER SK RK <<<"$fields"
+		idm_say "demo account: created $DEMO_ACCOUNT (saved to .idmesh/demo.json)"
+	fi
+	local body
+	body=$(mktemp)
+	code=$(curl_auth "$SK" -s -o "$body" -w '%{http_code}' --max-time 10 -X PATCH \
+		-H 'content-type: application/json' -d '{"allowed_origins":["localhost"]}' "$EDGE/v1/issuer" || true)
+	if [[ $code == 2?? ]]; then
+		idm_say "demo issuer: allowed origins set to [localhost]"
+	else
+		idm_warn "PATCH /v1/issuer {\"allowed_origins\":[\"localhost\"]} -> $code: $(head -c 500 "$body")"
+	fi
+	rm -f "$body"
+}
+
+print_summary() {
+	local name
+	printf '\nidmesh is running.\n\n'
+	printf '  %-24s %s\n' "edge-guard (public API)" "$EDGE"
+	printf '  %-24s %s\n' "account (admin API)" "$ACCOUNT"
+	for name in auth session user deletion-worker webhook "${REGIONS[@]/#/user-store-}"; do
+		printf '  %-24s http://%s\n' "$name" "${ADDR[$name]}"
+	done
+	printf '  every service: /healthz /readyz /metrics; logs: .idmesh/logs/<service>.log\n'
+	printf '  operator token (admin API): see .idmesh/secrets.env\n\n'
+	if [[ -z $SK ]]; then
+		printf 'No demo account (see the warning above).\n\n'
+		return
+	fi
+	cat <<EOF
+Demo account $DEMO_ACCOUNT, issuer $DEMO_ISSUER (.idmesh/demo.json)
+  secret key      $SK
+  restricted key  $RK
+
+Try it:
+  export SK='$SK' RK='$RK'
+  # sign up an end user with the restricted key, as a page on http://localhost:3000 would
+  SIGNUP=\$(curl -s http://127.0.0.1:8080/v1/client/sign_up -H "Authorization: Bearer \$RK" -H 'Origin: http://localhost:3000' -H 'content-type: application/json' -d '{"email":"ada@example.com","password":"correct horse battery"}'); echo "\$SIGNUP"
+  # read the user back with the secret key (note its region)
+  curl -s 'http://127.0.0.1:8080/v1/users?email=ada@example.com' -H "Authorization: Bearer \$SK"
+  # who am I: the session token from the sign-up response
+  TOKEN=\$(printf '%s' "\$SIGNUP" | python3 -c 'import json,sys;print(json.load(sys.stdin)["session_token"])')
+  curl -s http://127.0.0.1:8080/v1/client/me -H "Idm-Api-Key: \$RK" -H "Authorization: Bearer \$TOKEN" -H 'Origin: http://localhost:3000'
+
+EOF
+}
+
+# Foreground: watch the services until Ctrl-C/SIGTERM.
+supervise() {
+	local name cur
+	printf 'Services run in the foreground: press Ctrl-C to stop them (or run ops/run-local.sh stop).\n'
+	while :; do
+		sleep 2 &
+		wait $! || true
+		for name in "${NAMES[@]}"; do
+			cur=$(cat "$PID_DIR/$name.pid" 2>/dev/null || true)
+			if [[ $cur != "${PID[$name]}" ]]; then
+				idm_say "services were stopped or taken over by another run; exiting"
+				stop_own
+				exit 0
+			fi
+			if [[ -z ${REPORTED[$name]:-} ]] && ! is_alive "${PID[$name]}"; then
+				REPORTED[$name]=1
+				idm_warn "$name exited unexpectedly; the others keep running"
+				log_tail "$name" 20
+			fi
+		done
+	done
+}
+
+main() {
+	local mode=foreground build_first=1 arg
+	for arg in "$@"; do
+		case $arg in
+		stop) mode=stop ;;
+		--detach | -d) mode=detach ;;
+		--no-build) build_first=0 ;;
+		-h | --help) usage; exit 0 ;;
+		*) idm_err "unknown argument: $arg"; usage >&2; exit 2 ;;
+		esac
+	done
+	mkdir -p "$PID_DIR" "$LOG_DIR"
+	chmod 700 "$STATE"
+
+	if [[ $mode == stop ]]; then
+		stop_from_pidfiles
+		idm_say "idmesh services stopped"
+		exit 0
+	fi
+
+	export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/idmesh/target}
+	trap on_exit EXIT
+	trap on_signal INT TERM
+	_idm_need_cmds curl:curl python3:python3 setsid:util-linux || exit 1
+	ensure_deps || exit 1
+	define_services
+	if ((build_first)); then build; fi
+	stop_from_pidfiles
+	create_databases
+	load_secrets
+	start_all
+	wait_ready
+	ensure_demo
+	print_summary
+	if [[ $mode == detach ]]; then
+		KEEP_RUNNING=1
+		printf 'Detached. Stop with: ops/run-local.sh stop\n'
+		exit 0
+	fi
+	supervise
+}
+
+main "$@"

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Run all tests (README command #2).
+#
+#   ops/test.sh                      cargo test --workspace
+#   ops/test.sh -- --nocapture       extra arguments go to cargo test
+#   ops/test.sh -p idm-auth          with -p/--package, only those packages
+#
+# Makes sure PostgreSQL, Redis and NATS answer (ops/lib/deps.sh), drops test
+# databases left over by earlier runs (idmt_*), then runs cargo test with
+# IDM_TEST_PG_URL, IDM_TEST_REDIS_URL and IDM_TEST_NATS_URL pointing at them.
+# Exits with cargo's exit code.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=ops/lib/deps.sh
+source "$ROOT/ops/lib/deps.sh"
+
+ensure_deps || exit 1
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/idmesh/target}
+export IDM_TEST_PG_URL=${IDM_TEST_PG_URL:-$IDM_PG_ADMIN_URL}
+export IDM_TEST_REDIS_URL=${IDM_TEST_REDIS_URL:-$IDM_REDIS_URL}
+export IDM_TEST_NATS_URL=${IDM_TEST_NATS_URL:-$IDM_NATS_URL}
+
+# Tests create databases named idmt_<random>_<suffix> and drop them when they
+# finish; a killed run leaves them behind. \gexec runs each DROP on its own
+# (DROP DATABASE cannot run inside a transaction block).
+drop_leftover_test_databases() {
+	local n
+	n=$(PGCONNECT_TIMEOUT=5 psql "$IDM_TEST_PG_URL" -XAtq -v ON_ERROR_STOP=1 \
+		-c "select count(*) from pg_database where left(datname, 5) = 'idmt_'")
+	if ((n > 0)); then
+		idm_say "dropping $n leftover test database(s) idmt_*"
+		PGCONNECT_TIMEOUT=5 psql "$IDM_TEST_PG_URL" -XAtq -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+select format('drop database if exists %I with (force)', datname)
+from pg_database where left(datname, 5) = 'idmt_'
+\gexec
+SQL
+	fi
+}
+drop_leftover_test_databases
+
+scope=(--workspace)
+for arg in "$@"; do
+	[[ $arg == -- ]] && break
+	case $arg in -p | -p* | --package | --package=*) scope=() ;; esac
+done
+
+idm_say "cargo test ${scope[*]}${*:+ $*} (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+rc=0
+cargo test "${scope[@]}" "$@" || rc=$?
+if ((rc)); then
+	idm_err "tests failed (cargo exit code $rc)"
+fi
+exit "$rc"
