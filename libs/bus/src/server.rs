@@ -115,10 +115,11 @@ pub async fn serve<S: Send + Sync + 'static>(
                     Ok(_) => "ok",
                     Err(e) => e.code.as_str(),
                 };
+                let elapsed = started.elapsed();
                 metrics::histogram!("idm_bus_server_seconds", "op" => op.clone(), "outcome" => outcome)
-                    .record(started.elapsed().as_secs_f64());
+                    .record(elapsed.as_secs_f64());
+                span.in_scope(|| tracing::debug!(outcome, elapsed_ms = elapsed.as_millis() as u64, "handled"));
                 let body = result.unwrap_or_else(|error| {
-                    span.in_scope(|| tracing::debug!(code = %error.code, "answered with an error"));
                     Bytes::from(serde_json::to_vec(&Reply::<()>::Error(error)).unwrap_or_default())
                 });
                 if let Some(reply) = message.reply {

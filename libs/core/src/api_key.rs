@@ -101,11 +101,6 @@ impl ApiKey {
         Ok(Self { kind, mode, raw: SecretString::from(raw.to_owned()) })
     }
 
-    /// Cheap shape test used to tell a key from a session token in a header.
-    pub fn looks_like_key(raw: &str) -> bool {
-        raw.starts_with("ath_sec_") || raw.starts_with("rk_")
-    }
-
     pub fn kind(&self) -> KeyKind {
         self.kind
     }

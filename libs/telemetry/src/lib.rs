@@ -19,11 +19,27 @@ use tokio_util::sync::CancellationToken;
 /// Installs the global `tracing` subscriber once per process. `RUST_LOG`
 /// picks levels (default `info`); `IDM_LOG_FORMAT=json` gives JSON lines.
 pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = log_filter(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
     let json = std::env::var("IDM_LOG_FORMAT").is_ok_and(|f| f == "json");
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Dependencies that log query parameters or message payloads (personal
+/// data, password hashes) at debug level. They are capped at `info` whatever
+/// the requested levels say, so raising verbosity cannot leak them.
+const NEVER_VERBOSE: &[&str] = &["tokio_postgres", "postgres_protocol", "async_nats", "redis"];
+
+/// `directives` (RUST_LOG syntax) with the personal-data caps applied last,
+/// so they win over anything the directives ask for.
+pub fn log_filter(directives: &str) -> tracing_subscriber::EnvFilter {
+    let mut filter = tracing_subscriber::EnvFilter::try_new(directives).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for target in NEVER_VERBOSE {
+        if let Ok(cap) = format!("{target}=info").parse() {
+            filter = filter.add_directive(cap);
+        }
+    }
+    filter
 }
 
 /// The process-wide Prometheus recorder (installed on first use).

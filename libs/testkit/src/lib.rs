@@ -98,6 +98,7 @@ pub struct Platform {
     pub operator_token: String,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
+    service_stops: BTreeMap<String, CancellationToken>,
     running: Vec<Running>,
 }
 
@@ -128,6 +129,12 @@ impl Platform {
         }
 
         let shutdown = CancellationToken::new();
+        let mut service_stops = BTreeMap::new();
+        let mut stop_for = |name: String| {
+            let token = shutdown.child_token();
+            service_stops.insert(name, token.clone());
+            token
+        };
         let operator_token = random_hex(16);
         let mut running = Vec::new();
         let mut service_addrs = BTreeMap::new();
@@ -143,7 +150,7 @@ impl Platform {
                     password: idm_crypto::PasswordParams::default(),
                     max_parallel_hashes: 0,
                 },
-                shutdown.clone(),
+                stop_for(format!("user-store-{region}")),
             )
             .await?;
             service_addrs.insert(format!("user-store-{region}"), store.http_addr);
@@ -151,7 +158,7 @@ impl Platform {
         }
         let session = idm_session::start(
             idm_session::Config { basics: basics(&prefix), database_url: global_url.clone(), pool_size: 4, master_key: master_key() },
-            shutdown.clone(),
+            stop_for("session".into()),
         )
         .await?;
         service_addrs.insert("session".into(), session.http_addr);
@@ -164,7 +171,7 @@ impl Platform {
                 master_key: master_key(),
                 default_region: Region::Weur,
             },
-            shutdown.clone(),
+            stop_for("user".into()),
         )
         .await?;
         service_addrs.insert("user".into(), user.http_addr);
@@ -176,7 +183,7 @@ impl Platform {
                 pool_size: 4,
                 operator_token: SecretString::from(operator_token.clone()),
             },
-            shutdown.clone(),
+            stop_for("account".into()),
         )
         .await?;
         let account_addr = account.http_addr;
@@ -184,21 +191,21 @@ impl Platform {
         running.push(account);
         let auth = idm_auth::start(
             idm_auth::Config { basics: basics(&prefix), redis_url: SecretString::from(redis_url()), min_sign_in: options.min_sign_in },
-            shutdown.clone(),
+            stop_for("auth".into()),
         )
         .await?;
         service_addrs.insert("auth".into(), auth.http_addr);
         running.push(auth);
         let deletion = idm_deletion_worker::start(
             idm_deletion_worker::Config { basics: basics(&prefix), database_url: global_url.clone(), pool_size: 2 },
-            shutdown.clone(),
+            stop_for("deletion-worker".into()),
         )
         .await?;
         service_addrs.insert("deletion-worker".into(), deletion.http_addr);
         running.push(deletion);
         let webhook = idm_webhook::start(
             idm_webhook::Config { basics: basics(&prefix), database_url: global_url.clone(), pool_size: 2 },
-            shutdown.clone(),
+            stop_for("webhook".into()),
         )
         .await?;
         service_addrs.insert("webhook".into(), webhook.http_addr);
@@ -206,7 +213,7 @@ impl Platform {
 
         let mut edges = Vec::new();
         for replica in 0..options.edge_replicas {
-            let edge = idm_edge_guard::start(edge_config(&prefix), shutdown.clone()).await?;
+            let edge = idm_edge_guard::start(edge_config(&prefix), stop_for(format!("edge-guard-{replica}"))).await?;
             edges.push(edge.http_addr);
             service_addrs.insert(format!("edge-guard-{replica}"), edge.http_addr);
             running.push(edge);
@@ -225,17 +232,29 @@ impl Platform {
             operator_token,
             http,
             shutdown,
+            service_stops,
             running,
         })
     }
 
     /// Starts one more edge-guard replica on this platform.
     pub async fn add_edge(&mut self) -> anyhow::Result<SocketAddr> {
-        let edge = idm_edge_guard::start(edge_config(&self.prefix), self.shutdown.clone()).await?;
+        let token = self.shutdown.child_token();
+        self.service_stops.insert(format!("edge-guard-{}", self.edges.len()), token.clone());
+        let edge = idm_edge_guard::start(edge_config(&self.prefix), token).await?;
         let addr = edge.http_addr;
         self.edges.push(addr);
         self.running.push(edge);
         Ok(addr)
+    }
+
+    /// Stops one service (for example `user-store-weur`) as SIGTERM would.
+    /// It stops answering at once; the rest of the platform keeps running.
+    pub async fn stop_service(&self, name: &str) -> anyhow::Result<()> {
+        self.service_stops.get(name).with_context(|| format!("no service {name}"))?.cancel();
+        // Let the unsubscribe reach the NATS server.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok(())
     }
 
     pub async fn region_db(&self, region: Region) -> anyhow::Result<tokio_postgres::Client> {

@@ -1,6 +1,7 @@
 //! Captures every log line the in-process platform writes, at debug level
-//! and above for every crate (dependencies included), so tests can assert
-//! what never appears in logs. Set `IDM_TEST_LOG=1` to also print them.
+//! and above for every crate (dependencies included, through the same filter
+//! the services use, asked to be as verbose as it allows), so tests can
+//! assert what never appears in logs. Set `IDM_TEST_LOG=1` to also print them.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -31,7 +32,7 @@ pub(crate) fn install() {
         let buffer = Arc::new(Mutex::new(Vec::new()));
         let writer = Capture(Arc::clone(&buffer));
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+            .with_env_filter(idm_telemetry::log_filter("debug,tokio_postgres=trace"))
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .try_init();

@@ -73,20 +73,24 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// The API key: `Authorization: Bearer <key>`, or the `Idm-Api-Key` header
-/// when `Authorization` carries a session token.
-fn api_key_text(headers: &HeaderMap) -> Option<&str> {
-    match bearer(headers) {
-        Some(value) if ApiKey::looks_like_key(value) => Some(value),
-        _ => headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok()).map(str::trim),
-    }
+fn api_key_header(headers: &HeaderMap) -> Option<&str> {
+    headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
-/// The session token: `Authorization: Bearer <token>` (not a key), or the
-/// `__Host-idm_session` cookie.
+/// The API key: the `Idm-Api-Key` header when present, else
+/// `Authorization: Bearer <key>`. Never guessed from the value's shape, so a
+/// garbled key is reported as an invalid key, not as a missing one.
+fn api_key_text(headers: &HeaderMap) -> Option<&str> {
+    api_key_header(headers).or_else(|| bearer(headers))
+}
+
+/// The session token: `Authorization: Bearer <token>` when the key came in
+/// `Idm-Api-Key`, else the `__Host-idm_session` cookie.
 pub fn session_token(headers: &HeaderMap) -> Option<String> {
-    if let Some(value) = bearer(headers).filter(|v| !ApiKey::looks_like_key(v)) {
-        return Some(value.to_owned());
+    if api_key_header(headers).is_some() {
+        if let Some(value) = bearer(headers) {
+            return Some(value.to_owned());
+        }
     }
     headers
         .get_all(http::header::COOKIE)
