@@ -49,9 +49,15 @@ impl RequestContext {
     }
 
     /// Continues an incoming trace (HTTP or NATS headers), or starts one.
-    pub fn continue_from(request_id: Option<&str>, traceparent: Option<&str>, tracestate: Option<&str>) -> Self {
+    pub fn continue_from(
+        request_id: Option<&str>,
+        traceparent: Option<&str>,
+        tracestate: Option<&str>,
+    ) -> Self {
         let mut ctx = Self::new_root();
-        if let Some(id) = request_id.filter(|id| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic())) {
+        if let Some(id) = request_id.filter(|id| {
+            !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic())
+        }) {
             ctx.request_id = id.to_owned();
         }
         if let Some(tp) = traceparent.filter(|tp| valid_traceparent(tp)) {
@@ -79,7 +85,11 @@ impl RequestContext {
 
     pub fn from_headers(headers: Option<&HeaderMap>) -> Self {
         let get = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
-        Self::continue_from(get(crate::HEADER_REQUEST_ID), get(crate::HEADER_TRACEPARENT), get(crate::HEADER_TRACESTATE))
+        Self::continue_from(
+            get(crate::HEADER_REQUEST_ID),
+            get(crate::HEADER_TRACEPARENT),
+            get(crate::HEADER_TRACESTATE),
+        )
     }
 
     /// Runs `fut` with this context as the current one.
@@ -90,7 +100,9 @@ impl RequestContext {
 
 /// The context of the request being handled, or a fresh root outside one.
 pub fn current() -> RequestContext {
-    CURRENT.try_with(Clone::clone).unwrap_or_else(|_| RequestContext::new_root())
+    CURRENT
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| RequestContext::new_root())
 }
 
 #[cfg(test)]
@@ -100,7 +112,8 @@ mod tests {
     #[test]
     fn incoming_trace_is_continued_and_garbage_is_replaced() {
         let root = RequestContext::new_root();
-        let next = RequestContext::continue_from(Some(&root.request_id), Some(&root.traceparent), None);
+        let next =
+            RequestContext::continue_from(Some(&root.request_id), Some(&root.traceparent), None);
         assert_eq!(next.trace_id(), root.trace_id());
         assert_ne!(next.traceparent, root.traceparent);
         assert_eq!(next.request_id, root.request_id);

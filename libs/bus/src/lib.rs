@@ -45,15 +45,27 @@ pub struct Bus {
 }
 
 impl Bus {
-    pub async fn connect(url: &str, prefix: &str, timeout: Duration, name: &str) -> Result<Self, BusError> {
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+        name: &str,
+    ) -> Result<Self, BusError> {
         let client = async_nats::ConnectOptions::new()
             .name(name)
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
             .connect(url)
             .await
-            .map_err(|e| BusError::Connect { url: url.to_owned(), reason: e.to_string() })?;
-        Ok(Self { client, prefix: prefix.to_owned(), timeout })
+            .map_err(|e| BusError::Connect {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            client,
+            prefix: prefix.to_owned(),
+            timeout,
+        })
     }
 
     pub fn client(&self) -> &async_nats::Client {
@@ -84,7 +96,12 @@ impl Bus {
     }
 
     /// Calls `service`'s `op` and decodes its reply.
-    pub async fn call<Req, Resp>(&self, service: &str, op: &str, request: &Req) -> Result<Resp, ApiError>
+    pub async fn call<Req, Resp>(
+        &self,
+        service: &str,
+        op: &str,
+        request: &Req,
+    ) -> Result<Resp, ApiError>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -93,7 +110,12 @@ impl Bus {
     }
 
     /// Calls the regional store of `region`.
-    pub async fn call_store<Req, Resp>(&self, region: Region, op: &str, request: &Req) -> Result<Resp, ApiError>
+    pub async fn call_store<Req, Resp>(
+        &self,
+        region: Region,
+        op: &str,
+        request: &Req,
+    ) -> Result<Resp, ApiError>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -113,7 +135,9 @@ impl Bus {
         })?;
         let headers = context::current().to_headers();
         let started = Instant::now();
-        let sent = self.client.request_with_headers(subject.clone(), headers, payload.into());
+        let sent = self
+            .client
+            .request_with_headers(subject.clone(), headers, payload.into());
         let outcome = tokio::time::timeout(self.timeout, sent).await;
         let op = operation_label(&subject);
         let reply = match outcome {
@@ -158,12 +182,25 @@ impl Bus {
 }
 
 fn unavailable(subject: &str, why: &str) -> ApiError {
-    let target = subject.split('.').skip(1).take_while(|t| *t != "v1").collect::<Vec<_>>().join(".");
-    ApiError::new(ErrorCode::UpstreamUnavailable, format!("{target} is unavailable ({why})"))
+    let target = subject
+        .split('.')
+        .skip(1)
+        .take_while(|t| *t != "v1")
+        .collect::<Vec<_>>()
+        .join(".");
+    ApiError::new(
+        ErrorCode::UpstreamUnavailable,
+        format!("{target} is unavailable ({why})"),
+    )
 }
 
 /// `service.op` (or `store.region.op`) without the deployment prefix, as a
 /// bounded metric label.
 fn operation_label(subject: &str) -> String {
-    subject.split('.').skip(1).filter(|t| *t != "v1").collect::<Vec<_>>().join(".")
+    subject
+        .split('.')
+        .skip(1)
+        .filter(|t| *t != "v1")
+        .collect::<Vec<_>>()
+        .join(".")
 }

@@ -27,7 +27,9 @@ pub struct Handlers<S> {
 
 impl<S: Send + Sync + 'static> Default for Handlers<S> {
     fn default() -> Self {
-        Self { map: HashMap::new() }
+        Self {
+            map: HashMap::new(),
+        }
     }
 }
 
@@ -81,7 +83,10 @@ pub async fn serve<S: Send + Sync + 'static>(
         .client()
         .queue_subscribe(subject.clone(), queue)
         .await
-        .map_err(|e| BusError::Subscribe { subject: subject.clone(), reason: e.to_string() })?;
+        .map_err(|e| BusError::Subscribe {
+            subject: subject.clone(),
+            reason: e.to_string(),
+        })?;
     // Make sure the server has the subscription before callers are told we are up.
     bus.flush().await;
     let client = bus.client().clone();

@@ -73,7 +73,11 @@ impl ApiKey {
         body.extend_from_slice(random);
         body.extend_from_slice(&checksum(prefix, random));
         let raw = format!("{prefix}{}", bs58::encode(&body).into_string());
-        Self { kind, mode, raw: SecretString::from(raw) }
+        Self {
+            kind,
+            mode,
+            raw: SecretString::from(raw),
+        }
     }
 
     pub fn parse(raw: &str) -> Result<Self, ApiError> {
@@ -98,7 +102,11 @@ impl ApiKey {
         if checksum(prefix(kind, mode), random) != sum {
             return Err(invalid());
         }
-        Ok(Self { kind, mode, raw: SecretString::from(raw.to_owned()) })
+        Ok(Self {
+            kind,
+            mode,
+            raw: SecretString::from(raw.to_owned()),
+        })
     }
 
     pub fn kind(&self) -> KeyKind {
@@ -116,7 +124,14 @@ impl ApiKey {
     /// A short, non-secret hint for listings ("ath_sec_live_…x7Qa").
     pub fn hint(&self) -> String {
         let raw = self.raw.expose_secret();
-        let tail: String = raw.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: String = raw
+            .chars()
+            .rev()
+            .take(4)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         format!("{}…{tail}", prefix(self.kind, self.mode))
     }
 }
@@ -137,7 +152,10 @@ mod tests {
         let raw = key.expose().to_owned();
         assert!(raw.starts_with("ath_sec_live_"));
         let parsed = ApiKey::parse(&raw).ok();
-        assert_eq!(parsed.map(|k| (k.kind(), k.mode())), Some((KeyKind::Secret, KeyMode::Live)));
+        assert_eq!(
+            parsed.map(|k| (k.kind(), k.mode())),
+            Some((KeyKind::Secret, KeyMode::Live))
+        );
 
         // Flip one character of the body: the checksum catches it.
         let mut chars: Vec<char> = raw.chars().collect();

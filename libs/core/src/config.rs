@@ -41,7 +41,9 @@ impl Env {
     }
 
     pub fn string(&self, name: &str, default: &str) -> String {
-        self.lookup(name).map(|(_, v)| v).unwrap_or_else(|| default.to_owned())
+        self.lookup(name)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| default.to_owned())
     }
 
     pub fn optional(&self, name: &str) -> Option<String> {
@@ -49,7 +51,8 @@ impl Env {
     }
 
     pub fn required(&self, name: &str) -> Result<String, ConfigError> {
-        self.optional(name).ok_or_else(|| ConfigError::Missing(self.var_name(name)))
+        self.optional(name)
+            .ok_or_else(|| ConfigError::Missing(self.var_name(name)))
     }
 
     pub fn secret(&self, name: &str) -> Result<SecretString, ConfigError> {
@@ -63,7 +66,13 @@ impl Env {
     {
         match self.lookup(name) {
             None => Ok(default),
-            Some((var, raw)) => raw.trim().parse().map_err(|e: T::Err| ConfigError::Invalid { var, reason: e.to_string() }),
+            Some((var, raw)) => raw
+                .trim()
+                .parse()
+                .map_err(|e: T::Err| ConfigError::Invalid {
+                    var,
+                    reason: e.to_string(),
+                }),
         }
     }
 
@@ -73,12 +82,17 @@ impl Env {
         T: FromStr,
         T::Err: std::fmt::Display,
     {
-        let Some((var, raw)) = self.lookup(name) else { return Ok(Vec::new()) };
+        let Some((var, raw)) = self.lookup(name) else {
+            return Ok(Vec::new());
+        };
         raw.split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(|item| {
-                item.parse().map_err(|e: T::Err| ConfigError::Invalid { var: var.clone(), reason: format!("'{item}': {e}") })
+                item.parse().map_err(|e: T::Err| ConfigError::Invalid {
+                    var: var.clone(),
+                    reason: format!("'{item}': {e}"),
+                })
             })
             .collect()
     }
@@ -98,7 +112,11 @@ pub struct ServiceBasics {
 impl ServiceBasics {
     pub fn from_env(env: &Env, default_http_port: u16) -> Result<Self, ConfigError> {
         let subject_prefix = env.string("SUBJECT_PREFIX", "idm");
-        if subject_prefix.is_empty() || !subject_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        if subject_prefix.is_empty()
+            || !subject_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
             return Err(ConfigError::Invalid {
                 var: env.var_name("SUBJECT_PREFIX"),
                 reason: "use letters, digits, '-' and '_' only".into(),
@@ -107,8 +125,13 @@ impl ServiceBasics {
         Ok(Self {
             nats_url: env.string("NATS_URL", "nats://127.0.0.1:4222"),
             subject_prefix,
-            http_addr: env.parse("HTTP_ADDR", std::net::SocketAddr::from(([127, 0, 0, 1], default_http_port)))?,
-            request_timeout: std::time::Duration::from_millis(env.parse("REQUEST_TIMEOUT_MS", 5_000u64)?),
+            http_addr: env.parse(
+                "HTTP_ADDR",
+                std::net::SocketAddr::from(([127, 0, 0, 1], default_http_port)),
+            )?,
+            request_timeout: std::time::Duration::from_millis(
+                env.parse("REQUEST_TIMEOUT_MS", 5_000u64)?,
+            ),
         })
     }
 }

@@ -100,9 +100,16 @@ mod tests {
 
     #[test]
     fn as_str_matches_the_serde_spelling() {
-        for code in [ErrorCode::InvalidApiKey, ErrorCode::UpstreamUnavailable, ErrorCode::PayloadTooLarge] {
+        for code in [
+            ErrorCode::InvalidApiKey,
+            ErrorCode::UpstreamUnavailable,
+            ErrorCode::PayloadTooLarge,
+        ] {
             let json = serde_json::to_value(code).ok();
-            assert_eq!(json, Some(serde_json::Value::String(code.as_str().to_owned())));
+            assert_eq!(
+                json,
+                Some(serde_json::Value::String(code.as_str().to_owned()))
+            );
         }
     }
 }
@@ -127,7 +134,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), details: None }
+        Self {
+            code,
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {

@@ -94,6 +94,8 @@ mod tests {
     fn store_schema_is_a_plain_identifier() {
         let id = IssuerId::generate();
         let schema = id.store_schema();
-        assert!(schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+        assert!(schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
     }
 }

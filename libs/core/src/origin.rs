@@ -32,10 +32,15 @@ impl Origin {
         if raw.is_empty() || raw.len() > 2048 {
             return Err(not_allowed("the Origin header is missing or too long"));
         }
-        if raw.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',') {
+        if raw
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ',')
+        {
             return Err(not_allowed("the Origin header has forbidden characters"));
         }
-        let (scheme, rest) = raw.split_once("://").ok_or_else(|| not_allowed("the Origin is not scheme://host"))?;
+        let (scheme, rest) = raw
+            .split_once("://")
+            .ok_or_else(|| not_allowed("the Origin is not scheme://host"))?;
         let scheme = scheme.to_ascii_lowercase();
         if scheme != "http" && scheme != "https" {
             return Err(not_allowed("the Origin scheme must be http or https"));
@@ -56,7 +61,11 @@ impl Origin {
             Some(url::Host::Ipv6(ip)) => OriginHost::Ip(IpAddr::V6(ip)),
             None => return Err(not_allowed("the Origin has no host")),
         };
-        Ok(Self { scheme, host, port: url.port() })
+        Ok(Self {
+            scheme,
+            host,
+            port: url.port(),
+        })
     }
 
     pub fn is_localhost(&self) -> bool {
@@ -87,9 +96,13 @@ fn ascii_host(raw: &str, entry: &str) -> Result<String, ApiError> {
     if host.is_empty() || host.split('.').any(str::is_empty) {
         return Err(invalid_entry(entry, "empty label"));
     }
-    let ascii = idna::domain_to_ascii_strict(host).map_err(|_| invalid_entry(entry, "not a valid host name"))?;
+    let ascii = idna::domain_to_ascii_strict(host)
+        .map_err(|_| invalid_entry(entry, "not a valid host name"))?;
     let labels_ok = ascii.split('.').all(|l| {
-        !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-')
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
             && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     });
     if !labels_ok {
@@ -114,7 +127,10 @@ impl AllowedOrigin {
             return Ok(AllowedOrigin::Ip(ip));
         }
         if entry.contains(':') {
-            return Err(invalid_entry(raw, "ports are not part of an entry; any port matches"));
+            return Err(invalid_entry(
+                raw,
+                "ports are not part of an entry; any port matches",
+            ));
         }
         if let Some(domain) = entry.strip_prefix("*.") {
             if domain.contains('*') {
@@ -122,7 +138,10 @@ impl AllowedOrigin {
             }
             let ascii = ascii_host(domain, raw)?;
             if !ascii.contains('.') {
-                return Err(invalid_entry(raw, "a wildcard needs a registrable domain under it"));
+                return Err(invalid_entry(
+                    raw,
+                    "a wildcard needs a registrable domain under it",
+                ));
             }
             return Ok(AllowedOrigin::Subdomains(ascii));
         }
@@ -136,7 +155,9 @@ impl AllowedOrigin {
         match (self, &origin.host) {
             (AllowedOrigin::Host(h), OriginHost::Domain(d)) => h == d,
             (AllowedOrigin::Subdomains(base), OriginHost::Domain(d)) => {
-                d.len() > base.len() + 1 && d.ends_with(base.as_str()) && d.as_bytes()[d.len() - base.len() - 1] == b'.'
+                d.len() > base.len() + 1
+                    && d.ends_with(base.as_str())
+                    && d.as_bytes()[d.len() - base.len() - 1] == b'.'
             }
             (AllowedOrigin::Ip(ip), OriginHost::Ip(o)) => ip == o,
             _ => false,
@@ -176,16 +197,26 @@ mod tests {
     use super::*;
 
     fn allowed(entries: &[&str]) -> Vec<AllowedOrigin> {
-        entries.iter().filter_map(|e| AllowedOrigin::parse(e).ok()).collect()
+        entries
+            .iter()
+            .filter_map(|e| AllowedOrigin::parse(e).ok())
+            .collect()
     }
 
     fn ok(list: &[AllowedOrigin], origin: &str) -> bool {
-        Origin::parse(origin).map(|o| origin_allowed(list, &o)).unwrap_or(false)
+        Origin::parse(origin)
+            .map(|o| origin_allowed(list, &o))
+            .unwrap_or(false)
     }
 
     #[test]
     fn exact_and_wildcard_entries_match_as_documented() {
-        let list = allowed(&["mybrand.com", "*.apps.mybrand.com", "bücher.de", "localhost"]);
+        let list = allowed(&[
+            "mybrand.com",
+            "*.apps.mybrand.com",
+            "bücher.de",
+            "localhost",
+        ]);
         assert!(ok(&list, "https://mybrand.com"));
         assert!(ok(&list, "https://MyBrand.COM:8443"));
         assert!(ok(&list, "https://mybrand.com."));
@@ -199,12 +230,22 @@ mod tests {
     fn lookalikes_and_smuggled_origins_are_refused() {
         let list = allowed(&["mybrand.com"]);
         for bad in [
-            "", "null", "https://mybrand.com.evil.com", "https://evilmybrand.com",
-            "https://evil.com/mybrand.com", "https://mybrand.com@evil.com",
-            "https://evil.com#mybrand.com", "https://evil.com?mybrand.com",
-            "https://mybrand.com/", "https://mybrand.com, https://evil.com", " https://mybrand.com",
-            "https://mybrand.com\t", "ftp://mybrand.com", "javascript://mybrand.com",
-            "https://127.0.0.1", "mybrand.com",
+            "",
+            "null",
+            "https://mybrand.com.evil.com",
+            "https://evilmybrand.com",
+            "https://evil.com/mybrand.com",
+            "https://mybrand.com@evil.com",
+            "https://evil.com#mybrand.com",
+            "https://evil.com?mybrand.com",
+            "https://mybrand.com/",
+            "https://mybrand.com, https://evil.com",
+            " https://mybrand.com",
+            "https://mybrand.com\t",
+            "ftp://mybrand.com",
+            "javascript://mybrand.com",
+            "https://127.0.0.1",
+            "mybrand.com",
         ] {
             assert!(!ok(&list, bad), "{bad:?} must be refused");
         }
@@ -212,9 +253,24 @@ mod tests {
 
     #[test]
     fn entries_are_validated_when_saved() {
-        for bad in ["*", "*.", "https://mybrand.com", "mybrand.com/x", "mybrand.com:443", "a..b.com", "*.com", "x.*.com", ""] {
+        for bad in [
+            "*",
+            "*.",
+            "https://mybrand.com",
+            "mybrand.com/x",
+            "mybrand.com:443",
+            "a..b.com",
+            "*.com",
+            "x.*.com",
+            "",
+        ] {
             assert!(AllowedOrigin::parse(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(AllowedOrigin::parse("MyBrand.com.").map(|a| a.to_string()).ok(), Some("mybrand.com".into()));
+        assert_eq!(
+            AllowedOrigin::parse("MyBrand.com.")
+                .map(|a| a.to_string())
+                .ok(),
+            Some("mybrand.com".into())
+        );
     }
 }

@@ -53,7 +53,9 @@ impl Default for IssuerPolicy {
 impl IssuerPolicy {
     pub fn validate(&self) -> Result<(), ApiError> {
         if !(60..=86_400).contains(&self.session_lifetime_seconds) {
-            return Err(ApiError::validation("session_lifetime_seconds must be between 60 and 86400"));
+            return Err(ApiError::validation(
+                "session_lifetime_seconds must be between 60 and 86400",
+            ));
         }
         if let Some(regions) = &self.allowed_regions {
             if regions.is_empty() {
@@ -62,11 +64,15 @@ impl IssuerPolicy {
         }
         let permitted = self.permitted_regions();
         if permitted.is_empty() {
-            return Err(ApiError::validation("residency eu leaves no allowed region"));
+            return Err(ApiError::validation(
+                "residency eu leaves no allowed region",
+            ));
         }
         if let Some(default) = self.default_region {
             if !permitted.contains(&default) {
-                return Err(ApiError::validation("default_region is not one of the permitted regions"));
+                return Err(ApiError::validation(
+                    "default_region is not one of the permitted regions",
+                ));
             }
         }
         Ok(())
@@ -76,7 +82,11 @@ impl IssuerPolicy {
     pub fn permitted_regions(&self) -> Vec<Region> {
         Region::ALL
             .into_iter()
-            .filter(|r| self.allowed_regions.as_ref().is_none_or(|list| list.contains(r)))
+            .filter(|r| {
+                self.allowed_regions
+                    .as_ref()
+                    .is_none_or(|list| list.contains(r))
+            })
             .filter(|r| match self.residency {
                 Some(Residency::Eu) => r.jurisdiction() == Jurisdiction::Eu,
                 None => true,
@@ -91,7 +101,10 @@ mod tests {
 
     #[test]
     fn eu_residency_narrows_regions_and_checks_the_default() {
-        let mut p = IssuerPolicy { residency: Some(Residency::Eu), ..IssuerPolicy::default() };
+        let mut p = IssuerPolicy {
+            residency: Some(Residency::Eu),
+            ..IssuerPolicy::default()
+        };
         assert_eq!(p.permitted_regions(), vec![Region::Weur, Region::Eeur]);
         p.default_region = Some(Region::Wnam);
         assert!(p.validate().is_err());

@@ -42,7 +42,12 @@ impl Region {
         Self::ALL
             .into_iter()
             .find(|r| r.as_str() == raw)
-            .ok_or_else(|| ApiError::validation(format!("unknown region '{}'", raw.chars().take(16).collect::<String>())))
+            .ok_or_else(|| {
+                ApiError::validation(format!(
+                    "unknown region '{}'",
+                    raw.chars().take(16).collect::<String>()
+                ))
+            })
     }
 
     pub fn as_str(self) -> &'static str {
@@ -104,7 +109,9 @@ impl Region {
             | "NP" | "BT" | "MV" | "AF" | "UZ" | "TM" | "TJ" | "KG" | "MM" | "TH" | "LA" | "KH"
             | "VN" | "MY" | "SG" | "ID" | "PH" | "BN" | "TL" => Apac,
             "AU" | "NZ" | "PG" | "FJ" | "SB" | "VU" | "NC" | "PF" | "WS" | "TO" | "KI" | "TV"
-            | "NR" | "FM" | "MH" | "PW" | "GU" | "MP" | "AS" | "CK" | "NU" | "TK" | "WF" | "NF" => Oc,
+            | "NR" | "FM" | "MH" | "PW" | "GU" | "MP" | "AS" | "CK" | "NU" | "TK" | "WF" | "NF" => {
+                Oc
+            }
             "ZA" | "NG" | "EG" | "KE" | "ET" | "GH" | "MA" | "DZ" | "TN" | "LY" | "SD" | "SS"
             | "UG" | "TZ" | "RW" | "BI" | "CD" | "CG" | "CM" | "CF" | "TD" | "NE" | "ML" | "BF"
             | "SN" | "GM" | "GN" | "GW" | "SL" | "LR" | "CI" | "TG" | "BJ" | "MR" | "CV" | "ST"

@@ -68,7 +68,10 @@ impl Level {
         use Level::*;
         matches!(
             (self, required),
-            (Read, Read) | (Write, Read | Write) | (Manage, Read | Write | Manage) | (Delete, Delete)
+            (Read, Read)
+                | (Write, Read | Write)
+                | (Manage, Read | Write | Manage)
+                | (Delete, Delete)
         )
     }
 }
@@ -83,24 +86,46 @@ pub struct Scope {
 
 impl Scope {
     pub const fn new(resource: Resource, level: Level) -> Self {
-        Self { resource: Some(resource), level }
+        Self {
+            resource: Some(resource),
+            level,
+        }
     }
 
     pub fn parse(raw: &str) -> Result<Self, ApiError> {
-        let bad = || ApiError::validation(format!("'{}' is not a scope (<resource>:<read|write|manage|delete>)", raw.chars().take(40).collect::<String>()));
+        let bad = || {
+            ApiError::validation(format!(
+                "'{}' is not a scope (<resource>:<read|write|manage|delete>)",
+                raw.chars().take(40).collect::<String>()
+            ))
+        };
         let (resource, level) = raw.split_once(':').ok_or_else(bad)?;
-        let level = Level::ALL.into_iter().find(|l| l.as_str() == level).ok_or_else(bad)?;
+        let level = Level::ALL
+            .into_iter()
+            .find(|l| l.as_str() == level)
+            .ok_or_else(bad)?;
         let resource = if resource == "*" {
             None
         } else {
-            Some(Resource::ALL.into_iter().find(|r| r.as_str() == resource).ok_or_else(bad)?)
+            Some(
+                Resource::ALL
+                    .into_iter()
+                    .find(|r| r.as_str() == resource)
+                    .ok_or_else(bad)?,
+            )
         };
         Ok(Self { resource, level })
     }
 
     /// Every scope there is: what a key gets when none are asked for.
     pub fn all() -> Vec<Scope> {
-        Level::ALL.into_iter().map(|level| Scope { resource: None, level }).collect()
+        Level::ALL
+            .into_iter()
+            .map(|level| Scope {
+                resource: None,
+                level,
+            })
+            .collect()
     }
 
     pub fn grants(&self, required: Scope) -> bool {

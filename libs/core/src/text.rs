@@ -23,7 +23,9 @@ impl DisplayName {
             )));
         }
         if trimmed.chars().any(char::is_control) {
-            return Err(ApiError::validation(format!("{field} must not contain control characters")));
+            return Err(ApiError::validation(format!(
+                "{field} must not contain control characters"
+            )));
         }
         Ok(Self(trimmed.to_owned()))
     }
@@ -51,7 +53,9 @@ pub fn parse_metadata(value: serde_json::Value) -> Result<serde_json::Value, Api
     if !value.is_object() {
         return Err(ApiError::validation("metadata must be a JSON object"));
     }
-    let size = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(&value)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
     if size > MAX_METADATA_BYTES {
         return Err(ApiError::validation(format!(
             "metadata must be at most {MAX_METADATA_BYTES} bytes"
@@ -67,7 +71,9 @@ pub fn check_password(password: &str) -> Result<(), ApiError> {
     const MAX: usize = 256;
     let chars = password.chars().count();
     if password.len() > MAX * 4 || chars > MAX {
-        return Err(ApiError::validation(format!("password must be at most {MAX} characters")));
+        return Err(ApiError::validation(format!(
+            "password must be at most {MAX} characters"
+        )));
     }
     if chars < MIN {
         return Err(ApiError::new(
@@ -77,7 +83,10 @@ pub fn check_password(password: &str) -> Result<(), ApiError> {
     }
     let distinct: std::collections::HashSet<char> = password.chars().collect();
     if distinct.len() < 3 {
-        return Err(ApiError::new(crate::ErrorCode::WeakPassword, "password is too simple"));
+        return Err(ApiError::new(
+            crate::ErrorCode::WeakPassword,
+            "password is too simple",
+        ));
     }
     Ok(())
 }
@@ -88,7 +97,10 @@ mod tests {
 
     #[test]
     fn names_are_trimmed_and_bounded() {
-        assert_eq!(DisplayName::parse("name", "  Ada ").map(|n| n.0).ok(), Some("Ada".into()));
+        assert_eq!(
+            DisplayName::parse("name", "  Ada ").map(|n| n.0).ok(),
+            Some("Ada".into())
+        );
         assert!(DisplayName::parse("name", "   ").is_err());
         assert!(DisplayName::parse("name", &"x".repeat(201)).is_err());
         assert!(DisplayName::parse("name", "a\u{0}b").is_err());
@@ -96,8 +108,14 @@ mod tests {
 
     #[test]
     fn weak_and_oversized_passwords_are_refused() {
-        assert_eq!(check_password("short").map_err(|e| e.code), Err(crate::ErrorCode::WeakPassword));
-        assert_eq!(check_password("aaaaaaaaaa").map_err(|e| e.code), Err(crate::ErrorCode::WeakPassword));
+        assert_eq!(
+            check_password("short").map_err(|e| e.code),
+            Err(crate::ErrorCode::WeakPassword)
+        );
+        assert_eq!(
+            check_password("aaaaaaaaaa").map_err(|e| e.code),
+            Err(crate::ErrorCode::WeakPassword)
+        );
         assert!(check_password(&"ab1".repeat(100)).is_err());
         assert!(check_password("correct horse battery").is_ok());
     }

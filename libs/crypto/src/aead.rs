@@ -26,7 +26,8 @@ impl MasterKey {
         if bytes.len() != 32 {
             return Err(CryptoError::BadMasterKey);
         }
-        let cipher = XChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| CryptoError::BadMasterKey)?;
+        let cipher =
+            XChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| CryptoError::BadMasterKey)?;
         Ok(Self { cipher })
     }
 
@@ -34,7 +35,16 @@ impl MasterKey {
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let nonce_bytes = crate::random_bytes::<NONCE_LEN>();
         let nonce = XNonce::from_slice(&nonce_bytes);
-        let sealed = self.cipher.encrypt(nonce, Payload { msg: plaintext, aad }).map_err(|_| CryptoError::Unseal)?;
+        let sealed = self
+            .cipher
+            .encrypt(
+                nonce,
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
+            .map_err(|_| CryptoError::Unseal)?;
         let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
         out.extend_from_slice(&nonce_bytes);
         out.extend_from_slice(&sealed);
@@ -66,9 +76,14 @@ mod tests {
     #[test]
     fn sealed_values_open_only_with_the_same_key_and_context() {
         let key = MasterKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=");
-        let Ok(key) = key else { unreachable!("valid key") };
+        let Ok(key) = key else {
+            unreachable!("valid key")
+        };
         let sealed = key.seal(b"secret", b"iss_a").unwrap_or_default();
-        assert_eq!(key.open(&sealed, b"iss_a").map(|v| v.to_vec()).ok(), Some(b"secret".to_vec()));
+        assert_eq!(
+            key.open(&sealed, b"iss_a").map(|v| v.to_vec()).ok(),
+            Some(b"secret".to_vec())
+        );
         assert!(key.open(&sealed, b"iss_b").is_err());
         let mut tampered = sealed.clone();
         if let Some(last) = tampered.last_mut() {

@@ -64,15 +64,21 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn hex_lower(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// A fresh API key and the hash that is the only thing stored.
 pub fn new_api_key(kind: idm_core::KeyKind, mode: idm_core::KeyMode) -> (idm_core::ApiKey, String) {
-    let key = idm_core::ApiKey::from_random(kind, mode, &random_bytes::<{ idm_core::api_key::RANDOM_BYTES }>());
+    let key = idm_core::ApiKey::from_random(
+        kind,
+        mode,
+        &random_bytes::<{ idm_core::api_key::RANDOM_BYTES }>(),
+    );
     let hash = api_key_hash(&key);
     (key, hash)
 }
@@ -88,7 +94,10 @@ mod tests {
     #[test]
     fn hmac_matches_rfc4231_case_2() {
         let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(hex_lower(&mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        assert_eq!(
+            hex_lower(&mac),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 
     #[test]

@@ -21,7 +21,11 @@ pub struct PasswordParams {
 
 impl Default for PasswordParams {
     fn default() -> Self {
-        Self { memory_kib: 19_456, iterations: 2, parallelism: 1 }
+        Self {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+        }
     }
 }
 
@@ -42,7 +46,8 @@ fn argon(params: &Params) -> Argon2<'static> {
 }
 
 fn hash_blocking(params: &Params, password: &[u8]) -> Result<String, CryptoError> {
-    let salt = SaltString::encode_b64(&crate::random_bytes::<16>()).map_err(|e| CryptoError::Hashing(e.to_string()))?;
+    let salt = SaltString::encode_b64(&crate::random_bytes::<16>())
+        .map_err(|e| CryptoError::Hashing(e.to_string()))?;
     argon(params)
         .hash_password(password, &salt)
         .map(|h| h.to_string())
@@ -52,41 +57,70 @@ fn hash_blocking(params: &Params, password: &[u8]) -> Result<String, CryptoError
 impl PasswordHasher {
     /// `max_parallel` bounds concurrent hashes; 0 means the number of cores.
     pub fn new(params: PasswordParams, max_parallel: usize) -> Result<Self, CryptoError> {
-        let params = Params::new(params.memory_kib, params.iterations, params.parallelism, None)
-            .map_err(|e| CryptoError::Hashing(e.to_string()))?;
+        let params = Params::new(
+            params.memory_kib,
+            params.iterations,
+            params.parallelism,
+            None,
+        )
+        .map_err(|e| CryptoError::Hashing(e.to_string()))?;
         let max_parallel = if max_parallel == 0 {
-            std::thread::available_parallelism().map(usize::from).unwrap_or(2)
+            std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(2)
         } else {
             max_parallel
         };
         let dummy_hash = hash_blocking(&params, &crate::random_bytes::<32>())?;
-        Ok(Self { params, permits: Arc::new(Semaphore::new(max_parallel)), dummy_hash })
+        Ok(Self {
+            params,
+            permits: Arc::new(Semaphore::new(max_parallel)),
+            dummy_hash,
+        })
     }
 
-    async fn on_pool<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, CryptoError> {
-        let _permit = self.permits.acquire().await.map_err(|_| CryptoError::WorkerGone)?;
-        tokio::task::spawn_blocking(work).await.map_err(|_| CryptoError::WorkerGone)
+    async fn on_pool<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, CryptoError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| CryptoError::WorkerGone)?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|_| CryptoError::WorkerGone)
     }
 
     pub async fn hash(&self, password: &str) -> Result<String, CryptoError> {
         let params = self.params.clone();
         let password = Zeroizing::new(password.as_bytes().to_vec());
-        self.on_pool(move || hash_blocking(&params, &password)).await?
+        self.on_pool(move || hash_blocking(&params, &password))
+            .await?
     }
 
     /// Verifies against `stored`, or against a dummy hash when there is none,
     /// so an unknown user costs exactly what a wrong password costs.
-    pub async fn verify(&self, stored: Option<&str>, password: &str) -> Result<Verification, CryptoError> {
+    pub async fn verify(
+        &self,
+        stored: Option<&str>,
+        password: &str,
+    ) -> Result<Verification, CryptoError> {
         let known = stored.is_some();
         let phc = stored.unwrap_or(&self.dummy_hash).to_owned();
         let params = self.params.clone();
         let password = Zeroizing::new(password.as_bytes().to_vec());
         self.on_pool(move || {
-            let parsed = PasswordHash::new(&phc).map_err(|e| CryptoError::Hashing(e.to_string()))?;
+            let parsed =
+                PasswordHash::new(&phc).map_err(|e| CryptoError::Hashing(e.to_string()))?;
             let matches = argon(&params).verify_password(&password, &parsed).is_ok();
             let current = Params::try_from(&parsed).ok().is_some_and(|p| p == params)
                 && parsed.algorithm == Algorithm::Argon2id.ident();
-            Ok(Verification { valid: known && matches, needs_rehash: known && matches && !current })
+            Ok(Verification {
+                valid: known && matches,
+                needs_rehash: known && matches && !current,
+            })
         })
         .await?
     }
@@ -97,7 +131,11 @@ mod tests {
     use super::*;
 
     fn cheap() -> PasswordParams {
-        PasswordParams { memory_kib: 1024, iterations: 1, parallelism: 1 }
+        PasswordParams {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        }
     }
 
     #[tokio::test]
@@ -110,7 +148,13 @@ mod tests {
         assert!(!hasher.verify(Some(&phc), "wrong horse").await?.valid);
         assert!(!hasher.verify(None, "correct horse").await?.valid);
 
-        let stronger = PasswordHasher::new(PasswordParams { memory_kib: 2048, ..cheap() }, 1)?;
+        let stronger = PasswordHasher::new(
+            PasswordParams {
+                memory_kib: 2048,
+                ..cheap()
+            },
+            1,
+        )?;
         let v = stronger.verify(Some(&phc), "correct horse").await?;
         assert!(v.valid && v.needs_rehash);
         Ok(())

@@ -78,12 +78,16 @@ pub fn verify<'a>(
         return Err(TokenError::Malformed);
     }
     let key = find_key(kid).ok_or(TokenError::UnknownKey)?;
-    let given = URL_SAFE_NO_PAD.decode(mac_b64).map_err(|_| TokenError::Malformed)?;
+    let given = URL_SAFE_NO_PAD
+        .decode(mac_b64)
+        .map_err(|_| TokenError::Malformed)?;
     let expected = crate::hmac_sha256(key.secret.as_ref(), mac_input(kid, claims_b64).as_bytes());
     if !crate::ct_eq(&given, &expected) {
         return Err(TokenError::BadSignature);
     }
-    let json = URL_SAFE_NO_PAD.decode(claims_b64).map_err(|_| TokenError::Malformed)?;
+    let json = URL_SAFE_NO_PAD
+        .decode(claims_b64)
+        .map_err(|_| TokenError::Malformed)?;
     let claims: SessionClaims = serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
     if &claims.iss != issuer {
         return Err(TokenError::WrongIssuer);
@@ -99,11 +103,21 @@ mod tests {
     use super::*;
 
     fn key(kid: &str, byte: u8) -> RingKey {
-        RingKey { kid: kid.into(), secret: zeroize::Zeroizing::new([byte; 32]) }
+        RingKey {
+            kid: kid.into(),
+            secret: zeroize::Zeroizing::new([byte; 32]),
+        }
     }
 
     fn claims(iss: &IssuerId) -> SessionClaims {
-        SessionClaims { iss: iss.clone(), sid: SessionId::generate(), sub: UserId::generate(), reg: Region::Weur, iat: 100, exp: 1_000 }
+        SessionClaims {
+            iss: iss.clone(),
+            sid: SessionId::generate(),
+            sub: UserId::generate(),
+            reg: Region::Weur,
+            iat: 100,
+            exp: 1_000,
+        }
     }
 
     #[test]
@@ -119,9 +133,15 @@ mod tests {
         assert_eq!(verify(&token, &a, 1_000, ring_a), Err(TokenError::Expired));
         assert_eq!(verify(&token, &b, 500, ring_b), Err(TokenError::UnknownKey));
         // Even a ring that happened to hold the same kid cannot verify it for B.
-        assert_eq!(verify(&token, &b, 500, ring_a), Err(TokenError::WrongIssuer));
+        assert_eq!(
+            verify(&token, &b, 500, ring_a),
+            Err(TokenError::WrongIssuer)
+        );
         let forged = key("ka", 9);
-        assert_eq!(verify(&token, &a, 500, |_| Some(&forged)), Err(TokenError::BadSignature));
+        assert_eq!(
+            verify(&token, &a, 500, |_| Some(&forged)),
+            Err(TokenError::BadSignature)
+        );
         assert_eq!(kid_of(&token), Some("ka"));
     }
 

@@ -58,8 +58,15 @@ pub struct Db {
 impl Db {
     /// A lazily-connecting pool; the first `get` opens the first connection.
     pub fn connect(url: &str, max_size: usize) -> Result<Self, DbError> {
-        let config = tokio_postgres::Config::from_str(url).map_err(|e| DbError::Config(e.to_string()))?;
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let config =
+            tokio_postgres::Config::from_str(url).map_err(|e| DbError::Config(e.to_string()))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
         let pool = Pool::builder(manager)
             .max_size(max_size)
             .wait_timeout(Some(std::time::Duration::from_secs(5)))
@@ -84,7 +91,9 @@ impl Db {
 pub fn safe_identifier(name: &str) -> Result<&str, DbError> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
     if ok {
         Ok(name)
@@ -102,10 +111,15 @@ pub struct Migration {
 /// Applies the pending `migrations` to `schema`, creating it if needed. Runs
 /// in one transaction under an advisory lock on the schema name, so two
 /// replicas starting at once apply each migration exactly once.
-pub async fn migrate(client: &mut Client, schema: &str, migrations: &[Migration]) -> Result<usize, DbError> {
+pub async fn migrate(
+    client: &mut Client,
+    schema: &str,
+    migrations: &[Migration],
+) -> Result<usize, DbError> {
     let schema = safe_identifier(schema)?;
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&schema]).await?;
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&schema])
+        .await?;
     tx.batch_execute(&format!(
         "CREATE SCHEMA IF NOT EXISTS {schema};
          CREATE TABLE IF NOT EXISTS {schema}._migrations (
@@ -124,8 +138,11 @@ pub async fn migrate(client: &mut Client, schema: &str, migrations: &[Migration]
     let mut count = 0;
     for m in migrations.iter().filter(|m| !applied.contains(&m.version)) {
         tx.batch_execute(m.sql).await?;
-        tx.execute(&format!("INSERT INTO {schema}._migrations (version, name) VALUES ($1, $2)"), &[&m.version, &m.name])
-            .await?;
+        tx.execute(
+            &format!("INSERT INTO {schema}._migrations (version, name) VALUES ($1, $2)"),
+            &[&m.version, &m.name],
+        )
+        .await?;
         count += 1;
     }
     tx.commit().await?;

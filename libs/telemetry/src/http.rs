@@ -22,7 +22,8 @@ impl From<ApiError> for HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let status = http::StatusCode::from_u16(self.0.code.http_status()).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        let status = http::StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
         let mut error = serde_json::json!({
             "code": self.0.code,
             "message": self.0.message,
@@ -44,7 +45,11 @@ impl IntoResponse for HttpError {
 pub async fn request_context(request: Request, next: Next) -> Response {
     let ctx = {
         let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
-        RequestContext::continue_from(header(REQUEST_ID_HEADER), header("traceparent"), header("tracestate"))
+        RequestContext::continue_from(
+            header(REQUEST_ID_HEADER),
+            header("traceparent"),
+            header("tracestate"),
+        )
     };
     let request_id = ctx.request_id.clone();
     let span = tracing::info_span!(

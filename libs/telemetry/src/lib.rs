@@ -21,8 +21,14 @@ use tokio_util::sync::CancellationToken;
 pub fn init_tracing() {
     let filter = log_filter(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
     let json = std::env::var("IDM_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Dependencies that log query parameters or message payloads (personal
@@ -33,7 +39,8 @@ const NEVER_VERBOSE: &[&str] = &["tokio_postgres", "postgres_protocol", "async_n
 /// `directives` (RUST_LOG syntax) with the personal-data caps applied last,
 /// so they win over anything the directives ask for.
 pub fn log_filter(directives: &str) -> tracing_subscriber::EnvFilter {
-    let mut filter = tracing_subscriber::EnvFilter::try_new(directives).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let mut filter = tracing_subscriber::EnvFilter::try_new(directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     for target in NEVER_VERBOSE {
         if let Ok(cap) = format!("{target}=info").parse() {
             filter = filter.add_directive(cap);
@@ -65,17 +72,25 @@ pub type ReadinessCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>>
 pub fn ops_routes(ready: ReadinessCheck) -> Router {
     let handle = metrics_handle();
     Router::new()
-        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route(
             "/readyz",
             get(move || {
                 let ready = Arc::clone(&ready);
                 async move {
                     match ready().await {
-                        Ok(()) => (::http::StatusCode::OK, axum::Json(serde_json::json!({"status": "ready"}))),
+                        Ok(()) => (
+                            ::http::StatusCode::OK,
+                            axum::Json(serde_json::json!({"status": "ready"})),
+                        ),
                         Err(reason) => (
                             ::http::StatusCode::SERVICE_UNAVAILABLE,
-                            axum::Json(serde_json::json!({"status": "not_ready", "reason": reason})),
+                            axum::Json(
+                                serde_json::json!({"status": "not_ready", "reason": reason}),
+                            ),
                         ),
                     }
                 }
@@ -116,7 +131,10 @@ pub async fn serve_http(
     let bound = listener.local_addr()?;
     let handle = tokio::spawn(async move {
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+        if let Err(e) = axum::serve(listener, service)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+        {
             tracing::error!(error = %e, "HTTP server stopped with an error");
         }
     });
@@ -131,14 +149,15 @@ pub fn shutdown_on_signal() -> CancellationToken {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    trigger.cancel();
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        trigger.cancel();
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = ctrl_c => {},
                 _ = term.recv() => {},

@@ -21,7 +21,11 @@ impl Response {
     }
 
     pub fn str(&self, pointer: &str) -> String {
-        self.json.pointer(pointer).and_then(Value::as_str).unwrap_or_default().to_owned()
+        self.json
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
@@ -40,12 +44,27 @@ impl Platform {
     }
 
     /// Sends a request to edge replica 0.
-    pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Option<Value>) -> anyhow::Result<Response> {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> anyhow::Result<Response> {
         self.send_to(0, method, path, headers, body).await
     }
 
-    pub async fn send_to(&self, replica: usize, method: Method, path: &str, headers: &[(&str, &str)], body: Option<Value>) -> anyhow::Result<Response> {
-        let mut request = self.http.request(method, format!("{}{path}", self.edge_url(replica)));
+    pub async fn send_to(
+        &self,
+        replica: usize,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> anyhow::Result<Response> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.edge_url(replica)));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -67,9 +86,16 @@ impl Platform {
     }
 
     /// A backend call with a secret key.
-    pub async fn backend(&self, method: Method, path: &str, key: &str, body: Option<Value>) -> anyhow::Result<Response> {
+    pub async fn backend(
+        &self,
+        method: Method,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Response> {
         let auth = format!("Bearer {key}");
-        self.send(method, path, &[("authorization", &auth)], body).await
+        self.send(method, path, &[("authorization", &auth)], body)
+            .await
     }
 
     /// Creates an account through the operator API.
@@ -82,7 +108,12 @@ impl Platform {
             .send()
             .await?;
         let response = read(response).await?;
-        anyhow::ensure!(response.status == 201, "account creation failed: {} {}", response.status, response.json);
+        anyhow::ensure!(
+            response.status == 201,
+            "account creation failed: {} {}",
+            response.status,
+            response.json
+        );
         Ok(Tenant {
             account_id: response.str("/account/id"),
             issuer_id: response.str("/issuer/id"),
@@ -94,25 +125,53 @@ impl Platform {
     /// Sets the tenant's allowed origins with its secret key.
     pub async fn allow_origins(&self, tenant: &Tenant, origins: &[&str]) -> anyhow::Result<()> {
         let r = self
-            .backend(Method::PATCH, "/v1/issuer", &tenant.secret_key, Some(serde_json::json!({ "allowed_origins": origins })))
+            .backend(
+                Method::PATCH,
+                "/v1/issuer",
+                &tenant.secret_key,
+                Some(serde_json::json!({ "allowed_origins": origins })),
+            )
             .await?;
-        anyhow::ensure!(r.status == 200, "setting origins failed: {} {}", r.status, r.json);
+        anyhow::ensure!(
+            r.status == 200,
+            "setting origins failed: {} {}",
+            r.status,
+            r.json
+        );
         Ok(())
     }
 
     /// Signs a user up through the client API with the restricted key, from
     /// `origin`, optionally through the trusted proxy with a country.
-    pub async fn sign_up(&self, tenant: &Tenant, origin: &str, country: Option<&str>, email: &str, password: &str) -> anyhow::Result<Response> {
+    pub async fn sign_up(
+        &self,
+        tenant: &Tenant,
+        origin: &str,
+        country: Option<&str>,
+        email: &str,
+        password: &str,
+    ) -> anyhow::Result<Response> {
         let auth = format!("Bearer {}", tenant.restricted_key);
         let mut headers = vec![("authorization", auth.as_str()), ("origin", origin)];
         if let Some(country) = country {
             headers.push(("cf-ipcountry", country));
         }
-        self.send(Method::POST, "/v1/client/sign_up", &headers, Some(serde_json::json!({ "email": email, "password": password })))
-            .await
+        self.send(
+            Method::POST,
+            "/v1/client/sign_up",
+            &headers,
+            Some(serde_json::json!({ "email": email, "password": password })),
+        )
+        .await
     }
 
-    pub async fn sign_in(&self, tenant: &Tenant, origin: &str, email: &str, password: &str) -> anyhow::Result<Response> {
+    pub async fn sign_in(
+        &self,
+        tenant: &Tenant,
+        origin: &str,
+        email: &str,
+        password: &str,
+    ) -> anyhow::Result<Response> {
         let auth = format!("Bearer {}", tenant.restricted_key);
         self.send(
             Method::POST,
@@ -125,7 +184,10 @@ impl Platform {
 
     /// Plain GET of a service's own HTTP endpoint (health, metrics).
     pub async fn get_service(&self, service: &str, path: &str) -> anyhow::Result<(u16, String)> {
-        let addr = self.service_addrs.get(service).with_context(|| format!("no service {service}"))?;
+        let addr = self
+            .service_addrs
+            .get(service)
+            .with_context(|| format!("no service {service}"))?;
         let response = self.http.get(format!("http://{addr}{path}")).send().await?;
         Ok((response.status().as_u16(), response.text().await?))
     }
@@ -135,6 +197,15 @@ async fn read(response: reqwest::Response) -> anyhow::Result<Response> {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let bytes = response.bytes().await?;
-    let json = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned())) };
-    Ok(Response { status, headers, json })
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    Ok(Response {
+        status,
+        headers,
+        json,
+    })
 }

@@ -21,7 +21,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub fn pg_admin_url() -> String {
-    std::env::var("IDM_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("IDM_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 pub fn nats_url() -> String {
@@ -37,7 +38,9 @@ fn random_hex(bytes: usize) -> String {
 }
 
 fn master_key() -> SecretString {
-    SecretString::from(base64::engine::general_purpose::STANDARD.encode(idm_crypto::random_bytes::<32>()))
+    SecretString::from(
+        base64::engine::general_purpose::STANDARD.encode(idm_crypto::random_bytes::<32>()),
+    )
 }
 
 /// Replaces the database name in a postgres URL.
@@ -50,7 +53,9 @@ pub fn database_url(name: &str) -> String {
 }
 
 pub async fn pg_connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.with_context(|| format!("connecting to {url}"))?;
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -60,7 +65,10 @@ pub async fn pg_connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
 async fn create_database(admin: &tokio_postgres::Client, name: &str) -> anyhow::Result<()> {
     // Concurrent CREATE DATABASE from one template can collide; retry briefly.
     for attempt in 0..20 {
-        match admin.batch_execute(&format!("CREATE DATABASE {name}")).await {
+        match admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+        {
             Ok(()) => return Ok(()),
             Err(e) if attempt < 19 && e.to_string().contains("being accessed by other users") => {
                 tokio::time::sleep(Duration::from_millis(50 + 25 * attempt)).await;
@@ -82,7 +90,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { edge_replicas: 1, regions: Region::ALL.to_vec(), min_sign_in: Duration::from_millis(300) }
+        Self {
+            edge_replicas: 1,
+            regions: Region::ALL.to_vec(),
+            min_sign_in: Duration::from_millis(300),
+        }
     }
 }
 
@@ -121,7 +133,10 @@ impl Platform {
         let run_id = random_hex(6);
         let prefix = format!("t{run_id}");
         let global_db = format!("idmt_{run_id}_global");
-        let region_dbs: BTreeMap<Region, String> = Region::ALL.iter().map(|r| (*r, format!("idmt_{run_id}_{r}"))).collect();
+        let region_dbs: BTreeMap<Region, String> = Region::ALL
+            .iter()
+            .map(|r| (*r, format!("idmt_{run_id}_{r}")))
+            .collect();
         let admin = pg_connect(&pg_admin_url()).await?;
         create_database(&admin, &global_db).await?;
         for name in region_dbs.values() {
@@ -157,7 +172,12 @@ impl Platform {
             running.push(store);
         }
         let session = idm_session::start(
-            idm_session::Config { basics: basics(&prefix), database_url: global_url.clone(), pool_size: 4, master_key: master_key() },
+            idm_session::Config {
+                basics: basics(&prefix),
+                database_url: global_url.clone(),
+                pool_size: 4,
+                master_key: master_key(),
+            },
             stop_for("session".into()),
         )
         .await?;
@@ -190,21 +210,33 @@ impl Platform {
         service_addrs.insert("account".into(), account_addr);
         running.push(account);
         let auth = idm_auth::start(
-            idm_auth::Config { basics: basics(&prefix), redis_url: SecretString::from(redis_url()), min_sign_in: options.min_sign_in },
+            idm_auth::Config {
+                basics: basics(&prefix),
+                redis_url: SecretString::from(redis_url()),
+                min_sign_in: options.min_sign_in,
+            },
             stop_for("auth".into()),
         )
         .await?;
         service_addrs.insert("auth".into(), auth.http_addr);
         running.push(auth);
         let deletion = idm_deletion_worker::start(
-            idm_deletion_worker::Config { basics: basics(&prefix), database_url: global_url.clone(), pool_size: 2 },
+            idm_deletion_worker::Config {
+                basics: basics(&prefix),
+                database_url: global_url.clone(),
+                pool_size: 2,
+            },
             stop_for("deletion-worker".into()),
         )
         .await?;
         service_addrs.insert("deletion-worker".into(), deletion.http_addr);
         running.push(deletion);
         let webhook = idm_webhook::start(
-            idm_webhook::Config { basics: basics(&prefix), database_url: global_url.clone(), pool_size: 2 },
+            idm_webhook::Config {
+                basics: basics(&prefix),
+                database_url: global_url.clone(),
+                pool_size: 2,
+            },
             stop_for("webhook".into()),
         )
         .await?;
@@ -213,13 +245,19 @@ impl Platform {
 
         let mut edges = Vec::new();
         for replica in 0..options.edge_replicas {
-            let edge = idm_edge_guard::start(edge_config(&prefix), stop_for(format!("edge-guard-{replica}"))).await?;
+            let edge = idm_edge_guard::start(
+                edge_config(&prefix),
+                stop_for(format!("edge-guard-{replica}")),
+            )
+            .await?;
             edges.push(edge.http_addr);
             service_addrs.insert(format!("edge-guard-{replica}"), edge.http_addr);
             running.push(edge);
         }
 
-        let http = reqwest::Client::builder().user_agent("idm-testkit").build()?;
+        let http = reqwest::Client::builder()
+            .user_agent("idm-testkit")
+            .build()?;
         let redis_prefix = format!("{prefix}:");
         Ok(Self {
             prefix,
@@ -240,7 +278,8 @@ impl Platform {
     /// Starts one more edge-guard replica on this platform.
     pub async fn add_edge(&mut self) -> anyhow::Result<SocketAddr> {
         let token = self.shutdown.child_token();
-        self.service_stops.insert(format!("edge-guard-{}", self.edges.len()), token.clone());
+        self.service_stops
+            .insert(format!("edge-guard-{}", self.edges.len()), token.clone());
         let edge = idm_edge_guard::start(edge_config(&self.prefix), token).await?;
         let addr = edge.http_addr;
         self.edges.push(addr);
@@ -251,7 +290,10 @@ impl Platform {
     /// Stops one service (for example `user-store-weur`) as SIGTERM would.
     /// It stops answering at once; the rest of the platform keeps running.
     pub async fn stop_service(&self, name: &str) -> anyhow::Result<()> {
-        self.service_stops.get(name).with_context(|| format!("no service {name}"))?.cancel();
+        self.service_stops
+            .get(name)
+            .with_context(|| format!("no service {name}"))?
+            .cancel();
         // Let the unsubscribe reach the NATS server.
         tokio::time::sleep(Duration::from_millis(200)).await;
         Ok(())
@@ -269,11 +311,15 @@ impl Platform {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         for service in self.running {
-            tokio::time::timeout(Duration::from_secs(10), service.wait()).await.context("a service did not stop within 10 s")?;
+            tokio::time::timeout(Duration::from_secs(10), service.wait())
+                .await
+                .context("a service did not stop within 10 s")?;
         }
         let admin = pg_connect(&pg_admin_url()).await?;
         for name in std::iter::once(&self.global_db).chain(self.region_dbs.values()) {
-            admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+            admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await?;
         }
         Ok(())
     }
@@ -283,7 +329,9 @@ fn edge_config(prefix: &str) -> idm_edge_guard::Config {
     idm_edge_guard::Config {
         basics: basics(prefix),
         ops_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        trusted_proxies: vec!["127.0.0.1/32".parse().unwrap_or_else(|_| ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])))],
+        trusted_proxies: vec!["127.0.0.1/32"
+            .parse()
+            .unwrap_or_else(|_| ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])))],
         country_header: "cf-ipcountry".into(),
         max_body_bytes: 64 * 1024,
         key_cache_ttl: Duration::from_secs(60),

@@ -44,6 +44,10 @@ pub(crate) fn install() {
 pub fn captured_logs() -> String {
     BUFFER
         .get()
-        .and_then(|b| b.lock().ok().map(|b| String::from_utf8_lossy(&b).into_owned()))
+        .and_then(|b| {
+            b.lock()
+                .ok()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        })
         .unwrap_or_default()
 }

@@ -16,7 +16,9 @@ use serde::Deserialize;
 use std::sync::Arc;
 
 pub fn routes(state: Arc<State>) -> Router {
-    Router::new().route("/admin/v1/accounts", post(create_account)).with_state(state)
+    Router::new()
+        .route("/admin/v1/accounts", post(create_account))
+        .with_state(state)
 }
 
 #[derive(Deserialize)]
@@ -36,7 +38,10 @@ fn operator(state: &State, headers: &HeaderMap) -> Result<(), ApiError> {
     if idm_crypto::ct_eq(&idm_crypto::sha256(given.as_bytes()), &expected) {
         Ok(())
     } else {
-        Err(ApiError::new(ErrorCode::Unauthenticated, "a valid operator token is required"))
+        Err(ApiError::new(
+            ErrorCode::Unauthenticated,
+            "a valid operator token is required",
+        ))
     }
 }
 
@@ -49,10 +54,20 @@ async fn create_account(
     let Json(body) = body.map_err(|e| ApiError::invalid_request(e.body_text()))?;
     let name = DisplayName::parse("name", &body.name)?;
     let account = AccountId::generate();
-    let NewIssuer { issuer, secret_key, restricted_key } =
-        provisioning::create_issuer(&state, &account, Some(name.as_str()), format!("{} (live)", name.as_str()), KeyMode::Live, true)
-            .await
-            .map_err(ApiError::from)?;
+    let NewIssuer {
+        issuer,
+        secret_key,
+        restricted_key,
+    } = provisioning::create_issuer(
+        &state,
+        &account,
+        Some(name.as_str()),
+        format!("{} (live)", name.as_str()),
+        KeyMode::Live,
+        true,
+    )
+    .await
+    .map_err(ApiError::from)?;
     let created_at = issuer.created_at;
     Ok((
         StatusCode::CREATED,

@@ -16,7 +16,10 @@ impl Config {
         let env = Env::new("ACCOUNT");
         let operator_token = env.secret("OPERATOR_TOKEN")?;
         if operator_token.expose_secret().len() < 16 {
-            return Err(ConfigError::Invalid { var: env.var_name("OPERATOR_TOKEN"), reason: "use at least 16 characters".into() });
+            return Err(ConfigError::Invalid {
+                var: env.var_name("OPERATOR_TOKEN"),
+                reason: "use at least 16 characters".into(),
+            });
         }
         Ok(Self {
             basics: ServiceBasics::from_env(&env, 8081)?,

@@ -20,7 +20,10 @@ impl From<Error> for ApiError {
             Error::Api(api) => api,
             Error::Db(db) if db.is_unavailable() => {
                 tracing::error!(error = %db, "database unavailable");
-                ApiError::new(ErrorCode::UpstreamUnavailable, "the account database is unavailable")
+                ApiError::new(
+                    ErrorCode::UpstreamUnavailable,
+                    "the account database is unavailable",
+                )
             }
             other => ApiError::internal_from(&other),
         }

@@ -12,12 +12,16 @@ pub async fn resolve_key(state: Arc<State>, req: ResolveKey) -> Result<Resolved,
         return Ok(Resolved { key: None });
     }
     let client = state.db.get().await?;
-    Ok(Resolved { key: storage::resolve_key(&client, &req.key_hash).await? })
+    Ok(Resolved {
+        key: storage::resolve_key(&client, &req.key_hash).await?,
+    })
 }
 
 pub async fn get_issuer(state: Arc<State>, req: IssuerRef) -> Result<Issuer, Error> {
     let client = state.db.get().await?;
-    storage::issuer(&client, &req.issuer_id).await?.ok_or_else(|| ApiError::not_found("issuer").into())
+    storage::issuer(&client, &req.issuer_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("issuer").into())
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id))]
@@ -29,9 +33,14 @@ pub async fn update_issuer(state: Arc<State>, req: UpdateIssuer) -> Result<Issue
         return Err(ApiError::validation("at most 100 allowed origins").into());
     }
     let client = state.db.get().await?;
-    let issuer = storage::update_issuer(&client, &req.issuer_id, req.allowed_origins.as_ref(), req.policy.as_ref())
-        .await?
-        .ok_or_else(|| ApiError::not_found("issuer"))?;
+    let issuer = storage::update_issuer(
+        &client,
+        &req.issuer_id,
+        req.allowed_origins.as_ref(),
+        req.policy.as_ref(),
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found("issuer"))?;
     broadcast_change(&state, &issuer.id, None).await;
     Ok(issuer)
 }
@@ -39,8 +48,17 @@ pub async fn update_issuer(state: Arc<State>, req: UpdateIssuer) -> Result<Issue
 #[tracing::instrument(skip_all, fields(account = %req.account_id))]
 pub async fn create_issuer(state: Arc<State>, req: CreateIssuer) -> Result<CreatedIssuer, Error> {
     let name = DisplayName::parse("name", &req.name)?;
-    let NewIssuer { issuer, secret_key, .. } =
-        provisioning::create_issuer(&state, &req.account_id, None, name.as_str().to_owned(), req.mode, false).await?;
+    let NewIssuer {
+        issuer, secret_key, ..
+    } = provisioning::create_issuer(
+        &state,
+        &req.account_id,
+        None,
+        name.as_str().to_owned(),
+        req.mode,
+        false,
+    )
+    .await?;
     Ok(CreatedIssuer { issuer, secret_key })
 }
 
@@ -48,14 +66,28 @@ pub async fn create_issuer(state: Arc<State>, req: CreateIssuer) -> Result<Creat
 pub async fn create_api_key(state: Arc<State>, req: CreateApiKey) -> Result<CreatedApiKey, Error> {
     let name = DisplayName::parse("name", &req.name)?;
     if req.kind == KeyKind::Restricted && req.scopes.is_some() {
-        return Err(ApiError::validation("restricted keys have no scopes: they only reach client and verification routes").into());
+        return Err(ApiError::validation(
+            "restricted keys have no scopes: they only reach client and verification routes",
+        )
+        .into());
     }
     if req.scopes.as_ref().is_some_and(Vec::is_empty) {
-        return Err(ApiError::validation("scopes must not be empty; omit them for a key with every scope").into());
+        return Err(ApiError::validation(
+            "scopes must not be empty; omit them for a key with every scope",
+        )
+        .into());
     }
     let client = state.db.get().await?;
-    let issuer = storage::issuer(&client, &req.issuer_id).await?.ok_or_else(|| ApiError::not_found("issuer"))?;
-    let (info, key, hash) = provisioning::new_key(&issuer.id, req.kind, issuer.mode, name.as_str().to_owned(), req.scopes);
+    let issuer = storage::issuer(&client, &req.issuer_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("issuer"))?;
+    let (info, key, hash) = provisioning::new_key(
+        &issuer.id,
+        req.kind,
+        issuer.mode,
+        name.as_str().to_owned(),
+        req.scopes,
+    );
     storage::insert_key(&client, &info, &hash).await?;
     tracing::info!(key = %info.id, "api key created");
     Ok(CreatedApiKey { info, key })
@@ -63,7 +95,9 @@ pub async fn create_api_key(state: Arc<State>, req: CreateApiKey) -> Result<Crea
 
 pub async fn list_api_keys(state: Arc<State>, req: IssuerRef) -> Result<ApiKeyList, Error> {
     let client = state.db.get().await?;
-    Ok(ApiKeyList { data: storage::list_keys(&client, &req.issuer_id).await? })
+    Ok(ApiKeyList {
+        data: storage::list_keys(&client, &req.issuer_id).await?,
+    })
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, key = %req.key_id))]
@@ -79,7 +113,18 @@ pub async fn revoke_api_key(state: Arc<State>, req: RevokeApiKey) -> Result<ApiK
 
 /// Tells every edge-guard replica to drop what it cached for the issuer.
 async fn broadcast_change(state: &State, issuer: &idm_core::IssuerId, key_hash: Option<String>) {
-    let subject = state.bus.broadcast_subject("config.changed", issuer.as_str());
-    state.bus.broadcast(subject, &ConfigChanged { issuer_id: issuer.clone(), key_hash }).await;
+    let subject = state
+        .bus
+        .broadcast_subject("config.changed", issuer.as_str());
+    state
+        .bus
+        .broadcast(
+            subject,
+            &ConfigChanged {
+                issuer_id: issuer.clone(),
+                key_hash,
+            },
+        )
+        .await;
     state.bus.flush().await;
 }

@@ -30,8 +30,18 @@ pub(crate) struct State {
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     let db = Db::connect(config.database_url(), config.pool_size)?;
     idm_db::migrate(&mut db.get().await?, "account", migrations::ACCOUNT).await?;
-    let bus = Bus::connect(&config.basics.nats_url, &config.basics.subject_prefix, config.basics.request_timeout, "account").await?;
-    let state = Arc::new(State { db: db.clone(), bus: bus.clone(), operator_token: config.operator_token.clone() });
+    let bus = Bus::connect(
+        &config.basics.nats_url,
+        &config.basics.subject_prefix,
+        config.basics.request_timeout,
+        "account",
+    )
+    .await?;
+    let state = Arc::new(State {
+        db: db.clone(),
+        bus: bus.clone(),
+        operator_token: config.operator_token.clone(),
+    });
     let handlers = Handlers::new()
         .on(op::RESOLVE_KEY, handlers::resolve_key)
         .on(op::GET_ISSUER, handlers::get_issuer)
@@ -40,18 +50,33 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(op::CREATE_API_KEY, handlers::create_api_key)
         .on(op::LIST_API_KEYS, handlers::list_api_keys)
         .on(op::REVOKE_API_KEY, handlers::revoke_api_key);
-    let serving = idm_bus::serve(&bus, format!("{}.account.v1", bus.prefix()), "account".into(), handlers, Arc::clone(&state), shutdown.clone()).await?;
+    let serving = idm_bus::serve(
+        &bus,
+        format!("{}.account.v1", bus.prefix()),
+        "account".into(),
+        handlers,
+        Arc::clone(&state),
+        shutdown.clone(),
+    )
+    .await?;
 
     let ready: idm_telemetry::ReadinessCheck = Arc::new(move || {
         let db = db.clone();
         let connected = bus.is_connected();
         Box::pin(async move {
             db.ping().await.map_err(|e| e.to_string())?;
-            if connected { Ok(()) } else { Err("NATS is not connected".into()) }
+            if connected {
+                Ok(())
+            } else {
+                Err("NATS is not connected".into())
+            }
         })
     });
-    let router = idm_telemetry::with_http_layers(idm_telemetry::ops_routes(ready).merge(admin_http::routes(state)));
-    let (http_addr, http) = idm_telemetry::serve_http(config.basics.http_addr, router, shutdown).await?;
+    let router = idm_telemetry::with_http_layers(
+        idm_telemetry::ops_routes(ready).merge(admin_http::routes(state)),
+    );
+    let (http_addr, http) =
+        idm_telemetry::serve_http(config.basics.http_addr, router, shutdown).await?;
     tracing::info!(%http_addr, "account started");
     Ok(Running::new(http_addr, vec![serving, http]))
 }

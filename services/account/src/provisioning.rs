@@ -11,12 +11,23 @@ use futures::future::join_all;
 use idm_core::proto::account::{ApiKeyInfo, Issuer};
 use idm_core::proto::store::{ProvisionIssuer, StoreInfo};
 use idm_core::proto::{session, user, Done, SecretText};
-use idm_core::{AccountId, ApiError, ApiKeyId, ErrorCode, IssuerId, IssuerPolicy, KeyKind, KeyMode, Region, Scope};
+use idm_core::{
+    AccountId, ApiError, ApiKeyId, ErrorCode, IssuerId, IssuerPolicy, KeyKind, KeyMode, Region,
+    Scope,
+};
 
 async fn provision_everywhere(state: &State, issuer: &IssuerId) -> Result<(), Error> {
     let calls = Region::ALL.into_iter().map(|region| async move {
-        let reply: Result<StoreInfo, ApiError> =
-            state.bus.call_store(region, idm_core::proto::store::PROVISION_ISSUER, &ProvisionIssuer { issuer_id: issuer.clone() }).await;
+        let reply: Result<StoreInfo, ApiError> = state
+            .bus
+            .call_store(
+                region,
+                idm_core::proto::store::PROVISION_ISSUER,
+                &ProvisionIssuer {
+                    issuer_id: issuer.clone(),
+                },
+            )
+            .await;
         (region, reply)
     });
     for (region, reply) in join_all(calls).await {
@@ -24,21 +35,53 @@ async fn provision_everywhere(state: &State, issuer: &IssuerId) -> Result<(), Er
             Ok(info) if info.region == region && info.jurisdiction == region.jurisdiction() => {}
             Ok(info) => {
                 tracing::error!(%region, answered = %info.region, "a store answered for the wrong region");
-                return Err(ApiError::new(ErrorCode::RegionUnavailable, format!("region {region} answered inconsistently")).into());
+                return Err(ApiError::new(
+                    ErrorCode::RegionUnavailable,
+                    format!("region {region} answered inconsistently"),
+                )
+                .into());
             }
             Err(e) => {
                 tracing::warn!(%region, code = %e.code, "provisioning failed");
-                return Err(ApiError::new(ErrorCode::RegionUnavailable, format!("region {region} could not be provisioned: {}", e.message)).into());
+                return Err(ApiError::new(
+                    ErrorCode::RegionUnavailable,
+                    format!("region {region} could not be provisioned: {}", e.message),
+                )
+                .into());
             }
         }
     }
-    let _: Done = state.bus.call("session", session::INIT_ISSUER, &session::InitIssuer { issuer_id: issuer.clone() }).await?;
-    let _: Done = state.bus.call("user", user::INIT_ISSUER, &user::InitIssuer { issuer_id: issuer.clone() }).await?;
+    let _: Done = state
+        .bus
+        .call(
+            "session",
+            session::INIT_ISSUER,
+            &session::InitIssuer {
+                issuer_id: issuer.clone(),
+            },
+        )
+        .await?;
+    let _: Done = state
+        .bus
+        .call(
+            "user",
+            user::INIT_ISSUER,
+            &user::InitIssuer {
+                issuer_id: issuer.clone(),
+            },
+        )
+        .await?;
     Ok(())
 }
 
 /// A new key of `kind` for `issuer`; the key text exists only in the result.
-pub fn new_key(issuer: &IssuerId, kind: KeyKind, mode: KeyMode, name: String, scopes: Option<Vec<Scope>>) -> (ApiKeyInfo, SecretText, String) {
+pub fn new_key(
+    issuer: &IssuerId,
+    kind: KeyKind,
+    mode: KeyMode,
+    name: String,
+    scopes: Option<Vec<Scope>>,
+) -> (ApiKeyInfo, SecretText, String) {
     let (key, hash) = idm_crypto::new_api_key(kind, mode);
     let scopes = match kind {
         KeyKind::Secret => scopes.unwrap_or_else(Scope::all),
@@ -85,8 +128,22 @@ pub async fn create_issuer(
     };
     provision_everywhere(state, &issuer.id).await?;
 
-    let (secret_info, secret_key, secret_hash) = new_key(&issuer.id, KeyKind::Secret, mode, "default secret key".into(), None);
-    let restricted = with_restricted_key.then(|| new_key(&issuer.id, KeyKind::Restricted, mode, "default restricted key".into(), None));
+    let (secret_info, secret_key, secret_hash) = new_key(
+        &issuer.id,
+        KeyKind::Secret,
+        mode,
+        "default secret key".into(),
+        None,
+    );
+    let restricted = with_restricted_key.then(|| {
+        new_key(
+            &issuer.id,
+            KeyKind::Restricted,
+            mode,
+            "default restricted key".into(),
+            None,
+        )
+    });
 
     let mut client = state.db.get().await?;
     let tx = client.transaction().await.map_err(idm_db::DbError::from)?;
@@ -100,5 +157,9 @@ pub async fn create_issuer(
     }
     tx.commit().await.map_err(idm_db::DbError::from)?;
     tracing::info!(issuer = %issuer.id, account = %account, "issuer created");
-    Ok(NewIssuer { issuer, secret_key, restricted_key: restricted.map(|(_, key, _)| key) })
+    Ok(NewIssuer {
+        issuer,
+        secret_key,
+        restricted_key: restricted.map(|(_, key, _)| key),
+    })
 }

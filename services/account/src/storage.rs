@@ -2,7 +2,9 @@
 
 use crate::Error;
 use idm_core::proto::account::{ApiKeyInfo, Issuer, KeyConfig};
-use idm_core::{AccountId, AllowedOrigin, ApiError, ApiKeyId, IssuerId, IssuerPolicy, KeyKind, KeyMode, Scope};
+use idm_core::{
+    AccountId, AllowedOrigin, ApiError, ApiKeyId, IssuerId, IssuerPolicy, KeyKind, KeyMode, Scope,
+};
 use idm_db::{DbError, GenericClient, Row};
 
 fn json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, Error> {
@@ -21,7 +23,11 @@ fn kind_str(kind: KeyKind) -> &'static str {
 }
 
 fn parse_kind(raw: &str) -> KeyKind {
-    if raw == "restricted" { KeyKind::Restricted } else { KeyKind::Secret }
+    if raw == "restricted" {
+        KeyKind::Restricted
+    } else {
+        KeyKind::Secret
+    }
 }
 
 fn parse_mode(raw: &str) -> Result<KeyMode, Error> {
@@ -32,10 +38,17 @@ fn id<T>(parsed: Result<T, ApiError>) -> Result<T, Error> {
     parsed.map_err(|e| ApiError::internal_from(&e).into())
 }
 
-pub async fn insert_account(db: &impl GenericClient, account: &AccountId, name: &str) -> Result<(), Error> {
-    db.execute("INSERT INTO account.accounts (id, name) VALUES ($1, $2)", &[&account.as_str(), &name])
-        .await
-        .map_err(DbError::from)?;
+pub async fn insert_account(
+    db: &impl GenericClient,
+    account: &AccountId,
+    name: &str,
+) -> Result<(), Error> {
+    db.execute(
+        "INSERT INTO account.accounts (id, name) VALUES ($1, $2)",
+        &[&account.as_str(), &name],
+    )
+    .await
+    .map_err(DbError::from)?;
     Ok(())
 }
 
@@ -74,7 +87,10 @@ fn issuer_from_row(row: &Row) -> Result<Issuer, Error> {
 
 pub async fn issuer(db: &impl GenericClient, issuer: &IssuerId) -> Result<Option<Issuer>, Error> {
     let row = db
-        .query_opt(&format!("SELECT {ISSUER_COLUMNS} FROM account.issuers WHERE id = $1"), &[&issuer.as_str()])
+        .query_opt(
+            &format!("SELECT {ISSUER_COLUMNS} FROM account.issuers WHERE id = $1"),
+            &[&issuer.as_str()],
+        )
         .await
         .map_err(DbError::from)?;
     row.as_ref().map(issuer_from_row).transpose()
@@ -101,7 +117,11 @@ pub async fn update_issuer(
     row.as_ref().map(issuer_from_row).transpose()
 }
 
-pub async fn insert_key(db: &impl GenericClient, key: &ApiKeyInfo, hash: &str) -> Result<(), Error> {
+pub async fn insert_key(
+    db: &impl GenericClient,
+    key: &ApiKeyInfo,
+    hash: &str,
+) -> Result<(), Error> {
     db.execute(
         "INSERT INTO account.api_keys (id, issuer_id, kind, mode, name, key_hash, hint, scopes, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -138,7 +158,10 @@ fn key_from_row(row: &Row) -> Result<ApiKeyInfo, Error> {
     })
 }
 
-pub async fn list_keys(db: &impl GenericClient, issuer: &IssuerId) -> Result<Vec<ApiKeyInfo>, Error> {
+pub async fn list_keys(
+    db: &impl GenericClient,
+    issuer: &IssuerId,
+) -> Result<Vec<ApiKeyInfo>, Error> {
     let rows = db
         .query(
             &format!("SELECT {KEY_COLUMNS} FROM account.api_keys WHERE issuer_id = $1 ORDER BY created_at DESC, id DESC"),
@@ -150,7 +173,11 @@ pub async fn list_keys(db: &impl GenericClient, issuer: &IssuerId) -> Result<Vec
 }
 
 /// Revokes a live key of `issuer`; another issuer's key id is not found.
-pub async fn revoke_key(db: &impl GenericClient, issuer: &IssuerId, key: &ApiKeyId) -> Result<Option<(ApiKeyInfo, String)>, Error> {
+pub async fn revoke_key(
+    db: &impl GenericClient,
+    issuer: &IssuerId,
+    key: &ApiKeyId,
+) -> Result<Option<(ApiKeyInfo, String)>, Error> {
     let row = db
         .query_opt(
             &format!(

@@ -8,7 +8,12 @@ use idm_core::{ApiError, ErrorCode, Region};
 use std::sync::Arc;
 use std::time::Instant;
 
-async fn open_session(state: &State, ctx: &IssuerContext, user: user::User, device: idm_core::proto::Device) -> Result<Authenticated, Error> {
+async fn open_session(
+    state: &State,
+    ctx: &IssuerContext,
+    user: user::User,
+    device: idm_core::proto::Device,
+) -> Result<Authenticated, Error> {
     let issued: session::IssuedSession = state
         .bus
         .call(
@@ -23,7 +28,12 @@ async fn open_session(state: &State, ctx: &IssuerContext, user: user::User, devi
             },
         )
         .await?;
-    Ok(Authenticated { user, session_id: issued.session_id, session_token: issued.session_token, expires_at: issued.expires_at })
+    Ok(Authenticated {
+        user,
+        session_id: issued.session_id,
+        session_token: issued.session_token,
+        expires_at: issued.expires_at,
+    })
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.ctx.issuer_id))]
@@ -62,13 +72,24 @@ pub async fn sign_in(state: Arc<State>, req: SignIn) -> Result<Authenticated, Er
         Ok(Some(location)) => location,
         Ok(None) => {
             tokio::time::sleep_until((started + state.min_sign_in).into()).await;
-            return Err(ApiError::new(ErrorCode::InvalidCredentials, "the email or password is not correct").into());
+            return Err(ApiError::new(
+                ErrorCode::InvalidCredentials,
+                "the email or password is not correct",
+            )
+            .into());
         }
         Err(e) => return Err(e),
     };
     let found: user::User = state
         .bus
-        .call("user", user::GET_USER, &user::GetUser { issuer_id: req.ctx.issuer_id.clone(), user_id: located.user_id })
+        .call(
+            "user",
+            user::GET_USER,
+            &user::GetUser {
+                issuer_id: req.ctx.issuer_id.clone(),
+                user_id: located.user_id,
+            },
+        )
         .await?;
     open_session(&state, &req.ctx, found, req.device).await
 }
@@ -76,7 +97,14 @@ pub async fn sign_in(state: Arc<State>, req: SignIn) -> Result<Authenticated, Er
 async fn check_password(state: &State, req: &SignIn) -> Result<Option<user::Location>, Error> {
     let located: user::Located = state
         .bus
-        .call("user", user::LOCATE, &user::FindByEmail { issuer_id: req.ctx.issuer_id.clone(), email: req.email.clone() })
+        .call(
+            "user",
+            user::LOCATE,
+            &user::FindByEmail {
+                issuer_id: req.ctx.issuer_id.clone(),
+                email: req.email.clone(),
+            },
+        )
         .await?;
     // For an unknown user, any permitted region's store runs the dummy check.
     let region = located

@@ -25,19 +25,50 @@ pub(crate) struct State {
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     let redis = redis::Client::open(config.redis_url())?;
     let redis = redis::aio::ConnectionManager::new(redis).await?;
-    let bus = Bus::connect(&config.basics.nats_url, &config.basics.subject_prefix, config.basics.request_timeout, "auth").await?;
-    let state = Arc::new(State { bus: bus.clone(), min_sign_in: config.min_sign_in });
-    let handlers = Handlers::new().on(op::SIGN_UP, handlers::sign_up).on(op::SIGN_IN, handlers::sign_in);
-    let serving = idm_bus::serve(&bus, format!("{}.auth.v1", bus.prefix()), "auth".into(), handlers, state, shutdown.clone()).await?;
+    let bus = Bus::connect(
+        &config.basics.nats_url,
+        &config.basics.subject_prefix,
+        config.basics.request_timeout,
+        "auth",
+    )
+    .await?;
+    let state = Arc::new(State {
+        bus: bus.clone(),
+        min_sign_in: config.min_sign_in,
+    });
+    let handlers = Handlers::new()
+        .on(op::SIGN_UP, handlers::sign_up)
+        .on(op::SIGN_IN, handlers::sign_in);
+    let serving = idm_bus::serve(
+        &bus,
+        format!("{}.auth.v1", bus.prefix()),
+        "auth".into(),
+        handlers,
+        state,
+        shutdown.clone(),
+    )
+    .await?;
     let ready: idm_telemetry::ReadinessCheck = Arc::new(move || {
         let mut redis = redis.clone();
         let connected = bus.is_connected();
         Box::pin(async move {
-            let _: String = redis::cmd("PING").query_async(&mut redis).await.map_err(|e| format!("redis: {e}"))?;
-            if connected { Ok(()) } else { Err("NATS is not connected".into()) }
+            let _: String = redis::cmd("PING")
+                .query_async(&mut redis)
+                .await
+                .map_err(|e| format!("redis: {e}"))?;
+            if connected {
+                Ok(())
+            } else {
+                Err("NATS is not connected".into())
+            }
         })
     });
-    let (http_addr, http) = idm_telemetry::serve_http(config.basics.http_addr, idm_telemetry::ops_router(ready), shutdown).await?;
+    let (http_addr, http) = idm_telemetry::serve_http(
+        config.basics.http_addr,
+        idm_telemetry::ops_router(ready),
+        shutdown,
+    )
+    .await?;
     tracing::info!(%http_addr, "auth started");
     Ok(Running::new(http_addr, vec![serving, http]))
 }

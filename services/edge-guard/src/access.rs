@@ -37,13 +37,20 @@ pub struct Incoming {
 impl FromRequestParts<Arc<App>> for Incoming {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Self::Rejection> {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0)
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        Ok(Self { app: Arc::clone(app), headers: parts.headers.clone(), peer })
+        Ok(Self {
+            app: Arc::clone(app),
+            headers: parts.headers.clone(),
+            peer,
+        })
     }
 }
 
@@ -57,11 +64,19 @@ pub struct Caller {
 
 impl Caller {
     pub fn ctx(&self) -> IssuerContext {
-        IssuerContext { issuer_id: self.key.issuer_id.clone(), account_id: self.key.account_id.clone(), policy: self.key.policy.clone() }
+        IssuerContext {
+            issuer_id: self.key.issuer_id.clone(),
+            account_id: self.key.account_id.clone(),
+            policy: self.key.policy.clone(),
+        }
     }
 
     pub fn device(&self) -> Device {
-        Device { ip: Some(self.ip.to_string()), user_agent: self.user_agent.clone(), country: self.country.clone() }
+        Device {
+            ip: Some(self.ip.to_string()),
+            user_agent: self.user_agent.clone(),
+            country: self.country.clone(),
+        }
     }
 }
 
@@ -69,12 +84,18 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
 }
 
 fn api_key_header(headers: &HeaderMap) -> Option<&str> {
-    headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get(API_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 /// The API key: the `Idm-Api-Key` header when present, else
@@ -106,26 +127,48 @@ fn check_origin(key: &KeyConfig, headers: &HeaderMap) -> Result<(), ApiError> {
     let mut origins = headers.get_all(http::header::ORIGIN).iter();
     let origin = match (origins.next(), origins.next()) {
         (Some(one), None) => one,
-        (None, _) => return Err(ApiError::new(ErrorCode::OriginNotAllowed, "restricted keys need an Origin header")),
-        (Some(_), Some(_)) => return Err(ApiError::new(ErrorCode::OriginNotAllowed, "more than one Origin header")),
+        (None, _) => {
+            return Err(ApiError::new(
+                ErrorCode::OriginNotAllowed,
+                "restricted keys need an Origin header",
+            ))
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::new(
+                ErrorCode::OriginNotAllowed,
+                "more than one Origin header",
+            ))
+        }
     };
-    let origin = origin.to_str().map_err(|_| ApiError::new(ErrorCode::OriginNotAllowed, "the Origin header is not text"))?;
+    let origin = origin
+        .to_str()
+        .map_err(|_| ApiError::new(ErrorCode::OriginNotAllowed, "the Origin header is not text"))?;
     let origin = Origin::parse(origin)?;
     if key.policy.require_https_origins && origin.scheme != "https" && !origin.is_localhost() {
-        return Err(ApiError::new(ErrorCode::OriginNotAllowed, "this application requires https origins"));
+        return Err(ApiError::new(
+            ErrorCode::OriginNotAllowed,
+            "this application requires https origins",
+        ));
     }
     if origin_allowed(&key.allowed_origins, &origin) {
         Ok(())
     } else {
-        Err(ApiError::new(ErrorCode::OriginNotAllowed, "the origin is not allowed for this key"))
+        Err(ApiError::new(
+            ErrorCode::OriginNotAllowed,
+            "the origin is not allowed for this key",
+        ))
     }
 }
 
 impl Incoming {
     pub async fn authorize(&self, access: Access) -> Result<Caller, ApiError> {
         let invalid = || ApiError::new(ErrorCode::InvalidApiKey, "the API key is not valid");
-        let raw = api_key_text(&self.headers)
-            .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "an API key is required (Authorization: Bearer <key>)"))?;
+        let raw = api_key_text(&self.headers).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthenticated,
+                "an API key is required (Authorization: Bearer <key>)",
+            )
+        })?;
         let parsed = ApiKey::parse(raw)?;
         let hash = idm_crypto::api_key_hash(&parsed);
         let key = self.app.keys.resolve(&hash).await?.ok_or_else(invalid)?;
@@ -135,11 +178,17 @@ impl Incoming {
         match (access, key.kind) {
             (Access::Backend(scope), KeyKind::Secret) => {
                 if !any_grants(&key.scopes, scope) {
-                    return Err(ApiError::new(ErrorCode::InsufficientScope, format!("this key lacks the {scope} scope")));
+                    return Err(ApiError::new(
+                        ErrorCode::InsufficientScope,
+                        format!("this key lacks the {scope} scope"),
+                    ));
                 }
             }
             (Access::Backend(_), KeyKind::Restricted) => {
-                return Err(ApiError::new(ErrorCode::InsufficientScope, "restricted keys may only call client and verification routes"));
+                return Err(ApiError::new(
+                    ErrorCode::InsufficientScope,
+                    "restricted keys may only call client and verification routes",
+                ));
             }
             (Access::Client, KeyKind::Restricted) => check_origin(&key, &self.headers)?,
             (Access::Client, KeyKind::Secret) => {}
@@ -152,15 +201,27 @@ impl Incoming {
             .map(|ua| ua.chars().take(512).collect());
         Ok(Caller {
             ip: client_ip::client_ip(trusted, self.peer.ip(), &self.headers),
-            country: client_ip::country(trusted, self.peer.ip(), &self.headers, &self.app.config.country_header),
+            country: client_ip::country(
+                trusted,
+                self.peer.ip(),
+                &self.headers,
+                &self.app.config.country_header,
+            ),
             user_agent,
             key,
         })
     }
 
     /// The verified session of a client-route caller.
-    pub async fn session(&self, caller: &Caller) -> Result<idm_crypto::session_token::SessionClaims, ApiError> {
-        let token = session_token(&self.headers).ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "a session is required"))?;
-        self.app.sessions.verify(&caller.key.issuer_id, &token).await
+    pub async fn session(
+        &self,
+        caller: &Caller,
+    ) -> Result<idm_crypto::session_token::SessionClaims, ApiError> {
+        let token = session_token(&self.headers)
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "a session is required"))?;
+        self.app
+            .sessions
+            .verify(&caller.key.issuer_id, &token)
+            .await
     }
 }

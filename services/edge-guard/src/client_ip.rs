@@ -44,11 +44,20 @@ pub fn client_ip(trusted: &[IpNet], peer: IpAddr, headers: &HeaderMap) -> IpAddr
 }
 
 /// The country header, only when it was set by a trusted proxy.
-pub fn country(trusted: &[IpNet], peer: IpAddr, headers: &HeaderMap, header: &str) -> Option<String> {
+pub fn country(
+    trusted: &[IpNet],
+    peer: IpAddr,
+    headers: &HeaderMap,
+    header: &str,
+) -> Option<String> {
     if !is_trusted(trusted, peer) {
         return None;
     }
-    headers.get(header).and_then(|v| v.to_str().ok()).and_then(idm_core::Country::parse).map(|c| c.as_str().to_owned())
+    headers
+        .get(header)
+        .and_then(|v| v.to_str().ok())
+        .and_then(idm_core::Country::parse)
+        .map(|c| c.as_str().to_owned())
 }
 
 #[cfg(test)]
@@ -74,7 +83,10 @@ mod tests {
     #[test]
     fn untrusted_peers_are_taken_as_they_are() {
         let trusted = nets(&["10.0.0.0/8"]);
-        assert_eq!(client_ip(&trusted, ip("203.0.113.9"), &headers("1.2.3.4")), ip("203.0.113.9"));
+        assert_eq!(
+            client_ip(&trusted, ip("203.0.113.9"), &headers("1.2.3.4")),
+            ip("203.0.113.9")
+        );
     }
 
     #[test]
@@ -91,7 +103,10 @@ mod tests {
         let trusted = nets(&["127.0.0.1/32"]);
         let mut h = HeaderMap::new();
         h.insert("cf-ipcountry", http::HeaderValue::from_static("de"));
-        assert_eq!(country(&trusted, ip("127.0.0.1"), &h, "cf-ipcountry").as_deref(), Some("DE"));
+        assert_eq!(
+            country(&trusted, ip("127.0.0.1"), &h, "cf-ipcountry").as_deref(),
+            Some("DE")
+        );
         assert_eq!(country(&trusted, ip("192.0.2.1"), &h, "cf-ipcountry"), None);
     }
 }

@@ -25,9 +25,14 @@ impl Config {
         let env = Env::new("EDGE");
         Ok(Self {
             basics: ServiceBasics::from_env(&env, 8080)?,
-            ops_addr: env.parse("OPS_ADDR", std::net::SocketAddr::from(([127, 0, 0, 1], 9080)))?,
+            ops_addr: env.parse(
+                "OPS_ADDR",
+                std::net::SocketAddr::from(([127, 0, 0, 1], 9080)),
+            )?,
             trusted_proxies: env.list("TRUSTED_PROXIES")?,
-            country_header: env.string("COUNTRY_HEADER", "cf-ipcountry").to_ascii_lowercase(),
+            country_header: env
+                .string("COUNTRY_HEADER", "cf-ipcountry")
+                .to_ascii_lowercase(),
             max_body_bytes: env.parse("MAX_BODY_BYTES", 64 * 1024)?,
             key_cache_ttl: Duration::from_secs(env.parse("KEY_CACHE_TTL_SECONDS", 60)?),
             key_cache_capacity: env.parse("KEY_CACHE_CAPACITY", 100_000)?,

@@ -4,7 +4,7 @@
 //! account service broadcasts a change.
 
 use idm_bus::Bus;
-use idm_core::proto::account::{self, ConfigChanged, KeyConfig, Resolved, ResolveKey};
+use idm_core::proto::account::{self, ConfigChanged, KeyConfig, ResolveKey, Resolved};
 use idm_core::ApiError;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +34,13 @@ impl KeyCache {
         self.cache
             .try_get_with(key_hash.to_owned(), async move {
                 metrics::counter!("idm_edge_key_lookups_total").increment(1);
-                let resolved: Resolved = bus.call("account", account::RESOLVE_KEY, &ResolveKey { key_hash: hash }).await?;
+                let resolved: Resolved = bus
+                    .call(
+                        "account",
+                        account::RESOLVE_KEY,
+                        &ResolveKey { key_hash: hash },
+                    )
+                    .await?;
                 Ok::<_, ApiError>(resolved.key.map(Arc::new))
             })
             .await
@@ -47,7 +53,9 @@ impl KeyCache {
         }
         let issuer = change.issuer_id.clone();
         // Origins or policy changed: every cached key of the issuer is stale.
-        let dropped = self.cache.invalidate_entries_if(move |_, entry| entry.as_ref().is_some_and(|k| k.issuer_id == issuer));
+        let dropped = self.cache.invalidate_entries_if(move |_, entry| {
+            entry.as_ref().is_some_and(|k| k.issuer_id == issuer)
+        });
         if let Err(e) = dropped {
             tracing::error!(error = %e, "could not invalidate cached keys; clearing the cache");
             self.cache.invalidate_all();

@@ -28,14 +28,21 @@ impl SessionKeys {
     pub fn new(bus: Bus) -> Self {
         Self {
             bus,
-            rings: moka::future::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(300)).build(),
-            recently_refreshed: moka::future::Cache::builder().time_to_live(Duration::from_secs(2)).build(),
+            rings: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(300))
+                .build(),
+            recently_refreshed: moka::future::Cache::builder()
+                .time_to_live(Duration::from_secs(2))
+                .build(),
         }
     }
 
     async fn ring(&self, issuer: &IssuerId) -> Result<Ring, ApiError> {
         let bus = self.bus.clone();
-        let request = KeyRingRequest { issuer_id: issuer.clone() };
+        let request = KeyRingRequest {
+            issuer_id: issuer.clone(),
+        };
         self.rings
             .try_get_with(issuer.clone(), async move {
                 let ring: KeyRing = bus.call("session", session::KEY_RING, &request).await?;
@@ -43,9 +50,14 @@ impl SessionKeys {
                     .keys
                     .into_iter()
                     .filter_map(|k| {
-                        let bytes = base64::engine::general_purpose::STANDARD.decode(k.secret.expose()).ok()?;
+                        let bytes = base64::engine::general_purpose::STANDARD
+                            .decode(k.secret.expose())
+                            .ok()?;
                         let secret: [u8; 32] = bytes.as_slice().try_into().ok()?;
-                        Some(RingKey { kid: k.kid, secret: zeroize::Zeroizing::new(secret) })
+                        Some(RingKey {
+                            kid: k.kid,
+                            secret: zeroize::Zeroizing::new(secret),
+                        })
                     })
                     .collect();
                 Ok::<_, ApiError>(Arc::new(keys))
@@ -61,7 +73,9 @@ impl SessionKeys {
     /// Verifies `token` for `issuer`: a token of any other issuer, a forged or
     /// altered token, and an expired one are all `session_invalid`.
     pub async fn verify(&self, issuer: &IssuerId, token: &str) -> Result<SessionClaims, ApiError> {
-        let kid = session_token::kid_of(token).ok_or_else(|| invalid("the session token is malformed"))?.to_owned();
+        let kid = session_token::kid_of(token)
+            .ok_or_else(|| invalid("the session token is malformed"))?
+            .to_owned();
         let mut ring = self.ring(issuer).await?;
         if !ring.iter().any(|k| k.kid == kid) && !self.recently_refreshed.contains_key(issuer) {
             self.recently_refreshed.insert(issuer.clone(), ()).await;
@@ -69,9 +83,11 @@ impl SessionKeys {
             ring = self.ring(issuer).await?;
         }
         let now = idm_core::now().unix_timestamp();
-        session_token::verify(token, issuer, now, |kid| ring.iter().find(|k| k.kid == kid)).map_err(|e| match e {
-            TokenError::Expired => invalid("the session has expired"),
-            _ => invalid("the session token is not valid"),
-        })
+        session_token::verify(token, issuer, now, |kid| ring.iter().find(|k| k.kid == kid)).map_err(
+            |e| match e {
+                TokenError::Expired => invalid("the session has expired"),
+                _ => invalid("the session token is not valid"),
+            },
+        )
     }
 }

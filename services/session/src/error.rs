@@ -22,7 +22,10 @@ impl From<Error> for ApiError {
             Error::Api(api) => api,
             Error::Db(db) if db.is_unavailable() => {
                 tracing::error!(error = %db, "session key database unavailable");
-                ApiError::new(ErrorCode::UpstreamUnavailable, "the session service is unavailable")
+                ApiError::new(
+                    ErrorCode::UpstreamUnavailable,
+                    "the session service is unavailable",
+                )
             }
             other => ApiError::internal_from(&other),
         }

@@ -17,7 +17,9 @@ pub async fn init_issuer(state: Arc<State>, req: InitIssuer) -> Result<Done, Err
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id, region = %req.region))]
 pub async fn create_session(state: Arc<State>, req: CreateSession) -> Result<IssuedSession, Error> {
     let ring = state.keys.ring(&req.issuer_id).await?;
-    let key = ring.current().ok_or_else(|| ApiError::not_found("issuer"))?;
+    let key = ring
+        .current()
+        .ok_or_else(|| ApiError::not_found("issuer"))?;
     let session_id = SessionId::generate();
     let now = idm_core::now();
     let expires_at = now + time::Duration::seconds(i64::from(req.lifetime_seconds));
@@ -45,7 +47,11 @@ pub async fn create_session(state: Arc<State>, req: CreateSession) -> Result<Iss
     };
     let token = session_token::sign(key, &claims);
     tracing::info!(session = %record.id, "session created");
-    Ok(IssuedSession { session_id: record.id, session_token: SecretText::new(token), expires_at })
+    Ok(IssuedSession {
+        session_id: record.id,
+        session_token: SecretText::new(token),
+        expires_at,
+    })
 }
 
 pub async fn key_ring(state: Arc<State>, req: KeyRingRequest) -> Result<KeyRing, Error> {
@@ -56,9 +62,14 @@ pub async fn key_ring(state: Arc<State>, req: KeyRingRequest) -> Result<KeyRing,
         .enumerate()
         .map(|(i, k)| SigningKey {
             kid: k.kid.clone(),
-            secret: SecretText::new(base64::engine::general_purpose::STANDARD.encode(k.secret.as_ref())),
+            secret: SecretText::new(
+                base64::engine::general_purpose::STANDARD.encode(k.secret.as_ref()),
+            ),
             current: i == 0,
         })
         .collect();
-    Ok(KeyRing { issuer_id: req.issuer_id, keys })
+    Ok(KeyRing {
+        issuer_id: req.issuer_id,
+        keys,
+    })
 }

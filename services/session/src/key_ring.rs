@@ -47,7 +47,10 @@ fn aad(issuer: &IssuerId, kid: &str) -> Vec<u8> {
 
 impl KeyRings {
     pub fn new(db: Db, master: MasterKey) -> Self {
-        let cache = moka::future::Cache::builder().max_capacity(10_000).time_to_live(std::time::Duration::from_secs(60)).build();
+        let cache = moka::future::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(std::time::Duration::from_secs(60))
+            .build();
         Self { db, master, cache }
     }
 
@@ -58,7 +61,12 @@ impl KeyRings {
         let sealed = self.master.seal(&secret, &aad(issuer, &kid))?;
         let mut client = self.db.get().await?;
         let tx = client.transaction().await.map_err(DbError::from)?;
-        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&issuer.as_str()]).await.map_err(DbError::from)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            &[&issuer.as_str()],
+        )
+        .await
+        .map_err(DbError::from)?;
         tx.execute(
             "INSERT INTO session_keys.keys (kid, issuer_id, sealed_secret)
              SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM session_keys.keys WHERE issuer_id = $2)",
@@ -88,17 +96,26 @@ impl KeyRings {
                 let kid: String = row.get(0);
                 let sealed: Vec<u8> = row.get(1);
                 let opened = self.master.open(&sealed, &aad(issuer, &kid))?;
-                let secret: [u8; 32] = opened.as_slice().try_into().map_err(|_| ApiError::internal())?;
-                keys.push(RingKey { kid, secret: zeroize::Zeroizing::new(secret) });
+                let secret: [u8; 32] = opened
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| ApiError::internal())?;
+                keys.push(RingKey {
+                    kid,
+                    secret: zeroize::Zeroizing::new(secret),
+                });
             }
             if keys.is_empty() {
                 return Err(ApiError::not_found("issuer").into());
             }
             Ok::<_, Error>(Arc::new(Ring { keys }))
         };
-        self.cache.try_get_with(issuer.clone(), load).await.map_err(|e| match Arc::try_unwrap(e) {
-            Ok(e) => e,
-            Err(shared) => Error::Api(ApiError::internal_from(&shared)),
-        })
+        self.cache
+            .try_get_with(issuer.clone(), load)
+            .await
+            .map_err(|e| match Arc::try_unwrap(e) {
+                Ok(e) => e,
+                Err(shared) => Error::Api(ApiError::internal_from(&shared)),
+            })
     }
 }

@@ -25,23 +25,49 @@ pub(crate) struct State {
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     let db = Db::connect(config.database_url(), config.pool_size)?;
     idm_db::migrate(&mut db.get().await?, "session_keys", key_ring::MIGRATIONS).await?;
-    let bus = Bus::connect(&config.basics.nats_url, &config.basics.subject_prefix, config.basics.request_timeout, "session").await?;
+    let bus = Bus::connect(
+        &config.basics.nats_url,
+        &config.basics.subject_prefix,
+        config.basics.request_timeout,
+        "session",
+    )
+    .await?;
     let master = idm_crypto::MasterKey::from_base64(config.master_key())?;
-    let state = Arc::new(State { bus: bus.clone(), keys: key_ring::KeyRings::new(db.clone(), master) });
+    let state = Arc::new(State {
+        bus: bus.clone(),
+        keys: key_ring::KeyRings::new(db.clone(), master),
+    });
     let handlers = Handlers::new()
         .on(op::INIT_ISSUER, handlers::init_issuer)
         .on(op::CREATE_SESSION, handlers::create_session)
         .on(op::KEY_RING, handlers::key_ring);
-    let serving = idm_bus::serve(&bus, format!("{}.session.v1", bus.prefix()), "session".into(), handlers, state, shutdown.clone()).await?;
+    let serving = idm_bus::serve(
+        &bus,
+        format!("{}.session.v1", bus.prefix()),
+        "session".into(),
+        handlers,
+        state,
+        shutdown.clone(),
+    )
+    .await?;
     let ready: idm_telemetry::ReadinessCheck = Arc::new(move || {
         let db = db.clone();
         let connected = bus.is_connected();
         Box::pin(async move {
             db.ping().await.map_err(|e| e.to_string())?;
-            if connected { Ok(()) } else { Err("NATS is not connected".into()) }
+            if connected {
+                Ok(())
+            } else {
+                Err("NATS is not connected".into())
+            }
         })
     });
-    let (http_addr, http) = idm_telemetry::serve_http(config.basics.http_addr, idm_telemetry::ops_router(ready), shutdown).await?;
+    let (http_addr, http) = idm_telemetry::serve_http(
+        config.basics.http_addr,
+        idm_telemetry::ops_router(ready),
+        shutdown,
+    )
+    .await?;
     tracing::info!(%http_addr, "session started");
     Ok(Running::new(http_addr, vec![serving, http]))
 }

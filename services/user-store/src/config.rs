@@ -19,7 +19,10 @@ impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         let env = Env::new("STORE");
         let region = env.required("REGION")?;
-        let region = Region::parse(&region).map_err(|e| ConfigError::Invalid { var: env.var_name("REGION"), reason: e.message })?;
+        let region = Region::parse(&region).map_err(|e| ConfigError::Invalid {
+            var: env.var_name("REGION"),
+            reason: e.message,
+        })?;
         let defaults = PasswordParams::default();
         Ok(Self {
             basics: ServiceBasics::from_env(&env, 8090)?,

@@ -22,7 +22,10 @@ impl From<Error> for ApiError {
             Error::Api(api) => api,
             Error::Db(db) if db.is_unavailable() => {
                 tracing::error!(error = %db, "regional database unavailable");
-                ApiError::new(ErrorCode::RegionUnavailable, "the region's store is unavailable")
+                ApiError::new(
+                    ErrorCode::RegionUnavailable,
+                    "the region's store is unavailable",
+                )
             }
             other => ApiError::internal_from(&other),
         }

@@ -8,7 +8,10 @@ use idm_core::ApiError;
 use std::sync::Arc;
 
 fn info_of(state: &State) -> StoreInfo {
-    StoreInfo { region: state.region, jurisdiction: state.region.jurisdiction() }
+    StoreInfo {
+        region: state.region,
+        jurisdiction: state.region.jurisdiction(),
+    }
 }
 
 pub async fn info(state: Arc<State>, _: Done) -> Result<StoreInfo, Error> {
@@ -29,23 +32,41 @@ pub async fn create_user(state: Arc<State>, req: CreateUser) -> Result<StoredUse
         None => None,
     };
     let row = store
-        .insert_user(&req.user_id, &req.email, req.name.as_deref(), &req.metadata, hash.as_deref())
+        .insert_user(
+            &req.user_id,
+            &req.email,
+            req.name.as_deref(),
+            &req.metadata,
+            hash.as_deref(),
+        )
         .await
-        .map_err(|e| if e.is_unique_violation() { ApiError::conflict("a user with this email already exists").into() } else { Error::from(e) })?;
+        .map_err(|e| {
+            if e.is_unique_violation() {
+                ApiError::conflict("a user with this email already exists").into()
+            } else {
+                Error::from(e)
+            }
+        })?;
     storage::user_from_row(&row, info_of(&state))
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
 pub async fn get_user(state: Arc<State>, req: GetUser) -> Result<StoredUser, Error> {
     let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
-    let row = store.user(&req.user_id).await?.ok_or_else(|| ApiError::not_found("user"))?;
+    let row = store
+        .user(&req.user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
     storage::user_from_row(&row, info_of(&state))
 }
 
 /// Always runs one Argon2 verification, against a dummy hash when the user
 /// or their password is unknown, so timing does not tell them apart.
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id))]
-pub async fn verify_password(state: Arc<State>, req: VerifyPassword) -> Result<PasswordChecked, Error> {
+pub async fn verify_password(
+    state: Arc<State>,
+    req: VerifyPassword,
+) -> Result<PasswordChecked, Error> {
     let (store, stored) = match &req.user_id {
         Some(user_id) => {
             let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
@@ -54,19 +75,27 @@ pub async fn verify_password(state: Arc<State>, req: VerifyPassword) -> Result<P
         }
         None => (None, None),
     };
-    let verdict = state.hasher.verify(stored.as_deref(), req.password.expose()).await?;
+    let verdict = state
+        .hasher
+        .verify(stored.as_deref(), req.password.expose())
+        .await?;
     if verdict.needs_rehash {
         if let (Some(store), Some(user_id)) = (&store, &req.user_id) {
             let fresh = state.hasher.hash(req.password.expose()).await?;
             store.set_password_hash(user_id, &fresh).await?;
         }
     }
-    Ok(PasswordChecked { valid: verdict.valid })
+    Ok(PasswordChecked {
+        valid: verdict.valid,
+    })
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id, session = %req.session_id))]
 pub async fn create_session(state: Arc<State>, req: CreateSession) -> Result<SessionRecord, Error> {
     let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
-    let record = store.insert_session(&req).await?.ok_or_else(|| ApiError::not_found("user"))?;
+    let record = store
+        .insert_session(&req)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
     Ok(record)
 }

@@ -40,7 +40,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         &format!("user-store-{}", config.region),
     )
     .await?;
-    let state = Arc::new(State { region: config.region, db: db.clone(), hasher });
+    let state = Arc::new(State {
+        region: config.region,
+        db: db.clone(),
+        hasher,
+    });
     let handlers = Handlers::new()
         .on(op::INFO, handlers::info)
         .on(op::PROVISION_ISSUER, handlers::provision_issuer)
@@ -58,10 +62,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         let connected = ready_bus.is_connected();
         Box::pin(async move {
             db.ping().await.map_err(|e| e.to_string())?;
-            if connected { Ok(()) } else { Err("NATS is not connected".into()) }
+            if connected {
+                Ok(())
+            } else {
+                Err("NATS is not connected".into())
+            }
         })
     });
-    let (http_addr, http) = idm_telemetry::serve_http(config.basics.http_addr, idm_telemetry::ops_router(ready), shutdown).await?;
+    let (http_addr, http) = idm_telemetry::serve_http(
+        config.basics.http_addr,
+        idm_telemetry::ops_router(ready),
+        shutdown,
+    )
+    .await?;
     tracing::info!(region = %config.region, %http_addr, "user-store started");
     Ok(Running::new(http_addr, vec![serving, http]))
 }

@@ -9,7 +9,10 @@ use idm_db::{Client, Db, DbError, Row};
 pub async fn migrate_all_issuers(db: &Db) -> Result<(), Error> {
     let mut client = db.get().await?;
     let schemas: Vec<String> = client
-        .query("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'iss\\_%'", &[])
+        .query(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'iss\\_%'",
+            &[],
+        )
         .await
         .map_err(DbError::from)?
         .iter()
@@ -23,7 +26,12 @@ pub async fn migrate_all_issuers(db: &Db) -> Result<(), Error> {
 
 pub async fn provision(db: &Db, issuer: &IssuerId) -> Result<(), Error> {
     let mut client = db.get().await?;
-    idm_db::migrate(&mut client, &issuer.store_schema(), crate::migrations::STORE).await?;
+    idm_db::migrate(
+        &mut client,
+        &issuer.store_schema(),
+        crate::migrations::STORE,
+    )
+    .await?;
     Ok(())
 }
 
@@ -62,7 +70,14 @@ impl IssuerStore {
                 "INSERT INTO users (id, email, email_canonical, name, metadata, password_hash)
                  VALUES ($1, $2, $3, $4, $5, $6)
                  RETURNING id, email, email_verified, name, metadata, mfa_enabled, created_at",
-                &[&id.as_str(), &email.as_str(), &email.canonical(), &name, metadata, &password_hash],
+                &[
+                    &id.as_str(),
+                    &email.as_str(),
+                    &email.canonical(),
+                    &name,
+                    metadata,
+                    &password_hash,
+                ],
             )
             .await?)
     }
@@ -78,18 +93,30 @@ impl IssuerStore {
     }
 
     pub async fn password_hash(&self, id: &UserId) -> Result<Option<String>, DbError> {
-        let row = self.client.query_opt("SELECT password_hash FROM users WHERE id = $1", &[&id.as_str()]).await?;
+        let row = self
+            .client
+            .query_opt(
+                "SELECT password_hash FROM users WHERE id = $1",
+                &[&id.as_str()],
+            )
+            .await?;
         Ok(row.and_then(|r| r.get::<_, Option<String>>(0)))
     }
 
     pub async fn set_password_hash(&self, id: &UserId, hash: &str) -> Result<(), DbError> {
         self.client
-            .execute("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1", &[&id.as_str(), &hash])
+            .execute(
+                "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1",
+                &[&id.as_str(), &hash],
+            )
             .await?;
         Ok(())
     }
 
-    pub async fn insert_session(&self, s: &CreateSession) -> Result<Option<SessionRecord>, DbError> {
+    pub async fn insert_session(
+        &self,
+        s: &CreateSession,
+    ) -> Result<Option<SessionRecord>, DbError> {
         // Inserting only when the user exists keeps a session from pointing nowhere.
         let row = self
             .client
@@ -97,7 +124,13 @@ impl IssuerStore {
                 "INSERT INTO sessions (id, user_id, expires_at, user_agent, ip)
                  SELECT $1, id, $3, $4, $5 FROM users WHERE id = $2
                  RETURNING id, user_id, created_at, expires_at",
-                &[&s.session_id.as_str(), &s.user_id.as_str(), &s.expires_at, &s.device.user_agent, &s.device.ip],
+                &[
+                    &s.session_id.as_str(),
+                    &s.user_id.as_str(),
+                    &s.expires_at,
+                    &s.device.user_agent,
+                    &s.device.ip,
+                ],
             )
             .await?;
         row.map(|r| {

@@ -18,12 +18,19 @@ pub struct IndexKeys {
 
 impl IndexKeys {
     pub fn new(db: Db, master: MasterKey) -> Self {
-        Self { db, master, cache: moka::future::Cache::new(10_000) }
+        Self {
+            db,
+            master,
+            cache: moka::future::Cache::new(10_000),
+        }
     }
 
     /// Creates the issuer's key if it has none (idempotent).
     pub async fn create(&self, issuer: &IssuerId) -> Result<(), Error> {
-        let sealed = self.master.seal(&idm_crypto::random_bytes::<32>(), issuer.as_str().as_bytes())?;
+        let sealed = self.master.seal(
+            &idm_crypto::random_bytes::<32>(),
+            issuer.as_str().as_bytes(),
+        )?;
         self.db
             .get()
             .await?
@@ -42,17 +49,23 @@ impl IndexKeys {
                 .db
                 .get()
                 .await?
-                .query_opt("SELECT sealed_key FROM directory.issuer_keys WHERE issuer_id = $1", &[&issuer.as_str()])
+                .query_opt(
+                    "SELECT sealed_key FROM directory.issuer_keys WHERE issuer_id = $1",
+                    &[&issuer.as_str()],
+                )
                 .await
                 .map_err(DbError::from)?;
             let sealed: Vec<u8> = row.ok_or_else(|| ApiError::not_found("issuer"))?.get(0);
             let opened = self.master.open(&sealed, issuer.as_str().as_bytes())?;
             Ok::<Key, Error>(Arc::new(opened))
         };
-        self.cache.try_get_with(issuer.clone(), load).await.map_err(|e| match Arc::try_unwrap(e) {
-            Ok(e) => e,
-            Err(shared) => Error::Api(ApiError::internal_from(&shared)),
-        })
+        self.cache
+            .try_get_with(issuer.clone(), load)
+            .await
+            .map_err(|e| match Arc::try_unwrap(e) {
+                Ok(e) => e,
+                Err(shared) => Error::Api(ApiError::internal_from(&shared)),
+            })
     }
 
     /// HMAC-SHA256 of the canonical address under the issuer's key.

@@ -23,8 +23,10 @@ impl Config {
             database_url: env.secret("DATABASE_URL")?,
             pool_size: env.parse("DB_POOL_SIZE", 16)?,
             master_key: env.secret("MASTER_KEY")?,
-            default_region: Region::parse(&default_region)
-                .map_err(|e| ConfigError::Invalid { var: env.var_name("DEFAULT_REGION"), reason: e.message })?,
+            default_region: Region::parse(&default_region).map_err(|e| ConfigError::Invalid {
+                var: env.var_name("DEFAULT_REGION"),
+                reason: e.message,
+            })?,
         })
     }
 

@@ -30,7 +30,13 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 const STALE_PENDING_SECONDS: f64 = 60.0;
 
 /// Reserves the address for a new user. `false` when it is taken.
-pub async fn reserve(db: &Db, issuer: &IssuerId, user: &UserId, region: Region, index: &[u8]) -> Result<bool, Error> {
+pub async fn reserve(
+    db: &Db,
+    issuer: &IssuerId,
+    user: &UserId,
+    region: Region,
+    index: &[u8],
+) -> Result<bool, Error> {
     let row = db
         .get()
         .await?
@@ -51,7 +57,10 @@ pub async fn reserve(db: &Db, issuer: &IssuerId, user: &UserId, region: Region, 
 pub async fn move_reservation(db: &Db, user: &UserId, region: Region) -> Result<(), Error> {
     db.get()
         .await?
-        .execute("UPDATE directory.users SET region = $2 WHERE id = $1 AND status = 'pending'", &[&user.as_str(), &region.as_str()])
+        .execute(
+            "UPDATE directory.users SET region = $2 WHERE id = $1 AND status = 'pending'",
+            &[&user.as_str(), &region.as_str()],
+        )
         .await
         .map_err(DbError::from)?;
     Ok(())
@@ -60,7 +69,10 @@ pub async fn move_reservation(db: &Db, user: &UserId, region: Region) -> Result<
 pub async fn activate(db: &Db, user: &UserId) -> Result<(), Error> {
     db.get()
         .await?
-        .execute("UPDATE directory.users SET status = 'active' WHERE id = $1", &[&user.as_str()])
+        .execute(
+            "UPDATE directory.users SET status = 'active' WHERE id = $1",
+            &[&user.as_str()],
+        )
         .await
         .map_err(DbError::from)?;
     Ok(())
@@ -69,7 +81,10 @@ pub async fn activate(db: &Db, user: &UserId) -> Result<(), Error> {
 pub async fn release(db: &Db, user: &UserId) -> Result<(), Error> {
     db.get()
         .await?
-        .execute("DELETE FROM directory.users WHERE id = $1 AND status = 'pending'", &[&user.as_str()])
+        .execute(
+            "DELETE FROM directory.users WHERE id = $1 AND status = 'pending'",
+            &[&user.as_str()],
+        )
         .await
         .map_err(DbError::from)?;
     Ok(())
@@ -80,7 +95,11 @@ fn region_of(raw: &str) -> Result<Region, Error> {
 }
 
 /// The region of an active user of `issuer`; another issuer's user is absent.
-pub async fn region_of_user(db: &Db, issuer: &IssuerId, user: &UserId) -> Result<Option<Region>, Error> {
+pub async fn region_of_user(
+    db: &Db,
+    issuer: &IssuerId,
+    user: &UserId,
+) -> Result<Option<Region>, Error> {
     let row = db
         .get()
         .await?
@@ -93,7 +112,11 @@ pub async fn region_of_user(db: &Db, issuer: &IssuerId, user: &UserId) -> Result
     row.map(|r| region_of(r.get(0))).transpose()
 }
 
-pub async fn by_index(db: &Db, issuer: &IssuerId, index: &[u8]) -> Result<Option<(UserId, Region)>, Error> {
+pub async fn by_index(
+    db: &Db,
+    issuer: &IssuerId,
+    index: &[u8],
+) -> Result<Option<(UserId, Region)>, Error> {
     let row = db
         .get()
         .await?
@@ -103,6 +126,11 @@ pub async fn by_index(db: &Db, issuer: &IssuerId, index: &[u8]) -> Result<Option
         )
         .await
         .map_err(DbError::from)?;
-    row.map(|r| Ok((UserId::parse(r.get(0)).map_err(|e| ApiError::internal_from(&e))?, region_of(r.get(1))?)))
-        .transpose()
+    row.map(|r| {
+        Ok((
+            UserId::parse(r.get(0)).map_err(|e| ApiError::internal_from(&e))?,
+            region_of(r.get(1))?,
+        ))
+    })
+    .transpose()
 }

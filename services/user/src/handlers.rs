@@ -29,27 +29,40 @@ fn view(user: StoredUser, region: Region) -> User {
 /// store must say `eu`: data that must stay in the EU is never sent to a
 /// store that does not declare it.
 fn check_store(asked: Region, answered: &store::StoreInfo) -> Result<(), ApiError> {
-    let eu_ok = asked.jurisdiction() != Jurisdiction::Eu || answered.jurisdiction == Jurisdiction::Eu;
+    let eu_ok =
+        asked.jurisdiction() != Jurisdiction::Eu || answered.jurisdiction == Jurisdiction::Eu;
     if answered.region == asked && eu_ok {
         Ok(())
     } else {
         tracing::error!(%asked, answered = %answered.region, "store answered for another region or jurisdiction");
-        Err(ApiError::new(ErrorCode::ResidencyViolation, "the store's region does not match the placement"))
+        Err(ApiError::new(
+            ErrorCode::ResidencyViolation,
+            "the store's region does not match the placement",
+        ))
     }
 }
 
 fn is_unavailable(e: &ApiError) -> bool {
-    matches!(e.code, ErrorCode::UpstreamUnavailable | ErrorCode::RegionUnavailable)
+    matches!(
+        e.code,
+        ErrorCode::UpstreamUnavailable | ErrorCode::RegionUnavailable
+    )
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.ctx.issuer_id))]
 pub async fn create_user(state: Arc<State>, req: CreateUser) -> Result<User, Error> {
     let issuer = &req.ctx.issuer_id;
-    let metadata = idm_core::text::parse_metadata(req.metadata.unwrap_or_else(|| serde_json::json!({})))?;
+    let metadata =
+        idm_core::text::parse_metadata(req.metadata.unwrap_or_else(|| serde_json::json!({})))?;
     if let Some(password) = &req.password {
         idm_core::text::check_password(password.expose())?;
     }
-    let chosen = placement::choose(&req.ctx.policy, req.region, req.country.as_deref(), state.default_region)?;
+    let chosen = placement::choose(
+        &req.ctx.policy,
+        req.region,
+        req.country.as_deref(),
+        state.default_region,
+    )?;
     let index = state.index_keys.index(issuer, &req.email).await?;
     let user_id = UserId::generate();
     if !directory::reserve(&state.db, issuer, &user_id, chosen, &index).await? {
@@ -63,13 +76,19 @@ pub async fn create_user(state: Arc<State>, req: CreateUser) -> Result<User, Err
         metadata,
         password: req.password,
     };
-    let mut last_error = ApiError::new(ErrorCode::RegionUnavailable, format!("region {chosen} is unavailable"));
+    let mut last_error = ApiError::new(
+        ErrorCode::RegionUnavailable,
+        format!("region {chosen} is unavailable"),
+    );
     for region in placement::candidates(&req.ctx.policy, chosen) {
         if region != chosen {
             tracing::warn!(from = %chosen, to = %region, "placing in a fallback region");
             directory::move_reservation(&state.db, &user_id, region).await?;
         }
-        let reply: Result<StoredUser, ApiError> = state.bus.call_store(region, store::CREATE_USER, &request).await;
+        let reply: Result<StoredUser, ApiError> = state
+            .bus
+            .call_store(region, store::CREATE_USER, &request)
+            .await;
         match reply.and_then(|u| check_store(region, &u.store).map(|()| u)) {
             Ok(stored) => {
                 directory::activate(&state.db, &user_id).await?;
@@ -85,32 +104,56 @@ pub async fn create_user(state: Arc<State>, req: CreateUser) -> Result<User, Err
     }
     directory::release(&state.db, &user_id).await?;
     if chosen.jurisdiction() == Jurisdiction::Eu {
-        last_error = ApiError::new(ErrorCode::RegionUnavailable, format!("region {chosen} is unavailable and EU data is never placed elsewhere"));
+        last_error = ApiError::new(
+            ErrorCode::RegionUnavailable,
+            format!("region {chosen} is unavailable and EU data is never placed elsewhere"),
+        );
     } else if last_error.code == ErrorCode::UpstreamUnavailable {
         last_error.code = ErrorCode::RegionUnavailable;
     }
     Err(last_error.into())
 }
 
-async fn fetch(state: &State, issuer: &idm_core::IssuerId, user: UserId, region: Region) -> Result<User, Error> {
-    let stored: StoredUser = state.bus.call_store(region, store::GET_USER, &store::GetUser { issuer_id: issuer.clone(), user_id: user }).await?;
+async fn fetch(
+    state: &State,
+    issuer: &idm_core::IssuerId,
+    user: UserId,
+    region: Region,
+) -> Result<User, Error> {
+    let stored: StoredUser = state
+        .bus
+        .call_store(
+            region,
+            store::GET_USER,
+            &store::GetUser {
+                issuer_id: issuer.clone(),
+                user_id: user,
+            },
+        )
+        .await?;
     check_store(region, &stored.store)?;
     Ok(view(stored, region))
 }
 
 pub async fn get_user(state: Arc<State>, req: GetUser) -> Result<User, Error> {
-    let region = directory::region_of_user(&state.db, &req.issuer_id, &req.user_id).await?.ok_or_else(|| ApiError::not_found("user"))?;
+    let region = directory::region_of_user(&state.db, &req.issuer_id, &req.user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
     fetch(&state, &req.issuer_id, req.user_id, region).await
 }
 
 pub async fn find_by_email(state: Arc<State>, req: FindByEmail) -> Result<User, Error> {
     let index = state.index_keys.index(&req.issuer_id, &req.email).await?;
-    let (user, region) = directory::by_index(&state.db, &req.issuer_id, &index).await?.ok_or_else(|| ApiError::not_found("user"))?;
+    let (user, region) = directory::by_index(&state.db, &req.issuer_id, &index)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
     fetch(&state, &req.issuer_id, user, region).await
 }
 
 pub async fn locate(state: Arc<State>, req: FindByEmail) -> Result<Located, Error> {
     let index = state.index_keys.index(&req.issuer_id, &req.email).await?;
-    let location = directory::by_index(&state.db, &req.issuer_id, &index).await?.map(|(user_id, region)| Location { user_id, region });
+    let location = directory::by_index(&state.db, &req.issuer_id, &index)
+        .await?
+        .map(|(user_id, region)| Location { user_id, region });
     Ok(Located { location })
 }

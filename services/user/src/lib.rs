@@ -30,7 +30,13 @@ pub(crate) struct State {
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     let db = Db::connect(config.database_url(), config.pool_size)?;
     idm_db::migrate(&mut db.get().await?, "directory", directory::MIGRATIONS).await?;
-    let bus = Bus::connect(&config.basics.nats_url, &config.basics.subject_prefix, config.basics.request_timeout, "user").await?;
+    let bus = Bus::connect(
+        &config.basics.nats_url,
+        &config.basics.subject_prefix,
+        config.basics.request_timeout,
+        "user",
+    )
+    .await?;
     let master = idm_crypto::MasterKey::from_base64(config.master_key())?;
     let state = Arc::new(State {
         db: db.clone(),
@@ -44,16 +50,33 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(op::GET_USER, handlers::get_user)
         .on(op::FIND_BY_EMAIL, handlers::find_by_email)
         .on(op::LOCATE, handlers::locate);
-    let serving = idm_bus::serve(&bus, format!("{}.user.v1", bus.prefix()), "user".into(), handlers, state, shutdown.clone()).await?;
+    let serving = idm_bus::serve(
+        &bus,
+        format!("{}.user.v1", bus.prefix()),
+        "user".into(),
+        handlers,
+        state,
+        shutdown.clone(),
+    )
+    .await?;
     let ready: idm_telemetry::ReadinessCheck = Arc::new(move || {
         let db = db.clone();
         let connected = bus.is_connected();
         Box::pin(async move {
             db.ping().await.map_err(|e| e.to_string())?;
-            if connected { Ok(()) } else { Err("NATS is not connected".into()) }
+            if connected {
+                Ok(())
+            } else {
+                Err("NATS is not connected".into())
+            }
         })
     });
-    let (http_addr, http) = idm_telemetry::serve_http(config.basics.http_addr, idm_telemetry::ops_router(ready), shutdown).await?;
+    let (http_addr, http) = idm_telemetry::serve_http(
+        config.basics.http_addr,
+        idm_telemetry::ops_router(ready),
+        shutdown,
+    )
+    .await?;
     tracing::info!(%http_addr, "user started");
     Ok(Running::new(http_addr, vec![serving, http]))
 }

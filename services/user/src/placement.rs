@@ -4,29 +4,53 @@
 
 use idm_core::{ApiError, Country, ErrorCode, IssuerPolicy, Region};
 
-pub fn choose(policy: &IssuerPolicy, explicit: Option<Region>, country: Option<&str>, deployment_default: Region) -> Result<Region, ApiError> {
+pub fn choose(
+    policy: &IssuerPolicy,
+    explicit: Option<Region>,
+    country: Option<&str>,
+    deployment_default: Region,
+) -> Result<Region, ApiError> {
     let permitted = policy.permitted_regions();
     if let Some(region) = explicit {
         return if permitted.contains(&region) {
             Ok(region)
         } else {
-            Err(ApiError::new(ErrorCode::ResidencyViolation, format!("the issuer's policy does not allow region {region}")))
+            Err(ApiError::new(
+                ErrorCode::ResidencyViolation,
+                format!("the issuer's policy does not allow region {region}"),
+            ))
         };
     }
-    if let Some(region) = country.and_then(Country::parse).and_then(Region::nearest_to) {
+    if let Some(region) = country
+        .and_then(Country::parse)
+        .and_then(Region::nearest_to)
+    {
         if permitted.contains(&region) {
             return Ok(region);
         }
     }
-    let fallback = policy.default_region.or(Some(deployment_default)).filter(|r| permitted.contains(r));
-    fallback.or_else(|| permitted.first().copied()).ok_or_else(|| ApiError::validation("the issuer's policy permits no region"))
+    let fallback = policy
+        .default_region
+        .or(Some(deployment_default))
+        .filter(|r| permitted.contains(r));
+    fallback
+        .or_else(|| permitted.first().copied())
+        .ok_or_else(|| ApiError::validation("the issuer's policy permits no region"))
 }
 
 /// Regions to try in order: the chosen one, then (best-effort only) its
 /// permitted fallbacks. EU regions never fall back.
 pub fn candidates(policy: &IssuerPolicy, chosen: Region) -> Vec<Region> {
     let permitted = policy.permitted_regions();
-    std::iter::once(chosen).chain(chosen.fallbacks().iter().copied().filter(|r| permitted.contains(r))).collect()
+    std::iter::once(chosen)
+        .chain(
+            chosen
+                .fallbacks()
+                .iter()
+                .copied()
+                .filter(|r| permitted.contains(r)),
+        )
+        .collect()
 }
 
 #[cfg(test)]
@@ -37,18 +61,36 @@ mod tests {
     #[test]
     fn explicit_then_country_then_default() {
         let open = IssuerPolicy::default();
-        assert_eq!(choose(&open, Some(Region::Oc), Some("DE"), Region::Weur).ok(), Some(Region::Oc));
-        assert_eq!(choose(&open, None, Some("BR"), Region::Weur).ok(), Some(Region::Sam));
-        assert_eq!(choose(&open, None, Some("??"), Region::Apac).ok(), Some(Region::Apac));
+        assert_eq!(
+            choose(&open, Some(Region::Oc), Some("DE"), Region::Weur).ok(),
+            Some(Region::Oc)
+        );
+        assert_eq!(
+            choose(&open, None, Some("BR"), Region::Weur).ok(),
+            Some(Region::Sam)
+        );
+        assert_eq!(
+            choose(&open, None, Some("??"), Region::Apac).ok(),
+            Some(Region::Apac)
+        );
     }
 
     #[test]
     fn eu_residency_is_never_left() {
-        let eu = IssuerPolicy { residency: Some(Residency::Eu), ..IssuerPolicy::default() };
+        let eu = IssuerPolicy {
+            residency: Some(Residency::Eu),
+            ..IssuerPolicy::default()
+        };
         let refused = choose(&eu, Some(Region::Wnam), None, Region::Weur).map_err(|e| e.code);
         assert_eq!(refused, Err(ErrorCode::ResidencyViolation));
-        assert_eq!(choose(&eu, None, Some("US"), Region::Enam).ok(), Some(Region::Weur));
+        assert_eq!(
+            choose(&eu, None, Some("US"), Region::Enam).ok(),
+            Some(Region::Weur)
+        );
         assert_eq!(candidates(&eu, Region::Eeur), vec![Region::Eeur]);
-        assert_eq!(candidates(&IssuerPolicy::default(), Region::Oc), vec![Region::Oc, Region::Apac, Region::Wnam]);
+        assert_eq!(
+            candidates(&IssuerPolicy::default(), Region::Oc),
+            vec![Region::Oc, Region::Apac, Region::Wnam]
+        );
     }
 }

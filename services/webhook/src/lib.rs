@@ -45,16 +45,31 @@ pub enum Error {
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     let db = Db::connect(config.database_url.expose_secret(), config.pool_size)?;
     idm_db::migrate(&mut db.get().await?, "webhook", &[]).await?;
-    let bus = idm_bus::Bus::connect(&config.basics.nats_url, &config.basics.subject_prefix, config.basics.request_timeout, "webhook").await?;
+    let bus = idm_bus::Bus::connect(
+        &config.basics.nats_url,
+        &config.basics.subject_prefix,
+        config.basics.request_timeout,
+        "webhook",
+    )
+    .await?;
     let ready: idm_telemetry::ReadinessCheck = Arc::new(move || {
         let db = db.clone();
         let connected = bus.is_connected();
         Box::pin(async move {
             db.ping().await.map_err(|e| e.to_string())?;
-            if connected { Ok(()) } else { Err("NATS is not connected".into()) }
+            if connected {
+                Ok(())
+            } else {
+                Err("NATS is not connected".into())
+            }
         })
     });
-    let (http_addr, http) = idm_telemetry::serve_http(config.basics.http_addr, idm_telemetry::ops_router(ready), shutdown).await?;
+    let (http_addr, http) = idm_telemetry::serve_http(
+        config.basics.http_addr,
+        idm_telemetry::ops_router(ready),
+        shutdown,
+    )
+    .await?;
     tracing::info!(%http_addr, "webhook started");
     Ok(Running::new(http_addr, vec![http]))
 }

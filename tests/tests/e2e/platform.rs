@@ -13,7 +13,9 @@ const ORIGIN: &str = "https://app.example.com";
 async fn every_service_reports_health_readiness_and_metrics() -> anyhow::Result<()> {
     let platform = Platform::start().await?;
     let tenant = platform.create_account("Ops").await?;
-    platform.backend(Method::GET, "/v1/issuer", &tenant.secret_key, None).await?;
+    platform
+        .backend(Method::GET, "/v1/issuer", &tenant.secret_key, None)
+        .await?;
     let services: Vec<String> = platform.service_addrs.keys().cloned().collect();
     assert_eq!(services.len(), 15, "{services:?}");
     for service in &services {
@@ -34,18 +36,40 @@ async fn every_service_reports_health_readiness_and_metrics() -> anyhow::Result<
 
 #[tokio::test]
 async fn a_call_nobody_answers_is_upstream_unavailable_not_a_hang() -> anyhow::Result<()> {
-    let bus = idm_bus::Bus::connect(&idm_testkit::nats_url(), "tnobody", Duration::from_secs(5), "test").await?;
-    let reply: Result<idm_core::proto::Done, _> = bus.call("account", "get_issuer", &json!({})).await;
+    let bus = idm_bus::Bus::connect(
+        &idm_testkit::nats_url(),
+        "tnobody",
+        Duration::from_secs(5),
+        "test",
+    )
+    .await?;
+    let reply: Result<idm_core::proto::Done, _> =
+        bus.call("account", "get_issuer", &json!({})).await;
     let error = reply.err().map(|e| e.code);
     assert_eq!(error, Some(idm_core::ErrorCode::UpstreamUnavailable));
 
     // Through HTTP: with the user service stopped, sign-up says so.
     let platform = Platform::start().await?;
     let tenant = platform.create_account("Lonely").await?;
-    platform.allow_origins(&tenant, &["app.example.com"]).await?;
+    platform
+        .allow_origins(&tenant, &["app.example.com"])
+        .await?;
     platform.stop_service("user").await?;
-    let r = platform.sign_up(&tenant, ORIGIN, None, "x@example.com", "correct horse battery").await?;
-    assert_eq!((r.status, r.code()), (503, Some("upstream_unavailable")), "{}", r.json);
+    let r = platform
+        .sign_up(
+            &tenant,
+            ORIGIN,
+            None,
+            "x@example.com",
+            "correct horse battery",
+        )
+        .await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (503, Some("upstream_unavailable")),
+        "{}",
+        r.json
+    );
     platform.stop().await
 }
 
@@ -53,42 +77,134 @@ async fn a_call_nobody_answers_is_upstream_unavailable_not_a_hang() -> anyhow::R
 async fn eu_users_never_leave_the_eu_and_best_effort_regions_fall_back() -> anyhow::Result<()> {
     let platform = Platform::start().await?;
     let tenant = platform.create_account("Regions").await?;
-    platform.allow_origins(&tenant, &["app.example.com"]).await?;
+    platform
+        .allow_origins(&tenant, &["app.example.com"])
+        .await?;
     platform.stop_service("user-store-weur").await?;
     platform.stop_service("user-store-oc").await?;
 
     // An EU sign-up fails clearly rather than landing elsewhere; nothing is left behind.
-    let r = platform.sign_up(&tenant, ORIGIN, Some("fr"), "eu@example.com", "correct horse battery").await?;
-    assert_eq!((r.status, r.code()), (503, Some("region_unavailable")), "{}", r.json);
+    let r = platform
+        .sign_up(
+            &tenant,
+            ORIGIN,
+            Some("fr"),
+            "eu@example.com",
+            "correct horse battery",
+        )
+        .await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (503, Some("region_unavailable")),
+        "{}",
+        r.json
+    );
     let global = platform.global().await?;
-    let rows: i64 = global.query_one("SELECT count(*) FROM directory.users", &[]).await?.get(0);
+    let rows: i64 = global
+        .query_one("SELECT count(*) FROM directory.users", &[])
+        .await?
+        .get(0);
     assert_eq!(rows, 0);
     // A best-effort region falls back to its nearest neighbour.
-    let r = platform.sign_up(&tenant, ORIGIN, Some("au"), "oz@example.com", "correct horse battery").await?;
-    assert_eq!((r.status, r.str("/user/region")), (201, "apac".into()), "{}", r.json);
+    let r = platform
+        .sign_up(
+            &tenant,
+            ORIGIN,
+            Some("au"),
+            "oz@example.com",
+            "correct horse battery",
+        )
+        .await?;
+    assert_eq!(
+        (r.status, r.str("/user/region")),
+        (201, "apac".into()),
+        "{}",
+        r.json
+    );
     // The other EU region still takes EU users.
-    let r = platform.sign_up(&tenant, ORIGIN, Some("pl"), "pl@example.com", "correct horse battery").await?;
+    let r = platform
+        .sign_up(
+            &tenant,
+            ORIGIN,
+            Some("pl"),
+            "pl@example.com",
+            "correct horse battery",
+        )
+        .await?;
     assert_eq!((r.status, r.str("/user/region")), (201, "eeur".into()));
 
     // An issuer pinned to the EU refuses an explicit non-EU region.
-    let r = platform.backend(Method::PATCH, "/v1/issuer", &tenant.secret_key, Some(json!({"policy": {"residency": "eu"}}))).await?;
+    let r = platform
+        .backend(
+            Method::PATCH,
+            "/v1/issuer",
+            &tenant.secret_key,
+            Some(json!({"policy": {"residency": "eu"}})),
+        )
+        .await?;
     assert_eq!(r.status, 200, "{}", r.json);
-    let r = platform.backend(Method::POST, "/v1/users", &tenant.secret_key, Some(json!({"email": "us@example.com", "region": "wnam"}))).await?;
+    let r = platform
+        .backend(
+            Method::POST,
+            "/v1/users",
+            &tenant.secret_key,
+            Some(json!({"email": "us@example.com", "region": "wnam"})),
+        )
+        .await?;
     assert_eq!((r.status, r.code()), (403, Some("residency_violation")));
     // A US sign-up goes to the EU default (weur, down): a clear error, never another region…
-    let r = platform.sign_up(&tenant, ORIGIN, Some("us"), "us@example.com", "correct horse battery").await?;
-    assert_eq!((r.status, r.code()), (503, Some("region_unavailable")), "{}", r.json);
+    let r = platform
+        .sign_up(
+            &tenant,
+            ORIGIN,
+            Some("us"),
+            "us@example.com",
+            "correct horse battery",
+        )
+        .await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (503, Some("region_unavailable")),
+        "{}",
+        r.json
+    );
     // …until the issuer names an EU default that is up.
-    let r = platform.backend(Method::PATCH, "/v1/issuer", &tenant.secret_key, Some(json!({"policy": {"default_region": "eeur"}}))).await?;
+    let r = platform
+        .backend(
+            Method::PATCH,
+            "/v1/issuer",
+            &tenant.secret_key,
+            Some(json!({"policy": {"default_region": "eeur"}})),
+        )
+        .await?;
     assert_eq!(r.status, 200, "{}", r.json);
-    let r = platform.sign_up(&tenant, ORIGIN, Some("us"), "us@example.com", "correct horse battery").await?;
-    assert_eq!((r.status, r.str("/user/region")), (201, "eeur".into()), "{}", r.json);
+    let r = platform
+        .sign_up(
+            &tenant,
+            ORIGIN,
+            Some("us"),
+            "us@example.com",
+            "correct horse battery",
+        )
+        .await?;
+    assert_eq!(
+        (r.status, r.str("/user/region")),
+        (201, "eeur".into()),
+        "{}",
+        r.json
+    );
 
     // Provisioning a new account needs every region: with one down, nothing is written.
-    let before: i64 = global.query_one("SELECT count(*) FROM account.issuers", &[]).await?.get(0);
+    let before: i64 = global
+        .query_one("SELECT count(*) FROM account.issuers", &[])
+        .await?
+        .get(0);
     let response = platform
         .http
-        .post(format!("http://{}/admin/v1/accounts", platform.account_addr))
+        .post(format!(
+            "http://{}/admin/v1/accounts",
+            platform.account_addr
+        ))
         .bearer_auth(&platform.operator_token)
         .json(&json!({"name": "Too soon"}))
         .send()
@@ -96,7 +212,10 @@ async fn eu_users_never_leave_the_eu_and_best_effort_regions_fall_back() -> anyh
     assert_eq!(response.status(), 503);
     let body: serde_json::Value = response.json().await?;
     assert_eq!(body["error"]["code"], "region_unavailable");
-    let after: i64 = global.query_one("SELECT count(*) FROM account.issuers", &[]).await?.get(0);
+    let after: i64 = global
+        .query_one("SELECT count(*) FROM account.issuers", &[])
+        .await?
+        .get(0);
     assert_eq!(before, after);
     platform.stop().await
 }
@@ -105,7 +224,9 @@ async fn eu_users_never_leave_the_eu_and_best_effort_regions_fall_back() -> anyh
 async fn one_trace_spans_edge_service_and_store_and_logs_hold_no_secrets() -> anyhow::Result<()> {
     let platform = Platform::start().await?;
     let tenant = platform.create_account("Logs").await?;
-    platform.allow_origins(&tenant, &["app.example.com"]).await?;
+    platform
+        .allow_origins(&tenant, &["app.example.com"])
+        .await?;
     let password = format!("pw-{}-plaintext", uuid_like());
     let email = format!("{}@example.com", uuid_like());
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -115,34 +236,68 @@ async fn one_trace_spans_edge_service_and_store_and_logs_hold_no_secrets() -> an
         .send(
             Method::POST,
             "/v1/client/sign_up",
-            &[("authorization", &rk), ("origin", ORIGIN), ("traceparent", &traceparent), ("x-request-id", "req-from-client-1"), ("cf-ipcountry", "jp")],
+            &[
+                ("authorization", &rk),
+                ("origin", ORIGIN),
+                ("traceparent", &traceparent),
+                ("x-request-id", "req-from-client-1"),
+                ("cf-ipcountry", "jp"),
+            ],
             Some(json!({"email": email, "password": password})),
         )
         .await?;
     assert_eq!(r.status, 201, "{}", r.json);
-    assert_eq!(r.headers.get("x-request-id").and_then(|v| v.to_str().ok()), Some("req-from-client-1"));
+    assert_eq!(
+        r.headers.get("x-request-id").and_then(|v| v.to_str().ok()),
+        Some("req-from-client-1")
+    );
     let token = r.str("/session_token");
     let r = platform.sign_in(&tenant, ORIGIN, &email, &password).await?;
     assert_eq!(r.status, 200);
-    let r = platform.sign_in(&tenant, ORIGIN, &email, &format!("{password}-wrong")).await?;
+    let r = platform
+        .sign_in(&tenant, ORIGIN, &email, &format!("{password}-wrong"))
+        .await?;
     assert_eq!(r.status, 401);
 
     let logs = idm_testkit::captured_logs();
     // The trace reached auth, user, session and the regional store.
-    for hop in [".auth.v1.sign_up", ".user.v1.create_user", ".store.apac.v1.create_user", ".session.v1.create_session"] {
-        let hit = logs.lines().any(|l| l.contains(trace_id) && l.contains(hop) && l.contains("req-from-client-1"));
+    for hop in [
+        ".auth.v1.sign_up",
+        ".user.v1.create_user",
+        ".store.apac.v1.create_user",
+        ".session.v1.create_session",
+    ] {
+        let hit = logs
+            .lines()
+            .any(|l| l.contains(trace_id) && l.contains(hop) && l.contains("req-from-client-1"));
         assert!(hit, "no log line for {hop} in trace {trace_id}");
     }
-    assert!(!logs.contains(&password), "a plaintext password reached the logs");
-    assert!(!logs.contains(&tenant.secret_key) && !logs.contains(&tenant.restricted_key), "an API key reached the logs");
+    assert!(
+        !logs.contains(&password),
+        "a plaintext password reached the logs"
+    );
+    assert!(
+        !logs.contains(&tenant.secret_key) && !logs.contains(&tenant.restricted_key),
+        "an API key reached the logs"
+    );
     assert!(!logs.contains(&token), "a session token reached the logs");
-    let leaking: Vec<&str> = logs.lines().filter(|l| l.contains(&email)).take(3).collect();
-    assert!(leaking.is_empty(), "an email address reached the logs: {leaking:#?}");
+    let leaking: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(&email))
+        .take(3)
+        .collect();
+    assert!(
+        leaking.is_empty(),
+        "an email address reached the logs: {leaking:#?}"
+    );
     platform.stop().await
 }
 
 fn uuid_like() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
     format!("{nanos:x}{}", Region::ALL.len())
 }

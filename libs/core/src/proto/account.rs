@@ -1,6 +1,8 @@
 //! account service: `<prefix>.account.v1.<op>`.
 
-use crate::{AccountId, AllowedOrigin, ApiKeyId, IssuerId, IssuerPolicy, KeyKind, KeyMode, Scope, Timestamp};
+use crate::{
+    AccountId, AllowedOrigin, ApiKeyId, IssuerId, IssuerPolicy, KeyKind, KeyMode, Scope, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 
 pub const RESOLVE_KEY: &str = "resolve_key";

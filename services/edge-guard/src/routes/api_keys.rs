@@ -4,7 +4,9 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
-use idm_core::proto::account::{self, ApiKeyInfo, ApiKeyList, CreateApiKey, CreatedApiKey, IssuerRef, RevokeApiKey};
+use idm_core::proto::account::{
+    self, ApiKeyInfo, ApiKeyList, CreateApiKey, CreatedApiKey, IssuerRef, RevokeApiKey,
+};
 use idm_core::scope::{Level, Resource};
 use idm_core::{ApiError, ApiKeyId, KeyKind, Scope};
 use serde::Deserialize;
@@ -17,30 +19,78 @@ pub struct NewKey {
     scopes: Option<Vec<String>>,
 }
 
-pub async fn create(incoming: Incoming, new: Result<Json<NewKey>, JsonRejection>) -> Reply<(StatusCode, Json<CreatedApiKey>)> {
-    let caller = incoming.authorize(Access::Backend(Scope::new(Resource::ApiKeys, Level::Manage))).await?;
+pub async fn create(
+    incoming: Incoming,
+    new: Result<Json<NewKey>, JsonRejection>,
+) -> Reply<(StatusCode, Json<CreatedApiKey>)> {
+    let caller = incoming
+        .authorize(Access::Backend(Scope::new(
+            Resource::ApiKeys,
+            Level::Manage,
+        )))
+        .await?;
     let new = body(new)?;
     let kind = match new.kind.as_str() {
         "secret" => KeyKind::Secret,
         "restricted" => KeyKind::Restricted,
         _ => return Err(ApiError::validation("kind must be 'secret' or 'restricted'").into()),
     };
-    let scopes = new.scopes.map(|list| list.iter().map(|s| Scope::parse(s)).collect::<Result<Vec<_>, _>>()).transpose()?;
-    let request = CreateApiKey { issuer_id: caller.key.issuer_id.clone(), kind, name: new.name, scopes };
-    let created: CreatedApiKey = incoming.app.bus.call("account", account::CREATE_API_KEY, &request).await?;
+    let scopes = new
+        .scopes
+        .map(|list| {
+            list.iter()
+                .map(|s| Scope::parse(s))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let request = CreateApiKey {
+        issuer_id: caller.key.issuer_id.clone(),
+        kind,
+        name: new.name,
+        scopes,
+    };
+    let created: CreatedApiKey = incoming
+        .app
+        .bus
+        .call("account", account::CREATE_API_KEY, &request)
+        .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
 pub async fn list(incoming: Incoming) -> Reply<Json<ApiKeyList>> {
-    let caller = incoming.authorize(Access::Backend(Scope::new(Resource::ApiKeys, Level::Read))).await?;
-    let keys: ApiKeyList = incoming.app.bus.call("account", account::LIST_API_KEYS, &IssuerRef { issuer_id: caller.key.issuer_id.clone() }).await?;
+    let caller = incoming
+        .authorize(Access::Backend(Scope::new(Resource::ApiKeys, Level::Read)))
+        .await?;
+    let keys: ApiKeyList = incoming
+        .app
+        .bus
+        .call(
+            "account",
+            account::LIST_API_KEYS,
+            &IssuerRef {
+                issuer_id: caller.key.issuer_id.clone(),
+            },
+        )
+        .await?;
     Ok(Json(keys))
 }
 
 pub async fn revoke(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<ApiKeyInfo>> {
-    let caller = incoming.authorize(Access::Backend(Scope::new(Resource::ApiKeys, Level::Delete))).await?;
+    let caller = incoming
+        .authorize(Access::Backend(Scope::new(
+            Resource::ApiKeys,
+            Level::Delete,
+        )))
+        .await?;
     let key_id = ApiKeyId::parse(&id)?;
-    let request = RevokeApiKey { issuer_id: caller.key.issuer_id.clone(), key_id };
-    let revoked: ApiKeyInfo = incoming.app.bus.call("account", account::REVOKE_API_KEY, &request).await?;
+    let request = RevokeApiKey {
+        issuer_id: caller.key.issuer_id.clone(),
+        key_id,
+    };
+    let revoked: ApiKeyInfo = incoming
+        .app
+        .bus
+        .call("account", account::REVOKE_API_KEY, &request)
+        .await?;
     Ok(Json(revoked))
 }

@@ -3,7 +3,9 @@ use crate::access::{Access, Incoming};
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::Json;
-use idm_core::proto::account::{self, CreateIssuer, CreatedIssuer, Issuer, IssuerRef, UpdateIssuer};
+use idm_core::proto::account::{
+    self, CreateIssuer, CreatedIssuer, Issuer, IssuerRef, UpdateIssuer,
+};
 use idm_core::scope::{Level, Resource};
 use idm_core::text::DisplayName;
 use idm_core::{AllowedOrigin, ApiError, IssuerPolicy, KeyMode, Scope};
@@ -14,7 +16,17 @@ const MANAGE: Scope = Scope::new(Resource::Issuers, Level::Manage);
 
 pub async fn get_issuer(incoming: Incoming) -> Reply<Json<Issuer>> {
     let caller = incoming.authorize(Access::Backend(READ)).await?;
-    let issuer: Issuer = incoming.app.bus.call("account", account::GET_ISSUER, &IssuerRef { issuer_id: caller.key.issuer_id.clone() }).await?;
+    let issuer: Issuer = incoming
+        .app
+        .bus
+        .call(
+            "account",
+            account::GET_ISSUER,
+            &IssuerRef {
+                issuer_id: caller.key.issuer_id.clone(),
+            },
+        )
+        .await?;
     Ok(Json(issuer))
 }
 
@@ -25,28 +37,45 @@ pub struct IssuerPatch {
     policy: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-pub async fn update_issuer(incoming: Incoming, patch: Result<Json<IssuerPatch>, JsonRejection>) -> Reply<Json<Issuer>> {
+pub async fn update_issuer(
+    incoming: Incoming,
+    patch: Result<Json<IssuerPatch>, JsonRejection>,
+) -> Reply<Json<Issuer>> {
     let caller = incoming.authorize(Access::Backend(MANAGE)).await?;
     let patch = body(patch)?;
     let allowed_origins = patch
         .allowed_origins
-        .map(|list| list.iter().map(|o| AllowedOrigin::parse(o)).collect::<Result<Vec<_>, _>>())
+        .map(|list| {
+            list.iter()
+                .map(|o| AllowedOrigin::parse(o))
+                .collect::<Result<Vec<_>, _>>()
+        })
         .transpose()?;
     // A policy patch changes only the fields it names.
     let policy = match patch.policy {
         None => None,
         Some(changes) => {
-            let mut merged = serde_json::to_value(&caller.key.policy).map_err(|e| ApiError::internal_from(&e))?;
+            let mut merged = serde_json::to_value(&caller.key.policy)
+                .map_err(|e| ApiError::internal_from(&e))?;
             if let Some(current) = merged.as_object_mut() {
                 current.extend(changes);
             }
-            let policy: IssuerPolicy = serde_json::from_value(merged).map_err(|e| ApiError::validation(format!("policy: {e}")))?;
+            let policy: IssuerPolicy = serde_json::from_value(merged)
+                .map_err(|e| ApiError::validation(format!("policy: {e}")))?;
             policy.validate()?;
             Some(policy)
         }
     };
-    let update = UpdateIssuer { issuer_id: caller.key.issuer_id.clone(), allowed_origins, policy };
-    let issuer: Issuer = incoming.app.bus.call("account", account::UPDATE_ISSUER, &update).await?;
+    let update = UpdateIssuer {
+        issuer_id: caller.key.issuer_id.clone(),
+        allowed_origins,
+        policy,
+    };
+    let issuer: Issuer = incoming
+        .app
+        .bus
+        .call("account", account::UPDATE_ISSUER, &update)
+        .await?;
     Ok(Json(issuer))
 }
 
@@ -57,12 +86,28 @@ pub struct NewIssuer {
     mode: Option<String>,
 }
 
-pub async fn create_issuer(incoming: Incoming, new: Result<Json<NewIssuer>, JsonRejection>) -> Reply<(StatusCode, Json<CreatedIssuer>)> {
+pub async fn create_issuer(
+    incoming: Incoming,
+    new: Result<Json<NewIssuer>, JsonRejection>,
+) -> Reply<(StatusCode, Json<CreatedIssuer>)> {
     let caller = incoming.authorize(Access::Backend(MANAGE)).await?;
     let new = body(new)?;
     let name = DisplayName::parse("name", &new.name)?;
-    let mode = new.mode.as_deref().map(KeyMode::parse).transpose()?.unwrap_or(caller.key.issuer_mode);
-    let request = CreateIssuer { account_id: caller.key.account_id.clone(), name: name.as_str().to_owned(), mode };
-    let created: CreatedIssuer = incoming.app.bus.call("account", account::CREATE_ISSUER, &request).await?;
+    let mode = new
+        .mode
+        .as_deref()
+        .map(KeyMode::parse)
+        .transpose()?
+        .unwrap_or(caller.key.issuer_mode);
+    let request = CreateIssuer {
+        account_id: caller.key.account_id.clone(),
+        name: name.as_str().to_owned(),
+        mode,
+    };
+    let created: CreatedIssuer = incoming
+        .app
+        .bus
+        .call("account", account::CREATE_ISSUER, &request)
+        .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }

@@ -17,7 +17,10 @@ use std::sync::Arc;
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/v1/issuer", get(issuer::get_issuer).patch(issuer::update_issuer))
+        .route(
+            "/v1/issuer",
+            get(issuer::get_issuer).patch(issuer::update_issuer),
+        )
         .route("/v1/issuers", post(issuer::create_issuer))
         .route("/v1/api_keys", post(api_keys::create).get(api_keys::list))
         .route("/v1/api_keys/{id}", delete(api_keys::revoke))
@@ -37,7 +40,10 @@ async fn not_found() -> HttpError {
 }
 
 async fn method_not_allowed() -> HttpError {
-    HttpError(ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route"))
+    HttpError(ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "method not allowed on this route",
+    ))
 }
 
 /// A JSON body, or the stable error for why it is not one: too large is
@@ -45,15 +51,17 @@ async fn method_not_allowed() -> HttpError {
 pub fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     match parsed {
         Ok(Json(value)) => Ok(value),
-        Err(rejection) if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE => {
-            Err(ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large"))
-        }
+        Err(rejection) if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE => Err(
+            ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large"),
+        ),
         Err(rejection) => Err(ApiError::invalid_request(rejection.body_text())),
     }
 }
 
 pub fn query<T>(parsed: Result<axum::extract::Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    parsed.map(|q| q.0).map_err(|e| ApiError::invalid_request(e.body_text()))
+    parsed
+        .map(|q| q.0)
+        .map_err(|e| ApiError::invalid_request(e.body_text()))
 }
 
 pub type Reply<T> = Result<T, HttpError>;

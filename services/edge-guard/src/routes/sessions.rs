@@ -23,10 +23,25 @@ pub struct VerifiedSession {
 }
 
 /// For tenant backends: is this session token valid for my issuer?
-pub async fn verify(incoming: Incoming, request: Result<Json<VerifyRequest>, JsonRejection>) -> Reply<Json<VerifiedSession>> {
-    let caller = incoming.authorize(Access::Backend(Scope::new(Resource::Sessions, Level::Read))).await?;
+pub async fn verify(
+    incoming: Incoming,
+    request: Result<Json<VerifyRequest>, JsonRejection>,
+) -> Reply<Json<VerifiedSession>> {
+    let caller = incoming
+        .authorize(Access::Backend(Scope::new(Resource::Sessions, Level::Read)))
+        .await?;
     let request = body(request)?;
-    let claims = incoming.app.sessions.verify(&caller.key.issuer_id, request.session_token.expose()).await?;
-    let expires_at = time::OffsetDateTime::from_unix_timestamp(claims.exp).map_err(|e| idm_core::ApiError::internal_from(&e))?;
-    Ok(Json(VerifiedSession { session_id: claims.sid, user_id: claims.sub, region: claims.reg, expires_at }))
+    let claims = incoming
+        .app
+        .sessions
+        .verify(&caller.key.issuer_id, request.session_token.expose())
+        .await?;
+    let expires_at = time::OffsetDateTime::from_unix_timestamp(claims.exp)
+        .map_err(|e| idm_core::ApiError::internal_from(&e))?;
+    Ok(Json(VerifiedSession {
+        session_id: claims.sid,
+        user_id: claims.sub,
+        region: claims.reg,
+        expires_at,
+    }))
 }

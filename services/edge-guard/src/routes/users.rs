@@ -24,7 +24,10 @@ pub struct NewUser {
     metadata: Option<serde_json::Value>,
 }
 
-pub async fn create(incoming: Incoming, new: Result<Json<NewUser>, JsonRejection>) -> Reply<(StatusCode, Json<User>)> {
+pub async fn create(
+    incoming: Incoming,
+    new: Result<Json<NewUser>, JsonRejection>,
+) -> Reply<(StatusCode, Json<User>)> {
     let caller = incoming.authorize(Access::Backend(WRITE)).await?;
     let new = body(new)?;
     let email = Email::parse(&new.email)?;
@@ -35,19 +38,38 @@ pub async fn create(incoming: Incoming, new: Result<Json<NewUser>, JsonRejection
         ctx: caller.ctx(),
         email,
         password: new.password,
-        name: new.name.as_deref().map(|n| DisplayName::parse("name", n)).transpose()?,
+        name: new
+            .name
+            .as_deref()
+            .map(|n| DisplayName::parse("name", n))
+            .transpose()?,
         region: new.region.as_deref().map(Region::parse).transpose()?,
         metadata: new.metadata.map(parse_metadata).transpose()?,
         country: caller.country.clone(),
     };
-    let created: User = incoming.app.bus.call("user", user::CREATE_USER, &request).await?;
+    let created: User = incoming
+        .app
+        .bus
+        .call("user", user::CREATE_USER, &request)
+        .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
 pub async fn get(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<User>> {
     let caller = incoming.authorize(Access::Backend(READ)).await?;
     let user_id = UserId::parse(&id)?;
-    let found: User = incoming.app.bus.call("user", user::GET_USER, &GetUser { issuer_id: caller.key.issuer_id.clone(), user_id }).await?;
+    let found: User = incoming
+        .app
+        .bus
+        .call(
+            "user",
+            user::GET_USER,
+            &GetUser {
+                issuer_id: caller.key.issuer_id.clone(),
+                user_id,
+            },
+        )
+        .await?;
     Ok(Json(found))
 }
 
@@ -57,10 +79,26 @@ pub struct ByEmail {
     email: Option<String>,
 }
 
-pub async fn find_by_email(incoming: Incoming, params: Result<Query<ByEmail>, QueryRejection>) -> Reply<Json<User>> {
+pub async fn find_by_email(
+    incoming: Incoming,
+    params: Result<Query<ByEmail>, QueryRejection>,
+) -> Reply<Json<User>> {
     let caller = incoming.authorize(Access::Backend(READ)).await?;
-    let email = query(params)?.email.ok_or_else(|| ApiError::validation("the email query parameter is required"))?;
+    let email = query(params)?
+        .email
+        .ok_or_else(|| ApiError::validation("the email query parameter is required"))?;
     let email = Email::parse(&email)?;
-    let found: User = incoming.app.bus.call("user", user::FIND_BY_EMAIL, &FindByEmail { issuer_id: caller.key.issuer_id.clone(), email }).await?;
+    let found: User = incoming
+        .app
+        .bus
+        .call(
+            "user",
+            user::FIND_BY_EMAIL,
+            &FindByEmail {
+                issuer_id: caller.key.issuer_id.clone(),
+                email,
+            },
+        )
+        .await?;
     Ok(Json(found))
 }
