@@ -278,7 +278,7 @@ start_all() {
 		USER_MASTER_KEY="$IDM_USER_MASTER_KEY" USER_DEFAULT_REGION=weur
 	start_service deletion-worker DELETION_HTTP_ADDR="${ADDR[deletion-worker]}" DELETION_DATABASE_URL="$pg/idmesh"
 	start_service webhook WEBHOOK_HTTP_ADDR="${ADDR[webhook]}" WEBHOOK_DATABASE_URL="$pg/idmesh"
-	start_service edge-guard EDGE_HTTP_ADDR="${ADDR[edge-guard]}" EDGE_REDIS_URL="$IDM_REDIS_URL" \
+	start_service edge-guard EDGE_HTTP_ADDR="${ADDR[edge-guard]}" \
 		EDGE_TRUSTED_PROXIES=127.0.0.1/32,::1/128 EDGE_COUNTRY_HEADER=cf-ipcountry
 }
 
