@@ -7,9 +7,11 @@
 //! is `upstream_unavailable`, never a hang.
 
 mod context;
+pub mod events;
 mod server;
 
 pub use context::{current as current_context, RequestContext};
+pub use events::Events;
 pub use server::{serve, Handlers};
 
 use idm_core::{ApiError, ErrorCode, Region};

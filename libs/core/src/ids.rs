@@ -67,6 +67,7 @@ prefixed_id!(OrganizationId, "org_");
 prefixed_id!(DeletionId, "del_");
 prefixed_id!(WebhookEndpointId, "whe_");
 prefixed_id!(EventId, "evt_");
+prefixed_id!(PersonalTokenId, "pat_");
 
 impl IssuerId {
     /// The Postgres schema that holds this issuer's identity store in every

@@ -18,7 +18,7 @@ pub mod text;
 pub use api_key::{ApiKey, KeyKind, KeyMode};
 pub use email::Email;
 pub use error::{ApiError, ErrorCode};
-pub use ids::{AccountId, ApiKeyId, IssuerId, SessionId, UserId};
+pub use ids::{AccountId, ApiKeyId, IssuerId, PersonalTokenId, SessionId, UserId};
 pub use origin::{AllowedOrigin, Origin};
 pub use policy::IssuerPolicy;
 pub use region::{Country, Jurisdiction, Region};

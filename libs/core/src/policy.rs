@@ -14,6 +14,14 @@ fn default_session_lifetime() -> u32 {
     600
 }
 
+fn default_idle_timeout() -> u32 {
+    7 * 24 * 3600
+}
+
+fn default_absolute_timeout() -> u32 {
+    30 * 24 * 3600
+}
+
 fn yes() -> bool {
     true
 }
@@ -31,6 +39,18 @@ pub struct IssuerPolicy {
     pub default_region: Option<Region>,
     #[serde(default = "default_session_lifetime")]
     pub session_lifetime_seconds: u32,
+    /// A session not refreshed for this long can no longer be refreshed.
+    #[serde(default = "default_idle_timeout")]
+    pub session_idle_timeout_seconds: u32,
+    /// No session outlives this, however often it is refreshed.
+    #[serde(default = "default_absolute_timeout")]
+    pub session_absolute_timeout_seconds: u32,
+    /// How long after a rotation the just-rotated refresh token may be
+    /// presented again and get the same successor instead of being treated as
+    /// reuse. 0 (the default) is strict: any second use compromises the
+    /// session. See docs/SESSIONS.md for the trade-off.
+    #[serde(default)]
+    pub refresh_reuse_leeway_seconds: u32,
     #[serde(default = "yes")]
     pub allow_sign_up: bool,
     #[serde(default)]
@@ -44,6 +64,9 @@ impl Default for IssuerPolicy {
             allowed_regions: None,
             default_region: None,
             session_lifetime_seconds: default_session_lifetime(),
+            session_idle_timeout_seconds: default_idle_timeout(),
+            session_absolute_timeout_seconds: default_absolute_timeout(),
+            refresh_reuse_leeway_seconds: 0,
             allow_sign_up: true,
             require_https_origins: false,
         }
@@ -56,6 +79,15 @@ impl IssuerPolicy {
             return Err(ApiError::validation(
                 "session_lifetime_seconds must be between 60 and 86400",
             ));
+        }
+        if self.refresh_reuse_leeway_seconds > 60 {
+            return Err(ApiError::validation("refresh_reuse_leeway_seconds must be between 0 and 60"));
+        }
+        if !(300..=365 * 24 * 3600).contains(&self.session_absolute_timeout_seconds) {
+            return Err(ApiError::validation("session_absolute_timeout_seconds must be between 300 and 31536000"));
+        }
+        if self.session_idle_timeout_seconds < 60 || self.session_idle_timeout_seconds > self.session_absolute_timeout_seconds {
+            return Err(ApiError::validation("session_idle_timeout_seconds must be at least 60 and at most the absolute timeout"));
         }
         if let Some(regions) = &self.allowed_regions {
             if regions.is_empty() {

@@ -23,7 +23,7 @@ async fn open_session(
                 issuer_id: ctx.issuer_id.clone(),
                 user_id: user.id.clone(),
                 region: user.region,
-                lifetime_seconds: ctx.policy.session_lifetime_seconds,
+                policy: ctx.policy.clone(),
                 device,
             },
         )
@@ -32,6 +32,7 @@ async fn open_session(
         user,
         session_id: issued.session_id,
         session_token: issued.session_token,
+        refresh_token: issued.refresh_token,
         expires_at: issued.expires_at,
     })
 }

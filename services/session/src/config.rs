@@ -9,6 +9,9 @@ pub struct Config {
     pub pool_size: usize,
     /// Base64 of 32 bytes; seals the per-issuer session signing keys.
     pub master_key: SecretString,
+    pub redis_url: SecretString,
+    /// Prefix of every Redis key this service writes (the revocation set).
+    pub redis_prefix: String,
 }
 
 impl Config {
@@ -19,11 +22,17 @@ impl Config {
             database_url: env.secret("DATABASE_URL")?,
             pool_size: env.parse("DB_POOL_SIZE", 16)?,
             master_key: env.secret("MASTER_KEY")?,
+            redis_url: SecretString::from(env.string("REDIS_URL", "redis://127.0.0.1:6379")),
+            redis_prefix: env.string("REDIS_PREFIX", "idm:"),
         })
     }
 
     pub(crate) fn database_url(&self) -> &str {
         self.database_url.expose_secret()
+    }
+
+    pub(crate) fn redis_url(&self) -> &str {
+        self.redis_url.expose_secret()
     }
 
     pub(crate) fn master_key(&self) -> &str {

@@ -1,11 +1,11 @@
 //! Bus operations of the session service.
 
-use crate::{Error, State};
+use crate::{revocation, session_index, Error, State};
 use base64::Engine;
 use idm_core::proto::session::*;
-use idm_core::proto::store::{self, SessionRecord};
-use idm_core::proto::{Done, SecretText};
-use idm_core::{ApiError, SessionId};
+use idm_core::proto::store::{self, RefreshOutcome, SessionRecord, SessionRecords};
+use idm_core::proto::{event, user, Done, SecretText};
+use idm_core::{ApiError, ErrorCode, IssuerId, IssuerPolicy, Region, SessionId, UserId};
 use idm_crypto::session_token::{self, SessionClaims};
 use std::sync::Arc;
 
@@ -14,15 +14,35 @@ pub async fn init_issuer(state: Arc<State>, req: InitIssuer) -> Result<Done, Err
     Ok(Done::default())
 }
 
+/// A fresh refresh token for a session in `region`, and the hash we store.
+fn new_refresh_token(region: Region) -> (SecretText, String) {
+    let token = format!("{REFRESH_TOKEN_PREFIX}{region}_{}", idm_crypto::random_token::<32>());
+    let hash = idm_crypto::sha256_hex(token.as_bytes());
+    (SecretText::new(token), hash)
+}
+
+/// Signs a session token for `session`, never past the session's own end.
+async fn sign(state: &State, issuer: &IssuerId, session: &SessionRecord, region: Region, policy: &IssuerPolicy) -> Result<(SecretText, idm_core::Timestamp), Error> {
+    let ring = state.keys.ring(issuer).await?;
+    let key = ring.current().ok_or_else(|| ApiError::not_found("issuer"))?;
+    let now = idm_core::now();
+    let expires_at = (now + time::Duration::seconds(i64::from(policy.session_lifetime_seconds))).min(session.expires_at);
+    let claims = SessionClaims {
+        iss: issuer.clone(),
+        sid: session.id.clone(),
+        sub: session.user_id.clone(),
+        reg: region,
+        iat: now.unix_timestamp(),
+        exp: expires_at.unix_timestamp(),
+    };
+    Ok((SecretText::new(session_token::sign(key, &claims)), expires_at))
+}
+
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id, region = %req.region))]
 pub async fn create_session(state: Arc<State>, req: CreateSession) -> Result<IssuedSession, Error> {
-    let ring = state.keys.ring(&req.issuer_id).await?;
-    let key = ring
-        .current()
-        .ok_or_else(|| ApiError::not_found("issuer"))?;
     let session_id = SessionId::generate();
-    let now = idm_core::now();
-    let expires_at = now + time::Duration::seconds(i64::from(req.lifetime_seconds));
+    let (refresh_token, refresh_token_hash) = new_refresh_token(req.region);
+    let absolute_end = idm_core::now() + time::Duration::seconds(i64::from(req.policy.session_absolute_timeout_seconds));
     let record: SessionRecord = state
         .bus
         .call_store(
@@ -32,26 +52,109 @@ pub async fn create_session(state: Arc<State>, req: CreateSession) -> Result<Iss
                 issuer_id: req.issuer_id.clone(),
                 session_id: session_id.clone(),
                 user_id: req.user_id.clone(),
-                expires_at,
+                expires_at: absolute_end,
+                refresh_token_hash,
                 device: req.device,
             },
         )
         .await?;
-    let claims = SessionClaims {
-        iss: req.issuer_id,
-        sid: record.id.clone(),
-        sub: record.user_id,
-        reg: req.region,
-        iat: now.unix_timestamp(),
-        exp: expires_at.unix_timestamp(),
-    };
-    let token = session_token::sign(key, &claims);
+    session_index::record(&state.db, &record.id, &req.issuer_id, &record.user_id, req.region, record.expires_at).await?;
+    let (session_token, expires_at) = sign(&state, &req.issuer_id, &record, req.region, &req.policy).await?;
+    state
+        .events
+        .publish(&req.issuer_id, event::SESSION_CREATED, serde_json::json!({ "session_id": record.id, "user_id": record.user_id }))
+        .await?;
     tracing::info!(session = %record.id, "session created");
-    Ok(IssuedSession {
-        session_id: record.id,
-        session_token: SecretText::new(token),
-        expires_at,
-    })
+    Ok(IssuedSession { session_id: record.id, session_token, refresh_token, expires_at })
+}
+
+fn invalid_refresh() -> ApiError {
+    ApiError::new(ErrorCode::SessionInvalid, "the refresh token is not valid")
+}
+
+/// Rotates a refresh token. A token that was already used compromises its
+/// session (unless the issuer allows a short leeway and this is a retry of
+/// the latest rotation, which gets that same successor again).
+#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id))]
+pub async fn refresh(state: Arc<State>, req: Refresh) -> Result<IssuedSession, Error> {
+    let presented = req.refresh_token.expose();
+    let region = refresh_token_region(presented).ok_or_else(invalid_refresh)?;
+    let token_hash = idm_crypto::sha256_hex(presented.as_bytes());
+    let (successor, successor_hash) = new_refresh_token(region);
+    let leeway = req.policy.refresh_reuse_leeway_seconds;
+    // The successor is kept, sealed to this exact predecessor, only while a
+    // retry within the leeway may need it; the store can never read it.
+    let successor_sealed = if leeway > 0 {
+        let sealed = state.keys.master().seal(successor.expose().as_bytes(), token_hash.as_bytes())?;
+        Some(base64::engine::general_purpose::STANDARD.encode(sealed))
+    } else {
+        None
+    };
+    let request = store::RefreshSession {
+        issuer_id: req.issuer_id.clone(),
+        token_hash: token_hash.clone(),
+        new_token_hash: successor_hash,
+        successor_sealed,
+        idle_timeout_seconds: req.policy.session_idle_timeout_seconds,
+        leeway_seconds: leeway,
+        device: req.device,
+    };
+    let outcome: RefreshOutcome = state.bus.call_store(region, store::REFRESH_SESSION, &request).await.map_err(|e| {
+        // Another issuer's token is simply unknown in this issuer's schema.
+        if e.code == ErrorCode::NotFound { invalid_refresh() } else { e }
+    })?;
+    let (session, refresh_token) = match outcome {
+        RefreshOutcome::Rotated { session } => (session, successor),
+        RefreshOutcome::Replayed { session, successor_sealed, .. } => {
+            let sealed = base64::engine::general_purpose::STANDARD.decode(successor_sealed).map_err(|e| ApiError::internal_from(&e))?;
+            let opened = state.keys.master().open(&sealed, token_hash.as_bytes())?;
+            let token = String::from_utf8(opened.to_vec()).map_err(|e| ApiError::internal_from(&e))?;
+            (session, SecretText::new(token))
+        }
+        RefreshOutcome::Compromised { session } => {
+            tracing::warn!(session = %session.id, "refresh token reused: session revoked as compromised");
+            revocation::announce(&state, &req.issuer_id, std::slice::from_ref(&session), true).await?;
+            return Err(ApiError::new(ErrorCode::RefreshTokenReused, "this refresh token was already used; the session has been revoked").into());
+        }
+    };
+    let (session_token, expires_at) = sign(&state, &req.issuer_id, &session, region, &req.policy).await?;
+    Ok(IssuedSession { session_id: session.id, session_token, refresh_token, expires_at })
+}
+
+#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, session = %req.session_id))]
+pub async fn revoke(state: Arc<State>, req: Revoke) -> Result<SessionRecord, Error> {
+    let region = match req.region {
+        Some(region) => region,
+        None => session_index::region_of(&state.db, &req.issuer_id, &req.session_id).await?.ok_or_else(|| ApiError::not_found("session"))?,
+    };
+    let revoke = store::RevokeSession { issuer_id: req.issuer_id.clone(), session_id: req.session_id, reason: req.reason };
+    let record: SessionRecord = state.bus.call_store(region, store::REVOKE_SESSION, &revoke).await?;
+    revocation::announce(&state, &req.issuer_id, std::slice::from_ref(&record), false).await?;
+    Ok(record)
+}
+
+async fn region_of_user(state: &State, issuer: &IssuerId, user: &UserId) -> Result<Region, Error> {
+    let found: user::User = state.bus.call("user", user::GET_USER, &user::GetUser { issuer_id: issuer.clone(), user_id: user.clone() }).await?;
+    Ok(found.region)
+}
+
+#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
+pub async fn revoke_all(state: Arc<State>, req: RevokeAll) -> Result<Revoked, Error> {
+    let region = region_of_user(&state, &req.issuer_id, &req.user_id).await?;
+    let request = store::UserSessions { issuer_id: req.issuer_id.clone(), user_id: req.user_id };
+    let revoked: SessionRecords = state.bus.call_store(region, store::REVOKE_USER_SESSIONS, &request).await?;
+    revocation::announce(&state, &req.issuer_id, &revoked.data, false).await?;
+    Ok(Revoked { session_ids: revoked.data.into_iter().map(|s| s.id).collect() })
+}
+
+pub async fn list(state: Arc<State>, req: List) -> Result<SessionList, Error> {
+    let region = match req.region {
+        Some(region) => region,
+        None => region_of_user(&state, &req.issuer_id, &req.user_id).await?,
+    };
+    let request = store::UserSessions { issuer_id: req.issuer_id, user_id: req.user_id };
+    let sessions: SessionRecords = state.bus.call_store(region, store::LIST_SESSIONS, &request).await?;
+    Ok(SessionList { data: sessions.data })
 }
 
 pub async fn key_ring(state: Arc<State>, req: KeyRingRequest) -> Result<KeyRing, Error> {
@@ -62,14 +165,20 @@ pub async fn key_ring(state: Arc<State>, req: KeyRingRequest) -> Result<KeyRing,
         .enumerate()
         .map(|(i, k)| SigningKey {
             kid: k.kid.clone(),
-            secret: SecretText::new(
-                base64::engine::general_purpose::STANDARD.encode(k.secret.as_ref()),
-            ),
+            secret: SecretText::new(base64::engine::general_purpose::STANDARD.encode(k.secret.as_ref())),
             current: i == 0,
         })
         .collect();
-    Ok(KeyRing {
-        issuer_id: req.issuer_id,
-        keys,
-    })
+    Ok(KeyRing { issuer_id: req.issuer_id, keys })
+}
+
+#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id))]
+pub async fn rotate_key(state: Arc<State>, req: KeyRingRequest) -> Result<RotatedKey, Error> {
+    let (kid, created_at) = state.keys.rotate(&req.issuer_id).await?;
+    // Every edge and every session replica drops its cached ring.
+    let subject = state.bus.broadcast_subject("config.changed", req.issuer_id.as_str());
+    state.bus.broadcast(subject, &idm_core::proto::account::ConfigChanged { issuer_id: req.issuer_id.clone(), key_hash: None }).await;
+    state.bus.flush().await;
+    tracing::info!(%kid, "signing key rotated");
+    Ok(RotatedKey { kid, created_at })
 }

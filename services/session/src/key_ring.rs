@@ -1,28 +1,14 @@
 //! Per-issuer signing keys: 32 random bytes each, sealed under the master
 //! key with the issuer and key id as associated data. The newest key signs;
-//! older ones still verify (rotation arrives with the sessions issue).
+//! a rotated-out key keeps verifying for the longest token lifetime (one
+//! day), then drops out of the ring.
 
 use crate::Error;
 use idm_core::{ApiError, IssuerId};
 use idm_crypto::session_token::RingKey;
 use idm_crypto::MasterKey;
-use idm_db::{Db, DbError, Migration};
+use idm_db::{Db, DbError};
 use std::sync::Arc;
-
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "signing keys",
-    sql: "
-        CREATE TABLE keys (
-            kid text PRIMARY KEY,
-            issuer_id text NOT NULL,
-            sealed_secret bytea NOT NULL,
-            created_at timestamptz NOT NULL DEFAULT now(),
-            retired_at timestamptz
-        );
-        CREATE INDEX keys_by_issuer ON keys (issuer_id, created_at DESC);
-    ",
-}];
 
 /// An issuer's keys, newest (the signing key) first.
 pub struct Ring {
@@ -79,6 +65,40 @@ impl KeyRings {
         Ok(())
     }
 
+    /// A new signing key for the issuer; the previous one only verifies now.
+    pub async fn rotate(&self, issuer: &IssuerId) -> Result<(String, idm_core::Timestamp), Error> {
+        let kid = format!("k{}", hex::encode(idm_crypto::random_bytes::<8>()));
+        let sealed = self.master.seal(&idm_crypto::random_bytes::<32>(), &aad(issuer, &kid))?;
+        let mut client = self.db.get().await?;
+        let tx = client.transaction().await.map_err(DbError::from)?;
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&issuer.as_str()]).await.map_err(DbError::from)?;
+        let retired = tx
+            .execute("UPDATE session_keys.keys SET retired_at = now() WHERE issuer_id = $1 AND retired_at IS NULL", &[&issuer.as_str()])
+            .await
+            .map_err(DbError::from)?;
+        if retired == 0 {
+            return Err(ApiError::not_found("issuer").into());
+        }
+        let row = tx
+            .query_one(
+                "INSERT INTO session_keys.keys (kid, issuer_id, sealed_secret) VALUES ($1, $2, $3) RETURNING created_at",
+                &[&kid, &issuer.as_str(), &sealed],
+            )
+            .await
+            .map_err(DbError::from)?;
+        tx.commit().await.map_err(DbError::from)?;
+        self.cache.invalidate(issuer).await;
+        Ok((kid, row.get(0)))
+    }
+
+    pub async fn forget(&self, issuer: &IssuerId) {
+        self.cache.invalidate(issuer).await;
+    }
+
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
     pub async fn ring(&self, issuer: &IssuerId) -> Result<Arc<Ring>, Error> {
         let load = async {
             let rows = self
@@ -86,7 +106,9 @@ impl KeyRings {
                 .get()
                 .await?
                 .query(
-                    "SELECT kid, sealed_secret FROM session_keys.keys WHERE issuer_id = $1 ORDER BY created_at DESC, kid",
+                    "SELECT kid, sealed_secret FROM session_keys.keys
+                     WHERE issuer_id = $1 AND (retired_at IS NULL OR retired_at > now() - interval '1 day')
+                     ORDER BY created_at DESC, kid",
                     &[&issuer.as_str()],
                 )
                 .await

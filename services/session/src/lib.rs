@@ -1,16 +1,22 @@
 //! session: session lifecycle and each issuer's HMAC key ring. Session rows
-//! live in the user's regional store; signing keys live sealed under the
-//! master key in the global `session_keys` schema.
+//! and refresh tokens live in the user's regional store; signing keys live
+//! sealed under the master key in the global `session_keys` schema, next to
+//! a session-id → region index used to revoke a session by id.
 
 mod config;
 mod error;
 mod handlers;
 mod key_ring;
+mod migrations;
+mod revocation;
+mod session_index;
 
 pub use config::Config;
 pub use error::Error;
 
-use idm_bus::{Bus, Handlers};
+use futures::StreamExt;
+use idm_bus::{Bus, Events, Handlers};
+use idm_core::proto::account::ConfigChanged;
 use idm_core::proto::session as op;
 use idm_db::Db;
 use idm_telemetry::Running;
@@ -19,57 +25,74 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) struct State {
     pub bus: Bus,
+    pub db: Db,
     pub keys: key_ring::KeyRings,
+    pub events: Events,
+    pub redis: redis::aio::ConnectionManager,
+    pub redis_prefix: String,
+}
+
+/// Drops cached key rings when another replica rotates a key.
+async fn listen_for_rotations(state: Arc<State>, shutdown: CancellationToken) -> Result<tokio::task::JoinHandle<()>, Error> {
+    let subject = state.bus.broadcast_subject("config.changed", "*");
+    let mut changes = state
+        .bus
+        .client()
+        .subscribe(subject.clone())
+        .await
+        .map_err(|e| idm_bus::BusError::Subscribe { subject, reason: e.to_string() })?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                next = changes.next() => match next { Some(m) => m, None => break },
+            };
+            if let Ok(change) = serde_json::from_slice::<ConfigChanged>(&message.payload) {
+                state.keys.forget(&change.issuer_id).await;
+            }
+        }
+    }))
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     let db = Db::connect(config.database_url(), config.pool_size)?;
-    idm_db::migrate(&mut db.get().await?, "session_keys", key_ring::MIGRATIONS).await?;
-    let bus = Bus::connect(
-        &config.basics.nats_url,
-        &config.basics.subject_prefix,
-        config.basics.request_timeout,
-        "session",
-    )
-    .await?;
+    idm_db::migrate(&mut db.get().await?, "session_keys", migrations::SESSION_KEYS).await?;
+    let bus = Bus::connect(&config.basics.nats_url, &config.basics.subject_prefix, config.basics.request_timeout, "session").await?;
+    let events = Events::ensure(&bus).await?;
+    let redis = redis::aio::ConnectionManager::new(redis::Client::open(config.redis_url())?).await?;
     let master = idm_crypto::MasterKey::from_base64(config.master_key())?;
     let state = Arc::new(State {
         bus: bus.clone(),
+        db: db.clone(),
         keys: key_ring::KeyRings::new(db.clone(), master),
+        events,
+        redis: redis.clone(),
+        redis_prefix: config.redis_prefix.clone(),
     });
+    let rotations = listen_for_rotations(Arc::clone(&state), shutdown.clone()).await?;
     let handlers = Handlers::new()
         .on(op::INIT_ISSUER, handlers::init_issuer)
         .on(op::CREATE_SESSION, handlers::create_session)
-        .on(op::KEY_RING, handlers::key_ring);
-    let serving = idm_bus::serve(
-        &bus,
-        format!("{}.session.v1", bus.prefix()),
-        "session".into(),
-        handlers,
-        state,
-        shutdown.clone(),
-    )
-    .await?;
+        .on(op::REFRESH, handlers::refresh)
+        .on(op::REVOKE, handlers::revoke)
+        .on(op::REVOKE_ALL, handlers::revoke_all)
+        .on(op::LIST, handlers::list)
+        .on(op::KEY_RING, handlers::key_ring)
+        .on(op::ROTATE_KEY, handlers::rotate_key);
+    let serving = idm_bus::serve(&bus, format!("{}.session.v1", bus.prefix()), "session".into(), handlers, state, shutdown.clone()).await?;
     let ready: idm_telemetry::ReadinessCheck = Arc::new(move || {
         let db = db.clone();
+        let mut redis = redis.clone();
         let connected = bus.is_connected();
         Box::pin(async move {
             db.ping().await.map_err(|e| e.to_string())?;
-            if connected {
-                Ok(())
-            } else {
-                Err("NATS is not connected".into())
-            }
+            let _: String = redis::cmd("PING").query_async(&mut redis).await.map_err(|e| format!("redis: {e}"))?;
+            if connected { Ok(()) } else { Err("NATS is not connected".into()) }
         })
     });
-    let (http_addr, http) = idm_telemetry::serve_http(
-        config.basics.http_addr,
-        idm_telemetry::ops_router(ready),
-        shutdown,
-    )
-    .await?;
+    let (http_addr, http) = idm_telemetry::serve_http(config.basics.http_addr, idm_telemetry::ops_router(ready), shutdown).await?;
     tracing::info!(%http_addr, "session started");
-    Ok(Running::new(http_addr, vec![serving, http]))
+    Ok(Running::new(http_addr, vec![serving, rotations, http]))
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {

@@ -51,7 +51,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(op::CREATE_USER, handlers::create_user)
         .on(op::GET_USER, handlers::get_user)
         .on(op::VERIFY_PASSWORD, handlers::verify_password)
-        .on(op::CREATE_SESSION, handlers::create_session);
+        .on(op::CREATE_SESSION, handlers::sessions::create_session)
+        .on(op::REFRESH_SESSION, handlers::sessions::refresh_session)
+        .on(op::REVOKE_SESSION, handlers::sessions::revoke_session)
+        .on(op::REVOKE_USER_SESSIONS, handlers::sessions::revoke_user_sessions)
+        .on(op::LIST_SESSIONS, handlers::sessions::list_sessions)
+        .on(op::CREATE_PERSONAL_TOKEN, handlers::personal_tokens::create)
+        .on(op::LIST_PERSONAL_TOKENS, handlers::personal_tokens::list)
+        .on(op::REVOKE_PERSONAL_TOKEN, handlers::personal_tokens::revoke)
+        .on(op::VERIFY_PERSONAL_TOKEN, handlers::personal_tokens::verify);
     let base = format!("{}.store.{}.v1", bus.prefix(), config.region);
     let queue = format!("store-{}", config.region);
     let serving = idm_bus::serve(&bus, base, queue, handlers, state, shutdown.clone()).await?;

@@ -8,6 +8,7 @@ mod config;
 mod directory;
 mod error;
 mod handlers;
+mod personal_tokens;
 mod placement;
 
 pub use config::Config;
@@ -49,7 +50,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(op::CREATE_USER, handlers::create_user)
         .on(op::GET_USER, handlers::get_user)
         .on(op::FIND_BY_EMAIL, handlers::find_by_email)
-        .on(op::LOCATE, handlers::locate);
+        .on(op::LOCATE, handlers::locate)
+        .on(op::CREATE_PERSONAL_TOKEN, personal_tokens::create)
+        .on(op::LIST_PERSONAL_TOKENS, personal_tokens::list)
+        .on(op::REVOKE_PERSONAL_TOKEN, personal_tokens::revoke)
+        .on(op::VERIFY_PERSONAL_TOKEN, personal_tokens::verify);
     let serving = idm_bus::serve(
         &bus,
         format!("{}.user.v1", bus.prefix()),

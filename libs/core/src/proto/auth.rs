@@ -30,6 +30,7 @@ pub struct Authenticated {
     pub user: super::user::User,
     pub session_id: crate::SessionId,
     pub session_token: SecretText,
+    pub refresh_token: SecretText,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: Timestamp,
 }

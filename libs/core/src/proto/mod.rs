@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod auth;
+pub mod event;
 pub mod session;
 pub mod store;
 pub mod user;

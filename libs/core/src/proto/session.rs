@@ -1,11 +1,16 @@
 //! session service: `<prefix>.session.v1.<op>`.
 
 use super::{Device, SecretText};
-use crate::{IssuerId, Region, SessionId, Timestamp, UserId};
+use crate::{IssuerId, IssuerPolicy, Region, SessionId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
 
 pub const CREATE_SESSION: &str = "create_session";
+pub const REFRESH: &str = "refresh";
+pub const REVOKE: &str = "revoke";
+pub const REVOKE_ALL: &str = "revoke_all";
+pub const LIST: &str = "list";
 pub const KEY_RING: &str = "key_ring";
+pub const ROTATE_KEY: &str = "rotate_key";
 pub const INIT_ISSUER: &str = "init_issuer";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -13,16 +18,60 @@ pub struct CreateSession {
     pub issuer_id: IssuerId,
     pub user_id: UserId,
     pub region: Region,
-    pub lifetime_seconds: u32,
+    pub policy: IssuerPolicy,
     pub device: Device,
 }
 
+/// A new or refreshed session: a short-lived signed token and the opaque
+/// refresh token that rotates on every use.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IssuedSession {
     pub session_id: SessionId,
     pub session_token: SecretText,
+    pub refresh_token: SecretText,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Refresh {
+    pub issuer_id: IssuerId,
+    pub policy: IssuerPolicy,
+    pub refresh_token: SecretText,
+    pub device: Device,
+}
+
+/// Revoke one session. `region` is known when the caller holds the session
+/// token; otherwise the session index says where it lives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Revoke {
+    pub issuer_id: IssuerId,
+    pub session_id: SessionId,
+    pub region: Option<Region>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokeAll {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Revoked {
+    pub session_ids: Vec<SessionId>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct List {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub region: Option<Region>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionList {
+    pub data: Vec<super::store::SessionRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,6 +95,47 @@ pub struct KeyRing {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RotatedKey {
+    pub kid: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InitIssuer {
     pub issuer_id: IssuerId,
+}
+
+/// Broadcast on `<prefix>.session.revoked.<issuer>`; every edge adds the ids
+/// to its revocation set until `expires_at`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokedBroadcast {
+    pub issuer_id: IssuerId,
+    pub sessions: Vec<RevokedSession>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokedSession {
+    pub session_id: SessionId,
+    /// Unix seconds after which no token of the session can verify anyway.
+    pub until: i64,
+    pub compromised: bool,
+}
+
+/// The Redis sorted set of revoked sessions (`<issuer>/<session>` scored by
+/// the unix time until which it must stay revoked). Written by the session
+/// service, read by every edge-guard when it starts.
+pub fn revocation_set_key(redis_prefix: &str) -> String {
+    format!("{redis_prefix}revoked_sessions")
+}
+
+/// Refresh tokens name the region whose store holds the session, so a refresh
+/// is routed without any lookup: `idmrt_<region>_<43 chars of base64url>`.
+pub const REFRESH_TOKEN_PREFIX: &str = "idmrt_";
+
+pub fn refresh_token_region(token: &str) -> Option<Region> {
+    let rest = token.strip_prefix(REFRESH_TOKEN_PREFIX)?;
+    let (region, body) = rest.split_once('_')?;
+    (body.len() == 43 && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')).then_some(())?;
+    Region::parse(region).ok()
 }

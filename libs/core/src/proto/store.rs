@@ -11,6 +11,14 @@ pub const CREATE_USER: &str = "create_user";
 pub const GET_USER: &str = "get_user";
 pub const VERIFY_PASSWORD: &str = "verify_password";
 pub const CREATE_SESSION: &str = "create_session";
+pub const REFRESH_SESSION: &str = "refresh_session";
+pub const REVOKE_SESSION: &str = "revoke_session";
+pub const REVOKE_USER_SESSIONS: &str = "revoke_user_sessions";
+pub const LIST_SESSIONS: &str = "list_sessions";
+pub const CREATE_PERSONAL_TOKEN: &str = "create_personal_token";
+pub const LIST_PERSONAL_TOKENS: &str = "list_personal_tokens";
+pub const REVOKE_PERSONAL_TOKEN: &str = "revoke_personal_token";
+pub const VERIFY_PERSONAL_TOKEN: &str = "verify_personal_token";
 
 /// What a store says about itself; the router checks `jurisdiction` before
 /// sending it data that must stay in a jurisdiction.
@@ -75,8 +83,11 @@ pub struct CreateSession {
     pub issuer_id: IssuerId,
     pub session_id: SessionId,
     pub user_id: UserId,
+    /// The absolute end of the session, however often it is refreshed.
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: Timestamp,
+    /// Hex SHA-256 of the first refresh token; the token itself never arrives.
+    pub refresh_token_hash: String,
     pub device: super::Device,
 }
 
@@ -87,5 +98,104 @@ pub struct SessionRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: Timestamp,
     #[serde(with = "time::serde::rfc3339")]
+    pub last_active_at: Timestamp,
+    #[serde(with = "time::serde::rfc3339")]
     pub expires_at: Timestamp,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub revoked_at: Option<Timestamp>,
+    pub revoke_reason: Option<String>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// Consume `token_hash` and put `new_token_hash` in its place, atomically
+/// with respect to every other refresh and revocation of the session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefreshSession {
+    pub issuer_id: IssuerId,
+    pub token_hash: String,
+    pub new_token_hash: String,
+    /// The new token sealed by the session service (never readable here),
+    /// kept only while a replay within the leeway may ask for it again.
+    pub successor_sealed: Option<String>,
+    pub idle_timeout_seconds: u32,
+    pub leeway_seconds: u32,
+    pub device: super::Device,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum RefreshOutcome {
+    /// The token was live: it is consumed and the new one stored.
+    Rotated { session: SessionRecord },
+    /// The token was rotated moments ago (within the leeway) and its successor
+    /// is still unused: the caller gets that same successor back.
+    Replayed { session: SessionRecord, successor_sealed: String, successor_hash: String },
+    /// The token was already used: the session is now revoked as compromised
+    /// and every refresh token of it is dead.
+    Compromised { session: SessionRecord },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokeSession {
+    pub issuer_id: IssuerId,
+    pub session_id: SessionId,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserSessions {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionRecords {
+    pub data: Vec<SessionRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatePersonalToken {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub token_id: crate::PersonalTokenId,
+    pub name: String,
+    pub scopes: Vec<String>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub expires_at: Option<Timestamp>,
+    pub token_hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PersonalToken {
+    pub id: crate::PersonalTokenId,
+    pub user_id: UserId,
+    pub name: String,
+    pub scopes: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: Timestamp,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub expires_at: Option<Timestamp>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub revoked_at: Option<Timestamp>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub last_used_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PersonalTokens {
+    pub data: Vec<PersonalToken>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokePersonalToken {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub token_id: crate::PersonalTokenId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyPersonalToken {
+    pub issuer_id: IssuerId,
+    pub token_hash: String,
 }

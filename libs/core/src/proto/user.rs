@@ -9,6 +9,10 @@ pub const GET_USER: &str = "get_user";
 pub const FIND_BY_EMAIL: &str = "find_by_email";
 pub const LOCATE: &str = "locate";
 pub const INIT_ISSUER: &str = "init_issuer";
+pub const CREATE_PERSONAL_TOKEN: &str = "create_personal_token";
+pub const LIST_PERSONAL_TOKENS: &str = "list_personal_tokens";
+pub const REVOKE_PERSONAL_TOKEN: &str = "revoke_personal_token";
+pub const VERIFY_PERSONAL_TOKEN: &str = "verify_personal_token";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateUser {
@@ -63,4 +67,35 @@ pub struct Located {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InitIssuer {
     pub issuer_id: IssuerId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewPersonalToken {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub name: crate::text::DisplayName,
+    pub scopes: Vec<String>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub expires_at: Option<Timestamp>,
+}
+
+/// The token text appears here once and is never stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedPersonalToken {
+    #[serde(flatten)]
+    pub info: super::store::PersonalToken,
+    pub token: SecretText,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PersonalTokenRef {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub token_id: crate::PersonalTokenId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyPersonalToken {
+    pub issuer_id: IssuerId,
+    pub token: SecretText,
 }

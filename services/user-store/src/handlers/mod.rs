@@ -1,5 +1,8 @@
 //! Bus operations of a regional store.
 
+pub mod personal_tokens;
+pub mod sessions;
+
 use crate::storage::{self, IssuerStore};
 use crate::{Error, State};
 use idm_core::proto::store::*;
@@ -7,7 +10,7 @@ use idm_core::proto::Done;
 use idm_core::ApiError;
 use std::sync::Arc;
 
-fn info_of(state: &State) -> StoreInfo {
+pub(crate) fn info_of(state: &State) -> StoreInfo {
     StoreInfo {
         region: state.region,
         jurisdiction: state.region.jurisdiction(),
@@ -88,14 +91,4 @@ pub async fn verify_password(
     Ok(PasswordChecked {
         valid: verdict.valid,
     })
-}
-
-#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id, session = %req.session_id))]
-pub async fn create_session(state: Arc<State>, req: CreateSession) -> Result<SessionRecord, Error> {
-    let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
-    let record = store
-        .insert_session(&req)
-        .await?
-        .ok_or_else(|| ApiError::not_found("user"))?;
-    Ok(record)
 }

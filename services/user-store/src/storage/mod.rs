@@ -1,8 +1,11 @@
 //! Storage for one region: issuer-scoped handles over the region's database.
 
+mod personal_tokens;
+mod sessions;
+
 use crate::Error;
-use idm_core::proto::store::{CreateSession, SessionRecord, StoreInfo, StoredUser};
-use idm_core::{ApiError, IssuerId, SessionId, UserId};
+use idm_core::proto::store::{StoreInfo, StoredUser};
+use idm_core::{ApiError, IssuerId, UserId};
 use idm_db::{Client, Db, DbError, Row};
 
 /// Applies pending store migrations to every issuer schema in this region.
@@ -38,7 +41,7 @@ pub async fn provision(db: &Db, issuer: &IssuerId) -> Result<(), Error> {
 /// A connection bound to one issuer's schema. The only way to query users:
 /// queries never name an issuer, so they cannot mix issuers.
 pub struct IssuerStore {
-    client: Client,
+    pub(super) client: Client,
 }
 
 impl IssuerStore {
@@ -112,40 +115,9 @@ impl IssuerStore {
             .await?;
         Ok(())
     }
-
-    pub async fn insert_session(
-        &self,
-        s: &CreateSession,
-    ) -> Result<Option<SessionRecord>, DbError> {
-        // Inserting only when the user exists keeps a session from pointing nowhere.
-        let row = self
-            .client
-            .query_opt(
-                "INSERT INTO sessions (id, user_id, expires_at, user_agent, ip)
-                 SELECT $1, id, $3, $4, $5 FROM users WHERE id = $2
-                 RETURNING id, user_id, created_at, expires_at",
-                &[
-                    &s.session_id.as_str(),
-                    &s.user_id.as_str(),
-                    &s.expires_at,
-                    &s.device.user_agent,
-                    &s.device.ip,
-                ],
-            )
-            .await?;
-        row.map(|r| {
-            Ok(SessionRecord {
-                id: SessionId::parse(r.get(0)).map_err(|_| corrupt())?,
-                user_id: UserId::parse(r.get(1)).map_err(|_| corrupt())?,
-                created_at: r.get(2),
-                expires_at: r.get(3),
-            })
-        })
-        .transpose()
-    }
 }
 
-fn corrupt() -> DbError {
+pub(super) fn corrupt() -> DbError {
     DbError::BadIdentifier("stored id".into())
 }
 

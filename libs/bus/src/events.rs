@@ -1,0 +1,58 @@
+//! Domain events on JetStream: stream `<PREFIX>_EVENTS` holding subjects
+//! `<prefix>.events.<issuer>.<type>`, kept for a retention period and read by
+//! webhook delivery and the audit log. Publishing waits for the stream's ack,
+//! so an event the caller was told about is durably stored.
+
+use crate::{Bus, BusError};
+use async_nats::jetstream;
+use idm_core::ids::EventId;
+use idm_core::proto::event::Event;
+use idm_core::{ApiError, IssuerId};
+use std::time::Duration;
+
+const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Clone)]
+pub struct Events {
+    js: jetstream::Context,
+    prefix: String,
+}
+
+/// The stream's name for a subject prefix (stream names cannot hold dots).
+pub fn stream_name(prefix: &str) -> String {
+    format!("{}_EVENTS", prefix.to_ascii_uppercase().replace(['-', '.'], "_"))
+}
+
+impl Events {
+    /// Creates the stream if it does not exist yet (idempotent).
+    pub async fn ensure(bus: &Bus) -> Result<Self, BusError> {
+        let js = jetstream::new(bus.client().clone());
+        let config = jetstream::stream::Config {
+            name: stream_name(bus.prefix()),
+            subjects: vec![format!("{}.events.>", bus.prefix())],
+            max_age: RETENTION,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        };
+        js.get_or_create_stream(config)
+            .await
+            .map_err(|e| BusError::Subscribe { subject: format!("{}.events.>", bus.prefix()), reason: e.to_string() })?;
+        Ok(Self { js, prefix: bus.prefix().to_owned() })
+    }
+
+    pub async fn publish(&self, issuer: &IssuerId, event_type: &str, data: serde_json::Value) -> Result<EventId, ApiError> {
+        let event = Event { id: EventId::generate(), event_type: event_type.to_owned(), issuer_id: issuer.clone(), occurred_at: idm_core::now(), data };
+        let subject = format!("{}.events.{}.{}", self.prefix, issuer, event_type);
+        let payload = serde_json::to_vec(&event).map_err(|e| ApiError::internal_from(&e))?;
+        let mut headers = crate::current_context().to_headers();
+        // Lets JetStream drop a duplicate if a retry publishes the same event.
+        headers.insert("Nats-Msg-Id", event.id.as_str());
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, payload.into())
+            .await
+            .map_err(|e| ApiError::upstream(format!("event stream unavailable: {e}")))?;
+        ack.await.map_err(|e| ApiError::upstream(format!("event not stored: {e}")))?;
+        Ok(event.id)
+    }
+}

@@ -1,0 +1,20 @@
+//! Events on the JetStream `EVENTS` stream, subject
+//! `<prefix>.events.<issuer>.<type>`. Payloads carry ids, never personal data.
+
+use crate::{IssuerId, Timestamp};
+use serde::{Deserialize, Serialize};
+
+pub const SESSION_CREATED: &str = "session.created";
+pub const SESSION_REVOKED: &str = "session.revoked";
+pub const SESSION_COMPROMISED: &str = "session.compromised";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub id: crate::ids::EventId,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub issuer_id: IssuerId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: Timestamp,
+    pub data: serde_json::Value,
+}

@@ -1,0 +1,194 @@
+//! Sessions and their rotating refresh tokens. Every change to a session
+//! happens in a transaction that holds the session row's lock, so a refresh
+//! and a revocation (or two refreshes) of one session are strictly ordered:
+//! a refresh can never win against a revocation that committed first.
+
+use super::{corrupt, IssuerStore};
+use crate::Error;
+use idm_core::proto::store::{CreateSession, RefreshOutcome, RefreshSession, SessionRecord};
+use idm_core::{ApiError, ErrorCode, SessionId, UserId};
+use idm_db::{DbError, GenericClient, Row};
+
+const COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip";
+
+fn record(row: &Row) -> Result<SessionRecord, DbError> {
+    Ok(SessionRecord {
+        id: SessionId::parse(row.get(0)).map_err(|_| corrupt())?,
+        user_id: UserId::parse(row.get(1)).map_err(|_| corrupt())?,
+        created_at: row.get(2),
+        last_active_at: row.get(3),
+        expires_at: row.get(4),
+        revoked_at: row.get(5),
+        revoke_reason: row.get(6),
+        user_agent: row.get(7),
+        ip: row.get(8),
+    })
+}
+
+/// The session a revoked or compromised refresh belongs to, as the error a
+/// client sees.
+fn revoked_error(reason: Option<&str>) -> ApiError {
+    if reason == Some("compromised") {
+        ApiError::new(ErrorCode::SessionCompromised, "the session was revoked because a refresh token was reused")
+    } else {
+        ApiError::new(ErrorCode::SessionRevoked, "the session has been revoked")
+    }
+}
+
+async fn revoke_locked(db: &impl GenericClient, session: &str, reason: &str) -> Result<Option<SessionRecord>, DbError> {
+    let row = db
+        .query_opt(
+            &format!(
+                "UPDATE sessions s SET revoked_at = COALESCE(s.revoked_at, now()), revoke_reason = COALESCE(s.revoke_reason, $2)
+                 WHERE s.id = $1 RETURNING {COLUMNS}"
+            ),
+            &[&session, &reason],
+        )
+        .await?;
+    db.execute("UPDATE refresh_tokens SET invalidated_at = now() WHERE session_id = $1 AND invalidated_at IS NULL", &[&session])
+        .await?;
+    row.as_ref().map(record).transpose()
+}
+
+impl IssuerStore {
+    pub async fn insert_session(&mut self, s: &CreateSession) -> Result<Option<SessionRecord>, Error> {
+        let tx = self.client.transaction().await.map_err(DbError::from)?;
+        // Inserting only when the user exists keeps a session from pointing nowhere.
+        let row = tx
+            .query_opt(
+                &format!(
+                    "INSERT INTO sessions AS s (id, user_id, expires_at, user_agent, ip)
+                     SELECT $1, id, $3, $4, $5 FROM users WHERE id = $2
+                     RETURNING {COLUMNS}"
+                ),
+                &[&s.session_id.as_str(), &s.user_id.as_str(), &s.expires_at, &s.device.user_agent, &s.device.ip],
+            )
+            .await
+            .map_err(DbError::from)?;
+        let Some(row) = row else { return Ok(None) };
+        tx.execute("INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)", &[&s.refresh_token_hash, &s.session_id.as_str()])
+            .await
+            .map_err(DbError::from)?;
+        tx.commit().await.map_err(DbError::from)?;
+        Ok(Some(record(&row)?))
+    }
+
+    /// Rotation with reuse detection, in one transaction under the session lock.
+    pub async fn refresh(&mut self, r: &RefreshSession) -> Result<RefreshOutcome, Error> {
+        let tx = self.client.transaction().await.map_err(DbError::from)?;
+        let found = tx
+            .query_opt(
+                &format!(
+                    "SELECT {COLUMNS},
+                        t.consumed_at IS NOT NULL AS consumed,
+                        t.invalidated_at IS NOT NULL AS invalidated,
+                        s.expires_at <= now() AS past_absolute,
+                        s.last_active_at < now() - make_interval(secs => $2) AS past_idle,
+                        t.consumed_at > now() - make_interval(secs => $3) AS within_leeway,
+                        t.successor_hash, t.successor_sealed,
+                        (SELECT n.consumed_at IS NULL AND n.invalidated_at IS NULL FROM refresh_tokens n WHERE n.token_hash = t.successor_hash) AS successor_live
+                     FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+                     WHERE t.token_hash = $1
+                     FOR UPDATE OF s, t"
+                ),
+                &[&r.token_hash, &f64::from(r.idle_timeout_seconds), &f64::from(r.leeway_seconds)],
+            )
+            .await
+            .map_err(DbError::from)?;
+        let Some(row) = found else {
+            return Err(ApiError::new(ErrorCode::SessionInvalid, "the refresh token is not valid").into());
+        };
+        let session = record(&row)?;
+        let (consumed, invalidated, past_absolute, past_idle): (bool, bool, bool, bool) = (row.get(9), row.get(10), row.get(11), row.get(12));
+        let within_leeway: Option<bool> = row.get(13);
+        let successor_hash: Option<String> = row.get(14);
+        let successor_sealed: Option<String> = row.get(15);
+        let successor_live: Option<bool> = row.get(16);
+
+        if session.revoked_at.is_some() {
+            return Err(revoked_error(session.revoke_reason.as_deref()).into());
+        }
+        if consumed || invalidated {
+            let replay = r.leeway_seconds > 0 && !invalidated && within_leeway == Some(true) && successor_live == Some(true);
+            if let (true, Some(sealed), Some(hash)) = (replay, successor_sealed, successor_hash) {
+                tx.execute("UPDATE sessions SET last_active_at = now() WHERE id = $1", &[&session.id.as_str()]).await.map_err(DbError::from)?;
+                tx.commit().await.map_err(DbError::from)?;
+                return Ok(RefreshOutcome::Replayed { session, successor_sealed: sealed, successor_hash: hash });
+            }
+            let revoked = revoke_locked(&tx, session.id.as_str(), "compromised").await?.unwrap_or(session);
+            tx.commit().await.map_err(DbError::from)?;
+            return Ok(RefreshOutcome::Compromised { session: revoked });
+        }
+        if past_absolute || past_idle {
+            return Err(ApiError::new(ErrorCode::SessionInvalid, "the session has expired").into());
+        }
+        tx.execute(
+            "UPDATE refresh_tokens SET consumed_at = now(), successor_hash = $2, successor_sealed = $3 WHERE token_hash = $1",
+            &[&r.token_hash, &r.new_token_hash, &r.successor_sealed],
+        )
+        .await
+        .map_err(DbError::from)?;
+        tx.execute("INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)", &[&r.new_token_hash, &session.id.as_str()])
+            .await
+            .map_err(DbError::from)?;
+        let updated = tx
+            .query_one(
+                &format!(
+                    "UPDATE sessions s SET last_active_at = now(), user_agent = COALESCE($2, s.user_agent), ip = COALESCE($3, s.ip)
+                     WHERE s.id = $1 RETURNING {COLUMNS}"
+                ),
+                &[&session.id.as_str(), &r.device.user_agent, &r.device.ip],
+            )
+            .await
+            .map_err(DbError::from)?;
+        tx.commit().await.map_err(DbError::from)?;
+        Ok(RefreshOutcome::Rotated { session: record(&updated)? })
+    }
+
+    pub async fn revoke_session(&mut self, session: &SessionId, reason: &str) -> Result<Option<SessionRecord>, Error> {
+        let tx = self.client.transaction().await.map_err(DbError::from)?;
+        let revoked = revoke_locked(&tx, session.as_str(), reason).await?;
+        tx.commit().await.map_err(DbError::from)?;
+        Ok(revoked)
+    }
+
+    pub async fn revoke_user_sessions(&mut self, user: &UserId, reason: &str) -> Result<Vec<SessionRecord>, Error> {
+        let tx = self.client.transaction().await.map_err(DbError::from)?;
+        let rows = tx
+            .query(
+                &format!(
+                    "UPDATE sessions s SET revoked_at = now(), revoke_reason = $2
+                     WHERE s.user_id = $1 AND s.revoked_at IS NULL RETURNING {COLUMNS}"
+                ),
+                &[&user.as_str(), &reason],
+            )
+            .await
+            .map_err(DbError::from)?;
+        tx.execute(
+            "UPDATE refresh_tokens SET invalidated_at = now()
+             WHERE invalidated_at IS NULL AND session_id IN (SELECT id FROM sessions WHERE user_id = $1)",
+            &[&user.as_str()],
+        )
+        .await
+        .map_err(DbError::from)?;
+        tx.commit().await.map_err(DbError::from)?;
+        Ok(rows.iter().map(record).collect::<Result<_, _>>()?)
+    }
+
+    /// The user's live sessions, newest first.
+    pub async fn sessions_of(&self, user: &UserId) -> Result<Vec<SessionRecord>, Error> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM sessions s
+                     WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
+                     ORDER BY s.created_at DESC LIMIT 500"
+                ),
+                &[&user.as_str()],
+            )
+            .await
+            .map_err(DbError::from)?;
+        Ok(rows.iter().map(record).collect::<Result<_, _>>()?)
+    }
+}
