@@ -273,13 +273,13 @@ start_all() {
 		ACCOUNT_OPERATOR_TOKEN="$IDM_OPERATOR_TOKEN"
 	start_service auth AUTH_HTTP_ADDR="${ADDR[auth]}" AUTH_REDIS_URL="$IDM_REDIS_URL"
 	start_service session SESSION_HTTP_ADDR="${ADDR[session]}" SESSION_DATABASE_URL="$pg/idmesh" \
-		SESSION_MASTER_KEY="$IDM_SESSION_MASTER_KEY"
+		SESSION_MASTER_KEY="$IDM_SESSION_MASTER_KEY" SESSION_REDIS_URL="$IDM_REDIS_URL"
 	start_service user USER_HTTP_ADDR="${ADDR[user]}" USER_DATABASE_URL="$pg/idmesh" \
 		USER_MASTER_KEY="$IDM_USER_MASTER_KEY" USER_DEFAULT_REGION=weur
 	start_service deletion-worker DELETION_HTTP_ADDR="${ADDR[deletion-worker]}" DELETION_DATABASE_URL="$pg/idmesh"
 	start_service webhook WEBHOOK_HTTP_ADDR="${ADDR[webhook]}" WEBHOOK_DATABASE_URL="$pg/idmesh"
 	start_service edge-guard EDGE_HTTP_ADDR="${ADDR[edge-guard]}" \
-		EDGE_TRUSTED_PROXIES=127.0.0.1/32,::1/128 EDGE_COUNTRY_HEADER=cf-ipcountry
+		EDGE_REDIS_URL="$IDM_REDIS_URL" EDGE_TRUSTED_PROXIES=127.0.0.1/32,::1/128 EDGE_COUNTRY_HEADER=cf-ipcountry
 }
 
 http_code() { # url [curl args...]

@@ -20,7 +20,10 @@ pub struct Events {
 
 /// The stream's name for a subject prefix (stream names cannot hold dots).
 pub fn stream_name(prefix: &str) -> String {
-    format!("{}_EVENTS", prefix.to_ascii_uppercase().replace(['-', '.'], "_"))
+    format!(
+        "{}_EVENTS",
+        prefix.to_ascii_uppercase().replace(['-', '.'], "_")
+    )
 }
 
 impl Events {
@@ -36,12 +39,29 @@ impl Events {
         };
         js.get_or_create_stream(config)
             .await
-            .map_err(|e| BusError::Subscribe { subject: format!("{}.events.>", bus.prefix()), reason: e.to_string() })?;
-        Ok(Self { js, prefix: bus.prefix().to_owned() })
+            .map_err(|e| BusError::Subscribe {
+                subject: format!("{}.events.>", bus.prefix()),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            js,
+            prefix: bus.prefix().to_owned(),
+        })
     }
 
-    pub async fn publish(&self, issuer: &IssuerId, event_type: &str, data: serde_json::Value) -> Result<EventId, ApiError> {
-        let event = Event { id: EventId::generate(), event_type: event_type.to_owned(), issuer_id: issuer.clone(), occurred_at: idm_core::now(), data };
+    pub async fn publish(
+        &self,
+        issuer: &IssuerId,
+        event_type: &str,
+        data: serde_json::Value,
+    ) -> Result<EventId, ApiError> {
+        let event = Event {
+            id: EventId::generate(),
+            event_type: event_type.to_owned(),
+            issuer_id: issuer.clone(),
+            occurred_at: idm_core::now(),
+            data,
+        };
         let subject = format!("{}.events.{}.{}", self.prefix, issuer, event_type);
         let payload = serde_json::to_vec(&event).map_err(|e| ApiError::internal_from(&e))?;
         let mut headers = crate::current_context().to_headers();
@@ -52,7 +72,8 @@ impl Events {
             .publish_with_headers(subject, headers, payload.into())
             .await
             .map_err(|e| ApiError::upstream(format!("event stream unavailable: {e}")))?;
-        ack.await.map_err(|e| ApiError::upstream(format!("event not stored: {e}")))?;
+        ack.await
+            .map_err(|e| ApiError::upstream(format!("event not stored: {e}")))?;
         Ok(event.id)
     }
 }

@@ -81,13 +81,21 @@ impl IssuerPolicy {
             ));
         }
         if self.refresh_reuse_leeway_seconds > 60 {
-            return Err(ApiError::validation("refresh_reuse_leeway_seconds must be between 0 and 60"));
+            return Err(ApiError::validation(
+                "refresh_reuse_leeway_seconds must be between 0 and 60",
+            ));
         }
         if !(300..=365 * 24 * 3600).contains(&self.session_absolute_timeout_seconds) {
-            return Err(ApiError::validation("session_absolute_timeout_seconds must be between 300 and 31536000"));
+            return Err(ApiError::validation(
+                "session_absolute_timeout_seconds must be between 300 and 31536000",
+            ));
         }
-        if self.session_idle_timeout_seconds < 60 || self.session_idle_timeout_seconds > self.session_absolute_timeout_seconds {
-            return Err(ApiError::validation("session_idle_timeout_seconds must be at least 60 and at most the absolute timeout"));
+        if self.session_idle_timeout_seconds < 60
+            || self.session_idle_timeout_seconds > self.session_absolute_timeout_seconds
+        {
+            return Err(ApiError::validation(
+                "session_idle_timeout_seconds must be at least 60 and at most the absolute timeout",
+            ));
         }
         if let Some(regions) = &self.allowed_regions {
             if regions.is_empty() {

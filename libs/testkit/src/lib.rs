@@ -177,6 +177,8 @@ impl Platform {
                 database_url: global_url.clone(),
                 pool_size: 4,
                 master_key: master_key(),
+                redis_url: SecretString::from(redis_url()),
+                redis_prefix: format!("{prefix}:"),
             },
             stop_for("session".into()),
         )
@@ -337,5 +339,7 @@ fn edge_config(prefix: &str) -> idm_edge_guard::Config {
         key_cache_ttl: Duration::from_secs(60),
         key_cache_capacity: 10_000,
         cookie_secure: true,
+        redis_url: redis_url(),
+        redis_prefix: format!("{prefix}:"),
     }
 }

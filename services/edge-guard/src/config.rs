@@ -16,6 +16,9 @@ pub struct Config {
     /// How long a resolved API key (or an unknown one) stays cached.
     pub key_cache_ttl: Duration,
     pub key_cache_capacity: u64,
+    /// Redis holding the revocation set, read at start-up.
+    pub redis_url: String,
+    pub redis_prefix: String,
     /// Mark the session cookie `Secure` (the `__Host-` prefix requires it).
     pub cookie_secure: bool,
 }
@@ -37,6 +40,8 @@ impl Config {
             key_cache_ttl: Duration::from_secs(env.parse("KEY_CACHE_TTL_SECONDS", 60)?),
             key_cache_capacity: env.parse("KEY_CACHE_CAPACITY", 100_000)?,
             cookie_secure: env.parse("COOKIE_SECURE", true)?,
+            redis_url: env.string("REDIS_URL", "redis://127.0.0.1:6379"),
+            redis_prefix: env.string("REDIS_PREFIX", "idm:"),
         })
     }
 }

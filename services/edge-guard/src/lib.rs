@@ -8,6 +8,7 @@ mod client_ip;
 mod config;
 mod error;
 mod key_cache;
+mod revocations;
 mod routes;
 mod session_keys;
 
@@ -26,6 +27,35 @@ pub(crate) struct App {
     pub config: Config,
     pub keys: key_cache::KeyCache,
     pub sessions: session_keys::SessionKeys,
+    pub revocations: revocations::Revocations,
+}
+
+impl App {
+    /// A session token of `issuer` that is validly signed, unexpired and not
+    /// revoked on any replica.
+    pub async fn verify_session(
+        &self,
+        issuer: &idm_core::IssuerId,
+        token: &str,
+    ) -> Result<idm_crypto::session_token::SessionClaims, idm_core::ApiError> {
+        use idm_core::{ApiError, ErrorCode};
+        let claims = self.sessions.verify(issuer, token).await?;
+        match self
+            .revocations
+            .check(issuer.as_str(), claims.sid.as_str())
+            .await
+        {
+            None => Ok(claims),
+            Some(true) => Err(ApiError::new(
+                ErrorCode::SessionCompromised,
+                "the session was revoked because a refresh token was reused",
+            )),
+            Some(false) => Err(ApiError::new(
+                ErrorCode::SessionRevoked,
+                "the session has been revoked",
+            )),
+        }
+    }
 }
 
 /// Applies `config.changed` broadcasts; every replica hears every one.
@@ -74,10 +104,23 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             config.key_cache_capacity,
         ),
         sessions: session_keys::SessionKeys::new(bus.clone()),
+        revocations: revocations::Revocations::new(),
         bus: bus.clone(),
         config: config.clone(),
     });
     let listener = listen_for_changes(Arc::clone(&app), shutdown.clone()).await?;
+    // Subscribe before loading, so nothing revoked in between is missed.
+    let revoked = app.revocations.listen(&app.bus, shutdown.clone()).await?;
+    match app
+        .revocations
+        .load(&config.redis_url, &config.redis_prefix)
+        .await
+    {
+        Ok(count) => tracing::info!(count, "revocation set loaded"),
+        Err(e) => {
+            tracing::error!(error = %e, "revocation set not loaded from Redis; relying on broadcasts")
+        }
+    }
 
     let ready: idm_telemetry::ReadinessCheck = Arc::new(move || {
         let connected = bus.is_connected();
@@ -104,7 +147,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         idm_telemetry::serve_http(config.ops_addr, idm_telemetry::ops_router(ready), shutdown)
             .await?;
     tracing::info!(%http_addr, %ops_addr, "edge-guard started");
-    Ok(Running::new(http_addr, vec![listener, http, ops]))
+    Ok(Running::new(http_addr, vec![listener, revoked, http, ops]))
 }
 
 /// `/metrics` is served on the internal ops port only, never publicly.

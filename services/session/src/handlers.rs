@@ -16,17 +16,29 @@ pub async fn init_issuer(state: Arc<State>, req: InitIssuer) -> Result<Done, Err
 
 /// A fresh refresh token for a session in `region`, and the hash we store.
 fn new_refresh_token(region: Region) -> (SecretText, String) {
-    let token = format!("{REFRESH_TOKEN_PREFIX}{region}_{}", idm_crypto::random_token::<32>());
+    let token = format!(
+        "{REFRESH_TOKEN_PREFIX}{region}_{}",
+        idm_crypto::random_token::<32>()
+    );
     let hash = idm_crypto::sha256_hex(token.as_bytes());
     (SecretText::new(token), hash)
 }
 
 /// Signs a session token for `session`, never past the session's own end.
-async fn sign(state: &State, issuer: &IssuerId, session: &SessionRecord, region: Region, policy: &IssuerPolicy) -> Result<(SecretText, idm_core::Timestamp), Error> {
+async fn sign(
+    state: &State,
+    issuer: &IssuerId,
+    session: &SessionRecord,
+    region: Region,
+    policy: &IssuerPolicy,
+) -> Result<(SecretText, idm_core::Timestamp), Error> {
     let ring = state.keys.ring(issuer).await?;
-    let key = ring.current().ok_or_else(|| ApiError::not_found("issuer"))?;
+    let key = ring
+        .current()
+        .ok_or_else(|| ApiError::not_found("issuer"))?;
     let now = idm_core::now();
-    let expires_at = (now + time::Duration::seconds(i64::from(policy.session_lifetime_seconds))).min(session.expires_at);
+    let expires_at = (now + time::Duration::seconds(i64::from(policy.session_lifetime_seconds)))
+        .min(session.expires_at);
     let claims = SessionClaims {
         iss: issuer.clone(),
         sid: session.id.clone(),
@@ -35,14 +47,18 @@ async fn sign(state: &State, issuer: &IssuerId, session: &SessionRecord, region:
         iat: now.unix_timestamp(),
         exp: expires_at.unix_timestamp(),
     };
-    Ok((SecretText::new(session_token::sign(key, &claims)), expires_at))
+    Ok((
+        SecretText::new(session_token::sign(key, &claims)),
+        expires_at,
+    ))
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id, region = %req.region))]
 pub async fn create_session(state: Arc<State>, req: CreateSession) -> Result<IssuedSession, Error> {
     let session_id = SessionId::generate();
     let (refresh_token, refresh_token_hash) = new_refresh_token(req.region);
-    let absolute_end = idm_core::now() + time::Duration::seconds(i64::from(req.policy.session_absolute_timeout_seconds));
+    let absolute_end = idm_core::now()
+        + time::Duration::seconds(i64::from(req.policy.session_absolute_timeout_seconds));
     let record: SessionRecord = state
         .bus
         .call_store(
@@ -58,14 +74,32 @@ pub async fn create_session(state: Arc<State>, req: CreateSession) -> Result<Iss
             },
         )
         .await?;
-    session_index::record(&state.db, &record.id, &req.issuer_id, &record.user_id, req.region, record.expires_at).await?;
-    let (session_token, expires_at) = sign(&state, &req.issuer_id, &record, req.region, &req.policy).await?;
+    session_index::record(
+        &state.db,
+        &record.id,
+        &req.issuer_id,
+        &record.user_id,
+        req.region,
+        record.expires_at,
+    )
+    .await?;
+    let (session_token, expires_at) =
+        sign(&state, &req.issuer_id, &record, req.region, &req.policy).await?;
     state
         .events
-        .publish(&req.issuer_id, event::SESSION_CREATED, serde_json::json!({ "session_id": record.id, "user_id": record.user_id }))
+        .publish(
+            &req.issuer_id,
+            event::SESSION_CREATED,
+            serde_json::json!({ "session_id": record.id, "user_id": record.user_id }),
+        )
         .await?;
     tracing::info!(session = %record.id, "session created");
-    Ok(IssuedSession { session_id: record.id, session_token, refresh_token, expires_at })
+    Ok(IssuedSession {
+        session_id: record.id,
+        session_token,
+        refresh_token,
+        expires_at,
+    })
 }
 
 fn invalid_refresh() -> ApiError {
@@ -85,7 +119,10 @@ pub async fn refresh(state: Arc<State>, req: Refresh) -> Result<IssuedSession, E
     // The successor is kept, sealed to this exact predecessor, only while a
     // retry within the leeway may need it; the store can never read it.
     let successor_sealed = if leeway > 0 {
-        let sealed = state.keys.master().seal(successor.expose().as_bytes(), token_hash.as_bytes())?;
+        let sealed = state
+            .keys
+            .master()
+            .seal(successor.expose().as_bytes(), token_hash.as_bytes())?;
         Some(base64::engine::general_purpose::STANDARD.encode(sealed))
     } else {
         None
@@ -99,52 +136,105 @@ pub async fn refresh(state: Arc<State>, req: Refresh) -> Result<IssuedSession, E
         leeway_seconds: leeway,
         device: req.device,
     };
-    let outcome: RefreshOutcome = state.bus.call_store(region, store::REFRESH_SESSION, &request).await.map_err(|e| {
-        // Another issuer's token is simply unknown in this issuer's schema.
-        if e.code == ErrorCode::NotFound { invalid_refresh() } else { e }
-    })?;
+    let outcome: RefreshOutcome = state
+        .bus
+        .call_store(region, store::REFRESH_SESSION, &request)
+        .await
+        .map_err(|e| {
+            // Another issuer's token is simply unknown in this issuer's schema.
+            if e.code == ErrorCode::NotFound {
+                invalid_refresh()
+            } else {
+                e
+            }
+        })?;
     let (session, refresh_token) = match outcome {
         RefreshOutcome::Rotated { session } => (session, successor),
-        RefreshOutcome::Replayed { session, successor_sealed, .. } => {
-            let sealed = base64::engine::general_purpose::STANDARD.decode(successor_sealed).map_err(|e| ApiError::internal_from(&e))?;
+        RefreshOutcome::Replayed {
+            session,
+            successor_sealed,
+            ..
+        } => {
+            let sealed = base64::engine::general_purpose::STANDARD
+                .decode(successor_sealed)
+                .map_err(|e| ApiError::internal_from(&e))?;
             let opened = state.keys.master().open(&sealed, token_hash.as_bytes())?;
-            let token = String::from_utf8(opened.to_vec()).map_err(|e| ApiError::internal_from(&e))?;
+            let token =
+                String::from_utf8(opened.to_vec()).map_err(|e| ApiError::internal_from(&e))?;
             (session, SecretText::new(token))
         }
         RefreshOutcome::Compromised { session } => {
             tracing::warn!(session = %session.id, "refresh token reused: session revoked as compromised");
-            revocation::announce(&state, &req.issuer_id, std::slice::from_ref(&session), true).await?;
-            return Err(ApiError::new(ErrorCode::RefreshTokenReused, "this refresh token was already used; the session has been revoked").into());
+            revocation::announce(&state, &req.issuer_id, std::slice::from_ref(&session), true)
+                .await?;
+            return Err(ApiError::new(
+                ErrorCode::RefreshTokenReused,
+                "this refresh token was already used; the session has been revoked",
+            )
+            .into());
         }
     };
-    let (session_token, expires_at) = sign(&state, &req.issuer_id, &session, region, &req.policy).await?;
-    Ok(IssuedSession { session_id: session.id, session_token, refresh_token, expires_at })
+    let (session_token, expires_at) =
+        sign(&state, &req.issuer_id, &session, region, &req.policy).await?;
+    Ok(IssuedSession {
+        session_id: session.id,
+        session_token,
+        refresh_token,
+        expires_at,
+    })
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, session = %req.session_id))]
 pub async fn revoke(state: Arc<State>, req: Revoke) -> Result<SessionRecord, Error> {
     let region = match req.region {
         Some(region) => region,
-        None => session_index::region_of(&state.db, &req.issuer_id, &req.session_id).await?.ok_or_else(|| ApiError::not_found("session"))?,
+        None => session_index::region_of(&state.db, &req.issuer_id, &req.session_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("session"))?,
     };
-    let revoke = store::RevokeSession { issuer_id: req.issuer_id.clone(), session_id: req.session_id, reason: req.reason };
-    let record: SessionRecord = state.bus.call_store(region, store::REVOKE_SESSION, &revoke).await?;
+    let revoke = store::RevokeSession {
+        issuer_id: req.issuer_id.clone(),
+        session_id: req.session_id,
+        reason: req.reason,
+    };
+    let record: SessionRecord = state
+        .bus
+        .call_store(region, store::REVOKE_SESSION, &revoke)
+        .await?;
     revocation::announce(&state, &req.issuer_id, std::slice::from_ref(&record), false).await?;
     Ok(record)
 }
 
 async fn region_of_user(state: &State, issuer: &IssuerId, user: &UserId) -> Result<Region, Error> {
-    let found: user::User = state.bus.call("user", user::GET_USER, &user::GetUser { issuer_id: issuer.clone(), user_id: user.clone() }).await?;
+    let found: user::User = state
+        .bus
+        .call(
+            "user",
+            user::GET_USER,
+            &user::GetUser {
+                issuer_id: issuer.clone(),
+                user_id: user.clone(),
+            },
+        )
+        .await?;
     Ok(found.region)
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
 pub async fn revoke_all(state: Arc<State>, req: RevokeAll) -> Result<Revoked, Error> {
     let region = region_of_user(&state, &req.issuer_id, &req.user_id).await?;
-    let request = store::UserSessions { issuer_id: req.issuer_id.clone(), user_id: req.user_id };
-    let revoked: SessionRecords = state.bus.call_store(region, store::REVOKE_USER_SESSIONS, &request).await?;
+    let request = store::UserSessions {
+        issuer_id: req.issuer_id.clone(),
+        user_id: req.user_id,
+    };
+    let revoked: SessionRecords = state
+        .bus
+        .call_store(region, store::REVOKE_USER_SESSIONS, &request)
+        .await?;
     revocation::announce(&state, &req.issuer_id, &revoked.data, false).await?;
-    Ok(Revoked { session_ids: revoked.data.into_iter().map(|s| s.id).collect() })
+    Ok(Revoked {
+        session_ids: revoked.data.into_iter().map(|s| s.id).collect(),
+    })
 }
 
 pub async fn list(state: Arc<State>, req: List) -> Result<SessionList, Error> {
@@ -152,9 +242,17 @@ pub async fn list(state: Arc<State>, req: List) -> Result<SessionList, Error> {
         Some(region) => region,
         None => region_of_user(&state, &req.issuer_id, &req.user_id).await?,
     };
-    let request = store::UserSessions { issuer_id: req.issuer_id, user_id: req.user_id };
-    let sessions: SessionRecords = state.bus.call_store(region, store::LIST_SESSIONS, &request).await?;
-    Ok(SessionList { data: sessions.data })
+    let request = store::UserSessions {
+        issuer_id: req.issuer_id,
+        user_id: req.user_id,
+    };
+    let sessions: SessionRecords = state
+        .bus
+        .call_store(region, store::LIST_SESSIONS, &request)
+        .await?;
+    Ok(SessionList {
+        data: sessions.data,
+    })
 }
 
 pub async fn key_ring(state: Arc<State>, req: KeyRingRequest) -> Result<KeyRing, Error> {
@@ -165,19 +263,35 @@ pub async fn key_ring(state: Arc<State>, req: KeyRingRequest) -> Result<KeyRing,
         .enumerate()
         .map(|(i, k)| SigningKey {
             kid: k.kid.clone(),
-            secret: SecretText::new(base64::engine::general_purpose::STANDARD.encode(k.secret.as_ref())),
+            secret: SecretText::new(
+                base64::engine::general_purpose::STANDARD.encode(k.secret.as_ref()),
+            ),
             current: i == 0,
         })
         .collect();
-    Ok(KeyRing { issuer_id: req.issuer_id, keys })
+    Ok(KeyRing {
+        issuer_id: req.issuer_id,
+        keys,
+    })
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id))]
 pub async fn rotate_key(state: Arc<State>, req: KeyRingRequest) -> Result<RotatedKey, Error> {
     let (kid, created_at) = state.keys.rotate(&req.issuer_id).await?;
     // Every edge and every session replica drops its cached ring.
-    let subject = state.bus.broadcast_subject("config.changed", req.issuer_id.as_str());
-    state.bus.broadcast(subject, &idm_core::proto::account::ConfigChanged { issuer_id: req.issuer_id.clone(), key_hash: None }).await;
+    let subject = state
+        .bus
+        .broadcast_subject("config.changed", req.issuer_id.as_str());
+    state
+        .bus
+        .broadcast(
+            subject,
+            &idm_core::proto::account::ConfigChanged {
+                issuer_id: req.issuer_id.clone(),
+                key_hash: None,
+            },
+        )
+        .await;
     state.bus.flush().await;
     tracing::info!(%kid, "signing key rotated");
     Ok(RotatedKey { kid, created_at })

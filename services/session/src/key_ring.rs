@@ -68,10 +68,17 @@ impl KeyRings {
     /// A new signing key for the issuer; the previous one only verifies now.
     pub async fn rotate(&self, issuer: &IssuerId) -> Result<(String, idm_core::Timestamp), Error> {
         let kid = format!("k{}", hex::encode(idm_crypto::random_bytes::<8>()));
-        let sealed = self.master.seal(&idm_crypto::random_bytes::<32>(), &aad(issuer, &kid))?;
+        let sealed = self
+            .master
+            .seal(&idm_crypto::random_bytes::<32>(), &aad(issuer, &kid))?;
         let mut client = self.db.get().await?;
         let tx = client.transaction().await.map_err(DbError::from)?;
-        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&issuer.as_str()]).await.map_err(DbError::from)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            &[&issuer.as_str()],
+        )
+        .await
+        .map_err(DbError::from)?;
         let retired = tx
             .execute("UPDATE session_keys.keys SET retired_at = now() WHERE issuer_id = $1 AND retired_at IS NULL", &[&issuer.as_str()])
             .await

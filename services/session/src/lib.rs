@@ -33,14 +33,20 @@ pub(crate) struct State {
 }
 
 /// Drops cached key rings when another replica rotates a key.
-async fn listen_for_rotations(state: Arc<State>, shutdown: CancellationToken) -> Result<tokio::task::JoinHandle<()>, Error> {
+async fn listen_for_rotations(
+    state: Arc<State>,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, Error> {
     let subject = state.bus.broadcast_subject("config.changed", "*");
     let mut changes = state
         .bus
         .client()
         .subscribe(subject.clone())
         .await
-        .map_err(|e| idm_bus::BusError::Subscribe { subject, reason: e.to_string() })?;
+        .map_err(|e| idm_bus::BusError::Subscribe {
+            subject,
+            reason: e.to_string(),
+        })?;
     Ok(tokio::spawn(async move {
         loop {
             let message = tokio::select! {
@@ -56,10 +62,22 @@ async fn listen_for_rotations(state: Arc<State>, shutdown: CancellationToken) ->
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     let db = Db::connect(config.database_url(), config.pool_size)?;
-    idm_db::migrate(&mut db.get().await?, "session_keys", migrations::SESSION_KEYS).await?;
-    let bus = Bus::connect(&config.basics.nats_url, &config.basics.subject_prefix, config.basics.request_timeout, "session").await?;
+    idm_db::migrate(
+        &mut db.get().await?,
+        "session_keys",
+        migrations::SESSION_KEYS,
+    )
+    .await?;
+    let bus = Bus::connect(
+        &config.basics.nats_url,
+        &config.basics.subject_prefix,
+        config.basics.request_timeout,
+        "session",
+    )
+    .await?;
     let events = Events::ensure(&bus).await?;
-    let redis = redis::aio::ConnectionManager::new(redis::Client::open(config.redis_url())?).await?;
+    let redis =
+        redis::aio::ConnectionManager::new(redis::Client::open(config.redis_url())?).await?;
     let master = idm_crypto::MasterKey::from_base64(config.master_key())?;
     let state = Arc::new(State {
         bus: bus.clone(),
@@ -79,18 +97,38 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(op::LIST, handlers::list)
         .on(op::KEY_RING, handlers::key_ring)
         .on(op::ROTATE_KEY, handlers::rotate_key);
-    let serving = idm_bus::serve(&bus, format!("{}.session.v1", bus.prefix()), "session".into(), handlers, state, shutdown.clone()).await?;
+    let serving = idm_bus::serve(
+        &bus,
+        format!("{}.session.v1", bus.prefix()),
+        "session".into(),
+        handlers,
+        state,
+        shutdown.clone(),
+    )
+    .await?;
     let ready: idm_telemetry::ReadinessCheck = Arc::new(move || {
         let db = db.clone();
         let mut redis = redis.clone();
         let connected = bus.is_connected();
         Box::pin(async move {
             db.ping().await.map_err(|e| e.to_string())?;
-            let _: String = redis::cmd("PING").query_async(&mut redis).await.map_err(|e| format!("redis: {e}"))?;
-            if connected { Ok(()) } else { Err("NATS is not connected".into()) }
+            let _: String = redis::cmd("PING")
+                .query_async(&mut redis)
+                .await
+                .map_err(|e| format!("redis: {e}"))?;
+            if connected {
+                Ok(())
+            } else {
+                Err("NATS is not connected".into())
+            }
         })
     });
-    let (http_addr, http) = idm_telemetry::serve_http(config.basics.http_addr, idm_telemetry::ops_router(ready), shutdown).await?;
+    let (http_addr, http) = idm_telemetry::serve_http(
+        config.basics.http_addr,
+        idm_telemetry::ops_router(ready),
+        shutdown,
+    )
+    .await?;
     tracing::info!(%http_addr, "session started");
     Ok(Running::new(http_addr, vec![serving, rotations, http]))
 }

@@ -4,7 +4,14 @@ use crate::Error;
 use idm_core::{ApiError, IssuerId, Region, SessionId, Timestamp, UserId};
 use idm_db::{Db, DbError};
 
-pub async fn record(db: &Db, session: &SessionId, issuer: &IssuerId, user: &UserId, region: Region, expires_at: Timestamp) -> Result<(), Error> {
+pub async fn record(
+    db: &Db,
+    session: &SessionId,
+    issuer: &IssuerId,
+    user: &UserId,
+    region: Region,
+    expires_at: Timestamp,
+) -> Result<(), Error> {
     db.get()
         .await?
         .execute(
@@ -17,7 +24,11 @@ pub async fn record(db: &Db, session: &SessionId, issuer: &IssuerId, user: &User
 }
 
 /// The region of a session of `issuer`; another issuer's session is absent.
-pub async fn region_of(db: &Db, issuer: &IssuerId, session: &SessionId) -> Result<Option<Region>, Error> {
+pub async fn region_of(
+    db: &Db,
+    issuer: &IssuerId,
+    session: &SessionId,
+) -> Result<Option<Region>, Error> {
     let row = db
         .get()
         .await?
@@ -27,5 +38,6 @@ pub async fn region_of(db: &Db, issuer: &IssuerId, session: &SessionId) -> Resul
         )
         .await
         .map_err(DbError::from)?;
-    row.map(|r| Region::parse(r.get(0)).map_err(|e| ApiError::internal_from(&e).into())).transpose()
+    row.map(|r| Region::parse(r.get(0)).map_err(|e| ApiError::internal_from(&e).into()))
+        .transpose()
 }

@@ -54,7 +54,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(op::CREATE_SESSION, handlers::sessions::create_session)
         .on(op::REFRESH_SESSION, handlers::sessions::refresh_session)
         .on(op::REVOKE_SESSION, handlers::sessions::revoke_session)
-        .on(op::REVOKE_USER_SESSIONS, handlers::sessions::revoke_user_sessions)
+        .on(
+            op::REVOKE_USER_SESSIONS,
+            handlers::sessions::revoke_user_sessions,
+        )
         .on(op::LIST_SESSIONS, handlers::sessions::list_sessions)
         .on(op::CREATE_PERSONAL_TOKEN, handlers::personal_tokens::create)
         .on(op::LIST_PERSONAL_TOKENS, handlers::personal_tokens::list)

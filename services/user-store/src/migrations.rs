@@ -2,10 +2,11 @@
 
 use idm_db::Migration;
 
-pub const STORE: &[Migration] = &[Migration {
-    version: 1,
-    name: "users and sessions",
-    sql: "
+pub const STORE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "users and sessions",
+        sql: "
         CREATE TABLE users (
             id text PRIMARY KEY,
             email text NOT NULL,

@@ -24,20 +24,31 @@ fn check_scopes(scopes: &[String]) -> Result<(), ApiError> {
         return Err(ApiError::validation(format!("at most {MAX_SCOPES} scopes")));
     }
     for scope in scopes {
-        let ok = !scope.is_empty() && scope.len() <= 64 && scope.bytes().all(|b| b.is_ascii_alphanumeric() || b":._-*/".contains(&b));
+        let ok = !scope.is_empty()
+            && scope.len() <= 64
+            && scope
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b":._-*/".contains(&b));
         if !ok {
-            return Err(ApiError::validation("scopes are 1 to 64 of letters, digits and : . _ - * /"));
+            return Err(ApiError::validation(
+                "scopes are 1 to 64 of letters, digits and : . _ - * /",
+            ));
         }
     }
     Ok(())
 }
 
 async fn region_of_user(state: &State, issuer: &IssuerId, user: &UserId) -> Result<Region, Error> {
-    directory::region_of_user(&state.db, issuer, user).await?.ok_or_else(|| ApiError::not_found("user").into())
+    directory::region_of_user(&state.db, issuer, user)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user").into())
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
-pub async fn create(state: Arc<State>, req: NewPersonalToken) -> Result<CreatedPersonalToken, Error> {
+pub async fn create(
+    state: Arc<State>,
+    req: NewPersonalToken,
+) -> Result<CreatedPersonalToken, Error> {
     check_scopes(&req.scopes)?;
     if req.expires_at.is_some_and(|at| at <= idm_core::now()) {
         return Err(ApiError::validation("expires_at must be in the future").into());
@@ -53,28 +64,64 @@ pub async fn create(state: Arc<State>, req: NewPersonalToken) -> Result<CreatedP
         expires_at: req.expires_at,
         token_hash: idm_crypto::sha256_hex(token.as_bytes()),
     };
-    let info: PersonalToken = state.bus.call_store(region, store::CREATE_PERSONAL_TOKEN, &request).await?;
-    Ok(CreatedPersonalToken { info, token: SecretText::new(token) })
+    let info: PersonalToken = state
+        .bus
+        .call_store(region, store::CREATE_PERSONAL_TOKEN, &request)
+        .await?;
+    Ok(CreatedPersonalToken {
+        info,
+        token: SecretText::new(token),
+    })
 }
 
 pub async fn list(state: Arc<State>, req: GetUser) -> Result<PersonalTokens, Error> {
     let region = region_of_user(&state, &req.issuer_id, &req.user_id).await?;
-    let request = store::UserSessions { issuer_id: req.issuer_id, user_id: req.user_id };
-    Ok(state.bus.call_store(region, store::LIST_PERSONAL_TOKENS, &request).await?)
+    let request = store::UserSessions {
+        issuer_id: req.issuer_id,
+        user_id: req.user_id,
+    };
+    Ok(state
+        .bus
+        .call_store(region, store::LIST_PERSONAL_TOKENS, &request)
+        .await?)
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, token = %req.token_id))]
 pub async fn revoke(state: Arc<State>, req: PersonalTokenRef) -> Result<PersonalToken, Error> {
     let region = region_of_user(&state, &req.issuer_id, &req.user_id).await?;
-    let request = store::RevokePersonalToken { issuer_id: req.issuer_id, user_id: req.user_id, token_id: req.token_id };
-    Ok(state.bus.call_store(region, store::REVOKE_PERSONAL_TOKEN, &request).await?)
+    let request = store::RevokePersonalToken {
+        issuer_id: req.issuer_id,
+        user_id: req.user_id,
+        token_id: req.token_id,
+    };
+    Ok(state
+        .bus
+        .call_store(region, store::REVOKE_PERSONAL_TOKEN, &request)
+        .await?)
 }
 
 pub async fn verify(state: Arc<State>, req: VerifyPersonalToken) -> Result<PersonalToken, Error> {
-    let invalid = || ApiError::new(ErrorCode::Unauthenticated, "the personal token is not valid");
+    let invalid = || {
+        ApiError::new(
+            ErrorCode::Unauthenticated,
+            "the personal token is not valid",
+        )
+    };
     let token = req.token.expose();
     let region = region_of_token(token).ok_or_else(invalid)?;
-    let request = store::VerifyPersonalToken { issuer_id: req.issuer_id, token_hash: idm_crypto::sha256_hex(token.as_bytes()) };
-    let reply: Result<PersonalToken, ApiError> = state.bus.call_store(region, store::VERIFY_PERSONAL_TOKEN, &request).await;
-    reply.map_err(|e| if e.code == ErrorCode::NotFound { invalid().into() } else { e.into() })
+    let request = store::VerifyPersonalToken {
+        issuer_id: req.issuer_id,
+        token_hash: idm_crypto::sha256_hex(token.as_bytes()),
+    };
+    let reply: Result<PersonalToken, ApiError> = state
+        .bus
+        .call_store(region, store::VERIFY_PERSONAL_TOKEN, &request)
+        .await;
+    reply.map_err(|e| {
+        if e.code == ErrorCode::NotFound {
+            invalid().into()
+        } else {
+            e.into()
+        }
+    })
 }

@@ -136,6 +136,10 @@ pub const REFRESH_TOKEN_PREFIX: &str = "idmrt_";
 pub fn refresh_token_region(token: &str) -> Option<Region> {
     let rest = token.strip_prefix(REFRESH_TOKEN_PREFIX)?;
     let (region, body) = rest.split_once('_')?;
-    (body.len() == 43 && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')).then_some(())?;
+    (body.len() == 43
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    .then_some(())?;
     Region::parse(region).ok()
 }

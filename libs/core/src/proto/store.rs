@@ -130,7 +130,11 @@ pub enum RefreshOutcome {
     Rotated { session: SessionRecord },
     /// The token was rotated moments ago (within the leeway) and its successor
     /// is still unused: the caller gets that same successor back.
-    Replayed { session: SessionRecord, successor_sealed: String, successor_hash: String },
+    Replayed {
+        session: SessionRecord,
+        successor_sealed: String,
+        successor_hash: String,
+    },
     /// The token was already used: the session is now revoked as compromised
     /// and every refresh token of it is dead.
     Compromised { session: SessionRecord },

@@ -8,6 +8,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use idm_core::proto::auth::{self, Authenticated, SignIn, SignUp};
+use idm_core::proto::session;
+use idm_core::proto::store::SessionRecord;
 use idm_core::proto::user::{self, GetUser, User};
 use idm_core::proto::SecretText;
 use idm_core::text::{check_password, DisplayName};
@@ -29,22 +31,27 @@ pub struct SignInBody {
     password: SecretText,
 }
 
-/// The session in JSON and as the `__Host-` cookie (Secure, HttpOnly,
-/// SameSite=Lax, Path=/, no Domain).
-fn session_response(app: &crate::App, status: StatusCode, signed_in: Authenticated) -> Response {
-    let max_age = (signed_in.expires_at - idm_core::now())
-        .whole_seconds()
-        .max(0);
+/// `body` as JSON with the session cookie set to `token` (or cleared):
+/// `__Host-` prefix, Secure, HttpOnly, SameSite=Lax, Path=/, no Domain.
+fn with_session_cookie(
+    app: &crate::App,
+    status: StatusCode,
+    body: impl serde::Serialize,
+    token: Option<(&str, idm_core::Timestamp)>,
+) -> Response {
     let secure = if app.config.cookie_secure {
         "; Secure"
     } else {
         ""
     };
-    let cookie = format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
-        signed_in.session_token.expose()
-    );
-    let mut response = (status, Json(signed_in)).into_response();
+    let cookie = match token {
+        Some((token, expires_at)) => {
+            let max_age = (expires_at - idm_core::now()).whole_seconds().max(0);
+            format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
+        }
+        None => format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"),
+    };
+    let mut response = (status, Json(body)).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
@@ -52,6 +59,16 @@ fn session_response(app: &crate::App, status: StatusCode, signed_in: Authenticat
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+fn session_response(app: &crate::App, status: StatusCode, signed_in: Authenticated) -> Response {
+    let token = signed_in.session_token.clone();
+    with_session_cookie(
+        app,
+        status,
+        &signed_in,
+        Some((token.expose(), signed_in.expires_at)),
+    )
 }
 
 pub async fn sign_up(
@@ -124,4 +141,83 @@ pub async fn me(incoming: Incoming) -> Reply<Json<User>> {
         )
         .await?;
     Ok(Json(found))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshBody {
+    refresh_token: SecretText,
+}
+
+/// Rotates the refresh token: the presented one is consumed, a new pair comes back.
+pub async fn refresh(
+    incoming: Incoming,
+    request: Result<Json<RefreshBody>, JsonRejection>,
+) -> Reply<Response> {
+    let caller = incoming.authorize(Access::Client).await?;
+    let request = body(request)?;
+    if request.refresh_token.expose().len() > 256 {
+        return Err(ApiError::new(
+            idm_core::ErrorCode::SessionInvalid,
+            "the refresh token is not valid",
+        )
+        .into());
+    }
+    let call = session::Refresh {
+        issuer_id: caller.key.issuer_id.clone(),
+        policy: caller.key.policy.clone(),
+        refresh_token: request.refresh_token,
+        device: caller.device(),
+    };
+    let issued: session::IssuedSession = incoming
+        .app
+        .bus
+        .call("session", session::REFRESH, &call)
+        .await?;
+    let token = issued.session_token.clone();
+    Ok(with_session_cookie(
+        &incoming.app,
+        StatusCode::OK,
+        &issued,
+        Some((token.expose(), issued.expires_at)),
+    ))
+}
+
+pub async fn sign_out(incoming: Incoming) -> Reply<Response> {
+    let caller = incoming.authorize(Access::Client).await?;
+    let claims = incoming.session(&caller).await?;
+    let call = session::Revoke {
+        issuer_id: caller.key.issuer_id.clone(),
+        session_id: claims.sid,
+        region: Some(claims.reg),
+        reason: "sign_out".into(),
+    };
+    let revoked: SessionRecord = incoming
+        .app
+        .bus
+        .call("session", session::REVOKE, &call)
+        .await?;
+    Ok(with_session_cookie(
+        &incoming.app,
+        StatusCode::OK,
+        serde_json::json!({ "revoked": true, "session_id": revoked.id }),
+        None,
+    ))
+}
+
+pub async fn my_sessions(incoming: Incoming) -> Reply<Json<session::SessionList>> {
+    let caller = incoming.authorize(Access::Client).await?;
+    let claims = incoming.session(&caller).await?;
+    let call = session::List {
+        issuer_id: caller.key.issuer_id.clone(),
+        user_id: claims.sub,
+        region: Some(claims.reg),
+    };
+    Ok(Json(
+        incoming
+            .app
+            .bus
+            .call("session", session::LIST, &call)
+            .await?,
+    ))
 }

@@ -4,6 +4,7 @@
 mod api_keys;
 mod client;
 mod issuer;
+mod personal_tokens;
 mod sessions;
 mod users;
 
@@ -27,6 +28,28 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/users", post(users::create).get(users::find_by_email))
         .route("/v1/users/{id}", get(users::get))
         .route("/v1/sessions/verify", post(sessions::verify))
+        .route("/v1/sessions/{id}/revoke", post(sessions::revoke))
+        .route("/v1/users/{id}/sessions", get(sessions::list_for_user))
+        .route(
+            "/v1/users/{id}/sessions/revoke_all",
+            post(sessions::revoke_all),
+        )
+        .route(
+            "/v1/session_keys/rotate",
+            post(sessions::rotate_signing_key),
+        )
+        .route(
+            "/v1/users/{id}/personal_tokens",
+            post(personal_tokens::create).get(personal_tokens::list),
+        )
+        .route(
+            "/v1/users/{id}/personal_tokens/{token_id}",
+            delete(personal_tokens::revoke),
+        )
+        .route("/v1/personal_tokens/verify", post(personal_tokens::verify))
+        .route("/v1/client/token/refresh", post(client::refresh))
+        .route("/v1/client/sign_out", post(client::sign_out))
+        .route("/v1/client/sessions", get(client::my_sessions))
         .route("/v1/client/sign_up", post(client::sign_up))
         .route("/v1/client/sign_in", post(client::sign_in))
         .route("/v1/client/me", get(client::me))

@@ -1,10 +1,14 @@
 use super::{body, Reply};
 use crate::access::{Access, Incoming};
 use axum::extract::rejection::JsonRejection;
+use axum::extract::Path;
 use axum::Json;
+use idm_core::proto::session::{self, SessionList};
+use idm_core::proto::store::SessionRecord;
 use idm_core::proto::SecretText;
 use idm_core::scope::{Level, Resource};
 use idm_core::{Scope, Timestamp};
+use idm_core::{SessionId, UserId};
 use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize)]
@@ -33,8 +37,7 @@ pub async fn verify(
     let request = body(request)?;
     let claims = incoming
         .app
-        .sessions
-        .verify(&caller.key.issuer_id, request.session_token.expose())
+        .verify_session(&caller.key.issuer_id, request.session_token.expose())
         .await?;
     let expires_at = time::OffsetDateTime::from_unix_timestamp(claims.exp)
         .map_err(|e| idm_core::ApiError::internal_from(&e))?;
@@ -44,4 +47,76 @@ pub async fn verify(
         region: claims.reg,
         expires_at,
     }))
+}
+
+const MANAGE: Scope = Scope::new(Resource::Sessions, Level::Manage);
+
+pub async fn list_for_user(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<SessionList>> {
+    let caller = incoming
+        .authorize(Access::Backend(Scope::new(Resource::Sessions, Level::Read)))
+        .await?;
+    let user_id = UserId::parse(&id)?;
+    let request = session::List {
+        issuer_id: caller.key.issuer_id.clone(),
+        user_id,
+        region: None,
+    };
+    Ok(Json(
+        incoming
+            .app
+            .bus
+            .call("session", session::LIST, &request)
+            .await?,
+    ))
+}
+
+pub async fn revoke(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<SessionRecord>> {
+    let caller = incoming.authorize(Access::Backend(MANAGE)).await?;
+    let session_id = SessionId::parse(&id)?;
+    let request = session::Revoke {
+        issuer_id: caller.key.issuer_id.clone(),
+        session_id,
+        region: None,
+        reason: "revoked_by_backend".into(),
+    };
+    Ok(Json(
+        incoming
+            .app
+            .bus
+            .call("session", session::REVOKE, &request)
+            .await?,
+    ))
+}
+
+pub async fn revoke_all(
+    incoming: Incoming,
+    Path(id): Path<String>,
+) -> Reply<Json<session::Revoked>> {
+    let caller = incoming.authorize(Access::Backend(MANAGE)).await?;
+    let user_id = UserId::parse(&id)?;
+    let request = session::RevokeAll {
+        issuer_id: caller.key.issuer_id.clone(),
+        user_id,
+    };
+    Ok(Json(
+        incoming
+            .app
+            .bus
+            .call("session", session::REVOKE_ALL, &request)
+            .await?,
+    ))
+}
+
+pub async fn rotate_signing_key(incoming: Incoming) -> Reply<Json<session::RotatedKey>> {
+    let caller = incoming.authorize(Access::Backend(MANAGE)).await?;
+    let request = session::KeyRingRequest {
+        issuer_id: caller.key.issuer_id.clone(),
+    };
+    Ok(Json(
+        incoming
+            .app
+            .bus
+            .call("session", session::ROTATE_KEY, &request)
+            .await?,
+    ))
 }

@@ -9,18 +9,26 @@ use std::sync::Arc;
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
 pub async fn create(state: Arc<State>, req: CreatePersonalToken) -> Result<PersonalToken, Error> {
     let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
-    store.insert_personal_token(&req).await?.ok_or_else(|| ApiError::not_found("user").into())
+    store
+        .insert_personal_token(&req)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user").into())
 }
 
 pub async fn list(state: Arc<State>, req: UserSessions) -> Result<PersonalTokens, Error> {
     let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
-    Ok(PersonalTokens { data: store.personal_tokens_of(&req.user_id).await? })
+    Ok(PersonalTokens {
+        data: store.personal_tokens_of(&req.user_id).await?,
+    })
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, token = %req.token_id))]
 pub async fn revoke(state: Arc<State>, req: RevokePersonalToken) -> Result<PersonalToken, Error> {
     let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
-    store.revoke_personal_token(&req.user_id, &req.token_id).await?.ok_or_else(|| ApiError::not_found("personal token").into())
+    store
+        .revoke_personal_token(&req.user_id, &req.token_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("personal token").into())
 }
 
 pub async fn verify(state: Arc<State>, req: VerifyPersonalToken) -> Result<PersonalToken, Error> {
@@ -28,5 +36,11 @@ pub async fn verify(state: Arc<State>, req: VerifyPersonalToken) -> Result<Perso
     store
         .use_personal_token(&req.token_hash)
         .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "the personal token is not valid").into())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthenticated,
+                "the personal token is not valid",
+            )
+            .into()
+        })
 }

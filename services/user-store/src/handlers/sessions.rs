@@ -9,11 +9,17 @@ use std::sync::Arc;
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id, session = %req.session_id))]
 pub async fn create_session(state: Arc<State>, req: CreateSession) -> Result<SessionRecord, Error> {
     let mut store = IssuerStore::open(&state.db, &req.issuer_id).await?;
-    store.insert_session(&req).await?.ok_or_else(|| ApiError::not_found("user").into())
+    store
+        .insert_session(&req)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user").into())
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id))]
-pub async fn refresh_session(state: Arc<State>, req: RefreshSession) -> Result<RefreshOutcome, Error> {
+pub async fn refresh_session(
+    state: Arc<State>,
+    req: RefreshSession,
+) -> Result<RefreshOutcome, Error> {
     let mut store = IssuerStore::open(&state.db, &req.issuer_id).await?;
     store.refresh(&req).await
 }
@@ -21,16 +27,28 @@ pub async fn refresh_session(state: Arc<State>, req: RefreshSession) -> Result<R
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, session = %req.session_id))]
 pub async fn revoke_session(state: Arc<State>, req: RevokeSession) -> Result<SessionRecord, Error> {
     let mut store = IssuerStore::open(&state.db, &req.issuer_id).await?;
-    store.revoke_session(&req.session_id, &req.reason).await?.ok_or_else(|| ApiError::not_found("session").into())
+    store
+        .revoke_session(&req.session_id, &req.reason)
+        .await?
+        .ok_or_else(|| ApiError::not_found("session").into())
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
-pub async fn revoke_user_sessions(state: Arc<State>, req: UserSessions) -> Result<SessionRecords, Error> {
+pub async fn revoke_user_sessions(
+    state: Arc<State>,
+    req: UserSessions,
+) -> Result<SessionRecords, Error> {
     let mut store = IssuerStore::open(&state.db, &req.issuer_id).await?;
-    Ok(SessionRecords { data: store.revoke_user_sessions(&req.user_id, "revoked_all").await? })
+    Ok(SessionRecords {
+        data: store
+            .revoke_user_sessions(&req.user_id, "revoked_all")
+            .await?,
+    })
 }
 
 pub async fn list_sessions(state: Arc<State>, req: UserSessions) -> Result<SessionRecords, Error> {
     let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
-    Ok(SessionRecords { data: store.sessions_of(&req.user_id).await? })
+    Ok(SessionRecords {
+        data: store.sessions_of(&req.user_id).await?,
+    })
 }

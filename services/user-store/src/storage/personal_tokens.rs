@@ -22,7 +22,10 @@ fn token(row: &Row) -> Result<PersonalToken, Error> {
 }
 
 impl IssuerStore {
-    pub async fn insert_personal_token(&self, t: &CreatePersonalToken) -> Result<Option<PersonalToken>, Error> {
+    pub async fn insert_personal_token(
+        &self,
+        t: &CreatePersonalToken,
+    ) -> Result<Option<PersonalToken>, Error> {
         let scopes = serde_json::to_value(&t.scopes).map_err(|e| ApiError::internal_from(&e))?;
         let row = self
             .client
@@ -32,7 +35,14 @@ impl IssuerStore {
                      SELECT $1, id, $3, $4, $5, $6 FROM users WHERE id = $2
                      RETURNING {COLUMNS}"
                 ),
-                &[&t.token_id.as_str(), &t.user_id.as_str(), &t.name, &scopes, &t.token_hash, &t.expires_at],
+                &[
+                    &t.token_id.as_str(),
+                    &t.user_id.as_str(),
+                    &t.name,
+                    &scopes,
+                    &t.token_hash,
+                    &t.expires_at,
+                ],
             )
             .await
             .map_err(DbError::from)?;
@@ -48,7 +58,11 @@ impl IssuerStore {
         rows.iter().map(token).collect()
     }
 
-    pub async fn revoke_personal_token(&self, user: &UserId, id: &PersonalTokenId) -> Result<Option<PersonalToken>, Error> {
+    pub async fn revoke_personal_token(
+        &self,
+        user: &UserId,
+        id: &PersonalTokenId,
+    ) -> Result<Option<PersonalToken>, Error> {
         let row = self
             .client
             .query_opt(

@@ -29,13 +29,20 @@ fn record(row: &Row) -> Result<SessionRecord, DbError> {
 /// client sees.
 fn revoked_error(reason: Option<&str>) -> ApiError {
     if reason == Some("compromised") {
-        ApiError::new(ErrorCode::SessionCompromised, "the session was revoked because a refresh token was reused")
+        ApiError::new(
+            ErrorCode::SessionCompromised,
+            "the session was revoked because a refresh token was reused",
+        )
     } else {
         ApiError::new(ErrorCode::SessionRevoked, "the session has been revoked")
     }
 }
 
-async fn revoke_locked(db: &impl GenericClient, session: &str, reason: &str) -> Result<Option<SessionRecord>, DbError> {
+async fn revoke_locked(
+    db: &impl GenericClient,
+    session: &str,
+    reason: &str,
+) -> Result<Option<SessionRecord>, DbError> {
     let row = db
         .query_opt(
             &format!(
@@ -51,7 +58,10 @@ async fn revoke_locked(db: &impl GenericClient, session: &str, reason: &str) -> 
 }
 
 impl IssuerStore {
-    pub async fn insert_session(&mut self, s: &CreateSession) -> Result<Option<SessionRecord>, Error> {
+    pub async fn insert_session(
+        &mut self,
+        s: &CreateSession,
+    ) -> Result<Option<SessionRecord>, Error> {
         let tx = self.client.transaction().await.map_err(DbError::from)?;
         // Inserting only when the user exists keeps a session from pointing nowhere.
         let row = tx
@@ -61,14 +71,23 @@ impl IssuerStore {
                      SELECT $1, id, $3, $4, $5 FROM users WHERE id = $2
                      RETURNING {COLUMNS}"
                 ),
-                &[&s.session_id.as_str(), &s.user_id.as_str(), &s.expires_at, &s.device.user_agent, &s.device.ip],
+                &[
+                    &s.session_id.as_str(),
+                    &s.user_id.as_str(),
+                    &s.expires_at,
+                    &s.device.user_agent,
+                    &s.device.ip,
+                ],
             )
             .await
             .map_err(DbError::from)?;
         let Some(row) = row else { return Ok(None) };
-        tx.execute("INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)", &[&s.refresh_token_hash, &s.session_id.as_str()])
-            .await
-            .map_err(DbError::from)?;
+        tx.execute(
+            "INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
+            &[&s.refresh_token_hash, &s.session_id.as_str()],
+        )
+        .await
+        .map_err(DbError::from)?;
         tx.commit().await.map_err(DbError::from)?;
         Ok(Some(record(&row)?))
     }
@@ -96,10 +115,13 @@ impl IssuerStore {
             .await
             .map_err(DbError::from)?;
         let Some(row) = found else {
-            return Err(ApiError::new(ErrorCode::SessionInvalid, "the refresh token is not valid").into());
+            return Err(
+                ApiError::new(ErrorCode::SessionInvalid, "the refresh token is not valid").into(),
+            );
         };
         let session = record(&row)?;
-        let (consumed, invalidated, past_absolute, past_idle): (bool, bool, bool, bool) = (row.get(9), row.get(10), row.get(11), row.get(12));
+        let (consumed, invalidated, past_absolute, past_idle): (bool, bool, bool, bool) =
+            (row.get(9), row.get(10), row.get(11), row.get(12));
         let within_leeway: Option<bool> = row.get(13);
         let successor_hash: Option<String> = row.get(14);
         let successor_sealed: Option<String> = row.get(15);
@@ -109,13 +131,27 @@ impl IssuerStore {
             return Err(revoked_error(session.revoke_reason.as_deref()).into());
         }
         if consumed || invalidated {
-            let replay = r.leeway_seconds > 0 && !invalidated && within_leeway == Some(true) && successor_live == Some(true);
+            let replay = r.leeway_seconds > 0
+                && !invalidated
+                && within_leeway == Some(true)
+                && successor_live == Some(true);
             if let (true, Some(sealed), Some(hash)) = (replay, successor_sealed, successor_hash) {
-                tx.execute("UPDATE sessions SET last_active_at = now() WHERE id = $1", &[&session.id.as_str()]).await.map_err(DbError::from)?;
+                tx.execute(
+                    "UPDATE sessions SET last_active_at = now() WHERE id = $1",
+                    &[&session.id.as_str()],
+                )
+                .await
+                .map_err(DbError::from)?;
                 tx.commit().await.map_err(DbError::from)?;
-                return Ok(RefreshOutcome::Replayed { session, successor_sealed: sealed, successor_hash: hash });
+                return Ok(RefreshOutcome::Replayed {
+                    session,
+                    successor_sealed: sealed,
+                    successor_hash: hash,
+                });
             }
-            let revoked = revoke_locked(&tx, session.id.as_str(), "compromised").await?.unwrap_or(session);
+            let revoked = revoke_locked(&tx, session.id.as_str(), "compromised")
+                .await?
+                .unwrap_or(session);
             tx.commit().await.map_err(DbError::from)?;
             return Ok(RefreshOutcome::Compromised { session: revoked });
         }
@@ -128,9 +164,12 @@ impl IssuerStore {
         )
         .await
         .map_err(DbError::from)?;
-        tx.execute("INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)", &[&r.new_token_hash, &session.id.as_str()])
-            .await
-            .map_err(DbError::from)?;
+        tx.execute(
+            "INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
+            &[&r.new_token_hash, &session.id.as_str()],
+        )
+        .await
+        .map_err(DbError::from)?;
         let updated = tx
             .query_one(
                 &format!(
@@ -142,17 +181,27 @@ impl IssuerStore {
             .await
             .map_err(DbError::from)?;
         tx.commit().await.map_err(DbError::from)?;
-        Ok(RefreshOutcome::Rotated { session: record(&updated)? })
+        Ok(RefreshOutcome::Rotated {
+            session: record(&updated)?,
+        })
     }
 
-    pub async fn revoke_session(&mut self, session: &SessionId, reason: &str) -> Result<Option<SessionRecord>, Error> {
+    pub async fn revoke_session(
+        &mut self,
+        session: &SessionId,
+        reason: &str,
+    ) -> Result<Option<SessionRecord>, Error> {
         let tx = self.client.transaction().await.map_err(DbError::from)?;
         let revoked = revoke_locked(&tx, session.as_str(), reason).await?;
         tx.commit().await.map_err(DbError::from)?;
         Ok(revoked)
     }
 
-    pub async fn revoke_user_sessions(&mut self, user: &UserId, reason: &str) -> Result<Vec<SessionRecord>, Error> {
+    pub async fn revoke_user_sessions(
+        &mut self,
+        user: &UserId,
+        reason: &str,
+    ) -> Result<Vec<SessionRecord>, Error> {
         let tx = self.client.transaction().await.map_err(DbError::from)?;
         let rows = tx
             .query(

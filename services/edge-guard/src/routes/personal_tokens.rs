@@ -1,0 +1,121 @@
+use super::{body, Reply};
+use crate::access::{Access, Incoming};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::Json;
+use idm_core::proto::store::{PersonalToken, PersonalTokens};
+use idm_core::proto::user::{
+    self, CreatedPersonalToken, GetUser, NewPersonalToken, PersonalTokenRef, VerifyPersonalToken,
+};
+use idm_core::proto::SecretText;
+use idm_core::scope::{Level, Resource};
+use idm_core::text::DisplayName;
+use idm_core::{ApiError, PersonalTokenId, Scope, UserId};
+use serde::Deserialize;
+
+const READ: Scope = Scope::new(Resource::Users, Level::Read);
+const MANAGE: Scope = Scope::new(Resource::Users, Level::Manage);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    name: String,
+    scopes: Vec<String>,
+    expires_at: Option<String>,
+}
+
+pub async fn create(
+    incoming: Incoming,
+    Path(id): Path<String>,
+    new: Result<Json<NewToken>, JsonRejection>,
+) -> Reply<(StatusCode, Json<CreatedPersonalToken>)> {
+    let caller = incoming.authorize(Access::Backend(MANAGE)).await?;
+    let user_id = UserId::parse(&id)?;
+    let new = body(new)?;
+    let expires_at = new
+        .expires_at
+        .map(|at| time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339))
+        .transpose()
+        .map_err(|_| ApiError::validation("expires_at must be an RFC 3339 time"))?;
+    let request = NewPersonalToken {
+        issuer_id: caller.key.issuer_id.clone(),
+        user_id,
+        name: DisplayName::parse("name", &new.name)?,
+        scopes: new.scopes,
+        expires_at,
+    };
+    let created: CreatedPersonalToken = incoming
+        .app
+        .bus
+        .call("user", user::CREATE_PERSONAL_TOKEN, &request)
+        .await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+pub async fn list(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<PersonalTokens>> {
+    let caller = incoming.authorize(Access::Backend(READ)).await?;
+    let request = GetUser {
+        issuer_id: caller.key.issuer_id.clone(),
+        user_id: UserId::parse(&id)?,
+    };
+    Ok(Json(
+        incoming
+            .app
+            .bus
+            .call("user", user::LIST_PERSONAL_TOKENS, &request)
+            .await?,
+    ))
+}
+
+pub async fn revoke(
+    incoming: Incoming,
+    Path((user, token)): Path<(String, String)>,
+) -> Reply<Json<PersonalToken>> {
+    let caller = incoming.authorize(Access::Backend(MANAGE)).await?;
+    let request = PersonalTokenRef {
+        issuer_id: caller.key.issuer_id.clone(),
+        user_id: UserId::parse(&user)?,
+        token_id: PersonalTokenId::parse(&token)?,
+    };
+    Ok(Json(
+        incoming
+            .app
+            .bus
+            .call("user", user::REVOKE_PERSONAL_TOKEN, &request)
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyBody {
+    token: SecretText,
+}
+
+/// For tenant backends: whose token is this, and what may it do?
+pub async fn verify(
+    incoming: Incoming,
+    request: Result<Json<VerifyBody>, JsonRejection>,
+) -> Reply<Json<PersonalToken>> {
+    let caller = incoming.authorize(Access::Backend(READ)).await?;
+    let request = body(request)?;
+    if request.token.expose().len() > 256 {
+        return Err(ApiError::new(
+            idm_core::ErrorCode::Unauthenticated,
+            "the personal token is not valid",
+        )
+        .into());
+    }
+    let call = VerifyPersonalToken {
+        issuer_id: caller.key.issuer_id.clone(),
+        token: request.token,
+    };
+    Ok(Json(
+        incoming
+            .app
+            .bus
+            .call("user", user::VERIFY_PERSONAL_TOKEN, &call)
+            .await?,
+    ))
+}
