@@ -182,6 +182,41 @@ impl Platform {
         .await
     }
 
+    /// A client call with the restricted key from `origin`, on edge `replica`,
+    /// with the session token in `Authorization` when given.
+    pub async fn client_call(
+        &self,
+        replica: usize,
+        tenant: &Tenant,
+        method: Method,
+        path: &str,
+        session: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<Response> {
+        let bearer = session.map(|token| format!("Bearer {token}"));
+        let mut headers = vec![
+            ("idm-api-key", tenant.restricted_key.as_str()),
+            ("origin", "https://app.example.com"),
+        ];
+        if let Some(bearer) = &bearer {
+            headers.push(("authorization", bearer.as_str()));
+        }
+        self.send_to(replica, method, path, &headers, body).await
+    }
+
+    pub async fn refresh(&self, tenant: &Tenant, refresh_token: &str) -> anyhow::Result<Response> {
+        let body = serde_json::json!({ "refresh_token": refresh_token });
+        self.client_call(
+            0,
+            tenant,
+            Method::POST,
+            "/v1/client/token/refresh",
+            None,
+            Some(body),
+        )
+        .await
+    }
+
     /// Plain GET of a service's own HTTP endpoint (health, metrics).
     pub async fn get_service(&self, service: &str, path: &str) -> anyhow::Result<(u16, String)> {
         let addr = self

@@ -309,13 +309,64 @@ impl Platform {
         pg_connect(&database_url(&self.global_db)).await
     }
 
-    /// Stops every service (waiting for in-flight work) and drops the databases.
+    /// The newest event of `event_type` for `issuer` on this platform's stream.
+    pub async fn last_event(
+        &self,
+        issuer: &str,
+        event_type: &str,
+    ) -> anyhow::Result<Option<serde_json::Value>> {
+        let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await?);
+        let stream = js
+            .get_stream(idm_bus::events::stream_name(&self.prefix))
+            .await?;
+        let subject = format!("{}.events.{issuer}.{event_type}", self.prefix);
+        match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(message) => Ok(Some(serde_json::from_slice(&message.payload)?)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// How many events of `event_type` for `issuer` the stream holds.
+    pub async fn count_events(&self, issuer: &str, event_type: &str) -> anyhow::Result<u64> {
+        use futures::StreamExt;
+        let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await?);
+        let stream = js
+            .get_stream(idm_bus::events::stream_name(&self.prefix))
+            .await?;
+        let subject = format!("{}.events.{issuer}.{event_type}", self.prefix);
+        let mut subjects = stream.info_with_subjects(subject.clone()).await?;
+        let mut total = 0;
+        while let Some(entry) = subjects.next().await {
+            let (name, count) = entry?;
+            if name == subject {
+                total += count as u64;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Stops every service (waiting for in-flight work), then drops the
+    /// databases, the event stream and the Redis keys of this platform.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         for service in self.running {
             tokio::time::timeout(Duration::from_secs(10), service.wait())
                 .await
                 .context("a service did not stop within 10 s")?;
+        }
+        let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await?);
+        let _ = js
+            .delete_stream(idm_bus::events::stream_name(&self.prefix))
+            .await;
+        let mut redis = redis::Client::open(redis_url())?
+            .get_multiplexed_async_connection()
+            .await?;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.redis_prefix))
+            .query_async(&mut redis)
+            .await?;
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL").arg(keys).query_async(&mut redis).await?;
         }
         let admin = pg_connect(&pg_admin_url()).await?;
         for name in std::iter::once(&self.global_db).chain(self.region_dbs.values()) {

@@ -5,4 +5,6 @@
 mod attacks;
 mod bad_input;
 mod foundation;
+mod personal_tokens;
 mod platform;
+mod sessions;

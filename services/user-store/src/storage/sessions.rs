@@ -95,6 +95,15 @@ impl IssuerStore {
     /// Rotation with reuse detection, in one transaction under the session lock.
     pub async fn refresh(&mut self, r: &RefreshSession) -> Result<RefreshOutcome, Error> {
         let tx = self.client.transaction().await.map_err(DbError::from)?;
+        // Lock first, read second: under READ COMMITTED a statement that had
+        // to wait for the lock still sees its older snapshot in subqueries,
+        // so the read must be a new statement taken after the lock is held.
+        tx.query_opt(
+            "SELECT s.id FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = $1 FOR UPDATE OF s",
+            &[&r.token_hash],
+        )
+        .await
+        .map_err(DbError::from)?;
         let found = tx
             .query_opt(
                 &format!(
@@ -107,8 +116,7 @@ impl IssuerStore {
                         t.successor_hash, t.successor_sealed,
                         (SELECT n.consumed_at IS NULL AND n.invalidated_at IS NULL FROM refresh_tokens n WHERE n.token_hash = t.successor_hash) AS successor_live
                      FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
-                     WHERE t.token_hash = $1
-                     FOR UPDATE OF s, t"
+                     WHERE t.token_hash = $1"
                 ),
                 &[&r.token_hash, &f64::from(r.idle_timeout_seconds), &f64::from(r.leeway_seconds)],
             )

@@ -1,0 +1,628 @@
+//! Sessions that defend themselves: rotation, reuse detection, revocation
+//! everywhere, timeouts, listings and signing-key rotation.
+
+use futures::future::join_all;
+use idm_core::Region;
+use idm_testkit::{Platform, Response, Tenant};
+use reqwest::Method;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const ORIGIN: &str = "https://app.example.com";
+const PASSWORD: &str = "correct horse battery";
+
+async fn tenant(platform: &Platform, name: &str) -> anyhow::Result<Tenant> {
+    let tenant = platform.create_account(name).await?;
+    platform
+        .allow_origins(&tenant, &["app.example.com"])
+        .await?;
+    Ok(tenant)
+}
+
+async fn set_policy(
+    platform: &Platform,
+    tenant: &Tenant,
+    policy: serde_json::Value,
+) -> anyhow::Result<()> {
+    let r = platform
+        .backend(
+            Method::PATCH,
+            "/v1/issuer",
+            &tenant.secret_key,
+            Some(json!({ "policy": policy })),
+        )
+        .await?;
+    anyhow::ensure!(r.status == 200, "policy not set: {}", r.json);
+    Ok(())
+}
+
+async fn me(
+    platform: &Platform,
+    replica: usize,
+    tenant: &Tenant,
+    token: &str,
+) -> anyhow::Result<Response> {
+    platform
+        .client_call(
+            replica,
+            tenant,
+            Method::GET,
+            "/v1/client/me",
+            Some(token),
+            None,
+        )
+        .await
+}
+
+fn schema(tenant: &Tenant) -> String {
+    format!("iss_{}", tenant.issuer_id.trim_start_matches("iss_"))
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_a_reused_token_compromises_only_its_session() -> anyhow::Result<()> {
+    let platform = Platform::start().await?;
+    let a = tenant(&platform, "A").await?;
+    let b = tenant(&platform, "B").await?;
+    let signed_up = platform
+        .sign_up(&a, ORIGIN, Some("br"), "rita@example.com", PASSWORD)
+        .await?;
+    let first = signed_up.str("/refresh_token");
+    assert!(first.starts_with("idmrt_sam_"), "{first}");
+    let other = platform
+        .sign_in(&a, ORIGIN, "rita@example.com", PASSWORD)
+        .await?;
+    let session_id = signed_up.str("/session_id");
+
+    // Rotation: a new pair, the presented token consumed.
+    let rotated = platform.refresh(&a, &first).await?;
+    assert_eq!(rotated.status, 200, "{}", rotated.json);
+    let second = rotated.str("/refresh_token");
+    assert_ne!(second, first);
+    assert_eq!(rotated.str("/session_id"), session_id);
+    assert!(rotated.headers.get("set-cookie").is_some());
+    assert_eq!(
+        me(&platform, 0, &a, &rotated.str("/session_token"))
+            .await?
+            .status,
+        200
+    );
+    // Only hashes are stored.
+    let sam = platform.region_db(Region::Sam).await?;
+    let plain: i64 = sam
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {}.refresh_tokens WHERE token_hash = $1 OR token_hash = $2",
+                schema(&a)
+            ),
+            &[&first, &second],
+        )
+        .await?
+        .get(0);
+    assert_eq!(plain, 0);
+
+    // Another issuer cannot use it; garbage is refused.
+    let r = platform.refresh(&b, &second).await?;
+    assert_eq!((r.status, r.code()), (401, Some("session_invalid")));
+    for junk in [
+        "",
+        "idmrt_",
+        "idmrt_mars_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        &second[..second.len() - 1],
+        "x".repeat(300).as_str(),
+    ] {
+        let r = platform.refresh(&a, junk).await?;
+        assert_eq!(r.code(), Some("session_invalid"), "{junk:?}");
+    }
+
+    // Reuse: the rotated token again compromises the session…
+    let r = platform.refresh(&a, &first).await?;
+    assert_eq!((r.status, r.code()), (401, Some("refresh_token_reused")));
+    let r = platform.refresh(&a, &second).await?;
+    assert_eq!((r.status, r.code()), (401, Some("session_compromised")));
+    let r = me(&platform, 0, &a, &rotated.str("/session_token")).await?;
+    assert_eq!((r.status, r.code()), (401, Some("session_compromised")));
+    let event = platform
+        .last_event(&a.issuer_id, "session.compromised")
+        .await?
+        .unwrap_or_default();
+    assert_eq!(event["data"]["session_id"], json!(session_id));
+    assert_eq!(event["issuer_id"], json!(a.issuer_id));
+    assert!(
+        !event.to_string().contains("rita"),
+        "events carry ids, not personal data"
+    );
+
+    // …and only that session: the other one still refreshes and works.
+    let r = platform.refresh(&a, &other.str("/refresh_token")).await?;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(
+        me(&platform, 0, &a, &r.str("/session_token")).await?.status,
+        200
+    );
+    assert!(
+        platform
+            .count_events(&a.issuer_id, "session.created")
+            .await?
+            >= 2
+    );
+    platform.stop().await
+}
+
+#[tokio::test]
+async fn twenty_parallel_refreshes_of_one_token_succeed_exactly_once_then_the_session_is_compromised(
+) -> anyhow::Result<()> {
+    let platform = Platform::start().await?;
+    let a = tenant(&platform, "Racer").await?;
+    let signed_up = platform
+        .sign_up(&a, ORIGIN, None, "race@example.com", PASSWORD)
+        .await?;
+    let token = signed_up.str("/refresh_token");
+    let results = join_all((0..20).map(|_| platform.refresh(&a, &token))).await;
+    let responses: Vec<Response> = results.into_iter().collect::<Result<_, _>>()?;
+    let winners: Vec<&Response> = responses.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "{:?}",
+        responses
+            .iter()
+            .map(|r| (r.status, r.code()))
+            .collect::<Vec<_>>()
+    );
+    for loser in responses.iter().filter(|r| r.status != 200) {
+        assert!(
+            matches!(
+                loser.code(),
+                Some("refresh_token_reused" | "session_compromised")
+            ),
+            "{:?}",
+            loser.json
+        );
+    }
+    let winner = winners[0];
+    let r = platform.refresh(&a, &winner.str("/refresh_token")).await?;
+    assert_eq!(r.code(), Some("session_compromised"));
+    let r = me(&platform, 0, &a, &winner.str("/session_token")).await?;
+    assert_eq!(r.code(), Some("session_compromised"));
+    platform.stop().await
+}
+
+#[tokio::test]
+async fn with_a_leeway_an_immediate_retry_gets_the_same_successor() -> anyhow::Result<()> {
+    let platform = Platform::start().await?;
+    let a = tenant(&platform, "Lenient").await?;
+    set_policy(&platform, &a, json!({"refresh_reuse_leeway_seconds": 30})).await?;
+    let r = platform
+        .backend(
+            Method::PATCH,
+            "/v1/issuer",
+            &a.secret_key,
+            Some(json!({"policy": {"refresh_reuse_leeway_seconds": 61}})),
+        )
+        .await?;
+    assert_eq!(r.code(), Some("validation_failed"));
+    let signed_up = platform
+        .sign_up(&a, ORIGIN, None, "lee@example.com", PASSWORD)
+        .await?;
+    let first = signed_up.str("/refresh_token");
+
+    let results = join_all((0..20).map(|_| platform.refresh(&a, &first))).await;
+    let responses: Vec<Response> = results.into_iter().collect::<Result<_, _>>()?;
+    assert!(
+        responses.iter().all(|r| r.status == 200),
+        "{:?}",
+        responses.iter().map(|r| r.code()).collect::<Vec<_>>()
+    );
+    let successor = responses[0].str("/refresh_token");
+    assert!(
+        responses
+            .iter()
+            .all(|r| r.str("/refresh_token") == successor),
+        "every retry gets the same successor"
+    );
+
+    // Once the successor is used, the old token is reuse again.
+    let third = platform.refresh(&a, &successor).await?;
+    assert_eq!(third.status, 200);
+    let r = platform.refresh(&a, &first).await?;
+    assert_eq!(r.code(), Some("refresh_token_reused"));
+    let r = platform.refresh(&a, &third.str("/refresh_token")).await?;
+    assert_eq!(r.code(), Some("session_compromised"));
+    platform.stop().await
+}
+
+/// Polls `check` on `replica` until it reports `code`, failing after a second.
+async fn revoked_within_a_second(
+    platform: &Platform,
+    replica: usize,
+    tenant: &Tenant,
+    token: &str,
+    code: &str,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let r = me(platform, replica, tenant, token).await?;
+        if r.code() == Some(code) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(1),
+            "replica {replica} still answers {} {}",
+            r.status,
+            r.json
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn revocations_reach_every_edge_within_a_second_and_survive_an_edge_restart(
+) -> anyhow::Result<()> {
+    let mut platform = Platform::start().await?;
+    platform.add_edge().await?;
+    let a = tenant(&platform, "Revoker").await?;
+    let first = platform
+        .sign_up(&a, ORIGIN, Some("de"), "sam@example.com", PASSWORD)
+        .await?;
+    let second = platform
+        .sign_in(&a, ORIGIN, "sam@example.com", PASSWORD)
+        .await?;
+    let third = platform
+        .sign_in(&a, ORIGIN, "sam@example.com", PASSWORD)
+        .await?;
+    let bystander = platform
+        .sign_up(&a, ORIGIN, None, "bystander@example.com", PASSWORD)
+        .await?;
+    for s in [&first, &second, &third] {
+        for replica in 0..2 {
+            assert_eq!(
+                me(&platform, replica, &a, &s.str("/session_token"))
+                    .await?
+                    .status,
+                200
+            );
+        }
+    }
+    let user_id = first.str("/user/id");
+
+    // Sessions are listed with their device, for the user and for the backend.
+    let mine = platform
+        .client_call(
+            0,
+            &a,
+            Method::GET,
+            "/v1/client/sessions",
+            Some(&first.str("/session_token")),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        mine.json["data"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        mine.json
+    );
+    assert_eq!(mine.str("/data/0/user_agent"), "idm-testkit");
+    assert_eq!(mine.str("/data/0/ip"), "127.0.0.1");
+    assert!(!mine.str("/data/0/last_active_at").is_empty());
+    let listed = platform
+        .backend(
+            Method::GET,
+            &format!("/v1/users/{user_id}/sessions"),
+            &a.secret_key,
+            None,
+        )
+        .await?;
+    assert_eq!(listed.json["data"].as_array().map(Vec::len), Some(3));
+
+    // Sign-out on replica 0 is refused on replica 1 too, and the cookie is cleared.
+    let out = platform
+        .client_call(
+            0,
+            &a,
+            Method::POST,
+            "/v1/client/sign_out",
+            Some(&first.str("/session_token")),
+            None,
+        )
+        .await?;
+    assert_eq!(out.status, 200, "{}", out.json);
+    assert!(out
+        .headers
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.contains("Max-Age=0")));
+    revoked_within_a_second(
+        &platform,
+        1,
+        &a,
+        &first.str("/session_token"),
+        "session_revoked",
+    )
+    .await?;
+    let r = platform.refresh(&a, &first.str("/refresh_token")).await?;
+    assert_eq!(r.code(), Some("session_revoked"));
+    let r = platform
+        .backend(
+            Method::POST,
+            "/v1/sessions/verify",
+            &a.secret_key,
+            Some(json!({"session_token": first.str("/session_token")})),
+        )
+        .await?;
+    assert_eq!(r.code(), Some("session_revoked"));
+
+    // A backend revokes one session by id.
+    let r = platform
+        .backend(
+            Method::POST,
+            &format!("/v1/sessions/{}/revoke", second.str("/session_id")),
+            &a.secret_key,
+            None,
+        )
+        .await?;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert!(!r.str("/revoked_at").is_empty());
+    revoked_within_a_second(
+        &platform,
+        1,
+        &a,
+        &second.str("/session_token"),
+        "session_revoked",
+    )
+    .await?;
+    let event = platform
+        .last_event(&a.issuer_id, "session.revoked")
+        .await?
+        .unwrap_or_default();
+    assert_eq!(
+        event["data"]["session_id"],
+        json!(second.str("/session_id"))
+    );
+
+    // Another tenant cannot revoke it (or even find it).
+    let b = tenant(&platform, "Other").await?;
+    let r = platform
+        .backend(
+            Method::POST,
+            &format!("/v1/sessions/{}/revoke", third.str("/session_id")),
+            &b.secret_key,
+            None,
+        )
+        .await?;
+    assert_eq!(r.code(), Some("not_found"));
+
+    // Revoke-all for the user.
+    let r = platform
+        .backend(
+            Method::POST,
+            &format!("/v1/users/{user_id}/sessions/revoke_all"),
+            &a.secret_key,
+            None,
+        )
+        .await?;
+    assert_eq!(
+        r.json["session_ids"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        r.json
+    );
+    revoked_within_a_second(
+        &platform,
+        1,
+        &a,
+        &third.str("/session_token"),
+        "session_revoked",
+    )
+    .await?;
+    let listed = platform
+        .backend(
+            Method::GET,
+            &format!("/v1/users/{user_id}/sessions"),
+            &a.secret_key,
+            None,
+        )
+        .await?;
+    assert_eq!(listed.json["data"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        me(&platform, 1, &a, &bystander.str("/session_token"))
+            .await?
+            .status,
+        200,
+        "other users are untouched"
+    );
+
+    // An edge that starts after the revocations still refuses the tokens.
+    platform.stop_service("edge-guard-1").await?;
+    let restarted = platform.edges.len();
+    platform.add_edge().await?;
+    for s in [&first, &second, &third] {
+        let r = me(&platform, restarted, &a, &s.str("/session_token")).await?;
+        assert_eq!(r.code(), Some("session_revoked"), "{}", r.json);
+    }
+    assert_eq!(
+        me(&platform, restarted, &a, &bystander.str("/session_token"))
+            .await?
+            .status,
+        200
+    );
+    platform.stop().await
+}
+
+#[tokio::test]
+async fn a_refresh_racing_a_revocation_never_outlives_it() -> anyhow::Result<()> {
+    let platform = Platform::start().await?;
+    let a = tenant(&platform, "Racing").await?;
+    platform
+        .sign_up(&a, ORIGIN, None, "racer@example.com", PASSWORD)
+        .await?;
+    for _ in 0..8 {
+        let s = platform
+            .sign_in(&a, ORIGIN, "racer@example.com", PASSWORD)
+            .await?;
+        let path = format!("/v1/sessions/{}/revoke", s.str("/session_id"));
+        let refresh_token = s.str("/refresh_token");
+        let (refreshed, revoked) = tokio::join!(
+            platform.refresh(&a, &refresh_token),
+            platform.backend(Method::POST, &path, &a.secret_key, None)
+        );
+        assert_eq!(revoked?.status, 200);
+        let refreshed = refreshed?;
+        if refreshed.status == 200 {
+            // The refresh won the lock first; the revocation still ends it.
+            let r = platform
+                .refresh(&a, &refreshed.str("/refresh_token"))
+                .await?;
+            assert_eq!(r.code(), Some("session_revoked"));
+            let r = me(&platform, 0, &a, &refreshed.str("/session_token")).await?;
+            assert_eq!(r.code(), Some("session_revoked"));
+        } else {
+            assert_eq!(refreshed.code(), Some("session_revoked"));
+        }
+    }
+    platform.stop().await
+}
+
+#[tokio::test]
+async fn idle_and_absolute_timeouts_end_sessions_at_refresh() -> anyhow::Result<()> {
+    let platform = Platform::start().await?;
+    let a = tenant(&platform, "Timeouts").await?;
+    set_policy(&platform, &a, json!({"session_idle_timeout_seconds": 3600, "session_absolute_timeout_seconds": 86400, "session_lifetime_seconds": 600})).await?;
+    let idle = platform
+        .sign_up(&a, ORIGIN, Some("jp"), "idle@example.com", PASSWORD)
+        .await?;
+    let absolute = platform
+        .sign_in(&a, ORIGIN, "idle@example.com", PASSWORD)
+        .await?;
+    // Time travel in the user's regional store instead of sleeping.
+    let apac = platform.region_db(Region::Apac).await?;
+    let sessions = format!("{}.sessions", schema(&a));
+    apac.execute(
+        &format!(
+            "UPDATE {sessions} SET last_active_at = now() - interval '61 minutes' WHERE id = $1"
+        ),
+        &[&idle.str("/session_id")],
+    )
+    .await?;
+    apac.execute(
+        &format!("UPDATE {sessions} SET expires_at = now() - interval '1 second' WHERE id = $1"),
+        &[&absolute.str("/session_id")],
+    )
+    .await?;
+    for s in [&idle, &absolute] {
+        let r = platform.refresh(&a, &s.str("/refresh_token")).await?;
+        assert_eq!(
+            (r.status, r.code()),
+            (401, Some("session_invalid")),
+            "{}",
+            r.json
+        );
+    }
+    // A fresh session's token never outlives the session itself.
+    let fresh = platform
+        .sign_in(&a, ORIGIN, "idle@example.com", PASSWORD)
+        .await?;
+    apac.execute(
+        &format!("UPDATE {sessions} SET expires_at = now() + interval '2 minutes' WHERE id = $1"),
+        &[&fresh.str("/session_id")],
+    )
+    .await?;
+    let r = platform.refresh(&a, &fresh.str("/refresh_token")).await?;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let expires = time::OffsetDateTime::parse(
+        &r.str("/expires_at"),
+        &time::format_description::well_known::Rfc3339,
+    )?;
+    assert!(
+        expires
+            <= time::OffsetDateTime::now_utc()
+                + time::Duration::minutes(2)
+                + time::Duration::seconds(1)
+    );
+    platform.stop().await
+}
+
+#[tokio::test]
+async fn signing_keys_rotate_per_issuer_and_old_tokens_verify_until_they_expire(
+) -> anyhow::Result<()> {
+    let platform = Platform::start().await?;
+    let a = tenant(&platform, "Rotator").await?;
+    let b = tenant(&platform, "Bystander").await?;
+    let kid = |token: &str| token.split('.').nth(1).unwrap_or_default().to_owned();
+    let before = platform
+        .sign_up(&a, ORIGIN, None, "k@example.com", PASSWORD)
+        .await?;
+    let b_before = platform
+        .sign_up(&b, ORIGIN, None, "k@example.com", PASSWORD)
+        .await?;
+
+    let r = platform
+        .backend(Method::POST, "/v1/session_keys/rotate", &a.secret_key, None)
+        .await?;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let new_kid = r.str("/kid");
+    assert_ne!(new_kid, kid(&before.str("/session_token")));
+
+    let after = platform
+        .sign_in(&a, ORIGIN, "k@example.com", PASSWORD)
+        .await?;
+    assert_eq!(
+        kid(&after.str("/session_token")),
+        new_kid,
+        "new tokens use the new key"
+    );
+    assert_eq!(
+        me(&platform, 0, &a, &before.str("/session_token"))
+            .await?
+            .status,
+        200,
+        "old tokens still verify"
+    );
+    assert_eq!(
+        me(&platform, 0, &a, &after.str("/session_token"))
+            .await?
+            .status,
+        200
+    );
+    // B is untouched.
+    let b_after = platform
+        .sign_in(&b, ORIGIN, "k@example.com", PASSWORD)
+        .await?;
+    assert_eq!(
+        kid(&b_after.str("/session_token")),
+        kid(&b_before.str("/session_token"))
+    );
+    assert_eq!(
+        me(&platform, 0, &b, &b_before.str("/session_token"))
+            .await?
+            .status,
+        200
+    );
+    // A's new key does not verify at B.
+    let r = me(&platform, 0, &b, &after.str("/session_token")).await?;
+    assert_eq!(r.code(), Some("session_invalid"));
+    // Keys are stored sealed, one row per key.
+    let keys: i64 = platform
+        .global()
+        .await?
+        .query_one(
+            "SELECT count(*) FROM session_keys.keys WHERE issuer_id = $1",
+            &[&a.issuer_id],
+        )
+        .await?
+        .get(0);
+    assert_eq!(keys, 2);
+    let r = platform
+        .send(
+            Method::POST,
+            "/v1/session_keys/rotate",
+            &[
+                ("authorization", &format!("Bearer {}", a.restricted_key)),
+                ("origin", ORIGIN),
+            ],
+            None,
+        )
+        .await?;
+    assert_eq!(r.code(), Some("insufficient_scope"));
+    platform.stop().await
+}
