@@ -82,6 +82,60 @@ impl Bus {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
+    /// Readiness: the NATS connection is up.
+    pub fn probe(&self) -> idm_core::Probe {
+        let client = self.client.clone();
+        std::sync::Arc::new(move || {
+            let connected = client.connection_state() == async_nats::connection::State::Connected;
+            Box::pin(async move {
+                if connected {
+                    Ok(())
+                } else {
+                    Err("NATS is not connected".to_owned())
+                }
+            })
+        })
+    }
+
+    /// Runs `handler` for every message broadcast on `<prefix>.<topic>.*`
+    /// (every replica hears every message) until `shutdown`. Subscribed
+    /// before this returns; malformed messages are logged and skipped.
+    pub async fn on_broadcast<T, F, Fut>(
+        &self,
+        topic: &str,
+        shutdown: tokio_util::sync::CancellationToken,
+        handler: F,
+    ) -> Result<tokio::task::JoinHandle<()>, BusError>
+    where
+        T: DeserializeOwned + Send + 'static,
+        F: Fn(T) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        use futures::StreamExt;
+        let subject = self.broadcast_subject(topic, "*");
+        let mut messages =
+            self.client
+                .subscribe(subject.clone())
+                .await
+                .map_err(|e| BusError::Subscribe {
+                    subject: subject.clone(),
+                    reason: e.to_string(),
+                })?;
+        self.flush().await;
+        Ok(tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    next = messages.next() => match next { Some(m) => m, None => break },
+                };
+                match serde_json::from_slice::<T>(&message.payload) {
+                    Ok(value) => handler(value).await,
+                    Err(e) => tracing::warn!(error = %e, %subject, "ignored a malformed broadcast"),
+                }
+            }
+        }))
+    }
+
     /// `<prefix>.<service>.v1.<op>`.
     pub fn subject(&self, service: &str, op: &str) -> String {
         format!("{}.{service}.v1.{op}", self.prefix)

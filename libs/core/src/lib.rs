@@ -31,3 +31,11 @@ pub type Timestamp = time::OffsetDateTime;
 pub fn now() -> Timestamp {
     time::OffsetDateTime::now_utc()
 }
+
+/// A readiness probe: `Ok` when one dependency answers. Defined here so that
+/// the db and bus crates can offer probes without depending on telemetry.
+pub type Probe = std::sync::Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;

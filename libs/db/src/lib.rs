@@ -81,6 +81,15 @@ impl Db {
         Ok(self.pool.get().await?)
     }
 
+    /// Readiness: the database answers a query.
+    pub fn probe(&self) -> idm_core::Probe {
+        let db = self.clone();
+        std::sync::Arc::new(move || {
+            let db = db.clone();
+            Box::pin(async move { db.ping().await.map_err(|e| format!("database: {e}")) })
+        })
+    }
+
     pub async fn ping(&self) -> Result<(), DbError> {
         self.get().await?.simple_query("SELECT 1").await?;
         Ok(())

@@ -9,7 +9,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use futures::future::BoxFuture;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -65,7 +64,29 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 /// A readiness probe: `Ok` when the service's own dependencies answer.
-pub type ReadinessCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+pub type ReadinessCheck = idm_core::Probe;
+
+/// Ready when every probe is (checked in order; the first failure is reported).
+pub fn all_of(probes: Vec<idm_core::Probe>) -> ReadinessCheck {
+    Arc::new(move || {
+        let probes = probes.clone();
+        Box::pin(async move {
+            for probe in probes {
+                probe().await?;
+            }
+            Ok(())
+        })
+    })
+}
+
+/// A probe from an async closure (for dependencies without their own).
+pub fn probe<F, Fut>(check: F) -> idm_core::Probe
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    Arc::new(move || Box::pin(check()))
+}
 
 /// `/healthz` (the process is alive), `/readyz` (dependencies answer) and
 /// `/metrics` (Prometheus text).

@@ -48,21 +48,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown.clone(),
     )
     .await?;
-    let ready: idm_telemetry::ReadinessCheck = Arc::new(move || {
+    let redis_probe = idm_telemetry::probe(move || {
         let mut redis = redis.clone();
-        let connected = bus.is_connected();
-        Box::pin(async move {
-            let _: String = redis::cmd("PING")
-                .query_async(&mut redis)
+        async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut redis)
                 .await
-                .map_err(|e| format!("redis: {e}"))?;
-            if connected {
-                Ok(())
-            } else {
-                Err("NATS is not connected".into())
-            }
-        })
+                .map(drop)
+                .map_err(|e| format!("redis: {e}"))
+        }
     });
+    let ready = idm_telemetry::all_of(vec![redis_probe, bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,
         idm_telemetry::ops_router(ready),

@@ -8,7 +8,6 @@ use idm_core::config::{ConfigError, Env, ServiceBasics};
 use idm_db::Db;
 use idm_telemetry::Running;
 use secrecy::{ExposeSecret, SecretString};
-use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// `DELETION_*` variables.
@@ -52,18 +51,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         "deletion-worker",
     )
     .await?;
-    let ready: idm_telemetry::ReadinessCheck = Arc::new(move || {
-        let db = db.clone();
-        let connected = bus.is_connected();
-        Box::pin(async move {
-            db.ping().await.map_err(|e| e.to_string())?;
-            if connected {
-                Ok(())
-            } else {
-                Err("NATS is not connected".into())
-            }
-        })
-    });
+    let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,
         idm_telemetry::ops_router(ready),

@@ -15,7 +15,6 @@ mod session_keys;
 pub use config::Config;
 pub use error::Error;
 
-use futures::StreamExt;
 use idm_bus::Bus;
 use idm_core::proto::account::ConfigChanged;
 use idm_telemetry::Running;
@@ -58,37 +57,6 @@ impl App {
     }
 }
 
-/// Applies `config.changed` broadcasts; every replica hears every one.
-async fn listen_for_changes(
-    app: Arc<App>,
-    shutdown: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, Error> {
-    let subject = app.bus.broadcast_subject("config.changed", "*");
-    let mut changes = app
-        .bus
-        .client()
-        .subscribe(subject)
-        .await
-        .map_err(|e| Error::Subscribe(e.to_string()))?;
-    app.bus.flush().await;
-    Ok(tokio::spawn(async move {
-        loop {
-            let message = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                next = changes.next() => match next { Some(m) => m, None => break },
-            };
-            match serde_json::from_slice::<ConfigChanged>(&message.payload) {
-                Ok(change) => {
-                    app.keys.apply(&change).await;
-                    app.sessions.forget(&change.issuer_id).await;
-                    tracing::debug!(issuer = %change.issuer_id, "cached configuration dropped");
-                }
-                Err(e) => tracing::warn!(error = %e, "ignored a malformed config.changed message"),
-            }
-        }
-    }))
-}
-
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     let bus = Bus::connect(
         &config.basics.nats_url,
@@ -108,7 +76,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         bus: bus.clone(),
         config: config.clone(),
     });
-    let listener = listen_for_changes(Arc::clone(&app), shutdown.clone()).await?;
+    let on_change = Arc::clone(&app);
+    let listener = bus
+        .on_broadcast(
+            "config.changed",
+            shutdown.clone(),
+            move |change: ConfigChanged| {
+                let app = Arc::clone(&on_change);
+                async move {
+                    app.keys.apply(&change).await;
+                    app.sessions.forget(&change.issuer_id).await;
+                }
+            },
+        )
+        .await?;
     // Subscribe before loading, so nothing revoked in between is missed.
     let revoked = app.revocations.listen(&app.bus, shutdown.clone()).await?;
     match app
@@ -122,16 +103,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         }
     }
 
-    let ready: idm_telemetry::ReadinessCheck = Arc::new(move || {
-        let connected = bus.is_connected();
-        Box::pin(async move {
-            if connected {
-                Ok(())
-            } else {
-                Err("NATS is not connected".into())
-            }
-        })
-    });
+    let ready = idm_telemetry::all_of(vec![bus.probe()]);
     let probes = idm_telemetry::ops_routes(Arc::clone(&ready))
         .route_layer(axum::middleware::from_fn(strip_metrics));
     let public = routes::router(app)

@@ -2,7 +2,6 @@
 //! from the Redis revocation set (so a restarted edge still refuses tokens
 //! revoked before it started) and then by the `session.revoked` broadcasts.
 
-use futures::StreamExt;
 use idm_bus::Bus;
 use idm_core::proto::session::{revocation_set_key, RevokedBroadcast};
 use std::time::Duration;
@@ -62,28 +61,20 @@ impl Revocations {
         Ok(members.len())
     }
 
-    /// Applies broadcasts until shutdown.
+    /// Applies `session.revoked` broadcasts until shutdown.
     pub async fn listen(
         &self,
         bus: &Bus,
         shutdown: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, crate::Error> {
-        let subject = bus.broadcast_subject("session.revoked", "*");
-        let mut revoked = bus
-            .client()
-            .subscribe(subject)
-            .await
-            .map_err(|e| crate::Error::Subscribe(e.to_string()))?;
-        bus.flush().await;
         let this = self.clone();
-        Ok(tokio::spawn(async move {
-            loop {
-                let message = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    next = revoked.next() => match next { Some(m) => m, None => break },
-                };
-                match serde_json::from_slice::<RevokedBroadcast>(&message.payload) {
-                    Ok(broadcast) => {
+        let task = bus
+            .on_broadcast(
+                "session.revoked",
+                shutdown,
+                move |broadcast: RevokedBroadcast| {
+                    let this = this.clone();
+                    async move {
                         for s in broadcast.sessions {
                             this.add(
                                 broadcast.issuer_id.as_str(),
@@ -93,11 +84,9 @@ impl Revocations {
                             .await;
                         }
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "ignored a malformed session.revoked message")
-                    }
-                }
-            }
-        }))
+                },
+            )
+            .await?;
+        Ok(task)
     }
 }

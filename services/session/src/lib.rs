@@ -14,7 +14,6 @@ mod session_index;
 pub use config::Config;
 pub use error::Error;
 
-use futures::StreamExt;
 use idm_bus::{Bus, Events, Handlers};
 use idm_core::proto::account::ConfigChanged;
 use idm_core::proto::session as op;
@@ -30,34 +29,6 @@ pub(crate) struct State {
     pub events: Events,
     pub redis: redis::aio::ConnectionManager,
     pub redis_prefix: String,
-}
-
-/// Drops cached key rings when another replica rotates a key.
-async fn listen_for_rotations(
-    state: Arc<State>,
-    shutdown: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, Error> {
-    let subject = state.bus.broadcast_subject("config.changed", "*");
-    let mut changes = state
-        .bus
-        .client()
-        .subscribe(subject.clone())
-        .await
-        .map_err(|e| idm_bus::BusError::Subscribe {
-            subject,
-            reason: e.to_string(),
-        })?;
-    Ok(tokio::spawn(async move {
-        loop {
-            let message = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                next = changes.next() => match next { Some(m) => m, None => break },
-            };
-            if let Ok(change) = serde_json::from_slice::<ConfigChanged>(&message.payload) {
-                state.keys.forget(&change.issuer_id).await;
-            }
-        }
-    }))
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
@@ -87,7 +58,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         redis: redis.clone(),
         redis_prefix: config.redis_prefix.clone(),
     });
-    let rotations = listen_for_rotations(Arc::clone(&state), shutdown.clone()).await?;
+    // Another replica rotated a key: drop the cached ring.
+    let on_change = Arc::clone(&state);
+    let rotations = bus
+        .on_broadcast(
+            "config.changed",
+            shutdown.clone(),
+            move |change: ConfigChanged| {
+                let state = Arc::clone(&on_change);
+                async move { state.keys.forget(&change.issuer_id).await }
+            },
+        )
+        .await?;
     let handlers = Handlers::new()
         .on(op::INIT_ISSUER, handlers::init_issuer)
         .on(op::CREATE_SESSION, handlers::create_session)
@@ -106,23 +88,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown.clone(),
     )
     .await?;
-    let ready: idm_telemetry::ReadinessCheck = Arc::new(move || {
-        let db = db.clone();
+    let redis_probe = idm_telemetry::probe(move || {
         let mut redis = redis.clone();
-        let connected = bus.is_connected();
-        Box::pin(async move {
-            db.ping().await.map_err(|e| e.to_string())?;
-            let _: String = redis::cmd("PING")
-                .query_async(&mut redis)
+        async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut redis)
                 .await
-                .map_err(|e| format!("redis: {e}"))?;
-            if connected {
-                Ok(())
-            } else {
-                Err("NATS is not connected".into())
-            }
-        })
+                .map(drop)
+                .map_err(|e| format!("redis: {e}"))
+        }
     });
+    let ready = idm_telemetry::all_of(vec![db.probe(), redis_probe, bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,
         idm_telemetry::ops_router(ready),

@@ -67,19 +67,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let queue = format!("store-{}", config.region);
     let serving = idm_bus::serve(&bus, base, queue, handlers, state, shutdown.clone()).await?;
 
-    let ready_bus = bus.clone();
-    let ready: idm_telemetry::ReadinessCheck = Arc::new(move || {
-        let db = db.clone();
-        let connected = ready_bus.is_connected();
-        Box::pin(async move {
-            db.ping().await.map_err(|e| e.to_string())?;
-            if connected {
-                Ok(())
-            } else {
-                Err("NATS is not connected".into())
-            }
-        })
-    });
+    let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,
         idm_telemetry::ops_router(ready),
