@@ -51,6 +51,7 @@ fn report(name: &str, elapsed: Duration, mut outcomes: Vec<Outcome>) {
 }
 
 async fn run_verify(
+    name: &str,
     platform: &Platform,
     tenant: &Tenant,
     token: &str,
@@ -84,7 +85,7 @@ async fn run_verify(
         outcome
     });
     let outcomes = futures::future::join_all(workers).await;
-    report("session verify", started.elapsed(), outcomes);
+    report(name, started.elapsed(), outcomes);
     Ok(())
 }
 
@@ -162,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
     println!("idmesh session benchmark: {seconds} s per scenario, {concurrency} concurrent clients, {} cores", std::thread::available_parallelism().map(usize::from).unwrap_or(0));
     // Warm caches and connection pools.
     run_verify(
+        "(warm-up)",
         &platform,
         &tenant,
         &signed_up.str("/session_token"),
@@ -170,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     run_verify(
+        "session verify",
         &platform,
         &tenant,
         &signed_up.str("/session_token"),
