@@ -217,14 +217,14 @@ create_databases() {
 # data at rest; changing them would orphan it).
 load_secrets() {
 	local line k v added=()
-	IDM_OPERATOR_TOKEN='' IDM_SESSION_MASTER_KEY='' IDM_USER_MASTER_KEY=''
+	IDM_OPERATOR_TOKEN='' IDM_SESSION_MASTER_KEY='' IDM_USER_MASTER_KEY='' IDM_AUTH_MASTER_KEY=''
 	(umask 077 && touch "$SECRETS")
 	chmod 600 "$SECRETS"
 	while IFS= read -r line || [[ -n $line ]]; do
 		k=${line%%=*}
 		v=${line#*=}
 		case $k in
-		IDM_OPERATOR_TOKEN | IDM_SESSION_MASTER_KEY | IDM_USER_MASTER_KEY) printf -v "$k" '%s' "$v" ;;
+		IDM_OPERATOR_TOKEN | IDM_SESSION_MASTER_KEY | IDM_USER_MASTER_KEY | IDM_AUTH_MASTER_KEY) printf -v "$k" '%s' "$v" ;;
 		esac
 	done <"$SECRETS"
 	if [[ -z $IDM_OPERATOR_TOKEN ]]; then
@@ -232,7 +232,7 @@ load_secrets() {
 		printf 'IDM_OPERATOR_TOKEN=%s\n' "$IDM_OPERATOR_TOKEN" >>"$SECRETS"
 		added+=(IDM_OPERATOR_TOKEN)
 	fi
-	for k in IDM_SESSION_MASTER_KEY IDM_USER_MASTER_KEY; do
+	for k in IDM_SESSION_MASTER_KEY IDM_USER_MASTER_KEY IDM_AUTH_MASTER_KEY; do
 		if [[ -z ${!k} ]]; then
 			v=$(head -c32 /dev/urandom | base64 -w0)
 			printf -v "$k" '%s' "$v"
@@ -271,7 +271,8 @@ start_all() {
 	done
 	start_service account ACCOUNT_HTTP_ADDR="${ADDR[account]}" ACCOUNT_DATABASE_URL="$pg/idmesh" \
 		ACCOUNT_OPERATOR_TOKEN="$IDM_OPERATOR_TOKEN"
-	start_service auth AUTH_HTTP_ADDR="${ADDR[auth]}" AUTH_REDIS_URL="$IDM_REDIS_URL"
+	start_service auth AUTH_HTTP_ADDR="${ADDR[auth]}" AUTH_REDIS_URL="$IDM_REDIS_URL" \
+		AUTH_MASTER_KEY="$IDM_AUTH_MASTER_KEY" AUTH_MAIL_DIR="$ROOT/.idmesh/mail"
 	start_service session SESSION_HTTP_ADDR="${ADDR[session]}" SESSION_DATABASE_URL="$pg/idmesh" \
 		SESSION_MASTER_KEY="$IDM_SESSION_MASTER_KEY" SESSION_REDIS_URL="$IDM_REDIS_URL"
 	start_service user USER_HTTP_ADDR="${ADDR[user]}" USER_DATABASE_URL="$pg/idmesh" \

@@ -4,6 +4,7 @@
 //! of these types first, so the rest of the code never re-checks its input.
 
 pub mod api_key;
+pub mod clock;
 pub mod config;
 pub mod email;
 pub mod error;

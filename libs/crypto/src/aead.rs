@@ -12,6 +12,7 @@ const NONCE_LEN: usize = 24;
 
 pub struct MasterKey {
     cipher: XChaCha20Poly1305,
+    derivation: Zeroizing<[u8; 32]>,
 }
 
 impl MasterKey {
@@ -28,7 +29,20 @@ impl MasterKey {
         }
         let cipher =
             XChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| CryptoError::BadMasterKey)?;
-        Ok(Self { cipher })
+        let derivation = Zeroizing::new(crate::hmac_sha256(
+            &bytes,
+            b"idmesh/master-key/derivation/v1",
+        ));
+        Ok(Self { cipher, derivation })
+    }
+
+    /// A 32-byte key for one named purpose (for example a MAC key), so the
+    /// master key itself is only ever used for sealing.
+    pub fn derive(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(crate::hmac_sha256(
+            self.derivation.as_ref(),
+            purpose.as_bytes(),
+        ))
     }
 
     /// `nonce ‖ ciphertext`.

@@ -87,6 +87,19 @@ pub fn api_key_hash(key: &idm_core::ApiKey) -> String {
     sha256_hex(key.expose().as_bytes())
 }
 
+/// A uniformly random decimal code of `digits` digits (rejection sampling, so
+/// no digit is likelier than another).
+pub fn random_digits(digits: u32) -> String {
+    let modulus = 10u64.pow(digits.min(18));
+    let limit = u64::MAX - (u64::MAX % modulus);
+    loop {
+        let value = u64::from_le_bytes(random_bytes::<8>());
+        if value < limit {
+            return format!("{:0width$}", value % modulus, width = digits as usize);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +119,15 @@ mod tests {
         assert!(ct_eq(b"abc", b"abc"));
         assert!(!ct_eq(b"abc", b"abd"));
         assert!(!ct_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn random_digits_are_fixed_width_decimal() {
+        for _ in 0..200 {
+            let code = random_digits(6);
+            assert_eq!(code.len(), 6);
+            assert!(code.bytes().all(|b| b.is_ascii_digit()));
+        }
     }
 
     #[test]

@@ -9,6 +9,9 @@ use idm_core::{IssuerId, Region, SessionId, UserId};
 use serde::{Deserialize, Serialize};
 
 const VERSION: &str = "idm1";
+/// Verification results (the verification API) are signed the same way under
+/// the issuer's key, with their own prefix so neither can pass for the other.
+pub const VERIFICATION_VERSION: &str = "idmv1";
 const MAX_TOKEN_LEN: usize = 2048;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,14 +44,31 @@ pub struct RingKey {
     pub secret: zeroize::Zeroizing<[u8; 32]>,
 }
 
-fn mac_input(kid: &str, claims_b64: &str) -> String {
-    format!("{VERSION}.{kid}.{claims_b64}")
+/// What a verification token says: this issuer verified this address then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerificationClaims {
+    pub iss: IssuerId,
+    pub vid: String,
+    pub email: String,
+    pub verified_at: i64,
+}
+
+fn mac_input(version: &str, kid: &str, claims_b64: &str) -> String {
+    format!("{version}.{kid}.{claims_b64}")
 }
 
 pub fn sign(key: &RingKey, claims: &SessionClaims) -> String {
+    sign_as(VERSION, key, claims)
+}
+
+pub fn sign_verification(key: &RingKey, claims: &VerificationClaims) -> String {
+    sign_as(VERIFICATION_VERSION, key, claims)
+}
+
+fn sign_as<C: Serialize>(version: &str, key: &RingKey, claims: &C) -> String {
     let json = serde_json::to_vec(claims).unwrap_or_default();
     let claims_b64 = URL_SAFE_NO_PAD.encode(json);
-    let input = mac_input(&key.kid, &claims_b64);
+    let input = mac_input(version, &key.kid, &claims_b64);
     let mac = crate::hmac_sha256(key.secret.as_ref(), input.as_bytes());
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac))
 }
@@ -81,7 +101,10 @@ pub fn verify<'a>(
     let given = URL_SAFE_NO_PAD
         .decode(mac_b64)
         .map_err(|_| TokenError::Malformed)?;
-    let expected = crate::hmac_sha256(key.secret.as_ref(), mac_input(kid, claims_b64).as_bytes());
+    let expected = crate::hmac_sha256(
+        key.secret.as_ref(),
+        mac_input(VERSION, kid, claims_b64).as_bytes(),
+    );
     if !crate::ct_eq(&given, &expected) {
         return Err(TokenError::BadSignature);
     }

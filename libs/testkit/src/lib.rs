@@ -5,6 +5,7 @@
 
 mod client;
 mod logs;
+pub mod smtp;
 
 pub use client::{Response, Tenant};
 pub use logs::captured_logs;
@@ -109,6 +110,10 @@ pub struct Platform {
     pub service_addrs: BTreeMap<String, SocketAddr>,
     pub operator_token: String,
     pub http: reqwest::Client,
+    /// Receives every mail the platform sends.
+    pub smtp: smtp::SmtpSink,
+    /// The platform's clock (auth's expiry and TOTP time); tests move it.
+    pub clock: idm_core::clock::Clock,
     shutdown: CancellationToken,
     service_stops: BTreeMap<String, CancellationToken>,
     running: Vec<Running>,
@@ -143,6 +148,8 @@ impl Platform {
             create_database(&admin, name).await?;
         }
 
+        let smtp = smtp::SmtpSink::start().await?;
+        let clock = idm_core::clock::Clock::system();
         let shutdown = CancellationToken::new();
         let mut service_stops = BTreeMap::new();
         let mut stop_for = |name: String| {
@@ -215,7 +222,24 @@ impl Platform {
             idm_auth::Config {
                 basics: basics(&prefix),
                 redis_url: SecretString::from(redis_url()),
+                redis_prefix: format!("{prefix}:"),
+                master_key: master_key(),
                 min_sign_in: options.min_sign_in,
+                min_verify: options.min_sign_in,
+                magic_link_ttl: Duration::from_secs(900),
+                email_code_ttl: Duration::from_secs(600),
+                verification_ttl: Duration::from_secs(600),
+                mfa_token_ttl: Duration::from_secs(300),
+                max_code_attempts: 5,
+                mail_from: "idmesh tests <no-reply@idmesh.test>".into(),
+                mail: idm_auth::MailTransport::Smtp(idm_auth::SmtpConfig {
+                    host: "127.0.0.1".into(),
+                    port: smtp.addr.port(),
+                    tls: idm_auth::SmtpTls::None,
+                    username: None,
+                    password: None,
+                }),
+                clock: clock.clone(),
             },
             stop_for("auth".into()),
         )
@@ -271,6 +295,8 @@ impl Platform {
             service_addrs,
             operator_token,
             http,
+            smtp,
+            clock,
             shutdown,
             service_stops,
             running,

@@ -1,28 +1,117 @@
+use idm_core::clock::Clock;
 use idm_core::config::{ConfigError, Env, ServiceBasics};
 use secrecy::{ExposeSecret, SecretString};
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// How outgoing mail leaves the courier.
+#[derive(Debug, Clone)]
+pub enum MailTransport {
+    /// Each message written as an `.eml` file in this folder (development).
+    Files(PathBuf),
+    Smtp(SmtpConfig),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain text (local relays and test sinks only).
+    None,
+    /// STARTTLS upgrade, required.
+    StartTls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+}
 
 /// `AUTH_*` variables.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub basics: ServiceBasics,
     pub redis_url: SecretString,
+    /// Prefix of every Redis key this service writes (one-time codes).
+    pub redis_prefix: String,
+    /// Base64 of 32 bytes: seals TOTP secrets and keys the code MACs.
+    pub master_key: SecretString,
     /// Failed sign-ins never answer sooner than this, so the failure paths
     /// (unknown user, wrong password) are indistinguishable by time.
     pub min_sign_in: Duration,
+    /// The same floor for every code, link and MFA verification failure.
+    pub min_verify: Duration,
+    pub magic_link_ttl: Duration,
+    pub email_code_ttl: Duration,
+    pub verification_ttl: Duration,
+    pub mfa_token_ttl: Duration,
+    pub max_code_attempts: u32,
+    pub mail_from: String,
+    pub mail: MailTransport,
+    /// Time source for expiry and TOTP; tests move it forward.
+    pub clock: Clock,
+}
+
+fn seconds(env: &Env, name: &str, default: u64) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(env.parse(name, default)?))
 }
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         let env = Env::new("AUTH");
+        let mail = match env.string("MAIL_TRANSPORT", "files").as_str() {
+            "files" => MailTransport::Files(PathBuf::from(env.string("MAIL_DIR", ".idmesh/mail"))),
+            "smtp" => MailTransport::Smtp(SmtpConfig {
+                host: env.required("SMTP_HOST")?,
+                port: env.parse("SMTP_PORT", 587)?,
+                tls: match env.string("SMTP_TLS", "starttls").as_str() {
+                    "none" => SmtpTls::None,
+                    "starttls" => SmtpTls::StartTls,
+                    "tls" => SmtpTls::Tls,
+                    other => {
+                        return Err(ConfigError::Invalid {
+                            var: env.var_name("SMTP_TLS"),
+                            reason: format!("'{other}' is not none, starttls or tls"),
+                        })
+                    }
+                },
+                username: env.optional("SMTP_USERNAME"),
+                password: env.optional("SMTP_PASSWORD").map(SecretString::from),
+            }),
+            other => {
+                return Err(ConfigError::Invalid {
+                    var: env.var_name("MAIL_TRANSPORT"),
+                    reason: format!("'{other}' is not files or smtp"),
+                })
+            }
+        };
         Ok(Self {
             basics: ServiceBasics::from_env(&env, 8082)?,
             redis_url: SecretString::from(env.string("REDIS_URL", "redis://127.0.0.1:6379")),
+            redis_prefix: env.string("REDIS_PREFIX", "idm:"),
+            master_key: env.secret("MASTER_KEY")?,
             min_sign_in: Duration::from_millis(env.parse("MIN_SIGN_IN_MS", 300u64)?),
+            min_verify: Duration::from_millis(env.parse("MIN_VERIFY_MS", 300u64)?),
+            magic_link_ttl: seconds(&env, "MAGIC_LINK_TTL_SECONDS", 900)?,
+            email_code_ttl: seconds(&env, "EMAIL_CODE_TTL_SECONDS", 600)?,
+            verification_ttl: seconds(&env, "VERIFICATION_TTL_SECONDS", 600)?,
+            mfa_token_ttl: seconds(&env, "MFA_TOKEN_TTL_SECONDS", 300)?,
+            max_code_attempts: env.parse("MAX_CODE_ATTEMPTS", 5)?,
+            mail_from: env.string("MAIL_FROM", "idmesh <no-reply@idmesh.localhost>"),
+            mail,
+            clock: Clock::system(),
         })
     }
 
     pub(crate) fn redis_url(&self) -> &str {
         self.redis_url.expose_secret()
+    }
+
+    pub(crate) fn master_key(&self) -> &str {
+        self.master_key.expose_secret()
     }
 }

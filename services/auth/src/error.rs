@@ -9,6 +9,10 @@ pub enum Error {
     #[error(transparent)]
     Bus(#[from] idm_bus::BusError),
     #[error(transparent)]
+    Crypto(#[from] idm_crypto::CryptoError),
+    #[error("mail: {0}")]
+    Mail(String),
+    #[error(transparent)]
     Config(#[from] idm_core::config::ConfigError),
     #[error("HTTP listener: {0}")]
     Io(#[from] std::io::Error),

@@ -1,16 +1,23 @@
-//! auth: end-user authentication flows. Sign-up and password sign-in here;
-//! magic links, email codes, TOTP and the mail courier arrive with the
-//! passwordless issue. Passwords are only passed through: the regional store
-//! hashes and verifies them.
+//! auth: end-user authentication flows: sign-up and password sign-in, magic
+//! links, email codes, TOTP with backup codes, the stand-alone verification
+//! API, and the mail courier that delivers their messages. Passwords are
+//! only passed through: the regional store hashes and verifies them.
 
+mod codes;
 mod config;
 mod error;
 mod handlers;
+mod mail;
+mod mfa;
+mod passwordless;
+mod signin;
+mod totp;
+mod verifications;
 
-pub use config::Config;
+pub use config::{Config, MailTransport, SmtpConfig, SmtpTls};
 pub use error::Error;
 
-use idm_bus::{Bus, Handlers};
+use idm_bus::{Bus, Events, Handlers};
 use idm_core::proto::auth as op;
 use idm_telemetry::Running;
 use std::sync::Arc;
@@ -19,12 +26,22 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) struct State {
     pub bus: Bus,
+    pub events: Events,
+    pub mail: mail::MailQueue,
+    pub codes: codes::Codes,
+    pub master: idm_crypto::MasterKey,
     pub min_sign_in: Duration,
+    pub min_verify: Duration,
+    pub magic_link_ttl: Duration,
+    pub email_code_ttl: Duration,
+    pub verification_ttl: Duration,
+    pub mfa_token_ttl: Duration,
+    pub max_code_attempts: u32,
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
-    let redis = redis::Client::open(config.redis_url())?;
-    let redis = redis::aio::ConnectionManager::new(redis).await?;
+    let redis =
+        redis::aio::ConnectionManager::new(redis::Client::open(config.redis_url())?).await?;
     let bus = Bus::connect(
         &config.basics.nats_url,
         &config.basics.subject_prefix,
@@ -32,13 +49,46 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         "auth",
     )
     .await?;
+    let events = Events::ensure(&bus).await?;
+    let queue = mail::MailQueue::ensure(&bus).await?;
+    let transport = mail::Transport::from_config(&config.mail).map_err(Error::Mail)?;
+    let from = config
+        .mail_from
+        .parse()
+        .map_err(|e| Error::Mail(format!("AUTH_MAIL_FROM: {e}")))?;
+    let courier = mail::spawn_courier(&queue, transport, from, shutdown.clone()).await?;
+    let master = idm_crypto::MasterKey::from_base64(config.master_key())?;
     let state = Arc::new(State {
+        codes: codes::Codes::new(
+            redis.clone(),
+            config.redis_prefix.clone(),
+            &master,
+            config.clock.clone(),
+        ),
         bus: bus.clone(),
+        events,
+        mail: queue,
+        master,
         min_sign_in: config.min_sign_in,
+        min_verify: config.min_verify,
+        magic_link_ttl: config.magic_link_ttl,
+        email_code_ttl: config.email_code_ttl,
+        verification_ttl: config.verification_ttl,
+        mfa_token_ttl: config.mfa_token_ttl,
+        max_code_attempts: config.max_code_attempts,
     });
     let handlers = Handlers::new()
         .on(op::SIGN_UP, handlers::sign_up)
-        .on(op::SIGN_IN, handlers::sign_in);
+        .on(op::SIGN_IN, handlers::sign_in)
+        .on(op::SEND_MAGIC_LINK, passwordless::send_magic_link)
+        .on(op::VERIFY_MAGIC_LINK, passwordless::verify_magic_link)
+        .on(op::SEND_EMAIL_CODE, passwordless::send_email_code)
+        .on(op::VERIFY_EMAIL_CODE, passwordless::verify_email_code)
+        .on(op::ENROLL_TOTP, mfa::enroll_totp)
+        .on(op::CONFIRM_TOTP, mfa::confirm_totp)
+        .on(op::VERIFY_MFA, mfa::verify_mfa)
+        .on(op::SEND_VERIFICATION, verifications::send_verification)
+        .on(op::CHECK_VERIFICATION, verifications::check_verification);
     let serving = idm_bus::serve(
         &bus,
         format!("{}.auth.v1", bus.prefix()),
@@ -66,7 +116,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     )
     .await?;
     tracing::info!(%http_addr, "auth started");
-    Ok(Running::new(http_addr, vec![serving, http]))
+    Ok(Running::new(http_addr, vec![serving, courier, http]))
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {

@@ -25,6 +25,8 @@ pub enum Access {
     Backend(Scope),
     /// Restricted keys from an allowed origin, or secret keys.
     Client,
+    /// The verification API: either key, like client routes.
+    Verification,
 }
 
 /// A request's transport facts, extracted once.
@@ -190,8 +192,10 @@ impl Incoming {
                     "restricted keys may only call client and verification routes",
                 ));
             }
-            (Access::Client, KeyKind::Restricted) => check_origin(&key, &self.headers)?,
-            (Access::Client, KeyKind::Secret) => {}
+            (Access::Client | Access::Verification, KeyKind::Restricted) => {
+                check_origin(&key, &self.headers)?
+            }
+            (Access::Client | Access::Verification, KeyKind::Secret) => {}
         }
         let trusted = &self.app.config.trusted_proxies;
         let user_agent = self

@@ -296,3 +296,23 @@ pub async fn rotate_key(state: Arc<State>, req: KeyRingRequest) -> Result<Rotate
     tracing::info!(%kid, "signing key rotated");
     Ok(RotatedKey { kid, created_at })
 }
+
+/// Signs a verification result with the issuer's current key.
+pub async fn sign_verification(
+    state: Arc<State>,
+    req: SignVerification,
+) -> Result<SecretText, Error> {
+    let ring = state.keys.ring(&req.issuer_id).await?;
+    let key = ring
+        .current()
+        .ok_or_else(|| ApiError::not_found("issuer"))?;
+    let claims = session_token::VerificationClaims {
+        iss: req.issuer_id,
+        vid: req.verification_id,
+        email: req.email,
+        verified_at: req.verified_at.unix_timestamp(),
+    };
+    Ok(SecretText::new(session_token::sign_verification(
+        key, &claims,
+    )))
+}

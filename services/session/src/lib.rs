@@ -78,7 +78,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(op::REVOKE_ALL, handlers::revoke_all)
         .on(op::LIST, handlers::list)
         .on(op::KEY_RING, handlers::key_ring)
-        .on(op::ROTATE_KEY, handlers::rotate_key);
+        .on(op::ROTATE_KEY, handlers::rotate_key)
+        .on(op::SIGN_VERIFICATION, handlers::sign_verification);
     let serving = idm_bus::serve(
         &bus,
         format!("{}.session.v1", bus.prefix()),

@@ -62,7 +62,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(op::CREATE_PERSONAL_TOKEN, handlers::personal_tokens::create)
         .on(op::LIST_PERSONAL_TOKENS, handlers::personal_tokens::list)
         .on(op::REVOKE_PERSONAL_TOKEN, handlers::personal_tokens::revoke)
-        .on(op::VERIFY_PERSONAL_TOKEN, handlers::personal_tokens::verify);
+        .on(op::VERIFY_PERSONAL_TOKEN, handlers::personal_tokens::verify)
+        .on(op::MARK_EMAIL_VERIFIED, handlers::mfa::mark_email_verified)
+        .on(op::SET_PENDING_TOTP, handlers::mfa::set_pending_totp)
+        .on(op::GET_TOTP, handlers::mfa::get_totp)
+        .on(op::ENABLE_TOTP, handlers::mfa::enable_totp)
+        .on(op::USE_TOTP_STEP, handlers::mfa::use_totp_step)
+        .on(op::USE_BACKUP_CODE, handlers::mfa::use_backup_code);
     let base = format!("{}.store.{}.v1", bus.prefix(), config.region);
     let queue = format!("store-{}", config.region);
     let serving = idm_bus::serve(&bus, base, queue, handlers, state, shutdown.clone()).await?;

@@ -5,6 +5,9 @@
 mod attacks;
 mod bad_input;
 mod foundation;
+mod mfa;
+mod passwordless;
 mod personal_tokens;
 mod platform;
 mod sessions;
+mod verifications;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 pub const SESSION_CREATED: &str = "session.created";
 pub const SESSION_REVOKED: &str = "session.revoked";
 pub const SESSION_COMPROMISED: &str = "session.compromised";
+pub const MFA_ENABLED: &str = "mfa.enabled";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {

@@ -12,6 +12,16 @@ pub const LIST: &str = "list";
 pub const KEY_RING: &str = "key_ring";
 pub const ROTATE_KEY: &str = "rotate_key";
 pub const INIT_ISSUER: &str = "init_issuer";
+pub const SIGN_VERIFICATION: &str = "sign_verification";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignVerification {
+    pub issuer_id: IssuerId,
+    pub verification_id: String,
+    pub email: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub verified_at: Timestamp,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateSession {

@@ -19,6 +19,12 @@ pub const CREATE_PERSONAL_TOKEN: &str = "create_personal_token";
 pub const LIST_PERSONAL_TOKENS: &str = "list_personal_tokens";
 pub const REVOKE_PERSONAL_TOKEN: &str = "revoke_personal_token";
 pub const VERIFY_PERSONAL_TOKEN: &str = "verify_personal_token";
+pub const MARK_EMAIL_VERIFIED: &str = "mark_email_verified";
+pub const SET_PENDING_TOTP: &str = "set_pending_totp";
+pub const GET_TOTP: &str = "get_totp";
+pub const ENABLE_TOTP: &str = "enable_totp";
+pub const USE_TOTP_STEP: &str = "use_totp_step";
+pub const USE_BACKUP_CODE: &str = "use_backup_code";
 
 /// What a store says about itself; the router checks `jurisdiction` before
 /// sending it data that must stay in a jurisdiction.
@@ -202,4 +208,51 @@ pub struct RevokePersonalToken {
 pub struct VerifyPersonalToken {
     pub issuer_id: IssuerId,
     pub token_hash: String,
+}
+
+/// A TOTP secret sealed by the auth service; the store never sees it open.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetPendingTotp {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub sealed_secret: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TotpState {
+    pub mfa_enabled: bool,
+    pub pending_sealed: Option<String>,
+    pub active_sealed: Option<String>,
+    /// The last time step accepted; a code of this step or earlier is a replay.
+    pub last_step: Option<i64>,
+}
+
+/// Promote the pending secret, store the backup codes' hashes, and record the
+/// step of the confirming code.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnableTotp {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub backup_code_hashes: Vec<String>,
+    pub step: i64,
+}
+
+/// Accept `step` only if it is later than the last accepted one (atomic).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UseTotpStep {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub step: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UseBackupCode {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub code_hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Accepted {
+    pub accepted: bool,
 }

@@ -61,7 +61,11 @@ fn with_session_cookie(
     response
 }
 
-fn session_response(app: &crate::App, status: StatusCode, signed_in: Authenticated) -> Response {
+pub(super) fn session_response(
+    app: &crate::App,
+    status: StatusCode,
+    signed_in: Authenticated,
+) -> Response {
     let token = signed_in.session_token.clone();
     with_session_cookie(
         app,

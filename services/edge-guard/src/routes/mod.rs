@@ -4,9 +4,11 @@
 mod api_keys;
 mod client;
 mod issuer;
+mod passwordless;
 mod personal_tokens;
 mod sessions;
 mod users;
+mod verifications;
 
 use crate::App;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -50,6 +52,30 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/client/token/refresh", post(client::refresh))
         .route("/v1/client/sign_out", post(client::sign_out))
         .route("/v1/client/sessions", get(client::my_sessions))
+        .route(
+            "/v1/client/magic_links",
+            post(passwordless::send_magic_link),
+        )
+        .route(
+            "/v1/client/magic_links/verify",
+            post(passwordless::verify_magic_link),
+        )
+        .route(
+            "/v1/client/email_codes",
+            post(passwordless::send_email_code),
+        )
+        .route(
+            "/v1/client/email_codes/verify",
+            post(passwordless::verify_email_code),
+        )
+        .route("/v1/client/mfa/totp", post(passwordless::enroll_totp))
+        .route(
+            "/v1/client/mfa/totp/confirm",
+            post(passwordless::confirm_totp),
+        )
+        .route("/v1/client/mfa/verify", post(passwordless::verify_mfa))
+        .route("/v1/verifications", post(verifications::start))
+        .route("/v1/verifications/check", post(verifications::check))
         .route("/v1/client/sign_up", post(client::sign_up))
         .route("/v1/client/sign_in", post(client::sign_in))
         .route("/v1/client/me", get(client::me))

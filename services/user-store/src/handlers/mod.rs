@@ -1,5 +1,6 @@
 //! Bus operations of a regional store.
 
+pub mod mfa;
 pub mod personal_tokens;
 pub mod sessions;
 

@@ -1,5 +1,6 @@
 //! Storage for one region: issuer-scoped handles over the region's database.
 
+mod mfa;
 mod personal_tokens;
 mod sessions;
 

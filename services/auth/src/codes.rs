@@ -1,0 +1,204 @@
+//! One-time artefacts in Redis: magic links, email codes, MFA tokens and
+//! verification codes. Keys hold hashes, never addresses or codes; values
+//! hold a MAC of the code (keyed with a secret derived from the master key),
+//! the expiry, and an attempt counter. Every entry also has a Redis TTL so
+//! it is erased on its own once it expires.
+//!
+//! Use is single: `consume` deletes the entry only if it still holds the
+//! expected MAC, so of two concurrent correct uses exactly one succeeds.
+
+use idm_core::clock::Clock;
+use idm_core::{ApiError, ErrorCode, IssuerId};
+use redis::aio::ConnectionManager;
+use std::time::Duration;
+
+/// What kind of artefact a key belongs to (part of the key).
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    MagicLink,
+    EmailCode,
+    MfaToken,
+    Verification,
+}
+
+impl Kind {
+    fn tag(self) -> &'static str {
+        match self {
+            Kind::MagicLink => "magic",
+            Kind::EmailCode => "emailcode",
+            Kind::MfaToken => "mfa",
+            Kind::Verification => "verify",
+        }
+    }
+}
+
+/// A stored artefact, as read at an attempt.
+pub struct Entry {
+    pub mac: Vec<u8>,
+    pub payload: String,
+}
+
+pub struct Codes {
+    redis: ConnectionManager,
+    prefix: String,
+    mac_key: zeroize::Zeroizing<[u8; 32]>,
+    clock: Clock,
+}
+
+// Reads the entry and counts the attempt in one step.
+const ATTEMPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
+local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+return {n, redis.call('HGET', KEYS[1], 'mac'), redis.call('HGET', KEYS[1], 'payload'), redis.call('HGET', KEYS[1], 'expires')}
+";
+
+// Deletes the entry only if it still holds this MAC: single use under races.
+const CONSUME: &str = r"
+if redis.call('HGET', KEYS[1], 'mac') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+pub fn invalid() -> ApiError {
+    ApiError::new(ErrorCode::CodeInvalid, "the code is not valid")
+}
+
+impl Codes {
+    pub fn new(
+        redis: ConnectionManager,
+        prefix: String,
+        master: &idm_crypto::MasterKey,
+        clock: Clock,
+    ) -> Self {
+        Self {
+            redis,
+            prefix,
+            mac_key: master.derive("idmesh/auth/code-mac/v1"),
+            clock,
+        }
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    fn key(&self, kind: Kind, issuer: &IssuerId, subject: &str) -> String {
+        format!(
+            "{}{}:{}:{}",
+            self.prefix,
+            kind.tag(),
+            issuer,
+            idm_crypto::sha256_hex(subject.as_bytes())
+        )
+    }
+
+    /// The MAC of `code`, bound to its subject so a code cannot be moved.
+    pub fn mac(&self, subject: &str, code: &str) -> Vec<u8> {
+        idm_crypto::hmac_sha256(
+            self.mac_key.as_ref(),
+            format!("{subject}\u{0}{code}").as_bytes(),
+        )
+        .to_vec()
+    }
+
+    /// Stores an artefact for `subject`, replacing any earlier one, until `ttl`.
+    pub async fn put(
+        &self,
+        kind: Kind,
+        issuer: &IssuerId,
+        subject: &str,
+        code: &str,
+        payload: &str,
+        ttl: Duration,
+    ) -> Result<(), ApiError> {
+        let key = self.key(kind, issuer, subject);
+        let expires = self.clock.unix() + ttl.as_secs() as i64;
+        let mut redis = self.redis.clone();
+        redis::pipe()
+            .atomic()
+            .del(&key)
+            .ignore()
+            .hset_multiple(
+                &key,
+                &[
+                    ("mac", self.mac(subject, code)),
+                    ("payload", payload.as_bytes().to_vec()),
+                    ("expires", expires.to_string().into_bytes()),
+                ],
+            )
+            .ignore()
+            .hset(&key, "attempts", 0)
+            .ignore()
+            .expire(&key, ttl.as_secs() as i64)
+            .ignore()
+            .query_async::<()>(&mut redis)
+            .await
+            .map_err(|e| ApiError::upstream(format!("code store unavailable: {e}")))
+    }
+
+    /// Counts one attempt at `subject` and returns the entry, or why not:
+    /// absent (`code_invalid`), past its expiry (`code_expired`, erased), or
+    /// out of attempts (`too_many_attempts`, erased: the code is dead).
+    pub async fn attempt(
+        &self,
+        kind: Kind,
+        issuer: &IssuerId,
+        subject: &str,
+        max_attempts: u32,
+    ) -> Result<Entry, ApiError> {
+        let key = self.key(kind, issuer, subject);
+        let mut redis = self.redis.clone();
+        let found: Option<(i64, Vec<u8>, String, i64)> = redis::Script::new(ATTEMPT)
+            .key(&key)
+            .invoke_async(&mut redis)
+            .await
+            .map_err(|e| ApiError::upstream(format!("code store unavailable: {e}")))?;
+        let Some((attempts, mac, payload, expires)) = found else {
+            return Err(invalid());
+        };
+        if self.clock.unix() >= expires {
+            self.erase(&key).await;
+            return Err(ApiError::new(
+                ErrorCode::CodeExpired,
+                "the code has expired",
+            ));
+        }
+        if attempts > i64::from(max_attempts) {
+            self.erase(&key).await;
+            return Err(ApiError::new(
+                ErrorCode::TooManyAttempts,
+                "too many attempts: request a new code",
+            ));
+        }
+        Ok(Entry { mac, payload })
+    }
+
+    /// Uses the entry up if it still holds `mac`. `false` when another use won.
+    pub async fn consume(
+        &self,
+        kind: Kind,
+        issuer: &IssuerId,
+        subject: &str,
+        mac: &[u8],
+    ) -> Result<bool, ApiError> {
+        let key = self.key(kind, issuer, subject);
+        let mut redis = self.redis.clone();
+        let deleted: i64 = redis::Script::new(CONSUME)
+            .key(&key)
+            .arg(mac)
+            .invoke_async(&mut redis)
+            .await
+            .map_err(|e| ApiError::upstream(format!("code store unavailable: {e}")))?;
+        Ok(deleted == 1)
+    }
+
+    async fn erase(&self, key: &str) {
+        let mut redis = self.redis.clone();
+        if let Err(e) = redis::cmd("DEL")
+            .arg(key)
+            .query_async::<()>(&mut redis)
+            .await
+        {
+            tracing::warn!(error = %e, "could not erase a one-time code");
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The courier: a durable pull consumer on the `MAIL` work queue. Each
+//! message is acknowledged only after the transport accepted it; a failure
+//! is negatively acknowledged with an exponential back-off (0.5 s doubling to
+//! 30 s), so JetStream redelivers it until it goes through.
+
+use super::{MailQueue, OutgoingMail, Transport};
+use async_nats::jetstream::consumer::{pull, AckPolicy};
+use async_nats::jetstream::AckKind;
+use futures::StreamExt;
+use lettre::message::Mailbox;
+use lettre::Message;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+fn backoff(delivered: i64) -> Duration {
+    let exponent = u32::try_from(delivered.clamp(1, 7) - 1).unwrap_or(0);
+    Duration::from_millis(500 * 2u64.pow(exponent)).min(Duration::from_secs(30))
+}
+
+fn build(from: &Mailbox, mail: &OutgoingMail) -> Result<Message, String> {
+    let to: Mailbox = mail.to.parse().map_err(|e| format!("recipient: {e}"))?;
+    Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject(mail.subject.clone())
+        .body(mail.text.clone())
+        .map_err(|e| e.to_string())
+}
+
+pub async fn spawn_courier(
+    queue: &MailQueue,
+    transport: Transport,
+    from: Mailbox,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, idm_bus::BusError> {
+    let subscribe_error = |e: &dyn std::fmt::Display| idm_bus::BusError::Subscribe {
+        subject: queue.stream_name().to_owned(),
+        reason: e.to_string(),
+    };
+    let stream = queue
+        .js
+        .get_stream(queue.stream_name())
+        .await
+        .map_err(|e| subscribe_error(&e))?;
+    let consumer = stream
+        .get_or_create_consumer(
+            "courier",
+            pull::Config {
+                durable_name: Some("courier".into()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(60),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| subscribe_error(&e))?;
+    let mut messages = consumer.messages().await.map_err(|e| subscribe_error(&e))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                next = messages.next() => match next {
+                    Some(Ok(message)) => message,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "mail queue read failed");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                    None => break,
+                },
+            };
+            let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+            let mail: OutgoingMail = match serde_json::from_slice(&message.payload) {
+                Ok(mail) => mail,
+                Err(e) => {
+                    tracing::error!(error = %e, "dropping an undecodable mail message");
+                    let _ = message.ack_with(AckKind::Term).await;
+                    continue;
+                }
+            };
+            let span = tracing::info_span!("mail.deliver", mail = %mail.id, attempt = delivered);
+            let _guard = span.enter();
+            let outcome = match build(&from, &mail) {
+                Ok(built) => transport.send(built).await,
+                Err(e) => {
+                    // A message that cannot be built never will be: drop it loudly.
+                    tracing::error!(error = %e, "mail cannot be built; dropped");
+                    let _ = message.ack_with(AckKind::Term).await;
+                    continue;
+                }
+            };
+            match outcome {
+                Ok(()) => {
+                    metrics::counter!("idm_mail_delivered_total").increment(1);
+                    if let Err(e) = message.ack().await {
+                        tracing::warn!(error = %e, "delivered but not acknowledged; it may be sent again");
+                    }
+                }
+                Err(e) => {
+                    let delay = backoff(delivered);
+                    metrics::counter!("idm_mail_retries_total").increment(1);
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "delivery failed; will retry");
+                    let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+                }
+            }
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_millis(500));
+        assert_eq!(backoff(2), Duration::from_secs(1));
+        assert_eq!(backoff(4), Duration::from_secs(4));
+        assert_eq!(backoff(50), Duration::from_secs(30));
+    }
+}

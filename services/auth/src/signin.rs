@@ -1,0 +1,167 @@
+//! The last step of every sign-in (password, magic link, email code, MFA):
+//! a user with MFA enabled gets an `mfa_token` to finish with a second
+//! factor; everyone else gets a session.
+
+use crate::codes::Kind;
+use crate::{Error, State};
+use idm_core::proto::auth::Authenticated;
+use idm_core::proto::{session, user, Device, IssuerContext};
+use idm_core::{ApiError, ErrorCode};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// What an MFA token stands for, kept in Redis under the token's hash.
+#[derive(Serialize, Deserialize)]
+pub struct PendingMfa {
+    pub user_id: idm_core::UserId,
+    pub region: idm_core::Region,
+}
+
+pub async fn open_session(
+    state: &State,
+    ctx: &IssuerContext,
+    user: user::User,
+    device: Device,
+) -> Result<Authenticated, Error> {
+    let issued: session::IssuedSession = state
+        .bus
+        .call(
+            "session",
+            session::CREATE_SESSION,
+            &session::CreateSession {
+                issuer_id: ctx.issuer_id.clone(),
+                user_id: user.id.clone(),
+                region: user.region,
+                policy: ctx.policy.clone(),
+                device,
+            },
+        )
+        .await?;
+    Ok(Authenticated {
+        user,
+        session_id: issued.session_id,
+        session_token: issued.session_token,
+        refresh_token: issued.refresh_token,
+        expires_at: issued.expires_at,
+    })
+}
+
+/// A session, or `401 mfa_required` carrying a fresh single-use `mfa_token`.
+pub async fn complete(
+    state: &State,
+    ctx: &IssuerContext,
+    user: user::User,
+    device: Device,
+) -> Result<Authenticated, Error> {
+    if !user.mfa_enabled {
+        return open_session(state, ctx, user, device).await;
+    }
+    let token = idm_crypto::random_token::<32>();
+    let pending = serde_json::to_string(&PendingMfa {
+        user_id: user.id.clone(),
+        region: user.region,
+    })
+    .map_err(|e| ApiError::internal_from(&e))?;
+    state
+        .codes
+        .put(
+            Kind::MfaToken,
+            &ctx.issuer_id,
+            &token,
+            &token,
+            &pending,
+            state.mfa_token_ttl,
+        )
+        .await?;
+    Err(
+        ApiError::new(ErrorCode::MfaRequired, "a second factor is required")
+            .with_details(serde_json::json!({ "mfa_token": token }))
+            .into(),
+    )
+}
+
+/// Holds a failed verification until the configured minimum has passed, so
+/// failure paths cannot be told apart (or timed against success) cheaply.
+pub async fn at_least(started: Instant, floor: std::time::Duration) {
+    tokio::time::sleep_until((started + floor).into()).await;
+}
+
+pub async fn find_user(
+    state: &State,
+    ctx: &IssuerContext,
+    email: &idm_core::Email,
+) -> Result<Option<user::Location>, Error> {
+    let located: user::Located = state
+        .bus
+        .call(
+            "user",
+            user::LOCATE,
+            &user::FindByEmail {
+                issuer_id: ctx.issuer_id.clone(),
+                email: email.clone(),
+            },
+        )
+        .await?;
+    Ok(located.location)
+}
+
+pub async fn get_user(
+    state: &State,
+    ctx: &IssuerContext,
+    user_id: idm_core::UserId,
+) -> Result<user::User, Error> {
+    Ok(state
+        .bus
+        .call(
+            "user",
+            user::GET_USER,
+            &user::GetUser {
+                issuer_id: ctx.issuer_id.clone(),
+                user_id,
+            },
+        )
+        .await?)
+}
+
+/// The user an address belongs to, created (verified, without a password) when
+/// the issuer allows sign-up; `None` when neither.
+pub async fn user_for_address(
+    state: &State,
+    ctx: &IssuerContext,
+    email: &idm_core::Email,
+    device: &Device,
+) -> Result<Option<user::User>, Error> {
+    let user = match find_user(state, ctx, email).await? {
+        Some(location) => get_user(state, ctx, location.user_id).await?,
+        None if ctx.policy.allow_sign_up => {
+            let create = user::CreateUser {
+                ctx: ctx.clone(),
+                email: email.clone(),
+                password: None,
+                name: None,
+                region: None,
+                metadata: None,
+                country: device.country.clone(),
+            };
+            state.bus.call("user", user::CREATE_USER, &create).await?
+        }
+        None => return Ok(None),
+    };
+    // Receiving the code proves the address.
+    let mark = user::GetUser {
+        issuer_id: ctx.issuer_id.clone(),
+        user_id: user.id.clone(),
+    };
+    let _: idm_core::proto::Done = state
+        .bus
+        .call_store(
+            user.region,
+            idm_core::proto::store::MARK_EMAIL_VERIFIED,
+            &mark,
+        )
+        .await?;
+    Ok(Some(user::User {
+        email_verified: true,
+        ..user
+    }))
+}

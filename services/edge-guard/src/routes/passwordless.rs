@@ -1,0 +1,266 @@
+//! Magic links, email codes and the second factor: client routes.
+
+use super::client::session_response;
+use super::{body, Reply};
+use crate::access::{Access, Incoming};
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use idm_core::origin::origin_allowed;
+use idm_core::proto::auth::{
+    self, Authenticated, BackupCodes, ConfirmTotp, SessionUser, TotpEnrollment,
+};
+use idm_core::proto::SecretText;
+use idm_core::{ApiError, Email, Origin};
+use serde::Deserialize;
+
+fn too_long(secret: &SecretText, max: usize) -> Result<(), ApiError> {
+    if secret.expose().len() > max {
+        Err(ApiError::new(
+            idm_core::ErrorCode::CodeInvalid,
+            "the code is not valid",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A magic link may only lead back to one of the issuer's allowed origins.
+fn check_redirect(allowed: &[idm_core::AllowedOrigin], raw: &str) -> Result<String, ApiError> {
+    let refuse = || {
+        ApiError::validation(
+            "redirect_url must be an http(s) URL on one of the application's allowed origins",
+        )
+    };
+    if raw.len() > 2048 {
+        return Err(refuse());
+    }
+    let url = url::Url::parse(raw).map_err(|_| refuse())?;
+    if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+        return Err(refuse());
+    }
+    let host = url.host_str().ok_or_else(refuse)?;
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let origin =
+        Origin::parse(&format!("{}://{host}{port}", url.scheme())).map_err(|_| refuse())?;
+    if origin_allowed(allowed, &origin) {
+        Ok(url.to_string())
+    } else {
+        Err(refuse())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MagicLinkRequest {
+    email: String,
+    redirect_url: String,
+}
+
+pub async fn send_magic_link(
+    incoming: Incoming,
+    request: Result<Json<MagicLinkRequest>, JsonRejection>,
+) -> Reply<(StatusCode, Json<serde_json::Value>)> {
+    let caller = incoming.authorize(Access::Client).await?;
+    let request = body(request)?;
+    let email = Email::parse(&request.email)?;
+    let redirect_url = check_redirect(&caller.key.allowed_origins, &request.redirect_url)?;
+    let call = auth::SendMagicLink {
+        ctx: caller.ctx(),
+        email,
+        redirect_url,
+        device: caller.device(),
+    };
+    let _: idm_core::proto::Done = incoming
+        .app
+        .bus
+        .call("auth", auth::SEND_MAGIC_LINK, &call)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "sent": true })),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeOnly {
+    code: SecretText,
+}
+
+pub async fn verify_magic_link(
+    incoming: Incoming,
+    request: Result<Json<CodeOnly>, JsonRejection>,
+) -> Reply<Response> {
+    let caller = incoming.authorize(Access::Client).await?;
+    let request = body(request)?;
+    too_long(&request.code, 128)?;
+    let call = auth::VerifyMagicLink {
+        ctx: caller.ctx(),
+        code: request.code,
+        device: caller.device(),
+    };
+    let signed_in: Authenticated = incoming
+        .app
+        .bus
+        .call("auth", auth::VERIFY_MAGIC_LINK, &call)
+        .await?;
+    Ok(session_response(&incoming.app, StatusCode::OK, signed_in))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailOnly {
+    email: String,
+}
+
+pub async fn send_email_code(
+    incoming: Incoming,
+    request: Result<Json<EmailOnly>, JsonRejection>,
+) -> Reply<(StatusCode, Json<serde_json::Value>)> {
+    let caller = incoming.authorize(Access::Client).await?;
+    let email = Email::parse(&body(request)?.email)?;
+    let call = auth::SendEmailCode {
+        ctx: caller.ctx(),
+        email,
+        device: caller.device(),
+    };
+    let _: idm_core::proto::Done = incoming
+        .app
+        .bus
+        .call("auth", auth::SEND_EMAIL_CODE, &call)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "sent": true })),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailAndCode {
+    email: String,
+    code: SecretText,
+}
+
+pub async fn verify_email_code(
+    incoming: Incoming,
+    request: Result<Json<EmailAndCode>, JsonRejection>,
+) -> Reply<Response> {
+    let caller = incoming.authorize(Access::Client).await?;
+    let request = body(request)?;
+    let email = Email::parse(&request.email)?;
+    too_long(&request.code, 32)?;
+    let call = auth::VerifyEmailCode {
+        ctx: caller.ctx(),
+        email,
+        code: request.code,
+        device: caller.device(),
+    };
+    let signed_in: Authenticated = incoming
+        .app
+        .bus
+        .call("auth", auth::VERIFY_EMAIL_CODE, &call)
+        .await?;
+    Ok(session_response(&incoming.app, StatusCode::OK, signed_in))
+}
+
+async fn session_user(incoming: &Incoming) -> Result<SessionUser, ApiError> {
+    let caller = incoming.authorize(Access::Client).await?;
+    let claims = incoming.session(&caller).await?;
+    Ok(SessionUser {
+        ctx: caller.ctx(),
+        user_id: claims.sub,
+        region: claims.reg,
+    })
+}
+
+pub async fn enroll_totp(incoming: Incoming) -> Reply<Json<TotpEnrollment>> {
+    let session = session_user(&incoming).await?;
+    Ok(Json(
+        incoming
+            .app
+            .bus
+            .call("auth", auth::ENROLL_TOTP, &session)
+            .await?,
+    ))
+}
+
+pub async fn confirm_totp(
+    incoming: Incoming,
+    request: Result<Json<CodeOnly>, JsonRejection>,
+) -> Reply<Json<BackupCodes>> {
+    let session = session_user(&incoming).await?;
+    let request = body(request)?;
+    too_long(&request.code, 32)?;
+    let call = ConfirmTotp {
+        session,
+        code: request.code,
+    };
+    Ok(Json(
+        incoming
+            .app
+            .bus
+            .call("auth", auth::CONFIRM_TOTP, &call)
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MfaRequest {
+    mfa_token: SecretText,
+    code: Option<SecretText>,
+    backup_code: Option<SecretText>,
+}
+
+pub async fn verify_mfa(
+    incoming: Incoming,
+    request: Result<Json<MfaRequest>, JsonRejection>,
+) -> Reply<Response> {
+    let caller = incoming.authorize(Access::Client).await?;
+    let request = body(request)?;
+    too_long(&request.mfa_token, 128)?;
+    for code in request.code.iter().chain(request.backup_code.iter()) {
+        too_long(code, 32)?;
+    }
+    let call = auth::VerifyMfa {
+        ctx: caller.ctx(),
+        mfa_token: request.mfa_token,
+        code: request.code,
+        backup_code: request.backup_code,
+        device: caller.device(),
+    };
+    let signed_in: Authenticated = incoming
+        .app
+        .bus
+        .call("auth", auth::VERIFY_MFA, &call)
+        .await?;
+    Ok(session_response(&incoming.app, StatusCode::OK, signed_in))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_redirect;
+    use idm_core::AllowedOrigin;
+
+    #[test]
+    fn redirects_must_stay_on_allowed_origins() {
+        let allowed: Vec<AllowedOrigin> = ["app.example.com"]
+            .iter()
+            .filter_map(|o| AllowedOrigin::parse(o).ok())
+            .collect();
+        assert!(check_redirect(&allowed, "https://app.example.com/welcome?x=1").is_ok());
+        for bad in [
+            "https://evil.com/app.example.com",
+            "https://app.example.com@evil.com/",
+            "javascript:alert(1)",
+            "https://app.example.com.evil.com/",
+            "//evil.com",
+            "not a url",
+        ] {
+            assert!(check_redirect(&allowed, bad).is_err(), "{bad}");
+        }
+    }
+}

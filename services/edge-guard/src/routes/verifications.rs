@@ -1,0 +1,72 @@
+//! The verification API: either key (restricted keys origin-checked).
+
+use super::{body, Reply};
+use crate::access::{Access, Incoming};
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::Json;
+use idm_core::proto::auth::{
+    self, CheckVerification, SendVerification, VerificationResult, VerificationStarted,
+};
+use idm_core::proto::SecretText;
+use idm_core::{ApiError, Email};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Start {
+    email: String,
+}
+
+pub async fn start(
+    incoming: Incoming,
+    request: Result<Json<Start>, JsonRejection>,
+) -> Reply<(StatusCode, Json<VerificationStarted>)> {
+    let caller = incoming.authorize(Access::Verification).await?;
+    let email = Email::parse(&body(request)?.email)?;
+    let started: VerificationStarted = incoming
+        .app
+        .bus
+        .call(
+            "auth",
+            auth::SEND_VERIFICATION,
+            &SendVerification {
+                ctx: caller.ctx(),
+                email,
+            },
+        )
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(started)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    id: String,
+    code: SecretText,
+}
+
+pub async fn check(
+    incoming: Incoming,
+    request: Result<Json<Check>, JsonRejection>,
+) -> Reply<Json<VerificationResult>> {
+    let caller = incoming.authorize(Access::Verification).await?;
+    let request = body(request)?;
+    if request.id.len() > 64 || request.code.expose().len() > 32 {
+        return Err(
+            ApiError::new(idm_core::ErrorCode::CodeInvalid, "the code is not valid").into(),
+        );
+    }
+    let call = CheckVerification {
+        ctx: caller.ctx(),
+        id: request.id,
+        code: request.code,
+    };
+    Ok(Json(
+        incoming
+            .app
+            .bus
+            .call("auth", auth::CHECK_VERIFICATION, &call)
+            .await?,
+    ))
+}

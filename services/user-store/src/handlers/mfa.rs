@@ -1,0 +1,63 @@
+//! Email verification flag, TOTP and backup-code operations of a regional store.
+
+use crate::storage::IssuerStore;
+use crate::{Error, State};
+use idm_core::proto::store::*;
+use idm_core::proto::user::GetUser;
+use idm_core::proto::Done;
+use idm_core::ApiError;
+use std::sync::Arc;
+
+fn found(ok: bool) -> Result<Done, Error> {
+    if ok {
+        Ok(Done::default())
+    } else {
+        Err(ApiError::not_found("user").into())
+    }
+}
+
+pub async fn mark_email_verified(state: Arc<State>, req: GetUser) -> Result<Done, Error> {
+    let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    found(store.mark_email_verified(&req.user_id).await?)
+}
+
+pub async fn set_pending_totp(state: Arc<State>, req: SetPendingTotp) -> Result<Done, Error> {
+    let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    found(
+        store
+            .set_pending_totp(&req.user_id, &req.sealed_secret)
+            .await?,
+    )
+}
+
+pub async fn get_totp(state: Arc<State>, req: GetUser) -> Result<TotpState, Error> {
+    let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    store
+        .totp_state(&req.user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user").into())
+}
+
+#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
+pub async fn enable_totp(state: Arc<State>, req: EnableTotp) -> Result<Done, Error> {
+    let mut store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    found(
+        store
+            .enable_totp(&req.user_id, &req.backup_code_hashes, req.step)
+            .await?,
+    )
+}
+
+pub async fn use_totp_step(state: Arc<State>, req: UseTotpStep) -> Result<Accepted, Error> {
+    let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    Ok(Accepted {
+        accepted: store.use_totp_step(&req.user_id, req.step).await?,
+    })
+}
+
+pub async fn use_backup_code(state: Arc<State>, req: UseBackupCode) -> Result<Accepted, Error> {
+    let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    Ok(Accepted {
+        accepted: store.use_backup_code(&req.user_id, &req.code_hash).await?,
+    })
+}

@@ -1,0 +1,119 @@
+//! TOTP state and backup codes. Secrets arrive sealed by the auth service and
+//! are stored sealed; replay protection and single use are enforced here with
+//! conditional updates, so two concurrent uses cannot both succeed.
+
+use super::IssuerStore;
+use crate::Error;
+use idm_core::proto::store::TotpState;
+use idm_core::{ApiError, UserId};
+use idm_db::DbError;
+
+impl IssuerStore {
+    pub async fn mark_email_verified(&self, user: &UserId) -> Result<bool, Error> {
+        let n = self
+            .client
+            .execute(
+                "UPDATE users SET email_verified = true, updated_at = now() WHERE id = $1",
+                &[&user.as_str()],
+            )
+            .await
+            .map_err(DbError::from)?;
+        Ok(n == 1)
+    }
+
+    pub async fn set_pending_totp(&self, user: &UserId, sealed: &str) -> Result<bool, Error> {
+        let n = self
+            .client
+            .execute(
+                "UPDATE users SET totp_pending_sealed = $2, updated_at = now() WHERE id = $1",
+                &[&user.as_str(), &sealed],
+            )
+            .await
+            .map_err(DbError::from)?;
+        Ok(n == 1)
+    }
+
+    pub async fn totp_state(&self, user: &UserId) -> Result<Option<TotpState>, Error> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT mfa_enabled, totp_pending_sealed, totp_secret_sealed, totp_last_step FROM users WHERE id = $1",
+                &[&user.as_str()],
+            )
+            .await
+            .map_err(DbError::from)?;
+        Ok(row.map(|r| TotpState {
+            mfa_enabled: r.get(0),
+            pending_sealed: r.get(1),
+            active_sealed: r.get(2),
+            last_step: r.get(3),
+        }))
+    }
+
+    /// Promotes the pending secret and replaces the backup codes, in one transaction.
+    pub async fn enable_totp(
+        &mut self,
+        user: &UserId,
+        backup_hashes: &[String],
+        step: i64,
+    ) -> Result<bool, Error> {
+        let tx = self.client.transaction().await.map_err(DbError::from)?;
+        let n = tx
+            .execute(
+                "UPDATE users SET totp_secret_sealed = totp_pending_sealed, totp_pending_sealed = NULL,
+                        totp_last_step = $2, mfa_enabled = true, updated_at = now()
+                 WHERE id = $1 AND totp_pending_sealed IS NOT NULL",
+                &[&user.as_str(), &step],
+            )
+            .await
+            .map_err(DbError::from)?;
+        if n != 1 {
+            return Err(ApiError::new(
+                idm_core::ErrorCode::CodeInvalid,
+                "there is no pending TOTP enrollment",
+            )
+            .into());
+        }
+        tx.execute(
+            "DELETE FROM backup_codes WHERE user_id = $1",
+            &[&user.as_str()],
+        )
+        .await
+        .map_err(DbError::from)?;
+        for hash in backup_hashes {
+            tx.execute(
+                "INSERT INTO backup_codes (code_hash, user_id) VALUES ($1, $2)",
+                &[hash, &user.as_str()],
+            )
+            .await
+            .map_err(DbError::from)?;
+        }
+        tx.commit().await.map_err(DbError::from)?;
+        Ok(true)
+    }
+
+    /// Records `step` as used if it is later than every step used before.
+    pub async fn use_totp_step(&self, user: &UserId, step: i64) -> Result<bool, Error> {
+        let n = self
+            .client
+            .execute(
+                "UPDATE users SET totp_last_step = $2 WHERE id = $1 AND mfa_enabled AND (totp_last_step IS NULL OR totp_last_step < $2)",
+                &[&user.as_str(), &step],
+            )
+            .await
+            .map_err(DbError::from)?;
+        Ok(n == 1)
+    }
+
+    pub async fn use_backup_code(&self, user: &UserId, hash: &str) -> Result<bool, Error> {
+        let n = self
+            .client
+            .execute(
+                "UPDATE backup_codes SET used_at = now() WHERE code_hash = $1 AND user_id = $2 AND used_at IS NULL",
+                &[&hash, &user.as_str()],
+            )
+            .await
+            .map_err(DbError::from)?;
+        Ok(n == 1)
+    }
+}

@@ -1,0 +1,299 @@
+//! TOTP enrollment, MFA sign-in, step replay, backup codes and MFA tokens.
+
+use idm_core::Region;
+use idm_testkit::{Platform, Response, Tenant};
+use reqwest::Method;
+use serde_json::json;
+use totp_rs::{Algorithm, Builder, Secret};
+
+const PASSWORD: &str = "correct horse battery";
+
+fn code_at(secret_base32: &str, unix: i64) -> anyhow::Result<String> {
+    let secret = Secret::try_from_base32(secret_base32).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let totp = Builder::new()
+        .with_algorithm(Algorithm::SHA1)
+        .with_digits(6)
+        .with_step_duration(30)
+        .with_secret(secret)
+        .build_noncompliant();
+    Ok(totp.generate(u64::try_from(unix)?).to_string())
+}
+
+async fn client(
+    platform: &Platform,
+    tenant: &Tenant,
+    path: &str,
+    session: Option<&str>,
+    body: serde_json::Value,
+) -> anyhow::Result<Response> {
+    platform
+        .client_call(0, tenant, Method::POST, path, session, Some(body))
+        .await
+}
+
+async fn mfa_sign_in(platform: &Platform, tenant: &Tenant) -> anyhow::Result<String> {
+    let r = platform
+        .sign_in(
+            tenant,
+            "https://app.example.com",
+            "otto@example.com",
+            PASSWORD,
+        )
+        .await?;
+    anyhow::ensure!(
+        r.code() == Some("mfa_required") && r.status == 401,
+        "{}",
+        r.json
+    );
+    Ok(r.str("/error/mfa_token"))
+}
+
+#[tokio::test]
+async fn totp_enrollment_then_mfa_sign_in_with_codes_and_backup_codes_each_once(
+) -> anyhow::Result<()> {
+    let platform = Platform::start().await?;
+    let a = platform.create_account("Mfa").await?;
+    let b = platform.create_account("Other").await?;
+    platform.allow_origins(&a, &["app.example.com"]).await?;
+    platform.allow_origins(&b, &["app.example.com"]).await?;
+    let signed_up = platform
+        .sign_up(
+            &a,
+            "https://app.example.com",
+            Some("au"),
+            "otto@example.com",
+            PASSWORD,
+        )
+        .await?;
+    let session = signed_up.str("/session_token");
+
+    // Enroll: a secret and an otpauth URL; stored only sealed, in the user's region.
+    let enrolled = client(
+        &platform,
+        &a,
+        "/v1/client/mfa/totp",
+        Some(&session),
+        json!({}),
+    )
+    .await?;
+    assert_eq!(enrolled.status, 200, "{}", enrolled.json);
+    let secret = enrolled.str("/secret");
+    assert!(
+        enrolled.str("/otpauth_url").starts_with("otpauth://totp/"),
+        "{}",
+        enrolled.json
+    );
+    let oc = platform.region_db(Region::Oc).await?;
+    let schema = format!("iss_{}", a.issuer_id.trim_start_matches("iss_"));
+    let sealed: String = oc
+        .query_one(
+            &format!("SELECT totp_pending_sealed FROM {schema}.users"),
+            &[],
+        )
+        .await?
+        .get(0);
+    assert!(!sealed.contains(&secret) && !sealed.is_empty());
+
+    // Confirm: a wrong code fails; the right one enables MFA and returns 10 backup codes once.
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/mfa/totp/confirm",
+        Some(&session),
+        json!({"code": "000000"}),
+    )
+    .await?;
+    assert_eq!(r.code(), Some("code_invalid"));
+    let now = platform.clock.unix();
+    let confirmed = client(
+        &platform,
+        &a,
+        "/v1/client/mfa/totp/confirm",
+        Some(&session),
+        json!({"code": code_at(&secret, now)?}),
+    )
+    .await?;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.json);
+    let backups: Vec<String> = confirmed.json["backup_codes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(backups.len(), 10);
+    let event = platform
+        .last_event(&a.issuer_id, "mfa.enabled")
+        .await?
+        .unwrap_or_default();
+    assert_eq!(event["data"]["user_id"], json!(signed_up.str("/user/id")));
+
+    // Sign-in now stops at mfa_required with a token.
+    let token = mfa_sign_in(&platform, &a).await?;
+    assert_eq!(token.len(), 43);
+    // The step used to confirm cannot be used again…
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/mfa/verify",
+        None,
+        json!({"mfa_token": token, "code": code_at(&secret, now)?}),
+    )
+    .await?;
+    assert_eq!(
+        r.code(),
+        Some("code_invalid"),
+        "a used TOTP step is a replay"
+    );
+    // …the next step can, once; A's token is useless at B.
+    platform.clock.advance(30);
+    let next = code_at(&secret, platform.clock.unix())?;
+    let r = client(
+        &platform,
+        &b,
+        "/v1/client/mfa/verify",
+        None,
+        json!({"mfa_token": token, "code": next}),
+    )
+    .await?;
+    assert_eq!(r.code(), Some("code_invalid"), "wrong issuer");
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/mfa/verify",
+        None,
+        json!({"mfa_token": token, "code": next}),
+    )
+    .await?;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert!(r.str("/session_token").starts_with("idm1."));
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/mfa/verify",
+        None,
+        json!({"mfa_token": token, "code": next}),
+    )
+    .await?;
+    assert_eq!(r.code(), Some("code_invalid"), "an MFA token works once");
+    let token = mfa_sign_in(&platform, &a).await?;
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/mfa/verify",
+        None,
+        json!({"mfa_token": token, "code": next}),
+    )
+    .await?;
+    assert_eq!(
+        r.code(),
+        Some("code_invalid"),
+        "same step, new token: still a replay"
+    );
+
+    // Backup codes: each works once.
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/mfa/verify",
+        None,
+        json!({"mfa_token": token, "backup_code": backups[0]}),
+    )
+    .await?;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let token = mfa_sign_in(&platform, &a).await?;
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/mfa/verify",
+        None,
+        json!({"mfa_token": token, "backup_code": backups[0]}),
+    )
+    .await?;
+    assert_eq!(r.code(), Some("code_invalid"));
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/mfa/verify",
+        None,
+        json!({"mfa_token": token, "backup_code": backups[1].to_uppercase()}),
+    )
+    .await?;
+    assert_eq!(r.status, 200, "{}", r.json);
+
+    // Bad shapes and exhaustion of an MFA token.
+    let token = mfa_sign_in(&platform, &a).await?;
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/mfa/verify",
+        None,
+        json!({"mfa_token": token}),
+    )
+    .await?;
+    assert_eq!(r.code(), Some("validation_failed"));
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/mfa/verify",
+        None,
+        json!({"mfa_token": token, "code": "1", "backup_code": "x"}),
+    )
+    .await?;
+    assert_eq!(r.code(), Some("validation_failed"));
+    for _ in 0..3 {
+        let r = client(
+            &platform,
+            &a,
+            "/v1/client/mfa/verify",
+            None,
+            json!({"mfa_token": token, "code": "000000"}),
+        )
+        .await?;
+        assert_eq!(r.code(), Some("code_invalid"));
+    }
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/mfa/verify",
+        None,
+        json!({"mfa_token": token, "code": code_at(&secret, platform.clock.unix() + 30)?}),
+    )
+    .await?;
+    assert_eq!(r.code(), Some("too_many_attempts"));
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/mfa/verify",
+        None,
+        json!({"mfa_token": "nope", "code": "123456"}),
+    )
+    .await?;
+    assert_eq!(r.code(), Some("code_invalid"));
+
+    // Passwordless sign-in of an MFA user also asks for the second factor.
+    client(
+        &platform,
+        &a,
+        "/v1/client/email_codes",
+        None,
+        json!({"email": "otto@example.com"}),
+    )
+    .await?;
+    let mail = platform
+        .smtp
+        .wait_for("otto@example.com", 0, std::time::Duration::from_secs(20))
+        .await?;
+    let code = idm_testkit::smtp::six_digit_code(&mail).unwrap_or_default();
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/email_codes/verify",
+        None,
+        json!({"email": "otto@example.com", "code": code}),
+    )
+    .await?;
+    assert_eq!(r.code(), Some("mfa_required"), "{}", r.json);
+    platform.stop().await
+}

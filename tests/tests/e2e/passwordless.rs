@@ -1,0 +1,375 @@
+//! Magic links, email codes and the mail courier.
+
+use idm_testkit::smtp::{magic_code, six_digit_code};
+use idm_testkit::{Platform, Response, Tenant};
+use reqwest::Method;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const MAIL_WAIT: Duration = Duration::from_secs(20);
+
+async fn tenant(platform: &Platform, name: &str) -> anyhow::Result<Tenant> {
+    let tenant = platform.create_account(name).await?;
+    platform
+        .allow_origins(&tenant, &["app.example.com"])
+        .await?;
+    Ok(tenant)
+}
+
+async fn client(
+    platform: &Platform,
+    tenant: &Tenant,
+    path: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<Response> {
+    platform
+        .client_call(0, tenant, Method::POST, path, None, Some(body))
+        .await
+}
+
+/// Redis keys of this platform whose name contains `kind`.
+async fn redis_keys(platform: &Platform, kind: &str) -> anyhow::Result<Vec<String>> {
+    let mut redis = redis::Client::open(idm_testkit::redis_url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}{kind}*", platform.redis_prefix))
+        .query_async(&mut redis)
+        .await?;
+    Ok(keys)
+}
+
+#[tokio::test]
+async fn magic_links_sign_in_once_per_issuer_and_only_back_to_allowed_origins() -> anyhow::Result<()>
+{
+    let platform = Platform::start().await?;
+    let a = tenant(&platform, "A").await?;
+    let b = tenant(&platform, "B").await?;
+    let link = json!({"email": "Mia@Example.com", "redirect_url": "https://app.example.com/welcome?from=mail"});
+    let r = client(&platform, &a, "/v1/client/magic_links", link.clone()).await?;
+    assert_eq!(r.status, 202, "{}", r.json);
+    let mail = platform
+        .smtp
+        .wait_for("mia@example.com", 0, MAIL_WAIT)
+        .await?;
+    assert!(
+        mail.contains("https://app.example.com/welcome?from=mail&idm_magic_code="),
+        "{mail}"
+    );
+    let code = magic_code(&mail).unwrap_or_default();
+    assert_eq!(code.len(), 43);
+    assert_eq!(redis_keys(&platform, "magic").await?.len(), 1);
+    assert!(
+        redis_keys(&platform, "")
+            .await?
+            .iter()
+            .all(|k| !k.contains(&code) && !k.to_lowercase().contains("mia")),
+        "keys hold hashes only"
+    );
+
+    // Another issuer cannot redeem it; it still works at its own issuer, once.
+    let r = client(
+        &platform,
+        &b,
+        "/v1/client/magic_links/verify",
+        json!({"code": code}),
+    )
+    .await?;
+    assert_eq!((r.status, r.code()), (422, Some("code_invalid")));
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/magic_links/verify",
+        json!({"code": code}),
+    )
+    .await?;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(
+        (
+            r.str("/user/email"),
+            r.json["user"]["email_verified"].as_bool()
+        ),
+        ("Mia@example.com".into(), Some(true))
+    );
+    assert!(r.headers.get("set-cookie").is_some());
+    let started = Instant::now();
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/magic_links/verify",
+        json!({"code": code}),
+    )
+    .await?;
+    assert_eq!(r.code(), Some("code_invalid"), "a link works once");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "failures take the minimum time"
+    );
+    assert!(redis_keys(&platform, "magic").await?.is_empty());
+
+    // The redirect must be one of the issuer's origins; nothing is sent otherwise.
+    for bad in [
+        "https://evil.com/",
+        "https://app.example.com.evil.com/x",
+        "javascript:alert(1)",
+        "https://user@app.example.com/",
+    ] {
+        let r = client(
+            &platform,
+            &a,
+            "/v1/client/magic_links",
+            json!({"email": "mia@example.com", "redirect_url": bad}),
+        )
+        .await?;
+        assert_eq!(r.code(), Some("validation_failed"), "{bad}");
+    }
+    // Malformed codes.
+    for bad in ["", "short", &"x".repeat(43), &"y".repeat(200)] {
+        let r = client(
+            &platform,
+            &a,
+            "/v1/client/magic_links/verify",
+            json!({"code": bad}),
+        )
+        .await?;
+        assert_eq!(r.code(), Some("code_invalid"), "{bad}");
+    }
+    // Expiry, by moving the clock instead of sleeping: the entry is erased.
+    client(&platform, &a, "/v1/client/magic_links", link).await?;
+    let code = magic_code(
+        &platform
+            .smtp
+            .wait_for("mia@example.com", 1, MAIL_WAIT)
+            .await?,
+    )
+    .unwrap_or_default();
+    platform.clock.advance(15 * 60 + 1);
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/magic_links/verify",
+        json!({"code": code}),
+    )
+    .await?;
+    assert_eq!(r.code(), Some("code_expired"));
+    assert!(redis_keys(&platform, "magic").await?.is_empty());
+
+    // No sign-up allowed: unknown addresses get the same answer and no mail.
+    let r = platform
+        .backend(
+            Method::PATCH,
+            "/v1/issuer",
+            &b.secret_key,
+            Some(json!({"policy": {"allow_sign_up": false}})),
+        )
+        .await?;
+    assert_eq!(r.status, 200);
+    let before = platform.smtp.messages().len();
+    let r = client(
+        &platform,
+        &b,
+        "/v1/client/magic_links",
+        json!({"email": "stranger@example.com", "redirect_url": "https://app.example.com/"}),
+    )
+    .await?;
+    assert_eq!(r.status, 202);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(platform.smtp.messages().len(), before);
+    platform.stop().await
+}
+
+#[tokio::test]
+async fn email_codes_expire_die_after_five_attempts_and_work_once() -> anyhow::Result<()> {
+    let platform = Platform::start().await?;
+    let a = tenant(&platform, "Codes").await?;
+    let b = tenant(&platform, "Other").await?;
+    let send = |email: &str| json!({ "email": email });
+    let verify = |email: &str, code: &str| json!({ "email": email, "code": code });
+
+    // Sign-up by code: the user is created, verified, and signed in.
+    client(
+        &platform,
+        &a,
+        "/v1/client/email_codes",
+        send("noah@example.com"),
+    )
+    .await?;
+    let code = six_digit_code(
+        &platform
+            .smtp
+            .wait_for("noah@example.com", 0, MAIL_WAIT)
+            .await?,
+    )
+    .unwrap_or_default();
+    let r = client(
+        &platform,
+        &b,
+        "/v1/client/email_codes/verify",
+        verify("noah@example.com", &code),
+    )
+    .await?;
+    assert_eq!(r.code(), Some("code_invalid"), "another issuer");
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/email_codes/verify",
+        verify("noah@example.com", wrong),
+    )
+    .await?;
+    assert_eq!(r.code(), Some("code_invalid"));
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/email_codes/verify",
+        verify("NOAH@example.com", &code),
+    )
+    .await?;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["user"]["email_verified"], json!(true));
+    let user_id = r.str("/user/id");
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/email_codes/verify",
+        verify("noah@example.com", &code),
+    )
+    .await?;
+    assert_eq!(r.code(), Some("code_invalid"), "replay");
+
+    // Malformed codes never match.
+    for bad in ["12345", "1234567", "12a456", " 123456", ""] {
+        let r = client(
+            &platform,
+            &a,
+            "/v1/client/email_codes/verify",
+            verify("noah@example.com", bad),
+        )
+        .await?;
+        assert_eq!(r.code(), Some("code_invalid"), "{bad:?}");
+    }
+
+    // Five wrong attempts kill the code: even the right one is refused after.
+    client(
+        &platform,
+        &a,
+        "/v1/client/email_codes",
+        send("noah@example.com"),
+    )
+    .await?;
+    let code = six_digit_code(
+        &platform
+            .smtp
+            .wait_for("noah@example.com", 1, MAIL_WAIT)
+            .await?,
+    )
+    .unwrap_or_default();
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..5 {
+        let r = client(
+            &platform,
+            &a,
+            "/v1/client/email_codes/verify",
+            verify("noah@example.com", wrong),
+        )
+        .await?;
+        assert_eq!(r.code(), Some("code_invalid"));
+    }
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/email_codes/verify",
+        verify("noah@example.com", &code),
+    )
+    .await?;
+    assert_eq!((r.status, r.code()), (429, Some("too_many_attempts")));
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/email_codes/verify",
+        verify("noah@example.com", &code),
+    )
+    .await?;
+    assert_eq!(r.code(), Some("code_invalid"), "the dead code is gone");
+
+    // Expiry with the controllable clock; the existing user signs in again by code.
+    client(
+        &platform,
+        &a,
+        "/v1/client/email_codes",
+        send("noah@example.com"),
+    )
+    .await?;
+    let code = six_digit_code(
+        &platform
+            .smtp
+            .wait_for("noah@example.com", 2, MAIL_WAIT)
+            .await?,
+    )
+    .unwrap_or_default();
+    platform.clock.advance(601);
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/email_codes/verify",
+        verify("noah@example.com", &code),
+    )
+    .await?;
+    assert_eq!(r.code(), Some("code_expired"));
+    client(
+        &platform,
+        &a,
+        "/v1/client/email_codes",
+        send("noah@example.com"),
+    )
+    .await?;
+    let code = six_digit_code(
+        &platform
+            .smtp
+            .wait_for("noah@example.com", 3, MAIL_WAIT)
+            .await?,
+    )
+    .unwrap_or_default();
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/email_codes/verify",
+        verify("noah@example.com", &code),
+    )
+    .await?;
+    assert_eq!((r.status, r.str("/user/id")), (200, user_id));
+    assert!(redis_keys(&platform, "emailcode").await?.is_empty());
+    platform.stop().await
+}
+
+#[tokio::test]
+async fn mail_survives_an_smtp_outage() -> anyhow::Result<()> {
+    let platform = Platform::start().await?;
+    let a = tenant(&platform, "Outage").await?;
+    platform.smtp.stop();
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/email_codes",
+        json!({"email": "patient@example.com"}),
+    )
+    .await?;
+    assert_eq!(r.status, 202, "sending does not wait for SMTP");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(platform.smtp.messages().is_empty());
+    platform.smtp.resume().await?;
+    let mail = platform
+        .smtp
+        .wait_for("patient@example.com", 0, Duration::from_secs(40))
+        .await?;
+    let code = six_digit_code(&mail).unwrap_or_default();
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/email_codes/verify",
+        json!({"email": "patient@example.com", "code": code}),
+    )
+    .await?;
+    assert_eq!(r.status, 200, "the delayed code still works: {}", r.json);
+    platform.stop().await
+}
