@@ -136,6 +136,26 @@ impl Bus {
         }))
     }
 
+    /// Serves `<prefix>.<service>.v1.*` in the queue group `<service>` (see
+    /// [`serve`]): the usual way a service answers.
+    pub async fn serve_service<S: Send + Sync + 'static>(
+        &self,
+        service: &str,
+        handlers: Handlers<S>,
+        state: std::sync::Arc<S>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<()>, BusError> {
+        serve(
+            self,
+            format!("{}.{service}.v1", self.prefix),
+            service.to_owned(),
+            handlers,
+            state,
+            shutdown,
+        )
+        .await
+    }
+
     /// `<prefix>.<service>.v1.<op>`.
     pub fn subject(&self, service: &str, op: &str) -> String {
         format!("{}.{service}.v1.{op}", self.prefix)

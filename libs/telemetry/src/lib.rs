@@ -79,6 +79,20 @@ pub fn all_of(probes: Vec<idm_core::Probe>) -> ReadinessCheck {
     })
 }
 
+/// Readiness: Redis answers `PING`.
+pub fn redis_probe(redis: redis::aio::ConnectionManager) -> idm_core::Probe {
+    probe(move || {
+        let mut redis = redis.clone();
+        async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut redis)
+                .await
+                .map(drop)
+                .map_err(|e| format!("redis: {e}"))
+        }
+    })
+}
+
 /// A probe from an async closure (for dependencies without their own).
 pub fn probe<F, Fut>(check: F) -> idm_core::Probe
 where

@@ -50,15 +50,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(op::CREATE_API_KEY, handlers::create_api_key)
         .on(op::LIST_API_KEYS, handlers::list_api_keys)
         .on(op::REVOKE_API_KEY, handlers::revoke_api_key);
-    let serving = idm_bus::serve(
-        &bus,
-        format!("{}.account.v1", bus.prefix()),
-        "account".into(),
-        handlers,
-        Arc::clone(&state),
-        shutdown.clone(),
-    )
-    .await?;
+    let serving = bus
+        .serve_service("account", handlers, Arc::clone(&state), shutdown.clone())
+        .await?;
 
     let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);
     let router = idm_telemetry::with_http_layers(

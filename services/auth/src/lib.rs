@@ -89,25 +89,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(op::VERIFY_MFA, mfa::verify_mfa)
         .on(op::SEND_VERIFICATION, verifications::send_verification)
         .on(op::CHECK_VERIFICATION, verifications::check_verification);
-    let serving = idm_bus::serve(
-        &bus,
-        format!("{}.auth.v1", bus.prefix()),
-        "auth".into(),
-        handlers,
-        state,
-        shutdown.clone(),
-    )
-    .await?;
-    let redis_probe = idm_telemetry::probe(move || {
-        let mut redis = redis.clone();
-        async move {
-            redis::cmd("PING")
-                .query_async::<String>(&mut redis)
-                .await
-                .map(drop)
-                .map_err(|e| format!("redis: {e}"))
-        }
-    });
+    let serving = bus
+        .serve_service("auth", handlers, state, shutdown.clone())
+        .await?;
+    let redis_probe = idm_telemetry::redis_probe(redis);
     let ready = idm_telemetry::all_of(vec![redis_probe, bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,

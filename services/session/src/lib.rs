@@ -80,25 +80,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(op::KEY_RING, handlers::key_ring)
         .on(op::ROTATE_KEY, handlers::rotate_key)
         .on(op::SIGN_VERIFICATION, handlers::sign_verification);
-    let serving = idm_bus::serve(
-        &bus,
-        format!("{}.session.v1", bus.prefix()),
-        "session".into(),
-        handlers,
-        state,
-        shutdown.clone(),
-    )
-    .await?;
-    let redis_probe = idm_telemetry::probe(move || {
-        let mut redis = redis.clone();
-        async move {
-            redis::cmd("PING")
-                .query_async::<String>(&mut redis)
-                .await
-                .map(drop)
-                .map_err(|e| format!("redis: {e}"))
-        }
-    });
+    let serving = bus
+        .serve_service("session", handlers, state, shutdown.clone())
+        .await?;
+    let redis_probe = idm_telemetry::redis_probe(redis);
     let ready = idm_telemetry::all_of(vec![db.probe(), redis_probe, bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,

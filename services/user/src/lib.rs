@@ -55,15 +55,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(op::LIST_PERSONAL_TOKENS, personal_tokens::list)
         .on(op::REVOKE_PERSONAL_TOKEN, personal_tokens::revoke)
         .on(op::VERIFY_PERSONAL_TOKEN, personal_tokens::verify);
-    let serving = idm_bus::serve(
-        &bus,
-        format!("{}.user.v1", bus.prefix()),
-        "user".into(),
-        handlers,
-        state,
-        shutdown.clone(),
-    )
-    .await?;
+    let serving = bus
+        .serve_service("user", handlers, state, shutdown.clone())
+        .await?;
     let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,
