@@ -131,6 +131,22 @@ fn parse_domain(domain: &str) -> Result<String, ApiError> {
         return Err(invalid("the domain is too long"));
     }
     let labels: Vec<&str> = ascii.split('.').collect();
+    // UTS 46 silently maps some characters (zero-width space, full-width
+    // letters, ideographic full stops) to others, so a domain that converts
+    // cleanly can still look unlike the mailbox it reaches. Each label must
+    // be exactly its ASCII form or exactly its Unicode form.
+    let (unicode, _) = idna::domain_to_unicode(&ascii);
+    let given = domain.to_lowercase();
+    let given_labels: Vec<&str> = given.split('.').collect();
+    let faithful = given_labels.len() == labels.len()
+        && given_labels
+            .iter()
+            .zip(&labels)
+            .zip(unicode.split('.'))
+            .all(|((g, a), u)| g == a || *g == u);
+    if !faithful {
+        return Err(invalid("the domain is not a valid internationalised name"));
+    }
     if labels.len() < 2 {
         return Err(invalid("the domain needs at least two labels"));
     }
@@ -190,6 +206,9 @@ mod tests {
             e.as_ref().map(Email::canonical),
             Some("ada.lovelace+x@example.com")
         );
+        for ok in ["a@xn--bcher-kva.de", "a@BÜCHER.de", "a@faß.de"] {
+            assert!(Email::parse(ok).is_ok(), "{ok}");
+        }
         let idn = Email::parse("a@bücher.de").ok();
         assert_eq!(
             idn.as_ref().map(Email::canonical),
@@ -225,6 +244,8 @@ mod tests {
             "a@-.com",
             "a\u{0}@example.com",
             "a@example.com\u{7}",
+            "a@\u{ff45}xample.com",
+            "a@example\u{3002}com",
         ] {
             assert_eq!(
                 Email::parse(bad).map_err(|e| e.code).err(),

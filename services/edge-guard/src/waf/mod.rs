@@ -9,6 +9,8 @@ mod bans;
 mod email_guard;
 mod fallback;
 mod quota;
+#[cfg(test)]
+mod redis_tests;
 mod velocity;
 
 use idm_bus::{Bus, Events};
