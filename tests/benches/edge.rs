@@ -148,7 +148,11 @@ async fn main() -> anyhow::Result<()> {
             "correct horse battery",
         )
         .await?;
-    anyhow::ensure!(signed_up.status == 201, "sign-up failed: {}", signed_up.json);
+    anyhow::ensure!(
+        signed_up.status == 201,
+        "sign-up failed: {}",
+        signed_up.json
+    );
     let session = format!("Bearer {}", signed_up.str("/session_token"));
 
     // The plain handler, on its own listener in this process.

@@ -288,14 +288,19 @@ mod tests {
         assert_ne!(limits_key("a.b@example.com"), limits_key("ab@example.com"));
         // The stored form is untouched.
         assert_eq!(
-            Email::parse("A.B+1@gmail.com").ok().map(|e| e.as_str().to_owned()),
+            Email::parse("A.B+1@gmail.com")
+                .ok()
+                .map(|e| e.as_str().to_owned()),
             Some("A.B+1@gmail.com".to_owned())
         );
     }
 
     #[test]
     fn policy_domains_are_canonicalised() {
-        assert_eq!(mail_domain("Bücher.DE.").ok().as_deref(), Some("xn--bcher-kva.de"));
+        assert_eq!(
+            mail_domain("Bücher.DE.").ok().as_deref(),
+            Some("xn--bcher-kva.de")
+        );
         assert!(mail_domain("localhost").is_err());
         assert!(mail_domain("[127.0.0.1]").is_err());
     }

@@ -144,7 +144,12 @@ impl WafPolicy {
             ));
         }
         within("strikes_to_ban", self.strikes_to_ban, 1, 1000)?;
-        within("strike_window_seconds", self.strike_window_seconds, 1, 30 * DAY)?;
+        within(
+            "strike_window_seconds",
+            self.strike_window_seconds,
+            1,
+            30 * DAY,
+        )?;
         within("ban_seconds", self.ban_seconds, 1, 365 * DAY)?;
         within(
             "max_ban_seconds",

@@ -239,7 +239,9 @@ impl Platform {
 
     /// Edge `replica`'s Prometheus text.
     pub async fn edge_metrics(&self, replica: usize) -> anyhow::Result<String> {
-        let r = self.edge_ops(replica, Method::GET, "/metrics", None).await?;
+        let r = self
+            .edge_ops(replica, Method::GET, "/metrics", None)
+            .await?;
         anyhow::ensure!(r.status == 200, "metrics answered {}", r.status);
         Ok(match r.json {
             Value::String(text) => text,

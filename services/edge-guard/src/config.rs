@@ -60,13 +60,12 @@ fn waf_config(env: &Env) -> Result<crate::waf::WafConfig, ConfigError> {
         });
     }
     Ok(crate::waf::WafConfig {
-        redis_timeout: Duration::from_millis(
-            env.parse("REDIS_TIMEOUT_MS", defaults.redis_timeout.as_millis() as u64)?,
-        ),
-        key_lookups_per_minute: env.parse(
-            "KEY_LOOKUPS_PER_MINUTE",
-            defaults.key_lookups_per_minute,
-        )?,
+        redis_timeout: Duration::from_millis(env.parse(
+            "REDIS_TIMEOUT_MS",
+            defaults.redis_timeout.as_millis() as u64,
+        )?),
+        key_lookups_per_minute: env
+            .parse("KEY_LOOKUPS_PER_MINUTE", defaults.key_lookups_per_minute)?,
         operator_token: operator_token.map(secrecy::SecretString::from),
     })
 }

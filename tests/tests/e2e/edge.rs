@@ -75,7 +75,12 @@ async fn origins_are_parsed_strictly_and_matched_exactly() -> anyhow::Result<()>
     let t = tenant(
         &platform,
         "Origins",
-        &["mybrand.com", "*.apps.mybrand.com", "bücher.de", "localhost"],
+        &[
+            "mybrand.com",
+            "*.apps.mybrand.com",
+            "bücher.de",
+            "localhost",
+        ],
     )
     .await?;
 
@@ -161,7 +166,10 @@ async fn origins_are_parsed_strictly_and_matched_exactly() -> anyhow::Result<()>
         r.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
         r
     };
-    assert_eq!(raw_status(addr, &request(b"https://mybrand.com")).await?, 401);
+    assert_eq!(
+        raw_status(addr, &request(b"https://mybrand.com")).await?,
+        401
+    );
     for bad in [
         &b"https://mybrand.com\x01"[..],
         b"https://myb\x00rand.com",
@@ -220,7 +228,11 @@ async fn allowed_origins_are_validated_when_saved() -> anyhow::Result<()> {
     assert_eq!(r.status, 200, "{}", r.json);
     assert_eq!(
         r.json.pointer("/allowed_origins"),
-        Some(&json!(["*.mybrand.co.uk", "mybrand.com", "xn--bcher-kva.de"]))
+        Some(&json!([
+            "*.mybrand.co.uk",
+            "mybrand.com",
+            "xn--bcher-kva.de"
+        ]))
     );
     platform.stop().await
 }
@@ -272,7 +284,10 @@ async fn preflights_are_answered_at_the_edge_without_credentials() -> anyhow::Re
         &[
             ("origin", ORIGIN),
             ("access-control-request-method", "POST"),
-            ("access-control-request-headers", "authorization, content-type"),
+            (
+                "access-control-request-headers",
+                "authorization, content-type",
+            ),
         ],
     )
     .await?;
@@ -283,7 +298,10 @@ async fn preflights_are_answered_at_the_edge_without_credentials() -> anyhow::Re
     );
     let methods = header(&ok, "access-control-allow-methods").unwrap_or_default();
     let allowed_headers = header(&ok, "access-control-allow-headers").unwrap_or_default();
-    assert!(methods.contains("POST") && !methods.contains('*'), "{methods}");
+    assert!(
+        methods.contains("POST") && !methods.contains('*'),
+        "{methods}"
+    );
     assert!(
         allowed_headers.contains("authorization")
             && allowed_headers.contains("idm-api-key")
@@ -306,7 +324,10 @@ async fn preflights_are_answered_at_the_edge_without_credentials() -> anyhow::Re
     let r = preflight(
         &platform,
         "/v1/verifications",
-        &[("origin", ORIGIN), ("access-control-request-method", "POST")],
+        &[
+            ("origin", ORIGIN),
+            ("access-control-request-method", "POST"),
+        ],
     )
     .await?;
     assert_eq!(r.status, 204);
@@ -315,15 +336,24 @@ async fn preflights_are_answered_at_the_edge_without_credentials() -> anyhow::Re
         // Backend routes are never callable from a browser.
         (
             "/v1/users",
-            vec![("origin", ORIGIN), ("access-control-request-method", "POST")],
+            vec![
+                ("origin", ORIGIN),
+                ("access-control-request-method", "POST"),
+            ],
         ),
         (
             "/v1/issuer",
-            vec![("origin", ORIGIN), ("access-control-request-method", "PATCH")],
+            vec![
+                ("origin", ORIGIN),
+                ("access-control-request-method", "PATCH"),
+            ],
         ),
         (
             "/v1/client/sign_in",
-            vec![("origin", "null"), ("access-control-request-method", "POST")],
+            vec![
+                ("origin", "null"),
+                ("access-control-request-method", "POST"),
+            ],
         ),
         (
             "/v1/client/sign_in",
@@ -378,7 +408,12 @@ async fn preflights_are_answered_at_the_edge_without_credentials() -> anyhow::Re
     assert_eq!(evil.status, 204);
     assert_eq!(header(&evil, "access-control-allow-credentials"), None);
     let r = platform
-        .sign_in(&t, "https://evil.com", "nobody@example.com", "whatever pass")
+        .sign_in(
+            &t,
+            "https://evil.com",
+            "nobody@example.com",
+            "whatever pass",
+        )
         .await?;
     assert_eq!((r.status, r.code()), (403, Some("origin_not_allowed")));
     assert_eq!(header(&r, "access-control-allow-origin"), None);
@@ -389,10 +424,15 @@ async fn preflights_are_answered_at_the_edge_without_credentials() -> anyhow::Re
 async fn the_client_address_comes_only_from_trusted_proxies() -> anyhow::Result<()> {
     let mut platform = Platform::start().await?;
     // A second edge that trusts no proxy: X-Forwarded-For means nothing to it.
-    platform.add_edge_with(|c| c.trusted_proxies.clear()).await?;
+    platform
+        .add_edge_with(|c| c.trusted_proxies.clear())
+        .await?;
     let t = tenant(&platform, "Spoof", &["mybrand.com"]).await?;
     platform
-        .set_waf_policy(&t, json!({ "client": { "limit": 3, "window_seconds": 600 } }))
+        .set_waf_policy(
+            &t,
+            json!({ "client": { "limit": 3, "window_seconds": 600 } }),
+        )
         .await?;
     let from = |xff: &'static str| [("origin", ORIGIN), ("x-forwarded-for", xff)];
 
@@ -471,22 +511,31 @@ async fn velocity_is_per_issuer_and_route_class_and_ipv6_per_slash_64() -> anyho
 
     // IPv6: every address of one /64 shares the budget; the next /64 does not.
     let v6 = |xff: &'static str| [("origin", ORIGIN), ("x-forwarded-for", xff)];
-    assert!(passed(&me(&platform, 0, &a, &v6("2001:db8:aa:1::1")).await?));
+    assert!(passed(
+        &me(&platform, 0, &a, &v6("2001:db8:aa:1::1")).await?
+    ));
     assert!(passed(
         &me(&platform, 0, &a, &v6("2001:db8:aa:1:ffff:ffff:ffff:fffe")).await?
     ));
     assert_eq!(
-        me(&platform, 0, &a, &v6("2001:db8:aa:1:1234::9")).await?.code(),
+        me(&platform, 0, &a, &v6("2001:db8:aa:1:1234::9"))
+            .await?
+            .code(),
         Some("rate_limited")
     );
-    assert!(passed(&me(&platform, 0, &a, &v6("2001:db8:aa:2::1")).await?));
+    assert!(passed(
+        &me(&platform, 0, &a, &v6("2001:db8:aa:2::1")).await?
+    ));
     // An IPv4-mapped IPv6 address is the IPv4 client.
     assert_eq!(
         me(&platform, 0, &a, &v6("::ffff:192.0.2.44")).await?.code(),
         Some("rate_limited")
     );
     // Refused origins count too: they cannot be used to probe for free.
-    let c_ip = [("origin", "https://evil.com"), ("x-forwarded-for", "192.0.2.45")];
+    let c_ip = [
+        ("origin", "https://evil.com"),
+        ("x-forwarded-for", "192.0.2.45"),
+    ];
     for _ in 0..2 {
         assert_eq!(
             me(&platform, 0, &a, &c_ip).await?.code(),
@@ -510,7 +559,13 @@ async fn breach_until_banned(
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut limited = 0;
     loop {
-        let r = me(platform, 0, t, &[("origin", ORIGIN), ("x-forwarded-for", xff)]).await?;
+        let r = me(
+            platform,
+            0,
+            t,
+            &[("origin", ORIGIN), ("x-forwarded-for", xff)],
+        )
+        .await?;
         match r.code() {
             Some("ip_banned") => return Ok((r, limited)),
             Some("rate_limited") => limited += 1,
@@ -531,7 +586,10 @@ where
         if check().await? {
             return Ok(());
         }
-        anyhow::ensure!(Instant::now() < deadline, "{what} did not happen within a second");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{what} did not happen within a second"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -569,16 +627,34 @@ async fn strikes_ban_on_every_replica_repeat_bans_double_and_operators_lift() ->
 
     // Every replica refuses it, from memory.
     within_a_second("the ban reaching replica 1", || async {
-        let r = me(&platform, 1, &t, &[("origin", ORIGIN), ("x-forwarded-for", attacker)]).await?;
+        let r = me(
+            &platform,
+            1,
+            &t,
+            &[("origin", ORIGIN), ("x-forwarded-for", attacker)],
+        )
+        .await?;
         Ok(r.code() == Some("ip_banned"))
     })
     .await?;
     // Only this issuer, only this address.
     assert!(passed(
-        &me(&platform, 0, &other, &[("origin", ORIGIN), ("x-forwarded-for", attacker)]).await?
+        &me(
+            &platform,
+            0,
+            &other,
+            &[("origin", ORIGIN), ("x-forwarded-for", attacker)]
+        )
+        .await?
     ));
     assert!(passed(
-        &me(&platform, 0, &t, &[("origin", ORIGIN), ("x-forwarded-for", "198.51.100.67")]).await?
+        &me(
+            &platform,
+            0,
+            &t,
+            &[("origin", ORIGIN), ("x-forwarded-for", "198.51.100.67")]
+        )
+        .await?
     ));
 
     // The ip.banned event holds the network and ids, nothing personal.
@@ -599,7 +675,13 @@ async fn strikes_ban_on_every_replica_repeat_bans_double_and_operators_lift() ->
     // The ban expires by itself…
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let r = me(&platform, 0, &t, &[("origin", ORIGIN), ("x-forwarded-for", attacker)]).await?;
+        let r = me(
+            &platform,
+            0,
+            &t,
+            &[("origin", ORIGIN), ("x-forwarded-for", attacker)],
+        )
+        .await?;
         if r.code() != Some("ip_banned") {
             break;
         }
@@ -661,7 +743,13 @@ async fn strikes_ban_on_every_replica_repeat_bans_double_and_operators_lift() ->
         .await?;
     breach_until_banned(&platform, &t, attacker).await?;
     platform.add_edge().await?;
-    let r = me(&platform, 2, &t, &[("origin", ORIGIN), ("x-forwarded-for", attacker)]).await?;
+    let r = me(
+        &platform,
+        2,
+        &t,
+        &[("origin", ORIGIN), ("x-forwarded-for", attacker)],
+    )
+    .await?;
     assert_eq!(r.code(), Some("ip_banned"));
     platform.stop().await
 }
@@ -698,8 +786,15 @@ async fn the_email_guard_covers_every_route_that_takes_an_address() -> anyhow::R
         let r = platform
             .sign_up(&t, ORIGIN, None, address, "correct horse battery")
             .await?;
-        assert_eq!((r.status, r.code()), (422, Some(*code)), "sign_up {address}");
-        assert!(!r.json.to_string().contains(address), "the answer echoes the address");
+        assert_eq!(
+            (r.status, r.code()),
+            (422, Some(*code)),
+            "sign_up {address}"
+        );
+        assert!(
+            !r.json.to_string().contains(address),
+            "the answer echoes the address"
+        );
         let r = platform
             .backend(
                 Method::POST,
@@ -738,7 +833,13 @@ async fn the_email_guard_covers_every_route_that_takes_an_address() -> anyhow::R
     let deadline = Instant::now() + Duration::from_secs(1);
     loop {
         let r = platform
-            .sign_up(&t, ORIGIN, None, "ok@mailinator.com", "correct horse battery")
+            .sign_up(
+                &t,
+                ORIGIN,
+                None,
+                "ok@mailinator.com",
+                "correct horse battery",
+            )
             .await?;
         if r.status == 201 {
             break;
@@ -747,7 +848,11 @@ async fn the_email_guard_covers_every_route_that_takes_an_address() -> anyhow::R
         assert!(Instant::now() < deadline, "the allow list never applied");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for address in ["x@competitor.example", "x@eu.competitor.example", "x@partner.example"] {
+    for address in [
+        "x@competitor.example",
+        "x@eu.competitor.example",
+        "x@partner.example",
+    ] {
         let r = platform
             .backend(
                 Method::POST,
@@ -792,7 +897,9 @@ async fn origin_edits_reach_every_replica_within_a_second() -> anyhow::Result<()
     .await?;
     let t = tenant(&platform, "Edits", &["mybrand.com", "other.example"]).await?;
     for replica in 0..2 {
-        assert!(passed(&me(&platform, replica, &t, &[("origin", ORIGIN)]).await?));
+        assert!(passed(
+            &me(&platform, replica, &t, &[("origin", ORIGIN)]).await?
+        ));
     }
     platform.allow_origins(&t, &["other.example"]).await?;
     for replica in 0..2 {
@@ -863,14 +970,21 @@ async fn a_key_flood_reads_the_key_table_a_bounded_number_of_times() -> anyhow::
     let platform = Platform::start().await?;
     let t = tenant(&platform, "Flood", &["mybrand.com"]).await?;
     platform
-        .set_waf_policy(&t, json!({ "client": { "limit": 1000000, "window_seconds": 60 } }))
+        .set_waf_policy(
+            &t,
+            json!({ "client": { "limit": 1000000, "window_seconds": 60 } }),
+        )
         .await?;
     let before = key_table_reads(&platform).await?;
 
     // 10,000 requests with one valid key: one lookup, however concurrent.
     let valid = vec![(t.restricted_key.clone(), None); 10_000];
     let codes = flood(&platform, valid).await?;
-    assert!(codes.iter().all(|c| c == "unauthenticated"), "{:?}", &codes[..5]);
+    assert!(
+        codes.iter().all(|c| c == "unauthenticated"),
+        "{:?}",
+        &codes[..5]
+    );
     let after_valid = key_table_reads(&platform).await?;
     assert!(
         after_valid - before <= 3,
@@ -910,7 +1024,11 @@ async fn a_key_flood_reads_the_key_table_a_bounded_number_of_times() -> anyhow::
         })
         .collect();
     let codes = flood(&platform, spread).await?;
-    assert!(codes.iter().all(|c| c == "invalid_api_key"), "{:?}", &codes[..5]);
+    assert!(
+        codes.iter().all(|c| c == "invalid_api_key"),
+        "{:?}",
+        &codes[..5]
+    );
     let after_spread = key_table_reads(&platform).await?;
     println!(
         "key table reads: one valid key ×10,000: {}; 1,000 unknown keys ×10 from one address: {} ({limited} answered rate_limited); from 1,000 addresses: {}",
@@ -979,7 +1097,9 @@ impl SpareRedis {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 #[tokio::test]
@@ -989,13 +1109,14 @@ async fn a_redis_outage_falls_back_to_memory_and_recovers() -> anyhow::Result<()
     let mut redis = SpareRedis::start(port).await?;
     let mut platform = Platform::start().await?;
     let url = redis.url();
-    platform
-        .add_edge_with(move |c| c.redis_url = url)
-        .await?;
+    platform.add_edge_with(move |c| c.redis_url = url).await?;
     let edge = 1;
     let t = tenant(&platform, "Outage", &["mybrand.com"]).await?;
     platform
-        .set_waf_policy(&t, json!({ "client": { "limit": 3, "window_seconds": 600 } }))
+        .set_waf_policy(
+            &t,
+            json!({ "client": { "limit": 3, "window_seconds": 600 } }),
+        )
         .await?;
     let gauge = format!("idm_edge_redis_fallback{{redis=\"127.0.0.1:{port}\"}}");
     let burst = |ip: &'static str| {
@@ -1004,19 +1125,33 @@ async fn a_redis_outage_falls_back_to_memory_and_recovers() -> anyhow::Result<()
         async move {
             let mut codes = Vec::new();
             for _ in 0..4 {
-                let r = me(platform, edge, t, &[("origin", ORIGIN), ("x-forwarded-for", ip)]).await?;
+                let r = me(
+                    platform,
+                    edge,
+                    t,
+                    &[("origin", ORIGIN), ("x-forwarded-for", ip)],
+                )
+                .await?;
                 codes.push(r.code().unwrap_or_default().to_owned());
             }
             anyhow::Ok(codes)
         }
     };
-    let expected = ["unauthenticated", "unauthenticated", "unauthenticated", "rate_limited"];
+    let expected = [
+        "unauthenticated",
+        "unauthenticated",
+        "unauthenticated",
+        "rate_limited",
+    ];
 
     // Redis up: the limit holds and its counters are in Redis.
     assert_eq!(burst("192.0.2.10").await?, expected);
     let pattern = format!("{}waf:v:client:*192.0.2.10*", platform.redis_prefix);
     assert!(!redis.keys(&pattern).await?.is_empty());
-    assert!(platform.edge_metrics(edge).await?.contains(&format!("{gauge} 0")));
+    assert!(platform
+        .edge_metrics(edge)
+        .await?
+        .contains(&format!("{gauge} 0")));
 
     // Redis gone: the edge keeps serving and limiting, from memory, and says so.
     redis.kill().await?;
@@ -1024,7 +1159,9 @@ async fn a_redis_outage_falls_back_to_memory_and_recovers() -> anyhow::Result<()
     let metrics = platform.edge_metrics(edge).await?;
     assert!(metrics.contains(&format!("{gauge} 1")), "{gauge} not 1");
     // Session checks and everything else still work on that edge.
-    assert!(passed(&me(&platform, edge, &t, &[("origin", ORIGIN)]).await?));
+    assert!(passed(
+        &me(&platform, edge, &t, &[("origin", ORIGIN)]).await?
+    ));
 
     // Redis back: the edge returns to it.
     let redis = SpareRedis::start(port).await?;
@@ -1034,7 +1171,10 @@ async fn a_redis_outage_falls_back_to_memory_and_recovers() -> anyhow::Result<()
         .await?
         .contains(&format!("{gauge} 0"))
     {
-        anyhow::ensure!(Instant::now() < deadline, "the edge never returned to Redis");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the edge never returned to Redis"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(burst("192.0.2.12").await?, expected);

@@ -31,7 +31,12 @@ fn operator(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
             "a valid operator token is required",
         )
     };
-    let expected = app.waf.config().operator_token.as_ref().ok_or_else(refused)?;
+    let expected = app
+        .waf
+        .config()
+        .operator_token
+        .as_ref()
+        .ok_or_else(refused)?;
     let given = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -74,7 +79,11 @@ async fn lift(
         .parse()
         .map_err(|_| ApiError::validation("the path must end in an IP address"))?;
     let query = crate::routes::query(query)?;
-    let issuer = query.issuer_id.as_deref().map(IssuerId::parse).transpose()?;
+    let issuer = query
+        .issuer_id
+        .as_deref()
+        .map(IssuerId::parse)
+        .transpose()?;
     let lifted = app.waf.lift(ip, issuer.as_ref()).await;
     Ok(Json(serde_json::json!({ "ip": ip, "lifted": lifted })))
 }

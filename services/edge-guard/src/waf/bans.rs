@@ -167,7 +167,9 @@ impl Bans {
         let policy = &key.policy.waf;
         let issuer = &key.issuer_id;
         let now = now_ms();
-        let latch_ms = u64::try_from(velocity_window.as_millis()).unwrap_or(u64::MAX).max(1);
+        let latch_ms = u64::try_from(velocity_window.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         let keys = [
             self.redis.key(&format!("latch:{class}:{issuer}:{network}")),
             self.redis.key(&format!("strikes:{issuer}:{network}")),
@@ -217,13 +219,18 @@ impl Bans {
         let issuer = issuer.clone();
         // The caller's answer does not wait for the stream's ack.
         tokio::spawn(async move {
-            bus.broadcast(bus.broadcast_subject(BANNED_TOPIC, issuer.as_str()), &notice)
-                .await;
-            let until = time::OffsetDateTime::from_unix_timestamp_nanos(
-                i128::from(until_ms) * 1_000_000,
+            bus.broadcast(
+                bus.broadcast_subject(BANNED_TOPIC, issuer.as_str()),
+                &notice,
             )
-            .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+            .await;
+            let until =
+                time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(until_ms) * 1_000_000)
+                    .ok()
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    });
             let data = serde_json::json!({
                 "ip": network.to_string(),
                 "route_class": class.as_str(),
@@ -407,7 +414,7 @@ impl Bans {
                 remaining_seconds: (until - now).div_ceil(1000),
             })
             .collect();
-        bans.sort_by(|a, b| b.remaining_seconds.cmp(&a.remaining_seconds));
+        bans.sort_by_key(|b| std::cmp::Reverse(b.remaining_seconds));
         bans
     }
 }

@@ -110,7 +110,10 @@ mod tests {
             code(&p, "a@eu.competitor.com"),
             Some(ErrorCode::DisposableEmail)
         );
-        assert_eq!(code(&p, "a@guerrillamailblock.com"), Some(ErrorCode::DisposableEmail));
+        assert_eq!(
+            code(&p, "a@guerrillamailblock.com"),
+            Some(ErrorCode::DisposableEmail)
+        );
         Ok(())
     }
 }

@@ -303,20 +303,38 @@ mod tests {
             network(ip("2001:db8:1:2::1"), 64),
             network(ip("2001:db8:1:3::1"), 64)
         );
-        assert_eq!(network(ip("2001:db8:1:2::1"), 64).to_string(), "2001:db8:1:2::/64");
-        assert_eq!(network(ip("::ffff:198.51.100.7"), 64).to_string(), "198.51.100.7/32");
-        assert_eq!(network(ip("198.51.100.7"), 64).to_string(), "198.51.100.7/32");
+        assert_eq!(
+            network(ip("2001:db8:1:2::1"), 64).to_string(),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            network(ip("::ffff:198.51.100.7"), 64).to_string(),
+            "198.51.100.7/32"
+        );
+        assert_eq!(
+            network(ip("198.51.100.7"), 64).to_string(),
+            "198.51.100.7/32"
+        );
     }
 
     #[test]
     fn route_classes_follow_the_path() {
-        assert_eq!(RouteClass::of_path("/v1/client/sign_in"), RouteClass::Client);
-        assert_eq!(RouteClass::of_path("/v1/verifications"), RouteClass::Verification);
+        assert_eq!(
+            RouteClass::of_path("/v1/client/sign_in"),
+            RouteClass::Client
+        );
+        assert_eq!(
+            RouteClass::of_path("/v1/verifications"),
+            RouteClass::Verification
+        );
         assert_eq!(
             RouteClass::of_path("/v1/verifications/check"),
             RouteClass::Verification
         );
-        assert_eq!(RouteClass::of_path("/v1/verificationsx"), RouteClass::Backend);
+        assert_eq!(
+            RouteClass::of_path("/v1/verificationsx"),
+            RouteClass::Backend
+        );
         assert_eq!(RouteClass::of_path("/v1/clientx"), RouteClass::Backend);
         assert_eq!(RouteClass::of_path("/v1/users"), RouteClass::Backend);
     }

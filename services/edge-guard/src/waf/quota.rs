@@ -126,8 +126,8 @@ impl Quota {
             local.clear();
             pending
         };
-        let expire_at = (next_month(idm_core::now()) + Duration::from_secs(7 * 86_400))
-            .unix_timestamp();
+        let expire_at =
+            (next_month(idm_core::now()) + Duration::from_secs(7 * 86_400)).unix_timestamp();
         for (key, count) in pending {
             let done: redis::RedisResult<()> = redis::pipe()
                 .incr(&key, count)

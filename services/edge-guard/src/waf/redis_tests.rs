@@ -108,7 +108,9 @@ async fn sub_addresses_of_one_inbox_share_one_send_budget() -> anyhow::Result<()
         ..idm_core::WafPolicy::default()
     });
     h.waf.allow_send(&key, &email("a.b+1@gmail.com")?).await?;
-    h.waf.allow_send(&key, &email("ab+2@googlemail.com")?).await?;
+    h.waf
+        .allow_send(&key, &email("ab+2@googlemail.com")?)
+        .await?;
     for spelling in ["A.B@GMAIL.com", "a.b.+x@googlemail.com", "ab@gmail.com"] {
         let refused = h.waf.allow_send(&key, &email(spelling)?).await.err();
         assert_eq!(
@@ -124,11 +126,17 @@ async fn sub_addresses_of_one_inbox_share_one_send_budget() -> anyhow::Result<()
     // Another inbox, and the same inbox at another issuer, have their own budgets.
     h.waf.allow_send(&key, &email("abc@gmail.com")?).await?;
     let other_issuer = key_with(key.policy.waf.clone());
-    h.waf.allow_send(&other_issuer, &email("ab@gmail.com")?).await?;
+    h.waf
+        .allow_send(&other_issuer, &email("ab@gmail.com")?)
+        .await?;
     // Redis holds hashes, never the address.
     let keys = h.keys().await?;
     assert!(!keys.is_empty());
-    assert!(keys.iter().all(|k| !k.contains("gmail") && !k.contains('@')), "{keys:?}");
+    assert!(
+        keys.iter()
+            .all(|k| !k.contains("gmail") && !k.contains('@')),
+        "{keys:?}"
+    );
     assert!(!h.waf.in_fallback());
     h.stop().await
 }
@@ -172,7 +180,9 @@ async fn the_monthly_quota_refuses_before_anything_is_counted() -> anyhow::Resul
     assert_eq!(count, 3);
     // Another account of the same policy is untouched.
     let other = key_with(key.policy.waf.clone());
-    h.waf.allow_send(&other, &email("user0@example.com")?).await?;
+    h.waf
+        .allow_send(&other, &email("user0@example.com")?)
+        .await?;
     h.stop().await
 }
 

@@ -61,11 +61,10 @@ pub fn decide(prev: u64, cur: u64, limit: u64, window_ms: u64, elapsed: u64) -> 
         at.saturating_sub(e).max(1)
     } else {
         // In the next window, where `cur` becomes the sliding-out part.
-        let room = if cur == 0 {
-            w
-        } else {
-            (limit.saturating_sub(1)).saturating_mul(w) / cur
-        };
+        let room = (limit.saturating_sub(1))
+            .saturating_mul(w)
+            .checked_div(cur)
+            .unwrap_or(w);
         (w - e) + w.saturating_sub(room)
     };
     Decision {
@@ -137,10 +136,17 @@ impl Velocity {
         }
     }
 
-    fn memory_hit(&self, key: &str, max: u64, window_ms: u64, index: u64, elapsed: u64) -> Decision {
-        let slot = self
-            .memory
-            .get_with(format!("{key}:{window_ms}"), || Arc::new(Mutex::new(Slot::default())));
+    fn memory_hit(
+        &self,
+        key: &str,
+        max: u64,
+        window_ms: u64,
+        index: u64,
+        elapsed: u64,
+    ) -> Decision {
+        let slot = self.memory.get_with(format!("{key}:{window_ms}"), || {
+            Arc::new(Mutex::new(Slot::default()))
+        });
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
         if slot.index != index {
             slot.prev = if slot.index + 1 == index { slot.cur } else { 0 };
