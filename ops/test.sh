@@ -18,6 +18,12 @@ source "$ROOT/ops/lib/deps.sh"
 
 ensure_deps || exit 1
 
+# tests/tests/e2e/edge.rs drives Debian's headless Chromium (the CORS browser
+# test) and starts a private redis-server (the Redis outage test). Install
+# them when missing; the browser test says SKIPPED if Chromium cannot be had.
+_idm_need_cmds chromium:chromium || idm_warn "chromium is not installed; the browser test will be skipped"
+_idm_need_cmds redis-server:redis-server || idm_warn "redis-server is not installed; the Redis outage test will fail"
+
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/idmesh/target}
 export IDM_TEST_PG_URL=${IDM_TEST_PG_URL:-$IDM_PG_ADMIN_URL}
 export IDM_TEST_REDIS_URL=${IDM_TEST_REDIS_URL:-$IDM_REDIS_URL}

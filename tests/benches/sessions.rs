@@ -146,6 +146,16 @@ async fn main() -> anyhow::Result<()> {
     platform
         .allow_origins(&tenant, &["app.example.com"])
         .await?;
+    // All load comes from one address: lift the WAF's per-address limits.
+    platform
+        .set_waf_policy(
+            &tenant,
+            json!({
+                "backend": { "limit": 10000000, "window_seconds": 60 },
+                "client": { "limit": 10000000, "window_seconds": 60 },
+            }),
+        )
+        .await?;
     let signed_up = platform
         .sign_up(
             &tenant,

@@ -78,6 +78,41 @@ impl Email {
             .map(|(_, d)| d)
             .unwrap_or_default()
     }
+
+    /// The mailbox as send limits see it, so that one inbox has one budget
+    /// however it is spelled: case folded, `+tag` removed, and for Gmail the
+    /// dots removed and `googlemail.com` folded into `gmail.com`.
+    ///
+    /// `+tag` is removed for every domain, not only for a list of providers:
+    /// most mail hosts (Gmail, Google Workspace, Outlook, iCloud, Fastmail,
+    /// Proton, Yandex and any Postfix with the default delimiter) deliver
+    /// `a+x@` to `a@`, and a custom domain cannot be asked. Over-merging only
+    /// makes two real mailboxes share a send budget; under-merging lets one
+    /// inbox be flooded. Never used for identity: the stored address keeps
+    /// the user's own form.
+    pub fn normalized_for_limits(&self) -> String {
+        let (local, domain) = self
+            .canonical
+            .rsplit_once('@')
+            .unwrap_or((self.canonical.as_str(), ""));
+        let domain = match domain {
+            "googlemail.com" => "gmail.com",
+            other => other,
+        };
+        let base = local.split_once('+').map_or(local, |(base, _)| base);
+        let base = if domain == "gmail.com" {
+            base.replace('.', "")
+        } else {
+            base.to_owned()
+        };
+        format!("{base}@{domain}")
+    }
+}
+
+/// A mail domain as given in a policy list: the same rules as the domain of
+/// an address, returned in its canonical (lower-case, punycode) form.
+pub fn mail_domain(raw: &str) -> Result<String, ApiError> {
+    parse_domain(raw.trim()).map_err(|e| ApiError::validation(e.message))
 }
 
 /// A DNS name fit for mail: IDN converted to punycode, at least two labels,
@@ -96,6 +131,22 @@ fn parse_domain(domain: &str) -> Result<String, ApiError> {
         return Err(invalid("the domain is too long"));
     }
     let labels: Vec<&str> = ascii.split('.').collect();
+    // UTS 46 silently maps some characters (zero-width space, full-width
+    // letters, ideographic full stops) to others, so a domain that converts
+    // cleanly can still look unlike the mailbox it reaches. Each label must
+    // be exactly its ASCII form or exactly its Unicode form.
+    let (unicode, _) = idna::domain_to_unicode(&ascii);
+    let given = domain.to_lowercase();
+    let given_labels: Vec<&str> = given.split('.').collect();
+    let faithful = given_labels.len() == labels.len()
+        && given_labels
+            .iter()
+            .zip(&labels)
+            .zip(unicode.split('.'))
+            .all(|((g, a), u)| g == a || *g == u);
+    if !faithful {
+        return Err(invalid("the domain is not a valid internationalised name"));
+    }
     if labels.len() < 2 {
         return Err(invalid("the domain needs at least two labels"));
     }
@@ -155,6 +206,9 @@ mod tests {
             e.as_ref().map(Email::canonical),
             Some("ada.lovelace+x@example.com")
         );
+        for ok in ["a@xn--bcher-kva.de", "a@BÜCHER.de", "a@faß.de"] {
+            assert!(Email::parse(ok).is_ok(), "{ok}");
+        }
         let idn = Email::parse("a@bücher.de").ok();
         assert_eq!(
             idn.as_ref().map(Email::canonical),
@@ -183,6 +237,15 @@ mod tests {
             "ü@example.com",
             "a@@example.com",
             "a@example..com",
+            "a@[IPv6:::1]",
+            "a@127.0.0.1",
+            "a@xn--zz.com",
+            "a@bü\u{200b}cher.de",
+            "a@-.com",
+            "a\u{0}@example.com",
+            "a@example.com\u{7}",
+            "a@\u{ff45}xample.com",
+            "a@example\u{3002}com",
         ] {
             assert_eq!(
                 Email::parse(bad).map_err(|e| e.code).err(),
@@ -194,6 +257,52 @@ mod tests {
         assert!(Email::parse(&long_local).is_err());
         let long_label = format!("a@{}.com", "b".repeat(64));
         assert!(Email::parse(&long_label).is_err());
+        let long_domain = format!("a@{}com", "b1234567.".repeat(29));
+        assert!(Email::parse(&long_domain).is_err());
+        // Every part within its own limit, the whole over 254.
+        let domain = format!(
+            "{}.{}.{}.{}.com",
+            "b".repeat(60),
+            "c".repeat(60),
+            "d".repeat(60),
+            "e".repeat(15)
+        );
+        assert!(Email::parse(&format!("a@{domain}")).is_ok());
+        assert!(Email::parse(&format!("{}@{domain}", "a".repeat(64))).is_err());
+    }
+
+    fn limits_key(raw: &str) -> String {
+        Email::parse(raw)
+            .map(|e| e.normalized_for_limits())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn limits_fold_sub_addresses_gmail_dots_and_case() {
+        assert_eq!(limits_key("a.b+1@gmail.com"), "ab@gmail.com");
+        assert_eq!(limits_key("ab+2@googlemail.com"), "ab@gmail.com");
+        assert_eq!(limits_key("A.B@GMail.com"), "ab@gmail.com");
+        assert_eq!(limits_key("a.b+x+y@Outlook.com"), "a.b@outlook.com");
+        assert_eq!(limits_key("Ada+news@example.com"), "ada@example.com");
+        // Dots matter outside Gmail.
+        assert_ne!(limits_key("a.b@example.com"), limits_key("ab@example.com"));
+        // The stored form is untouched.
+        assert_eq!(
+            Email::parse("A.B+1@gmail.com")
+                .ok()
+                .map(|e| e.as_str().to_owned()),
+            Some("A.B+1@gmail.com".to_owned())
+        );
+    }
+
+    #[test]
+    fn policy_domains_are_canonicalised() {
+        assert_eq!(
+            mail_domain("Bücher.DE.").ok().as_deref(),
+            Some("xn--bcher-kva.de")
+        );
+        assert!(mail_domain("localhost").is_err());
+        assert!(mail_domain("[127.0.0.1]").is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod proto;
 pub mod region;
 pub mod scope;
 pub mod text;
+pub mod waf_policy;
 
 pub use api_key::{ApiKey, KeyKind, KeyMode};
 pub use email::Email;
@@ -24,6 +25,7 @@ pub use origin::{AllowedOrigin, Origin};
 pub use policy::IssuerPolicy;
 pub use region::{Country, Jurisdiction, Region};
 pub use scope::Scope;
+pub use waf_policy::WafPolicy;
 
 /// Timestamps on the wire are RFC 3339 UTC.
 pub type Timestamp = time::OffsetDateTime;

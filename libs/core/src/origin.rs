@@ -137,10 +137,13 @@ impl AllowedOrigin {
                 return Err(invalid_entry(raw, "only one leading wildcard is allowed"));
             }
             let ascii = ascii_host(domain, raw)?;
-            if !ascii.contains('.') {
+            // `*.co.uk` or `*.github.io` would admit every stranger who can
+            // register a name there. The list is the maintained public
+            // suffix list (ICANN and private sections) shipped in `psl`.
+            if !ascii.contains('.') || psl::suffix_str(&ascii) == Some(ascii.as_str()) {
                 return Err(invalid_entry(
                     raw,
-                    "a wildcard needs a registrable domain under it",
+                    "a wildcard needs a registrable domain under it, not a public suffix",
                 ));
             }
             return Ok(AllowedOrigin::Subdomains(ascii));
@@ -261,10 +264,17 @@ mod tests {
             "mybrand.com:443",
             "a..b.com",
             "*.com",
+            "*.co.uk",
+            "*.github.io",
+            "*.com.au",
+            "*.xn--p1ai",
             "x.*.com",
             "",
         ] {
             assert!(AllowedOrigin::parse(bad).is_err(), "{bad:?}");
+        }
+        for good in ["*.mybrand.co.uk", "*.mybrand.github.io", "*.apps.internal"] {
+            assert!(AllowedOrigin::parse(good).is_ok(), "{good:?}");
         }
         assert_eq!(
             AllowedOrigin::parse("MyBrand.com.")

@@ -55,6 +55,9 @@ pub struct IssuerPolicy {
     pub allow_sign_up: bool,
     #[serde(default)]
     pub require_https_origins: bool,
+    /// The edge guard's limits, bans and email lists (see waf_policy.rs).
+    #[serde(default)]
+    pub waf: crate::WafPolicy,
 }
 
 impl Default for IssuerPolicy {
@@ -69,12 +72,14 @@ impl Default for IssuerPolicy {
             refresh_reuse_leeway_seconds: 0,
             allow_sign_up: true,
             require_https_origins: false,
+            waf: crate::WafPolicy::default(),
         }
     }
 }
 
 impl IssuerPolicy {
     pub fn validate(&self) -> Result<(), ApiError> {
+        self.waf.validate()?;
         if !(60..=86_400).contains(&self.session_lifetime_seconds) {
             return Err(ApiError::validation(
                 "session_lifetime_seconds must be between 60 and 86400",

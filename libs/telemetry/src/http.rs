@@ -24,6 +24,14 @@ impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let status = http::StatusCode::from_u16(self.0.code.http_status())
             .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        // `details.retry_after` (seconds) on a 429 or a ban also becomes the
+        // standard `Retry-After` header.
+        let retry_after = self
+            .0
+            .details
+            .as_ref()
+            .and_then(|d| d.get("retry_after"))
+            .and_then(serde_json::Value::as_u64);
         let mut error = serde_json::json!({
             "code": self.0.code,
             "message": self.0.message,
@@ -36,7 +44,14 @@ impl IntoResponse for HttpError {
                 }
             }
         }
-        (status, axum::Json(serde_json::json!({ "error": error }))).into_response()
+        let mut response =
+            (status, axum::Json(serde_json::json!({ "error": error }))).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

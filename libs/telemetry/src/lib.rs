@@ -210,12 +210,23 @@ pub fn shutdown_on_signal() -> CancellationToken {
 /// finish once shutdown has drained them.
 pub struct Running {
     pub http_addr: SocketAddr,
+    /// A second, internal listener (edge-guard's ops port), when there is one.
+    pub ops_addr: Option<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
     pub fn new(http_addr: SocketAddr, tasks: Vec<tokio::task::JoinHandle<()>>) -> Self {
-        Self { http_addr, tasks }
+        Self {
+            http_addr,
+            ops_addr: None,
+            tasks,
+        }
+    }
+
+    pub fn with_ops_addr(mut self, addr: SocketAddr) -> Self {
+        self.ops_addr = Some(addr);
+        self
     }
 
     /// Waits until every task has stopped (after the shutdown token fires).

@@ -217,6 +217,57 @@ impl Platform {
         .await
     }
 
+    /// A call to edge `replica`'s internal ops listener (metrics, ban admin),
+    /// with the platform's operator token unless `token` says otherwise.
+    pub async fn edge_ops(
+        &self,
+        replica: usize,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> anyhow::Result<Response> {
+        let addr = self
+            .edge_ops
+            .get(replica)
+            .with_context(|| format!("no edge replica {replica}"))?;
+        let request = self
+            .http
+            .request(method, format!("http://{addr}{path}"))
+            .bearer_auth(token.unwrap_or(&self.operator_token));
+        read(request.send().await?).await
+    }
+
+    /// Edge `replica`'s Prometheus text.
+    pub async fn edge_metrics(&self, replica: usize) -> anyhow::Result<String> {
+        let r = self
+            .edge_ops(replica, Method::GET, "/metrics", None)
+            .await?;
+        anyhow::ensure!(r.status == 200, "metrics answered {}", r.status);
+        Ok(match r.json {
+            Value::String(text) => text,
+            other => other.to_string(),
+        })
+    }
+
+    /// Replaces the tenant's `policy.waf` (fields not given take their defaults).
+    pub async fn set_waf_policy(&self, tenant: &Tenant, waf: Value) -> anyhow::Result<()> {
+        let r = self
+            .backend(
+                Method::PATCH,
+                "/v1/issuer",
+                &tenant.secret_key,
+                Some(serde_json::json!({ "policy": { "waf": waf } })),
+            )
+            .await?;
+        anyhow::ensure!(
+            r.status == 200,
+            "setting the WAF policy failed: {} {}",
+            r.status,
+            r.json
+        );
+        Ok(())
+    }
+
     /// Plain GET of a service's own HTTP endpoint (health, metrics).
     pub async fn get_service(&self, service: &str, path: &str) -> anyhow::Result<(u16, String)> {
         let addr = self

@@ -87,6 +87,9 @@ pub struct Options {
     /// Regions whose store is started (all eight by default).
     pub regions: Vec<Region>,
     pub min_sign_in: Duration,
+    /// Platform-wide WAF settings of every edge replica (the operator token
+    /// is always the platform's `operator_token`).
+    pub edge_waf: idm_edge_guard::waf::WafConfig,
 }
 
 impl Default for Options {
@@ -95,6 +98,7 @@ impl Default for Options {
             edge_replicas: 1,
             regions: Region::ALL.to_vec(),
             min_sign_in: Duration::from_millis(300),
+            edge_waf: idm_edge_guard::waf::WafConfig::default(),
         }
     }
 }
@@ -106,6 +110,8 @@ pub struct Platform {
     pub global_db: String,
     pub region_dbs: BTreeMap<Region, String>,
     pub edges: Vec<SocketAddr>,
+    /// Each edge replica's internal ops listener (metrics, ban lifts).
+    pub edge_ops: Vec<SocketAddr>,
     pub account_addr: SocketAddr,
     pub service_addrs: BTreeMap<String, SocketAddr>,
     pub operator_token: String,
@@ -117,6 +123,7 @@ pub struct Platform {
     shutdown: CancellationToken,
     service_stops: BTreeMap<String, CancellationToken>,
     running: Vec<Running>,
+    edge_waf: idm_edge_guard::waf::WafConfig,
 }
 
 fn basics(prefix: &str) -> ServiceBasics {
@@ -269,14 +276,18 @@ impl Platform {
         service_addrs.insert("webhook".into(), webhook.http_addr);
         running.push(webhook);
 
+        let mut edge_waf = options.edge_waf.clone();
+        edge_waf.operator_token = Some(SecretString::from(operator_token.clone()));
         let mut edges = Vec::new();
+        let mut edge_ops = Vec::new();
         for replica in 0..options.edge_replicas {
             let edge = idm_edge_guard::start(
-                edge_config(&prefix),
+                edge_config(&prefix, &edge_waf),
                 stop_for(format!("edge-guard-{replica}")),
             )
             .await?;
             edges.push(edge.http_addr);
+            edge_ops.extend(edge.ops_addr);
             service_addrs.insert(format!("edge-guard-{replica}"), edge.http_addr);
             running.push(edge);
         }
@@ -291,6 +302,7 @@ impl Platform {
             global_db,
             region_dbs,
             edges,
+            edge_ops,
             account_addr,
             service_addrs,
             operator_token,
@@ -300,17 +312,32 @@ impl Platform {
             shutdown,
             service_stops,
             running,
+            edge_waf,
         })
     }
 
     /// Starts one more edge-guard replica on this platform.
     pub async fn add_edge(&mut self) -> anyhow::Result<SocketAddr> {
+        self.add_edge_with(|_| {}).await
+    }
+
+    /// Starts one more edge-guard replica with its configuration adjusted by
+    /// `tweak` (for example another `redis_url`). Its index in `edges` and
+    /// `edge_ops` is the old `edges.len()`.
+    pub async fn add_edge_with(
+        &mut self,
+        tweak: impl FnOnce(&mut idm_edge_guard::Config),
+    ) -> anyhow::Result<SocketAddr> {
+        let name = format!("edge-guard-{}", self.edges.len());
         let token = self.shutdown.child_token();
-        self.service_stops
-            .insert(format!("edge-guard-{}", self.edges.len()), token.clone());
-        let edge = idm_edge_guard::start(edge_config(&self.prefix), token).await?;
+        self.service_stops.insert(name.clone(), token.clone());
+        let mut config = edge_config(&self.prefix, &self.edge_waf);
+        tweak(&mut config);
+        let edge = idm_edge_guard::start(config, token).await?;
         let addr = edge.http_addr;
         self.edges.push(addr);
+        self.edge_ops.extend(edge.ops_addr);
+        self.service_addrs.insert(name, addr);
         self.running.push(edge);
         Ok(addr)
     }
@@ -404,7 +431,7 @@ impl Platform {
     }
 }
 
-fn edge_config(prefix: &str) -> idm_edge_guard::Config {
+fn edge_config(prefix: &str, waf: &idm_edge_guard::waf::WafConfig) -> idm_edge_guard::Config {
     idm_edge_guard::Config {
         basics: basics(prefix),
         ops_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -418,5 +445,6 @@ fn edge_config(prefix: &str) -> idm_edge_guard::Config {
         cookie_secure: true,
         redis_url: redis_url(),
         redis_prefix: format!("{prefix}:"),
+        waf: waf.clone(),
     }
 }

@@ -3,7 +3,8 @@
 //! keys, and the browser origin for restricted keys. Every public route goes
 //! through `Incoming::authorize` before it does anything else.
 
-use crate::{client_ip, App};
+use crate::waf::RouteClass;
+use crate::{client_ip, cors, App};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use http::request::Parts;
 use http::HeaderMap;
@@ -34,6 +35,10 @@ pub struct Incoming {
     pub app: Arc<App>,
     pub headers: HeaderMap,
     pub peer: SocketAddr,
+    /// The WAF's route class, from the path.
+    pub class: RouteClass,
+    /// Where a passed origin check is noted for the CORS response headers.
+    cors: cors::Grant,
 }
 
 impl FromRequestParts<Arc<App>> for Incoming {
@@ -52,6 +57,12 @@ impl FromRequestParts<Arc<App>> for Incoming {
             app: Arc::clone(app),
             headers: parts.headers.clone(),
             peer,
+            class: RouteClass::of_path(parts.uri.path()),
+            cors: parts
+                .extensions
+                .get::<cors::Grant>()
+                .cloned()
+                .unwrap_or_default(),
         })
     }
 }
@@ -125,27 +136,14 @@ pub fn session_token(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
-fn check_origin(key: &KeyConfig, headers: &HeaderMap) -> Result<(), ApiError> {
-    let mut origins = headers.get_all(http::header::ORIGIN).iter();
-    let origin = match (origins.next(), origins.next()) {
-        (Some(one), None) => one,
-        (None, _) => {
-            return Err(ApiError::new(
-                ErrorCode::OriginNotAllowed,
-                "restricted keys need an Origin header",
-            ))
-        }
-        (Some(_), Some(_)) => {
-            return Err(ApiError::new(
-                ErrorCode::OriginNotAllowed,
-                "more than one Origin header",
-            ))
-        }
-    };
-    let origin = origin
+/// The request's origin if the key's issuer allows it. Only the `Origin`
+/// header counts: a `Referer` never stands in for a missing one.
+fn check_origin(key: &KeyConfig, headers: &HeaderMap) -> Result<http::HeaderValue, ApiError> {
+    let raw = cors::single_origin(headers)?;
+    let text = raw
         .to_str()
         .map_err(|_| ApiError::new(ErrorCode::OriginNotAllowed, "the Origin header is not text"))?;
-    let origin = Origin::parse(origin)?;
+    let origin = Origin::parse(text)?;
     if key.policy.require_https_origins && origin.scheme != "https" && !origin.is_localhost() {
         return Err(ApiError::new(
             ErrorCode::OriginNotAllowed,
@@ -153,7 +151,7 @@ fn check_origin(key: &KeyConfig, headers: &HeaderMap) -> Result<(), ApiError> {
         ));
     }
     if origin_allowed(&key.allowed_origins, &origin) {
-        Ok(())
+        Ok(raw.clone())
     } else {
         Err(ApiError::new(
             ErrorCode::OriginNotAllowed,
@@ -173,9 +171,35 @@ impl Incoming {
         })?;
         let parsed = ApiKey::parse(raw)?;
         let hash = idm_crypto::api_key_hash(&parsed);
-        let key = self.app.keys.resolve(&hash).await?.ok_or_else(invalid)?;
+        let trusted = &self.app.config.trusted_proxies;
+        let ip = client_ip::client_ip(trusted, self.peer.ip(), &self.headers);
+        let cached = match self.app.keys.cached(&hash).await {
+            Some(entry) => entry,
+            None => {
+                // Only a cache miss costs a lookup; a network's misses are budgeted.
+                self.app.waf.allow_key_lookup(ip).await?;
+                self.app.keys.resolve(&hash).await?
+            }
+        };
+        let key = cached.ok_or_else(invalid)?;
         if parsed.kind() != key.kind || parsed.mode() != key.mode || key.mode != key.issuer_mode {
             return Err(invalid());
+        }
+        // The origin verdict is taken before the WAF so that an allowed page
+        // can read a 429 or 403 answer, and enforced after it so that
+        // refused origins still count towards the velocity limit.
+        let origin = match (access, key.kind) {
+            (Access::Client | Access::Verification, KeyKind::Restricted) => {
+                Some(check_origin(&key, &self.headers))
+            }
+            _ => None,
+        };
+        if let Some(Ok(allowed)) = &origin {
+            self.cors.allow(allowed.clone());
+        }
+        self.app.waf.guard(&key, self.class, ip).await?;
+        if let Some(Err(refused)) = origin {
+            return Err(refused);
         }
         match (access, key.kind) {
             (Access::Backend(scope), KeyKind::Secret) => {
@@ -192,19 +216,15 @@ impl Incoming {
                     "restricted keys may only call client and verification routes",
                 ));
             }
-            (Access::Client | Access::Verification, KeyKind::Restricted) => {
-                check_origin(&key, &self.headers)?
-            }
-            (Access::Client | Access::Verification, KeyKind::Secret) => {}
+            (Access::Client | Access::Verification, _) => {}
         }
-        let trusted = &self.app.config.trusted_proxies;
         let user_agent = self
             .headers
             .get(http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(512).collect());
         Ok(Caller {
-            ip: client_ip::client_ip(trusted, self.peer.ip(), &self.headers),
+            ip,
             country: client_ip::country(
                 trusted,
                 self.peer.ip(),

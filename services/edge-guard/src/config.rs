@@ -16,11 +16,14 @@ pub struct Config {
     /// How long a resolved API key (or an unknown one) stays cached.
     pub key_cache_ttl: Duration,
     pub key_cache_capacity: u64,
-    /// Redis holding the revocation set, read at start-up.
+    /// Redis holding the revocation set (read at start-up) and the WAF's
+    /// rate state (under `<redis_prefix>waf:`).
     pub redis_url: String,
     pub redis_prefix: String,
     /// Mark the session cookie `Secure` (the `__Host-` prefix requires it).
     pub cookie_secure: bool,
+    /// The WAF's platform-wide settings (per-issuer ones are in the policy).
+    pub waf: crate::waf::WafConfig,
 }
 
 impl Config {
@@ -42,6 +45,27 @@ impl Config {
             cookie_secure: env.parse("COOKIE_SECURE", true)?,
             redis_url: env.string("REDIS_URL", "redis://127.0.0.1:6379"),
             redis_prefix: env.string("REDIS_PREFIX", "idm:"),
+            waf: waf_config(&env)?,
         })
     }
+}
+
+fn waf_config(env: &Env) -> Result<crate::waf::WafConfig, ConfigError> {
+    let defaults = crate::waf::WafConfig::default();
+    let operator_token = env.optional("OPERATOR_TOKEN");
+    if operator_token.as_ref().is_some_and(|t| t.len() < 16) {
+        return Err(ConfigError::Invalid {
+            var: env.var_name("OPERATOR_TOKEN"),
+            reason: "use at least 16 characters".into(),
+        });
+    }
+    Ok(crate::waf::WafConfig {
+        redis_timeout: Duration::from_millis(env.parse(
+            "REDIS_TIMEOUT_MS",
+            defaults.redis_timeout.as_millis() as u64,
+        )?),
+        key_lookups_per_minute: env
+            .parse("KEY_LOOKUPS_PER_MINUTE", defaults.key_lookups_per_minute)?,
+        operator_token: operator_token.map(secrecy::SecretString::from),
+    })
 }

@@ -11,6 +11,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("cannot subscribe to invalidations: {0}")]
     Subscribe(String),
+    #[error("{0}")]
+    Redis(String),
 }
 
 impl From<Error> for ApiError {

@@ -27,6 +27,12 @@ impl KeyCache {
         Self { bus, cache }
     }
 
+    /// The cached answer for this hash, if any (a hit, positive or negative,
+    /// never leaves this replica's memory).
+    pub async fn cached(&self, key_hash: &str) -> Option<Entry> {
+        self.cache.get(key_hash).await
+    }
+
     /// The live key with this hash, or `None`. Lookup failures are not cached.
     pub async fn resolve(&self, key_hash: &str) -> Result<Entry, ApiError> {
         let bus = self.bus.clone();

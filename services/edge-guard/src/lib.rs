@@ -6,11 +6,13 @@
 mod access;
 mod client_ip;
 mod config;
+mod cors;
 mod error;
 mod key_cache;
 mod revocations;
 mod routes;
 mod session_keys;
+pub mod waf;
 
 pub use config::Config;
 pub use error::Error;
@@ -27,6 +29,7 @@ pub(crate) struct App {
     pub keys: key_cache::KeyCache,
     pub sessions: session_keys::SessionKeys,
     pub revocations: revocations::Revocations,
+    pub waf: waf::Waf,
 }
 
 impl App {
@@ -65,7 +68,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         "edge-guard",
     )
     .await?;
+    let (waf, waf_tasks) = waf::Waf::start(
+        &config.redis_url,
+        &config.redis_prefix,
+        config.waf.clone(),
+        &bus,
+        shutdown.clone(),
+    )
+    .await?;
     let app = Arc::new(App {
+        waf,
         keys: key_cache::KeyCache::new(
             bus.clone(),
             config.key_cache_ttl,
@@ -106,7 +118,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let ready = idm_telemetry::all_of(vec![bus.probe()]);
     let probes = idm_telemetry::ops_routes(Arc::clone(&ready))
         .route_layer(axum::middleware::from_fn(strip_metrics));
+    let ops = idm_telemetry::with_http_layers(
+        idm_telemetry::ops_routes(Arc::clone(&ready)).merge(waf::admin::routes(Arc::clone(&app))),
+    );
     let public = routes::router(app)
+        .layer(axum::middleware::from_fn(cors::layer))
         .merge(probes)
         .layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes));
     let (http_addr, http) = idm_telemetry::serve_http(
@@ -115,11 +131,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown.clone(),
     )
     .await?;
-    let (ops_addr, ops) =
-        idm_telemetry::serve_http(config.ops_addr, idm_telemetry::ops_router(ready), shutdown)
-            .await?;
+    let (ops_addr, ops) = idm_telemetry::serve_http(config.ops_addr, ops, shutdown).await?;
     tracing::info!(%http_addr, %ops_addr, "edge-guard started");
-    Ok(Running::new(http_addr, vec![listener, revoked, http, ops]))
+    let mut tasks = vec![listener, revoked, http, ops];
+    tasks.extend(waf_tasks);
+    Ok(Running::new(http_addr, tasks).with_ops_addr(ops_addr))
 }
 
 /// `/metrics` is served on the internal ops port only, never publicly.

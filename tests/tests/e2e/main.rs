@@ -4,6 +4,7 @@
 
 mod attacks;
 mod bad_input;
+mod edge;
 mod foundation;
 mod mfa;
 mod passwordless;

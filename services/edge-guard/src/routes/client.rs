@@ -81,7 +81,10 @@ pub async fn sign_up(
 ) -> Reply<Response> {
     let caller = incoming.authorize(Access::Client).await?;
     let request = body(request)?;
-    let email = Email::parse(&request.email)?;
+    let email = incoming
+        .app
+        .waf
+        .check_email(&caller.key.policy, &request.email)?;
     check_password(request.password.expose())?;
     let name = request
         .name

@@ -12,7 +12,7 @@ use idm_core::proto::auth::{
     self, Authenticated, BackupCodes, ConfirmTotp, SessionUser, TotpEnrollment,
 };
 use idm_core::proto::SecretText;
-use idm_core::{ApiError, Email, Origin};
+use idm_core::{ApiError, Origin};
 use serde::Deserialize;
 
 fn too_long(secret: &SecretText, max: usize) -> Result<(), ApiError> {
@@ -64,8 +64,12 @@ pub async fn send_magic_link(
 ) -> Reply<(StatusCode, Json<serde_json::Value>)> {
     let caller = incoming.authorize(Access::Client).await?;
     let request = body(request)?;
-    let email = Email::parse(&request.email)?;
+    let email = incoming
+        .app
+        .waf
+        .check_email(&caller.key.policy, &request.email)?;
     let redirect_url = check_redirect(&caller.key.allowed_origins, &request.redirect_url)?;
+    incoming.app.waf.allow_send(&caller.key, &email).await?;
     let call = auth::SendMagicLink {
         ctx: caller.ctx(),
         email,
@@ -120,7 +124,11 @@ pub async fn send_email_code(
     request: Result<Json<EmailOnly>, JsonRejection>,
 ) -> Reply<(StatusCode, Json<serde_json::Value>)> {
     let caller = incoming.authorize(Access::Client).await?;
-    let email = Email::parse(&body(request)?.email)?;
+    let email = incoming
+        .app
+        .waf
+        .check_email(&caller.key.policy, &body(request)?.email)?;
+    incoming.app.waf.allow_send(&caller.key, &email).await?;
     let call = auth::SendEmailCode {
         ctx: caller.ctx(),
         email,
@@ -150,7 +158,10 @@ pub async fn verify_email_code(
 ) -> Reply<Response> {
     let caller = incoming.authorize(Access::Client).await?;
     let request = body(request)?;
-    let email = Email::parse(&request.email)?;
+    let email = incoming
+        .app
+        .waf
+        .check_email(&caller.key.policy, &request.email)?;
     too_long(&request.code, 32)?;
     let call = auth::VerifyEmailCode {
         ctx: caller.ctx(),

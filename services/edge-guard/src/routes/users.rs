@@ -8,7 +8,7 @@ use idm_core::proto::user::{self, CreateUser, FindByEmail, GetUser, User};
 use idm_core::proto::SecretText;
 use idm_core::scope::{Level, Resource};
 use idm_core::text::{check_password, parse_metadata, DisplayName};
-use idm_core::{ApiError, Email, Region, Scope, UserId};
+use idm_core::{ApiError, Region, Scope, UserId};
 use serde::Deserialize;
 
 const READ: Scope = Scope::new(Resource::Users, Level::Read);
@@ -30,7 +30,10 @@ pub async fn create(
 ) -> Reply<(StatusCode, Json<User>)> {
     let caller = incoming.authorize(Access::Backend(WRITE)).await?;
     let new = body(new)?;
-    let email = Email::parse(&new.email)?;
+    let email = incoming
+        .app
+        .waf
+        .check_email(&caller.key.policy, &new.email)?;
     if let Some(password) = &new.password {
         check_password(password.expose())?;
     }
@@ -87,7 +90,7 @@ pub async fn find_by_email(
     let email = query(params)?
         .email
         .ok_or_else(|| ApiError::validation("the email query parameter is required"))?;
-    let email = Email::parse(&email)?;
+    let email = incoming.app.waf.check_email(&caller.key.policy, &email)?;
     let found: User = incoming
         .app
         .bus

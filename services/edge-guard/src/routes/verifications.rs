@@ -9,7 +9,7 @@ use idm_core::proto::auth::{
     self, CheckVerification, SendVerification, VerificationResult, VerificationStarted,
 };
 use idm_core::proto::SecretText;
-use idm_core::{ApiError, Email};
+use idm_core::ApiError;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -23,7 +23,11 @@ pub async fn start(
     request: Result<Json<Start>, JsonRejection>,
 ) -> Reply<(StatusCode, Json<VerificationStarted>)> {
     let caller = incoming.authorize(Access::Verification).await?;
-    let email = Email::parse(&body(request)?.email)?;
+    let email = incoming
+        .app
+        .waf
+        .check_email(&caller.key.policy, &body(request)?.email)?;
+    incoming.app.waf.allow_send(&caller.key, &email).await?;
     let started: VerificationStarted = incoming
         .app
         .bus

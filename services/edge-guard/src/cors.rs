@@ -1,0 +1,168 @@
+//! CORS at the edge, for the browser-facing routes only (`/v1/client/…` and
+//! `/v1/verifications…`). docs/EDGE.md explains the design; in short:
+//!
+//! - A preflight carries no key, so it cannot know which issuer's
+//!   `allowed_origins` apply. It is answered for any well-formed browser
+//!   origin (the same strict parser as the real check) with the explicit
+//!   methods and headers and *without* `Access-Control-Allow-Credentials`:
+//!   it promises nothing but "you may send the request". Backend routes,
+//!   malformed origins, `null`, repeated origins and unlisted methods or
+//!   headers get no CORS headers at all.
+//! - The real request carries the restricted key, and `Incoming::authorize`
+//!   refuses an origin the key's issuer does not list (`origin_not_allowed`,
+//!   before any work). Only when the origin passed that check does the
+//!   response get `Access-Control-Allow-Origin: <that origin>` and
+//!   `Access-Control-Allow-Credentials: true`; a refused origin's page cannot
+//!   even read the refusal.
+//!
+//! Hand-written rather than `tower_http::cors`: its origin predicate runs
+//! before the handler and cannot depend on the key's issuer, which is the
+//! whole decision here.
+
+use crate::waf::RouteClass;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, StatusCode};
+use idm_core::{ApiError, ErrorCode, Origin};
+use idm_telemetry::http::HttpError;
+use std::sync::{Arc, OnceLock};
+
+pub const ALLOWED_METHODS: &str = "GET, POST, DELETE";
+pub const ALLOWED_HEADERS: &str =
+    "authorization, content-type, idm-api-key, x-request-id, traceparent, tracestate";
+const EXPOSED_HEADERS: &str = "x-request-id, retry-after";
+const MAX_AGE_SECONDS: &str = "600";
+
+/// Set by `Incoming::authorize` when a restricted key's origin check passed:
+/// the exact `Origin` value to echo on the response.
+#[derive(Clone, Default)]
+pub struct Grant(Arc<OnceLock<HeaderValue>>);
+
+impl Grant {
+    pub fn allow(&self, origin: HeaderValue) {
+        let _ = self.0.set(origin);
+    }
+}
+
+/// The request's single `Origin` header, when there is exactly one.
+pub fn single_origin(headers: &HeaderMap) -> Result<&HeaderValue, ApiError> {
+    let mut all = headers.get_all(header::ORIGIN).iter();
+    match (all.next(), all.next()) {
+        (Some(one), None) => Ok(one),
+        (None, _) => Err(ApiError::new(
+            ErrorCode::OriginNotAllowed,
+            "restricted keys need an Origin header",
+        )),
+        (Some(_), Some(_)) => Err(ApiError::new(
+            ErrorCode::OriginNotAllowed,
+            "more than one Origin header",
+        )),
+    }
+}
+
+fn refuse(message: &str) -> Response {
+    HttpError(ApiError::new(ErrorCode::OriginNotAllowed, message)).into_response_now()
+}
+
+fn vary(response: &mut Response, value: &'static str) {
+    response
+        .headers_mut()
+        .append(header::VARY, HeaderValue::from_static(value));
+}
+
+fn preflight(class: RouteClass, headers: &HeaderMap) -> Response {
+    if !class.is_browser_facing() {
+        return refuse("backend routes are not callable from browsers");
+    }
+    let origin = match single_origin(headers) {
+        Ok(origin) => origin,
+        Err(e) => return HttpError(e).into_response_now(),
+    };
+    let parsed = origin
+        .to_str()
+        .map_err(|_| ())
+        .and_then(|o| Origin::parse(o).map_err(|_| ()));
+    if parsed.is_err() {
+        return refuse("the Origin is not a browser origin");
+    }
+    let method = headers
+        .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+        .and_then(|m| m.to_str().ok())
+        .unwrap_or_default();
+    if !ALLOWED_METHODS.split(", ").any(|m| m == method) {
+        return refuse("the method is not allowed from browsers");
+    }
+    let requested_ok = headers
+        .get_all(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .iter()
+        .all(|v| {
+            v.to_str().is_ok_and(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|h| !h.is_empty())
+                    .all(|h| {
+                        ALLOWED_HEADERS
+                            .split(", ")
+                            .any(|allowed| allowed.eq_ignore_ascii_case(h))
+                    })
+            })
+        });
+    if !requested_ok {
+        return refuse("a requested header is not allowed from browsers");
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let h = response.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(ALLOWED_METHODS),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(ALLOWED_HEADERS),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static(MAX_AGE_SECONDS),
+    );
+    vary(
+        &mut response,
+        "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+    );
+    response
+}
+
+/// Middleware for the public router: answers preflights, and adds the CORS
+/// headers to responses whose request passed the key's origin check.
+pub async fn layer(mut request: Request, next: Next) -> Response {
+    let class = RouteClass::of_path(request.uri().path());
+    let is_preflight = request.method() == Method::OPTIONS
+        && request.headers().contains_key(header::ORIGIN)
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    if is_preflight {
+        return preflight(class, request.headers());
+    }
+    let grant = Grant::default();
+    request.extensions_mut().insert(grant.clone());
+    let mut response = next.run(request).await;
+    if class.is_browser_facing() {
+        vary(&mut response, "Origin");
+    }
+    if let Some(origin) = grant.0.get() {
+        let h = response.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSED_HEADERS),
+        );
+    }
+    response
+}

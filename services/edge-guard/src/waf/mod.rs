@@ -1,0 +1,341 @@
+//! The edge WAF: IP velocity per issuer and route class with strikes and
+//! bans, a platform-wide budget of key lookups per IP, the email guard,
+//! per-recipient send limits and the monthly send quota. Rate state lives in
+//! Redis (under `EDGE_REDIS_PREFIX`), bans in every replica's memory; see
+//! docs/EDGE.md for the design.
+
+pub(crate) mod admin;
+mod bans;
+mod email_guard;
+mod fallback;
+mod quota;
+#[cfg(test)]
+mod redis_tests;
+mod velocity;
+
+use idm_bus::{Bus, Events};
+use idm_core::proto::account::KeyConfig;
+use idm_core::waf_policy::VelocityLimit;
+use idm_core::{ApiError, Email, ErrorCode, IssuerId, IssuerPolicy};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use secrecy::SecretString;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub use bans::BanView;
+pub use fallback::GAUGE as FALLBACK_GAUGE;
+
+/// `EDGE_*` settings of the WAF that are the platform's, not an issuer's.
+#[derive(Debug, Clone)]
+pub struct WafConfig {
+    /// How long one Redis command may take before the WAF falls back to memory.
+    pub redis_timeout: Duration,
+    /// Cache misses (key lookups that reach the account service) one client
+    /// network may cause per minute, whatever keys it presents.
+    pub key_lookups_per_minute: u32,
+    /// Bearer token of the ops listener's `/admin/v1/bans` routes; unset
+    /// disables them.
+    pub operator_token: Option<SecretString>,
+}
+
+impl Default for WafConfig {
+    fn default() -> Self {
+        Self {
+            redis_timeout: Duration::from_millis(250),
+            key_lookups_per_minute: 120,
+            operator_token: None,
+        }
+    }
+}
+
+/// Which limit a route falls under, decided by its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteClass {
+    Backend,
+    Client,
+    Verification,
+}
+
+impl RouteClass {
+    pub fn of_path(path: &str) -> Self {
+        if path.starts_with("/v1/client/") {
+            RouteClass::Client
+        } else if path == "/v1/verifications" || path.starts_with("/v1/verifications/") {
+            RouteClass::Verification
+        } else {
+            RouteClass::Backend
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteClass::Backend => "backend",
+            RouteClass::Client => "client",
+            RouteClass::Verification => "verification",
+        }
+    }
+
+    /// Routes a browser may call (and so the only ones CORS answers for).
+    pub fn is_browser_facing(self) -> bool {
+        !matches!(self, RouteClass::Backend)
+    }
+}
+
+impl std::fmt::Display for RouteClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The network a client is limited and banned as: its IPv4 address, or its
+/// IPv6 address cut to `v6_prefix` bits (an attacker owns a whole /64).
+pub fn network(ip: IpAddr, v6_prefix: u8) -> IpNet {
+    match ip {
+        IpAddr::V4(v4) => IpNet::V4(Ipv4Net::from(v4)),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpNet::V4(Ipv4Net::from(v4)),
+            None => Ipv6Net::new(v6, v6_prefix.min(128))
+                .map(|n| IpNet::V6(n.trunc()))
+                .unwrap_or(IpNet::V6(Ipv6Net::from(v6))),
+        },
+    }
+}
+
+fn retry_details(retry_after: Duration) -> serde_json::Value {
+    serde_json::json!({ "retry_after": retry_after.as_secs().max(1) })
+}
+
+fn rejected(reason: &'static str) {
+    metrics::counter!("idm_edge_waf_rejections_total", "reason" => reason).increment(1);
+}
+
+fn banned(remaining: Duration) -> ApiError {
+    rejected("ip_banned");
+    ApiError::new(
+        ErrorCode::IpBanned,
+        "this address is temporarily banned after repeated rate-limit breaches",
+    )
+    .with_details(retry_details(remaining))
+}
+
+fn rate_limited(message: &str, retry_after: Duration) -> ApiError {
+    ApiError::new(ErrorCode::RateLimited, message).with_details(retry_details(retry_after))
+}
+
+pub struct Waf {
+    redis: Arc<fallback::RedisLink>,
+    velocity: velocity::Velocity,
+    bans: Arc<bans::Bans>,
+    quota: Arc<quota::Quota>,
+    config: WafConfig,
+}
+
+impl Waf {
+    /// Connects to Redis (or starts in fallback), loads running bans and
+    /// listens for ban broadcasts. Returns the background tasks.
+    pub async fn start(
+        redis_url: &str,
+        redis_prefix: &str,
+        config: WafConfig,
+        bus: &Bus,
+        shutdown: CancellationToken,
+    ) -> Result<(Self, Vec<tokio::task::JoinHandle<()>>), crate::Error> {
+        email_guard::warm();
+        let redis = Arc::new(
+            fallback::RedisLink::connect(redis_url, redis_prefix, config.redis_timeout).await?,
+        );
+        let events = Events::ensure(bus).await?;
+        let bans = Arc::new(bans::Bans::new(Arc::clone(&redis), bus.clone(), events));
+        // Subscribe before loading, so a ban issued in between is not missed.
+        let mut tasks = bans.listen(shutdown.clone()).await?;
+        let loaded = bans.load().await;
+        tracing::info!(loaded, "running bans loaded");
+        let quota = Arc::new(quota::Quota::new(Arc::clone(&redis)));
+        let hand_back = Arc::clone(&quota);
+        tasks.push(redis.spawn_recovery(shutdown, move |conn| {
+            let quota = Arc::clone(&hand_back);
+            async move { quota.hand_back(conn).await }
+        }));
+        Ok((
+            Self {
+                velocity: velocity::Velocity::new(Arc::clone(&redis)),
+                redis,
+                bans,
+                quota,
+                config,
+            },
+            tasks,
+        ))
+    }
+
+    pub fn config(&self) -> &WafConfig {
+        &self.config
+    }
+
+    /// Whether WAF state is being kept in this replica's memory right now.
+    pub fn in_fallback(&self) -> bool {
+        self.redis.is_degraded()
+    }
+
+    /// Strict syntax, the issuer's deny list, its allow list, then the
+    /// disposable-domain list. `invalid_email` or `disposable_email`.
+    pub fn check_email(&self, policy: &IssuerPolicy, raw: &str) -> Result<Email, ApiError> {
+        email_guard::check_email(&policy.waf, raw)
+    }
+
+    /// Before queueing an email to `email`: the per-recipient limit (on the
+    /// normalised address, so `a.b+1@gmail.com` and `ab@googlemail.com`
+    /// share one budget) and then the account's monthly quota.
+    pub async fn allow_send(&self, key: &KeyConfig, email: &Email) -> Result<(), ApiError> {
+        let policy = &key.policy.waf;
+        // Redis holds a hash of the recipient, never the address.
+        let recipient = idm_crypto::sha256_hex(
+            format!("{}\n{}", key.issuer_id, email.normalized_for_limits()).as_bytes(),
+        );
+        let limit = VelocityLimit::new(policy.recipient_limit, policy.recipient_window_seconds);
+        let decision = self
+            .velocity
+            .hit(&format!("rcpt:{}:{recipient}", key.issuer_id), limit)
+            .await;
+        if !decision.allowed {
+            rejected("recipient_limit");
+            return Err(rate_limited(
+                "too many emails were sent to this address recently",
+                decision.retry_after,
+            ));
+        }
+        if let Err(renews_in) = self
+            .quota
+            .take(&key.account_id, policy.monthly_email_quota)
+            .await
+        {
+            rejected("quota_exceeded");
+            return Err(ApiError::new(
+                ErrorCode::QuotaExceeded,
+                "the account's monthly email quota is used up",
+            )
+            .with_details(retry_details(renews_in)));
+        }
+        Ok(())
+    }
+
+    /// Per request, once the key is known: a running ban (memory only), then
+    /// the issuer's velocity limit for the route class, recording a strike
+    /// (and maybe a ban) on a breach.
+    pub async fn guard(
+        &self,
+        key: &KeyConfig,
+        class: RouteClass,
+        ip: IpAddr,
+    ) -> Result<(), ApiError> {
+        let policy = &key.policy.waf;
+        let net = network(ip, policy.ipv6_prefix_len);
+        if let Some(remaining) = self.bans.check(&key.issuer_id, net) {
+            return Err(banned(remaining));
+        }
+        let limit = match class {
+            RouteClass::Backend => policy.backend,
+            RouteClass::Client => policy.client,
+            RouteClass::Verification => policy.verification,
+        };
+        let decision = self
+            .velocity
+            .hit(&format!("v:{class}:{}:{net}", key.issuer_id), limit)
+            .await;
+        if decision.allowed {
+            return Ok(());
+        }
+        let window = Duration::from_secs(u64::from(limit.window_seconds));
+        if let Some(ban) = self.bans.strike(key, class, net, window).await {
+            return Err(banned(ban));
+        }
+        rejected("rate_limited");
+        Err(rate_limited(
+            "too many requests from this address",
+            decision.retry_after,
+        ))
+    }
+
+    /// Before a key-cache miss reaches the account service: a platform-wide
+    /// budget per client network, so made-up (checksum-valid) keys cannot
+    /// turn into a stream of database reads.
+    pub async fn allow_key_lookup(&self, ip: IpAddr) -> Result<(), ApiError> {
+        let net = network(ip, 64);
+        let limit = VelocityLimit::new(self.config.key_lookups_per_minute.max(1), 60);
+        let decision = self.velocity.hit(&format!("lookup:{net}"), limit).await;
+        if decision.allowed {
+            Ok(())
+        } else {
+            rejected("key_lookups");
+            Err(rate_limited(
+                "too many unknown API keys from this address",
+                decision.retry_after,
+            ))
+        }
+    }
+
+    pub async fn lift(&self, ip: IpAddr, issuer: Option<&IssuerId>) -> usize {
+        self.bans.lift(ip, issuer).await
+    }
+
+    pub fn bans(&self) -> Vec<BanView> {
+        self.bans.list()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_slash_64() {
+        assert_eq!(
+            network(ip("2001:db8:1:2:aaaa::1"), 64),
+            network(ip("2001:db8:1:2:ffff::9"), 64)
+        );
+        assert_ne!(
+            network(ip("2001:db8:1:2::1"), 64),
+            network(ip("2001:db8:1:3::1"), 64)
+        );
+        assert_eq!(
+            network(ip("2001:db8:1:2::1"), 64).to_string(),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            network(ip("::ffff:198.51.100.7"), 64).to_string(),
+            "198.51.100.7/32"
+        );
+        assert_eq!(
+            network(ip("198.51.100.7"), 64).to_string(),
+            "198.51.100.7/32"
+        );
+    }
+
+    #[test]
+    fn route_classes_follow_the_path() {
+        assert_eq!(
+            RouteClass::of_path("/v1/client/sign_in"),
+            RouteClass::Client
+        );
+        assert_eq!(
+            RouteClass::of_path("/v1/verifications"),
+            RouteClass::Verification
+        );
+        assert_eq!(
+            RouteClass::of_path("/v1/verifications/check"),
+            RouteClass::Verification
+        );
+        assert_eq!(
+            RouteClass::of_path("/v1/verificationsx"),
+            RouteClass::Backend
+        );
+        assert_eq!(RouteClass::of_path("/v1/clientx"), RouteClass::Backend);
+        assert_eq!(RouteClass::of_path("/v1/users"), RouteClass::Backend);
+    }
+}

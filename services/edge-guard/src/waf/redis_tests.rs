@@ -1,0 +1,212 @@
+//! The WAF against the real Redis and NATS (no HTTP route sends email yet,
+//! so the send limits are driven through `Waf` directly), each test under
+//! its own Redis prefix and NATS subject prefix.
+
+use super::*;
+use idm_core::proto::account::KeyConfig;
+use idm_core::{AccountId, ApiKeyId, KeyKind, KeyMode};
+
+fn redis_url() -> String {
+    std::env::var("IDM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn nats_url() -> String {
+    std::env::var("IDM_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+struct Harness {
+    waf: Waf,
+    prefix: String,
+    bus: Bus,
+    redis_url: String,
+    shutdown: CancellationToken,
+}
+
+impl Harness {
+    async fn start(redis_url: &str) -> anyhow::Result<Self> {
+        let id = idm_crypto::sha256_hex(&idm_crypto::random_bytes::<8>())[..12].to_owned();
+        let prefix = format!("w{id}");
+        let bus = Bus::connect(&nats_url(), &prefix, Duration::from_secs(5), "waf-test").await?;
+        let shutdown = CancellationToken::new();
+        let config = WafConfig {
+            redis_timeout: Duration::from_millis(200),
+            ..WafConfig::default()
+        };
+        let (waf, _tasks) = Waf::start(
+            redis_url,
+            &format!("{prefix}:"),
+            config,
+            &bus,
+            shutdown.clone(),
+        )
+        .await?;
+        Ok(Self {
+            waf,
+            prefix,
+            bus,
+            redis_url: redis_url.to_owned(),
+            shutdown,
+        })
+    }
+
+    async fn keys(&self) -> anyhow::Result<Vec<String>> {
+        let mut conn = redis::Client::open(self.redis_url.as_str())?
+            .get_multiplexed_async_connection()
+            .await?;
+        Ok(redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let js = async_nats::jetstream::new(self.bus.client().clone());
+        let _ = js
+            .delete_stream(idm_bus::events::stream_name(&self.prefix))
+            .await;
+        if self.redis_url == redis_url() {
+            let keys = self.keys().await?;
+            if !keys.is_empty() {
+                let mut conn = redis::Client::open(self.redis_url.as_str())?
+                    .get_multiplexed_async_connection()
+                    .await?;
+                let _: () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn key_with(waf: idm_core::WafPolicy) -> KeyConfig {
+    KeyConfig {
+        key_id: ApiKeyId::generate(),
+        account_id: AccountId::generate(),
+        issuer_id: IssuerId::generate(),
+        issuer_mode: KeyMode::Live,
+        kind: KeyKind::Restricted,
+        mode: KeyMode::Live,
+        scopes: Vec::new(),
+        allowed_origins: Vec::new(),
+        policy: IssuerPolicy {
+            waf,
+            ..IssuerPolicy::default()
+        },
+    }
+}
+
+fn email(raw: &str) -> anyhow::Result<Email> {
+    Ok(Email::parse(raw)?)
+}
+
+#[tokio::test]
+async fn sub_addresses_of_one_inbox_share_one_send_budget() -> anyhow::Result<()> {
+    let h = Harness::start(&redis_url()).await?;
+    let key = key_with(idm_core::WafPolicy {
+        recipient_limit: 2,
+        recipient_window_seconds: 600,
+        ..idm_core::WafPolicy::default()
+    });
+    h.waf.allow_send(&key, &email("a.b+1@gmail.com")?).await?;
+    h.waf
+        .allow_send(&key, &email("ab+2@googlemail.com")?)
+        .await?;
+    for spelling in ["A.B@GMAIL.com", "a.b.+x@googlemail.com", "ab@gmail.com"] {
+        let refused = h.waf.allow_send(&key, &email(spelling)?).await.err();
+        assert_eq!(
+            refused.as_ref().map(|e| e.code),
+            Some(ErrorCode::RateLimited),
+            "{spelling}"
+        );
+        let retry = refused
+            .and_then(|e| e.details)
+            .and_then(|d| d.get("retry_after").and_then(serde_json::Value::as_u64));
+        assert!(retry.is_some_and(|s| s >= 1));
+    }
+    // Another inbox, and the same inbox at another issuer, have their own budgets.
+    h.waf.allow_send(&key, &email("abc@gmail.com")?).await?;
+    let other_issuer = key_with(key.policy.waf.clone());
+    h.waf
+        .allow_send(&other_issuer, &email("ab@gmail.com")?)
+        .await?;
+    // Redis holds hashes, never the address.
+    let keys = h.keys().await?;
+    assert!(!keys.is_empty());
+    assert!(
+        keys.iter()
+            .all(|k| !k.contains("gmail") && !k.contains('@')),
+        "{keys:?}"
+    );
+    assert!(!h.waf.in_fallback());
+    h.stop().await
+}
+
+#[tokio::test]
+async fn the_monthly_quota_refuses_before_anything_is_counted() -> anyhow::Result<()> {
+    let h = Harness::start(&redis_url()).await?;
+    let key = key_with(idm_core::WafPolicy {
+        monthly_email_quota: 3,
+        ..idm_core::WafPolicy::default()
+    });
+    for i in 0..3 {
+        h.waf
+            .allow_send(&key, &email(&format!("user{i}@example.com"))?)
+            .await?;
+    }
+    for i in 3..6 {
+        let refused = h
+            .waf
+            .allow_send(&key, &email(&format!("user{i}@example.com"))?)
+            .await
+            .err()
+            .map(|e| e.code);
+        assert_eq!(refused, Some(ErrorCode::QuotaExceeded));
+    }
+    // The counter stopped at the quota: refused sends are not counted.
+    let mut conn = redis::Client::open(h.redis_url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let quota_keys: Vec<String> = h
+        .keys()
+        .await?
+        .into_iter()
+        .filter(|k| k.contains(":quota:"))
+        .collect();
+    assert_eq!(quota_keys.len(), 1);
+    let count: u64 = redis::cmd("GET")
+        .arg(&quota_keys[0])
+        .query_async(&mut conn)
+        .await?;
+    assert_eq!(count, 3);
+    // Another account of the same policy is untouched.
+    let other = key_with(key.policy.waf.clone());
+    h.waf
+        .allow_send(&other, &email("user0@example.com")?)
+        .await?;
+    h.stop().await
+}
+
+#[tokio::test]
+async fn without_redis_limits_and_quotas_hold_in_memory() -> anyhow::Result<()> {
+    // Nothing listens on port 1: the WAF starts in fallback.
+    let h = Harness::start("redis://127.0.0.1:1").await?;
+    assert!(h.waf.in_fallback());
+    let key = key_with(idm_core::WafPolicy {
+        recipient_limit: 1,
+        monthly_email_quota: 2,
+        client: idm_core::waf_policy::VelocityLimit::new(2, 60),
+        ..idm_core::WafPolicy::default()
+    });
+    h.waf.allow_send(&key, &email("x+1@example.com")?).await?;
+    let again = h.waf.allow_send(&key, &email("x+2@example.com")?).await;
+    assert_eq!(again.err().map(|e| e.code), Some(ErrorCode::RateLimited));
+    h.waf.allow_send(&key, &email("y@example.com")?).await?;
+    let over = h.waf.allow_send(&key, &email("z@example.com")?).await;
+    assert_eq!(over.err().map(|e| e.code), Some(ErrorCode::QuotaExceeded));
+    let ip: IpAddr = "203.0.113.5".parse()?;
+    h.waf.guard(&key, RouteClass::Client, ip).await?;
+    h.waf.guard(&key, RouteClass::Client, ip).await?;
+    let third = h.waf.guard(&key, RouteClass::Client, ip).await;
+    assert_eq!(third.err().map(|e| e.code), Some(ErrorCode::RateLimited));
+    h.stop().await
+}
