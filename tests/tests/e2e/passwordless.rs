@@ -373,3 +373,99 @@ async fn mail_survives_an_smtp_outage() -> anyhow::Result<()> {
     assert_eq!(r.status, 200, "the delayed code still works: {}", r.json);
     platform.stop().await
 }
+
+#[tokio::test]
+async fn recipient_limits_share_one_budget_per_inbox_and_the_quota_stops_mail_before_it_is_queued(
+) -> anyhow::Result<()> {
+    let platform = Platform::start().await?;
+    let a = tenant(&platform, "Budget").await?;
+    platform.set_waf_policy(&a, json!({"recipient_limit": 2, "recipient_window_seconds": 3600, "monthly_email_quota": 5})).await?;
+    let send = |email: &str| json!({ "email": email });
+
+    // Sub-addresses, dots and googlemail.com are one Gmail inbox: one budget.
+    for email in ["a.b+1@gmail.com", "ab+2@googlemail.com"] {
+        let r = client(&platform, &a, "/v1/client/email_codes", send(email)).await?;
+        assert_eq!(r.status, 202, "{email}: {}", r.json);
+    }
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/email_codes",
+        send("A.B@gmail.com"),
+    )
+    .await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (429, Some("rate_limited")),
+        "{}",
+        r.json
+    );
+    assert!(r.headers.get("retry-after").is_some());
+    let r = call_verification(&platform, &a, "a.b+3@gmail.com").await?;
+    assert_eq!(
+        r.code(),
+        Some("rate_limited"),
+        "verifications share the recipient budget"
+    );
+
+    // Three more recipients reach the monthly quota of five; the sixth send is refused.
+    for email in ["x@example.com", "y@example.com", "z@example.com"] {
+        let r = client(
+            &platform,
+            &a,
+            "/v1/client/magic_links",
+            json!({"email": email, "redirect_url": "https://app.example.com/"}),
+        )
+        .await?;
+        assert_eq!(r.status, 202, "{email}: {}", r.json);
+    }
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/email_codes",
+        send("w@example.com"),
+    )
+    .await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (429, Some("quota_exceeded")),
+        "{}",
+        r.json
+    );
+    let r = call_verification(&platform, &a, "v@example.com").await?;
+    assert_eq!(r.code(), Some("quota_exceeded"));
+
+    // Exactly the five accepted sends were delivered; nothing refused was queued.
+    platform
+        .smtp
+        .wait_for("z@example.com", 0, MAIL_WAIT)
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(platform.smtp.messages().len(), 5);
+
+    // Disposable domains are refused before anything else.
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/email_codes",
+        send("someone@mailinator.com"),
+    )
+    .await?;
+    assert_eq!(r.code(), Some("disposable_email"));
+    platform.stop().await
+}
+
+async fn call_verification(
+    platform: &Platform,
+    tenant: &Tenant,
+    email: &str,
+) -> anyhow::Result<Response> {
+    platform
+        .backend(
+            Method::POST,
+            "/v1/verifications",
+            &tenant.secret_key,
+            Some(json!({ "email": email })),
+        )
+        .await
+}
