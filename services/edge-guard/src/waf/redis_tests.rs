@@ -264,3 +264,27 @@ async fn repeat_bans_double_up_to_the_cap_in_redis_and_in_memory() -> anyhow::Re
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn secret_key_callers_are_limited_but_only_banned_when_the_policy_says_so(
+) -> anyhow::Result<()> {
+    let h = Harness::start(&redis_url()).await?;
+    let mut policy = idm_core::WafPolicy {
+        backend: idm_core::waf_policy::VelocityLimit::new(1, 60),
+        strikes_to_ban: 1,
+        ..idm_core::WafPolicy::default()
+    };
+    let mut server = key_with(policy.clone());
+    server.kind = KeyKind::Secret;
+    let ip: IpAddr = "192.0.2.200".parse()?;
+    h.waf.guard(&server, RouteClass::Backend, ip).await?;
+    for _ in 0..5 {
+        let r = h.waf.guard(&server, RouteClass::Backend, ip).await;
+        assert_eq!(r.err().map(|e| e.code), Some(ErrorCode::RateLimited));
+    }
+    policy.secret_key_strikes = true;
+    server.policy.waf = policy;
+    let r = h.waf.guard(&server, RouteClass::Backend, ip).await;
+    assert_eq!(r.err().map(|e| e.code), Some(ErrorCode::IpBanned));
+    h.stop().await
+}
