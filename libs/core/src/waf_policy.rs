@@ -76,6 +76,10 @@ pub struct WafPolicy {
     /// the IP when they fall inside `strike_window_seconds`.
     pub strikes_to_ban: u32,
     pub strike_window_seconds: u32,
+    /// Whether breaches by secret-key callers count as strikes. Off by
+    /// default: a secret key is the tenant's own server, and banning it for
+    /// hours over a traffic spike is an outage; its breaches are still 429.
+    pub secret_key_strikes: bool,
     /// The first ban's length; each later ban within `offence_memory_seconds`
     /// of the previous one doubles, up to `max_ban_seconds`.
     pub ban_seconds: u32,
@@ -106,6 +110,7 @@ impl Default for WafPolicy {
             ipv6_prefix_len: 64,
             strikes_to_ban: 3,
             strike_window_seconds: HOUR,
+            secret_key_strikes: false,
             ban_seconds: 4 * HOUR,
             max_ban_seconds: 7 * DAY,
             offence_memory_seconds: 30 * DAY,

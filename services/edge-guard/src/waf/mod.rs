@@ -16,7 +16,7 @@ mod velocity;
 use idm_bus::{Bus, Events};
 use idm_core::proto::account::KeyConfig;
 use idm_core::waf_policy::VelocityLimit;
-use idm_core::{ApiError, Email, ErrorCode, IssuerId, IssuerPolicy};
+use idm_core::{ApiError, Email, ErrorCode, IssuerId, IssuerPolicy, KeyKind};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use secrecy::SecretString;
 use std::net::IpAddr;
@@ -223,7 +223,8 @@ impl Waf {
 
     /// Per request, once the key is known: a running ban (memory only), then
     /// the issuer's velocity limit for the route class, recording a strike
-    /// (and maybe a ban) on a breach.
+    /// (and maybe a ban) on a breach by a restricted-key caller (or by a
+    /// secret-key caller when the policy says so).
     pub async fn guard(
         &self,
         key: &KeyConfig,
@@ -247,9 +248,12 @@ impl Waf {
         if decision.allowed {
             return Ok(());
         }
+        let strikes = key.kind == KeyKind::Restricted || policy.secret_key_strikes;
         let window = Duration::from_secs(u64::from(limit.window_seconds));
-        if let Some(ban) = self.bans.strike(key, class, net, window).await {
-            return Err(banned(ban));
+        if strikes {
+            if let Some(ban) = self.bans.strike(key, class, net, window).await {
+                return Err(banned(ban));
+            }
         }
         rejected("rate_limited");
         Err(rate_limited(

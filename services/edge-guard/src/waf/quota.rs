@@ -26,6 +26,8 @@ end
 return {1, n}
 ";
 
+const MAX_LOCAL_ENTRIES: usize = 100_000;
+
 #[derive(Default, Clone, Copy)]
 struct Local {
     /// The last count Redis reported.
@@ -88,6 +90,11 @@ impl Quota {
             })
             .await;
         let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        if local.len() > MAX_LOCAL_ENTRIES {
+            // Past months are of no further use once handed back.
+            let month = month_key(now);
+            local.retain(|k, l| k.ends_with(&month) || l.unsynced > 0);
+        }
         match answer.as_deref() {
             Some([taken, count]) => {
                 // Remember the latest count (unless sends from memory are

@@ -210,3 +210,81 @@ async fn without_redis_limits_and_quotas_hold_in_memory() -> anyhow::Result<()> 
     assert_eq!(third.err().map(|e| e.code), Some(ErrorCode::RateLimited));
     h.stop().await
 }
+
+/// Breaches until three bans were issued (waiting out each one) and returns
+/// their lengths as announced by the banning answer. A fresh ban is told
+/// apart from a running one (whose rounded-up remainder can look up to a
+/// second longer) by ending well after the ban seen before.
+async fn three_bans(waf: &Waf, key: &KeyConfig, ip: IpAddr) -> anyhow::Result<Vec<u64>> {
+    let mut lengths = Vec::new();
+    let mut last_end: Option<std::time::Instant> = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while lengths.len() < 3 {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "bans: {lengths:?}");
+        if let Err(e) = waf.guard(key, RouteClass::Client, ip).await {
+            let seconds = e
+                .details
+                .as_ref()
+                .and_then(|d| d.get("retry_after"))
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
+            if e.code == ErrorCode::IpBanned {
+                let end = std::time::Instant::now() + Duration::from_secs(seconds);
+                if last_end.is_none_or(|last| end > last + Duration::from_millis(1500)) {
+                    lengths.push(seconds);
+                    last_end = Some(end);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(lengths)
+}
+
+#[tokio::test]
+async fn repeat_bans_double_up_to_the_cap_in_redis_and_in_memory() -> anyhow::Result<()> {
+    let policy = idm_core::WafPolicy {
+        client: idm_core::waf_policy::VelocityLimit::new(1, 1),
+        strikes_to_ban: 1,
+        ban_seconds: 1,
+        max_ban_seconds: 3,
+        ..idm_core::WafPolicy::default()
+    };
+    for url in [redis_url(), "redis://127.0.0.1:1".to_owned()] {
+        let h = Harness::start(&url).await?;
+        let key = key_with(policy.clone());
+        let ip: IpAddr = "2001:db8:5:6::77".parse()?;
+        assert_eq!(three_bans(&h.waf, &key, ip).await?, vec![1, 2, 3], "{url}");
+        // The whole /64 was banned, at this issuer only.
+        let bans = h.waf.bans();
+        assert!(bans
+            .iter()
+            .all(|b| b.network.to_string() == "2001:db8:5:6::/64" && b.issuer_id == key.issuer_id));
+        h.stop().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn secret_key_callers_are_limited_but_only_banned_when_the_policy_says_so(
+) -> anyhow::Result<()> {
+    let h = Harness::start(&redis_url()).await?;
+    let mut policy = idm_core::WafPolicy {
+        backend: idm_core::waf_policy::VelocityLimit::new(1, 60),
+        strikes_to_ban: 1,
+        ..idm_core::WafPolicy::default()
+    };
+    let mut server = key_with(policy.clone());
+    server.kind = KeyKind::Secret;
+    let ip: IpAddr = "192.0.2.200".parse()?;
+    h.waf.guard(&server, RouteClass::Backend, ip).await?;
+    for _ in 0..5 {
+        let r = h.waf.guard(&server, RouteClass::Backend, ip).await;
+        assert_eq!(r.err().map(|e| e.code), Some(ErrorCode::RateLimited));
+    }
+    policy.secret_key_strikes = true;
+    server.policy.waf = policy;
+    let r = h.waf.guard(&server, RouteClass::Backend, ip).await;
+    assert_eq!(r.err().map(|e| e.code), Some(ErrorCode::IpBanned));
+    h.stop().await
+}
