@@ -45,6 +45,19 @@ impl MasterKey {
         ))
     }
 
+    /// A sealing key of its own for one named purpose (derived, so one
+    /// configured master key can serve several uses without reusing a key).
+    pub fn derive_sealing_key(&self, purpose: &str) -> Self {
+        let bytes = self.derive(purpose);
+        let derivation = Zeroizing::new(crate::hmac_sha256(
+            bytes.as_ref(),
+            b"idmesh/master-key/derivation/v1",
+        ));
+        // XChaCha20-Poly1305 takes any 32-byte key, so this cannot fail.
+        let cipher = XChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(bytes.as_ref()));
+        Self { cipher, derivation }
+    }
+
     /// `nonce ‖ ciphertext`.
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let nonce_bytes = crate::random_bytes::<NONCE_LEN>();

@@ -411,6 +411,9 @@ impl Platform {
         let _ = js
             .delete_stream(idm_bus::events::stream_name(&self.prefix))
             .await;
+        let _ = js
+            .delete_stream(format!("{}_MAIL", self.prefix.to_ascii_uppercase()))
+            .await;
         let mut redis = redis::Client::open(redis_url())?
             .get_multiplexed_async_connection()
             .await?;

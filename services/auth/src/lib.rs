@@ -50,14 +50,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     )
     .await?;
     let events = Events::ensure(&bus).await?;
-    let queue = mail::MailQueue::ensure(&bus).await?;
+    let master = idm_crypto::MasterKey::from_base64(config.master_key())?;
+    let queue = mail::MailQueue::ensure(&bus, &master).await?;
     let transport = mail::Transport::from_config(&config.mail).map_err(Error::Mail)?;
     let from = config
         .mail_from
         .parse()
         .map_err(|e| Error::Mail(format!("AUTH_MAIL_FROM: {e}")))?;
     let courier = mail::spawn_courier(&queue, transport, from, shutdown.clone()).await?;
-    let master = idm_crypto::MasterKey::from_base64(config.master_key())?;
     let state = Arc::new(State {
         codes: codes::Codes::new(
             redis.clone(),

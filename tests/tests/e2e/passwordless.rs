@@ -357,6 +357,20 @@ async fn mail_survives_an_smtp_outage() -> anyhow::Result<()> {
     assert_eq!(r.status, 202, "sending does not wait for SMTP");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(platform.smtp.messages().is_empty());
+    // While it waits in the queue, the message is sealed: no address, no code.
+    let js = async_nats::jetstream::new(async_nats::connect(idm_testkit::nats_url()).await?);
+    let stream = js
+        .get_stream(format!("{}_MAIL", platform.prefix.to_ascii_uppercase()))
+        .await?;
+    let queued = stream
+        .get_last_raw_message_by_subject(&format!("{}.mail.outgoing", platform.prefix))
+        .await?;
+    let raw = String::from_utf8_lossy(&queued.payload).to_lowercase();
+    assert!(!queued.payload.is_empty());
+    assert!(
+        !raw.contains("patient") && !raw.contains("example.com") && !raw.contains("code"),
+        "queued mail must be sealed"
+    );
     platform.smtp.resume().await?;
     let mail = platform
         .smtp

@@ -55,6 +55,7 @@ pub async fn spawn_courier(
         .await
         .map_err(|e| subscribe_error(&e))?;
     let mut messages = consumer.messages().await.map_err(|e| subscribe_error(&e))?;
+    let queue = queue.clone();
     Ok(tokio::spawn(async move {
         loop {
             let message = tokio::select! {
@@ -70,10 +71,16 @@ pub async fn spawn_courier(
                 },
             };
             let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
-            let mail: OutgoingMail = match serde_json::from_slice(&message.payload) {
+            let id = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Idm-Mail-Id"))
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default();
+            let mail: OutgoingMail = match queue.open(&id, &message.payload) {
                 Ok(mail) => mail,
                 Err(e) => {
-                    tracing::error!(error = %e, "dropping an undecodable mail message");
+                    tracing::error!(error = %e, "dropping a mail message that does not open");
                     let _ = message.ack_with(AckKind::Term).await;
                     continue;
                 }

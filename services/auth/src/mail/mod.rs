@@ -1,6 +1,9 @@
 //! Outgoing mail: flows enqueue on the `MAIL` JetStream work queue and return
 //! at once; the courier delivers. A message leaves the queue only when the
 //! transport accepted it, so an SMTP outage delays mail but never loses it.
+//! Queued messages are sealed (XChaCha20-Poly1305, key derived from the auth
+//! master key), so an address and its code never sit in the stream's files in
+//! the clear, however long an outage lasts.
 
 mod courier;
 mod transport;
@@ -34,10 +37,13 @@ pub struct MailQueue {
     js: jetstream::Context,
     stream: String,
     subject: String,
+    sealer: std::sync::Arc<idm_crypto::MasterKey>,
 }
 
+const SEALING_PURPOSE: &str = "idmesh/auth/mail-queue/v1";
+
 impl MailQueue {
-    pub async fn ensure(bus: &Bus) -> Result<Self, BusError> {
+    pub async fn ensure(bus: &Bus, master: &idm_crypto::MasterKey) -> Result<Self, BusError> {
         let js = jetstream::new(bus.client().clone());
         let stream = format!(
             "{}_MAIL",
@@ -60,6 +66,7 @@ impl MailQueue {
             js,
             stream,
             subject,
+            sealer: std::sync::Arc::new(master.derive_sealing_key(SEALING_PURPOSE)),
         })
     }
 
@@ -69,9 +76,17 @@ impl MailQueue {
 
     /// Queues `mail`; returns once the stream has stored it.
     pub async fn enqueue(&self, mail: &OutgoingMail) -> Result<(), ApiError> {
-        let payload = serde_json::to_vec(mail).map_err(|e| ApiError::internal_from(&e))?;
+        let json = zeroize::Zeroizing::new(
+            serde_json::to_vec(mail).map_err(|e| ApiError::internal_from(&e))?,
+        );
+        let payload = self
+            .sealer
+            .seal(&json, mail.id.as_bytes())
+            .map_err(|e| ApiError::internal_from(&e))?;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", mail.id.as_str());
+        // The id is the associated data the courier needs to open the seal.
+        headers.insert("Idm-Mail-Id", mail.id.as_str());
         let ack = self
             .js
             .publish_with_headers(self.subject.clone(), headers, payload.into())
@@ -81,5 +96,16 @@ impl MailQueue {
             .map_err(|e| ApiError::upstream(format!("mail not queued: {e}")))?;
         metrics::counter!("idm_mail_enqueued_total").increment(1);
         Ok(())
+    }
+}
+
+impl MailQueue {
+    /// Opens a queued message (the courier's side of `enqueue`).
+    pub(crate) fn open(&self, id: &str, sealed: &[u8]) -> Result<OutgoingMail, String> {
+        let json = self
+            .sealer
+            .open(sealed, id.as_bytes())
+            .map_err(|e| e.to_string())?;
+        serde_json::from_slice(&json).map_err(|e| e.to_string())
     }
 }
