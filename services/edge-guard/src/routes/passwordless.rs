@@ -51,6 +51,18 @@ fn check_redirect(allowed: &[idm_core::AllowedOrigin], raw: &str) -> Result<Stri
     }
 }
 
+type Accepted = Reply<(StatusCode, Json<serde_json::Value>)>;
+
+/// Hands a send to auth and answers `202`: the same answer whether or not the
+/// address has an account, so sending never reveals who is registered.
+async fn accepted(incoming: &Incoming, op: &str, call: &impl serde::Serialize) -> Accepted {
+    let _: idm_core::proto::Done = incoming.app.bus.call("auth", op, call).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "sent": true })),
+    ))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MagicLinkRequest {
@@ -61,7 +73,7 @@ pub struct MagicLinkRequest {
 pub async fn send_magic_link(
     incoming: Incoming,
     request: Result<Json<MagicLinkRequest>, JsonRejection>,
-) -> Reply<(StatusCode, Json<serde_json::Value>)> {
+) -> Accepted {
     let caller = incoming.authorize(Access::Client).await?;
     let request = body(request)?;
     let email = incoming
@@ -76,15 +88,7 @@ pub async fn send_magic_link(
         redirect_url,
         device: caller.device(),
     };
-    let _: idm_core::proto::Done = incoming
-        .app
-        .bus
-        .call("auth", auth::SEND_MAGIC_LINK, &call)
-        .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "sent": true })),
-    ))
+    accepted(&incoming, auth::SEND_MAGIC_LINK, &call).await
 }
 
 #[derive(Deserialize)]
@@ -122,7 +126,7 @@ pub struct EmailOnly {
 pub async fn send_email_code(
     incoming: Incoming,
     request: Result<Json<EmailOnly>, JsonRejection>,
-) -> Reply<(StatusCode, Json<serde_json::Value>)> {
+) -> Accepted {
     let caller = incoming.authorize(Access::Client).await?;
     let email = incoming
         .app
@@ -134,15 +138,7 @@ pub async fn send_email_code(
         email,
         device: caller.device(),
     };
-    let _: idm_core::proto::Done = incoming
-        .app
-        .bus
-        .call("auth", auth::SEND_EMAIL_CODE, &call)
-        .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "sent": true })),
-    ))
+    accepted(&incoming, auth::SEND_EMAIL_CODE, &call).await
 }
 
 #[derive(Deserialize)]
