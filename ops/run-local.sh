@@ -272,7 +272,7 @@ start_all() {
 	start_service account ACCOUNT_HTTP_ADDR="${ADDR[account]}" ACCOUNT_DATABASE_URL="$pg/idmesh" \
 		ACCOUNT_OPERATOR_TOKEN="$IDM_OPERATOR_TOKEN"
 	start_service auth AUTH_HTTP_ADDR="${ADDR[auth]}" AUTH_REDIS_URL="$IDM_REDIS_URL" \
-		AUTH_MASTER_KEY="$IDM_AUTH_MASTER_KEY" AUTH_MAIL_DIR="$ROOT/.idmesh/mail"
+		AUTH_DATABASE_URL="$pg/idmesh" AUTH_MASTER_KEY="$IDM_AUTH_MASTER_KEY" AUTH_MAIL_DIR="$ROOT/.idmesh/mail"
 	start_service session SESSION_HTTP_ADDR="${ADDR[session]}" SESSION_DATABASE_URL="$pg/idmesh" \
 		SESSION_MASTER_KEY="$IDM_SESSION_MASTER_KEY" SESSION_REDIS_URL="$IDM_REDIS_URL"
 	start_service user USER_HTTP_ADDR="${ADDR[user]}" USER_DATABASE_URL="$pg/idmesh" \

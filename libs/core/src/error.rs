@@ -36,6 +36,10 @@ pub enum ErrorCode {
     RegionUnavailable,
     UpstreamUnavailable,
     Internal,
+    /// A fresh second factor or re-authentication is needed in the request.
+    StepUpRequired,
+    /// Too many failures across attempts: the factor waits for a recovery path.
+    FactorLocked,
 }
 
 impl ErrorCode {
@@ -44,7 +48,8 @@ impl ErrorCode {
         match self {
             InvalidRequest => 400,
             Unauthenticated | InvalidApiKey | InvalidCredentials | SessionInvalid
-            | SessionRevoked | SessionCompromised | RefreshTokenReused | MfaRequired => 401,
+            | SessionRevoked | SessionCompromised | RefreshTokenReused | MfaRequired
+            | StepUpRequired => 401,
             InsufficientScope | OriginNotAllowed | IpBanned | ResidencyViolation => 403,
             NotFound => 404,
             MethodNotAllowed => 405,
@@ -52,7 +57,7 @@ impl ErrorCode {
             PayloadTooLarge => 413,
             ValidationFailed | InvalidEmail | DisposableEmail | WeakPassword | CodeInvalid
             | CodeExpired => 422,
-            TooManyAttempts | RateLimited | QuotaExceeded => 429,
+            TooManyAttempts | RateLimited | QuotaExceeded | FactorLocked => 429,
             RegionUnavailable | UpstreamUnavailable => 503,
             Internal => 500,
         }
@@ -90,6 +95,8 @@ impl ErrorCode {
             RegionUnavailable => "region_unavailable",
             UpstreamUnavailable => "upstream_unavailable",
             Internal => "internal",
+            StepUpRequired => "step_up_required",
+            FactorLocked => "factor_locked",
         }
     }
 }
@@ -104,6 +111,8 @@ mod tests {
             ErrorCode::InvalidApiKey,
             ErrorCode::UpstreamUnavailable,
             ErrorCode::PayloadTooLarge,
+            ErrorCode::StepUpRequired,
+            ErrorCode::FactorLocked,
         ] {
             let json = serde_json::to_value(code).ok();
             assert_eq!(

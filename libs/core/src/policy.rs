@@ -55,6 +55,16 @@ pub struct IssuerPolicy {
     pub allow_sign_up: bool,
     #[serde(default)]
     pub require_https_origins: bool,
+    /// Password sign-in is refused (as a wrong password would be) until the
+    /// account's address has been proven. Off by default; see docs/SECURITY.md
+    /// (account pre-hijacking).
+    #[serde(default)]
+    pub require_verified_email_for_password: bool,
+    /// Sign-up of an address that already has an account answers exactly like
+    /// a fresh sign-up (with a session that never verifies) and mails the
+    /// owner a notice, instead of `409 conflict`. See docs/SECURITY.md.
+    #[serde(default)]
+    pub hide_account_existence: bool,
     /// The edge guard's limits, bans and email lists (see waf_policy.rs).
     #[serde(default)]
     pub waf: crate::WafPolicy,
@@ -72,6 +82,8 @@ impl Default for IssuerPolicy {
             refresh_reuse_leeway_seconds: 0,
             allow_sign_up: true,
             require_https_origins: false,
+            require_verified_email_for_password: false,
+            hide_account_existence: false,
             waf: crate::WafPolicy::default(),
         }
     }

@@ -228,6 +228,8 @@ impl Platform {
         let auth = idm_auth::start(
             idm_auth::Config {
                 basics: basics(&prefix),
+                database_url: global_url.clone(),
+                pool_size: 2,
                 redis_url: SecretString::from(redis_url()),
                 redis_prefix: format!("{prefix}:"),
                 master_key: master_key(),
@@ -238,6 +240,7 @@ impl Platform {
                 verification_ttl: Duration::from_secs(600),
                 mfa_token_ttl: Duration::from_secs(300),
                 max_code_attempts: 5,
+                failure_limits: idm_auth::FailureLimits::default(),
                 mail_from: "idmesh tests <no-reply@idmesh.test>".into(),
                 mail: idm_auth::MailTransport::Smtp(idm_auth::SmtpConfig {
                     host: "127.0.0.1".into(),
@@ -396,6 +399,22 @@ impl Platform {
             }
         }
         Ok(total)
+    }
+
+    /// Deletes every Redis key of this platform, as a Redis restart without
+    /// persistence would (other platforms' keys are untouched).
+    pub async fn flush_redis(&self) -> anyhow::Result<usize> {
+        let mut redis = redis::Client::open(redis_url())?
+            .get_multiplexed_async_connection()
+            .await?;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.redis_prefix))
+            .query_async(&mut redis)
+            .await?;
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut redis).await?;
+        }
+        Ok(keys.len())
     }
 
     /// Stops every service (waiting for in-flight work), then drops the

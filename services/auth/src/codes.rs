@@ -1,8 +1,10 @@
 //! One-time artefacts in Redis: magic links, email codes, MFA tokens and
-//! verification codes. Keys hold hashes, never addresses or codes; values
-//! hold a MAC of the code (keyed with a secret derived from the master key),
-//! the expiry, and an attempt counter. Every entry also has a Redis TTL so
-//! it is erased on its own once it expires.
+//! verification codes. Keys hold keyed hashes (HMAC under a key derived from
+//! the master key), never addresses or codes, so a copy of Redis cannot be
+//! matched against a list of addresses; values hold a MAC of the code (keyed
+//! the same way), the expiry, an attempt counter and a payload that is never
+//! an address in the clear. Every entry also has a Redis TTL so it is erased
+//! on its own once it expires.
 //!
 //! Use is single: `consume` deletes the entry only if it still holds the
 //! expected MAC, so of two concurrent correct uses exactly one succeeds.
@@ -42,6 +44,7 @@ pub struct Codes {
     redis: ConnectionManager,
     prefix: String,
     mac_key: zeroize::Zeroizing<[u8; 32]>,
+    key_key: zeroize::Zeroizing<[u8; 32]>,
     clock: Clock,
 }
 
@@ -73,6 +76,7 @@ impl Codes {
             redis,
             prefix,
             mac_key: master.derive("idmesh/auth/code-mac/v1"),
+            key_key: master.derive("idmesh/auth/code-key/v1"),
             clock,
         }
     }
@@ -82,13 +86,26 @@ impl Codes {
     }
 
     fn key(&self, kind: Kind, issuer: &IssuerId, subject: &str) -> String {
+        let hash = idm_crypto::hmac_sha256(
+            self.key_key.as_ref(),
+            format!("{}\u{0}{subject}", kind.tag()).as_bytes(),
+        );
         format!(
             "{}{}:{}:{}",
             self.prefix,
             kind.tag(),
             issuer,
-            idm_crypto::sha256_hex(subject.as_bytes())
+            hex::encode(hash)
         )
+    }
+
+    /// A keyed hash standing for an address inside a stored value, so the
+    /// address can be checked when presented again without being kept.
+    pub fn address_tag(&self, issuer: &IssuerId, email: &idm_core::Email) -> String {
+        hex::encode(idm_crypto::hmac_sha256(
+            self.key_key.as_ref(),
+            format!("address\u{0}{issuer}\u{0}{}", email.canonical()).as_bytes(),
+        ))
     }
 
     /// The MAC of `code`, bound to its subject so a code cannot be moved.
@@ -110,6 +127,23 @@ impl Codes {
         payload: &str,
         ttl: Duration,
     ) -> Result<(), ApiError> {
+        self.put_bound(kind, issuer, subject, subject, code, payload, ttl)
+            .await
+    }
+
+    /// `put`, with the code's MAC bound to `mac_subject` rather than to the
+    /// key's subject (a verification code is bound to its id and address).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn put_bound(
+        &self,
+        kind: Kind,
+        issuer: &IssuerId,
+        subject: &str,
+        mac_subject: &str,
+        code: &str,
+        payload: &str,
+        ttl: Duration,
+    ) -> Result<(), ApiError> {
         let key = self.key(kind, issuer, subject);
         let expires = self.clock.unix() + ttl.as_secs() as i64;
         let mut redis = self.redis.clone();
@@ -120,7 +154,7 @@ impl Codes {
             .hset_multiple(
                 &key,
                 &[
-                    ("mac", self.mac(subject, code)),
+                    ("mac", self.mac(mac_subject, code)),
                     ("payload", payload.as_bytes().to_vec()),
                     ("expires", expires.to_string().into_bytes()),
                 ],

@@ -35,6 +35,9 @@ pub struct SmtpConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub basics: ServiceBasics,
+    /// Global database (schema `auth`): the durable failure ledger.
+    pub database_url: SecretString,
+    pub pool_size: usize,
     pub redis_url: SecretString,
     /// Prefix of every Redis key this service writes (one-time codes).
     pub redis_prefix: String,
@@ -50,6 +53,8 @@ pub struct Config {
     pub verification_ttl: Duration,
     pub mfa_token_ttl: Duration,
     pub max_code_attempts: u32,
+    /// Failure budgets per user and per address (docs/SECURITY.md).
+    pub failure_limits: crate::budget::Limits,
     pub mail_from: String,
     pub mail: MailTransport,
     /// Time source for expiry and TOTP; tests move it forward.
@@ -58,6 +63,34 @@ pub struct Config {
 
 fn seconds(env: &Env, name: &str, default: u64) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(env.parse(name, default)?))
+}
+
+fn failure_limits(env: &Env) -> Result<crate::budget::Limits, ConfigError> {
+    let defaults = crate::budget::Limits::default();
+    let limits = crate::budget::Limits {
+        backoff_after: env.parse("FACTOR_BACKOFF_AFTER", defaults.backoff_after)?,
+        lock_after: env.parse("FACTOR_LOCK_AFTER", defaults.lock_after)?,
+        max_backoff: seconds(
+            env,
+            "FACTOR_MAX_BACKOFF_SECONDS",
+            defaults.max_backoff.as_secs(),
+        )?,
+        memory: seconds(env, "FAILURE_MEMORY_SECONDS", defaults.memory.as_secs())?,
+    };
+    if limits.backoff_after == 0 || limits.lock_after <= limits.backoff_after {
+        return Err(ConfigError::Invalid {
+            var: env.var_name("FACTOR_LOCK_AFTER"),
+            reason: "must be greater than AUTH_FACTOR_BACKOFF_AFTER, which must be at least 1"
+                .into(),
+        });
+    }
+    if limits.memory.as_secs() < 60 {
+        return Err(ConfigError::Invalid {
+            var: env.var_name("FAILURE_MEMORY_SECONDS"),
+            reason: "must be at least 60".into(),
+        });
+    }
+    Ok(limits)
 }
 
 impl Config {
@@ -91,6 +124,8 @@ impl Config {
         };
         Ok(Self {
             basics: ServiceBasics::from_env(&env, 8082)?,
+            database_url: env.secret("DATABASE_URL")?,
+            pool_size: env.parse("DB_POOL_SIZE", 8)?,
             redis_url: SecretString::from(env.string("REDIS_URL", "redis://127.0.0.1:6379")),
             redis_prefix: env.string("REDIS_PREFIX", "idm:"),
             master_key: env.secret("MASTER_KEY")?,
@@ -101,10 +136,15 @@ impl Config {
             verification_ttl: seconds(&env, "VERIFICATION_TTL_SECONDS", 600)?,
             mfa_token_ttl: seconds(&env, "MFA_TOKEN_TTL_SECONDS", 300)?,
             max_code_attempts: env.parse("MAX_CODE_ATTEMPTS", 5)?,
+            failure_limits: failure_limits(&env)?,
             mail_from: env.string("MAIL_FROM", "idmesh <no-reply@idmesh.localhost>"),
             mail,
             clock: Clock::system(),
         })
+    }
+
+    pub(crate) fn database_url(&self) -> &str {
+        self.database_url.expose_secret()
     }
 
     pub(crate) fn redis_url(&self) -> &str {

@@ -1,6 +1,6 @@
 //! Sign-up and password sign-in.
 
-use crate::signin;
+use crate::{existence, signin};
 use crate::{Error, State};
 use idm_core::proto::auth::*;
 use idm_core::proto::store::{self, PasswordChecked};
@@ -15,23 +15,42 @@ pub async fn sign_up(state: Arc<State>, req: SignUp) -> Result<Authenticated, Er
         return Err(ApiError::invalid_request("sign-up is disabled for this application").into());
     }
     idm_core::text::check_password(req.password.expose())?;
-    let created: user::User = state
+    if !req.ctx.policy.hide_account_existence {
+        let created = create_user(&state, &req).await?;
+        return signin::open_session(&state, &req.ctx, created, req.device).await;
+    }
+    // Both outcomes take at least the same minimum time, and both run one
+    // Argon2 computation in a store, so neither the answer nor its timing
+    // says whether the address was taken.
+    let started = Instant::now();
+    let result = match create_user(&state, &req).await {
+        Ok(created) => signin::open_session(&state, &req.ctx, created, req.device.clone()).await,
+        Err(Error::Api(e)) if e.code == ErrorCode::Conflict => {
+            existence::answer_as_fresh(&state, &req).await
+        }
+        Err(e) => Err(e),
+    };
+    signin::at_least(started, state.min_sign_in).await;
+    result
+}
+
+async fn create_user(state: &State, req: &SignUp) -> Result<user::User, Error> {
+    Ok(state
         .bus
         .call(
             "user",
             user::CREATE_USER,
             &user::CreateUser {
                 ctx: req.ctx.clone(),
-                email: req.email,
-                password: Some(req.password),
-                name: req.name,
+                email: req.email.clone(),
+                password: Some(req.password.clone()),
+                name: req.name.clone(),
                 region: None,
                 metadata: None,
                 country: req.device.country.clone(),
             },
         )
-        .await?;
-    signin::open_session(&state, &req.ctx, created, req.device).await
+        .await?)
 }
 
 /// Unknown user and wrong password both run one Argon2 verification (the
@@ -52,6 +71,16 @@ pub async fn sign_in(state: Arc<State>, req: SignIn) -> Result<Authenticated, Er
         }
     };
     let found = signin::get_user(&state, &req.ctx, located.user_id).await?;
+    if req.ctx.policy.require_verified_email_for_password && !found.email_verified {
+        // Same answer as a wrong password: the password of an unproven
+        // address may have been set by someone else (pre-hijacking).
+        signin::at_least(started, state.min_sign_in).await;
+        return Err(ApiError::new(
+            ErrorCode::InvalidCredentials,
+            "the email or password is not correct",
+        )
+        .into());
+    }
     signin::complete(&state, &req.ctx, found, req.device).await
 }
 

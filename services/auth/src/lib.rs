@@ -3,17 +3,26 @@
 //! API, and the mail courier that delivers their messages. Passwords are
 //! only passed through: the regional store hashes and verifies them.
 
+mod budget;
 mod codes;
 mod config;
 mod error;
+mod existence;
 mod handlers;
+mod ledger;
 mod mail;
 mod mfa;
+mod notices;
 mod passwordless;
+mod passwords;
+mod recovery;
+mod second_factor;
 mod signin;
+mod step_up;
 mod totp;
 mod verifications;
 
+pub use budget::Limits as FailureLimits;
 pub use config::{Config, MailTransport, SmtpConfig, SmtpTls};
 pub use error::Error;
 
@@ -29,6 +38,7 @@ pub(crate) struct State {
     pub events: Events,
     pub mail: mail::MailQueue,
     pub codes: codes::Codes,
+    pub budgets: budget::Budgets,
     pub master: idm_crypto::MasterKey,
     pub min_sign_in: Duration,
     pub min_verify: Duration,
@@ -40,6 +50,8 @@ pub(crate) struct State {
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
+    let db = idm_db::Db::connect(config.database_url(), config.pool_size)?;
+    ledger::migrate(&db).await?;
     let redis =
         redis::aio::ConnectionManager::new(redis::Client::open(config.redis_url())?).await?;
     let bus = Bus::connect(
@@ -65,6 +77,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             &master,
             config.clock.clone(),
         ),
+        budgets: budget::Budgets::new(
+            redis.clone(),
+            db.clone(),
+            config.redis_prefix.clone(),
+            &master,
+            config.clock.clone(),
+            config.failure_limits,
+        ),
         bus: bus.clone(),
         events,
         mail: queue,
@@ -87,13 +107,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(op::ENROLL_TOTP, mfa::enroll_totp)
         .on(op::CONFIRM_TOTP, mfa::confirm_totp)
         .on(op::VERIFY_MFA, mfa::verify_mfa)
+        .on(op::DISABLE_TOTP, mfa::disable_totp)
+        .on(op::REGENERATE_BACKUP_CODES, mfa::regenerate_backup_codes)
+        .on(op::CHANGE_PASSWORD, passwords::change_password)
+        .on(op::UNLOCK_FACTORS, recovery::unlock_factors)
         .on(op::SEND_VERIFICATION, verifications::send_verification)
         .on(op::CHECK_VERIFICATION, verifications::check_verification);
     let serving = bus
         .serve_service("auth", handlers, state, shutdown.clone())
         .await?;
     let redis_probe = idm_telemetry::redis_probe(redis);
-    let ready = idm_telemetry::all_of(vec![redis_probe, bus.probe()]);
+    let ready = idm_telemetry::all_of(vec![db.probe(), redis_probe, bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,
         idm_telemetry::ops_router(ready),

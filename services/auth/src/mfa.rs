@@ -1,70 +1,23 @@
-//! TOTP enrollment and confirmation, backup codes, and the second step of
-//! sign-in. TOTP secrets are sealed here (XChaCha20-Poly1305 under the auth
-//! master key, bound to issuer and user) before the regional store keeps them.
+//! TOTP enrollment and confirmation, removing TOTP, new backup codes, and
+//! the second step of sign-in. TOTP secrets are sealed here
+//! (XChaCha20-Poly1305 under the auth master key, bound to issuer and user)
+//! before the regional store keeps them. Replacing or removing the second
+//! factor needs the current one in the same request (see step_up.rs).
 
 use crate::codes::{self, Kind};
+use crate::second_factor::{self, aad, backup_code_hash, new_backup_code, open_secret};
 use crate::signin::{self, at_least, PendingMfa};
-use crate::{totp, Error, State};
+use crate::step_up::{self, Changing};
+use crate::{budget::Budget, notices, totp, Error, State};
 use base64::Engine;
 use idm_core::proto::auth::*;
-use idm_core::proto::store::{self, Accepted, TotpState};
-use idm_core::proto::user::GetUser;
+use idm_core::proto::store::{self, Accepted};
 use idm_core::proto::{event, Done, IssuerContext, SecretText};
-use idm_core::{ApiError, ErrorCode, IssuerId, Region, UserId};
+use idm_core::{ApiError, ErrorCode};
 use std::sync::Arc;
 use std::time::Instant;
 
 const BACKUP_CODES: usize = 10;
-
-fn aad(issuer: &IssuerId, user: &UserId) -> Vec<u8> {
-    format!("totp/{issuer}/{user}").into_bytes()
-}
-
-fn open_secret(
-    state: &State,
-    issuer: &IssuerId,
-    user: &UserId,
-    sealed: &str,
-) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(sealed)
-        .map_err(|e| ApiError::internal_from(&e))?;
-    Ok(state.master.open(&bytes, &aad(issuer, user))?)
-}
-
-async fn totp_state(
-    state: &State,
-    issuer: &IssuerId,
-    user: &UserId,
-    region: Region,
-) -> Result<TotpState, Error> {
-    Ok(state
-        .bus
-        .call_store(
-            region,
-            store::GET_TOTP,
-            &GetUser {
-                issuer_id: issuer.clone(),
-                user_id: user.clone(),
-            },
-        )
-        .await?)
-}
-
-/// A backup code: 10 characters of base32 shown as `xxxxx-xxxxx` (50 bits).
-fn new_backup_code() -> String {
-    let raw = totp::base32(&idm_crypto::random_bytes::<7>()).to_ascii_lowercase();
-    format!("{}-{}", &raw[..5], &raw[5..10])
-}
-
-fn backup_code_hash(state: &State, user: &UserId, code: &str) -> String {
-    let normalized: String = code
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .collect::<String>()
-        .to_ascii_lowercase();
-    idm_crypto::sha256_hex(&state.codes.mac(&format!("backup/{user}"), &normalized))
-}
 
 #[tracing::instrument(skip_all, fields(issuer = %req.ctx.issuer_id, user = %req.user_id))]
 pub async fn enroll_totp(state: Arc<State>, req: SessionUser) -> Result<TotpEnrollment, Error> {
@@ -78,6 +31,8 @@ pub async fn enroll_totp(state: Arc<State>, req: SessionUser) -> Result<TotpEnro
     let sealed = state
         .master
         .seal(secret.as_ref(), &aad(&req.ctx.issuer_id, &req.user_id))?;
+    // Only the pending slot changes: the active authenticator (if any) keeps
+    // working until a confirmation with a step-up proof replaces it.
     let request = store::SetPendingTotp {
         issuer_id: req.ctx.issuer_id.clone(),
         user_id: req.user_id,
@@ -103,9 +58,18 @@ pub async fn confirm_totp(state: Arc<State>, req: ConfirmTotp) -> Result<BackupC
     result
 }
 
+fn fresh_backup_codes(state: &State, user: &idm_core::UserId) -> (Vec<String>, Vec<String>) {
+    let codes: Vec<String> = (0..BACKUP_CODES).map(|_| new_backup_code()).collect();
+    let hashes = codes
+        .iter()
+        .map(|c| backup_code_hash(state, user, c))
+        .collect();
+    (codes, hashes)
+}
+
 async fn confirm(state: &State, req: &ConfirmTotp) -> Result<BackupCodes, Error> {
     let s = &req.session;
-    let current = totp_state(state, &s.ctx.issuer_id, &s.user_id, s.region).await?;
+    let current = second_factor::totp_state(state, &s.ctx.issuer_id, &s.user_id, s.region).await?;
     let sealed = current
         .pending_sealed
         .ok_or_else(|| ApiError::new(ErrorCode::CodeInvalid, "start a TOTP enrollment first"))?;
@@ -113,28 +77,141 @@ async fn confirm(state: &State, req: &ConfirmTotp) -> Result<BackupCodes, Error>
     let generator = totp::totp(&secret, "confirm").map_err(|e| ApiError::internal_from(&e))?;
     let step = totp::matching_step(&generator, req.code.expose(), state.codes.clock().unix())
         .ok_or_else(codes::invalid)?;
-    let backup_codes: Vec<String> = (0..BACKUP_CODES).map(|_| new_backup_code()).collect();
+    // The new code is checked first, so a typo does not use up the proof.
+    let replacing = current.mfa_enabled;
+    if replacing {
+        let credentials = step_up::credentials(state, s).await?;
+        step_up::require(state, s, &req.step_up, Changing::SecondFactor, &credentials).await?;
+    }
+    let (backup_codes, backup_code_hashes) = fresh_backup_codes(state, &s.user_id);
     let request = store::EnableTotp {
         issuer_id: s.ctx.issuer_id.clone(),
         user_id: s.user_id.clone(),
-        backup_code_hashes: backup_codes
-            .iter()
-            .map(|c| backup_code_hash(state, &s.user_id, c))
-            .collect(),
+        backup_code_hashes,
         step,
     };
     let _: Done = state
         .bus
         .call_store(s.region, store::ENABLE_TOTP, &request)
         .await?;
+    if replacing {
+        // A lock on the old authenticator means nothing for the new one.
+        state
+            .budgets
+            .clear(Budget::Totp, &s.ctx.issuer_id, s.user_id.as_str())
+            .await?;
+    }
     state
         .events
         .publish(
             &s.ctx.issuer_id,
             event::MFA_ENABLED,
+            serde_json::json!({ "user_id": s.user_id, "method": "totp", "replaced": replacing }),
+        )
+        .await?;
+    let notice = if replacing {
+        notices::Notice::TotpReplaced
+    } else {
+        notices::Notice::TotpEnabled
+    };
+    notices::send_to_user(state, &s.ctx, &s.user_id, notice).await?;
+    Ok(BackupCodes {
+        backup_codes: backup_codes.into_iter().map(SecretText::new).collect(),
+    })
+}
+
+fn not_enabled() -> ApiError {
+    ApiError::not_found("two-step verification")
+}
+
+#[tracing::instrument(skip_all, fields(issuer = %req.session.ctx.issuer_id, user = %req.session.user_id))]
+pub async fn disable_totp(state: Arc<State>, req: SteppedUp) -> Result<Done, Error> {
+    let s = &req.session;
+    let credentials = step_up::credentials(&state, s).await?;
+    if !credentials.mfa_enabled {
+        return Err(not_enabled().into());
+    }
+    step_up::require(
+        &state,
+        s,
+        &req.step_up,
+        Changing::SecondFactor,
+        &credentials,
+    )
+    .await?;
+    let request = idm_core::proto::user::GetUser {
+        issuer_id: s.ctx.issuer_id.clone(),
+        user_id: s.user_id.clone(),
+    };
+    let removed: Accepted = state
+        .bus
+        .call_store(s.region, store::DISABLE_TOTP, &request)
+        .await?;
+    if !removed.accepted {
+        return Err(not_enabled().into());
+    }
+    state
+        .budgets
+        .clear(Budget::Totp, &s.ctx.issuer_id, s.user_id.as_str())
+        .await?;
+    state
+        .events
+        .publish(
+            &s.ctx.issuer_id,
+            event::MFA_DISABLED,
             serde_json::json!({ "user_id": s.user_id, "method": "totp" }),
         )
         .await?;
+    notices::send_to_user(&state, &s.ctx, &s.user_id, notices::Notice::TotpDisabled).await?;
+    Ok(Done::default())
+}
+
+#[tracing::instrument(skip_all, fields(issuer = %req.session.ctx.issuer_id, user = %req.session.user_id))]
+pub async fn regenerate_backup_codes(
+    state: Arc<State>,
+    req: SteppedUp,
+) -> Result<BackupCodes, Error> {
+    let s = &req.session;
+    let credentials = step_up::credentials(&state, s).await?;
+    if !credentials.mfa_enabled {
+        return Err(not_enabled().into());
+    }
+    step_up::require(
+        &state,
+        s,
+        &req.step_up,
+        Changing::SecondFactor,
+        &credentials,
+    )
+    .await?;
+    let (backup_codes, backup_code_hashes) = fresh_backup_codes(&state, &s.user_id);
+    let request = store::ReplaceBackupCodes {
+        issuer_id: s.ctx.issuer_id.clone(),
+        user_id: s.user_id.clone(),
+        backup_code_hashes,
+    };
+    let replaced: Accepted = state
+        .bus
+        .call_store(s.region, store::REPLACE_BACKUP_CODES, &request)
+        .await?;
+    if !replaced.accepted {
+        return Err(not_enabled().into());
+    }
+    state
+        .events
+        .publish(
+            &s.ctx.issuer_id,
+            event::MFA_BACKUP_CODES_REGENERATED,
+            serde_json::json!({ "user_id": s.user_id }),
+        )
+        .await?;
+    notices::send_to_user(
+        &state,
+        &s.ctx,
+        &s.user_id,
+        notices::Notice::BackupCodesRegenerated,
+    )
+    .await?;
     Ok(BackupCodes {
         backup_codes: backup_codes.into_iter().map(SecretText::new).collect(),
     })
@@ -143,7 +220,7 @@ async fn confirm(state: &State, req: &ConfirmTotp) -> Result<BackupCodes, Error>
 #[tracing::instrument(skip_all, fields(issuer = %req.ctx.issuer_id))]
 pub async fn verify_mfa(state: Arc<State>, req: VerifyMfa) -> Result<Authenticated, Error> {
     let started = Instant::now();
-    let result = second_factor(&state, &req).await;
+    let result = second_step(&state, &req).await;
     if result.is_err() {
         at_least(started, state.min_verify).await;
     }
@@ -152,11 +229,16 @@ pub async fn verify_mfa(state: Arc<State>, req: VerifyMfa) -> Result<Authenticat
     signin::open_session(&state, &req.ctx, user, req.device).await
 }
 
-async fn second_factor(state: &State, req: &VerifyMfa) -> Result<PendingMfa, Error> {
+/// The MFA token names the user; the code is judged against that user's
+/// budget, so a fresh token (another password sign-in) buys no new guesses.
+async fn second_step(state: &State, req: &VerifyMfa) -> Result<PendingMfa, Error> {
     let ctx: &IssuerContext = &req.ctx;
     let token = req.mfa_token.expose();
     if token.len() != 43 {
         return Err(codes::invalid().into());
+    }
+    if req.code.is_some() == req.backup_code.is_some() {
+        return Err(ApiError::validation("give exactly one of code and backup_code").into());
     }
     let entry = state
         .codes
@@ -173,46 +255,20 @@ async fn second_factor(state: &State, req: &VerifyMfa) -> Result<PendingMfa, Err
     }
     let pending: PendingMfa =
         serde_json::from_str(&entry.payload).map_err(|e| ApiError::internal_from(&e))?;
-    let accepted = match (&req.code, &req.backup_code) {
-        (Some(code), None) => {
-            let current =
-                totp_state(state, &ctx.issuer_id, &pending.user_id, pending.region).await?;
-            let sealed = current.active_sealed.ok_or_else(codes::invalid)?;
-            let secret = open_secret(state, &ctx.issuer_id, &pending.user_id, &sealed)?;
-            let generator =
-                totp::totp(&secret, "verify").map_err(|e| ApiError::internal_from(&e))?;
-            let step = totp::matching_step(&generator, code.expose(), state.codes.clock().unix())
-                .ok_or_else(codes::invalid)?;
-            let used = store::UseTotpStep {
-                issuer_id: ctx.issuer_id.clone(),
-                user_id: pending.user_id.clone(),
-                step,
-            };
-            let reply: Accepted = state
-                .bus
-                .call_store(pending.region, store::USE_TOTP_STEP, &used)
-                .await?;
-            reply.accepted
+    let (user, region) = (&pending.user_id, pending.region);
+    match (&req.code, &req.backup_code) {
+        (Some(code), _) => {
+            second_factor::check_totp(state, ctx, user, region, code.expose()).await?;
         }
         (None, Some(backup)) => {
-            let used = store::UseBackupCode {
-                issuer_id: ctx.issuer_id.clone(),
-                user_id: pending.user_id.clone(),
-                code_hash: backup_code_hash(state, &pending.user_id, backup.expose()),
-            };
-            let reply: Accepted = state
-                .bus
-                .call_store(pending.region, store::USE_BACKUP_CODE, &used)
-                .await?;
-            reply.accepted
+            second_factor::use_backup_code(state, ctx, user, region, backup.expose()).await?;
         }
-        _ => return Err(ApiError::validation("give exactly one of code and backup_code").into()),
-    };
-    if !accepted
-        || !state
-            .codes
-            .consume(Kind::MfaToken, &ctx.issuer_id, token, &expected)
-            .await?
+        (None, None) => return Err(codes::invalid().into()),
+    }
+    if !state
+        .codes
+        .consume(Kind::MfaToken, &ctx.issuer_id, token, &expected)
+        .await?
     {
         return Err(codes::invalid().into());
     }

@@ -1,17 +1,56 @@
 //! Magic links and email codes. Sending always answers the same way whether
 //! or not the address has an account, so neither reveals who is registered.
+//! Email codes are judged against the address's failure budget, which a
+//! resend does not refill; a magic link (unguessable) is the way past an
+//! email-code lock, and a successful one clears it.
 
+use crate::budget::Budget;
 use crate::codes::{self, Kind};
 use crate::mail::OutgoingMail;
 use crate::signin::{self, at_least};
 use crate::{Error, State};
+use base64::Engine;
 use idm_core::proto::auth::*;
 use idm_core::proto::Done;
-use idm_core::{ApiError, Email};
+use idm_core::{ApiError, Email, IssuerId};
 use std::sync::Arc;
 use std::time::Instant;
 
 const MAGIC_CODE_LEN: usize = 43;
+
+/// The address a magic link signs in, sealed under a key derived from the
+/// master key *and* the link's code: what Redis holds opens only for whoever
+/// holds the link.
+fn link_sealer(state: &State, code: &str) -> idm_crypto::MasterKey {
+    state
+        .master
+        .derive_sealing_key(&format!("idmesh/auth/magic-link/v1/{code}"))
+}
+
+fn seal_address(
+    state: &State,
+    issuer: &IssuerId,
+    code: &str,
+    email: &Email,
+) -> Result<String, Error> {
+    let sealed =
+        link_sealer(state, code).seal(email.as_str().as_bytes(), issuer.as_str().as_bytes())?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(sealed))
+}
+
+fn open_address(
+    state: &State,
+    issuer: &IssuerId,
+    code: &str,
+    sealed: &str,
+) -> Result<Email, Error> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(sealed)
+        .map_err(|e| ApiError::internal_from(&e))?;
+    let opened = link_sealer(state, code).open(&bytes, issuer.as_str().as_bytes())?;
+    let text = std::str::from_utf8(&opened).map_err(|e| ApiError::internal_from(&e))?;
+    Ok(Email::parse(text)?)
+}
 
 fn well_formed_magic_code(code: &str) -> bool {
     code.len() == MAGIC_CODE_LEN
@@ -42,6 +81,7 @@ pub async fn send_magic_link(state: Arc<State>, req: SendMagicLink) -> Result<Do
     let mut link = url::Url::parse(&req.redirect_url)
         .map_err(|_| ApiError::validation("redirect_url is not a URL"))?;
     link.query_pairs_mut().append_pair("idm_magic_code", &code);
+    let sealed = seal_address(&state, &req.ctx.issuer_id, &code, &req.email)?;
     state
         .codes
         .put(
@@ -49,7 +89,7 @@ pub async fn send_magic_link(state: Arc<State>, req: SendMagicLink) -> Result<Do
             &req.ctx.issuer_id,
             &code,
             &code,
-            req.email.as_str(),
+            &sealed,
             state.magic_link_ttl,
         )
         .await?;
@@ -77,6 +117,12 @@ pub async fn verify_magic_link(
         at_least(started, state.min_verify).await;
     }
     let email = result?;
+    // The link proved the address: it is the recovery path of a locked
+    // email code for that address.
+    state
+        .budgets
+        .clear(Budget::EmailCode, &req.ctx.issuer_id, email.canonical())
+        .await?;
     let user = signin::user_for_address(&state, &req.ctx, &email, &req.device)
         .await?
         .ok_or_else(codes::invalid)?;
@@ -102,7 +148,7 @@ async fn redeem_magic_link(state: &State, req: &VerifyMagicLink) -> Result<Email
     {
         return Err(codes::invalid().into());
     }
-    Ok(Email::parse(&entry.payload)?)
+    open_address(state, &req.ctx.issuer_id, code, &entry.payload)
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.ctx.issuer_id))]
@@ -118,7 +164,7 @@ pub async fn send_email_code(state: Arc<State>, req: SendEmailCode) -> Result<Do
             &req.ctx.issuer_id,
             req.email.canonical(),
             &code,
-            req.email.as_str(),
+            "",
             state.email_code_ttl,
         )
         .await?;
@@ -141,7 +187,7 @@ pub async fn verify_email_code(
     req: VerifyEmailCode,
 ) -> Result<Authenticated, Error> {
     let started = Instant::now();
-    let result = redeem_email_code(&state, &req).await;
+    let result = redeem_email_code(&state, &req.ctx, &req.email, req.code.expose()).await;
     if result.is_err() {
         at_least(started, state.min_verify).await;
     }
@@ -152,29 +198,47 @@ pub async fn verify_email_code(
     signin::complete(&state, &req.ctx, user, req.device).await
 }
 
-async fn redeem_email_code(state: &State, req: &VerifyEmailCode) -> Result<(), Error> {
-    let code = req.code.expose();
+/// Uses up the email code of `email`, charged to the address's budget (so a
+/// resend buys no new guesses). Also the step-up proof `email_code`.
+pub(crate) async fn redeem_email_code(
+    state: &State,
+    ctx: &idm_core::proto::IssuerContext,
+    email: &Email,
+    code: &str,
+) -> Result<(), Error> {
     if !six_digits(code) {
         return Err(codes::invalid().into());
     }
-    let subject = req.email.canonical();
+    let subject = email.canonical();
     let entry = state
         .codes
         .attempt(
             Kind::EmailCode,
-            &req.ctx.issuer_id,
+            &ctx.issuer_id,
             subject,
             state.max_code_attempts,
         )
         .await?;
+    // Charged only once a code exists: nobody can spend the budget of an
+    // address that was not mailed a code.
+    let charge = state
+        .budgets
+        .charge(Budget::EmailCode, &ctx.issuer_id, subject)
+        .await?;
     let expected = state.codes.mac(subject, code);
-    if !idm_crypto::ct_eq(&entry.mac, &expected)
-        || !state
-            .codes
-            .consume(Kind::EmailCode, &req.ctx.issuer_id, subject, &expected)
-            .await?
-    {
+    if !idm_crypto::ct_eq(&entry.mac, &expected) {
+        state.budgets.failed(charge).await?;
         return Err(codes::invalid().into());
     }
-    Ok(())
+    let won = state
+        .codes
+        .consume(Kind::EmailCode, &ctx.issuer_id, subject, &expected)
+        .await?;
+    // The code was right even if another use of it won: not a wrong guess.
+    state.budgets.succeeded(charge).await?;
+    if won {
+        Ok(())
+    } else {
+        Err(codes::invalid().into())
+    }
 }

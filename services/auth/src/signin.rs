@@ -5,7 +5,7 @@
 use crate::codes::Kind;
 use crate::{Error, State};
 use idm_core::proto::auth::Authenticated;
-use idm_core::proto::{session, user, Device, IssuerContext};
+use idm_core::proto::{session, store, user, Device, IssuerContext};
 use idm_core::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -124,15 +124,22 @@ pub async fn get_user(
 }
 
 /// The user an address belongs to, created (verified, without a password) when
-/// the issuer allows sign-up; `None` when neither.
+/// the issuer allows sign-up; `None` when neither. The caller has just proven
+/// the address (magic link or email code).
+///
+/// Account pre-hijacking: someone may have signed up with this address and a
+/// password without ever proving it, and kept a session, waiting for the
+/// owner to arrive. So the first proof of an unverified account clears every
+/// credential set before it (in the store, atomically with the flag) and ends
+/// every session of the account before the owner gets theirs.
 pub async fn user_for_address(
     state: &State,
     ctx: &IssuerContext,
     email: &idm_core::Email,
     device: &Device,
 ) -> Result<Option<user::User>, Error> {
-    let user = match find_user(state, ctx, email).await? {
-        Some(location) => get_user(state, ctx, location.user_id).await?,
+    let (user, created) = match find_user(state, ctx, email).await? {
+        Some(location) => (get_user(state, ctx, location.user_id).await?, false),
         None if ctx.policy.allow_sign_up => {
             let create = user::CreateUser {
                 ctx: ctx.clone(),
@@ -143,25 +150,54 @@ pub async fn user_for_address(
                 metadata: None,
                 country: device.country.clone(),
             };
-            state.bus.call("user", user::CREATE_USER, &create).await?
+            (
+                state.bus.call("user", user::CREATE_USER, &create).await?,
+                true,
+            )
         }
         None => return Ok(None),
     };
-    // Receiving the code proves the address.
-    let mark = user::GetUser {
+    let prove = store::ProveEmail {
         issuer_id: ctx.issuer_id.clone(),
         user_id: user.id.clone(),
     };
-    let _: idm_core::proto::Done = state
+    let proven: store::EmailProven = state
         .bus
-        .call_store(
-            user.region,
-            idm_core::proto::store::MARK_EMAIL_VERIFIED,
-            &mark,
-        )
+        .call_store(user.region, store::MARK_EMAIL_VERIFIED, &prove)
         .await?;
+    if proven.first_proof && !created {
+        let ended: session::Revoked = state
+            .bus
+            .call(
+                "session",
+                session::REVOKE_ALL,
+                &session::RevokeAll {
+                    issuer_id: ctx.issuer_id.clone(),
+                    user_id: user.id.clone(),
+                },
+            )
+            .await?;
+        tracing::info!(
+            user = %user.id,
+            sessions = ended.session_ids.len(),
+            password = proven.password_cleared,
+            mfa = proven.mfa_cleared,
+            "first proof of the address: earlier credentials and sessions ended"
+        );
+        if proven.mfa_cleared {
+            state
+                .events
+                .publish(
+                    &ctx.issuer_id,
+                    idm_core::proto::event::MFA_DISABLED,
+                    serde_json::json!({ "user_id": user.id, "method": "totp", "reason": "unproven_address" }),
+                )
+                .await?;
+        }
+    }
     Ok(Some(user::User {
         email_verified: true,
+        mfa_enabled: user.mfa_enabled && !proven.mfa_cleared,
         ..user
     }))
 }

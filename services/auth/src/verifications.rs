@@ -1,7 +1,12 @@
 //! The verification API: prove someone controls an address without creating
-//! a user. The address exists only in the Redis entry (and the queued mail)
-//! until the code is used or expires; nothing is written to Postgres.
+//! a user. The address is never kept in the clear, not even for the code's
+//! lifetime: the Redis entry (keyed by a hash of the `ver_` id) holds a MAC of
+//! the code bound to the id and the address, and a keyed hash of the address;
+//! the caller presents the address again at check time. The queued mail is
+//! sealed. Nothing is written to Postgres except, after wrong codes, the
+//! address's keyed hash in the failure ledger (see budget.rs).
 
+use crate::budget::Budget;
 use crate::codes::{self, Kind};
 use crate::mail::OutgoingMail;
 use crate::signin::at_least;
@@ -24,12 +29,13 @@ pub async fn send_verification(
     let code = idm_crypto::random_digits(6);
     state
         .codes
-        .put(
+        .put_bound(
             Kind::Verification,
             &req.ctx.issuer_id,
             &id,
+            &mac_subject(&id, &req.email),
             &code,
-            req.email.as_str(),
+            &state.codes.address_tag(&req.ctx.issuer_id, &req.email),
             state.verification_ttl,
         )
         .await?;
@@ -57,7 +63,8 @@ pub async fn check_verification(
     if result.is_err() {
         at_least(started, state.min_verify).await;
     }
-    let email = result?;
+    result?;
+    let email = req.email.as_str().to_owned();
     let sign = session::SignVerification {
         issuer_id: req.ctx.issuer_id.clone(),
         verification_id: req.id.clone(),
@@ -75,7 +82,13 @@ pub async fn check_verification(
     })
 }
 
-async fn redeem(state: &State, req: &CheckVerification) -> Result<String, Error> {
+/// The code's MAC is bound to the id and the address, so a code is only good
+/// for the address it was sent to.
+fn mac_subject(id: &str, email: &idm_core::Email) -> String {
+    format!("{id}\u{0}{}", email.canonical())
+}
+
+async fn redeem(state: &State, req: &CheckVerification) -> Result<(), Error> {
     let code = req.code.expose();
     if !well_formed_id(&req.id) || !crate::passwordless::six_digits(code) {
         return Err(codes::invalid().into());
@@ -89,14 +102,33 @@ async fn redeem(state: &State, req: &CheckVerification) -> Result<String, Error>
             state.max_code_attempts,
         )
         .await?;
-    let expected = state.codes.mac(&req.id, code);
-    if !idm_crypto::ct_eq(&entry.mac, &expected)
-        || !state
-            .codes
-            .consume(Kind::Verification, &req.ctx.issuer_id, &req.id, &expected)
-            .await?
-    {
+    // Another address than the one mailed never matches, and must not spend
+    // that other address's budget either.
+    let tag = state.codes.address_tag(&req.ctx.issuer_id, &req.email);
+    if !idm_crypto::ct_eq(entry.payload.as_bytes(), tag.as_bytes()) {
         return Err(codes::invalid().into());
     }
-    Ok(entry.payload)
+    let charge = state
+        .budgets
+        .charge(
+            Budget::Verification,
+            &req.ctx.issuer_id,
+            req.email.canonical(),
+        )
+        .await?;
+    let expected = state.codes.mac(&mac_subject(&req.id, &req.email), code);
+    if !idm_crypto::ct_eq(&entry.mac, &expected) {
+        state.budgets.failed(charge).await?;
+        return Err(codes::invalid().into());
+    }
+    let won = state
+        .codes
+        .consume(Kind::Verification, &req.ctx.issuer_id, &req.id, &expected)
+        .await?;
+    state.budgets.succeeded(charge).await?;
+    if won {
+        Ok(())
+    } else {
+        Err(codes::invalid().into())
+    }
 }

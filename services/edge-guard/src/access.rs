@@ -136,6 +136,13 @@ pub fn session_token(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
+/// An issuer that requires https accepts plain http only from localhost.
+/// Shared by the `Origin` check and the magic-link redirect check, so both
+/// apply the same rule.
+pub(crate) fn scheme_permitted(policy: &idm_core::IssuerPolicy, origin: &Origin) -> bool {
+    !policy.require_https_origins || origin.scheme == "https" || origin.is_localhost()
+}
+
 /// The request's origin if the key's issuer allows it. Only the `Origin`
 /// header counts: a `Referer` never stands in for a missing one.
 fn check_origin(key: &KeyConfig, headers: &HeaderMap) -> Result<http::HeaderValue, ApiError> {
@@ -144,7 +151,7 @@ fn check_origin(key: &KeyConfig, headers: &HeaderMap) -> Result<http::HeaderValu
         .to_str()
         .map_err(|_| ApiError::new(ErrorCode::OriginNotAllowed, "the Origin header is not text"))?;
     let origin = Origin::parse(text)?;
-    if key.policy.require_https_origins && origin.scheme != "https" && !origin.is_localhost() {
+    if !scheme_permitted(&key.policy, &origin) {
         return Err(ApiError::new(
             ErrorCode::OriginNotAllowed,
             "this application requires https origins",

@@ -9,6 +9,7 @@ mod config;
 mod cors;
 mod error;
 mod key_cache;
+mod redirect;
 mod revocations;
 mod routes;
 mod session_keys;

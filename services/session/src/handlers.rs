@@ -15,7 +15,7 @@ pub async fn init_issuer(state: Arc<State>, req: InitIssuer) -> Result<Done, Err
 }
 
 /// A fresh refresh token for a session in `region`, and the hash we store.
-fn new_refresh_token(region: Region) -> (SecretText, String) {
+pub(crate) fn new_refresh_token(region: Region) -> (SecretText, String) {
     let token = format!(
         "{REFRESH_TOKEN_PREFIX}{region}_{}",
         idm_crypto::random_token::<32>()

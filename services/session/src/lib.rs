@@ -4,6 +4,7 @@
 //! a session-id → region index used to revoke a session by id.
 
 mod config;
+mod decoy;
 mod error;
 mod handlers;
 mod key_ring;
@@ -79,7 +80,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(op::LIST, handlers::list)
         .on(op::KEY_RING, handlers::key_ring)
         .on(op::ROTATE_KEY, handlers::rotate_key)
-        .on(op::SIGN_VERIFICATION, handlers::sign_verification);
+        .on(op::SIGN_VERIFICATION, handlers::sign_verification)
+        .on(op::DECOY_SESSION, decoy::decoy_session);
     let serving = bus
         .serve_service("session", handlers, state, shutdown.clone())
         .await?;

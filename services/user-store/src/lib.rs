@@ -63,7 +63,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(op::LIST_PERSONAL_TOKENS, handlers::personal_tokens::list)
         .on(op::REVOKE_PERSONAL_TOKEN, handlers::personal_tokens::revoke)
         .on(op::VERIFY_PERSONAL_TOKEN, handlers::personal_tokens::verify)
-        .on(op::MARK_EMAIL_VERIFIED, handlers::mfa::mark_email_verified)
+        .on(op::MARK_EMAIL_VERIFIED, handlers::mfa::prove_email)
+        .on(op::CREDENTIALS, handlers::mfa::credentials)
+        .on(op::DISABLE_TOTP, handlers::mfa::disable_totp)
+        .on(
+            op::REPLACE_BACKUP_CODES,
+            handlers::mfa::replace_backup_codes,
+        )
+        .on(op::SET_PASSWORD, handlers::set_password)
         .on(op::SET_PENDING_TOTP, handlers::mfa::set_pending_totp)
         .on(op::GET_TOTP, handlers::mfa::get_totp)
         .on(op::ENABLE_TOTP, handlers::mfa::enable_totp)

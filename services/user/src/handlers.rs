@@ -49,6 +49,17 @@ fn is_unavailable(e: &ApiError) -> bool {
     )
 }
 
+/// The region `create_user` would choose first, without creating anything.
+pub async fn placement(state: Arc<State>, req: Place) -> Result<Placed, Error> {
+    let region = placement::choose(
+        &req.ctx.policy,
+        None,
+        req.country.as_deref(),
+        state.default_region,
+    )?;
+    Ok(Placed { region })
+}
+
 #[tracing::instrument(skip_all, fields(issuer = %req.ctx.issuer_id))]
 pub async fn create_user(state: Arc<State>, req: CreateUser) -> Result<User, Error> {
     let issuer = &req.ctx.issuer_id;

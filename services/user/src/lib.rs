@@ -51,6 +51,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(op::GET_USER, handlers::get_user)
         .on(op::FIND_BY_EMAIL, handlers::find_by_email)
         .on(op::LOCATE, handlers::locate)
+        .on(op::PLACEMENT, handlers::placement)
         .on(op::CREATE_PERSONAL_TOKEN, personal_tokens::create)
         .on(op::LIST_PERSONAL_TOKENS, personal_tokens::list)
         .on(op::REVOKE_PERSONAL_TOKEN, personal_tokens::revoke)

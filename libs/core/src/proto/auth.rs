@@ -15,6 +15,10 @@ pub const CONFIRM_TOTP: &str = "confirm_totp";
 pub const VERIFY_MFA: &str = "verify_mfa";
 pub const SEND_VERIFICATION: &str = "send_verification";
 pub const CHECK_VERIFICATION: &str = "check_verification";
+pub const DISABLE_TOTP: &str = "disable_totp";
+pub const REGENERATE_BACKUP_CODES: &str = "regenerate_backup_codes";
+pub const CHANGE_PASSWORD: &str = "change_password";
+pub const UNLOCK_FACTORS: &str = "unlock_factors";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SignUp {
@@ -81,6 +85,65 @@ pub struct SessionUser {
     pub ctx: IssuerContext,
     pub user_id: crate::UserId,
     pub region: crate::Region,
+    pub session_id: crate::SessionId,
+}
+
+/// A proof of the account's credentials given inside the request that
+/// changes them (step-up): exactly one field. A session alone is never
+/// enough to change a credential, however fresh it is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StepUp {
+    pub current_password: Option<SecretText>,
+    /// A current TOTP code of the enabled authenticator.
+    pub totp_code: Option<SecretText>,
+    pub backup_code: Option<SecretText>,
+    /// A code mailed to the account's own address (`POST /v1/client/email_codes`).
+    pub email_code: Option<SecretText>,
+}
+
+impl StepUp {
+    pub fn is_empty(&self) -> bool {
+        self.current_password.is_none()
+            && self.totp_code.is_none()
+            && self.backup_code.is_none()
+            && self.email_code.is_none()
+    }
+}
+
+/// A credential change that needs only the session and its step-up proof
+/// (removing TOTP, regenerating backup codes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SteppedUp {
+    pub session: SessionUser,
+    pub step_up: StepUp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangePassword {
+    pub session: SessionUser,
+    pub step_up: StepUp,
+    pub new_password: SecretText,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PasswordChanged {
+    pub changed: bool,
+    /// Other sessions of the user that were ended by the change.
+    pub revoked_sessions: usize,
+}
+
+/// An operator (the tenant's backend) clears a user's factor locks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnlockFactors {
+    pub ctx: IssuerContext,
+    pub user_id: crate::UserId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Unlocked {
+    pub user_id: crate::UserId,
+    /// Whether any failure count or lock was cleared.
+    pub cleared: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,6 +157,9 @@ pub struct TotpEnrollment {
 pub struct ConfirmTotp {
     pub session: SessionUser,
     pub code: SecretText,
+    /// Required when TOTP is already enabled (replacing the authenticator).
+    #[serde(default)]
+    pub step_up: StepUp,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,6 +193,8 @@ pub struct VerificationStarted {
 pub struct CheckVerification {
     pub ctx: IssuerContext,
     pub id: String,
+    /// Presented again at check time: nothing stored holds the address.
+    pub email: crate::Email,
     pub code: SecretText,
 }
 

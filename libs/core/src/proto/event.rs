@@ -8,6 +8,12 @@ pub const SESSION_CREATED: &str = "session.created";
 pub const SESSION_REVOKED: &str = "session.revoked";
 pub const SESSION_COMPROMISED: &str = "session.compromised";
 pub const MFA_ENABLED: &str = "mfa.enabled";
+pub const MFA_DISABLED: &str = "mfa.disabled";
+pub const MFA_BACKUP_CODES_REGENERATED: &str = "mfa.backup_codes_regenerated";
+/// A factor reached its failure threshold and waits for a recovery path.
+pub const FACTOR_LOCKED: &str = "factor.locked";
+pub const FACTOR_UNLOCKED: &str = "factor.unlocked";
+pub const PASSWORD_CHANGED: &str = "password.changed";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {

@@ -13,6 +13,11 @@ pub const KEY_RING: &str = "key_ring";
 pub const ROTATE_KEY: &str = "rotate_key";
 pub const INIT_ISSUER: &str = "init_issuer";
 pub const SIGN_VERIFICATION: &str = "sign_verification";
+/// A session-shaped answer that is not a session (request: `CreateSession`):
+/// a token with the issuer's current key id and plausible claims whose MAC is
+/// made with a throw-away key, so it looks like any other token and never
+/// verifies; a refresh token that was never stored. Nothing is recorded.
+pub const DECOY_SESSION: &str = "decoy_session";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SignVerification {

@@ -25,6 +25,10 @@ pub const GET_TOTP: &str = "get_totp";
 pub const ENABLE_TOTP: &str = "enable_totp";
 pub const USE_TOTP_STEP: &str = "use_totp_step";
 pub const USE_BACKUP_CODE: &str = "use_backup_code";
+pub const DISABLE_TOTP: &str = "disable_totp";
+pub const REPLACE_BACKUP_CODES: &str = "replace_backup_codes";
+pub const SET_PASSWORD: &str = "set_password";
+pub const CREDENTIALS: &str = "credentials";
 
 /// What a store says about itself; the router checks `jurisdiction` before
 /// sending it data that must stay in a jurisdiction.
@@ -255,4 +259,45 @@ pub struct UseBackupCode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Accepted {
     pub accepted: bool,
+}
+
+/// The address has just been proven by a passwordless proof (magic link or
+/// email code). The first proof of an unverified account also clears every
+/// credential set before it (password, TOTP, backup codes), in the same
+/// transaction: whoever set them never showed they own the address.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProveEmail {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmailProven {
+    /// The account was unverified until now.
+    pub first_proof: bool,
+    pub password_cleared: bool,
+    pub mfa_cleared: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplaceBackupCodes {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub backup_code_hashes: Vec<String>,
+}
+
+/// Hashed here, in the region; the previous hash is replaced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetPassword {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub password: SecretText,
+}
+
+/// Which credentials a user has (never the credentials themselves).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Credentials {
+    pub has_password: bool,
+    pub mfa_enabled: bool,
+    pub email_verified: bool,
 }

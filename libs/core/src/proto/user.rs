@@ -9,6 +9,7 @@ pub const GET_USER: &str = "get_user";
 pub const FIND_BY_EMAIL: &str = "find_by_email";
 pub const LOCATE: &str = "locate";
 pub const INIT_ISSUER: &str = "init_issuer";
+pub const PLACEMENT: &str = "placement";
 pub const CREATE_PERSONAL_TOKEN: &str = "create_personal_token";
 pub const LIST_PERSONAL_TOKENS: &str = "list_personal_tokens";
 pub const REVOKE_PERSONAL_TOKEN: &str = "revoke_personal_token";
@@ -98,4 +99,17 @@ pub struct PersonalTokenRef {
 pub struct VerifyPersonalToken {
     pub issuer_id: IssuerId,
     pub token: SecretText,
+}
+
+/// Where a new user signing up from `country` would be placed (nothing is
+/// created): what an answer that must look like a fresh sign-up shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Place {
+    pub ctx: IssuerContext,
+    pub country: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Placed {
+    pub region: Region,
 }

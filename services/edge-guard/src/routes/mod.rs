@@ -3,6 +3,7 @@
 
 mod api_keys;
 mod client;
+mod credentials;
 mod issuer;
 mod passwordless;
 mod personal_tokens;
@@ -68,7 +69,16 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/client/email_codes/verify",
             post(passwordless::verify_email_code),
         )
-        .route("/v1/client/mfa/totp", post(passwordless::enroll_totp))
+        .route(
+            "/v1/client/mfa/totp",
+            post(passwordless::enroll_totp).delete(credentials::remove_totp),
+        )
+        .route(
+            "/v1/client/mfa/backup_codes",
+            post(credentials::regenerate_backup_codes),
+        )
+        .route("/v1/client/password", post(credentials::change_password))
+        .route("/v1/users/{id}/factors/unlock", post(users::unlock_factors))
         .route(
             "/v1/client/mfa/totp/confirm",
             post(passwordless::confirm_totp),

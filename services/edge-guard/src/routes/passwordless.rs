@@ -7,15 +7,14 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use idm_core::origin::origin_allowed;
 use idm_core::proto::auth::{
     self, Authenticated, BackupCodes, ConfirmTotp, SessionUser, TotpEnrollment,
 };
 use idm_core::proto::SecretText;
-use idm_core::{ApiError, Origin};
+use idm_core::ApiError;
 use serde::Deserialize;
 
-fn too_long(secret: &SecretText, max: usize) -> Result<(), ApiError> {
+pub(super) fn too_long(secret: &SecretText, max: usize) -> Result<(), ApiError> {
     if secret.expose().len() > max {
         Err(ApiError::new(
             idm_core::ErrorCode::CodeInvalid,
@@ -23,31 +22,6 @@ fn too_long(secret: &SecretText, max: usize) -> Result<(), ApiError> {
         ))
     } else {
         Ok(())
-    }
-}
-
-/// A magic link may only lead back to one of the issuer's allowed origins.
-fn check_redirect(allowed: &[idm_core::AllowedOrigin], raw: &str) -> Result<String, ApiError> {
-    let refuse = || {
-        ApiError::validation(
-            "redirect_url must be an http(s) URL on one of the application's allowed origins",
-        )
-    };
-    if raw.len() > 2048 {
-        return Err(refuse());
-    }
-    let url = url::Url::parse(raw).map_err(|_| refuse())?;
-    if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
-        return Err(refuse());
-    }
-    let host = url.host_str().ok_or_else(refuse)?;
-    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-    let origin =
-        Origin::parse(&format!("{}://{host}{port}", url.scheme())).map_err(|_| refuse())?;
-    if origin_allowed(allowed, &origin) {
-        Ok(url.to_string())
-    } else {
-        Err(refuse())
     }
 }
 
@@ -80,7 +54,11 @@ pub async fn send_magic_link(
         .app
         .waf
         .check_email(&caller.key.policy, &request.email)?;
-    let redirect_url = check_redirect(&caller.key.allowed_origins, &request.redirect_url)?;
+    let redirect_url = crate::redirect::check_redirect(
+        &caller.key.policy,
+        &caller.key.allowed_origins,
+        &request.redirect_url,
+    )?;
     incoming.app.waf.allow_send(&caller.key, &email).await?;
     let call = auth::SendMagicLink {
         ctx: caller.ctx(),
@@ -173,13 +151,14 @@ pub async fn verify_email_code(
     Ok(session_response(&incoming.app, StatusCode::OK, signed_in))
 }
 
-async fn session_user(incoming: &Incoming) -> Result<SessionUser, ApiError> {
+pub(super) async fn session_user(incoming: &Incoming) -> Result<SessionUser, ApiError> {
     let caller = incoming.authorize(Access::Client).await?;
     let claims = incoming.session(&caller).await?;
     Ok(SessionUser {
         ctx: caller.ctx(),
         user_id: claims.sub,
         region: claims.reg,
+        session_id: claims.sid,
     })
 }
 
@@ -194,16 +173,36 @@ pub async fn enroll_totp(incoming: Incoming) -> Reply<Json<TotpEnrollment>> {
     ))
 }
 
+/// The new authenticator's code, plus a step-up proof when it replaces an
+/// enabled one (the fields of `credentials::StepUpBody`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmTotpBody {
+    code: SecretText,
+    totp_code: Option<SecretText>,
+    backup_code: Option<SecretText>,
+    current_password: Option<SecretText>,
+    email_code: Option<SecretText>,
+}
+
 pub async fn confirm_totp(
     incoming: Incoming,
-    request: Result<Json<CodeOnly>, JsonRejection>,
+    request: Result<Json<ConfirmTotpBody>, JsonRejection>,
 ) -> Reply<Json<BackupCodes>> {
     let session = session_user(&incoming).await?;
     let request = body(request)?;
     too_long(&request.code, 32)?;
+    let step_up = super::credentials::StepUpBody {
+        current_password: request.current_password,
+        totp_code: request.totp_code,
+        backup_code: request.backup_code,
+        email_code: request.email_code,
+    }
+    .checked()?;
     let call = ConfirmTotp {
         session,
         code: request.code,
+        step_up,
     };
     Ok(Json(
         incoming
@@ -245,29 +244,4 @@ pub async fn verify_mfa(
         .call("auth", auth::VERIFY_MFA, &call)
         .await?;
     Ok(session_response(&incoming.app, StatusCode::OK, signed_in))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::check_redirect;
-    use idm_core::AllowedOrigin;
-
-    #[test]
-    fn redirects_must_stay_on_allowed_origins() {
-        let allowed: Vec<AllowedOrigin> = ["app.example.com"]
-            .iter()
-            .filter_map(|o| AllowedOrigin::parse(o).ok())
-            .collect();
-        assert!(check_redirect(&allowed, "https://app.example.com/welcome?x=1").is_ok());
-        for bad in [
-            "https://evil.com/app.example.com",
-            "https://app.example.com@evil.com/",
-            "javascript:alert(1)",
-            "https://app.example.com.evil.com/",
-            "//evil.com",
-            "not a url",
-        ] {
-            assert!(check_redirect(&allowed, bad).is_err(), "{bad}");
-        }
-    }
 }

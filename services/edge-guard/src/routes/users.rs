@@ -105,3 +105,29 @@ pub async fn find_by_email(
         .await?;
     Ok(Json(found))
 }
+
+const MANAGE: Scope = Scope::new(Resource::Users, Level::Manage);
+
+/// The operator's recovery path: clears a user's factor locks and failure
+/// counts (TOTP, and email codes to the user's address).
+pub async fn unlock_factors(
+    incoming: Incoming,
+    Path(id): Path<String>,
+) -> Reply<Json<idm_core::proto::auth::Unlocked>> {
+    let caller = incoming.authorize(Access::Backend(MANAGE)).await?;
+    let user_id = UserId::parse(&id)?;
+    Ok(Json(
+        incoming
+            .app
+            .bus
+            .call(
+                "auth",
+                idm_core::proto::auth::UNLOCK_FACTORS,
+                &idm_core::proto::auth::UnlockFactors {
+                    ctx: caller.ctx(),
+                    user_id,
+                },
+            )
+            .await?,
+    ))
+}

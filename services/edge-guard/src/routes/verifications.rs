@@ -9,7 +9,7 @@ use idm_core::proto::auth::{
     self, CheckVerification, SendVerification, VerificationResult, VerificationStarted,
 };
 use idm_core::proto::SecretText;
-use idm_core::ApiError;
+use idm_core::{ApiError, Email};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -47,6 +47,9 @@ pub async fn start(
 #[serde(deny_unknown_fields)]
 pub struct Check {
     id: String,
+    /// The address the code was sent to, presented again: nothing stored
+    /// holds it.
+    email: String,
     code: SecretText,
 }
 
@@ -56,6 +59,7 @@ pub async fn check(
 ) -> Reply<Json<VerificationResult>> {
     let caller = incoming.authorize(Access::Verification).await?;
     let request = body(request)?;
+    let email = Email::parse(&request.email)?;
     if request.id.len() > 64 || request.code.expose().len() > 32 {
         return Err(
             ApiError::new(idm_core::ErrorCode::CodeInvalid, "the code is not valid").into(),
@@ -64,6 +68,7 @@ pub async fn check(
     let call = CheckVerification {
         ctx: caller.ctx(),
         id: request.id,
+        email,
         code: request.code,
     };
     Ok(Json(

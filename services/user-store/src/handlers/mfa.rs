@@ -16,9 +16,50 @@ fn found(ok: bool) -> Result<Done, Error> {
     }
 }
 
-pub async fn mark_email_verified(state: Arc<State>, req: GetUser) -> Result<Done, Error> {
+#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
+pub async fn prove_email(state: Arc<State>, req: ProveEmail) -> Result<EmailProven, Error> {
+    let mut store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    let proven = store
+        .prove_email(&req.user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    if proven.first_proof && (proven.password_cleared || proven.mfa_cleared) {
+        tracing::warn!(
+            password = proven.password_cleared,
+            mfa = proven.mfa_cleared,
+            "first proof of the address cleared credentials set before it"
+        );
+    }
+    Ok(proven)
+}
+
+pub async fn credentials(state: Arc<State>, req: GetUser) -> Result<Credentials, Error> {
     let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
-    found(store.mark_email_verified(&req.user_id).await?)
+    store
+        .credentials(&req.user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user").into())
+}
+
+#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
+pub async fn disable_totp(state: Arc<State>, req: GetUser) -> Result<Accepted, Error> {
+    let mut store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    Ok(Accepted {
+        accepted: store.disable_totp(&req.user_id).await?,
+    })
+}
+
+#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
+pub async fn replace_backup_codes(
+    state: Arc<State>,
+    req: ReplaceBackupCodes,
+) -> Result<Accepted, Error> {
+    let mut store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    Ok(Accepted {
+        accepted: store
+            .replace_backup_codes(&req.user_id, &req.backup_code_hashes)
+            .await?,
+    })
 }
 
 pub async fn set_pending_totp(state: Arc<State>, req: SetPendingTotp) -> Result<Done, Error> {

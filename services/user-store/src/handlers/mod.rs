@@ -64,6 +64,19 @@ pub async fn get_user(state: Arc<State>, req: GetUser) -> Result<StoredUser, Err
     storage::user_from_row(&row, info_of(&state))
 }
 
+/// Hashes the new password here, in the region, and replaces the old hash.
+#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
+pub async fn set_password(state: Arc<State>, req: SetPassword) -> Result<Done, Error> {
+    idm_core::text::check_password(req.password.expose())?;
+    let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    if store.user(&req.user_id).await?.is_none() {
+        return Err(ApiError::not_found("user").into());
+    }
+    let hash = state.hasher.hash(req.password.expose()).await?;
+    store.set_password_hash(&req.user_id, &hash).await?;
+    Ok(Done::default())
+}
+
 /// Always runs one Argon2 verification, against a dummy hash when the user
 /// or their password is unknown, so timing does not tell them apart.
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id))]

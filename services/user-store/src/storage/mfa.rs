@@ -4,21 +4,132 @@
 
 use super::IssuerStore;
 use crate::Error;
-use idm_core::proto::store::TotpState;
+use idm_core::proto::store::{Credentials, EmailProven, TotpState};
 use idm_core::{ApiError, UserId};
 use idm_db::DbError;
 
 impl IssuerStore {
-    pub async fn mark_email_verified(&self, user: &UserId) -> Result<bool, Error> {
-        let n = self
+    /// Marks the address proven. The first proof of an unverified account
+    /// also drops every credential set before it, in one transaction with the
+    /// flag, so no request can see the account verified with an unproven
+    /// password or authenticator still in place.
+    pub async fn prove_email(&mut self, user: &UserId) -> Result<Option<EmailProven>, Error> {
+        let tx = self.client.transaction().await.map_err(DbError::from)?;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT email_verified, password_hash IS NOT NULL, mfa_enabled OR totp_pending_sealed IS NOT NULL
+                 FROM users WHERE id = $1 FOR UPDATE",
+                &[&user.as_str()],
+            )
+            .await
+            .map_err(DbError::from)?
+        else {
+            return Ok(None);
+        };
+        let (verified, had_password, had_mfa): (bool, bool, bool) =
+            (row.get(0), row.get(1), row.get(2));
+        if verified {
+            return Ok(Some(EmailProven {
+                first_proof: false,
+                password_cleared: false,
+                mfa_cleared: false,
+            }));
+        }
+        tx.execute(
+            "UPDATE users SET email_verified = true, password_hash = NULL, mfa_enabled = false,
+                    totp_secret_sealed = NULL, totp_pending_sealed = NULL, totp_last_step = NULL,
+                    updated_at = now()
+             WHERE id = $1",
+            &[&user.as_str()],
+        )
+        .await
+        .map_err(DbError::from)?;
+        tx.execute(
+            "DELETE FROM backup_codes WHERE user_id = $1",
+            &[&user.as_str()],
+        )
+        .await
+        .map_err(DbError::from)?;
+        tx.commit().await.map_err(DbError::from)?;
+        Ok(Some(EmailProven {
+            first_proof: true,
+            password_cleared: had_password,
+            mfa_cleared: had_mfa,
+        }))
+    }
+
+    pub async fn credentials(&self, user: &UserId) -> Result<Option<Credentials>, Error> {
+        let row = self
             .client
-            .execute(
-                "UPDATE users SET email_verified = true, updated_at = now() WHERE id = $1",
+            .query_opt(
+                "SELECT password_hash IS NOT NULL, mfa_enabled, email_verified FROM users WHERE id = $1",
                 &[&user.as_str()],
             )
             .await
             .map_err(DbError::from)?;
+        Ok(row.map(|r| Credentials {
+            has_password: r.get(0),
+            mfa_enabled: r.get(1),
+            email_verified: r.get(2),
+        }))
+    }
+
+    /// Turns TOTP off and deletes the backup codes. `false` when it was not on.
+    pub async fn disable_totp(&mut self, user: &UserId) -> Result<bool, Error> {
+        let tx = self.client.transaction().await.map_err(DbError::from)?;
+        let n = tx
+            .execute(
+                "UPDATE users SET mfa_enabled = false, totp_secret_sealed = NULL,
+                        totp_pending_sealed = NULL, updated_at = now()
+                 WHERE id = $1 AND mfa_enabled",
+                &[&user.as_str()],
+            )
+            .await
+            .map_err(DbError::from)?;
+        tx.execute(
+            "DELETE FROM backup_codes WHERE user_id = $1",
+            &[&user.as_str()],
+        )
+        .await
+        .map_err(DbError::from)?;
+        tx.commit().await.map_err(DbError::from)?;
         Ok(n == 1)
+    }
+
+    /// Replaces every backup code of a user whose TOTP is on. `false` otherwise.
+    pub async fn replace_backup_codes(
+        &mut self,
+        user: &UserId,
+        hashes: &[String],
+    ) -> Result<bool, Error> {
+        let tx = self.client.transaction().await.map_err(DbError::from)?;
+        let enabled = tx
+            .query_opt(
+                "SELECT 1 FROM users WHERE id = $1 AND mfa_enabled FOR UPDATE",
+                &[&user.as_str()],
+            )
+            .await
+            .map_err(DbError::from)?
+            .is_some();
+        if !enabled {
+            return Ok(false);
+        }
+        tx.execute(
+            "DELETE FROM backup_codes WHERE user_id = $1",
+            &[&user.as_str()],
+        )
+        .await
+        .map_err(DbError::from)?;
+        for hash in hashes {
+            tx.execute(
+                "INSERT INTO backup_codes (code_hash, user_id) VALUES ($1, $2)",
+                &[hash, &user.as_str()],
+            )
+            .await
+            .map_err(DbError::from)?;
+        }
+        tx.commit().await.map_err(DbError::from)?;
+        Ok(true)
     }
 
     pub async fn set_pending_totp(&self, user: &UserId, sealed: &str) -> Result<bool, Error> {

@@ -1,0 +1,72 @@
+//! Hiding whether an address has an account (issuer policy
+//! `hide_account_existence`): sign-up of a taken address answers exactly like
+//! a fresh sign-up, with a user object of the same shape (a new id, the
+//! region a fresh sign-up would get) and a decoy session that never verifies,
+//! and the existing owner gets a notice instead. Nothing about the existing
+//! account appears in the answer.
+
+use crate::notices::{self, Notice};
+use crate::{Error, State};
+use idm_core::proto::auth::{Authenticated, SignUp};
+use idm_core::proto::store::{self, PasswordChecked};
+use idm_core::proto::{session, user};
+use idm_core::UserId;
+
+pub async fn answer_as_fresh(state: &State, req: &SignUp) -> Result<Authenticated, Error> {
+    let placed: user::Placed = state
+        .bus
+        .call(
+            "user",
+            user::PLACEMENT,
+            &user::Place {
+                ctx: req.ctx.clone(),
+                country: req.device.country.clone(),
+            },
+        )
+        .await?;
+    // A fresh sign-up hashes the password in its region: spend the same.
+    let _: PasswordChecked = state
+        .bus
+        .call_store(
+            placed.region,
+            store::VERIFY_PASSWORD,
+            &store::VerifyPassword {
+                issuer_id: req.ctx.issuer_id.clone(),
+                user_id: None,
+                password: req.password.clone(),
+            },
+        )
+        .await?;
+    notices::send(state, req.email.as_str(), Notice::SignUpAttempt).await?;
+    let user = user::User {
+        id: UserId::generate(),
+        email: req.email.as_str().to_owned(),
+        email_verified: false,
+        name: req.name.clone().map(String::from),
+        region: placed.region,
+        metadata: serde_json::json!({}),
+        mfa_enabled: false,
+        created_at: idm_core::now(),
+    };
+    let decoy: session::IssuedSession = state
+        .bus
+        .call(
+            "session",
+            session::DECOY_SESSION,
+            &session::CreateSession {
+                issuer_id: req.ctx.issuer_id.clone(),
+                user_id: user.id.clone(),
+                region: user.region,
+                policy: req.ctx.policy.clone(),
+                device: req.device.clone(),
+            },
+        )
+        .await?;
+    Ok(Authenticated {
+        user,
+        session_id: decoy.session_id,
+        session_token: decoy.session_token,
+        refresh_token: decoy.refresh_token,
+        expires_at: decoy.expires_at,
+    })
+}

@@ -1,0 +1,130 @@
+//! The durable copy of failure budgets (schema `auth` in the global
+//! database). Redis is the atomic gate every replica shares; this ledger is
+//! what Redis is rebuilt from when it comes back empty, so a restart of Redis
+//! never resets a budget or lifts a lock. It holds keyed hashes of subjects
+//! (never an address or a user id in the clear) and only subjects that have
+//! failed recently or are locked: a success deletes the row.
+
+use idm_core::{ApiError, IssuerId};
+use idm_db::{Db, DbError, Migration};
+
+pub const SCHEMA: &str = "auth";
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "failure ledger",
+    sql: "
+        CREATE TABLE failure_ledger (
+            issuer_id text NOT NULL,
+            budget text NOT NULL,
+            -- hex HMAC of the subject under a key derived from AUTH_MASTER_KEY
+            subject_hash text NOT NULL,
+            failures integer NOT NULL,
+            locked boolean NOT NULL DEFAULT false,
+            -- unix seconds (service clock) when the row stops counting;
+            -- NULL for a lock that lasts until a recovery path clears it
+            forget_at bigint,
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (issuer_id, budget, subject_hash)
+        );
+        CREATE INDEX failure_ledger_forget ON failure_ledger (forget_at);
+    ",
+}];
+
+/// One subject's durable failure state.
+pub struct Row {
+    pub issuer_id: String,
+    pub budget: String,
+    pub subject_hash: String,
+    pub failures: u32,
+    pub locked: bool,
+    pub forget_at: Option<i64>,
+}
+
+fn unavailable(e: DbError) -> ApiError {
+    tracing::error!(error = %e, "failure ledger unavailable");
+    ApiError::upstream("the failure ledger is unavailable")
+}
+
+pub async fn migrate(db: &Db) -> Result<(), DbError> {
+    let mut client = db.get().await?;
+    idm_db::migrate(&mut client, SCHEMA, MIGRATIONS).await?;
+    Ok(())
+}
+
+/// Records a failure count; never lowers one already recorded.
+pub async fn record(db: &Db, row: &Row) -> Result<(), ApiError> {
+    let client = db.get().await.map_err(unavailable)?;
+    let failures = i32::try_from(row.failures).unwrap_or(i32::MAX);
+    client
+        .execute(
+            "INSERT INTO auth.failure_ledger (issuer_id, budget, subject_hash, failures, locked, forget_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (issuer_id, budget, subject_hash) DO UPDATE SET
+                failures = GREATEST(failure_ledger.failures, EXCLUDED.failures),
+                locked = failure_ledger.locked OR EXCLUDED.locked,
+                forget_at = CASE WHEN failure_ledger.locked AND failure_ledger.forget_at IS NULL
+                                 THEN NULL ELSE EXCLUDED.forget_at END,
+                updated_at = now()",
+            &[
+                &row.issuer_id,
+                &row.budget,
+                &row.subject_hash,
+                &failures,
+                &row.locked,
+                &row.forget_at,
+            ],
+        )
+        .await
+        .map_err(|e| unavailable(e.into()))?;
+    Ok(())
+}
+
+/// Forgets a subject (after a success or a recovery). `true` if it had a row.
+pub async fn clear(
+    db: &Db,
+    issuer: &IssuerId,
+    budget: &str,
+    subject_hash: &str,
+) -> Result<bool, ApiError> {
+    let client = db.get().await.map_err(unavailable)?;
+    let n = client
+        .execute(
+            "DELETE FROM auth.failure_ledger WHERE issuer_id = $1 AND budget = $2 AND subject_hash = $3",
+            &[&issuer.as_str(), &budget, &subject_hash],
+        )
+        .await
+        .map_err(|e| unavailable(e.into()))?;
+    Ok(n > 0)
+}
+
+/// Every row that still counts at `now`; rows past their time are pruned.
+pub async fn active(db: &Db, now: i64) -> Result<Vec<Row>, ApiError> {
+    let client = db.get().await.map_err(unavailable)?;
+    client
+        .execute(
+            "DELETE FROM auth.failure_ledger WHERE forget_at IS NOT NULL AND forget_at <= $1",
+            &[&now],
+        )
+        .await
+        .map_err(|e| unavailable(e.into()))?;
+    let rows = client
+        .query(
+            "SELECT issuer_id, budget, subject_hash, failures, locked, forget_at
+             FROM auth.failure_ledger WHERE forget_at IS NULL OR forget_at > $1",
+            &[&now],
+        )
+        .await
+        .map_err(|e| unavailable(e.into()))?;
+    Ok(rows
+        .iter()
+        .map(|r| Row {
+            issuer_id: r.get(0),
+            budget: r.get(1),
+            subject_hash: r.get(2),
+            failures: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
+            locked: r.get(4),
+            forget_at: r.get(5),
+        })
+        .collect())
+}

@@ -1,0 +1,112 @@
+//! Changing a password. `set_password` is the one place a password is
+//! replaced, so password reset (which proves the address instead of giving a
+//! step-up proof) reuses it: the new hash, every other session ended, the
+//! event, and the notice to the owner.
+
+use crate::step_up::{self, Changing};
+use crate::{notices, Error, State};
+use idm_core::proto::auth::{ChangePassword, PasswordChanged};
+use idm_core::proto::store::{self, SessionRecord};
+use idm_core::proto::{event, session, Done, IssuerContext, SecretText};
+use idm_core::{Region, SessionId, UserId};
+use std::sync::Arc;
+
+#[tracing::instrument(skip_all, fields(issuer = %req.session.ctx.issuer_id, user = %req.session.user_id))]
+pub async fn change_password(
+    state: Arc<State>,
+    req: ChangePassword,
+) -> Result<PasswordChanged, Error> {
+    idm_core::text::check_password(req.new_password.expose())?;
+    let s = &req.session;
+    let credentials = step_up::credentials(&state, s).await?;
+    step_up::require(&state, s, &req.step_up, Changing::Password, &credentials).await?;
+    let revoked = set_password(
+        &state,
+        &s.ctx,
+        &s.user_id,
+        s.region,
+        &req.new_password,
+        Some(&s.session_id),
+    )
+    .await?;
+    Ok(PasswordChanged {
+        changed: true,
+        revoked_sessions: revoked,
+    })
+}
+
+/// Replaces the user's password and ends every session but `keep` (none for
+/// a reset). Returns how many sessions were ended.
+pub async fn set_password(
+    state: &State,
+    ctx: &IssuerContext,
+    user: &UserId,
+    region: Region,
+    password: &SecretText,
+    keep: Option<&SessionId>,
+) -> Result<usize, Error> {
+    let request = store::SetPassword {
+        issuer_id: ctx.issuer_id.clone(),
+        user_id: user.clone(),
+        password: password.clone(),
+    };
+    let _: Done = state
+        .bus
+        .call_store(region, store::SET_PASSWORD, &request)
+        .await?;
+    let revoked = end_other_sessions(state, ctx, user, region, keep).await?;
+    state
+        .events
+        .publish(
+            &ctx.issuer_id,
+            event::PASSWORD_CHANGED,
+            serde_json::json!({ "user_id": user, "revoked_sessions": revoked }),
+        )
+        .await?;
+    notices::send_to_user(state, ctx, user, notices::Notice::PasswordChanged).await?;
+    Ok(revoked)
+}
+
+async fn end_other_sessions(
+    state: &State,
+    ctx: &IssuerContext,
+    user: &UserId,
+    region: Region,
+    keep: Option<&SessionId>,
+) -> Result<usize, Error> {
+    let list: session::SessionList = state
+        .bus
+        .call(
+            "session",
+            session::LIST,
+            &session::List {
+                issuer_id: ctx.issuer_id.clone(),
+                user_id: user.clone(),
+                region: Some(region),
+            },
+        )
+        .await?;
+    let now = idm_core::now();
+    let mut ended = 0;
+    for live in list
+        .data
+        .iter()
+        .filter(|s| s.revoked_at.is_none() && s.expires_at > now && Some(&s.id) != keep)
+    {
+        let _: SessionRecord = state
+            .bus
+            .call(
+                "session",
+                session::REVOKE,
+                &session::Revoke {
+                    issuer_id: ctx.issuer_id.clone(),
+                    session_id: live.id.clone(),
+                    region: Some(region),
+                    reason: "password_changed".into(),
+                },
+            )
+            .await?;
+        ended += 1;
+    }
+    Ok(ended)
+}

@@ -1,0 +1,174 @@
+//! Checking a user's second factor, wherever it is asked for (the second step
+//! of sign-in, or a step-up proof): TOTP codes against the user's failure
+//! budget, backup codes as the recovery path that clears a TOTP lock.
+
+use crate::budget::Budget;
+use crate::{codes, notices, totp, Error, State};
+use base64::Engine;
+use idm_core::proto::store::{self, Accepted, TotpState};
+use idm_core::proto::user::GetUser;
+use idm_core::proto::{event, IssuerContext};
+use idm_core::{ApiError, IssuerId, Region, UserId};
+
+pub fn aad(issuer: &IssuerId, user: &UserId) -> Vec<u8> {
+    format!("totp/{issuer}/{user}").into_bytes()
+}
+
+pub fn open_secret(
+    state: &State,
+    issuer: &IssuerId,
+    user: &UserId,
+    sealed: &str,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(sealed)
+        .map_err(|e| ApiError::internal_from(&e))?;
+    Ok(state.master.open(&bytes, &aad(issuer, user))?)
+}
+
+pub async fn totp_state(
+    state: &State,
+    issuer: &IssuerId,
+    user: &UserId,
+    region: Region,
+) -> Result<TotpState, Error> {
+    Ok(state
+        .bus
+        .call_store(
+            region,
+            store::GET_TOTP,
+            &GetUser {
+                issuer_id: issuer.clone(),
+                user_id: user.clone(),
+            },
+        )
+        .await?)
+}
+
+/// A backup code: 10 characters of base32 shown as `xxxxx-xxxxx` (50 bits).
+pub fn new_backup_code() -> String {
+    let raw = totp::base32(&idm_crypto::random_bytes::<7>()).to_ascii_lowercase();
+    format!("{}-{}", &raw[..5], &raw[5..10])
+}
+
+pub fn backup_code_hash(state: &State, user: &UserId, code: &str) -> String {
+    let normalized: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    idm_crypto::sha256_hex(&state.codes.mac(&format!("backup/{user}"), &normalized))
+}
+
+/// Checks a TOTP code of the user's active authenticator. The attempt is
+/// charged to the user's TOTP budget before it is checked, whichever MFA
+/// token or session it came with; a used time step counts as a failure.
+pub async fn check_totp(
+    state: &State,
+    ctx: &IssuerContext,
+    user: &UserId,
+    region: Region,
+    code: &str,
+) -> Result<(), Error> {
+    let charge = state
+        .budgets
+        .charge(Budget::Totp, &ctx.issuer_id, user.as_str())
+        .await?;
+    let locks = charge.locks_on_failure;
+    match totp_matches(state, &ctx.issuer_id, user, region, code).await {
+        Ok(true) => {
+            state.budgets.succeeded(charge).await?;
+            Ok(())
+        }
+        Ok(false) => {
+            state.budgets.failed(charge).await?;
+            if locks {
+                locked_now(state, ctx, user).await?;
+            }
+            Err(codes::invalid().into())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn totp_matches(
+    state: &State,
+    issuer: &IssuerId,
+    user: &UserId,
+    region: Region,
+    code: &str,
+) -> Result<bool, Error> {
+    let current = totp_state(state, issuer, user, region).await?;
+    let Some(sealed) = current.active_sealed else {
+        return Ok(false);
+    };
+    let secret = open_secret(state, issuer, user, &sealed)?;
+    let generator = totp::totp(&secret, "verify").map_err(|e| ApiError::internal_from(&e))?;
+    let Some(step) = totp::matching_step(&generator, code, state.codes.clock().unix()) else {
+        return Ok(false);
+    };
+    let used = store::UseTotpStep {
+        issuer_id: issuer.clone(),
+        user_id: user.clone(),
+        step,
+    };
+    let reply: Accepted = state
+        .bus
+        .call_store(region, store::USE_TOTP_STEP, &used)
+        .await?;
+    Ok(reply.accepted)
+}
+
+/// Uses up one backup code. Backup codes carry 50 random bits each, so they
+/// are not budgeted per user (ten of them cannot be guessed at any rate the
+/// edge allows), which keeps them open as the way past a TOTP lock: a
+/// success clears the user's TOTP budget.
+pub async fn use_backup_code(
+    state: &State,
+    ctx: &IssuerContext,
+    user: &UserId,
+    region: Region,
+    code: &str,
+) -> Result<(), Error> {
+    let used = store::UseBackupCode {
+        issuer_id: ctx.issuer_id.clone(),
+        user_id: user.clone(),
+        code_hash: backup_code_hash(state, user, code),
+    };
+    let reply: Accepted = state
+        .bus
+        .call_store(region, store::USE_BACKUP_CODE, &used)
+        .await?;
+    if !reply.accepted {
+        return Err(codes::invalid().into());
+    }
+    if state
+        .budgets
+        .clear(Budget::Totp, &ctx.issuer_id, user.as_str())
+        .await?
+    {
+        state
+            .events
+            .publish(
+                &ctx.issuer_id,
+                event::FACTOR_UNLOCKED,
+                serde_json::json!({ "user_id": user, "factor": "totp", "by": "backup_code" }),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// The failure that just locked a user's TOTP: an event for the tenant, and
+/// a notice to the user (whoever caused it knew their first factor).
+async fn locked_now(state: &State, ctx: &IssuerContext, user: &UserId) -> Result<(), Error> {
+    state
+        .events
+        .publish(
+            &ctx.issuer_id,
+            event::FACTOR_LOCKED,
+            serde_json::json!({ "user_id": user, "factor": "totp" }),
+        )
+        .await?;
+    notices::send_to_user(state, ctx, user, notices::Notice::TotpLocked).await
+}
