@@ -6,9 +6,9 @@
 //! Every attempt is charged *before* it is checked, in one Redis script, so
 //! parallel guesses cannot slip past the limit: attempts beyond it are
 //! refused without being checked. The first `backoff_after` failures are
-//! free; after that each attempt must wait twice as long as the previous one
-//! (`too_many_attempts` with `Retry-After`); at `lock_after` the factor is
-//! locked (`factor_locked`). A success clears the budget.
+//! free; after that each attempt must wait (`backoff`, doubling with each
+//! further failure; `too_many_attempts` with `Retry-After`); at `lock_after`
+//! the factor is locked (`factor_locked`). A success clears the budget.
 //!
 //! Redis is not the only copy: each failure is also written to the ledger
 //! (Postgres), and when Redis comes back empty (its `loaded` marker is gone)
@@ -64,6 +64,9 @@ pub struct Limits {
     pub backoff_after: u32,
     /// Failures at which the factor locks.
     pub lock_after: u32,
+    /// The wait after the `backoff_after`-th failure; each later failure
+    /// doubles it.
+    pub backoff: Duration,
     /// The longest wait between attempts once backing off.
     pub max_backoff: Duration,
     /// How long failures are remembered after the last one (and how long an
@@ -76,7 +79,8 @@ impl Default for Limits {
         Self {
             backoff_after: 5,
             lock_after: 10,
-            max_backoff: Duration::from_secs(300),
+            backoff: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(900),
             memory: Duration::from_secs(24 * 3600),
         }
     }
@@ -105,7 +109,8 @@ pub struct Budgets {
 }
 
 // KEYS: budget hash, loaded marker. ARGV: now, backoff_after, lock_after,
-// max backoff seconds, memory seconds, locked until recovery (1/0).
+// max backoff seconds, memory seconds, locked until recovery (1/0), backoff
+// seconds.
 // Returns {0} reload first · {1, failures} charged · {2, failures} locked ·
 // {3, seconds} back off.
 const CHARGE: &str = r"
@@ -120,7 +125,7 @@ if now < nxt then return {3, nxt - now} end
 f = f + 1
 redis.call('HSET', KEYS[1], 'f', f)
 if f >= tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[1], 'next', now + math.min(2 ^ (f - tonumber(ARGV[2])), tonumber(ARGV[4])))
+  redis.call('HSET', KEYS[1], 'next', now + math.min(tonumber(ARGV[7]) * 2 ^ (f - tonumber(ARGV[2])), tonumber(ARGV[4])))
 end
 local locked = f >= tonumber(ARGV[3])
 if locked then redis.call('HSET', KEYS[1], 'locked', '1') end
@@ -136,14 +141,14 @@ return {1, f}
 
 // Rebuilds one budget from its ledger row without lowering what Redis has.
 // KEYS: budget hash. ARGV: failures, locked (1/0), forget (0 = never), now,
-// backoff_after, max backoff seconds.
+// backoff_after, max backoff seconds, backoff seconds.
 const SEED: &str = r"
 local now = tonumber(ARGV[4])
 local f = math.max(tonumber(redis.call('HGET', KEYS[1], 'f') or '0'), tonumber(ARGV[1]))
 redis.call('HSET', KEYS[1], 'f', f)
 if ARGV[2] == '1' then redis.call('HSET', KEYS[1], 'locked', '1') end
 if f >= tonumber(ARGV[5]) then
-  local nxt = now + math.min(2 ^ (f - tonumber(ARGV[5])), tonumber(ARGV[6]))
+  local nxt = now + math.min(tonumber(ARGV[7]) * 2 ^ (f - tonumber(ARGV[5])), tonumber(ARGV[6]))
   if nxt > tonumber(redis.call('HGET', KEYS[1], 'next') or '0') then redis.call('HSET', KEYS[1], 'next', nxt) end
 end
 if ARGV[3] == '0' then
@@ -224,6 +229,7 @@ impl Budgets {
                 .arg(self.limits.max_backoff.as_secs())
                 .arg(self.limits.memory.as_secs())
                 .arg(if budget.locked_until_recovery() { 1 } else { 0 })
+                .arg(self.limits.backoff.as_secs())
                 .invoke_async(&mut redis)
                 .await
                 .map_err(redis_down)?;
@@ -362,6 +368,7 @@ impl Budgets {
                 .arg(now)
                 .arg(self.limits.backoff_after)
                 .arg(self.limits.max_backoff.as_secs())
+                .arg(self.limits.backoff.as_secs())
                 .invoke_async(&mut redis)
                 .await
                 .map_err(redis_down)?;

@@ -70,6 +70,7 @@ fn failure_limits(env: &Env) -> Result<crate::budget::Limits, ConfigError> {
     let limits = crate::budget::Limits {
         backoff_after: env.parse("FACTOR_BACKOFF_AFTER", defaults.backoff_after)?,
         lock_after: env.parse("FACTOR_LOCK_AFTER", defaults.lock_after)?,
+        backoff: seconds(env, "FACTOR_BACKOFF_SECONDS", defaults.backoff.as_secs())?,
         max_backoff: seconds(
             env,
             "FACTOR_MAX_BACKOFF_SECONDS",

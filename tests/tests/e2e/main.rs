@@ -5,10 +5,12 @@
 mod attacks;
 mod bad_input;
 mod edge;
+mod factor_kit;
 mod foundation;
 mod mfa;
 mod passwordless;
 mod personal_tokens;
 mod platform;
+mod second_factors;
 mod sessions;
 mod verifications;

@@ -70,16 +70,18 @@ async fn verifications_prove_an_address_and_leave_no_trace() -> anyhow::Result<(
             &b,
             true,
             "/v1/verifications/check",
-            json!({"id": id, "code": code}),
+            json!({"id": id, "email": "vera@example.com", "code": code}),
         )
         .await?;
         assert_eq!(r.code(), Some("code_invalid"), "another issuer");
+        // The address is presented again; its case does not matter, and the
+        // signed result names it as presented.
         let r = call(
             &platform,
             &a,
             secret_key,
             "/v1/verifications/check",
-            json!({"id": id, "code": code}),
+            json!({"id": id, "email": "Vera@Example.com", "code": code}),
         )
         .await?;
         assert_eq!(r.status, 200, "{}", r.json);
@@ -98,7 +100,7 @@ async fn verifications_prove_an_address_and_leave_no_trace() -> anyhow::Result<(
             &a,
             secret_key,
             "/v1/verifications/check",
-            json!({"id": id, "code": code}),
+            json!({"id": id, "email": "vera@example.com", "code": code}),
         )
         .await?;
         assert_eq!(r.code(), Some("code_invalid"), "replay");
@@ -130,7 +132,7 @@ async fn verifications_prove_an_address_and_leave_no_trace() -> anyhow::Result<(
             &a,
             true,
             "/v1/verifications/check",
-            json!({"id": id, "code": wrong}),
+            json!({"id": id, "email": "vera@example.com", "code": wrong}),
         )
         .await?;
         assert_eq!(r.code(), Some("code_invalid"));
@@ -141,7 +143,7 @@ async fn verifications_prove_an_address_and_leave_no_trace() -> anyhow::Result<(
         &a,
         true,
         "/v1/verifications/check",
-        json!({"id": id, "code": code}),
+        json!({"id": id, "email": "vera@example.com", "code": code}),
     )
     .await?;
     assert_eq!(r.code(), Some("too_many_attempts"));
@@ -175,7 +177,7 @@ async fn verifications_prove_an_address_and_leave_no_trace() -> anyhow::Result<(
             &a,
             true,
             "/v1/verifications/check",
-            json!({"id": bad_id, "code": bad_code}),
+            json!({"id": bad_id, "email": "vera@example.com", "code": bad_code}),
         )
         .await?;
         assert_eq!(r.code(), Some("code_invalid"), "{bad_id} {bad_code}");
@@ -186,7 +188,7 @@ async fn verifications_prove_an_address_and_leave_no_trace() -> anyhow::Result<(
         &a,
         true,
         "/v1/verifications/check",
-        json!({"id": id, "code": code}),
+        json!({"id": id, "email": "vera@example.com", "code": code}),
     )
     .await?;
     assert_eq!(r.code(), Some("code_expired"));
