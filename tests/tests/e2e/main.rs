@@ -13,4 +13,6 @@ mod personal_tokens;
 mod platform;
 mod second_factors;
 mod sessions;
+mod step_up;
+mod takeover;
 mod verifications;

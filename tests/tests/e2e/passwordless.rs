@@ -483,3 +483,90 @@ async fn call_verification(
         )
         .await
 }
+
+#[tokio::test]
+async fn magic_link_redirects_are_held_to_the_strictness_of_origins() -> anyhow::Result<()> {
+    let platform = Platform::start().await?;
+    let a = tenant(&platform, "Redirects").await?;
+    platform
+        .allow_origins(&a, &["app.example.com", "localhost"])
+        .await?;
+    let link = |url: &str| json!({"email": "rita@example.com", "redirect_url": url});
+    for bad in [
+        // not on an allowed origin, or hiding another host
+        "https://evil.example.net/",
+        "https://app.example.com.evil.example.net/",
+        "https://app.example.com@evil.example.net/",
+        "https:\\\\evil.example.net/",
+        // not written the way a browser writes the origin
+        "https://APP.example.com/",
+        "https://app.example.com:443/",
+        "https://app%2Eexample.com/",
+        "https://app.exa\tmple.com/",
+        " https://app.example.com/",
+        // a second code smuggled in ahead of the real one
+        "https://app.example.com/in?idm_magic_code=attackers-own-code",
+        "https://app.example.com/in?next=%2F&IDM_MAGIC_CODE=x",
+        "https://app.example.com/in?idm%5Fmagic%5Fcode=x",
+        "https://app.example.com/in#idm_magic_code=x",
+        "javascript:alert(document.domain)",
+    ] {
+        let r = client(&platform, &a, "/v1/client/magic_links", link(bad)).await?;
+        assert_eq!(r.code(), Some("validation_failed"), "{bad:?}: {}", r.json);
+    }
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/magic_links",
+        link("http://app.example.com/in"),
+    )
+    .await?;
+    assert_eq!(
+        r.status, 202,
+        "plain http is allowed by default: {}",
+        r.json
+    );
+
+    // With require_https_origins, plain http is refused (localhost excepted).
+    let r = platform
+        .backend(
+            Method::PATCH,
+            "/v1/issuer",
+            &a.secret_key,
+            Some(json!({"policy": {"require_https_origins": true}})),
+        )
+        .await?;
+    assert_eq!(r.status, 200);
+    let r = client(
+        &platform,
+        &a,
+        "/v1/client/magic_links",
+        link("http://app.example.com/in"),
+    )
+    .await?;
+    assert_eq!(r.code(), Some("validation_failed"), "{}", r.json);
+    for good in [
+        "https://app.example.com/in?next=%2Fhome",
+        "http://localhost:3000/cb",
+    ] {
+        let r = client(&platform, &a, "/v1/client/magic_links", link(good)).await?;
+        assert_eq!(r.status, 202, "{good}: {}", r.json);
+    }
+    // Only the accepted ones were mailed, each with exactly one code.
+    platform
+        .smtp
+        .wait_for("rita@example.com", 2, MAIL_WAIT)
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mails: Vec<String> = platform
+        .smtp
+        .messages()
+        .into_iter()
+        .filter(|m| m.contains("rita@example.com"))
+        .collect();
+    assert_eq!(mails.len(), 3);
+    for mail in &mails {
+        assert_eq!(mail.matches("idm_magic_code=").count(), 1, "{mail}");
+    }
+    platform.stop().await
+}

@@ -1,5 +1,6 @@
 //! The verification API keeps nothing: not in Postgres, and not in Redis
-//! after success or expiry.
+//! after success or expiry; while a code is pending, Redis holds only keyed
+//! hashes, and the caller presents the address again to check it.
 
 use idm_core::Region;
 use idm_testkit::smtp::six_digit_code;
@@ -65,6 +66,28 @@ async fn verifications_prove_an_address_and_leave_no_trace() -> anyhow::Result<(
         .unwrap_or_default();
         seen += 1;
         assert_eq!(verification_keys(&platform).await?, 1);
+        // While the code is pending, nothing in Redis names the address:
+        // keys and values hold keyed hashes only.
+        crate::factor_kit::assert_redis_never_holds(&platform, "vera@example.com").await?;
+        // The code is good only for the address it was sent to.
+        let r = call(
+            &platform,
+            &a,
+            secret_key,
+            "/v1/verifications/check",
+            json!({"id": id, "email": "someone.else@example.com", "code": code}),
+        )
+        .await?;
+        assert_eq!(r.code(), Some("code_invalid"), "another address");
+        let r = call(
+            &platform,
+            &a,
+            secret_key,
+            "/v1/verifications/check",
+            json!({"id": id, "code": code}),
+        )
+        .await?;
+        assert_eq!(r.code(), Some("invalid_request"), "the address is required");
         let r = call(
             &platform,
             &b,
