@@ -338,6 +338,29 @@ impl Budgets {
         Ok(in_redis > 0 || in_ledger)
     }
 
+    /// Prunes the ledger of rows past their time, once an hour, until
+    /// `shutdown` (rows are also pruned whenever Redis is rebuilt).
+    pub fn spawn_pruning(
+        self: &std::sync::Arc<Self>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let budgets = std::sync::Arc::clone(self);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = every.tick() => {}
+                }
+                match ledger::prune(&budgets.db, budgets.clock.unix()).await {
+                    Ok(n) if n > 0 => tracing::info!(rows = n, "failure ledger pruned"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "failure ledger not pruned"),
+                }
+            }
+        })
+    }
+
     /// Rebuilds every budget that still counts from the ledger, then marks
     /// Redis as loaded. Replicas may do this at once: seeding never lowers a
     /// count, so the result is the same.

@@ -108,6 +108,38 @@ impl Codes {
         ))
     }
 
+    /// `true` the first time it is asked for (`purpose`, `subject`) within
+    /// `window`: at most one of some message per subject and window (the
+    /// key is a keyed hash; losing Redis only lets one more through).
+    pub async fn first_within(
+        &self,
+        purpose: &str,
+        issuer: &IssuerId,
+        subject: &str,
+        window: Duration,
+    ) -> Result<bool, ApiError> {
+        let hash = idm_crypto::hmac_sha256(
+            self.key_key.as_ref(),
+            format!("once\u{0}{purpose}\u{0}{issuer}\u{0}{subject}").as_bytes(),
+        );
+        let key = format!(
+            "{}once:{purpose}:{issuer}:{}",
+            self.prefix,
+            hex::encode(hash)
+        );
+        let mut redis = self.redis.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(window.as_secs().max(1))
+            .query_async(&mut redis)
+            .await
+            .map_err(|e| ApiError::upstream(format!("code store unavailable: {e}")))?;
+        Ok(set.is_some())
+    }
+
     /// The MAC of `code`, bound to its subject so a code cannot be moved.
     pub fn mac(&self, subject: &str, code: &str) -> Vec<u8> {
         idm_crypto::hmac_sha256(

@@ -11,6 +11,9 @@ use idm_core::proto::auth::{Authenticated, SignUp};
 use idm_core::proto::store::{self, PasswordChecked};
 use idm_core::proto::{session, user};
 use idm_core::UserId;
+use std::time::Duration;
+
+const NOTICE_WINDOW: Duration = Duration::from_secs(3600);
 
 pub async fn answer_as_fresh(state: &State, req: &SignUp) -> Result<Authenticated, Error> {
     let placed: user::Placed = state
@@ -37,7 +40,20 @@ pub async fn answer_as_fresh(state: &State, req: &SignUp) -> Result<Authenticate
             },
         )
         .await?;
-    notices::send(state, req.email.as_str(), Notice::SignUpAttempt).await?;
+    // One notice per address and hour, however often someone tries: the
+    // notice must not become a way to flood the owner's inbox.
+    if state
+        .codes
+        .first_within(
+            "signup-notice",
+            &req.ctx.issuer_id,
+            req.email.canonical(),
+            NOTICE_WINDOW,
+        )
+        .await?
+    {
+        notices::send(state, req.email.as_str(), Notice::SignUpAttempt).await?;
+    }
     let user = user::User {
         id: UserId::generate(),
         email: req.email.as_str().to_owned(),

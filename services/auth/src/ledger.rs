@@ -98,8 +98,8 @@ pub async fn clear(
     Ok(n > 0)
 }
 
-/// Every row that still counts at `now`; rows past their time are pruned.
-pub async fn active(db: &Db, now: i64) -> Result<Vec<Row>, ApiError> {
+/// Deletes the rows that no longer count at `now`. Returns how many.
+pub async fn prune(db: &Db, now: i64) -> Result<u64, ApiError> {
     let client = db.get().await.map_err(unavailable)?;
     client
         .execute(
@@ -107,7 +107,13 @@ pub async fn active(db: &Db, now: i64) -> Result<Vec<Row>, ApiError> {
             &[&now],
         )
         .await
-        .map_err(|e| unavailable(e.into()))?;
+        .map_err(|e| unavailable(e.into()))
+}
+
+/// Every row that still counts at `now`; rows past their time are pruned.
+pub async fn active(db: &Db, now: i64) -> Result<Vec<Row>, ApiError> {
+    prune(db, now).await?;
+    let client = db.get().await.map_err(unavailable)?;
     let rows = client
         .query(
             "SELECT issuer_id, budget, subject_hash, failures, locked, forget_at

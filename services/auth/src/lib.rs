@@ -38,7 +38,7 @@ pub(crate) struct State {
     pub events: Events,
     pub mail: mail::MailQueue,
     pub codes: codes::Codes,
-    pub budgets: budget::Budgets,
+    pub budgets: Arc<budget::Budgets>,
     pub master: idm_crypto::MasterKey,
     pub min_sign_in: Duration,
     pub min_verify: Duration,
@@ -70,6 +70,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .parse()
         .map_err(|e| Error::Mail(format!("AUTH_MAIL_FROM: {e}")))?;
     let courier = mail::spawn_courier(&queue, transport, from, shutdown.clone()).await?;
+    let budgets = Arc::new(budget::Budgets::new(
+        redis.clone(),
+        db.clone(),
+        config.redis_prefix.clone(),
+        &master,
+        config.clock.clone(),
+        config.failure_limits,
+    ));
+    let pruning = budgets.spawn_pruning(shutdown.clone());
     let state = Arc::new(State {
         codes: codes::Codes::new(
             redis.clone(),
@@ -77,14 +86,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             &master,
             config.clock.clone(),
         ),
-        budgets: budget::Budgets::new(
-            redis.clone(),
-            db.clone(),
-            config.redis_prefix.clone(),
-            &master,
-            config.clock.clone(),
-            config.failure_limits,
-        ),
+        budgets: Arc::clone(&budgets),
         bus: bus.clone(),
         events,
         mail: queue,
@@ -125,7 +127,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     )
     .await?;
     tracing::info!(%http_addr, "auth started");
-    Ok(Running::new(http_addr, vec![serving, courier, http]))
+    Ok(Running::new(
+        http_addr,
+        vec![serving, courier, pruning, http],
+    ))
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {

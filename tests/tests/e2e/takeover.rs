@@ -374,6 +374,17 @@ async fn hiding_account_existence_makes_a_taken_address_answer_like_a_fresh_one(
     let notice = platform.smtp.wait_for(owner, 0, MAIL_WAIT).await?;
     assert!(notice.contains("Someone tried to sign up"), "{notice}");
     assert!(!notice.contains(INTRUDER_PASSWORD));
+    // Trying again does not flood the owner: one notice per hour.
+    let (again, _) = timed_sign_up(&platform, &hiding, owner, INTRUDER_PASSWORD).await?;
+    assert_eq!(again.status, 201);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let notices = platform
+        .smtp
+        .messages()
+        .iter()
+        .filter(|m| m.contains(owner) && m.contains("Someone tried to sign up"))
+        .count();
+    assert_eq!(notices, 1);
     let users: i64 = platform
         .global()
         .await?
