@@ -280,6 +280,7 @@ async fn a_stolen_session_alone_changes_no_credential_but_the_current_factor_doe
         json!({}),
     )
     .await?;
+    assert_eq!(pending.status, 200, "{}", pending.json);
     let new_secret = pending.str("/secret");
     platform.clock.advance(30);
     let r = post(

@@ -47,6 +47,7 @@ async fn a_pre_hijacked_account_loses_the_attackers_password_sessions_and_totp(
         json!({}),
     )
     .await?;
+    assert_eq!(pending.status, 200, "{}", pending.json);
     let attacker_secret = pending.str("/secret");
     let r = post(
         &platform,
