@@ -62,7 +62,7 @@ pub async fn answer_as_fresh(state: &State, req: &SignUp) -> Result<Authenticate
         region: placed.region,
         metadata: serde_json::json!({}),
         mfa_enabled: false,
-        created_at: idm_core::now(),
+        created_at: as_stored(idm_core::now()),
     };
     let decoy: session::IssuedSession = state
         .bus
@@ -85,4 +85,11 @@ pub async fn answer_as_fresh(state: &State, req: &SignUp) -> Result<Authenticate
         refresh_token: decoy.refresh_token,
         expires_at: decoy.expires_at,
     })
+}
+
+/// A time as Postgres would have stored it (microseconds): a real user's
+/// `created_at` never has nanoseconds, so a decoy's must not either.
+fn as_stored(t: idm_core::Timestamp) -> idm_core::Timestamp {
+    t.replace_nanosecond(t.nanosecond() / 1000 * 1000)
+        .unwrap_or(t)
 }
