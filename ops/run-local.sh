@@ -217,14 +217,14 @@ create_databases() {
 # data at rest; changing them would orphan it).
 load_secrets() {
 	local line k v added=()
-	IDM_OPERATOR_TOKEN='' IDM_SESSION_MASTER_KEY='' IDM_USER_MASTER_KEY='' IDM_AUTH_MASTER_KEY=''
+	IDM_OPERATOR_TOKEN='' IDM_SESSION_MASTER_KEY='' IDM_USER_MASTER_KEY='' IDM_AUTH_MASTER_KEY='' IDM_EDGE_HASH_KEY=''
 	(umask 077 && touch "$SECRETS")
 	chmod 600 "$SECRETS"
 	while IFS= read -r line || [[ -n $line ]]; do
 		k=${line%%=*}
 		v=${line#*=}
 		case $k in
-		IDM_OPERATOR_TOKEN | IDM_SESSION_MASTER_KEY | IDM_USER_MASTER_KEY | IDM_AUTH_MASTER_KEY) printf -v "$k" '%s' "$v" ;;
+		IDM_OPERATOR_TOKEN | IDM_SESSION_MASTER_KEY | IDM_USER_MASTER_KEY | IDM_AUTH_MASTER_KEY | IDM_EDGE_HASH_KEY) printf -v "$k" '%s' "$v" ;;
 		esac
 	done <"$SECRETS"
 	if [[ -z $IDM_OPERATOR_TOKEN ]]; then
@@ -232,7 +232,7 @@ load_secrets() {
 		printf 'IDM_OPERATOR_TOKEN=%s\n' "$IDM_OPERATOR_TOKEN" >>"$SECRETS"
 		added+=(IDM_OPERATOR_TOKEN)
 	fi
-	for k in IDM_SESSION_MASTER_KEY IDM_USER_MASTER_KEY IDM_AUTH_MASTER_KEY; do
+	for k in IDM_SESSION_MASTER_KEY IDM_USER_MASTER_KEY IDM_AUTH_MASTER_KEY IDM_EDGE_HASH_KEY; do
 		if [[ -z ${!k} ]]; then
 			v=$(head -c32 /dev/urandom | base64 -w0)
 			printf -v "$k" '%s' "$v"
@@ -281,7 +281,7 @@ start_all() {
 	start_service webhook WEBHOOK_HTTP_ADDR="${ADDR[webhook]}" WEBHOOK_DATABASE_URL="$pg/idmesh"
 	start_service edge-guard EDGE_HTTP_ADDR="${ADDR[edge-guard]}" \
 		EDGE_REDIS_URL="$IDM_REDIS_URL" EDGE_TRUSTED_PROXIES=127.0.0.1/32,::1/128 EDGE_COUNTRY_HEADER=cf-ipcountry \
-		EDGE_OPERATOR_TOKEN="$IDM_OPERATOR_TOKEN"
+		EDGE_OPERATOR_TOKEN="$IDM_OPERATOR_TOKEN" EDGE_HASH_KEY="$IDM_EDGE_HASH_KEY"
 }
 
 http_code() { # url [curl args...]

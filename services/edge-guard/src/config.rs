@@ -67,5 +67,12 @@ fn waf_config(env: &Env) -> Result<crate::waf::WafConfig, ConfigError> {
         key_lookups_per_minute: env
             .parse("KEY_LOOKUPS_PER_MINUTE", defaults.key_lookups_per_minute)?,
         operator_token: operator_token.map(secrecy::SecretString::from),
+        recipient_key: crate::waf::RecipientKey::from_base64(secrecy::ExposeSecret::expose_secret(
+            &env.secret("HASH_KEY")?,
+        ))
+        .map_err(|reason| ConfigError::Invalid {
+            var: env.var_name("HASH_KEY"),
+            reason,
+        })?,
     })
 }

@@ -256,16 +256,25 @@ pub async fn redis_dump(platform: &Platform) -> anyhow::Result<Vec<(String, Stri
 }
 
 /// Fails if anything in this platform's Redis (keys or values) holds the
-/// address, in any case, or its plain SHA-256 (which a list of addresses
-/// would reverse).
-pub async fn assert_redis_never_holds(platform: &Platform, address: &str) -> anyhow::Result<()> {
+/// address, in any case, or an unkeyed SHA-256 of it, alone or after the
+/// issuer's id (which a list of addresses would reverse).
+pub async fn assert_redis_never_holds(
+    platform: &Platform,
+    issuer: &str,
+    address: &str,
+) -> anyhow::Result<()> {
     let lower = address.to_ascii_lowercase();
     let local = lower.split('@').next().unwrap_or_default().to_owned();
-    let plain_hash = idm_crypto::sha256_hex(lower.as_bytes());
+    let plain_hashes = [
+        idm_crypto::sha256_hex(lower.as_bytes()),
+        idm_crypto::sha256_hex(format!("{issuer}\n{lower}").as_bytes()),
+    ];
     for (key, values) in redis_dump(platform).await? {
         for text in [key.to_ascii_lowercase(), values.to_ascii_lowercase()] {
             anyhow::ensure!(
-                !text.contains(&lower) && !text.contains(&local) && !text.contains(&plain_hash),
+                !text.contains(&lower)
+                    && !text.contains(&local)
+                    && plain_hashes.iter().all(|h| !text.contains(h)),
                 "Redis key {key} holds the address: {values}"
             );
         }

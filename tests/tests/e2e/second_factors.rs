@@ -373,7 +373,7 @@ async fn resending_an_email_code_buys_no_new_guesses_and_a_magic_link_recovers(
     )
     .await?;
     assert_eq!(r.code(), Some("factor_locked"), "{}", r.json);
-    assert_redis_never_holds(&platform, owner).await?;
+    assert_redis_never_holds(&platform, &a.issuer_id, owner).await?;
 
     // A magic link (unguessable) still signs the owner in, and clears the lock.
     let r = post(
@@ -508,6 +508,6 @@ async fn verification_budgets_span_resends_hold_through_redis_loss_and_expire() 
     let (id, code) = start_verification(&platform, &a, target, sent).await?;
     let r = check(&platform, &a, &id, target, &code).await?;
     assert_eq!(r.status, 200, "{}", r.json);
-    assert_redis_never_holds(&platform, target).await?;
+    assert_redis_never_holds(&platform, &a.issuer_id, target).await?;
     platform.stop().await
 }

@@ -68,7 +68,8 @@ async fn verifications_prove_an_address_and_leave_no_trace() -> anyhow::Result<(
         assert_eq!(verification_keys(&platform).await?, 1);
         // While the code is pending, nothing in Redis names the address:
         // keys and values hold keyed hashes only.
-        crate::factor_kit::assert_redis_never_holds(&platform, "vera@example.com").await?;
+        crate::factor_kit::assert_redis_never_holds(&platform, &a.issuer_id, "vera@example.com")
+            .await?;
         // The code is good only for the address it was sent to.
         let r = call(
             &platform,

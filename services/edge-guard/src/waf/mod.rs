@@ -9,6 +9,7 @@ mod bans;
 mod email_guard;
 mod fallback;
 mod quota;
+mod recipient_key;
 #[cfg(test)]
 mod redis_tests;
 mod velocity;
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use bans::BanView;
 pub use fallback::GAUGE as FALLBACK_GAUGE;
+pub use recipient_key::RecipientKey;
 
 /// `EDGE_*` settings of the WAF that are the platform's, not an issuer's.
 #[derive(Debug, Clone)]
@@ -38,6 +40,8 @@ pub struct WafConfig {
     /// Bearer token of the ops listener's `/admin/v1/bans` routes; unset
     /// disables them.
     pub operator_token: Option<SecretString>,
+    /// Keys the hashes that name recipients in Redis (`EDGE_HASH_KEY`).
+    pub recipient_key: RecipientKey,
 }
 
 impl Default for WafConfig {
@@ -46,6 +50,7 @@ impl Default for WafConfig {
             redis_timeout: Duration::from_millis(250),
             key_lookups_per_minute: 120,
             operator_token: None,
+            recipient_key: RecipientKey::random(),
         }
     }
 }
@@ -190,10 +195,12 @@ impl Waf {
     /// share one budget) and then the account's monthly quota.
     pub async fn allow_send(&self, key: &KeyConfig, email: &Email) -> Result<(), ApiError> {
         let policy = &key.policy.waf;
-        // Redis holds a hash of the recipient, never the address.
-        let recipient = idm_crypto::sha256_hex(
-            format!("{}\n{}", key.issuer_id, email.normalized_for_limits()).as_bytes(),
-        );
+        // Redis holds a keyed hash of the recipient, never the address.
+        let recipient = self.config.recipient_key.hash(&format!(
+            "{}\n{}",
+            key.issuer_id,
+            email.normalized_for_limits()
+        ));
         let limit = VelocityLimit::new(policy.recipient_limit, policy.recipient_window_seconds);
         let decision = self
             .velocity
