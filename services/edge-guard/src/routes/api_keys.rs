@@ -45,6 +45,7 @@ pub async fn create(
         .transpose()?;
     let request = CreateApiKey {
         issuer_id: caller.key.issuer_id.clone(),
+        created_by: caller.key.key_id.clone(),
         kind,
         name: new.name,
         scopes,

@@ -101,6 +101,7 @@ pub async fn create_issuer(
         .unwrap_or(caller.key.issuer_mode);
     let request = CreateIssuer {
         account_id: caller.key.account_id.clone(),
+        created_by: caller.key.key_id.clone(),
         name: name.as_str().to_owned(),
         mode,
     };
