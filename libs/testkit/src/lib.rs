@@ -1,14 +1,19 @@
 //! Starts the whole idmesh platform inside one test process, isolated from
 //! every other test: its own nine databases (global + one per region), its
-//! own NATS subject prefix and its own Redis key prefix. Services run as
-//! libraries on port 0, exactly as their binaries would run them.
+//! own NATS server (authenticated, with the permissions of the bus table,
+//! see `nats`), subject prefix and Redis key prefix. Services run as
+//! libraries on port 0, exactly as their binaries would run them, each
+//! logged in to NATS with its own nkey.
 
 mod client;
 mod logs;
+pub mod nats;
 pub mod smtp;
 
 pub use client::{Response, Tenant};
+pub use idm_bus::Identity;
 pub use logs::captured_logs;
+pub use nats::{NatsServer, NatsTls};
 
 use anyhow::Context;
 use base64::Engine;
@@ -26,6 +31,8 @@ pub fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// The machine's NATS (anonymous, JetStream), for tests that need a bus but
+/// no platform. A platform runs its own server: see [`Platform::nats`].
 pub fn nats_url() -> String {
     std::env::var("IDM_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
@@ -90,6 +97,9 @@ pub struct Options {
     /// Platform-wide WAF settings of every edge replica (the operator token
     /// is always the platform's `operator_token`).
     pub edge_waf: idm_edge_guard::waf::WafConfig,
+    /// Serve the platform's NATS over TLS with these files (services get the
+    /// CA and require TLS).
+    pub nats_tls: Option<NatsTls>,
 }
 
 impl Default for Options {
@@ -99,6 +109,7 @@ impl Default for Options {
             regions: Region::ALL.to_vec(),
             min_sign_in: Duration::from_millis(300),
             edge_waf: idm_edge_guard::waf::WafConfig::default(),
+            nats_tls: None,
         }
     }
 }
@@ -107,6 +118,8 @@ impl Default for Options {
 pub struct Platform {
     pub prefix: String,
     pub redis_prefix: String,
+    /// The platform's own nats-server: `nats.url`, `nats.connect(identity)`.
+    pub nats: NatsServer,
     pub global_db: String,
     pub region_dbs: BTreeMap<Region, String>,
     pub edges: Vec<SocketAddr>,
@@ -126,9 +139,10 @@ pub struct Platform {
     edge_waf: idm_edge_guard::waf::WafConfig,
 }
 
-fn basics(prefix: &str) -> ServiceBasics {
+fn basics(prefix: &str, nats: &NatsServer, identity: Identity) -> ServiceBasics {
     ServiceBasics {
-        nats_url: nats_url(),
+        nats_url: nats.url.clone(),
+        nats_auth: nats.auth(identity),
         subject_prefix: prefix.to_owned(),
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         request_timeout: Duration::from_secs(5),
@@ -155,6 +169,7 @@ impl Platform {
             create_database(&admin, name).await?;
         }
 
+        let nats = NatsServer::start(&prefix, options.nats_tls.clone()).await?;
         let smtp = smtp::SmtpSink::start().await?;
         let clock = idm_core::clock::Clock::system();
         let shutdown = CancellationToken::new();
@@ -172,7 +187,7 @@ impl Platform {
         for region in &options.regions {
             let store = idm_user_store::start(
                 idm_user_store::Config {
-                    basics: basics(&prefix),
+                    basics: basics(&prefix, &nats, Identity::UserStore(*region)),
                     region: *region,
                     database_url: SecretString::from(database_url(&region_dbs[region])),
                     pool_size: 4,
@@ -187,7 +202,7 @@ impl Platform {
         }
         let session = idm_session::start(
             idm_session::Config {
-                basics: basics(&prefix),
+                basics: basics(&prefix, &nats, Identity::Session),
                 database_url: global_url.clone(),
                 pool_size: 4,
                 master_key: master_key(),
@@ -201,7 +216,7 @@ impl Platform {
         running.push(session);
         let user = idm_user::start(
             idm_user::Config {
-                basics: basics(&prefix),
+                basics: basics(&prefix, &nats, Identity::User),
                 database_url: global_url.clone(),
                 pool_size: 4,
                 master_key: master_key(),
@@ -214,7 +229,7 @@ impl Platform {
         running.push(user);
         let account = idm_account::start(
             idm_account::Config {
-                basics: basics(&prefix),
+                basics: basics(&prefix, &nats, Identity::Account),
                 database_url: global_url.clone(),
                 pool_size: 4,
                 operator_token: SecretString::from(operator_token.clone()),
@@ -227,7 +242,7 @@ impl Platform {
         running.push(account);
         let auth = idm_auth::start(
             idm_auth::Config {
-                basics: basics(&prefix),
+                basics: basics(&prefix, &nats, Identity::Auth),
                 redis_url: SecretString::from(redis_url()),
                 redis_prefix: format!("{prefix}:"),
                 master_key: master_key(),
@@ -255,7 +270,7 @@ impl Platform {
         running.push(auth);
         let deletion = idm_deletion_worker::start(
             idm_deletion_worker::Config {
-                basics: basics(&prefix),
+                basics: basics(&prefix, &nats, Identity::DeletionWorker),
                 database_url: global_url.clone(),
                 pool_size: 2,
             },
@@ -266,7 +281,7 @@ impl Platform {
         running.push(deletion);
         let webhook = idm_webhook::start(
             idm_webhook::Config {
-                basics: basics(&prefix),
+                basics: basics(&prefix, &nats, Identity::Webhook),
                 database_url: global_url.clone(),
                 pool_size: 2,
             },
@@ -282,7 +297,7 @@ impl Platform {
         let mut edge_ops = Vec::new();
         for replica in 0..options.edge_replicas {
             let edge = idm_edge_guard::start(
-                edge_config(&prefix, &edge_waf),
+                edge_config(&prefix, &nats, &edge_waf),
                 stop_for(format!("edge-guard-{replica}")),
             )
             .await?;
@@ -299,6 +314,7 @@ impl Platform {
         Ok(Self {
             prefix,
             redis_prefix,
+            nats,
             global_db,
             region_dbs,
             edges,
@@ -331,7 +347,7 @@ impl Platform {
         let name = format!("edge-guard-{}", self.edges.len());
         let token = self.shutdown.child_token();
         self.service_stops.insert(name.clone(), token.clone());
-        let mut config = edge_config(&self.prefix, &self.edge_waf);
+        let mut config = edge_config(&self.prefix, &self.nats, &self.edge_waf);
         tweak(&mut config);
         let edge = idm_edge_guard::start(config, token).await?;
         let addr = edge.http_addr;
@@ -368,7 +384,7 @@ impl Platform {
         issuer: &str,
         event_type: &str,
     ) -> anyhow::Result<Option<serde_json::Value>> {
-        let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await?);
+        let js = async_nats::jetstream::new(self.nats.connect(Identity::Admin).await?);
         let stream = js
             .get_stream(idm_bus::events::stream_name(&self.prefix))
             .await?;
@@ -382,7 +398,7 @@ impl Platform {
     /// How many events of `event_type` for `issuer` the stream holds.
     pub async fn count_events(&self, issuer: &str, event_type: &str) -> anyhow::Result<u64> {
         use futures::StreamExt;
-        let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await?);
+        let js = async_nats::jetstream::new(self.nats.connect(Identity::Admin).await?);
         let stream = js
             .get_stream(idm_bus::events::stream_name(&self.prefix))
             .await?;
@@ -398,8 +414,15 @@ impl Platform {
         Ok(total)
     }
 
-    /// Stops every service (waiting for in-flight work), then drops the
-    /// databases, the event stream and the Redis keys of this platform.
+    /// A bus connection logged in as `identity` (its seed, its inbox), for
+    /// tests that call services directly.
+    pub async fn bus(&self, identity: Identity) -> anyhow::Result<idm_bus::Bus> {
+        Ok(idm_bus::Bus::connect(&basics(&self.prefix, &self.nats, identity), identity).await?)
+    }
+
+    /// Stops every service (waiting for in-flight work), then the platform's
+    /// nats-server (its streams go with its directory), and drops the
+    /// databases and the Redis keys of this platform.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         for service in self.running {
@@ -407,13 +430,7 @@ impl Platform {
                 .await
                 .context("a service did not stop within 10 s")?;
         }
-        let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await?);
-        let _ = js
-            .delete_stream(idm_bus::events::stream_name(&self.prefix))
-            .await;
-        let _ = js
-            .delete_stream(format!("{}_MAIL", self.prefix.to_ascii_uppercase()))
-            .await;
+        self.nats.stop().await;
         let mut redis = redis::Client::open(redis_url())?
             .get_multiplexed_async_connection()
             .await?;
@@ -434,9 +451,13 @@ impl Platform {
     }
 }
 
-fn edge_config(prefix: &str, waf: &idm_edge_guard::waf::WafConfig) -> idm_edge_guard::Config {
+fn edge_config(
+    prefix: &str,
+    nats: &NatsServer,
+    waf: &idm_edge_guard::waf::WafConfig,
+) -> idm_edge_guard::Config {
     idm_edge_guard::Config {
-        basics: basics(prefix),
+        basics: basics(prefix, nats, Identity::EdgeGuard),
         ops_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         trusted_proxies: vec!["127.0.0.1/32"
             .parse()
