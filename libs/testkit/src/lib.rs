@@ -9,6 +9,7 @@ mod client;
 mod logs;
 pub mod nats;
 pub mod smtp;
+pub mod tls;
 
 pub use client::{Response, Tenant};
 pub use idm_bus::Identity;
