@@ -194,3 +194,70 @@ pub async fn serve<S: Send + Sync + 'static>(
         tracker.wait().await;
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use idm_core::proto::session;
+
+    fn headers(caller: &str) -> async_nats::HeaderMap {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(crate::HEADER_CALLER, caller);
+        headers
+    }
+
+    const SESSION: Target = Target::Service("session");
+
+    #[test]
+    fn the_caller_is_believed_only_with_its_own_inbox_and_a_row_in_the_table() {
+        let edge = headers("edge-guard");
+        let edge_inbox = "_INBOX_idm_edge-guard.abc.1";
+        assert_eq!(
+            authorise(
+                "idm",
+                SESSION,
+                session::KEY_RING,
+                Some(&edge),
+                Some(edge_inbox)
+            )
+            .ok(),
+            Some(Identity::EdgeGuard)
+        );
+        let refused = |caller: Option<&async_nats::HeaderMap>, reply: Option<&str>| {
+            authorise("idm", SESSION, session::KEY_RING, caller, reply)
+                .err()
+                .map(|e| e.code)
+        };
+        let not_allowed = Some(idm_core::ErrorCode::CallerNotAllowed);
+        // No name, an unknown name, no reply subject, another's inbox, the
+        // right inbox under another deployment's prefix.
+        assert_eq!(refused(None, Some(edge_inbox)), not_allowed);
+        assert_eq!(
+            refused(Some(&headers("root")), Some(edge_inbox)),
+            not_allowed
+        );
+        assert_eq!(refused(Some(&edge), None), not_allowed);
+        assert_eq!(
+            refused(Some(&edge), Some("_INBOX_idm_auth.abc.1")),
+            not_allowed
+        );
+        assert_eq!(
+            refused(Some(&edge), Some("_INBOX_idm2_edge-guard.x")),
+            not_allowed
+        );
+        assert_eq!(
+            refused(Some(&edge), Some("_INBOX_idm_edge-guardx.1")),
+            not_allowed
+        );
+        // Drift: a server config that let auth publish key_ring would still
+        // meet this check.
+        assert_eq!(
+            refused(Some(&headers("auth")), Some("_INBOX_idm_auth.abc.1")),
+            not_allowed
+        );
+        assert_eq!(
+            refused(Some(&headers("admin")), Some("_INBOX_idm_admin.abc.1")),
+            not_allowed
+        );
+    }
+}

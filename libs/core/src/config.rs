@@ -231,3 +231,76 @@ impl ServiceBasics {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    // Each test uses its own variable names: the environment is shared by
+    // the tests running in parallel.
+    fn temp_file(content: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("idm-secret-{}", uuid::Uuid::now_v7()));
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_secret_comes_from_its_variable_or_from_a_trimmed_file() {
+        let env = Env::new("CFGTA");
+        std::env::set_var("CFGTA_TOKEN", "from-env");
+        assert_eq!(env.secret("TOKEN").unwrap().expose_secret(), "from-env");
+        let file = temp_file("  from-file\n");
+        std::env::set_var("CFGTA_KEY_FILE", &file);
+        assert_eq!(env.secret("KEY").unwrap().expose_secret(), "from-file");
+        assert!(
+            matches!(env.secret("ABSENT"), Err(ConfigError::Missing(v)) if v == "CFGTA_ABSENT")
+        );
+        assert!(env.optional_secret("ABSENT").unwrap().is_none());
+        assert_eq!(
+            env.secret_or("ABSENT", "fallback").unwrap().expose_secret(),
+            "fallback"
+        );
+        std::fs::remove_file(file).unwrap();
+    }
+
+    #[test]
+    fn both_forms_at_once_or_an_unreadable_file_are_errors() {
+        let env = Env::new("CFGTB");
+        std::env::set_var("CFGTB_SEED", "x");
+        std::env::set_var("CFGTB_SEED_FILE", "/dev/null");
+        let both = env.secret("SEED").unwrap_err().to_string();
+        assert!(
+            both.contains("CFGTB_SEED_FILE") && both.contains("not both"),
+            "{both}"
+        );
+        std::env::set_var("CFGTB_GONE_FILE", "/nonexistent/secret");
+        assert!(env
+            .secret("GONE")
+            .unwrap_err()
+            .to_string()
+            .contains("CFGTB_GONE_FILE"));
+    }
+
+    #[test]
+    fn the_service_pair_wins_over_the_shared_one() {
+        let env = Env::new("CFGTC");
+        let file = temp_file("own");
+        std::env::set_var("IDM_CFGTC_ONLY", "shared");
+        assert_eq!(env.secret("CFGTC_ONLY").unwrap().expose_secret(), "shared");
+        std::env::set_var("CFGTC_CFGTC_ONLY_FILE", &file);
+        assert_eq!(env.secret("CFGTC_ONLY").unwrap().expose_secret(), "own");
+        std::fs::remove_file(file).unwrap();
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key() {
+        let env = Env::new("CFGTD");
+        std::env::set_var("CFGTD_NATS_TLS_CERT_FILE", "/tls/client.pem");
+        assert!(NatsAuth::from_env(&env).is_err());
+        std::env::set_var("CFGTD_NATS_TLS_KEY_FILE", "/tls/client.key");
+        let auth = NatsAuth::from_env(&env).unwrap();
+        assert!(auth.nkey_seed.is_none() && auth.tls_ca_file.is_none());
+    }
+}
