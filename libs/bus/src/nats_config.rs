@@ -168,7 +168,8 @@ pub fn generate(
         seeds.insert(identity, seed);
     }
     let config_file = dir.join(CONFIG_FILE);
-    write_file(&config_file, render(settings, &users).as_bytes(), 0o640)?;
+    // Public keys and permissions only: readable by the server whatever its user.
+    write_file(&config_file, render(settings, &users).as_bytes(), 0o644)?;
     Ok(Generated {
         config_file,
         seed_files,
