@@ -233,7 +233,9 @@ async fn a_service_cannot_call_an_operation_it_has_no_row_for() -> anyhow::Resul
         let reply = caller.call(&subject, Some(&identity.name())).await?;
         assert_eq!(reply, None, "{identity} got an answer from {subject}");
         assert_eq!(
-            caller.refused("publish", std::slice::from_ref(&subject)).await,
+            caller
+                .refused("publish", std::slice::from_ref(&subject))
+                .await,
             Vec::<String>::new(),
             "{identity} → {subject}"
         );
