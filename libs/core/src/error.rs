@@ -35,6 +35,8 @@ pub enum ErrorCode {
     QuotaExceeded,
     RegionUnavailable,
     UpstreamUnavailable,
+    /// Shed before queueing (or refused rather than answered unsafely), with `Retry-After`.
+    Overloaded,
     Internal,
 }
 
@@ -53,7 +55,7 @@ impl ErrorCode {
             ValidationFailed | InvalidEmail | DisposableEmail | WeakPassword | CodeInvalid
             | CodeExpired => 422,
             TooManyAttempts | RateLimited | QuotaExceeded => 429,
-            RegionUnavailable | UpstreamUnavailable => 503,
+            RegionUnavailable | UpstreamUnavailable | Overloaded => 503,
             Internal => 500,
         }
     }
@@ -89,6 +91,7 @@ impl ErrorCode {
             QuotaExceeded => "quota_exceeded",
             RegionUnavailable => "region_unavailable",
             UpstreamUnavailable => "upstream_unavailable",
+            Overloaded => "overloaded",
             Internal => "internal",
         }
     }

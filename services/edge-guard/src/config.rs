@@ -1,5 +1,6 @@
 use idm_core::config::{ConfigError, Env, ServiceBasics};
 use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;
 
 /// `EDGE_*` variables.
@@ -24,6 +25,14 @@ pub struct Config {
     pub cookie_secure: bool,
     /// The WAF's platform-wide settings (per-issuer ones are in the policy).
     pub waf: crate::waf::WafConfig,
+    /// Base64 of 32 bytes, shared with the session service only: opens the
+    /// signing keys it sends sealed over the bus.
+    pub key_transport_key: SecretString,
+    /// Revoked sessions this replica remembers at most. Never evicted: when
+    /// full, the issuers whose revocations do not fit are answered
+    /// `503 overloaded`. Size it as revocations per second × the longest
+    /// session-token lifetime (a day at most), with headroom.
+    pub revocation_capacity: usize,
 }
 
 impl Config {
@@ -46,7 +55,13 @@ impl Config {
             redis_url: env.string("REDIS_URL", "redis://127.0.0.1:6379"),
             redis_prefix: env.string("REDIS_PREFIX", "idm:"),
             waf: waf_config(&env)?,
+            key_transport_key: env.secret("KEY_TRANSPORT_KEY")?,
+            revocation_capacity: env.parse("REVOCATION_CAPACITY", 1_000_000)?,
         })
+    }
+
+    pub(crate) fn key_transport_key(&self) -> &str {
+        self.key_transport_key.expose_secret()
     }
 }
 

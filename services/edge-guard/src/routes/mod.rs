@@ -41,6 +41,10 @@ pub fn router(app: Arc<App>) -> Router {
             post(sessions::rotate_signing_key),
         )
         .route(
+            "/v1/session_keys/revoke",
+            post(sessions::revoke_signing_keys),
+        )
+        .route(
             "/v1/users/{id}/personal_tokens",
             post(personal_tokens::create).get(personal_tokens::list),
         )
