@@ -82,5 +82,6 @@ fn waf_config(env: &Env) -> Result<crate::waf::WafConfig, ConfigError> {
         key_lookups_per_minute: env
             .parse("KEY_LOOKUPS_PER_MINUTE", defaults.key_lookups_per_minute)?,
         operator_token: operator_token.map(secrecy::SecretString::from),
+        max_bans_per_issuer: env.parse("MAX_BANS_PER_ISSUER", defaults.max_bans_per_issuer)?,
     })
 }
