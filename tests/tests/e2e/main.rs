@@ -10,5 +10,7 @@ mod mfa;
 mod passwordless;
 mod personal_tokens;
 mod platform;
+mod revocation;
+mod session_keys;
 mod sessions;
 mod verifications;
