@@ -198,10 +198,15 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // A verifying responder on the bus, as the session service would be.
-    let prefix = format!("vb{}", &idm_crypto::sha256_hex(&idm_crypto::random_bytes::<8>())[..10]);
+    let prefix = format!(
+        "vb{}",
+        &idm_crypto::sha256_hex(&idm_crypto::random_bytes::<8>())[..10]
+    );
     let shutdown = CancellationToken::new();
-    let nats = std::env::var("IDM_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let responder_bus = Bus::connect(&nats, &prefix, Duration::from_secs(5), "bench-responder").await?;
+    let nats =
+        std::env::var("IDM_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let responder_bus =
+        Bus::connect(&nats, &prefix, Duration::from_secs(5), "bench-responder").await?;
     let responder = Arc::new(Verifier {
         issuer: issuer.clone(),
         ring: vec![RingKey {
@@ -216,7 +221,10 @@ async fn main() -> anyhow::Result<()> {
         .serve_service("bench", handlers, responder, shutdown.clone())
         .await?;
     let bus = Bus::connect(&nats, &prefix, Duration::from_secs(5), "bench-edge").await?;
-    let app = Arc::new(App { verifier, bus: bus.clone() });
+    let app = Arc::new(App {
+        verifier,
+        bus: bus.clone(),
+    });
     let router = Router::new()
         .route("/stateless", post(stateless))
         .route("/via_bus", post(via_bus))
@@ -247,19 +255,36 @@ async fn main() -> anyhow::Result<()> {
     };
     drive("(warm-up)", 1, concurrency, call("/stateless")).await;
     drive("(warm-up)", 1, concurrency, call("/via_bus")).await;
-    drive("HTTP, stateless verification", seconds, concurrency, call("/stateless")).await;
-    drive("HTTP + bus round trip per verification", seconds, concurrency, call("/via_bus")).await;
+    drive(
+        "HTTP, stateless verification",
+        seconds,
+        concurrency,
+        call("/stateless"),
+    )
+    .await;
+    drive(
+        "HTTP + bus round trip per verification",
+        seconds,
+        concurrency,
+        call("/via_bus"),
+    )
+    .await;
     let bus_only = || {
         let bus = bus.clone();
         let token = token.clone();
         async move {
-            let r: Result<bool, ApiError> = bus
-                .call("bench", "verify", &VerifyRequest { token })
-                .await;
+            let r: Result<bool, ApiError> =
+                bus.call("bench", "verify", &VerifyRequest { token }).await;
             r.is_ok_and(|ok| ok)
         }
     };
-    drive("bus round trip alone (no HTTP)", seconds, concurrency, bus_only).await;
+    drive(
+        "bus round trip alone (no HTTP)",
+        seconds,
+        concurrency,
+        bus_only,
+    )
+    .await;
     shutdown.cancel();
     let _ = server.await;
     let _ = serving.await;
