@@ -125,9 +125,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             tracing::error!(error = %e, "revocation set not loaded from Redis; sessions are refused until it is")
         }
     }
-    let watch = app
-        .revocations
-        .watch(bus.clone(), app.sessions.clone(), shutdown.clone());
+    // After a reconnect, whatever broadcasts keep fresh may be stale.
+    let stale_after_reconnect = Arc::clone(&app);
+    let watch = app.revocations.watch(
+        bus.clone(),
+        move || {
+            stale_after_reconnect.sessions.forget_all();
+            stale_after_reconnect.keys.forget_all();
+        },
+        shutdown.clone(),
+    );
 
     let ready = idm_telemetry::all_of(vec![bus.probe()]);
     let probes = idm_telemetry::ops_routes(Arc::clone(&ready))

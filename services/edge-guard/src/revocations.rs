@@ -14,7 +14,6 @@
 //! is disconnected, or before the first load, sessions are answered
 //! `503 upstream_unavailable`: this replica cannot know what it missed.
 
-use crate::session_keys::SessionKeys;
 use idm_bus::Bus;
 use idm_core::proto::session::{revocation_set_key, RevokedBroadcast};
 use idm_core::{ApiError, ErrorCode};
@@ -258,14 +257,15 @@ impl Revocations {
     }
 
     /// Watches the bus connection until shutdown: while it is down the set
-    /// is not current (sessions get 503); after every (re)connect the set is
-    /// reloaded and the cached key rings dropped (a broadcast that revoked
-    /// sessions or keys may have been missed). Also drops expired entries and
-    /// retries shed issuers.
+    /// is not current (sessions get 503); after every (re)connect
+    /// `on_reconnect` runs (the caller drops caches that broadcasts keep
+    /// fresh: key rings, API keys) and the set is reloaded (a broadcast that
+    /// revoked sessions or keys may have been missed). Also drops expired
+    /// entries and retries shed issuers.
     pub fn watch(
         &self,
         bus: Bus,
-        rings: SessionKeys,
+        on_reconnect: impl Fn() + Send + 'static,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
@@ -308,7 +308,7 @@ impl Revocations {
                 }
                 if reconnected {
                     this.shared.current.store(false, Ordering::Release);
-                    rings.forget_all();
+                    on_reconnect();
                 }
                 // The subscriptions are re-sent on reconnect; the flush makes
                 // sure the server has them before the list is read, so nothing

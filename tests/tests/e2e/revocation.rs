@@ -230,6 +230,26 @@ async fn an_edge_that_missed_a_revocation_while_disconnected_reloads_after_recon
             200
         );
     }
+    // A second backend key, cached by replica 1, to be revoked while it is away.
+    let created = platform
+        .backend(
+            Method::POST,
+            "/v1/api_keys",
+            &a.secret_key,
+            Some(json!({ "kind": "secret", "name": "doomed", "scopes": ["sessions:read"] })),
+        )
+        .await?;
+    assert_eq!(created.status, 201, "{}", created.json);
+    let doomed_key = Tenant {
+        secret_key: created.str("/key"),
+        ..a.clone()
+    };
+    assert_eq!(
+        verify(&platform, 1, &doomed_key, &kept.str("/session_token"))
+            .await?
+            .status,
+        200
+    );
 
     // Cut replica 1 off the bus; it stops vouching for sessions it cannot check.
     relay.cut();
@@ -248,8 +268,17 @@ async fn an_edge_that_missed_a_revocation_while_disconnected_reloads_after_recon
         "{}",
         r.json
     );
-    // Revoked while replica 1 is away: its broadcast never reaches it.
+    // Revoked while replica 1 is away: the broadcasts never reach it.
     revoke(&platform, &a, &doomed).await?;
+    let r = platform
+        .backend(
+            Method::DELETE,
+            &format!("/v1/api_keys/{}", created.str("/id")),
+            &a.secret_key,
+            None,
+        )
+        .await?;
+    assert!(r.status < 300, "{} {}", r.status, r.json);
     let r = verify(&platform, 0, &a, &doomed.str("/session_token")).await?;
     assert_eq!(r.code(), Some("session_revoked"));
 
@@ -272,5 +301,13 @@ async fn an_edge_that_missed_a_revocation_while_disconnected_reloads_after_recon
     );
     let r = verify(&platform, 1, &a, &kept.str("/session_token")).await?;
     assert_eq!(r.status, 200, "{}", r.json);
+    // The cached API key was dropped too: its revocation holds on replica 1.
+    let r = verify(&platform, 1, &doomed_key, &kept.str("/session_token")).await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (401, Some("invalid_api_key")),
+        "{}",
+        r.json
+    );
     platform.stop().await
 }
