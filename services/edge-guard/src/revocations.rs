@@ -276,6 +276,7 @@ impl Revocations {
                 .current
                 .load(Ordering::Acquire)
                 .then(|| bus.client().statistics().connects.load(Ordering::Acquire));
+            let mut cleared_for = loaded_on;
             let mut next_attempt = tokio::time::Instant::now();
             let mut next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
             loop {
@@ -306,9 +307,11 @@ impl Revocations {
                 if !(reconnected || stale || (shed && sweep_due)) || now < next_attempt {
                     continue;
                 }
-                if reconnected {
+                if reconnected && cleared_for != Some(connects) {
+                    // Once per connection, even if the reload has to be retried.
                     this.shared.current.store(false, Ordering::Release);
                     on_reconnect();
+                    cleared_for = Some(connects);
                 }
                 // The subscriptions are re-sent on reconnect; the flush makes
                 // sure the server has them before the list is read, so nothing
