@@ -311,3 +311,40 @@ async fn an_edge_that_missed_a_revocation_while_disconnected_reloads_after_recon
     );
     platform.stop().await
 }
+
+#[tokio::test]
+async fn an_edge_that_cannot_load_the_revocation_set_vouches_for_no_session() -> anyhow::Result<()>
+{
+    let mut platform = Platform::start().await?;
+    // Replica 1's Redis does not answer: it cannot know what was revoked.
+    platform
+        .add_edge_with(|c| c.redis_url = "redis://127.0.0.1:1".into())
+        .await?;
+    let a = tenant(&platform, "Unsure").await?;
+    let s = platform
+        .sign_up(&a, ORIGIN, None, "unsure@example.com", PASSWORD)
+        .await?;
+    let token = s.str("/session_token");
+    let r = verify(&platform, 1, &a, &token).await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (503, Some("upstream_unavailable")),
+        "{}",
+        r.json
+    );
+    assert!(r.headers.get("retry-after").is_some());
+    // Everything that does not depend on it still works there…
+    let r = platform
+        .send_to(
+            1,
+            Method::GET,
+            "/v1/issuer",
+            &[("authorization", &format!("Bearer {}", a.secret_key))],
+            None,
+        )
+        .await?;
+    assert_eq!(r.status, 200, "{}", r.json);
+    // …and a replica that loaded its set vouches for the session.
+    assert_eq!(verify(&platform, 0, &a, &token).await?.status, 200);
+    platform.stop().await
+}
