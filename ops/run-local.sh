@@ -246,14 +246,14 @@ create_databases() {
 # data at rest; changing them would orphan it).
 load_secrets() {
 	local line k v added=()
-	IDM_OPERATOR_TOKEN='' IDM_SESSION_MASTER_KEY='' IDM_USER_MASTER_KEY='' IDM_AUTH_MASTER_KEY=''
+	IDM_OPERATOR_TOKEN='' IDM_SESSION_MASTER_KEY='' IDM_USER_MASTER_KEY='' IDM_AUTH_MASTER_KEY='' IDM_KEY_TRANSPORT_KEY=''
 	(umask 077 && touch "$SECRETS")
 	chmod 600 "$SECRETS"
 	while IFS= read -r line || [[ -n $line ]]; do
 		k=${line%%=*}
 		v=${line#*=}
 		case $k in
-		IDM_OPERATOR_TOKEN | IDM_SESSION_MASTER_KEY | IDM_USER_MASTER_KEY | IDM_AUTH_MASTER_KEY) printf -v "$k" '%s' "$v" ;;
+		IDM_OPERATOR_TOKEN | IDM_SESSION_MASTER_KEY | IDM_USER_MASTER_KEY | IDM_AUTH_MASTER_KEY | IDM_KEY_TRANSPORT_KEY) printf -v "$k" '%s' "$v" ;;
 		esac
 	done <"$SECRETS"
 	if [[ -z $IDM_OPERATOR_TOKEN ]]; then
@@ -261,7 +261,7 @@ load_secrets() {
 		printf 'IDM_OPERATOR_TOKEN=%s\n' "$IDM_OPERATOR_TOKEN" >>"$SECRETS"
 		added+=(IDM_OPERATOR_TOKEN)
 	fi
-	for k in IDM_SESSION_MASTER_KEY IDM_USER_MASTER_KEY IDM_AUTH_MASTER_KEY; do
+	for k in IDM_SESSION_MASTER_KEY IDM_USER_MASTER_KEY IDM_AUTH_MASTER_KEY IDM_KEY_TRANSPORT_KEY; do
 		if [[ -z ${!k} ]]; then
 			v=$(head -c32 /dev/urandom | base64 -w0)
 			printf -v "$k" '%s' "$v"
@@ -333,7 +333,7 @@ start_all() {
 		AUTH_NATS_NKEY_SEED_FILE="$(seed_file auth)"
 	start_service session SESSION_HTTP_ADDR="${ADDR[session]}" SESSION_DATABASE_URL="$pg/idmesh" \
 		SESSION_MASTER_KEY="$IDM_SESSION_MASTER_KEY" SESSION_REDIS_URL="$IDM_REDIS_URL" \
-		SESSION_NATS_NKEY_SEED_FILE="$(seed_file session)"
+		SESSION_NATS_NKEY_SEED_FILE="$(seed_file session)" SESSION_KEY_TRANSPORT_KEY="$IDM_KEY_TRANSPORT_KEY"
 	start_service user USER_HTTP_ADDR="${ADDR[user]}" USER_DATABASE_URL="$pg/idmesh" \
 		USER_MASTER_KEY="$IDM_USER_MASTER_KEY" USER_DEFAULT_REGION=weur USER_NATS_NKEY_SEED_FILE="$(seed_file user)"
 	start_service deletion-worker DELETION_HTTP_ADDR="${ADDR[deletion-worker]}" DELETION_DATABASE_URL="$pg/idmesh" \
@@ -344,7 +344,8 @@ start_all() {
 	# run with EDGE_TRUSTED_PROXIES=<its address> (docs/OPERATIONS.md).
 	start_service edge-guard EDGE_HTTP_ADDR="${ADDR[edge-guard]}" \
 		EDGE_REDIS_URL="$IDM_REDIS_URL" EDGE_TRUSTED_PROXIES="${EDGE_TRUSTED_PROXIES:-}" EDGE_COUNTRY_HEADER=cf-ipcountry \
-		EDGE_OPERATOR_TOKEN="$IDM_OPERATOR_TOKEN" EDGE_NATS_NKEY_SEED_FILE="$(seed_file edge-guard)"
+		EDGE_OPERATOR_TOKEN="$IDM_OPERATOR_TOKEN" EDGE_NATS_NKEY_SEED_FILE="$(seed_file edge-guard)" \
+		EDGE_KEY_TRANSPORT_KEY="$IDM_KEY_TRANSPORT_KEY"
 }
 
 http_code() { # url [curl args...]

@@ -302,6 +302,7 @@ static EDGE_GUARD: Rights = Rights {
                 session::LIST,
                 session::KEY_RING,
                 session::ROTATE_KEY,
+                session::REVOKE_KEYS,
             ],
         },
         Calls {
@@ -410,6 +411,7 @@ static SESSION: Rights = Rights {
         event::SESSION_CREATED,
         event::SESSION_REVOKED,
         event::SESSION_COMPROMISED,
+        event::SESSION_KEYS_REVOKED,
     ],
     streams: &[ensures(Stream::Events)],
 };

@@ -35,6 +35,8 @@ pub enum ErrorCode {
     QuotaExceeded,
     RegionUnavailable,
     UpstreamUnavailable,
+    /// Shed before queueing (or refused rather than answered unsafely), with `Retry-After`.
+    Overloaded,
     Internal,
     /// A bus request from a service the permission table does not allow to
     /// make it (libs/bus/src/acl.rs). Internal: a public client seeing it
@@ -57,7 +59,7 @@ impl ErrorCode {
             ValidationFailed | InvalidEmail | DisposableEmail | WeakPassword | CodeInvalid
             | CodeExpired => 422,
             TooManyAttempts | RateLimited | QuotaExceeded => 429,
-            RegionUnavailable | UpstreamUnavailable => 503,
+            RegionUnavailable | UpstreamUnavailable | Overloaded => 503,
             Internal => 500,
             CallerNotAllowed => 403,
         }
@@ -94,6 +96,7 @@ impl ErrorCode {
             QuotaExceeded => "quota_exceeded",
             RegionUnavailable => "region_unavailable",
             UpstreamUnavailable => "upstream_unavailable",
+            Overloaded => "overloaded",
             Internal => "internal",
             CallerNotAllowed => "caller_not_allowed",
         }

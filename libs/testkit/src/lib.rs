@@ -21,7 +21,7 @@ use base64::Engine;
 use idm_core::config::ServiceBasics;
 use idm_core::Region;
 use idm_telemetry::Running;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -164,6 +164,11 @@ pub struct Platform {
     running: Vec<Running>,
     edge_waf: idm_edge_guard::waf::WafConfig,
     edge_trusted_proxies: Vec<ipnet::IpNet>,
+    /// The session service's master key (tests that play an attacker holding
+    /// a real signing key read it from the database with this).
+    session_master_key: SecretString,
+    /// Shared by the session service and every edge replica only.
+    key_transport_key: SecretString,
 }
 
 fn basics(prefix: &str, nats: &NatsServer, identity: Identity) -> ServiceBasics {
@@ -210,6 +215,8 @@ impl Platform {
         let mut running = Vec::new();
         let mut service_addrs = BTreeMap::new();
         let global_url = SecretString::from(database_url(&global_db));
+        let session_master_key = master_key();
+        let key_transport_key = master_key();
 
         for region in &options.regions {
             let store = idm_user_store::start(
@@ -232,7 +239,8 @@ impl Platform {
                 basics: basics(&prefix, &nats, Identity::Session),
                 database_url: global_url.clone(),
                 pool_size: 4,
-                master_key: master_key(),
+                master_key: session_master_key.clone(),
+                key_transport_key: key_transport_key.clone(),
                 redis_url: SecretString::from(redis_url()),
                 redis_prefix: format!("{prefix}:"),
             },
@@ -324,7 +332,13 @@ impl Platform {
         let mut edge_ops = Vec::new();
         for replica in 0..options.edge_replicas {
             let edge = idm_edge_guard::start(
-                edge_config(&prefix, &nats, &edge_waf, &options.edge_trusted_proxies),
+                edge_config(
+                    &prefix,
+                    &nats,
+                    &edge_waf,
+                    &options.edge_trusted_proxies,
+                    &key_transport_key,
+                ),
                 stop_for(format!("edge-guard-{replica}")),
             )
             .await?;
@@ -357,6 +371,8 @@ impl Platform {
             running,
             edge_waf,
             edge_trusted_proxies: options.edge_trusted_proxies,
+            session_master_key,
+            key_transport_key,
         })
     }
 
@@ -380,6 +396,7 @@ impl Platform {
             &self.nats,
             &self.edge_waf,
             &self.edge_trusted_proxies,
+            &self.key_transport_key,
         );
         tweak(&mut config);
         let edge = idm_edge_guard::start(config, token).await?;
@@ -409,6 +426,41 @@ impl Platform {
 
     pub async fn global(&self) -> anyhow::Result<tokio_postgres::Client> {
         pg_connect(&database_url(&self.global_db)).await
+    }
+
+    /// Every signing key the issuer has in the database (revoked ones too),
+    /// unsealed with the session service's master key: what an attacker who
+    /// stole the key would hold.
+    pub async fn signing_keys(
+        &self,
+        issuer: &str,
+    ) -> anyhow::Result<Vec<idm_crypto::session_token::RingKey>> {
+        let issuer = idm_core::IssuerId::parse(issuer)?;
+        let master = idm_crypto::MasterKey::from_base64(self.session_master_key.expose_secret())?;
+        let rows = self
+            .global()
+            .await?
+            .query(
+                "SELECT kid, sealed_secret FROM session_keys.keys WHERE issuer_id = $1 ORDER BY created_at DESC",
+                &[&issuer.as_str()],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let kid: String = row.get(0);
+                let sealed: Vec<u8> = row.get(1);
+                Ok(idm_session::open_stored_key(
+                    &master, &issuer, &kid, &sealed,
+                )?)
+            })
+            .collect()
+    }
+
+    /// A plain NATS connection on this platform's server, for tests that
+    /// read the bus as an eavesdropper would. The one place to give it
+    /// (a test-only user that hears every subject and may send nothing).
+    pub async fn bus_observer(&self) -> anyhow::Result<async_nats::Client> {
+        self.nats.wiretap().await
     }
 
     /// The newest event of `event_type` for `issuer` on this platform's stream.
@@ -489,6 +541,7 @@ fn edge_config(
     nats: &NatsServer,
     waf: &idm_edge_guard::waf::WafConfig,
     trusted_proxies: &[ipnet::IpNet],
+    key_transport_key: &SecretString,
 ) -> idm_edge_guard::Config {
     idm_edge_guard::Config {
         basics: basics(prefix, nats, Identity::EdgeGuard),
@@ -502,5 +555,7 @@ fn edge_config(
         redis_url: redis_url(),
         redis_prefix: format!("{prefix}:"),
         waf: waf.clone(),
+        key_transport_key: key_transport_key.clone(),
+        revocation_capacity: 100_000,
     }
 }

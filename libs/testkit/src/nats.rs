@@ -48,6 +48,7 @@ pub struct NatsServer {
     /// The subject prefix the config was generated for.
     pub prefix: String,
     credentials: Generated,
+    wiretap_password: String,
     tls: Option<NatsTls>,
     child: Option<tokio::process::Child>,
 }
@@ -82,6 +83,8 @@ impl NatsServer {
             }),
         };
         let credentials = nats_config::generate(&dir, &settings, false)?;
+        let wiretap_password = crate::random_hex(16);
+        add_wiretap_user(&credentials.config_file, &wiretap_password)?;
         let log = std::fs::File::create(dir.join("nats-server.log"))?;
         let child = tokio::process::Command::new(server_binary())
             .arg("-c")
@@ -98,6 +101,7 @@ impl NatsServer {
             dir,
             prefix: prefix.to_owned(),
             credentials,
+            wiretap_password,
             tls,
             child: Some(child),
         };
@@ -175,6 +179,23 @@ impl NatsServer {
         }
     }
 
+    /// A client that hears every subject, reply inboxes included, and may
+    /// send nothing: an eavesdropper on the wire (or on a compromised NATS
+    /// server), for tests that show what it learns. Exists only in the test
+    /// kit's server config, never in a deployment's.
+    pub async fn wiretap(&self) -> anyhow::Result<async_nats::Client> {
+        let mut options = async_nats::ConnectOptions::with_user_and_password(
+            WIRETAP_USER.to_owned(),
+            self.wiretap_password.clone(),
+        );
+        if let Some(tls) = &self.tls {
+            options = options
+                .add_root_certificates(tls.ca_file.clone())
+                .require_tls(true);
+        }
+        Ok(options.connect(&self.url).await?)
+    }
+
     /// Kills the server and removes its directory.
     pub async fn stop(mut self) {
         self.kill().await;
@@ -189,4 +210,21 @@ impl Drop for NatsServer {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+const WIRETAP_USER: &str = "wiretap";
+
+/// Adds the test-only eavesdropper (subscribe to everything, publish
+/// nothing) to a generated server config.
+fn add_wiretap_user(config_file: &Path, password: &str) -> anyhow::Result<()> {
+    let config = std::fs::read_to_string(config_file)?;
+    let end = "  ]\n}\n";
+    let body = config
+        .strip_suffix(end)
+        .context("the generated config does not end with its user list")?;
+    let wiretap = format!(
+        "    # test kit only: an eavesdropper\n    {{\n      user: \"{WIRETAP_USER}\"\n      password: \"{password}\"\n      permissions: {{\n        publish: {{ deny: [\">\"] }}\n        subscribe: {{ allow: [\">\"] }}\n      }}\n    }}\n"
+    );
+    std::fs::write(config_file, format!("{body}{wiretap}{end}"))?;
+    Ok(())
 }

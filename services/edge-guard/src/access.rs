@@ -254,6 +254,6 @@ impl Incoming {
     ) -> Result<idm_crypto::session_token::SessionClaims, ApiError> {
         let token = session_token(&self.headers)
             .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "a session is required"))?;
-        self.app.verify_session(&caller.key.issuer_id, &token).await
+        self.app.verify_session(&caller.key, &token).await
     }
 }

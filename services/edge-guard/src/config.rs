@@ -1,5 +1,6 @@
 use idm_core::config::{ConfigError, Env, ServiceBasics};
 use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;
 
 /// `EDGE_*` variables.
@@ -24,6 +25,14 @@ pub struct Config {
     pub cookie_secure: bool,
     /// The WAF's platform-wide settings (per-issuer ones are in the policy).
     pub waf: crate::waf::WafConfig,
+    /// Base64 of 32 bytes, shared with the session service only: opens the
+    /// signing keys it sends sealed over the bus.
+    pub key_transport_key: SecretString,
+    /// Revoked sessions this replica remembers at most. Never evicted: when
+    /// full, the issuers whose revocations do not fit are answered
+    /// `503 overloaded`. Size it as revocations per second × the longest
+    /// session-token lifetime (a day at most), with headroom.
+    pub revocation_capacity: usize,
 }
 
 impl Config {
@@ -50,7 +59,13 @@ impl Config {
             .to_owned(),
             redis_prefix: env.string("REDIS_PREFIX", "idm:"),
             waf: waf_config(&env)?,
+            key_transport_key: env.secret("KEY_TRANSPORT_KEY")?,
+            revocation_capacity: env.parse("REVOCATION_CAPACITY", 1_000_000)?,
         })
+    }
+
+    pub(crate) fn key_transport_key(&self) -> &str {
+        self.key_transport_key.expose_secret()
     }
 }
 
@@ -74,5 +89,6 @@ fn waf_config(env: &Env) -> Result<crate::waf::WafConfig, ConfigError> {
         key_lookups_per_minute: env
             .parse("KEY_LOOKUPS_PER_MINUTE", defaults.key_lookups_per_minute)?,
         operator_token,
+        max_bans_per_issuer: env.parse("MAX_BANS_PER_ISSUER", defaults.max_bans_per_issuer)?,
     })
 }

@@ -13,6 +13,7 @@ mod session_index;
 
 pub use config::Config;
 pub use error::Error;
+pub use key_ring::open_stored_key;
 
 use idm_bus::{Bus, Events, Handlers};
 use idm_core::proto::account::ConfigChanged;
@@ -26,6 +27,8 @@ pub(crate) struct State {
     pub bus: Bus,
     pub db: Db,
     pub keys: key_ring::KeyRings,
+    /// Seals signing keys for edge-guard (never the master key).
+    pub transport: idm_crypto::KeyTransport,
     pub events: Events,
     pub redis: redis::aio::ConnectionManager,
     pub redis_prefix: String,
@@ -44,10 +47,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let redis =
         redis::aio::ConnectionManager::new(redis::Client::open(config.redis_url())?).await?;
     let master = idm_crypto::MasterKey::from_base64(config.master_key())?;
+    let transport = idm_crypto::KeyTransport::from_base64(config.key_transport_key())?;
     let state = Arc::new(State {
         bus: bus.clone(),
         db: db.clone(),
         keys: key_ring::KeyRings::new(db.clone(), master),
+        transport,
         events,
         redis: redis.clone(),
         redis_prefix: config.redis_prefix.clone(),
@@ -73,6 +78,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(op::LIST, handlers::list)
         .on(op::KEY_RING, handlers::key_ring)
         .on(op::ROTATE_KEY, handlers::rotate_key)
+        .on(op::REVOKE_KEYS, handlers::revoke_keys)
         .on(op::SIGN_VERIFICATION, handlers::sign_verification);
     let serving = bus
         .serve_service("session", handlers, state, shutdown.clone())

@@ -11,6 +11,8 @@ mod mfa;
 mod passwordless;
 mod personal_tokens;
 mod platform;
+mod revocation;
 mod scopes;
+mod session_keys;
 mod sessions;
 mod verifications;

@@ -70,6 +70,7 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/v1/users/{id}/sessions", backend(Sessions, Read), sessions::list_for_user),
     route!(POST "/v1/users/{id}/sessions/revoke_all", backend(Sessions, Manage), sessions::revoke_all),
     route!(POST "/v1/session_keys/rotate", backend(Sessions, Manage), sessions::rotate_signing_key),
+    route!(POST "/v1/session_keys/revoke", backend(Sessions, Manage), sessions::revoke_signing_keys),
     route!(POST "/v1/users/{id}/personal_tokens", backend(Users, Manage), personal_tokens::create),
     route!(GET "/v1/users/{id}/personal_tokens", backend(Users, Read), personal_tokens::list),
     route!(DELETE "/v1/users/{id}/personal_tokens/{token_id}", backend(Users, Manage), personal_tokens::revoke),

@@ -34,7 +34,7 @@ pub async fn verify(
     let request = body(request)?;
     let claims = incoming
         .app
-        .verify_session(&caller.key.issuer_id, request.session_token.expose())
+        .verify_session(&caller.key, request.session_token.expose())
         .await?;
     let expires_at = time::OffsetDateTime::from_unix_timestamp(claims.exp)
         .map_err(|e| idm_core::ApiError::internal_from(&e))?;
@@ -102,7 +102,7 @@ pub async fn revoke_all(
 
 pub async fn rotate_signing_key(incoming: Incoming) -> Reply<Json<session::RotatedKey>> {
     let caller = incoming.authorize().await?;
-    let request = session::KeyRingRequest {
+    let request = session::IssuerKeys {
         issuer_id: caller.key.issuer_id.clone(),
     };
     Ok(Json(
@@ -112,4 +112,23 @@ pub async fn rotate_signing_key(incoming: Incoming) -> Reply<Json<session::Rotat
             .call("session", session::ROTATE_KEY, &request)
             .await?,
     ))
+}
+
+/// Emergency: every earlier signing key of the caller's issuer stops
+/// verifying now, and every session of the issuer must sign in again.
+pub async fn revoke_signing_keys(incoming: Incoming) -> Reply<Json<session::RevokedKeys>> {
+    let caller = incoming.authorize().await?;
+    let request = session::RevokeKeys {
+        issuer_id: caller.key.issuer_id.clone(),
+        actor_key_id: caller.key.key_id.clone(),
+    };
+    let revoked: session::RevokedKeys = incoming
+        .app
+        .bus
+        .call("session", session::REVOKE_KEYS, &request)
+        .await?;
+    // This replica stops accepting the old keys before it answers; the
+    // others drop them on the `config.changed` broadcast.
+    incoming.app.sessions.forget(&caller.key.issuer_id).await;
+    Ok(Json(revoked))
 }
