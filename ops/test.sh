@@ -37,17 +37,23 @@ export IDM_TEST_REDIS_URL=${IDM_TEST_REDIS_URL:-$IDM_REDIS_URL}
 export IDM_TEST_NATS_URL=${IDM_TEST_NATS_URL:-$IDM_NATS_URL}
 
 # Tests create databases named idmt_<random>_<suffix> and drop them when they
-# finish; a killed run leaves them behind. \gexec runs each DROP on its own
-# (DROP DATABASE cannot run inside a transaction block).
+# finish; a killed run leaves them behind. Only databases older than ten
+# minutes that nobody is connected to are dropped (no FORCE), so a test run
+# going on beside this one on the same PostgreSQL keeps its databases. \gexec runs each DROP on its own (DROP
+# DATABASE cannot run inside a transaction block).
 drop_leftover_test_databases() {
 	local n
 	n=$(PGCONNECT_TIMEOUT=5 psql "$IDM_TEST_PG_URL" -XAtq -v ON_ERROR_STOP=1 \
-		-c "select count(*) from pg_database where left(datname, 5) = 'idmt_'")
+		-c "select count(*) from pg_database d where left(d.datname, 5) = 'idmt_'
+		    and not exists (select 1 from pg_stat_activity a where a.datname = d.datname)
+		    and (pg_stat_file('base/' || d.oid || '/PG_VERSION')).modification < now() - interval '10 minutes'")
 	if ((n > 0)); then
 		idm_say "dropping $n leftover test database(s) idmt_*"
-		PGCONNECT_TIMEOUT=5 psql "$IDM_TEST_PG_URL" -XAtq -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
-select format('drop database if exists %I with (force)', datname)
-from pg_database where left(datname, 5) = 'idmt_'
+		PGCONNECT_TIMEOUT=5 psql "$IDM_TEST_PG_URL" -XAtq >/dev/null 2>&1 <<'SQL' || true
+select format('drop database if exists %I', d.datname)
+from pg_database d where left(d.datname, 5) = 'idmt_'
+and not exists (select 1 from pg_stat_activity a where a.datname = d.datname)
+and (pg_stat_file('base/' || d.oid || '/PG_VERSION')).modification < now() - interval '10 minutes'
 \gexec
 SQL
 	fi

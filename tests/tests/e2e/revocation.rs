@@ -206,10 +206,9 @@ impl Relay {
 #[tokio::test]
 async fn an_edge_that_missed_a_revocation_while_disconnected_reloads_after_reconnecting(
 ) -> anyhow::Result<()> {
-    let nats = idm_testkit::nats_url();
-    let upstream = nats.trim_start_matches("nats://").to_owned();
-    let relay = Relay::start(upstream).await?;
     let mut platform = Platform::start().await?;
+    let upstream = platform.nats.url.trim_start_matches("nats://").to_owned();
+    let relay = Relay::start(upstream).await?;
     // Replica 1 reaches NATS only through the relay.
     let url = relay.url();
     platform
