@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# Run compose.yaml for real and smoke-test the platform through its edge.
+#
+#   ops/compose-smoke.sh            (root; run by ops/test.sh, so by CI)
+#
+# 1. `cargo build --bins` (debug, CARGO_TARGET_DIR; a no-op after the tests)
+# 2. a Docker engine (ops/lib/docker.sh: reuses one that answers, else starts
+#    its own dockerd) and the local Debian base image
+# 3. images: idmesh (ops/Dockerfile's runtime stage with the host's binaries),
+#    PostgreSQL, Redis and NATS stand-ins from Debian's packages
+#    (ops/compose/local/, reused while their files are unchanged), and the mail
+#    catcher through compose's own `build:`
+# 4. `up` and a wait until every container is healthy (Compose v2: `up --wait`)
+# 5. the smoke test (ops/compose/smoke.py) and /readyz of every service
+# 6. `down -v`, and the dockerd stopped by its pid if this script started it
+#
+# Variables: IDM_SMOKE_TIMEOUT (seconds for the stack to become healthy, 420),
+# IDM_SMOKE_KEEP=1 (leave the stack and the engine running, for debugging).
+# Secrets are generated into a temporary env file; .env is never read.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=ops/lib/docker.sh
+source "$ROOT/ops/lib/docker.sh"
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/idmesh/target}
+TIMEOUT=${IDM_SMOKE_TIMEOUT:-420}
+PROJECT=idmesh-smoke
+BINARIES=(idm-account idm-auth idm-deletion-worker idm-edge-guard idm-session idm-user idm-user-store idm-webhook)
+# name in compose.yaml -> port of its /readyz inside the container
+declare -A READY_PORT=(
+	[edge-guard]=8080 [account]=8081 [auth]=8082 [session]=8083 [user]=8084
+	[deletion-worker]=8086 [webhook]=8087
+)
+for r in wnam enam sam weur eeur apac oc afr; do READY_PORT[user-store-$r]=8090; done
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/idmesh-smoke.XXXXXX")
+STARTED=$SECONDS
+COMPOSE=()
+UP=0
+
+step() { idm_say "[$((SECONDS - STARTED))s] $*"; }
+
+compose() { "${COMPOSE[@]}" "$@"; }
+
+cleanup() {
+	local rc=$?
+	set +e
+	if ((UP)) && [[ ${IDM_SMOKE_KEEP:-0} != 1 ]]; then
+		step "compose down -v"
+		compose down -v --remove-orphans >"$WORK/down.log" 2>&1 || tail -n 20 "$WORK/down.log" >&2
+	fi
+	if [[ ${IDM_SMOKE_KEEP:-0} == 1 ]]; then
+		idm_say "IDM_SMOKE_KEEP=1: stack and engine left running (DOCKER_HOST=$DOCKER_HOST, env file $WORK/env)"
+	else
+		idm_docker_stop
+		rm -rf "$WORK"
+	fi
+	idm_say "compose smoke: $((SECONDS - STARTED))s in all, exit code $rc"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Compose v2 where the docker CLI has it; otherwise Debian's v1.
+pick_compose() {
+	if idm_docker compose version >/dev/null 2>&1; then
+		COMPOSE=("$IDM_DOCKER" compose)
+	else
+		COMPOSE=(docker-compose)
+	fi
+	step "compose: $("${COMPOSE[@]}" version 2>/dev/null | head -n 1)"
+	COMPOSE+=(--project-name "$PROJECT" --file "$ROOT/compose.yaml" --env-file "$WORK/env")
+}
+
+# Build a stand-in image unless one from the same files exists already.
+build_local_image() { # name dockerfile
+	local name=$1 file=$2 sum tag
+	sum=$(cat "$ROOT/ops/compose/local/$file" "$ROOT"/ops/compose/local/*.sh | sha256sum | cut -c1-12)
+	tag=idmesh-local/$name:$sum
+	if ! idm_docker image inspect "$tag" >/dev/null 2>&1; then
+		step "building $tag"
+		if ! DOCKER_BUILDKIT=1 idm_docker build --build-arg "BASE_IMAGE=$IDM_DOCKER_BASE_IMAGE" \
+			-f "$ROOT/ops/compose/local/$file" -t "$tag" "$ROOT/ops/compose/local" >"$WORK/build-$name.log" 2>&1; then
+			tail -n 30 "$WORK/build-$name.log" >&2
+			idm_err "building $tag failed"
+			return 1
+		fi
+	fi
+	printf '%s\n' "$tag"
+}
+
+build_images() {
+	local b ctx=$WORK/context
+	mkdir -p "$ctx/bin"
+	for b in "${BINARIES[@]}"; do
+		cp "$CARGO_TARGET_DIR/debug/$b" "$ctx/bin/$b"
+	done
+	step "building idmesh:smoke (runtime stage of ops/Dockerfile on $IDM_DOCKER_BASE_IMAGE, host binaries)"
+	if ! DOCKER_BUILDKIT=1 idm_docker build -f "$ROOT/ops/Dockerfile" \
+		--build-arg BINARIES=prebuilt --build-arg "RUNTIME_IMAGE=$IDM_DOCKER_BASE_IMAGE" \
+		-t idmesh:smoke "$ctx" >"$WORK/build-idmesh.log" 2>&1; then
+		tail -n 30 "$WORK/build-idmesh.log" >&2
+		idm_err "building the idmesh image failed"
+		return 1
+	fi
+	IDM_POSTGRES_IMAGE=$(build_local_image postgres postgres.Dockerfile)
+	IDM_REDIS_IMAGE=$(build_local_image redis redis.Dockerfile)
+	IDM_NATS_IMAGE=$(build_local_image nats nats.Dockerfile)
+	export IDM_POSTGRES_IMAGE IDM_REDIS_IMAGE IDM_NATS_IMAGE
+	export IDM_IMAGE=idmesh:smoke IDM_DEBIAN_IMAGE=$IDM_DOCKER_BASE_IMAGE
+	step "compose build mail"
+	if ! compose build mail >"$WORK/build-mail.log" 2>&1; then
+		tail -n 30 "$WORK/build-mail.log" >&2
+		idm_err "building the mail catcher failed"
+		return 1
+	fi
+}
+
+# Health of every container of the project: "name status" lines.
+health_report() {
+	local id
+	for id in $(compose ps -q); do
+		idm_docker inspect --format '{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}no-healthcheck{{end}}' "$id"
+	done
+}
+
+wait_healthy() {
+	local deadline=$((SECONDS + TIMEOUT)) report
+	while :; do
+		report=$(health_report)
+		if [[ -n $report ]] && ! grep -qvE ' running (healthy|no-healthcheck)$' <<<"$report"; then
+			return 0
+		fi
+		if grep -qE ' (exited|dead) ' <<<"$report" || ((SECONDS >= deadline)); then
+			idm_err "the stack did not become healthy:"
+			printf '%s\n' "$report" | grep -vE ' running healthy$' >&2
+			return 1
+		fi
+		sleep 2
+	done
+}
+
+compose_up() {
+	step "compose up (every container healthy within ${TIMEOUT}s)"
+	compose down -v --remove-orphans >/dev/null 2>&1 || true
+	UP=1
+	if [[ ${COMPOSE[1]} == compose ]]; then
+		compose up --detach --no-build --wait --wait-timeout "$TIMEOUT"
+	else
+		compose up --detach --no-build >"$WORK/up.log" 2>&1 || {
+			cat "$WORK/up.log" >&2
+			return 1
+		}
+		wait_healthy
+	fi
+}
+
+show_failure() {
+	local svc
+	compose ps >&2 || true
+	for svc in $(compose ps --services 2>/dev/null); do
+		printf -- '--- %s (last 15 lines) ---\n' "$svc" >&2
+		compose logs --no-color --tail 15 "$svc" >&2 2>/dev/null || true
+	done
+}
+
+readyz_all() {
+	local svc code failed=0
+	for svc in "${!READY_PORT[@]}"; do
+		code=$(compose exec -T "$svc" curl -s -o /dev/null -w '%{http_code}' \
+			"http://127.0.0.1:${READY_PORT[$svc]}/readyz" 2>/dev/null) || true
+		if [[ $code == 200 ]]; then
+			printf 'ok     %s /readyz\n' "$svc"
+		else
+			printf 'FAILED %s /readyz -> %s\n' "$svc" "${code:-no answer}"
+			failed=$((failed + 1))
+		fi
+	done
+	((failed == 0))
+}
+
+main() {
+	step "cargo build --bins (debug)"
+	cargo build --bins --quiet
+	idm_docker_start
+	idm_docker_base
+	bash "$ROOT/ops/compose/gen-env.sh" "$WORK/env" 2>/dev/null
+	EDGE_PORT=$(free_port)
+	ACCOUNT_PORT=$(free_port)
+	export IDM_EDGE_BIND=127.0.0.1 IDM_EDGE_PORT=$EDGE_PORT IDM_ACCOUNT_PORT=$ACCOUNT_PORT
+	pick_compose
+	build_images
+	if ! compose_up; then
+		show_failure
+		return 1
+	fi
+	step "stack healthy; smoke test through the edge on 127.0.0.1:$EDGE_PORT"
+	local rc=0
+	# shellcheck disable=SC2046
+	IDM_OPERATOR_TOKEN=$(grep -E '^IDM_OPERATOR_TOKEN=' "$WORK/env" | cut -d= -f2-) \
+		python3 "$ROOT/ops/compose/smoke.py" "http://127.0.0.1:$EDGE_PORT" "http://127.0.0.1:$ACCOUNT_PORT" \
+		"${COMPOSE[@]}" logs --no-color mail || rc=1
+	readyz_all || rc=1
+	if ((rc)); then
+		show_failure
+		idm_err "compose smoke test failed"
+		return 1
+	fi
+	step "compose smoke test passed"
+}
+
+main "$@"
