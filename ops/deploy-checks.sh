@@ -70,6 +70,17 @@ if command -v docker-compose >/dev/null 2>&1; then
 	else
 		failed+=("compose.yaml")
 	fi
+	# gen-env.sh: every secret compose needs, mode 600, and a second run
+	# changes nothing (the keys seal data; a new one would orphan it).
+	bash ops/compose/gen-env.sh "$WORK/gen.env" 2>/dev/null
+	cp "$WORK/gen.env" "$WORK/gen.env.first"
+	bash ops/compose/gen-env.sh "$WORK/gen.env" 2>/dev/null
+	if [[ $(stat -c %a "$WORK/gen.env") == 600 ]] && cmp -s "$WORK/gen.env" "$WORK/gen.env.first" &&
+		docker-compose --file compose.yaml --env-file "$WORK/gen.env" config --quiet; then
+		echo "ok     gen-env.sh writes every secret compose needs (mode 600) and keeps them on a rerun"
+	else
+		failed+=("ops/compose/gen-env.sh")
+	fi
 	# Without the secrets compose must refuse, naming the variable.
 	: >"$WORK/empty.env"
 	if out=$(docker-compose --file compose.yaml --env-file "$WORK/empty.env" config --quiet 2>&1); then
