@@ -95,7 +95,7 @@ build_local_image() { # name dockerfile
 	printf '%s\n' "$tag"
 }
 
-build_images() {
+build_idmesh_image() {
 	local b ctx=$WORK/context
 	mkdir -p "$ctx/bin"
 	for b in "${BINARIES[@]}"; do
@@ -109,17 +109,39 @@ build_images() {
 		idm_err "building the idmesh image failed"
 		return 1
 	fi
-	IDM_POSTGRES_IMAGE=$(build_local_image postgres postgres.Dockerfile)
-	IDM_REDIS_IMAGE=$(build_local_image redis redis.Dockerfile)
-	IDM_NATS_IMAGE=$(build_local_image nats nats.Dockerfile)
-	export IDM_POSTGRES_IMAGE IDM_REDIS_IMAGE IDM_NATS_IMAGE
-	export IDM_IMAGE=idmesh:smoke IDM_DEBIAN_IMAGE=$IDM_DOCKER_BASE_IMAGE
+}
+
+build_mail_image() {
 	step "compose build mail"
-	if ! compose build mail >"$WORK/build-mail.log" 2>&1; then
+	if ! IDM_DEBIAN_IMAGE=$IDM_DOCKER_BASE_IMAGE compose build mail >"$WORK/build-mail.log" 2>&1; then
 		tail -n 30 "$WORK/build-mail.log" >&2
 		idm_err "building the mail catcher failed"
 		return 1
 	fi
+}
+
+# The five images share nothing but the base, so they build side by side
+# (mostly apt downloads and unpacking: the first run on a machine gains most).
+build_images() {
+	local pids=() pid rc=0 name
+	build_idmesh_image &
+	pids+=($!)
+	build_mail_image &
+	pids+=($!)
+	for name in postgres redis nats; do
+		build_local_image "$name" "$name.Dockerfile" >"$WORK/tag-$name" &
+		pids+=($!)
+	done
+	for pid in "${pids[@]}"; do
+		wait "$pid" || rc=1
+	done
+	((rc == 0)) || return 1
+	IDM_POSTGRES_IMAGE=$(cat "$WORK/tag-postgres")
+	IDM_REDIS_IMAGE=$(cat "$WORK/tag-redis")
+	IDM_NATS_IMAGE=$(cat "$WORK/tag-nats")
+	export IDM_POSTGRES_IMAGE IDM_REDIS_IMAGE IDM_NATS_IMAGE
+	export IDM_IMAGE=idmesh:smoke IDM_DEBIAN_IMAGE=$IDM_DOCKER_BASE_IMAGE
+	step "images ready"
 }
 
 # Health of every container of the project: "name status" lines.
