@@ -192,10 +192,15 @@ show_failure() {
 	done
 }
 
+# /readyz of every service, from inside its container (only edge-guard and
+# account publish a port). `docker exec` on the container compose labelled:
+# much quicker than `compose exec`, and the same for Compose v1 and v2.
 readyz_all() {
-	local svc code failed=0
+	local svc id code failed=0
 	for svc in "${!READY_PORT[@]}"; do
-		code=$(compose exec -T "$svc" curl -s -o /dev/null -w '%{http_code}' \
+		id=$(idm_docker ps -q --filter "label=com.docker.compose.project=$PROJECT" \
+			--filter "label=com.docker.compose.service=$svc" | head -n 1)
+		code=$(idm_docker exec "$id" curl -s -o /dev/null -w '%{http_code}' \
 			"http://127.0.0.1:${READY_PORT[$svc]}/readyz" 2>/dev/null) || true
 		if [[ $code == 200 ]]; then
 			printf 'ok     %s /readyz\n' "$svc"
