@@ -36,6 +36,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/deps.sh"
 
 # Debian's docker.io CLI (20.10) builds with BuildKit on its own; a newer CLI
 # elsewhere on PATH may need the buildx plugin for that, so prefer Debian's.
+_IDM_DOCKER_CHOSEN=${IDM_DOCKER:+1}
 if [[ -z ${IDM_DOCKER:-} ]]; then
 	if [[ -x /usr/bin/docker ]]; then IDM_DOCKER=/usr/bin/docker; else IDM_DOCKER=docker; fi
 fi
@@ -66,7 +67,8 @@ idm_docker_install() {
 	# compose file is written for both (see docs/OPERATIONS.md).
 	_idm_need_cmds dockerd:docker.io docker-compose:docker-compose debootstrap:debootstrap \
 		curl:curl python3:python3 || return 1
-	[[ -x /usr/bin/docker ]] && IDM_DOCKER=/usr/bin/docker
+	# Just installed: Debian's CLI, unless the caller chose one.
+	if [[ -z $_IDM_DOCKER_CHOSEN && -x /usr/bin/docker ]]; then IDM_DOCKER=/usr/bin/docker; fi
 	return 0
 }
 
