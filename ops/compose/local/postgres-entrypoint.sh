@@ -27,6 +27,7 @@ if [ "${1:-}" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
 		case $f in
 		*.sh)
 			echo "running $f"
+			# shellcheck disable=SC1090 # init scripts are whatever the user mounts
 			if [ -x "$f" ]; then "$f"; else . "$f"; fi
 			;;
 		*.sql)
