@@ -79,9 +79,11 @@ pick_compose() {
 }
 
 # Build a stand-in image unless one from the same files exists already.
+# Stand-ins of older files are removed once the new one is built.
 build_local_image() { # name dockerfile
-	local name=$1 file=$2 sum tag
-	sum=$(cat "$ROOT/ops/compose/local/$file" "$ROOT"/ops/compose/local/*.sh | sha256sum | cut -c1-12)
+	local name=$1 file=$2 sum tag old
+	sum=$(cat "$ROOT/ops/compose/local/$file" "$ROOT"/ops/compose/local/"$name"-*.sh 2>/dev/null |
+		sha256sum | cut -c1-12)
 	tag=idmesh-local/$name:$sum
 	if ! idm_docker image inspect "$tag" >/dev/null 2>&1; then
 		step "building $tag"
@@ -91,6 +93,9 @@ build_local_image() { # name dockerfile
 			idm_err "building $tag failed"
 			return 1
 		fi
+		for old in $(idm_docker images --format '{{.Repository}}:{{.Tag}}' "idmesh-local/$name"); do
+			[[ $old == "$tag" ]] || idm_docker rmi "$old" >/dev/null 2>&1 || true
+		done
 	fi
 	printf '%s\n' "$tag"
 }
