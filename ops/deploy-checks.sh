@@ -6,7 +6,8 @@
 # 1. hadolint on every Dockerfile (ops/Dockerfile, ops/compose/**)
 # 2. compose.yaml is valid for Compose (`docker-compose config`), with
 #    placeholder secrets
-# 3. every Kustomize overlay under ops/k8s/overlays renders (kustomize, or
+# 3. ops/k8s/base is what ops/k8s/gen-base.py writes; every Kustomize
+#    overlay under ops/k8s/overlays renders (kustomize, or
 #    kubectl's built-in one), validates against the Kubernetes schemas
 #    (kubernetes-validate --strict, offline), and keeps the platform's rules
 #    (ops/k8s/check.py)
@@ -103,6 +104,11 @@ render() { # dir
 }
 if ! command -v kustomize >/dev/null 2>&1 && ! kubectl version --client 2>/dev/null | grep -q 'Kustomize Version: v5'; then
 	_idm_need_cmds kubectl:kubectl || true
+fi
+if python3 ops/k8s/gen-base.py --check; then
+	echo "ok     ops/k8s/base is what ops/k8s/gen-base.py writes"
+else
+	failed+=("k8s base: differs from gen-base.py")
 fi
 if validate=$(pip_tool kubernetes-validate "$K8S_VALIDATE_PKG"); then
 	for dir in ops/k8s/overlays/*/; do
