@@ -81,9 +81,12 @@ pick_compose() {
 # Build a stand-in image unless one from the same files exists already.
 # Stand-ins of older files are removed once the new one is built.
 build_local_image() { # name dockerfile
-	local name=$1 file=$2 sum tag old
-	sum=$(cat "$ROOT/ops/compose/local/$file" "$ROOT"/ops/compose/local/"$name"-*.sh 2>/dev/null |
-		sha256sum | cut -c1-12)
+	local name=$1 file=$2 sum tag old f files
+	files=("$ROOT/ops/compose/local/$file")
+	for f in "$ROOT/ops/compose/local/$name"-*.sh; do
+		if [[ -e $f ]]; then files+=("$f"); fi
+	done
+	sum=$(cat "${files[@]}" | sha256sum | cut -c1-12)
 	tag=idmesh-local/$name:$sum
 	if ! idm_docker image inspect "$tag" >/dev/null 2>&1; then
 		step "building $tag"
@@ -128,17 +131,21 @@ build_mail_image() {
 # The five images share nothing but the base, so they build side by side
 # (mostly apt downloads and unpacking: the first run on a machine gains most).
 build_images() {
-	local pids=() pid rc=0 name
+	local rc=0 name
+	declare -A jobs=()
 	build_idmesh_image &
-	pids+=($!)
+	jobs[$!]=idmesh
 	build_mail_image &
-	pids+=($!)
+	jobs[$!]=mail
 	for name in postgres redis nats; do
 		build_local_image "$name" "$name.Dockerfile" >"$WORK/tag-$name" &
-		pids+=($!)
+		jobs[$!]=$name
 	done
-	for pid in "${pids[@]}"; do
-		wait "$pid" || rc=1
+	for pid in "${!jobs[@]}"; do
+		if ! wait "$pid"; then
+			idm_err "the ${jobs[$pid]} image could not be built"
+			rc=1
+		fi
 	done
 	((rc == 0)) || return 1
 	IDM_POSTGRES_IMAGE=$(cat "$WORK/tag-postgres")
