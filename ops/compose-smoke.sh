@@ -54,10 +54,13 @@ cleanup() {
 	if [[ ${IDM_SMOKE_KEEP:-0} == 1 ]]; then
 		idm_say "IDM_SMOKE_KEEP=1: stack and engine left running (DOCKER_HOST=$DOCKER_HOST, env file $WORK/env)"
 	else
-		# Each run adds a layer of fresh binaries: keep the engine's disk
-		# bounded (images of earlier runs, build cache beyond 3 GB).
-		idm_docker image prune -f >/dev/null 2>&1
-		idm_docker builder prune -f --keep-storage 3gb >/dev/null 2>&1
+		# Each run adds a layer of fresh binaries: keep our engine's disk
+		# bounded (images of earlier runs, build cache beyond 3 GB). Never
+		# done to an engine we merely reused.
+		if ((_IDM_DOCKERD_OURS)); then
+			idm_docker image prune -f >/dev/null 2>&1
+			idm_docker builder prune -f --keep-storage 3gb >/dev/null 2>&1
+		fi
 		idm_docker_stop
 		rm -rf "$WORK"
 	fi
