@@ -231,7 +231,23 @@ readyz_all() {
 	((failed == 0))
 }
 
+# One smoke run at a time per machine: runs share the engine (one would stop
+# it under the other) and the project name (`down -v` would end the other's
+# stack). A second run waits for the first.
+take_lock() {
+	mkdir -p "$IDM_DOCKER_DIR"
+	exec 9>"$IDM_DOCKER_DIR/smoke.lock"
+	if ! flock -n 9; then
+		step "another compose smoke run holds $IDM_DOCKER_DIR/smoke.lock; waiting (up to 30 min)"
+		flock -w 1800 9 || {
+			idm_err "gave up waiting for the other compose smoke run"
+			return 1
+		}
+	fi
+}
+
 main() {
+	take_lock
 	step "cargo build --bins (debug)"
 	cargo build --bins --quiet
 	idm_docker_start

@@ -101,13 +101,14 @@ idm_docker_start() {
 	rm -f "$IDM_DOCKER_DIR/docker.sock" "$IDM_DOCKER_DIR/dockerd.pid"
 	idm_say "docker: starting dockerd (data root $IDM_DOCKER_DIR/data, log $IDM_DOCKER_DIR/dockerd.log)"
 	# setsid: its own session, so a Ctrl-C in the calling terminal does not
-	# reach it; we stop it ourselves, by pid.
+	# reach it; we stop it ourselves, by pid. Fd 9 (ops/compose-smoke.sh's
+	# lock) is closed so a dockerd left running does not hold the lock.
 	setsid dockerd \
 		--data-root "$IDM_DOCKER_DIR/data" \
 		--exec-root "$IDM_DOCKER_DIR/exec" \
 		--pidfile "$IDM_DOCKER_DIR/dockerd.pid" \
 		--host "$sock" \
-		</dev/null >"$IDM_DOCKER_DIR/dockerd.log" 2>&1 &
+		</dev/null >"$IDM_DOCKER_DIR/dockerd.log" 2>&1 9>&- &
 	local deadline=$((SECONDS + IDM_DOCKER_TIMEOUT))
 	until _idm_docker_answers "$sock"; do
 		if ((SECONDS >= deadline)); then
