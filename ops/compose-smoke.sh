@@ -128,7 +128,12 @@ build_idmesh_image() {
 
 build_mail_image() {
 	step "compose build mail"
-	if ! IDM_DEBIAN_IMAGE=$IDM_DOCKER_BASE_IMAGE compose build mail >"$WORK/build-mail.log" 2>&1; then
+	# Compose builds through the docker CLI on PATH: make that ours, with
+	# BuildKit, so the build is cached like the others.
+	local path=$PATH
+	if [[ $IDM_DOCKER == /* ]]; then path=${IDM_DOCKER%/*}:$PATH; fi
+	if ! PATH=$path DOCKER_BUILDKIT=1 IDM_DEBIAN_IMAGE=$IDM_DOCKER_BASE_IMAGE \
+		compose build mail >"$WORK/build-mail.log" 2>&1; then
 		tail -n 30 "$WORK/build-mail.log" >&2
 		idm_err "building the mail catcher failed"
 		return 1
