@@ -105,6 +105,11 @@ render() { # dir
 if ! command -v kustomize >/dev/null 2>&1 && ! kubectl version --client 2>/dev/null | grep -q 'Kustomize Version: v5'; then
 	_idm_need_cmds kubectl:kubectl || true
 fi
+if cmp -s ops/compose/create-databases.sh ops/k8s/overlays/production-eu/create-databases.sh; then
+	echo "ok     production-eu's create-databases.sh is compose's"
+else
+	failed+=("ops/k8s/overlays/production-eu/create-databases.sh differs from ops/compose/create-databases.sh")
+fi
 if python3 ops/k8s/gen-base.py --check; then
 	echo "ok     ops/k8s/base is what ops/k8s/gen-base.py writes"
 else
