@@ -23,6 +23,8 @@ pub enum CryptoError {
     Hashing(String),
     #[error("password worker pool is gone")]
     WorkerGone,
+    #[error("a payload to sign could not be serialized: {0}")]
+    Unserializable(String),
 }
 
 /// `N` bytes from the operating system's CSPRNG.

@@ -90,6 +90,30 @@ pub struct Options {
     /// Platform-wide WAF settings of every edge replica (the operator token
     /// is always the platform's `operator_token`).
     pub edge_waf: idm_edge_guard::waf::WafConfig,
+    /// Peers whose `X-Forwarded-For` and country header every edge believes.
+    /// None by default, as in production: a test that plays a proxy says
+    /// so with `Options::behind_loopback_proxy()`.
+    pub edge_trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// 127.0.0.1 and ::1: the test process itself, playing a reverse proxy.
+pub fn loopback_proxy() -> Vec<ipnet::IpNet> {
+    [
+        ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
+        ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+    ]
+    .to_vec()
+}
+
+impl Options {
+    /// The defaults, with the test process trusted as a proxy, for tests
+    /// that set `X-Forwarded-For` or the country header.
+    pub fn behind_loopback_proxy() -> Self {
+        Self {
+            edge_trusted_proxies: loopback_proxy(),
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for Options {
@@ -99,6 +123,7 @@ impl Default for Options {
             regions: Region::ALL.to_vec(),
             min_sign_in: Duration::from_millis(300),
             edge_waf: idm_edge_guard::waf::WafConfig::default(),
+            edge_trusted_proxies: Vec::new(),
         }
     }
 }
@@ -124,6 +149,7 @@ pub struct Platform {
     service_stops: BTreeMap<String, CancellationToken>,
     running: Vec<Running>,
     edge_waf: idm_edge_guard::waf::WafConfig,
+    edge_trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 fn basics(prefix: &str) -> ServiceBasics {
@@ -282,7 +308,7 @@ impl Platform {
         let mut edge_ops = Vec::new();
         for replica in 0..options.edge_replicas {
             let edge = idm_edge_guard::start(
-                edge_config(&prefix, &edge_waf),
+                edge_config(&prefix, &edge_waf, &options.edge_trusted_proxies),
                 stop_for(format!("edge-guard-{replica}")),
             )
             .await?;
@@ -313,6 +339,7 @@ impl Platform {
             service_stops,
             running,
             edge_waf,
+            edge_trusted_proxies: options.edge_trusted_proxies,
         })
     }
 
@@ -331,7 +358,7 @@ impl Platform {
         let name = format!("edge-guard-{}", self.edges.len());
         let token = self.shutdown.child_token();
         self.service_stops.insert(name.clone(), token.clone());
-        let mut config = edge_config(&self.prefix, &self.edge_waf);
+        let mut config = edge_config(&self.prefix, &self.edge_waf, &self.edge_trusted_proxies);
         tweak(&mut config);
         let edge = idm_edge_guard::start(config, token).await?;
         let addr = edge.http_addr;
@@ -434,13 +461,15 @@ impl Platform {
     }
 }
 
-fn edge_config(prefix: &str, waf: &idm_edge_guard::waf::WafConfig) -> idm_edge_guard::Config {
+fn edge_config(
+    prefix: &str,
+    waf: &idm_edge_guard::waf::WafConfig,
+    trusted_proxies: &[ipnet::IpNet],
+) -> idm_edge_guard::Config {
     idm_edge_guard::Config {
         basics: basics(prefix),
         ops_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        trusted_proxies: vec!["127.0.0.1/32"
-            .parse()
-            .unwrap_or_else(|_| ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])))],
+        trusted_proxies: trusted_proxies.to_vec(),
         country_header: "cf-ipcountry".into(),
         max_body_bytes: 64 * 1024,
         key_cache_ttl: Duration::from_secs(60),

@@ -5,6 +5,7 @@
 
 mod admin_http;
 mod config;
+mod delegation;
 mod error;
 mod handlers;
 mod migrations;

@@ -14,8 +14,10 @@ mod routes;
 mod session_keys;
 pub mod waf;
 
+pub use access::Access;
 pub use config::Config;
 pub use error::Error;
+pub use routes::{Route, ROUTES};
 
 use idm_bus::Bus;
 use idm_core::proto::account::ConfigChanged;

@@ -48,7 +48,7 @@ async fn sign(
         exp: expires_at.unix_timestamp(),
     };
     Ok((
-        SecretText::new(session_token::sign(key, &claims)),
+        SecretText::new(session_token::sign(key, &claims)?),
         expires_at,
     ))
 }
@@ -314,5 +314,5 @@ pub async fn sign_verification(
     };
     Ok(SecretText::new(session_token::sign_verification(
         key, &claims,
-    )))
+    )?))
 }

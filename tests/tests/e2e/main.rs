@@ -10,5 +10,6 @@ mod mfa;
 mod passwordless;
 mod personal_tokens;
 mod platform;
+mod scopes;
 mod sessions;
 mod verifications;

@@ -2,7 +2,7 @@
 //! mode, regions going down, trace propagation and what logs never hold.
 
 use idm_core::Region;
-use idm_testkit::Platform;
+use idm_testkit::{Options, Platform};
 use reqwest::Method;
 use serde_json::json;
 use std::time::Duration;
@@ -75,7 +75,7 @@ async fn a_call_nobody_answers_is_upstream_unavailable_not_a_hang() -> anyhow::R
 
 #[tokio::test]
 async fn eu_users_never_leave_the_eu_and_best_effort_regions_fall_back() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     let tenant = platform.create_account("Regions").await?;
     platform
         .allow_origins(&tenant, &["app.example.com"])
@@ -222,7 +222,7 @@ async fn eu_users_never_leave_the_eu_and_best_effort_regions_fall_back() -> anyh
 
 #[tokio::test]
 async fn one_trace_spans_edge_service_and_store_and_logs_hold_no_secrets() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     let tenant = platform.create_account("Logs").await?;
     platform
         .allow_origins(&tenant, &["app.example.com"])

@@ -2,7 +2,7 @@
 
 use super::client::session_response;
 use super::{body, Reply};
-use crate::access::{Access, Incoming};
+use crate::access::Incoming;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -74,7 +74,7 @@ pub async fn send_magic_link(
     incoming: Incoming,
     request: Result<Json<MagicLinkRequest>, JsonRejection>,
 ) -> Accepted {
-    let caller = incoming.authorize(Access::Client).await?;
+    let caller = incoming.authorize().await?;
     let request = body(request)?;
     let email = incoming
         .app
@@ -101,7 +101,7 @@ pub async fn verify_magic_link(
     incoming: Incoming,
     request: Result<Json<CodeOnly>, JsonRejection>,
 ) -> Reply<Response> {
-    let caller = incoming.authorize(Access::Client).await?;
+    let caller = incoming.authorize().await?;
     let request = body(request)?;
     too_long(&request.code, 128)?;
     let call = auth::VerifyMagicLink {
@@ -127,7 +127,7 @@ pub async fn send_email_code(
     incoming: Incoming,
     request: Result<Json<EmailOnly>, JsonRejection>,
 ) -> Accepted {
-    let caller = incoming.authorize(Access::Client).await?;
+    let caller = incoming.authorize().await?;
     let email = incoming
         .app
         .waf
@@ -152,7 +152,7 @@ pub async fn verify_email_code(
     incoming: Incoming,
     request: Result<Json<EmailAndCode>, JsonRejection>,
 ) -> Reply<Response> {
-    let caller = incoming.authorize(Access::Client).await?;
+    let caller = incoming.authorize().await?;
     let request = body(request)?;
     let email = incoming
         .app
@@ -174,7 +174,7 @@ pub async fn verify_email_code(
 }
 
 async fn session_user(incoming: &Incoming) -> Result<SessionUser, ApiError> {
-    let caller = incoming.authorize(Access::Client).await?;
+    let caller = incoming.authorize().await?;
     let claims = incoming.session(&caller).await?;
     Ok(SessionUser {
         ctx: caller.ctx(),
@@ -226,7 +226,7 @@ pub async fn verify_mfa(
     incoming: Incoming,
     request: Result<Json<MfaRequest>, JsonRejection>,
 ) -> Reply<Response> {
-    let caller = incoming.authorize(Access::Client).await?;
+    let caller = incoming.authorize().await?;
     let request = body(request)?;
     too_long(&request.mfa_token, 128)?;
     for code in request.code.iter().chain(request.backup_code.iter()) {

@@ -1,13 +1,12 @@
 use super::{body, Reply};
-use crate::access::{Access, Incoming};
+use crate::access::Incoming;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::Path;
 use axum::Json;
 use idm_core::proto::session::{self, SessionList};
 use idm_core::proto::store::SessionRecord;
 use idm_core::proto::SecretText;
-use idm_core::scope::{Level, Resource};
-use idm_core::{Scope, Timestamp};
+use idm_core::Timestamp;
 use idm_core::{SessionId, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -31,9 +30,7 @@ pub async fn verify(
     incoming: Incoming,
     request: Result<Json<VerifyRequest>, JsonRejection>,
 ) -> Reply<Json<VerifiedSession>> {
-    let caller = incoming
-        .authorize(Access::Backend(Scope::new(Resource::Sessions, Level::Read)))
-        .await?;
+    let caller = incoming.authorize().await?;
     let request = body(request)?;
     let claims = incoming
         .app
@@ -49,12 +46,8 @@ pub async fn verify(
     }))
 }
 
-const MANAGE: Scope = Scope::new(Resource::Sessions, Level::Manage);
-
 pub async fn list_for_user(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<SessionList>> {
-    let caller = incoming
-        .authorize(Access::Backend(Scope::new(Resource::Sessions, Level::Read)))
-        .await?;
+    let caller = incoming.authorize().await?;
     let user_id = UserId::parse(&id)?;
     let request = session::List {
         issuer_id: caller.key.issuer_id.clone(),
@@ -71,7 +64,7 @@ pub async fn list_for_user(incoming: Incoming, Path(id): Path<String>) -> Reply<
 }
 
 pub async fn revoke(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<SessionRecord>> {
-    let caller = incoming.authorize(Access::Backend(MANAGE)).await?;
+    let caller = incoming.authorize().await?;
     let session_id = SessionId::parse(&id)?;
     let request = session::Revoke {
         issuer_id: caller.key.issuer_id.clone(),
@@ -92,7 +85,7 @@ pub async fn revoke_all(
     incoming: Incoming,
     Path(id): Path<String>,
 ) -> Reply<Json<session::Revoked>> {
-    let caller = incoming.authorize(Access::Backend(MANAGE)).await?;
+    let caller = incoming.authorize().await?;
     let user_id = UserId::parse(&id)?;
     let request = session::RevokeAll {
         issuer_id: caller.key.issuer_id.clone(),
@@ -108,7 +101,7 @@ pub async fn revoke_all(
 }
 
 pub async fn rotate_signing_key(incoming: Incoming) -> Reply<Json<session::RotatedKey>> {
-    let caller = incoming.authorize(Access::Backend(MANAGE)).await?;
+    let caller = incoming.authorize().await?;
     let request = session::KeyRingRequest {
         issuer_id: caller.key.issuer_id.clone(),
     };
