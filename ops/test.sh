@@ -13,6 +13,8 @@
 # Makes sure PostgreSQL, Redis and NATS answer (ops/lib/deps.sh), drops test
 # databases left over by earlier runs (idmt_*), then runs cargo test with
 # IDM_TEST_PG_URL, IDM_TEST_REDIS_URL and IDM_TEST_NATS_URL pointing at them.
+# Test platforms start their own nats-server (IDM_TEST_NATS_SERVER); the
+# machine's NATS serves the tests that need a bus but no platform.
 # Exits non-zero if cargo or a deployment check failed.
 set -euo pipefail
 
@@ -28,6 +30,11 @@ ensure_deps || exit 1
 # them when missing; the browser test says SKIPPED if Chromium cannot be had.
 _idm_need_cmds chromium:chromium || idm_warn "chromium is not installed; the browser test will be skipped"
 _idm_need_cmds redis-server:redis-server || idm_warn "redis-server is not installed; the Redis outage test will fail"
+# Every test platform runs its own authenticated nats-server (libs/testkit),
+# and the TLS tests make a throw-away CA with openssl.
+IDM_TEST_NATS_SERVER=${IDM_TEST_NATS_SERVER:-$(ensure_nats_server_binary)} || exit 1
+export IDM_TEST_NATS_SERVER
+_idm_need_cmds openssl:openssl || exit 1
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/idmesh/target}
 export IDM_TEST_PG_URL=${IDM_TEST_PG_URL:-$IDM_PG_ADMIN_URL}

@@ -366,6 +366,20 @@ ensure_nats() {
 	idm_say "nats: started with JetStream, ready at $shown"
 }
 
+# The nats-server binary, installed from Debian when missing; prints its path.
+# ops/run-local.sh starts its own authenticated server with it, and the test
+# kit one per test platform (IDM_TEST_NATS_SERVER overrides the path there).
+ensure_nats_server_binary() {
+	local bin
+	bin=$(command -v nats-server 2>/dev/null || true)
+	if [[ -z $bin && -x /usr/sbin/nats-server ]]; then bin=/usr/sbin/nats-server; fi
+	if [[ -z $bin ]]; then
+		_idm_apt_install nats-server >&2 || return 1
+		bin=/usr/sbin/nats-server
+	fi
+	printf '%s\n' "$bin"
+}
+
 # --- all ----------------------------------------------------------------------
 
 # Ensure all three; try every one even if an earlier one fails.

@@ -1,14 +1,20 @@
 //! Starts the whole idmesh platform inside one test process, isolated from
 //! every other test: its own nine databases (global + one per region), its
-//! own NATS subject prefix and its own Redis key prefix. Services run as
-//! libraries on port 0, exactly as their binaries would run them.
+//! own NATS server (authenticated, with the permissions of the bus table,
+//! see `nats`), subject prefix and Redis key prefix. Services run as
+//! libraries on port 0, exactly as their binaries would run them, each
+//! logged in to NATS with its own nkey.
 
 mod client;
 mod logs;
+pub mod nats;
 pub mod smtp;
+pub mod tls;
 
 pub use client::{Response, Tenant};
+pub use idm_bus::Identity;
 pub use logs::captured_logs;
+pub use nats::{NatsServer, NatsTls};
 
 use anyhow::Context;
 use base64::Engine;
@@ -26,6 +32,8 @@ pub fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// The machine's NATS (anonymous, JetStream), for tests that need a bus but
+/// no platform. A platform runs its own server: see [`Platform::nats`].
 pub fn nats_url() -> String {
     std::env::var("IDM_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
@@ -94,6 +102,9 @@ pub struct Options {
     /// None by default, as in production: a test that plays a proxy says
     /// so with `Options::behind_loopback_proxy()`.
     pub edge_trusted_proxies: Vec<ipnet::IpNet>,
+    /// Serve the platform's NATS over TLS with these files (services get the
+    /// CA and require TLS).
+    pub nats_tls: Option<NatsTls>,
 }
 
 /// 127.0.0.1 and ::1: the test process itself, playing a reverse proxy.
@@ -124,6 +135,7 @@ impl Default for Options {
             min_sign_in: Duration::from_millis(300),
             edge_waf: idm_edge_guard::waf::WafConfig::default(),
             edge_trusted_proxies: Vec::new(),
+            nats_tls: None,
         }
     }
 }
@@ -132,6 +144,8 @@ impl Default for Options {
 pub struct Platform {
     pub prefix: String,
     pub redis_prefix: String,
+    /// The platform's own nats-server: `nats.url`, `nats.connect(identity)`.
+    pub nats: NatsServer,
     pub global_db: String,
     pub region_dbs: BTreeMap<Region, String>,
     pub edges: Vec<SocketAddr>,
@@ -152,9 +166,10 @@ pub struct Platform {
     edge_trusted_proxies: Vec<ipnet::IpNet>,
 }
 
-fn basics(prefix: &str) -> ServiceBasics {
+fn basics(prefix: &str, nats: &NatsServer, identity: Identity) -> ServiceBasics {
     ServiceBasics {
-        nats_url: nats_url(),
+        nats_url: nats.url.clone(),
+        nats_auth: nats.auth(identity),
         subject_prefix: prefix.to_owned(),
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         request_timeout: Duration::from_secs(5),
@@ -181,6 +196,7 @@ impl Platform {
             create_database(&admin, name).await?;
         }
 
+        let nats = NatsServer::start(&prefix, options.nats_tls.clone()).await?;
         let smtp = smtp::SmtpSink::start().await?;
         let clock = idm_core::clock::Clock::system();
         let shutdown = CancellationToken::new();
@@ -198,7 +214,7 @@ impl Platform {
         for region in &options.regions {
             let store = idm_user_store::start(
                 idm_user_store::Config {
-                    basics: basics(&prefix),
+                    basics: basics(&prefix, &nats, Identity::UserStore(*region)),
                     region: *region,
                     database_url: SecretString::from(database_url(&region_dbs[region])),
                     pool_size: 4,
@@ -213,7 +229,7 @@ impl Platform {
         }
         let session = idm_session::start(
             idm_session::Config {
-                basics: basics(&prefix),
+                basics: basics(&prefix, &nats, Identity::Session),
                 database_url: global_url.clone(),
                 pool_size: 4,
                 master_key: master_key(),
@@ -227,7 +243,7 @@ impl Platform {
         running.push(session);
         let user = idm_user::start(
             idm_user::Config {
-                basics: basics(&prefix),
+                basics: basics(&prefix, &nats, Identity::User),
                 database_url: global_url.clone(),
                 pool_size: 4,
                 master_key: master_key(),
@@ -240,7 +256,7 @@ impl Platform {
         running.push(user);
         let account = idm_account::start(
             idm_account::Config {
-                basics: basics(&prefix),
+                basics: basics(&prefix, &nats, Identity::Account),
                 database_url: global_url.clone(),
                 pool_size: 4,
                 operator_token: SecretString::from(operator_token.clone()),
@@ -253,7 +269,7 @@ impl Platform {
         running.push(account);
         let auth = idm_auth::start(
             idm_auth::Config {
-                basics: basics(&prefix),
+                basics: basics(&prefix, &nats, Identity::Auth),
                 redis_url: SecretString::from(redis_url()),
                 redis_prefix: format!("{prefix}:"),
                 master_key: master_key(),
@@ -281,7 +297,7 @@ impl Platform {
         running.push(auth);
         let deletion = idm_deletion_worker::start(
             idm_deletion_worker::Config {
-                basics: basics(&prefix),
+                basics: basics(&prefix, &nats, Identity::DeletionWorker),
                 database_url: global_url.clone(),
                 pool_size: 2,
             },
@@ -292,7 +308,7 @@ impl Platform {
         running.push(deletion);
         let webhook = idm_webhook::start(
             idm_webhook::Config {
-                basics: basics(&prefix),
+                basics: basics(&prefix, &nats, Identity::Webhook),
                 database_url: global_url.clone(),
                 pool_size: 2,
             },
@@ -308,7 +324,7 @@ impl Platform {
         let mut edge_ops = Vec::new();
         for replica in 0..options.edge_replicas {
             let edge = idm_edge_guard::start(
-                edge_config(&prefix, &edge_waf, &options.edge_trusted_proxies),
+                edge_config(&prefix, &nats, &edge_waf, &options.edge_trusted_proxies),
                 stop_for(format!("edge-guard-{replica}")),
             )
             .await?;
@@ -325,6 +341,7 @@ impl Platform {
         Ok(Self {
             prefix,
             redis_prefix,
+            nats,
             global_db,
             region_dbs,
             edges,
@@ -358,7 +375,12 @@ impl Platform {
         let name = format!("edge-guard-{}", self.edges.len());
         let token = self.shutdown.child_token();
         self.service_stops.insert(name.clone(), token.clone());
-        let mut config = edge_config(&self.prefix, &self.edge_waf, &self.edge_trusted_proxies);
+        let mut config = edge_config(
+            &self.prefix,
+            &self.nats,
+            &self.edge_waf,
+            &self.edge_trusted_proxies,
+        );
         tweak(&mut config);
         let edge = idm_edge_guard::start(config, token).await?;
         let addr = edge.http_addr;
@@ -395,7 +417,7 @@ impl Platform {
         issuer: &str,
         event_type: &str,
     ) -> anyhow::Result<Option<serde_json::Value>> {
-        let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await?);
+        let js = async_nats::jetstream::new(self.nats.connect(Identity::Admin).await?);
         let stream = js
             .get_stream(idm_bus::events::stream_name(&self.prefix))
             .await?;
@@ -409,7 +431,7 @@ impl Platform {
     /// How many events of `event_type` for `issuer` the stream holds.
     pub async fn count_events(&self, issuer: &str, event_type: &str) -> anyhow::Result<u64> {
         use futures::StreamExt;
-        let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await?);
+        let js = async_nats::jetstream::new(self.nats.connect(Identity::Admin).await?);
         let stream = js
             .get_stream(idm_bus::events::stream_name(&self.prefix))
             .await?;
@@ -425,8 +447,15 @@ impl Platform {
         Ok(total)
     }
 
-    /// Stops every service (waiting for in-flight work), then drops the
-    /// databases, the event stream and the Redis keys of this platform.
+    /// A bus connection logged in as `identity` (its seed, its inbox), for
+    /// tests that call services directly.
+    pub async fn bus(&self, identity: Identity) -> anyhow::Result<idm_bus::Bus> {
+        Ok(idm_bus::Bus::connect(&basics(&self.prefix, &self.nats, identity), identity).await?)
+    }
+
+    /// Stops every service (waiting for in-flight work), then the platform's
+    /// nats-server (its streams go with its directory), and drops the
+    /// databases and the Redis keys of this platform.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         for service in self.running {
@@ -434,13 +463,7 @@ impl Platform {
                 .await
                 .context("a service did not stop within 10 s")?;
         }
-        let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await?);
-        let _ = js
-            .delete_stream(idm_bus::events::stream_name(&self.prefix))
-            .await;
-        let _ = js
-            .delete_stream(format!("{}_MAIL", self.prefix.to_ascii_uppercase()))
-            .await;
+        self.nats.stop().await;
         let mut redis = redis::Client::open(redis_url())?
             .get_multiplexed_async_connection()
             .await?;
@@ -463,11 +486,12 @@ impl Platform {
 
 fn edge_config(
     prefix: &str,
+    nats: &NatsServer,
     waf: &idm_edge_guard::waf::WafConfig,
     trusted_proxies: &[ipnet::IpNet],
 ) -> idm_edge_guard::Config {
     idm_edge_guard::Config {
-        basics: basics(prefix),
+        basics: basics(prefix, nats, Identity::EdgeGuard),
         ops_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         trusted_proxies: trusted_proxies.to_vec(),
         country_header: "cf-ipcountry".into(),

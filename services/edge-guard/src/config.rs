@@ -43,7 +43,11 @@ impl Config {
             key_cache_ttl: Duration::from_secs(env.parse("KEY_CACHE_TTL_SECONDS", 60)?),
             key_cache_capacity: env.parse("KEY_CACHE_CAPACITY", 100_000)?,
             cookie_secure: env.parse("COOKIE_SECURE", true)?,
-            redis_url: env.string("REDIS_URL", "redis://127.0.0.1:6379"),
+            // A secret (it may carry a password), so `EDGE_REDIS_URL_FILE` works too.
+            redis_url: secrecy::ExposeSecret::expose_secret(
+                &env.secret_or("REDIS_URL", "redis://127.0.0.1:6379")?,
+            )
+            .to_owned(),
             redis_prefix: env.string("REDIS_PREFIX", "idm:"),
             waf: waf_config(&env)?,
         })
@@ -52,8 +56,11 @@ impl Config {
 
 fn waf_config(env: &Env) -> Result<crate::waf::WafConfig, ConfigError> {
     let defaults = crate::waf::WafConfig::default();
-    let operator_token = env.optional("OPERATOR_TOKEN");
-    if operator_token.as_ref().is_some_and(|t| t.len() < 16) {
+    let operator_token = env.optional_secret("OPERATOR_TOKEN")?;
+    if operator_token
+        .as_ref()
+        .is_some_and(|t| secrecy::ExposeSecret::expose_secret(t).len() < 16)
+    {
         return Err(ConfigError::Invalid {
             var: env.var_name("OPERATOR_TOKEN"),
             reason: "use at least 16 characters".into(),
@@ -66,6 +73,6 @@ fn waf_config(env: &Env) -> Result<crate::waf::WafConfig, ConfigError> {
         )?),
         key_lookups_per_minute: env
             .parse("KEY_LOOKUPS_PER_MINUTE", defaults.key_lookups_per_minute)?,
-        operator_token: operator_token.map(secrecy::SecretString::from),
+        operator_token,
     })
 }

@@ -63,13 +63,7 @@ impl App {
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
-    let bus = Bus::connect(
-        &config.basics.nats_url,
-        &config.basics.subject_prefix,
-        config.basics.request_timeout,
-        "edge-guard",
-    )
-    .await?;
+    let bus = Bus::connect(&config.basics, idm_bus::Identity::EdgeGuard).await?;
     let (waf, waf_tasks) = waf::Waf::start(
         &config.redis_url,
         &config.redis_prefix,

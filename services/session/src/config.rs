@@ -22,7 +22,7 @@ impl Config {
             database_url: env.secret("DATABASE_URL")?,
             pool_size: env.parse("DB_POOL_SIZE", 16)?,
             master_key: env.secret("MASTER_KEY")?,
-            redis_url: SecretString::from(env.string("REDIS_URL", "redis://127.0.0.1:6379")),
+            redis_url: env.secret_or("REDIS_URL", "redis://127.0.0.1:6379")?,
             redis_prefix: env.string("REDIS_PREFIX", "idm:"),
         })
     }

@@ -39,13 +39,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         migrations::SESSION_KEYS,
     )
     .await?;
-    let bus = Bus::connect(
-        &config.basics.nats_url,
-        &config.basics.subject_prefix,
-        config.basics.request_timeout,
-        "session",
-    )
-    .await?;
+    let bus = Bus::connect(&config.basics, idm_bus::Identity::Session).await?;
     let events = Events::ensure(&bus).await?;
     let redis =
         redis::aio::ConnectionManager::new(redis::Client::open(config.redis_url())?).await?;

@@ -4,6 +4,7 @@
 
 mod attacks;
 mod bad_input;
+mod bus_trust;
 mod edge;
 mod foundation;
 mod mfa;

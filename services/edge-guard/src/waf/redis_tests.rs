@@ -26,7 +26,15 @@ impl Harness {
     async fn start(redis_url: &str) -> anyhow::Result<Self> {
         let id = idm_crypto::sha256_hex(&idm_crypto::random_bytes::<8>())[..12].to_owned();
         let prefix = format!("w{id}");
-        let bus = Bus::connect(&nats_url(), &prefix, Duration::from_secs(5), "waf-test").await?;
+        // The machine's anonymous NATS, as edge-guard (these tests need no platform).
+        let basics = idm_core::config::ServiceBasics {
+            nats_url: nats_url(),
+            nats_auth: Default::default(),
+            subject_prefix: prefix.clone(),
+            http_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            request_timeout: Duration::from_secs(5),
+        };
+        let bus = Bus::connect(&basics, idm_bus::Identity::EdgeGuard).await?;
         let shutdown = CancellationToken::new();
         let config = WafConfig {
             redis_timeout: Duration::from_millis(200),
