@@ -27,7 +27,8 @@ source "$ROOT/ops/lib/docker.sh"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/idmesh/target}
 TIMEOUT=${IDM_SMOKE_TIMEOUT:-420}
 PROJECT=idmesh-smoke
-BINARIES=(idm-account idm-auth idm-deletion-worker idm-edge-guard idm-session idm-user idm-user-store idm-webhook)
+BINARIES=(idm-account idm-auth idm-deletion-worker idm-edge-guard idm-session idm-user idm-user-store idm-webhook
+	idmctl)
 # name in compose.yaml -> port of its /readyz inside the container
 declare -A READY_PORT=(
 	[edge-guard]=8080 [account]=8081 [auth]=8082 [session]=8083 [user]=8084
@@ -263,6 +264,16 @@ main() {
 	export IDM_EDGE_BIND=127.0.0.1 IDM_EDGE_PORT=$EDGE_PORT IDM_ACCOUNT_PORT=$ACCOUNT_PORT
 	pick_compose
 	build_images
+	# The operator tool ships in the image too (NATS credentials, see
+	# docs/OPERATIONS.md): it must run there, as uid 10001, read-only.
+	if idm_docker run --rm --read-only idmesh:smoke idmctl acl --prefix idm >"$WORK/idmctl.log" 2>&1 &&
+		grep -q 'edge-guard' "$WORK/idmctl.log"; then
+		printf 'ok     idmctl runs in the image\n'
+	else
+		tail -n 5 "$WORK/idmctl.log" >&2
+		printf 'FAILED idmctl runs in the image\n'
+		return 1
+	fi
 	if ! compose_up; then
 		show_failure
 		return 1
