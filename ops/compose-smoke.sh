@@ -9,9 +9,11 @@
 # 3. images: idmesh (ops/Dockerfile's runtime stage with the host's binaries),
 #    PostgreSQL, Redis and NATS stand-ins from Debian's packages
 #    (ops/compose/local/, reused while their files are unchanged), and the mail
-#    catcher through compose's own `build:`
+#    catcher through compose's own `build:`; the NATS credentials
+#    (ops/compose/gen-nats.sh)
 # 4. `up` and a wait until every container is healthy (Compose v2: `up --wait`)
-# 5. the smoke test (ops/compose/smoke.py) and /readyz of every service
+# 5. the smoke test (ops/compose/smoke.py), /readyz of every service, and
+#    NATS refusing a client without credentials
 # 6. `down -v`, and the dockerd stopped by its pid if this script started it
 #
 # Variables: IDM_SMOKE_TIMEOUT (seconds for the stack to become healthy, 420),
@@ -217,14 +219,39 @@ show_failure() {
 	done
 }
 
+# The container compose runs for a service. `docker exec` on it is much
+# quicker than `compose exec`, and the same for Compose v1 and v2.
+container_of() {
+	idm_docker ps -q --filter "label=com.docker.compose.project=$PROJECT" \
+		--filter "label=com.docker.compose.service=$1" | head -n 1
+}
+
+# The services' own logins work (the smoke test went through all of them);
+# this checks the other half: NATS turns away a client without credentials,
+# even one inside the compose network.
+nats_refuses_anonymous() {
+	local reply
+	# shellcheck disable=SC2016 # expanded by the container's bash
+	reply=$(idm_docker exec "$(container_of auth)" bash -c '
+		exec 3<>/dev/tcp/nats/4222 || exit 1
+		IFS= read -r -t 5 info <&3
+		printf "CONNECT {\"verbose\":false,\"pedantic\":false}\r\nPING\r\n" >&3
+		IFS= read -r -t 5 reply <&3
+		printf "%s\n" "$reply"' 2>/dev/null) || true
+	if [[ $reply == *"Authorization Violation"* ]]; then
+		printf 'ok     NATS refuses a client without credentials\n'
+	else
+		printf 'FAILED NATS refuses a client without credentials: got %s\n' "${reply:-nothing}"
+		return 1
+	fi
+}
+
 # /readyz of every service, from inside its container (only edge-guard and
-# account publish a port). `docker exec` on the container compose labelled:
-# much quicker than `compose exec`, and the same for Compose v1 and v2.
+# account publish a port).
 readyz_all() {
 	local svc id code failed=0
 	for svc in "${!READY_PORT[@]}"; do
-		id=$(idm_docker ps -q --filter "label=com.docker.compose.project=$PROJECT" \
-			--filter "label=com.docker.compose.service=$svc" | head -n 1)
+		id=$(container_of "$svc")
 		code=$(idm_docker exec "$id" curl -s -o /dev/null -w '%{http_code}' \
 			"http://127.0.0.1:${READY_PORT[$svc]}/readyz" 2>/dev/null) || true
 		if [[ $code == 200 ]]; then
@@ -274,6 +301,9 @@ main() {
 		printf 'FAILED idmctl runs in the image\n'
 		return 1
 	fi
+	step "NATS credentials (ops/compose/gen-nats.sh, through the image's idmctl)"
+	export IDM_NATS_CONFIG_DIR=$WORK/nats
+	IDM_DOCKER=$IDM_DOCKER IDM_IMAGE=idmesh:smoke bash "$ROOT/ops/compose/gen-nats.sh" "$IDM_NATS_CONFIG_DIR" 2>/dev/null
 	if ! compose_up; then
 		show_failure
 		return 1
@@ -285,6 +315,7 @@ main() {
 		python3 "$ROOT/ops/compose/smoke.py" "http://127.0.0.1:$EDGE_PORT" "http://127.0.0.1:$ACCOUNT_PORT" \
 		"${COMPOSE[@]}" logs --no-color mail || rc=1
 	readyz_all || rc=1
+	nats_refuses_anonymous || rc=1
 	if ((rc)); then
 		show_failure
 		idm_err "compose smoke test failed"
