@@ -10,7 +10,8 @@ says the platform's rules hold in what an overlay renders:
   system, no privilege escalation, every capability dropped, RuntimeDefault
   seccomp, no service-account token, requests and limits on every container;
 - every idmesh Deployment has readiness, liveness and startup probes, and a
-  Service, a PodDisruptionBudget and a HorizontalPodAutoscaler of its own;
+  Service, a PodDisruptionBudget and a HorizontalPodAutoscaler of its own,
+  and reads its NATS nkey seed from a Secret of its own, mounted read-only;
   there is one user-store Deployment per region;
 - no Secret object is rendered and no secret-looking variable has a literal
   value (secrets are referenced, never inlined);
@@ -40,11 +41,14 @@ class Checker:
         self.failed = 0
 
     def rule(self, ok, what):
+        """Counts one rule; returns whether it held."""
+        ok = bool(ok)
         if ok:
             self.passed += 1
         else:
             self.failed += 1
             print(f"FAILED {what}")
+        return ok
 
 
 def workloads(docs):
@@ -135,6 +139,20 @@ def main():
                 c.rule(obj["spec"]["selector"]["matchLabels"] == labels, f"PDB {name} selects its pods")
             else:
                 c.rule(obj["spec"]["scaleTargetRef"]["name"] == name, f"HPA {name} scales it")
+        pod = d["spec"]["template"]["spec"]
+        env = {e["name"]: e for e in ctr.get("env", [])}
+        seed_vars = [v for v in env if v.endswith("_NATS_NKEY_SEED_FILE")]
+        seed_ok = False
+        if len(seed_vars) == 1:
+            path = env[seed_vars[0]].get("value", "")
+            for m in ctr.get("volumeMounts", []):
+                if path.startswith(m["mountPath"].rstrip("/") + "/"):
+                    vol = next((v for v in pod.get("volumes", []) if v["name"] == m["name"]), {})
+                    seed_ok = (
+                        m.get("readOnly") is True
+                        and vol.get("secret", {}).get("secretName") == f"idmesh-nkey-{name}"
+                    )
+        c.rule(seed_ok, f"Deployment {name}: NATS seed from its own Secret idmesh-nkey-{name}, read-only")
         if name.startswith("user-store-"):
             region = name.removeprefix("user-store-")
             env = {e["name"]: e for e in ctr.get("env", [])}

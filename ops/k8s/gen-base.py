@@ -105,16 +105,34 @@ for s in SERVICES:
         ports += f"""            - name: ops
               containerPort: {s['ops']}
 """
-    volumes = ""
-    mounts = ""
+    # Every service logs in to NATS with its own nkey seed: a Secret of its
+    # own (idmesh-nkey-<identity>, key "seed", from `idmctl nats-config`),
+    # mounted into this Deployment only.
+    env += f"""            - name: {p}_NATS_NKEY_SEED_FILE
+              value: /var/run/idmesh/nats/seed
+"""
+    mounts = """          volumeMounts:
+            - name: nats-nkey
+              mountPath: /var/run/idmesh/nats
+              readOnly: true
+"""
+    volumes = f"""      volumes:
+        - name: nats-nkey
+          secret:
+            secretName: idmesh-nkey-{name}
+            # 0440 (decimal here: YAML parsers disagree on a leading 0):
+            # root:10001 through fsGroup, readable by that group only.
+            defaultMode: 288
+            items:
+              - key: seed
+                path: seed
+"""
     if name == "auth":
-        mounts = """          volumeMounts:
-            # AUTH_MAIL_TRANSPORT=files writes here; the root file system is read-only.
+        mounts += """            # AUTH_MAIL_TRANSPORT=files writes here; the root file system is read-only.
             - name: data
               mountPath: /var/lib/idmesh
 """
-        volumes = """      volumes:
-        - name: data
+        volumes += """        - name: data
           emptyDir:
             sizeLimit: 64Mi
 """
