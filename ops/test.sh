@@ -5,12 +5,17 @@
 #   ops/test.sh -- --nocapture       extra arguments go to cargo test
 #   ops/test.sh -p idm-auth          with -p/--package, only those packages
 #
+# A whole-suite run (no -p) then checks the deployment files
+# (ops/deploy-checks.sh: hadolint, compose config, Kubernetes overlays) and
+# runs the compose stack for real (ops/compose-smoke.sh; needs root or a
+# Docker engine). IDM_TEST_DEPLOY=0 skips both.
+#
 # Makes sure PostgreSQL, Redis and NATS answer (ops/lib/deps.sh), drops test
 # databases left over by earlier runs (idmt_*), then runs cargo test with
 # IDM_TEST_PG_URL, IDM_TEST_REDIS_URL and IDM_TEST_NATS_URL pointing at them.
 # Test platforms start their own nats-server (IDM_TEST_NATS_SERVER); the
 # machine's NATS serves the tests that need a bus but no platform.
-# Exits with cargo's exit code.
+# Exits non-zero if cargo or a deployment check failed.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -71,5 +76,23 @@ rc=0
 cargo test "${scope[@]}" "$@" || rc=$?
 if ((rc)); then
 	idm_err "tests failed (cargo exit code $rc)"
+fi
+
+# The deployment: only on whole-suite runs.
+if [[ ${scope[*]} == --workspace && ${IDM_TEST_DEPLOY:-1} != 0 ]]; then
+	idm_say "deployment files: ops/deploy-checks.sh"
+	if ! "$ROOT/ops/deploy-checks.sh"; then
+		idm_err "deployment checks failed"
+		rc=1
+	fi
+	if [[ $(id -u) -ne 0 ]] && ! timeout 10 docker version >/dev/null 2>&1 && [[ ${CI:-} != true ]]; then
+		idm_warn "no Docker engine and not root: the compose smoke test is skipped (CI runs it)"
+	else
+		idm_say "compose stack: ops/compose-smoke.sh"
+		if ! "$ROOT/ops/compose-smoke.sh"; then
+			idm_err "compose smoke test failed"
+			rc=1
+		fi
+	fi
 fi
 exit "$rc"
