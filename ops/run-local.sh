@@ -7,7 +7,10 @@
 #   ops/run-local.sh stop         stop the services of a previous run
 #   --no-build                    (with either start form) skip `cargo build`
 #
-# State lives in .idmesh/ (gitignored): secrets.env, demo.json, logs/, pids/.
+# State lives in .idmesh/ (gitignored): secrets.env, demo.json, nats/ (the
+# NATS server config and one nkey seed per service), logs/, pids/.
+# The platform gets its own authenticated nats-server on 127.0.0.1:4223
+# (IDM_LOCAL_NATS_PORT); the machine's NATS on 4222 is not used.
 # See docs/OPERATIONS.md.
 set -euo pipefail
 
@@ -21,6 +24,10 @@ PID_DIR=$STATE/pids
 LOG_DIR=$STATE/logs
 SECRETS=$STATE/secrets.env
 DEMO=$STATE/demo.json
+NATS_DIR=$STATE/nats
+NATS_CONF=$NATS_DIR/nats-server.conf
+LOCAL_NATS_PORT=${IDM_LOCAL_NATS_PORT:-4223}
+LOCAL_NATS_URL=nats://127.0.0.1:$LOCAL_NATS_PORT
 
 REGIONS=(wnam enam sam weur eeur apac oc afr)
 EDGE=http://127.0.0.1:8080
@@ -29,7 +36,7 @@ READY_TIMEOUT=${IDM_READY_TIMEOUT:-60}
 STOP_TIMEOUT=10
 
 usage() {
-	sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+	sed -n '2,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 # --- process helpers -----------------------------------------------------------
@@ -42,12 +49,15 @@ is_alive() {
 	[[ ${stat:0:1} != Z ]]
 }
 
-# Is pid one of our service binaries (guards against recycled pids)?
+# Is pid one of our service binaries, or the nats-server running our config
+# (guards against recycled pids)?
 is_ours() {
-	local argv0
+	local argv0 args
 	[[ $1 =~ ^[0-9]+$ ]] || return 1
-	argv0=$(tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | head -n 1) || return 1
-	[[ ${argv0##*/} == idm-* ]]
+	args=$(tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null) || return 1
+	argv0=$(head -n 1 <<<"$args")
+	[[ ${argv0##*/} == idm-* ]] && return 0
+	[[ ${argv0##*/} == nats-server ]] && grep -qxF "$NATS_CONF" <<<"$args"
 }
 
 # SIGTERM the given pids, wait up to STOP_TIMEOUT s, then SIGKILL the rest.
@@ -90,9 +100,23 @@ stop_from_pidfiles() {
 		if is_alive "$f" && is_ours "$f"; then n=$((n + 1)); fi
 	done
 	if ((n)); then
-		idm_say "stopping $n running service(s) of a previous run"
-		stop_pids "${pids[@]}"
+		idm_say "stopping $n running process(es) of a previous run"
+		stop_services_then_nats "${pids[@]}"
 	fi
+}
+
+# The services drain in-flight work over NATS, so NATS stops last.
+stop_services_then_nats() {
+	local pid services=() nats=()
+	for pid in "$@"; do
+		if [[ $(head -c 4096 "/proc/$pid/cmdline" 2>/dev/null | tr '\0' '\n' | head -n 1) == */nats-server ]]; then
+			nats+=("$pid")
+		else
+			services+=("$pid")
+		fi
+	done
+	((${#services[@]} == 0)) || stop_pids "${services[@]}"
+	((${#nats[@]} == 0)) || stop_pids "${nats[@]}"
 }
 
 # --- this run's services ---------------------------------------------------------
@@ -114,7 +138,7 @@ add_service() { # name binary addr
 stop_own() {
 	local name f
 	((${#PID[@]})) || return 0
-	stop_pids "${PID[@]}"
+	stop_services_then_nats "${PID[@]}"
 	for name in "${!PID[@]}"; do
 		f=$PID_DIR/$name.pid
 		if [[ -f $f && $(cat "$f" 2>/dev/null) == "${PID[$name]}" ]]; then rm -f "$f"; fi
@@ -181,13 +205,18 @@ define_services() {
 	add_service edge-guard idm-edge-guard 127.0.0.1:8080
 }
 
+# The nkey seed file of a service (see `idmctl nats-config`).
+seed_file() { # identity
+	printf '%s/nkeys/%s.nk\n' "$NATS_DIR" "$1"
+}
+
 build() {
 	idm_say "cargo build --bins (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 	cargo build --bins
 	local name missing=0
-	for name in "${NAMES[@]}"; do
-		if [[ ! -x $CARGO_TARGET_DIR/debug/${BIN[$name]} ]]; then
-			idm_err "missing binary $CARGO_TARGET_DIR/debug/${BIN[$name]}"
+	for name in "${NAMES[@]}" idmctl; do
+		if [[ ! -x $CARGO_TARGET_DIR/debug/${BIN[$name]:-$name} ]]; then
+			idm_err "missing binary $CARGO_TARGET_DIR/debug/${BIN[$name]:-$name}"
 			missing=1
 		fi
 	done
@@ -217,14 +246,14 @@ create_databases() {
 # data at rest; changing them would orphan it).
 load_secrets() {
 	local line k v added=()
-	IDM_OPERATOR_TOKEN='' IDM_SESSION_MASTER_KEY='' IDM_USER_MASTER_KEY='' IDM_AUTH_MASTER_KEY='' IDM_EDGE_HASH_KEY=''
+	IDM_OPERATOR_TOKEN='' IDM_SESSION_MASTER_KEY='' IDM_USER_MASTER_KEY='' IDM_AUTH_MASTER_KEY='' IDM_KEY_TRANSPORT_KEY='' IDM_EDGE_HASH_KEY=''
 	(umask 077 && touch "$SECRETS")
 	chmod 600 "$SECRETS"
 	while IFS= read -r line || [[ -n $line ]]; do
 		k=${line%%=*}
 		v=${line#*=}
 		case $k in
-		IDM_OPERATOR_TOKEN | IDM_SESSION_MASTER_KEY | IDM_USER_MASTER_KEY | IDM_AUTH_MASTER_KEY | IDM_EDGE_HASH_KEY) printf -v "$k" '%s' "$v" ;;
+		IDM_OPERATOR_TOKEN | IDM_SESSION_MASTER_KEY | IDM_USER_MASTER_KEY | IDM_AUTH_MASTER_KEY | IDM_KEY_TRANSPORT_KEY | IDM_EDGE_HASH_KEY) printf -v "$k" '%s' "$v" ;;
 		esac
 	done <"$SECRETS"
 	if [[ -z $IDM_OPERATOR_TOKEN ]]; then
@@ -232,7 +261,7 @@ load_secrets() {
 		printf 'IDM_OPERATOR_TOKEN=%s\n' "$IDM_OPERATOR_TOKEN" >>"$SECRETS"
 		added+=(IDM_OPERATOR_TOKEN)
 	fi
-	for k in IDM_SESSION_MASTER_KEY IDM_USER_MASTER_KEY IDM_AUTH_MASTER_KEY IDM_EDGE_HASH_KEY; do
+	for k in IDM_SESSION_MASTER_KEY IDM_USER_MASTER_KEY IDM_AUTH_MASTER_KEY IDM_KEY_TRANSPORT_KEY IDM_EDGE_HASH_KEY; do
 		if [[ -z ${!k} ]]; then
 			v=$(head -c32 /dev/urandom | base64 -w0)
 			printf -v "$k" '%s' "$v"
@@ -247,11 +276,39 @@ load_secrets() {
 	fi
 }
 
+# .idmesh/nats/: the server config (public keys and the permissions of
+# libs/bus/src/acl.rs) and one seed per service, regenerated from the table
+# at each start (seeds are kept), then this run's own nats-server.
+start_nats() {
+	local deadline line
+	export IDM_SUBJECT_PREFIX=${IDM_SUBJECT_PREFIX:-idm}
+	if port_in_use "127.0.0.1:$LOCAL_NATS_PORT"; then
+		idm_err "127.0.0.1:$LOCAL_NATS_PORT (for the platform's NATS; IDM_LOCAL_NATS_PORT) is already in use:"
+		ss -ltnp "( sport = :$LOCAL_NATS_PORT )" >&2 2>/dev/null || true
+		exit 1
+	fi
+	"$CARGO_TARGET_DIR/debug/idmctl" nats-config --out "$NATS_DIR" --prefix "$IDM_SUBJECT_PREFIX" \
+		--listen "127.0.0.1:$LOCAL_NATS_PORT" >"$LOG_DIR/idmctl.log"
+	idm_say "nats: credentials in .idmesh/nats/ (one nkey seed per service); starting nats-server on $LOCAL_NATS_URL"
+	(exec setsid "$NATS_BIN" -c "$NATS_CONF" </dev/null >"$LOG_DIR/nats-server.log" 2>&1) &
+	PID[nats-server]=$!
+	printf '%s\n' "$!" >"$PID_DIR/nats-server.pid"
+	deadline=$((SECONDS + 15))
+	until line=$(timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && IFS= read -r -t 1 l <&3 && printf "%s" "$l"' _ "$LOCAL_NATS_PORT" 2>/dev/null) && [[ $line == INFO* ]]; do
+		if ! is_alive "${PID[nats-server]}" || ((SECONDS >= deadline)); then
+			idm_err "nats-server did not start"
+			log_tail nats-server
+			exit 1
+		fi
+		sleep 0.2
+	done
+}
+
 start_all() {
 	local pg=${IDM_PG_URL_BASE:-postgres://postgres@127.0.0.1:5432}
 	pg=${pg%/}
 	local name r i
-	export IDM_NATS_URL
+	export IDM_NATS_URL=$LOCAL_NATS_URL
 	export IDM_SUBJECT_PREFIX=${IDM_SUBJECT_PREFIX:-idm}
 	export RUST_LOG=${RUST_LOG:-info}
 
@@ -267,21 +324,28 @@ start_all() {
 	for i in "${!REGIONS[@]}"; do
 		r=${REGIONS[$i]}
 		start_service "user-store-$r" STORE_REGION="$r" STORE_HTTP_ADDR="${ADDR[user-store-$r]}" \
-			STORE_DATABASE_URL="$pg/idmesh_store_$r"
+			STORE_DATABASE_URL="$pg/idmesh_store_$r" STORE_NATS_NKEY_SEED_FILE="$(seed_file "user-store-$r")"
 	done
 	start_service account ACCOUNT_HTTP_ADDR="${ADDR[account]}" ACCOUNT_DATABASE_URL="$pg/idmesh" \
-		ACCOUNT_OPERATOR_TOKEN="$IDM_OPERATOR_TOKEN"
+		ACCOUNT_OPERATOR_TOKEN="$IDM_OPERATOR_TOKEN" ACCOUNT_NATS_NKEY_SEED_FILE="$(seed_file account)"
 	start_service auth AUTH_HTTP_ADDR="${ADDR[auth]}" AUTH_REDIS_URL="$IDM_REDIS_URL" \
-		AUTH_DATABASE_URL="$pg/idmesh" AUTH_MASTER_KEY="$IDM_AUTH_MASTER_KEY" AUTH_MAIL_DIR="$ROOT/.idmesh/mail"
+		AUTH_DATABASE_URL="$pg/idmesh" AUTH_MASTER_KEY="$IDM_AUTH_MASTER_KEY" AUTH_MAIL_DIR="$ROOT/.idmesh/mail" \
+		AUTH_NATS_NKEY_SEED_FILE="$(seed_file auth)"
 	start_service session SESSION_HTTP_ADDR="${ADDR[session]}" SESSION_DATABASE_URL="$pg/idmesh" \
-		SESSION_MASTER_KEY="$IDM_SESSION_MASTER_KEY" SESSION_REDIS_URL="$IDM_REDIS_URL"
+		SESSION_MASTER_KEY="$IDM_SESSION_MASTER_KEY" SESSION_REDIS_URL="$IDM_REDIS_URL" \
+		SESSION_NATS_NKEY_SEED_FILE="$(seed_file session)" SESSION_KEY_TRANSPORT_KEY="$IDM_KEY_TRANSPORT_KEY"
 	start_service user USER_HTTP_ADDR="${ADDR[user]}" USER_DATABASE_URL="$pg/idmesh" \
-		USER_MASTER_KEY="$IDM_USER_MASTER_KEY" USER_DEFAULT_REGION=weur
-	start_service deletion-worker DELETION_HTTP_ADDR="${ADDR[deletion-worker]}" DELETION_DATABASE_URL="$pg/idmesh"
-	start_service webhook WEBHOOK_HTTP_ADDR="${ADDR[webhook]}" WEBHOOK_DATABASE_URL="$pg/idmesh"
+		USER_MASTER_KEY="$IDM_USER_MASTER_KEY" USER_DEFAULT_REGION=weur USER_NATS_NKEY_SEED_FILE="$(seed_file user)"
+	start_service deletion-worker DELETION_HTTP_ADDR="${ADDR[deletion-worker]}" DELETION_DATABASE_URL="$pg/idmesh" \
+		DELETION_NATS_NKEY_SEED_FILE="$(seed_file deletion-worker)"
+	start_service webhook WEBHOOK_HTTP_ADDR="${ADDR[webhook]}" WEBHOOK_DATABASE_URL="$pg/idmesh" \
+		WEBHOOK_NATS_NKEY_SEED_FILE="$(seed_file webhook)"
+	# No proxy is trusted unless you name one: with a reverse proxy in front,
+	# run with EDGE_TRUSTED_PROXIES=<its address> (docs/OPERATIONS.md).
 	start_service edge-guard EDGE_HTTP_ADDR="${ADDR[edge-guard]}" \
-		EDGE_REDIS_URL="$IDM_REDIS_URL" EDGE_TRUSTED_PROXIES=127.0.0.1/32,::1/128 EDGE_COUNTRY_HEADER=cf-ipcountry \
-		EDGE_OPERATOR_TOKEN="$IDM_OPERATOR_TOKEN" EDGE_HASH_KEY="$IDM_EDGE_HASH_KEY"
+		EDGE_REDIS_URL="$IDM_REDIS_URL" EDGE_TRUSTED_PROXIES="${EDGE_TRUSTED_PROXIES:-}" EDGE_COUNTRY_HEADER=cf-ipcountry \
+		EDGE_OPERATOR_TOKEN="$IDM_OPERATOR_TOKEN" EDGE_NATS_NKEY_SEED_FILE="$(seed_file edge-guard)" \
+		EDGE_KEY_TRANSPORT_KEY="$IDM_KEY_TRANSPORT_KEY" EDGE_HASH_KEY="$IDM_EDGE_HASH_KEY"
 }
 
 http_code() { # url [curl args...]
@@ -384,6 +448,7 @@ print_summary() {
 	for name in auth session user deletion-worker webhook "${REGIONS[@]/#/user-store-}"; do
 		printf '  %-24s http://%s\n' "$name" "${ADDR[$name]}"
 	done
+	printf '  %-24s %s\n' "nats (authenticated)" "$LOCAL_NATS_URL (config and seeds: .idmesh/nats/)"
 	printf '  every service: /healthz /readyz /metrics; logs: .idmesh/logs/<service>.log\n'
 	printf '  operator token (admin API): see .idmesh/secrets.env\n\n'
 	if [[ -z $SK ]]; then
@@ -415,7 +480,7 @@ supervise() {
 	while :; do
 		sleep 2 &
 		wait $! || true
-		for name in "${NAMES[@]}"; do
+		for name in nats-server "${NAMES[@]}"; do
 			cur=$(cat "$PID_DIR/$name.pid" 2>/dev/null || true)
 			if [[ $cur != "${PID[$name]}" ]]; then
 				idm_say "services were stopped or taken over by another run; exiting"
@@ -455,12 +520,18 @@ main() {
 	trap on_exit EXIT
 	trap on_signal INT TERM
 	_idm_need_cmds curl:curl python3:python3 setsid:util-linux || exit 1
-	ensure_deps || exit 1
+	# PostgreSQL and Redis are shared; NATS is this run's own (start_nats).
+	local rc=0
+	ensure_postgres || rc=1
+	ensure_redis || rc=1
+	NATS_BIN=$(ensure_nats_server_binary) || rc=1
+	((rc == 0)) || { idm_err "dependencies are not ready (see above)"; exit 1; }
 	define_services
 	if ((build_first)); then build; fi
 	stop_from_pidfiles
 	create_databases
 	load_secrets
+	start_nats
 	start_all
 	wait_ready
 	ensure_demo

@@ -5,10 +5,17 @@
 #   ops/test.sh -- --nocapture       extra arguments go to cargo test
 #   ops/test.sh -p idm-auth          with -p/--package, only those packages
 #
+# A whole-suite run (no -p) then checks the deployment files
+# (ops/deploy-checks.sh: hadolint, compose config, Kubernetes overlays) and
+# runs the compose stack for real (ops/compose-smoke.sh; needs root or a
+# Docker engine). IDM_TEST_DEPLOY=0 skips both.
+#
 # Makes sure PostgreSQL, Redis and NATS answer (ops/lib/deps.sh), drops test
 # databases left over by earlier runs (idmt_*), then runs cargo test with
 # IDM_TEST_PG_URL, IDM_TEST_REDIS_URL and IDM_TEST_NATS_URL pointing at them.
-# Exits with cargo's exit code.
+# Test platforms start their own nats-server (IDM_TEST_NATS_SERVER); the
+# machine's NATS serves the tests that need a bus but no platform.
+# Exits non-zero if cargo or a deployment check failed.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,6 +30,11 @@ ensure_deps || exit 1
 # them when missing; the browser test says SKIPPED if Chromium cannot be had.
 _idm_need_cmds chromium:chromium || idm_warn "chromium is not installed; the browser test will be skipped"
 _idm_need_cmds redis-server:redis-server || idm_warn "redis-server is not installed; the Redis outage test will fail"
+# Every test platform runs its own authenticated nats-server (libs/testkit),
+# and the TLS tests make a throw-away CA with openssl.
+IDM_TEST_NATS_SERVER=${IDM_TEST_NATS_SERVER:-$(ensure_nats_server_binary)} || exit 1
+export IDM_TEST_NATS_SERVER
+_idm_need_cmds openssl:openssl || exit 1
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/idmesh/target}
 export IDM_TEST_PG_URL=${IDM_TEST_PG_URL:-$IDM_PG_ADMIN_URL}
@@ -30,17 +42,23 @@ export IDM_TEST_REDIS_URL=${IDM_TEST_REDIS_URL:-$IDM_REDIS_URL}
 export IDM_TEST_NATS_URL=${IDM_TEST_NATS_URL:-$IDM_NATS_URL}
 
 # Tests create databases named idmt_<random>_<suffix> and drop them when they
-# finish; a killed run leaves them behind. \gexec runs each DROP on its own
-# (DROP DATABASE cannot run inside a transaction block).
+# finish; a killed run leaves them behind. Only databases older than ten
+# minutes that nobody is connected to are dropped (no FORCE), so a test run
+# going on beside this one on the same PostgreSQL keeps its databases. \gexec runs each DROP on its own (DROP
+# DATABASE cannot run inside a transaction block).
 drop_leftover_test_databases() {
 	local n
 	n=$(PGCONNECT_TIMEOUT=5 psql "$IDM_TEST_PG_URL" -XAtq -v ON_ERROR_STOP=1 \
-		-c "select count(*) from pg_database where left(datname, 5) = 'idmt_'")
+		-c "select count(*) from pg_database d where left(d.datname, 5) = 'idmt_'
+		    and not exists (select 1 from pg_stat_activity a where a.datname = d.datname)
+		    and (pg_stat_file('base/' || d.oid || '/PG_VERSION')).modification < now() - interval '10 minutes'")
 	if ((n > 0)); then
 		idm_say "dropping $n leftover test database(s) idmt_*"
-		PGCONNECT_TIMEOUT=5 psql "$IDM_TEST_PG_URL" -XAtq -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
-select format('drop database if exists %I with (force)', datname)
-from pg_database where left(datname, 5) = 'idmt_'
+		PGCONNECT_TIMEOUT=5 psql "$IDM_TEST_PG_URL" -XAtq >/dev/null 2>&1 <<'SQL' || true
+select format('drop database if exists %I', d.datname)
+from pg_database d where left(d.datname, 5) = 'idmt_'
+and not exists (select 1 from pg_stat_activity a where a.datname = d.datname)
+and (pg_stat_file('base/' || d.oid || '/PG_VERSION')).modification < now() - interval '10 minutes'
 \gexec
 SQL
 	fi
@@ -58,5 +76,23 @@ rc=0
 cargo test "${scope[@]}" "$@" || rc=$?
 if ((rc)); then
 	idm_err "tests failed (cargo exit code $rc)"
+fi
+
+# The deployment: only on whole-suite runs.
+if [[ ${scope[*]} == --workspace && ${IDM_TEST_DEPLOY:-1} != 0 ]]; then
+	idm_say "deployment files: ops/deploy-checks.sh"
+	if ! "$ROOT/ops/deploy-checks.sh"; then
+		idm_err "deployment checks failed"
+		rc=1
+	fi
+	if [[ $(id -u) -ne 0 ]] && ! timeout 10 docker version >/dev/null 2>&1 && [[ ${CI:-} != true ]]; then
+		idm_warn "no Docker engine and not root: the compose smoke test is skipped (CI runs it)"
+	else
+		idm_say "compose stack: ops/compose-smoke.sh"
+		if ! "$ROOT/ops/compose-smoke.sh"; then
+			idm_err "compose smoke test failed"
+			rc=1
+		fi
+	fi
 fi
 exit "$rc"

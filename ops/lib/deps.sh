@@ -260,32 +260,55 @@ idm_nats_info() {
 
 idm_nats_ready() { idm_nats_info >/dev/null; }
 
-# Does a local nats-server process have JetStream on its command line?
-_idm_local_nats_has_js() {
-	local p args
-	for p in /proc/[0-9]*; do
-		[[ -r $p/cmdline ]] || continue
-		args=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
-		case $args in
-		nats-server\ * | */nats-server\ *)
-			case " $args " in *" -js "* | *" --jetstream "*) return 0 ;; esac
-			;;
-		esac
-	done
-	return 1
+# JetStream is not optional: the MAIL work queue, EVENTS, DELETIONS and the
+# webhook queues are streams. The server's INFO line says whether it has it.
+_idm_nats_has_js() { [[ $1 == *'"jetstream":true'* ]]; }
+
+_IDM_NATS_JS_DROPIN=/etc/systemd/system/nats-server.service.d/idmesh-jetstream.conf
+
+# Debian's nats-server package installs a systemd unit (nats-server -c
+# /etc/nats-server.conf) that starts at install time without JetStream. Give
+# that unit JetStream with a drop-in, leaving the package's own files as they
+# are, and restart it. Fails, changing nothing, unless we are root and that
+# very unit is what runs.
+_idm_enable_js_in_packaged_unit() {
+	_idm_is_root || return 1
+	command -v systemctl >/dev/null 2>&1 || return 1
+	systemctl is-active --quiet nats-server.service 2>/dev/null || return 1
+	[[ $(systemctl show -p FragmentPath --value nats-server.service 2>/dev/null) == */lib/systemd/system/nats-server.service ]] || return 1
+	idm_say "nats: the packaged nats-server.service runs without JetStream; enabling it ($_IDM_NATS_JS_DROPIN)"
+	mkdir -p "${_IDM_NATS_JS_DROPIN%/*}" || return 1
+	printf '%s\n' \
+		'# Added by idmesh ops/lib/deps.sh: idmesh needs JetStream. Its store goes to' \
+		'# /var/lib/nats-server, which systemd creates for the unit'"'"'s user.' \
+		'[Service]' \
+		'StateDirectory=nats-server' \
+		'ExecStart=' \
+		'ExecStart=/usr/sbin/nats-server -c /etc/nats-server.conf -js -sd /var/lib/nats-server' \
+		>"$_IDM_NATS_JS_DROPIN" || return 1
+	systemctl daemon-reload && systemctl restart nats-server.service
 }
 
-# Warn (do not fail) when JetStream does not appear to be enabled.
-_idm_check_jetstream() {
-	local info=$1 host
+_idm_nats_js_ready() {
+	local info
+	info=$(idm_nats_info) && _idm_nats_has_js "$info"
+}
+
+# NATS answers: fine with JetStream; without it, fix the packaged service if
+# that is what runs, otherwise fail and say what to do. Never a warning: a
+# platform without JetStream starts and then loses mail and events.
+_idm_nats_require_js() {
+	local info=$1 host shown
+	shown=$(idm_redact "$IDM_NATS_URL")
+	_idm_nats_has_js "$info" && return 0
 	read -r host _ < <(_idm_hostport "$IDM_NATS_URL")
-	if [[ $info == *'"jetstream":true'* ]]; then
-		return 0
+	if _idm_is_local "$host" && _idm_enable_js_in_packaged_unit; then
+		_idm_wait "nats with JetStream ($shown)" _idm_nats_js_ready && return 0
 	fi
-	if _idm_is_local "$host" && _idm_local_nats_has_js; then
-		return 0
-	fi
-	idm_warn "NATS at $(idm_redact "$IDM_NATS_URL") does not report JetStream; streams will fail (start nats-server with -js)"
+	idm_err "NATS at $shown answers but has no JetStream (its INFO has no \"jetstream\":true)"
+	printf '  idmesh needs it: restart that server with -js -sd <store dir> (or a jetstream {} block in\n' >&2
+	printf '  its config), or point IDM_NATS_URL at a server that has it\n' >&2
+	return 1
 }
 
 ensure_nats() {
@@ -293,8 +316,8 @@ ensure_nats() {
 	url=$IDM_NATS_URL
 	shown=$(idm_redact "$url")
 	if info=$(idm_nats_info); then
-		_idm_check_jetstream "$info"
-		idm_say "nats: ready at $shown"
+		_idm_nats_require_js "$info" || return 1
+		idm_say "nats: ready with JetStream at $shown"
 		return 0
 	fi
 	read -r host port < <(_idm_hostport "$url")
@@ -306,6 +329,14 @@ ensure_nats() {
 	idm_say "nats: not answering at $shown; starting it"
 	if [[ ! -x /usr/sbin/nats-server ]]; then
 		_idm_apt_install nats-server || return 1
+		# On a systemd host the package has just started its own server on
+		# the default port, without JetStream.
+		sleep 1
+		if info=$(idm_nats_info); then
+			_idm_nats_require_js "$info" || return 1
+			idm_say "nats: ready with JetStream at $shown"
+			return 0
+		fi
 	fi
 	if ! _idm_is_root; then
 		idm_err "not root: start nats yourself:"
@@ -331,8 +362,22 @@ ensure_nats() {
 		return 1
 	fi
 	info=$(idm_nats_info) || true
-	_idm_check_jetstream "$info"
-	idm_say "nats: started, ready at $shown"
+	_idm_nats_require_js "$info" || return 1
+	idm_say "nats: started with JetStream, ready at $shown"
+}
+
+# The nats-server binary, installed from Debian when missing; prints its path.
+# ops/run-local.sh starts its own authenticated server with it, and the test
+# kit one per test platform (IDM_TEST_NATS_SERVER overrides the path there).
+ensure_nats_server_binary() {
+	local bin
+	bin=$(command -v nats-server 2>/dev/null || true)
+	if [[ -z $bin && -x /usr/sbin/nats-server ]]; then bin=/usr/sbin/nats-server; fi
+	if [[ -z $bin ]]; then
+		_idm_apt_install nats-server >&2 || return 1
+		bin=/usr/sbin/nats-server
+	fi
+	printf '%s\n' "$bin"
 }
 
 # --- all ----------------------------------------------------------------------

@@ -17,7 +17,7 @@
 //! numbers are a floor. Tunables: `BENCH_SECONDS` (default 10),
 //! `BENCH_CONCURRENCY` (default 32).
 
-use idm_testkit::Platform;
+use idm_testkit::{Options, Platform};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -96,7 +96,7 @@ async fn run(
 async fn main() -> anyhow::Result<()> {
     let seconds = env("BENCH_SECONDS", 10);
     let concurrency = env("BENCH_CONCURRENCY", 32);
-    let platform = Platform::start().await?;
+    let platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     let tenant = platform.create_account("Bench").await?;
     platform
         .allow_origins(&tenant, &["app.example.com"])

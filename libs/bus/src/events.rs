@@ -16,14 +16,12 @@ const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 pub struct Events {
     js: jetstream::Context,
     prefix: String,
+    identity: crate::Identity,
 }
 
 /// The stream's name for a subject prefix (stream names cannot hold dots).
 pub fn stream_name(prefix: &str) -> String {
-    format!(
-        "{}_EVENTS",
-        prefix.to_ascii_uppercase().replace(['-', '.'], "_")
-    )
+    crate::Stream::Events.name(prefix)
 }
 
 impl Events {
@@ -46,6 +44,7 @@ impl Events {
         Ok(Self {
             js,
             prefix: bus.prefix().to_owned(),
+            identity: bus.identity(),
         })
     }
 
@@ -55,6 +54,17 @@ impl Events {
         event_type: &str,
         data: serde_json::Value,
     ) -> Result<EventId, ApiError> {
+        if !crate::acl::may_publish_event(self.identity, event_type) {
+            // The server would refuse the publish; say so at once and where.
+            tracing::error!(identity = %self.identity, event_type, "event type missing from the bus permission table");
+            return Err(ApiError::new(
+                idm_core::ErrorCode::CallerNotAllowed,
+                format!(
+                    "{} may not publish {event_type} events (libs/bus/src/acl.rs)",
+                    self.identity
+                ),
+            ));
+        }
         let event = Event {
             id: EventId::generate(),
             event_type: event_type.to_owned(),

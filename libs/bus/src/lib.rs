@@ -6,14 +6,18 @@
 //! `<prefix>.store.<region>.v1.<operation>`. A missing responder or a timeout
 //! is `upstream_unavailable`, never a hang.
 
+pub mod acl;
 mod context;
 pub mod events;
+pub mod nats_config;
 mod server;
 
+pub use acl::{Identity, Served, Stream, Target};
 pub use context::{current as current_context, RequestContext};
 pub use events::Events;
 pub use server::{serve, Handlers};
 
+use idm_core::config::{NatsAuth, ServiceBasics};
 use idm_core::{ApiError, ErrorCode, Region};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -22,6 +26,8 @@ use std::time::{Duration, Instant};
 pub const HEADER_REQUEST_ID: &str = "idm-request-id";
 pub const HEADER_TRACEPARENT: &str = "traceparent";
 pub const HEADER_TRACESTATE: &str = "tracestate";
+/// The calling service's identity (see [`acl`]); the serving loop checks it.
+pub const HEADER_CALLER: &str = "idm-caller";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -29,6 +35,8 @@ pub enum BusError {
     Connect { url: String, reason: String },
     #[error("cannot subscribe to {subject}: {reason}")]
     Subscribe { subject: String, reason: String },
+    #[error("NATS credentials {path}: {reason}")]
+    Credentials { path: String, reason: String },
 }
 
 /// A reply on the wire: exactly one of `ok` or `error`.
@@ -44,19 +52,72 @@ pub struct Bus {
     client: async_nats::Client,
     prefix: String,
     timeout: Duration,
+    identity: Identity,
+    /// `identity`'s name, sent in [`HEADER_CALLER`] with every request.
+    caller: std::sync::Arc<str>,
+}
+
+/// The client options of `identity`: its own inbox prefix (only it may read
+/// below it), its nkey, and TLS when a CA is configured.
+pub fn connect_options(
+    identity: Identity,
+    prefix: &str,
+    auth: &NatsAuth,
+) -> Result<async_nats::ConnectOptions, BusError> {
+    use secrecy::ExposeSecret;
+    let mut options = async_nats::ConnectOptions::new()
+        .name(identity.name())
+        .custom_inbox_prefix(identity.inbox_prefix(prefix))
+        .connection_timeout(Duration::from_secs(5));
+    if let Some(seed) = &auth.nkey_seed {
+        // Checked here so a wrong seed is a start-up error naming the
+        // problem, not a connection that silently keeps retrying.
+        nats_config::user_key_from_seed(seed.expose_secret()).map_err(|reason| {
+            BusError::Credentials {
+                path: format!("nkey seed of {identity}"),
+                reason,
+            }
+        })?;
+        options = options.nkey(seed.expose_secret().trim().to_owned());
+    }
+    if let Some(ca) = &auth.tls_ca_file {
+        options = options.require_tls(true).add_root_certificates(ca.clone());
+    }
+    match (&auth.tls_cert_file, &auth.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        (None, None) => {}
+        _ => {
+            return Err(BusError::Credentials {
+                path: "NATS client certificate".into(),
+                reason: "give both the certificate and its key, or neither".into(),
+            })
+        }
+    }
+    Ok(options)
 }
 
 impl Bus {
-    pub async fn connect(
-        url: &str,
-        prefix: &str,
-        timeout: Duration,
-        name: &str,
-    ) -> Result<Self, BusError> {
-        let client = async_nats::ConnectOptions::new()
-            .name(name)
+    /// Connects as `identity` with the credentials in `basics`. The first
+    /// connection is retried in the background (readiness says when it is
+    /// up); the server's refusals (bad credentials, permission violations)
+    /// are logged as errors.
+    pub async fn connect(basics: &ServiceBasics, identity: Identity) -> Result<Self, BusError> {
+        let url = basics.nats_url.as_str();
+        let client = connect_options(identity, &basics.subject_prefix, &basics.nats_auth)?
             .retry_on_initial_connect()
-            .connection_timeout(Duration::from_secs(5))
+            .event_callback(move |event| async move {
+                match event {
+                    async_nats::Event::ServerError(e) => {
+                        tracing::error!(identity = %identity, error = %e, "NATS server refused an operation")
+                    }
+                    async_nats::Event::ClientError(e) => {
+                        tracing::warn!(identity = %identity, error = %e, "NATS client error")
+                    }
+                    other => tracing::debug!(identity = %identity, event = %other, "NATS connection event"),
+                }
+            })
             .connect(url)
             .await
             .map_err(|e| BusError::Connect {
@@ -65,9 +126,16 @@ impl Bus {
             })?;
         Ok(Self {
             client,
-            prefix: prefix.to_owned(),
-            timeout,
+            prefix: basics.subject_prefix.clone(),
+            timeout: basics.request_timeout,
+            identity,
+            caller: identity.name().into(),
         })
+    }
+
+    /// Who this connection is on the bus.
+    pub fn identity(&self) -> Identity {
+        self.identity
     }
 
     pub fn client(&self) -> &async_nats::Client {
@@ -145,15 +213,28 @@ impl Bus {
         state: std::sync::Arc<S>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, BusError> {
-        serve(
-            self,
-            format!("{}.{service}.v1", self.prefix),
-            service.to_owned(),
-            handlers,
-            state,
-            shutdown,
-        )
-        .await
+        let served = match Target::service(service) {
+            Some(Target::Service(name)) => Served::Service(name),
+            _ => {
+                return Err(BusError::Subscribe {
+                    subject: self.subject(service, "*"),
+                    reason: "not a service of the permission table (libs/bus/src/acl.rs)".into(),
+                })
+            }
+        };
+        serve(self, served, handlers, state, shutdown).await
+    }
+
+    /// Serves `<prefix>.store.<region>.v1.*` in the queue group
+    /// `store-<region>`: the regional store's loop.
+    pub async fn serve_store<S: Send + Sync + 'static>(
+        &self,
+        region: Region,
+        handlers: Handlers<S>,
+        state: std::sync::Arc<S>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<()>, BusError> {
+        serve(self, Served::Store(region), handlers, state, shutdown).await
     }
 
     /// `<prefix>.<service>.v1.<op>`.
@@ -182,6 +263,8 @@ impl Bus {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
+        let target = Target::service(service).unwrap_or(Target::Service("unknown"));
+        self.check_call(target, op)?;
         self.request(self.subject(service, op), request).await
     }
 
@@ -196,7 +279,25 @@ impl Bus {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
+        self.check_call(Target::Store, op)?;
         self.request(self.store_subject(region, op), request).await
+    }
+
+    /// The table's verdict before sending: a call missing from it would be
+    /// refused by the server (a silent time-out) and by the handler, so it
+    /// fails here at once with a message that says where to look.
+    fn check_call(&self, target: Target, op: &str) -> Result<(), ApiError> {
+        if acl::may_call(self.identity, target, op) {
+            return Ok(());
+        }
+        tracing::error!(identity = %self.identity, %target, op, "call missing from the bus permission table");
+        Err(ApiError::new(
+            ErrorCode::CallerNotAllowed,
+            format!(
+                "{} may not call {target}.{op} (libs/bus/src/acl.rs)",
+                self.identity
+            ),
+        ))
     }
 
     #[tracing::instrument(name = "bus.request", skip_all, fields(subject = %subject))]
@@ -209,7 +310,8 @@ impl Bus {
             tracing::error!(error = %e, "request did not serialise");
             ApiError::internal()
         })?;
-        let headers = context::current().to_headers();
+        let mut headers = context::current().to_headers();
+        headers.insert(HEADER_CALLER, &*self.caller);
         let started = Instant::now();
         let sent = self
             .client

@@ -1,7 +1,9 @@
 //! The serving loop: one queue-group subscription per service (so replicas
 //! share load), a task per message, typed handlers, and a drain on shutdown
-//! that lets in-flight requests finish.
+//! that lets in-flight requests finish. Every request's caller is checked
+//! against the permission table before its handler runs (see [`authorise`]).
 
+use crate::acl::{self, Identity, Served, Target};
 use crate::{Bus, BusError, Reply, RequestContext};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -67,21 +69,65 @@ impl<S: Send + Sync + 'static> Handlers<S> {
     }
 }
 
-/// Serves `<subject_base>.*` in queue group `queue` until `shutdown`, then
-/// stops taking messages and waits for the ones in flight. The returned
-/// handle finishes when the drain is complete.
+/// Who sent `message`, if it may call `op` on `target`.
+///
+/// The caller names itself in [`crate::HEADER_CALLER`]; the name is believed
+/// only when the reply subject lies in that identity's own inbox, which the
+/// NATS server lets no one else read. So a forged name can at most make the
+/// handler answer the named identity, never the forger, and the server's
+/// per-subject publish permissions (generated from the same table) already
+/// decide who can send the request at all. The table check here catches a
+/// server config that drifted from the table.
+pub fn authorise(
+    prefix: &str,
+    target: Target,
+    op: &str,
+    headers: Option<&async_nats::HeaderMap>,
+    reply: Option<&str>,
+) -> Result<Identity, ApiError> {
+    let refuse = |why: String| ApiError::new(idm_core::ErrorCode::CallerNotAllowed, why);
+    let claimed = headers
+        .and_then(|h| h.get(crate::HEADER_CALLER))
+        .map(|v| v.as_str())
+        .ok_or_else(|| refuse("the request names no caller".into()))?;
+    let caller = Identity::parse(claimed)
+        .ok_or_else(|| refuse("the request names an unknown caller".into()))?;
+    let inbox = format!("{}.", caller.inbox_prefix(prefix));
+    if !reply.is_some_and(|r| r.starts_with(&inbox)) {
+        return Err(refuse(format!(
+            "the reply subject is not in {caller}'s inbox"
+        )));
+    }
+    if !acl::may_call(caller, target, op) {
+        return Err(refuse(format!("{caller} may not call {target}.{op}")));
+    }
+    Ok(caller)
+}
+
+/// Serves `served`'s subjects (`<base>.*`) in its queue group until
+/// `shutdown`, then stops taking messages and waits for the ones in flight.
+/// The returned handle finishes when the drain is complete. Only the
+/// identity the table says serves them may (the server refuses the others).
 pub async fn serve<S: Send + Sync + 'static>(
     bus: &Bus,
-    subject_base: String,
-    queue: String,
+    served: Served,
     handlers: Handlers<S>,
     state: Arc<S>,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, BusError> {
-    let subject = format!("{subject_base}.*");
+    let subject = format!("{}.*", served.subject_base(bus.prefix()));
+    if bus.identity().serves() != Some(served) {
+        return Err(BusError::Subscribe {
+            subject,
+            reason: format!(
+                "{} does not serve it in the permission table (libs/bus/src/acl.rs)",
+                bus.identity()
+            ),
+        });
+    }
     let mut subscription = bus
         .client()
-        .queue_subscribe(subject.clone(), queue)
+        .queue_subscribe(subject.clone(), served.queue_group())
         .await
         .map_err(|e| BusError::Subscribe {
             subject: subject.clone(),
@@ -90,6 +136,8 @@ pub async fn serve<S: Send + Sync + 'static>(
     // Make sure the server has the subscription before callers are told we are up.
     bus.flush().await;
     let client = bus.client().clone();
+    let prefix: Arc<str> = bus.prefix().into();
+    let target = served.target();
     let handlers = Arc::new(handlers.map);
     let tracker = TaskTracker::new();
     Ok(tokio::spawn(async move {
@@ -104,12 +152,19 @@ pub async fn serve<S: Send + Sync + 'static>(
             let handlers = Arc::clone(&handlers);
             let state = Arc::clone(&state);
             let client = client.clone();
+            let prefix = Arc::clone(&prefix);
             tracker.spawn(async move {
                 let ctx = RequestContext::from_headers(message.headers.as_ref());
                 let op = message.subject.rsplit('.').next().unwrap_or_default().to_owned();
-                let span = tracing::info_span!("bus.handle", subject = %message.subject, request_id = %ctx.request_id, trace_id = %ctx.trace_id());
+                let caller = authorise(&prefix, target, &op, message.headers.as_ref(), message.reply.as_deref());
+                let caller_name = caller.as_ref().map_or_else(|_| "refused".to_owned(), |c| c.name());
+                let span = tracing::info_span!("bus.handle", subject = %message.subject, caller = %caller_name, request_id = %ctx.request_id, trace_id = %ctx.trace_id());
                 let started = Instant::now();
                 let answer = async {
+                    if let Err(refused) = caller {
+                        tracing::warn!(reason = %refused.message, "caller refused");
+                        return Err(refused);
+                    }
                     match handlers.get(&op) {
                         Some(handler) => handler(state, message.payload.clone()).await,
                         None => Err(ApiError::new(idm_core::ErrorCode::NotFound, format!("unknown operation '{op}'"))),
@@ -138,4 +193,71 @@ pub async fn serve<S: Send + Sync + 'static>(
         tracker.close();
         tracker.wait().await;
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use idm_core::proto::session;
+
+    fn headers(caller: &str) -> async_nats::HeaderMap {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(crate::HEADER_CALLER, caller);
+        headers
+    }
+
+    const SESSION: Target = Target::Service("session");
+
+    #[test]
+    fn the_caller_is_believed_only_with_its_own_inbox_and_a_row_in_the_table() {
+        let edge = headers("edge-guard");
+        let edge_inbox = "_INBOX_idm_edge-guard.abc.1";
+        assert_eq!(
+            authorise(
+                "idm",
+                SESSION,
+                session::KEY_RING,
+                Some(&edge),
+                Some(edge_inbox)
+            )
+            .ok(),
+            Some(Identity::EdgeGuard)
+        );
+        let refused = |caller: Option<&async_nats::HeaderMap>, reply: Option<&str>| {
+            authorise("idm", SESSION, session::KEY_RING, caller, reply)
+                .err()
+                .map(|e| e.code)
+        };
+        let not_allowed = Some(idm_core::ErrorCode::CallerNotAllowed);
+        // No name, an unknown name, no reply subject, another's inbox, the
+        // right inbox under another deployment's prefix.
+        assert_eq!(refused(None, Some(edge_inbox)), not_allowed);
+        assert_eq!(
+            refused(Some(&headers("root")), Some(edge_inbox)),
+            not_allowed
+        );
+        assert_eq!(refused(Some(&edge), None), not_allowed);
+        assert_eq!(
+            refused(Some(&edge), Some("_INBOX_idm_auth.abc.1")),
+            not_allowed
+        );
+        assert_eq!(
+            refused(Some(&edge), Some("_INBOX_idm2_edge-guard.x")),
+            not_allowed
+        );
+        assert_eq!(
+            refused(Some(&edge), Some("_INBOX_idm_edge-guardx.1")),
+            not_allowed
+        );
+        // Drift: a server config that let auth publish key_ring would still
+        // meet this check.
+        assert_eq!(
+            refused(Some(&headers("auth")), Some("_INBOX_idm_auth.abc.1")),
+            not_allowed
+        );
+        assert_eq!(
+            refused(Some(&headers("admin")), Some("_INBOX_idm_admin.abc.1")),
+            not_allowed
+        );
+    }
 }

@@ -5,6 +5,10 @@
 //! `IDM_NATS_URL` can serve a whole deployment. Hand-written rather than
 //! `envy`/`figment` because every error must name the exact variable and
 //! secrets must go straight into `SecretString`.
+//!
+//! Every secret may instead be given as a file: `<NAME>_FILE` names a file
+//! whose content (trimmed) is the secret, as Docker and Kubernetes secrets
+//! are mounted. Setting both `<NAME>` and `<NAME>_FILE` is an error.
 
 use secrecy::SecretString;
 use std::str::FromStr;
@@ -55,8 +59,52 @@ impl Env {
             .ok_or_else(|| ConfigError::Missing(self.var_name(name)))
     }
 
+    /// A required secret, from `<NAME>` or the file named by `<NAME>_FILE`.
     pub fn secret(&self, name: &str) -> Result<SecretString, ConfigError> {
-        self.required(name).map(SecretString::from)
+        self.optional_secret(name)?
+            .ok_or_else(|| ConfigError::Missing(self.var_name(name)))
+    }
+
+    /// A secret with a default (for example a Redis URL, which may carry a
+    /// password).
+    pub fn secret_or(&self, name: &str, default: &str) -> Result<SecretString, ConfigError> {
+        Ok(self
+            .optional_secret(name)?
+            .unwrap_or_else(|| SecretString::from(default.to_owned())))
+    }
+
+    /// An optional secret: `<P>_<NAME>` or `<P>_<NAME>_FILE`, else the same
+    /// pair with the `IDM_` prefix. Both of a pair set is an error; an empty
+    /// value or file counts as unset.
+    pub fn optional_secret(&self, name: &str) -> Result<Option<SecretString>, ConfigError> {
+        for prefix in [self.prefix, "IDM"] {
+            let var = format!("{prefix}_{name}");
+            let file_var = format!("{var}_FILE");
+            let value = std::env::var(&var).ok();
+            let file = std::env::var(&file_var).ok();
+            match (value, file) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::Invalid {
+                        var: file_var,
+                        reason: format!("set either {var} or {var}_FILE, not both"),
+                    })
+                }
+                (Some(value), None) => {
+                    return Ok(Some(value)
+                        .filter(|v| !v.is_empty())
+                        .map(SecretString::from))
+                }
+                (None, Some(path)) => return read_secret_file(&file_var, &path),
+                (None, None) => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// An optional file path (certificates and keys: the file itself is
+    /// read by whoever uses it).
+    pub fn path(&self, name: &str) -> Option<std::path::PathBuf> {
+        self.optional(name).map(std::path::PathBuf::from)
     }
 
     pub fn parse<T>(&self, name: &str, default: T) -> Result<T, ConfigError>
@@ -98,11 +146,58 @@ impl Env {
     }
 }
 
-/// What every service needs: where NATS is, the subject prefix, and the
-/// address of its own health/metrics (and admin) HTTP listener.
+fn read_secret_file(var: &str, path: &str) -> Result<Option<SecretString>, ConfigError> {
+    let content = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+        var: var.to_owned(),
+        reason: format!("cannot read {path}: {e}"),
+    })?;
+    let secret = zeroize::Zeroizing::new(content);
+    let trimmed = secret.trim();
+    Ok((!trimmed.is_empty()).then(|| SecretString::from(trimmed.to_owned())))
+}
+
+/// How a service proves who it is to NATS, and how it checks the server.
+#[derive(Debug, Clone, Default)]
+pub struct NatsAuth {
+    /// The service's nkey seed (`SU…`). Without one the connection is
+    /// anonymous, which an idmesh NATS server refuses (dev servers only).
+    pub nkey_seed: Option<SecretString>,
+    /// CA that signed the server's certificate; when set, TLS is required.
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Client certificate and key, for servers that verify clients.
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    pub tls_key_file: Option<std::path::PathBuf>,
+}
+
+impl NatsAuth {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let auth = Self {
+            nkey_seed: env.optional_secret("NATS_NKEY_SEED")?,
+            tls_ca_file: env.path("NATS_TLS_CA_FILE"),
+            tls_cert_file: env.path("NATS_TLS_CERT_FILE"),
+            tls_key_file: env.path("NATS_TLS_KEY_FILE"),
+        };
+        if auth.tls_cert_file.is_some() != auth.tls_key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                var: env.var_name("NATS_TLS_KEY_FILE"),
+                reason: format!(
+                    "set both {} and {}, or neither",
+                    env.var_name("NATS_TLS_CERT_FILE"),
+                    env.var_name("NATS_TLS_KEY_FILE")
+                ),
+            });
+        }
+        Ok(auth)
+    }
+}
+
+/// What every service needs: where NATS is and how to log in to it, the
+/// subject prefix, and the address of its own health/metrics (and admin)
+/// HTTP listener.
 #[derive(Debug, Clone)]
 pub struct ServiceBasics {
     pub nats_url: String,
+    pub nats_auth: NatsAuth,
     pub subject_prefix: String,
     pub http_addr: std::net::SocketAddr,
     /// How long a NATS request waits for a reply before `upstream_unavailable`.
@@ -124,6 +219,7 @@ impl ServiceBasics {
         }
         Ok(Self {
             nats_url: env.string("NATS_URL", "nats://127.0.0.1:4222"),
+            nats_auth: NatsAuth::from_env(env)?,
             subject_prefix,
             http_addr: env.parse(
                 "HTTP_ADDR",
@@ -133,5 +229,78 @@ impl ServiceBasics {
                 env.parse("REQUEST_TIMEOUT_MS", 5_000u64)?,
             ),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    // Each test uses its own variable names: the environment is shared by
+    // the tests running in parallel.
+    fn temp_file(content: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("idm-secret-{}", uuid::Uuid::now_v7()));
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_secret_comes_from_its_variable_or_from_a_trimmed_file() {
+        let env = Env::new("CFGTA");
+        std::env::set_var("CFGTA_TOKEN", "from-env");
+        assert_eq!(env.secret("TOKEN").unwrap().expose_secret(), "from-env");
+        let file = temp_file("  from-file\n");
+        std::env::set_var("CFGTA_KEY_FILE", &file);
+        assert_eq!(env.secret("KEY").unwrap().expose_secret(), "from-file");
+        assert!(
+            matches!(env.secret("ABSENT"), Err(ConfigError::Missing(v)) if v == "CFGTA_ABSENT")
+        );
+        assert!(env.optional_secret("ABSENT").unwrap().is_none());
+        assert_eq!(
+            env.secret_or("ABSENT", "fallback").unwrap().expose_secret(),
+            "fallback"
+        );
+        std::fs::remove_file(file).unwrap();
+    }
+
+    #[test]
+    fn both_forms_at_once_or_an_unreadable_file_are_errors() {
+        let env = Env::new("CFGTB");
+        std::env::set_var("CFGTB_SEED", "x");
+        std::env::set_var("CFGTB_SEED_FILE", "/dev/null");
+        let both = env.secret("SEED").unwrap_err().to_string();
+        assert!(
+            both.contains("CFGTB_SEED_FILE") && both.contains("not both"),
+            "{both}"
+        );
+        std::env::set_var("CFGTB_GONE_FILE", "/nonexistent/secret");
+        assert!(env
+            .secret("GONE")
+            .unwrap_err()
+            .to_string()
+            .contains("CFGTB_GONE_FILE"));
+    }
+
+    #[test]
+    fn the_service_pair_wins_over_the_shared_one() {
+        let env = Env::new("CFGTC");
+        let file = temp_file("own");
+        std::env::set_var("IDM_CFGTC_ONLY", "shared");
+        assert_eq!(env.secret("CFGTC_ONLY").unwrap().expose_secret(), "shared");
+        std::env::set_var("CFGTC_CFGTC_ONLY_FILE", &file);
+        assert_eq!(env.secret("CFGTC_ONLY").unwrap().expose_secret(), "own");
+        std::fs::remove_file(file).unwrap();
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key() {
+        let env = Env::new("CFGTD");
+        std::env::set_var("CFGTD_NATS_TLS_CERT_FILE", "/tls/client.pem");
+        assert!(NatsAuth::from_env(&env).is_err());
+        std::env::set_var("CFGTD_NATS_TLS_KEY_FILE", "/tls/client.key");
+        let auth = NatsAuth::from_env(&env).unwrap();
+        assert!(auth.nkey_seed.is_none() && auth.tls_ca_file.is_none());
     }
 }

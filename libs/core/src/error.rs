@@ -35,11 +35,17 @@ pub enum ErrorCode {
     QuotaExceeded,
     RegionUnavailable,
     UpstreamUnavailable,
+    /// Shed before queueing (or refused rather than answered unsafely), with `Retry-After`.
+    Overloaded,
     Internal,
     /// A fresh second factor or re-authentication is needed in the request.
     StepUpRequired,
     /// Too many failures across attempts: the factor waits for a recovery path.
     FactorLocked,
+    /// A bus request from a service the permission table does not allow to
+    /// make it (libs/bus/src/acl.rs). Internal: a public client seeing it
+    /// means the table and the code drifted apart.
+    CallerNotAllowed,
 }
 
 impl ErrorCode {
@@ -58,8 +64,9 @@ impl ErrorCode {
             ValidationFailed | InvalidEmail | DisposableEmail | WeakPassword | CodeInvalid
             | CodeExpired => 422,
             TooManyAttempts | RateLimited | QuotaExceeded | FactorLocked => 429,
-            RegionUnavailable | UpstreamUnavailable => 503,
+            RegionUnavailable | UpstreamUnavailable | Overloaded => 503,
             Internal => 500,
+            CallerNotAllowed => 403,
         }
     }
 
@@ -94,9 +101,11 @@ impl ErrorCode {
             QuotaExceeded => "quota_exceeded",
             RegionUnavailable => "region_unavailable",
             UpstreamUnavailable => "upstream_unavailable",
+            Overloaded => "overloaded",
             Internal => "internal",
             StepUpRequired => "step_up_required",
             FactorLocked => "factor_locked",
+            CallerNotAllowed => "caller_not_allowed",
         }
     }
 }
@@ -113,6 +122,7 @@ mod tests {
             ErrorCode::PayloadTooLarge,
             ErrorCode::StepUpRequired,
             ErrorCode::FactorLocked,
+            ErrorCode::CallerNotAllowed,
         ] {
             let json = serde_json::to_value(code).ok();
             assert_eq!(

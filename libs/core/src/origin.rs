@@ -3,7 +3,10 @@
 //! A browser sends `Origin: scheme://host[:port]` and nothing else, so
 //! anything more (userinfo, path, query, fragment, a list) is refused outright
 //! rather than stripped and then matched: stripping is how `evil.com/mybrand.com`
-//! style bypasses happen.
+//! style bypasses happen. For the same reason a request's `Origin` must be in
+//! its canonical serialization: it is compared, never normalised. The
+//! tenant's own `allowed_origins` entries are normalised when saved (and
+//! shown back normalised), since the tenant is not the adversary there.
 
 use crate::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
@@ -27,21 +30,41 @@ fn not_allowed(message: &str) -> ApiError {
     ApiError::new(ErrorCode::OriginNotAllowed, message)
 }
 
+/// A domain exactly as a browser serializes it: lower-case LDH labels (IDN
+/// already in punycode), none empty, no trailing dot, no `*`, no `_`.
+fn is_canonical_domain(domain: &str) -> bool {
+    domain.len() <= 253
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
 impl Origin {
+    /// Accepts only the canonical serialization a browser sends:
+    /// `scheme://host[:port]` with a lower-case scheme and host, IDN in
+    /// punycode, no default port, no trailing dot. Anything else (upper
+    /// case, a percent-encoded or `*` host, `:443`, a trailing slash, a
+    /// path, userinfo, …) is refused, never normalised and then matched:
+    /// every normalisation is a second spelling an attacker can try.
     pub fn parse(raw: &str) -> Result<Self, ApiError> {
         if raw.is_empty() || raw.len() > 2048 {
             return Err(not_allowed("the Origin header is missing or too long"));
         }
         if raw
             .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == ',')
+            .any(|c| c.is_whitespace() || c.is_control() || c == ',' || !c.is_ascii())
         {
             return Err(not_allowed("the Origin header has forbidden characters"));
         }
         let (scheme, rest) = raw
             .split_once("://")
             .ok_or_else(|| not_allowed("the Origin is not scheme://host"))?;
-        let scheme = scheme.to_ascii_lowercase();
         if scheme != "http" && scheme != "https" {
             return Err(not_allowed("the Origin scheme must be http or https"));
         }
@@ -50,19 +73,25 @@ impl Origin {
         }
         let url = url::Url::parse(raw).map_err(|_| not_allowed("the Origin is not a valid URL"))?;
         let host = match url.host() {
-            Some(url::Host::Domain(d)) => {
-                let d = d.strip_suffix('.').unwrap_or(d);
-                if d.is_empty() || d.split('.').any(str::is_empty) {
-                    return Err(not_allowed("the Origin host is not valid"));
-                }
+            Some(url::Host::Domain(d)) if is_canonical_domain(d) => {
                 OriginHost::Domain(d.to_owned())
+            }
+            Some(url::Host::Domain(_)) => {
+                return Err(not_allowed("the Origin host is not a canonical host name"))
             }
             Some(url::Host::Ipv4(ip)) => OriginHost::Ip(IpAddr::V4(ip)),
             Some(url::Host::Ipv6(ip)) => OriginHost::Ip(IpAddr::V6(ip)),
             None => return Err(not_allowed("the Origin has no host")),
         };
+        // The URL parser's own serialization of the origin is what a browser
+        // sends; any difference means the header was spelled another way.
+        if url.origin().ascii_serialization() != raw {
+            return Err(not_allowed(
+                "the Origin is not in the canonical form a browser sends",
+            ));
+        }
         Ok(Self {
-            scheme,
+            scheme: scheme.to_owned(),
             host,
             port: url.port(),
         })
@@ -221,12 +250,85 @@ mod tests {
             "localhost",
         ]);
         assert!(ok(&list, "https://mybrand.com"));
-        assert!(ok(&list, "https://MyBrand.COM:8443"));
-        assert!(ok(&list, "https://mybrand.com."));
+        assert!(ok(&list, "https://mybrand.com:8443"));
+        assert!(ok(&list, "http://mybrand.com"));
         assert!(ok(&list, "https://a.b.apps.mybrand.com"));
         assert!(!ok(&list, "https://apps.mybrand.com"));
         assert!(ok(&list, "https://xn--bcher-kva.de"));
         assert!(ok(&list, "http://localhost:3000"));
+        let ips = allowed(&["127.0.0.1", "::1"]);
+        assert!(ok(&ips, "http://127.0.0.1:3000"));
+        assert!(ok(&ips, "http://[::1]:3000"));
+    }
+
+    /// Every other spelling of an allowed origin, and the `*` label that
+    /// would match a wildcard entry. Each parses in a lenient URL parser to
+    /// something the list allows; each must be refused as it is.
+    #[test]
+    fn non_canonical_spellings_of_allowed_origins_are_refused() {
+        let list = allowed(&[
+            "mybrand.com",
+            "*.apps.mybrand.com",
+            "bücher.de",
+            "127.0.0.1",
+            "::1",
+        ]);
+        // What each spelling below means: allowed, in its canonical form.
+        for canonical in [
+            "https://mybrand.com",
+            "https://a.apps.mybrand.com",
+            "https://xn--bcher-kva.de",
+            "https://127.0.0.1",
+            "https://[::1]",
+        ] {
+            assert!(ok(&list, canonical), "{canonical}");
+        }
+        for (bad, why) in [
+            ("https://MyBrand.com", "upper-case host"),
+            ("https://MYBRAND.COM", "upper-case host"),
+            ("HTTPS://mybrand.com", "upper-case scheme"),
+            ("Https://mybrand.com", "mixed-case scheme"),
+            ("https://%6Dybrand.com", "percent-encoded host"),
+            ("https://mybrand%2Ecom", "percent-encoded dot"),
+            ("https://mybr%61nd.com", "percent-encoded letter"),
+            ("https://*.apps.mybrand.com", "a `*` label"),
+            ("https://*.mybrand.com", "a `*` label"),
+            ("https://a.*.apps.mybrand.com", "an inner `*` label"),
+            ("https://mybrand.com:443", "the default port spelled out"),
+            ("http://mybrand.com:80", "the default port spelled out"),
+            ("https://mybrand.com:", "an empty port"),
+            ("https://mybrand.com:08443", "a port with a leading zero"),
+            ("https://mybrand.com/", "a trailing slash"),
+            ("https://mybrand.com/path", "a path"),
+            ("https://mybrand.com?", "an empty query"),
+            ("https://mybrand.com#", "an empty fragment"),
+            ("https://user@mybrand.com", "userinfo"),
+            ("https://user:pw@mybrand.com", "userinfo"),
+            ("https://mybrand.com.", "a trailing dot"),
+            ("https://a..apps.mybrand.com", "an empty label"),
+            ("https://a_b.apps.mybrand.com", "an underscore"),
+            ("https://-a.apps.mybrand.com", "a leading hyphen"),
+            ("https://XN--BCHER-KVA.de", "upper-case punycode"),
+            ("https://bücher.de", "a Unicode host"),
+            ("https://mybrand。com", "an ideographic full stop"),
+            ("https://ｍybrand.com", "a full-width letter"),
+            ("https://0x7f.0.0.1", "a hex IPv4 address"),
+            ("https://127.1", "a short IPv4 address"),
+            ("https://0177.0.0.1", "an octal IPv4 address"),
+            ("https://2130706433", "a numeric IPv4 address"),
+            ("https://[0:0::1]", "a non-canonical IPv6 address"),
+            ("https://[0000::1]", "a non-canonical IPv6 address"),
+            ("https:/mybrand.com", "one slash"),
+            ("https:///mybrand.com", "three slashes"),
+            ("https://mybrand.com\\", "a backslash"),
+            ("https://mybrand.com ", "a trailing space"),
+        ] {
+            assert!(
+                matches!(Origin::parse(bad), Err(e) if e.code == ErrorCode::OriginNotAllowed),
+                "{bad:?} ({why}) must be refused as origin_not_allowed"
+            );
+            assert!(!ok(&list, bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -66,7 +66,11 @@ impl Region {
     pub fn jurisdiction(self) -> Jurisdiction {
         match self {
             Region::Weur | Region::Eeur => Jurisdiction::Eu,
-            _ => Jurisdiction::Global,
+            // Listed one by one: a region added later must be placed in a
+            // jurisdiction on purpose, not fall into the unpinned one.
+            Region::Wnam | Region::Enam | Region::Sam | Region::Apac | Region::Oc | Region::Afr => {
+                Jurisdiction::Global
+            }
         }
     }
 

@@ -97,6 +97,13 @@ pub struct WafPolicy {
     pub email_allow_domains: Vec<MailDomain>,
 }
 
+/// IPv6 clients are limited per network of between these many bits. Finer
+/// than a /64 is refused: anyone holds a whole /64, so a /128 limit is free to
+/// evade and lets one attacker fill the ban table with one address after
+/// another.
+pub const MIN_IPV6_PREFIX: u8 = 32;
+pub const MAX_IPV6_PREFIX: u8 = 64;
+
 const HOUR: u32 = 3600;
 const DAY: u32 = 24 * HOUR;
 const MAX_LIST: usize = 1000;
@@ -143,10 +150,10 @@ impl WafPolicy {
             within(&format!("{name}.limit"), v.limit, 1, 10_000_000)?;
             within(&format!("{name}.window_seconds"), v.window_seconds, 1, DAY)?;
         }
-        if !(32..=128).contains(&self.ipv6_prefix_len) {
-            return Err(ApiError::validation(
-                "waf.ipv6_prefix_len must be between 32 and 128",
-            ));
+        if !(MIN_IPV6_PREFIX..=MAX_IPV6_PREFIX).contains(&self.ipv6_prefix_len) {
+            return Err(ApiError::validation(format!(
+                "waf.ipv6_prefix_len must be between {MIN_IPV6_PREFIX} and {MAX_IPV6_PREFIX}"
+            )));
         }
         within("strikes_to_ban", self.strikes_to_ban, 1, 1000)?;
         within(
@@ -211,6 +218,17 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_prefixes_from_32_to_64_are_accepted() {
+        for len in [32, 48, 56, 64] {
+            let p = WafPolicy {
+                ipv6_prefix_len: len,
+                ..WafPolicy::default()
+            };
+            assert!(p.validate().is_ok(), "/{len}");
+        }
+    }
+
+    #[test]
     fn out_of_range_values_are_refused() {
         let bad = [
             WafPolicy {
@@ -219,6 +237,17 @@ mod tests {
             },
             WafPolicy {
                 ipv6_prefix_len: 8,
+                ..WafPolicy::default()
+            },
+            // One address per network with one-strike bans would let a single
+            // /64 fill the ban table.
+            WafPolicy {
+                ipv6_prefix_len: 128,
+                strikes_to_ban: 1,
+                ..WafPolicy::default()
+            },
+            WafPolicy {
+                ipv6_prefix_len: 65,
                 ..WafPolicy::default()
             },
             WafPolicy {

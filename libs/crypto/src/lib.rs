@@ -3,6 +3,7 @@
 //! Argon2id passwords on a bounded worker pool, and session token signing.
 
 pub mod aead;
+pub mod key_transport;
 pub mod password;
 pub mod session_token;
 
@@ -11,6 +12,7 @@ use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
 
 pub use aead::MasterKey;
+pub use key_transport::KeyTransport;
 pub use password::{PasswordHasher, PasswordParams};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,8 @@ pub enum CryptoError {
     Hashing(String),
     #[error("password worker pool is gone")]
     WorkerGone,
+    #[error("a payload to sign could not be serialized: {0}")]
+    Unserializable(String),
 }
 
 /// `N` bytes from the operating system's CSPRNG.

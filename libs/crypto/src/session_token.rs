@@ -3,6 +3,7 @@
 //! statelessly at the edge against the calling issuer's key ring only, so a
 //! token of issuer A never verifies at issuer B.
 
+use crate::CryptoError;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use idm_core::{IssuerId, Region, SessionId, UserId};
@@ -57,20 +58,26 @@ fn mac_input(version: &str, kid: &str, claims_b64: &str) -> String {
     format!("{version}.{kid}.{claims_b64}")
 }
 
-pub fn sign(key: &RingKey, claims: &SessionClaims) -> String {
+pub fn sign(key: &RingKey, claims: &SessionClaims) -> Result<String, CryptoError> {
     sign_as(VERSION, key, claims)
 }
 
-pub fn sign_verification(key: &RingKey, claims: &VerificationClaims) -> String {
+pub fn sign_verification(
+    key: &RingKey,
+    claims: &VerificationClaims,
+) -> Result<String, CryptoError> {
     sign_as(VERIFICATION_VERSION, key, claims)
 }
 
-fn sign_as<C: Serialize>(version: &str, key: &RingKey, claims: &C) -> String {
-    let json = serde_json::to_vec(claims).unwrap_or_default();
+/// A payload that does not serialize is an error: signing an empty payload
+/// instead would hand out a valid MAC over claims nobody chose.
+fn sign_as<C: Serialize>(version: &str, key: &RingKey, claims: &C) -> Result<String, CryptoError> {
+    let json =
+        serde_json::to_vec(claims).map_err(|e| CryptoError::Unserializable(e.to_string()))?;
     let claims_b64 = URL_SAFE_NO_PAD.encode(json);
     let input = mac_input(version, &key.kid, &claims_b64);
     let mac = crate::hmac_sha256(key.secret.as_ref(), input.as_bytes());
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac))
+    Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac)))
 }
 
 /// The key id a token names, for looking up a ring before verifying.
@@ -144,12 +151,12 @@ mod tests {
     }
 
     #[test]
-    fn tokens_verify_only_for_their_issuer_key_and_lifetime() {
+    fn tokens_verify_only_for_their_issuer_key_and_lifetime() -> Result<(), CryptoError> {
         let a = IssuerId::generate();
         let b = IssuerId::generate();
         let ka = key("ka", 1);
         let kb = key("kb", 2);
-        let token = sign(&ka, &claims(&a));
+        let token = sign(&ka, &claims(&a))?;
         let ring_a = |kid: &str| (kid == "ka").then_some(&ka);
         let ring_b = |kid: &str| (kid == "kb").then_some(&kb);
         assert!(verify(&token, &a, 500, ring_a).is_ok());
@@ -166,13 +173,14 @@ mod tests {
             Err(TokenError::BadSignature)
         );
         assert_eq!(kid_of(&token), Some("ka"));
+        Ok(())
     }
 
     #[test]
-    fn any_bit_flip_or_truncation_is_refused() {
+    fn any_bit_flip_or_truncation_is_refused() -> Result<(), CryptoError> {
         let a = IssuerId::generate();
         let k = key("ka", 1);
-        let token = sign(&k, &claims(&a));
+        let token = sign(&k, &claims(&a))?;
         let ring = |kid: &str| (kid == "ka").then_some(&k);
         for i in 0..token.len() {
             let mut bytes = token.clone().into_bytes();
@@ -183,5 +191,18 @@ mod tests {
         for cut in [1, 5, token.len() / 2] {
             assert!(verify(&token[..token.len() - cut], &a, 500, ring).is_err());
         }
+        Ok(())
+    }
+
+    #[test]
+    fn an_unserializable_payload_is_an_error_not_an_empty_signature() {
+        // JSON object keys must be strings: a map keyed by tuples fails.
+        let unserializable: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        let k = key("ka", 1);
+        assert!(matches!(
+            sign_as(VERSION, &k, &unserializable),
+            Err(CryptoError::Unserializable(_))
+        ));
+        assert!(sign_as(VERSION, &k, &claims(&IssuerId::generate())).is_ok());
     }
 }

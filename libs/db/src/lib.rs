@@ -1,6 +1,9 @@
-//! PostgreSQL access shared by every service: a pool, versioned migrations per
-//! schema (serialised by an advisory lock so replicas can start together),
-//! and error classification by SQLSTATE, never by message text.
+//! PostgreSQL access shared by every service: a pool (over TLS when the URL's
+//! `sslmode` asks for it, see `tls`), versioned migrations per schema
+//! (serialised by an advisory lock so replicas can start together), and
+//! error classification by SQLSTATE, never by message text.
+
+mod tls;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::str::FromStr;
@@ -58,15 +61,21 @@ pub struct Db {
 impl Db {
     /// A lazily-connecting pool; the first `get` opens the first connection.
     pub fn connect(url: &str, max_size: usize) -> Result<Self, DbError> {
-        let config =
-            tokio_postgres::Config::from_str(url).map_err(|e| DbError::Config(e.to_string()))?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let (url, tls) = tls::split_url(url)?;
+        let mut config =
+            tokio_postgres::Config::from_str(&url).map_err(|e| DbError::Config(e.to_string()))?;
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls {
+            tls::PgTls::Off => Manager::from_config(config, NoTls, manager_config),
+            tls::PgTls::On { mode, root_cert } => {
+                config.ssl_mode(mode);
+                let client = tls::client_config(root_cert.as_ref())?;
+                let connector = tokio_postgres_rustls::MakeRustlsConnect::new(client);
+                Manager::from_config(config, connector, manager_config)
+            }
+        };
         let pool = Pool::builder(manager)
             .max_size(max_size)
             .wait_timeout(Some(std::time::Duration::from_secs(5)))

@@ -1,21 +1,27 @@
 //! Starts the whole idmesh platform inside one test process, isolated from
 //! every other test: its own nine databases (global + one per region), its
-//! own NATS subject prefix and its own Redis key prefix. Services run as
-//! libraries on port 0, exactly as their binaries would run them.
+//! own NATS server (authenticated, with the permissions of the bus table,
+//! see `nats`), subject prefix and Redis key prefix. Services run as
+//! libraries on port 0, exactly as their binaries would run them, each
+//! logged in to NATS with its own nkey.
 
 mod client;
 mod logs;
+pub mod nats;
 pub mod smtp;
+pub mod tls;
 
 pub use client::{Response, Tenant};
+pub use idm_bus::Identity;
 pub use logs::captured_logs;
+pub use nats::{NatsServer, NatsTls};
 
 use anyhow::Context;
 use base64::Engine;
 use idm_core::config::ServiceBasics;
 use idm_core::Region;
 use idm_telemetry::Running;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,6 +32,8 @@ pub fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// The machine's NATS (anonymous, JetStream), for tests that need a bus but
+/// no platform. A platform runs its own server: see [`Platform::nats`].
 pub fn nats_url() -> String {
     std::env::var("IDM_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
@@ -90,6 +98,33 @@ pub struct Options {
     /// Platform-wide WAF settings of every edge replica (the operator token
     /// is always the platform's `operator_token`).
     pub edge_waf: idm_edge_guard::waf::WafConfig,
+    /// Peers whose `X-Forwarded-For` and country header every edge believes.
+    /// None by default, as in production: a test that plays a proxy says
+    /// so with `Options::behind_loopback_proxy()`.
+    pub edge_trusted_proxies: Vec<ipnet::IpNet>,
+    /// Serve the platform's NATS over TLS with these files (services get the
+    /// CA and require TLS).
+    pub nats_tls: Option<NatsTls>,
+}
+
+/// 127.0.0.1 and ::1: the test process itself, playing a reverse proxy.
+pub fn loopback_proxy() -> Vec<ipnet::IpNet> {
+    [
+        ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
+        ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+    ]
+    .to_vec()
+}
+
+impl Options {
+    /// The defaults, with the test process trusted as a proxy, for tests
+    /// that set `X-Forwarded-For` or the country header.
+    pub fn behind_loopback_proxy() -> Self {
+        Self {
+            edge_trusted_proxies: loopback_proxy(),
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for Options {
@@ -99,6 +134,8 @@ impl Default for Options {
             regions: Region::ALL.to_vec(),
             min_sign_in: Duration::from_millis(300),
             edge_waf: idm_edge_guard::waf::WafConfig::default(),
+            edge_trusted_proxies: Vec::new(),
+            nats_tls: None,
         }
     }
 }
@@ -107,6 +144,8 @@ impl Default for Options {
 pub struct Platform {
     pub prefix: String,
     pub redis_prefix: String,
+    /// The platform's own nats-server: `nats.url`, `nats.connect(identity)`.
+    pub nats: NatsServer,
     pub global_db: String,
     pub region_dbs: BTreeMap<Region, String>,
     pub edges: Vec<SocketAddr>,
@@ -124,11 +163,18 @@ pub struct Platform {
     service_stops: BTreeMap<String, CancellationToken>,
     running: Vec<Running>,
     edge_waf: idm_edge_guard::waf::WafConfig,
+    edge_trusted_proxies: Vec<ipnet::IpNet>,
+    /// The session service's master key (tests that play an attacker holding
+    /// a real signing key read it from the database with this).
+    session_master_key: SecretString,
+    /// Shared by the session service and every edge replica only.
+    key_transport_key: SecretString,
 }
 
-fn basics(prefix: &str) -> ServiceBasics {
+fn basics(prefix: &str, nats: &NatsServer, identity: Identity) -> ServiceBasics {
     ServiceBasics {
-        nats_url: nats_url(),
+        nats_url: nats.url.clone(),
+        nats_auth: nats.auth(identity),
         subject_prefix: prefix.to_owned(),
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         request_timeout: Duration::from_secs(5),
@@ -155,6 +201,7 @@ impl Platform {
             create_database(&admin, name).await?;
         }
 
+        let nats = NatsServer::start(&prefix, options.nats_tls.clone()).await?;
         let smtp = smtp::SmtpSink::start().await?;
         let clock = idm_core::clock::Clock::system();
         let shutdown = CancellationToken::new();
@@ -168,11 +215,13 @@ impl Platform {
         let mut running = Vec::new();
         let mut service_addrs = BTreeMap::new();
         let global_url = SecretString::from(database_url(&global_db));
+        let session_master_key = master_key();
+        let key_transport_key = master_key();
 
         for region in &options.regions {
             let store = idm_user_store::start(
                 idm_user_store::Config {
-                    basics: basics(&prefix),
+                    basics: basics(&prefix, &nats, Identity::UserStore(*region)),
                     region: *region,
                     database_url: SecretString::from(database_url(&region_dbs[region])),
                     pool_size: 4,
@@ -187,10 +236,11 @@ impl Platform {
         }
         let session = idm_session::start(
             idm_session::Config {
-                basics: basics(&prefix),
+                basics: basics(&prefix, &nats, Identity::Session),
                 database_url: global_url.clone(),
                 pool_size: 4,
-                master_key: master_key(),
+                master_key: session_master_key.clone(),
+                key_transport_key: key_transport_key.clone(),
                 redis_url: SecretString::from(redis_url()),
                 redis_prefix: format!("{prefix}:"),
             },
@@ -201,7 +251,7 @@ impl Platform {
         running.push(session);
         let user = idm_user::start(
             idm_user::Config {
-                basics: basics(&prefix),
+                basics: basics(&prefix, &nats, Identity::User),
                 database_url: global_url.clone(),
                 pool_size: 4,
                 master_key: master_key(),
@@ -214,7 +264,7 @@ impl Platform {
         running.push(user);
         let account = idm_account::start(
             idm_account::Config {
-                basics: basics(&prefix),
+                basics: basics(&prefix, &nats, Identity::Account),
                 database_url: global_url.clone(),
                 pool_size: 4,
                 operator_token: SecretString::from(operator_token.clone()),
@@ -227,7 +277,7 @@ impl Platform {
         running.push(account);
         let auth = idm_auth::start(
             idm_auth::Config {
-                basics: basics(&prefix),
+                basics: basics(&prefix, &nats, Identity::Auth),
                 database_url: global_url.clone(),
                 pool_size: 2,
                 redis_url: SecretString::from(redis_url()),
@@ -258,7 +308,7 @@ impl Platform {
         running.push(auth);
         let deletion = idm_deletion_worker::start(
             idm_deletion_worker::Config {
-                basics: basics(&prefix),
+                basics: basics(&prefix, &nats, Identity::DeletionWorker),
                 database_url: global_url.clone(),
                 pool_size: 2,
             },
@@ -269,7 +319,7 @@ impl Platform {
         running.push(deletion);
         let webhook = idm_webhook::start(
             idm_webhook::Config {
-                basics: basics(&prefix),
+                basics: basics(&prefix, &nats, Identity::Webhook),
                 database_url: global_url.clone(),
                 pool_size: 2,
             },
@@ -285,7 +335,13 @@ impl Platform {
         let mut edge_ops = Vec::new();
         for replica in 0..options.edge_replicas {
             let edge = idm_edge_guard::start(
-                edge_config(&prefix, &edge_waf),
+                edge_config(
+                    &prefix,
+                    &nats,
+                    &edge_waf,
+                    &options.edge_trusted_proxies,
+                    &key_transport_key,
+                ),
                 stop_for(format!("edge-guard-{replica}")),
             )
             .await?;
@@ -302,6 +358,7 @@ impl Platform {
         Ok(Self {
             prefix,
             redis_prefix,
+            nats,
             global_db,
             region_dbs,
             edges,
@@ -316,6 +373,9 @@ impl Platform {
             service_stops,
             running,
             edge_waf,
+            edge_trusted_proxies: options.edge_trusted_proxies,
+            session_master_key,
+            key_transport_key,
         })
     }
 
@@ -334,7 +394,13 @@ impl Platform {
         let name = format!("edge-guard-{}", self.edges.len());
         let token = self.shutdown.child_token();
         self.service_stops.insert(name.clone(), token.clone());
-        let mut config = edge_config(&self.prefix, &self.edge_waf);
+        let mut config = edge_config(
+            &self.prefix,
+            &self.nats,
+            &self.edge_waf,
+            &self.edge_trusted_proxies,
+            &self.key_transport_key,
+        );
         tweak(&mut config);
         let edge = idm_edge_guard::start(config, token).await?;
         let addr = edge.http_addr;
@@ -365,13 +431,48 @@ impl Platform {
         pg_connect(&database_url(&self.global_db)).await
     }
 
+    /// Every signing key the issuer has in the database (revoked ones too),
+    /// unsealed with the session service's master key: what an attacker who
+    /// stole the key would hold.
+    pub async fn signing_keys(
+        &self,
+        issuer: &str,
+    ) -> anyhow::Result<Vec<idm_crypto::session_token::RingKey>> {
+        let issuer = idm_core::IssuerId::parse(issuer)?;
+        let master = idm_crypto::MasterKey::from_base64(self.session_master_key.expose_secret())?;
+        let rows = self
+            .global()
+            .await?
+            .query(
+                "SELECT kid, sealed_secret FROM session_keys.keys WHERE issuer_id = $1 ORDER BY created_at DESC",
+                &[&issuer.as_str()],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let kid: String = row.get(0);
+                let sealed: Vec<u8> = row.get(1);
+                Ok(idm_session::open_stored_key(
+                    &master, &issuer, &kid, &sealed,
+                )?)
+            })
+            .collect()
+    }
+
+    /// A plain NATS connection on this platform's server, for tests that
+    /// read the bus as an eavesdropper would. The one place to give it
+    /// (a test-only user that hears every subject and may send nothing).
+    pub async fn bus_observer(&self) -> anyhow::Result<async_nats::Client> {
+        self.nats.wiretap().await
+    }
+
     /// The newest event of `event_type` for `issuer` on this platform's stream.
     pub async fn last_event(
         &self,
         issuer: &str,
         event_type: &str,
     ) -> anyhow::Result<Option<serde_json::Value>> {
-        let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await?);
+        let js = async_nats::jetstream::new(self.nats.connect(Identity::Admin).await?);
         let stream = js
             .get_stream(idm_bus::events::stream_name(&self.prefix))
             .await?;
@@ -385,7 +486,7 @@ impl Platform {
     /// How many events of `event_type` for `issuer` the stream holds.
     pub async fn count_events(&self, issuer: &str, event_type: &str) -> anyhow::Result<u64> {
         use futures::StreamExt;
-        let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await?);
+        let js = async_nats::jetstream::new(self.nats.connect(Identity::Admin).await?);
         let stream = js
             .get_stream(idm_bus::events::stream_name(&self.prefix))
             .await?;
@@ -419,6 +520,15 @@ impl Platform {
 
     /// Stops every service (waiting for in-flight work), then drops the
     /// databases, the event stream and the Redis keys of this platform.
+    /// A bus connection logged in as `identity` (its seed, its inbox), for
+    /// tests that call services directly.
+    pub async fn bus(&self, identity: Identity) -> anyhow::Result<idm_bus::Bus> {
+        Ok(idm_bus::Bus::connect(&basics(&self.prefix, &self.nats, identity), identity).await?)
+    }
+
+    /// Stops every service (waiting for in-flight work), then the platform's
+    /// nats-server (its streams go with its directory), and drops the
+    /// databases and the Redis keys of this platform.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         for service in self.running {
@@ -426,13 +536,7 @@ impl Platform {
                 .await
                 .context("a service did not stop within 10 s")?;
         }
-        let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await?);
-        let _ = js
-            .delete_stream(idm_bus::events::stream_name(&self.prefix))
-            .await;
-        let _ = js
-            .delete_stream(format!("{}_MAIL", self.prefix.to_ascii_uppercase()))
-            .await;
+        self.nats.stop().await;
         let mut redis = redis::Client::open(redis_url())?
             .get_multiplexed_async_connection()
             .await?;
@@ -453,13 +557,17 @@ impl Platform {
     }
 }
 
-fn edge_config(prefix: &str, waf: &idm_edge_guard::waf::WafConfig) -> idm_edge_guard::Config {
+fn edge_config(
+    prefix: &str,
+    nats: &NatsServer,
+    waf: &idm_edge_guard::waf::WafConfig,
+    trusted_proxies: &[ipnet::IpNet],
+    key_transport_key: &SecretString,
+) -> idm_edge_guard::Config {
     idm_edge_guard::Config {
-        basics: basics(prefix),
+        basics: basics(prefix, nats, Identity::EdgeGuard),
         ops_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        trusted_proxies: vec!["127.0.0.1/32"
-            .parse()
-            .unwrap_or_else(|_| ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])))],
+        trusted_proxies: trusted_proxies.to_vec(),
         country_header: "cf-ipcountry".into(),
         max_body_bytes: 64 * 1024,
         key_cache_ttl: Duration::from_secs(60),
@@ -468,5 +576,7 @@ fn edge_config(prefix: &str, waf: &idm_edge_guard::waf::WafConfig) -> idm_edge_g
         redis_url: redis_url(),
         redis_prefix: format!("{prefix}:"),
         waf: waf.clone(),
+        key_transport_key: key_transport_key.clone(),
+        revocation_capacity: 100_000,
     }
 }

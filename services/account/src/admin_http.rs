@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
 use idm_core::text::DisplayName;
-use idm_core::{AccountId, ApiError, ErrorCode, KeyMode};
+use idm_core::{AccountId, ApiError, ErrorCode, KeyMode, Scope};
 use idm_telemetry::http::HttpError;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -64,6 +64,7 @@ async fn create_account(
         Some(name.as_str()),
         format!("{} (live)", name.as_str()),
         KeyMode::Live,
+        Scope::all(),
         true,
     )
     .await

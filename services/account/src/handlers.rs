@@ -1,10 +1,10 @@
 //! Bus operations of the control plane.
 
 use crate::provisioning::{self, NewIssuer};
-use crate::{storage, Error, State};
+use crate::{delegation, storage, Error, State};
 use idm_core::proto::account::*;
 use idm_core::text::DisplayName;
-use idm_core::{ApiError, KeyKind};
+use idm_core::ApiError;
 use std::sync::Arc;
 
 pub async fn resolve_key(state: Arc<State>, req: ResolveKey) -> Result<Resolved, Error> {
@@ -45,9 +45,14 @@ pub async fn update_issuer(state: Arc<State>, req: UpdateIssuer) -> Result<Issue
     Ok(issuer)
 }
 
-#[tracing::instrument(skip_all, fields(account = %req.account_id))]
+#[tracing::instrument(skip_all, fields(account = %req.account_id, by = %req.created_by))]
 pub async fn create_issuer(state: Arc<State>, req: CreateIssuer) -> Result<CreatedIssuer, Error> {
     let name = DisplayName::parse("name", &req.name)?;
+    let creator = {
+        let client = state.db.get().await?;
+        delegation::creator_in_account(&client, &req.created_by, &req.account_id).await?
+    };
+    delegation::check_issuer_mode(&creator, req.mode)?;
     let NewIssuer {
         issuer, secret_key, ..
     } = provisioning::create_issuer(
@@ -56,28 +61,19 @@ pub async fn create_issuer(state: Arc<State>, req: CreateIssuer) -> Result<Creat
         None,
         name.as_str().to_owned(),
         req.mode,
+        creator.scopes,
         false,
     )
     .await?;
     Ok(CreatedIssuer { issuer, secret_key })
 }
 
-#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id))]
+#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, by = %req.created_by))]
 pub async fn create_api_key(state: Arc<State>, req: CreateApiKey) -> Result<CreatedApiKey, Error> {
     let name = DisplayName::parse("name", &req.name)?;
-    if req.kind == KeyKind::Restricted && req.scopes.is_some() {
-        return Err(ApiError::validation(
-            "restricted keys have no scopes: they only reach client and verification routes",
-        )
-        .into());
-    }
-    if req.scopes.as_ref().is_some_and(Vec::is_empty) {
-        return Err(ApiError::validation(
-            "scopes must not be empty; omit them for a key with every scope",
-        )
-        .into());
-    }
     let client = state.db.get().await?;
+    let creator = delegation::creator_in_issuer(&client, &req.created_by, &req.issuer_id).await?;
+    let scopes = delegation::scopes_for_new_key(&creator, req.kind, req.scopes)?;
     let issuer = storage::issuer(&client, &req.issuer_id)
         .await?
         .ok_or_else(|| ApiError::not_found("issuer"))?;
@@ -86,7 +82,7 @@ pub async fn create_api_key(state: Arc<State>, req: CreateApiKey) -> Result<Crea
         req.kind,
         issuer.mode,
         name.as_str().to_owned(),
-        req.scopes,
+        scopes,
     );
     storage::insert_key(&client, &info, &hash).await?;
     tracing::info!(key = %info.id, "api key created");

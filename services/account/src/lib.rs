@@ -5,6 +5,7 @@
 
 mod admin_http;
 mod config;
+mod delegation;
 mod error;
 mod handlers;
 mod migrations;
@@ -30,13 +31,7 @@ pub(crate) struct State {
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     let db = Db::connect(config.database_url(), config.pool_size)?;
     idm_db::migrate(&mut db.get().await?, "account", migrations::ACCOUNT).await?;
-    let bus = Bus::connect(
-        &config.basics.nats_url,
-        &config.basics.subject_prefix,
-        config.basics.request_timeout,
-        "account",
-    )
-    .await?;
+    let bus = Bus::connect(&config.basics, idm_bus::Identity::Account).await?;
     let state = Arc::new(State {
         db: db.clone(),
         bus: bus.clone(),

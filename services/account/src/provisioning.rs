@@ -74,19 +74,16 @@ async fn provision_everywhere(state: &State, issuer: &IssuerId) -> Result<(), Er
     Ok(())
 }
 
-/// A new key of `kind` for `issuer`; the key text exists only in the result.
+/// A new key of `kind` for `issuer` holding exactly `scopes` (decided by the
+/// caller: see `delegation`); the key text exists only in the result.
 pub fn new_key(
     issuer: &IssuerId,
     kind: KeyKind,
     mode: KeyMode,
     name: String,
-    scopes: Option<Vec<Scope>>,
+    scopes: Vec<Scope>,
 ) -> (ApiKeyInfo, SecretText, String) {
     let (key, hash) = idm_crypto::new_api_key(kind, mode);
-    let scopes = match kind {
-        KeyKind::Secret => scopes.unwrap_or_else(Scope::all),
-        KeyKind::Restricted => Vec::new(),
-    };
     let info = ApiKeyInfo {
         id: ApiKeyId::generate(),
         issuer_id: issuer.clone(),
@@ -107,14 +104,17 @@ pub struct NewIssuer {
     pub restricted_key: Option<SecretText>,
 }
 
-/// Provisions an issuer everywhere and stores it with its first keys.
-/// `new_account` is written in the same transaction when given.
+/// Provisions an issuer everywhere and stores it with its first keys: a
+/// secret key holding `first_key_scopes` (every scope only for the
+/// operator's new account; otherwise the creating key's) and, when asked, a
+/// restricted key. `new_account` is written in the same transaction when given.
 pub async fn create_issuer(
     state: &State,
     account: &AccountId,
     new_account: Option<&str>,
     name: String,
     mode: KeyMode,
+    first_key_scopes: Vec<Scope>,
     with_restricted_key: bool,
 ) -> Result<NewIssuer, Error> {
     let issuer = Issuer {
@@ -133,7 +133,7 @@ pub async fn create_issuer(
         KeyKind::Secret,
         mode,
         "default secret key".into(),
-        None,
+        first_key_scopes,
     );
     let restricted = with_restricted_key.then(|| {
         new_key(
@@ -141,7 +141,7 @@ pub async fn create_issuer(
             KeyKind::Restricted,
             mode,
             "default restricted key".into(),
-            None,
+            Vec::new(),
         )
     });
 

@@ -22,11 +22,16 @@ fn kind_str(kind: KeyKind) -> &'static str {
     }
 }
 
-fn parse_kind(raw: &str) -> KeyKind {
-    if raw == "restricted" {
-        KeyKind::Restricted
-    } else {
-        KeyKind::Secret
+/// A stored kind this code does not know is an error, never a guess: the
+/// guess used to be `secret`, the most privileged kind.
+fn parse_kind(raw: &str) -> Result<KeyKind, Error> {
+    match raw {
+        "secret" => Ok(KeyKind::Secret),
+        "restricted" => Ok(KeyKind::Restricted),
+        other => {
+            tracing::error!(kind = %other.chars().take(32).collect::<String>(), "unknown api key kind in storage");
+            Err(ApiError::internal().into())
+        }
     }
 }
 
@@ -148,7 +153,7 @@ fn key_from_row(row: &Row) -> Result<ApiKeyInfo, Error> {
     Ok(ApiKeyInfo {
         id: id(ApiKeyId::parse(row.get(0)))?,
         issuer_id: id(IssuerId::parse(row.get(1)))?,
-        kind: parse_kind(row.get(2)),
+        kind: parse_kind(row.get(2))?,
         mode: parse_mode(row.get(3))?,
         name: row.get(4),
         hint: row.get(5),
@@ -209,7 +214,7 @@ pub async fn resolve_key(db: &impl GenericClient, hash: &str) -> Result<Option<K
             account_id: id(AccountId::parse(r.get(1)))?,
             issuer_id: id(IssuerId::parse(r.get(2)))?,
             issuer_mode: parse_mode(r.get(3))?,
-            kind: parse_kind(r.get(4)),
+            kind: parse_kind(r.get(4))?,
             mode: parse_mode(r.get(5))?,
             scopes: json(r.get(6))?,
             allowed_origins: json(r.get(7))?,
@@ -217,4 +222,53 @@ pub async fn resolve_key(db: &impl GenericClient, hash: &str) -> Result<Option<K
         })
     })
     .transpose()
+}
+
+/// A live key as a delegator: what it is and what it holds.
+pub struct KeyHolder {
+    pub issuer_id: IssuerId,
+    pub account_id: AccountId,
+    pub kind: KeyKind,
+    pub mode: KeyMode,
+    pub scopes: Vec<Scope>,
+}
+
+/// The live (unrevoked) key with this id, with its issuer's account.
+pub async fn key_holder(
+    db: &impl GenericClient,
+    key: &ApiKeyId,
+) -> Result<Option<KeyHolder>, Error> {
+    let row = db
+        .query_opt(
+            "SELECT k.issuer_id, i.account_id, k.kind, k.mode, k.scopes
+             FROM account.api_keys k JOIN account.issuers i ON i.id = k.issuer_id
+             WHERE k.id = $1 AND k.revoked_at IS NULL",
+            &[&key.as_str()],
+        )
+        .await
+        .map_err(DbError::from)?;
+    row.map(|r| {
+        Ok(KeyHolder {
+            issuer_id: id(IssuerId::parse(r.get(0)))?,
+            account_id: id(AccountId::parse(r.get(1)))?,
+            kind: parse_kind(r.get(2))?,
+            mode: parse_mode(r.get(3))?,
+            scopes: json(r.get(4))?,
+        })
+    })
+    .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_stored_kind_is_an_error_not_the_strongest_kind() {
+        assert!(matches!(parse_kind("secret"), Ok(KeyKind::Secret)));
+        assert!(matches!(parse_kind("restricted"), Ok(KeyKind::Restricted)));
+        for unknown in ["", "admin", "Secret", "publishable", "restricted "] {
+            assert!(parse_kind(unknown).is_err(), "{unknown:?}");
+        }
+    }
 }

@@ -114,7 +114,7 @@ impl Config {
                     }
                 },
                 username: env.optional("SMTP_USERNAME"),
-                password: env.optional("SMTP_PASSWORD").map(SecretString::from),
+                password: env.optional_secret("SMTP_PASSWORD")?,
             }),
             other => {
                 return Err(ConfigError::Invalid {
@@ -127,7 +127,7 @@ impl Config {
             basics: ServiceBasics::from_env(&env, 8082)?,
             database_url: env.secret("DATABASE_URL")?,
             pool_size: env.parse("DB_POOL_SIZE", 8)?,
-            redis_url: SecretString::from(env.string("REDIS_URL", "redis://127.0.0.1:6379")),
+            redis_url: env.secret_or("REDIS_URL", "redis://127.0.0.1:6379")?,
             redis_prefix: env.string("REDIS_PREFIX", "idm:"),
             master_key: env.secret("MASTER_KEY")?,
             min_sign_in: Duration::from_millis(env.parse("MIN_SIGN_IN_MS", 300u64)?),

@@ -54,13 +54,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     ledger::migrate(&db).await?;
     let redis =
         redis::aio::ConnectionManager::new(redis::Client::open(config.redis_url())?).await?;
-    let bus = Bus::connect(
-        &config.basics.nats_url,
-        &config.basics.subject_prefix,
-        config.basics.request_timeout,
-        "auth",
-    )
-    .await?;
+    let bus = Bus::connect(&config.basics, idm_bus::Identity::Auth).await?;
     let events = Events::ensure(&bus).await?;
     let master = idm_crypto::MasterKey::from_base64(config.master_key())?;
     let queue = mail::MailQueue::ensure(&bus, &master).await?;

@@ -1,7 +1,9 @@
 //! Who may call what: the API key (checksum first, then the cached hash
 //! lookup), its mode, its kind against the route class, scopes for secret
 //! keys, and the browser origin for restricted keys. Every public route goes
-//! through `Incoming::authorize` before it does anything else.
+//! through `Incoming::authorize` before it does anything else; the route's
+//! `Access` comes from the route table (`routes::ROUTES`), never from the
+//! handler, so the table the scope matrix test walks is the one enforced.
 
 use crate::waf::RouteClass;
 use crate::{client_ip, cors, App};
@@ -20,7 +22,7 @@ pub const SESSION_COOKIE: &str = "__Host-idm_session";
 pub const API_KEY_HEADER: &str = "idm-api-key";
 
 /// The class of a route, which decides the keys that may call it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     /// Secret keys holding the scope.
     Backend(Scope),
@@ -34,7 +36,12 @@ pub enum Access {
 pub struct Incoming {
     pub app: Arc<App>,
     pub headers: HeaderMap,
-    pub peer: SocketAddr,
+    /// The TCP peer; `None` only if the server was built without connect
+    /// info, and then every call is refused rather than given an address.
+    peer: Option<SocketAddr>,
+    /// The route's access class from the route table; `None` (a handler
+    /// mounted outside the table) refuses every call.
+    access: Option<Access>,
     /// The WAF's route class, from the path.
     pub class: RouteClass,
     /// Where a passed origin check is noted for the CORS response headers.
@@ -48,15 +55,14 @@ impl FromRequestParts<Arc<App>> for Incoming {
         parts: &mut Parts,
         app: &Arc<App>,
     ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0)
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         Ok(Self {
             app: Arc::clone(app),
             headers: parts.headers.clone(),
-            peer,
+            peer: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+            access: parts.extensions.get::<Access>().copied(),
             class: RouteClass::of_path(parts.uri.path()),
             cors: parts
                 .extensions
@@ -168,8 +174,13 @@ fn check_origin(key: &KeyConfig, headers: &HeaderMap) -> Result<http::HeaderValu
 }
 
 impl Incoming {
-    pub async fn authorize(&self, access: Access) -> Result<Caller, ApiError> {
+    /// Authorises the caller for this route's access class (from the table).
+    pub async fn authorize(&self) -> Result<Caller, ApiError> {
         let invalid = || ApiError::new(ErrorCode::InvalidApiKey, "the API key is not valid");
+        let (Some(access), Some(peer)) = (self.access, self.peer) else {
+            tracing::error!(access = ?self.access, peer = ?self.peer, "a route is missing its access class or peer address");
+            return Err(ApiError::internal());
+        };
         let raw = api_key_text(&self.headers).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::Unauthenticated,
@@ -179,7 +190,7 @@ impl Incoming {
         let parsed = ApiKey::parse(raw)?;
         let hash = idm_crypto::api_key_hash(&parsed);
         let trusted = &self.app.config.trusted_proxies;
-        let ip = client_ip::client_ip(trusted, self.peer.ip(), &self.headers);
+        let ip = client_ip::client_ip(trusted, peer.ip(), &self.headers);
         let cached = match self.app.keys.cached(&hash).await {
             Some(entry) => entry,
             None => {
@@ -234,7 +245,7 @@ impl Incoming {
             ip,
             country: client_ip::country(
                 trusted,
-                self.peer.ip(),
+                peer.ip(),
                 &self.headers,
                 &self.app.config.country_header,
             ),
@@ -250,6 +261,6 @@ impl Incoming {
     ) -> Result<idm_crypto::session_token::SessionClaims, ApiError> {
         let token = session_token(&self.headers)
             .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "a session is required"))?;
-        self.app.verify_session(&caller.key.issuer_id, &token).await
+        self.app.verify_session(&caller.key, &token).await
     }
 }

@@ -1,5 +1,6 @@
 use idm_core::config::{ConfigError, Env, ServiceBasics};
 use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;
 
 /// `EDGE_*` variables.
@@ -24,6 +25,14 @@ pub struct Config {
     pub cookie_secure: bool,
     /// The WAF's platform-wide settings (per-issuer ones are in the policy).
     pub waf: crate::waf::WafConfig,
+    /// Base64 of 32 bytes, shared with the session service only: opens the
+    /// signing keys it sends sealed over the bus.
+    pub key_transport_key: SecretString,
+    /// Revoked sessions this replica remembers at most. Never evicted: when
+    /// full, the issuers whose revocations do not fit are answered
+    /// `503 overloaded`. Size it as revocations per second × the longest
+    /// session-token lifetime (a day at most), with headroom.
+    pub revocation_capacity: usize,
 }
 
 impl Config {
@@ -43,17 +52,30 @@ impl Config {
             key_cache_ttl: Duration::from_secs(env.parse("KEY_CACHE_TTL_SECONDS", 60)?),
             key_cache_capacity: env.parse("KEY_CACHE_CAPACITY", 100_000)?,
             cookie_secure: env.parse("COOKIE_SECURE", true)?,
-            redis_url: env.string("REDIS_URL", "redis://127.0.0.1:6379"),
+            // A secret (it may carry a password), so `EDGE_REDIS_URL_FILE` works too.
+            redis_url: secrecy::ExposeSecret::expose_secret(
+                &env.secret_or("REDIS_URL", "redis://127.0.0.1:6379")?,
+            )
+            .to_owned(),
             redis_prefix: env.string("REDIS_PREFIX", "idm:"),
             waf: waf_config(&env)?,
+            key_transport_key: env.secret("KEY_TRANSPORT_KEY")?,
+            revocation_capacity: env.parse("REVOCATION_CAPACITY", 1_000_000)?,
         })
+    }
+
+    pub(crate) fn key_transport_key(&self) -> &str {
+        self.key_transport_key.expose_secret()
     }
 }
 
 fn waf_config(env: &Env) -> Result<crate::waf::WafConfig, ConfigError> {
     let defaults = crate::waf::WafConfig::default();
-    let operator_token = env.optional("OPERATOR_TOKEN");
-    if operator_token.as_ref().is_some_and(|t| t.len() < 16) {
+    let operator_token = env.optional_secret("OPERATOR_TOKEN")?;
+    if operator_token
+        .as_ref()
+        .is_some_and(|t| secrecy::ExposeSecret::expose_secret(t).len() < 16)
+    {
         return Err(ConfigError::Invalid {
             var: env.var_name("OPERATOR_TOKEN"),
             reason: "use at least 16 characters".into(),
@@ -66,7 +88,8 @@ fn waf_config(env: &Env) -> Result<crate::waf::WafConfig, ConfigError> {
         )?),
         key_lookups_per_minute: env
             .parse("KEY_LOOKUPS_PER_MINUTE", defaults.key_lookups_per_minute)?,
-        operator_token: operator_token.map(secrecy::SecretString::from),
+        operator_token,
+        max_bans_per_issuer: env.parse("MAX_BANS_PER_ISSUER", defaults.max_bans_per_issuer)?,
         recipient_key: crate::waf::RecipientKey::from_base64(secrecy::ExposeSecret::expose_secret(
             &env.secret("HASH_KEY")?,
         ))

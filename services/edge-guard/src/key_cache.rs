@@ -53,6 +53,12 @@ impl KeyCache {
             .map_err(|e| (*e).clone())
     }
 
+    /// Drops every cached key (after a bus reconnect: a `config.changed`
+    /// broadcast revoking a key or changing a policy may have been missed).
+    pub fn forget_all(&self) {
+        self.cache.invalidate_all();
+    }
+
     pub async fn apply(&self, change: &ConfigChanged) {
         if let Some(hash) = &change.key_hash {
             self.cache.invalidate(hash).await;

@@ -15,8 +15,10 @@ mod routes;
 mod session_keys;
 pub mod waf;
 
+pub use access::Access;
 pub use config::Config;
 pub use error::Error;
+pub use routes::{Route, ROUTES};
 
 use idm_bus::Bus;
 use idm_core::proto::account::ConfigChanged;
@@ -34,19 +36,22 @@ pub(crate) struct App {
 }
 
 impl App {
-    /// A session token of `issuer` that is validly signed, unexpired and not
-    /// revoked on any replica.
+    /// A session token of `key`'s issuer that is validly signed, unexpired,
+    /// within the issuer's session lifetime, and not revoked on any replica
+    /// (or a 503 when this replica cannot tell).
     pub async fn verify_session(
         &self,
-        issuer: &idm_core::IssuerId,
+        key: &idm_core::proto::account::KeyConfig,
         token: &str,
     ) -> Result<idm_crypto::session_token::SessionClaims, idm_core::ApiError> {
         use idm_core::{ApiError, ErrorCode};
-        let claims = self.sessions.verify(issuer, token).await?;
+        let claims = self
+            .sessions
+            .verify(&key.issuer_id, token, key.policy.session_lifetime_seconds)
+            .await?;
         match self
             .revocations
-            .check(issuer.as_str(), claims.sid.as_str())
-            .await
+            .check(key.issuer_id.as_str(), claims.sid.as_str())?
         {
             None => Ok(claims),
             Some(true) => Err(ApiError::new(
@@ -62,13 +67,7 @@ impl App {
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
-    let bus = Bus::connect(
-        &config.basics.nats_url,
-        &config.basics.subject_prefix,
-        config.basics.request_timeout,
-        "edge-guard",
-    )
-    .await?;
+    let bus = Bus::connect(&config.basics, idm_bus::Identity::EdgeGuard).await?;
     let (waf, waf_tasks) = waf::Waf::start(
         &config.redis_url,
         &config.redis_prefix,
@@ -84,8 +83,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             config.key_cache_ttl,
             config.key_cache_capacity,
         ),
-        sessions: session_keys::SessionKeys::new(bus.clone()),
-        revocations: revocations::Revocations::new(),
+        sessions: session_keys::SessionKeys::new(
+            bus.clone(),
+            idm_crypto::KeyTransport::from_base64(config.key_transport_key()).map_err(|e| {
+                idm_core::config::ConfigError::Invalid {
+                    var: "EDGE_KEY_TRANSPORT_KEY".into(),
+                    reason: e.to_string(),
+                }
+            })?,
+        ),
+        revocations: revocations::Revocations::new(
+            config.revocation_capacity,
+            &config.redis_url,
+            &config.redis_prefix,
+        ),
         bus: bus.clone(),
         config: config.clone(),
     });
@@ -105,16 +116,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .await?;
     // Subscribe before loading, so nothing revoked in between is missed.
     let revoked = app.revocations.listen(&app.bus, shutdown.clone()).await?;
-    match app
-        .revocations
-        .load(&config.redis_url, &config.redis_prefix)
-        .await
-    {
+    match app.revocations.reload().await {
         Ok(count) => tracing::info!(count, "revocation set loaded"),
         Err(e) => {
-            tracing::error!(error = %e, "revocation set not loaded from Redis; relying on broadcasts")
+            tracing::error!(error = %e, "revocation set not loaded from Redis; sessions are refused until it is")
         }
     }
+    // After a reconnect, whatever broadcasts keep fresh may be stale.
+    let stale_after_reconnect = Arc::clone(&app);
+    let watch = app.revocations.watch(
+        bus.clone(),
+        move || {
+            stale_after_reconnect.sessions.forget_all();
+            stale_after_reconnect.keys.forget_all();
+        },
+        shutdown.clone(),
+    );
 
     let ready = idm_telemetry::all_of(vec![bus.probe()]);
     let probes = idm_telemetry::ops_routes(Arc::clone(&ready))
@@ -134,7 +151,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     .await?;
     let (ops_addr, ops) = idm_telemetry::serve_http(config.ops_addr, ops, shutdown).await?;
     tracing::info!(%http_addr, %ops_addr, "edge-guard started");
-    let mut tasks = vec![listener, revoked, http, ops];
+    let mut tasks = vec![listener, revoked, watch, http, ops];
     tasks.extend(waf_tasks);
     Ok(Running::new(http_addr, tasks).with_ops_addr(ops_addr))
 }

@@ -1,64 +1,232 @@
-//! Revoked sessions, answered from memory on every replica. Filled at start
-//! from the Redis revocation set (so a restarted edge still refuses tokens
-//! revoked before it started) and then by the `session.revoked` broadcasts.
+//! Revoked sessions, answered from memory on every replica, failing closed.
+//!
+//! Filled from the authoritative list (the Redis revocation set today, see
+//! [`Revocations::authoritative_revocations`]) at start and after every bus
+//! reconnect, and by the `session.revoked` broadcasts in between (which are
+//! at most once: a replica that was disconnected may have missed some).
+//!
+//! The set never forgets a revocation before the session's tokens could have
+//! expired (`until`): there is no capacity eviction. When the set is full, a
+//! revocation that does not fit marks its issuer as *shed*: that issuer's
+//! sessions are answered `503 overloaded` (with `Retry-After`) instead of
+//! being vouched for, until expired entries make room and a reload from the
+//! authoritative list has put every revocation back. Likewise, while the bus
+//! is disconnected, or before the first load, sessions are answered
+//! `503 upstream_unavailable`: this replica cannot know what it missed.
 
 use idm_bus::Bus;
 use idm_core::proto::session::{revocation_set_key, RevokedBroadcast};
+use idm_core::{ApiError, ErrorCode};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// How often the watcher looks at the bus connection (a reconnect is noticed
+/// within this).
+const POLL: Duration = Duration::from_millis(100);
+/// How often expired entries are dropped and a shed issuer retried.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Beyond this many shed issuers, every issuer is shed (bounds the shed list).
+const MAX_SHED_ISSUERS: usize = 10_000;
 
 /// Whether a revoked session was revoked as compromised.
 type Compromised = bool;
 
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// Unix seconds until which a token of the session could still verify.
+    until: i64,
+    compromised: Compromised,
+}
+
+/// One revocation as the authoritative list holds it.
+#[derive(Debug, Clone)]
+pub struct Revoked {
+    pub issuer: String,
+    pub session: String,
+    pub until: i64,
+    pub compromised: Compromised,
+}
+
+#[derive(Default)]
+struct Table {
+    entries: HashMap<String, Entry>,
+    /// Issuer → sequence number of its latest revocation that did not fit.
+    shed: HashMap<String, u64>,
+    /// Sequence number from which every issuer is shed (the shed list overflowed).
+    shed_all: Option<u64>,
+    seq: u64,
+    last_sweep: i64,
+}
+
+impl Table {
+    fn sweep(&mut self, now: i64) {
+        self.entries.retain(|_, e| e.until > now);
+        self.last_sweep = now;
+    }
+
+    fn is_shed(&self, issuer: &str) -> bool {
+        self.shed_all.is_some() || self.shed.contains_key(issuer)
+    }
+}
+
+fn entry_key(issuer: &str, session: &str) -> String {
+    format!("{issuer}/{session}")
+}
+
+struct Shared {
+    table: RwLock<Table>,
+    capacity: usize,
+    /// Loaded, and connected to the bus since the last load.
+    current: AtomicBool,
+    redis_url: String,
+    redis_prefix: String,
+}
+
 #[derive(Clone)]
 pub struct Revocations {
-    set: moka::future::Cache<(String, String), Compromised>,
+    shared: Arc<Shared>,
+}
+
+fn retry_in(seconds: u64) -> serde_json::Value {
+    serde_json::json!({ "retry_after": seconds.max(1) })
 }
 
 impl Revocations {
-    pub fn new() -> Self {
-        // Entries outlive every token they could refuse (tokens live at most a day).
-        let set = moka::future::Cache::builder()
-            .max_capacity(2_000_000)
-            .time_to_live(Duration::from_secs(86_400 + 60))
-            .build();
-        Self { set }
+    pub fn new(capacity: usize, redis_url: &str, redis_prefix: &str) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                table: RwLock::new(Table::default()),
+                capacity: capacity.max(1),
+                current: AtomicBool::new(false),
+                redis_url: redis_url.to_owned(),
+                redis_prefix: redis_prefix.to_owned(),
+            }),
+        }
     }
 
-    pub async fn check(&self, issuer: &str, session: &str) -> Option<Compromised> {
-        self.set.get(&(issuer.to_owned(), session.to_owned())).await
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
+        self.shared.table.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn add(&self, issuer: &str, session: &str, compromised: bool) {
-        self.set
-            .insert((issuer.to_owned(), session.to_owned()), compromised)
-            .await;
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
+        self.shared.table.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Loads every revocation that still matters from Redis.
-    pub async fn load(
-        &self,
-        redis_url: &str,
-        redis_prefix: &str,
-    ) -> Result<usize, redis::RedisError> {
-        let client = redis::Client::open(redis_url)?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
+    /// `Ok(None)`: not revoked; `Ok(Some(compromised))`: revoked; `Err`: this
+    /// replica cannot tell right now (503 with `Retry-After`), so it refuses.
+    pub fn check(&self, issuer: &str, session: &str) -> Result<Option<Compromised>, ApiError> {
         let now = idm_core::now().unix_timestamp();
-        let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(revocation_set_key(redis_prefix))
-            .arg(now)
-            .arg("+inf")
-            .query_async(&mut conn)
-            .await?;
-        for member in &members {
-            let mut parts = member.split('/');
-            if let (Some(issuer), Some(session), Some(flag)) =
-                (parts.next(), parts.next(), parts.next())
-            {
-                self.add(issuer, session, flag == "1").await;
+        let table = self.read();
+        if let Some(entry) = table.entries.get(&entry_key(issuer, session)) {
+            if entry.until > now {
+                return Ok(Some(entry.compromised));
             }
         }
-        Ok(members.len())
+        if !self.shared.current.load(Ordering::Acquire) {
+            return Err(ApiError::new(
+                ErrorCode::UpstreamUnavailable,
+                "session revocations are being reloaded; try again shortly",
+            )
+            .with_details(retry_in(1)));
+        }
+        if table.is_shed(issuer) {
+            return Err(ApiError::new(
+                ErrorCode::Overloaded,
+                "too many revoked sessions to vouch for this one; try again shortly",
+            )
+            .with_details(retry_in(SWEEP_EVERY.as_secs())));
+        }
+        Ok(None)
+    }
+
+    /// Remembers a revocation until `until`; never evicts another one.
+    pub fn add(&self, issuer: &str, session: &str, until: i64, compromised: bool) {
+        let now = idm_core::now().unix_timestamp();
+        if until <= now {
+            return;
+        }
+        let key = entry_key(issuer, session);
+        let mut table = self.write();
+        if let Some(entry) = table.entries.get_mut(&key) {
+            entry.until = entry.until.max(until);
+            entry.compromised |= compromised;
+            return;
+        }
+        if table.entries.len() >= self.shared.capacity && table.last_sweep < now {
+            table.sweep(now);
+        }
+        if table.entries.len() >= self.shared.capacity {
+            table.seq += 1;
+            let seq = table.seq;
+            if table.shed.len() >= MAX_SHED_ISSUERS {
+                table.shed.clear();
+                table.shed_all = Some(seq);
+            } else {
+                table.shed.insert(issuer.to_owned(), seq);
+            }
+            metrics::counter!("idm_edge_revocations_shed_total").increment(1);
+            tracing::error!(
+                issuer_id = issuer,
+                capacity = self.shared.capacity,
+                "revocation set full: this issuer's sessions are refused (503) until there is room (raise EDGE_REVOCATION_CAPACITY)"
+            );
+            return;
+        }
+        table.entries.insert(key, Entry { until, compromised });
+        metrics::gauge!("idm_edge_revocations").set(table.entries.len() as f64);
+    }
+
+    /// Every revocation that still matters, from the authoritative source.
+    /// The one place that knows where that is (Redis today; the regional
+    /// stores later), so switching the source changes only this function.
+    async fn authoritative_revocations(&self) -> Result<Vec<Revoked>, redis::RedisError> {
+        let client = redis::Client::open(self.shared.redis_url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let now = idm_core::now().unix_timestamp();
+        let members: Vec<(String, i64)> = redis::cmd("ZRANGEBYSCORE")
+            .arg(revocation_set_key(&self.shared.redis_prefix))
+            .arg(now)
+            .arg("+inf")
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?;
+        Ok(members
+            .into_iter()
+            .filter_map(|(member, until)| {
+                let mut parts = member.split('/');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(issuer), Some(session), Some(flag)) => Some(Revoked {
+                        issuer: issuer.to_owned(),
+                        session: session.to_owned(),
+                        until,
+                        compromised: flag == "1",
+                    }),
+                    _ => None,
+                }
+            })
+            .collect())
+    }
+
+    /// Puts every authoritative revocation into the set. Issuers shed before
+    /// the reload began are cleared if everything fitted; the set is then
+    /// current (until the bus disconnects).
+    pub async fn reload(&self) -> Result<usize, redis::RedisError> {
+        let before = self.read().seq;
+        let revoked = self.authoritative_revocations().await?;
+        for r in &revoked {
+            self.add(&r.issuer, &r.session, r.until, r.compromised);
+        }
+        let mut table = self.write();
+        table.shed.retain(|_, seq| *seq > before);
+        if table.shed_all.is_some_and(|seq| seq <= before) {
+            table.shed_all = None;
+        }
+        drop(table);
+        self.shared.current.store(true, Ordering::Release);
+        Ok(revoked.len())
     }
 
     /// Applies `session.revoked` broadcasts until shutdown.
@@ -73,20 +241,184 @@ impl Revocations {
                 "session.revoked",
                 shutdown,
                 move |broadcast: RevokedBroadcast| {
-                    let this = this.clone();
-                    async move {
-                        for s in broadcast.sessions {
-                            this.add(
-                                broadcast.issuer_id.as_str(),
-                                s.session_id.as_str(),
-                                s.compromised,
-                            )
-                            .await;
-                        }
+                    for s in &broadcast.sessions {
+                        this.add(
+                            broadcast.issuer_id.as_str(),
+                            s.session_id.as_str(),
+                            s.until,
+                            s.compromised,
+                        );
                     }
+                    std::future::ready(())
                 },
             )
             .await?;
         Ok(task)
+    }
+
+    /// Watches the bus connection until shutdown: while it is down the set
+    /// is not current (sessions get 503); after every (re)connect
+    /// `on_reconnect` runs (the caller drops caches that broadcasts keep
+    /// fresh: key rings, API keys) and the set is reloaded (a broadcast that
+    /// revoked sessions or keys may have been missed). Also drops expired
+    /// entries and retries shed issuers.
+    pub fn watch(
+        &self,
+        bus: Bus,
+        on_reconnect: impl Fn() + Send + 'static,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            // The connection the set was last loaded on (start() loads first).
+            let mut loaded_on = this
+                .shared
+                .current
+                .load(Ordering::Acquire)
+                .then(|| bus.client().statistics().connects.load(Ordering::Acquire));
+            let mut cleared_for = loaded_on;
+            let mut next_attempt = tokio::time::Instant::now();
+            let mut next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+                if !bus.is_connected() {
+                    if this.shared.current.swap(false, Ordering::AcqRel) {
+                        tracing::warn!("bus disconnected: sessions are refused until it reconnects and revocations are reloaded");
+                    }
+                    continue;
+                }
+                let now = tokio::time::Instant::now();
+                let connects = bus.client().statistics().connects.load(Ordering::Acquire);
+                let reconnected = loaded_on != Some(connects);
+                let sweep_due = now >= next_sweep;
+                if sweep_due {
+                    next_sweep = now + SWEEP_EVERY;
+                    let seconds = idm_core::now().unix_timestamp();
+                    this.write().sweep(seconds);
+                }
+                let shed = {
+                    let table = this.read();
+                    table.shed_all.is_some() || !table.shed.is_empty()
+                };
+                let stale = !this.shared.current.load(Ordering::Acquire);
+                if !(reconnected || stale || (shed && sweep_due)) || now < next_attempt {
+                    continue;
+                }
+                if reconnected && cleared_for != Some(connects) {
+                    // Once per connection, even if the reload has to be retried.
+                    this.shared.current.store(false, Ordering::Release);
+                    on_reconnect();
+                    cleared_for = Some(connects);
+                }
+                // The subscriptions are re-sent on reconnect; the flush makes
+                // sure the server has them before the list is read, so nothing
+                // revoked in between falls through.
+                bus.flush().await;
+                match this.reload().await {
+                    Ok(count) => {
+                        tracing::info!(count, reconnected, "revocation set reloaded");
+                        loaded_on = Some(connects);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "revocation set not reloaded; sessions stay refused");
+                        this.shared.current.store(false, Ordering::Release);
+                        next_attempt = now + Duration::from_secs(1);
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn current(capacity: usize) -> Revocations {
+        let r = Revocations::new(capacity, "redis://127.0.0.1:1", "unused:");
+        r.shared.current.store(true, Ordering::Release);
+        r
+    }
+
+    #[test]
+    fn a_full_set_never_forgets_and_sheds_the_issuer_that_did_not_fit() {
+        let r = current(3);
+        let later = idm_core::now().unix_timestamp() + 600;
+        for s in ["s1", "s2", "s3"] {
+            r.add("iss_a", s, later, false);
+        }
+        // The fourth does not fit: nothing is evicted, its issuer is shed.
+        r.add("iss_b", "s4", later, true);
+        for s in ["s1", "s2", "s3"] {
+            assert_eq!(r.check("iss_a", s).ok(), Some(Some(false)), "{s}");
+        }
+        let shed = r.check("iss_b", "s4").err();
+        assert_eq!(shed.as_ref().map(|e| e.code), Some(ErrorCode::Overloaded));
+        assert!(shed
+            .and_then(|e| e.details)
+            .and_then(|d| d["retry_after"].as_u64())
+            .is_some_and(|s| s >= 1));
+        // Any session of the shed issuer, not only the one revoked, is refused…
+        assert!(r.check("iss_b", "other").is_err());
+        // …while other issuers are still vouched for.
+        assert_eq!(r.check("iss_a", "live").ok(), Some(None));
+        // Updating an existing entry needs no room.
+        r.add("iss_a", "s1", later + 60, true);
+        assert_eq!(r.check("iss_a", "s1").ok(), Some(Some(true)));
+    }
+
+    #[test]
+    fn expired_entries_make_room_and_are_never_answered() {
+        let r = current(2);
+        let now = idm_core::now().unix_timestamp();
+        r.add("iss_a", "gone", now - 1, false);
+        assert_eq!(r.check("iss_a", "gone").ok(), Some(None));
+        {
+            let mut table = r.write();
+            table.entries.insert(
+                entry_key("iss_a", "old"),
+                Entry {
+                    until: now - 5,
+                    compromised: false,
+                },
+            );
+            table.last_sweep = now - 10;
+        }
+        r.add("iss_a", "x", now + 60, false);
+        // Full (old + x); adding sweeps the expired one instead of shedding.
+        r.add("iss_a", "y", now + 60, false);
+        assert_eq!(r.check("iss_a", "y").ok(), Some(Some(false)));
+        assert_eq!(r.check("iss_a", "x").ok(), Some(Some(false)));
+        assert!(!r.read().is_shed("iss_a"));
+    }
+
+    #[test]
+    fn an_unloaded_set_refuses_but_still_answers_known_revocations() {
+        let r = Revocations::new(10, "redis://127.0.0.1:1", "unused:");
+        let later = idm_core::now().unix_timestamp() + 600;
+        r.add("iss_a", "s1", later, false);
+        assert_eq!(r.check("iss_a", "s1").ok(), Some(Some(false)));
+        assert_eq!(
+            r.check("iss_a", "s2").err().map(|e| e.code),
+            Some(ErrorCode::UpstreamUnavailable)
+        );
+    }
+
+    #[test]
+    fn many_shed_issuers_shed_everyone_with_a_bounded_list() {
+        let r = current(1);
+        let later = idm_core::now().unix_timestamp() + 600;
+        r.add("iss_0", "s", later, false);
+        for i in 1..=MAX_SHED_ISSUERS + 1 {
+            r.add(&format!("iss_{i}"), "s", later, false);
+        }
+        let table = r.read();
+        assert!(table.shed.len() <= MAX_SHED_ISSUERS);
+        assert!(table.shed_all.is_some());
+        drop(table);
+        assert!(r.check("iss_never_seen", "s").is_err());
     }
 }

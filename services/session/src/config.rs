@@ -9,6 +9,9 @@ pub struct Config {
     pub pool_size: usize,
     /// Base64 of 32 bytes; seals the per-issuer session signing keys.
     pub master_key: SecretString,
+    /// Base64 of 32 bytes, shared with edge-guard only: seals signing keys
+    /// on their way over the bus (`*_FILE` is read by `Env::secret`).
+    pub key_transport_key: SecretString,
     pub redis_url: SecretString,
     /// Prefix of every Redis key this service writes (the revocation set).
     pub redis_prefix: String,
@@ -22,7 +25,8 @@ impl Config {
             database_url: env.secret("DATABASE_URL")?,
             pool_size: env.parse("DB_POOL_SIZE", 16)?,
             master_key: env.secret("MASTER_KEY")?,
-            redis_url: SecretString::from(env.string("REDIS_URL", "redis://127.0.0.1:6379")),
+            key_transport_key: env.secret("KEY_TRANSPORT_KEY")?,
+            redis_url: env.secret_or("REDIS_URL", "redis://127.0.0.1:6379")?,
             redis_prefix: env.string("REDIS_PREFIX", "idm:"),
         })
     }
@@ -37,5 +41,9 @@ impl Config {
 
     pub(crate) fn master_key(&self) -> &str {
         self.master_key.expose_secret()
+    }
+
+    pub(crate) fn key_transport_key(&self) -> &str {
+        self.key_transport_key.expose_secret()
     }
 }

@@ -37,7 +37,7 @@ pub async fn decoy_session(state: Arc<State>, req: CreateSession) -> Result<Issu
     let (refresh_token, _) = new_refresh_token(req.region);
     Ok(IssuedSession {
         session_id,
-        session_token: SecretText::new(session_token::sign(&throwaway, &claims)),
+        session_token: SecretText::new(session_token::sign(&throwaway, &claims)?),
         refresh_token,
         expires_at,
     })

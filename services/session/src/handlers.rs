@@ -33,6 +33,10 @@ async fn sign(
     policy: &IssuerPolicy,
 ) -> Result<(SecretText, idm_core::Timestamp), Error> {
     let ring = state.keys.ring(issuer).await?;
+    // The same ring that signs says whether the session predates a key
+    // revocation, so a revocation racing this refresh cannot be missed.
+    refuse_if_before_key_revocation(state, issuer, region, session, ring.sessions_not_before)
+        .await?;
     let key = ring
         .current()
         .ok_or_else(|| ApiError::not_found("issuer"))?;
@@ -48,7 +52,7 @@ async fn sign(
         exp: expires_at.unix_timestamp(),
     };
     Ok((
-        SecretText::new(session_token::sign(key, &claims)),
+        SecretText::new(session_token::sign(key, &claims)?),
         expires_at,
     ))
 }
@@ -184,6 +188,42 @@ pub async fn refresh(state: Arc<State>, req: Refresh) -> Result<IssuedSession, E
     })
 }
 
+/// Refuses (and ends in its store) a session created before the issuer's
+/// latest emergency key revocation: its refresh token must not mint tokens
+/// under the new key.
+async fn refuse_if_before_key_revocation(
+    state: &State,
+    issuer: &IssuerId,
+    region: Region,
+    session: &SessionRecord,
+    sessions_not_before: Option<idm_core::Timestamp>,
+) -> Result<(), Error> {
+    let Some(cutoff) = sessions_not_before else {
+        return Ok(());
+    };
+    if session.created_at > cutoff {
+        return Ok(());
+    }
+    let revoke = store::RevokeSession {
+        issuer_id: issuer.clone(),
+        session_id: session.id.clone(),
+        reason: "signing_keys_revoked".into(),
+    };
+    if let Err(e) = state
+        .bus
+        .call_store::<_, SessionRecord>(region, store::REVOKE_SESSION, &revoke)
+        .await
+    {
+        // The refresh is refused either way; the session just stays listed.
+        tracing::warn!(error = %e, session = %session.id, "session from before a key revocation not marked revoked");
+    }
+    Err(ApiError::new(
+        ErrorCode::SessionRevoked,
+        "the application revoked its signing keys; sign in again",
+    )
+    .into())
+}
+
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, session = %req.session_id))]
 pub async fn revoke(state: Arc<State>, req: Revoke) -> Result<SessionRecord, Error> {
     let region = match req.region {
@@ -255,46 +295,94 @@ pub async fn list(state: Arc<State>, req: List) -> Result<SessionList, Error> {
     })
 }
 
+/// The issuer's ring for edge-guard, every secret sealed under the transport
+/// key and bound to the edge's fetch nonce: a reply read off the bus (or
+/// replayed to an edge) is useless.
 pub async fn key_ring(state: Arc<State>, req: KeyRingRequest) -> Result<KeyRing, Error> {
+    if !idm_crypto::key_transport::nonce_is_well_formed(&req.nonce) {
+        return Err(ApiError::invalid_request("a fresh nonce is required").into());
+    }
     let ring = state.keys.ring(&req.issuer_id).await?;
     let keys = ring
         .keys
         .iter()
         .enumerate()
-        .map(|(i, k)| SigningKey {
-            kid: k.kid.clone(),
-            secret: SecretText::new(
-                base64::engine::general_purpose::STANDARD.encode(k.secret.as_ref()),
-            ),
-            current: i == 0,
+        .map(|(i, k)| {
+            let sealed = state.transport.seal(&req.issuer_id, k, &req.nonce)?;
+            Ok(SealedSigningKey {
+                kid: k.kid.clone(),
+                sealed_secret: base64::engine::general_purpose::STANDARD.encode(sealed),
+                current: i == 0,
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, Error>>()?;
     Ok(KeyRing {
         issuer_id: req.issuer_id,
         keys,
     })
 }
 
-#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id))]
-pub async fn rotate_key(state: Arc<State>, req: KeyRingRequest) -> Result<RotatedKey, Error> {
-    let (kid, created_at) = state.keys.rotate(&req.issuer_id).await?;
-    // Every edge and every session replica drops its cached ring.
+/// Tells every edge and session replica to drop its cached ring of `issuer`.
+async fn announce_ring_change(state: &State, issuer: &IssuerId) {
     let subject = state
         .bus
-        .broadcast_subject("config.changed", req.issuer_id.as_str());
+        .broadcast_subject("config.changed", issuer.as_str());
     state
         .bus
         .broadcast(
             subject,
             &idm_core::proto::account::ConfigChanged {
-                issuer_id: req.issuer_id.clone(),
+                issuer_id: issuer.clone(),
                 key_hash: None,
             },
         )
         .await;
     state.bus.flush().await;
+}
+
+#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id))]
+pub async fn rotate_key(state: Arc<State>, req: IssuerKeys) -> Result<RotatedKey, Error> {
+    let (kid, created_at) = state.keys.rotate(&req.issuer_id).await?;
+    announce_ring_change(&state, &req.issuer_id).await;
     tracing::info!(%kid, "signing key rotated");
     Ok(RotatedKey { kid, created_at })
+}
+
+/// Emergency revocation: every earlier key of the issuer stops verifying on
+/// every edge as soon as the broadcast lands (before this answers), and no
+/// session created until now can be refreshed (see docs/SESSIONS.md).
+#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, actor = %req.actor_key_id))]
+pub async fn revoke_keys(state: Arc<State>, req: RevokeKeys) -> Result<RevokedKeys, Error> {
+    let revocation = state.keys.revoke_all(&req.issuer_id).await?;
+    announce_ring_change(&state, &req.issuer_id).await;
+    tracing::warn!(
+        new_kid = %revocation.new_kid,
+        revoked = ?revocation.revoked_kids,
+        "every signing key of the issuer was revoked"
+    );
+    let answer = RevokedKeys {
+        kid: revocation.new_kid,
+        revoked_kids: revocation.revoked_kids,
+        sessions_not_before: revocation.sessions_not_before,
+    };
+    let request_id = idm_bus::current_context().request_id;
+    state
+        .events
+        .publish(
+            &req.issuer_id,
+            event::SESSION_KEYS_REVOKED,
+            serde_json::json!({
+                "actor_key_id": req.actor_key_id,
+                "request_id": request_id,
+                "revoked_kids": answer.revoked_kids,
+                "new_kid": answer.kid,
+                "sessions_not_before": answer.sessions_not_before
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .map_err(|e| ApiError::internal_from(&e))?,
+            }),
+        )
+        .await?;
+    Ok(answer)
 }
 
 /// Signs a verification result with the issuer's current key.
@@ -314,5 +402,5 @@ pub async fn sign_verification(
     };
     Ok(SecretText::new(session_token::sign_verification(
         key, &claims,
-    )))
+    )?))
 }

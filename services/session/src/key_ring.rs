@@ -1,7 +1,9 @@
 //! Per-issuer signing keys: 32 random bytes each, sealed under the master
 //! key with the issuer and key id as associated data. The newest key signs;
 //! a rotated-out key keeps verifying for the longest token lifetime (one
-//! day), then drops out of the ring.
+//! day), then drops out of the ring. An emergency revocation takes every key
+//! out of the ring at once and records the instant, before which no session
+//! of the issuer may be refreshed any more.
 
 use crate::Error;
 use idm_core::{ApiError, IssuerId};
@@ -13,6 +15,10 @@ use std::sync::Arc;
 /// An issuer's keys, newest (the signing key) first.
 pub struct Ring {
     pub keys: Vec<RingKey>,
+    /// The latest emergency revocation: sessions created at or before it are
+    /// dead (read together with the keys, so a refresh that signs with the
+    /// new key always sees the revocation that created it).
+    pub sessions_not_before: Option<idm_core::Timestamp>,
 }
 
 impl Ring {
@@ -29,6 +35,32 @@ pub struct KeyRings {
 
 fn aad(issuer: &IssuerId, kid: &str) -> Vec<u8> {
     format!("{issuer}/{kid}").into_bytes()
+}
+
+/// Opens a signing key as stored in `session_keys.keys` (for operators'
+/// tooling and tests that must act as an attacker holding the real key).
+pub fn open_stored_key(
+    master: &MasterKey,
+    issuer: &IssuerId,
+    kid: &str,
+    sealed: &[u8],
+) -> Result<RingKey, idm_crypto::CryptoError> {
+    let opened = master.open(sealed, &aad(issuer, kid))?;
+    let secret: [u8; 32] = opened
+        .as_slice()
+        .try_into()
+        .map_err(|_| idm_crypto::CryptoError::Unseal)?;
+    Ok(RingKey {
+        kid: kid.to_owned(),
+        secret: zeroize::Zeroizing::new(secret),
+    })
+}
+
+/// What an emergency revocation did.
+pub struct Revocation {
+    pub new_kid: String,
+    pub revoked_kids: Vec<String>,
+    pub sessions_not_before: idm_core::Timestamp,
 }
 
 impl KeyRings {
@@ -98,6 +130,54 @@ impl KeyRings {
         Ok((kid, row.get(0)))
     }
 
+    /// Emergency: every key of the issuer stops verifying now (not after a
+    /// day, as with [`rotate`](Self::rotate)), a fresh key signs from now on,
+    /// and sessions created until now can no longer be refreshed.
+    pub async fn revoke_all(&self, issuer: &IssuerId) -> Result<Revocation, Error> {
+        let kid = format!("k{}", hex::encode(idm_crypto::random_bytes::<8>()));
+        let sealed = self
+            .master
+            .seal(&idm_crypto::random_bytes::<32>(), &aad(issuer, &kid))?;
+        let mut client = self.db.get().await?;
+        let tx = client.transaction().await.map_err(DbError::from)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            &[&issuer.as_str()],
+        )
+        .await
+        .map_err(DbError::from)?;
+        let revoked = tx
+            .query(
+                "UPDATE session_keys.keys
+                 SET revoked_at = now(), retired_at = coalesce(retired_at, now())
+                 WHERE issuer_id = $1 AND revoked_at IS NULL
+                 RETURNING kid",
+                &[&issuer.as_str()],
+            )
+            .await
+            .map_err(DbError::from)?;
+        if revoked.is_empty() {
+            return Err(ApiError::not_found("issuer").into());
+        }
+        let row = tx
+            .query_one(
+                "INSERT INTO session_keys.keys (kid, issuer_id, sealed_secret) VALUES ($1, $2, $3) RETURNING created_at",
+                &[&kid, &issuer.as_str(), &sealed],
+            )
+            .await
+            .map_err(DbError::from)?;
+        tx.commit().await.map_err(DbError::from)?;
+        self.cache.invalidate(issuer).await;
+        let mut revoked_kids: Vec<String> = revoked.iter().map(|r| r.get(0)).collect();
+        revoked_kids.sort();
+        Ok(Revocation {
+            new_kid: kid,
+            revoked_kids,
+            // `now()` is the transaction's start: the same instant as revoked_at.
+            sessions_not_before: row.get(0),
+        })
+    }
+
     pub async fn forget(&self, issuer: &IssuerId) {
         self.cache.invalidate(issuer).await;
     }
@@ -108,36 +188,37 @@ impl KeyRings {
 
     pub async fn ring(&self, issuer: &IssuerId) -> Result<Arc<Ring>, Error> {
         let load = async {
+            // One statement, so the keys and the latest revocation are one snapshot.
             let rows = self
                 .db
                 .get()
                 .await?
                 .query(
-                    "SELECT kid, sealed_secret FROM session_keys.keys
-                     WHERE issuer_id = $1 AND (retired_at IS NULL OR retired_at > now() - interval '1 day')
+                    "SELECT kid, sealed_secret,
+                            (SELECT max(revoked_at) FROM session_keys.keys WHERE issuer_id = $1)
+                     FROM session_keys.keys
+                     WHERE issuer_id = $1 AND revoked_at IS NULL
+                       AND (retired_at IS NULL OR retired_at > now() - interval '1 day')
                      ORDER BY created_at DESC, kid",
                     &[&issuer.as_str()],
                 )
                 .await
                 .map_err(DbError::from)?;
             let mut keys = Vec::with_capacity(rows.len());
+            let mut sessions_not_before = None;
             for row in rows {
+                sessions_not_before = row.get(2);
                 let kid: String = row.get(0);
                 let sealed: Vec<u8> = row.get(1);
-                let opened = self.master.open(&sealed, &aad(issuer, &kid))?;
-                let secret: [u8; 32] = opened
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| ApiError::internal())?;
-                keys.push(RingKey {
-                    kid,
-                    secret: zeroize::Zeroizing::new(secret),
-                });
+                keys.push(open_stored_key(&self.master, issuer, &kid, &sealed)?);
             }
             if keys.is_empty() {
                 return Err(ApiError::not_found("issuer").into());
             }
-            Ok::<_, Error>(Arc::new(Ring { keys }))
+            Ok::<_, Error>(Arc::new(Ring {
+                keys,
+                sessions_not_before,
+            }))
         };
         self.cache
             .try_get_with(issuer.clone(), load)

@@ -14,6 +14,7 @@ mod session_index;
 
 pub use config::Config;
 pub use error::Error;
+pub use key_ring::open_stored_key;
 
 use idm_bus::{Bus, Events, Handlers};
 use idm_core::proto::account::ConfigChanged;
@@ -27,6 +28,8 @@ pub(crate) struct State {
     pub bus: Bus,
     pub db: Db,
     pub keys: key_ring::KeyRings,
+    /// Seals signing keys for edge-guard (never the master key).
+    pub transport: idm_crypto::KeyTransport,
     pub events: Events,
     pub redis: redis::aio::ConnectionManager,
     pub redis_prefix: String,
@@ -40,21 +43,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         migrations::SESSION_KEYS,
     )
     .await?;
-    let bus = Bus::connect(
-        &config.basics.nats_url,
-        &config.basics.subject_prefix,
-        config.basics.request_timeout,
-        "session",
-    )
-    .await?;
+    let bus = Bus::connect(&config.basics, idm_bus::Identity::Session).await?;
     let events = Events::ensure(&bus).await?;
     let redis =
         redis::aio::ConnectionManager::new(redis::Client::open(config.redis_url())?).await?;
     let master = idm_crypto::MasterKey::from_base64(config.master_key())?;
+    let transport = idm_crypto::KeyTransport::from_base64(config.key_transport_key())?;
     let state = Arc::new(State {
         bus: bus.clone(),
         db: db.clone(),
         keys: key_ring::KeyRings::new(db.clone(), master),
+        transport,
         events,
         redis: redis.clone(),
         redis_prefix: config.redis_prefix.clone(),
@@ -80,6 +79,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(op::LIST, handlers::list)
         .on(op::KEY_RING, handlers::key_ring)
         .on(op::ROTATE_KEY, handlers::rotate_key)
+        .on(op::REVOKE_KEYS, handlers::revoke_keys)
         .on(op::SIGN_VERIFICATION, handlers::sign_verification)
         .on(op::DECOY_SESSION, decoy::decoy_session);
     let serving = bus

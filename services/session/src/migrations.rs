@@ -31,4 +31,14 @@ pub const SESSION_KEYS: &[Migration] = &[
             CREATE INDEX session_index_by_user ON session_index (issuer_id, user_id);
         ",
     },
+    Migration {
+        version: 3,
+        name: "emergency key revocation",
+        sql: "
+            -- A revoked key never verifies again (a retired one verifies for a
+            -- day); the latest revoked_at of an issuer is the instant before
+            -- which none of its sessions may be refreshed.
+            ALTER TABLE keys ADD COLUMN revoked_at timestamptz;
+        ",
+    },
 ];

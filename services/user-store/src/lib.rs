@@ -33,13 +33,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let db = Db::connect(config.database_url(), config.pool_size)?;
     storage::migrate_all_issuers(&db).await?;
     let hasher = PasswordHasher::new(config.password, config.max_parallel_hashes)?;
-    let bus = Bus::connect(
-        &config.basics.nats_url,
-        &config.basics.subject_prefix,
-        config.basics.request_timeout,
-        &format!("user-store-{}", config.region),
-    )
-    .await?;
+    let bus = Bus::connect(&config.basics, idm_bus::Identity::UserStore(config.region)).await?;
     let state = Arc::new(State {
         region: config.region,
         db: db.clone(),
@@ -76,9 +70,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(op::ENABLE_TOTP, handlers::mfa::enable_totp)
         .on(op::USE_TOTP_STEP, handlers::mfa::use_totp_step)
         .on(op::USE_BACKUP_CODE, handlers::mfa::use_backup_code);
-    let base = format!("{}.store.{}.v1", bus.prefix(), config.region);
-    let queue = format!("store-{}", config.region);
-    let serving = idm_bus::serve(&bus, base, queue, handlers, state, shutdown.clone()).await?;
+    let serving = bus
+        .serve_store(config.region, handlers, state, shutdown.clone())
+        .await?;
 
     let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(

@@ -31,13 +31,7 @@ pub(crate) struct State {
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     let db = Db::connect(config.database_url(), config.pool_size)?;
     idm_db::migrate(&mut db.get().await?, "directory", directory::MIGRATIONS).await?;
-    let bus = Bus::connect(
-        &config.basics.nats_url,
-        &config.basics.subject_prefix,
-        config.basics.request_timeout,
-        "user",
-    )
-    .await?;
+    let bus = Bus::connect(&config.basics, idm_bus::Identity::User).await?;
     let master = idm_crypto::MasterKey::from_base64(config.master_key())?;
     let state = Arc::new(State {
         db: db.clone(),

@@ -1,6 +1,6 @@
 //! Security claims, tried the way an attacker would.
 
-use idm_testkit::{Platform, Tenant};
+use idm_testkit::{Options, Platform, Tenant};
 use reqwest::Method;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ async fn two_tenants(platform: &Platform) -> anyhow::Result<(Tenant, Tenant)> {
 
 #[tokio::test]
 async fn another_tenants_keys_and_sessions_see_nothing() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     let (a, b) = two_tenants(&platform).await?;
     let signed_up = platform
         .sign_up(
@@ -303,6 +303,10 @@ async fn keys_are_checked_for_shape_existence_kind_scope_mode_and_origin() -> an
         Some("https://app.example.com.evil.com"),
         Some("https://evil.com/app.example.com"),
         Some("https://app.example.com@evil.com"),
+        // An allowed origin spelled as no browser spells it.
+        Some("https://APP.example.com:8443"),
+        Some("https://app.example.com:443"),
+        Some("https://app.example.com/"),
     ] {
         let mut headers = vec![("authorization", rk.as_str())];
         if let Some(origin) = origin {
@@ -328,7 +332,7 @@ async fn keys_are_checked_for_shape_existence_kind_scope_mode_and_origin() -> an
             "/v1/client/sign_up",
             &[
                 ("authorization", &rk),
-                ("origin", "https://APP.example.com:8443"),
+                ("origin", "https://app.example.com:8443"),
             ],
             Some(sign_up),
         )

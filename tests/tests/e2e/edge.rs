@@ -3,8 +3,9 @@
 //! the email guard, a key-guessing flood against the config cache, a Redis
 //! outage, and a real browser (headless Chromium).
 //!
-//! The test kit trusts 127.0.0.1 as a proxy, so `X-Forwarded-For` picks the
-//! client address a request is judged as.
+//! The test kit trusts no proxy unless a test asks for it: tests that set
+//! `X-Forwarded-For` start with `Options::behind_loopback_proxy()`, so the
+//! header picks the client address a request is judged as.
 
 use idm_testkit::{Options, Platform, Response, Tenant};
 use reqwest::Method;
@@ -86,11 +87,8 @@ async fn origins_are_parsed_strictly_and_matched_exactly() -> anyhow::Result<()>
 
     for origin in [
         "https://mybrand.com",
-        "https://MyBrand.COM",
-        "HTTPS://MYBRAND.COM",
         "https://mybrand.com:8443",
         "http://mybrand.com",
-        "https://mybrand.com.",
         "https://a.apps.mybrand.com",
         "https://x.y.apps.mybrand.com",
         "https://xn--bcher-kva.de",
@@ -132,6 +130,14 @@ async fn origins_are_parsed_strictly_and_matched_exactly() -> anyhow::Result<()>
         vec![("origin", "https://[::1]")],
         vec![("origin", "https://apps.mybrand.com")],
         vec![("origin", "https://mybrand.com, https://evil.com")],
+        // Other spellings of allowed origins: compared, never normalised.
+        vec![("origin", "https://MyBrand.COM")],
+        vec![("origin", "HTTPS://MYBRAND.COM")],
+        vec![("origin", "https://mybrand.com.")],
+        vec![("origin", "https://mybrand.com:443")],
+        vec![("origin", "https://%6Dybrand.com")],
+        vec![("origin", "https://*.apps.mybrand.com")],
+        vec![("origin", "https://XN--BCHER-KVA.de")],
         vec![("origin", ORIGIN), ("origin", ORIGIN)],
         vec![("origin", ORIGIN), ("origin", "https://evil.com")],
         vec![("referer", "https://mybrand.com/login")],
@@ -420,9 +426,58 @@ async fn preflights_are_answered_at_the_edge_without_credentials() -> anyhow::Re
     platform.stop().await
 }
 
+/// The default edge (like `EDGE_TRUSTED_PROXIES` unset, and like the local
+/// run) believes no proxy, not even loopback: a forwarded address and a
+/// country header from the test process itself are ignored.
+#[tokio::test]
+async fn by_default_no_proxy_is_believed_not_even_loopback() -> anyhow::Result<()> {
+    let platform = Platform::start().await?;
+    let t = tenant(&platform, "No proxy", &["app.example.com", "mybrand.com"]).await?;
+    platform
+        .set_waf_policy(
+            &t,
+            json!({ "client": { "limit": 3, "window_seconds": 600 } }),
+        )
+        .await?;
+    // Four "different clients" are one client: the peer.
+    let mut codes = Vec::new();
+    for i in 0..4 {
+        let xff = format!("203.0.113.{i}");
+        let r = me(
+            &platform,
+            0,
+            &t,
+            &[("origin", ORIGIN), ("x-forwarded-for", xff.as_str())],
+        )
+        .await?;
+        codes.push(r.code().map(str::to_owned));
+    }
+    assert_eq!(codes[3].as_deref(), Some("rate_limited"), "{codes:?}");
+
+    // The country header is not believed: placement falls to the default.
+    platform
+        .set_waf_policy(
+            &t,
+            json!({ "client": { "limit": 300, "window_seconds": 60 } }),
+        )
+        .await?;
+    let r = platform
+        .sign_up(
+            &t,
+            "https://app.example.com",
+            Some("jp"),
+            "kenji@example.com",
+            "correct horse battery",
+        )
+        .await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert_eq!(r.str("/user/region"), "weur", "jp would have been apac");
+    platform.stop().await
+}
+
 #[tokio::test]
 async fn the_client_address_comes_only_from_trusted_proxies() -> anyhow::Result<()> {
-    let mut platform = Platform::start().await?;
+    let mut platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     // A second edge that trusts no proxy: X-Forwarded-For means nothing to it.
     platform
         .add_edge_with(|c| c.trusted_proxies.clear())
@@ -477,7 +532,7 @@ async fn the_client_address_comes_only_from_trusted_proxies() -> anyhow::Result<
 
 #[tokio::test]
 async fn velocity_is_per_issuer_and_route_class_and_ipv6_per_slash_64() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     let a = tenant(&platform, "Velocity A", &["mybrand.com"]).await?;
     let b = tenant(&platform, "Velocity B", &["mybrand.com"]).await?;
     platform
@@ -599,7 +654,7 @@ async fn strikes_ban_on_every_replica_repeat_bans_double_and_operators_lift() ->
 {
     let mut platform = Platform::start_with(Options {
         edge_replicas: 2,
-        ..Options::default()
+        ..Options::behind_loopback_proxy()
     })
     .await?;
     let t = tenant(&platform, "Bans", &["mybrand.com"]).await?;
@@ -967,7 +1022,7 @@ async fn flood(
 
 #[tokio::test]
 async fn a_key_flood_reads_the_key_table_a_bounded_number_of_times() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     let t = tenant(&platform, "Flood", &["mybrand.com"]).await?;
     platform
         .set_waf_policy(
@@ -1107,7 +1162,7 @@ async fn a_redis_outage_falls_back_to_memory_and_recovers() -> anyhow::Result<()
     // A dedicated edge on a Redis of its own, so stopping it disturbs no other test.
     let port = free_port()?;
     let mut redis = SpareRedis::start(port).await?;
-    let mut platform = Platform::start().await?;
+    let mut platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     let url = redis.url();
     platform.add_edge_with(move |c| c.redis_url = url).await?;
     let edge = 1;

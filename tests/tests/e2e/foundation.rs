@@ -1,7 +1,7 @@
 //! The platform end to end: accounts, placement across regions, sign-in.
 
 use idm_core::Region;
-use idm_testkit::Platform;
+use idm_testkit::{Options, Platform};
 use reqwest::Method;
 use serde_json::json;
 
@@ -45,7 +45,7 @@ async fn copies_of(
 
 #[tokio::test]
 async fn accounts_sign_up_places_users_by_country_and_sign_in_works() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     let tenant = platform.create_account("Acme").await?;
     assert!(tenant.secret_key.starts_with("ath_sec_live_"));
     assert!(tenant.restricted_key.starts_with("rk_live_"));

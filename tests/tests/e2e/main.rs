@@ -4,6 +4,7 @@
 
 mod attacks;
 mod bad_input;
+mod bus_trust;
 mod edge;
 mod factor_kit;
 mod foundation;
@@ -11,7 +12,10 @@ mod mfa;
 mod passwordless;
 mod personal_tokens;
 mod platform;
+mod revocation;
+mod scopes;
 mod second_factors;
+mod session_keys;
 mod sessions;
 mod step_up;
 mod takeover;

@@ -1,7 +1,7 @@
 //! TOTP enrollment, MFA sign-in, step replay, backup codes and MFA tokens.
 
 use idm_core::Region;
-use idm_testkit::{Platform, Response, Tenant};
+use idm_testkit::{Options, Platform, Response, Tenant};
 use reqwest::Method;
 use serde_json::json;
 use totp_rs::{Algorithm, Builder, Secret};
@@ -51,7 +51,7 @@ async fn mfa_sign_in(platform: &Platform, tenant: &Tenant) -> anyhow::Result<Str
 #[tokio::test]
 async fn totp_enrollment_then_mfa_sign_in_with_codes_and_backup_codes_each_once(
 ) -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     let a = platform.create_account("Mfa").await?;
     let b = platform.create_account("Other").await?;
     platform.allow_origins(&a, &["app.example.com"]).await?;

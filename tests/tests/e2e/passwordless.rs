@@ -358,7 +358,7 @@ async fn mail_survives_an_smtp_outage() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(platform.smtp.messages().is_empty());
     // While it waits in the queue, the message is sealed: no address, no code.
-    let js = async_nats::jetstream::new(async_nats::connect(idm_testkit::nats_url()).await?);
+    let js = async_nats::jetstream::new(platform.nats.connect(idm_testkit::Identity::Admin).await?);
     let stream = js
         .get_stream(format!("{}_MAIL", platform.prefix.to_ascii_uppercase()))
         .await?;

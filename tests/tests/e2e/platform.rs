@@ -2,10 +2,9 @@
 //! mode, regions going down, trace propagation and what logs never hold.
 
 use idm_core::Region;
-use idm_testkit::Platform;
+use idm_testkit::{Options, Platform};
 use reqwest::Method;
 use serde_json::json;
-use std::time::Duration;
 
 const ORIGIN: &str = "https://app.example.com";
 
@@ -36,17 +35,16 @@ async fn every_service_reports_health_readiness_and_metrics() -> anyhow::Result<
 
 #[tokio::test]
 async fn a_call_nobody_answers_is_upstream_unavailable_not_a_hang() -> anyhow::Result<()> {
-    let bus = idm_bus::Bus::connect(
-        &idm_testkit::nats_url(),
-        "tnobody",
-        Duration::from_secs(5),
-        "test",
-    )
-    .await?;
+    let platform = Platform::start().await?;
+    // On the bus, as the edge (allowed to call account.get_issuer), with the
+    // account service stopped: no responder, answered at once.
+    platform.stop_service("account").await?;
+    let bus = platform.bus(idm_testkit::Identity::EdgeGuard).await?;
     let reply: Result<idm_core::proto::Done, _> =
         bus.call("account", "get_issuer", &json!({})).await;
     let error = reply.err().map(|e| e.code);
     assert_eq!(error, Some(idm_core::ErrorCode::UpstreamUnavailable));
+    platform.stop().await?;
 
     // Through HTTP: with the user service stopped, sign-up says so.
     let platform = Platform::start().await?;
@@ -75,7 +73,7 @@ async fn a_call_nobody_answers_is_upstream_unavailable_not_a_hang() -> anyhow::R
 
 #[tokio::test]
 async fn eu_users_never_leave_the_eu_and_best_effort_regions_fall_back() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     let tenant = platform.create_account("Regions").await?;
     platform
         .allow_origins(&tenant, &["app.example.com"])
@@ -222,7 +220,7 @@ async fn eu_users_never_leave_the_eu_and_best_effort_regions_fall_back() -> anyh
 
 #[tokio::test]
 async fn one_trace_spans_edge_service_and_store_and_logs_hold_no_secrets() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     let tenant = platform.create_account("Logs").await?;
     platform
         .allow_origins(&tenant, &["app.example.com"])

@@ -3,7 +3,7 @@
 
 use futures::future::join_all;
 use idm_core::Region;
-use idm_testkit::{Platform, Response, Tenant};
+use idm_testkit::{Options, Platform, Response, Tenant};
 use reqwest::Method;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -60,7 +60,7 @@ fn schema(tenant: &Tenant) -> String {
 
 #[tokio::test]
 async fn refresh_rotates_and_a_reused_token_compromises_only_its_session() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     let a = tenant(&platform, "A").await?;
     let b = tenant(&platform, "B").await?;
     let signed_up = platform
@@ -258,7 +258,7 @@ async fn revoked_within_a_second(
 #[tokio::test]
 async fn revocations_reach_every_edge_within_a_second_and_survive_an_edge_restart(
 ) -> anyhow::Result<()> {
-    let mut platform = Platform::start().await?;
+    let mut platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     platform.add_edge().await?;
     let a = tenant(&platform, "Revoker").await?;
     let first = platform
@@ -485,7 +485,7 @@ async fn a_refresh_racing_a_revocation_never_outlives_it() -> anyhow::Result<()>
 
 #[tokio::test]
 async fn idle_and_absolute_timeouts_end_sessions_at_refresh() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     let a = tenant(&platform, "Timeouts").await?;
     set_policy(&platform, &a, json!({"session_idle_timeout_seconds": 3600, "session_absolute_timeout_seconds": 86400, "session_lifetime_seconds": 600})).await?;
     let idle = platform

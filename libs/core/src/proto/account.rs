@@ -66,6 +66,9 @@ pub struct UpdateIssuer {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateIssuer {
     pub account_id: AccountId,
+    /// The key asking. Its record decides: a test key cannot create a live
+    /// issuer, and the new issuer's first key gets this key's scopes.
+    pub created_by: ApiKeyId,
     pub name: String,
     pub mode: KeyMode,
 }
@@ -79,9 +82,12 @@ pub struct CreatedIssuer {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateApiKey {
     pub issuer_id: IssuerId,
+    /// The key asking: the new key's scopes must be within this key's own.
+    pub created_by: ApiKeyId,
     pub kind: KeyKind,
     pub name: String,
-    /// For secret keys; `None` means every scope. Ignored for restricted keys.
+    /// For secret keys; `None` means the creating key's scopes (never more).
+    /// Must be `None` for restricted keys.
     pub scopes: Option<Vec<Scope>>,
 }
 

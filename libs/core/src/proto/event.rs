@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 pub const SESSION_CREATED: &str = "session.created";
 pub const SESSION_REVOKED: &str = "session.revoked";
 pub const SESSION_COMPROMISED: &str = "session.compromised";
+/// Every signing key of an issuer was revoked in an emergency.
+pub const SESSION_KEYS_REVOKED: &str = "session_keys.revoked";
 pub const MFA_ENABLED: &str = "mfa.enabled";
 pub const MFA_DISABLED: &str = "mfa.disabled";
 pub const MFA_BACKUP_CODES_REGENERATED: &str = "mfa.backup_codes_regenerated";

@@ -50,8 +50,9 @@ impl<'de> Deserialize<'de> for SecretText {
 }
 
 /// Who is calling, as established by edge-guard from the API key: services
-/// trust it because only edge-guard (and the services themselves) can publish
-/// on the internal subjects.
+/// trust it because only the identities the bus permission table
+/// (`idm_bus::acl`) allows can publish each internal subject, and the
+/// serving loop checks the caller against the same table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IssuerContext {
     pub issuer_id: IssuerId,

@@ -11,6 +11,7 @@ pub const REVOKE_ALL: &str = "revoke_all";
 pub const LIST: &str = "list";
 pub const KEY_RING: &str = "key_ring";
 pub const ROTATE_KEY: &str = "rotate_key";
+pub const REVOKE_KEYS: &str = "revoke_keys";
 pub const INIT_ISSUER: &str = "init_issuer";
 pub const SIGN_VERIFICATION: &str = "sign_verification";
 /// A session-shaped answer that is not a session (request: `CreateSession`):
@@ -89,24 +90,43 @@ pub struct SessionList {
     pub data: Vec<super::store::SessionRecord>,
 }
 
+/// edge-guard asks for an issuer's ring. `nonce` (fresh random per fetch,
+/// see `idm_crypto::key_transport`) is bound into every sealed key of the
+/// reply, so a recorded reply cannot be replayed to an edge.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyRingRequest {
     pub issuer_id: IssuerId,
+    pub nonce: String,
 }
 
-/// One signing key. The secret is base64 of 32 bytes; it crosses the bus only
-/// to edge-guard, which verifies session tokens statelessly.
+/// The issuer whose signing keys an operation acts on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SigningKey {
+pub struct IssuerKeys {
+    pub issuer_id: IssuerId,
+}
+
+/// Emergency revocation of every signing key of an issuer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokeKeys {
+    pub issuer_id: IssuerId,
+    /// The API key that asked (recorded in the event, for the audit trail).
+    pub actor_key_id: crate::ApiKeyId,
+}
+
+/// One signing key as it crosses the bus: never the secret itself, only the
+/// secret sealed under the edge/session transport key (base64 of
+/// `nonce ‖ ciphertext`, associated data = issuer, kid, fetch nonce).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SealedSigningKey {
     pub kid: String,
-    pub secret: SecretText,
+    pub sealed_secret: String,
     pub current: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyRing {
     pub issuer_id: IssuerId,
-    pub keys: Vec<SigningKey>,
+    pub keys: Vec<SealedSigningKey>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,6 +134,18 @@ pub struct RotatedKey {
     pub kid: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: Timestamp,
+}
+
+/// The answer to an emergency key revocation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokedKeys {
+    /// The fresh key that signs from now on.
+    pub kid: String,
+    /// Every key that stopped verifying.
+    pub revoked_kids: Vec<String>,
+    /// Sessions created at or before this instant can no longer be refreshed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub sessions_not_before: Timestamp,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -45,10 +45,7 @@ const SEALING_PURPOSE: &str = "idmesh/auth/mail-queue/v1";
 impl MailQueue {
     pub async fn ensure(bus: &Bus, master: &idm_crypto::MasterKey) -> Result<Self, BusError> {
         let js = jetstream::new(bus.client().clone());
-        let stream = format!(
-            "{}_MAIL",
-            bus.prefix().to_ascii_uppercase().replace(['-', '.'], "_")
-        );
+        let stream = idm_bus::Stream::Mail.name(bus.prefix());
         let subject = format!("{}.mail.outgoing", bus.prefix());
         js.get_or_create_stream(jetstream::stream::Config {
             name: stream.clone(),

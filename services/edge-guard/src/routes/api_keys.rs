@@ -1,5 +1,5 @@
 use super::{body, Reply};
-use crate::access::{Access, Incoming};
+use crate::access::Incoming;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::Path;
 use axum::http::StatusCode;
@@ -7,7 +7,6 @@ use axum::Json;
 use idm_core::proto::account::{
     self, ApiKeyInfo, ApiKeyList, CreateApiKey, CreatedApiKey, IssuerRef, RevokeApiKey,
 };
-use idm_core::scope::{Level, Resource};
 use idm_core::{ApiError, ApiKeyId, KeyKind, Scope};
 use serde::Deserialize;
 
@@ -23,12 +22,7 @@ pub async fn create(
     incoming: Incoming,
     new: Result<Json<NewKey>, JsonRejection>,
 ) -> Reply<(StatusCode, Json<CreatedApiKey>)> {
-    let caller = incoming
-        .authorize(Access::Backend(Scope::new(
-            Resource::ApiKeys,
-            Level::Manage,
-        )))
-        .await?;
+    let caller = incoming.authorize().await?;
     let new = body(new)?;
     let kind = match new.kind.as_str() {
         "secret" => KeyKind::Secret,
@@ -45,6 +39,7 @@ pub async fn create(
         .transpose()?;
     let request = CreateApiKey {
         issuer_id: caller.key.issuer_id.clone(),
+        created_by: caller.key.key_id.clone(),
         kind,
         name: new.name,
         scopes,
@@ -58,9 +53,7 @@ pub async fn create(
 }
 
 pub async fn list(incoming: Incoming) -> Reply<Json<ApiKeyList>> {
-    let caller = incoming
-        .authorize(Access::Backend(Scope::new(Resource::ApiKeys, Level::Read)))
-        .await?;
+    let caller = incoming.authorize().await?;
     let keys: ApiKeyList = incoming
         .app
         .bus
@@ -76,12 +69,7 @@ pub async fn list(incoming: Incoming) -> Reply<Json<ApiKeyList>> {
 }
 
 pub async fn revoke(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<ApiKeyInfo>> {
-    let caller = incoming
-        .authorize(Access::Backend(Scope::new(
-            Resource::ApiKeys,
-            Level::Delete,
-        )))
-        .await?;
+    let caller = incoming.authorize().await?;
     let key_id = ApiKeyId::parse(&id)?;
     let request = RevokeApiKey {
         issuer_id: caller.key.issuer_id.clone(),

@@ -2,7 +2,7 @@
 //! or from backends with a secret key.
 
 use super::{body, Reply};
-use crate::access::{Access, Incoming, SESSION_COOKIE};
+use crate::access::{Incoming, SESSION_COOKIE};
 use axum::extract::rejection::JsonRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -79,7 +79,7 @@ pub async fn sign_up(
     incoming: Incoming,
     request: Result<Json<SignUpBody>, JsonRejection>,
 ) -> Reply<Response> {
-    let caller = incoming.authorize(Access::Client).await?;
+    let caller = incoming.authorize().await?;
     let request = body(request)?;
     let email = incoming
         .app
@@ -110,7 +110,7 @@ pub async fn sign_in(
     incoming: Incoming,
     request: Result<Json<SignInBody>, JsonRejection>,
 ) -> Reply<Response> {
-    let caller = incoming.authorize(Access::Client).await?;
+    let caller = incoming.authorize().await?;
     let request = body(request)?;
     // A malformed address cannot belong to anyone: same answer as a wrong one.
     let email = Email::parse(&request.email).map_err(|_| {
@@ -133,7 +133,7 @@ pub async fn sign_in(
 }
 
 pub async fn me(incoming: Incoming) -> Reply<Json<User>> {
-    let caller = incoming.authorize(Access::Client).await?;
+    let caller = incoming.authorize().await?;
     let session = incoming.session(&caller).await?;
     let found: User = incoming
         .app
@@ -161,7 +161,7 @@ pub async fn refresh(
     incoming: Incoming,
     request: Result<Json<RefreshBody>, JsonRejection>,
 ) -> Reply<Response> {
-    let caller = incoming.authorize(Access::Client).await?;
+    let caller = incoming.authorize().await?;
     let request = body(request)?;
     if request.refresh_token.expose().len() > 256 {
         return Err(ApiError::new(
@@ -191,7 +191,7 @@ pub async fn refresh(
 }
 
 pub async fn sign_out(incoming: Incoming) -> Reply<Response> {
-    let caller = incoming.authorize(Access::Client).await?;
+    let caller = incoming.authorize().await?;
     let claims = incoming.session(&caller).await?;
     let call = session::Revoke {
         issuer_id: caller.key.issuer_id.clone(),
@@ -213,7 +213,7 @@ pub async fn sign_out(incoming: Incoming) -> Reply<Response> {
 }
 
 pub async fn my_sessions(incoming: Incoming) -> Reply<Json<session::SessionList>> {
-    let caller = incoming.authorize(Access::Client).await?;
+    let caller = incoming.authorize().await?;
     let claims = incoming.session(&caller).await?;
     let call = session::List {
         issuer_id: caller.key.issuer_id.clone(),

@@ -1,21 +1,17 @@
 use super::{body, Reply};
-use crate::access::{Access, Incoming};
+use crate::access::Incoming;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::Json;
 use idm_core::proto::account::{
     self, CreateIssuer, CreatedIssuer, Issuer, IssuerRef, UpdateIssuer,
 };
-use idm_core::scope::{Level, Resource};
 use idm_core::text::DisplayName;
-use idm_core::{AllowedOrigin, ApiError, IssuerPolicy, KeyMode, Scope};
+use idm_core::{AllowedOrigin, ApiError, IssuerPolicy, KeyMode};
 use serde::Deserialize;
 
-const READ: Scope = Scope::new(Resource::Issuers, Level::Read);
-const MANAGE: Scope = Scope::new(Resource::Issuers, Level::Manage);
-
 pub async fn get_issuer(incoming: Incoming) -> Reply<Json<Issuer>> {
-    let caller = incoming.authorize(Access::Backend(READ)).await?;
+    let caller = incoming.authorize().await?;
     let issuer: Issuer = incoming
         .app
         .bus
@@ -41,7 +37,7 @@ pub async fn update_issuer(
     incoming: Incoming,
     patch: Result<Json<IssuerPatch>, JsonRejection>,
 ) -> Reply<Json<Issuer>> {
-    let caller = incoming.authorize(Access::Backend(MANAGE)).await?;
+    let caller = incoming.authorize().await?;
     let patch = body(patch)?;
     let allowed_origins = patch
         .allowed_origins
@@ -90,7 +86,7 @@ pub async fn create_issuer(
     incoming: Incoming,
     new: Result<Json<NewIssuer>, JsonRejection>,
 ) -> Reply<(StatusCode, Json<CreatedIssuer>)> {
-    let caller = incoming.authorize(Access::Backend(MANAGE)).await?;
+    let caller = incoming.authorize().await?;
     let new = body(new)?;
     let name = DisplayName::parse("name", &new.name)?;
     let mode = new
@@ -101,6 +97,7 @@ pub async fn create_issuer(
         .unwrap_or(caller.key.issuer_mode);
     let request = CreateIssuer {
         account_id: caller.key.account_id.clone(),
+        created_by: caller.key.key_id.clone(),
         name: name.as_str().to_owned(),
         mode,
     };

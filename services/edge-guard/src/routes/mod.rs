@@ -1,5 +1,7 @@
-//! The public HTTP API (API.md), one module per resource. Each handler
-//! authorises first, turns the body into domain types, then makes one bus call.
+//! The public HTTP API (API.md), one module per resource, mounted from one
+//! route table. Each handler authorises first (with the access class the
+//! table gives its route), turns the body into domain types, then makes one
+//! bus call.
 
 mod api_keys;
 mod client;
@@ -11,87 +13,103 @@ mod sessions;
 mod users;
 mod verifications;
 
+use crate::access::Access;
 use crate::App;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
-use idm_core::{ApiError, ErrorCode};
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::{Extension, Json, Router};
+use http::Method;
+use idm_core::scope::{Level, Resource};
+use idm_core::{ApiError, ErrorCode, Scope};
 use idm_telemetry::http::HttpError;
 use std::sync::Arc;
 
+/// One public route: method, path, who may call it, and its handler.
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    handler: fn() -> MethodRouter<Arc<App>>,
+}
+
+/// `route!(METHOD "/path", access, handler)`: one line of the table.
+macro_rules! route {
+    ($method:ident $path:literal, $access:expr, $handler:path) => {
+        Route {
+            method: Method::$method,
+            path: $path,
+            access: $access,
+            handler: || on(MethodFilter::$method, $handler),
+        }
+    };
+}
+
+const fn backend(resource: Resource, level: Level) -> Access {
+    Access::Backend(Scope::new(resource, level))
+}
+
+use Access::{Client, Verification};
+use Level::{Delete, Manage, Read, Write};
+use Resource::{ApiKeys, Issuers, Sessions, Users};
+
+/// Every public route, in one place. The router is built from this table
+/// alone and each handler's `authorize()` takes its access class from here,
+/// so the scope matrix test (`tests/tests/e2e/scopes.rs`), which walks this
+/// table, covers every route there is. Adding a route is adding a line.
+pub static ROUTES: &[Route] = &[
+    route!(GET "/v1/issuer", backend(Issuers, Read), issuer::get_issuer),
+    route!(PATCH "/v1/issuer", backend(Issuers, Manage), issuer::update_issuer),
+    route!(POST "/v1/issuers", backend(Issuers, Manage), issuer::create_issuer),
+    route!(POST "/v1/api_keys", backend(ApiKeys, Manage), api_keys::create),
+    route!(GET "/v1/api_keys", backend(ApiKeys, Read), api_keys::list),
+    route!(DELETE "/v1/api_keys/{id}", backend(ApiKeys, Delete), api_keys::revoke),
+    route!(POST "/v1/users", backend(Users, Write), users::create),
+    route!(GET "/v1/users", backend(Users, Read), users::find_by_email),
+    route!(GET "/v1/users/{id}", backend(Users, Read), users::get),
+    route!(POST "/v1/sessions/verify", backend(Sessions, Read), sessions::verify),
+    route!(POST "/v1/sessions/{id}/revoke", backend(Sessions, Manage), sessions::revoke),
+    route!(GET "/v1/users/{id}/sessions", backend(Sessions, Read), sessions::list_for_user),
+    route!(POST "/v1/users/{id}/sessions/revoke_all", backend(Sessions, Manage), sessions::revoke_all),
+    route!(POST "/v1/session_keys/rotate", backend(Sessions, Manage), sessions::rotate_signing_key),
+    route!(POST "/v1/session_keys/revoke", backend(Sessions, Manage), sessions::revoke_signing_keys),
+    route!(POST "/v1/users/{id}/personal_tokens", backend(Users, Manage), personal_tokens::create),
+    route!(GET "/v1/users/{id}/personal_tokens", backend(Users, Read), personal_tokens::list),
+    route!(DELETE "/v1/users/{id}/personal_tokens/{token_id}", backend(Users, Manage), personal_tokens::revoke),
+    route!(POST "/v1/personal_tokens/verify", backend(Users, Read), personal_tokens::verify),
+    route!(POST "/v1/users/{id}/factors/unlock", backend(Users, Manage), users::unlock_factors),
+    route!(POST "/v1/client/sign_up", Client, client::sign_up),
+    route!(POST "/v1/client/sign_in", Client, client::sign_in),
+    route!(GET "/v1/client/me", Client, client::me),
+    route!(POST "/v1/client/token/refresh", Client, client::refresh),
+    route!(POST "/v1/client/sign_out", Client, client::sign_out),
+    route!(GET "/v1/client/sessions", Client, client::my_sessions),
+    route!(POST "/v1/client/magic_links", Client, passwordless::send_magic_link),
+    route!(POST "/v1/client/magic_links/verify", Client, passwordless::verify_magic_link),
+    route!(POST "/v1/client/email_codes", Client, passwordless::send_email_code),
+    route!(POST "/v1/client/email_codes/verify", Client, passwordless::verify_email_code),
+    route!(POST "/v1/client/mfa/totp", Client, passwordless::enroll_totp),
+    route!(DELETE "/v1/client/mfa/totp", Client, credentials::remove_totp),
+    route!(POST "/v1/client/mfa/backup_codes", Client, credentials::regenerate_backup_codes),
+    route!(POST "/v1/client/password", Client, credentials::change_password),
+    route!(POST "/v1/client/mfa/totp/confirm", Client, passwordless::confirm_totp),
+    route!(POST "/v1/client/mfa/verify", Client, passwordless::verify_mfa),
+    route!(POST "/v1/verifications", Verification, verifications::start),
+    route!(POST "/v1/verifications/check", Verification, verifications::check),
+];
+
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route(
-            "/v1/issuer",
-            get(issuer::get_issuer).patch(issuer::update_issuer),
-        )
-        .route("/v1/issuers", post(issuer::create_issuer))
-        .route("/v1/api_keys", post(api_keys::create).get(api_keys::list))
-        .route("/v1/api_keys/{id}", delete(api_keys::revoke))
-        .route("/v1/users", post(users::create).get(users::find_by_email))
-        .route("/v1/users/{id}", get(users::get))
-        .route("/v1/sessions/verify", post(sessions::verify))
-        .route("/v1/sessions/{id}/revoke", post(sessions::revoke))
-        .route("/v1/users/{id}/sessions", get(sessions::list_for_user))
-        .route(
-            "/v1/users/{id}/sessions/revoke_all",
-            post(sessions::revoke_all),
-        )
-        .route(
-            "/v1/session_keys/rotate",
-            post(sessions::rotate_signing_key),
-        )
-        .route(
-            "/v1/users/{id}/personal_tokens",
-            post(personal_tokens::create).get(personal_tokens::list),
-        )
-        .route(
-            "/v1/users/{id}/personal_tokens/{token_id}",
-            delete(personal_tokens::revoke),
-        )
-        .route("/v1/personal_tokens/verify", post(personal_tokens::verify))
-        .route("/v1/client/token/refresh", post(client::refresh))
-        .route("/v1/client/sign_out", post(client::sign_out))
-        .route("/v1/client/sessions", get(client::my_sessions))
-        .route(
-            "/v1/client/magic_links",
-            post(passwordless::send_magic_link),
-        )
-        .route(
-            "/v1/client/magic_links/verify",
-            post(passwordless::verify_magic_link),
-        )
-        .route(
-            "/v1/client/email_codes",
-            post(passwordless::send_email_code),
-        )
-        .route(
-            "/v1/client/email_codes/verify",
-            post(passwordless::verify_email_code),
-        )
-        .route(
-            "/v1/client/mfa/totp",
-            post(passwordless::enroll_totp).delete(credentials::remove_totp),
-        )
-        .route(
-            "/v1/client/mfa/backup_codes",
-            post(credentials::regenerate_backup_codes),
-        )
-        .route("/v1/client/password", post(credentials::change_password))
-        .route("/v1/users/{id}/factors/unlock", post(users::unlock_factors))
-        .route(
-            "/v1/client/mfa/totp/confirm",
-            post(passwordless::confirm_totp),
-        )
-        .route("/v1/client/mfa/verify", post(passwordless::verify_mfa))
-        .route("/v1/verifications", post(verifications::start))
-        .route("/v1/verifications/check", post(verifications::check))
-        .route("/v1/client/sign_up", post(client::sign_up))
-        .route("/v1/client/sign_in", post(client::sign_in))
-        .route("/v1/client/me", get(client::me))
+    routes().with_state(app)
+}
+
+/// The table mounted, each route carrying its access class for `authorize`.
+fn routes() -> Router<Arc<App>> {
+    ROUTES
+        .iter()
+        .fold(Router::new(), |router, route| {
+            router.route(route.path, (route.handler)().layer(Extension(route.access)))
+        })
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(app)
 }
 
 async fn not_found() -> HttpError {
@@ -124,3 +142,46 @@ pub fn query<T>(parsed: Result<axum::extract::Query<T>, QueryRejection>) -> Resu
 }
 
 pub type Reply<T> = Result<T, HttpError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::waf::RouteClass;
+    use std::collections::HashSet;
+
+    #[test]
+    fn the_table_mounts_and_names_each_route_once() {
+        let mut seen = HashSet::new();
+        for route in ROUTES {
+            assert!(
+                seen.insert((route.method.clone(), route.path)),
+                "{} {} appears twice",
+                route.method,
+                route.path
+            );
+        }
+        // Mounting panics on overlapping routes or bad paths.
+        let _ = routes();
+    }
+
+    /// The WAF and CORS classify a request by its path before routing; that
+    /// must agree with the access class the table enforces, or a browser
+    /// route would get backend limits (or a backend route CORS headers).
+    #[test]
+    fn the_path_class_agrees_with_the_access_class() {
+        for route in ROUTES {
+            let expected = match route.access {
+                Access::Backend(_) => RouteClass::Backend,
+                Access::Client => RouteClass::Client,
+                Access::Verification => RouteClass::Verification,
+            };
+            assert_eq!(
+                RouteClass::of_path(route.path),
+                expected,
+                "{} {}",
+                route.method,
+                route.path
+            );
+        }
+    }
+}

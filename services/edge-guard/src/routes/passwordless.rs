@@ -2,7 +2,7 @@
 
 use super::client::session_response;
 use super::{body, Reply};
-use crate::access::{Access, Incoming};
+use crate::access::Incoming;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -48,7 +48,7 @@ pub async fn send_magic_link(
     incoming: Incoming,
     request: Result<Json<MagicLinkRequest>, JsonRejection>,
 ) -> Accepted {
-    let caller = incoming.authorize(Access::Client).await?;
+    let caller = incoming.authorize().await?;
     let request = body(request)?;
     let email = incoming
         .app
@@ -79,7 +79,7 @@ pub async fn verify_magic_link(
     incoming: Incoming,
     request: Result<Json<CodeOnly>, JsonRejection>,
 ) -> Reply<Response> {
-    let caller = incoming.authorize(Access::Client).await?;
+    let caller = incoming.authorize().await?;
     let request = body(request)?;
     too_long(&request.code, 128)?;
     let call = auth::VerifyMagicLink {
@@ -105,7 +105,7 @@ pub async fn send_email_code(
     incoming: Incoming,
     request: Result<Json<EmailOnly>, JsonRejection>,
 ) -> Accepted {
-    let caller = incoming.authorize(Access::Client).await?;
+    let caller = incoming.authorize().await?;
     let email = incoming
         .app
         .waf
@@ -130,7 +130,7 @@ pub async fn verify_email_code(
     incoming: Incoming,
     request: Result<Json<EmailAndCode>, JsonRejection>,
 ) -> Reply<Response> {
-    let caller = incoming.authorize(Access::Client).await?;
+    let caller = incoming.authorize().await?;
     let request = body(request)?;
     let email = incoming
         .app
@@ -152,7 +152,7 @@ pub async fn verify_email_code(
 }
 
 pub(super) async fn session_user(incoming: &Incoming) -> Result<SessionUser, ApiError> {
-    let caller = incoming.authorize(Access::Client).await?;
+    let caller = incoming.authorize().await?;
     let claims = incoming.session(&caller).await?;
     Ok(SessionUser {
         ctx: caller.ctx(),
@@ -225,7 +225,7 @@ pub async fn verify_mfa(
     incoming: Incoming,
     request: Result<Json<MfaRequest>, JsonRejection>,
 ) -> Reply<Response> {
-    let caller = incoming.authorize(Access::Client).await?;
+    let caller = incoming.authorize().await?;
     let request = body(request)?;
     too_long(&request.mfa_token, 128)?;
     for code in request.code.iter().chain(request.backup_code.iter()) {

@@ -1,13 +1,12 @@
 use super::{body, Reply};
-use crate::access::{Access, Incoming};
+use crate::access::Incoming;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::Path;
 use axum::Json;
 use idm_core::proto::session::{self, SessionList};
 use idm_core::proto::store::SessionRecord;
 use idm_core::proto::SecretText;
-use idm_core::scope::{Level, Resource};
-use idm_core::{Scope, Timestamp};
+use idm_core::Timestamp;
 use idm_core::{SessionId, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -31,13 +30,11 @@ pub async fn verify(
     incoming: Incoming,
     request: Result<Json<VerifyRequest>, JsonRejection>,
 ) -> Reply<Json<VerifiedSession>> {
-    let caller = incoming
-        .authorize(Access::Backend(Scope::new(Resource::Sessions, Level::Read)))
-        .await?;
+    let caller = incoming.authorize().await?;
     let request = body(request)?;
     let claims = incoming
         .app
-        .verify_session(&caller.key.issuer_id, request.session_token.expose())
+        .verify_session(&caller.key, request.session_token.expose())
         .await?;
     let expires_at = time::OffsetDateTime::from_unix_timestamp(claims.exp)
         .map_err(|e| idm_core::ApiError::internal_from(&e))?;
@@ -49,12 +46,8 @@ pub async fn verify(
     }))
 }
 
-const MANAGE: Scope = Scope::new(Resource::Sessions, Level::Manage);
-
 pub async fn list_for_user(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<SessionList>> {
-    let caller = incoming
-        .authorize(Access::Backend(Scope::new(Resource::Sessions, Level::Read)))
-        .await?;
+    let caller = incoming.authorize().await?;
     let user_id = UserId::parse(&id)?;
     let request = session::List {
         issuer_id: caller.key.issuer_id.clone(),
@@ -71,7 +64,7 @@ pub async fn list_for_user(incoming: Incoming, Path(id): Path<String>) -> Reply<
 }
 
 pub async fn revoke(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<SessionRecord>> {
-    let caller = incoming.authorize(Access::Backend(MANAGE)).await?;
+    let caller = incoming.authorize().await?;
     let session_id = SessionId::parse(&id)?;
     let request = session::Revoke {
         issuer_id: caller.key.issuer_id.clone(),
@@ -92,7 +85,7 @@ pub async fn revoke_all(
     incoming: Incoming,
     Path(id): Path<String>,
 ) -> Reply<Json<session::Revoked>> {
-    let caller = incoming.authorize(Access::Backend(MANAGE)).await?;
+    let caller = incoming.authorize().await?;
     let user_id = UserId::parse(&id)?;
     let request = session::RevokeAll {
         issuer_id: caller.key.issuer_id.clone(),
@@ -108,8 +101,8 @@ pub async fn revoke_all(
 }
 
 pub async fn rotate_signing_key(incoming: Incoming) -> Reply<Json<session::RotatedKey>> {
-    let caller = incoming.authorize(Access::Backend(MANAGE)).await?;
-    let request = session::KeyRingRequest {
+    let caller = incoming.authorize().await?;
+    let request = session::IssuerKeys {
         issuer_id: caller.key.issuer_id.clone(),
     };
     Ok(Json(
@@ -119,4 +112,23 @@ pub async fn rotate_signing_key(incoming: Incoming) -> Reply<Json<session::Rotat
             .call("session", session::ROTATE_KEY, &request)
             .await?,
     ))
+}
+
+/// Emergency: every earlier signing key of the caller's issuer stops
+/// verifying now, and every session of the issuer must sign in again.
+pub async fn revoke_signing_keys(incoming: Incoming) -> Reply<Json<session::RevokedKeys>> {
+    let caller = incoming.authorize().await?;
+    let request = session::RevokeKeys {
+        issuer_id: caller.key.issuer_id.clone(),
+        actor_key_id: caller.key.key_id.clone(),
+    };
+    let revoked: session::RevokedKeys = incoming
+        .app
+        .bus
+        .call("session", session::REVOKE_KEYS, &request)
+        .await?;
+    // This replica stops accepting the old keys before it answers; the
+    // others drop them on the `config.changed` broadcast.
+    incoming.app.sessions.forget(&caller.key.issuer_id).await;
+    Ok(Json(revoked))
 }

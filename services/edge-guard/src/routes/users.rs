@@ -1,18 +1,14 @@
 use super::{body, query, Reply};
-use crate::access::{Access, Incoming};
+use crate::access::Incoming;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::Json;
 use idm_core::proto::user::{self, CreateUser, FindByEmail, GetUser, User};
 use idm_core::proto::SecretText;
-use idm_core::scope::{Level, Resource};
 use idm_core::text::{check_password, parse_metadata, DisplayName};
-use idm_core::{ApiError, Region, Scope, UserId};
+use idm_core::{ApiError, Region, UserId};
 use serde::Deserialize;
-
-const READ: Scope = Scope::new(Resource::Users, Level::Read);
-const WRITE: Scope = Scope::new(Resource::Users, Level::Write);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,7 +24,7 @@ pub async fn create(
     incoming: Incoming,
     new: Result<Json<NewUser>, JsonRejection>,
 ) -> Reply<(StatusCode, Json<User>)> {
-    let caller = incoming.authorize(Access::Backend(WRITE)).await?;
+    let caller = incoming.authorize().await?;
     let new = body(new)?;
     let email = incoming
         .app
@@ -59,7 +55,7 @@ pub async fn create(
 }
 
 pub async fn get(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<User>> {
-    let caller = incoming.authorize(Access::Backend(READ)).await?;
+    let caller = incoming.authorize().await?;
     let user_id = UserId::parse(&id)?;
     let found: User = incoming
         .app
@@ -86,7 +82,7 @@ pub async fn find_by_email(
     incoming: Incoming,
     params: Result<Query<ByEmail>, QueryRejection>,
 ) -> Reply<Json<User>> {
-    let caller = incoming.authorize(Access::Backend(READ)).await?;
+    let caller = incoming.authorize().await?;
     let email = query(params)?
         .email
         .ok_or_else(|| ApiError::validation("the email query parameter is required"))?;
@@ -106,15 +102,13 @@ pub async fn find_by_email(
     Ok(Json(found))
 }
 
-const MANAGE: Scope = Scope::new(Resource::Users, Level::Manage);
-
 /// The operator's recovery path: clears a user's factor locks and failure
 /// counts (TOTP, and email codes to the user's address).
 pub async fn unlock_factors(
     incoming: Incoming,
     Path(id): Path<String>,
 ) -> Reply<Json<idm_core::proto::auth::Unlocked>> {
-    let caller = incoming.authorize(Access::Backend(MANAGE)).await?;
+    let caller = incoming.authorize().await?;
     let user_id = UserId::parse(&id)?;
     Ok(Json(
         incoming

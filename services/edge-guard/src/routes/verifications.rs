@@ -1,7 +1,7 @@
 //! The verification API: either key (restricted keys origin-checked).
 
 use super::{body, Reply};
-use crate::access::{Access, Incoming};
+use crate::access::Incoming;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::Json;
@@ -22,7 +22,7 @@ pub async fn start(
     incoming: Incoming,
     request: Result<Json<Start>, JsonRejection>,
 ) -> Reply<(StatusCode, Json<VerificationStarted>)> {
-    let caller = incoming.authorize(Access::Verification).await?;
+    let caller = incoming.authorize().await?;
     let email = incoming
         .app
         .waf
@@ -57,7 +57,7 @@ pub async fn check(
     incoming: Incoming,
     request: Result<Json<Check>, JsonRejection>,
 ) -> Reply<Json<VerificationResult>> {
-    let caller = incoming.authorize(Access::Verification).await?;
+    let caller = incoming.authorize().await?;
     let request = body(request)?;
     let email = Email::parse(&request.email)?;
     if request.id.len() > 64 || request.code.expose().len() > 32 {

@@ -13,19 +13,26 @@
 //!
 //! Bans are per issuer: thresholds are the issuer's, and one tenant's strict
 //! policy must not lock a shared address (an office, a carrier NAT) out of
-//! every other tenant's application.
+//! every other tenant's application. For the same reason the ban table is
+//! bounded per issuer (`EDGE_MAX_BANS_PER_ISSUER`, in Redis and in memory):
+//! an issuer at its bound bans no further networks (their breaches are still
+//! answered `429`), and no issuer's bans can crowd out another's.
+//!
+//! Lifting a ban says "this address is fine": it also clears the address's
+//! strikes, offence history and velocity windows, so its next request is not
+//! an immediate breach that bans it again.
 
 use super::fallback::RedisLink;
-use super::velocity::now_ms;
+use super::velocity::{now_ms, Velocity};
 use super::RouteClass;
 use idm_bus::{Bus, Events};
 use idm_core::proto::account::KeyConfig;
 use idm_core::IssuerId;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -33,9 +40,11 @@ pub const BANNED_TOPIC: &str = "ip.banned";
 pub const LIFTED_TOPIC: &str = "ip.unbanned";
 pub const EVENT_TYPE: &str = "ip.banned";
 
-/// KEYS: latch, strikes, offences, bans. ARGV: now, latch ms, strike window
-/// ms, threshold, ban ms, max ban ms, offence memory ms, ban member, nonce.
-/// Returns {strikes, ban ms (0: none), offence number}.
+/// KEYS: latch, strikes, offences, bans, this issuer's bans. ARGV: now,
+/// latch ms, strike window ms, threshold, ban ms, max ban ms, offence memory
+/// ms, ban member, nonce, network, bans per issuer.
+/// Returns {strikes, ban ms (0: none), offence number}; an issuer whose ban
+/// table is full gets no new ban (and keeps its strikes).
 const STRIKE_SCRIPT: &str = r"
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then
   return {0, 0, 0}
@@ -46,6 +55,10 @@ redis.call('ZADD', KEYS[2], now, ARGV[9])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 local strikes = redis.call('ZCARD', KEYS[2])
 if strikes < tonumber(ARGV[4]) then
+  return {strikes, 0, 0}
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[11]) and not redis.call('ZSCORE', KEYS[5], ARGV[10]) then
   return {strikes, 0, 0}
 end
 redis.call('DEL', KEYS[2])
@@ -60,6 +73,8 @@ if ban > max then ban = max end
 redis.call('PEXPIRE', KEYS[3], ban + tonumber(ARGV[7]))
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
 redis.call('ZADD', KEYS[4], now + ban, ARGV[8])
+redis.call('ZADD', KEYS[5], now + ban, ARGV[10])
+if redis.call('PTTL', KEYS[5]) < ban then redis.call('PEXPIRE', KEYS[5], ban) end
 return {strikes, ban, offence}
 ";
 
@@ -96,8 +111,92 @@ struct LocalStrikes {
     offences_until: u64,
 }
 
+/// Running bans: issuer → network → end (unix ms), at most
+/// `max_per_issuer` networks per issuer. Never evicted: a ban ends by itself
+/// or by a lift.
+struct BanTable {
+    by_issuer: RwLock<HashMap<IssuerId, HashMap<IpNet, u64>>>,
+    max_per_issuer: usize,
+}
+
+impl BanTable {
+    fn until(&self, issuer: &IssuerId, network: &IpNet) -> Option<u64> {
+        let table = self.by_issuer.read().unwrap_or_else(|p| p.into_inner());
+        table.get(issuer)?.get(network).copied()
+    }
+
+    /// Records a ban; `false` when the issuer's table is full of running bans.
+    fn insert(&self, issuer: IssuerId, network: IpNet, until_ms: u64, now: u64) -> bool {
+        let mut table = self.by_issuer.write().unwrap_or_else(|p| p.into_inner());
+        let bans = table.entry(issuer).or_default();
+        if let Some(until) = bans.get_mut(&network) {
+            *until = (*until).max(until_ms);
+            return true;
+        }
+        if bans.len() >= self.max_per_issuer {
+            bans.retain(|_, until| *until > now);
+        }
+        if bans.len() >= self.max_per_issuer {
+            return false;
+        }
+        bans.insert(network, until_ms);
+        true
+    }
+
+    fn remove_expired(&self, issuer: &IssuerId, network: &IpNet, now: u64) {
+        let mut table = self.by_issuer.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(bans) = table.get_mut(issuer) {
+            if bans.get(network).is_some_and(|until| *until <= now) {
+                bans.remove(network);
+            }
+            if bans.is_empty() {
+                table.remove(issuer);
+            }
+        }
+    }
+
+    /// Removes every ban whose network contains `ip` (of `issuer`, or all).
+    fn remove_covering(&self, ip: IpAddr, issuer: Option<&IssuerId>) -> Vec<(IssuerId, IpNet)> {
+        let mut table = self.by_issuer.write().unwrap_or_else(|p| p.into_inner());
+        let mut removed = Vec::new();
+        for (i, bans) in table.iter_mut() {
+            if issuer.is_some_and(|want| want != i) {
+                continue;
+            }
+            bans.retain(|network, _| {
+                let covers = network.contains(&ip);
+                if covers {
+                    removed.push((i.clone(), *network));
+                }
+                !covers
+            });
+        }
+        table.retain(|_, bans| !bans.is_empty());
+        removed
+    }
+
+    /// Whether a ban of `network` at `issuer` would fit now.
+    fn has_room(&self, issuer: &IssuerId, network: &IpNet, now: u64) -> bool {
+        let table = self.by_issuer.read().unwrap_or_else(|p| p.into_inner());
+        table.get(issuer).is_none_or(|bans| {
+            bans.contains_key(network)
+                || bans.len() < self.max_per_issuer
+                || bans.values().any(|until| *until <= now)
+        })
+    }
+
+    fn snapshot(&self) -> Vec<(IssuerId, IpNet, u64)> {
+        let table = self.by_issuer.read().unwrap_or_else(|p| p.into_inner());
+        table
+            .iter()
+            .flat_map(|(i, bans)| bans.iter().map(move |(n, until)| (i.clone(), *n, *until)))
+            .collect()
+    }
+}
+
 pub struct Bans {
-    table: moka::sync::Cache<(IssuerId, IpNet), u64>,
+    table: BanTable,
+    velocity: Arc<Velocity>,
     redis: Arc<RedisLink>,
     script: redis::Script,
     local: moka::sync::Cache<String, Arc<Mutex<LocalStrikes>>>,
@@ -114,14 +213,33 @@ fn parse_member(member: &str) -> Option<(IssuerId, IpNet)> {
     Some((IssuerId::parse(issuer).ok()?, network.parse().ok()?))
 }
 
+/// Whether `key` (a velocity key in memory, `v:<class>:<issuer>:<network>:<window>`)
+/// belongs to `network` at `issuer`.
+fn velocity_key_of(key: &str, issuer: &IssuerId, network: &IpNet) -> bool {
+    let suffix = format!(":{issuer}:{network}:");
+    RouteClass::ALL
+        .iter()
+        .any(|class| key.starts_with(&format!("v:{class}{suffix}")))
+}
+
 fn millis(seconds: u32) -> u64 {
     u64::from(seconds) * 1000
 }
 
 impl Bans {
-    pub fn new(redis: Arc<RedisLink>, bus: Bus, events: Events) -> Self {
+    pub fn new(
+        redis: Arc<RedisLink>,
+        velocity: Arc<Velocity>,
+        max_per_issuer: usize,
+        bus: Bus,
+        events: Events,
+    ) -> Self {
         Self {
-            table: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
+            table: BanTable {
+                by_issuer: RwLock::new(HashMap::new()),
+                max_per_issuer: max_per_issuer.max(1),
+            },
+            velocity,
             redis,
             script: redis::Script::new(STRIKE_SCRIPT),
             local: moka::sync::Cache::builder()
@@ -137,23 +255,33 @@ impl Bans {
         self.redis.key("bans")
     }
 
+    fn issuer_bans_key(&self, issuer: &IssuerId) -> String {
+        self.redis.key(&format!("bans:{issuer}"))
+    }
+
     /// Remaining ban time of `network` at `issuer`, from memory only.
     pub fn check(&self, issuer: &IssuerId, network: IpNet) -> Option<Duration> {
-        let key = (issuer.clone(), network);
-        let until = self.table.get(&key)?;
+        let until = self.table.until(issuer, &network)?;
         let now = now_ms();
         if until > now {
             Some(Duration::from_millis(until - now))
         } else {
-            self.table.invalidate(&key);
+            self.table.remove_expired(issuer, &network, now);
             None
         }
     }
 
-    fn remember(&self, issuer: IssuerId, network: IpNet, until_ms: u64) {
-        if until_ms > now_ms() {
-            self.table.insert((issuer, network), until_ms);
+    /// Keeps a running ban in memory; `false` if the issuer's table is full.
+    fn remember(&self, issuer: IssuerId, network: IpNet, until_ms: u64) -> bool {
+        let now = now_ms();
+        if until_ms <= now {
+            return false;
         }
+        let kept = self.table.insert(issuer, network, until_ms, now);
+        if !kept {
+            metrics::counter!("idm_edge_ban_table_full_total").increment(1);
+        }
+        kept
     }
 
     /// Records a breach by `network` on `class`; returns the ban it earned, if any.
@@ -175,6 +303,7 @@ impl Bans {
             self.redis.key(&format!("strikes:{issuer}:{network}")),
             self.redis.key(&format!("offences:{issuer}:{network}")),
             self.bans_key(),
+            self.issuer_bans_key(issuer),
         ];
         let nonce = format!("{now}:{}", idm_crypto::random_token::<6>());
         let ban_member = member(issuer, &network);
@@ -194,7 +323,9 @@ impl Bans {
                     .arg(millis(policy.max_ban_seconds))
                     .arg(millis(policy.offence_memory_seconds))
                     .arg(&ban_member)
-                    .arg(&nonce);
+                    .arg(&nonce)
+                    .arg(network.to_string())
+                    .arg(self.table.max_per_issuer);
                 call.invoke_async::<Vec<u64>>(&mut conn).await
             })
             .await;
@@ -207,7 +338,10 @@ impl Bans {
             return None;
         }
         let until_ms = now + ban_ms;
-        self.remember(issuer.clone(), network, until_ms);
+        if !self.remember(issuer.clone(), network, until_ms) {
+            tracing::warn!(issuer_id = %issuer, %network, "ban table of the issuer is full: network rate-limited, not banned");
+            return None;
+        }
         metrics::counter!("idm_edge_bans_total").increment(1);
         tracing::warn!(issuer_id = %issuer, %network, ban_seconds = ban_ms / 1000, offence, "network banned");
         let notice = BanNotice {
@@ -272,6 +406,9 @@ impl Bans {
         if (s.strikes.len() as u64) < u64::from(policy.strikes_to_ban) {
             return (0, 0);
         }
+        if !self.table.has_room(&key.issuer_id, &network, now) {
+            return (0, 0);
+        }
         s.strikes.clear();
         if s.offences_until <= now {
             s.offences = 0;
@@ -310,8 +447,9 @@ impl Bans {
         let mut loaded = 0;
         for (m, until) in rows {
             if let Some((issuer, network)) = parse_member(&m) {
-                self.remember(issuer, network, until);
-                loaded += 1;
+                if self.remember(issuer, network, until) {
+                    loaded += 1;
+                }
             }
         }
         loaded
@@ -326,7 +464,7 @@ impl Bans {
         let banned = self
             .bus
             .on_broadcast(BANNED_TOPIC, shutdown.clone(), move |n: BanNotice| {
-                this.remember(n.issuer_id, n.network, n.until_ms);
+                let _ = this.remember(n.issuer_id, n.network, n.until_ms);
                 std::future::ready(())
             })
             .await?;
@@ -341,18 +479,16 @@ impl Bans {
         Ok(vec![banned, lifted])
     }
 
+    /// Drops from this replica's memory the bans covering `ip`, with their
+    /// local strike state and velocity windows.
     fn forget(&self, ip: IpAddr, issuer: Option<&IssuerId>) -> usize {
-        let matching: Vec<(IssuerId, IpNet)> = self
-            .table
-            .iter()
-            .filter(|(k, _)| k.1.contains(&ip) && issuer.is_none_or(|i| *i == k.0))
-            .map(|(k, _)| (*k).clone())
-            .collect();
-        for k in &matching {
-            self.table.invalidate(k);
-            self.local.invalidate(&member(&k.0, &k.1));
+        let removed = self.table.remove_covering(ip, issuer);
+        for (i, network) in &removed {
+            self.local.invalidate(&member(i, network));
+            self.velocity
+                .forget_memory(|key| velocity_key_of(key, i, network));
         }
-        matching.len()
+        removed.len()
     }
 
     /// An operator's lift: every ban covering `ip` (of one issuer, or all),
@@ -360,7 +496,7 @@ impl Bans {
     pub async fn lift(&self, ip: IpAddr, issuer: Option<&IssuerId>) -> usize {
         let key = self.bans_key();
         let redis = &self.redis;
-        let removed_in_redis = redis
+        let lifted_in_redis = redis
             .run(|mut conn| async move {
                 let all: Vec<String> = redis::cmd("ZRANGE")
                     .arg(&key)
@@ -368,7 +504,7 @@ impl Bans {
                     .arg(-1)
                     .query_async(&mut conn)
                     .await?;
-                let mut removed = 0usize;
+                let mut lifted = Vec::new();
                 for m in all {
                     let Some((i, network)) = parse_member(&m) else {
                         continue;
@@ -376,18 +512,25 @@ impl Bans {
                     if !network.contains(&ip) || issuer.is_some_and(|want| *want != i) {
                         continue;
                     }
-                    let _: () = redis::pipe()
-                        .zrem(&key, &m)
+                    let mut pipe = redis::pipe();
+                    pipe.zrem(&key, &m)
+                        .zrem(redis.key(&format!("bans:{i}")), network.to_string())
                         .del(redis.key(&format!("strikes:{i}:{network}")))
-                        .del(redis.key(&format!("offences:{i}:{network}")))
-                        .query_async(&mut conn)
-                        .await?;
-                    removed += 1;
+                        .del(redis.key(&format!("offences:{i}:{network}")));
+                    for class in RouteClass::ALL {
+                        pipe.del(redis.key(&format!("latch:{class}:{i}:{network}")));
+                    }
+                    let _: () = pipe.query_async(&mut conn).await?;
+                    lifted.push((i, network));
                 }
-                Ok(removed)
+                Ok(lifted)
             })
             .await
-            .unwrap_or(0);
+            .unwrap_or_default();
+        for (i, network) in &lifted_in_redis {
+            self.clear_velocity_in_redis(i, network).await;
+        }
+        let removed_in_redis = lifted_in_redis.len();
         let removed_here = self.forget(ip, issuer);
         let notice = LiftNotice {
             ip,
@@ -402,15 +545,49 @@ impl Bans {
         removed_here.max(removed_in_redis)
     }
 
+    /// Deletes the velocity windows of `network` at `issuer` in Redis (every
+    /// route class and window length: a lift is rare, so a SCAN is fine).
+    async fn clear_velocity_in_redis(&self, issuer: &IssuerId, network: &IpNet) {
+        for class in RouteClass::ALL {
+            let pattern = self.redis.key(&format!("v:{class}:{issuer}:{network}:*"));
+            let mut cursor = 0u64;
+            loop {
+                let pattern = &pattern;
+                let page = self
+                    .redis
+                    .run(|mut conn| async move {
+                        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(pattern)
+                            .arg("COUNT")
+                            .arg(1000)
+                            .query_async(&mut conn)
+                            .await?;
+                        if !keys.is_empty() {
+                            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await?;
+                        }
+                        Ok(next)
+                    })
+                    .await;
+                match page {
+                    Some(0) | None => break,
+                    Some(next) => cursor = next,
+                }
+            }
+        }
+    }
+
     pub fn list(&self) -> Vec<BanView> {
         let now = now_ms();
         let mut bans: Vec<BanView> = self
             .table
-            .iter()
-            .filter(|(_, until)| *until > now)
-            .map(|(k, until)| BanView {
-                issuer_id: k.0.clone(),
-                network: k.1,
+            .snapshot()
+            .into_iter()
+            .filter(|(_, _, until)| *until > now)
+            .map(|(issuer_id, network, until)| BanView {
+                issuer_id,
+                network,
                 remaining_seconds: (until - now).div_ceil(1000),
             })
             .collect();

@@ -16,7 +16,7 @@ mod velocity;
 
 use idm_bus::{Bus, Events};
 use idm_core::proto::account::KeyConfig;
-use idm_core::waf_policy::VelocityLimit;
+use idm_core::waf_policy::{VelocityLimit, MAX_IPV6_PREFIX, MIN_IPV6_PREFIX};
 use idm_core::{ApiError, Email, ErrorCode, IssuerId, IssuerPolicy, KeyKind};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use secrecy::SecretString;
@@ -40,6 +40,9 @@ pub struct WafConfig {
     /// Bearer token of the ops listener's `/admin/v1/bans` routes; unset
     /// disables them.
     pub operator_token: Option<SecretString>,
+    /// Running bans one issuer may hold (in Redis and in each replica's
+    /// memory); beyond it breaches are answered 429 without a ban.
+    pub max_bans_per_issuer: usize,
     /// Keys the hashes that name recipients in Redis (`EDGE_HASH_KEY`).
     pub recipient_key: RecipientKey,
 }
@@ -50,6 +53,7 @@ impl Default for WafConfig {
             redis_timeout: Duration::from_millis(250),
             key_lookups_per_minute: 120,
             operator_token: None,
+            max_bans_per_issuer: 10_000,
             recipient_key: RecipientKey::random(),
         }
     }
@@ -64,6 +68,12 @@ pub enum RouteClass {
 }
 
 impl RouteClass {
+    pub const ALL: [RouteClass; 3] = [
+        RouteClass::Backend,
+        RouteClass::Client,
+        RouteClass::Verification,
+    ];
+
     pub fn of_path(path: &str) -> Self {
         if path.starts_with("/v1/client/") {
             RouteClass::Client
@@ -131,7 +141,7 @@ fn rate_limited(message: &str, retry_after: Duration) -> ApiError {
 
 pub struct Waf {
     redis: Arc<fallback::RedisLink>,
-    velocity: velocity::Velocity,
+    velocity: Arc<velocity::Velocity>,
     bans: Arc<bans::Bans>,
     quota: Arc<quota::Quota>,
     config: WafConfig,
@@ -152,7 +162,14 @@ impl Waf {
             fallback::RedisLink::connect(redis_url, redis_prefix, config.redis_timeout).await?,
         );
         let events = Events::ensure(bus).await?;
-        let bans = Arc::new(bans::Bans::new(Arc::clone(&redis), bus.clone(), events));
+        let velocity = Arc::new(velocity::Velocity::new(Arc::clone(&redis)));
+        let bans = Arc::new(bans::Bans::new(
+            Arc::clone(&redis),
+            Arc::clone(&velocity),
+            config.max_bans_per_issuer,
+            bus.clone(),
+            events,
+        ));
         // Subscribe before loading, so a ban issued in between is not missed.
         let mut tasks = bans.listen(shutdown.clone()).await?;
         let loaded = bans.load().await;
@@ -165,7 +182,7 @@ impl Waf {
         }));
         Ok((
             Self {
-                velocity: velocity::Velocity::new(Arc::clone(&redis)),
+                velocity,
                 redis,
                 bans,
                 quota,
@@ -239,7 +256,14 @@ impl Waf {
         ip: IpAddr,
     ) -> Result<(), ApiError> {
         let policy = &key.policy.waf;
-        let net = network(ip, policy.ipv6_prefix_len);
+        // Clamped as the policy is validated, so a policy stored before that
+        // validation cannot make every IPv6 address a network of its own.
+        let net = network(
+            ip,
+            policy
+                .ipv6_prefix_len
+                .clamp(MIN_IPV6_PREFIX, MAX_IPV6_PREFIX),
+        );
         if let Some(remaining) = self.bans.check(&key.issuer_id, net) {
             return Err(banned(remaining));
         }

@@ -24,12 +24,25 @@ struct Harness {
 
 impl Harness {
     async fn start(redis_url: &str) -> anyhow::Result<Self> {
+        Self::start_with(redis_url, WafConfig::default().max_bans_per_issuer).await
+    }
+
+    async fn start_with(redis_url: &str, max_bans_per_issuer: usize) -> anyhow::Result<Self> {
         let id = idm_crypto::sha256_hex(&idm_crypto::random_bytes::<8>())[..12].to_owned();
         let prefix = format!("w{id}");
-        let bus = Bus::connect(&nats_url(), &prefix, Duration::from_secs(5), "waf-test").await?;
+        // The machine's anonymous NATS, as edge-guard (these tests need no platform).
+        let basics = idm_core::config::ServiceBasics {
+            nats_url: nats_url(),
+            nats_auth: Default::default(),
+            subject_prefix: prefix.clone(),
+            http_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            request_timeout: Duration::from_secs(5),
+        };
+        let bus = Bus::connect(&basics, idm_bus::Identity::EdgeGuard).await?;
         let shutdown = CancellationToken::new();
         let config = WafConfig {
             redis_timeout: Duration::from_millis(200),
+            max_bans_per_issuer,
             ..WafConfig::default()
         };
         let (waf, _tasks) = Waf::start(
@@ -287,4 +300,97 @@ async fn secret_key_callers_are_limited_but_only_banned_when_the_policy_says_so(
     let r = h.waf.guard(&server, RouteClass::Backend, ip).await;
     assert_eq!(r.err().map(|e| e.code), Some(ErrorCode::IpBanned));
     h.stop().await
+}
+
+#[tokio::test]
+async fn lifting_a_ban_also_clears_the_velocity_window() -> anyhow::Result<()> {
+    let policy = idm_core::WafPolicy {
+        client: idm_core::waf_policy::VelocityLimit::new(2, 600),
+        strikes_to_ban: 1,
+        ban_seconds: 600,
+        max_ban_seconds: 600,
+        ..idm_core::WafPolicy::default()
+    };
+    for url in [redis_url(), "redis://127.0.0.1:1".to_owned()] {
+        let h = Harness::start(&url).await?;
+        let key = key_with(policy.clone());
+        let ip: IpAddr = "198.51.100.20".parse()?;
+        h.waf.guard(&key, RouteClass::Client, ip).await?;
+        h.waf.guard(&key, RouteClass::Client, ip).await?;
+        let banned = h.waf.guard(&key, RouteClass::Client, ip).await;
+        assert_eq!(
+            banned.err().map(|e| e.code),
+            Some(ErrorCode::IpBanned),
+            "{url}"
+        );
+        assert_eq!(h.waf.lift(ip, Some(&key.issuer_id)).await, 1, "{url}");
+        // The window is empty again: the limit's worth of requests passes,
+        // instead of the first one breaching and banning the address again.
+        h.waf.guard(&key, RouteClass::Client, ip).await?;
+        h.waf.guard(&key, RouteClass::Client, ip).await?;
+        assert!(h.waf.bans().is_empty(), "{url}");
+        // Only the lifted address was cleared: another one keeps its window.
+        let other: IpAddr = "198.51.100.21".parse()?;
+        h.waf.guard(&key, RouteClass::Client, other).await?;
+        h.waf.guard(&key, RouteClass::Client, other).await?;
+        let again = h.waf.guard(&key, RouteClass::Client, other).await;
+        assert_eq!(
+            again.err().map(|e| e.code),
+            Some(ErrorCode::IpBanned),
+            "{url}"
+        );
+        h.stop().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_ban_table_is_bounded_per_issuer_in_redis_and_in_memory() -> anyhow::Result<()> {
+    let policy = idm_core::WafPolicy {
+        client: idm_core::waf_policy::VelocityLimit::new(1, 600),
+        strikes_to_ban: 1,
+        ban_seconds: 600,
+        max_ban_seconds: 600,
+        ..idm_core::WafPolicy::default()
+    };
+    for url in [redis_url(), "redis://127.0.0.1:1".to_owned()] {
+        let h = Harness::start_with(&url, 3).await?;
+        let flooded = key_with(policy.clone());
+        let mut outcomes = Vec::new();
+        for n in 1..=10u8 {
+            let ip = IpAddr::from([203, 0, 113, n]);
+            h.waf.guard(&flooded, RouteClass::Client, ip).await?;
+            let breach = h.waf.guard(&flooded, RouteClass::Client, ip).await;
+            outcomes.push(breach.err().map(|e| e.code));
+        }
+        // Three networks are banned; the rest are still limited, not banned.
+        let banned = outcomes
+            .iter()
+            .filter(|c| **c == Some(ErrorCode::IpBanned))
+            .count();
+        let limited = outcomes
+            .iter()
+            .filter(|c| **c == Some(ErrorCode::RateLimited))
+            .count();
+        assert_eq!((banned, limited), (3, 7), "{url}: {outcomes:?}");
+        assert_eq!(h.waf.bans().len(), 3, "{url}");
+        // Another issuer's table is its own: it still bans.
+        let other = key_with(policy.clone());
+        let ip = IpAddr::from([192, 0, 2, 9]);
+        h.waf.guard(&other, RouteClass::Client, ip).await?;
+        let r = h.waf.guard(&other, RouteClass::Client, ip).await;
+        assert_eq!(r.err().map(|e| e.code), Some(ErrorCode::IpBanned), "{url}");
+        if url == redis_url() {
+            let mut conn = redis::Client::open(h.redis_url.as_str())?
+                .get_multiplexed_async_connection()
+                .await?;
+            let in_redis: u64 = redis::cmd("ZCARD")
+                .arg(format!("{}:waf:bans:{}", h.prefix, flooded.issuer_id))
+                .query_async(&mut conn)
+                .await?;
+            assert_eq!(in_redis, 3);
+        }
+        h.stop().await?;
+    }
+    Ok(())
 }

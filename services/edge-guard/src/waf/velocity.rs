@@ -136,6 +136,19 @@ impl Velocity {
         }
     }
 
+    /// Drops the in-memory windows whose key satisfies `matches` (a lift).
+    pub fn forget_memory(&self, matches: impl Fn(&str) -> bool) {
+        let doomed: Vec<String> = self
+            .memory
+            .iter()
+            .filter(|(k, _)| matches(k.as_str()))
+            .map(|(k, _)| (*k).clone())
+            .collect();
+        for k in doomed {
+            self.memory.invalidate(&k);
+        }
+    }
+
     fn memory_hit(
         &self,
         key: &str,

@@ -1,0 +1,708 @@
+//! Who may do what on the bus: the one permission table.
+//!
+//! Every service connects to NATS as its own identity. For each identity the
+//! table below lists the subjects it serves, the operations it calls, the
+//! broadcasts it sends and hears, the events it publishes and the JetStream
+//! streams and consumers it uses. Two things are derived from it:
+//!
+//! - the NATS server's per-user publish/subscribe permissions
+//!   ([`permissions`], rendered by [`crate::nats_config`]): the server is what
+//!   actually stops an identity from reading or sending anything else;
+//! - the serving loop's caller check ([`may_call`]): a handler refuses a
+//!   request whose caller has no row for that operation, so drift between a
+//!   deployed server config and this table cannot widen anyone's rights.
+//!
+//! The table was derived by reading every `bus.call`, `call_store`,
+//! `serve_service`, broadcast and JetStream use in the code. A new call,
+//! broadcast, event type or stream use needs its row here, or the bus refuses
+//! it (the client checks calls and events before sending, so the omission
+//! shows up at once as `caller_not_allowed`, not as a time-out).
+
+use idm_core::proto::{account, auth, event, session, store, user};
+use idm_core::Region;
+
+/// A service's identity on the bus: one NATS user (one nkey) each, one per
+/// region for the stores so a store cannot listen to another region's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Identity {
+    EdgeGuard,
+    Account,
+    Auth,
+    Session,
+    User,
+    UserStore(Region),
+    DeletionWorker,
+    Webhook,
+    /// Operator tooling and the test kit: reads and cleans up streams, calls
+    /// no service.
+    Admin,
+}
+
+impl Identity {
+    /// Every identity of a deployment (a store identity per region).
+    pub fn all() -> Vec<Identity> {
+        let mut all = vec![
+            Identity::EdgeGuard,
+            Identity::Account,
+            Identity::Auth,
+            Identity::Session,
+            Identity::User,
+        ];
+        all.extend(Region::ALL.into_iter().map(Identity::UserStore));
+        all.extend([Identity::DeletionWorker, Identity::Webhook, Identity::Admin]);
+        all
+    }
+
+    /// The name used in headers, inboxes and credential files.
+    pub fn name(self) -> String {
+        match self {
+            Identity::UserStore(region) => format!("user-store-{region}"),
+            other => other.fixed_name().to_owned(),
+        }
+    }
+
+    fn fixed_name(self) -> &'static str {
+        match self {
+            Identity::EdgeGuard => "edge-guard",
+            Identity::Account => "account",
+            Identity::Auth => "auth",
+            Identity::Session => "session",
+            Identity::User => "user",
+            Identity::UserStore(_) => "user-store",
+            Identity::DeletionWorker => "deletion-worker",
+            Identity::Webhook => "webhook",
+            Identity::Admin => "admin",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Identity> {
+        Identity::all().into_iter().find(|i| i.name() == raw)
+    }
+
+    /// The prefix of this identity's reply subjects: `_INBOX_<prefix>_<name>`.
+    /// Only this identity may subscribe below it, so nobody else can read
+    /// the answers it is sent. (Subject prefixes and names hold no `.`, and
+    /// names no `_`, so the prefix is one subject token and unambiguous.)
+    pub fn inbox_prefix(self, subject_prefix: &str) -> String {
+        format!("_INBOX_{subject_prefix}_{}", self.name())
+    }
+
+    fn rights(self) -> &'static Rights {
+        match self {
+            Identity::EdgeGuard => &EDGE_GUARD,
+            Identity::Account => &ACCOUNT,
+            Identity::Auth => &AUTH,
+            Identity::Session => &SESSION,
+            Identity::User => &USER,
+            Identity::UserStore(_) => &USER_STORE,
+            Identity::DeletionWorker | Identity::Webhook => &NOTHING,
+            Identity::Admin => &ADMIN,
+        }
+    }
+
+    /// What this identity answers, if anything.
+    pub fn serves(self) -> Option<Served> {
+        match (self, self.rights().serves) {
+            (Identity::UserStore(region), Some(_)) => Some(Served::Store(region)),
+            (_, Some(service)) => Some(Served::Service(service)),
+            (_, None) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// The receiving end of a call: a service, or the regional stores (a caller
+/// allowed a store operation may call it in any region).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Service(&'static str),
+    Store,
+}
+
+impl Target {
+    /// The service name as it appears in subjects, for `Bus::call`'s
+    /// `&str` argument.
+    pub fn service(name: &str) -> Option<Target> {
+        SERVICES
+            .iter()
+            .find(|s| **s == name)
+            .map(|s| Target::Service(s))
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Service(name) => f.write_str(name),
+            Target::Store => f.write_str("store"),
+        }
+    }
+}
+
+/// What one serving loop answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    Service(&'static str),
+    Store(Region),
+}
+
+impl Served {
+    pub fn target(self) -> Target {
+        match self {
+            Served::Service(name) => Target::Service(name),
+            Served::Store(_) => Target::Store,
+        }
+    }
+
+    /// `<prefix>.<service>.v1` or `<prefix>.store.<region>.v1`.
+    pub fn subject_base(self, prefix: &str) -> String {
+        match self {
+            Served::Service(name) => format!("{prefix}.{name}.v1"),
+            Served::Store(region) => format!("{prefix}.store.{region}.v1"),
+        }
+    }
+
+    /// The queue group replicas share.
+    pub fn queue_group(self) -> String {
+        match self {
+            Served::Service(name) => name.to_owned(),
+            Served::Store(region) => format!("store-{region}"),
+        }
+    }
+}
+
+/// The JetStream streams of a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// `<prefix>.events.<issuer>.<type>`, kept for a retention period.
+    Events,
+    /// `<prefix>.mail.outgoing`, a work queue.
+    Mail,
+    /// The deletion work queue (used by nobody yet: the deletion-worker gets
+    /// its row when its behaviour arrives).
+    Deletions,
+}
+
+impl Stream {
+    /// `<PREFIX>_EVENTS` etc. (stream names cannot hold dots).
+    pub fn name(self, prefix: &str) -> String {
+        let suffix = match self {
+            Stream::Events => "EVENTS",
+            Stream::Mail => "MAIL",
+            Stream::Deletions => "DELETIONS",
+        };
+        format!(
+            "{}_{suffix}",
+            prefix.to_ascii_uppercase().replace(['-', '.'], "_")
+        )
+    }
+}
+
+/// One identity's use of one stream.
+#[derive(Debug)]
+struct StreamUse {
+    stream: Stream,
+    /// Looks the stream up and creates it if it is missing (`get_or_create`).
+    ensure: bool,
+    /// Subjects (below the prefix) it publishes into the stream, besides
+    /// events (which are listed per type in `Rights::events`).
+    publish: &'static [&'static str],
+    /// Durable consumers it creates and reads (and acknowledges).
+    consumers: &'static [&'static str],
+    /// Reads stream info and single messages (operator tooling, tests).
+    read: bool,
+    /// Deletes the stream (clean-up of a test deployment).
+    delete: bool,
+}
+
+const fn ensures(stream: Stream) -> StreamUse {
+    StreamUse {
+        stream,
+        ensure: true,
+        publish: &[],
+        consumers: &[],
+        read: false,
+        delete: false,
+    }
+}
+
+/// A group of operations one identity calls on one target.
+#[derive(Debug)]
+struct Calls {
+    target: Target,
+    ops: &'static [&'static str],
+}
+
+#[derive(Debug)]
+struct Rights {
+    /// The service answered (`<prefix>.<service>.v1.*`), or for the stores
+    /// `"store"` (each store serves its own region).
+    serves: Option<&'static str>,
+    calls: &'static [Calls],
+    /// Broadcast topics sent (`<prefix>.<topic>.<issuer>`).
+    broadcasts: &'static [&'static str],
+    /// Broadcast topics heard (every replica hears every message).
+    hears: &'static [&'static str],
+    /// Event types published to the EVENTS stream.
+    events: &'static [&'static str],
+    streams: &'static [StreamUse],
+}
+
+/// Services that answer calls, as they appear in subjects.
+const SERVICES: [&str; 4] = ["account", "auth", "session", "user"];
+
+const CONFIG_CHANGED: &str = "config.changed";
+const SESSION_REVOKED: &str = "session.revoked";
+const IP_BANNED: &str = "ip.banned";
+const IP_UNBANNED: &str = "ip.unbanned";
+
+static EDGE_GUARD: Rights = Rights {
+    serves: None,
+    calls: &[
+        Calls {
+            target: Target::Service("account"),
+            ops: &[
+                account::RESOLVE_KEY,
+                account::GET_ISSUER,
+                account::UPDATE_ISSUER,
+                account::CREATE_ISSUER,
+                account::CREATE_API_KEY,
+                account::LIST_API_KEYS,
+                account::REVOKE_API_KEY,
+            ],
+        },
+        Calls {
+            target: Target::Service("auth"),
+            ops: &[
+                auth::SIGN_UP,
+                auth::SIGN_IN,
+                auth::SEND_MAGIC_LINK,
+                auth::VERIFY_MAGIC_LINK,
+                auth::SEND_EMAIL_CODE,
+                auth::VERIFY_EMAIL_CODE,
+                auth::ENROLL_TOTP,
+                auth::CONFIRM_TOTP,
+                auth::VERIFY_MFA,
+                auth::SEND_VERIFICATION,
+                auth::CHECK_VERIFICATION,
+                auth::DISABLE_TOTP,
+                auth::REGENERATE_BACKUP_CODES,
+                auth::CHANGE_PASSWORD,
+                auth::UNLOCK_FACTORS,
+            ],
+        },
+        Calls {
+            target: Target::Service("session"),
+            // Key material (`key_ring`) goes to the edge alone.
+            ops: &[
+                session::REFRESH,
+                session::REVOKE,
+                session::REVOKE_ALL,
+                session::LIST,
+                session::KEY_RING,
+                session::ROTATE_KEY,
+                session::REVOKE_KEYS,
+            ],
+        },
+        Calls {
+            target: Target::Service("user"),
+            ops: &[
+                user::CREATE_USER,
+                user::GET_USER,
+                user::FIND_BY_EMAIL,
+                user::CREATE_PERSONAL_TOKEN,
+                user::LIST_PERSONAL_TOKENS,
+                user::REVOKE_PERSONAL_TOKEN,
+                user::VERIFY_PERSONAL_TOKEN,
+            ],
+        },
+    ],
+    broadcasts: &[IP_BANNED, IP_UNBANNED],
+    hears: &[CONFIG_CHANGED, SESSION_REVOKED, IP_BANNED, IP_UNBANNED],
+    events: &["ip.banned"],
+    streams: &[ensures(Stream::Events)],
+};
+
+static ACCOUNT: Rights = Rights {
+    serves: Some("account"),
+    calls: &[
+        Calls {
+            target: Target::Store,
+            ops: &[store::PROVISION_ISSUER],
+        },
+        Calls {
+            target: Target::Service("session"),
+            ops: &[session::INIT_ISSUER],
+        },
+        Calls {
+            target: Target::Service("user"),
+            ops: &[user::INIT_ISSUER],
+        },
+    ],
+    broadcasts: &[CONFIG_CHANGED],
+    hears: &[],
+    events: &[],
+    streams: &[],
+};
+
+static AUTH: Rights = Rights {
+    serves: Some("auth"),
+    calls: &[
+        Calls {
+            target: Target::Service("session"),
+            // List, revoke and revoke_all: a password change ends the other
+            // sessions, an address's first proof ends every session
+            // (pre-hijacking); decoy_session answers a hidden sign-up.
+            ops: &[
+                session::CREATE_SESSION,
+                session::SIGN_VERIFICATION,
+                session::LIST,
+                session::REVOKE,
+                session::REVOKE_ALL,
+                session::DECOY_SESSION,
+            ],
+        },
+        Calls {
+            target: Target::Service("user"),
+            ops: &[
+                user::CREATE_USER,
+                user::LOCATE,
+                user::GET_USER,
+                user::PLACEMENT,
+            ],
+        },
+        Calls {
+            target: Target::Store,
+            // Password checks and second factors are auth's alone.
+            ops: &[
+                store::VERIFY_PASSWORD,
+                store::MARK_EMAIL_VERIFIED,
+                store::GET_TOTP,
+                store::SET_PENDING_TOTP,
+                store::ENABLE_TOTP,
+                store::USE_TOTP_STEP,
+                store::USE_BACKUP_CODE,
+                store::CREDENTIALS,
+                store::DISABLE_TOTP,
+                store::REPLACE_BACKUP_CODES,
+                store::SET_PASSWORD,
+            ],
+        },
+    ],
+    broadcasts: &[],
+    hears: &[],
+    events: &[
+        event::MFA_ENABLED,
+        event::MFA_DISABLED,
+        event::MFA_BACKUP_CODES_REGENERATED,
+        event::PASSWORD_CHANGED,
+        event::FACTOR_LOCKED,
+        event::FACTOR_UNLOCKED,
+    ],
+    streams: &[
+        ensures(Stream::Events),
+        StreamUse {
+            stream: Stream::Mail,
+            ensure: true,
+            publish: &["mail.outgoing"],
+            consumers: &["courier"],
+            read: false,
+            delete: false,
+        },
+    ],
+};
+
+static SESSION: Rights = Rights {
+    serves: Some("session"),
+    calls: &[
+        Calls {
+            target: Target::Store,
+            ops: &[
+                store::CREATE_SESSION,
+                store::REFRESH_SESSION,
+                store::REVOKE_SESSION,
+                store::REVOKE_USER_SESSIONS,
+                store::LIST_SESSIONS,
+            ],
+        },
+        Calls {
+            target: Target::Service("user"),
+            ops: &[user::GET_USER],
+        },
+    ],
+    broadcasts: &[CONFIG_CHANGED, SESSION_REVOKED],
+    hears: &[CONFIG_CHANGED],
+    events: &[
+        event::SESSION_CREATED,
+        event::SESSION_REVOKED,
+        event::SESSION_COMPROMISED,
+        event::SESSION_KEYS_REVOKED,
+    ],
+    streams: &[ensures(Stream::Events)],
+};
+
+static USER: Rights = Rights {
+    serves: Some("user"),
+    calls: &[Calls {
+        target: Target::Store,
+        ops: &[
+            store::CREATE_USER,
+            store::GET_USER,
+            store::CREATE_PERSONAL_TOKEN,
+            store::LIST_PERSONAL_TOKENS,
+            store::REVOKE_PERSONAL_TOKEN,
+            store::VERIFY_PERSONAL_TOKEN,
+        ],
+    }],
+    broadcasts: &[],
+    hears: &[],
+    events: &[],
+    streams: &[],
+};
+
+static USER_STORE: Rights = Rights {
+    serves: Some("store"),
+    calls: &[],
+    broadcasts: &[],
+    hears: &[],
+    events: &[],
+    streams: &[],
+};
+
+/// The deletion-worker and webhook are skeletons today: they connect and
+/// nothing else. Their rows arrive with their behaviour.
+static NOTHING: Rights = Rights {
+    serves: None,
+    calls: &[],
+    broadcasts: &[],
+    hears: &[],
+    events: &[],
+    streams: &[],
+};
+
+static ADMIN: Rights = Rights {
+    serves: None,
+    calls: &[],
+    broadcasts: &[],
+    hears: &[],
+    events: &[],
+    streams: &[
+        StreamUse {
+            stream: Stream::Events,
+            ensure: false,
+            publish: &[],
+            consumers: &[],
+            read: true,
+            delete: true,
+        },
+        StreamUse {
+            stream: Stream::Mail,
+            ensure: false,
+            publish: &[],
+            consumers: &[],
+            read: true,
+            delete: true,
+        },
+    ],
+};
+
+/// May `caller` call `op` on `target`? The serving loop asks this for every
+/// request, and the client before sending one.
+pub fn may_call(caller: Identity, target: Target, op: &str) -> bool {
+    caller
+        .rights()
+        .calls
+        .iter()
+        .any(|c| c.target == target && c.ops.contains(&op))
+}
+
+/// May `identity` publish events of `event_type`?
+pub fn may_publish_event(identity: Identity, event_type: &str) -> bool {
+    identity.rights().events.contains(&event_type)
+}
+
+/// Every `(target, op)` the identity may call, for tests and tooling.
+pub fn calls_of(identity: Identity) -> Vec<(Target, &'static str)> {
+    identity
+        .rights()
+        .calls
+        .iter()
+        .flat_map(|c| c.ops.iter().map(move |op| (c.target, *op)))
+        .collect()
+}
+
+/// Every `(target, op)` anyone may call: the universe the denial tests walk.
+pub fn all_calls() -> Vec<(Target, &'static str)> {
+    let mut all: Vec<(Target, &'static str)> = Vec::new();
+    for identity in Identity::all() {
+        for call in calls_of(identity) {
+            if !all.contains(&call) {
+                all.push(call);
+            }
+        }
+    }
+    all
+}
+
+/// One identity's NATS permissions for a deployment with `prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permissions {
+    pub publish: Vec<String>,
+    pub subscribe: Vec<String>,
+    /// Responders may publish one reply to the reply subject of each request
+    /// they received (and nothing else in anyone's inbox).
+    pub allow_responses: bool,
+}
+
+/// The server-side permissions of `identity`, derived from the table.
+pub fn permissions(identity: Identity, prefix: &str) -> Permissions {
+    let rights = identity.rights();
+    let mut publish = Vec::new();
+    let mut subscribe = vec![format!("{}.>", identity.inbox_prefix(prefix))];
+    if let Some(served) = identity.serves() {
+        subscribe.push(format!("{}.*", served.subject_base(prefix)));
+    }
+    for calls in rights.calls {
+        for op in calls.ops {
+            publish.push(match calls.target {
+                Target::Service(service) => format!("{prefix}.{service}.v1.{op}"),
+                Target::Store => format!("{prefix}.store.*.v1.{op}"),
+            });
+        }
+    }
+    for topic in rights.broadcasts {
+        publish.push(format!("{prefix}.{topic}.*"));
+    }
+    for topic in rights.hears {
+        subscribe.push(format!("{prefix}.{topic}.*"));
+    }
+    for event_type in rights.events {
+        publish.push(format!("{prefix}.events.*.{event_type}"));
+    }
+    for used in rights.streams {
+        let name = used.stream.name(prefix);
+        let api = "$JS.API";
+        if used.ensure || used.read {
+            publish.push(format!("{api}.STREAM.INFO.{name}"));
+        }
+        if used.ensure {
+            publish.push(format!("{api}.STREAM.CREATE.{name}"));
+        }
+        if used.read {
+            publish.push(format!("{api}.STREAM.MSG.GET.{name}"));
+        }
+        if used.delete {
+            publish.push(format!("{api}.STREAM.DELETE.{name}"));
+        }
+        for subject in used.publish {
+            publish.push(format!("{prefix}.{subject}"));
+        }
+        for consumer in used.consumers {
+            publish.push(format!("{api}.CONSUMER.INFO.{name}.{consumer}"));
+            publish.push(format!("{api}.CONSUMER.CREATE.{name}.{consumer}"));
+            publish.push(format!("{api}.CONSUMER.MSG.NEXT.{name}.{consumer}"));
+            publish.push(format!("$JS.ACK.{name}.{consumer}.>"));
+        }
+    }
+    Permissions {
+        publish,
+        subscribe,
+        allow_responses: identity.serves().is_some(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_are_unique() {
+        let all = Identity::all();
+        assert_eq!(all.len(), 5 + 8 + 3);
+        for identity in &all {
+            assert_eq!(Identity::parse(&identity.name()), Some(*identity));
+            assert!(!identity.name().contains(['_', '.', '*', '>', ' ']));
+        }
+        let mut names: Vec<String> = all.iter().map(|i| i.name()).collect();
+        names.dedup();
+        assert_eq!(names.len(), all.len());
+        assert_eq!(Identity::parse("root"), None);
+    }
+
+    #[test]
+    fn key_material_and_password_checks_have_one_caller_each() {
+        let key_ring: Vec<Identity> = Identity::all()
+            .into_iter()
+            .filter(|i| may_call(*i, Target::Service("session"), session::KEY_RING))
+            .collect();
+        assert_eq!(key_ring, vec![Identity::EdgeGuard]);
+        let passwords: Vec<Identity> = Identity::all()
+            .into_iter()
+            .filter(|i| may_call(*i, Target::Store, store::VERIFY_PASSWORD))
+            .collect();
+        assert_eq!(passwords, vec![Identity::Auth]);
+        assert!(!may_call(
+            Identity::Admin,
+            Target::Service("session"),
+            session::KEY_RING
+        ));
+    }
+
+    #[test]
+    fn every_called_target_is_served_by_someone() {
+        for (target, op) in all_calls() {
+            let served = Identity::all()
+                .into_iter()
+                .filter_map(Identity::serves)
+                .any(|s| s.target() == target);
+            assert!(served, "{target}.{op} has no server");
+        }
+    }
+
+    #[test]
+    fn permissions_are_narrow() {
+        let auth = permissions(Identity::Auth, "idm");
+        assert!(auth.allow_responses);
+        assert!(auth.subscribe.contains(&"_INBOX_idm_auth.>".to_owned()));
+        assert!(auth.subscribe.contains(&"idm.auth.v1.*".to_owned()));
+        assert!(auth
+            .publish
+            .contains(&"idm.store.*.v1.verify_password".to_owned()));
+        assert!(auth
+            .publish
+            .contains(&"$JS.ACK.IDM_MAIL.courier.>".to_owned()));
+        assert!(!auth.publish.iter().any(|s| s.contains("key_ring")));
+        for rule in auth.publish.iter().chain(&auth.subscribe) {
+            assert!(
+                !matches!(rule.as_str(), ">" | "idm.>" | "$JS.API.>" | "_INBOX.>"),
+                "{rule}"
+            );
+        }
+        let store = permissions(Identity::UserStore(Region::Weur), "idm");
+        assert_eq!(
+            store.subscribe,
+            vec!["_INBOX_idm_user-store-weur.>", "idm.store.weur.v1.*"]
+        );
+        assert!(store.publish.is_empty());
+        let edge = permissions(Identity::EdgeGuard, "idm");
+        assert!(!edge.allow_responses);
+        assert!(edge.publish.contains(&"idm.session.v1.key_ring".to_owned()));
+        assert!(edge.subscribe.contains(&"idm.session.revoked.*".to_owned()));
+        let admin = permissions(Identity::Admin, "idm");
+        assert!(admin
+            .publish
+            .iter()
+            .all(|s| s.starts_with("$JS.API.STREAM.")));
+    }
+
+    #[test]
+    fn stream_names_match_the_prefix_rule() {
+        assert_eq!(Stream::Events.name("t1a-b"), "T1A_B_EVENTS");
+        assert_eq!(Stream::Mail.name("idm"), "IDM_MAIL");
+    }
+}

@@ -1,0 +1,349 @@
+//! Revocation fails closed (issue 9, section 5): a full revocation set sheds
+//! instead of forgetting, and an edge that missed broadcasts while its bus
+//! connection was down reloads before it vouches for a session again.
+
+use idm_testkit::{Platform, Response, Tenant};
+use reqwest::Method;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+const ORIGIN: &str = "https://app.example.com";
+const PASSWORD: &str = "correct horse battery";
+
+async fn tenant(platform: &Platform, name: &str) -> anyhow::Result<Tenant> {
+    let tenant = platform.create_account(name).await?;
+    platform
+        .allow_origins(&tenant, &["app.example.com"])
+        .await?;
+    Ok(tenant)
+}
+
+async fn verify(
+    platform: &Platform,
+    replica: usize,
+    tenant: &Tenant,
+    token: &str,
+) -> anyhow::Result<Response> {
+    let auth = format!("Bearer {}", tenant.secret_key);
+    platform
+        .send_to(
+            replica,
+            Method::POST,
+            "/v1/sessions/verify",
+            &[("authorization", &auth)],
+            Some(json!({ "session_token": token })),
+        )
+        .await
+}
+
+async fn revoke(platform: &Platform, tenant: &Tenant, session: &Response) -> anyhow::Result<()> {
+    let r = platform
+        .backend(
+            Method::POST,
+            &format!("/v1/sessions/{}/revoke", session.str("/session_id")),
+            &tenant.secret_key,
+            None,
+        )
+        .await?;
+    anyhow::ensure!(r.status == 200, "revoke: {}", r.json);
+    Ok(())
+}
+
+/// Polls `verify` on `replica` until its answer is not `skip`, for `limit`.
+async fn settle(
+    platform: &Platform,
+    replica: usize,
+    tenant: &Tenant,
+    token: &str,
+    skip: impl Fn(&Response) -> bool,
+    limit: Duration,
+) -> anyhow::Result<Response> {
+    let started = Instant::now();
+    loop {
+        let r = verify(platform, replica, tenant, token).await?;
+        if !skip(&r) || started.elapsed() > limit {
+            return Ok(r);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_full_revocation_set_sheds_with_503_instead_of_forgetting() -> anyhow::Result<()> {
+    let mut platform = Platform::start().await?;
+    // Replica 1 remembers two revocations at most.
+    platform
+        .add_edge_with(|c| c.revocation_capacity = 2)
+        .await?;
+    let a = tenant(&platform, "Revoking").await?;
+    let b = tenant(&platform, "Quiet").await?;
+    let mut a_sessions = vec![
+        platform
+            .sign_up(&a, ORIGIN, None, "many@example.com", PASSWORD)
+            .await?,
+    ];
+    for _ in 0..3 {
+        a_sessions.push(
+            platform
+                .sign_in(&a, ORIGIN, "many@example.com", PASSWORD)
+                .await?,
+        );
+    }
+    let b_session = platform
+        .sign_up(&b, ORIGIN, None, "calm@example.com", PASSWORD)
+        .await?;
+    for s in &a_sessions {
+        assert_eq!(
+            verify(&platform, 1, &a, &s.str("/session_token"))
+                .await?
+                .status,
+            200
+        );
+    }
+    // Two revocations fill replica 1's set; the third does not fit.
+    for s in &a_sessions[..3] {
+        revoke(&platform, &a, s).await?;
+    }
+    let third = settle(
+        &platform,
+        1,
+        &a,
+        &a_sessions[2].str("/session_token"),
+        |r| r.status == 200,
+        Duration::from_secs(2),
+    )
+    .await?;
+    assert_eq!(
+        (third.status, third.code()),
+        (503, Some("overloaded")),
+        "{}",
+        third.json
+    );
+    let retry_after: u64 = third
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(retry_after >= 1);
+    // Nothing was evicted to make room: the first two are still revoked.
+    for s in &a_sessions[..2] {
+        let r = verify(&platform, 1, &a, &s.str("/session_token")).await?;
+        assert_eq!(r.code(), Some("session_revoked"), "{}", r.json);
+    }
+    // The issuer whose revocation did not fit is not vouched for at all…
+    let r = verify(&platform, 1, &a, &a_sessions[3].str("/session_token")).await?;
+    assert_eq!((r.status, r.code()), (503, Some("overloaded")));
+    // …other issuers are, and a replica with room answers exactly.
+    let r = verify(&platform, 1, &b, &b_session.str("/session_token")).await?;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let r = verify(&platform, 0, &a, &a_sessions[2].str("/session_token")).await?;
+    assert_eq!(r.code(), Some("session_revoked"));
+    assert_eq!(
+        verify(&platform, 0, &a, &a_sessions[3].str("/session_token"))
+            .await?
+            .status,
+        200
+    );
+    platform.stop().await
+}
+
+/// A TCP relay to the NATS server that the test can cut (closing every
+/// connection and refusing new ones) and restore, to force a reconnect.
+struct Relay {
+    addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    cuts: watch::Sender<u64>,
+}
+
+impl Relay {
+    async fn start(upstream: String) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let open = Arc::new(AtomicBool::new(true));
+        let (cuts, _) = watch::channel(0u64);
+        let (is_open, cut_signal) = (Arc::clone(&open), cuts.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !is_open.load(Ordering::Acquire) {
+                    continue; // dropped: the connection is refused
+                }
+                let upstream = upstream.clone();
+                let mut cut = cut_signal.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Ok(Self { addr, open, cuts })
+    }
+
+    fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::Release);
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::Release);
+    }
+}
+
+#[tokio::test]
+async fn an_edge_that_missed_a_revocation_while_disconnected_reloads_after_reconnecting(
+) -> anyhow::Result<()> {
+    let mut platform = Platform::start().await?;
+    let upstream = platform.nats.url.trim_start_matches("nats://").to_owned();
+    let relay = Relay::start(upstream).await?;
+    // Replica 1 reaches NATS only through the relay.
+    let url = relay.url();
+    platform
+        .add_edge_with(move |c| c.basics.nats_url = url)
+        .await?;
+    let a = tenant(&platform, "Partitioned").await?;
+    let doomed = platform
+        .sign_up(&a, ORIGIN, None, "gone@example.com", PASSWORD)
+        .await?;
+    let kept = platform
+        .sign_in(&a, ORIGIN, "gone@example.com", PASSWORD)
+        .await?;
+    for s in [&doomed, &kept] {
+        assert_eq!(
+            verify(&platform, 1, &a, &s.str("/session_token"))
+                .await?
+                .status,
+            200
+        );
+    }
+    // A second backend key, cached by replica 1, to be revoked while it is away.
+    let created = platform
+        .backend(
+            Method::POST,
+            "/v1/api_keys",
+            &a.secret_key,
+            Some(json!({ "kind": "secret", "name": "doomed", "scopes": ["sessions:read"] })),
+        )
+        .await?;
+    assert_eq!(created.status, 201, "{}", created.json);
+    let doomed_key = Tenant {
+        secret_key: created.str("/key"),
+        ..a.clone()
+    };
+    assert_eq!(
+        verify(&platform, 1, &doomed_key, &kept.str("/session_token"))
+            .await?
+            .status,
+        200
+    );
+
+    // Cut replica 1 off the bus; it stops vouching for sessions it cannot check.
+    relay.cut();
+    let r = settle(
+        &platform,
+        1,
+        &a,
+        &kept.str("/session_token"),
+        |r| r.status == 200,
+        Duration::from_secs(5),
+    )
+    .await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (503, Some("upstream_unavailable")),
+        "{}",
+        r.json
+    );
+    // Revoked while replica 1 is away: the broadcasts never reach it.
+    revoke(&platform, &a, &doomed).await?;
+    let r = platform
+        .backend(
+            Method::DELETE,
+            &format!("/v1/api_keys/{}", created.str("/id")),
+            &a.secret_key,
+            None,
+        )
+        .await?;
+    assert!(r.status < 300, "{} {}", r.status, r.json);
+    let r = verify(&platform, 0, &a, &doomed.str("/session_token")).await?;
+    assert_eq!(r.code(), Some("session_revoked"));
+
+    // Back on the bus, replica 1 reloads before it answers again.
+    relay.restore();
+    let r = settle(
+        &platform,
+        1,
+        &a,
+        &doomed.str("/session_token"),
+        |r| r.status == 503,
+        Duration::from_secs(20),
+    )
+    .await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (401, Some("session_revoked")),
+        "{}",
+        r.json
+    );
+    let r = verify(&platform, 1, &a, &kept.str("/session_token")).await?;
+    assert_eq!(r.status, 200, "{}", r.json);
+    // The cached API key was dropped too: its revocation holds on replica 1.
+    let r = verify(&platform, 1, &doomed_key, &kept.str("/session_token")).await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (401, Some("invalid_api_key")),
+        "{}",
+        r.json
+    );
+    platform.stop().await
+}
+
+#[tokio::test]
+async fn an_edge_that_cannot_load_the_revocation_set_vouches_for_no_session() -> anyhow::Result<()>
+{
+    let mut platform = Platform::start().await?;
+    // Replica 1's Redis does not answer: it cannot know what was revoked.
+    platform
+        .add_edge_with(|c| c.redis_url = "redis://127.0.0.1:1".into())
+        .await?;
+    let a = tenant(&platform, "Unsure").await?;
+    let s = platform
+        .sign_up(&a, ORIGIN, None, "unsure@example.com", PASSWORD)
+        .await?;
+    let token = s.str("/session_token");
+    let r = verify(&platform, 1, &a, &token).await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (503, Some("upstream_unavailable")),
+        "{}",
+        r.json
+    );
+    assert!(r.headers.get("retry-after").is_some());
+    // Everything that does not depend on it still works there…
+    let r = platform
+        .send_to(
+            1,
+            Method::GET,
+            "/v1/issuer",
+            &[("authorization", &format!("Bearer {}", a.secret_key))],
+            None,
+        )
+        .await?;
+    assert_eq!(r.status, 200, "{}", r.json);
+    // …and a replica that loaded its set vouches for the session.
+    assert_eq!(verify(&platform, 0, &a, &token).await?.status, 200);
+    platform.stop().await
+}
