@@ -79,8 +79,21 @@ pub fn init_tracing(service: &'static str) -> Result<Telemetry, ConfigError> {
         .with(provider.as_ref().map(otel_layer))
         .try_init();
     if let Some(export) = &export {
+        // Host and port only: a URL may carry credentials.
+        let collector = export
+            .traces_endpoint
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|uri| {
+                let host = uri.host()?.to_owned();
+                Some(
+                    uri.port_u16()
+                        .map_or(host.clone(), |p| format!("{host}:{p}")),
+                )
+            })
+            .unwrap_or_default();
         tracing::info!(
-            endpoint = %export.traces_endpoint,
+            collector = %collector,
             sample_ratio = export.sample_ratio,
             service_name = %export.service_name,
             "exporting spans over OTLP"

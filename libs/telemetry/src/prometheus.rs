@@ -18,8 +18,8 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 /// (the Dockerfile passes it), else `unknown`. Read at compile time rather
 /// than by a build script, so local builds are not rebuilt on every commit.
 pub const GIT_COMMIT: &str = match option_env!("IDM_GIT_COMMIT") {
-    Some(commit) => commit,
-    None => "unknown",
+    Some(commit) if !commit.is_empty() => commit,
+    _ => "unknown",
 };
 
 struct Exporter {
