@@ -11,8 +11,11 @@ use axum::routing::post;
 use std::sync::{Arc, Mutex};
 use tracing_subscriber::layer::SubscriberExt;
 
+/// One export request: its content type and body.
+type Export = (String, Vec<u8>);
+
 #[derive(Default, Clone)]
-struct Received(Arc<Mutex<Vec<(String, Vec<u8>)>>>);
+struct Received(Arc<Mutex<Vec<Export>>>);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_reach_the_collector_over_otlp_http() {
