@@ -30,7 +30,7 @@ fn random<const N: usize>() -> [u8; N] {
     out
 }
 
-fn valid_traceparent(value: &str) -> bool {
+pub(crate) fn valid_traceparent(value: &str) -> bool {
     let parts: Vec<&str> = value.split('-').collect();
     matches!(parts.as_slice(), [v, t, s, f]
         if v.len() == 2 && t.len() == 32 && s.len() == 16 && f.len() == 2

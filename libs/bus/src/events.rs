@@ -74,7 +74,7 @@ impl Events {
         };
         let subject = format!("{}.events.{}.{}", self.prefix, issuer, event_type);
         let payload = serde_json::to_vec(&event).map_err(|e| ApiError::internal_from(&e))?;
-        let mut headers = crate::current_context().to_headers();
+        let mut headers = crate::outgoing_headers();
         // Lets JetStream drop a duplicate if a retry publishes the same event.
         headers.insert("Nats-Msg-Id", event.id.as_str());
         let ack = self

@@ -11,14 +11,16 @@ mod context;
 pub mod events;
 pub mod nats_config;
 mod server;
+mod trace;
 
 pub use acl::{Identity, Served, Stream, Target};
 pub use context::{current as current_context, RequestContext};
 pub use events::Events;
 pub use server::{serve, Handlers};
+pub use trace::{outgoing_headers, remote_parent, traceparent_of};
 
 use idm_core::config::{NatsAuth, ServiceBasics};
-use idm_core::{ApiError, ErrorCode, Region};
+use idm_core::{metric, ApiError, ErrorCode, Region};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -190,16 +192,30 @@ impl Bus {
                     reason: e.to_string(),
                 })?;
         self.flush().await;
+        let identity = self.identity;
+        let topic = topic.to_owned();
         Ok(tokio::spawn(async move {
+            use tracing::Instrument;
             loop {
                 let message = tokio::select! {
                     _ = shutdown.cancelled() => break,
                     next = messages.next() => match next { Some(m) => m, None => break },
                 };
-                match serde_json::from_slice::<T>(&message.payload) {
-                    Ok(value) => handler(value).await,
-                    Err(e) => tracing::warn!(error = %e, %subject, "ignored a malformed broadcast"),
-                }
+                let span = tracing::info_span!("bus.broadcast", otel.kind = "consumer", otel.name = %topic, service = %identity, subject = %message.subject, request_id = tracing::field::Empty, trace_id = tracing::field::Empty);
+                let ctx = RequestContext::from_headers_in(&span, message.headers.as_ref());
+                let started = Instant::now();
+                let outcome = match serde_json::from_slice::<T>(&message.payload) {
+                    Ok(value) => {
+                        ctx.scope(handler(value).instrument(span)).await;
+                        "ok"
+                    }
+                    Err(e) => {
+                        span.in_scope(|| tracing::warn!(error = %e, %subject, "ignored a malformed broadcast"));
+                        "malformed"
+                    }
+                };
+                metrics::histogram!(metric::BUS_MESSAGE_DURATION.name, "consumer" => topic.clone(), "outcome" => outcome)
+                    .record(started.elapsed().as_secs_f64());
             }
         }))
     }
@@ -300,7 +316,7 @@ impl Bus {
         ))
     }
 
-    #[tracing::instrument(name = "bus.request", skip_all, fields(subject = %subject))]
+    #[tracing::instrument(name = "bus.request", skip_all, fields(otel.kind = "client", otel.name = %operation_label(&subject), subject = %subject))]
     pub async fn request<Req, Resp>(&self, subject: String, request: &Req) -> Result<Resp, ApiError>
     where
         Req: Serialize,
@@ -310,7 +326,7 @@ impl Bus {
             tracing::error!(error = %e, "request did not serialise");
             ApiError::internal()
         })?;
-        let mut headers = context::current().to_headers();
+        let mut headers = outgoing_headers();
         headers.insert(HEADER_CALLER, &*self.caller);
         let started = Instant::now();
         let sent = self
@@ -338,7 +354,7 @@ impl Bus {
             Ok(_) => "ok",
             Err(e) => e.code.as_str(),
         };
-        metrics::histogram!("idm_bus_client_seconds", "op" => op, "outcome" => outcome_label)
+        metrics::histogram!(metric::BUS_CLIENT_DURATION.name, "subject" => op, "outcome" => outcome_label)
             .record(started.elapsed().as_secs_f64());
         reply
     }
@@ -349,7 +365,11 @@ impl Bus {
             Ok(p) => p,
             Err(e) => return tracing::error!(error = %e, "broadcast did not serialise"),
         };
-        if let Err(e) = self.client.publish(subject, payload.into()).await {
+        let sent = self
+            .client
+            .publish_with_headers(subject, outgoing_headers(), payload.into())
+            .await;
+        if let Err(e) = sent {
             tracing::warn!(error = %e, "broadcast failed");
         }
     }
@@ -374,7 +394,7 @@ fn unavailable(subject: &str, why: &str) -> ApiError {
 
 /// `service.op` (or `store.region.op`) without the deployment prefix, as a
 /// bounded metric label.
-fn operation_label(subject: &str) -> String {
+pub(crate) fn operation_label(subject: &str) -> String {
     subject
         .split('.')
         .skip(1)

@@ -138,6 +138,7 @@ pub async fn serve<S: Send + Sync + 'static>(
     let client = bus.client().clone();
     let prefix: Arc<str> = bus.prefix().into();
     let target = served.target();
+    let identity = bus.identity();
     let handlers = Arc::new(handlers.map);
     let tracker = TaskTracker::new();
     Ok(tokio::spawn(async move {
@@ -154,11 +155,14 @@ pub async fn serve<S: Send + Sync + 'static>(
             let client = client.clone();
             let prefix = Arc::clone(&prefix);
             tracker.spawn(async move {
-                let ctx = RequestContext::from_headers(message.headers.as_ref());
                 let op = message.subject.rsplit('.').next().unwrap_or_default().to_owned();
                 let caller = authorise(&prefix, target, &op, message.headers.as_ref(), message.reply.as_deref());
                 let caller_name = caller.as_ref().map_or_else(|_| "refused".to_owned(), |c| c.name());
-                let span = tracing::info_span!("bus.handle", subject = %message.subject, caller = %caller_name, request_id = %ctx.request_id, trace_id = %ctx.trace_id());
+                let subject_label = crate::operation_label(&message.subject);
+                // The root of this service's part of the trace: a child of
+                // the caller's `bus.request` span.
+                let span = tracing::info_span!("bus.handle", otel.kind = "server", otel.name = %subject_label, service = %identity, subject = %message.subject, caller = %caller_name, request_id = tracing::field::Empty, trace_id = tracing::field::Empty);
+                let ctx = RequestContext::from_headers_in(&span, message.headers.as_ref());
                 let started = Instant::now();
                 let answer = async {
                     if let Err(refused) = caller {
@@ -176,7 +180,7 @@ pub async fn serve<S: Send + Sync + 'static>(
                     Err(e) => e.code.as_str(),
                 };
                 let elapsed = started.elapsed();
-                metrics::histogram!("idm_bus_server_seconds", "op" => op.clone(), "outcome" => outcome)
+                metrics::histogram!(idm_core::metric::BUS_SERVER_DURATION.name, "subject" => subject_label, "caller" => caller_name, "outcome" => outcome)
                     .record(elapsed.as_secs_f64());
                 span.in_scope(|| tracing::debug!(outcome, elapsed_ms = elapsed.as_millis() as u64, "handled"));
                 let body = result.unwrap_or_else(|error| {

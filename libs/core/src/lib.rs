@@ -9,6 +9,7 @@ pub mod config;
 pub mod email;
 pub mod error;
 pub mod ids;
+pub mod metric;
 pub mod origin;
 pub mod policy;
 pub mod proto;

@@ -54,6 +54,23 @@ fn hash_blocking(params: &Params, password: &[u8]) -> Result<String, CryptoError
         .map_err(|e| CryptoError::Hashing(e.to_string()))
 }
 
+/// One caller counted in the queue-depth gauge until dropped (also when the
+/// caller gives up while waiting).
+struct Waiting(metrics::Gauge);
+
+impl Waiting {
+    fn join(gauge: metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 impl PasswordHasher {
     /// `max_parallel` bounds concurrent hashes; 0 means the number of cores.
     pub fn new(params: PasswordParams, max_parallel: usize) -> Result<Self, CryptoError> {
@@ -83,14 +100,17 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, CryptoError> {
-        let _permit = self
-            .permits
-            .acquire()
+        use idm_core::metric::{ARGON2_DURATION, ARGON2_QUEUE_DEPTH};
+        let queued = Waiting::join(metrics::gauge!(ARGON2_QUEUE_DEPTH.name));
+        let permit = self.permits.acquire().await;
+        drop(queued);
+        let _permit = permit.map_err(|_| CryptoError::WorkerGone)?;
+        let started = std::time::Instant::now();
+        let done = tokio::task::spawn_blocking(work)
             .await
-            .map_err(|_| CryptoError::WorkerGone)?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|_| CryptoError::WorkerGone)
+            .map_err(|_| CryptoError::WorkerGone);
+        metrics::histogram!(ARGON2_DURATION.name).record(started.elapsed().as_secs_f64());
+        done
     }
 
     pub async fn hash(&self, password: &str) -> Result<String, CryptoError> {

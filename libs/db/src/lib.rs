@@ -6,6 +6,7 @@
 mod tls;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::borrow::Cow;
 use std::str::FromStr;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
@@ -56,6 +57,8 @@ impl From<deadpool_postgres::PoolError> for DbError {
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
+    /// The `pool` label of its metrics (`unnamed` until [`Db::named`]).
+    name: Cow<'static, str>,
 }
 
 impl Db {
@@ -83,11 +86,59 @@ impl Db {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| DbError::Config(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            name: Cow::Borrowed("unnamed"),
+        })
     }
 
+    /// Names the pool in its metrics (the owning service, or
+    /// `store-<region>`) and reports its use at every scrape: connections
+    /// in use and idle, the maximum, and callers waiting.
+    pub fn named(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = name.into();
+        let name = self.name.clone();
+        let pool = self.pool.weak();
+        idm_core::metric::on_scrape(Box::new(move || {
+            let Some(pool) = pool.upgrade() else {
+                return false;
+            };
+            let status = pool.status();
+            let gauge = |m: idm_core::metric::Metric, state: Option<&'static str>, value: usize| {
+                let value = value as f64;
+                match state {
+                    Some(state) => {
+                        metrics::gauge!(m.name, "pool" => name.clone(), "state" => state).set(value)
+                    }
+                    None => metrics::gauge!(m.name, "pool" => name.clone()).set(value),
+                }
+            };
+            use idm_core::metric::{DB_POOL_CONNECTIONS, DB_POOL_MAX_CONNECTIONS, DB_POOL_WAITING};
+            gauge(
+                DB_POOL_CONNECTIONS,
+                Some("in_use"),
+                status.size - status.available,
+            );
+            gauge(DB_POOL_CONNECTIONS, Some("idle"), status.available);
+            gauge(DB_POOL_MAX_CONNECTIONS, None, status.max_size);
+            gauge(DB_POOL_WAITING, None, status.waiting);
+            true
+        }));
+        self
+    }
+
+    /// A pooled connection; how long it took is
+    /// `idm_db_pool_wait_duration_seconds`.
     pub async fn get(&self) -> Result<Client, DbError> {
-        Ok(self.pool.get().await?)
+        let started = std::time::Instant::now();
+        let client = self.pool.get().await;
+        metrics::histogram!(
+            idm_core::metric::DB_POOL_WAIT_DURATION.name,
+            "pool" => self.name.clone(),
+            "outcome" => if client.is_ok() { "ok" } else { "error" }
+        )
+        .record(started.elapsed().as_secs_f64());
+        Ok(client?)
     }
 
     /// Readiness: the database answers a query.

@@ -1,11 +1,13 @@
 //! The single mapping from `ApiError` to the HTTP wire format, and the
 //! middleware that gives every request a request id and trace context.
 
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use idm_bus::RequestContext;
 use idm_core::ApiError;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use tracing::Instrument;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -46,6 +48,8 @@ impl IntoResponse for HttpError {
         }
         let mut response =
             (status, axum::Json(serde_json::json!({ "error": error }))).into_response();
+        // For the metrics layer's `outcome` label.
+        response.extensions_mut().insert(self.0.code);
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()
@@ -55,26 +59,120 @@ impl IntoResponse for HttpError {
     }
 }
 
-/// Continues (or starts) the trace, scopes the request in it so bus calls
-/// carry it on, opens the request span and echoes `x-request-id`.
-pub async fn request_context(request: Request, next: Next) -> Response {
-    let ctx = {
+/// An HTTP surface as the request layer sees it: which service it belongs
+/// to, and whose trace context and request id it continues.
+#[derive(Clone)]
+pub struct Surface {
+    service: &'static str,
+    believe: Believe,
+}
+
+#[derive(Clone)]
+enum Believe {
+    /// Internal listeners (ops ports, the operator API): only the platform's
+    /// own callers and operators reach them.
+    Everyone,
+    /// The public edge: a client could otherwise pick the trace its
+    /// requests land in (or collide with another's) and the request id
+    /// support staff search logs by. Only peers this accepts (the trusted
+    /// proxies) are believed; everyone else gets a fresh trace and id.
+    Peers(Arc<dyn Fn(IpAddr) -> bool + Send + Sync>),
+}
+
+impl Surface {
+    /// An internal surface of `service`: incoming trace context is continued.
+    pub fn internal(service: &'static str) -> Self {
+        Self {
+            service,
+            believe: Believe::Everyone,
+        }
+    }
+
+    /// A public surface of `service`: incoming `traceparent`, `tracestate`
+    /// and `x-request-id` are continued only from a peer `trusted` accepts.
+    pub fn public(
+        service: &'static str,
+        trusted: impl Fn(IpAddr) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            service,
+            believe: Believe::Peers(Arc::new(trusted)),
+        }
+    }
+
+    fn believes(&self, request: &Request) -> bool {
+        match &self.believe {
+            Believe::Everyone => true,
+            Believe::Peers(trusted) => request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .is_some_and(|ConnectInfo(peer)| trusted(peer.ip())),
+        }
+    }
+}
+
+/// Probes and scrapes: logged and traced at debug level only, so a
+/// Prometheus scrape every few seconds is not a trace of its own.
+fn is_probe(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// Opens the request span (the root of this service's part of the trace,
+/// or of the whole trace at the edge), continues or starts the trace in it,
+/// scopes the request in its context so bus calls carry it on, and echoes
+/// `x-request-id`.
+pub async fn request_context(
+    State(surface): State<Surface>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let name = format!("{} {route}", request.method());
+    macro_rules! request_span {
+        ($level:expr) => {
+            tracing::span!(
+                $level,
+                "http.request",
+                otel.kind = "server",
+                otel.name = %name,
+                otel.status_code = tracing::field::Empty,
+                service = surface.service,
+                method = %request.method(),
+                path = %request.uri().path(),
+                http.route = %route,
+                http.response.status_code = tracing::field::Empty,
+                request_id = tracing::field::Empty,
+                trace_id = tracing::field::Empty,
+            )
+        };
+    }
+    let span = if is_probe(request.uri().path()) {
+        request_span!(tracing::Level::DEBUG)
+    } else {
+        request_span!(tracing::Level::INFO)
+    };
+    let ctx = if surface.believes(&request) {
         let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
-        RequestContext::continue_from(
+        RequestContext::continue_in(
+            &span,
             header(REQUEST_ID_HEADER),
             header("traceparent"),
             header("tracestate"),
         )
+    } else {
+        RequestContext::root_in(&span)
     };
     let request_id = ctx.request_id.clone();
-    let span = tracing::info_span!(
-        "http.request",
-        method = %request.method(),
-        path = %request.uri().path(),
-        request_id = %ctx.request_id,
-        trace_id = %ctx.trace_id(),
-    );
-    let mut response = ctx.scope(next.run(request)).instrument(span).await;
+    let mut response = ctx.scope(next.run(request)).instrument(span.clone()).await;
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     if let Ok(value) = http::HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }

@@ -1,67 +1,29 @@
-//! Logging, metrics and the operational HTTP surface every service shares:
-//! `tracing` set-up, a Prometheus recorder, `/healthz`, `/readyz`, `/metrics`,
-//! a per-request span and metrics layer, graceful HTTP serving and signals.
+//! Logging, traces, metrics and the operational HTTP surface every service
+//! shares: `tracing` set-up with optional OTLP span export, a Prometheus
+//! recorder, `/healthz`, `/readyz`, `/metrics`, a per-request span and
+//! metrics layer, graceful HTTP serving and signals.
 
 pub mod http;
+mod logging;
+pub mod otlp;
+mod prometheus;
+
+pub use http::Surface;
+pub use logging::{init_tracing, log_filter, otel_layer, Telemetry};
+pub use prometheus::{
+    metrics_handle, record_build_info, render as render_metrics, LATENCY_BUCKETS,
+};
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use idm_core::metric;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-/// Installs the global `tracing` subscriber once per process. `RUST_LOG`
-/// picks levels (default `info`); `IDM_LOG_FORMAT=json` gives JSON lines.
-pub fn init_tracing() {
-    let filter = log_filter(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
-    let json = std::env::var("IDM_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-}
-
-/// Dependencies that log query parameters or message payloads (personal
-/// data, password hashes) at debug level. They are capped at `info` whatever
-/// the requested levels say, so raising verbosity cannot leak them.
-const NEVER_VERBOSE: &[&str] = &["tokio_postgres", "postgres_protocol", "async_nats", "redis"];
-
-/// `directives` (RUST_LOG syntax) with the personal-data caps applied last,
-/// so they win over anything the directives ask for.
-pub fn log_filter(directives: &str) -> tracing_subscriber::EnvFilter {
-    let mut filter = tracing_subscriber::EnvFilter::try_new(directives)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    for target in NEVER_VERBOSE {
-        if let Ok(cap) = format!("{target}=info").parse() {
-            filter = filter.add_directive(cap);
-        }
-    }
-    filter
-}
-
-/// The process-wide Prometheus recorder (installed on first use).
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            // Another recorder may already be installed (tests embed several
-            // services in one process); the handle still renders ours.
-            let _ = metrics::set_global_recorder(recorder);
-            handle
-        })
-        .clone()
-}
 
 /// A readiness probe: `Ok` when the service's own dependencies answer.
 pub type ReadinessCheck = idm_core::Probe;
@@ -103,9 +65,9 @@ where
 }
 
 /// `/healthz` (the process is alive), `/readyz` (dependencies answer) and
-/// `/metrics` (Prometheus text).
-pub fn ops_routes(ready: ReadinessCheck) -> Router {
-    let handle = metrics_handle();
+/// `/metrics` (Prometheus text) of `service`.
+pub fn ops_routes(service: &'static str, ready: ReadinessCheck) -> Router {
+    record_build_info(service);
     Router::new()
         .route(
             "/healthz",
@@ -131,11 +93,13 @@ pub fn ops_routes(ready: ReadinessCheck) -> Router {
                 }
             }),
         )
-        .route("/metrics", get(move || std::future::ready(handle.render())))
+        .route("/metrics", get(|| std::future::ready(prometheus::render())))
 }
 
-/// Records `idm_http_requests_seconds{method, route, status}` for every
-/// request. The route is the matched pattern, so ids do not explode labels.
+/// Records `idm_http_request_duration_seconds{method, route, status,
+/// outcome}` for every request. The route is the matched pattern, so ids do
+/// not explode labels; the outcome is `ok` or the error code the response
+/// carries (see [`http::HttpError`]).
 pub async fn http_metrics(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
@@ -145,11 +109,18 @@ pub async fn http_metrics(request: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let response = next.run(request).await;
+    let status = response.status();
+    let outcome = match response.extensions().get::<idm_core::ErrorCode>() {
+        Some(code) => code.as_str(),
+        None if status.is_client_error() || status.is_server_error() => "error",
+        None => "ok",
+    };
     metrics::histogram!(
-        "idm_http_requests_seconds",
+        metric::HTTP_REQUEST_DURATION.name,
         "method" => method,
         "route" => route,
-        "status" => response.status().as_u16().to_string()
+        "status" => status.as_u16().to_string(),
+        "outcome" => outcome
     )
     .record(started.elapsed().as_secs_f64());
     response.into_response()
@@ -239,13 +210,14 @@ impl Running {
 
 /// `ops_routes` plus the request span and metrics layers, for services whose
 /// only HTTP surface is operational.
-pub fn ops_router(ready: ReadinessCheck) -> Router {
-    with_http_layers(ops_routes(ready))
+pub fn ops_router(service: &'static str, ready: ReadinessCheck) -> Router {
+    with_http_layers(ops_routes(service, ready), Surface::internal(service))
 }
 
-/// The layers every HTTP surface gets: a span per request and metrics.
-pub fn with_http_layers(router: Router) -> Router {
-    router
-        .layer(axum::middleware::from_fn(http_metrics))
-        .layer(axum::middleware::from_fn(http::request_context))
+/// The layers every HTTP surface gets: a span per request (continuing the
+/// caller's trace when `surface` believes it) and metrics.
+pub fn with_http_layers(router: Router, surface: Surface) -> Router {
+    router.layer(axum::middleware::from_fn(http_metrics)).layer(
+        axum::middleware::from_fn_with_state(surface, http::request_context),
+    )
 }

@@ -9,12 +9,14 @@ mod client;
 mod logs;
 pub mod nats;
 pub mod smtp;
+pub mod spans;
 pub mod tls;
 
 pub use client::{Response, Tenant};
 pub use idm_bus::Identity;
 pub use logs::captured_logs;
 pub use nats::{NatsServer, NatsTls};
+pub use spans::{capture_spans, CapturedSpan, Spans};
 
 use anyhow::Context;
 use base64::Engine;

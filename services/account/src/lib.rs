@@ -29,7 +29,7 @@ pub(crate) struct State {
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
-    let db = Db::connect(config.database_url(), config.pool_size)?;
+    let db = Db::connect(config.database_url(), config.pool_size)?.named("account");
     idm_db::migrate(&mut db.get().await?, "account", migrations::ACCOUNT).await?;
     let bus = Bus::connect(&config.basics, idm_bus::Identity::Account).await?;
     let state = Arc::new(State {
@@ -51,7 +51,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);
     let router = idm_telemetry::with_http_layers(
-        idm_telemetry::ops_routes(ready).merge(admin_http::routes(state)),
+        idm_telemetry::ops_routes("account", ready).merge(admin_http::routes(state)),
+        idm_telemetry::Surface::internal("account"),
     );
     let (http_addr, http) =
         idm_telemetry::serve_http(config.basics.http_addr, router, shutdown).await?;

@@ -116,7 +116,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let ready = idm_telemetry::all_of(vec![db.probe(), redis_probe, bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,
-        idm_telemetry::ops_router(ready),
+        idm_telemetry::ops_router("auth", ready),
         shutdown,
     )
     .await?;

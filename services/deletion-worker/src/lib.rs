@@ -42,13 +42,13 @@ pub enum Error {
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
-    let db = Db::connect(config.database_url.expose_secret(), config.pool_size)?;
+    let db = Db::connect(config.database_url.expose_secret(), config.pool_size)?.named("deletion");
     idm_db::migrate(&mut db.get().await?, "deletion", &[]).await?;
     let bus = idm_bus::Bus::connect(&config.basics, idm_bus::Identity::DeletionWorker).await?;
     let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,
-        idm_telemetry::ops_router(ready),
+        idm_telemetry::ops_router("deletion-worker", ready),
         shutdown,
     )
     .await?;

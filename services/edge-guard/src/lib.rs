@@ -26,6 +26,8 @@ use idm_telemetry::Running;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+const SERVICE: &str = "edge-guard";
+
 pub(crate) struct App {
     pub bus: Bus,
     pub config: Config,
@@ -134,10 +136,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     );
 
     let ready = idm_telemetry::all_of(vec![bus.probe()]);
-    let probes = idm_telemetry::ops_routes(Arc::clone(&ready))
+    let probes = idm_telemetry::ops_routes(SERVICE, Arc::clone(&ready))
         .route_layer(axum::middleware::from_fn(strip_metrics));
+    // Both listeners continue a client's trace and request id only when a
+    // trusted proxy sent them (docs/OPERATIONS.md, "Traces").
+    let trusted = config.trusted_proxies.clone();
+    let surface =
+        idm_telemetry::Surface::public(SERVICE, move |peer| client_ip::is_trusted(&trusted, peer));
     let ops = idm_telemetry::with_http_layers(
-        idm_telemetry::ops_routes(Arc::clone(&ready)).merge(waf::admin::routes(Arc::clone(&app))),
+        idm_telemetry::ops_routes(SERVICE, Arc::clone(&ready))
+            .merge(waf::admin::routes(Arc::clone(&app))),
+        surface.clone(),
     );
     let public = routes::router(app)
         .layer(axum::middleware::from_fn(cors::layer))
@@ -145,7 +154,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes));
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,
-        idm_telemetry::with_http_layers(public),
+        idm_telemetry::with_http_layers(public, surface),
         shutdown.clone(),
     )
     .await?;

@@ -36,7 +36,7 @@ pub(crate) struct State {
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
-    let db = Db::connect(config.database_url(), config.pool_size)?;
+    let db = Db::connect(config.database_url(), config.pool_size)?.named("session");
     idm_db::migrate(
         &mut db.get().await?,
         "session_keys",
@@ -89,7 +89,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let ready = idm_telemetry::all_of(vec![db.probe(), redis_probe, bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,
-        idm_telemetry::ops_router(ready),
+        idm_telemetry::ops_router("session", ready),
         shutdown,
     )
     .await?;

@@ -30,7 +30,8 @@ pub(crate) struct State {
 
 /// Starts the store and returns once it is serving.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
-    let db = Db::connect(config.database_url(), config.pool_size)?;
+    let db = Db::connect(config.database_url(), config.pool_size)?
+        .named(format!("store-{}", config.region));
     storage::migrate_all_issuers(&db).await?;
     let hasher = PasswordHasher::new(config.password, config.max_parallel_hashes)?;
     let bus = Bus::connect(&config.basics, idm_bus::Identity::UserStore(config.region)).await?;
@@ -77,7 +78,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,
-        idm_telemetry::ops_router(ready),
+        idm_telemetry::ops_router("user-store", ready),
         shutdown,
     )
     .await?;

@@ -29,7 +29,7 @@ pub(crate) struct State {
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
-    let db = Db::connect(config.database_url(), config.pool_size)?;
+    let db = Db::connect(config.database_url(), config.pool_size)?.named("user");
     idm_db::migrate(&mut db.get().await?, "directory", directory::MIGRATIONS).await?;
     let bus = Bus::connect(&config.basics, idm_bus::Identity::User).await?;
     let master = idm_crypto::MasterKey::from_base64(config.master_key())?;
@@ -56,7 +56,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,
-        idm_telemetry::ops_router(ready),
+        idm_telemetry::ops_router("user", ready),
         shutdown,
     )
     .await?;

@@ -25,8 +25,11 @@ async fn every_service_reports_health_readiness_and_metrics() -> anyhow::Result<
     }
     let (status, metrics) = platform.get_service("account", "/metrics").await?;
     assert_eq!(status, 200);
-    assert!(metrics.contains("idm_bus_server_seconds"), "{metrics}");
-    assert!(metrics.contains("idm_http_requests_seconds"));
+    assert!(
+        metrics.contains("idm_bus_server_duration_seconds"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("idm_http_request_duration_seconds"));
     // Edge-guard's public port never serves metrics.
     let r = platform.send(Method::GET, "/metrics", &[], None).await?;
     assert_eq!(r.status, 404);

@@ -7,10 +7,12 @@ use super::{MailQueue, OutgoingMail, Transport};
 use async_nats::jetstream::consumer::{pull, AckPolicy};
 use async_nats::jetstream::AckKind;
 use futures::StreamExt;
+use idm_core::metric;
 use lettre::message::Mailbox;
 use lettre::Message;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 fn backoff(delivered: i64) -> Duration {
     let exponent = u32::try_from(delivered.clamp(1, 7) - 1).unwrap_or(0);
@@ -77,41 +79,73 @@ pub async fn spawn_courier(
                 .and_then(|h| h.get("Idm-Mail-Id"))
                 .map(|v| v.as_str().to_owned())
                 .unwrap_or_default();
-            let mail: OutgoingMail = match queue.open(&id, &message.payload) {
-                Ok(mail) => mail,
-                Err(e) => {
-                    tracing::error!(error = %e, "dropping a mail message that does not open");
-                    let _ = message.ack_with(AckKind::Term).await;
-                    continue;
-                }
-            };
-            let span = tracing::info_span!("mail.deliver", mail = %mail.id, attempt = delivered);
-            let _guard = span.enter();
-            let outcome = match build(&from, &mail) {
-                Ok(built) => transport.send(built).await,
-                Err(e) => {
-                    // A message that cannot be built never will be: drop it loudly.
-                    tracing::error!(error = %e, "mail cannot be built; dropped");
-                    let _ = message.ack_with(AckKind::Term).await;
-                    continue;
-                }
-            };
-            match outcome {
-                Ok(()) => {
-                    metrics::counter!("idm_mail_delivered_total").increment(1);
-                    if let Err(e) = message.ack().await {
-                        tracing::warn!(error = %e, "delivered but not acknowledged; it may be sent again");
-                    }
-                }
-                Err(e) => {
-                    let delay = backoff(delivered);
-                    metrics::counter!("idm_mail_retries_total").increment(1);
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "delivery failed; will retry");
-                    let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
-                }
-            }
+            // A child of the span that queued the message (every attempt is
+            // one more child of it).
+            let span = tracing::info_span!(
+                "mail.deliver",
+                otel.kind = "consumer",
+                service = "auth",
+                mail = %id,
+                attempt = delivered,
+                request_id = tracing::field::Empty,
+                trace_id = tracing::field::Empty,
+            );
+            let ctx = idm_bus::RequestContext::from_headers_in(&span, message.headers.as_ref());
+            let started = std::time::Instant::now();
+            let outcome = ctx
+                .scope(
+                    deliver(&queue, &transport, &from, &id, &message, delivered).instrument(span),
+                )
+                .await;
+            metrics::counter!(metric::MAIL_DELIVERIES.name, "outcome" => outcome).increment(1);
+            metrics::histogram!(metric::BUS_MESSAGE_DURATION.name, "consumer" => "mail.courier", "outcome" => outcome)
+                .record(started.elapsed().as_secs_f64());
         }
     }))
+}
+
+/// Delivers one queued message and settles it with the stream; the outcome
+/// is `delivered`, `retried` (negatively acknowledged with back-off) or
+/// `dropped` (it can never be delivered).
+async fn deliver(
+    queue: &MailQueue,
+    transport: &Transport,
+    from: &Mailbox,
+    id: &str,
+    message: &async_nats::jetstream::Message,
+    delivered: i64,
+) -> &'static str {
+    let mail: OutgoingMail = match queue.open(id, &message.payload) {
+        Ok(mail) => mail,
+        Err(e) => {
+            tracing::error!(error = %e, "dropping a mail message that does not open");
+            let _ = message.ack_with(AckKind::Term).await;
+            return "dropped";
+        }
+    };
+    let built = match build(from, &mail) {
+        Ok(built) => built,
+        Err(e) => {
+            // A message that cannot be built never will be: drop it loudly.
+            tracing::error!(error = %e, "mail cannot be built; dropped");
+            let _ = message.ack_with(AckKind::Term).await;
+            return "dropped";
+        }
+    };
+    match transport.send(built).await {
+        Ok(()) => {
+            if let Err(e) = message.ack().await {
+                tracing::warn!(error = %e, "delivered but not acknowledged; it may be sent again");
+            }
+            "delivered"
+        }
+        Err(e) => {
+            let delay = backoff(delivered);
+            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "delivery failed; will retry");
+            let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+            "retried"
+        }
+    }
 }
 
 #[cfg(test)]

@@ -80,7 +80,9 @@ impl MailQueue {
             .sealer
             .seal(&json, mail.id.as_bytes())
             .map_err(|e| ApiError::internal_from(&e))?;
-        let mut headers = async_nats::HeaderMap::new();
+        // Request id and trace context: the courier's delivery span is a
+        // child of the flow that queued the message.
+        let mut headers = idm_bus::outgoing_headers();
         headers.insert("Nats-Msg-Id", mail.id.as_str());
         // The id is the associated data the courier needs to open the seal.
         headers.insert("Idm-Mail-Id", mail.id.as_str());
@@ -91,7 +93,7 @@ impl MailQueue {
             .map_err(|e| ApiError::upstream(format!("mail queue unavailable: {e}")))?;
         ack.await
             .map_err(|e| ApiError::upstream(format!("mail not queued: {e}")))?;
-        metrics::counter!("idm_mail_enqueued_total").increment(1);
+        metrics::counter!(idm_core::metric::MAIL_ENQUEUED.name).increment(1);
         Ok(())
     }
 }

@@ -17,7 +17,7 @@ mod velocity;
 use idm_bus::{Bus, Events};
 use idm_core::proto::account::KeyConfig;
 use idm_core::waf_policy::{VelocityLimit, MAX_IPV6_PREFIX, MIN_IPV6_PREFIX};
-use idm_core::{ApiError, Email, ErrorCode, IssuerId, IssuerPolicy, KeyKind};
+use idm_core::{metric, ApiError, Email, ErrorCode, IssuerId, IssuerPolicy, KeyKind};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use secrecy::SecretString;
 use std::net::IpAddr;
@@ -123,7 +123,13 @@ fn retry_details(retry_after: Duration) -> serde_json::Value {
 }
 
 fn rejected(reason: &'static str) {
-    metrics::counter!("idm_edge_waf_rejections_total", "reason" => reason).increment(1);
+    metrics::counter!(metric::EDGE_WAF_REJECTIONS.name, "reason" => reason).increment(1);
+}
+
+/// One limit checked: `decision` is `allowed`, `limited` or `banned`.
+fn decided(limit: &'static str, decision: &'static str) {
+    metrics::counter!(metric::EDGE_RATE_LIMIT_DECISIONS.name, "limit" => limit, "decision" => decision)
+        .increment(1);
 }
 
 fn banned(remaining: Duration) -> ApiError {
@@ -223,6 +229,14 @@ impl Waf {
             .velocity
             .hit(&format!("rcpt:{}:{recipient}", key.issuer_id), limit)
             .await;
+        decided(
+            "recipient",
+            if decision.allowed {
+                "allowed"
+            } else {
+                "limited"
+            },
+        );
         if !decision.allowed {
             rejected("recipient_limit");
             return Err(rate_limited(
@@ -235,6 +249,7 @@ impl Waf {
             .take(&key.account_id, policy.monthly_email_quota)
             .await
         {
+            decided("quota", "limited");
             rejected("quota_exceeded");
             return Err(ApiError::new(
                 ErrorCode::QuotaExceeded,
@@ -242,6 +257,7 @@ impl Waf {
             )
             .with_details(retry_details(renews_in)));
         }
+        decided("quota", "allowed");
         Ok(())
     }
 
@@ -265,6 +281,7 @@ impl Waf {
                 .clamp(MIN_IPV6_PREFIX, MAX_IPV6_PREFIX),
         );
         if let Some(remaining) = self.bans.check(&key.issuer_id, net) {
+            decided(class.as_str(), "banned");
             return Err(banned(remaining));
         }
         let limit = match class {
@@ -277,15 +294,18 @@ impl Waf {
             .hit(&format!("v:{class}:{}:{net}", key.issuer_id), limit)
             .await;
         if decision.allowed {
+            decided(class.as_str(), "allowed");
             return Ok(());
         }
         let strikes = key.kind == KeyKind::Restricted || policy.secret_key_strikes;
         let window = Duration::from_secs(u64::from(limit.window_seconds));
         if strikes {
             if let Some(ban) = self.bans.strike(key, class, net, window).await {
+                decided(class.as_str(), "banned");
                 return Err(banned(ban));
             }
         }
+        decided(class.as_str(), "limited");
         rejected("rate_limited");
         Err(rate_limited(
             "too many requests from this address",
@@ -301,8 +321,10 @@ impl Waf {
         let limit = VelocityLimit::new(self.config.key_lookups_per_minute.max(1), 60);
         let decision = self.velocity.hit(&format!("lookup:{net}"), limit).await;
         if decision.allowed {
+            decided("key_lookup", "allowed");
             Ok(())
         } else {
+            decided("key_lookup", "limited");
             rejected("key_lookups");
             Err(rate_limited(
                 "too many unknown API keys from this address",
