@@ -5,8 +5,8 @@
 //! starving every other request of CPU.
 
 use crate::CryptoError;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{PasswordHash, PasswordHasher as _, PasswordVerifier as _};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
@@ -46,10 +46,11 @@ fn argon(params: &Params) -> Argon2<'static> {
 }
 
 fn hash_blocking(params: &Params, password: &[u8]) -> Result<String, CryptoError> {
-    let salt = SaltString::encode_b64(&crate::random_bytes::<16>())
-        .map_err(|e| CryptoError::Hashing(e.to_string()))?;
+    // The salt comes from our CSPRNG (not the crate's getrandom call), so the
+    // hot path makes no system call per hash.
+    let salt = crate::random_bytes::<16>();
     argon(params)
-        .hash_password(password, &salt)
+        .hash_password_with_salt(password, &salt)
         .map(|h| h.to_string())
         .map_err(|e| CryptoError::Hashing(e.to_string()))
 }
