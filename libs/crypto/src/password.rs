@@ -75,11 +75,15 @@ impl Drop for Waiting {
 impl PasswordHasher {
     /// `max_parallel` bounds concurrent hashes; 0 means the number of cores.
     pub fn new(params: PasswordParams, max_parallel: usize) -> Result<Self, CryptoError> {
+        // The output length is stated, not left to the default: parameters
+        // read back from a stored hash always carry it, and comparing them
+        // with `None` here made every successful sign-in re-hash and rewrite
+        // the password (a second Argon2 run per sign-in).
         let params = Params::new(
             params.memory_kib,
             params.iterations,
             params.parallelism,
-            None,
+            Some(Params::DEFAULT_OUTPUT_LEN),
         )
         .map_err(|e| CryptoError::Hashing(e.to_string()))?;
         let max_parallel = if max_parallel == 0 {
@@ -178,6 +182,23 @@ mod tests {
         )?;
         let v = stronger.verify(Some(&phc), "correct horse").await?;
         assert!(v.valid && v.needs_rehash);
+        // Unchanged parameters: no rehash on every sign-in.
+        let same = hasher.verify(Some(&phc), "correct horse").await?;
+        assert!(same.valid && !same.needs_rehash);
+        Ok(())
+    }
+
+    /// Hashes stored before the move from argon2 0.5 to 0.6 (written by 0.5.3
+    /// with the OWASP defaults) still verify, and do not ask for a rehash.
+    #[tokio::test]
+    async fn hashes_written_by_argon2_0_5_still_verify() -> Result<(), CryptoError> {
+        const STORED: &str = "$argon2id$v=19$m=19456,t=2,p=1$MDEyMzQ1Njc4OWFiY2RlZg\
+                              $rk2Mi3E4dgRMg0fHaYaptWVZRKqs//6b6k3/nntqGJk";
+        let hasher = PasswordHasher::new(PasswordParams::default(), 1)?;
+        let v = hasher.verify(Some(STORED), "correct horse").await?;
+        assert!(v.valid);
+        assert!(!v.needs_rehash);
+        assert!(!hasher.verify(Some(STORED), "wrong horse").await?.valid);
         Ok(())
     }
 }
