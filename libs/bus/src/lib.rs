@@ -340,6 +340,12 @@ impl Bus {
                 async_nats::RequestErrorKind::NoResponders => unavailable(&subject, "no responder"),
                 async_nats::RequestErrorKind::TimedOut => unavailable(&subject, "timed out"),
                 async_nats::RequestErrorKind::Other => unavailable(&subject, "request failed"),
+                // Refused by the client before sending: a bug here, not an outage.
+                async_nats::RequestErrorKind::InvalidSubject
+                | async_nats::RequestErrorKind::MaxPayloadExceeded => {
+                    tracing::error!(error = %e, "request not sent");
+                    ApiError::internal()
+                }
             }),
             Ok(Ok(message)) => match serde_json::from_slice::<Reply<Resp>>(&message.payload) {
                 Ok(Reply::Ok(value)) => Ok(value),
