@@ -31,6 +31,10 @@ pub struct KeyConfig {
     pub scopes: Vec<Scope>,
     pub allowed_origins: Vec<AllowedOrigin>,
     pub policy: IssuerPolicy,
+    /// The account's plan: the ceilings the edge caps the policy's limits
+    /// and quotas with.
+    #[serde(default)]
+    pub plan: crate::AccountPlan,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
