@@ -107,6 +107,10 @@ pub struct Options {
     /// Serve the platform's NATS over TLS with these files (services get the
     /// CA and require TLS).
     pub nats_tls: Option<NatsTls>,
+    /// Each store's concurrent Argon2 computations (0: one per core). Tests
+    /// that load the stores give the other services a core of their own,
+    /// as separate machines would.
+    pub store_hash_workers: usize,
     /// The plan of accounts the operator gave none ([`roomy_plan`] unless
     /// a test says otherwise; tests of plans set one per account).
     pub default_plan: idm_core::AccountPlan,
@@ -155,6 +159,7 @@ impl Default for Options {
             edge_waf: idm_edge_guard::waf::WafConfig::default(),
             edge_trusted_proxies: Vec::new(),
             nats_tls: None,
+            store_hash_workers: 0,
             default_plan: roomy_plan(),
         }
     }
@@ -246,7 +251,7 @@ impl Platform {
                     database_url: SecretString::from(database_url(&region_dbs[region])),
                     pool_size: 4,
                     password: idm_crypto::PasswordParams::default(),
-                    max_parallel_hashes: 0,
+                    max_parallel_hashes: options.store_hash_workers,
                     hash_queue: 0,
                     db_queue: 0,
                 },
