@@ -124,7 +124,6 @@ async fn main() -> anyhow::Result<()> {
             let platform = Arc::clone(&platform);
             let c = c.clone();
             let done = Arc::clone(&done);
-            let pause = pause;
             tokio::spawn(async move {
                 let mut statuses = std::collections::BTreeMap::<u16, u64>::new();
                 let mut k = 0u64;
