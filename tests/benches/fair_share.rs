@@ -14,7 +14,9 @@
 //! failures answer no sooner than 300 ms, a sleep, not work). The load
 //! generator shares the machine's cores with every service. Tunables: `BENCH_SIGN_INS` (B's sign-ins per
 //! phase, default 40), `BENCH_FLOOD` (default 300), `BENCH_FLOOD_PAUSE_MS`
-//! (default 1000), `BENCH_HASH_WORKERS` (per store, default 1).
+//! (default 1000), `BENCH_HASH_WORKERS` (per store, default 1),
+//! `BENCH_EDGE_IN_FLIGHT` (the edge's cap per issuer; default: the
+//! product's).
 
 use idm_testkit::{Platform, Tenant};
 use serde_json::json;
@@ -74,9 +76,16 @@ async fn main() -> anyhow::Result<()> {
     // workers took every core would starve the other services of CPU, which
     // separate machines would not (BENCH_HASH_WORKERS=0: one per core).
     let platform = Arc::new(
-        Platform::start_with(idm_testkit::Options {
-            store_hash_workers: env("BENCH_HASH_WORKERS", 1) as usize,
-            ..idm_testkit::Options::default()
+        Platform::start_with({
+            let mut options = idm_testkit::Options {
+                store_hash_workers: env("BENCH_HASH_WORKERS", 1) as usize,
+                ..idm_testkit::Options::default()
+            };
+            let cap = env("BENCH_EDGE_IN_FLIGHT", 0) as usize;
+            if cap > 0 {
+                options.edge_waf.max_in_flight_per_issuer = cap;
+            }
+            options
         })
         .await?,
     );
