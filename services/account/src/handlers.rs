@@ -17,11 +17,17 @@ pub async fn resolve_key(state: Arc<State>, req: ResolveKey) -> Result<Resolved,
     })
 }
 
+/// The issuer with its account's plan, so a tenant sees the ceilings of
+/// its own limits.
 pub async fn get_issuer(state: Arc<State>, req: IssuerRef) -> Result<Issuer, Error> {
     let client = state.db.get().await?;
-    storage::issuer(&client, &req.issuer_id)
+    let mut issuer = storage::issuer(&client, &req.issuer_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("issuer").into())
+        .ok_or_else(|| ApiError::not_found("issuer"))?;
+    issuer.plan = storage::account_plan(&client, &issuer.account_id, &state.default_plan, false)
+        .await?
+        .map(|(plan, _)| plan);
+    Ok(issuer)
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id))]

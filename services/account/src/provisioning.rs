@@ -150,6 +150,7 @@ pub async fn create_issuer(
         allowed_origins: Vec::new(),
         policy: IssuerPolicy::default(),
         created_at: idm_core::now(),
+        plan: None,
     };
     provision_everywhere(state, &issuer.id).await?;
 

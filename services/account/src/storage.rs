@@ -88,6 +88,7 @@ fn issuer_from_row(row: &Row) -> Result<Issuer, Error> {
         allowed_origins: json(row.get(4))?,
         policy: json(row.get(5))?,
         created_at: row.get(6),
+        plan: None,
     })
 }
 

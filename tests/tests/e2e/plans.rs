@@ -132,6 +132,9 @@ async fn tenants_set_limits_only_at_or_below_their_plan() -> anyhow::Result<()> 
         .backend(Method::GET, "/v1/issuer", &t.secret_key, None)
         .await?;
     assert_eq!(r.json["policy"]["waf"]["client"]["limit"], 300);
+    // The tenant sees its ceilings.
+    assert_eq!(r.json["plan"]["max_client"]["limit"], 100);
+    assert_eq!(r.json["plan"]["max_issuers"], 2);
 
     // At or below it: accepted.
     let r = patch_waf(
