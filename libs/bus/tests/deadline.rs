@@ -194,9 +194,12 @@ async fn queued_work_is_dropped_when_its_caller_gives_up() -> anyhow::Result<()>
     });
     let answers = futures::future::join_all(calls).await;
     assert!(answers.iter().all(Result::is_err), "{answers:?}");
-    // Long after every caller gave up, only the first handler ever ran.
+    // Long after every caller gave up, only the first handler ever got
+    // past the queue (on a loaded machine some requests may arrive after
+    // their deadline and be dropped before queueing: also never run).
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(b.seen.calls.load(Ordering::SeqCst), 6);
+    let calls = b.seen.calls.load(Ordering::SeqCst);
+    assert!((1..=6).contains(&calls), "{calls}");
     assert_eq!(b.seen.ran.load(Ordering::SeqCst), 1);
     b.stop.cancel();
     b.nats.stop().await;
