@@ -17,7 +17,7 @@ pub struct Config {
     /// between issuers (see `idm_core::fair_share`); 0 means four per worker.
     pub hash_queue: usize,
     /// Requests that may wait for a pooled connection, shared fairly between
-    /// issuers like the connections themselves; 0 means four per connection.
+    /// issuers like the connections themselves; 0 means eight per connection.
     pub db_queue: usize,
 }
 

@@ -43,7 +43,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         (config.hash_queue > 0).then_some(config.hash_queue),
     )?;
     let db_queue = match config.db_queue {
-        0 => config.pool_size * 4,
+        0 => config.pool_size * 8,
         n => n,
     };
     let connections = FairShare::new(config.pool_size, db_queue);
