@@ -272,10 +272,17 @@ mod tests {
         const STORED: &str = "$argon2id$v=19$m=19456,t=2,p=1$MDEyMzQ1Njc4OWFiY2RlZg\
                               $rk2Mi3E4dgRMg0fHaYaptWVZRKqs//6b6k3/nntqGJk";
         let hasher = PasswordHasher::new(PasswordParams::default(), 1)?;
-        let v = hasher.verify("iss_a", Some(STORED), "correct horse").await?;
+        let v = hasher
+            .verify("iss_a", Some(STORED), "correct horse")
+            .await?;
         assert!(v.valid);
         assert!(!v.needs_rehash);
-        assert!(!hasher.verify("iss_a", Some(STORED), "wrong horse").await?.valid);
+        assert!(
+            !hasher
+                .verify("iss_a", Some(STORED), "wrong horse")
+                .await?
+                .valid
+        );
         Ok(())
     }
 

@@ -34,7 +34,9 @@ pub(crate) struct State {
 
 /// Starts the store and returns once it is serving.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
-    let db = Db::connect(config.database_url(), config.pool_size)?
+    // Handles set an issuer's search_path on their connection: the pool
+    // resets every connection it hands out again (see IssuerStore::open).
+    let db = Db::connect_session_resetting(config.database_url(), config.pool_size)?
         .named(format!("store-{}", config.region));
     storage::migrate_all_issuers(&db).await?;
     let hasher = PasswordHasher::with_queue(
