@@ -10,6 +10,7 @@ pub mod email;
 pub mod error;
 pub mod ids;
 pub mod metric;
+mod openapi;
 pub mod origin;
 pub mod policy;
 pub mod proto;

@@ -46,6 +46,9 @@ pub struct Incoming {
     pub class: RouteClass,
     /// Where a passed origin check is noted for the CORS response headers.
     cors: cors::Grant,
+    /// Set when the idempotency layer already authorised this request, so
+    /// it is not counted (by the WAF) twice.
+    authorized: Option<Caller>,
 }
 
 impl FromRequestParts<Arc<App>> for Incoming {
@@ -69,11 +72,16 @@ impl FromRequestParts<Arc<App>> for Incoming {
                 .get::<cors::Grant>()
                 .cloned()
                 .unwrap_or_default(),
+            authorized: parts
+                .extensions
+                .get::<crate::idempotency::Authorized>()
+                .map(|a| a.0.clone()),
         })
     }
 }
 
 /// An authorised caller.
+#[derive(Clone)]
 pub struct Caller {
     pub key: Arc<KeyConfig>,
     pub ip: IpAddr,
@@ -176,6 +184,9 @@ fn check_origin(key: &KeyConfig, headers: &HeaderMap) -> Result<http::HeaderValu
 impl Incoming {
     /// Authorises the caller for this route's access class (from the table).
     pub async fn authorize(&self) -> Result<Caller, ApiError> {
+        if let Some(caller) = &self.authorized {
+            return Ok(caller.clone());
+        }
         let invalid = || ApiError::new(ErrorCode::InvalidApiKey, "the API key is not valid");
         let (Some(access), Some(peer)) = (self.access, self.peer) else {
             tracing::error!(access = ?self.access, peer = ?self.peer, "a route is missing its access class or peer address");

@@ -8,6 +8,7 @@ mod bus_trust;
 mod edge;
 mod factor_kit;
 mod foundation;
+mod idempotency;
 mod mfa;
 mod passwordless;
 mod personal_tokens;

@@ -44,7 +44,7 @@ pub struct IssuerRef {
     pub issuer_id: IssuerId,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Issuer {
     pub id: IssuerId,
     pub account_id: AccountId,
@@ -53,6 +53,7 @@ pub struct Issuer {
     pub allowed_origins: Vec<AllowedOrigin>,
     pub policy: IssuerPolicy,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
 
@@ -73,7 +74,7 @@ pub struct CreateIssuer {
     pub mode: KeyMode,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedIssuer {
     pub issuer: Issuer,
     pub secret_key: super::SecretText,
@@ -91,7 +92,7 @@ pub struct CreateApiKey {
     pub scopes: Option<Vec<Scope>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiKeyInfo {
     pub id: ApiKeyId,
     pub issuer_id: IssuerId,
@@ -101,12 +102,14 @@ pub struct ApiKeyInfo {
     pub hint: String,
     pub scopes: Vec<Scope>,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     #[serde(with = "time::serde::rfc3339::option", default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub revoked_at: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedApiKey {
     #[serde(flatten)]
     pub info: ApiKeyInfo,
@@ -114,7 +117,7 @@ pub struct CreatedApiKey {
     pub key: super::SecretText,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiKeyList {
     pub data: Vec<ApiKeyInfo>,
 }

@@ -1,0 +1,96 @@
+//! Fuzzes the public API with schemathesis against a real platform
+//! (`ops/api-fuzz.sh` runs this; see docs/OPENAPI.md).
+//!
+//! Starts an isolated platform (idm-testkit, like the e2e tests), creates an
+//! account with generous WAF limits (so the fuzzer reaches the handlers rather
+//! than the rate limiter), signs a user up for a session, then runs
+//! `schemathesis run` against the edge's own `/openapi.json` with the secret
+//! key in `Idm-Api-Key` and the session in `Authorization: Bearer`. The exit
+//! code is schemathesis's.
+//!
+//! Environment: `IDM_SCHEMATHESIS` (the schemathesis executable, default
+//! `schemathesis`), `IDM_FUZZ_MAX_EXAMPLES` (per operation, default 25),
+//! `IDM_FUZZ_SEED`, `IDM_FUZZ_REPORT_DIR` (a JUnit report is written there
+//! when set); extra arguments are passed to schemathesis.
+
+use idm_testkit::Platform;
+use reqwest::Method;
+use serde_json::json;
+
+/// Checks that fail the run: server errors, statuses the document does not
+/// list, and bodies or content types that do not match it.
+const CHECKS: &str = "not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let schemathesis =
+        std::env::var("IDM_SCHEMATHESIS").unwrap_or_else(|_| "schemathesis".to_owned());
+    let max_examples = std::env::var("IDM_FUZZ_MAX_EXAMPLES").unwrap_or_else(|_| "25".to_owned());
+    let seed = std::env::var("IDM_FUZZ_SEED").unwrap_or_else(|_| "1".to_owned());
+    let extra: Vec<String> = std::env::args().skip(1).collect();
+
+    let platform = Platform::start().await?;
+    let tenant = platform.create_account("Fuzz").await?;
+    let limit = |limit: u32| json!({"limit": limit, "window_seconds": 60});
+    platform
+        .set_waf_policy(
+            &tenant,
+            json!({
+                "backend": limit(1_000_000),
+                "client": limit(1_000_000),
+                "verification": limit(1_000_000),
+                "recipient_limit": 1_000_000,
+                "monthly_email_quota": 1_000_000,
+            }),
+        )
+        .await?;
+    platform
+        .allow_origins(&tenant, &["https://app.example.com"])
+        .await?;
+    let signed_up = platform
+        .sign_up(
+            &tenant,
+            "https://app.example.com",
+            None,
+            "fuzz@example.com",
+            "a long enough fuzzing password",
+        )
+        .await?;
+    anyhow::ensure!(signed_up.status == 201, "sign-up: {}", signed_up.json);
+    let session = signed_up.str("/session_token");
+    // A user to exist, so some generated ids can be real ones.
+    let user = platform
+        .backend(
+            Method::POST,
+            "/v1/users",
+            &tenant.secret_key,
+            Some(json!({"email": "someone@example.com", "region": "weur"})),
+        )
+        .await?;
+    anyhow::ensure!(user.status == 201, "user: {}", user.json);
+
+    let edge = platform.edge_url(0);
+    let mut command = tokio::process::Command::new(&schemathesis);
+    command
+        .args(["--no-color", "run"])
+        .arg(format!("{edge}/openapi.json"))
+        .args(["--url", &edge])
+        .args(["--checks", CHECKS])
+        .args(["--max-examples", &max_examples])
+        .args(["--seed", &seed])
+        .args(["--workers", "2"])
+        .args(["--request-timeout", "10"])
+        .args(["--header", &format!("Idm-Api-Key: {}", tenant.secret_key)])
+        .args(["--header", &format!("Authorization: Bearer {session}")])
+        .args(["--phases", "examples,coverage,fuzzing"])
+        .args(["--suppress-health-check", "all"])
+        .args(["--generation-database", "none"]);
+    if let Ok(dir) = std::env::var("IDM_FUZZ_REPORT_DIR") {
+        command.args(["--report", "junit", "--report-dir", &dir]);
+    }
+    command.args(&extra);
+    let status = command.status().await;
+    platform.stop().await?;
+    let status = status.map_err(|e| anyhow::anyhow!("cannot run {schemathesis}: {e}"))?;
+    std::process::exit(status.code().unwrap_or(1));
+}
