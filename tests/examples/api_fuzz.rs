@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
     platform
-        .allow_origins(&tenant, &["https://app.example.com"])
+        .allow_origins(&tenant, &["app.example.com"])
         .await?;
     let signed_up = platform
         .sign_up(
