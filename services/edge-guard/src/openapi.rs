@@ -202,7 +202,8 @@ pub fn common_errors(access: Access, session: bool, input: bool, creates: bool) 
         Access::Client | Access::Verification => codes.push(OriginNotAllowed),
     }
     if session {
-        codes.extend([SessionInvalid, SessionRevoked, SessionCompromised]);
+        // `not_found`: the session's user (or its factor) is gone.
+        codes.extend([SessionInvalid, SessionRevoked, SessionCompromised, NotFound]);
     }
     if input {
         codes.extend([InvalidRequest, PayloadTooLarge]);

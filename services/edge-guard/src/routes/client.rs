@@ -19,14 +19,18 @@ use serde::Deserialize;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignUpBody {
+    #[schema(format = Email)]
     email: String,
+    #[schema(value_type = String, min_length = 8, max_length = 256)]
     password: SecretText,
+    #[schema(max_length = 200)]
     name: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignInBody {
+    #[schema(format = Email)]
     email: String,
     password: SecretText,
 }

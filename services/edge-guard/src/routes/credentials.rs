@@ -103,6 +103,7 @@ pub async fn regenerate_backup_codes(incoming: Incoming, raw: Bytes) -> Reply<Js
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordBody {
+    #[schema(value_type = String, min_length = 8, max_length = 256)]
     new_password: SecretText,
     current_password: Option<SecretText>,
     totp_code: Option<SecretText>,

@@ -88,6 +88,7 @@ pub async fn update_issuer(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewIssuer {
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
     /// `live` or `test`; the calling key's mode when absent.
     #[schema(value_type = Option<KeyMode>)]

@@ -43,6 +43,7 @@ async fn accepted(incoming: &Incoming, op: &str, call: &impl serde::Serialize) -
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MagicLinkRequest {
+    #[schema(format = Email)]
     email: String,
     redirect_url: String,
 }
@@ -107,6 +108,7 @@ pub async fn verify_magic_link(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailOnly {
+    #[schema(format = Email)]
     email: String,
 }
 
@@ -134,6 +136,7 @@ pub async fn send_email_code(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailAndCode {
+    #[schema(format = Email)]
     email: String,
     code: SecretText,
 }

@@ -17,6 +17,7 @@ use serde::Deserialize;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
     /// The tenant's own scopes; in idmesh's namespace only what the key holds.
     scopes: Vec<String>,

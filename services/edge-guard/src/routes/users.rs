@@ -13,8 +13,11 @@ use serde::Deserialize;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    #[schema(format = Email)]
     email: String,
+    #[schema(value_type = Option<String>, min_length = 8, max_length = 256)]
     password: Option<SecretText>,
+    #[schema(max_length = 200)]
     name: Option<String>,
     /// Where to place the user; by default from the caller's country and
     /// the issuer's policy.

@@ -15,6 +15,7 @@ use serde::Deserialize;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Start {
+    #[schema(format = Email)]
     email: String,
 }
 
@@ -52,6 +53,7 @@ pub struct Check {
     id: String,
     /// The address the code was sent to, presented again: nothing stored
     /// holds it.
+    #[schema(format = Email)]
     email: String,
     code: SecretText,
 }
