@@ -412,3 +412,66 @@ async fn restricted_keys_replay_sign_ups_only_from_allowed_origins() -> anyhow::
     assert_eq!(r.code(), Some("insufficient_scope"));
     platform.stop().await
 }
+
+/// The operator's `POST /admin/v1/accounts` (account service, stored in
+/// PostgreSQL): a retry is the same account, another name is refused.
+#[tokio::test]
+async fn operator_account_creation_is_idempotent() -> anyhow::Result<()> {
+    let platform = Platform::start().await?;
+    let create = |key: &'static str, name: &'static str| {
+        platform
+            .http
+            .post(format!(
+                "http://{}/admin/v1/accounts",
+                platform.account_addr
+            ))
+            .bearer_auth(&platform.operator_token)
+            .header("idempotency-key", key)
+            .json(&json!({ "name": name }))
+            .send()
+    };
+    let first = create("acct-1", "Acme").await?;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await?;
+    let again = create("acct-1", "Acme").await?;
+    assert_eq!(again.status(), 201);
+    assert_eq!(
+        again
+            .headers()
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    let again: Value = again.json().await?;
+    assert_eq!(
+        again, first,
+        "the same account and keys, not a second account"
+    );
+    let other = create("acct-1", "Other").await?;
+    assert_eq!(other.status(), 409);
+    let other: Value = other.json().await?;
+    assert_eq!(other["error"]["code"], "idempotency_conflict");
+
+    let global = platform.global().await?;
+    let accounts: i64 = global
+        .query_one(
+            "SELECT count(*) FROM account.accounts WHERE name IN ('Acme', 'Other')",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(accounts, 1);
+    // The stored answer is sealed: the secret key is not in the table.
+    let secret = first["secret_key"].as_str().unwrap_or_default().to_owned();
+    let rows = global
+        .query("SELECT key_hash, sealed FROM account.idempotency_keys", &[])
+        .await?;
+    assert_eq!(rows.len(), 1);
+    for row in rows {
+        let name: String = row.get(0);
+        let sealed: Vec<u8> = row.get(1);
+        assert!(!name.contains("acct-1"));
+        assert!(!String::from_utf8_lossy(&sealed).contains(&secret));
+    }
+    platform.stop().await
+}
