@@ -154,6 +154,74 @@ pub fn document_json() -> String {
     text
 }
 
+const OPERATOR_TOKEN: &str = "operator_token";
+
+/// The operator routes of the edge's internal ops listener
+/// (`EDGE_OPS_ADDR`), served there at `GET /openapi.json` and committed as
+/// `docs/openapi-ops.json`. Never served on the public port.
+pub fn ops_document() -> OpenApi {
+    let mut doc = OpenApiBuilder::new()
+        .info(
+            utoipa::openapi::InfoBuilder::new()
+                .title("idmesh edge-guard operator API")
+                .version("1")
+                .description(Some(
+                    "Served on edge-guard's internal ops listener (EDGE_OPS_ADDR), never the \
+                     public port; every call needs `Authorization: Bearer <EDGE_OPERATOR_TOKEN>`.",
+                ))
+                .build(),
+        )
+        .build();
+    let mut components = utoipa::openapi::Components::new();
+    components.add_security_scheme(
+        OPERATOR_TOKEN,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("`EDGE_OPERATOR_TOKEN`"))
+                .build(),
+        ),
+    );
+    let mut schemas = Vec::new();
+    <ErrorEnvelope as ToSchema>::schemas(&mut schemas);
+    schemas.push((
+        <ErrorEnvelope as ToSchema>::name().into_owned(),
+        ErrorEnvelope::schema(),
+    ));
+    schemas.push((
+        <ErrorBody as ToSchema>::name().into_owned(),
+        ErrorBody::schema(),
+    ));
+    for route in crate::waf::admin::OPS_ROUTES {
+        let (route_schemas, paths) = (route.doc)();
+        schemas.extend(route_schemas);
+        let Some(mut operation) = paths.paths.into_values().find_map(single_operation) else {
+            continue;
+        };
+        let none: [&str; 0] = [];
+        operation.security = Some(vec![SecurityRequirement::new(OPERATOR_TOKEN, none)]);
+        let mut codes = vec![ErrorCode::Unauthenticated, ErrorCode::Internal];
+        codes.extend(route.errors.iter().copied());
+        add_errors(&mut operation.responses, &codes);
+        doc.paths
+            .add_path_operation(route.path, vec![http_method(&route.method)], operation);
+    }
+    doc.paths.add_path_operation(
+        "/openapi.json",
+        vec![HttpMethod::Get],
+        unauthenticated("/openapi.json"),
+    );
+    components.schemas.extend(schemas);
+    doc.components = Some(components);
+    doc
+}
+
+pub fn ops_document_json() -> String {
+    let mut text = ops_document().to_pretty_json().unwrap_or_default();
+    text.push('\n');
+    text
+}
+
 fn single_operation(item: PathItem) -> Option<Operation> {
     item.get
         .or(item.post)
@@ -382,9 +450,18 @@ fn unauthenticated(path: &str) -> Operation {
 
 /// `GET /openapi.json`: public, no key, cacheable.
 pub async fn serve() -> axum::response::Response {
-    use axum::response::IntoResponse;
     static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let body = DOCUMENT.get_or_init(document_json).clone();
+    json_response(DOCUMENT.get_or_init(document_json).clone())
+}
+
+/// `GET /openapi.json` on the ops listener.
+pub async fn serve_ops() -> axum::response::Response {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    json_response(DOCUMENT.get_or_init(ops_document_json).clone())
+}
+
+fn json_response(body: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
     (
         [
             (http::header::CONTENT_TYPE, "application/json"),
@@ -400,17 +477,48 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
 
-    fn committed_path() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json")
+    fn committed_path(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs")
+            .join(name)
     }
 
-    /// CI fails when the committed document and the code disagree.
+    /// CI fails when the committed documents and the code disagree.
     #[test]
     fn the_committed_document_is_the_generated_one() {
-        let generated = document_json();
-        let path = committed_path();
+        check_committed("openapi.json", &document_json());
+    }
+
+    #[test]
+    fn the_committed_ops_document_is_the_generated_one() {
+        check_committed("openapi-ops.json", &ops_document_json());
+        // Every operator route is described at its table line's method.
+        let doc = ops_document();
+        for route in crate::waf::admin::OPS_ROUTES {
+            assert!(
+                doc.paths
+                    .get_path_operation(route.path, http_method(&route.method))
+                    .is_some(),
+                "{} {}",
+                route.method,
+                route.path
+            );
+            let (_, paths) = (route.doc)();
+            assert!(
+                paths
+                    .get_path_operation(route.path, http_method(&route.method))
+                    .is_some(),
+                "the #[utoipa::path] of {} {} disagrees with its table line",
+                route.method,
+                route.path
+            );
+        }
+    }
+
+    fn check_committed(name: &str, generated: &str) {
+        let path = committed_path(name);
         if std::env::var_os("IDM_UPDATE_OPENAPI").is_some() {
-            let written = std::fs::write(&path, &generated);
+            let written = std::fs::write(&path, generated);
             assert!(
                 written.is_ok(),
                 "cannot write {}: {written:?}",
@@ -421,7 +529,7 @@ mod tests {
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             committed == generated,
-            "docs/openapi.json differs from the document the code generates; \
+            "docs/{name} differs from the document the code generates; \
              regenerate it with `IDM_UPDATE_OPENAPI=1 cargo test -p idm-edge-guard openapi` \
              and commit the result"
         );
