@@ -10,6 +10,7 @@ mod factor_kit;
 mod foundation;
 mod idempotency;
 mod mfa;
+mod openapi;
 mod passwordless;
 mod personal_tokens;
 mod platform;
