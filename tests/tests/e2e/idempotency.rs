@@ -358,11 +358,38 @@ async fn restricted_keys_replay_sign_ups_only_from_allowed_origins() -> anyhow::
                 .await
         }
     };
+    // A browser may send the header: the preflight allows it, and the
+    // replay marker is readable by the page.
+    let preflight = platform
+        .send(
+            Method::OPTIONS,
+            "/v1/client/sign_up",
+            &[
+                ("origin", "https://shop.example.com"),
+                ("access-control-request-method", "POST"),
+                (
+                    "access-control-request-headers",
+                    "authorization, content-type, idempotency-key",
+                ),
+            ],
+            None,
+        )
+        .await?;
+    assert_eq!(preflight.status, 204, "{}", preflight.json);
+    let header = |r: &idm_testkit::Response, name: &str| {
+        r.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(header(&preflight, "access-control-allow-headers").contains("idempotency-key"));
     let first = send("https://shop.example.com", body.clone()).await?;
     assert_eq!(first.status, 201, "{}", first.json);
     let again = send("https://shop.example.com", body.clone()).await?;
     assert_eq!(again.status, 201, "{}", again.json);
     assert_eq!(again.json, first.json);
+    assert!(header(&again, "access-control-expose-headers").contains("idempotent-replayed"));
     assert!(
         again.headers.get("set-cookie").is_some(),
         "the replay sets the cookie too"
