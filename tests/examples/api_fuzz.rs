@@ -11,7 +11,9 @@
 //! Environment: `IDM_SCHEMATHESIS` (the schemathesis executable, default
 //! `schemathesis`), `IDM_FUZZ_MAX_EXAMPLES` (per operation, default 25),
 //! `IDM_FUZZ_SEED`, `IDM_FUZZ_REPORT_DIR` (a JUnit report is written there
-//! when set); extra arguments are passed to schemathesis.
+//! when set), `IDM_FUZZ_KEY=restricted` (fuzz with the publishable key from
+//! an allowed `Origin` instead of the secret key); extra arguments are passed
+//! to schemathesis.
 
 use idm_testkit::Platform;
 use reqwest::Method;
@@ -72,6 +74,12 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     anyhow::ensure!(user.status == 201, "user: {}", user.json);
 
+    let restricted = std::env::var("IDM_FUZZ_KEY").is_ok_and(|k| k == "restricted");
+    let key = if restricted {
+        tenant.restricted_key.clone()
+    } else {
+        tenant.secret_key.clone()
+    };
     let edge = platform.edge_url(0);
     // Two passes: the operations that end the caller's own session run last,
     // so the others are fuzzed with a live session.
@@ -93,12 +101,15 @@ async fn main() -> anyhow::Result<()> {
             // 3.11 `ast` bug ("AST constructor recursion depth mismatch").
             .args(["--workers", "1"])
             .args(["--request-timeout", "10"])
-            .args(["--header", &format!("Idm-Api-Key: {}", tenant.secret_key)])
+            .args(["--header", &format!("Idm-Api-Key: {key}")])
             .args(["--header", &format!("Authorization: Bearer {session}")])
             .args(["--phases", "examples,coverage,fuzzing"])
             .args(["--suppress-health-check", "all"])
             .args(["--generation-database", "none"])
             .args([filter, pattern]);
+        if restricted {
+            command.args(["--header", "Origin: https://app.example.com"]);
+        }
         if let Ok(dir) = std::env::var("IDM_FUZZ_REPORT_DIR") {
             command.args(["--report", "junit", "--report-dir", &dir]);
         }
