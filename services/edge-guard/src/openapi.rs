@@ -288,7 +288,7 @@ fn describe(operation: &mut Operation, route: &crate::routes::Route) {
     let creates = crate::idempotency::applies(&route.method, route.path);
     let mut codes = common_errors(route.access, route.session, input, creates);
     codes.extend(route.errors.iter().copied());
-    operation.security = Some(security(route.access, route.session));
+    operation.security = Some(security(route.session));
     if creates {
         let parameters = operation.parameters.get_or_insert_with(Vec::new);
         parameters.push(RefOr::T(
@@ -316,7 +316,8 @@ fn describe(operation: &mut Operation, route: &crate::routes::Route) {
     add_errors(&mut operation.responses, &codes);
 }
 
-fn security(access: Access, session: bool) -> Vec<SecurityRequirement> {
+/// Any key, in either header; session routes also need the session.
+fn security(session: bool) -> Vec<SecurityRequirement> {
     let none: [&str; 0] = [];
     if session {
         vec![
@@ -325,7 +326,6 @@ fn security(access: Access, session: bool) -> Vec<SecurityRequirement> {
             SecurityRequirement::new(BEARER_API_KEY, none).add(SESSION_COOKIE, none),
         ]
     } else {
-        let _ = access;
         vec![
             SecurityRequirement::new(API_KEY, none),
             SecurityRequirement::new(BEARER_API_KEY, none),
