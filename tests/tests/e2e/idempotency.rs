@@ -502,3 +502,46 @@ async fn operator_account_creation_is_idempotent() -> anyhow::Result<()> {
     }
     platform.stop().await
 }
+
+/// Redis unreachable: a request that asks for idempotency is refused (503,
+/// nothing created) rather than served without the guarantee; a request
+/// without the header is served as ever.
+#[tokio::test]
+async fn without_redis_idempotent_requests_are_refused_not_duplicated() -> anyhow::Result<()> {
+    let mut platform = Platform::start().await?;
+    // Replica 1 has a Redis that never answers (nothing listens on port 1).
+    platform
+        .add_edge_with(|c| c.redis_url = "redis://127.0.0.1:1".to_owned())
+        .await?;
+    let tenant = platform.create_account("NoRedis").await?;
+    let auth = format!("Bearer {}", tenant.secret_key);
+    let body = json!({"email": "careful@example.com", "region": "wnam"});
+    let refused = platform
+        .send_to(
+            1,
+            Method::POST,
+            "/v1/users",
+            &[("authorization", &auth), ("idempotency-key", "k")],
+            Some(body.clone()),
+        )
+        .await?;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (503, Some("upstream_unavailable")),
+        "{}",
+        refused.json
+    );
+    assert!(refused.headers.get("retry-after").is_some());
+    assert_eq!(directory_users(&platform, &tenant.issuer_id).await?, 0);
+    let plain = platform
+        .send_to(
+            1,
+            Method::POST,
+            "/v1/users",
+            &[("authorization", &auth)],
+            Some(body),
+        )
+        .await?;
+    assert_eq!(plain.status, 201, "{}", plain.json);
+    platform.stop().await
+}
