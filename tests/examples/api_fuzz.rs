@@ -63,7 +63,9 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     anyhow::ensure!(signed_up.status == 201, "sign-up: {}", signed_up.json);
     let session = signed_up.str("/session_token");
-    // A user to exist, so some generated ids can be real ones.
+    // Real resources for the path parameters, so operations on `{id}` reach
+    // their handlers' success paths (and their answers get checked against
+    // the document) instead of only answering `404`.
     let user = platform
         .backend(
             Method::POST,
@@ -73,6 +75,64 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
     anyhow::ensure!(user.status == 201, "user: {}", user.json);
+    let user_id = user.str("/id");
+    let token = platform
+        .backend(
+            Method::POST,
+            &format!("/v1/users/{user_id}/personal_tokens"),
+            &tenant.secret_key,
+            Some(json!({"name": "fuzz", "scopes": ["repo:read"]})),
+        )
+        .await?;
+    anyhow::ensure!(token.status == 201, "token: {}", token.json);
+    let spare_key = platform
+        .backend(
+            Method::POST,
+            "/v1/api_keys",
+            &tenant.secret_key,
+            Some(json!({"kind": "restricted", "name": "spare"})),
+        )
+        .await?;
+    anyhow::ensure!(spare_key.status == 201, "key: {}", spare_key.json);
+    let other_session = platform
+        .sign_up(
+            &tenant,
+            "https://app.example.com",
+            None,
+            "other@example.com",
+            "another long fuzzing password",
+        )
+        .await?;
+    anyhow::ensure!(
+        other_session.status == 201,
+        "sign-up: {}",
+        other_session.json
+    );
+    let config = std::env::temp_dir().join(format!("idm-api-fuzz-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!(
+            r#"[[operations]]
+include-path-regex = '^/v1/users/\{{id\}}(/sessions|/sessions/revoke_all|/personal_tokens|/factors/unlock)?$'
+parameters = {{ "path.id" = "{user_id}" }}
+
+[[operations]]
+include-path = "/v1/users/{{id}}/personal_tokens/{{token_id}}"
+parameters = {{ "path.id" = "{user_id}", "path.token_id" = "{token_id}" }}
+
+[[operations]]
+include-path = "/v1/api_keys/{{id}}"
+parameters = {{ "path.id" = "{key_id}" }}
+
+[[operations]]
+include-path = "/v1/sessions/{{id}}/revoke"
+parameters = {{ "path.id" = "{session_id}" }}
+"#,
+            token_id = token.str("/id"),
+            key_id = spare_key.str("/id"),
+            session_id = other_session.str("/session_id"),
+        ),
+    )?;
 
     let restricted = std::env::var("IDM_FUZZ_KEY").is_ok_and(|k| k == "restricted");
     let key = if restricted {
@@ -91,6 +151,8 @@ async fn main() -> anyhow::Result<()> {
     for (filter, pattern) in passes {
         let mut command = tokio::process::Command::new(&schemathesis);
         command
+            .arg("--config-file")
+            .arg(&config)
             .args(["--no-color", "run"])
             .arg(format!("{edge}/openapi.json"))
             .args(["--url", &edge])
@@ -127,6 +189,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    let _ = std::fs::remove_file(&config);
     platform.stop().await?;
     std::process::exit(code);
 }
