@@ -61,7 +61,29 @@ pub fn parse_metadata(value: serde_json::Value) -> Result<serde_json::Value, Api
             "metadata must be at most {MAX_METADATA_BYTES} bytes"
         )));
     }
+    if !numbers_round_trip(&value) {
+        return Err(ApiError::validation(format!(
+            "metadata numbers must be at most {MAX_METADATA_NUMBER:e} in magnitude"
+        )));
+    }
     Ok(value)
+}
+
+/// PostgreSQL keeps a jsonb number as an exact decimal and gives it back
+/// written out in full; serde_json cannot read the longest of those back
+/// (`-1.7976931348623157e308` returns as a 309-digit integer that overflows),
+/// so such metadata would be stored and then never readable. The API
+/// fuzzer found it (docs/OPENAPI.md).
+const MAX_METADATA_NUMBER: f64 = 1e300;
+
+fn numbers_round_trip(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => n.as_f64().is_some_and(|f| f.abs() <= MAX_METADATA_NUMBER),
+        Value::Array(items) => items.iter().all(numbers_round_trip),
+        Value::Object(map) => map.values().all(numbers_round_trip),
+        Value::Null | Value::Bool(_) | Value::String(_) => true,
+    }
 }
 
 /// Passwords: length-bounded (Argon2 input stays cheap to refuse) and not
@@ -104,6 +126,18 @@ mod tests {
         assert!(DisplayName::parse("name", "   ").is_err());
         assert!(DisplayName::parse("name", &"x".repeat(201)).is_err());
         assert!(DisplayName::parse("name", "a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn metadata_numbers_postgres_cannot_give_back_are_refused() {
+        let odd = serde_json::json!({"a": [{"b": -1.7976931348623157e308}]});
+        assert_eq!(
+            parse_metadata(odd).map_err(|e| e.code),
+            Err(crate::ErrorCode::ValidationFailed)
+        );
+        let fine =
+            serde_json::json!({"n": 3.5941408082646796e16, "m": 44635330902_i64, "s": 5e-324});
+        assert!(parse_metadata(fine).is_ok());
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod bus_trust;
 mod edge;
 mod factor_kit;
 mod foundation;
+mod fuzz_findings;
 mod idempotency;
 mod mfa;
 mod openapi;
