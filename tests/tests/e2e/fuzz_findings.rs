@@ -41,3 +41,26 @@ async fn odd_metadata_is_stored_or_refused_never_a_server_error() -> anyhow::Res
     assert_eq!(read.json["metadata"], created.json["metadata"]);
     platform.stop().await
 }
+
+/// A NUL inside a metadata string: PostgreSQL's jsonb refuses `\u0000`, so
+/// the insert failed and the answer was `500 internal`. Now refused up front.
+#[tokio::test]
+async fn nul_in_metadata_is_refused_not_a_server_error() -> anyhow::Result<()> {
+    let platform = Platform::start().await?;
+    let tenant = platform.create_account("Nul").await?;
+    for body in [
+        r#"{"email": "0@0.net", "metadata": {"a": [["\u0000x", 0.5]]}}"#,
+        r#"{"email": "1@0.net", "metadata": {"k\u0000": 1}}"#,
+    ] {
+        let r = platform
+            .send_raw("/v1/users", &tenant.secret_key, body.as_bytes().to_vec())
+            .await?;
+        assert_eq!(
+            (r.status, r.code()),
+            (422, Some("validation_failed")),
+            "{}",
+            r.json
+        );
+    }
+    platform.stop().await
+}
