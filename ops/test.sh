@@ -5,7 +5,9 @@
 #   ops/test.sh -- --nocapture       extra arguments go to cargo test
 #   ops/test.sh -p idm-auth          with -p/--package, only those packages
 #
-# A whole-suite run (no -p) then checks the deployment files
+# A whole-suite run (no -p) then fuzzes the public API against its OpenAPI
+# document (ops/api-fuzz.sh: schemathesis against an in-process platform;
+# IDM_TEST_FUZZ=0 skips it), checks the deployment files
 # (ops/deploy-checks.sh: hadolint, compose config, Kubernetes overlays) and
 # runs the compose stack for real (ops/compose-smoke.sh; needs root or a
 # Docker engine). IDM_TEST_DEPLOY=0 skips both.
@@ -76,6 +78,15 @@ rc=0
 cargo test "${scope[@]}" "$@" || rc=$?
 if ((rc)); then
 	idm_err "tests failed (cargo exit code $rc)"
+fi
+
+# The API against its document: only on whole-suite runs.
+if [[ ${scope[*]} == --workspace && ${IDM_TEST_FUZZ:-1} != 0 ]]; then
+	idm_say "public API fuzzing: ops/api-fuzz.sh"
+	if ! "$ROOT/ops/api-fuzz.sh"; then
+		idm_err "API fuzzing failed"
+		rc=1
+	fi
 fi
 
 # The deployment: only on whole-suite runs.

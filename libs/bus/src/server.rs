@@ -180,7 +180,19 @@ pub async fn serve<S: Send + Sync + 'static>(
                         return Err(refused);
                     }
                     match handlers.get(&op) {
-                        Some(handler) => handler(state, message.payload.clone()).await,
+                        // A handler that panics answers `internal` at once,
+                        // rather than leaving its caller to time out (and
+                        // report the service as unavailable).
+                        Some(handler) => {
+                            use futures::FutureExt;
+                            std::panic::AssertUnwindSafe(handler(state, message.payload.clone()))
+                                .catch_unwind()
+                                .await
+                                .unwrap_or_else(|_| {
+                                    tracing::error!("the handler panicked");
+                                    Err(ApiError::internal())
+                                })
+                        }
                         None => Err(ApiError::new(idm_core::ErrorCode::NotFound, format!("unknown operation '{op}'"))),
                     }
                 };

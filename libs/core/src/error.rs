@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The contract's error codes. Adding one is fine; renaming one breaks clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     InvalidRequest,
@@ -51,6 +51,10 @@ pub enum ErrorCode {
     /// make it (libs/bus/src/acl.rs). Internal: a public client seeing it
     /// means the table and the code drifted apart.
     CallerNotAllowed,
+    /// An `Idempotency-Key` reused with another request body (API.md).
+    IdempotencyConflict,
+    /// An `Idempotency-Key` whose first request is still running.
+    IdempotencyInProgress,
 }
 
 impl ErrorCode {
@@ -64,7 +68,7 @@ impl ErrorCode {
             InsufficientScope | OriginNotAllowed | IpBanned | ResidencyViolation => 403,
             NotFound => 404,
             MethodNotAllowed => 405,
-            Conflict => 409,
+            Conflict | IdempotencyConflict | IdempotencyInProgress => 409,
             PayloadTooLarge => 413,
             ValidationFailed | InvalidEmail | DisposableEmail | WeakPassword | CodeInvalid
             | CodeExpired => 422,
@@ -113,6 +117,8 @@ impl ErrorCode {
             CallerNotAllowed => "caller_not_allowed",
             LimitAbovePlan => "limit_above_plan",
             PlanLimitReached => "plan_limit_reached",
+            IdempotencyConflict => "idempotency_conflict",
+            IdempotencyInProgress => "idempotency_in_progress",
         }
     }
 }
@@ -132,6 +138,8 @@ mod tests {
             ErrorCode::CallerNotAllowed,
             ErrorCode::LimitAbovePlan,
             ErrorCode::PlanLimitReached,
+            ErrorCode::IdempotencyConflict,
+            ErrorCode::IdempotencyInProgress,
         ] {
             let json = serde_json::to_value(code).ok();
             assert_eq!(

@@ -11,6 +11,7 @@ pub mod error;
 pub mod fair_share;
 pub mod ids;
 pub mod metric;
+mod openapi;
 pub mod origin;
 pub mod plan;
 pub mod policy;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 const DAY: u32 = 24 * 3600;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AccountPlan {
     /// Ceilings on each issuer's own velocity limits (`waf.backend`,

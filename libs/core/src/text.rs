@@ -61,7 +61,36 @@ pub fn parse_metadata(value: serde_json::Value) -> Result<serde_json::Value, Api
             "metadata must be at most {MAX_METADATA_BYTES} bytes"
         )));
     }
+    if !storable(&value) {
+        return Err(ApiError::validation(format!(
+            "metadata numbers must be at most {MAX_METADATA_NUMBER:e} in magnitude, \
+             and its strings and keys must not contain NUL (\\u0000)"
+        )));
+    }
     Ok(value)
+}
+
+/// PostgreSQL keeps a jsonb number as an exact decimal and gives it back
+/// written out in full; serde_json cannot read the longest of those back
+/// (`-1.7976931348623157e308` returns as a 309-digit integer that overflows),
+/// so such metadata would be stored and then never readable. The API
+/// fuzzer found it (docs/OPENAPI.md).
+const MAX_METADATA_NUMBER: f64 = 1e300;
+
+/// Whether PostgreSQL's jsonb takes the value and gives it back as it was:
+/// numbers within `MAX_METADATA_NUMBER`, and no NUL in any string or key
+/// (jsonb refuses `\u0000`; the fuzzer found that one too).
+fn storable(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => n.as_f64().is_some_and(|f| f.abs() <= MAX_METADATA_NUMBER),
+        Value::String(text) => !text.contains('\0'),
+        Value::Array(items) => items.iter().all(storable),
+        Value::Object(map) => map
+            .iter()
+            .all(|(key, item)| !key.contains('\0') && storable(item)),
+        Value::Null | Value::Bool(_) => true,
+    }
 }
 
 /// Passwords: length-bounded (Argon2 input stays cheap to refuse) and not
@@ -104,6 +133,24 @@ mod tests {
         assert!(DisplayName::parse("name", "   ").is_err());
         assert!(DisplayName::parse("name", &"x".repeat(201)).is_err());
         assert!(DisplayName::parse("name", "a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn metadata_postgres_cannot_give_back_is_refused() {
+        let odd = serde_json::json!({"a": [{"b": -1.7976931348623157e308}]});
+        assert_eq!(
+            parse_metadata(odd).map_err(|e| e.code),
+            Err(crate::ErrorCode::ValidationFailed)
+        );
+        let fine =
+            serde_json::json!({"n": 3.5941408082646796e16, "m": 44635330902_i64, "s": 5e-324});
+        assert!(parse_metadata(fine).is_ok());
+        for nul in [
+            serde_json::json!({"a": ["x\u{0}y"]}),
+            serde_json::json!({"a": {"k\u{0}": 1}}),
+        ] {
+            assert!(parse_metadata(nul).is_err());
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::ApiError;
 use serde::{Deserialize, Serialize};
 
 /// A sliding-window limit: at most `limit` requests in any `window_seconds`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct VelocityLimit {
     pub limit: u32,
@@ -60,7 +60,7 @@ impl From<MailDomain> for String {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct WafPolicy {
     /// Secret-key routes. Generous: these are the tenant's own servers.

@@ -36,6 +36,17 @@ impl MasterKey {
         Ok(Self { cipher, derivation })
     }
 
+    /// A sealing key from 32 bytes derived elsewhere (for example from a
+    /// client's idempotency key, which the store never sees).
+    pub fn from_key_bytes(bytes: &[u8; 32]) -> Self {
+        let derivation = Zeroizing::new(crate::hmac_sha256(
+            bytes,
+            b"idmesh/master-key/derivation/v1",
+        ));
+        let cipher = XChaCha20Poly1305::new(<&chacha20poly1305::Key>::from(bytes));
+        Self { cipher, derivation }
+    }
+
     /// A 32-byte key for one named purpose (for example a MAC key), so the
     /// master key itself is only ever used for sealing.
     pub fn derive(&self, purpose: &str) -> Zeroizing<[u8; 32]> {

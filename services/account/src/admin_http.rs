@@ -54,9 +54,27 @@ async fn create_account(
     AxumState(state): AxumState<Arc<State>>,
     headers: HeaderMap,
     body: Result<Json<NewAccount>, JsonRejection>,
-) -> Result<impl IntoResponse, HttpError> {
+) -> Result<axum::response::Response, HttpError> {
     operator(&state, &headers)?;
     let Json(body) = body.map_err(|e| ApiError::invalid_request(e.body_text()))?;
+    let Some(key) = crate::idempotency::key(&headers)? else {
+        let (status, created) = new_account(&state, body).await?;
+        return Ok((status, Json(created)).into_response());
+    };
+    // The request as parsed: the same name is the same request.
+    let fingerprint = body.name.clone();
+    Ok(
+        crate::idempotency::run(&state, &key, fingerprint.as_bytes(), || {
+            new_account(&state, body)
+        })
+        .await?,
+    )
+}
+
+async fn new_account(
+    state: &State,
+    body: NewAccount,
+) -> Result<(StatusCode, serde_json::Value), ApiError> {
     let name = DisplayName::parse("name", &body.name)?;
     let account = AccountId::generate();
     let NewIssuer {
@@ -64,7 +82,7 @@ async fn create_account(
         secret_key,
         restricted_key,
     } = provisioning::create_issuer(
-        &state,
+        state,
         &account,
         Some(name.as_str()),
         format!("{} (live)", name.as_str()),
@@ -77,12 +95,12 @@ async fn create_account(
     let created_at = issuer.created_at;
     Ok((
         StatusCode::CREATED,
-        Json(serde_json::json!({
+        serde_json::json!({
             "account": { "id": account, "name": name.as_str(), "created_at": created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default() },
             "issuer": issuer,
             "secret_key": secret_key,
             "restricted_key": restricted_key,
-        })),
+        }),
     ))
 }
 

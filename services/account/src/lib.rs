@@ -8,6 +8,7 @@ mod config;
 mod delegation;
 mod error;
 mod handlers;
+mod idempotency;
 mod migrations;
 mod provisioning;
 mod storage;

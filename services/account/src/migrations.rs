@@ -41,4 +41,31 @@ pub const ACCOUNT: &[Migration] = &[
         // NULL: the deployment's default plan (ACCOUNT_DEFAULT_PLAN).
         sql: "ALTER TABLE account.accounts ADD COLUMN plan jsonb;",
     },
+    Migration {
+        version: 3,
+        name: "idempotency keys of the operator API",
+        sql: "
+        CREATE TABLE idempotency_keys (
+            key_hash text PRIMARY KEY,
+            fingerprint text NOT NULL,
+            -- The answer, sealed; NULL while the first request runs.
+            sealed bytea,
+            expires_at timestamptz NOT NULL
+        );
+        CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
+    ",
+    },
 ];
+
+#[cfg(test)]
+mod tests {
+    /// Versions are applied by number, once: two migrations sharing one
+    /// (say, from branches merged together) would skip the second silently.
+    #[test]
+    fn versions_are_unique() {
+        let mut versions: Vec<i32> = super::ACCOUNT.iter().map(|m| m.version).collect();
+        versions.sort_unstable();
+        versions.dedup();
+        assert_eq!(versions.len(), super::ACCOUNT.len());
+    }
+}

@@ -46,6 +46,9 @@ pub struct Incoming {
     pub class: RouteClass,
     /// Where a passed origin check is noted for the CORS response headers.
     cors: cors::Grant,
+    /// Set when the idempotency layer already authorised this request, so
+    /// it is not counted (by the WAF) twice.
+    authorized: Option<Caller>,
 }
 
 impl FromRequestParts<Arc<App>> for Incoming {
@@ -69,18 +72,25 @@ impl FromRequestParts<Arc<App>> for Incoming {
                 .get::<cors::Grant>()
                 .cloned()
                 .unwrap_or_default(),
+            authorized: parts
+                .extensions
+                .get::<crate::idempotency::Authorized>()
+                .map(|a| a.0.clone()),
         })
     }
 }
 
 /// An authorised caller.
+#[derive(Clone)]
 pub struct Caller {
     pub key: Arc<KeyConfig>,
     pub ip: IpAddr,
     pub country: Option<String>,
     pub user_agent: Option<String>,
-    /// The request's place among its issuer's requests in flight.
-    _in_flight: crate::waf::Ticket,
+    /// The request's place among its issuer's requests in flight, shared
+    /// by the clones of one request's caller (the idempotency layer keeps
+    /// one): the place is given back when the last of them is dropped.
+    _in_flight: Arc<crate::waf::Ticket>,
 }
 
 impl Caller {
@@ -178,6 +188,9 @@ fn check_origin(key: &KeyConfig, headers: &HeaderMap) -> Result<http::HeaderValu
 impl Incoming {
     /// Authorises the caller for this route's access class (from the table).
     pub async fn authorize(&self) -> Result<Caller, ApiError> {
+        if let Some(caller) = &self.authorized {
+            return Ok(caller.clone());
+        }
         let invalid = || ApiError::new(ErrorCode::InvalidApiKey, "the API key is not valid");
         let (Some(access), Some(peer)) = (self.access, self.peer) else {
             tracing::error!(access = ?self.access, peer = ?self.peer, "a route is missing its access class or peer address");
@@ -254,7 +267,7 @@ impl Incoming {
             ),
             user_agent,
             key,
-            _in_flight: in_flight,
+            _in_flight: Arc::new(in_flight),
         })
     }
 

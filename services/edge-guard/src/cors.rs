@@ -30,9 +30,10 @@ use idm_telemetry::http::HttpError;
 use std::sync::{Arc, OnceLock};
 
 pub const ALLOWED_METHODS: &str = "GET, POST, DELETE";
+/// `idempotency-key`: a browser sign-up retried after a timeout (docs/OPENAPI.md).
 pub const ALLOWED_HEADERS: &str =
-    "authorization, content-type, idm-api-key, x-request-id, traceparent, tracestate";
-const EXPOSED_HEADERS: &str = "x-request-id, retry-after";
+    "authorization, content-type, idm-api-key, idempotency-key, x-request-id, traceparent, tracestate";
+const EXPOSED_HEADERS: &str = "x-request-id, retry-after, idempotent-replayed";
 const MAX_AGE_SECONDS: &str = "600";
 
 /// Set by `Incoming::authorize` when a restricted key's origin check passed:

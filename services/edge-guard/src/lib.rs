@@ -8,7 +8,9 @@ mod client_ip;
 mod config;
 mod cors;
 mod error;
+mod idempotency;
 mod key_cache;
+pub mod openapi;
 mod redirect;
 mod revocations;
 mod routes;
@@ -35,6 +37,7 @@ pub(crate) struct App {
     pub sessions: session_keys::SessionKeys,
     pub revocations: revocations::Revocations,
     pub waf: waf::Waf,
+    pub idempotency: idempotency::Store,
 }
 
 impl App {
@@ -99,6 +102,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             &config.redis_url,
             &config.redis_prefix,
         ),
+        idempotency: idempotency::Store::new(
+            &config.redis_url,
+            &config.redis_prefix,
+            config.waf.redis_timeout,
+        )?,
         bus: bus.clone(),
         config: config.clone(),
     });

@@ -48,7 +48,7 @@ pub struct IssuerRef {
     pub issuer_id: IssuerId,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Issuer {
     pub id: IssuerId,
     pub account_id: AccountId,
@@ -57,6 +57,7 @@ pub struct Issuer {
     pub allowed_origins: Vec<AllowedOrigin>,
     pub policy: IssuerPolicy,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     /// The account's plan (the ceilings of `policy.waf`), shown to the
     /// tenant by `GET /v1/issuer`.
@@ -81,7 +82,7 @@ pub struct CreateIssuer {
     pub mode: KeyMode,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedIssuer {
     pub issuer: Issuer,
     pub secret_key: super::SecretText,
@@ -99,7 +100,7 @@ pub struct CreateApiKey {
     pub scopes: Option<Vec<Scope>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiKeyInfo {
     pub id: ApiKeyId,
     pub issuer_id: IssuerId,
@@ -109,12 +110,14 @@ pub struct ApiKeyInfo {
     pub hint: String,
     pub scopes: Vec<Scope>,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     #[serde(with = "time::serde::rfc3339::option", default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub revoked_at: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedApiKey {
     #[serde(flatten)]
     pub info: ApiKeyInfo,
@@ -122,7 +125,7 @@ pub struct CreatedApiKey {
     pub key: super::SecretText,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiKeyList {
     pub data: Vec<ApiKeyInfo>,
 }

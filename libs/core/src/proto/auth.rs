@@ -38,13 +38,14 @@ pub struct SignIn {
 }
 
 /// A signed-in user: the body of sign-up and sign-in responses.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Authenticated {
     pub user: super::user::User,
     pub session_id: crate::SessionId,
     pub session_token: SecretText,
     pub refresh_token: SecretText,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: Timestamp,
 }
 
@@ -125,7 +126,7 @@ pub struct ChangePassword {
     pub new_password: SecretText,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PasswordChanged {
     pub changed: bool,
     /// Other sessions of the user that were ended by the change.
@@ -139,14 +140,14 @@ pub struct UnlockFactors {
     pub user_id: crate::UserId,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Unlocked {
     pub user_id: crate::UserId,
     /// Whether any failure count or lock was cleared.
     pub cleared: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TotpEnrollment {
     /// Base32, for manual entry.
     pub secret: SecretText,
@@ -162,7 +163,7 @@ pub struct ConfirmTotp {
     pub step_up: StepUp,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackupCodes {
     pub backup_codes: Vec<SecretText>,
 }
@@ -182,10 +183,11 @@ pub struct SendVerification {
     pub email: crate::Email,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VerificationStarted {
     pub id: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: Timestamp,
 }
 
@@ -198,7 +200,7 @@ pub struct CheckVerification {
     pub code: SecretText,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VerificationResult {
     pub verified: bool,
     pub email: String,

@@ -40,12 +40,13 @@ pub struct CreateSession {
 
 /// A new or refreshed session: a short-lived signed token and the opaque
 /// refresh token that rotates on every use.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IssuedSession {
     pub session_id: SessionId,
     pub session_token: SecretText,
     pub refresh_token: SecretText,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: Timestamp,
 }
 
@@ -73,7 +74,7 @@ pub struct RevokeAll {
     pub user_id: UserId,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Revoked {
     pub session_ids: Vec<SessionId>,
 }
@@ -85,7 +86,7 @@ pub struct List {
     pub region: Option<Region>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionList {
     pub data: Vec<super::store::SessionRecord>,
 }
@@ -129,15 +130,16 @@ pub struct KeyRing {
     pub keys: Vec<SealedSigningKey>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RotatedKey {
     pub kid: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
 
 /// The answer to an emergency key revocation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RevokedKeys {
     /// The fresh key that signs from now on.
     pub kid: String,
@@ -145,6 +147,7 @@ pub struct RevokedKeys {
     pub revoked_kids: Vec<String>,
     /// Sessions created at or before this instant can no longer be refreshed.
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub sessions_not_before: Timestamp,
 }
 

@@ -29,7 +29,7 @@ pub struct CreateUser {
 }
 
 /// The public user object (API.md).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct User {
     pub id: UserId,
     pub email: String,
@@ -39,6 +39,7 @@ pub struct User {
     pub metadata: serde_json::Value,
     pub mfa_enabled: bool,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
 
@@ -81,7 +82,7 @@ pub struct NewPersonalToken {
 }
 
 /// The token text appears here once and is never stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedPersonalToken {
     #[serde(flatten)]
     pub info: super::store::PersonalToken,

@@ -10,14 +10,20 @@ use idm_core::proto::account::{
 use idm_core::{ApiError, ApiKeyId, KeyKind, Scope};
 use serde::Deserialize;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
+    #[schema(value_type = KeyKind)]
     kind: String,
     name: String,
+    /// Secret keys only; the creating key's scopes (never more) when absent.
+    #[schema(value_type = Option<Vec<Scope>>)]
     scopes: Option<Vec<String>>,
 }
 
+/// A new API key of this issuer: the key text is in the answer once.
+#[utoipa::path(post, path = "/v1/api_keys", tag = "api_keys", request_body = NewKey,
+    responses((status = 201, description = "The key, shown once", body = CreatedApiKey)))]
 pub async fn create(
     incoming: Incoming,
     new: Result<Json<NewKey>, JsonRejection>,
@@ -52,6 +58,9 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+/// The issuer's keys (never the key text).
+#[utoipa::path(get, path = "/v1/api_keys", tag = "api_keys",
+    responses((status = 200, description = "The keys", body = ApiKeyList)))]
 pub async fn list(incoming: Incoming) -> Reply<Json<ApiKeyList>> {
     let caller = incoming.authorize().await?;
     let keys: ApiKeyList = incoming
@@ -68,6 +77,10 @@ pub async fn list(incoming: Incoming) -> Reply<Json<ApiKeyList>> {
     Ok(Json(keys))
 }
 
+/// Revokes a key of this issuer.
+#[utoipa::path(delete, path = "/v1/api_keys/{id}", tag = "api_keys",
+    params(("id" = ApiKeyId, Path, description = "The key's id")),
+    responses((status = 200, description = "The revoked key", body = ApiKeyInfo)))]
 pub async fn revoke(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<ApiKeyInfo>> {
     let caller = incoming.authorize().await?;
     let key_id = ApiKeyId::parse(&id)?;

@@ -16,17 +16,21 @@ use idm_core::text::{check_password, DisplayName};
 use idm_core::{ApiError, Email};
 use serde::Deserialize;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignUpBody {
+    #[schema(format = Email)]
     email: String,
+    #[schema(value_type = String, min_length = 8, max_length = 256)]
     password: SecretText,
+    #[schema(max_length = 200)]
     name: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignInBody {
+    #[schema(format = Email)]
     email: String,
     password: SecretText,
 }
@@ -75,6 +79,9 @@ pub(super) fn session_response(
     )
 }
 
+/// Signs a new user up and in.
+#[utoipa::path(post, path = "/v1/client/sign_up", tag = "client", request_body = SignUpBody,
+    responses((status = 201, description = "The user and the session", body = Authenticated, headers(("Set-Cookie" = String, description = "The session cookie `__Host-idm_session`")))))]
 pub async fn sign_up(
     incoming: Incoming,
     request: Result<Json<SignUpBody>, JsonRejection>,
@@ -106,6 +113,9 @@ pub async fn sign_up(
     ))
 }
 
+/// Password sign-in; `401 mfa_required` carries an `mfa_token` for `/v1/client/mfa/verify`.
+#[utoipa::path(post, path = "/v1/client/sign_in", tag = "client", request_body = SignInBody,
+    responses((status = 200, description = "The user and the session", body = Authenticated, headers(("Set-Cookie" = String, description = "The session cookie `__Host-idm_session`")))))]
 pub async fn sign_in(
     incoming: Incoming,
     request: Result<Json<SignInBody>, JsonRejection>,
@@ -132,6 +142,9 @@ pub async fn sign_in(
     Ok(session_response(&incoming.app, StatusCode::OK, signed_in))
 }
 
+/// The signed-in user.
+#[utoipa::path(get, path = "/v1/client/me", tag = "client",
+    responses((status = 200, description = "The user", body = User)))]
 pub async fn me(incoming: Incoming) -> Reply<Json<User>> {
     let caller = incoming.authorize().await?;
     let session = incoming.session(&caller).await?;
@@ -150,13 +163,15 @@ pub async fn me(incoming: Incoming) -> Reply<Json<User>> {
     Ok(Json(found))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshBody {
     refresh_token: SecretText,
 }
 
 /// Rotates the refresh token: the presented one is consumed, a new pair comes back.
+#[utoipa::path(post, path = "/v1/client/token/refresh", tag = "client", request_body = RefreshBody,
+    responses((status = 200, description = "The new session token and refresh token", body = session::IssuedSession, headers(("Set-Cookie" = String, description = "The session cookie `__Host-idm_session`")))))]
 pub async fn refresh(
     incoming: Incoming,
     request: Result<Json<RefreshBody>, JsonRejection>,
@@ -190,6 +205,17 @@ pub async fn refresh(
     ))
 }
 
+/// The answer to a sign-out.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SignedOut {
+    revoked: bool,
+    session_id: idm_core::SessionId,
+}
+
+/// Revokes the caller's session and clears the cookie.
+#[utoipa::path(post, path = "/v1/client/sign_out", tag = "client",
+    responses((status = 200, description = "The session is revoked", body = SignedOut,
+        headers(("Set-Cookie" = String, description = "Clears the session cookie")))))]
 pub async fn sign_out(incoming: Incoming) -> Reply<Response> {
     let caller = incoming.authorize().await?;
     let claims = incoming.session(&caller).await?;
@@ -207,11 +233,17 @@ pub async fn sign_out(incoming: Incoming) -> Reply<Response> {
     Ok(with_session_cookie(
         &incoming.app,
         StatusCode::OK,
-        serde_json::json!({ "revoked": true, "session_id": revoked.id }),
+        SignedOut {
+            revoked: true,
+            session_id: revoked.id,
+        },
         None,
     ))
 }
 
+/// The signed-in user's sessions.
+#[utoipa::path(get, path = "/v1/client/sessions", tag = "client",
+    responses((status = 200, description = "The sessions", body = session::SessionList)))]
 pub async fn my_sessions(incoming: Incoming) -> Reply<Json<session::SessionList>> {
     let caller = incoming.authorize().await?;
     let claims = incoming.session(&caller).await?;

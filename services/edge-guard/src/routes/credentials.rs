@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::access::Incoming;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepUpBody {
     pub current_password: Option<SecretText>,
@@ -59,7 +59,17 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(bytes: &Bytes) -> Res
         .map_err(|e| ApiError::invalid_request(format!("the body is not valid JSON: {e}")))
 }
 
-pub async fn remove_totp(incoming: Incoming, raw: Bytes) -> Reply<Json<serde_json::Value>> {
+/// The answer to removing TOTP.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct MfaRemoved {
+    mfa_enabled: bool,
+}
+
+/// Removes TOTP (with a step-up proof in the body).
+#[utoipa::path(delete, path = "/v1/client/mfa/totp", tag = "client",
+    request_body(content = Option<StepUpBody>, description = "One step-up proof"),
+    responses((status = 200, description = "TOTP is off", body = MfaRemoved)))]
+pub async fn remove_totp(incoming: Incoming, raw: Bytes) -> Reply<Json<MfaRemoved>> {
     let session = session_user(&incoming).await?;
     let step_up = optional_body::<StepUpBody>(&raw)?.checked()?;
     let _: Done = incoming
@@ -67,9 +77,13 @@ pub async fn remove_totp(incoming: Incoming, raw: Bytes) -> Reply<Json<serde_jso
         .bus
         .call("auth", auth::DISABLE_TOTP, &SteppedUp { session, step_up })
         .await?;
-    Ok(Json(serde_json::json!({ "mfa_enabled": false })))
+    Ok(Json(MfaRemoved { mfa_enabled: false }))
 }
 
+/// New backup codes (with a step-up proof); the old ones stop working.
+#[utoipa::path(post, path = "/v1/client/mfa/backup_codes", tag = "client",
+    request_body(content = Option<StepUpBody>, description = "One step-up proof"),
+    responses((status = 200, description = "The new codes, shown once", body = BackupCodes)))]
 pub async fn regenerate_backup_codes(incoming: Incoming, raw: Bytes) -> Reply<Json<BackupCodes>> {
     let session = session_user(&incoming).await?;
     let step_up = optional_body::<StepUpBody>(&raw)?.checked()?;
@@ -86,9 +100,10 @@ pub async fn regenerate_backup_codes(incoming: Incoming, raw: Bytes) -> Reply<Js
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordBody {
+    #[schema(value_type = String, min_length = 8, max_length = 256)]
     new_password: SecretText,
     current_password: Option<SecretText>,
     totp_code: Option<SecretText>,
@@ -96,6 +111,9 @@ pub struct PasswordBody {
     email_code: Option<SecretText>,
 }
 
+/// Changes the password (with a step-up proof); other sessions end.
+#[utoipa::path(post, path = "/v1/client/password", tag = "client", request_body = PasswordBody,
+    responses((status = 200, description = "Changed", body = PasswordChanged)))]
 pub async fn change_password(
     incoming: Incoming,
     request: Result<Json<PasswordBody>, JsonRejection>,

@@ -10,6 +10,9 @@ use idm_core::text::DisplayName;
 use idm_core::{AllowedOrigin, ApiError, IssuerPolicy, KeyMode};
 use serde::Deserialize;
 
+/// The key's issuer.
+#[utoipa::path(get, path = "/v1/issuer", tag = "issuers",
+    responses((status = 200, description = "The issuer", body = Issuer)))]
 pub async fn get_issuer(incoming: Incoming) -> Reply<Json<Issuer>> {
     let caller = incoming.authorize().await?;
     let issuer: Issuer = incoming
@@ -26,13 +29,20 @@ pub async fn get_issuer(incoming: Incoming) -> Reply<Json<Issuer>> {
     Ok(Json(issuer))
 }
 
-#[derive(Deserialize)]
+/// The fields to change; a policy patch changes only the fields it names.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerPatch {
+    #[schema(value_type = Option<Vec<AllowedOrigin>>)]
     allowed_origins: Option<Vec<String>>,
+    /// Any fields of `IssuerPolicy`.
+    #[schema(value_type = Option<Object>)]
     policy: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// Changes the issuer's allowed origins and policy.
+#[utoipa::path(patch, path = "/v1/issuer", tag = "issuers", request_body = IssuerPatch,
+    responses((status = 200, description = "The issuer as changed", body = Issuer)))]
 pub async fn update_issuer(
     incoming: Incoming,
     patch: Result<Json<IssuerPatch>, JsonRejection>,
@@ -75,13 +85,19 @@ pub async fn update_issuer(
     Ok(Json(issuer))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewIssuer {
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
+    /// `live` or `test`; the calling key's mode when absent.
+    #[schema(value_type = Option<KeyMode>)]
     mode: Option<String>,
 }
 
+/// Another issuer in the same account, with its first secret key (shown once).
+#[utoipa::path(post, path = "/v1/issuers", tag = "issuers", request_body = NewIssuer,
+    responses((status = 201, description = "The issuer and its first secret key", body = CreatedIssuer)))]
 pub async fn create_issuer(
     incoming: Incoming,
     new: Result<Json<NewIssuer>, JsonRejection>,

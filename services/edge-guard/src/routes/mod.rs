@@ -24,22 +24,50 @@ use idm_core::{ApiError, ErrorCode, Scope};
 use idm_telemetry::http::HttpError;
 use std::sync::Arc;
 
-/// One public route: method, path, who may call it, and its handler.
+/// One public route: method, path, who may call it, its handler, and what
+/// the OpenAPI document says of it (`crate::openapi` builds the document from
+/// this table, so a route cannot be served without being described).
 pub struct Route {
     pub method: Method,
     pub path: &'static str,
     pub access: Access,
+    /// Whether the route acts on the caller's own session (a session token in
+    /// `Authorization: Bearer` next to `Idm-Api-Key`, or the session cookie).
+    pub session: bool,
+    /// Error codes the route answers beyond those every route of its access
+    /// class answers (`openapi::common_errors`).
+    pub errors: &'static [ErrorCode],
     handler: fn() -> MethodRouter<Arc<App>>,
+    /// The handler's `#[utoipa::path]` description: its schemas and operation.
+    pub(crate) doc: fn() -> RouteDoc,
 }
 
-/// `route!(METHOD "/path", access, handler)`: one line of the table.
+/// What `utoipa_axum::routes!` gives for one handler, less its router.
+pub(crate) type RouteDoc = (
+    Vec<(
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    )>,
+    utoipa::openapi::path::Paths,
+);
+
+/// `route!(METHOD "/path", access, module::handler [, session: true] [, errors: [Code, ...]])`:
+/// one line of the table.
 macro_rules! route {
-    ($method:ident $path:literal, $access:expr, $handler:path) => {
+    ($method:ident $path:literal, $access:expr, $module:ident :: $handler:ident
+        $(, session: $session:literal)? $(, errors: [$($code:ident),* $(,)?])?) => {
         Route {
             method: Method::$method,
             path: $path,
             access: $access,
-            handler: || on(MethodFilter::$method, $handler),
+            session: false $(|| $session)?,
+            errors: &[$($(ErrorCode::$code),*)?],
+            handler: || on(MethodFilter::$method, $module::$handler),
+            doc: || {
+                let (schemas, paths, _): (_, _, MethodRouter<Arc<App>>) =
+                    utoipa_axum::routes!($module::$handler);
+                (schemas, paths)
+            },
         }
     };
 }
@@ -58,47 +86,91 @@ use Resource::{ApiKeys, Issuers, Sessions, Users};
 /// table, covers every route there is. Adding a route is adding a line.
 pub static ROUTES: &[Route] = &[
     route!(GET "/v1/issuer", backend(Issuers, Read), issuer::get_issuer),
-    route!(PATCH "/v1/issuer", backend(Issuers, Manage), issuer::update_issuer),
-    route!(POST "/v1/issuers", backend(Issuers, Manage), issuer::create_issuer),
-    route!(POST "/v1/api_keys", backend(ApiKeys, Manage), api_keys::create),
+    route!(PATCH "/v1/issuer", backend(Issuers, Manage), issuer::update_issuer,
+        errors: [ValidationFailed, LimitAbovePlan]),
+    route!(POST "/v1/issuers", backend(Issuers, Manage), issuer::create_issuer,
+        errors: [ValidationFailed, LimitAbovePlan, PlanLimitReached]),
+    route!(POST "/v1/api_keys", backend(ApiKeys, Manage), api_keys::create,
+        errors: [ValidationFailed]),
     route!(GET "/v1/api_keys", backend(ApiKeys, Read), api_keys::list),
-    route!(DELETE "/v1/api_keys/{id}", backend(ApiKeys, Delete), api_keys::revoke),
-    route!(POST "/v1/users", backend(Users, Write), users::create),
-    route!(GET "/v1/users", backend(Users, Read), users::find_by_email),
-    route!(GET "/v1/users/{id}", backend(Users, Read), users::get),
-    route!(POST "/v1/sessions/verify", backend(Sessions, Read), sessions::verify),
-    route!(POST "/v1/sessions/{id}/revoke", backend(Sessions, Manage), sessions::revoke),
-    route!(GET "/v1/users/{id}/sessions", backend(Sessions, Read), sessions::list_for_user),
-    route!(POST "/v1/users/{id}/sessions/revoke_all", backend(Sessions, Manage), sessions::revoke_all),
+    route!(DELETE "/v1/api_keys/{id}", backend(ApiKeys, Delete), api_keys::revoke,
+        errors: [NotFound]),
+    route!(POST "/v1/users", backend(Users, Write), users::create,
+        errors: [ValidationFailed, InvalidEmail, DisposableEmail, WeakPassword, Conflict,
+            ResidencyViolation, RegionUnavailable]),
+    route!(GET "/v1/users", backend(Users, Read), users::find_by_email,
+        errors: [ValidationFailed, InvalidEmail, DisposableEmail, NotFound]),
+    route!(GET "/v1/users/{id}", backend(Users, Read), users::get, errors: [NotFound]),
+    route!(POST "/v1/sessions/verify", backend(Sessions, Read), sessions::verify,
+        errors: [SessionInvalid, SessionRevoked, SessionCompromised]),
+    route!(POST "/v1/sessions/{id}/revoke", backend(Sessions, Manage), sessions::revoke,
+        errors: [NotFound]),
+    route!(GET "/v1/users/{id}/sessions", backend(Sessions, Read), sessions::list_for_user,
+        errors: [NotFound]),
+    route!(POST "/v1/users/{id}/sessions/revoke_all", backend(Sessions, Manage), sessions::revoke_all,
+        errors: [NotFound]),
     route!(POST "/v1/session_keys/rotate", backend(Sessions, Manage), sessions::rotate_signing_key),
     route!(POST "/v1/session_keys/revoke", backend(Sessions, Manage), sessions::revoke_signing_keys),
-    route!(POST "/v1/users/{id}/personal_tokens", backend(Users, Manage), personal_tokens::create),
-    route!(GET "/v1/users/{id}/personal_tokens", backend(Users, Read), personal_tokens::list),
-    route!(DELETE "/v1/users/{id}/personal_tokens/{token_id}", backend(Users, Manage), personal_tokens::revoke),
-    route!(POST "/v1/personal_tokens/verify", backend(Users, Read), personal_tokens::verify),
-    route!(POST "/v1/users/{id}/factors/unlock", backend(Users, Manage), users::unlock_factors),
-    route!(POST "/v1/client/sign_up", Client, client::sign_up),
-    route!(POST "/v1/client/sign_in", Client, client::sign_in),
-    route!(GET "/v1/client/me", Client, client::me),
-    route!(POST "/v1/client/token/refresh", Client, client::refresh),
-    route!(POST "/v1/client/sign_out", Client, client::sign_out),
-    route!(GET "/v1/client/sessions", Client, client::my_sessions),
-    route!(POST "/v1/client/magic_links", Client, passwordless::send_magic_link),
-    route!(POST "/v1/client/magic_links/verify", Client, passwordless::verify_magic_link),
-    route!(POST "/v1/client/email_codes", Client, passwordless::send_email_code),
-    route!(POST "/v1/client/email_codes/verify", Client, passwordless::verify_email_code),
-    route!(POST "/v1/client/mfa/totp", Client, passwordless::enroll_totp),
-    route!(DELETE "/v1/client/mfa/totp", Client, credentials::remove_totp),
-    route!(POST "/v1/client/mfa/backup_codes", Client, credentials::regenerate_backup_codes),
-    route!(POST "/v1/client/password", Client, credentials::change_password),
-    route!(POST "/v1/client/mfa/totp/confirm", Client, passwordless::confirm_totp),
-    route!(POST "/v1/client/mfa/verify", Client, passwordless::verify_mfa),
-    route!(POST "/v1/verifications", Verification, verifications::start),
-    route!(POST "/v1/verifications/check", Verification, verifications::check),
+    route!(POST "/v1/users/{id}/personal_tokens", backend(Users, Manage), personal_tokens::create,
+        errors: [NotFound, ValidationFailed]),
+    route!(GET "/v1/users/{id}/personal_tokens", backend(Users, Read), personal_tokens::list,
+        errors: [NotFound]),
+    route!(DELETE "/v1/users/{id}/personal_tokens/{token_id}", backend(Users, Manage), personal_tokens::revoke,
+        errors: [NotFound]),
+    route!(POST "/v1/personal_tokens/verify", backend(Users, Read), personal_tokens::verify,
+        errors: [Unauthenticated, NotFound]),
+    route!(POST "/v1/users/{id}/factors/unlock", backend(Users, Manage), users::unlock_factors,
+        errors: [NotFound]),
+    route!(POST "/v1/client/sign_up", Client, client::sign_up,
+        errors: [ValidationFailed, InvalidEmail, DisposableEmail, WeakPassword, Conflict,
+            ResidencyViolation, RegionUnavailable]),
+    route!(POST "/v1/client/sign_in", Client, client::sign_in,
+        errors: [InvalidCredentials, MfaRequired, ValidationFailed, TooManyAttempts, FactorLocked,
+            RegionUnavailable]),
+    route!(GET "/v1/client/me", Client, client::me, session: true, errors: [NotFound]),
+    route!(POST "/v1/client/token/refresh", Client, client::refresh,
+        errors: [SessionInvalid, SessionRevoked, SessionCompromised, RefreshTokenReused,
+            RegionUnavailable]),
+    route!(POST "/v1/client/sign_out", Client, client::sign_out, session: true, errors: [NotFound]),
+    route!(GET "/v1/client/sessions", Client, client::my_sessions, session: true),
+    route!(POST "/v1/client/magic_links", Client, passwordless::send_magic_link,
+        errors: [ValidationFailed, InvalidEmail, DisposableEmail, TooManyAttempts, QuotaExceeded]),
+    route!(POST "/v1/client/magic_links/verify", Client, passwordless::verify_magic_link,
+        errors: [CodeInvalid, CodeExpired, TooManyAttempts, ResidencyViolation, RegionUnavailable]),
+    route!(POST "/v1/client/email_codes", Client, passwordless::send_email_code,
+        errors: [ValidationFailed, InvalidEmail, DisposableEmail, TooManyAttempts, QuotaExceeded]),
+    route!(POST "/v1/client/email_codes/verify", Client, passwordless::verify_email_code,
+        errors: [InvalidEmail, DisposableEmail, CodeInvalid, CodeExpired, TooManyAttempts,
+            FactorLocked, ResidencyViolation, RegionUnavailable]),
+    route!(POST "/v1/client/mfa/totp", Client, passwordless::enroll_totp, session: true,
+        errors: [Conflict]),
+    route!(DELETE "/v1/client/mfa/totp", Client, credentials::remove_totp, session: true,
+        errors: [StepUpRequired, InvalidCredentials, CodeInvalid, ValidationFailed, FactorLocked,
+            Conflict]),
+    route!(POST "/v1/client/mfa/backup_codes", Client, credentials::regenerate_backup_codes, session: true,
+        errors: [StepUpRequired, InvalidCredentials, CodeInvalid, ValidationFailed, FactorLocked,
+            Conflict]),
+    route!(POST "/v1/client/password", Client, credentials::change_password, session: true,
+        errors: [StepUpRequired, InvalidCredentials, CodeInvalid, ValidationFailed, WeakPassword,
+            FactorLocked]),
+    route!(POST "/v1/client/mfa/totp/confirm", Client, passwordless::confirm_totp, session: true,
+        errors: [CodeInvalid, StepUpRequired, InvalidCredentials, ValidationFailed, FactorLocked,
+            Conflict]),
+    route!(POST "/v1/client/mfa/verify", Client, passwordless::verify_mfa,
+        errors: [SessionInvalid, CodeInvalid, ValidationFailed, TooManyAttempts, FactorLocked,
+            InvalidCredentials]),
+    route!(POST "/v1/verifications", Verification, verifications::start,
+        errors: [ValidationFailed, InvalidEmail, DisposableEmail, TooManyAttempts, QuotaExceeded]),
+    route!(POST "/v1/verifications/check", Verification, verifications::check,
+        errors: [InvalidEmail, CodeInvalid, CodeExpired, TooManyAttempts]),
 ];
 
 pub fn router(app: Arc<App>) -> Router {
-    routes().with_state(app)
+    routes()
+        .route("/openapi.json", axum::routing::get(crate::openapi::serve))
+        .with_state(Arc::clone(&app))
+        // For the idempotency layer, which runs before the handler's state.
+        .layer(Extension(app))
 }
 
 /// The table mounted, each route carrying its access class for `authorize`.
@@ -106,7 +178,11 @@ fn routes() -> Router<Arc<App>> {
     ROUTES
         .iter()
         .fold(Router::new(), |router, route| {
-            router.route(route.path, (route.handler)().layer(Extension(route.access)))
+            let mut handler = (route.handler)();
+            if crate::idempotency::applies(&route.method, route.path) {
+                handler = handler.layer(axum::middleware::from_fn(crate::idempotency::layer));
+            }
+            router.route(route.path, handler.layer(Extension(route.access)))
         })
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

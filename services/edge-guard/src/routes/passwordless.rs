@@ -25,25 +25,32 @@ pub(super) fn too_long(secret: &SecretText, max: usize) -> Result<(), ApiError> 
     }
 }
 
-type Accepted = Reply<(StatusCode, Json<serde_json::Value>)>;
+type Accepted = Reply<(StatusCode, Json<Sent>)>;
+
+/// The answer to a send: the same whether or not the address has an account.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Sent {
+    sent: bool,
+}
 
 /// Hands a send to auth and answers `202`: the same answer whether or not the
 /// address has an account, so sending never reveals who is registered.
 async fn accepted(incoming: &Incoming, op: &str, call: &impl serde::Serialize) -> Accepted {
     let _: idm_core::proto::Done = incoming.app.bus.call("auth", op, call).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "sent": true })),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(Sent { sent: true })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MagicLinkRequest {
+    #[schema(format = Email)]
     email: String,
     redirect_url: String,
 }
 
+/// Mails a sign-in link that leads to `redirect_url` (an allowed origin).
+#[utoipa::path(post, path = "/v1/client/magic_links", tag = "client", request_body = MagicLinkRequest,
+    responses((status = 202, description = "Sent (the same answer for unknown addresses)", body = Sent)))]
 pub async fn send_magic_link(
     incoming: Incoming,
     request: Result<Json<MagicLinkRequest>, JsonRejection>,
@@ -69,12 +76,15 @@ pub async fn send_magic_link(
     accepted(&incoming, auth::SEND_MAGIC_LINK, &call).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CodeOnly {
     code: SecretText,
 }
 
+/// Exchanges a magic link's code for a session.
+#[utoipa::path(post, path = "/v1/client/magic_links/verify", tag = "client", request_body = CodeOnly,
+    responses((status = 200, description = "The user and the session", body = Authenticated, headers(("Set-Cookie" = String, description = "The session cookie `__Host-idm_session`")))))]
 pub async fn verify_magic_link(
     incoming: Incoming,
     request: Result<Json<CodeOnly>, JsonRejection>,
@@ -95,12 +105,16 @@ pub async fn verify_magic_link(
     Ok(session_response(&incoming.app, StatusCode::OK, signed_in))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailOnly {
+    #[schema(format = Email)]
     email: String,
 }
 
+/// Mails a one-time sign-in code.
+#[utoipa::path(post, path = "/v1/client/email_codes", tag = "client", request_body = EmailOnly,
+    responses((status = 202, description = "Sent (the same answer for unknown addresses)", body = Sent)))]
 pub async fn send_email_code(
     incoming: Incoming,
     request: Result<Json<EmailOnly>, JsonRejection>,
@@ -119,13 +133,17 @@ pub async fn send_email_code(
     accepted(&incoming, auth::SEND_EMAIL_CODE, &call).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailAndCode {
+    #[schema(format = Email)]
     email: String,
     code: SecretText,
 }
 
+/// Exchanges an emailed code for a session.
+#[utoipa::path(post, path = "/v1/client/email_codes/verify", tag = "client", request_body = EmailAndCode,
+    responses((status = 200, description = "The user and the session", body = Authenticated, headers(("Set-Cookie" = String, description = "The session cookie `__Host-idm_session`")))))]
 pub async fn verify_email_code(
     incoming: Incoming,
     request: Result<Json<EmailAndCode>, JsonRejection>,
@@ -162,6 +180,9 @@ pub(super) async fn session_user(incoming: &Incoming) -> Result<SessionUser, Api
     })
 }
 
+/// Starts TOTP enrollment: a secret to confirm with `/v1/client/mfa/totp/confirm`.
+#[utoipa::path(post, path = "/v1/client/mfa/totp", tag = "client",
+    responses((status = 200, description = "The secret, for the authenticator app", body = TotpEnrollment)))]
 pub async fn enroll_totp(incoming: Incoming) -> Reply<Json<TotpEnrollment>> {
     let session = session_user(&incoming).await?;
     Ok(Json(
@@ -175,7 +196,7 @@ pub async fn enroll_totp(incoming: Incoming) -> Reply<Json<TotpEnrollment>> {
 
 /// The new authenticator's code, plus a step-up proof when it replaces an
 /// enabled one (the fields of `credentials::StepUpBody`).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmTotpBody {
     code: SecretText,
@@ -185,6 +206,8 @@ pub struct ConfirmTotpBody {
     email_code: Option<SecretText>,
 }
 
+#[utoipa::path(post, path = "/v1/client/mfa/totp/confirm", tag = "client", request_body = ConfirmTotpBody,
+    responses((status = 200, description = "TOTP is on; the backup codes, shown once", body = BackupCodes)))]
 pub async fn confirm_totp(
     incoming: Incoming,
     request: Result<Json<ConfirmTotpBody>, JsonRejection>,
@@ -213,7 +236,7 @@ pub async fn confirm_totp(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MfaRequest {
     mfa_token: SecretText,
@@ -221,6 +244,9 @@ pub struct MfaRequest {
     backup_code: Option<SecretText>,
 }
 
+/// The second factor after `mfa_required`: a TOTP code or a backup code.
+#[utoipa::path(post, path = "/v1/client/mfa/verify", tag = "client", request_body = MfaRequest,
+    responses((status = 200, description = "The user and the session", body = Authenticated, headers(("Set-Cookie" = String, description = "The session cookie `__Host-idm_session`")))))]
 pub async fn verify_mfa(
     incoming: Incoming,
     request: Result<Json<MfaRequest>, JsonRejection>,

@@ -14,14 +14,21 @@ use idm_core::text::DisplayName;
 use idm_core::{ApiError, PersonalTokenId, UserId};
 use serde::Deserialize;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
+    /// The tenant's own scopes; in idmesh's namespace only what the key holds.
     scopes: Vec<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<String>,
 }
 
+/// A personal token for a user: the token text is in the answer once.
+#[utoipa::path(post, path = "/v1/users/{id}/personal_tokens", tag = "personal_tokens",
+    params(("id" = UserId, Path, description = "The user's id")), request_body = NewToken,
+    responses((status = 201, description = "The token, shown once", body = CreatedPersonalToken)))]
 pub async fn create(
     incoming: Incoming,
     Path(id): Path<String>,
@@ -53,6 +60,10 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+/// A user's personal tokens (never the token text).
+#[utoipa::path(get, path = "/v1/users/{id}/personal_tokens", tag = "personal_tokens",
+    params(("id" = UserId, Path, description = "The user's id")),
+    responses((status = 200, description = "The tokens", body = PersonalTokens)))]
 pub async fn list(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<PersonalTokens>> {
     let caller = incoming.authorize().await?;
     let request = GetUser {
@@ -68,6 +79,11 @@ pub async fn list(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<Pers
     ))
 }
 
+/// Revokes a personal token.
+#[utoipa::path(delete, path = "/v1/users/{id}/personal_tokens/{token_id}", tag = "personal_tokens",
+    params(("id" = UserId, Path, description = "The user's id"),
+        ("token_id" = PersonalTokenId, Path, description = "The token's id")),
+    responses((status = 200, description = "The revoked token", body = PersonalToken)))]
 pub async fn revoke(
     incoming: Incoming,
     Path((user, token)): Path<(String, String)>,
@@ -87,13 +103,16 @@ pub async fn revoke(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody {
     token: SecretText,
 }
 
 /// For tenant backends: whose token is this, and what may it do?
+#[utoipa::path(post, path = "/v1/personal_tokens/verify", tag = "personal_tokens",
+    request_body = VerifyBody,
+    responses((status = 200, description = "The token's owner and scopes", body = PersonalToken)))]
 pub async fn verify(
     incoming: Incoming,
     request: Result<Json<VerifyBody>, JsonRejection>,

@@ -10,22 +10,25 @@ use idm_core::Timestamp;
 use idm_core::{SessionId, UserId};
 use serde::{Deserialize, Serialize};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     session_token: SecretText,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct VerifiedSession {
     session_id: idm_core::SessionId,
     user_id: idm_core::UserId,
     region: idm_core::Region,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     expires_at: Timestamp,
 }
 
 /// For tenant backends: is this session token valid for my issuer?
+#[utoipa::path(post, path = "/v1/sessions/verify", tag = "sessions", request_body = VerifyRequest,
+    responses((status = 200, description = "The session is valid", body = VerifiedSession)))]
 pub async fn verify(
     incoming: Incoming,
     request: Result<Json<VerifyRequest>, JsonRejection>,
@@ -46,6 +49,10 @@ pub async fn verify(
     }))
 }
 
+/// A user's sessions.
+#[utoipa::path(get, path = "/v1/users/{id}/sessions", tag = "sessions",
+    params(("id" = UserId, Path, description = "The user's id")),
+    responses((status = 200, description = "The sessions", body = SessionList)))]
 pub async fn list_for_user(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<SessionList>> {
     let caller = incoming.authorize().await?;
     let user_id = UserId::parse(&id)?;
@@ -63,6 +70,10 @@ pub async fn list_for_user(incoming: Incoming, Path(id): Path<String>) -> Reply<
     ))
 }
 
+/// Revokes one session.
+#[utoipa::path(post, path = "/v1/sessions/{id}/revoke", tag = "sessions",
+    params(("id" = SessionId, Path, description = "The session's id")),
+    responses((status = 200, description = "The revoked session", body = SessionRecord)))]
 pub async fn revoke(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<SessionRecord>> {
     let caller = incoming.authorize().await?;
     let session_id = SessionId::parse(&id)?;
@@ -81,6 +92,10 @@ pub async fn revoke(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<Se
     ))
 }
 
+/// Revokes every session of a user.
+#[utoipa::path(post, path = "/v1/users/{id}/sessions/revoke_all", tag = "sessions",
+    params(("id" = UserId, Path, description = "The user's id")),
+    responses((status = 200, description = "The sessions revoked", body = session::Revoked)))]
 pub async fn revoke_all(
     incoming: Incoming,
     Path(id): Path<String>,
@@ -100,6 +115,9 @@ pub async fn revoke_all(
     ))
 }
 
+/// A new signing key for this issuer; earlier keys verify until their sessions end.
+#[utoipa::path(post, path = "/v1/session_keys/rotate", tag = "sessions",
+    responses((status = 200, description = "The new key's id", body = session::RotatedKey)))]
 pub async fn rotate_signing_key(incoming: Incoming) -> Reply<Json<session::RotatedKey>> {
     let caller = incoming.authorize().await?;
     let request = session::IssuerKeys {
@@ -116,6 +134,8 @@ pub async fn rotate_signing_key(incoming: Incoming) -> Reply<Json<session::Rotat
 
 /// Emergency: every earlier signing key of the caller's issuer stops
 /// verifying now, and every session of the issuer must sign in again.
+#[utoipa::path(post, path = "/v1/session_keys/revoke", tag = "sessions",
+    responses((status = 200, description = "The keys revoked", body = session::RevokedKeys)))]
 pub async fn revoke_signing_keys(incoming: Incoming) -> Reply<Json<session::RevokedKeys>> {
     let caller = incoming.authorize().await?;
     let request = session::RevokeKeys {

@@ -10,16 +10,27 @@ use idm_core::text::{check_password, parse_metadata, DisplayName};
 use idm_core::{ApiError, Region, UserId};
 use serde::Deserialize;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    #[schema(format = Email)]
     email: String,
+    #[schema(value_type = Option<String>, min_length = 8, max_length = 256)]
     password: Option<SecretText>,
+    #[schema(max_length = 200)]
     name: Option<String>,
+    /// Where to place the user; by default from the caller's country and
+    /// the issuer's policy.
+    #[schema(value_type = Option<Region>)]
     region: Option<String>,
+    /// Free-form JSON the tenant keeps with the user.
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Value>,
 }
 
+/// Creates a user in the issuer's store of the chosen region.
+#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = NewUser,
+    responses((status = 201, description = "The user", body = User)))]
 pub async fn create(
     incoming: Incoming,
     new: Result<Json<NewUser>, JsonRejection>,
@@ -54,6 +65,10 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+/// One user, with the region that holds it.
+#[utoipa::path(get, path = "/v1/users/{id}", tag = "users",
+    params(("id" = UserId, Path, description = "The user's id")),
+    responses((status = 200, description = "The user", body = User)))]
 pub async fn get(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<User>> {
     let caller = incoming.authorize().await?;
     let user_id = UserId::parse(&id)?;
@@ -72,12 +87,17 @@ pub async fn get(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<User>
     Ok(Json(found))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ByEmail {
+    /// The address to look up (required).
     email: Option<String>,
 }
 
+/// The user with this email address.
+#[utoipa::path(get, path = "/v1/users", tag = "users", params(ByEmail),
+    responses((status = 200, description = "The user", body = User)))]
 pub async fn find_by_email(
     incoming: Incoming,
     params: Result<Query<ByEmail>, QueryRejection>,
@@ -104,6 +124,9 @@ pub async fn find_by_email(
 
 /// The operator's recovery path: clears a user's factor locks and failure
 /// counts (TOTP, and email codes to the user's address).
+#[utoipa::path(post, path = "/v1/users/{id}/factors/unlock", tag = "users",
+    params(("id" = UserId, Path, description = "The user's id")),
+    responses((status = 200, description = "Whether anything was cleared", body = idm_core::proto::auth::Unlocked)))]
 pub async fn unlock_factors(
     incoming: Incoming,
     Path(id): Path<String>,

@@ -12,12 +12,16 @@ use idm_core::proto::SecretText;
 use idm_core::{ApiError, Email};
 use serde::Deserialize;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Start {
+    #[schema(format = Email)]
     email: String,
 }
 
+/// Sends a one-time code to the address; nothing about it is kept.
+#[utoipa::path(post, path = "/v1/verifications", tag = "verifications", request_body = Start,
+    responses((status = 202, description = "The code was sent", body = VerificationStarted)))]
 pub async fn start(
     incoming: Incoming,
     request: Result<Json<Start>, JsonRejection>,
@@ -43,16 +47,20 @@ pub async fn start(
     Ok((StatusCode::ACCEPTED, Json(started)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Check {
     id: String,
     /// The address the code was sent to, presented again: nothing stored
     /// holds it.
+    #[schema(format = Email)]
     email: String,
     code: SecretText,
 }
 
+/// Checks a code; success erases it and answers with a signed result.
+#[utoipa::path(post, path = "/v1/verifications/check", tag = "verifications", request_body = Check,
+    responses((status = 200, description = "The address is verified", body = VerificationResult)))]
 pub async fn check(
     incoming: Incoming,
     request: Result<Json<Check>, JsonRejection>,

@@ -2,13 +2,15 @@
 //! public port), guarded by `EDGE_OPERATOR_TOKEN`:
 //! - `GET /admin/v1/bans`: running bans on this replica;
 //! - `DELETE /admin/v1/bans/{ip}` (optionally `?issuer_id=`): lifts every ban
-//!   covering the address, on every replica and in Redis.
+//!   covering the address, on every replica and in Redis;
+//! - `GET /openapi.json`: their OpenAPI document (`docs/openapi-ops.json`),
+//!   built from `OPS_ROUTES` like the public one (`crate::openapi`).
 
 use crate::App;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::routing::{delete, get};
+use axum::routing::{get, on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use idm_core::{ApiError, ErrorCode, IssuerId};
 use idm_telemetry::http::HttpError;
@@ -17,11 +19,60 @@ use serde::Deserialize;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+/// One operator route: mounted and described from this table.
+pub(crate) struct OpsRoute {
+    pub method: http::Method,
+    pub path: &'static str,
+    /// Codes beyond the operator token's `unauthenticated` and `internal`.
+    pub errors: &'static [ErrorCode],
+    handler: fn() -> MethodRouter<Arc<App>>,
+    pub doc: fn() -> crate::routes::RouteDoc,
+}
+
+macro_rules! ops_route {
+    ($method:ident $path:literal, $handler:ident, [$($code:ident),*]) => {
+        OpsRoute {
+            method: http::Method::$method,
+            path: $path,
+            errors: &[$(ErrorCode::$code),*],
+            handler: || on(MethodFilter::$method, $handler),
+            doc: || {
+                let (schemas, paths, _): (_, _, MethodRouter<Arc<App>>) =
+                    utoipa_axum::routes!($handler);
+                (schemas, paths)
+            },
+        }
+    };
+}
+
+pub(crate) static OPS_ROUTES: &[OpsRoute] = &[
+    ops_route!(GET "/admin/v1/bans", list, []),
+    ops_route!(DELETE "/admin/v1/bans/{ip}", lift, [ValidationFailed, NotFound, InvalidRequest]),
+];
+
 pub(crate) fn routes(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/admin/v1/bans", get(list))
-        .route("/admin/v1/bans/{ip}", delete(lift))
+    OPS_ROUTES
+        .iter()
+        .fold(Router::new(), |router, route| {
+            router.route(route.path, (route.handler)())
+        })
+        .route("/openapi.json", get(crate::openapi::serve_ops))
         .with_state(app)
+}
+
+/// The bans running on this replica.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct BanList {
+    data: Vec<crate::waf::BanView>,
+}
+
+/// The answer to a lift.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Lifted {
+    #[schema(value_type = String)]
+    ip: IpAddr,
+    /// How many bans ended.
+    lifted: usize,
 }
 
 fn operator(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -54,26 +105,35 @@ fn operator(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-async fn list(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, HttpError> {
+/// Running bans on this replica.
+#[utoipa::path(get, path = "/admin/v1/bans", tag = "operator",
+    responses((status = 200, description = "The bans", body = BanList)))]
+async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<BanList>, HttpError> {
     operator(&app, &headers)?;
-    Ok(Json(serde_json::json!({ "data": app.waf.bans() })))
+    Ok(Json(BanList {
+        data: app.waf.bans(),
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct LiftQuery {
+    /// Only this issuer's bans (default: every issuer's).
+    #[param(value_type = Option<IssuerId>)]
     issuer_id: Option<String>,
 }
 
+/// Lifts every ban covering the address, on every replica and in Redis.
+#[utoipa::path(delete, path = "/admin/v1/bans/{ip}", tag = "operator",
+    params(("ip" = String, Path, description = "An IPv4 or IPv6 address"), LiftQuery),
+    responses((status = 200, description = "How many bans ended", body = Lifted)))]
 async fn lift(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(ip): Path<String>,
     query: Result<Query<LiftQuery>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, HttpError> {
+) -> Result<Json<Lifted>, HttpError> {
     operator(&app, &headers)?;
     let ip: IpAddr = ip
         .parse()
@@ -85,5 +145,5 @@ async fn lift(
         .map(IssuerId::parse)
         .transpose()?;
     let lifted = app.waf.lift(ip, issuer.as_ref()).await;
-    Ok(Json(serde_json::json!({ "ip": ip, "lifted": lifted })))
+    Ok(Json(Lifted { ip, lifted }))
 }

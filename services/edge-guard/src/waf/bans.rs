@@ -95,9 +95,11 @@ pub struct LiftNotice {
 }
 
 /// A ban as the operator listing shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BanView {
     pub issuer_id: IssuerId,
+    /// The banned network (`203.0.113.7/32`, `2001:db8::/64`).
+    #[schema(value_type = String)]
     pub network: IpNet,
     pub remaining_seconds: u64,
 }

@@ -147,15 +147,17 @@ pub(super) fn corrupt() -> DbError {
     DbError::BadIdentifier("stored id".into())
 }
 
+/// A stored user; a column that cannot be read (metadata that PostgreSQL
+/// accepted but serde_json cannot read back, say) is an error, not a panic.
 pub fn user_from_row(row: &Row, store: StoreInfo) -> Result<StoredUser, Error> {
     Ok(StoredUser {
-        id: UserId::parse(row.get(0)).map_err(|_| corrupt())?,
-        email: row.get(1),
-        email_verified: row.get(2),
-        name: row.get(3),
-        metadata: row.get(4),
-        mfa_enabled: row.get(5),
-        created_at: row.get(6),
+        id: UserId::parse(row.try_get(0).map_err(DbError::from)?).map_err(|_| corrupt())?,
+        email: row.try_get(1).map_err(DbError::from)?,
+        email_verified: row.try_get(2).map_err(DbError::from)?,
+        name: row.try_get(3).map_err(DbError::from)?,
+        metadata: row.try_get(4).map_err(DbError::from)?,
+        mfa_enabled: row.try_get(5).map_err(DbError::from)?,
+        created_at: row.try_get(6).map_err(DbError::from)?,
         store,
     })
 }
