@@ -12,6 +12,11 @@
 # are kept (--rotate makes new ones; restart every service then). The seeds
 # are mode 600 and owned by uid 10001, the services' user, because compose
 # bind-mounts each one, as it is, into its own service only.
+#
+# IDM_NATS_CLUSTER=3 also writes nats-server-{nats,nats-2,nats-3}.conf, the
+# nodes of ops/compose/cluster.yaml (routes on 6222 between them, with the
+# route password of cluster-route.secret; mode 600, read by the NATS
+# containers as root).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -21,6 +26,15 @@ if [[ $# -gt 0 && $1 != --* ]]; then
 	shift
 fi
 image=${IDM_IMAGE:-idmesh:local}
+cluster=()
+case ${IDM_NATS_CLUSTER:-1} in
+1) ;;
+3) cluster=(--cluster-node nats=nats:4222:6222 --cluster-node nats-2=nats-2:4222:6222 --cluster-node nats-3=nats-3:4222:6222) ;;
+*)
+	printf 'IDM_NATS_CLUSTER=%s: 1 (one server) or 3 (ops/compose/cluster.yaml)\n' "$IDM_NATS_CLUSTER" >&2
+	exit 2
+	;;
+esac
 docker=${IDM_DOCKER:-docker}
 
 mkdir -p "$dir"
@@ -33,5 +47,5 @@ dir=$(cd "$dir" && pwd)
 	idmctl nats-config --out /out --prefix "$PREFIX" --listen 0.0.0.0:4222 \
 		--jetstream-dir /data/jetstream "$@" >/dev/null
 	chown -R 10001:10001 /out/nkeys
-	chmod 0755 /out /out/nkeys' sh "$@"
+	chmod 0755 /out /out/nkeys' sh "${cluster[@]}" "$@"
 printf '==> %s: nats-server.conf and nkeys/<service>.nk\n' "$dir" >&2

@@ -35,12 +35,7 @@ impl Events {
             storage: jetstream::stream::StorageType::File,
             ..Default::default()
         };
-        js.get_or_create_stream(config)
-            .await
-            .map_err(|e| BusError::Subscribe {
-                subject: format!("{}.events.>", bus.prefix()),
-                reason: e.to_string(),
-            })?;
+        bus.ensure_stream(&js, config).await?;
         Ok(Self {
             js,
             prefix: bus.prefix().to_owned(),

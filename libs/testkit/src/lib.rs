@@ -107,6 +107,9 @@ pub struct Options {
     /// Serve the platform's NATS over TLS with these files (services get the
     /// CA and require TLS).
     pub nats_tls: Option<NatsTls>,
+    /// Run the platform's NATS as a cluster of this many nodes (streams
+    /// replicated on each) when 2 or more; one server by default.
+    pub nats_cluster_nodes: usize,
 }
 
 /// 127.0.0.1 and ::1: the test process itself, playing a reverse proxy.
@@ -138,6 +141,7 @@ impl Default for Options {
             edge_waf: idm_edge_guard::waf::WafConfig::default(),
             edge_trusted_proxies: Vec::new(),
             nats_tls: None,
+            nats_cluster_nodes: 1,
         }
     }
 }
@@ -176,6 +180,7 @@ pub struct Platform {
 fn basics(prefix: &str, nats: &NatsServer, identity: Identity) -> ServiceBasics {
     ServiceBasics {
         nats_url: nats.url.clone(),
+        nats_stream_replicas: nats.stream_replicas(),
         nats_auth: nats.auth(identity),
         subject_prefix: prefix.to_owned(),
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -203,7 +208,15 @@ impl Platform {
             create_database(&admin, name).await?;
         }
 
-        let nats = NatsServer::start(&prefix, options.nats_tls.clone()).await?;
+        let nats = if options.nats_cluster_nodes > 1 {
+            anyhow::ensure!(
+                options.nats_tls.is_none(),
+                "the test kit's NATS cluster runs without TLS"
+            );
+            NatsServer::start_cluster(&prefix, options.nats_cluster_nodes).await?
+        } else {
+            NatsServer::start(&prefix, options.nats_tls.clone()).await?
+        };
         let smtp = smtp::SmtpSink::start().await?;
         let clock = idm_core::clock::Clock::system();
         let shutdown = CancellationToken::new();

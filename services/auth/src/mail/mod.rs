@@ -47,18 +47,17 @@ impl MailQueue {
         let js = jetstream::new(bus.client().clone());
         let stream = idm_bus::Stream::Mail.name(bus.prefix());
         let subject = format!("{}.mail.outgoing", bus.prefix());
-        js.get_or_create_stream(jetstream::stream::Config {
-            name: stream.clone(),
-            subjects: vec![subject.clone()],
-            retention: jetstream::stream::RetentionPolicy::WorkQueue,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| BusError::Subscribe {
-            subject: subject.clone(),
-            reason: e.to_string(),
-        })?;
+        bus.ensure_stream(
+            &js,
+            jetstream::stream::Config {
+                name: stream.clone(),
+                subjects: vec![subject.clone()],
+                retention: jetstream::stream::RetentionPolicy::WorkQueue,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            },
+        )
+        .await?;
         Ok(Self {
             js,
             stream,
