@@ -8,6 +8,7 @@
 
 pub mod acl;
 mod context;
+pub mod durable;
 pub mod events;
 pub mod nats_config;
 mod server;
