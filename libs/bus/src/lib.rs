@@ -477,3 +477,25 @@ pub(crate) fn operation_label(subject: &str) -> String {
         .collect::<Vec<_>>()
         .join(".")
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn a_nats_url_is_one_server_or_a_comma_separated_cluster() {
+        let one = server_addrs("nats://127.0.0.1:4222").unwrap();
+        assert_eq!(one.len(), 1);
+        let three =
+            server_addrs("nats://nats-1:4222, nats://nats-2:4222,nats://nats-3:4222,").unwrap();
+        let hosts: Vec<&str> = three.iter().map(|a| a.host()).collect();
+        assert_eq!(hosts, ["nats-1", "nats-2", "nats-3"]);
+        assert!(server_addrs("").is_err());
+        assert!(server_addrs(" , ").is_err());
+        let bad = server_addrs("nats://ok:4222,http://[::1")
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("http://[::1"), "{bad}");
+    }
+}
