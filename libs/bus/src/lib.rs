@@ -8,6 +8,7 @@
 
 pub mod acl;
 mod context;
+pub mod deadline;
 pub mod durable;
 pub mod events;
 pub mod nats_config;
@@ -16,6 +17,7 @@ mod trace;
 
 pub use acl::{Identity, Served, Stream, Target};
 pub use context::{current as current_context, RequestContext};
+pub use deadline::{within_deadline, HEADER_DEADLINE};
 pub use events::Events;
 pub use server::{serve, Handlers};
 pub use trace::{outgoing_headers, remote_parent, traceparent_of};
@@ -397,11 +399,17 @@ impl Bus {
         })?;
         let mut headers = outgoing_headers();
         headers.insert(HEADER_CALLER, &*self.caller);
+        let (deadline, budget) = deadline::for_request(self.timeout);
+        if budget.is_zero() {
+            // The request being handled has already been given up on.
+            return Err(unavailable(&subject, "the caller's deadline has passed"));
+        }
+        headers.insert(HEADER_DEADLINE, deadline.to_string());
         let started = Instant::now();
         let sent = self
             .client
             .request_with_headers(subject.clone(), headers, payload.into());
-        let outcome = tokio::time::timeout(self.timeout, sent).await;
+        let outcome = tokio::time::timeout(budget, sent).await;
         let op = operation_label(&subject);
         let reply = match outcome {
             Err(_) => Err(unavailable(&subject, "timed out")),

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 pub use aead::MasterKey;
 pub use key_transport::KeyTransport;
-pub use password::{PasswordHasher, PasswordParams};
+pub use password::{HashSlot, PasswordHasher, PasswordParams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
@@ -25,6 +25,10 @@ pub enum CryptoError {
     Hashing(String),
     #[error("password worker pool is gone")]
     WorkerGone,
+    /// The tenant already holds its share of the hashing pool: shed, not
+    /// queued (`503 overloaded` with `Retry-After`).
+    #[error("the password hashing pool is busy; retry in {retry_after:?}")]
+    Overloaded { retry_after: std::time::Duration },
     #[error("a payload to sign could not be serialized: {0}")]
     Unserializable(String),
 }

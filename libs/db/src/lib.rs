@@ -64,12 +64,32 @@ pub struct Db {
 impl Db {
     /// A lazily-connecting pool; the first `get` opens the first connection.
     pub fn connect(url: &str, max_size: usize) -> Result<Self, DbError> {
+        Self::connect_with(url, max_size, RecyclingMethod::Fast)
+    }
+
+    /// As [`Db::connect`], for pools whose users change session settings
+    /// (the regional stores set an issuer's `search_path` on each handle):
+    /// every connection handed out again has first been through
+    /// `RESET ALL`, so no setting made for one issuer's request can reach
+    /// the next checkout, whoever takes it and whatever it forgets to set.
+    /// One round trip per checkout; see docs/DESIGN-NOTES.md ("search_path").
+    pub fn connect_session_resetting(url: &str, max_size: usize) -> Result<Self, DbError> {
+        Self::connect_with(
+            url,
+            max_size,
+            RecyclingMethod::Custom("RESET ALL".to_owned()),
+        )
+    }
+
+    fn connect_with(
+        url: &str,
+        max_size: usize,
+        recycling_method: RecyclingMethod,
+    ) -> Result<Self, DbError> {
         let (url, tls) = tls::split_url(url)?;
         let mut config =
             tokio_postgres::Config::from_str(&url).map_err(|e| DbError::Config(e.to_string()))?;
-        let manager_config = ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        };
+        let manager_config = ManagerConfig { recycling_method };
         let manager = match tls {
             tls::PgTls::Off => Manager::from_config(config, NoTls, manager_config),
             tls::PgTls::On { mode, root_cert } => {

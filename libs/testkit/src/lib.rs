@@ -107,9 +107,30 @@ pub struct Options {
     /// Serve the platform's NATS over TLS with these files (services get the
     /// CA and require TLS).
     pub nats_tls: Option<NatsTls>,
+    /// Each store's concurrent Argon2 computations (0: one per core). Tests
+    /// that load the stores give the other services a core of their own,
+    /// as separate machines would.
+    pub store_hash_workers: usize,
+    /// The plan of accounts the operator gave none ([`roomy_plan`] unless
+    /// a test says otherwise; tests of plans set one per account).
+    pub default_plan: idm_core::AccountPlan,
     /// Run the platform's NATS as a cluster of this many nodes (streams
     /// replicated on each) when 2 or more; one server by default.
     pub nats_cluster_nodes: usize,
+}
+
+/// A plan whose ceilings stay out of the way of tests about something else
+/// (the product's default plan is `AccountPlan::default()`): rate and
+/// recipient ceilings at the most a policy may ask, the default quotas.
+pub fn roomy_plan() -> idm_core::AccountPlan {
+    use idm_core::waf_policy::VelocityLimit;
+    idm_core::AccountPlan {
+        max_backend: VelocityLimit::new(10_000_000, 1),
+        max_client: VelocityLimit::new(10_000_000, 1),
+        max_verification: VelocityLimit::new(10_000_000, 1),
+        max_recipient: VelocityLimit::new(1_000_000, 1),
+        ..idm_core::AccountPlan::default()
+    }
 }
 
 /// 127.0.0.1 and ::1: the test process itself, playing a reverse proxy.
@@ -141,6 +162,8 @@ impl Default for Options {
             edge_waf: idm_edge_guard::waf::WafConfig::default(),
             edge_trusted_proxies: Vec::new(),
             nats_tls: None,
+            store_hash_workers: 0,
+            default_plan: roomy_plan(),
             nats_cluster_nodes: 1,
         }
     }
@@ -241,7 +264,9 @@ impl Platform {
                     database_url: SecretString::from(database_url(&region_dbs[region])),
                     pool_size: 4,
                     password: idm_crypto::PasswordParams::default(),
-                    max_parallel_hashes: 0,
+                    max_parallel_hashes: options.store_hash_workers,
+                    hash_queue: 0,
+                    db_queue: 0,
                 },
                 stop_for(format!("user-store-{region}")),
             )
@@ -283,6 +308,7 @@ impl Platform {
                 database_url: global_url.clone(),
                 pool_size: 4,
                 operator_token: SecretString::from(operator_token.clone()),
+                default_plan: options.default_plan.clone(),
             },
             stop_for("account".into()),
         )

@@ -40,14 +40,36 @@ pub async fn provision(db: &Db, issuer: &IssuerId) -> Result<(), Error> {
 }
 
 /// A connection bound to one issuer's schema. The only way to query users:
-/// queries never name an issuer, so they cannot mix issuers.
+/// queries never name an issuer, so they cannot mix issuers. It holds one
+/// of the issuer's fair share of connections, so an issuer flooding the
+/// store waits (or is refused) within its own share while the others get
+/// theirs.
 pub struct IssuerStore {
     pub(super) client: Client,
+    _share: idm_core::fair_share::Slot,
 }
 
 impl IssuerStore {
-    pub async fn open(db: &Db, issuer: &IssuerId) -> Result<Self, Error> {
-        let client = db.get().await?;
+    pub async fn open(state: &crate::State, issuer: &IssuerId) -> Result<Self, Error> {
+        // Waiting ends with the caller's deadline: nobody would read the answer.
+        let share = idm_bus::within_deadline(state.connections.enter(issuer.as_str()))
+            .await?
+            .map_err(|refused| {
+                metrics::counter!(idm_core::metric::STORE_SHED.name, "resource" => "db")
+                    .increment(1);
+                crate::error::overloaded(
+                    "the store is busy with this application's requests; retry shortly",
+                    refused.retry_after,
+                )
+            })?;
+        // The pool hands this connection out freshly reset (`RESET ALL`,
+        // `Db::connect_session_resetting`), so the path set here lasts
+        // exactly as long as this handle: whatever takes the connection
+        // next starts from the server's default, never from this issuer's
+        // schema. Set for the session rather than per transaction so a
+        // handle's statements need no BEGIN/COMMIT round trips of their own;
+        // see docs/DESIGN-NOTES.md ("search_path").
+        let client = state.db.get().await?;
         let schema = issuer.store_schema();
         // One round trip: set the search path only if the schema exists.
         let found = client
@@ -55,7 +77,10 @@ impl IssuerStore {
             .await
             .map_err(DbError::from)?;
         match found {
-            Some(_) => Ok(Self { client }),
+            Some(_) => Ok(Self {
+                client,
+                _share: share,
+            }),
             None => Err(ApiError::not_found("issuer").into()),
         }
     }
@@ -133,4 +158,193 @@ pub fn user_from_row(row: &Row, store: StoreInfo) -> Result<StoredUser, Error> {
         created_at: row.get(6),
         store,
     })
+}
+
+#[cfg(test)]
+mod search_path_tests {
+    //! A pooled connection never carries one issuer's `search_path` into
+    //! another issuer's request, or into any other use of the pool.
+    use super::*;
+    use idm_core::fair_share::FairShare;
+    use idm_crypto::{PasswordHasher, PasswordParams};
+
+    fn admin_url() -> String {
+        std::env::var("IDM_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    }
+
+    /// A fresh database (dropped at the end) and a pool of ONE connection
+    /// over it, so every handle below runs on the same connection.
+    struct OneConnectionStore {
+        admin: Db,
+        name: String,
+        state: crate::State,
+    }
+
+    impl OneConnectionStore {
+        async fn new(resetting: bool) -> anyhow::Result<Self> {
+            let admin = Db::connect(&admin_url(), 1)?;
+            let name = format!("idmt_{}_search_path", uuid_hex());
+            admin
+                .get()
+                .await?
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await?;
+            let url = match admin_url().rsplit_once('/') {
+                Some((base, _)) => format!("{base}/{name}"),
+                None => anyhow::bail!("IDM_TEST_PG_URL names no database"),
+            };
+            let db = if resetting {
+                Db::connect_session_resetting(&url, 1)?
+            } else {
+                Db::connect(&url, 1)?
+            };
+            let cheap = PasswordParams {
+                memory_kib: 8,
+                iterations: 1,
+                parallelism: 1,
+            };
+            Ok(Self {
+                admin,
+                name,
+                state: crate::State {
+                    region: idm_core::Region::Weur,
+                    db,
+                    hasher: PasswordHasher::new(cheap, 1)?,
+                    connections: FairShare::new(1, 8),
+                },
+            })
+        }
+
+        async fn drop_database(self) -> anyhow::Result<()> {
+            let Self { admin, name, state } = self;
+            drop(state);
+            admin
+                .get()
+                .await?
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await?;
+            Ok(())
+        }
+    }
+
+    /// The random tail of a UUIDv7 (its head is the clock, equal for tests
+    /// started in the same millisecond).
+    fn uuid_hex() -> String {
+        let id = idm_core::UserId::generate();
+        let body = id.body();
+        body[body.len() - 16..].to_owned()
+    }
+
+    async fn add_user(store: &IssuerStore, email: &str) -> anyhow::Result<UserId> {
+        let id = UserId::generate();
+        store
+            .insert_user(
+                &id,
+                &idm_core::Email::parse(email)?,
+                None,
+                &serde_json::json!({}),
+                None,
+            )
+            .await?;
+        Ok(id)
+    }
+
+    async fn search_path(db: &Db) -> anyhow::Result<String> {
+        Ok(db
+            .get()
+            .await?
+            .query_one("SHOW search_path", &[])
+            .await?
+            .get(0))
+    }
+
+    #[tokio::test]
+    async fn issuers_interleaved_on_one_pooled_connection_never_see_each_other(
+    ) -> anyhow::Result<()> {
+        let store = OneConnectionStore::new(true).await?;
+        let result = async {
+            let (a, b) = (IssuerId::generate(), IssuerId::generate());
+            provision(&store.state.db, &a).await?;
+            provision(&store.state.db, &b).await?;
+            let default_path = search_path(&store.state.db).await?;
+
+            let alice = add_user(
+                &IssuerStore::open(&store.state, &a).await?,
+                "alice@example.com",
+            )
+            .await?;
+            // The connection that just served issuer A comes back reset.
+            assert_eq!(search_path(&store.state.db).await?, default_path);
+            let bob = add_user(
+                &IssuerStore::open(&store.state, &b).await?,
+                "bob@example.com",
+            )
+            .await?;
+            {
+                let as_a = IssuerStore::open(&store.state, &a).await?;
+                assert!(as_a.user(&alice).await?.is_some());
+                assert!(as_a.user(&bob).await?.is_none(), "A read B's user");
+            }
+            {
+                let as_b = IssuerStore::open(&store.state, &b).await?;
+                assert!(as_b.user(&bob).await?.is_some());
+                assert!(as_b.user(&alice).await?.is_none(), "B read A's user");
+            }
+            // A handle for an issuer with no schema here is refused, and
+            // what it leaves behind is the default path, not B's.
+            assert!(IssuerStore::open(&store.state, &IssuerId::generate())
+                .await
+                .is_err());
+            let plain = store.state.db.get().await?;
+            assert_eq!(
+                plain
+                    .query_one("SHOW search_path", &[])
+                    .await?
+                    .get::<_, String>(0),
+                default_path
+            );
+            // Unqualified, the other issuers' tables are out of reach.
+            let err = plain.query("SELECT id FROM users", &[]).await;
+            assert!(
+                err.is_err(),
+                "a plain checkout reached an issuer's users table"
+            );
+            anyhow::Ok(())
+        }
+        .await;
+        store.drop_database().await?;
+        result
+    }
+
+    /// The control: on a pool that does not reset (what the store used
+    /// before), the next checkout inherits the last issuer's schema and an
+    /// unqualified query reads that issuer's users. This is the leak the
+    /// resetting pool closes.
+    #[tokio::test]
+    async fn without_the_reset_the_next_checkout_inherits_the_last_issuer() -> anyhow::Result<()> {
+        let store = OneConnectionStore::new(false).await?;
+        let result = async {
+            let a = IssuerId::generate();
+            provision(&store.state.db, &a).await?;
+            add_user(
+                &IssuerStore::open(&store.state, &a).await?,
+                "alice@example.com",
+            )
+            .await?;
+            assert_eq!(search_path(&store.state.db).await?, a.store_schema());
+            let leaked = store
+                .state
+                .db
+                .get()
+                .await?
+                .query("SELECT id FROM users", &[])
+                .await?;
+            assert_eq!(leaked.len(), 1);
+            anyhow::Ok(())
+        }
+        .await;
+        store.drop_database().await?;
+        result
+    }
 }
