@@ -24,8 +24,8 @@ const BUDGET: Duration = Duration::from_millis(4_000);
 pub struct PublishFailed(String);
 
 /// Publishes `payload` to `subject` and waits for the stream's ack,
-/// retrying (with back-off, within a budget of 4 s) while the stream cannot
-/// answer: no ack in time, no responder, a connection being re-established.
+/// retrying (with back-off, within a budget of 4 s or the current request's
+/// deadline, whichever comes first) while the stream cannot answer: no ack in time, no responder, a connection being re-established.
 /// `headers` must carry a `Nats-Msg-Id` for the retries to be idempotent.
 pub async fn publish_acked(
     js: &async_nats::jetstream::Context,
@@ -34,10 +34,16 @@ pub async fn publish_acked(
     payload: Bytes,
 ) -> Result<PublishAck, PublishFailed> {
     let started = Instant::now();
+    // Retries stop at the current request's deadline when it comes first
+    // (its caller would not read the answer); one full attempt is always
+    // made, as the message records something that already happened.
+    let budget = crate::deadline::remaining()
+        .map_or(BUDGET, |left| BUDGET.min(left))
+        .max(ATTEMPT);
     let mut pause = Duration::from_millis(100);
     let mut attempt = 1u32;
     loop {
-        let left = BUDGET.saturating_sub(started.elapsed());
+        let left = budget.saturating_sub(started.elapsed());
         let outcome = tokio::time::timeout(ATTEMPT.min(left), async {
             js.publish_with_headers(subject.clone(), headers.clone(), payload.clone())
                 .await?
@@ -61,7 +67,7 @@ pub async fn publish_acked(
             },
             Err(_) => "no ack in time".to_owned(),
         };
-        if started.elapsed() + pause >= BUDGET {
+        if started.elapsed() + pause >= budget {
             return Err(PublishFailed(format!("{error} (after {attempt} attempts)")));
         }
         tracing::debug!(%subject, attempt, error = %error, "stream did not store the message; retrying");
