@@ -71,6 +71,14 @@ if command -v docker-compose >/dev/null 2>&1; then
 	else
 		failed+=("compose.yaml")
 	fi
+	# The three-node NATS override (ops/compose/cluster.yaml): valid, and every
+	# idmesh service gets the three URLs.
+	if docker-compose --file compose.yaml --file ops/compose/cluster.yaml --env-file "$WORK/env" config >"$WORK/cluster.yaml" &&
+		[[ $(grep -c 'IDM_NATS_URL: nats://nats:4222,nats://nats-2:4222,nats://nats-3:4222' "$WORK/cluster.yaml") == 15 ]]; then
+		echo "ok     ops/compose/cluster.yaml (three NATS nodes; 15 services on all three)"
+	else
+		failed+=("ops/compose/cluster.yaml")
+	fi
 	# gen-env.sh: every secret compose needs, mode 600, and a second run
 	# changes nothing (the keys seal data; a new one would orphan it).
 	bash ops/compose/gen-env.sh "$WORK/gen.env" 2>/dev/null

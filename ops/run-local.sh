@@ -11,6 +11,9 @@
 # NATS server config and one nkey seed per service), logs/, pids/.
 # The platform gets its own authenticated nats-server on 127.0.0.1:4223
 # (IDM_LOCAL_NATS_PORT); the machine's NATS on 4222 is not used.
+# IDM_NATS_CLUSTER=3 starts a three-node NATS cluster instead (clients on
+# 4223-4225, routes on 6223-6225: IDM_LOCAL_NATS_ROUTE_PORT), with streams
+# kept on every node (IDM_NATS_STREAM_REPLICAS=3). See docs/MESSAGING.md.
 # See docs/OPERATIONS.md.
 set -euo pipefail
 
@@ -28,6 +31,9 @@ NATS_DIR=$STATE/nats
 NATS_CONF=$NATS_DIR/nats-server.conf
 LOCAL_NATS_PORT=${IDM_LOCAL_NATS_PORT:-4223}
 LOCAL_NATS_URL=nats://127.0.0.1:$LOCAL_NATS_PORT
+NATS_CLUSTER=${IDM_NATS_CLUSTER:-1}
+LOCAL_NATS_ROUTE_PORT=${IDM_LOCAL_NATS_ROUTE_PORT:-6223}
+NATS_NODES=(nats-server) # pid names of this run's nats-servers (start_nats)
 
 REGIONS=(wnam enam sam weur eeur apac oc afr)
 EDGE=http://127.0.0.1:8080
@@ -57,7 +63,7 @@ is_ours() {
 	args=$(tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null) || return 1
 	argv0=$(head -n 1 <<<"$args")
 	[[ ${argv0##*/} == idm-* ]] && return 0
-	[[ ${argv0##*/} == nats-server ]] && grep -qxF "$NATS_CONF" <<<"$args"
+	[[ ${argv0##*/} == nats-server ]] && grep -qxE "$NATS_DIR/nats-server(-n[0-9]+)?\.conf" <<<"$args"
 }
 
 # SIGTERM the given pids, wait up to STOP_TIMEOUT s, then SIGKILL the rest.
@@ -280,27 +286,57 @@ load_secrets() {
 # libs/bus/src/acl.rs) and one seed per service, regenerated from the table
 # at each start (seeds are kept), then this run's own nats-server.
 start_nats() {
-	local deadline line
+	local deadline line i port node urls=() args=()
 	export IDM_SUBJECT_PREFIX=${IDM_SUBJECT_PREFIX:-idm}
-	if port_in_use "127.0.0.1:$LOCAL_NATS_PORT"; then
-		idm_err "127.0.0.1:$LOCAL_NATS_PORT (for the platform's NATS; IDM_LOCAL_NATS_PORT) is already in use:"
-		ss -ltnp "( sport = :$LOCAL_NATS_PORT )" >&2 2>/dev/null || true
+	if ! [[ $NATS_CLUSTER =~ ^[1-5]$ ]]; then
+		idm_err "IDM_NATS_CLUSTER=$NATS_CLUSTER: the number of NATS nodes, 1 to 5 (3 for a cluster)"
 		exit 1
 	fi
-	"$CARGO_TARGET_DIR/debug/idmctl" nats-config --out "$NATS_DIR" --prefix "$IDM_SUBJECT_PREFIX" \
-		--listen "127.0.0.1:$LOCAL_NATS_PORT" >"$LOG_DIR/idmctl.log"
-	idm_say "nats: credentials in .idmesh/nats/ (one nkey seed per service); starting nats-server on $LOCAL_NATS_URL"
-	(exec setsid "$NATS_BIN" -c "$NATS_CONF" </dev/null >"$LOG_DIR/nats-server.log" 2>&1) &
-	PID[nats-server]=$!
-	printf '%s\n' "$!" >"$PID_DIR/nats-server.pid"
-	deadline=$((SECONDS + 15))
-	until line=$(timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && IFS= read -r -t 1 l <&3 && printf "%s" "$l"' _ "$LOCAL_NATS_PORT" 2>/dev/null) && [[ $line == INFO* ]]; do
-		if ! is_alive "${PID[nats-server]}" || ((SECONDS >= deadline)); then
-			idm_err "nats-server did not start"
-			log_tail nats-server
+	if ((NATS_CLUSTER > 1)); then
+		NATS_NODES=()
+		for ((i = 1; i <= NATS_CLUSTER; i++)); do
+			NATS_NODES+=("nats-n$i")
+			args+=(--cluster-node "n$i=127.0.0.1:$((LOCAL_NATS_PORT + i - 1)):$((LOCAL_NATS_ROUTE_PORT + i - 1))")
+			urls+=("nats://127.0.0.1:$((LOCAL_NATS_PORT + i - 1))")
+			port_in_use "127.0.0.1:$((LOCAL_NATS_ROUTE_PORT + i - 1))" && {
+				idm_err "127.0.0.1:$((LOCAL_NATS_ROUTE_PORT + i - 1)) (NATS route port; IDM_LOCAL_NATS_ROUTE_PORT) is already in use"
+				exit 1
+			}
+		done
+		LOCAL_NATS_URL=$(IFS=,; printf '%s' "${urls[*]}")
+		# Streams keep a copy on every node (at most three are useful).
+		export IDM_NATS_STREAM_REPLICAS=${IDM_NATS_STREAM_REPLICAS:-$((NATS_CLUSTER < 3 ? NATS_CLUSTER : 3))}
+	fi
+	for ((i = 0; i < NATS_CLUSTER; i++)); do
+		port=$((LOCAL_NATS_PORT + i))
+		if port_in_use "127.0.0.1:$port"; then
+			idm_err "127.0.0.1:$port (for the platform's NATS; IDM_LOCAL_NATS_PORT) is already in use:"
+			ss -ltnp "( sport = :$port )" >&2 2>/dev/null || true
 			exit 1
 		fi
-		sleep 0.2
+	done
+	"$CARGO_TARGET_DIR/debug/idmctl" nats-config --out "$NATS_DIR" --prefix "$IDM_SUBJECT_PREFIX" \
+		--listen "127.0.0.1:$LOCAL_NATS_PORT" "${args[@]}" >"$LOG_DIR/idmctl.log"
+	idm_say "nats: credentials in .idmesh/nats/ (one nkey seed per service); starting ${#NATS_NODES[@]} nats-server(s) on $LOCAL_NATS_URL"
+	for i in "${!NATS_NODES[@]}"; do
+		node=${NATS_NODES[$i]}
+		if ((NATS_CLUSTER > 1)); then line=$NATS_DIR/nats-server-n$((i + 1)).conf; else line=$NATS_CONF; fi
+		(exec setsid "$NATS_BIN" -c "$line" </dev/null >"$LOG_DIR/$node.log" 2>&1) &
+		PID[$node]=$!
+		printf '%s\n' "$!" >"$PID_DIR/$node.pid"
+	done
+	deadline=$((SECONDS + 15))
+	for i in "${!NATS_NODES[@]}"; do
+		node=${NATS_NODES[$i]}
+		port=$((LOCAL_NATS_PORT + i))
+		until line=$(timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && IFS= read -r -t 1 l <&3 && printf "%s" "$l"' _ "$port" 2>/dev/null) && [[ $line == INFO* ]]; do
+			if ! is_alive "${PID[$node]}" || ((SECONDS >= deadline)); then
+				idm_err "$node did not start"
+				log_tail "$node"
+				exit 1
+			fi
+			sleep 0.2
+		done
 	done
 }
 
@@ -480,7 +516,7 @@ supervise() {
 	while :; do
 		sleep 2 &
 		wait $! || true
-		for name in nats-server "${NAMES[@]}"; do
+		for name in "${NATS_NODES[@]}" "${NAMES[@]}"; do
 			cur=$(cat "$PID_DIR/$name.pid" 2>/dev/null || true)
 			if [[ $cur != "${PID[$name]}" ]]; then
 				idm_say "services were stopped or taken over by another run; exiting"

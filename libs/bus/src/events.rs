@@ -35,12 +35,7 @@ impl Events {
             storage: jetstream::stream::StorageType::File,
             ..Default::default()
         };
-        js.get_or_create_stream(config)
-            .await
-            .map_err(|e| BusError::Subscribe {
-                subject: format!("{}.events.>", bus.prefix()),
-                reason: e.to_string(),
-            })?;
+        bus.ensure_stream(&js, config).await?;
         Ok(Self {
             js,
             prefix: bus.prefix().to_owned(),
@@ -77,12 +72,9 @@ impl Events {
         let mut headers = crate::outgoing_headers();
         // Lets JetStream drop a duplicate if a retry publishes the same event.
         headers.insert("Nats-Msg-Id", event.id.as_str());
-        let ack = self
-            .js
-            .publish_with_headers(subject, headers, payload.into())
+        // Retried through a stream leader election (the id makes it safe).
+        crate::durable::publish_acked(&self.js, subject, headers, payload.into())
             .await
-            .map_err(|e| ApiError::upstream(format!("event stream unavailable: {e}")))?;
-        ack.await
             .map_err(|e| ApiError::upstream(format!("event not stored: {e}")))?;
         Ok(event.id)
     }

@@ -9,6 +9,7 @@
 pub mod acl;
 mod context;
 pub mod deadline;
+pub mod durable;
 pub mod events;
 pub mod nats_config;
 mod server;
@@ -59,6 +60,34 @@ pub struct Bus {
     identity: Identity,
     /// `identity`'s name, sent in [`HEADER_CALLER`] with every request.
     caller: std::sync::Arc<str>,
+    /// Copies kept of each JetStream stream this service creates.
+    stream_replicas: usize,
+}
+
+/// The servers of `IDM_NATS_URL`: one URL, or a comma-separated list (the
+/// nodes of a cluster). The client connects to one of them at random and,
+/// when that server goes away, to another (the servers a cluster announces
+/// are added to the list too).
+pub fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, BusError> {
+    let addrs = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            url.parse::<async_nats::ServerAddr>()
+                .map_err(|e| BusError::Connect {
+                    url: url.to_owned(),
+                    reason: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if addrs.is_empty() {
+        return Err(BusError::Connect {
+            url: urls.to_owned(),
+            reason: "no server URL".into(),
+        });
+    }
+    Ok(addrs)
 }
 
 /// The client options of `identity`: its own inbox prefix (only it may read
@@ -109,6 +138,7 @@ impl Bus {
     /// are logged as errors.
     pub async fn connect(basics: &ServiceBasics, identity: Identity) -> Result<Self, BusError> {
         let url = basics.nats_url.as_str();
+        let servers = server_addrs(url)?;
         let client = connect_options(identity, &basics.subject_prefix, &basics.nats_auth)?
             .retry_on_initial_connect()
             .event_callback(move |event| async move {
@@ -122,7 +152,7 @@ impl Bus {
                     other => tracing::debug!(identity = %identity, event = %other, "NATS connection event"),
                 }
             })
-            .connect(url)
+            .connect(servers)
             .await
             .map_err(|e| BusError::Connect {
                 url: url.to_owned(),
@@ -134,7 +164,46 @@ impl Bus {
             timeout: basics.request_timeout,
             identity,
             caller: identity.name().into(),
+            stream_replicas: basics.nats_stream_replicas.max(1),
         })
+    }
+
+    /// How many copies of each JetStream stream to keep
+    /// (`IDM_NATS_STREAM_REPLICAS`).
+    pub fn stream_replicas(&self) -> usize {
+        self.stream_replicas
+    }
+
+    /// Gets the stream `config.name`, creating it if it is missing. An
+    /// existing stream is left as it is; if its replica count differs from
+    /// the configured one (a deployment grown from one server to a
+    /// cluster), that is logged, as changing it is an operator's decision
+    /// (`nats stream edit <name> --replicas 3`, see docs/MESSAGING.md).
+    pub async fn ensure_stream(
+        &self,
+        js: &async_nats::jetstream::Context,
+        mut config: async_nats::jetstream::stream::Config,
+    ) -> Result<async_nats::jetstream::stream::Stream, BusError> {
+        config.num_replicas = self.stream_replicas;
+        let name = config.name.clone();
+        let subject = config.subjects.first().cloned().unwrap_or_default();
+        let stream = js
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| BusError::Subscribe {
+                subject: subject.clone(),
+                reason: format!("stream {name}: {e}"),
+            })?;
+        let replicas = stream.cached_info().config.num_replicas;
+        if replicas != self.stream_replicas {
+            tracing::warn!(
+                stream = %name,
+                replicas,
+                configured = self.stream_replicas,
+                "the stream keeps a different number of copies than configured (IDM_NATS_STREAM_REPLICAS); edit the stream to change it"
+            );
+        }
+        Ok(stream)
     }
 
     /// Who this connection is on the bus.
@@ -415,4 +484,26 @@ pub(crate) fn operation_label(subject: &str) -> String {
         .filter(|t| *t != "v1")
         .collect::<Vec<_>>()
         .join(".")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn a_nats_url_is_one_server_or_a_comma_separated_cluster() {
+        let one = server_addrs("nats://127.0.0.1:4222").unwrap();
+        assert_eq!(one.len(), 1);
+        let three =
+            server_addrs("nats://nats-1:4222, nats://nats-2:4222,nats://nats-3:4222,").unwrap();
+        let hosts: Vec<&str> = three.iter().map(|a| a.host()).collect();
+        assert_eq!(hosts, ["nats-1", "nats-2", "nats-3"]);
+        assert!(server_addrs("").is_err());
+        assert!(server_addrs(" , ").is_err());
+        let bad = server_addrs("nats://ok:4222,http://[::1")
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("http://[::1"), "{bad}");
+    }
 }

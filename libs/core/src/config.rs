@@ -196,7 +196,14 @@ impl NatsAuth {
 /// HTTP listener.
 #[derive(Debug, Clone)]
 pub struct ServiceBasics {
+    /// One NATS server URL, or a comma-separated list of the servers of a
+    /// cluster (the client tries them in turn and reconnects to another
+    /// one when its server goes away).
     pub nats_url: String,
+    /// How many servers of the cluster keep a copy of each JetStream stream
+    /// this service creates (`MAIL`, `EVENTS`): 1 for a single server, 3 for
+    /// a three-node cluster (a stream survives losing one node).
+    pub nats_stream_replicas: usize,
     pub nats_auth: NatsAuth,
     pub subject_prefix: String,
     pub http_addr: std::net::SocketAddr,
@@ -217,8 +224,17 @@ impl ServiceBasics {
                 reason: "use letters, digits, '-' and '_' only".into(),
             });
         }
+        let nats_stream_replicas = env.parse("NATS_STREAM_REPLICAS", 1usize)?;
+        // NATS keeps at most five copies of a stream.
+        if !(1..=5).contains(&nats_stream_replicas) {
+            return Err(ConfigError::Invalid {
+                var: env.var_name("NATS_STREAM_REPLICAS"),
+                reason: "between 1 and 5 (3 for a three-node cluster)".into(),
+            });
+        }
         Ok(Self {
             nats_url: env.string("NATS_URL", "nats://127.0.0.1:4222"),
+            nats_stream_replicas,
             nats_auth: NatsAuth::from_env(env)?,
             subject_prefix,
             http_addr: env.parse(
@@ -263,6 +279,29 @@ mod tests {
             "fallback"
         );
         std::fs::remove_file(file).unwrap();
+    }
+
+    #[test]
+    fn stream_replicas_default_to_one_and_stay_within_what_nats_allows() {
+        let env = Env::new("CFGTR");
+        assert_eq!(
+            ServiceBasics::from_env(&env, 1)
+                .unwrap()
+                .nats_stream_replicas,
+            1
+        );
+        std::env::set_var("CFGTR_NATS_STREAM_REPLICAS", "3");
+        assert_eq!(
+            ServiceBasics::from_env(&env, 1)
+                .unwrap()
+                .nats_stream_replicas,
+            3
+        );
+        for bad in ["0", "6", "three"] {
+            std::env::set_var("CFGTR_NATS_STREAM_REPLICAS", bad);
+            let error = ServiceBasics::from_env(&env, 1).unwrap_err().to_string();
+            assert!(error.contains("CFGTR_NATS_STREAM_REPLICAS"), "{error}");
+        }
     }
 
     #[test]

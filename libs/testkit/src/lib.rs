@@ -114,6 +114,9 @@ pub struct Options {
     /// The plan of accounts the operator gave none ([`roomy_plan`] unless
     /// a test says otherwise; tests of plans set one per account).
     pub default_plan: idm_core::AccountPlan,
+    /// Run the platform's NATS as a cluster of this many nodes (streams
+    /// replicated on each) when 2 or more; one server by default.
+    pub nats_cluster_nodes: usize,
 }
 
 /// A plan whose ceilings stay out of the way of tests about something else
@@ -161,6 +164,7 @@ impl Default for Options {
             nats_tls: None,
             store_hash_workers: 0,
             default_plan: roomy_plan(),
+            nats_cluster_nodes: 1,
         }
     }
 }
@@ -199,6 +203,7 @@ pub struct Platform {
 fn basics(prefix: &str, nats: &NatsServer, identity: Identity) -> ServiceBasics {
     ServiceBasics {
         nats_url: nats.url.clone(),
+        nats_stream_replicas: nats.stream_replicas(),
         nats_auth: nats.auth(identity),
         subject_prefix: prefix.to_owned(),
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -226,7 +231,15 @@ impl Platform {
             create_database(&admin, name).await?;
         }
 
-        let nats = NatsServer::start(&prefix, options.nats_tls.clone()).await?;
+        let nats = if options.nats_cluster_nodes > 1 {
+            anyhow::ensure!(
+                options.nats_tls.is_none(),
+                "the test kit's NATS cluster runs without TLS"
+            );
+            NatsServer::start_cluster(&prefix, options.nats_cluster_nodes).await?
+        } else {
+            NatsServer::start(&prefix, options.nats_tls.clone()).await?
+        };
         let smtp = smtp::SmtpSink::start().await?;
         let clock = idm_core::clock::Clock::system();
         let shutdown = CancellationToken::new();

@@ -11,6 +11,8 @@ use idm_core::config::NatsAuth;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod cluster;
+
 /// The nats-server binary: `IDM_TEST_NATS_SERVER`, else Debian's
 /// `/usr/sbin/nats-server`, else `nats-server` on the `PATH`.
 fn server_binary() -> PathBuf {
@@ -51,6 +53,8 @@ pub struct NatsServer {
     wiretap_password: String,
     tls: Option<NatsTls>,
     child: Option<tokio::process::Child>,
+    /// The other nodes of a cluster (see `start_cluster`); none for one server.
+    peers: Vec<cluster::Peer>,
 }
 
 impl NatsServer {
@@ -104,6 +108,7 @@ impl NatsServer {
             wiretap_password,
             tls,
             child: Some(child),
+            peers: Vec::new(),
         };
         match server.wait_ready().await {
             Ok(()) => Ok(server),
@@ -170,7 +175,7 @@ impl NatsServer {
     /// A plain client logged in as `identity`, with its own inbox prefix.
     pub async fn connect(&self, identity: Identity) -> anyhow::Result<async_nats::Client> {
         let options = idm_bus::connect_options(identity, &self.prefix, &self.auth(identity))?;
-        Ok(options.connect(&self.url).await?)
+        Ok(options.connect(idm_bus::server_addrs(&self.url)?).await?)
     }
 
     async fn kill(&mut self) {

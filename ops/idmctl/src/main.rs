@@ -4,6 +4,8 @@
 //! idmctl nats-config --out DIR [--prefix idm] [--listen 127.0.0.1:4222]
 //!                    [--jetstream-dir DIR] [--tls-cert FILE --tls-key FILE]
 //!                    [--tls-ca FILE] [--tls-verify-clients] [--rotate]
+//!                    [--cluster-node NAME=HOST:CLIENT_PORT:ROUTE_PORT ...]
+//!                    [--cluster-name NAME]
 //! idmctl acl [--prefix idm]
 //! ```
 //!
@@ -13,6 +15,14 @@
 //! each service reads its seed from. Paths given for the server (`--jetstream-dir`,
 //! `--tls-*`) are written as they are, so they may be paths inside the
 //! server's container. `acl` prints the permission table as Markdown.
+//!
+//! With `--cluster-node` (repeated, one per node; three for a cluster that
+//! survives losing one), `nats-config` also writes
+//! `DIR/nats-server-<NAME>.conf` for each node (mode 600: it holds the
+//! cluster's route password, kept in `DIR/cluster-route.secret`). A node
+//! serves clients on the host of `--listen` and CLIENT_PORT, listens for
+//! routes on that host and ROUTE_PORT, and the other nodes reach it at
+//! HOST:ROUTE_PORT; its JetStream files go to `--jetstream-dir`/NAME.
 
 use anyhow::{bail, Context};
 use idm_bus::nats_config::{self, ServerSettings, ServerTls};
@@ -22,6 +32,7 @@ use std::path::PathBuf;
 const USAGE: &str = "usage:
   idmctl nats-config --out DIR [--prefix idm] [--listen 127.0.0.1:4222] [--jetstream-dir DIR]
                      [--tls-cert FILE --tls-key FILE] [--tls-ca FILE] [--tls-verify-clients] [--rotate]
+                     [--cluster-node NAME=HOST:CLIENT_PORT:ROUTE_PORT ...] [--cluster-name NAME]
   idmctl acl [--prefix idm]";
 
 /// The environment prefix of the service that runs as `identity`.
@@ -91,6 +102,11 @@ fn nats_config(mut args: Args) -> anyhow::Result<()> {
     let ca = args.value("--tls-ca")?.map(PathBuf::from);
     let verify_clients = args.flag("--tls-verify-clients");
     let rotate = args.flag("--rotate");
+    let mut node_specs = Vec::new();
+    while let Some(spec) = args.value("--cluster-node")? {
+        node_specs.push(spec);
+    }
+    let cluster_name = args.value("--cluster-name")?;
     args.done()?;
     let tls = match (cert, key) {
         (Some(cert_file), Some(key_file)) => Some(ServerTls {
@@ -111,7 +127,36 @@ fn nats_config(mut args: Args) -> anyhow::Result<()> {
         jetstream_dir,
         tls,
     };
-    let generated = nats_config::generate(&out, &settings, rotate)?;
+    let generated = if node_specs.is_empty() {
+        anyhow::ensure!(
+            cluster_name.is_none(),
+            "--cluster-name goes with --cluster-node"
+        );
+        nats_config::generate(&out, &settings, rotate)?
+    } else {
+        let bind_host = settings
+            .listen
+            .rsplit_once(':')
+            .map(|(host, _)| host.to_owned())
+            .context("--listen is HOST:PORT")?;
+        let nodes = node_specs
+            .iter()
+            .map(|spec| cluster_node(spec, &bind_host))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let cluster = nats_config::ClusterSettings {
+            name: cluster_name.unwrap_or_else(|| settings.prefix.clone()),
+            nodes,
+            route_password: nats_config::route_password(&out, rotate)?,
+        };
+        let (generated, files) = nats_config::generate_cluster(&out, &settings, &cluster, rotate)?;
+        for file in files {
+            println!(
+                "wrote {} (mode 600: holds the route password)",
+                file.display()
+            );
+        }
+        generated
+    };
     println!("wrote {}", generated.config_file.display());
     println!("seeds (mode 600), one per identity; give each service its own:");
     for (identity, path) in &generated.seed_files {
@@ -125,6 +170,26 @@ fn nats_config(mut args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `NAME=HOST:CLIENT_PORT:ROUTE_PORT`, the node listening on `bind_host`.
+fn cluster_node(spec: &str, bind_host: &str) -> anyhow::Result<nats_config::ClusterNode> {
+    let parsed = spec.split_once('=').and_then(|(name, addr)| {
+        let mut parts = addr.rsplitn(3, ':');
+        let route: u16 = parts.next()?.parse().ok()?;
+        let client: u16 = parts.next()?.parse().ok()?;
+        let host = parts.next().filter(|h| !h.is_empty())?;
+        Some((name, host, client, route))
+    });
+    let Some((name, host, client, route)) = parsed else {
+        bail!("--cluster-node {spec}: expected NAME=HOST:CLIENT_PORT:ROUTE_PORT");
+    };
+    Ok(nats_config::ClusterNode {
+        name: name.to_owned(),
+        client_listen: format!("{bind_host}:{client}"),
+        route_listen: format!("{bind_host}:{route}"),
+        route_addr: format!("{host}:{route}"),
+    })
 }
 
 fn acl(mut args: Args) -> anyhow::Result<()> {

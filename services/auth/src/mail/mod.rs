@@ -47,18 +47,17 @@ impl MailQueue {
         let js = jetstream::new(bus.client().clone());
         let stream = idm_bus::Stream::Mail.name(bus.prefix());
         let subject = format!("{}.mail.outgoing", bus.prefix());
-        js.get_or_create_stream(jetstream::stream::Config {
-            name: stream.clone(),
-            subjects: vec![subject.clone()],
-            retention: jetstream::stream::RetentionPolicy::WorkQueue,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| BusError::Subscribe {
-            subject: subject.clone(),
-            reason: e.to_string(),
-        })?;
+        bus.ensure_stream(
+            &js,
+            jetstream::stream::Config {
+                name: stream.clone(),
+                subjects: vec![subject.clone()],
+                retention: jetstream::stream::RetentionPolicy::WorkQueue,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            },
+        )
+        .await?;
         Ok(Self {
             js,
             stream,
@@ -86,12 +85,9 @@ impl MailQueue {
         headers.insert("Nats-Msg-Id", mail.id.as_str());
         // The id is the associated data the courier needs to open the seal.
         headers.insert("Idm-Mail-Id", mail.id.as_str());
-        let ack = self
-            .js
-            .publish_with_headers(self.subject.clone(), headers, payload.into())
+        // Retried through a stream leader election (the id makes it safe).
+        idm_bus::durable::publish_acked(&self.js, self.subject.clone(), headers, payload.into())
             .await
-            .map_err(|e| ApiError::upstream(format!("mail queue unavailable: {e}")))?;
-        ack.await
             .map_err(|e| ApiError::upstream(format!("mail not queued: {e}")))?;
         metrics::counter!(idm_core::metric::MAIL_ENQUEUED.name).increment(1);
         Ok(())

@@ -33,6 +33,7 @@ impl Harness {
         // The machine's anonymous NATS, as edge-guard (these tests need no platform).
         let basics = idm_core::config::ServiceBasics {
             nats_url: nats_url(),
+            nats_stream_replicas: 1,
             nats_auth: Default::default(),
             subject_prefix: prefix.clone(),
             http_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
