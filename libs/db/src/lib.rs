@@ -43,8 +43,27 @@ impl DbError {
         matches!(self.sql_state(), Some(s) if *s == SqlState::UNDEFINED_TABLE || *s == SqlState::INVALID_SCHEMA_NAME)
     }
 
+    /// The database cannot be reached or is going away (restarting, shutting
+    /// down, out of connections): a 503 for the caller, never a 500. By
+    /// SQLSTATE (class 08 connection exceptions, 57P0x shutdowns, 53300), a
+    /// closed connection, or an I/O error under the driver.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, DbError::Pool(_)) || matches!(self, DbError::Postgres(e) if e.is_closed())
+        match self {
+            DbError::Pool(_) => true,
+            DbError::Postgres(e) => {
+                if e.is_closed() {
+                    return true;
+                }
+                if let Some(state) = e.code() {
+                    let code = state.code();
+                    return code.starts_with("08")
+                        || code.starts_with("57P")
+                        || *state == SqlState::TOO_MANY_CONNECTIONS;
+                }
+                std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+            }
+            _ => false,
+        }
     }
 }
 

@@ -27,13 +27,16 @@ impl IntoResponse for HttpError {
         let status = http::StatusCode::from_u16(self.0.code.http_status())
             .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
         // `details.retry_after` (seconds) on a 429 or a ban also becomes the
-        // standard `Retry-After` header.
+        // standard `Retry-After` header. Every 503 (a dependency down, a
+        // region unavailable, shedding) carries one: the condition is
+        // temporary and clients should come back, not give up.
         let retry_after = self
             .0
             .details
             .as_ref()
             .and_then(|d| d.get("retry_after"))
-            .and_then(serde_json::Value::as_u64);
+            .and_then(serde_json::Value::as_u64)
+            .or((status == http::StatusCode::SERVICE_UNAVAILABLE).then_some(1));
         let mut error = serde_json::json!({
             "code": self.0.code,
             "message": self.0.message,
