@@ -36,6 +36,8 @@ const PASSWORD: &str = "correct horse battery";
 const HANG: Duration = Duration::from_secs(11);
 /// After a dependency is back, the platform answers normally within this.
 const RECOVERY_BOUND: Duration = Duration::from_secs(30);
+/// A sign-out reaches every edge within this (docs/SESSIONS.md).
+const REVOCATION_REACH: Duration = Duration::from_secs(1);
 /// How long each dependency stays away.
 const OUTAGE: Duration = Duration::from_secs(3);
 /// Load workers.
@@ -104,6 +106,9 @@ struct Ledger {
     accepted_revoked: Vec<String>,
     /// Live sessions refused with something other than a clean 503.
     refused_live: Vec<String>,
+    /// The longest an edge took to refuse a session after its sign-out was
+    /// acknowledged.
+    revocation_lag: Duration,
 }
 
 /// A window during which an edge replica was down (connection errors to it
@@ -294,15 +299,30 @@ impl Client {
                 session_id: second.str("/session_id"),
                 region: region.clone(),
             });
+            // Revocation reaches every edge within a second (SESSIONS.md):
+            // past that, an edge that still accepts the token is a failure.
+            let acknowledged = Instant::now();
             let other = (replica + 1) % self.edges.len();
             for r in [replica, other] {
-                if let Some(a) = self.verify(Op::VerifyRevoked, r, &token).await {
-                    if a.status == 200 {
-                        self.ledger().accepted_revoked.push(format!(
-                            "{} on edge {r} right after its sign-out",
-                            second.str("/session_id")
-                        ));
+                loop {
+                    let accepted = self
+                        .verify(Op::VerifyRevoked, r, &token)
+                        .await
+                        .is_some_and(|a| a.status == 200);
+                    if !accepted {
+                        let mut ledger = self.ledger();
+                        ledger.revocation_lag = ledger.revocation_lag.max(acknowledged.elapsed());
+                        break;
                     }
+                    if acknowledged.elapsed() > REVOCATION_REACH {
+                        self.ledger().accepted_revoked.push(format!(
+                            "{} on edge {r} {:?} after its sign-out",
+                            second.str("/session_id"),
+                            acknowledged.elapsed()
+                        ));
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
         }
@@ -670,6 +690,15 @@ async fn the_platform_survives_one_fault_at_a_time() -> anyhow::Result<()> {
             }
             "NATS restarted" => {
                 platform.nats.shut_down().await;
+                let (readyz, answer, took) = while_the_bus_is_down(&platform, &client).await?;
+                anyhow::ensure!(readyz != 200, "edge /readyz answered {readyz} without NATS");
+                // Fail fast: not a wait for the request timeout.
+                anyhow::ensure!(
+                    answer == (503, Some("upstream_unavailable".to_owned()), true)
+                        && took < Duration::from_secs(5),
+                    "a sign-in without NATS: {answer:?} after {took:?}"
+                );
+                println!("without NATS: /readyz {readyz}, a sign-in {answer:?} in {took:?}");
                 tokio::time::sleep(OUTAGE).await;
                 platform.nats.start_again().await?;
                 Instant::now()
@@ -808,11 +837,13 @@ async fn the_platform_survives_one_fault_at_a_time() -> anyhow::Result<()> {
     {
         let ledger = client.ledger();
         println!(
-            "\nfaults: {} users, {} sessions, {} sign-outs, {} email codes acknowledged",
+            "\nfaults: {} users, {} sessions, {} sign-outs, {} email codes acknowledged; \
+             a sign-out reached both edges within {:?} at most",
             ledger.users.values().map(Vec::len).sum::<usize>(),
             ledger.sessions.values().map(Vec::len).sum::<usize>(),
             ledger.revoked.len(),
-            mails.len()
+            mails.len(),
+            ledger.revocation_lag
         );
     }
     println!(
@@ -832,6 +863,49 @@ async fn the_platform_survives_one_fault_at_a_time() -> anyhow::Result<()> {
         );
     }
     platform.stop().await
+}
+
+/// Once the edge has noticed NATS is gone: its `/readyz` status, and a
+/// sign-in's answer (status, code, `Retry-After`) and how long it took.
+async fn while_the_bus_is_down(
+    platform: &Platform,
+    client: &Client,
+) -> anyhow::Result<(u16, (u16, Option<String>, bool), Duration)> {
+    let started = Instant::now();
+    let readyz = loop {
+        let status = client
+            .http
+            .get(format!("http://{}/readyz", platform.edge_ops[0]))
+            .send()
+            .await?
+            .status()
+            .as_u16();
+        if status != 200 || started.elapsed() > Duration::from_secs(5) {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let asked = Instant::now();
+    let r = platform
+        .client_call(
+            0,
+            &client.tenant,
+            Method::POST,
+            "/v1/client/sign_in",
+            None,
+            Some(json!({ "email": "probe-weur@example.com", "password": PASSWORD })),
+        )
+        .await?;
+    let took = asked.elapsed();
+    Ok((
+        readyz,
+        (
+            r.status,
+            r.code().map(str::to_owned),
+            r.headers.contains_key("retry-after"),
+        ),
+        took,
+    ))
 }
 
 fn no_servers() -> anyhow::Error {
