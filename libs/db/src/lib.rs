@@ -239,3 +239,20 @@ pub async fn migrate(
     }
     Ok(count)
 }
+
+#[cfg(test)]
+mod unavailable_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_database_nobody_answers_for_is_unavailable_not_an_internal_error() {
+        // Nothing listens on port 1.
+        let db = Db::connect("postgres://postgres@127.0.0.1:1/none", 1);
+        let error = match db {
+            Ok(db) => db.get().await.err(),
+            Err(e) => Some(e),
+        };
+        assert!(error.is_some_and(|e| e.is_unavailable()));
+        assert!(!DbError::BadIdentifier("x".into()).is_unavailable());
+    }
+}
