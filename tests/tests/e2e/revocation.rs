@@ -453,3 +453,110 @@ async fn a_signed_out_session_stays_refused_after_redis_and_the_edge_restart() -
     );
     platform.stop().await
 }
+
+/// The authoritative list the edges rebuild from: every issuer of a region,
+/// page by page without gaps or repeats, compromise kept, live sessions left
+/// out; readable by edge-guard alone.
+#[tokio::test]
+async fn the_regional_revocation_list_pages_through_every_issuer() -> anyhow::Result<()> {
+    use idm_core::proto::{session, store};
+    use idm_core::Region;
+    use idm_testkit::Identity;
+    let platform = Platform::start().await?;
+    let a = tenant(&platform, "Pages A").await?;
+    let b = tenant(&platform, "Pages B").await?;
+    let mut revoked = Vec::new();
+    let mut live = Vec::new();
+    for (tenant, name) in [(&a, "a"), (&b, "b")] {
+        let email = format!("pager-{name}@example.com");
+        let first = platform
+            .sign_up(tenant, ORIGIN, None, &email, PASSWORD)
+            .await?;
+        live.push(first.str("/session_id"));
+        for _ in 0..3 {
+            let s = platform.sign_in(tenant, ORIGIN, &email, PASSWORD).await?;
+            revoke(&platform, tenant, &s).await?;
+            revoked.push((tenant.issuer_id.clone(), s.str("/session_id"), false));
+        }
+        // One more, compromised by reusing its refresh token.
+        let s = platform.sign_in(tenant, ORIGIN, &email, PASSWORD).await?;
+        let refresh = s.str("/refresh_token");
+        assert_eq!(platform.refresh(tenant, &refresh).await?.status, 200);
+        assert_eq!(
+            platform.refresh(tenant, &refresh).await?.code(),
+            Some("refresh_token_reused")
+        );
+        revoked.push((tenant.issuer_id.clone(), s.str("/session_id"), true));
+    }
+    revoked.sort();
+
+    // The edge's call, two at a time.
+    let edge = platform.bus(Identity::EdgeGuard).await?;
+    let mut seen = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let page: store::RevokedSessionPage = edge
+            .call(
+                "session",
+                session::REVOKED_SESSIONS,
+                &session::RevokedSessions {
+                    region: Region::Weur,
+                    after: after.clone(),
+                    limit: 2,
+                },
+            )
+            .await?;
+        pages += 1;
+        assert!(page.data.len() <= 2);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        for r in &page.data {
+            // A day (the longest token lifetime) and a minute of clock slack.
+            assert!(r.until > now && r.until <= now + 86_400 + 61, "{r:?}");
+            seen.push((
+                r.issuer_id.to_string(),
+                r.session_id.to_string(),
+                r.compromised,
+            ));
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+        anyhow::ensure!(pages < 20, "the pages never end");
+    }
+    assert_eq!(seen, revoked, "in (issuer, session) order, each once");
+    assert!(pages >= 4);
+    assert!(seen.iter().all(|(_, id, _)| !live.contains(id)));
+    // Another region has none of them.
+    let other: store::RevokedSessionPage = edge
+        .call(
+            "session",
+            session::REVOKED_SESSIONS,
+            &session::RevokedSessions {
+                region: Region::Apac,
+                after: None,
+                limit: 100,
+            },
+        )
+        .await?;
+    assert!(other.data.is_empty() && other.next.is_none());
+
+    // Nobody else may read it (the bus table): refused before sending.
+    let auth = platform.bus(Identity::Auth).await?;
+    let refused = auth
+        .call::<_, store::RevokedSessionPage>(
+            "session",
+            session::REVOKED_SESSIONS,
+            &session::RevokedSessions {
+                region: Region::Weur,
+                after: None,
+                limit: 100,
+            },
+        )
+        .await
+        .err()
+        .map(|e| e.code);
+    assert_eq!(refused, Some(idm_core::ErrorCode::CallerNotAllowed));
+    platform.stop().await
+}
