@@ -268,9 +268,13 @@ impl Revocations {
                 _ => break,
             }
         }
-        self.shared
+        let loaded = self
+            .shared
             .loaded
-            .fetch_or(region_bit(region), Ordering::AcqRel);
+            .fetch_or(region_bit(region), Ordering::AcqRel)
+            | region_bit(region);
+        metrics::gauge!(idm_core::metric::EDGE_REVOCATION_REGIONS_LOADED.name)
+            .set(f64::from(loaded.count_ones()));
         Ok(count)
     }
 
@@ -397,6 +401,7 @@ impl Revocations {
                     // Once per connection, even if the reload has to be retried.
                     this.shared.current.store(false, Ordering::Release);
                     this.shared.loaded.store(0, Ordering::Release);
+                    metrics::gauge!(idm_core::metric::EDGE_REVOCATION_REGIONS_LOADED.name).set(0.0);
                     on_reconnect();
                     cleared_for = Some(connects);
                 }
