@@ -35,6 +35,12 @@ const POLL: Duration = Duration::from_millis(100);
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// How soon a region whose revocations did not load is tried again.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// How often a current replica reads the revocations made lately, in case a
+/// broadcast was lost without a reconnect.
+const CATCH_UP_EVERY: Duration = Duration::from_secs(10);
+/// How far before the last catch-up the next one reads (clock skew between
+/// edges and the stores, transactions that committed late).
+const CATCH_UP_SLACK_SECONDS: i64 = 60;
 /// Beyond this many shed issuers, every issuer is shed (bounds the shed list).
 const MAX_SHED_ISSUERS: usize = 10_000;
 /// Revocations asked for per page.
@@ -239,7 +245,12 @@ impl Revocations {
 
     /// Every revocation of `region` that still matters, page by page, from
     /// its regional store (through the session service), into the set.
-    async fn load_region(&self, bus: &Bus, region: Region) -> Result<usize, ApiError> {
+    async fn load_region(
+        &self,
+        bus: &Bus,
+        region: Region,
+        since: Option<i64>,
+    ) -> Result<usize, ApiError> {
         let mut after = None;
         let mut count = 0;
         loop {
@@ -251,6 +262,7 @@ impl Revocations {
                         region,
                         after,
                         limit: PAGE,
+                        since,
                     },
                 )
                 .await?;
@@ -279,8 +291,13 @@ impl Revocations {
     }
 
     /// Loads `regions` at once (a slow store delays only its own region).
-    async fn load_regions(&self, bus: &Bus, regions: Vec<Region>) -> Result<usize, ReloadError> {
-        let loads = regions.iter().map(|r| self.load_region(bus, *r));
+    async fn load_regions(
+        &self,
+        bus: &Bus,
+        regions: Vec<Region>,
+        since: Option<i64>,
+    ) -> Result<usize, ReloadError> {
+        let loads = regions.iter().map(|r| self.load_region(bus, *r, since));
         let results = futures::future::join_all(loads).await;
         let mut count = 0;
         let mut failed = Vec::new();
@@ -303,7 +320,7 @@ impl Revocations {
     /// the regions that did not load still refused until they do.
     pub async fn reload(&self, bus: &Bus) -> Result<usize, ReloadError> {
         let before = self.read().seq;
-        let loaded = self.load_regions(bus, Region::ALL.to_vec()).await;
+        let loaded = self.load_regions(bus, Region::ALL.to_vec(), None).await;
         if loaded.is_ok() {
             let mut table = self.write();
             table.shed.retain(|_, seq| *seq > before);
@@ -366,6 +383,9 @@ impl Revocations {
             let mut cleared_for = loaded_on;
             let mut next_attempt = tokio::time::Instant::now();
             let mut next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
+            let mut next_catch_up = tokio::time::Instant::now() + CATCH_UP_EVERY;
+            // Revocations made before this (unix seconds) are in the set.
+            let mut caught_up_to = idm_core::now().unix_timestamp();
             let mut reported: Vec<Region> = Vec::new();
             loop {
                 tokio::select! {
@@ -394,6 +414,25 @@ impl Revocations {
                 let stale = !this.shared.current.load(Ordering::Acquire);
                 let partial = this.shared.loaded.load(Ordering::Acquire) != ALL_LOADED;
                 let full = reconnected || stale || (shed && sweep_due);
+                if !(full || partial) && now >= next_catch_up {
+                    // Broadcasts are at most once even on a healthy
+                    // connection (a revocation committed by a session
+                    // service that died before broadcasting it, a slow
+                    // consumer): read what was revoked lately, with slack.
+                    next_catch_up = now + CATCH_UP_EVERY;
+                    let started = idm_core::now().unix_timestamp();
+                    let since = caught_up_to - CATCH_UP_SLACK_SECONDS;
+                    match this
+                        .load_regions(&bus, Region::ALL.to_vec(), Some(since))
+                        .await
+                    {
+                        Ok(_) => caught_up_to = started,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "revocation catch-up incomplete; retried")
+                        }
+                    }
+                    continue;
+                }
                 if !(full || partial) || now < next_attempt {
                     continue;
                 }
@@ -410,9 +449,10 @@ impl Revocations {
                 // revoked in between falls through.
                 bus.flush().await;
                 let result = if full {
+                    caught_up_to = idm_core::now().unix_timestamp();
                     this.reload(&bus).await
                 } else {
-                    this.load_regions(&bus, this.missing()).await
+                    this.load_regions(&bus, this.missing(), None).await
                 };
                 if full {
                     loaded_on = Some(connects);

@@ -79,6 +79,7 @@ pub async fn revoked_sessions(
             &store::ListRevokedSessions {
                 after: req.after,
                 limit: req.limit,
+                since: req.since,
             },
         )
         .await?)

@@ -504,6 +504,7 @@ async fn the_regional_revocation_list_pages_through_every_issuer() -> anyhow::Re
                     region: Region::Weur,
                     after: after.clone(),
                     limit: 2,
+                    since: None,
                 },
             )
             .await?;
@@ -537,10 +538,29 @@ async fn the_regional_revocation_list_pages_through_every_issuer() -> anyhow::Re
                 region: Region::Apac,
                 after: None,
                 limit: 100,
+                since: None,
             },
         )
         .await?;
     assert!(other.data.is_empty() && other.next.is_none());
+
+    // Only what was revoked after `since` (an edge catching up).
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for (since, expected) in [(now - 3600, revoked.len()), (now + 3600, 0)] {
+        let page: store::RevokedSessionPage = edge
+            .call(
+                "session",
+                session::REVOKED_SESSIONS,
+                &session::RevokedSessions {
+                    region: Region::Weur,
+                    after: None,
+                    limit: 100,
+                    since: Some(since),
+                },
+            )
+            .await?;
+        assert_eq!(page.data.len(), expected, "since {since}");
+    }
 
     // Nobody else may read it (the bus table): refused before sending.
     let auth = platform.bus(Identity::Auth).await?;
@@ -552,11 +572,56 @@ async fn the_regional_revocation_list_pages_through_every_issuer() -> anyhow::Re
                 region: Region::Weur,
                 after: None,
                 limit: 100,
+                since: None,
             },
         )
         .await
         .err()
         .map(|e| e.code);
     assert_eq!(refused, Some(idm_core::ErrorCode::CallerNotAllowed));
+    platform.stop().await
+}
+
+/// A revocation recorded in its store whose broadcast never went out (the
+/// session service died in between) still reaches every edge: each reads
+/// the revocations made lately every ten seconds.
+#[tokio::test]
+async fn a_revocation_whose_broadcast_was_lost_reaches_the_edges_anyway() -> anyhow::Result<()> {
+    let platform = Platform::start().await?;
+    let a = tenant(&platform, "Unannounced").await?;
+    let s = platform
+        .sign_up(&a, ORIGIN, None, "quiet@example.com", PASSWORD)
+        .await?;
+    let token = s.str("/session_token");
+    assert_eq!(verify(&platform, 0, &a, &token).await?.status, 200);
+    // Revoked in the store only, as a session service that died between
+    // its store call and its broadcast would leave it.
+    let db = platform.region_db(idm_core::Region::Weur).await?;
+    let updated = db
+        .execute(
+            &format!(
+                "UPDATE {}.sessions SET revoked_at = now(), revoke_reason = 'sign_out' WHERE id = $1",
+                a.issuer_id
+            ),
+            &[&s.str("/session_id")],
+        )
+        .await?;
+    assert_eq!(updated, 1);
+    let r = settle(
+        &platform,
+        0,
+        &a,
+        &token,
+        |r| r.status == 200,
+        // Ten seconds between catch-ups; generous for a loaded machine.
+        Duration::from_secs(60),
+    )
+    .await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (401, Some("session_revoked")),
+        "{}",
+        r.json
+    );
     platform.stop().await
 }

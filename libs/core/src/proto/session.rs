@@ -35,6 +35,9 @@ pub struct RevokedSessions {
     pub region: Region,
     pub after: Option<super::store::RevokedCursor>,
     pub limit: u32,
+    /// Only revocations made after this (unix seconds); see the store's.
+    #[serde(default)]
+    pub since: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

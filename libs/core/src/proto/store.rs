@@ -185,6 +185,10 @@ pub struct RevokedCursor {
 pub struct ListRevokedSessions {
     pub after: Option<RevokedCursor>,
     pub limit: u32,
+    /// Only revocations made after this (unix seconds): an edge catching
+    /// up on broadcasts it may have missed. `None`: all that still matter.
+    #[serde(default)]
+    pub since: Option<i64>,
 }
 
 /// One revocation as the regional store records it.

@@ -60,5 +60,5 @@ pub async fn list_revoked_sessions(
     state: Arc<State>,
     req: ListRevokedSessions,
 ) -> Result<RevokedSessionPage, Error> {
-    storage::revoked_sessions(&state.db, req.after.as_ref(), req.limit).await
+    storage::revoked_sessions(&state.db, req.after.as_ref(), req.limit, req.since).await
 }

@@ -272,6 +272,7 @@ pub async fn revoked_sessions(
     db: &Db,
     after: Option<&RevokedCursor>,
     limit: u32,
+    since: Option<i64>,
 ) -> Result<RevokedSessionPage, Error> {
     let limit = limit.clamp(1, MAX_REVOKED_PAGE) as usize;
     let client = db.get().await?;
@@ -290,6 +291,8 @@ pub async fn revoked_sessions(
         .map(|r| r.get(0))
         .collect();
     let window = (MAX_TOKEN_LIFETIME_SECONDS + CLOCK_SLACK_SECONDS) as f64;
+    // 0: since the epoch, i.e. every revocation inside the window.
+    let since = since.unwrap_or(0) as f64;
     let mut data = Vec::new();
     for chunk in schemas.chunks(SCHEMAS_PER_STATEMENT) {
         let remaining = (limit - data.len()) as i64;
@@ -302,7 +305,7 @@ pub async fn revoked_sessions(
                     revoke_reason IS NOT DISTINCT FROM 'compromised' AS compromised
                   FROM {schema}.sessions
                   WHERE revoked_at IS NOT NULL
-                    AND revoked_at > now() - make_interval(secs => $3)
+                    AND revoked_at > GREATEST(now() - make_interval(secs => $3), to_timestamp($5))
                     AND expires_at > now()
                     AND ('{schema}' <> $1 OR id COLLATE \"C\" > $2)
                   ORDER BY id COLLATE \"C\" LIMIT $4)"
@@ -314,7 +317,10 @@ pub async fn revoked_sessions(
             arms.join(" UNION ALL ")
         );
         let rows = client
-            .query(&sql, &[&from_schema, &after_session, &window, &remaining])
+            .query(
+                &sql,
+                &[&from_schema, &after_session, &window, &remaining, &since],
+            )
             .await
             .map_err(DbError::from)?;
         for row in &rows {
