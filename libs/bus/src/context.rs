@@ -10,6 +10,9 @@ pub struct RequestContext {
     /// `00-<trace id>-<parent span id>-<flags>`.
     pub traceparent: String,
     pub tracestate: Option<String>,
+    /// When the caller stops waiting (unix ms, see [`crate::deadline`]);
+    /// calls made while handling the request inherit it.
+    pub deadline_ms: Option<u64>,
 }
 
 tokio::task_local! {
@@ -45,6 +48,7 @@ impl RequestContext {
             request_id: format!("req_{}", hex(&random::<12>())),
             traceparent: format!("00-{}-{}-01", hex(&random::<16>()), hex(&random::<8>())),
             tracestate: None,
+            deadline_ms: None,
         }
     }
 
@@ -85,11 +89,13 @@ impl RequestContext {
 
     pub fn from_headers(headers: Option<&HeaderMap>) -> Self {
         let get = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
-        Self::continue_from(
+        let mut ctx = Self::continue_from(
             get(crate::HEADER_REQUEST_ID),
             get(crate::HEADER_TRACEPARENT),
             get(crate::HEADER_TRACESTATE),
-        )
+        );
+        ctx.deadline_ms = crate::deadline::parse(headers);
+        ctx
     }
 
     /// Runs `fut` with this context as the current one.

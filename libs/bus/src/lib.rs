@@ -8,6 +8,7 @@
 
 pub mod acl;
 mod context;
+pub mod deadline;
 pub mod events;
 pub mod nats_config;
 mod server;
@@ -15,6 +16,7 @@ mod trace;
 
 pub use acl::{Identity, Served, Stream, Target};
 pub use context::{current as current_context, RequestContext};
+pub use deadline::{within_deadline, HEADER_DEADLINE};
 pub use events::Events;
 pub use server::{serve, Handlers};
 pub use trace::{outgoing_headers, remote_parent, traceparent_of};
@@ -328,6 +330,12 @@ impl Bus {
         })?;
         let mut headers = outgoing_headers();
         headers.insert(HEADER_CALLER, &*self.caller);
+        let (deadline, budget) = deadline::for_request(self.timeout);
+        if budget.is_zero() {
+            // The request being handled has already been given up on.
+            return Err(unavailable(&subject, "the caller's deadline has passed"));
+        }
+        headers.insert(HEADER_DEADLINE, deadline.to_string());
         let started = Instant::now();
         let op = operation_label(&subject);
         // While the connection is down a request would only sit in the
@@ -342,13 +350,19 @@ impl Bus {
         let sent = self
             .client
             .request_with_headers(subject.clone(), headers, payload.into());
-        let outcome = tokio::time::timeout(self.timeout, sent).await;
+        let outcome = tokio::time::timeout(budget, sent).await;
         let reply = match outcome {
             Err(_) => Err(unavailable(&subject, "timed out")),
             Ok(Err(e)) => Err(match e.kind() {
                 async_nats::RequestErrorKind::NoResponders => unavailable(&subject, "no responder"),
                 async_nats::RequestErrorKind::TimedOut => unavailable(&subject, "timed out"),
                 async_nats::RequestErrorKind::Other => unavailable(&subject, "request failed"),
+                // Refused by the client before sending: a bug here, not an outage.
+                async_nats::RequestErrorKind::InvalidSubject
+                | async_nats::RequestErrorKind::MaxPayloadExceeded => {
+                    tracing::error!(error = %e, "request not sent");
+                    ApiError::internal()
+                }
             }),
             Ok(Ok(message)) => match serde_json::from_slice::<Reply<Resp>>(&message.payload) {
                 Ok(Reply::Ok(value)) => Ok(value),

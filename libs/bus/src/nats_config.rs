@@ -74,11 +74,17 @@ fn io_error(path: &Path, e: impl std::fmt::Display) -> BusError {
     }
 }
 
-/// A new user key pair from the OS CSPRNG.
+/// A new user key pair straight from the OS CSPRNG: generated once per
+/// deployment and long-lived, so the system call costs nothing that matters.
 fn new_user_key() -> Result<nkeys::KeyPair, BusError> {
-    use rand_core::RngCore;
+    use rand::TryRng as _;
     let mut raw = zeroize::Zeroizing::new([0u8; 32]);
-    rand_core::OsRng.fill_bytes(raw.as_mut());
+    rand::rngs::SysRng
+        .try_fill_bytes(raw.as_mut())
+        .map_err(|e| BusError::Credentials {
+            path: String::new(),
+            reason: format!("no randomness from the OS: {e}"),
+        })?;
     nkeys::KeyPair::new_from_raw(nkeys::KeyPairType::User, *raw).map_err(|e| {
         BusError::Credentials {
             path: String::new(),

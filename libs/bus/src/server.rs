@@ -1,7 +1,9 @@
 //! The serving loop: one queue-group subscription per service (so replicas
 //! share load), a task per message, typed handlers, and a drain on shutdown
 //! that lets in-flight requests finish. Every request's caller is checked
-//! against the permission table before its handler runs (see [`authorise`]).
+//! against the permission table before its handler runs (see [`authorise`]),
+//! and a request whose deadline has passed is dropped unanswered (see
+//! [`crate::deadline`]).
 
 use crate::acl::{self, Identity, Served, Target};
 use crate::{Bus, BusError, Reply, RequestContext};
@@ -163,6 +165,14 @@ pub async fn serve<S: Send + Sync + 'static>(
                 // the caller's `bus.request` span.
                 let span = tracing::info_span!("bus.handle", otel.kind = "server", otel.name = %subject_label, service = %identity, subject = %message.subject, caller = %caller_name, request_id = tracing::field::Empty, trace_id = tracing::field::Empty);
                 let ctx = RequestContext::from_headers_in(&span, message.headers.as_ref());
+                // The caller has given up: running the handler would only
+                // take capacity from callers still waiting, and nobody would
+                // read the reply.
+                if let Some(late_ms) = crate::deadline::overdue(message.headers.as_ref()) {
+                    metrics::counter!(idm_core::metric::BUS_EXPIRED.name, "subject" => subject_label, "caller" => caller_name).increment(1);
+                    span.in_scope(|| tracing::debug!(late_ms, "dropped: the caller's deadline had passed"));
+                    return;
+                }
                 let started = Instant::now();
                 let answer = async {
                     if let Err(refused) = caller {

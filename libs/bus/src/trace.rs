@@ -88,12 +88,14 @@ impl RequestContext {
     /// [`RequestContext::continue_in`] from NATS headers.
     pub fn from_headers_in(span: &tracing::Span, headers: Option<&HeaderMap>) -> Self {
         let get = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
-        Self::continue_in(
+        let mut ctx = Self::continue_in(
             span,
             get(crate::HEADER_REQUEST_ID),
             get(crate::HEADER_TRACEPARENT),
             get(crate::HEADER_TRACESTATE),
-        )
+        );
+        ctx.deadline_ms = crate::deadline::parse(headers);
+        ctx
     }
 
     /// A fresh trace rooted at `span`: what the edge does with a request

@@ -42,6 +42,11 @@ pub enum ErrorCode {
     StepUpRequired,
     /// Too many failures across attempts: the factor waits for a recovery path.
     FactorLocked,
+    /// A tenant asked for a limit above its account's plan (the operator's
+    /// ceiling); `details.field` names it.
+    LimitAbovePlan,
+    /// The account's plan allows no more of this (issuers, for example).
+    PlanLimitReached,
     /// A bus request from a service the permission table does not allow to
     /// make it (libs/bus/src/acl.rs). Internal: a public client seeing it
     /// means the table and the code drifted apart.
@@ -52,7 +57,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            InvalidRequest => 400,
+            InvalidRequest | LimitAbovePlan => 400,
             Unauthenticated | InvalidApiKey | InvalidCredentials | SessionInvalid
             | SessionRevoked | SessionCompromised | RefreshTokenReused | MfaRequired
             | StepUpRequired => 401,
@@ -66,7 +71,7 @@ impl ErrorCode {
             TooManyAttempts | RateLimited | QuotaExceeded | FactorLocked => 429,
             RegionUnavailable | UpstreamUnavailable | Overloaded => 503,
             Internal => 500,
-            CallerNotAllowed => 403,
+            CallerNotAllowed | PlanLimitReached => 403,
         }
     }
 
@@ -106,6 +111,8 @@ impl ErrorCode {
             StepUpRequired => "step_up_required",
             FactorLocked => "factor_locked",
             CallerNotAllowed => "caller_not_allowed",
+            LimitAbovePlan => "limit_above_plan",
+            PlanLimitReached => "plan_limit_reached",
         }
     }
 }
@@ -123,6 +130,8 @@ mod tests {
             ErrorCode::StepUpRequired,
             ErrorCode::FactorLocked,
             ErrorCode::CallerNotAllowed,
+            ErrorCode::LimitAbovePlan,
+            ErrorCode::PlanLimitReached,
         ] {
             let json = serde_json::to_value(code).ok();
             assert_eq!(

@@ -84,6 +84,11 @@ pub const BUS_SERVER_DURATION: Metric = histogram(
     &["subject", "caller", "outcome"],
     "NATS requests this service answered, by subject, calling identity and outcome.",
 );
+pub const BUS_EXPIRED: Metric = counter(
+    "idm_bus_expired_total",
+    &["subject", "caller"],
+    "NATS requests dropped before their handler ran because the caller's deadline (idm-deadline-ms) had passed.",
+);
 pub const BUS_MESSAGE_DURATION: Metric = histogram(
     "idm_bus_message_duration_seconds",
     &["consumer", "outcome"],
@@ -123,12 +128,18 @@ pub const ARGON2_QUEUE_DEPTH: Metric = gauge(
     "Password hashes waiting for a free hashing slot (STORE_MAX_PARALLEL_HASHES).",
 );
 
+pub const STORE_SHED: Metric = counter(
+    "idm_store_shed_total",
+    &["resource"],
+    "Store requests refused at once (503 overloaded) because their issuer already held its fair share of a resource (argon2: hashing workers and queue; db: connections).",
+);
+
 // --- edge-guard -----------------------------------------------------------------
 
 pub const EDGE_RATE_LIMIT_DECISIONS: Metric = counter(
     "idm_edge_rate_limit_decisions_total",
     &["limit", "decision"],
-    "WAF limit checks by limit (backend, client, verification, key_lookup, recipient, quota) and decision (allowed, limited, banned).",
+    "WAF limit checks by limit (backend, client, verification, key_lookup, recipient, quota, in_flight) and decision (allowed, limited, banned).",
 );
 pub const EDGE_WAF_REJECTIONS: Metric = counter(
     "idm_edge_waf_rejections_total",
@@ -234,6 +245,7 @@ pub const ALL: &[Metric] = &[
     HTTP_REQUEST_DURATION,
     BUS_CLIENT_DURATION,
     BUS_SERVER_DURATION,
+    BUS_EXPIRED,
     BUS_MESSAGE_DURATION,
     DB_POOL_CONNECTIONS,
     DB_POOL_MAX_CONNECTIONS,
@@ -241,6 +253,7 @@ pub const ALL: &[Metric] = &[
     DB_POOL_WAIT_DURATION,
     ARGON2_DURATION,
     ARGON2_QUEUE_DEPTH,
+    STORE_SHED,
     EDGE_RATE_LIMIT_DECISIONS,
     EDGE_WAF_REJECTIONS,
     EDGE_BANS,

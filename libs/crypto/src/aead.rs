@@ -54,14 +54,14 @@ impl MasterKey {
             b"idmesh/master-key/derivation/v1",
         ));
         // XChaCha20-Poly1305 takes any 32-byte key, so this cannot fail.
-        let cipher = XChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(bytes.as_ref()));
+        let cipher = XChaCha20Poly1305::new(<&chacha20poly1305::Key>::from(&*bytes));
         Self { cipher, derivation }
     }
 
     /// `nonce ‖ ciphertext`.
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let nonce_bytes = crate::random_bytes::<NONCE_LEN>();
-        let nonce = XNonce::from_slice(&nonce_bytes);
+        let nonce = <&XNonce>::from(&nonce_bytes);
         let sealed = self
             .cipher
             .encrypt(
@@ -83,8 +83,9 @@ impl MasterKey {
             return Err(CryptoError::Unseal);
         }
         let (nonce, body) = sealed.split_at(NONCE_LEN);
+        let nonce = <&XNonce>::try_from(nonce).map_err(|_| CryptoError::Unseal)?;
         self.cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad })
+            .decrypt(nonce, Payload { msg: body, aad })
             .map(Zeroizing::new)
             .map_err(|_| CryptoError::Unseal)
     }

@@ -7,13 +7,13 @@ pub mod key_transport;
 pub mod password;
 pub mod session_token;
 
-use hmac::{Hmac, Mac};
-use rand_core::{OsRng, RngCore};
+use hmac::{Hmac, KeyInit, Mac};
+use rand::Rng as _;
 use sha2::{Digest, Sha256};
 
 pub use aead::MasterKey;
 pub use key_transport::KeyTransport;
-pub use password::{PasswordHasher, PasswordParams};
+pub use password::{HashSlot, PasswordHasher, PasswordParams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
@@ -25,14 +25,25 @@ pub enum CryptoError {
     Hashing(String),
     #[error("password worker pool is gone")]
     WorkerGone,
+    /// The tenant already holds its share of the hashing pool: shed, not
+    /// queued (`503 overloaded` with `Retry-After`).
+    #[error("the password hashing pool is busy; retry in {retry_after:?}")]
+    Overloaded { retry_after: std::time::Duration },
     #[error("a payload to sign could not be serialized: {0}")]
     Unserializable(String),
 }
 
-/// `N` bytes from the operating system's CSPRNG.
+/// `N` bytes from a CSPRNG seeded by the operating system.
+///
+/// `rand::rng()` is a thread-local ChaCha12 generator seeded from the OS and
+/// reseeded from it every 64 KiB of output (`rand` marks it `CryptoRng`): as
+/// unpredictable as the OS source for keys, tokens, nonces and salts, without
+/// a `getrandom` system call on every request, which profiles of session
+/// verification showed on its hot path. The process never forks, so two
+/// processes cannot share a state.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
-    OsRng.fill_bytes(&mut out);
+    rand::rng().fill_bytes(&mut out);
     out
 }
 
@@ -52,7 +63,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(key) {
+    let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(key) {
         Ok(mac) => mac,
         Err(_) => return [0u8; 32],
     };

@@ -1,14 +1,16 @@
-//! Argon2id password hashing on a bounded pool.
+//! Argon2id password hashing on a bounded, fair pool.
 //!
-//! Hashing is deliberately expensive, so it runs on blocking threads behind a
-//! semaphore sized to the machine: a burst of sign-ins queues here instead of
-//! starving every other request of CPU.
+//! Hashing is deliberately expensive, so it runs on blocking threads behind
+//! a gate sized to the machine, with a bounded queue shared fairly between
+//! tenants (see `idm_core::fair_share`): a burst of sign-ins from one issuer
+//! waits for at most its share of workers and queue slots, past which it is
+//! refused at once ([`CryptoError::Overloaded`]), so it cannot starve the
+//! other issuers or grow a queue without bound.
 
 use crate::CryptoError;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use std::sync::Arc;
-use tokio::sync::Semaphore;
+use argon2::{PasswordHash, PasswordHasher as _, PasswordVerifier as _};
+use idm_core::fair_share::{FairShare, Slot};
 use zeroize::Zeroizing;
 
 /// Defaults are OWASP's Argon2id recommendation: 19 MiB, 2 passes, 1 lane.
@@ -37,8 +39,16 @@ pub struct Verification {
 
 pub struct PasswordHasher {
     params: Params,
-    permits: Arc<Semaphore>,
+    pool: FairShare,
     dummy_hash: String,
+}
+
+/// A hashing worker held for one tenant: what [`PasswordHasher::slot`]
+/// returns. Several computations may run on it one after the other (a
+/// verification and then a rehash).
+pub struct HashSlot<'a> {
+    hasher: &'a PasswordHasher,
+    _slot: Slot,
 }
 
 fn argon(params: &Params) -> Argon2<'static> {
@@ -46,10 +56,11 @@ fn argon(params: &Params) -> Argon2<'static> {
 }
 
 fn hash_blocking(params: &Params, password: &[u8]) -> Result<String, CryptoError> {
-    let salt = SaltString::encode_b64(&crate::random_bytes::<16>())
-        .map_err(|e| CryptoError::Hashing(e.to_string()))?;
+    // The salt comes from our CSPRNG (not the crate's getrandom call), so the
+    // hot path makes no system call per hash.
+    let salt = crate::random_bytes::<16>();
     argon(params)
-        .hash_password(password, &salt)
+        .hash_password_with_salt(password, &salt)
         .map(|h| h.to_string())
         .map_err(|e| CryptoError::Hashing(e.to_string()))
 }
@@ -71,14 +82,31 @@ impl Drop for Waiting {
     }
 }
 
+/// Queue slots per worker when no queue length is configured.
+pub const DEFAULT_QUEUE_PER_WORKER: usize = 4;
+
 impl PasswordHasher {
-    /// `max_parallel` bounds concurrent hashes; 0 means the number of cores.
+    /// `max_parallel` bounds concurrent hashes (0 means the number of
+    /// cores); [`DEFAULT_QUEUE_PER_WORKER`] times as many may wait.
     pub fn new(params: PasswordParams, max_parallel: usize) -> Result<Self, CryptoError> {
+        Self::with_queue(params, max_parallel, None)
+    }
+
+    /// As [`PasswordHasher::new`], with `queue` waiting slots in all.
+    pub fn with_queue(
+        params: PasswordParams,
+        max_parallel: usize,
+        queue: Option<usize>,
+    ) -> Result<Self, CryptoError> {
+        // The output length is stated, not left to the default: parameters
+        // read back from a stored hash always carry it, and comparing them
+        // with `None` here made every successful sign-in re-hash and rewrite
+        // the password (a second Argon2 run per sign-in).
         let params = Params::new(
             params.memory_kib,
             params.iterations,
             params.parallelism,
-            None,
+            Some(Params::DEFAULT_OUTPUT_LEN),
         )
         .map_err(|e| CryptoError::Hashing(e.to_string()))?;
         let max_parallel = if max_parallel == 0 {
@@ -88,36 +116,78 @@ impl PasswordHasher {
         } else {
             max_parallel
         };
+        let queue = queue.unwrap_or(max_parallel * DEFAULT_QUEUE_PER_WORKER);
         let dummy_hash = hash_blocking(&params, &crate::random_bytes::<32>())?;
         Ok(Self {
             params,
-            permits: Arc::new(Semaphore::new(max_parallel)),
+            pool: FairShare::new(max_parallel, queue),
             dummy_hash,
         })
     }
 
-    async fn on_pool<T: Send + 'static>(
+    /// The fair-share gate in front of the workers (for gauges and tests).
+    pub fn pool(&self) -> &FairShare {
+        &self.pool
+    }
+
+    /// A worker for `tenant`, within its fair share of workers and queue
+    /// slots; `Overloaded` at once past it. Take it before any other scarce
+    /// resource (a database connection) so the two are always taken in the
+    /// same order, and before looking anything up, so whether a request is
+    /// refused says nothing about the account it names.
+    pub async fn slot(&self, tenant: &str) -> Result<HashSlot<'_>, CryptoError> {
+        use idm_core::metric::{ARGON2_QUEUE_DEPTH, STORE_SHED};
+        let queued = Waiting::join(metrics::gauge!(ARGON2_QUEUE_DEPTH.name));
+        let entered = self.pool.enter(tenant).await;
+        drop(queued);
+        match entered {
+            Ok(slot) => Ok(HashSlot {
+                hasher: self,
+                _slot: slot,
+            }),
+            Err(refused) => {
+                metrics::counter!(STORE_SHED.name, "resource" => "argon2").increment(1);
+                Err(CryptoError::Overloaded {
+                    retry_after: refused.retry_after,
+                })
+            }
+        }
+    }
+
+    /// Hashes on a worker of `tenant`'s share.
+    pub async fn hash(&self, tenant: &str, password: &str) -> Result<String, CryptoError> {
+        self.slot(tenant).await?.hash(password).await
+    }
+
+    /// Verifies on a worker of `tenant`'s share (see [`HashSlot::verify`]).
+    pub async fn verify(
+        &self,
+        tenant: &str,
+        stored: Option<&str>,
+        password: &str,
+    ) -> Result<Verification, CryptoError> {
+        self.slot(tenant).await?.verify(stored, password).await
+    }
+}
+
+impl HashSlot<'_> {
+    async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, CryptoError> {
-        use idm_core::metric::{ARGON2_DURATION, ARGON2_QUEUE_DEPTH};
-        let queued = Waiting::join(metrics::gauge!(ARGON2_QUEUE_DEPTH.name));
-        let permit = self.permits.acquire().await;
-        drop(queued);
-        let _permit = permit.map_err(|_| CryptoError::WorkerGone)?;
         let started = std::time::Instant::now();
         let done = tokio::task::spawn_blocking(work)
             .await
             .map_err(|_| CryptoError::WorkerGone);
-        metrics::histogram!(ARGON2_DURATION.name).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(idm_core::metric::ARGON2_DURATION.name)
+            .record(started.elapsed().as_secs_f64());
         done
     }
 
     pub async fn hash(&self, password: &str) -> Result<String, CryptoError> {
-        let params = self.params.clone();
+        let params = self.hasher.params.clone();
         let password = Zeroizing::new(password.as_bytes().to_vec());
-        self.on_pool(move || hash_blocking(&params, &password))
-            .await?
+        self.run(move || hash_blocking(&params, &password)).await?
     }
 
     /// Verifies against `stored`, or against a dummy hash when there is none,
@@ -128,10 +198,10 @@ impl PasswordHasher {
         password: &str,
     ) -> Result<Verification, CryptoError> {
         let known = stored.is_some();
-        let phc = stored.unwrap_or(&self.dummy_hash).to_owned();
-        let params = self.params.clone();
+        let phc = stored.unwrap_or(&self.hasher.dummy_hash).to_owned();
+        let params = self.hasher.params.clone();
         let password = Zeroizing::new(password.as_bytes().to_vec());
-        self.on_pool(move || {
+        self.run(move || {
             let parsed =
                 PasswordHash::new(&phc).map_err(|e| CryptoError::Hashing(e.to_string()))?;
             let matches = argon(&params).verify_password(&password, &parsed).is_ok();
@@ -161,12 +231,22 @@ mod tests {
     #[tokio::test]
     async fn hashes_verify_and_parameter_changes_ask_for_rehash() -> Result<(), CryptoError> {
         let hasher = PasswordHasher::new(cheap(), 1)?;
-        let phc = hasher.hash("correct horse").await?;
+        let phc = hasher.hash("iss_a", "correct horse").await?;
         assert!(phc.starts_with("$argon2id$"));
         assert!(!phc.contains("correct horse"));
-        assert!(hasher.verify(Some(&phc), "correct horse").await?.valid);
-        assert!(!hasher.verify(Some(&phc), "wrong horse").await?.valid);
-        assert!(!hasher.verify(None, "correct horse").await?.valid);
+        assert!(
+            hasher
+                .verify("iss_a", Some(&phc), "correct horse")
+                .await?
+                .valid
+        );
+        assert!(
+            !hasher
+                .verify("iss_a", Some(&phc), "wrong horse")
+                .await?
+                .valid
+        );
+        assert!(!hasher.verify("iss_a", None, "correct horse").await?.valid);
 
         let stronger = PasswordHasher::new(
             PasswordParams {
@@ -175,8 +255,52 @@ mod tests {
             },
             1,
         )?;
-        let v = stronger.verify(Some(&phc), "correct horse").await?;
+        let v = stronger
+            .verify("iss_a", Some(&phc), "correct horse")
+            .await?;
         assert!(v.valid && v.needs_rehash);
+        // Unchanged parameters: no rehash on every sign-in.
+        let same = hasher.verify("iss_a", Some(&phc), "correct horse").await?;
+        assert!(same.valid && !same.needs_rehash);
+        Ok(())
+    }
+
+    /// Hashes stored before the move from argon2 0.5 to 0.6 (written by 0.5.3
+    /// with the OWASP defaults) still verify, and do not ask for a rehash.
+    #[tokio::test]
+    async fn hashes_written_by_argon2_0_5_still_verify() -> Result<(), CryptoError> {
+        const STORED: &str = "$argon2id$v=19$m=19456,t=2,p=1$MDEyMzQ1Njc4OWFiY2RlZg\
+                              $rk2Mi3E4dgRMg0fHaYaptWVZRKqs//6b6k3/nntqGJk";
+        let hasher = PasswordHasher::new(PasswordParams::default(), 1)?;
+        let v = hasher
+            .verify("iss_a", Some(STORED), "correct horse")
+            .await?;
+        assert!(v.valid);
+        assert!(!v.needs_rehash);
+        assert!(
+            !hasher
+                .verify("iss_a", Some(STORED), "wrong horse")
+                .await?
+                .valid
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_tenant_past_its_share_of_the_pool_is_refused_at_once() -> Result<(), CryptoError> {
+        // One worker and one queue slot: a tenant alone may hold both.
+        let hasher = PasswordHasher::with_queue(cheap(), 1, Some(1))?;
+        let running = hasher.slot("iss_c").await?;
+        let mut queued = Box::pin(hasher.slot("iss_c"));
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        assert!(std::future::Future::poll(queued.as_mut(), &mut cx).is_pending());
+        assert!(matches!(
+            hasher.slot("iss_c").await,
+            Err(CryptoError::Overloaded { .. })
+        ));
+        drop(running);
+        assert!(queued.await?.verify(None, "x").await.is_ok());
         Ok(())
     }
 }

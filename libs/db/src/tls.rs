@@ -85,7 +85,9 @@ pub(crate) fn client_config(root_cert: Option<&PathBuf>) -> Result<rustls::Clien
             let pem = std::fs::read(path)
                 .map_err(|e| DbError::Config(format!("sslrootcert {}: {e}", path.display())))?;
             let mut found = 0;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            // rustls' own PEM reader (rustls-pemfile is unmaintained).
+            use rustls::pki_types::pem::PemObject as _;
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
                 let cert = cert
                     .map_err(|e| DbError::Config(format!("sslrootcert {}: {e}", path.display())))?;
                 roots
@@ -163,5 +165,41 @@ mod tests {
         assert!(split_url("postgres://u@h/db?sslmode=allow-anything").is_err());
         assert!(split_url("postgres://u@h/db?sslrootcert=/ca.pem").is_err());
         assert!(client_config(Some(&PathBuf::from("/nonexistent/ca.pem"))).is_err());
+    }
+
+    /// A self-signed test CA (P-256), valid until 2126.
+    const CA_PEM: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIBiDCCAS+gAwIBAgIUU5hrmaffF2tSve6ifIQrsHV1w30wCgYIKoZIzj0EAwIw\n\
+GTEXMBUGA1UEAwwOaWRtZXNoIHRlc3QgY2EwIBcNMjYxMjAyMDEzNzQyWhgPMjEy\n\
+NjExMDgwMTM3NDJaMBkxFzAVBgNVBAMMDmlkbWVzaCB0ZXN0IGNhMFkwEwYHKoZI\n\
+zj0CAQYIKoZIzj0DAQcDQgAEA7Y4iqElknXUrC0gJqayoZcjCYdWMjlMQH1mmoDZ\n\
+q6MMCZpGmPhCQxfieM6S1JjDOd1K6Q5/2P0wVhwqXOUtHqNTMFEwHQYDVR0OBBYE\n\
+FHLxVdtGv8prNiSvhkN1/5H+icq8MB8GA1UdIwQYMBaAFHLxVdtGv8prNiSvhkN1\n\
+/5H+icq8MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIgJGd20/5f\n\
+Xt+k7SCKDzLnMxRddksMFTrSV3VPoD6gsg0CIAe0uE47Fej1IhPKlWKlWXoyaAJk\n\
+i7eh1TdMiZLWUA2f\n\
+-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn root_certificates_are_read_from_pem_and_a_file_without_one_is_refused() {
+        let dir = std::env::temp_dir().join(format!("idm-db-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bundle = dir.join("bundle.pem");
+        // Other sections around the certificate are skipped, as before.
+        std::fs::write(
+            &bundle,
+            format!("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n{CA_PEM}"),
+        )
+        .unwrap();
+        assert!(client_config(Some(&bundle)).is_ok());
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "no certificate here\n").unwrap();
+        let refused = client_config(Some(&empty)).map(|_| ()).unwrap_err();
+        assert!(
+            refused.to_string().contains("no PEM certificate"),
+            "{refused}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

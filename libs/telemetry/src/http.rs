@@ -27,9 +27,9 @@ impl IntoResponse for HttpError {
         let status = http::StatusCode::from_u16(self.0.code.http_status())
             .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
         // `details.retry_after` (seconds) on a 429 or a ban also becomes the
-        // standard `Retry-After` header. Every 503 (a dependency down, a
-        // region unavailable, shedding) carries one: the condition is
-        // temporary and clients should come back, not give up.
+        // standard `Retry-After` header. Every 503 carries one: a shed or
+        // unavailable dependency is worth retrying shortly, and a client
+        // told when backs off instead of hammering.
         let retry_after = self
             .0
             .details

@@ -112,6 +112,27 @@ pub struct Options {
     /// Run on servers of the platform's own that a test may kill and restart
     /// (fault injection): see [`OwnServers`].
     pub own_servers: Option<OwnServers>,
+    /// Each store's concurrent Argon2 computations (0: one per core). Tests
+    /// that load the stores give the other services a core of their own,
+    /// as separate machines would.
+    pub store_hash_workers: usize,
+    /// The plan of accounts the operator gave none ([`roomy_plan`] unless
+    /// a test says otherwise; tests of plans set one per account).
+    pub default_plan: idm_core::AccountPlan,
+}
+
+/// A plan whose ceilings stay out of the way of tests about something else
+/// (the product's default plan is `AccountPlan::default()`): rate and
+/// recipient ceilings at the most a policy may ask, the default quotas.
+pub fn roomy_plan() -> idm_core::AccountPlan {
+    use idm_core::waf_policy::VelocityLimit;
+    idm_core::AccountPlan {
+        max_backend: VelocityLimit::new(10_000_000, 1),
+        max_client: VelocityLimit::new(10_000_000, 1),
+        max_verification: VelocityLimit::new(10_000_000, 1),
+        max_recipient: VelocityLimit::new(1_000_000, 1),
+        ..idm_core::AccountPlan::default()
+    }
 }
 
 /// A platform on private servers: its own PostgreSQL (the global database
@@ -172,6 +193,8 @@ impl Default for Options {
             edge_trusted_proxies: Vec::new(),
             nats_tls: None,
             own_servers: None,
+            store_hash_workers: 0,
+            default_plan: roomy_plan(),
         }
     }
 }
@@ -297,7 +320,9 @@ impl Platform {
                     database_url: SecretString::from(db_urls[&region_dbs[region]].clone()),
                     pool_size: 4,
                     password: idm_crypto::PasswordParams::default(),
-                    max_parallel_hashes: 0,
+                    max_parallel_hashes: options.store_hash_workers,
+                    hash_queue: 0,
+                    db_queue: 0,
                 }),
             ));
         }
@@ -328,6 +353,7 @@ impl Platform {
                 database_url: global_url.clone(),
                 pool_size: 4,
                 operator_token: SecretString::from(operator_token.clone()),
+                default_plan: options.default_plan.clone(),
             }),
         ));
         specs.push((

@@ -1,15 +1,19 @@
-//! The operator API on the account service's own port.
+//! The operator API on the account service's own port: accounts, and each
+//! account's plan (the ceilings of its issuers' limits and quotas). Only
+//! the operator token opens it; tenant keys never reach it (the public edge
+//! does not route `/admin`, and a key is not the token).
 
 use crate::provisioning::{self, NewIssuer};
 use crate::State;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::Path;
 use axum::extract::State as AxumState;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use idm_core::text::DisplayName;
-use idm_core::{AccountId, ApiError, ErrorCode, KeyMode, Scope};
+use idm_core::{AccountId, AccountPlan, ApiError, ErrorCode, KeyMode, Scope};
 use idm_telemetry::http::HttpError;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -18,6 +22,7 @@ use std::sync::Arc;
 pub fn routes(state: Arc<State>) -> Router {
     Router::new()
         .route("/admin/v1/accounts", post(create_account))
+        .route("/admin/v1/accounts/{id}/plan", get(get_plan).put(put_plan))
         .with_state(state)
 }
 
@@ -79,4 +84,71 @@ async fn create_account(
             "restricted_key": restricted_key,
         })),
     ))
+}
+
+fn account_id(raw: &str) -> Result<AccountId, ApiError> {
+    // A malformed id names no account: the same answer as an unknown one.
+    AccountId::parse(raw).map_err(|_| ApiError::not_found("account"))
+}
+
+fn plan_body(account: &AccountId, plan: &AccountPlan, custom: bool) -> serde_json::Value {
+    serde_json::json!({ "account_id": account, "plan": plan, "custom": custom })
+}
+
+/// The account's plan (`custom: false` when it is the deployment's default).
+async fn get_plan(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    operator(&state, &headers)?;
+    let account = account_id(&id)?;
+    let client = state
+        .db
+        .get()
+        .await
+        .map_err(crate::Error::from)
+        .map_err(ApiError::from)?;
+    let (plan, custom) =
+        crate::storage::account_plan(&client, &account, &state.default_plan, false)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("account"))?;
+    Ok(Json(plan_body(&account, &plan, custom)))
+}
+
+/// Replaces the account's plan (fields not given take the built-in
+/// defaults). Issuers keep their stored limits; the edge caps those above
+/// the new plan at once (every issuer's cached key config is dropped), and
+/// new limits above it are refused.
+async fn put_plan(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<AccountPlan>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    operator(&state, &headers)?;
+    let account = account_id(&id)?;
+    let Json(plan) = body.map_err(|e| ApiError::invalid_request(e.body_text()))?;
+    plan.validate()?;
+    let client = state
+        .db
+        .get()
+        .await
+        .map_err(crate::Error::from)
+        .map_err(ApiError::from)?;
+    if !crate::storage::set_plan(&client, &account, &plan)
+        .await
+        .map_err(ApiError::from)?
+    {
+        return Err(ApiError::not_found("account").into());
+    }
+    let issuers = crate::storage::issuers_of(&client, &account)
+        .await
+        .map_err(ApiError::from)?;
+    for issuer in &issuers {
+        crate::handlers::broadcast_change(&state, issuer, None).await;
+    }
+    tracing::info!(account = %account, issuers = issuers.len(), "account plan set");
+    Ok(Json(plan_body(&account, &plan, true)))
 }

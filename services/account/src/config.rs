@@ -1,4 +1,5 @@
 use idm_core::config::{ConfigError, Env, ServiceBasics};
+use idm_core::AccountPlan;
 use secrecy::{ExposeSecret, SecretString};
 
 /// `ACCOUNT_*` variables.
@@ -9,6 +10,10 @@ pub struct Config {
     pub pool_size: usize,
     /// Bearer token for the operator API (`/admin/v1/...`).
     pub operator_token: SecretString,
+    /// The plan of accounts the operator has not given one
+    /// (`ACCOUNT_DEFAULT_PLAN`, JSON; fields not given take the built-in
+    /// defaults, see `idm_core::plan`).
+    pub default_plan: AccountPlan,
 }
 
 impl Config {
@@ -21,8 +26,22 @@ impl Config {
                 reason: "use at least 16 characters".into(),
             });
         }
+        let default_plan = match env.optional("DEFAULT_PLAN") {
+            None => AccountPlan::default(),
+            Some(json) => {
+                let invalid = |reason: String| ConfigError::Invalid {
+                    var: env.var_name("DEFAULT_PLAN"),
+                    reason,
+                };
+                let plan: AccountPlan =
+                    serde_json::from_str(&json).map_err(|e| invalid(e.to_string()))?;
+                plan.validate().map_err(|e| invalid(e.message))?;
+                plan
+            }
+        };
         Ok(Self {
             basics: ServiceBasics::from_env(&env, 8081)?,
+            default_plan,
             database_url: env.secret("DATABASE_URL")?,
             pool_size: env.parse("DB_POOL_SIZE", 16)?,
             operator_token,

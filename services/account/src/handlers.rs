@@ -13,15 +13,21 @@ pub async fn resolve_key(state: Arc<State>, req: ResolveKey) -> Result<Resolved,
     }
     let client = state.db.get().await?;
     Ok(Resolved {
-        key: storage::resolve_key(&client, &req.key_hash).await?,
+        key: storage::resolve_key(&client, &req.key_hash, &state.default_plan).await?,
     })
 }
 
+/// The issuer with its account's plan, so a tenant sees the ceilings of
+/// its own limits.
 pub async fn get_issuer(state: Arc<State>, req: IssuerRef) -> Result<Issuer, Error> {
     let client = state.db.get().await?;
-    storage::issuer(&client, &req.issuer_id)
+    let mut issuer = storage::issuer(&client, &req.issuer_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("issuer").into())
+        .ok_or_else(|| ApiError::not_found("issuer"))?;
+    issuer.plan = storage::account_plan(&client, &issuer.account_id, &state.default_plan, false)
+        .await?
+        .map(|(plan, _)| plan);
+    Ok(issuer)
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id))]
@@ -33,6 +39,17 @@ pub async fn update_issuer(state: Arc<State>, req: UpdateIssuer) -> Result<Issue
         return Err(ApiError::validation("at most 100 allowed origins").into());
     }
     let client = state.db.get().await?;
+    if let Some(policy) = &req.policy {
+        // The tenant's limits stay at or below its account's plan.
+        let current = storage::issuer(&client, &req.issuer_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("issuer"))?;
+        let (plan, _) =
+            storage::account_plan(&client, &current.account_id, &state.default_plan, false)
+                .await?
+                .ok_or_else(|| ApiError::not_found("account"))?;
+        plan.admits(current.mode, &current.policy.waf, &policy.waf)?;
+    }
     let issuer = storage::update_issuer(
         &client,
         &req.issuer_id,
@@ -53,6 +70,13 @@ pub async fn create_issuer(state: Arc<State>, req: CreateIssuer) -> Result<Creat
         delegation::creator_in_account(&client, &req.created_by, &req.account_id).await?
     };
     delegation::check_issuer_mode(&creator, req.mode)?;
+    // Checked here to fail before provisioning, and again when the issuer
+    // is stored (under the account's lock) so that concurrent creations
+    // cannot both take the last one.
+    {
+        let client = state.db.get().await?;
+        provisioning::check_issuer_allowance(&client, &state.default_plan, &req.account_id).await?;
+    }
     let NewIssuer {
         issuer, secret_key, ..
     } = provisioning::create_issuer(
@@ -108,7 +132,11 @@ pub async fn revoke_api_key(state: Arc<State>, req: RevokeApiKey) -> Result<ApiK
 }
 
 /// Tells every edge-guard replica to drop what it cached for the issuer.
-async fn broadcast_change(state: &State, issuer: &idm_core::IssuerId, key_hash: Option<String>) {
+pub(crate) async fn broadcast_change(
+    state: &State,
+    issuer: &idm_core::IssuerId,
+    key_hash: Option<String>,
+) {
     let subject = state
         .bus
         .broadcast_subject("config.changed", issuer.as_str());

@@ -26,6 +26,8 @@ pub(crate) struct State {
     pub db: Db,
     pub bus: Bus,
     pub operator_token: secrecy::SecretString,
+    /// The plan of accounts without one of their own.
+    pub default_plan: idm_core::AccountPlan,
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
@@ -36,6 +38,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         db: db.clone(),
         bus: bus.clone(),
         operator_token: config.operator_token.clone(),
+        default_plan: config.default_plan.clone(),
     });
     let handlers = Handlers::new()
         .on(op::RESOLVE_KEY, handlers::resolve_key)

@@ -1,9 +1,10 @@
 use idm_db::Migration;
 
-pub const ACCOUNT: &[Migration] = &[Migration {
-    version: 1,
-    name: "accounts, issuers, api keys",
-    sql: "
+pub const ACCOUNT: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "accounts, issuers, api keys",
+        sql: "
         CREATE TABLE accounts (
             id text PRIMARY KEY,
             name text NOT NULL,
@@ -33,4 +34,11 @@ pub const ACCOUNT: &[Migration] = &[Migration {
         );
         CREATE INDEX api_keys_by_issuer ON api_keys (issuer_id);
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "account plans",
+        // NULL: the deployment's default plan (ACCOUNT_DEFAULT_PLAN).
+        sql: "ALTER TABLE account.accounts ADD COLUMN plan jsonb;",
+    },
+];

@@ -98,6 +98,31 @@ pub fn new_key(
     (info, SecretText::new(key.expose()), hash)
 }
 
+/// Refuses (`plan_limit_reached`) a new issuer for `account` once it has
+/// as many as its plan allows. Inside a transaction the account's row stays
+/// locked until it ends, so concurrent creations are counted one by one.
+pub async fn check_issuer_allowance(
+    db: &impl idm_db::GenericClient,
+    default_plan: &idm_core::AccountPlan,
+    account: &AccountId,
+) -> Result<(), Error> {
+    let (plan, _) = storage::account_plan(db, account, default_plan, true)
+        .await?
+        .ok_or_else(|| ApiError::not_found("account"))?;
+    let issuers = storage::issuers_of(db, account).await?.len();
+    if issuers >= plan.max_issuers as usize {
+        return Err(ApiError::new(
+            ErrorCode::PlanLimitReached,
+            format!(
+                "the account's plan allows {} issuers and it has {issuers}",
+                plan.max_issuers
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 pub struct NewIssuer {
     pub issuer: Issuer,
     pub secret_key: SecretText,
@@ -125,6 +150,7 @@ pub async fn create_issuer(
         allowed_origins: Vec::new(),
         policy: IssuerPolicy::default(),
         created_at: idm_core::now(),
+        plan: None,
     };
     provision_everywhere(state, &issuer.id).await?;
 
@@ -147,8 +173,9 @@ pub async fn create_issuer(
 
     let mut client = state.db.get().await?;
     let tx = client.transaction().await.map_err(idm_db::DbError::from)?;
-    if let Some(account_name) = new_account {
-        storage::insert_account(&tx, account, account_name).await?;
+    match new_account {
+        Some(account_name) => storage::insert_account(&tx, account, account_name).await?,
+        None => check_issuer_allowance(&tx, &state.default_plan, account).await?,
     }
     storage::insert_issuer(&tx, &issuer).await?;
     storage::insert_key(&tx, &secret_info, &secret_hash).await?;

@@ -3,7 +3,8 @@
 use crate::Error;
 use idm_core::proto::account::{ApiKeyInfo, Issuer, KeyConfig};
 use idm_core::{
-    AccountId, AllowedOrigin, ApiError, ApiKeyId, IssuerId, IssuerPolicy, KeyKind, KeyMode, Scope,
+    AccountId, AccountPlan, AllowedOrigin, ApiError, ApiKeyId, IssuerId, IssuerPolicy, KeyKind,
+    KeyMode, Scope,
 };
 use idm_db::{DbError, GenericClient, Row};
 
@@ -87,6 +88,7 @@ fn issuer_from_row(row: &Row) -> Result<Issuer, Error> {
         allowed_origins: json(row.get(4))?,
         policy: json(row.get(5))?,
         created_at: row.get(6),
+        plan: None,
     })
 }
 
@@ -197,12 +199,18 @@ pub async fn revoke_key(
     row.map(|r| Ok((key_from_row(&r)?, r.get(9)))).transpose()
 }
 
-/// The live key with this hash, joined with its issuer's settings.
-pub async fn resolve_key(db: &impl GenericClient, hash: &str) -> Result<Option<KeyConfig>, Error> {
+/// The live key with this hash, joined with its issuer's settings and its
+/// account's plan (`default_plan` when the operator set none).
+pub async fn resolve_key(
+    db: &impl GenericClient,
+    hash: &str,
+    default_plan: &AccountPlan,
+) -> Result<Option<KeyConfig>, Error> {
     let row = db
         .query_opt(
-            "SELECT k.id, i.account_id, i.id, i.mode, k.kind, k.mode, k.scopes, i.allowed_origins, i.policy
+            "SELECT k.id, i.account_id, i.id, i.mode, k.kind, k.mode, k.scopes, i.allowed_origins, i.policy, a.plan
              FROM account.api_keys k JOIN account.issuers i ON i.id = k.issuer_id
+             JOIN account.accounts a ON a.id = i.account_id
              WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
             &[&hash],
         )
@@ -219,9 +227,72 @@ pub async fn resolve_key(db: &impl GenericClient, hash: &str) -> Result<Option<K
             scopes: json(r.get(6))?,
             allowed_origins: json(r.get(7))?,
             policy: json(r.get(8))?,
+            plan: plan_or(r.get(9), default_plan)?,
         })
     })
     .transpose()
+}
+
+fn plan_or(stored: Option<serde_json::Value>, default: &AccountPlan) -> Result<AccountPlan, Error> {
+    stored.map_or_else(|| Ok(default.clone()), json)
+}
+
+/// An account's plan, and whether the operator set it (`false`: the
+/// default); `None` when there is no such account. `lock` holds the
+/// account's row until the transaction ends, so issuer creations of one
+/// account are counted one at a time.
+pub async fn account_plan(
+    db: &impl GenericClient,
+    account: &AccountId,
+    default: &AccountPlan,
+    lock: bool,
+) -> Result<Option<(AccountPlan, bool)>, Error> {
+    let sql = if lock {
+        "SELECT plan FROM account.accounts WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT plan FROM account.accounts WHERE id = $1"
+    };
+    let row = db
+        .query_opt(sql, &[&account.as_str()])
+        .await
+        .map_err(DbError::from)?;
+    row.map(|r| {
+        let stored: Option<serde_json::Value> = r.get(0);
+        let custom = stored.is_some();
+        Ok((plan_or(stored, default)?, custom))
+    })
+    .transpose()
+}
+
+/// Sets an account's plan; `false` when there is no such account.
+pub async fn set_plan(
+    db: &impl GenericClient,
+    account: &AccountId,
+    plan: &AccountPlan,
+) -> Result<bool, Error> {
+    let updated = db
+        .execute(
+            "UPDATE account.accounts SET plan = $2 WHERE id = $1",
+            &[&account.as_str(), &to_json(plan)?],
+        )
+        .await
+        .map_err(DbError::from)?;
+    Ok(updated == 1)
+}
+
+/// The ids of every issuer of an account.
+pub async fn issuers_of(
+    db: &impl GenericClient,
+    account: &AccountId,
+) -> Result<Vec<IssuerId>, Error> {
+    let rows = db
+        .query(
+            "SELECT id FROM account.issuers WHERE account_id = $1",
+            &[&account.as_str()],
+        )
+        .await
+        .map_err(DbError::from)?;
+    rows.iter().map(|r| id(IssuerId::parse(r.get(0)))).collect()
 }
 
 /// A live key as a delegator: what it is and what it holds.

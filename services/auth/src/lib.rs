@@ -60,10 +60,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     // wait forever (found by tests/tests/faults.rs), and the reconnect
     // backoff must stay short so a restarted Redis is used within a second.
     let redis_config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(REDIS_TIMEOUT)
-        .set_response_timeout(REDIS_TIMEOUT)
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT))
         .set_number_of_retries(3)
-        .set_max_delay(500);
+        .set_max_delay(std::time::Duration::from_millis(500));
     let redis = redis::aio::ConnectionManager::new_with_config(
         redis::Client::open(config.redis_url())?,
         redis_config,

@@ -79,6 +79,8 @@ pub struct Caller {
     pub ip: IpAddr,
     pub country: Option<String>,
     pub user_agent: Option<String>,
+    /// The request's place among its issuer's requests in flight.
+    _in_flight: crate::waf::Ticket,
 }
 
 impl Caller {
@@ -219,6 +221,7 @@ impl Incoming {
         if let Some(Err(refused)) = origin {
             return Err(refused);
         }
+        let in_flight = self.app.waf.admit(&key)?;
         match (access, key.kind) {
             (Access::Backend(scope), KeyKind::Secret) => {
                 if !any_grants(&key.scopes, scope) {
@@ -251,6 +254,7 @@ impl Incoming {
             ),
             user_agent,
             key,
+            _in_flight: in_flight,
         })
     }
 

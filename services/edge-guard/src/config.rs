@@ -90,6 +90,10 @@ fn waf_config(env: &Env) -> Result<crate::waf::WafConfig, ConfigError> {
             .parse("KEY_LOOKUPS_PER_MINUTE", defaults.key_lookups_per_minute)?,
         operator_token,
         max_bans_per_issuer: env.parse("MAX_BANS_PER_ISSUER", defaults.max_bans_per_issuer)?,
+        max_in_flight_per_issuer: env.parse(
+            "MAX_IN_FLIGHT_PER_ISSUER",
+            defaults.max_in_flight_per_issuer,
+        )?,
         recipient_key: crate::waf::RecipientKey::from_base64(secrecy::ExposeSecret::expose_secret(
             &env.secret("HASH_KEY")?,
         ))

@@ -13,6 +13,12 @@ pub struct Config {
     pub password: PasswordParams,
     /// Concurrent Argon2 computations; 0 means one per core.
     pub max_parallel_hashes: usize,
+    /// Password checks that may wait for a hashing worker, shared fairly
+    /// between issuers (see `idm_core::fair_share`); 0 means four per worker.
+    pub hash_queue: usize,
+    /// Requests that may wait for a pooled connection, shared fairly between
+    /// issuers like the connections themselves; 0 means eight per connection.
+    pub db_queue: usize,
 }
 
 impl Config {
@@ -35,6 +41,8 @@ impl Config {
                 parallelism: env.parse("ARGON2_PARALLELISM", defaults.parallelism)?,
             },
             max_parallel_hashes: env.parse("MAX_PARALLEL_HASHES", 0)?,
+            hash_queue: env.parse("HASH_QUEUE", 0)?,
+            db_queue: env.parse("DB_QUEUE", 0)?,
         })
     }
 

@@ -20,6 +20,10 @@ impl From<Error> for ApiError {
     fn from(error: Error) -> ApiError {
         match error {
             Error::Api(api) => api,
+            Error::Crypto(idm_crypto::CryptoError::Overloaded { retry_after }) => overloaded(
+                "the store is busy with this application's password checks; retry shortly",
+                retry_after,
+            ),
             Error::Db(db) if db.is_unavailable() => {
                 tracing::error!(error = %db, "regional database unavailable");
                 ApiError::new(
@@ -30,4 +34,11 @@ impl From<Error> for ApiError {
             other => ApiError::internal_from(&other),
         }
     }
+}
+
+/// `503 overloaded` with `Retry-After`: the issuer already holds its fair
+/// share of a store resource (see `idm_core::fair_share`).
+pub(crate) fn overloaded(message: &str, retry_after: std::time::Duration) -> ApiError {
+    ApiError::new(ErrorCode::Overloaded, message)
+        .with_details(serde_json::json!({ "retry_after": retry_after.as_secs().max(1) }))
 }

@@ -15,6 +15,7 @@ pub use config::Config;
 pub use error::Error;
 
 use idm_bus::{Bus, Handlers};
+use idm_core::fair_share::FairShare;
 use idm_core::proto::store as op;
 use idm_crypto::PasswordHasher;
 use idm_db::Db;
@@ -26,6 +27,9 @@ pub(crate) struct State {
     pub region: idm_core::Region,
     pub db: Db,
     pub hasher: PasswordHasher,
+    /// The pool's connections, shared fairly between issuers: every
+    /// issuer-scoped handle holds one of these (see `storage::IssuerStore`).
+    pub connections: FairShare,
 }
 
 /// Starts the store and returns once it is serving.
@@ -33,12 +37,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let db = Db::connect(config.database_url(), config.pool_size)?
         .named(format!("store-{}", config.region));
     storage::migrate_all_issuers(&db).await?;
-    let hasher = PasswordHasher::new(config.password, config.max_parallel_hashes)?;
+    let hasher = PasswordHasher::with_queue(
+        config.password,
+        config.max_parallel_hashes,
+        (config.hash_queue > 0).then_some(config.hash_queue),
+    )?;
+    let db_queue = match config.db_queue {
+        0 => config.pool_size * 8,
+        n => n,
+    };
+    let connections = FairShare::new(config.pool_size, db_queue);
     let bus = Bus::connect(&config.basics, idm_bus::Identity::UserStore(config.region)).await?;
     let state = Arc::new(State {
         region: config.region,
         db: db.clone(),
         hasher,
+        connections,
     });
     let handlers = Handlers::new()
         .on(op::INFO, handlers::info)

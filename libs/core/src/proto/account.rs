@@ -31,6 +31,10 @@ pub struct KeyConfig {
     pub scopes: Vec<Scope>,
     pub allowed_origins: Vec<AllowedOrigin>,
     pub policy: IssuerPolicy,
+    /// The account's plan: the ceilings the edge caps the policy's limits
+    /// and quotas with.
+    #[serde(default)]
+    pub plan: crate::AccountPlan,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,6 +58,10 @@ pub struct Issuer {
     pub policy: IssuerPolicy,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: Timestamp,
+    /// The account's plan (the ceilings of `policy.waf`), shown to the
+    /// tenant by `GET /v1/issuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<crate::AccountPlan>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -91,10 +91,10 @@ impl RedisLink {
             return Ok(manager);
         }
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(1)
-            .set_max_delay(200);
+            .set_max_delay(Duration::from_millis(200));
         let created = tokio::time::timeout(
             self.timeout * 4,
             ConnectionManager::new_with_config(self.client.clone(), config),

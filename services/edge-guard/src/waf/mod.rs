@@ -8,6 +8,7 @@ pub(crate) mod admin;
 mod bans;
 mod email_guard;
 mod fallback;
+mod in_flight;
 mod quota;
 mod recipient_key;
 #[cfg(test)]
@@ -15,6 +16,7 @@ mod redis_tests;
 mod velocity;
 
 use idm_bus::{Bus, Events};
+use idm_core::plan::RouteLimit;
 use idm_core::proto::account::KeyConfig;
 use idm_core::waf_policy::{VelocityLimit, MAX_IPV6_PREFIX, MIN_IPV6_PREFIX};
 use idm_core::{metric, ApiError, Email, ErrorCode, IssuerId, IssuerPolicy, KeyKind};
@@ -27,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use bans::BanView;
 pub use fallback::GAUGE as FALLBACK_GAUGE;
+pub use in_flight::Ticket;
 pub use recipient_key::RecipientKey;
 
 /// `EDGE_*` settings of the WAF that are the platform's, not an issuer's.
@@ -45,6 +48,9 @@ pub struct WafConfig {
     pub max_bans_per_issuer: usize,
     /// Keys the hashes that name recipients in Redis (`EDGE_HASH_KEY`).
     pub recipient_key: RecipientKey,
+    /// Requests of one issuer this replica works on at once; past it the
+    /// issuer's next request is shed with `503 overloaded` and `Retry-After`.
+    pub max_in_flight_per_issuer: usize,
 }
 
 impl Default for WafConfig {
@@ -55,6 +61,7 @@ impl Default for WafConfig {
             operator_token: None,
             max_bans_per_issuer: 10_000,
             recipient_key: RecipientKey::random(),
+            max_in_flight_per_issuer: 256,
         }
     }
 }
@@ -211,6 +218,7 @@ pub struct Waf {
     velocity: Arc<velocity::Velocity>,
     bans: Arc<bans::Bans>,
     quota: Arc<quota::Quota>,
+    in_flight: Arc<in_flight::InFlight>,
     config: WafConfig,
 }
 
@@ -259,6 +267,7 @@ impl Waf {
                 redis,
                 bans,
                 quota,
+                in_flight: Arc::new(in_flight::InFlight::new(config.max_in_flight_per_issuer)),
                 config,
             },
             tasks,
@@ -291,7 +300,8 @@ impl Waf {
             key.issuer_id,
             email.normalized_for_limits()
         ));
-        let limit = VelocityLimit::new(policy.recipient_limit, policy.recipient_window_seconds);
+        // The issuer's own limit, capped by its account's plan.
+        let limit = key.plan.effective_recipient(policy);
         let decision = self
             .velocity
             .hit(&format!("rcpt:{}:{recipient}", key.issuer_id), limit)
@@ -311,9 +321,15 @@ impl Waf {
                 decision.retry_after,
             ));
         }
+        // The account's quota of the issuer's mode: test sends never use
+        // live quota.
         if let Err(renews_in) = self
             .quota
-            .take(&key.account_id, policy.monthly_email_quota)
+            .take(
+                &key.account_id,
+                key.issuer_mode,
+                key.plan.effective_quota(key.issuer_mode, policy),
+            )
             .await
         {
             decided("quota", "limited");
@@ -351,11 +367,16 @@ impl Waf {
             decided(class.as_str(), "banned");
             return Err(banned(remaining));
         }
-        let limit = match class {
-            RouteClass::Backend => policy.backend,
-            RouteClass::Client => policy.client,
-            RouteClass::Verification => policy.verification,
-        };
+        // The issuer's own limit, capped by its account's plan (a limit set
+        // before the operator lowered the plan is not trusted).
+        let limit = key.plan.effective_velocity(
+            policy,
+            match class {
+                RouteClass::Backend => RouteLimit::Backend,
+                RouteClass::Client => RouteLimit::Client,
+                RouteClass::Verification => RouteLimit::Verification,
+            },
+        );
         let decision = self
             .velocity
             .hit(&format!("v:{class}:{}:{net}", key.issuer_id), limit)
@@ -378,6 +399,23 @@ impl Waf {
             "too many requests from this address",
             decision.retry_after,
         ))
+    }
+
+    /// After [`Waf::guard`]: a place among the issuer's requests in flight
+    /// on this replica, held until the response (`503 overloaded` with
+    /// `Retry-After` when the issuer has too many already).
+    pub fn admit(&self, key: &KeyConfig) -> Result<Ticket, ApiError> {
+        match self.in_flight.enter(&key.issuer_id) {
+            Ok(ticket) => {
+                decided("in_flight", "allowed");
+                Ok(ticket)
+            }
+            Err(shed) => {
+                decided("in_flight", "limited");
+                rejected("in_flight");
+                Err(shed)
+            }
+        }
     }
 
     /// Before a key-cache miss reaches the account service: a platform-wide

@@ -1,6 +1,7 @@
-//! The monthly email quota of an account: one Redis counter per account and
-//! calendar month (UTC), incremented only while under the limit, so a refused
-//! send leaves the count where it was and nothing is queued.
+//! The monthly email quota of an account: one Redis counter per account,
+//! mode and calendar month (UTC), incremented only while under the limit, so
+//! a refused send leaves the count where it was and nothing is queued. Test
+//! issuers count apart from live ones: a test send never uses live quota.
 //!
 //! While Redis is away each replica continues from the last count it saw
 //! for that account and remembers what it let through; when Redis is back
@@ -8,7 +9,7 @@
 //! can overshoot the quota only by what other replicas sent meanwhile.
 
 use super::fallback::RedisLink;
-use idm_core::AccountId;
+use idm_core::{AccountId, KeyMode};
 use redis::aio::ConnectionManager;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -66,6 +67,15 @@ fn month_key(now: OffsetDateTime) -> String {
     format!("{:04}-{:02}", now.year(), u8::from(now.month()))
 }
 
+/// The counter's key. Live keeps the name it had before modes were counted
+/// apart, so a deployment does not reset this month's live counts.
+fn counter_key(account: &AccountId, mode: KeyMode, now: OffsetDateTime) -> String {
+    match mode {
+        KeyMode::Live => format!("quota:{account}:{}", month_key(now)),
+        KeyMode::Test => format!("quota:{account}:test:{}", month_key(now)),
+    }
+}
+
 impl Quota {
     pub fn new(redis: Arc<RedisLink>) -> Self {
         Self {
@@ -75,15 +85,18 @@ impl Quota {
         }
     }
 
-    /// Takes one send from the account's monthly quota, or says how long
-    /// until the quota renews.
-    pub async fn take(&self, account: &AccountId, limit: u32) -> Result<(), Duration> {
+    /// Takes one send from the monthly quota of the account's `mode`
+    /// issuers, or says how long until the quota renews.
+    pub async fn take(
+        &self,
+        account: &AccountId,
+        mode: KeyMode,
+        limit: u32,
+    ) -> Result<(), Duration> {
         let now = idm_core::now();
         let renews = next_month(now);
         let until_renewal = Duration::try_from(renews - now).unwrap_or(Duration::from_secs(1));
-        let key = self
-            .redis
-            .key(&format!("quota:{account}:{}", month_key(now)));
+        let key = self.redis.key(&counter_key(account, mode, now));
         let expire_at = (renews + Duration::from_secs(7 * 86_400)).unix_timestamp();
         let script = &self.script;
         let redis_key = key.clone();

@@ -105,6 +105,17 @@ fn key_with(waf: idm_core::WafPolicy) -> KeyConfig {
             waf,
             ..IssuerPolicy::default()
         },
+        // Ceilings out of the way: these tests are about the issuer's own
+        // limits.
+        plan: idm_core::AccountPlan {
+            max_backend: VelocityLimit::new(10_000_000, 1),
+            max_client: VelocityLimit::new(10_000_000, 1),
+            max_verification: VelocityLimit::new(10_000_000, 1),
+            max_recipient: VelocityLimit::new(10_000_000, 1),
+            monthly_email_quota: u32::MAX,
+            test_monthly_email_quota: u32::MAX,
+            max_issuers: 10_000,
+        },
     }
 }
 

@@ -18,7 +18,7 @@ fn found(ok: bool) -> Result<Done, Error> {
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
 pub async fn prove_email(state: Arc<State>, req: ProveEmail) -> Result<EmailProven, Error> {
-    let mut store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    let mut store = IssuerStore::open(&state, &req.issuer_id).await?;
     let proven = store
         .prove_email(&req.user_id)
         .await?
@@ -34,7 +34,7 @@ pub async fn prove_email(state: Arc<State>, req: ProveEmail) -> Result<EmailProv
 }
 
 pub async fn credentials(state: Arc<State>, req: GetUser) -> Result<Credentials, Error> {
-    let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    let store = IssuerStore::open(&state, &req.issuer_id).await?;
     store
         .credentials(&req.user_id)
         .await?
@@ -43,7 +43,7 @@ pub async fn credentials(state: Arc<State>, req: GetUser) -> Result<Credentials,
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
 pub async fn disable_totp(state: Arc<State>, req: GetUser) -> Result<Accepted, Error> {
-    let mut store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    let mut store = IssuerStore::open(&state, &req.issuer_id).await?;
     Ok(Accepted {
         accepted: store.disable_totp(&req.user_id).await?,
     })
@@ -54,7 +54,7 @@ pub async fn replace_backup_codes(
     state: Arc<State>,
     req: ReplaceBackupCodes,
 ) -> Result<Accepted, Error> {
-    let mut store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    let mut store = IssuerStore::open(&state, &req.issuer_id).await?;
     Ok(Accepted {
         accepted: store
             .replace_backup_codes(&req.user_id, &req.backup_code_hashes)
@@ -63,7 +63,7 @@ pub async fn replace_backup_codes(
 }
 
 pub async fn set_pending_totp(state: Arc<State>, req: SetPendingTotp) -> Result<Done, Error> {
-    let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    let store = IssuerStore::open(&state, &req.issuer_id).await?;
     found(
         store
             .set_pending_totp(&req.user_id, &req.sealed_secret)
@@ -72,7 +72,7 @@ pub async fn set_pending_totp(state: Arc<State>, req: SetPendingTotp) -> Result<
 }
 
 pub async fn get_totp(state: Arc<State>, req: GetUser) -> Result<TotpState, Error> {
-    let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    let store = IssuerStore::open(&state, &req.issuer_id).await?;
     store
         .totp_state(&req.user_id)
         .await?
@@ -81,7 +81,7 @@ pub async fn get_totp(state: Arc<State>, req: GetUser) -> Result<TotpState, Erro
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
 pub async fn enable_totp(state: Arc<State>, req: EnableTotp) -> Result<Done, Error> {
-    let mut store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    let mut store = IssuerStore::open(&state, &req.issuer_id).await?;
     found(
         store
             .enable_totp(&req.user_id, &req.backup_code_hashes, req.step)
@@ -90,14 +90,14 @@ pub async fn enable_totp(state: Arc<State>, req: EnableTotp) -> Result<Done, Err
 }
 
 pub async fn use_totp_step(state: Arc<State>, req: UseTotpStep) -> Result<Accepted, Error> {
-    let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    let store = IssuerStore::open(&state, &req.issuer_id).await?;
     Ok(Accepted {
         accepted: store.use_totp_step(&req.user_id, req.step).await?,
     })
 }
 
 pub async fn use_backup_code(state: Arc<State>, req: UseBackupCode) -> Result<Accepted, Error> {
-    let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    let store = IssuerStore::open(&state, &req.issuer_id).await?;
     Ok(Accepted {
         accepted: store.use_backup_code(&req.user_id, &req.code_hash).await?,
     })

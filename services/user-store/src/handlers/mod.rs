@@ -30,11 +30,18 @@ pub async fn provision_issuer(state: Arc<State>, req: ProvisionIssuer) -> Result
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id, region = %state.region))]
 pub async fn create_user(state: Arc<State>, req: CreateUser) -> Result<StoredUser, Error> {
-    let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    // The hash first, then the connection: every handler takes the two in
+    // this order, so none holds a connection while it queues for a worker.
     let hash = match &req.password {
-        Some(password) => Some(state.hasher.hash(password.expose()).await?),
+        Some(password) => Some(
+            hash_slot(&state, &req.issuer_id)
+                .await?
+                .hash(password.expose())
+                .await?,
+        ),
         None => None,
     };
+    let store = IssuerStore::open(&state, &req.issuer_id).await?;
     let row = store
         .insert_user(
             &req.user_id,
@@ -56,7 +63,7 @@ pub async fn create_user(state: Arc<State>, req: CreateUser) -> Result<StoredUse
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
 pub async fn get_user(state: Arc<State>, req: GetUser) -> Result<StoredUser, Error> {
-    let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    let store = IssuerStore::open(&state, &req.issuer_id).await?;
     let row = store
         .user(&req.user_id)
         .await?
@@ -68,13 +75,25 @@ pub async fn get_user(state: Arc<State>, req: GetUser) -> Result<StoredUser, Err
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
 pub async fn set_password(state: Arc<State>, req: SetPassword) -> Result<Done, Error> {
     idm_core::text::check_password(req.password.expose())?;
-    let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    let hash = hash_slot(&state, &req.issuer_id)
+        .await?
+        .hash(req.password.expose())
+        .await?;
+    let store = IssuerStore::open(&state, &req.issuer_id).await?;
     if store.user(&req.user_id).await?.is_none() {
         return Err(ApiError::not_found("user").into());
     }
-    let hash = state.hasher.hash(req.password.expose()).await?;
     store.set_password_hash(&req.user_id, &hash).await?;
     Ok(Done::default())
+}
+
+/// A hashing worker within the issuer's fair share, waiting no longer than
+/// the caller does (`503 overloaded` past the share or the deadline).
+async fn hash_slot<'a>(
+    state: &'a State,
+    issuer: &idm_core::IssuerId,
+) -> Result<idm_crypto::HashSlot<'a>, Error> {
+    Ok(idm_bus::within_deadline(state.hasher.slot(issuer.as_str())).await??)
 }
 
 /// Always runs one Argon2 verification, against a dummy hash when the user
@@ -84,21 +103,24 @@ pub async fn verify_password(
     state: Arc<State>,
     req: VerifyPassword,
 ) -> Result<PasswordChecked, Error> {
+    // The worker is taken before the user is looked up, known or not, so
+    // the issuer's fair share (and a refusal past it) applies alike to
+    // unknown users and wrong passwords and says nothing about either.
+    let slot = hash_slot(&state, &req.issuer_id).await?;
     let (store, stored) = match &req.user_id {
         Some(user_id) => {
-            let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+            let store = IssuerStore::open(&state, &req.issuer_id).await?;
             let hash = store.password_hash(user_id).await?;
             (Some(store), hash)
         }
         None => (None, None),
     };
-    let verdict = state
-        .hasher
+    let verdict = slot
         .verify(stored.as_deref(), req.password.expose())
         .await?;
     if verdict.needs_rehash {
         if let (Some(store), Some(user_id)) = (&store, &req.user_id) {
-            let fresh = state.hasher.hash(req.password.expose()).await?;
+            let fresh = slot.hash(req.password.expose()).await?;
             store.set_password_hash(user_id, &fresh).await?;
         }
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
 pub async fn create(state: Arc<State>, req: CreatePersonalToken) -> Result<PersonalToken, Error> {
-    let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    let store = IssuerStore::open(&state, &req.issuer_id).await?;
     store
         .insert_personal_token(&req)
         .await?
@@ -16,7 +16,7 @@ pub async fn create(state: Arc<State>, req: CreatePersonalToken) -> Result<Perso
 }
 
 pub async fn list(state: Arc<State>, req: UserSessions) -> Result<PersonalTokens, Error> {
-    let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    let store = IssuerStore::open(&state, &req.issuer_id).await?;
     Ok(PersonalTokens {
         data: store.personal_tokens_of(&req.user_id).await?,
     })
@@ -24,7 +24,7 @@ pub async fn list(state: Arc<State>, req: UserSessions) -> Result<PersonalTokens
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, token = %req.token_id))]
 pub async fn revoke(state: Arc<State>, req: RevokePersonalToken) -> Result<PersonalToken, Error> {
-    let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    let store = IssuerStore::open(&state, &req.issuer_id).await?;
     store
         .revoke_personal_token(&req.user_id, &req.token_id)
         .await?
@@ -32,7 +32,7 @@ pub async fn revoke(state: Arc<State>, req: RevokePersonalToken) -> Result<Perso
 }
 
 pub async fn verify(state: Arc<State>, req: VerifyPersonalToken) -> Result<PersonalToken, Error> {
-    let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    let store = IssuerStore::open(&state, &req.issuer_id).await?;
     store
         .use_personal_token(&req.token_hash)
         .await?

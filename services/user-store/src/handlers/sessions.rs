@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id, session = %req.session_id))]
 pub async fn create_session(state: Arc<State>, req: CreateSession) -> Result<SessionRecord, Error> {
-    let mut store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    let mut store = IssuerStore::open(&state, &req.issuer_id).await?;
     store
         .insert_session(&req)
         .await?
@@ -20,13 +20,13 @@ pub async fn refresh_session(
     state: Arc<State>,
     req: RefreshSession,
 ) -> Result<RefreshOutcome, Error> {
-    let mut store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    let mut store = IssuerStore::open(&state, &req.issuer_id).await?;
     store.refresh(&req).await
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, session = %req.session_id))]
 pub async fn revoke_session(state: Arc<State>, req: RevokeSession) -> Result<SessionRecord, Error> {
-    let mut store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    let mut store = IssuerStore::open(&state, &req.issuer_id).await?;
     store
         .revoke_session(&req.session_id, &req.reason)
         .await?
@@ -38,7 +38,7 @@ pub async fn revoke_user_sessions(
     state: Arc<State>,
     req: UserSessions,
 ) -> Result<SessionRecords, Error> {
-    let mut store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    let mut store = IssuerStore::open(&state, &req.issuer_id).await?;
     Ok(SessionRecords {
         data: store
             .revoke_user_sessions(&req.user_id, "revoked_all")
@@ -47,7 +47,7 @@ pub async fn revoke_user_sessions(
 }
 
 pub async fn list_sessions(state: Arc<State>, req: UserSessions) -> Result<SessionRecords, Error> {
-    let store = IssuerStore::open(&state.db, &req.issuer_id).await?;
+    let store = IssuerStore::open(&state, &req.issuer_id).await?;
     Ok(SessionRecords {
         data: store.sessions_of(&req.user_id).await?,
     })

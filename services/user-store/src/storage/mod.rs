@@ -42,14 +42,29 @@ pub async fn provision(db: &Db, issuer: &IssuerId) -> Result<(), Error> {
 }
 
 /// A connection bound to one issuer's schema. The only way to query users:
-/// queries never name an issuer, so they cannot mix issuers.
+/// queries never name an issuer, so they cannot mix issuers. It holds one
+/// of the issuer's fair share of connections, so an issuer flooding the
+/// store waits (or is refused) within its own share while the others get
+/// theirs.
 pub struct IssuerStore {
     pub(super) client: Client,
+    _share: idm_core::fair_share::Slot,
 }
 
 impl IssuerStore {
-    pub async fn open(db: &Db, issuer: &IssuerId) -> Result<Self, Error> {
-        let client = db.get().await?;
+    pub async fn open(state: &crate::State, issuer: &IssuerId) -> Result<Self, Error> {
+        // Waiting ends with the caller's deadline: nobody would read the answer.
+        let share = idm_bus::within_deadline(state.connections.enter(issuer.as_str()))
+            .await?
+            .map_err(|refused| {
+                metrics::counter!(idm_core::metric::STORE_SHED.name, "resource" => "db")
+                    .increment(1);
+                crate::error::overloaded(
+                    "the store is busy with this application's requests; retry shortly",
+                    refused.retry_after,
+                )
+            })?;
+        let client = state.db.get().await?;
         let schema = issuer.store_schema();
         // One round trip: set the search path only if the schema exists.
         let found = client
@@ -57,7 +72,10 @@ impl IssuerStore {
             .await
             .map_err(DbError::from)?;
         match found {
-            Some(_) => Ok(Self { client }),
+            Some(_) => Ok(Self {
+                client,
+                _share: share,
+            }),
             None => Err(ApiError::not_found("issuer").into()),
         }
     }
