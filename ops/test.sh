@@ -32,6 +32,13 @@ ensure_deps || exit 1
 # them when missing; the browser test says SKIPPED if Chromium cannot be had.
 _idm_need_cmds chromium:chromium || idm_warn "chromium is not installed; the browser test will be skipped"
 _idm_need_cmds redis-server:redis-server || idm_warn "redis-server is not installed; the Redis outage test will fail"
+# The fault-injection suite (tests/tests/faults.rs, about a minute) kills and
+# restarts PostgreSQL servers of its own: it needs initdb and postgres
+# (/usr/lib/postgresql/<v>/bin, Debian's postgresql package; as root they
+# run as the postgres user). IDM_TEST_PG_BIN names another directory.
+if [[ -z ${IDM_TEST_PG_BIN:-} ]] && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && ! command -v initdb >/dev/null 2>&1; then
+	_idm_apt_install postgresql || idm_warn "initdb is not installed; the fault-injection suite will fail"
+fi
 # Every test platform runs its own authenticated nats-server (libs/testkit),
 # and the TLS tests make a throw-away CA with openssl.
 IDM_TEST_NATS_SERVER=${IDM_TEST_NATS_SERVER:-$(ensure_nats_server_binary)} || exit 1

@@ -28,7 +28,7 @@ SERVICES = [
          cpu=("100m", "500m"), mem=("64Mi", "256Mi"), hpa=(2, 4)),
     dict(name="auth", bin="idm-auth", prefix="AUTH", port=8082, db=True, redis=True, smtp=True,
          cpu=("100m", "1"), mem=("64Mi", "256Mi"), hpa=(2, 6)),
-    dict(name="session", bin="idm-session", prefix="SESSION", port=8083, db=True, redis=True,
+    dict(name="session", bin="idm-session", prefix="SESSION", port=8083, db=True,
          cpu=("100m", "1"), mem=("64Mi", "256Mi"), hpa=(2, 6)),
     dict(name="user", bin="idm-user", prefix="USER", port=8084, db=True,
          cpu=("100m", "1"), mem=("64Mi", "256Mi"), hpa=(2, 6)),

@@ -307,6 +307,8 @@ static EDGE_GUARD: Rights = Rights {
                 session::KEY_RING,
                 session::ROTATE_KEY,
                 session::REVOKE_KEYS,
+                // The authoritative revocations an edge rebuilds its set from.
+                session::REVOKED_SESSIONS,
             ],
         },
         Calls {
@@ -428,6 +430,7 @@ static SESSION: Rights = Rights {
                 store::REVOKE_SESSION,
                 store::REVOKE_USER_SESSIONS,
                 store::LIST_SESSIONS,
+                store::LIST_REVOKED_SESSIONS,
             ],
         },
         Calls {

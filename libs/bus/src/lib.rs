@@ -406,11 +406,20 @@ impl Bus {
         }
         headers.insert(HEADER_DEADLINE, deadline.to_string());
         let started = Instant::now();
+        let op = operation_label(&subject);
+        // While the connection is down a request would only sit in the
+        // client's buffer until the timeout: fail at once instead, so a NATS
+        // outage costs callers nothing but a 503. (Before the first connect,
+        // `Pending`, requests wait as usual: a service is still starting.)
+        if self.client.connection_state() == async_nats::connection::State::Disconnected {
+            metrics::histogram!(metric::BUS_CLIENT_DURATION.name, "subject" => op, "outcome" => ErrorCode::UpstreamUnavailable.as_str())
+                .record(started.elapsed().as_secs_f64());
+            return Err(unavailable(&subject, "bus disconnected"));
+        }
         let sent = self
             .client
             .request_with_headers(subject.clone(), headers, payload.into());
         let outcome = tokio::time::timeout(budget, sent).await;
-        let op = operation_label(&subject);
         let reply = match outcome {
             Err(_) => Err(unavailable(&subject, "timed out")),
             Ok(Err(e)) => Err(match e.kind() {

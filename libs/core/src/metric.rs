@@ -181,6 +181,11 @@ pub const EDGE_REVOCATIONS_SHED: Metric = counter(
     &[],
     "Revocations that did not fit EDGE_REVOCATION_CAPACITY (their issuers get 503 until there is room).",
 );
+pub const EDGE_REVOCATION_REGIONS_LOADED: Metric = gauge(
+    "idm_edge_revocation_regions_loaded",
+    &[],
+    "Regions whose revocations this replica has loaded since its last bus (re)connect (8 when current; sessions of the others get 503).",
+);
 pub const EDGE_SESSION_LIFETIME_REFUSALS: Metric = counter(
     "idm_edge_session_lifetime_refusals_total",
     &[],
@@ -258,6 +263,7 @@ pub const ALL: &[Metric] = &[
     EDGE_REDIS_FALLBACK_SWITCHES,
     EDGE_REVOCATIONS,
     EDGE_REVOCATIONS_SHED,
+    EDGE_REVOCATION_REGIONS_LOADED,
     EDGE_SESSION_LIFETIME_REFUSALS,
     MAIL_ENQUEUED,
     MAIL_DELIVERIES,

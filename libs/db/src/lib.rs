@@ -43,8 +43,27 @@ impl DbError {
         matches!(self.sql_state(), Some(s) if *s == SqlState::UNDEFINED_TABLE || *s == SqlState::INVALID_SCHEMA_NAME)
     }
 
+    /// The database cannot be reached or is going away (restarting, shutting
+    /// down, out of connections): a 503 for the caller, never a 500. By
+    /// SQLSTATE (class 08 connection exceptions, 57P0x shutdowns, 53300), a
+    /// closed connection, or an I/O error under the driver.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, DbError::Pool(_)) || matches!(self, DbError::Postgres(e) if e.is_closed())
+        match self {
+            DbError::Pool(_) => true,
+            DbError::Postgres(e) => {
+                if e.is_closed() {
+                    return true;
+                }
+                if let Some(state) = e.code() {
+                    let code = state.code();
+                    return code.starts_with("08")
+                        || code.starts_with("57P")
+                        || *state == SqlState::TOO_MANY_CONNECTIONS;
+                }
+                std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+            }
+            _ => false,
+        }
     }
 }
 
@@ -239,4 +258,21 @@ pub async fn migrate(
         tracing::info!(schema, count, "migrations applied");
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod unavailable_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_database_nobody_answers_for_is_unavailable_not_an_internal_error() {
+        // Nothing listens on port 1.
+        let db = Db::connect("postgres://postgres@127.0.0.1:1/none", 1);
+        let error = match db {
+            Ok(db) => db.get().await.err(),
+            Err(e) => Some(e),
+        };
+        assert!(error.is_some_and(|e| e.is_unavailable()));
+        assert!(!DbError::BadIdentifier("x".into()).is_unavailable());
+    }
 }

@@ -188,3 +188,37 @@ impl HttpError {
         self.into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use idm_core::ErrorCode;
+
+    fn retry_after(error: ApiError) -> Option<String> {
+        HttpError(error)
+            .into_response()
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+
+    #[test]
+    fn every_503_says_when_to_come_back() {
+        // A dependency down (NATS, a database): one second unless told otherwise.
+        assert_eq!(
+            retry_after(ApiError::upstream("the bus is down")).as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            retry_after(ApiError::new(ErrorCode::RegionUnavailable, "weur is down")).as_deref(),
+            Some("1")
+        );
+        let shed = ApiError::new(ErrorCode::Overloaded, "later")
+            .with_details(serde_json::json!({ "retry_after": 5 }));
+        assert_eq!(retry_after(shed).as_deref(), Some("5"));
+        // Other errors carry none.
+        assert_eq!(retry_after(ApiError::internal()), None);
+        assert_eq!(retry_after(ApiError::not_found("user")), None);
+    }
+}

@@ -8,6 +8,8 @@
 mod client;
 mod logs;
 pub mod nats;
+pub mod procs;
+mod services;
 pub mod smtp;
 pub mod spans;
 pub mod tls;
@@ -16,13 +18,13 @@ pub use client::{Response, Tenant};
 pub use idm_bus::Identity;
 pub use logs::captured_logs;
 pub use nats::{NatsServer, NatsTls};
+pub use procs::{PrivatePostgres, PrivateRedis};
 pub use spans::{capture_spans, CapturedSpan, Spans};
 
 use anyhow::Context;
 use base64::Engine;
 use idm_core::config::ServiceBasics;
 use idm_core::Region;
-use idm_telemetry::Running;
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -107,6 +109,9 @@ pub struct Options {
     /// Serve the platform's NATS over TLS with these files (services get the
     /// CA and require TLS).
     pub nats_tls: Option<NatsTls>,
+    /// Run on servers of the platform's own that a test may kill and restart
+    /// (fault injection): see [`OwnServers`].
+    pub own_servers: Option<OwnServers>,
     /// Each store's concurrent Argon2 computations (0: one per core). Tests
     /// that load the stores give the other services a core of their own,
     /// as separate machines would.
@@ -130,6 +135,34 @@ pub fn roomy_plan() -> idm_core::AccountPlan {
         max_verification: VelocityLimit::new(10_000_000, 1),
         max_recipient: VelocityLimit::new(1_000_000, 1),
         ..idm_core::AccountPlan::default()
+    }
+}
+
+/// A platform on private servers: its own PostgreSQL (the global database
+/// and every region's, except the regions listed, which get a PostgreSQL
+/// server each), its own Redis without persistence, and (as always) its own
+/// NATS. Every service then runs in a runtime of its own, so a test can kill
+/// it mid-request (`Platform::kill_service`).
+#[derive(Debug, Clone, Default)]
+pub struct OwnServers {
+    pub separate_regions: Vec<Region>,
+}
+
+/// The private servers of a platform started with [`OwnServers`].
+pub struct Servers {
+    /// The global database and every region not listed in `regional`.
+    pub global_pg: PrivatePostgres,
+    pub regional_pg: BTreeMap<Region, PrivatePostgres>,
+    pub redis: PrivateRedis,
+}
+
+impl Servers {
+    /// The PostgreSQL server holding `region`'s database.
+    pub fn pg_of(&mut self, region: Region) -> &mut PrivatePostgres {
+        match self.regional_pg.get_mut(&region) {
+            Some(pg) => pg,
+            None => &mut self.global_pg,
+        }
     }
 }
 
@@ -162,6 +195,7 @@ impl Default for Options {
             edge_waf: idm_edge_guard::waf::WafConfig::default(),
             edge_trusted_proxies: Vec::new(),
             nats_tls: None,
+            own_servers: None,
             store_hash_workers: 0,
             default_plan: roomy_plan(),
             nats_cluster_nodes: 1,
@@ -188,9 +222,15 @@ pub struct Platform {
     pub smtp: smtp::SmtpSink,
     /// The platform's clock (auth's expiry and TOTP time); tests move it.
     pub clock: idm_core::clock::Clock,
+    /// The Redis auth and the edges use.
+    pub redis_url: String,
+    /// Database name → its URL.
+    pub db_urls: BTreeMap<String, String>,
+    /// The private servers, with [`Options::own_servers`].
+    pub servers: Option<Servers>,
     shutdown: CancellationToken,
-    service_stops: BTreeMap<String, CancellationToken>,
-    running: Vec<Running>,
+    services: BTreeMap<String, services::Service>,
+    own_runtimes: bool,
     edge_waf: idm_edge_guard::waf::WafConfig,
     edge_trusted_proxies: Vec<ipnet::IpNet>,
     /// The session service's master key (tests that play an attacker holding
@@ -225,11 +265,46 @@ impl Platform {
             .iter()
             .map(|r| (*r, format!("idmt_{run_id}_{r}")))
             .collect();
-        let admin = pg_connect(&pg_admin_url()).await?;
-        create_database(&admin, &global_db).await?;
-        for name in region_dbs.values() {
-            create_database(&admin, name).await?;
-        }
+        let mut db_urls = BTreeMap::new();
+        let (servers, redis_url) = match &options.own_servers {
+            None => {
+                let admin = pg_connect(&pg_admin_url()).await?;
+                create_database(&admin, &global_db).await?;
+                db_urls.insert(global_db.clone(), database_url(&global_db));
+                for name in region_dbs.values() {
+                    create_database(&admin, name).await?;
+                    db_urls.insert(name.clone(), database_url(name));
+                }
+                (None, redis_url())
+            }
+            Some(own) => {
+                let global_pg = PrivatePostgres::start().await?;
+                let mut regional_pg = BTreeMap::new();
+                for region in &own.separate_regions {
+                    regional_pg.insert(*region, PrivatePostgres::start().await?);
+                }
+                let redis = PrivateRedis::start().await?;
+                let admin = pg_connect(&global_pg.url("postgres")).await?;
+                create_database(&admin, &global_db).await?;
+                db_urls.insert(global_db.clone(), global_pg.url(&global_db));
+                for (region, name) in &region_dbs {
+                    let pg = regional_pg.get(region).unwrap_or(&global_pg);
+                    let admin = pg_connect(&pg.url("postgres")).await?;
+                    create_database(&admin, name).await?;
+                    db_urls.insert(name.clone(), pg.url(name));
+                }
+                let url = redis.url();
+                (
+                    Some(Servers {
+                        global_pg,
+                        regional_pg,
+                        redis,
+                    }),
+                    url,
+                )
+            }
+        };
+        let own_runtimes = servers.is_some();
 
         let nats = if options.nats_cluster_nodes > 1 {
             anyhow::ensure!(
@@ -243,85 +318,64 @@ impl Platform {
         let smtp = smtp::SmtpSink::start().await?;
         let clock = idm_core::clock::Clock::system();
         let shutdown = CancellationToken::new();
-        let mut service_stops = BTreeMap::new();
-        let mut stop_for = |name: String| {
-            let token = shutdown.child_token();
-            service_stops.insert(name, token.clone());
-            token
-        };
         let operator_token = random_hex(16);
-        let mut running = Vec::new();
-        let mut service_addrs = BTreeMap::new();
-        let global_url = SecretString::from(database_url(&global_db));
+        let mut started = BTreeMap::new();
+        let global_url = SecretString::from(db_urls[&global_db].clone());
         let session_master_key = master_key();
         let key_transport_key = master_key();
-
+        let mut specs: Vec<(String, services::Spec)> = Vec::new();
         for region in &options.regions {
-            let store = idm_user_store::start(
-                idm_user_store::Config {
+            specs.push((
+                format!("user-store-{region}"),
+                services::Spec::Store(idm_user_store::Config {
                     basics: basics(&prefix, &nats, Identity::UserStore(*region)),
                     region: *region,
-                    database_url: SecretString::from(database_url(&region_dbs[region])),
+                    database_url: SecretString::from(db_urls[&region_dbs[region]].clone()),
                     pool_size: 4,
                     password: idm_crypto::PasswordParams::default(),
                     max_parallel_hashes: options.store_hash_workers,
                     hash_queue: 0,
                     db_queue: 0,
-                },
-                stop_for(format!("user-store-{region}")),
-            )
-            .await?;
-            service_addrs.insert(format!("user-store-{region}"), store.http_addr);
-            running.push(store);
+                }),
+            ));
         }
-        let session = idm_session::start(
-            idm_session::Config {
+        specs.push((
+            "session".into(),
+            services::Spec::Session(idm_session::Config {
                 basics: basics(&prefix, &nats, Identity::Session),
                 database_url: global_url.clone(),
                 pool_size: 4,
                 master_key: session_master_key.clone(),
                 key_transport_key: key_transport_key.clone(),
-                redis_url: SecretString::from(redis_url()),
-                redis_prefix: format!("{prefix}:"),
-            },
-            stop_for("session".into()),
-        )
-        .await?;
-        service_addrs.insert("session".into(), session.http_addr);
-        running.push(session);
-        let user = idm_user::start(
-            idm_user::Config {
+            }),
+        ));
+        specs.push((
+            "user".into(),
+            services::Spec::User(idm_user::Config {
                 basics: basics(&prefix, &nats, Identity::User),
                 database_url: global_url.clone(),
                 pool_size: 4,
                 master_key: master_key(),
                 default_region: Region::Weur,
-            },
-            stop_for("user".into()),
-        )
-        .await?;
-        service_addrs.insert("user".into(), user.http_addr);
-        running.push(user);
-        let account = idm_account::start(
-            idm_account::Config {
+            }),
+        ));
+        specs.push((
+            "account".into(),
+            services::Spec::Account(idm_account::Config {
                 basics: basics(&prefix, &nats, Identity::Account),
                 database_url: global_url.clone(),
                 pool_size: 4,
                 operator_token: SecretString::from(operator_token.clone()),
                 default_plan: options.default_plan.clone(),
-            },
-            stop_for("account".into()),
-        )
-        .await?;
-        let account_addr = account.http_addr;
-        service_addrs.insert("account".into(), account_addr);
-        running.push(account);
-        let auth = idm_auth::start(
-            idm_auth::Config {
+            }),
+        ));
+        specs.push((
+            "auth".into(),
+            services::Spec::Auth(Box::new(idm_auth::Config {
                 basics: basics(&prefix, &nats, Identity::Auth),
                 database_url: global_url.clone(),
                 pool_size: 2,
-                redis_url: SecretString::from(redis_url()),
+                redis_url: SecretString::from(redis_url.clone()),
                 redis_prefix: format!("{prefix}:"),
                 master_key: master_key(),
                 min_sign_in: options.min_sign_in,
@@ -341,56 +395,56 @@ impl Platform {
                     password: None,
                 }),
                 clock: clock.clone(),
-            },
-            stop_for("auth".into()),
-        )
-        .await?;
-        service_addrs.insert("auth".into(), auth.http_addr);
-        running.push(auth);
-        let deletion = idm_deletion_worker::start(
-            idm_deletion_worker::Config {
+            })),
+        ));
+        specs.push((
+            "deletion-worker".into(),
+            services::Spec::Deletion(idm_deletion_worker::Config {
                 basics: basics(&prefix, &nats, Identity::DeletionWorker),
                 database_url: global_url.clone(),
                 pool_size: 2,
-            },
-            stop_for("deletion-worker".into()),
-        )
-        .await?;
-        service_addrs.insert("deletion-worker".into(), deletion.http_addr);
-        running.push(deletion);
-        let webhook = idm_webhook::start(
-            idm_webhook::Config {
+            }),
+        ));
+        specs.push((
+            "webhook".into(),
+            services::Spec::Webhook(idm_webhook::Config {
                 basics: basics(&prefix, &nats, Identity::Webhook),
                 database_url: global_url.clone(),
                 pool_size: 2,
-            },
-            stop_for("webhook".into()),
-        )
-        .await?;
-        service_addrs.insert("webhook".into(), webhook.http_addr);
-        running.push(webhook);
-
+            }),
+        ));
         let mut edge_waf = options.edge_waf.clone();
         edge_waf.operator_token = Some(SecretString::from(operator_token.clone()));
+        for replica in 0..options.edge_replicas {
+            let mut config = edge_config(
+                &prefix,
+                &nats,
+                &edge_waf,
+                &options.edge_trusted_proxies,
+                &key_transport_key,
+            );
+            config.redis_url = redis_url.clone();
+            specs.push((
+                format!("edge-guard-{replica}"),
+                services::Spec::Edge(Box::new(config)),
+            ));
+        }
+        // In order: stores, session, user, account, auth, the skeletons, edges.
         let mut edges = Vec::new();
         let mut edge_ops = Vec::new();
-        for replica in 0..options.edge_replicas {
-            let edge = idm_edge_guard::start(
-                edge_config(
-                    &prefix,
-                    &nats,
-                    &edge_waf,
-                    &options.edge_trusted_proxies,
-                    &key_transport_key,
-                ),
-                stop_for(format!("edge-guard-{replica}")),
-            )
-            .await?;
-            edges.push(edge.http_addr);
-            edge_ops.extend(edge.ops_addr);
-            service_addrs.insert(format!("edge-guard-{replica}"), edge.http_addr);
-            running.push(edge);
+        let mut service_addrs = BTreeMap::new();
+        for (name, spec) in specs {
+            let is_edge = matches!(spec, services::Spec::Edge(_));
+            let service =
+                services::Service::start(&name, spec, own_runtimes, shutdown.child_token()).await?;
+            if is_edge {
+                edges.push(service.http_addr);
+                edge_ops.extend(service.ops_addr);
+            }
+            service_addrs.insert(name.clone(), service.http_addr);
+            started.insert(name, service);
         }
+        let account_addr = service_addrs["account"];
 
         let http = reqwest::Client::builder()
             .user_agent("idm-testkit")
@@ -410,9 +464,12 @@ impl Platform {
             http,
             smtp,
             clock,
+            redis_url,
+            db_urls,
+            servers,
             shutdown,
-            service_stops,
-            running,
+            services: started,
+            own_runtimes,
             edge_waf,
             edge_trusted_proxies: options.edge_trusted_proxies,
             session_master_key,
@@ -433,8 +490,6 @@ impl Platform {
         tweak: impl FnOnce(&mut idm_edge_guard::Config),
     ) -> anyhow::Result<SocketAddr> {
         let name = format!("edge-guard-{}", self.edges.len());
-        let token = self.shutdown.child_token();
-        self.service_stops.insert(name.clone(), token.clone());
         let mut config = edge_config(
             &self.prefix,
             &self.nats,
@@ -442,34 +497,67 @@ impl Platform {
             &self.edge_trusted_proxies,
             &self.key_transport_key,
         );
+        config.redis_url = self.redis_url.clone();
         tweak(&mut config);
-        let edge = idm_edge_guard::start(config, token).await?;
+        let edge = services::Service::start(
+            &name,
+            services::Spec::Edge(Box::new(config)),
+            self.own_runtimes,
+            self.shutdown.child_token(),
+        )
+        .await?;
         let addr = edge.http_addr;
         self.edges.push(addr);
         self.edge_ops.extend(edge.ops_addr);
-        self.service_addrs.insert(name, addr);
-        self.running.push(edge);
+        self.service_addrs.insert(name.clone(), addr);
+        self.services.insert(name, edge);
         Ok(addr)
+    }
+
+    fn service(&mut self, name: &str) -> anyhow::Result<&mut services::Service> {
+        self.services
+            .get_mut(name)
+            .with_context(|| format!("no service {name}"))
     }
 
     /// Stops one service (for example `user-store-weur`) as SIGTERM would.
     /// It stops answering at once; the rest of the platform keeps running.
     pub async fn stop_service(&self, name: &str) -> anyhow::Result<()> {
-        self.service_stops
+        self.services
             .get(name)
             .with_context(|| format!("no service {name}"))?
-            .cancel();
+            .request_stop();
         // Let the unsubscribe reach the NATS server.
         tokio::time::sleep(Duration::from_millis(200)).await;
         Ok(())
     }
 
+    /// Ends one service at once, as `kill -9` would (in-flight requests are
+    /// abandoned, its connections drop). Needs [`Options::own_servers`]
+    /// (services in runtimes of their own); otherwise it stops gracefully.
+    pub async fn kill_service(&mut self, name: &str) -> anyhow::Result<()> {
+        self.service(name)?.kill().await;
+        Ok(())
+    }
+
+    /// Starts a stopped or killed service again, on the same addresses.
+    pub async fn start_service(&mut self, name: &str) -> anyhow::Result<()> {
+        let parent = self.shutdown.clone();
+        let service = self.service(name)?;
+        if service.is_running() {
+            // Stopped with `stop_service`: wait until it has drained.
+            service.request_stop();
+            service.stopped().await;
+        }
+        service.start_again(name, &parent).await
+    }
+
     pub async fn region_db(&self, region: Region) -> anyhow::Result<tokio_postgres::Client> {
-        pg_connect(&database_url(&self.region_dbs[&region])).await
+        pg_connect(&self.db_urls[&self.region_dbs[&region]]).await
     }
 
     pub async fn global(&self) -> anyhow::Result<tokio_postgres::Client> {
-        pg_connect(&database_url(&self.global_db)).await
+        pg_connect(&self.db_urls[&self.global_db]).await
     }
 
     /// Every signing key the issuer has in the database (revoked ones too),
@@ -546,7 +634,7 @@ impl Platform {
     /// Deletes every Redis key of this platform, as a Redis restart without
     /// persistence would (other platforms' keys are untouched).
     pub async fn flush_redis(&self) -> anyhow::Result<usize> {
-        let mut redis = redis::Client::open(redis_url())?
+        let mut redis = redis::Client::open(self.redis_url.as_str())?
             .get_multiplexed_async_connection()
             .await?;
         let keys: Vec<String> = redis::cmd("KEYS")
@@ -559,8 +647,6 @@ impl Platform {
         Ok(keys.len())
     }
 
-    /// Stops every service (waiting for in-flight work), then drops the
-    /// databases, the event stream and the Redis keys of this platform.
     /// A bus connection logged in as `identity` (its seed, its inbox), for
     /// tests that call services directly.
     pub async fn bus(&self, identity: Identity) -> anyhow::Result<idm_bus::Bus> {
@@ -569,31 +655,25 @@ impl Platform {
 
     /// Stops every service (waiting for in-flight work), then the platform's
     /// nats-server (its streams go with its directory), and drops the
-    /// databases and the Redis keys of this platform.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    /// databases and the Redis keys of this platform (or its private
+    /// servers, with their files).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        for service in self.running {
-            tokio::time::timeout(Duration::from_secs(10), service.wait())
+        for service in self.services.values_mut() {
+            tokio::time::timeout(Duration::from_secs(10), service.stopped())
                 .await
                 .context("a service did not stop within 10 s")?;
         }
+        if self.servers.take().is_none() {
+            self.flush_redis().await?;
+            let admin = pg_connect(&pg_admin_url()).await?;
+            for name in std::iter::once(&self.global_db).chain(self.region_dbs.values()) {
+                admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await?;
+            }
+        }
         self.nats.stop().await;
-        let mut redis = redis::Client::open(redis_url())?
-            .get_multiplexed_async_connection()
-            .await?;
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}*", self.redis_prefix))
-            .query_async(&mut redis)
-            .await?;
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL").arg(keys).query_async(&mut redis).await?;
-        }
-        let admin = pg_connect(&pg_admin_url()).await?;
-        for name in std::iter::once(&self.global_db).chain(self.region_dbs.values()) {
-            admin
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await?;
-        }
         Ok(())
     }
 }

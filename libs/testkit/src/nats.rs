@@ -184,6 +184,41 @@ impl NatsServer {
         }
     }
 
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("nats-server.log"))?;
+        let child = tokio::process::Command::new(server_binary())
+            .arg("-c")
+            .arg(&self.credentials.config_file)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", server_binary().display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Stops the server as an operator's restart would (`SIGTERM`: it
+    /// closes every client connection and writes out its JetStream files).
+    /// Clients see a disconnect; the streams stay on disk.
+    pub async fn shut_down(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            crate::procs::terminate(&mut child, Duration::from_secs(10)).await;
+        }
+    }
+
+    /// Starts the server again (same port, config and JetStream directory)
+    /// and waits until JetStream answers.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "nats-server is running");
+        self.spawn()?;
+        self.wait_ready().await
+    }
+
     /// A client that hears every subject, reply inboxes included, and may
     /// send nothing: an eavesdropper on the wire (or on a compromised NATS
     /// server), for tests that show what it learns. Exists only in the test

@@ -24,6 +24,20 @@ impl From<Error> for ApiError {
     fn from(error: Error) -> ApiError {
         match error {
             Error::Api(api) => api,
+            // A dependency that is down is a 503 the client may retry, never a 500.
+            Error::Db(db) if db.is_unavailable() => {
+                tracing::error!(error = %db, "auth database unavailable");
+                ApiError::upstream("the auth database is unavailable")
+            }
+            Error::Redis(e)
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout() =>
+            {
+                tracing::error!(error = %e, "auth Redis unavailable");
+                ApiError::upstream("the code store is unavailable")
+            }
             other => ApiError::internal_from(&other),
         }
     }

@@ -49,11 +49,26 @@ pub(crate) struct State {
     pub max_code_attempts: u32,
 }
 
+/// How long one Redis command (or connection attempt) may take before it
+/// fails as `upstream_unavailable`.
+const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     let db = idm_db::Db::connect(config.database_url(), config.pool_size)?;
     ledger::migrate(&db).await?;
-    let redis =
-        redis::aio::ConnectionManager::new(redis::Client::open(config.redis_url())?).await?;
+    // Bounded waits: without them a command sent as Redis went away could
+    // wait forever (found by tests/tests/faults.rs), and the reconnect
+    // backoff must stay short so a restarted Redis is used within a second.
+    let redis_config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT))
+        .set_number_of_retries(3)
+        .set_max_delay(std::time::Duration::from_millis(500));
+    let redis = redis::aio::ConnectionManager::new_with_config(
+        redis::Client::open(config.redis_url())?,
+        redis_config,
+    )
+    .await?;
     let bus = Bus::connect(&config.basics, idm_bus::Identity::Auth).await?;
     let events = Events::ensure(&bus).await?;
     let master = idm_crypto::MasterKey::from_base64(config.master_key())?;

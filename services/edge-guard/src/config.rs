@@ -17,8 +17,8 @@ pub struct Config {
     /// How long a resolved API key (or an unknown one) stays cached.
     pub key_cache_ttl: Duration,
     pub key_cache_capacity: u64,
-    /// Redis holding the revocation set (read at start-up) and the WAF's
-    /// rate state (under `<redis_prefix>waf:`).
+    /// Redis holding the WAF's rate state (under `<redis_prefix>waf:`): a
+    /// cache (docs/FAULTS.md). Revocations are not kept there.
     pub redis_url: String,
     pub redis_prefix: String,
     /// Mark the session cookie `Secure` (the `__Host-` prefix requires it).

@@ -56,7 +56,7 @@ impl App {
             .await?;
         match self
             .revocations
-            .check(key.issuer_id.as_str(), claims.sid.as_str())?
+            .check(key.issuer_id.as_str(), claims.sid.as_str(), claims.reg)?
         {
             None => Ok(claims),
             Some(true) => Err(ApiError::new(
@@ -97,11 +97,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 }
             })?,
         ),
-        revocations: revocations::Revocations::new(
-            config.revocation_capacity,
-            &config.redis_url,
-            &config.redis_prefix,
-        ),
+        revocations: revocations::Revocations::new(config.revocation_capacity),
         idempotency: idempotency::Store::new(
             &config.redis_url,
             &config.redis_prefix,
@@ -126,10 +122,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .await?;
     // Subscribe before loading, so nothing revoked in between is missed.
     let revoked = app.revocations.listen(&app.bus, shutdown.clone()).await?;
-    match app.revocations.reload().await {
+    match app.revocations.reload(&app.bus).await {
         Ok(count) => tracing::info!(count, "revocation set loaded"),
         Err(e) => {
-            tracing::error!(error = %e, "revocation set not loaded from Redis; sessions are refused until it is")
+            tracing::error!(error = %e, "revocation set not loaded from the regional stores; those regions' sessions are refused until it is")
         }
     }
     // After a reconnect, whatever broadcasts keep fresh may be stale.
@@ -143,7 +139,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown.clone(),
     );
 
-    let ready = idm_telemetry::all_of(vec![bus.probe()]);
+    let ready = idm_telemetry::all_of(vec![bus.probe(), app.revocations.probe()]);
     let probes = idm_telemetry::ops_routes(SERVICE, Arc::clone(&ready))
         .route_layer(axum::middleware::from_fn(strip_metrics));
     // Both listeners continue a client's trace and request id only when a

@@ -1,9 +1,11 @@
 //! Revoked sessions, answered from memory on every replica, failing closed.
 //!
-//! Filled from the authoritative list (the Redis revocation set today, see
-//! [`Revocations::authoritative_revocations`]) at start and after every bus
-//! reconnect, and by the `session.revoked` broadcasts in between (which are
-//! at most once: a replica that was disconnected may have missed some).
+//! Filled from the authoritative list, the regional stores (each session row
+//! records `revoked_at`; read region by region through the session service,
+//! see [`Revocations::reload`]), at start and after every bus reconnect, and
+//! by the `session.revoked` broadcasts in between (which are at most once: a
+//! replica that was disconnected may have missed some). Redis plays no part:
+//! losing it loses no revocation.
 //!
 //! The set never forgets a revocation before the session's tokens could have
 //! expired (`until`): there is no capacity eviction. When the set is full, a
@@ -11,14 +13,17 @@
 //! sessions are answered `503 overloaded` (with `Retry-After`) instead of
 //! being vouched for, until expired entries make room and a reload from the
 //! authoritative list has put every revocation back. Likewise, while the bus
-//! is disconnected, or before the first load, sessions are answered
-//! `503 upstream_unavailable`: this replica cannot know what it missed.
+//! is disconnected, before the first load, and for a region whose store has
+//! not answered the load yet, sessions are answered `503
+//! upstream_unavailable`: this replica cannot know what it missed. A store
+//! that is down therefore blocks only its own region's sessions.
 
 use idm_bus::Bus;
-use idm_core::proto::session::{revocation_set_key, RevokedBroadcast};
-use idm_core::{ApiError, ErrorCode};
+use idm_core::proto::session::{self as op, RevokedBroadcast, RevokedSessions};
+use idm_core::proto::store::RevokedSessionPage;
+use idm_core::{ApiError, ErrorCode, Region};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -28,8 +33,20 @@ use tokio_util::sync::CancellationToken;
 const POLL: Duration = Duration::from_millis(100);
 /// How often expired entries are dropped and a shed issuer retried.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// How soon a region whose revocations did not load is tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// How often a current replica reads the revocations made lately, in case a
+/// broadcast was lost without a reconnect.
+const CATCH_UP_EVERY: Duration = Duration::from_secs(10);
+/// How far before the last catch-up the next one reads (clock skew between
+/// edges and the stores, transactions that committed late).
+const CATCH_UP_SLACK_SECONDS: i64 = 60;
 /// Beyond this many shed issuers, every issuer is shed (bounds the shed list).
 const MAX_SHED_ISSUERS: usize = 10_000;
+/// Revocations asked for per page.
+const PAGE: u32 = 1_000;
+/// Every region's bit in `Shared::loaded`.
+const ALL_LOADED: u8 = u8::MAX;
 
 /// Whether a revoked session was revoked as compromised.
 type Compromised = bool;
@@ -39,15 +56,6 @@ struct Entry {
     /// Unix seconds until which a token of the session could still verify.
     until: i64,
     compromised: Compromised,
-}
-
-/// One revocation as the authoritative list holds it.
-#[derive(Debug, Clone)]
-pub struct Revoked {
-    pub issuer: String,
-    pub session: String,
-    pub until: i64,
-    pub compromised: Compromised,
 }
 
 #[derive(Default)]
@@ -76,13 +84,19 @@ fn entry_key(issuer: &str, session: &str) -> String {
     format!("{issuer}/{session}")
 }
 
+fn region_bit(region: Region) -> u8 {
+    let index = Region::ALL.iter().position(|r| *r == region).unwrap_or(0);
+    1 << index
+}
+
 struct Shared {
     table: RwLock<Table>,
     capacity: usize,
-    /// Loaded, and connected to the bus since the last load.
+    /// Connected to the bus since the last reload was attempted.
     current: AtomicBool,
-    redis_url: String,
-    redis_prefix: String,
+    /// One bit per region (its index in `Region::ALL`): that region's
+    /// revocations were loaded since the last (re)connect.
+    loaded: AtomicU8,
 }
 
 #[derive(Clone)]
@@ -94,15 +108,21 @@ fn retry_in(seconds: u64) -> serde_json::Value {
     serde_json::json!({ "retry_after": seconds.max(1) })
 }
 
+/// A reload that left some regions out: their sessions stay refused.
+#[derive(Debug, thiserror::Error)]
+#[error("revocations not loaded for {}", .failed.iter().map(|(r, e)| format!("{r} ({e})")).collect::<Vec<_>>().join(", "))]
+pub struct ReloadError {
+    pub failed: Vec<(Region, ApiError)>,
+}
+
 impl Revocations {
-    pub fn new(capacity: usize, redis_url: &str, redis_prefix: &str) -> Self {
+    pub fn new(capacity: usize) -> Self {
         Self {
             shared: Arc::new(Shared {
                 table: RwLock::new(Table::default()),
                 capacity: capacity.max(1),
                 current: AtomicBool::new(false),
-                redis_url: redis_url.to_owned(),
-                redis_prefix: redis_prefix.to_owned(),
+                loaded: AtomicU8::new(0),
             }),
         }
     }
@@ -115,9 +135,44 @@ impl Revocations {
         self.shared.table.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn is_loaded(&self, region: Region) -> bool {
+        self.shared.loaded.load(Ordering::Acquire) & region_bit(region) != 0
+    }
+
+    /// Regions whose revocations are not loaded on this connection.
+    fn missing(&self) -> Vec<Region> {
+        Region::ALL
+            .into_iter()
+            .filter(|r| !self.is_loaded(*r))
+            .collect()
+    }
+
+    /// Readiness: the set has been loaded on the current bus connection
+    /// (a region whose store is down does not make the replica unready; its
+    /// sessions alone are refused).
+    pub fn probe(&self) -> idm_core::Probe {
+        let this = self.clone();
+        Arc::new(move || {
+            let current = this.shared.current.load(Ordering::Acquire);
+            Box::pin(async move {
+                if current {
+                    Ok(())
+                } else {
+                    Err("the revocation set is not loaded".to_owned())
+                }
+            })
+        })
+    }
+
     /// `Ok(None)`: not revoked; `Ok(Some(compromised))`: revoked; `Err`: this
     /// replica cannot tell right now (503 with `Retry-After`), so it refuses.
-    pub fn check(&self, issuer: &str, session: &str) -> Result<Option<Compromised>, ApiError> {
+    /// `region` is where the session lives (from its verified token).
+    pub fn check(
+        &self,
+        issuer: &str,
+        session: &str,
+        region: Region,
+    ) -> Result<Option<Compromised>, ApiError> {
         let now = idm_core::now().unix_timestamp();
         let table = self.read();
         if let Some(entry) = table.entries.get(&entry_key(issuer, session)) {
@@ -131,6 +186,15 @@ impl Revocations {
                 "session revocations are being reloaded; try again shortly",
             )
             .with_details(retry_in(1)));
+        }
+        if !self.is_loaded(region) {
+            return Err(ApiError::new(
+                ErrorCode::UpstreamUnavailable,
+                format!(
+                    "session revocations of region {region} are not loaded yet; try again shortly"
+                ),
+            )
+            .with_details(retry_in(RETRY_EVERY.as_secs())));
         }
         if table.is_shed(issuer) {
             return Err(ApiError::new(
@@ -179,54 +243,93 @@ impl Revocations {
         metrics::gauge!("idm_edge_revocations").set(table.entries.len() as f64);
     }
 
-    /// Every revocation that still matters, from the authoritative source.
-    /// The one place that knows where that is (Redis today; the regional
-    /// stores later), so switching the source changes only this function.
-    async fn authoritative_revocations(&self) -> Result<Vec<Revoked>, redis::RedisError> {
-        let client = redis::Client::open(self.shared.redis_url.as_str())?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        let now = idm_core::now().unix_timestamp();
-        let members: Vec<(String, i64)> = redis::cmd("ZRANGEBYSCORE")
-            .arg(revocation_set_key(&self.shared.redis_prefix))
-            .arg(now)
-            .arg("+inf")
-            .arg("WITHSCORES")
-            .query_async(&mut conn)
-            .await?;
-        Ok(members
-            .into_iter()
-            .filter_map(|(member, until)| {
-                let mut parts = member.split('/');
-                match (parts.next(), parts.next(), parts.next()) {
-                    (Some(issuer), Some(session), Some(flag)) => Some(Revoked {
-                        issuer: issuer.to_owned(),
-                        session: session.to_owned(),
-                        until,
-                        compromised: flag == "1",
-                    }),
-                    _ => None,
-                }
-            })
-            .collect())
+    /// Every revocation of `region` that still matters, page by page, from
+    /// its regional store (through the session service), into the set.
+    async fn load_region(
+        &self,
+        bus: &Bus,
+        region: Region,
+        since: Option<i64>,
+    ) -> Result<usize, ApiError> {
+        let mut after = None;
+        let mut count = 0;
+        loop {
+            let page: RevokedSessionPage = bus
+                .call(
+                    "session",
+                    op::REVOKED_SESSIONS,
+                    &RevokedSessions {
+                        region,
+                        after,
+                        limit: PAGE,
+                        since,
+                    },
+                )
+                .await?;
+            count += page.data.len();
+            for r in &page.data {
+                self.add(
+                    r.issuer_id.as_str(),
+                    r.session_id.as_str(),
+                    r.until,
+                    r.compromised,
+                );
+            }
+            match page.next {
+                Some(next) if !page.data.is_empty() => after = Some(next),
+                _ => break,
+            }
+        }
+        let loaded = self
+            .shared
+            .loaded
+            .fetch_or(region_bit(region), Ordering::AcqRel)
+            | region_bit(region);
+        metrics::gauge!(idm_core::metric::EDGE_REVOCATION_REGIONS_LOADED.name)
+            .set(f64::from(loaded.count_ones()));
+        Ok(count)
     }
 
-    /// Puts every authoritative revocation into the set. Issuers shed before
-    /// the reload began are cleared if everything fitted; the set is then
-    /// current (until the bus disconnects).
-    pub async fn reload(&self) -> Result<usize, redis::RedisError> {
+    /// Loads `regions` at once (a slow store delays only its own region).
+    async fn load_regions(
+        &self,
+        bus: &Bus,
+        regions: Vec<Region>,
+        since: Option<i64>,
+    ) -> Result<usize, ReloadError> {
+        let loads = regions.iter().map(|r| self.load_region(bus, *r, since));
+        let results = futures::future::join_all(loads).await;
+        let mut count = 0;
+        let mut failed = Vec::new();
+        for (region, result) in regions.into_iter().zip(results) {
+            match result {
+                Ok(n) => count += n,
+                Err(e) => failed.push((region, e)),
+            }
+        }
+        if failed.is_empty() {
+            Ok(count)
+        } else {
+            Err(ReloadError { failed })
+        }
+    }
+
+    /// Puts every authoritative revocation of every region into the set.
+    /// Issuers shed before the reload began are cleared if every region
+    /// loaded; the set is then current (until the bus disconnects), with
+    /// the regions that did not load still refused until they do.
+    pub async fn reload(&self, bus: &Bus) -> Result<usize, ReloadError> {
         let before = self.read().seq;
-        let revoked = self.authoritative_revocations().await?;
-        for r in &revoked {
-            self.add(&r.issuer, &r.session, r.until, r.compromised);
+        let loaded = self.load_regions(bus, Region::ALL.to_vec(), None).await;
+        if loaded.is_ok() {
+            let mut table = self.write();
+            table.shed.retain(|_, seq| *seq > before);
+            if table.shed_all.is_some_and(|seq| seq <= before) {
+                table.shed_all = None;
+            }
         }
-        let mut table = self.write();
-        table.shed.retain(|_, seq| *seq > before);
-        if table.shed_all.is_some_and(|seq| seq <= before) {
-            table.shed_all = None;
-        }
-        drop(table);
         self.shared.current.store(true, Ordering::Release);
-        Ok(revoked.len())
+        loaded
     }
 
     /// Applies `session.revoked` broadcasts until shutdown.
@@ -260,8 +363,9 @@ impl Revocations {
     /// is not current (sessions get 503); after every (re)connect
     /// `on_reconnect` runs (the caller drops caches that broadcasts keep
     /// fresh: key rings, API keys) and the set is reloaded (a broadcast that
-    /// revoked sessions or keys may have been missed). Also drops expired
-    /// entries and retries shed issuers.
+    /// revoked sessions or keys may have been missed). Regions that did not
+    /// load are retried every second. Also drops expired entries and retries
+    /// shed issuers.
     pub fn watch(
         &self,
         bus: Bus,
@@ -279,6 +383,10 @@ impl Revocations {
             let mut cleared_for = loaded_on;
             let mut next_attempt = tokio::time::Instant::now();
             let mut next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
+            let mut next_catch_up = tokio::time::Instant::now() + CATCH_UP_EVERY;
+            // Revocations made before this (unix seconds) are in the set.
+            let mut caught_up_to = idm_core::now().unix_timestamp();
+            let mut reported: Vec<Region> = Vec::new();
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -304,12 +412,35 @@ impl Revocations {
                     table.shed_all.is_some() || !table.shed.is_empty()
                 };
                 let stale = !this.shared.current.load(Ordering::Acquire);
-                if !(reconnected || stale || (shed && sweep_due)) || now < next_attempt {
+                let partial = this.shared.loaded.load(Ordering::Acquire) != ALL_LOADED;
+                let full = reconnected || stale || (shed && sweep_due);
+                if !(full || partial) && now >= next_catch_up {
+                    // Broadcasts are at most once even on a healthy
+                    // connection (a revocation committed by a session
+                    // service that died before broadcasting it, a slow
+                    // consumer): read what was revoked lately, with slack.
+                    next_catch_up = now + CATCH_UP_EVERY;
+                    let started = idm_core::now().unix_timestamp();
+                    let since = caught_up_to - CATCH_UP_SLACK_SECONDS;
+                    match this
+                        .load_regions(&bus, Region::ALL.to_vec(), Some(since))
+                        .await
+                    {
+                        Ok(_) => caught_up_to = started,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "revocation catch-up incomplete; retried")
+                        }
+                    }
+                    continue;
+                }
+                if !(full || partial) || now < next_attempt {
                     continue;
                 }
                 if reconnected && cleared_for != Some(connects) {
                     // Once per connection, even if the reload has to be retried.
                     this.shared.current.store(false, Ordering::Release);
+                    this.shared.loaded.store(0, Ordering::Release);
+                    metrics::gauge!(idm_core::metric::EDGE_REVOCATION_REGIONS_LOADED.name).set(0.0);
                     on_reconnect();
                     cleared_for = Some(connects);
                 }
@@ -317,15 +448,30 @@ impl Revocations {
                 // sure the server has them before the list is read, so nothing
                 // revoked in between falls through.
                 bus.flush().await;
-                match this.reload().await {
+                let result = if full {
+                    caught_up_to = idm_core::now().unix_timestamp();
+                    this.reload(&bus).await
+                } else {
+                    this.load_regions(&bus, this.missing(), None).await
+                };
+                if full {
+                    loaded_on = Some(connects);
+                }
+                match result {
                     Ok(count) => {
-                        tracing::info!(count, reconnected, "revocation set reloaded");
-                        loaded_on = Some(connects);
+                        if full || !reported.is_empty() {
+                            tracing::info!(count, reconnected, "revocation set reloaded");
+                        }
+                        reported.clear();
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "revocation set not reloaded; sessions stay refused");
-                        this.shared.current.store(false, Ordering::Release);
-                        next_attempt = now + Duration::from_secs(1);
+                        let failed: Vec<Region> = e.failed.iter().map(|(r, _)| *r).collect();
+                        // Once per change, not every second.
+                        if failed != reported {
+                            tracing::error!(error = %e, "revocations not loaded; those regions' sessions stay refused");
+                            reported = failed;
+                        }
+                        next_attempt = now + RETRY_EVERY;
                     }
                 }
             }
@@ -337,9 +483,12 @@ impl Revocations {
 mod tests {
     use super::*;
 
+    const HERE: Region = Region::Weur;
+
     fn current(capacity: usize) -> Revocations {
-        let r = Revocations::new(capacity, "redis://127.0.0.1:1", "unused:");
+        let r = Revocations::new(capacity);
         r.shared.current.store(true, Ordering::Release);
+        r.shared.loaded.store(ALL_LOADED, Ordering::Release);
         r
     }
 
@@ -353,21 +502,21 @@ mod tests {
         // The fourth does not fit: nothing is evicted, its issuer is shed.
         r.add("iss_b", "s4", later, true);
         for s in ["s1", "s2", "s3"] {
-            assert_eq!(r.check("iss_a", s).ok(), Some(Some(false)), "{s}");
+            assert_eq!(r.check("iss_a", s, HERE).ok(), Some(Some(false)), "{s}");
         }
-        let shed = r.check("iss_b", "s4").err();
+        let shed = r.check("iss_b", "s4", HERE).err();
         assert_eq!(shed.as_ref().map(|e| e.code), Some(ErrorCode::Overloaded));
         assert!(shed
             .and_then(|e| e.details)
             .and_then(|d| d["retry_after"].as_u64())
             .is_some_and(|s| s >= 1));
         // Any session of the shed issuer, not only the one revoked, is refused…
-        assert!(r.check("iss_b", "other").is_err());
+        assert!(r.check("iss_b", "other", HERE).is_err());
         // …while other issuers are still vouched for.
-        assert_eq!(r.check("iss_a", "live").ok(), Some(None));
+        assert_eq!(r.check("iss_a", "live", HERE).ok(), Some(None));
         // Updating an existing entry needs no room.
         r.add("iss_a", "s1", later + 60, true);
-        assert_eq!(r.check("iss_a", "s1").ok(), Some(Some(true)));
+        assert_eq!(r.check("iss_a", "s1", HERE).ok(), Some(Some(true)));
     }
 
     #[test]
@@ -375,7 +524,7 @@ mod tests {
         let r = current(2);
         let now = idm_core::now().unix_timestamp();
         r.add("iss_a", "gone", now - 1, false);
-        assert_eq!(r.check("iss_a", "gone").ok(), Some(None));
+        assert_eq!(r.check("iss_a", "gone", HERE).ok(), Some(None));
         {
             let mut table = r.write();
             table.entries.insert(
@@ -390,21 +539,47 @@ mod tests {
         r.add("iss_a", "x", now + 60, false);
         // Full (old + x); adding sweeps the expired one instead of shedding.
         r.add("iss_a", "y", now + 60, false);
-        assert_eq!(r.check("iss_a", "y").ok(), Some(Some(false)));
-        assert_eq!(r.check("iss_a", "x").ok(), Some(Some(false)));
+        assert_eq!(r.check("iss_a", "y", HERE).ok(), Some(Some(false)));
+        assert_eq!(r.check("iss_a", "x", HERE).ok(), Some(Some(false)));
         assert!(!r.read().is_shed("iss_a"));
     }
 
     #[test]
     fn an_unloaded_set_refuses_but_still_answers_known_revocations() {
-        let r = Revocations::new(10, "redis://127.0.0.1:1", "unused:");
+        let r = Revocations::new(10);
         let later = idm_core::now().unix_timestamp() + 600;
         r.add("iss_a", "s1", later, false);
-        assert_eq!(r.check("iss_a", "s1").ok(), Some(Some(false)));
+        assert_eq!(r.check("iss_a", "s1", HERE).ok(), Some(Some(false)));
         assert_eq!(
-            r.check("iss_a", "s2").err().map(|e| e.code),
+            r.check("iss_a", "s2", HERE).err().map(|e| e.code),
             Some(ErrorCode::UpstreamUnavailable)
         );
+    }
+
+    #[test]
+    fn a_region_not_loaded_is_refused_while_the_others_are_vouched_for() {
+        let r = Revocations::new(10);
+        r.shared.current.store(true, Ordering::Release);
+        r.shared
+            .loaded
+            .store(ALL_LOADED & !region_bit(Region::Weur), Ordering::Release);
+        assert_eq!(r.check("iss_a", "s1", Region::Wnam).ok(), Some(None));
+        let refused = r.check("iss_a", "s1", Region::Weur).err();
+        assert_eq!(
+            refused.as_ref().map(|e| e.code),
+            Some(ErrorCode::UpstreamUnavailable)
+        );
+        assert!(refused
+            .and_then(|e| e.details)
+            .and_then(|d| d["retry_after"].as_u64())
+            .is_some_and(|s| s >= 1));
+        assert_eq!(r.missing(), vec![Region::Weur]);
+        // Every region has its own bit.
+        let bits: u8 = Region::ALL
+            .iter()
+            .map(|r| region_bit(*r))
+            .fold(0, |a, b| a | b);
+        assert_eq!(bits, ALL_LOADED);
     }
 
     #[test]
@@ -419,6 +594,6 @@ mod tests {
         assert!(table.shed.len() <= MAX_SHED_ISSUERS);
         assert!(table.shed_all.is_some());
         drop(table);
-        assert!(r.check("iss_never_seen", "s").is_err());
+        assert!(r.check("iss_never_seen", "s", HERE).is_err());
     }
 }

@@ -12,9 +12,6 @@ pub struct Config {
     /// Base64 of 32 bytes, shared with edge-guard only: seals signing keys
     /// on their way over the bus (`*_FILE` is read by `Env::secret`).
     pub key_transport_key: SecretString,
-    pub redis_url: SecretString,
-    /// Prefix of every Redis key this service writes (the revocation set).
-    pub redis_prefix: String,
 }
 
 impl Config {
@@ -26,17 +23,11 @@ impl Config {
             pool_size: env.parse("DB_POOL_SIZE", 16)?,
             master_key: env.secret("MASTER_KEY")?,
             key_transport_key: env.secret("KEY_TRANSPORT_KEY")?,
-            redis_url: env.secret_or("REDIS_URL", "redis://127.0.0.1:6379")?,
-            redis_prefix: env.string("REDIS_PREFIX", "idm:"),
         })
     }
 
     pub(crate) fn database_url(&self) -> &str {
         self.database_url.expose_secret()
-    }
-
-    pub(crate) fn redis_url(&self) -> &str {
-        self.redis_url.expose_secret()
     }
 
     pub(crate) fn master_key(&self) -> &str {

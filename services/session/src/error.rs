@@ -11,8 +11,6 @@ pub enum Error {
     #[error(transparent)]
     Bus(#[from] idm_bus::BusError),
     #[error(transparent)]
-    Redis(#[from] redis::RedisError),
-    #[error(transparent)]
     Config(#[from] idm_core::config::ConfigError),
     #[error("HTTP listener: {0}")]
     Io(#[from] std::io::Error),

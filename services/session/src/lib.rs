@@ -31,8 +31,6 @@ pub(crate) struct State {
     /// Seals signing keys for edge-guard (never the master key).
     pub transport: idm_crypto::KeyTransport,
     pub events: Events,
-    pub redis: redis::aio::ConnectionManager,
-    pub redis_prefix: String,
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
@@ -45,8 +43,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     .await?;
     let bus = Bus::connect(&config.basics, idm_bus::Identity::Session).await?;
     let events = Events::ensure(&bus).await?;
-    let redis =
-        redis::aio::ConnectionManager::new(redis::Client::open(config.redis_url())?).await?;
     let master = idm_crypto::MasterKey::from_base64(config.master_key())?;
     let transport = idm_crypto::KeyTransport::from_base64(config.key_transport_key())?;
     let state = Arc::new(State {
@@ -55,8 +51,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         keys: key_ring::KeyRings::new(db.clone(), master),
         transport,
         events,
-        redis: redis.clone(),
-        redis_prefix: config.redis_prefix.clone(),
     });
     // Another replica rotated a key: drop the cached ring.
     let on_change = Arc::clone(&state);
@@ -81,12 +75,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(op::ROTATE_KEY, handlers::rotate_key)
         .on(op::REVOKE_KEYS, handlers::revoke_keys)
         .on(op::SIGN_VERIFICATION, handlers::sign_verification)
-        .on(op::DECOY_SESSION, decoy::decoy_session);
+        .on(op::DECOY_SESSION, decoy::decoy_session)
+        .on(op::REVOKED_SESSIONS, revocation::revoked_sessions);
     let serving = bus
         .serve_service("session", handlers, state, shutdown.clone())
         .await?;
-    let redis_probe = idm_telemetry::redis_probe(redis);
-    let ready = idm_telemetry::all_of(vec![db.probe(), redis_probe, bus.probe()]);
+    let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,
         idm_telemetry::ops_router("session", ready),

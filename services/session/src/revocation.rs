@@ -1,16 +1,17 @@
-//! Making a revocation visible everywhere within a second: the revoked ids go
-//! into a Redis sorted set (so an edge that restarts reloads them for the
-//! tokens' remaining lifetime) and out on a broadcast every edge replica
-//! hears, before the caller is answered. An event records each one.
+//! Making a revocation visible everywhere within a second: by the time this
+//! runs the regional store has recorded it (`revoked_at`, the authoritative
+//! and durable copy an edge that starts or reconnects reloads from, see
+//! [`revoked_sessions`]); the ids then go out on a broadcast every edge
+//! replica hears, before the caller is answered. An event records each one.
 
-use crate::State;
+use crate::{Error, State};
 use idm_core::proto::event;
-use idm_core::proto::session::{revocation_set_key, RevokedBroadcast, RevokedSession};
-use idm_core::proto::store::SessionRecord;
+use idm_core::proto::session::{
+    RevokedBroadcast, RevokedSession, RevokedSessions, MAX_TOKEN_LIFETIME_SECONDS,
+};
+use idm_core::proto::store::{self, RevokedSessionPage, SessionRecord};
 use idm_core::{ApiError, IssuerId};
-
-/// No session token lives longer than this (the policy maximum).
-const MAX_TOKEN_LIFETIME_SECONDS: i64 = 86_400;
+use std::sync::Arc;
 
 pub async fn announce(
     state: &State,
@@ -33,28 +34,6 @@ pub async fn announce(
             compromised,
         })
         .collect();
-
-    let key = revocation_set_key(&state.redis_prefix);
-    let mut pipe = redis::pipe();
-    for r in &revoked {
-        pipe.zadd(
-            &key,
-            format!("{issuer}/{}/{}", r.session_id, u8::from(r.compromised)),
-            r.until,
-        )
-        .ignore();
-    }
-    pipe.cmd("ZREMRANGEBYSCORE")
-        .arg(&key)
-        .arg("-inf")
-        .arg(now)
-        .ignore();
-    let mut redis = state.redis.clone();
-    if let Err(e) = pipe.query_async::<()>(&mut redis).await {
-        // The broadcast below still reaches every running edge; only an edge
-        // restarting before Redis returns could miss this revocation.
-        tracing::error!(error = %e, "revocation set not updated in Redis");
-    }
 
     let subject = state
         .bus
@@ -81,4 +60,27 @@ pub async fn announce(
         state.events.publish(issuer, event_type, data).await?;
     }
     Ok(())
+}
+
+/// One page of one region's revocations that still matter, read from its
+/// store: what an edge rebuilds its revocation set from (at start, after a
+/// bus reconnect). Region by region, so a store that is down keeps only its
+/// own region's sessions from being vouched for.
+#[tracing::instrument(skip_all, fields(region = %req.region))]
+pub async fn revoked_sessions(
+    state: Arc<State>,
+    req: RevokedSessions,
+) -> Result<RevokedSessionPage, Error> {
+    Ok(state
+        .bus
+        .call_store(
+            req.region,
+            store::LIST_REVOKED_SESSIONS,
+            &store::ListRevokedSessions {
+                after: req.after,
+                limit: req.limit,
+                since: req.since,
+            },
+        )
+        .await?)
 }

@@ -70,6 +70,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             handlers::sessions::revoke_user_sessions,
         )
         .on(op::LIST_SESSIONS, handlers::sessions::list_sessions)
+        .on(
+            op::LIST_REVOKED_SESSIONS,
+            handlers::sessions::list_revoked_sessions,
+        )
         .on(op::CREATE_PERSONAL_TOKEN, handlers::personal_tokens::create)
         .on(op::LIST_PERSONAL_TOKENS, handlers::personal_tokens::list)
         .on(op::REVOKE_PERSONAL_TOKEN, handlers::personal_tokens::revoke)

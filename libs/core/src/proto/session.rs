@@ -19,6 +19,26 @@ pub const SIGN_VERIFICATION: &str = "sign_verification";
 /// made with a throw-away key, so it looks like any other token and never
 /// verifies; a refresh token that was never stored. Nothing is recorded.
 pub const DECOY_SESSION: &str = "decoy_session";
+/// One page of the revocations that still matter in one region (request:
+/// `RevokedSessions`, answer: `store::RevokedSessionPage`): what an edge
+/// rebuilds its revocation set from, read from the regional stores, the
+/// authoritative home of every revocation.
+pub const REVOKED_SESSIONS: &str = "revoked_sessions";
+
+/// No session token lives longer than this (the policy's maximum
+/// `session_lifetime_seconds`), so a revocation matters at most this long
+/// after it was made.
+pub const MAX_TOKEN_LIFETIME_SECONDS: i64 = 86_400;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokedSessions {
+    pub region: Region,
+    pub after: Option<super::store::RevokedCursor>,
+    pub limit: u32,
+    /// Only revocations made after this (unix seconds); see the store's.
+    #[serde(default)]
+    pub since: Option<i64>,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SignVerification {
@@ -170,13 +190,6 @@ pub struct RevokedSession {
     /// Unix seconds after which no token of the session can verify anyway.
     pub until: i64,
     pub compromised: bool,
-}
-
-/// The Redis sorted set of revoked sessions (`<issuer>/<session>` scored by
-/// the unix time until which it must stay revoked). Written by the session
-/// service, read by every edge-guard when it starts.
-pub fn revocation_set_key(redis_prefix: &str) -> String {
-    format!("{redis_prefix}revoked_sessions")
 }
 
 /// Refresh tokens name the region whose store holds the session, so a refresh

@@ -29,6 +29,9 @@ pub const DISABLE_TOTP: &str = "disable_totp";
 pub const REPLACE_BACKUP_CODES: &str = "replace_backup_codes";
 pub const SET_PASSWORD: &str = "set_password";
 pub const CREDENTIALS: &str = "credentials";
+/// The revocations that still matter in this region, every issuer, a page at
+/// a time (request: `ListRevokedSessions`, answer: `RevokedSessionPage`).
+pub const LIST_REVOKED_SESSIONS: &str = "list_revoked_sessions";
 
 /// What a store says about itself; the router checks `jurisdiction` before
 /// sending it data that must stay in a jurisdiction.
@@ -170,6 +173,44 @@ pub struct UserSessions {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionRecords {
     pub data: Vec<SessionRecord>,
+}
+
+/// Where a page of revocations ends: issuers in id order, then sessions in
+/// id order within an issuer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedCursor {
+    pub issuer_id: IssuerId,
+    pub session_id: SessionId,
+}
+
+/// Revoked sessions of every issuer in one region whose tokens could still
+/// verify, after `after`, at most `limit` (capped by the store).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListRevokedSessions {
+    pub after: Option<RevokedCursor>,
+    pub limit: u32,
+    /// Only revocations made after this (unix seconds): an edge catching
+    /// up on broadcasts it may have missed. `None`: all that still matter.
+    #[serde(default)]
+    pub since: Option<i64>,
+}
+
+/// One revocation as the regional store records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedSessionRecord {
+    pub issuer_id: IssuerId,
+    pub session_id: SessionId,
+    /// Unix seconds after which no token of the session can verify anyway.
+    pub until: i64,
+    /// Revoked because a refresh token was reused.
+    pub compromised: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokedSessionPage {
+    pub data: Vec<RevokedSessionRecord>,
+    /// Ask again with this cursor; `None` when the region has no more.
+    pub next: Option<RevokedCursor>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -78,6 +78,22 @@ if redis.call('PTTL', KEYS[5]) < ban then redis.call('PEXPIRE', KEYS[5], ban) en
 return {strikes, ban, offence}
 ";
 
+/// KEYS: all bans, this issuer's bans. ARGV: member of all bans, network,
+/// end (unix ms), remaining ms. Adds a ban unless a later end is recorded.
+static WRITE_BACK_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local ends = tonumber(ARGV[3])
+local cur = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not cur or tonumber(cur) < ends then redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1]) end
+cur = redis.call('ZSCORE', KEYS[2], ARGV[2])
+if not cur or tonumber(cur) < ends then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2]) end
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
+return 1
+",
+    )
+});
+
 /// `<prefix>.ip.banned.<issuer>`: every replica adds the ban to memory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BanNotice {
@@ -455,6 +471,56 @@ impl Bans {
             }
         }
         loaded
+    }
+
+    /// Writes every running ban this replica holds back into Redis (which came
+    /// back empty): Redis is a copy of the bans, every replica holds them all
+    /// (broadcasts), so any replica that is still up restores them for the
+    /// replicas that start later. Never shortens a ban already there.
+    /// Returns how many were written.
+    pub async fn write_back(&self) -> Option<usize> {
+        let now = now_ms();
+        let bans: Vec<(IssuerId, IpNet, u64)> = self
+            .table
+            .snapshot()
+            .into_iter()
+            .filter(|(_, _, until)| *until > now)
+            .collect();
+        if bans.is_empty() {
+            return Some(0);
+        }
+        let all = self.bans_key();
+        let rows: Vec<(String, String, String, u64)> = bans
+            .iter()
+            .map(|(issuer, network, until)| {
+                (
+                    self.issuer_bans_key(issuer),
+                    member(issuer, network),
+                    network.to_string(),
+                    *until,
+                )
+            })
+            .collect();
+        let count = rows.len();
+        self.redis
+            .run(|mut conn| async move {
+                // One script call per ban (the scripts load on first use;
+                // this runs only when Redis came back empty).
+                for (issuer_key, member, network, until) in rows {
+                    WRITE_BACK_SCRIPT
+                        .key(&all)
+                        .key(issuer_key)
+                        .arg(member)
+                        .arg(network)
+                        .arg(until)
+                        .arg(until.saturating_sub(now).max(1))
+                        .invoke_async::<()>(&mut conn)
+                        .await?;
+                }
+                Ok(())
+            })
+            .await
+            .map(|()| count)
     }
 
     /// Applies ban and lift broadcasts from every replica until shutdown.

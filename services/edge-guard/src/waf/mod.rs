@@ -152,6 +152,67 @@ fn rate_limited(message: &str, retry_after: Duration) -> ApiError {
     ApiError::new(ErrorCode::RateLimited, message).with_details(retry_details(retry_after))
 }
 
+/// How often a replica checks whether Redis came back empty.
+const WRITE_BACK_EVERY: Duration = Duration::from_secs(2);
+
+/// Redis is a cache of the WAF's state, and it may come back from a restart
+/// empty (nothing on disk). Every `WRITE_BACK_EVERY` a replica looks for the
+/// marker `<prefix>waf:loaded`; when it is missing (a fresh or restarted
+/// Redis) it writes back what it holds that must outlive Redis (the running
+/// bans, this month's send counts as floors), then sets the marker. Rate
+/// windows and strikes are not written back: losing them costs one window.
+fn spawn_write_back(
+    redis: Arc<fallback::RedisLink>,
+    bans: Arc<bans::Bans>,
+    quota: Arc<quota::Quota>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let marker = redis.key("loaded");
+        loop {
+            let present = redis
+                .run(|mut conn| {
+                    let marker = marker.clone();
+                    async move {
+                        redis::cmd("EXISTS")
+                            .arg(marker)
+                            .query_async::<bool>(&mut conn)
+                            .await
+                    }
+                })
+                .await;
+            if present == Some(false) {
+                let written = (bans.write_back().await, quota.write_back().await);
+                if let (Some(bans), Some(counters)) = written {
+                    let set = redis
+                        .run(|mut conn| {
+                            let marker = marker.clone();
+                            async move {
+                                redis::cmd("SET")
+                                    .arg(marker)
+                                    .arg(idm_core::now().unix_timestamp())
+                                    .query_async::<()>(&mut conn)
+                                    .await
+                            }
+                        })
+                        .await;
+                    if set.is_some() && (bans > 0 || counters > 0) {
+                        tracing::warn!(
+                            bans,
+                            counters,
+                            "Redis came back empty: running bans and send counts written back"
+                        );
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(WRITE_BACK_EVERY) => {}
+            }
+        }
+    })
+}
+
 pub struct Waf {
     redis: Arc<fallback::RedisLink>,
     velocity: Arc<velocity::Velocity>,
@@ -190,10 +251,16 @@ impl Waf {
         tracing::info!(loaded, "running bans loaded");
         let quota = Arc::new(quota::Quota::new(Arc::clone(&redis)));
         let hand_back = Arc::clone(&quota);
-        tasks.push(redis.spawn_recovery(shutdown, move |conn| {
+        tasks.push(redis.spawn_recovery(shutdown.clone(), move |conn| {
             let quota = Arc::clone(&hand_back);
             async move { quota.hand_back(conn).await }
         }));
+        tasks.push(spawn_write_back(
+            Arc::clone(&redis),
+            Arc::clone(&bans),
+            Arc::clone(&quota),
+            shutdown,
+        ));
         Ok((
             Self {
                 velocity,

@@ -27,6 +27,15 @@ end
 return {1, n}
 ";
 
+/// KEYS: counter. ARGV: floor, expiry (unix seconds).
+const FLOOR_SCRIPT: &str = r"
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('EXPIREAT', KEYS[1], ARGV[2])
+end
+return 1
+";
+
 const MAX_LOCAL_ENTRIES: usize = 100_000;
 
 #[derive(Default, Clone, Copy)]
@@ -131,6 +140,42 @@ impl Quota {
                 Ok(())
             }
         }
+    }
+
+    /// Raises this month's counters that Redis lost (it came back empty) to
+    /// the last count this replica saw, so a restart of Redis does not hand
+    /// every account a fresh month of mail. Never lowers a counter.
+    pub async fn write_back(&self) -> Option<usize> {
+        let month = month_key(idm_core::now());
+        let floors: Vec<(String, u64)> = {
+            let local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+            local
+                .iter()
+                .filter(|(k, l)| k.ends_with(&month) && l.seen > 0)
+                .map(|(k, l)| (k.clone(), l.seen))
+                .collect()
+        };
+        if floors.is_empty() {
+            return Some(0);
+        }
+        let expire_at =
+            (next_month(idm_core::now()) + Duration::from_secs(7 * 86_400)).unix_timestamp();
+        let count = floors.len();
+        self.redis
+            .run(|mut conn| async move {
+                let script = redis::Script::new(FLOOR_SCRIPT);
+                for (key, seen) in floors {
+                    script
+                        .key(key)
+                        .arg(seen)
+                        .arg(expire_at)
+                        .invoke_async::<()>(&mut conn)
+                        .await?;
+                }
+                Ok(())
+            })
+            .await
+            .map(|()| count)
     }
 
     /// Adds the sends counted in memory to the Redis counters (called once

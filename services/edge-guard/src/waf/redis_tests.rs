@@ -406,3 +406,61 @@ async fn the_ban_table_is_bounded_per_issuer_in_redis_and_in_memory() -> anyhow:
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn bans_and_send_counts_are_written_back_when_redis_comes_back_empty() -> anyhow::Result<()> {
+    let h = Harness::start(&redis_url()).await?;
+    let key = key_with(idm_core::WafPolicy {
+        client: idm_core::waf_policy::VelocityLimit::new(2, 600),
+        strikes_to_ban: 1,
+        ban_seconds: 600,
+        max_ban_seconds: 600,
+        monthly_email_quota: 3,
+        ..idm_core::WafPolicy::default()
+    });
+    let ip: IpAddr = "198.51.100.30".parse()?;
+    h.waf.guard(&key, RouteClass::Client, ip).await?;
+    h.waf.guard(&key, RouteClass::Client, ip).await?;
+    let banned = h.waf.guard(&key, RouteClass::Client, ip).await;
+    assert_eq!(banned.err().map(|e| e.code), Some(ErrorCode::IpBanned));
+    for i in 0..2 {
+        h.waf
+            .allow_send(&key, &email(&format!("user{i}@example.com"))?)
+            .await?;
+    }
+    let mut conn = redis::Client::open(h.redis_url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let bans_key = format!("{}:waf:bans", h.prefix);
+    // Redis restarts without persistence: every key of this replica is gone.
+    let keys = h.keys().await?;
+    let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await?;
+
+    // The replica notices the missing marker and writes back what it holds.
+    let deadline = std::time::Instant::now() + WRITE_BACK_EVERY * 5;
+    let (bans, count) = loop {
+        let bans: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&bans_key)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        let quota_key = h.keys().await?.into_iter().find(|k| k.contains(":quota:"));
+        let count: Option<u64> = match &quota_key {
+            Some(k) => redis::cmd("GET").arg(k).query_async(&mut conn).await?,
+            None => None,
+        };
+        if (!bans.is_empty() && count.is_some()) || std::time::Instant::now() > deadline {
+            break (bans, count);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(bans, vec![format!("{}|198.51.100.30/32", key.issuer_id)]);
+    // The month's count continues where it was, not from zero: one more
+    // send fits under the quota of three, the next does not.
+    assert_eq!(count, Some(2));
+    h.waf.allow_send(&key, &email("user2@example.com")?).await?;
+    let over = h.waf.allow_send(&key, &email("user3@example.com")?).await;
+    assert_eq!(over.err().map(|e| e.code), Some(ErrorCode::QuotaExceeded));
+    h.stop().await
+}

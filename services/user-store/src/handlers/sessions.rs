@@ -1,6 +1,6 @@
 //! Session operations of a regional store.
 
-use crate::storage::IssuerStore;
+use crate::storage::{self, IssuerStore};
 use crate::{Error, State};
 use idm_core::proto::store::*;
 use idm_core::ApiError;
@@ -51,4 +51,14 @@ pub async fn list_sessions(state: Arc<State>, req: UserSessions) -> Result<Sessi
     Ok(SessionRecords {
         data: store.sessions_of(&req.user_id).await?,
     })
+}
+
+/// The region's revocations that still matter, for edges rebuilding their
+/// revocation sets (through the session service).
+#[tracing::instrument(skip_all, fields(region = %state.region, limit = req.limit))]
+pub async fn list_revoked_sessions(
+    state: Arc<State>,
+    req: ListRevokedSessions,
+) -> Result<RevokedSessionPage, Error> {
+    storage::revoked_sessions(&state.db, req.after.as_ref(), req.limit, req.since).await
 }

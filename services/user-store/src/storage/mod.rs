@@ -4,6 +4,8 @@ mod mfa;
 mod personal_tokens;
 mod sessions;
 
+pub use sessions::revoked_sessions;
+
 use crate::Error;
 use idm_core::proto::store::{StoreInfo, StoredUser};
 use idm_core::{ApiError, IssuerId, UserId};

@@ -5,9 +5,13 @@
 
 use super::{corrupt, IssuerStore};
 use crate::Error;
-use idm_core::proto::store::{CreateSession, RefreshOutcome, RefreshSession, SessionRecord};
-use idm_core::{ApiError, ErrorCode, SessionId, UserId};
-use idm_db::{DbError, GenericClient, Row};
+use idm_core::proto::session::MAX_TOKEN_LIFETIME_SECONDS;
+use idm_core::proto::store::{
+    CreateSession, RefreshOutcome, RefreshSession, RevokedCursor, RevokedSessionPage,
+    RevokedSessionRecord, SessionRecord,
+};
+use idm_core::{ApiError, ErrorCode, IssuerId, SessionId, UserId};
+use idm_db::{Db, DbError, GenericClient, Row};
 
 const COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip";
 
@@ -248,4 +252,98 @@ impl IssuerStore {
             .map_err(DbError::from)?;
         Ok(rows.iter().map(record).collect::<Result<_, _>>()?)
     }
+}
+
+/// The most revocations one page may hold (about 110 bytes each on the
+/// wire, well under NATS's 1 MB message limit).
+pub const MAX_REVOKED_PAGE: u32 = 2_000;
+/// Issuer schemas read by one statement.
+const SCHEMAS_PER_STATEMENT: usize = 64;
+/// Slack for clocks: a token is signed on the session service's clock,
+/// `revoked_at` comes from this database's.
+const CLOCK_SLACK_SECONDS: i64 = 60;
+
+/// Revoked sessions of every issuer in this region whose tokens could still
+/// verify (neither past the session's end nor older than the longest token
+/// lifetime), in (issuer, session) order after `after`. This is the
+/// authoritative list edges rebuild their revocation sets from; schemas are
+/// named in the statements (schema-qualified), one issuer per `UNION` arm.
+pub async fn revoked_sessions(
+    db: &Db,
+    after: Option<&RevokedCursor>,
+    limit: u32,
+    since: Option<i64>,
+) -> Result<RevokedSessionPage, Error> {
+    let limit = limit.clamp(1, MAX_REVOKED_PAGE) as usize;
+    let client = db.get().await?;
+    let from_schema = after
+        .map(|c| c.issuer_id.store_schema())
+        .unwrap_or_default();
+    let after_session = after.map(|c| c.session_id.as_str()).unwrap_or_default();
+    let schemas: Vec<String> = client
+        .query(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'iss\\_%' AND nspname >= $1 ORDER BY nspname",
+            &[&from_schema],
+        )
+        .await
+        .map_err(DbError::from)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let window = (MAX_TOKEN_LIFETIME_SECONDS + CLOCK_SLACK_SECONDS) as f64;
+    // 0: since the epoch, i.e. every revocation inside the window.
+    let since = since.unwrap_or(0) as f64;
+    let mut data = Vec::new();
+    for chunk in schemas.chunks(SCHEMAS_PER_STATEMENT) {
+        let remaining = (limit - data.len()) as i64;
+        let mut arms = Vec::with_capacity(chunk.len());
+        for schema in chunk {
+            let schema = idm_db::safe_identifier(schema)?;
+            arms.push(format!(
+                "(SELECT '{schema}'::text AS schema, id,
+                    ceil(extract(epoch FROM LEAST(expires_at, revoked_at + make_interval(secs => $3))))::bigint AS until,
+                    revoke_reason IS NOT DISTINCT FROM 'compromised' AS compromised
+                  FROM {schema}.sessions
+                  WHERE revoked_at IS NOT NULL
+                    AND revoked_at > GREATEST(now() - make_interval(secs => $3), to_timestamp($5))
+                    AND expires_at > now()
+                    AND ('{schema}' <> $1 OR id COLLATE \"C\" > $2)
+                  ORDER BY id COLLATE \"C\" LIMIT $4)"
+            ));
+        }
+        let sql = format!(
+            "SELECT schema, id, until, compromised FROM ({}) AS revoked
+             ORDER BY schema COLLATE \"C\", id COLLATE \"C\" LIMIT $4",
+            arms.join(" UNION ALL ")
+        );
+        let rows = client
+            .query(
+                &sql,
+                &[&from_schema, &after_session, &window, &remaining, &since],
+            )
+            .await
+            .map_err(DbError::from)?;
+        for row in &rows {
+            let Ok(issuer_id) = IssuerId::parse(row.get(0)) else {
+                continue; // a schema named like an issuer that is not one
+            };
+            data.push(RevokedSessionRecord {
+                issuer_id,
+                session_id: SessionId::parse(row.get(1)).map_err(|_| corrupt())?,
+                until: row.get(2),
+                compromised: row.get(3),
+            });
+        }
+        if data.len() >= limit {
+            break;
+        }
+    }
+    let next = (data.len() >= limit)
+        .then(|| data.last())
+        .flatten()
+        .map(|last| RevokedCursor {
+            issuer_id: last.issuer_id.clone(),
+            session_id: last.session_id.clone(),
+        });
+    Ok(RevokedSessionPage { data, next })
 }
