@@ -94,6 +94,9 @@ fn waf_config(env: &Env) -> Result<crate::waf::WafConfig, ConfigError> {
             "MAX_IN_FLIGHT_PER_ISSUER",
             defaults.max_in_flight_per_issuer,
         )?,
+        hash_shed_window: Duration::from_millis(
+            env.parse("HASH_SHED_MS", defaults.hash_shed_window.as_millis() as u64)?,
+        ),
         recipient_key: crate::waf::RecipientKey::from_base64(secrecy::ExposeSecret::expose_secret(
             &env.secret("HASH_KEY")?,
         ))

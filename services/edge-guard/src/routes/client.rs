@@ -105,7 +105,11 @@ pub async fn sign_up(
         name,
         device: caller.device(),
     };
-    let signed_in: Authenticated = incoming.app.bus.call("auth", auth::SIGN_UP, &call).await?;
+    let app = &incoming.app;
+    let signed_in: Authenticated = app
+        .waf
+        .password_work(&caller.key, app.bus.call("auth", auth::SIGN_UP, &call))
+        .await?;
     Ok(session_response(
         &incoming.app,
         StatusCode::CREATED,
@@ -138,7 +142,11 @@ pub async fn sign_in(
         password: request.password,
         device: caller.device(),
     };
-    let signed_in: Authenticated = incoming.app.bus.call("auth", auth::SIGN_IN, &call).await?;
+    let app = &incoming.app;
+    let signed_in: Authenticated = app
+        .waf
+        .password_work(&caller.key, app.bus.call("auth", auth::SIGN_IN, &call))
+        .await?;
     Ok(session_response(&incoming.app, StatusCode::OK, signed_in))
 }
 

@@ -8,6 +8,7 @@ pub(crate) mod admin;
 mod bans;
 mod email_guard;
 mod fallback;
+mod hash_shed;
 mod in_flight;
 mod quota;
 mod recipient_key;
@@ -51,6 +52,10 @@ pub struct WafConfig {
     /// Requests of one issuer this replica works on at once; past it the
     /// issuer's next request is shed with `503 overloaded` and `Retry-After`.
     pub max_in_flight_per_issuer: usize,
+    /// After a store refuses an issuer's password work as over its share,
+    /// how long this replica refuses that issuer's password requests itself
+    /// (`EDGE_HASH_SHED_MS`; zero: never). See `hash_shed`.
+    pub hash_shed_window: Duration,
 }
 
 impl Default for WafConfig {
@@ -62,6 +67,7 @@ impl Default for WafConfig {
             max_bans_per_issuer: 10_000,
             recipient_key: RecipientKey::random(),
             max_in_flight_per_issuer: 256,
+            hash_shed_window: Duration::from_millis(250),
         }
     }
 }
@@ -219,6 +225,7 @@ pub struct Waf {
     bans: Arc<bans::Bans>,
     quota: Arc<quota::Quota>,
     in_flight: Arc<in_flight::InFlight>,
+    hash_shed: hash_shed::HashShed,
     config: WafConfig,
 }
 
@@ -268,6 +275,7 @@ impl Waf {
                 bans,
                 quota,
                 in_flight: Arc::new(in_flight::InFlight::new(config.max_in_flight_per_issuer)),
+                hash_shed: hash_shed::HashShed::new(config.hash_shed_window),
                 config,
             },
             tasks,
@@ -416,6 +424,23 @@ impl Waf {
                 Err(shed)
             }
         }
+    }
+
+    /// Password work (sign-in, sign-up) of an issuer its store has just
+    /// refused is refused here for a moment, before any bus call
+    /// (`hash_shed`). Run `call` and note its outcome.
+    pub async fn password_work<T, F>(&self, key: &KeyConfig, call: F) -> Result<T, ApiError>
+    where
+        F: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        if let Err(shed) = self.hash_shed.check(&key.issuer_id) {
+            decided("hash_shed", "limited");
+            rejected("hash_shed");
+            return Err(shed);
+        }
+        let outcome = call.await;
+        self.hash_shed.note(&key.issuer_id, &outcome);
+        outcome
     }
 
     /// Before a key-cache miss reaches the account service: a platform-wide
