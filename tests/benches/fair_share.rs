@@ -16,7 +16,8 @@
 //! phase, default 40), `BENCH_FLOOD` (default 300), `BENCH_FLOOD_PAUSE_MS`
 //! (default 1000), `BENCH_HASH_WORKERS` (per store, default 1),
 //! `BENCH_EDGE_IN_FLIGHT` (the edge's cap per issuer; default: the
-//! product's).
+//! product's), `BENCH_HASH_SHED_MS` (the edge's `EDGE_HASH_SHED_MS`;
+//! default: the product's; `0` measures without it).
 
 use idm_testkit::{Platform, Tenant};
 use serde_json::json;
@@ -84,6 +85,10 @@ async fn main() -> anyhow::Result<()> {
             let cap = env("BENCH_EDGE_IN_FLIGHT", 0) as usize;
             if cap > 0 {
                 options.edge_waf.max_in_flight_per_issuer = cap;
+            }
+            if let Ok(ms) = std::env::var("BENCH_HASH_SHED_MS") {
+                let ms = ms.parse().unwrap_or(0);
+                options.edge_waf.hash_shed_window = Duration::from_millis(ms);
             }
             options
         })
