@@ -34,7 +34,15 @@ async fn main() -> anyhow::Result<()> {
     let seed = std::env::var("IDM_FUZZ_SEED").unwrap_or_else(|_| "1".to_owned());
     let extra: Vec<String> = std::env::args().skip(1).collect();
 
-    let platform = Platform::start().await?;
+    // Fuzzing sends more mail than the default plan's quota allows a month.
+    let platform = Platform::start_with(idm_testkit::Options {
+        default_plan: idm_core::AccountPlan {
+            monthly_email_quota: 1_000_000,
+            ..idm_testkit::roomy_plan()
+        },
+        ..idm_testkit::Options::default()
+    })
+    .await?;
     let tenant = platform.create_account("Fuzz").await?;
     let limit = |limit: u32| json!({"limit": limit, "window_seconds": 60});
     platform
