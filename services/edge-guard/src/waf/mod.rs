@@ -67,7 +67,7 @@ impl Default for WafConfig {
             max_bans_per_issuer: 10_000,
             recipient_key: RecipientKey::random(),
             max_in_flight_per_issuer: 256,
-            hash_shed_window: Duration::from_millis(250),
+            hash_shed_window: Duration::from_millis(1000),
         }
     }
 }
