@@ -1,4 +1,5 @@
-//! Helpers shared by the second-factor, step-up and takeover suites.
+//! Helpers shared by the end-to-end suites (second factors, step-up,
+//! takeover, sessions, revocation, session keys, passwordless, fair share).
 
 use idm_testkit::{Platform, Response, Tenant};
 use reqwest::Method;
@@ -42,12 +43,32 @@ pub fn not(code: &str) -> &'static str {
     }
 }
 
+/// A new account whose publishable key is allowed from [`ORIGIN`].
 pub async fn tenant(platform: &Platform, name: &str) -> anyhow::Result<Tenant> {
     let tenant = platform.create_account(name).await?;
     platform
         .allow_origins(&tenant, &["app.example.com"])
         .await?;
     Ok(tenant)
+}
+
+/// `POST /v1/sessions/verify` with the tenant's secret key, on edge `replica`.
+pub async fn verify(
+    platform: &Platform,
+    replica: usize,
+    tenant: &Tenant,
+    token: &str,
+) -> anyhow::Result<Response> {
+    let auth = format!("Bearer {}", tenant.secret_key);
+    platform
+        .send_to(
+            replica,
+            Method::POST,
+            "/v1/sessions/verify",
+            &[("authorization", &auth)],
+            Some(json!({ "session_token": token })),
+        )
+        .await
 }
 
 pub async fn post(

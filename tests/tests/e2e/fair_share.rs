@@ -5,19 +5,14 @@
 //! the edge's requests in flight); its excess is shed at once with
 //! `429`/`503` and `Retry-After`, and the other tenant's sign-ins go on.
 
-use idm_testkit::{Platform, Tenant};
+use crate::factor_kit::tenant;
+use idm_testkit::Platform;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const ORIGIN: &str = "https://app.example.com";
-
-async fn tenant(platform: &Platform, name: &str) -> anyhow::Result<Tenant> {
-    let t = platform.create_account(name).await?;
-    platform.allow_origins(&t, &["app.example.com"]).await?;
-    Ok(t)
-}
 
 /// What one of the flood's sign-ins got: status, code, `Retry-After`.
 type Outcome = (u16, Option<String>, Option<u64>);

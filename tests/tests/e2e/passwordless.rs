@@ -1,5 +1,6 @@
 //! Magic links, email codes and the mail courier.
 
+use crate::factor_kit::tenant;
 use idm_testkit::smtp::{magic_code, six_digit_code};
 use idm_testkit::{Platform, Response, Tenant};
 use reqwest::Method;
@@ -7,14 +8,6 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 
 const MAIL_WAIT: Duration = Duration::from_secs(20);
-
-async fn tenant(platform: &Platform, name: &str) -> anyhow::Result<Tenant> {
-    let tenant = platform.create_account(name).await?;
-    platform
-        .allow_origins(&tenant, &["app.example.com"])
-        .await?;
-    Ok(tenant)
-}
 
 async fn client(
     platform: &Platform,

@@ -2,6 +2,7 @@
 //! instead of forgetting, and an edge that missed broadcasts while its bus
 //! connection was down reloads before it vouches for a session again.
 
+use crate::factor_kit::{tenant, verify};
 use idm_testkit::{Options, Platform, Response, Tenant};
 use reqwest::Method;
 use serde_json::json;
@@ -14,32 +15,6 @@ use tokio::sync::watch;
 
 const ORIGIN: &str = "https://app.example.com";
 const PASSWORD: &str = "correct horse battery";
-
-async fn tenant(platform: &Platform, name: &str) -> anyhow::Result<Tenant> {
-    let tenant = platform.create_account(name).await?;
-    platform
-        .allow_origins(&tenant, &["app.example.com"])
-        .await?;
-    Ok(tenant)
-}
-
-async fn verify(
-    platform: &Platform,
-    replica: usize,
-    tenant: &Tenant,
-    token: &str,
-) -> anyhow::Result<Response> {
-    let auth = format!("Bearer {}", tenant.secret_key);
-    platform
-        .send_to(
-            replica,
-            Method::POST,
-            "/v1/sessions/verify",
-            &[("authorization", &auth)],
-            Some(json!({ "session_token": token })),
-        )
-        .await
-}
 
 async fn revoke(platform: &Platform, tenant: &Tenant, session: &Response) -> anyhow::Result<()> {
     let r = platform

@@ -1,6 +1,7 @@
 //! Signing keys as an attacker sees them: read off the bus, held stolen, or
 //! after an emergency revocation (issue 9, sections 1 and 5).
 
+use crate::factor_kit::{tenant, verify};
 use base64::Engine;
 use futures::StreamExt;
 use idm_core::{IssuerId, Region, SessionId, UserId};
@@ -12,32 +13,6 @@ use std::time::{Duration, Instant};
 
 const ORIGIN: &str = "https://app.example.com";
 const PASSWORD: &str = "correct horse battery";
-
-async fn tenant(platform: &Platform, name: &str) -> anyhow::Result<Tenant> {
-    let tenant = platform.create_account(name).await?;
-    platform
-        .allow_origins(&tenant, &["app.example.com"])
-        .await?;
-    Ok(tenant)
-}
-
-async fn verify(
-    platform: &Platform,
-    replica: usize,
-    tenant: &Tenant,
-    token: &str,
-) -> anyhow::Result<Response> {
-    let auth = format!("Bearer {}", tenant.secret_key);
-    platform
-        .send_to(
-            replica,
-            Method::POST,
-            "/v1/sessions/verify",
-            &[("authorization", &auth)],
-            Some(json!({ "session_token": token })),
-        )
-        .await
-}
 
 /// The claims of a real session, re-signed by `key` with the given times.
 fn forge(

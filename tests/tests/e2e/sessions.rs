@@ -1,6 +1,7 @@
 //! Sessions that defend themselves: rotation, reuse detection, revocation
 //! everywhere, timeouts, listings and signing-key rotation.
 
+use crate::factor_kit::tenant;
 use futures::future::join_all;
 use idm_core::Region;
 use idm_testkit::{Options, Platform, Response, Tenant};
@@ -10,14 +11,6 @@ use std::time::{Duration, Instant};
 
 const ORIGIN: &str = "https://app.example.com";
 const PASSWORD: &str = "correct horse battery";
-
-async fn tenant(platform: &Platform, name: &str) -> anyhow::Result<Tenant> {
-    let tenant = platform.create_account(name).await?;
-    platform
-        .allow_origins(&tenant, &["app.example.com"])
-        .await?;
-    Ok(tenant)
-}
 
 async fn set_policy(
     platform: &Platform,
