@@ -114,20 +114,7 @@ impl IssuerStore {
         if !enabled {
             return Ok(false);
         }
-        tx.execute(
-            "DELETE FROM backup_codes WHERE user_id = $1",
-            &[&user.as_str()],
-        )
-        .await
-        .map_err(DbError::from)?;
-        for hash in hashes {
-            tx.execute(
-                "INSERT INTO backup_codes (code_hash, user_id) VALUES ($1, $2)",
-                &[hash, &user.as_str()],
-            )
-            .await
-            .map_err(DbError::from)?;
-        }
+        set_backup_codes(&tx, user, hashes).await?;
         tx.commit().await.map_err(DbError::from)?;
         Ok(true)
     }
@@ -185,20 +172,7 @@ impl IssuerStore {
             )
             .into());
         }
-        tx.execute(
-            "DELETE FROM backup_codes WHERE user_id = $1",
-            &[&user.as_str()],
-        )
-        .await
-        .map_err(DbError::from)?;
-        for hash in backup_hashes {
-            tx.execute(
-                "INSERT INTO backup_codes (code_hash, user_id) VALUES ($1, $2)",
-                &[hash, &user.as_str()],
-            )
-            .await
-            .map_err(DbError::from)?;
-        }
+        set_backup_codes(&tx, user, backup_hashes).await?;
         tx.commit().await.map_err(DbError::from)?;
         Ok(true)
     }
@@ -227,4 +201,26 @@ impl IssuerStore {
             .map_err(DbError::from)?;
         Ok(n == 1)
     }
+}
+
+/// Inside the caller's transaction: the user's backup codes become exactly
+/// `hashes` (the old set is gone, so a code from it no longer works).
+async fn set_backup_codes(
+    tx: &idm_db::Transaction<'_>,
+    user: &UserId,
+    hashes: &[String],
+) -> Result<(), DbError> {
+    tx.execute(
+        "DELETE FROM backup_codes WHERE user_id = $1",
+        &[&user.as_str()],
+    )
+    .await?;
+    for hash in hashes {
+        tx.execute(
+            "INSERT INTO backup_codes (code_hash, user_id) VALUES ($1, $2)",
+            &[hash, &user.as_str()],
+        )
+        .await?;
+    }
+    Ok(())
 }
