@@ -42,7 +42,10 @@ pub fn all_of(probes: Vec<idm_core::Probe>) -> ReadinessCheck {
 }
 
 /// Readiness: Redis answers `PING`.
-pub fn redis_probe(redis: redis::aio::ConnectionManager) -> idm_core::Probe {
+pub fn redis_probe<C>(redis: C) -> idm_core::Probe
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
     probe(move || {
         let mut redis = redis.clone();
         async move {

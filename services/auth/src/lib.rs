@@ -59,16 +59,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     // Bounded waits: without them a command sent as Redis went away could
     // wait forever (found by tests/tests/faults.rs), and the reconnect
     // backoff must stay short so a restarted Redis is used within a second.
-    let redis_config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(REDIS_TIMEOUT))
-        .set_response_timeout(Some(REDIS_TIMEOUT))
-        .set_number_of_retries(3)
-        .set_max_delay(std::time::Duration::from_millis(500));
-    let redis = redis::aio::ConnectionManager::new_with_config(
-        redis::Client::open(config.redis_url())?,
-        redis_config,
-    )
-    .await?;
+    // One node or a cluster, by the URL (idm_cache).
+    let redis = idm_cache::Target::parse(config.redis_url())?
+        .connect(idm_cache::Settings {
+            connection_timeout: REDIS_TIMEOUT,
+            response_timeout: REDIS_TIMEOUT,
+            retries: 3,
+            max_delay: std::time::Duration::from_millis(500),
+        })
+        .await?;
     let bus = Bus::connect(&config.basics, idm_bus::Identity::Auth).await?;
     let events = Events::ensure(&bus).await?;
     let master = idm_crypto::MasterKey::from_base64(config.master_key())?;

@@ -1201,7 +1201,7 @@ async fn a_redis_outage_falls_back_to_memory_and_recovers() -> anyhow::Result<()
 
     // Redis up: the limit holds and its counters are in Redis.
     assert_eq!(burst("192.0.2.10").await?, expected);
-    let pattern = format!("{}waf:v:client:*192.0.2.10*", platform.redis_prefix);
+    let pattern = format!("{}waf:{{v:client:*192.0.2.10*", platform.redis_prefix);
     assert!(!redis.keys(&pattern).await?.is_empty());
     assert!(platform
         .edge_metrics(edge)
@@ -1233,7 +1233,7 @@ async fn a_redis_outage_falls_back_to_memory_and_recovers() -> anyhow::Result<()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(burst("192.0.2.12").await?, expected);
-    let pattern = format!("{}waf:v:client:*192.0.2.12*", platform.redis_prefix);
+    let pattern = format!("{}waf:{{v:client:*192.0.2.12*", platform.redis_prefix);
     assert!(!redis.keys(&pattern).await?.is_empty());
     drop(redis);
     platform.stop().await

@@ -9,7 +9,7 @@
 //! every `RECOVERY_INTERVAL`; when it answers, modules hand back what they
 //! counted meanwhile (see `quota.rs`) and requests use Redis again.
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use idm_cache::Connection;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
@@ -20,8 +20,8 @@ const RECOVERY_INTERVAL: Duration = Duration::from_millis(500);
 pub const GAUGE: &str = "idm_edge_redis_fallback";
 
 pub struct RedisLink {
-    client: redis::Client,
-    manager: RwLock<Option<ConnectionManager>>,
+    target: idm_cache::Target,
+    manager: RwLock<Option<Connection>>,
     degraded: AtomicBool,
     timeout: Duration,
     /// `host:port` of the Redis in use (never credentials), the gauge's label.
@@ -53,10 +53,10 @@ fn is_outage(e: &redis::RedisError) -> bool {
 impl RedisLink {
     /// Connects (or starts in fallback when Redis does not answer yet).
     pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, crate::Error> {
-        let client = redis::Client::open(url)
+        let target = idm_cache::Target::parse(url)
             .map_err(|e| crate::Error::Redis(format!("EDGE_REDIS_URL is not usable: {e}")))?;
         let link = Self {
-            client,
+            target,
             manager: RwLock::new(None),
             degraded: AtomicBool::new(false),
             timeout,
@@ -75,33 +75,37 @@ impl RedisLink {
         format!("{}waf:{rest}", self.prefix)
     }
 
+    /// `<prefix>waf:{<tag>}<rest>`: keys with one tag share a Redis Cluster
+    /// slot, so a script may touch them together.
+    pub fn tagged_key(&self, tag: &str, rest: &str) -> String {
+        idm_cache::tagged(&format!("{}waf:", self.prefix), tag, rest)
+    }
+
     pub fn is_degraded(&self) -> bool {
         self.degraded.load(Ordering::Acquire)
     }
 
-    fn current(&self) -> Option<ConnectionManager> {
+    fn current(&self) -> Option<Connection> {
         self.manager
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    async fn ensure_manager(&self) -> Result<ConnectionManager, String> {
+    async fn ensure_manager(&self) -> Result<Connection, String> {
         if let Some(manager) = self.current() {
             return Ok(manager);
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
-        let created = tokio::time::timeout(
-            self.timeout * 4,
-            ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await
-        .map_err(|_| "connecting timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
+        let settings = idm_cache::Settings {
+            connection_timeout: self.timeout,
+            response_timeout: self.timeout,
+            retries: 1,
+            max_delay: Duration::from_millis(200),
+        };
+        let created = tokio::time::timeout(self.timeout * 4, self.target.connect(settings))
+            .await
+            .map_err(|_| "connecting timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
         *self.manager.write().unwrap_or_else(|p| p.into_inner()) = Some(created.clone());
         Ok(created)
     }
@@ -123,7 +127,7 @@ impl RedisLink {
     /// in fallback, or this very call failed (which starts the fallback).
     pub async fn run<T, F, Fut>(&self, op: F) -> Option<T>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         if self.is_degraded() {
@@ -159,7 +163,7 @@ impl RedisLink {
         hand_back: F,
     ) -> tokio::task::JoinHandle<()>
     where
-        F: Fn(ConnectionManager) -> Fut + Send + Sync + 'static,
+        F: Fn(Connection) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send,
     {
         let link = std::sync::Arc::clone(self);

@@ -397,7 +397,7 @@ async fn the_ban_table_is_bounded_per_issuer_in_redis_and_in_memory() -> anyhow:
                 .get_multiplexed_async_connection()
                 .await?;
             let in_redis: u64 = redis::cmd("ZCARD")
-                .arg(format!("{}:waf:bans:{}", h.prefix, flooded.issuer_id))
+                .arg(format!("{}:waf:{{{}}}:bans", h.prefix, flooded.issuer_id))
                 .query_async(&mut conn)
                 .await?;
             assert_eq!(in_redis, 3);
