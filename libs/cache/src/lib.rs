@@ -155,6 +155,28 @@ impl Target {
     }
 }
 
+/// Where a URL points, for logs and metric labels: `host:port` (or the
+/// socket path) of a node, `cluster host:port,…` of a cluster's seeds;
+/// never credentials.
+pub fn label(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if scheme.ends_with("+cluster") {
+            let authority = rest.split(['/', '?']).next().unwrap_or_default();
+            let hosts = authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, hosts)| hosts);
+            return format!("cluster {hosts}");
+        }
+    }
+    match url::Url::parse(url) {
+        Ok(u) => match u.host_str() {
+            Some(host) => format!("{host}:{}", u.port().unwrap_or(6379)),
+            None => u.path().to_owned(),
+        },
+        Err(_) => "unparsable".to_owned(),
+    }
+}
+
 /// A key whose slot is chosen by `tag`: every key built with the same tag
 /// lands on the same cluster node, so one script or pipeline may touch them
 /// together. `prefix{tag}rest`; harmless on a single node.
@@ -422,6 +444,19 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn labels_never_carry_credentials() {
+        assert_eq!(
+            label("redis://user:hunter2@cache.internal:6380/2"),
+            "cache.internal:6380"
+        );
+        assert_eq!(label("redis://127.0.0.1"), "127.0.0.1:6379");
+        assert_eq!(
+            label("redis+cluster://app:hunter2@10.0.0.1:7000,10.0.0.2:7001/"),
+            "cluster 10.0.0.1:7000,10.0.0.2:7001"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod client;
 mod logs;
 pub mod nats;
 pub mod procs;
+pub mod redis_cluster;
 mod services;
 pub mod smtp;
 pub mod spans;
@@ -122,6 +123,10 @@ pub struct Options {
     /// Run the platform's NATS as a cluster of this many nodes (streams
     /// replicated on each) when 2 or more; one server by default.
     pub nats_cluster_nodes: usize,
+    /// The Redis auth and the edges use instead of the machine's (for
+    /// example a `redis+cluster://` URL of a private cluster); ignored with
+    /// `own_servers`, which brings its own.
+    pub redis_url: Option<String>,
 }
 
 /// A plan whose ceilings stay out of the way of tests about something else
@@ -199,6 +204,7 @@ impl Default for Options {
             store_hash_workers: 0,
             default_plan: roomy_plan(),
             nats_cluster_nodes: 1,
+            redis_url: None,
         }
     }
 }
@@ -275,7 +281,7 @@ impl Platform {
                     create_database(&admin, name).await?;
                     db_urls.insert(name.clone(), database_url(name));
                 }
-                (None, redis_url())
+                (None, options.redis_url.clone().unwrap_or_else(redis_url))
             }
             Some(own) => {
                 let global_pg = PrivatePostgres::start().await?;
@@ -634,15 +640,23 @@ impl Platform {
     /// Deletes every Redis key of this platform, as a Redis restart without
     /// persistence would (other platforms' keys are untouched).
     pub async fn flush_redis(&self) -> anyhow::Result<usize> {
-        let mut redis = redis::Client::open(self.redis_url.as_str())?
-            .get_multiplexed_async_connection()
+        // A node or a cluster alike: scan every node, delete per slot.
+        let mut redis = idm_cache::Target::parse(&self.redis_url)?
+            .connect(idm_cache::Settings::default())
             .await?;
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}*", self.redis_prefix))
-            .query_async(&mut redis)
-            .await?;
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut redis).await?;
+        let keys = redis.scan_all(&format!("{}*", self.redis_prefix)).await?;
+        let mut by_slot: BTreeMap<u16, Vec<&String>> = BTreeMap::new();
+        for key in &keys {
+            by_slot
+                .entry(idm_cache::slot_of(key))
+                .or_default()
+                .push(key);
+        }
+        for same_slot in by_slot.values() {
+            let _: () = redis::cmd("DEL")
+                .arg(same_slot)
+                .query_async(&mut redis)
+                .await?;
         }
         Ok(keys.len())
     }

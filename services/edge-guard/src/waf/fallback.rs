@@ -29,17 +29,6 @@ pub struct RedisLink {
     prefix: String,
 }
 
-/// `host:port` (or the socket path) of a Redis URL, without credentials.
-fn label_of(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(u) => match u.host_str() {
-            Some(host) => format!("{host}:{}", u.port().unwrap_or(6379)),
-            None => u.path().to_owned(),
-        },
-        Err(_) => "unparsable".to_owned(),
-    }
-}
-
 /// Errors that say Redis itself is unreachable, as opposed to a refused
 /// command (which would not get better by switching to memory for good).
 fn is_outage(e: &redis::RedisError) -> bool {
@@ -60,7 +49,7 @@ impl RedisLink {
             manager: RwLock::new(None),
             degraded: AtomicBool::new(false),
             timeout,
-            label: label_of(url),
+            label: idm_cache::label(url),
             prefix: prefix.to_owned(),
         };
         metrics::gauge!(GAUGE, "redis" => link.label.clone()).set(0.0);
@@ -194,19 +183,5 @@ impl RedisLink {
                 }
             }
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_label_never_carries_credentials() {
-        assert_eq!(
-            label_of("redis://user:hunter2@cache.internal:6380/2"),
-            "cache.internal:6380"
-        );
-        assert_eq!(label_of("redis://127.0.0.1"), "127.0.0.1:6379");
     }
 }
