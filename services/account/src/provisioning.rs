@@ -20,9 +20,8 @@ async fn provision_everywhere(state: &State, issuer: &IssuerId) -> Result<(), Er
     let calls = Region::ALL.into_iter().map(|region| async move {
         let reply: Result<StoreInfo, ApiError> = state
             .bus
-            .call_store(
+            .send_to(
                 region,
-                idm_core::proto::store::PROVISION_ISSUER,
                 &ProvisionIssuer {
                     issuer_id: issuer.clone(),
                 },
@@ -53,23 +52,15 @@ async fn provision_everywhere(state: &State, issuer: &IssuerId) -> Result<(), Er
     }
     let _: Done = state
         .bus
-        .call(
-            "session",
-            session::INIT_ISSUER,
-            &session::InitIssuer {
-                issuer_id: issuer.clone(),
-            },
-        )
+        .send(&session::InitIssuer {
+            issuer_id: issuer.clone(),
+        })
         .await?;
     let _: Done = state
         .bus
-        .call(
-            "user",
-            user::INIT_ISSUER,
-            &user::InitIssuer {
-                issuer_id: issuer.clone(),
-            },
-        )
+        .send(&user::InitIssuer {
+            issuer_id: issuer.clone(),
+        })
         .await?;
     Ok(())
 }

@@ -18,21 +18,16 @@ const NOTICE_WINDOW: Duration = Duration::from_secs(3600);
 pub async fn answer_as_fresh(state: &State, req: &SignUp) -> Result<Authenticated, Error> {
     let placed: user::Placed = state
         .bus
-        .call(
-            "user",
-            user::PLACEMENT,
-            &user::Place {
-                ctx: req.ctx.clone(),
-                country: req.device.country.clone(),
-            },
-        )
+        .send(&user::Place {
+            ctx: req.ctx.clone(),
+            country: req.device.country.clone(),
+        })
         .await?;
     // A fresh sign-up hashes the password in its region: spend the same.
     let _: PasswordChecked = state
         .bus
-        .call_store(
+        .send_to(
             placed.region,
-            store::VERIFY_PASSWORD,
             &store::VerifyPassword {
                 issuer_id: req.ctx.issuer_id.clone(),
                 user_id: None,
@@ -66,17 +61,13 @@ pub async fn answer_as_fresh(state: &State, req: &SignUp) -> Result<Authenticate
     };
     let decoy: session::IssuedSession = state
         .bus
-        .call(
-            "session",
-            session::DECOY_SESSION,
-            &session::CreateSession {
-                issuer_id: req.ctx.issuer_id.clone(),
-                user_id: user.id.clone(),
-                region: user.region,
-                policy: req.ctx.policy.clone(),
-                device: req.device.clone(),
-            },
-        )
+        .send(&session::DecoySession(session::CreateSession {
+            issuer_id: req.ctx.issuer_id.clone(),
+            user_id: user.id.clone(),
+            region: user.region,
+            policy: req.ctx.policy.clone(),
+            device: req.device.clone(),
+        }))
         .await?;
     Ok(Authenticated {
         user,

@@ -37,19 +37,15 @@ pub async fn sign_up(state: Arc<State>, req: SignUp) -> Result<Authenticated, Er
 async fn create_user(state: &State, req: &SignUp) -> Result<user::User, Error> {
     Ok(state
         .bus
-        .call(
-            "user",
-            user::CREATE_USER,
-            &user::CreateUser {
-                ctx: req.ctx.clone(),
-                email: req.email.clone(),
-                password: Some(req.password.clone()),
-                name: req.name.clone(),
-                region: None,
-                metadata: None,
-                country: req.device.country.clone(),
-            },
-        )
+        .send(&user::CreateUser {
+            ctx: req.ctx.clone(),
+            email: req.email.clone(),
+            password: Some(req.password.clone()),
+            name: req.name.clone(),
+            region: None,
+            metadata: None,
+            country: req.device.country.clone(),
+        })
         .await?)
 }
 
@@ -94,9 +90,8 @@ async fn check_password(state: &State, req: &SignIn) -> Result<Option<user::Loca
         .unwrap_or(Region::Weur);
     let checked: PasswordChecked = state
         .bus
-        .call_store(
+        .send_to(
             region,
-            store::VERIFY_PASSWORD,
             &store::VerifyPassword {
                 issuer_id: req.ctx.issuer_id.clone(),
                 user_id: location.as_ref().map(|l| l.user_id.clone()),

@@ -6,6 +6,7 @@
 use crate::step_up::{self, Changing};
 use crate::{notices, Error, State};
 use idm_core::proto::auth::{ChangePassword, PasswordChanged};
+use idm_core::proto::event::DomainEvent;
 use idm_core::proto::store::{self, SessionRecord};
 use idm_core::proto::{event, session, Done, IssuerContext, SecretText};
 use idm_core::{Region, SessionId, UserId};
@@ -50,17 +51,16 @@ pub async fn set_password(
         user_id: user.clone(),
         password: password.clone(),
     };
-    let _: Done = state
-        .bus
-        .call_store(region, store::SET_PASSWORD, &request)
-        .await?;
+    let _: Done = state.bus.send_to(region, &request).await?;
     let revoked = end_other_sessions(state, ctx, user, region, keep).await?;
     state
         .events
         .publish(
             &ctx.issuer_id,
-            event::PASSWORD_CHANGED,
-            serde_json::json!({ "user_id": user, "revoked_sessions": revoked }),
+            DomainEvent::PasswordChanged(event::PasswordChanged {
+                user_id: user.clone(),
+                revoked_sessions: revoked,
+            }),
         )
         .await?;
     notices::send_to_user(state, ctx, user, notices::Notice::PasswordChanged).await?;
@@ -76,15 +76,11 @@ async fn end_other_sessions(
 ) -> Result<usize, Error> {
     let list: session::SessionList = state
         .bus
-        .call(
-            "session",
-            session::LIST,
-            &session::List {
-                issuer_id: ctx.issuer_id.clone(),
-                user_id: user.clone(),
-                region: Some(region),
-            },
-        )
+        .send(&session::List {
+            issuer_id: ctx.issuer_id.clone(),
+            user_id: user.clone(),
+            region: Some(region),
+        })
         .await?;
     let now = idm_core::now();
     let mut ended = 0;
@@ -95,16 +91,12 @@ async fn end_other_sessions(
     {
         let _: SessionRecord = state
             .bus
-            .call(
-                "session",
-                session::REVOKE,
-                &session::Revoke {
-                    issuer_id: ctx.issuer_id.clone(),
-                    session_id: live.id.clone(),
-                    region: Some(region),
-                    reason: "password_changed".into(),
-                },
-            )
+            .send(&session::Revoke {
+                issuer_id: ctx.issuer_id.clone(),
+                session_id: live.id.clone(),
+                region: Some(region),
+                reason: "password_changed".into(),
+            })
             .await?;
         ended += 1;
     }

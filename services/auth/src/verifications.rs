@@ -71,10 +71,7 @@ pub async fn check_verification(
         email: email.clone(),
         verified_at: state.codes.clock().now(),
     };
-    let token: SecretText = state
-        .bus
-        .call("session", session::SIGN_VERIFICATION, &sign)
-        .await?;
+    let token: SecretText = state.bus.send(&sign).await?;
     Ok(VerificationResult {
         verified: true,
         email,

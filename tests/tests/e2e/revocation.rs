@@ -472,16 +472,12 @@ async fn the_regional_revocation_list_pages_through_every_issuer() -> anyhow::Re
     let mut pages = 0;
     loop {
         let page: store::RevokedSessionPage = edge
-            .call(
-                "session",
-                session::REVOKED_SESSIONS,
-                &session::RevokedSessions {
-                    region: Region::Weur,
-                    after: after.clone(),
-                    limit: 2,
-                    since: None,
-                },
-            )
+            .send(&session::RevokedSessions {
+                region: Region::Weur,
+                after: after.clone(),
+                limit: 2,
+                since: None,
+            })
             .await?;
         pages += 1;
         assert!(page.data.len() <= 2);
@@ -506,16 +502,12 @@ async fn the_regional_revocation_list_pages_through_every_issuer() -> anyhow::Re
     assert!(seen.iter().all(|(_, id, _)| !live.contains(id)));
     // Another region has none of them.
     let other: store::RevokedSessionPage = edge
-        .call(
-            "session",
-            session::REVOKED_SESSIONS,
-            &session::RevokedSessions {
-                region: Region::Apac,
-                after: None,
-                limit: 100,
-                since: None,
-            },
-        )
+        .send(&session::RevokedSessions {
+            region: Region::Apac,
+            after: None,
+            limit: 100,
+            since: None,
+        })
         .await?;
     assert!(other.data.is_empty() && other.next.is_none());
 
@@ -523,16 +515,12 @@ async fn the_regional_revocation_list_pages_through_every_issuer() -> anyhow::Re
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     for (since, expected) in [(now - 3600, revoked.len()), (now + 3600, 0)] {
         let page: store::RevokedSessionPage = edge
-            .call(
-                "session",
-                session::REVOKED_SESSIONS,
-                &session::RevokedSessions {
-                    region: Region::Weur,
-                    after: None,
-                    limit: 100,
-                    since: Some(since),
-                },
-            )
+            .send(&session::RevokedSessions {
+                region: Region::Weur,
+                after: None,
+                limit: 100,
+                since: Some(since),
+            })
             .await?;
         assert_eq!(page.data.len(), expected, "since {since}");
     }
@@ -540,16 +528,12 @@ async fn the_regional_revocation_list_pages_through_every_issuer() -> anyhow::Re
     // Nobody else may read it (the bus table): refused before sending.
     let auth = platform.bus(Identity::Auth).await?;
     let refused = auth
-        .call::<_, store::RevokedSessionPage>(
-            "session",
-            session::REVOKED_SESSIONS,
-            &session::RevokedSessions {
-                region: Region::Weur,
-                after: None,
-                limit: 100,
-                since: None,
-            },
-        )
+        .send(&session::RevokedSessions {
+            region: Region::Weur,
+            after: None,
+            limit: 100,
+            since: None,
+        })
         .await
         .err()
         .map(|e| e.code);
