@@ -262,6 +262,35 @@ mod tests {
 
     const SESSION: Target = Target::Service("session");
 
+    async fn key_ring(
+        _: Arc<()>,
+        req: session::KeyRingRequest,
+    ) -> Result<session::KeyRing, ApiError> {
+        Ok(session::KeyRing {
+            issuer_id: req.issuer_id,
+            keys: Vec::new(),
+        })
+    }
+
+    async fn store_info(
+        _: Arc<()>,
+        _: idm_core::proto::store::GetStoreInfo,
+    ) -> Result<idm_core::proto::store::StoreInfo, ApiError> {
+        Err(ApiError::internal())
+    }
+
+    #[test]
+    fn a_loop_takes_only_its_own_operations_each_once() {
+        let own = Handlers::<()>::new().on(key_ring);
+        assert_eq!(own.check(SESSION), Ok(()));
+        // The operation belongs to the stores, not to this loop.
+        let stray = Handlers::<()>::new().on(key_ring).on(store_info);
+        let refused = stray.check(SESSION).err().unwrap_or_default();
+        assert!(refused.contains("store.info"), "{refused}");
+        let twice = Handlers::<()>::new().on(key_ring).on(key_ring);
+        assert!(twice.check(SESSION).is_err());
+    }
+
     #[test]
     fn the_caller_is_believed_only_with_its_own_inbox_and_a_row_in_the_table() {
         let edge = headers("edge-guard");

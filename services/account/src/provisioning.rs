@@ -10,7 +10,7 @@ use crate::{storage, Error, State};
 use futures::future::join_all;
 use idm_core::proto::account::{ApiKeyInfo, Issuer};
 use idm_core::proto::store::{ProvisionIssuer, StoreInfo};
-use idm_core::proto::{session, user, Done, SecretText};
+use idm_core::proto::{session, user, SecretText};
 use idm_core::{
     AccountId, ApiError, ApiKeyId, ErrorCode, IssuerId, IssuerPolicy, KeyKind, KeyMode, Region,
     Scope,
@@ -50,13 +50,13 @@ async fn provision_everywhere(state: &State, issuer: &IssuerId) -> Result<(), Er
             }
         }
     }
-    let _: Done = state
+    let _ = state
         .bus
         .send(&session::InitIssuer {
             issuer_id: issuer.clone(),
         })
         .await?;
-    let _: Done = state
+    let _ = state
         .bus
         .send(&user::InitIssuer {
             issuer_id: issuer.clone(),

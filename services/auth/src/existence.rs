@@ -8,7 +8,7 @@
 use crate::notices::{self, Notice};
 use crate::{Error, State};
 use idm_core::proto::auth::{Authenticated, SignUp};
-use idm_core::proto::store::{self, PasswordChecked};
+use idm_core::proto::store::{self};
 use idm_core::proto::{session, user};
 use idm_core::UserId;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use std::time::Duration;
 const NOTICE_WINDOW: Duration = Duration::from_secs(3600);
 
 pub async fn answer_as_fresh(state: &State, req: &SignUp) -> Result<Authenticated, Error> {
-    let placed: user::Placed = state
+    let placed = state
         .bus
         .send(&user::Place {
             ctx: req.ctx.clone(),
@@ -24,7 +24,7 @@ pub async fn answer_as_fresh(state: &State, req: &SignUp) -> Result<Authenticate
         })
         .await?;
     // A fresh sign-up hashes the password in its region: spend the same.
-    let _: PasswordChecked = state
+    let _ = state
         .bus
         .send_to(
             placed.region,
@@ -59,7 +59,7 @@ pub async fn answer_as_fresh(state: &State, req: &SignUp) -> Result<Authenticate
         mfa_enabled: false,
         created_at: as_stored(idm_core::now()),
     };
-    let decoy: session::IssuedSession = state
+    let decoy = state
         .bus
         .send(&session::DecoySession(session::CreateSession {
             issuer_id: req.ctx.issuer_id.clone(),

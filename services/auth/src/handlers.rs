@@ -3,7 +3,7 @@
 use crate::{existence, signin};
 use crate::{Error, State};
 use idm_core::proto::auth::*;
-use idm_core::proto::store::{self, PasswordChecked};
+use idm_core::proto::store::{self};
 use idm_core::proto::user;
 use idm_core::{ApiError, ErrorCode, Region};
 use std::sync::Arc;
@@ -88,7 +88,7 @@ async fn check_password(state: &State, req: &SignIn) -> Result<Option<user::Loca
         .map(|l| l.region)
         .or_else(|| req.ctx.policy.permitted_regions().first().copied())
         .unwrap_or(Region::Weur);
-    let checked: PasswordChecked = state
+    let checked = state
         .bus
         .send_to(
             region,

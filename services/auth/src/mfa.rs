@@ -12,7 +12,7 @@ use crate::{budget::Budget, notices, totp, Error, State};
 use base64::Engine;
 use idm_core::proto::auth::*;
 use idm_core::proto::event::DomainEvent;
-use idm_core::proto::store::{self, Accepted};
+use idm_core::proto::store::{self};
 use idm_core::proto::{event, Done, IssuerContext, SecretText};
 use idm_core::{ApiError, ErrorCode};
 use std::sync::Arc;
@@ -42,7 +42,7 @@ pub async fn enroll_totp(
         user_id: req.user_id,
         sealed_secret: base64::engine::general_purpose::STANDARD.encode(sealed),
     };
-    let _: Done = state.bus.send_to(req.region, &request).await?;
+    let _ = state.bus.send_to(req.region, &request).await?;
     Ok(TotpEnrollment {
         secret: SecretText::new(totp::base32(secret.as_ref())),
         otpauth_url: SecretText::new(url),
@@ -91,7 +91,7 @@ async fn confirm(state: &State, req: &ConfirmTotp) -> Result<BackupCodes, Error>
         backup_code_hashes,
         step,
     };
-    let _: Done = state.bus.send_to(s.region, &request).await?;
+    let _ = state.bus.send_to(s.region, &request).await?;
     if replacing {
         // A lock on the old authenticator means nothing for the new one.
         state
@@ -144,7 +144,7 @@ pub async fn disable_totp(state: Arc<State>, DisableTotp(req): DisableTotp) -> R
         issuer_id: s.ctx.issuer_id.clone(),
         user_id: s.user_id.clone(),
     });
-    let removed: Accepted = state.bus.send_to(s.region, &request).await?;
+    let removed = state.bus.send_to(s.region, &request).await?;
     if !removed.accepted {
         return Err(not_enabled().into());
     }
@@ -191,7 +191,7 @@ pub async fn regenerate_backup_codes(
         user_id: s.user_id.clone(),
         backup_code_hashes,
     };
-    let replaced: Accepted = state.bus.send_to(s.region, &request).await?;
+    let replaced = state.bus.send_to(s.region, &request).await?;
     if !replaced.accepted {
         return Err(not_enabled().into());
     }

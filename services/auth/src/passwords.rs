@@ -7,8 +7,8 @@ use crate::step_up::{self, Changing};
 use crate::{notices, Error, State};
 use idm_core::proto::auth::{ChangePassword, PasswordChanged};
 use idm_core::proto::event::DomainEvent;
-use idm_core::proto::store::{self, SessionRecord};
-use idm_core::proto::{event, session, Done, IssuerContext, SecretText};
+use idm_core::proto::store::{self};
+use idm_core::proto::{event, session, IssuerContext, SecretText};
 use idm_core::{Region, SessionId, UserId};
 use std::sync::Arc;
 
@@ -51,7 +51,7 @@ pub async fn set_password(
         user_id: user.clone(),
         password: password.clone(),
     };
-    let _: Done = state.bus.send_to(region, &request).await?;
+    let _ = state.bus.send_to(region, &request).await?;
     let revoked = end_other_sessions(state, ctx, user, region, keep).await?;
     state
         .events
@@ -74,7 +74,7 @@ async fn end_other_sessions(
     region: Region,
     keep: Option<&SessionId>,
 ) -> Result<usize, Error> {
-    let list: session::SessionList = state
+    let list = state
         .bus
         .send(&session::List {
             issuer_id: ctx.issuer_id.clone(),
@@ -89,7 +89,7 @@ async fn end_other_sessions(
         .iter()
         .filter(|s| s.revoked_at.is_none() && s.expires_at > now && Some(&s.id) != keep)
     {
-        let _: SessionRecord = state
+        let _ = state
             .bus
             .send(&session::Revoke {
                 issuer_id: ctx.issuer_id.clone(),

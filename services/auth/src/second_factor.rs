@@ -7,7 +7,7 @@ use crate::{codes, notices, totp, Error, State};
 use base64::Engine;
 use idm_core::proto::event::DomainEvent;
 use idm_core::proto::store::GetUser;
-use idm_core::proto::store::{self, Accepted, TotpState};
+use idm_core::proto::store::{self, TotpState};
 use idm_core::proto::{event, IssuerContext};
 use idm_core::{ApiError, IssuerId, Region, UserId};
 
@@ -112,7 +112,7 @@ async fn totp_matches(
         user_id: user.clone(),
         step,
     };
-    let reply: Accepted = state.bus.send_to(region, &used).await?;
+    let reply = state.bus.send_to(region, &used).await?;
     Ok(reply.accepted)
 }
 
@@ -132,7 +132,7 @@ pub async fn use_backup_code(
         user_id: user.clone(),
         code_hash: backup_code_hash(state, user, code),
     };
-    let reply: Accepted = state.bus.send_to(region, &used).await?;
+    let reply = state.bus.send_to(region, &used).await?;
     if !reply.accepted {
         return Err(codes::invalid().into());
     }

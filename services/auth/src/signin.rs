@@ -23,7 +23,7 @@ pub async fn open_session(
     user: user::User,
     device: Device,
 ) -> Result<Authenticated, Error> {
-    let issued: session::IssuedSession = state
+    let issued = state
         .bus
         .send(&session::CreateSession {
             issuer_id: ctx.issuer_id.clone(),
@@ -87,7 +87,7 @@ pub async fn find_user(
     ctx: &IssuerContext,
     email: &idm_core::Email,
 ) -> Result<Option<user::Location>, Error> {
-    let located: user::Located = state
+    let located = state
         .bus
         .send(&user::Locate(user::FindByEmail {
             issuer_id: ctx.issuer_id.clone(),
@@ -146,9 +146,9 @@ pub async fn user_for_address(
         issuer_id: ctx.issuer_id.clone(),
         user_id: user.id.clone(),
     };
-    let proven: store::EmailProven = state.bus.send_to(user.region, &prove).await?;
+    let proven = state.bus.send_to(user.region, &prove).await?;
     if proven.first_proof && !created {
-        let ended: session::Revoked = state
+        let ended = state
             .bus
             .send(&session::RevokeAll {
                 issuer_id: ctx.issuer_id.clone(),

@@ -13,7 +13,7 @@ use crate::signin::at_least;
 use crate::{passwordless, second_factor, signin, Error, State};
 use idm_core::proto::auth::{SessionUser, StepUp};
 use idm_core::proto::store::GetUser;
-use idm_core::proto::store::{self, Credentials, PasswordChecked};
+use idm_core::proto::store::{self, Credentials};
 use idm_core::proto::SecretText;
 use idm_core::{ApiError, Email, ErrorCode};
 use std::time::Instant;
@@ -135,7 +135,7 @@ async fn check(
             if value.expose().len() > 1024 {
                 return Err(wrong_password().into());
             }
-            let checked: PasswordChecked = state
+            let checked = state
                 .bus
                 .send_to(
                     region,

@@ -20,7 +20,6 @@
 
 use idm_bus::Bus;
 use idm_core::proto::session::{RevokedBroadcast, RevokedSessions};
-use idm_core::proto::store::RevokedSessionPage;
 use idm_core::{ApiError, ErrorCode, Region};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -254,7 +253,7 @@ impl Revocations {
         let mut after = None;
         let mut count = 0;
         loop {
-            let page: RevokedSessionPage = bus
+            let page = bus
                 .send(&RevokedSessions {
                     region,
                     after,

@@ -4,7 +4,7 @@ use crate::{revocation, session_index, Error, State};
 use base64::Engine;
 use idm_core::proto::event::DomainEvent;
 use idm_core::proto::session::*;
-use idm_core::proto::store::{self, RefreshOutcome, SessionRecord, SessionRecords};
+use idm_core::proto::store::{self, RefreshOutcome, SessionRecord};
 use idm_core::proto::{event, user, Done, SecretText};
 use idm_core::{ApiError, ErrorCode, IssuerId, IssuerPolicy, Region, SessionId, UserId};
 use idm_crypto::session_token::{self, SessionClaims};
@@ -64,7 +64,7 @@ pub async fn create_session(state: Arc<State>, req: CreateSession) -> Result<Iss
     let (refresh_token, refresh_token_hash) = new_refresh_token(req.region);
     let absolute_end = idm_core::now()
         + time::Duration::seconds(i64::from(req.policy.session_absolute_timeout_seconds));
-    let record: SessionRecord = state
+    let record = state
         .bus
         .send_to(
             req.region,
@@ -142,7 +142,7 @@ pub async fn refresh(state: Arc<State>, req: Refresh) -> Result<IssuedSession, E
         leeway_seconds: leeway,
         device: req.device,
     };
-    let outcome: RefreshOutcome = state.bus.send_to(region, &request).await.map_err(|e| {
+    let outcome = state.bus.send_to(region, &request).await.map_err(|e| {
         // Another issuer's token is simply unknown in this issuer's schema.
         if e.code == ErrorCode::NotFound {
             invalid_refresh()
@@ -231,13 +231,13 @@ pub async fn revoke(state: Arc<State>, req: Revoke) -> Result<SessionRecord, Err
         session_id: req.session_id,
         reason: req.reason,
     };
-    let record: SessionRecord = state.bus.send_to(region, &revoke).await?;
+    let record = state.bus.send_to(region, &revoke).await?;
     revocation::announce(&state, &req.issuer_id, std::slice::from_ref(&record), false).await?;
     Ok(record)
 }
 
 async fn region_of_user(state: &State, issuer: &IssuerId, user: &UserId) -> Result<Region, Error> {
-    let found: user::User = state
+    let found = state
         .bus
         .send(&user::GetUser {
             issuer_id: issuer.clone(),
@@ -254,7 +254,7 @@ pub async fn revoke_all(state: Arc<State>, req: RevokeAll) -> Result<Revoked, Er
         issuer_id: req.issuer_id.clone(),
         user_id: req.user_id,
     });
-    let revoked: SessionRecords = state.bus.send_to(region, &request).await?;
+    let revoked = state.bus.send_to(region, &request).await?;
     revocation::announce(&state, &req.issuer_id, &revoked.data, false).await?;
     Ok(Revoked {
         session_ids: revoked.data.into_iter().map(|s| s.id).collect(),
@@ -270,7 +270,7 @@ pub async fn list(state: Arc<State>, req: List) -> Result<SessionList, Error> {
         issuer_id: req.issuer_id,
         user_id: req.user_id,
     });
-    let sessions: SessionRecords = state.bus.send_to(region, &request).await?;
+    let sessions = state.bus.send_to(region, &request).await?;
     Ok(SessionList {
         data: sessions.data,
     })

@@ -129,7 +129,7 @@ async fn fetch(
     user: UserId,
     region: Region,
 ) -> Result<User, Error> {
-    let stored: StoredUser = state
+    let stored = state
         .bus
         .send_to(
             region,

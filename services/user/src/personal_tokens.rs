@@ -65,7 +65,7 @@ pub async fn create(
         expires_at: req.expires_at,
         token_hash: idm_crypto::sha256_hex(token.as_bytes()),
     };
-    let info: PersonalToken = state.bus.send_to(region, &request).await?;
+    let info = state.bus.send_to(region, &request).await?;
     Ok(CreatedPersonalToken {
         info,
         token: SecretText::new(token),

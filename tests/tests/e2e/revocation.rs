@@ -434,7 +434,7 @@ async fn a_signed_out_session_stays_refused_after_redis_and_the_edge_restart() -
 /// out; readable by edge-guard alone.
 #[tokio::test]
 async fn the_regional_revocation_list_pages_through_every_issuer() -> anyhow::Result<()> {
-    use idm_core::proto::{session, store};
+    use idm_core::proto::session;
     use idm_core::Region;
     use idm_testkit::Identity;
     let platform = Platform::start().await?;
@@ -471,7 +471,7 @@ async fn the_regional_revocation_list_pages_through_every_issuer() -> anyhow::Re
     let mut after = None;
     let mut pages = 0;
     loop {
-        let page: store::RevokedSessionPage = edge
+        let page = edge
             .send(&session::RevokedSessions {
                 region: Region::Weur,
                 after: after.clone(),
@@ -501,7 +501,7 @@ async fn the_regional_revocation_list_pages_through_every_issuer() -> anyhow::Re
     assert!(pages >= 4);
     assert!(seen.iter().all(|(_, id, _)| !live.contains(id)));
     // Another region has none of them.
-    let other: store::RevokedSessionPage = edge
+    let other = edge
         .send(&session::RevokedSessions {
             region: Region::Apac,
             after: None,
@@ -514,7 +514,7 @@ async fn the_regional_revocation_list_pages_through_every_issuer() -> anyhow::Re
     // Only what was revoked after `since` (an edge catching up).
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     for (since, expected) in [(now - 3600, revoked.len()), (now + 3600, 0)] {
-        let page: store::RevokedSessionPage = edge
+        let page = edge
             .send(&session::RevokedSessions {
                 region: Region::Weur,
                 after: None,

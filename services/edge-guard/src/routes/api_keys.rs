@@ -50,7 +50,7 @@ pub async fn create(
         name: new.name,
         scopes,
     };
-    let created: CreatedApiKey = incoming.app.bus.send(&request).await?;
+    let created = incoming.app.bus.send(&request).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -59,7 +59,7 @@ pub async fn create(
     responses((status = 200, description = "The keys", body = ApiKeyList)))]
 pub async fn list(incoming: Incoming) -> Reply<Json<ApiKeyList>> {
     let caller = incoming.authorize().await?;
-    let keys: ApiKeyList = incoming
+    let keys = incoming
         .app
         .bus
         .send(&account::ListApiKeys(IssuerRef {
@@ -80,6 +80,6 @@ pub async fn revoke(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<Ap
         issuer_id: caller.key.issuer_id.clone(),
         key_id,
     };
-    let revoked: ApiKeyInfo = incoming.app.bus.send(&request).await?;
+    let revoked = incoming.app.bus.send(&request).await?;
     Ok(Json(revoked))
 }

@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use idm_core::proto::auth::{Authenticated, SignIn, SignUp};
 use idm_core::proto::session;
-use idm_core::proto::store::SessionRecord;
 use idm_core::proto::user::{GetUser, User};
 use idm_core::proto::SecretText;
 use idm_core::text::{check_password, DisplayName};
@@ -106,7 +105,7 @@ pub async fn sign_up(
         device: caller.device(),
     };
     let app = &incoming.app;
-    let signed_in: Authenticated = app
+    let signed_in = app
         .waf
         .password_work(&caller.key, app.bus.send(&call))
         .await?;
@@ -143,7 +142,7 @@ pub async fn sign_in(
         device: caller.device(),
     };
     let app = &incoming.app;
-    let signed_in: Authenticated = app
+    let signed_in = app
         .waf
         .password_work(&caller.key, app.bus.send(&call))
         .await?;
@@ -156,7 +155,7 @@ pub async fn sign_in(
 pub async fn me(incoming: Incoming) -> Reply<Json<User>> {
     let caller = incoming.authorize().await?;
     let session = incoming.session(&caller).await?;
-    let found: User = incoming
+    let found = incoming
         .app
         .bus
         .send(&GetUser {
@@ -195,7 +194,7 @@ pub async fn refresh(
         refresh_token: request.refresh_token,
         device: caller.device(),
     };
-    let issued: session::IssuedSession = incoming.app.bus.send(&call).await?;
+    let issued = incoming.app.bus.send(&call).await?;
     let token = issued.session_token.clone();
     Ok(with_session_cookie(
         &incoming.app,
@@ -225,7 +224,7 @@ pub async fn sign_out(incoming: Incoming) -> Reply<Response> {
         region: Some(claims.reg),
         reason: "sign_out".into(),
     };
-    let revoked: SessionRecord = incoming.app.bus.send(&call).await?;
+    let revoked = incoming.app.bus.send(&call).await?;
     Ok(with_session_cookie(
         &incoming.app,
         StatusCode::OK,

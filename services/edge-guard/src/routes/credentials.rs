@@ -11,7 +11,7 @@ use axum::Json;
 use idm_core::proto::auth::{
     self, BackupCodes, ChangePassword, PasswordChanged, StepUp, SteppedUp,
 };
-use idm_core::proto::{Done, SecretText};
+use idm_core::proto::SecretText;
 use idm_core::ApiError;
 use serde::Deserialize;
 
@@ -72,7 +72,7 @@ pub struct MfaRemoved {
 pub async fn remove_totp(incoming: Incoming, raw: Bytes) -> Reply<Json<MfaRemoved>> {
     let session = session_user(&incoming).await?;
     let step_up = optional_body::<StepUpBody>(&raw)?.checked()?;
-    let _: Done = incoming
+    let _ = incoming
         .app
         .bus
         .send(&auth::DisableTotp(SteppedUp { session, step_up }))

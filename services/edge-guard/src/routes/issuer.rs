@@ -13,7 +13,7 @@ use serde::Deserialize;
     responses((status = 200, description = "The issuer", body = Issuer)))]
 pub async fn get_issuer(incoming: Incoming) -> Reply<Json<Issuer>> {
     let caller = incoming.authorize().await?;
-    let issuer: Issuer = incoming
+    let issuer = incoming
         .app
         .bus
         .send(&IssuerRef {
@@ -71,7 +71,7 @@ pub async fn update_issuer(
         allowed_origins,
         policy,
     };
-    let issuer: Issuer = incoming.app.bus.send(&update).await?;
+    let issuer = incoming.app.bus.send(&update).await?;
     Ok(Json(issuer))
 }
 
@@ -107,6 +107,6 @@ pub async fn create_issuer(
         name: name.as_str().to_owned(),
         mode,
     };
-    let created: CreatedIssuer = incoming.app.bus.send(&request).await?;
+    let created = incoming.app.bus.send(&request).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }

@@ -100,7 +100,7 @@ pub async fn verify_magic_link(
         code: request.code,
         device: caller.device(),
     };
-    let signed_in: Authenticated = incoming.app.bus.send(&call).await?;
+    let signed_in = incoming.app.bus.send(&call).await?;
     Ok(session_response(&incoming.app, StatusCode::OK, signed_in))
 }
 
@@ -160,7 +160,7 @@ pub async fn verify_email_code(
         code: request.code,
         device: caller.device(),
     };
-    let signed_in: Authenticated = incoming.app.bus.send(&call).await?;
+    let signed_in = incoming.app.bus.send(&call).await?;
     Ok(session_response(&incoming.app, StatusCode::OK, signed_in))
 }
 
@@ -249,6 +249,6 @@ pub async fn verify_mfa(
         backup_code: request.backup_code,
         device: caller.device(),
     };
-    let signed_in: Authenticated = incoming.app.bus.send(&call).await?;
+    let signed_in = incoming.app.bus.send(&call).await?;
     Ok(session_response(&incoming.app, StatusCode::OK, signed_in))
 }

@@ -52,7 +52,7 @@ pub async fn create(
         scopes: new.scopes,
         expires_at,
     };
-    let created: CreatedPersonalToken = incoming.app.bus.send(&request).await?;
+    let created = incoming.app.bus.send(&request).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 

@@ -118,7 +118,7 @@ pub async fn revoke_signing_keys(incoming: Incoming) -> Reply<Json<session::Revo
         issuer_id: caller.key.issuer_id.clone(),
         actor_key_id: caller.key.key_id.clone(),
     };
-    let revoked: session::RevokedKeys = incoming.app.bus.send(&request).await?;
+    let revoked = incoming.app.bus.send(&request).await?;
     // This replica stops accepting the old keys before it answers; the
     // others drop them on the `config.changed` broadcast.
     incoming.app.sessions.forget(&caller.key.issuer_id).await;

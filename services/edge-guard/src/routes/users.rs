@@ -57,7 +57,7 @@ pub async fn create(
         metadata: new.metadata.map(parse_metadata).transpose()?,
         country: caller.country.clone(),
     };
-    let created: User = incoming.app.bus.send(&request).await?;
+    let created = incoming.app.bus.send(&request).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -68,7 +68,7 @@ pub async fn create(
 pub async fn get(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<User>> {
     let caller = incoming.authorize().await?;
     let user_id = UserId::parse(&id)?;
-    let found: User = incoming
+    let found = incoming
         .app
         .bus
         .send(&GetUser {
@@ -99,7 +99,7 @@ pub async fn find_by_email(
         .email
         .ok_or_else(|| ApiError::validation("the email query parameter is required"))?;
     let email = incoming.app.waf.check_email(&caller.key.policy, &email)?;
-    let found: User = incoming
+    let found = incoming
         .app
         .bus
         .send(&FindByEmail {

@@ -32,7 +32,7 @@ pub async fn start(
         .waf
         .check_email(&caller.key.policy, &body(request)?.email)?;
     incoming.app.waf.allow_send(&caller.key, &email).await?;
-    let started: VerificationStarted = incoming
+    let started = incoming
         .app
         .bus
         .send(&SendVerification {
