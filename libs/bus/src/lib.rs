@@ -19,6 +19,7 @@ pub use acl::{Identity, Served, Stream, Target};
 pub use context::{current as current_context, RequestContext};
 pub use deadline::{within_deadline, HEADER_DEADLINE};
 pub use events::Events;
+pub use idm_core::proto::{Operation, ServiceOperation, StoreOperation};
 pub use server::{serve, Handlers};
 pub use trace::{outgoing_headers, remote_parent, traceparent_of};
 
@@ -300,7 +301,7 @@ impl Bus {
         state: std::sync::Arc<S>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, BusError> {
-        let served = match Target::service(service) {
+        let served = match acl::service_target(service) {
             Some(Target::Service(name)) => Served::Service(name),
             _ => {
                 return Err(BusError::Subscribe {
@@ -339,35 +340,27 @@ impl Bus {
         format!("{}.{topic}.{issuer}", self.prefix)
     }
 
-    /// Calls `service`'s `op` and decodes its reply.
-    pub async fn call<Req, Resp>(
-        &self,
-        service: &str,
-        op: &str,
-        request: &Req,
-    ) -> Result<Resp, ApiError>
-    where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-    {
-        let target = Target::service(service).unwrap_or(Target::Service("unknown"));
-        self.check_call(target, op)?;
-        self.request(self.subject(service, op), request).await
+    /// Sends `request` to the service that answers it and decodes the reply:
+    /// the service, operation and reply type all come from the request's
+    /// type ([`Operation`]).
+    pub async fn send<O: ServiceOperation>(&self, request: &O) -> Result<O::Reply, ApiError> {
+        self.check_call(O::TARGET, O::NAME)?;
+        let Target::Service(service) = O::TARGET else {
+            // A `ServiceOperation` always names a service (`operations!`).
+            return Err(ApiError::internal());
+        };
+        self.request(self.subject(service, O::NAME), request).await
     }
 
-    /// Calls the regional store of `region`.
-    pub async fn call_store<Req, Resp>(
+    /// Sends `request` to the regional store of `region`.
+    pub async fn send_to<O: StoreOperation>(
         &self,
         region: Region,
-        op: &str,
-        request: &Req,
-    ) -> Result<Resp, ApiError>
-    where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-    {
-        self.check_call(Target::Store, op)?;
-        self.request(self.store_subject(region, op), request).await
+        request: &O,
+    ) -> Result<O::Reply, ApiError> {
+        self.check_call(Target::Store, O::NAME)?;
+        self.request(self.store_subject(region, O::NAME), request)
+            .await
     }
 
     /// The table's verdict before sending: a call missing from it would be
@@ -388,7 +381,7 @@ impl Bus {
     }
 
     #[tracing::instrument(name = "bus.request", skip_all, fields(otel.kind = "client", otel.name = %operation_label(&subject), subject = %subject))]
-    pub async fn request<Req, Resp>(&self, subject: String, request: &Req) -> Result<Resp, ApiError>
+    async fn request<Req, Resp>(&self, subject: String, request: &Req) -> Result<Resp, ApiError>
     where
         Req: Serialize,
         Resp: DeserializeOwned,

@@ -11,6 +11,8 @@ pub enum Error {
     #[error(transparent)]
     Bus(#[from] idm_bus::BusError),
     #[error(transparent)]
+    Stopped(#[from] idm_telemetry::Stopped),
+    #[error(transparent)]
     Db(#[from] idm_db::DbError),
     #[error(transparent)]
     Crypto(#[from] idm_crypto::CryptoError),

@@ -244,12 +244,11 @@ async fn a_service_cannot_call_an_operation_it_has_no_row_for() -> anyhow::Resul
     // Through the bus client the same calls fail at once, with a stable code.
     let auth = platform.bus(Identity::Auth).await?;
     let started = std::time::Instant::now();
-    let denied: Result<idm_core::proto::Done, _> = auth
-        .call(
-            "session",
-            idm_core::proto::session::KEY_RING,
-            &serde_json::json!({}),
-        )
+    let denied = auth
+        .send(&idm_core::proto::session::KeyRingRequest {
+            issuer_id: idm_core::IssuerId::generate(),
+            nonce: String::new(),
+        })
         .await;
     assert_eq!(
         denied.err().map(|e| e.code),
@@ -260,11 +259,14 @@ async fn a_service_cannot_call_an_operation_it_has_no_row_for() -> anyhow::Resul
         "no time-out wait"
     );
     let user = platform.bus(Identity::User).await?;
-    let denied: Result<idm_core::proto::Done, _> = user
-        .call_store(
+    let denied = user
+        .send_to(
             idm_core::Region::Weur,
-            idm_core::proto::store::VERIFY_PASSWORD,
-            &serde_json::json!({}),
+            &idm_core::proto::store::VerifyPassword {
+                issuer_id: idm_core::IssuerId::generate(),
+                user_id: None,
+                password: idm_core::proto::SecretText::new("x"),
+            },
         )
         .await;
     assert_eq!(

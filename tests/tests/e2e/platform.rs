@@ -43,8 +43,11 @@ async fn a_call_nobody_answers_is_upstream_unavailable_not_a_hang() -> anyhow::R
     // account service stopped: no responder, answered at once.
     platform.stop_service("account").await?;
     let bus = platform.bus(idm_testkit::Identity::EdgeGuard).await?;
-    let reply: Result<idm_core::proto::Done, _> =
-        bus.call("account", "get_issuer", &json!({})).await;
+    let reply = bus
+        .send(&idm_core::proto::account::IssuerRef {
+            issuer_id: idm_core::IssuerId::generate(),
+        })
+        .await;
     let error = reply.err().map(|e| e.code);
     assert_eq!(error, Some(idm_core::ErrorCode::UpstreamUnavailable));
     platform.stop().await?;

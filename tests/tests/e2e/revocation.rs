@@ -434,7 +434,7 @@ async fn a_signed_out_session_stays_refused_after_redis_and_the_edge_restart() -
 /// out; readable by edge-guard alone.
 #[tokio::test]
 async fn the_regional_revocation_list_pages_through_every_issuer() -> anyhow::Result<()> {
-    use idm_core::proto::{session, store};
+    use idm_core::proto::session;
     use idm_core::Region;
     use idm_testkit::Identity;
     let platform = Platform::start().await?;
@@ -471,17 +471,13 @@ async fn the_regional_revocation_list_pages_through_every_issuer() -> anyhow::Re
     let mut after = None;
     let mut pages = 0;
     loop {
-        let page: store::RevokedSessionPage = edge
-            .call(
-                "session",
-                session::REVOKED_SESSIONS,
-                &session::RevokedSessions {
-                    region: Region::Weur,
-                    after: after.clone(),
-                    limit: 2,
-                    since: None,
-                },
-            )
+        let page = edge
+            .send(&session::RevokedSessions {
+                region: Region::Weur,
+                after: after.clone(),
+                limit: 2,
+                since: None,
+            })
             .await?;
         pages += 1;
         assert!(page.data.len() <= 2);
@@ -505,34 +501,26 @@ async fn the_regional_revocation_list_pages_through_every_issuer() -> anyhow::Re
     assert!(pages >= 4);
     assert!(seen.iter().all(|(_, id, _)| !live.contains(id)));
     // Another region has none of them.
-    let other: store::RevokedSessionPage = edge
-        .call(
-            "session",
-            session::REVOKED_SESSIONS,
-            &session::RevokedSessions {
-                region: Region::Apac,
-                after: None,
-                limit: 100,
-                since: None,
-            },
-        )
+    let other = edge
+        .send(&session::RevokedSessions {
+            region: Region::Apac,
+            after: None,
+            limit: 100,
+            since: None,
+        })
         .await?;
     assert!(other.data.is_empty() && other.next.is_none());
 
     // Only what was revoked after `since` (an edge catching up).
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     for (since, expected) in [(now - 3600, revoked.len()), (now + 3600, 0)] {
-        let page: store::RevokedSessionPage = edge
-            .call(
-                "session",
-                session::REVOKED_SESSIONS,
-                &session::RevokedSessions {
-                    region: Region::Weur,
-                    after: None,
-                    limit: 100,
-                    since: Some(since),
-                },
-            )
+        let page = edge
+            .send(&session::RevokedSessions {
+                region: Region::Weur,
+                after: None,
+                limit: 100,
+                since: Some(since),
+            })
             .await?;
         assert_eq!(page.data.len(), expected, "since {since}");
     }
@@ -540,16 +528,12 @@ async fn the_regional_revocation_list_pages_through_every_issuer() -> anyhow::Re
     // Nobody else may read it (the bus table): refused before sending.
     let auth = platform.bus(Identity::Auth).await?;
     let refused = auth
-        .call::<_, store::RevokedSessionPage>(
-            "session",
-            session::REVOKED_SESSIONS,
-            &session::RevokedSessions {
-                region: Region::Weur,
-                after: None,
-                limit: 100,
-                since: None,
-            },
-        )
+        .send(&session::RevokedSessions {
+            region: Region::Weur,
+            after: None,
+            limit: 100,
+            since: None,
+        })
         .await
         .err()
         .map(|e| e.code);

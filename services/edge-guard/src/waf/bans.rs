@@ -27,6 +27,7 @@ use super::velocity::{now_ms, Velocity};
 use super::RouteClass;
 use idm_bus::{Bus, Events};
 use idm_core::proto::account::KeyConfig;
+use idm_core::proto::event;
 use idm_core::IssuerId;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -38,7 +39,6 @@ use tokio_util::sync::CancellationToken;
 
 pub const BANNED_TOPIC: &str = "ip.banned";
 pub const LIFTED_TOPIC: &str = "ip.unbanned";
-pub const EVENT_TYPE: &str = "ip.banned";
 
 /// KEYS (one hash tag, the issuer: one Redis Cluster slot): latch, strikes,
 /// offences, this issuer's bans. ARGV: now, latch ms, strike window ms,
@@ -438,14 +438,14 @@ impl Bans {
                         t.format(&time::format_description::well_known::Rfc3339)
                             .ok()
                     });
-            let data = serde_json::json!({
-                "ip": network.to_string(),
-                "route_class": class.as_str(),
-                "ban_seconds": ban_ms / 1000,
-                "banned_until": until,
-                "offence": offence,
+            let banned = event::DomainEvent::IpBanned(event::IpBanned {
+                ip: network.to_string(),
+                route_class: class.as_str().to_owned(),
+                ban_seconds: ban_ms / 1000,
+                banned_until: until,
+                offence,
             });
-            if let Err(e) = events.publish(&issuer, EVENT_TYPE, data).await {
+            if let Err(e) = events.publish(&issuer, banned).await {
                 tracing::error!(error = %e, "ip.banned event not published");
             }
         });
