@@ -109,8 +109,7 @@ fn subject(platform: &Platform, target: Target, op: &str) -> String {
 
 #[tokio::test]
 async fn connections_without_valid_credentials_are_refused() -> anyhow::Result<()> {
-    // Own platform: plays services on the bus (its subscriptions could hear or answer other tests' calls).
-    let platform = Platform::start().await?;
+    let platform = Platform::shared().await?;
     let anonymous = async_nats::connect(&platform.nats.url).await;
     assert!(anonymous.is_err(), "an anonymous connection was accepted");
 
@@ -122,9 +121,9 @@ async fn connections_without_valid_credentials_are_refused() -> anyhow::Result<(
     assert!(unknown.is_err(), "an unknown nkey was accepted");
 
     // Control: the same server lets a known identity in.
-    let known = Watched::connect(&platform, Identity::Webhook).await?;
+    let known = Watched::connect(platform, Identity::Webhook).await?;
     known.client.flush().await?;
-    platform.stop().await
+    Ok(())
 }
 
 #[tokio::test]

@@ -10,8 +10,7 @@ const ORIGIN: &str = "https://app.example.com";
 
 #[tokio::test]
 async fn every_service_reports_health_readiness_and_metrics() -> anyhow::Result<()> {
-    // Own platform: asserts on platform-wide metrics.
-    let platform = Platform::start().await?;
+    let platform = Platform::shared().await?;
     let tenant = platform.create_account("Ops").await?;
     platform
         .backend(Method::GET, "/v1/issuer", &tenant.secret_key, None)
@@ -34,7 +33,7 @@ async fn every_service_reports_health_readiness_and_metrics() -> anyhow::Result<
     // Edge-guard's public port never serves metrics.
     let r = platform.send(Method::GET, "/metrics", &[], None).await?;
     assert_eq!(r.status, 404);
-    platform.stop().await
+    Ok(())
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 use crate::factor_kit::tenant;
 use anyhow::Context;
 use futures::future::join_all;
-use idm_core::ErrorCode::{RefreshTokenReused, SessionCompromised, SessionInvalid};
+use idm_core::ErrorCode::{RefreshTokenReused, SessionCompromised, SessionInvalid, SessionRevoked};
 use idm_core::Region;
 use idm_testkit::{Options, Platform, Response, Tenant};
 use reqwest::Method;
@@ -435,31 +435,30 @@ async fn revocations_reach_every_edge_within_a_second_and_survive_an_edge_restar
 async fn a_refresh_racing_a_revocation_never_outlives_it() -> anyhow::Result<()> {
     let platform = Platform::shared().await?;
     let a = tenant(platform, "Racing").await?;
-    platform
-        .sign_up(&a, ORIGIN, None, "racer@example.com", PASSWORD)
-        .await?;
+    let client = platform.client(&a);
+    client.sign_up("racer@example.com", PASSWORD).await?.ok()?;
     for _ in 0..8 {
-        let s = platform
-            .sign_in(&a, ORIGIN, "racer@example.com", PASSWORD)
-            .await?;
-        let path = format!("/v1/sessions/{}/revoke", s.str("/session_id"));
-        let refresh_token = s.str("/refresh_token");
+        let s = client.sign_in("racer@example.com", PASSWORD).await?.ok()?;
+        let path = format!("/v1/sessions/{}/revoke", s.session_id);
         let (refreshed, revoked) = tokio::join!(
-            platform.refresh(&a, &refresh_token),
+            client.refresh(s.refresh_token.expose()),
             platform.backend(Method::POST, &path, &a.secret_key, None)
         );
         assert_eq!(revoked?.status, 200);
         let refreshed = refreshed?;
-        if refreshed.status == 200 {
+        if refreshed.response.status == 200 {
             // The refresh won the lock first; the revocation still ends it.
-            let r = platform
-                .refresh(&a, &refreshed.str("/refresh_token"))
-                .await?;
-            assert_eq!(r.code(), Some("session_revoked"));
-            let r = me(platform, 0, &a, &refreshed.str("/session_token")).await?;
-            assert_eq!(r.code(), Some("session_revoked"));
+            let refreshed = refreshed.ok()?;
+            client
+                .refresh(refreshed.refresh_token.expose())
+                .await?
+                .refused(SessionRevoked)?;
+            client
+                .me(refreshed.session_token.expose())
+                .await?
+                .refused(SessionRevoked)?;
         } else {
-            assert_eq!(refreshed.code(), Some("session_revoked"));
+            refreshed.refused(SessionRevoked)?;
         }
     }
     Ok(())
@@ -470,12 +469,14 @@ async fn idle_and_absolute_timeouts_end_sessions_at_refresh() -> anyhow::Result<
     let platform = Platform::shared().await?;
     let a = tenant(platform, "Timeouts").await?;
     set_policy(platform, &a, json!({"session_idle_timeout_seconds": 3600, "session_absolute_timeout_seconds": 86400, "session_lifetime_seconds": 600})).await?;
-    let idle = platform
-        .sign_up(&a, ORIGIN, Some("jp"), "idle@example.com", PASSWORD)
-        .await?;
-    let absolute = platform
-        .sign_in(&a, ORIGIN, "idle@example.com", PASSWORD)
-        .await?;
+    let client = platform.client(&a);
+    let idle = client
+        .clone()
+        .in_country("jp")
+        .sign_up("idle@example.com", PASSWORD)
+        .await?
+        .ok()?;
+    let absolute = client.sign_in("idle@example.com", PASSWORD).await?.ok()?;
     // Time travel in the user's regional store instead of sleeping.
     let apac = platform.region_db(Region::Apac).await?;
     let sessions = format!("{}.sessions", schema(&a));
@@ -483,40 +484,30 @@ async fn idle_and_absolute_timeouts_end_sessions_at_refresh() -> anyhow::Result<
         &format!(
             "UPDATE {sessions} SET last_active_at = now() - interval '61 minutes' WHERE id = $1"
         ),
-        &[&idle.str("/session_id")],
+        &[&idle.session_id.to_string()],
     )
     .await?;
     apac.execute(
         &format!("UPDATE {sessions} SET expires_at = now() - interval '1 second' WHERE id = $1"),
-        &[&absolute.str("/session_id")],
+        &[&absolute.session_id.to_string()],
     )
     .await?;
     for s in [&idle, &absolute] {
-        let r = platform.refresh(&a, &s.str("/refresh_token")).await?;
-        assert_eq!(
-            (r.status, r.code()),
-            (401, Some("session_invalid")),
-            "{}",
-            r.json
-        );
+        client
+            .refresh(s.refresh_token.expose())
+            .await?
+            .refused(SessionInvalid)?;
     }
     // A fresh session's token never outlives the session itself.
-    let fresh = platform
-        .sign_in(&a, ORIGIN, "idle@example.com", PASSWORD)
-        .await?;
+    let fresh = client.sign_in("idle@example.com", PASSWORD).await?.ok()?;
     apac.execute(
         &format!("UPDATE {sessions} SET expires_at = now() + interval '2 minutes' WHERE id = $1"),
-        &[&fresh.str("/session_id")],
+        &[&fresh.session_id.to_string()],
     )
     .await?;
-    let r = platform.refresh(&a, &fresh.str("/refresh_token")).await?;
-    assert_eq!(r.status, 200, "{}", r.json);
-    let expires = time::OffsetDateTime::parse(
-        &r.str("/expires_at"),
-        &time::format_description::well_known::Rfc3339,
-    )?;
+    let refreshed = client.refresh(fresh.refresh_token.expose()).await?.ok()?;
     assert!(
-        expires
+        refreshed.expires_at
             <= time::OffsetDateTime::now_utc()
                 + time::Duration::minutes(2)
                 + time::Duration::seconds(1)
