@@ -192,6 +192,17 @@ impl Service {
         }
     }
 
+    /// Ends the service without waiting, from synchronous code (the
+    /// platform's `Drop` when a test failed before `stop`): its shutdown
+    /// token is cancelled and a runtime of its own is told to drop every
+    /// task. A service in the test's runtime ends with that runtime.
+    pub fn abandon(&mut self) {
+        self.stop.cancel();
+        if let Some(Handle::Own { kill, .. }) = self.handle.take() {
+            let _ = kill.send(());
+        }
+    }
+
     pub fn is_running(&self) -> bool {
         self.handle.is_some()
     }

@@ -10,7 +10,7 @@ const ORIGIN: &str = "https://app.example.com";
 
 #[tokio::test]
 async fn every_service_reports_health_readiness_and_metrics() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::shared().await?;
     let tenant = platform.create_account("Ops").await?;
     platform
         .backend(Method::GET, "/v1/issuer", &tenant.secret_key, None)
@@ -33,11 +33,12 @@ async fn every_service_reports_health_readiness_and_metrics() -> anyhow::Result<
     // Edge-guard's public port never serves metrics.
     let r = platform.send(Method::GET, "/metrics", &[], None).await?;
     assert_eq!(r.status, 404);
-    platform.stop().await
+    Ok(())
 }
 
 #[tokio::test]
 async fn a_call_nobody_answers_is_upstream_unavailable_not_a_hang() -> anyhow::Result<()> {
+    // Own platform: stops services.
     let platform = Platform::start().await?;
     // On the bus, as the edge (allowed to call account.get_issuer), with the
     // account service stopped: no responder, answered at once.
@@ -79,6 +80,7 @@ async fn a_call_nobody_answers_is_upstream_unavailable_not_a_hang() -> anyhow::R
 
 #[tokio::test]
 async fn eu_users_never_leave_the_eu_and_best_effort_regions_fall_back() -> anyhow::Result<()> {
+    // Own platform: stops regional stores, counts every user and issuer.
     let platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     let tenant = platform.create_account("Regions").await?;
     platform
@@ -226,6 +228,7 @@ async fn eu_users_never_leave_the_eu_and_best_effort_regions_fall_back() -> anyh
 
 #[tokio::test]
 async fn one_trace_spans_edge_service_and_store_and_logs_hold_no_secrets() -> anyhow::Result<()> {
+    // Own platform: asserts on the logs.
     let platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     let tenant = platform.create_account("Logs").await?;
     platform
