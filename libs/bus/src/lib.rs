@@ -63,6 +63,7 @@ pub struct Bus {
     caller: std::sync::Arc<str>,
     /// Copies kept of each JetStream stream this service creates.
     stream_replicas: usize,
+    stream_placement: idm_core::config::StreamPlacement,
 }
 
 /// The servers of `IDM_NATS_URL`: one URL, or a comma-separated list (the
@@ -166,6 +167,7 @@ impl Bus {
             identity,
             caller: identity.name().into(),
             stream_replicas: basics.nats_stream_replicas.max(1),
+            stream_placement: basics.nats_stream_placement.clone(),
         })
     }
 
@@ -186,6 +188,12 @@ impl Bus {
         mut config: async_nats::jetstream::stream::Config,
     ) -> Result<async_nats::jetstream::stream::Stream, BusError> {
         config.num_replicas = self.stream_replicas;
+        if !self.stream_placement.is_empty() {
+            config.placement = Some(async_nats::jetstream::stream::Placement {
+                cluster: self.stream_placement.cluster.clone(),
+                tags: self.stream_placement.tags.clone(),
+            });
+        }
         let name = config.name.clone();
         let subject = config.subjects.first().cloned().unwrap_or_default();
         let stream = js
@@ -202,6 +210,24 @@ impl Bus {
                 replicas,
                 configured = self.stream_replicas,
                 "the stream keeps a different number of copies than configured (IDM_NATS_STREAM_REPLICAS); edit the stream to change it"
+            );
+        }
+        let placed = stream
+            .cached_info()
+            .config
+            .placement
+            .clone()
+            .unwrap_or_default();
+        if !self.stream_placement.is_empty()
+            && (placed.cluster != self.stream_placement.cluster
+                || placed.tags != self.stream_placement.tags)
+        {
+            // Moving a stream moves its data: an operator's decision.
+            tracing::warn!(
+                stream = %name,
+                cluster = ?placed.cluster,
+                tags = ?placed.tags,
+                "the stream is placed other than configured (IDM_NATS_STREAM_CLUSTER / _TAGS); edit the stream to move it"
             );
         }
         Ok(stream)

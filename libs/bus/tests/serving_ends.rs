@@ -28,6 +28,7 @@ async fn serving() -> anyhow::Result<Serving> {
     let basics = ServiceBasics {
         nats_url: nats.url.clone(),
         nats_stream_replicas: nats.stream_replicas(),
+        nats_stream_placement: Default::default(),
         nats_auth: nats.auth(Identity::Session),
         subject_prefix: nats.prefix.clone(),
         http_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),

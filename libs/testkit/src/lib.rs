@@ -256,6 +256,7 @@ fn basics(prefix: &str, nats: &NatsServer, identity: Identity) -> ServiceBasics 
     ServiceBasics {
         nats_url: nats.url.clone(),
         nats_stream_replicas: nats.stream_replicas(),
+        nats_stream_placement: Default::default(),
         nats_auth: nats.auth(identity),
         subject_prefix: prefix.to_owned(),
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),

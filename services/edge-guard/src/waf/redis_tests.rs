@@ -34,6 +34,7 @@ impl Harness {
         let basics = idm_core::config::ServiceBasics {
             nats_url: nats_url(),
             nats_stream_replicas: 1,
+            nats_stream_placement: Default::default(),
             nats_auth: Default::default(),
             subject_prefix: prefix.clone(),
             http_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
