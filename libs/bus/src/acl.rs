@@ -13,7 +13,7 @@
 //!   deployed server config and this table cannot widen anyone's rights.
 //!
 //! The table was derived by reading every `bus.send`, `send_to`,
-//! `serve_service`, broadcast and JetStream use in the code; each operation
+//! `serve`, broadcast and JetStream use in the code; each operation
 //! it names must be one declared by a request type
 //! (`idm_core::proto::Operation`), which a test checks. A new call,
 //! broadcast, event type or stream use needs its row here, or the bus refuses
@@ -701,6 +701,19 @@ mod tests {
                 assert_eq!(service_target(name), Some(d.target), "{name}");
             }
         }
+    }
+
+    #[test]
+    fn the_table_publishes_exactly_the_declared_event_types() {
+        let mut published: Vec<&str> = Identity::all()
+            .into_iter()
+            .flat_map(|i| i.rights().events.iter().copied())
+            .collect();
+        published.sort_unstable();
+        published.dedup();
+        let mut declared = event::DomainEvent::TYPES.to_vec();
+        declared.sort_unstable();
+        assert_eq!(published, declared);
     }
 
     #[test]

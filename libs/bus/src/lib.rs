@@ -318,37 +318,26 @@ impl Bus {
         }))
     }
 
-    /// Serves `<prefix>.<service>.v1.*` in the queue group `<service>` (see
-    /// [`serve`]): the usual way a service answers.
-    pub async fn serve_service<S: Send + Sync + 'static>(
+    /// Serves what this identity serves in the permission table: a
+    /// service's `<prefix>.<service>.v1.*` in the queue group `<service>`,
+    /// or a store's `<prefix>.store.<region>.v1.*` in `store-<region>` (see
+    /// [`serve`]). Every handler must be of an operation of that target.
+    pub async fn serve<S: Send + Sync + 'static>(
         &self,
-        service: &str,
         handlers: Handlers<S>,
         state: std::sync::Arc<S>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, BusError> {
-        let served = match acl::service_target(service) {
-            Some(Target::Service(name)) => Served::Service(name),
-            _ => {
-                return Err(BusError::Subscribe {
-                    subject: self.subject(service, "*"),
-                    reason: "not a service of the permission table (libs/bus/src/acl.rs)".into(),
-                })
-            }
+        let Some(served) = self.identity.serves() else {
+            return Err(BusError::Subscribe {
+                subject: format!("{}.*", self.prefix),
+                reason: format!(
+                    "{} serves nothing in the permission table (libs/bus/src/acl.rs)",
+                    self.identity
+                ),
+            });
         };
         serve(self, served, handlers, state, shutdown).await
-    }
-
-    /// Serves `<prefix>.store.<region>.v1.*` in the queue group
-    /// `store-<region>`: the regional store's loop.
-    pub async fn serve_store<S: Send + Sync + 'static>(
-        &self,
-        region: Region,
-        handlers: Handlers<S>,
-        state: std::sync::Arc<S>,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) -> Result<tokio::task::JoinHandle<()>, BusError> {
-        serve(self, Served::Store(region), handlers, state, shutdown).await
     }
 
     /// `<prefix>.<service>.v1.<op>`.

@@ -80,7 +80,7 @@ async fn bench() -> anyhow::Result<Bench> {
     });
     let stop = CancellationToken::new();
     server
-        .serve_service("session", handlers, Arc::clone(&seen), stop.clone())
+        .serve(handlers, Arc::clone(&seen), stop.clone())
         .await?;
     Ok(Bench { nats, seen, stop })
 }

@@ -42,9 +42,7 @@ async fn serving() -> anyhow::Result<Serving> {
         })
     });
     let shutdown = CancellationToken::new();
-    let loop_task = bus
-        .serve_service("session", handlers, Arc::new(()), shutdown.clone())
-        .await?;
+    let loop_task = bus.serve(handlers, Arc::new(()), shutdown.clone()).await?;
     let running = Running::new(basics.http_addr, vec![("bus", loop_task)]);
     Ok(Serving {
         nats,

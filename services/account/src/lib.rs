@@ -49,7 +49,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(handlers::list_api_keys)
         .on(handlers::revoke_api_key);
     let serving = bus
-        .serve_service("account", handlers, Arc::clone(&state), shutdown.clone())
+        .serve(handlers, Arc::clone(&state), shutdown.clone())
         .await?;
 
     let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);

@@ -122,9 +122,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(recovery::unlock_factors)
         .on(verifications::send_verification)
         .on(verifications::check_verification);
-    let serving = bus
-        .serve_service("auth", handlers, state, shutdown.clone())
-        .await?;
+    let serving = bus.serve(handlers, state, shutdown.clone()).await?;
     let redis_probe = idm_telemetry::redis_probe(redis);
     let ready = idm_telemetry::all_of(vec![db.probe(), redis_probe, bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(

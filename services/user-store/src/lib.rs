@@ -81,9 +81,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(handlers::mfa::enable_totp)
         .on(handlers::mfa::use_totp_step)
         .on(handlers::mfa::use_backup_code);
-    let serving = bus
-        .serve_store(config.region, handlers, state, shutdown.clone())
-        .await?;
+    let serving = bus.serve(handlers, state, shutdown.clone()).await?;
 
     let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(

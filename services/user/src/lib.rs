@@ -49,9 +49,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(personal_tokens::list)
         .on(personal_tokens::revoke)
         .on(personal_tokens::verify);
-    let serving = bus
-        .serve_service("user", handlers, state, shutdown.clone())
-        .await?;
+    let serving = bus.serve(handlers, state, shutdown.clone()).await?;
     let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,
