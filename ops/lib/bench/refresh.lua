@@ -15,9 +15,11 @@ end
 
 -- setup() runs in the main state, once per thread, before the threads start.
 local started = 0
+local all = {}
 function setup(thread)
 	thread:set("id", started)
 	started = started + 1
+	table.insert(all, thread)
 end
 
 local pool = {}
@@ -36,11 +38,29 @@ function request()
 	return wrk.format("POST", "/v1/client/token/refresh", headers, body)
 end
 
+failures = {}
 function response(status, _headers, body)
+	if status ~= 200 then
+		failures[status] = (failures[status] or 0) + 1
+		if status ~= 401 or not failures.body then failures.body = body end
+	end
 	if status == 200 then
 		local token = string.match(body, '"refresh_token"%s*:%s*"([^"]+)"')
-		if token then table.insert(pool, token) end
+		if token then
+			table.insert(pool, token)
+		else
+			failures.unparsed = body
+		end
 	end
 end
 
-done = report.done
+-- Refusals by status, and one body, on stderr (a chain that fails is lost).
+function done(summary, latency, requests)
+	for _, thread in ipairs(all) do
+		local f = thread:get("failures")
+		for k, v in pairs(f or {}) do
+			io.stderr:write(string.format("refresh: %s %s\n", tostring(k), tostring(v)))
+		end
+	end
+	report.done(summary, latency, requests)
+end
