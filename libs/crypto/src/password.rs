@@ -191,6 +191,9 @@ impl PasswordHasher {
         };
         let queue = queue.unwrap_or(max_parallel * DEFAULT_QUEUE_PER_WORKER);
         let dummy_hash = hash_blocking(&params, &crate::random_bytes::<32>())?;
+        // That ran on the caller's thread (a runtime worker, or main), which
+        // would otherwise keep the Argon2 memory for the life of the process.
+        MEMORY.with_borrow_mut(|memory| *memory = Vec::new());
         Ok(Self {
             params,
             pool: FairShare::new(max_parallel, queue),
