@@ -15,6 +15,12 @@
 # 4223-4225, routes on 6223-6225: IDM_LOCAL_NATS_ROUTE_PORT), with streams
 # kept on every node (IDM_NATS_STREAM_REPLICAS=3). See docs/MESSAGING.md.
 # See docs/OPERATIONS.md.
+#
+# ops/bench sources this file for its functions (main runs only when the
+# file is executed) and points it elsewhere with IDM_LOCAL_STATE (state
+# directory), IDM_LOCAL_DB (database name; stores get <name>_store_<region>),
+# IDM_LOCAL_PORT_BASE (edge port; the others follow it), IDM_LOCAL_PROFILE
+# (debug or release) and IDM_SUBJECT_PREFIX / IDM_REDIS_PREFIX.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,7 +28,7 @@ cd "$ROOT"
 # shellcheck source=ops/lib/deps.sh
 source "$ROOT/ops/lib/deps.sh"
 
-STATE=$ROOT/.idmesh
+STATE=${IDM_LOCAL_STATE:-$ROOT/.idmesh}
 PID_DIR=$STATE/pids
 LOG_DIR=$STATE/logs
 SECRETS=$STATE/secrets.env
@@ -36,8 +42,11 @@ LOCAL_NATS_ROUTE_PORT=${IDM_LOCAL_NATS_ROUTE_PORT:-6223}
 NATS_NODES=(nats-server) # pid names of this run's nats-servers (start_nats)
 
 REGIONS=(wnam enam sam weur eeur apac oc afr)
-EDGE=http://127.0.0.1:8080
-ACCOUNT=http://127.0.0.1:8081
+DB=${IDM_LOCAL_DB:-idmesh}
+PORT_BASE=${IDM_LOCAL_PORT_BASE:-8080}
+PROFILE=${IDM_LOCAL_PROFILE:-debug}
+EDGE=http://127.0.0.1:$PORT_BASE
+ACCOUNT=http://127.0.0.1:$((PORT_BASE + 1))
 READY_TIMEOUT=${IDM_READY_TIMEOUT:-60}
 STOP_TIMEOUT=10
 
@@ -182,7 +191,7 @@ log_tail() { # name [lines]
 start_service() {
 	local name=$1 bin
 	shift
-	bin=$CARGO_TARGET_DIR/debug/${BIN[$name]}
+	bin=$CARGO_TARGET_DIR/$PROFILE/${BIN[$name]}
 	(
 		for kv in "$@"; do export "${kv?}"; done
 		exec setsid "$bin" </dev/null >"$LOG_DIR/$name.log" 2>&1
@@ -200,15 +209,15 @@ port_in_use() { # host:port
 define_services() {
 	local i
 	for i in "${!REGIONS[@]}"; do
-		add_service "user-store-${REGIONS[$i]}" idm-user-store "127.0.0.1:$((8090 + i))"
+		add_service "user-store-${REGIONS[$i]}" idm-user-store "127.0.0.1:$((PORT_BASE + 10 + i))"
 	done
-	add_service account idm-account 127.0.0.1:8081
-	add_service auth idm-auth 127.0.0.1:8082
-	add_service session idm-session 127.0.0.1:8083
-	add_service user idm-user 127.0.0.1:8084
-	add_service deletion-worker idm-deletion-worker 127.0.0.1:8086
-	add_service webhook idm-webhook 127.0.0.1:8087
-	add_service edge-guard idm-edge-guard 127.0.0.1:8080
+	add_service account idm-account "127.0.0.1:$((PORT_BASE + 1))"
+	add_service auth idm-auth "127.0.0.1:$((PORT_BASE + 2))"
+	add_service session idm-session "127.0.0.1:$((PORT_BASE + 3))"
+	add_service user idm-user "127.0.0.1:$((PORT_BASE + 4))"
+	add_service deletion-worker idm-deletion-worker "127.0.0.1:$((PORT_BASE + 6))"
+	add_service webhook idm-webhook "127.0.0.1:$((PORT_BASE + 7))"
+	add_service edge-guard idm-edge-guard "127.0.0.1:$PORT_BASE"
 }
 
 # The nkey seed file of a service (see `idmctl nats-config`).
@@ -217,12 +226,14 @@ seed_file() { # identity
 }
 
 build() {
-	idm_say "cargo build --bins (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-	cargo build --bins
+	local flags=()
+	[[ $PROFILE == release ]] && flags=(--release)
+	idm_say "cargo build --bins ${flags[*]} (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+	cargo build --bins "${flags[@]}"
 	local name missing=0
 	for name in "${NAMES[@]}" idmctl; do
-		if [[ ! -x $CARGO_TARGET_DIR/debug/${BIN[$name]:-$name} ]]; then
-			idm_err "missing binary $CARGO_TARGET_DIR/debug/${BIN[$name]:-$name}"
+		if [[ ! -x $CARGO_TARGET_DIR/$PROFILE/${BIN[$name]:-$name} ]]; then
+			idm_err "missing binary $CARGO_TARGET_DIR/$PROFILE/${BIN[$name]:-$name}"
 			missing=1
 		fi
 	done
@@ -235,7 +246,7 @@ psql_admin() {
 
 create_databases() {
 	local db created=()
-	for db in idmesh "${REGIONS[@]/#/idmesh_store_}"; do
+	for db in "$DB" "${REGIONS[@]/#/${DB}_store_}"; do
 		if [[ -z $(psql_admin -c "select 1 from pg_database where datname = '$db'") ]]; then
 			psql_admin -c "create database \"$db\"" >/dev/null
 			created+=("$db")
@@ -244,7 +255,7 @@ create_databases() {
 	if ((${#created[@]})); then
 		idm_say "databases: created ${created[*]}"
 	else
-		idm_say "databases: idmesh and 8 regional stores exist"
+		idm_say "databases: $DB and 8 regional stores exist"
 	fi
 }
 
@@ -276,9 +287,9 @@ load_secrets() {
 		fi
 	done
 	if ((${#added[@]})); then
-		idm_say "secrets: generated ${added[*]} in .idmesh/secrets.env"
+		idm_say "secrets: generated ${added[*]} in ${STATE#"$ROOT"/}/secrets.env"
 	else
-		idm_say "secrets: reusing .idmesh/secrets.env"
+		idm_say "secrets: reusing ${STATE#"$ROOT"/}/secrets.env"
 	fi
 }
 
@@ -315,9 +326,9 @@ start_nats() {
 			exit 1
 		fi
 	done
-	"$CARGO_TARGET_DIR/debug/idmctl" nats-config --out "$NATS_DIR" --prefix "$IDM_SUBJECT_PREFIX" \
+	"$CARGO_TARGET_DIR/$PROFILE/idmctl" nats-config --out "$NATS_DIR" --prefix "$IDM_SUBJECT_PREFIX" \
 		--listen "127.0.0.1:$LOCAL_NATS_PORT" "${args[@]}" >"$LOG_DIR/idmctl.log"
-	idm_say "nats: credentials in .idmesh/nats/ (one nkey seed per service); starting ${#NATS_NODES[@]} nats-server(s) on $LOCAL_NATS_URL"
+	idm_say "nats: credentials in ${STATE#"$ROOT"/}/nats/ (one nkey seed per service); starting ${#NATS_NODES[@]} nats-server(s) on $LOCAL_NATS_URL"
 	for i in "${!NATS_NODES[@]}"; do
 		node=${NATS_NODES[$i]}
 		if ((NATS_CLUSTER > 1)); then line=$NATS_DIR/nats-server-n$((i + 1)).conf; else line=$NATS_CONF; fi
@@ -356,25 +367,25 @@ start_all() {
 		fi
 	done
 
-	idm_say "starting ${#NAMES[@]} services (logs in .idmesh/logs/)"
+	idm_say "starting ${#NAMES[@]} services (logs in ${STATE#"$ROOT"/}/logs/)"
 	for i in "${!REGIONS[@]}"; do
 		r=${REGIONS[$i]}
 		start_service "user-store-$r" STORE_REGION="$r" STORE_HTTP_ADDR="${ADDR[user-store-$r]}" \
-			STORE_DATABASE_URL="$pg/idmesh_store_$r" STORE_NATS_NKEY_SEED_FILE="$(seed_file "user-store-$r")"
+			STORE_DATABASE_URL="$pg/${DB}_store_$r" STORE_NATS_NKEY_SEED_FILE="$(seed_file "user-store-$r")"
 	done
-	start_service account ACCOUNT_HTTP_ADDR="${ADDR[account]}" ACCOUNT_DATABASE_URL="$pg/idmesh" \
+	start_service account ACCOUNT_HTTP_ADDR="${ADDR[account]}" ACCOUNT_DATABASE_URL="$pg/$DB" \
 		ACCOUNT_OPERATOR_TOKEN="$IDM_OPERATOR_TOKEN" ACCOUNT_NATS_NKEY_SEED_FILE="$(seed_file account)"
 	start_service auth AUTH_HTTP_ADDR="${ADDR[auth]}" AUTH_REDIS_URL="$IDM_REDIS_URL" \
-		AUTH_DATABASE_URL="$pg/idmesh" AUTH_MASTER_KEY="$IDM_AUTH_MASTER_KEY" AUTH_MAIL_DIR="$ROOT/.idmesh/mail" \
+		AUTH_DATABASE_URL="$pg/$DB" AUTH_MASTER_KEY="$IDM_AUTH_MASTER_KEY" AUTH_MAIL_DIR="$STATE/mail" \
 		AUTH_NATS_NKEY_SEED_FILE="$(seed_file auth)"
-	start_service session SESSION_HTTP_ADDR="${ADDR[session]}" SESSION_DATABASE_URL="$pg/idmesh" \
+	start_service session SESSION_HTTP_ADDR="${ADDR[session]}" SESSION_DATABASE_URL="$pg/$DB" \
 		SESSION_MASTER_KEY="$IDM_SESSION_MASTER_KEY" \
 		SESSION_NATS_NKEY_SEED_FILE="$(seed_file session)" SESSION_KEY_TRANSPORT_KEY="$IDM_KEY_TRANSPORT_KEY"
-	start_service user USER_HTTP_ADDR="${ADDR[user]}" USER_DATABASE_URL="$pg/idmesh" \
+	start_service user USER_HTTP_ADDR="${ADDR[user]}" USER_DATABASE_URL="$pg/$DB" \
 		USER_MASTER_KEY="$IDM_USER_MASTER_KEY" USER_DEFAULT_REGION=weur USER_NATS_NKEY_SEED_FILE="$(seed_file user)"
-	start_service deletion-worker DELETION_HTTP_ADDR="${ADDR[deletion-worker]}" DELETION_DATABASE_URL="$pg/idmesh" \
+	start_service deletion-worker DELETION_HTTP_ADDR="${ADDR[deletion-worker]}" DELETION_DATABASE_URL="$pg/$DB" \
 		DELETION_NATS_NKEY_SEED_FILE="$(seed_file deletion-worker)"
-	start_service webhook WEBHOOK_HTTP_ADDR="${ADDR[webhook]}" WEBHOOK_DATABASE_URL="$pg/idmesh" \
+	start_service webhook WEBHOOK_HTTP_ADDR="${ADDR[webhook]}" WEBHOOK_DATABASE_URL="$pg/$DB" \
 		WEBHOOK_NATS_NKEY_SEED_FILE="$(seed_file webhook)"
 	# No proxy is trusted unless you name one: with a reverse proxy in front,
 	# run with EDGE_TRUSTED_PROXIES=<its address> (docs/OPERATIONS.md).
@@ -580,4 +591,7 @@ main() {
 	supervise
 }
 
-main "$@"
+# Executed (not sourced by ops/bench): run.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+	main "$@"
+fi

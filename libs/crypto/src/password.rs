@@ -8,8 +8,8 @@
 //! other issuers or grow a queue without bound.
 
 use crate::CryptoError;
-use argon2::{Algorithm, Argon2, Params, Version};
-use argon2::{PasswordHash, PasswordHasher as _, PasswordVerifier as _};
+use argon2::PasswordHash;
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use idm_core::fair_share::{FairShare, Slot};
 use zeroize::Zeroizing;
 
@@ -55,14 +55,87 @@ fn argon(params: &Params) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
 }
 
+thread_local! {
+    /// The Argon2 memory (19 MiB with the defaults) of the hashing thread,
+    /// kept between hashes: allocating it per hash cost a fresh mapping,
+    /// one page fault per 4 KiB page and the kernel's zeroing of it every
+    /// time (profiles of sign-in showed page faults and `memset` next to
+    /// Argon2 itself). At most one per blocking thread that has hashed, and
+    /// the pool bounds how many hash at once; a thread's memory is freed
+    /// with the thread when tokio retires it after it idles.
+    static MEMORY: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `argon` over `password` and `salt` into `out`, on this thread's memory,
+/// which is wiped afterwards: its blocks are cheap functions of the
+/// password (the first ones test a guess without the memory-hard work), so
+/// they must not outlive the hash any more than the password does.
+fn argon2_into(
+    argon: &Argon2<'_>,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), CryptoError> {
+    use zeroize::Zeroize as _;
+    MEMORY.with_borrow_mut(|memory| {
+        let needed = argon.params().block_count();
+        if memory.len() != needed {
+            memory.resize(needed, Block::new());
+        }
+        let done = argon
+            .hash_password_into_with_memory(password, salt, out, &mut memory[..])
+            .map_err(|e| CryptoError::Hashing(e.to_string()));
+        memory.iter_mut().for_each(Block::zeroize);
+        done
+    })
+}
+
 fn hash_blocking(params: &Params, password: &[u8]) -> Result<String, CryptoError> {
     // The salt comes from our CSPRNG (not the crate's getrandom call), so the
     // hot path makes no system call per hash.
+    use argon2::password_hash::phc::{Output, ParamsString, Salt};
     let salt = crate::random_bytes::<16>();
-    argon(params)
-        .hash_password_with_salt(password, &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| CryptoError::Hashing(e.to_string()))
+    let fail = |e: &dyn std::fmt::Display| CryptoError::Hashing(e.to_string());
+    let mut out = vec![0u8; params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN)];
+    argon2_into(&argon(params), password, &salt, &mut out)?;
+    // The PHC string `hash_password_with_salt` writes, from our own run.
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|e| fail(&e))?,
+        salt: Some(Salt::new(&salt).map_err(|e| fail(&e))?),
+        hash: Some(Output::new(&out).map_err(|e| fail(&e))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Whether `password` matches the PHC string `parsed` (with its own
+/// algorithm, version and parameters), decided as argon2's
+/// `verify_password` decides it, but on this thread's memory: anything that
+/// cannot be checked (no salt, another algorithm) does not match.
+fn matches(parsed: &PasswordHash, password: &[u8]) -> bool {
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm.as_str()) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let Ok(params) = Params::try_from(parsed) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    argon2_into(
+        &Argon2::new(algorithm, version, params),
+        password,
+        salt.as_ref(),
+        &mut out,
+    )
+    .is_ok()
+        && crate::ct_eq(&out, expected.as_bytes())
 }
 
 /// One caller counted in the queue-depth gauge until dropped (also when the
@@ -118,6 +191,9 @@ impl PasswordHasher {
         };
         let queue = queue.unwrap_or(max_parallel * DEFAULT_QUEUE_PER_WORKER);
         let dummy_hash = hash_blocking(&params, &crate::random_bytes::<32>())?;
+        // That ran on the caller's thread (a runtime worker, or main), which
+        // would otherwise keep the Argon2 memory for the life of the process.
+        MEMORY.with_borrow_mut(|memory| *memory = Vec::new());
         Ok(Self {
             params,
             pool: FairShare::new(max_parallel, queue),
@@ -204,7 +280,7 @@ impl HashSlot<'_> {
         self.run(move || {
             let parsed =
                 PasswordHash::new(&phc).map_err(|e| CryptoError::Hashing(e.to_string()))?;
-            let matches = argon(&params).verify_password(&password, &parsed).is_ok();
+            let matches = matches(&parsed, &password);
             let current = Params::try_from(&parsed).ok().is_some_and(|p| p == params)
                 && parsed.algorithm == Algorithm::Argon2id.ident();
             Ok(Verification {
@@ -262,6 +338,52 @@ mod tests {
         // Unchanged parameters: no rehash on every sign-in.
         let same = hasher.verify("iss_a", Some(&phc), "correct horse").await?;
         assert!(same.valid && !same.needs_rehash);
+        Ok(())
+    }
+
+    /// Hashes and checks run on the thread's reused memory: what they write
+    /// and decide must be what argon2's own hasher and verifier would.
+    #[tokio::test]
+    async fn reused_memory_agrees_with_argon2s_own_hash_and_verify() -> Result<(), CryptoError> {
+        use argon2::PasswordVerifier as _;
+        let params = PasswordParams::default();
+        let hasher = PasswordHasher::new(params, 1)?;
+        let ours = hasher.hash("iss_a", "correct horse").await?;
+        let parsed = PasswordHash::new(&ours).map_err(|e| CryptoError::Hashing(e.to_string()))?;
+        let theirs = argon(&hasher.params);
+        assert!(theirs.verify_password(b"correct horse", &parsed).is_ok());
+        assert!(theirs.verify_password(b"wrong horse", &parsed).is_err());
+        // The same salt through argon2's own hasher gives the same string.
+        let salt = parsed
+            .salt
+            .as_ref()
+            .map(|s| s.as_ref().to_vec())
+            .unwrap_or_default();
+        let direct = {
+            use argon2::PasswordHasher as _;
+            theirs
+                .hash_password_with_salt(b"correct horse", &salt)
+                .map_err(|e| CryptoError::Hashing(e.to_string()))?
+                .to_string()
+        };
+        assert_eq!(ours, direct);
+        // Twice in a row on the same memory, and after a smaller hash.
+        let small = PasswordHasher::new(cheap(), 1)?;
+        let _ = small.hash("iss_a", "x").await?;
+        for _ in 0..2 {
+            assert!(
+                hasher
+                    .verify("iss_a", Some(&ours), "correct horse")
+                    .await?
+                    .valid
+            );
+            assert!(
+                !hasher
+                    .verify("iss_a", Some(&ours), "wrong horse")
+                    .await?
+                    .valid
+            );
+        }
         Ok(())
     }
 

@@ -7,7 +7,13 @@
 //!                    [--cluster-node NAME=HOST:CLIENT_PORT:ROUTE_PORT ...]
 //!                    [--cluster-name NAME]
 //! idmctl acl [--prefix idm]
+//! idmctl bench-baseline --listen HOST:PORT
+//! idmctl bench-argon2 [--seconds 5] [--threads 0]
+//! idmctl bench-nats --url nats://HOST:PORT [--seconds 5] [--concurrency 64]
 //! ```
+//!
+//! The `bench-*` commands measure the limits `ops/bench` sets next to the
+//! platform's figures (see `bench.rs`).
 //!
 //! `nats-config` writes `DIR/nats-server.conf` (public keys and permissions
 //! only) and `DIR/nkeys/<identity>.nk` (one seed per identity, mode 600),
@@ -24,6 +30,8 @@
 //! routes on that host and ROUTE_PORT, and the other nodes reach it at
 //! HOST:ROUTE_PORT; its JetStream files go to `--jetstream-dir`/NAME.
 
+mod bench;
+
 use anyhow::{bail, Context};
 use idm_bus::nats_config::{self, ServerSettings, ServerTls};
 use idm_bus::Identity;
@@ -33,7 +41,10 @@ const USAGE: &str = "usage:
   idmctl nats-config --out DIR [--prefix idm] [--listen 127.0.0.1:4222] [--jetstream-dir DIR]
                      [--tls-cert FILE --tls-key FILE] [--tls-ca FILE] [--tls-verify-clients] [--rotate]
                      [--cluster-node NAME=HOST:CLIENT_PORT:ROUTE_PORT ...] [--cluster-name NAME]
-  idmctl acl [--prefix idm]";
+  idmctl acl [--prefix idm]
+  idmctl bench-baseline --listen HOST:PORT
+  idmctl bench-argon2 [--seconds 5] [--threads 0]
+  idmctl bench-nats --url nats://HOST:PORT [--seconds 5] [--concurrency 64]";
 
 /// The environment prefix of the service that runs as `identity`.
 fn env_prefix(identity: Identity) -> Option<&'static str> {
@@ -64,6 +75,16 @@ impl Args {
         let value = self.0.remove(at + 1);
         self.0.remove(at);
         Ok(Some(value))
+    }
+
+    /// The number after `--name`, or `default`.
+    fn number<T: std::str::FromStr>(&mut self, name: &str, default: T) -> anyhow::Result<T> {
+        match self.value(name)? {
+            Some(v) => v
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{name} needs a number, not '{v}'")),
+            None => Ok(default),
+        }
     }
 
     fn flag(&mut self, name: &str) -> bool {
@@ -232,6 +253,31 @@ fn main() -> anyhow::Result<()> {
     match command.as_str() {
         "nats-config" => nats_config(args),
         "acl" => acl(args),
+        "bench-baseline" => {
+            let mut args = args;
+            let listen = args
+                .value("--listen")?
+                .context(format!("--listen is required\n{USAGE}"))?;
+            args.done()?;
+            bench::baseline(&listen)
+        }
+        "bench-argon2" => {
+            let mut args = args;
+            let seconds = args.number("--seconds", 5)?;
+            let threads = args.number("--threads", 0)?;
+            args.done()?;
+            bench::argon2(seconds, threads)
+        }
+        "bench-nats" => {
+            let mut args = args;
+            let url = args
+                .value("--url")?
+                .context(format!("--url is required\n{USAGE}"))?;
+            let seconds = args.number("--seconds", 5)?;
+            let concurrency = args.number("--concurrency", 64)?;
+            args.done()?;
+            bench::nats(&url, seconds, concurrency)
+        }
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
