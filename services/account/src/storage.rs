@@ -6,6 +6,7 @@ use idm_core::{
     AccountId, AccountPlan, AllowedOrigin, ApiError, ApiKeyId, IssuerId, IssuerPolicy, KeyKind,
     KeyMode, Scope,
 };
+use idm_db::sqlx::{self, AssertSqlSafe, Row as _};
 use idm_db::{DbError, GenericClient, Row};
 
 fn json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, Error> {
@@ -49,29 +50,28 @@ pub async fn insert_account(
     account: &AccountId,
     name: &str,
 ) -> Result<(), Error> {
-    db.execute(
-        "INSERT INTO account.accounts (id, name) VALUES ($1, $2)",
-        &[&account.as_str(), &name],
-    )
-    .await
-    .map_err(DbError::from)?;
+    sqlx::query("INSERT INTO account.accounts (id, name) VALUES ($1, $2)")
+        .bind(account.as_str())
+        .bind(name)
+        .execute(&mut *db.conn().await)
+        .await
+        .map_err(DbError::from)?;
     Ok(())
 }
 
 pub async fn insert_issuer(db: &impl GenericClient, issuer: &Issuer) -> Result<(), Error> {
-    db.execute(
+    sqlx::query(
         "INSERT INTO account.issuers (id, account_id, name, mode, allowed_origins, policy, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[
-            &issuer.id.as_str(),
-            &issuer.account_id.as_str(),
-            &issuer.name,
-            &issuer.mode.as_str(),
-            &to_json(&issuer.allowed_origins)?,
-            &to_json(&issuer.policy)?,
-            &issuer.created_at,
-        ],
     )
+    .bind(issuer.id.as_str())
+    .bind(issuer.account_id.as_str())
+    .bind(&issuer.name)
+    .bind(issuer.mode.as_str())
+    .bind(to_json(&issuer.allowed_origins)?)
+    .bind(to_json(&issuer.policy)?)
+    .bind(issuer.created_at)
+    .execute(&mut *db.conn().await)
     .await
     .map_err(DbError::from)?;
     Ok(())
@@ -93,13 +93,13 @@ fn issuer_from_row(row: &Row) -> Result<Issuer, Error> {
 }
 
 pub async fn issuer(db: &impl GenericClient, issuer: &IssuerId) -> Result<Option<Issuer>, Error> {
-    let row = db
-        .query_opt(
-            &format!("SELECT {ISSUER_COLUMNS} FROM account.issuers WHERE id = $1"),
-            &[&issuer.as_str()],
-        )
-        .await
-        .map_err(DbError::from)?;
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {ISSUER_COLUMNS} FROM account.issuers WHERE id = $1"
+    )))
+    .bind(issuer.as_str())
+    .fetch_optional(&mut *db.conn().await)
+    .await
+    .map_err(DbError::from)?;
     row.as_ref().map(issuer_from_row).transpose()
 }
 
@@ -111,14 +111,14 @@ pub async fn update_issuer(
 ) -> Result<Option<Issuer>, Error> {
     let origins = origins.map(to_json).transpose()?;
     let policy = policy.map(to_json).transpose()?;
-    let row = db
-        .query_opt(
-            &format!(
+    let row = sqlx::query(AssertSqlSafe(format!(
                 "UPDATE account.issuers SET allowed_origins = COALESCE($2, allowed_origins), policy = COALESCE($3, policy)
                  WHERE id = $1 RETURNING {ISSUER_COLUMNS}"
-            ),
-            &[&issuer.as_str(), &origins, &policy],
-        )
+            )))
+        .bind(issuer.as_str())
+        .bind(origins)
+        .bind(policy)
+        .fetch_optional(&mut *db.conn().await)
         .await
         .map_err(DbError::from)?;
     row.as_ref().map(issuer_from_row).transpose()
@@ -129,21 +129,20 @@ pub async fn insert_key(
     key: &ApiKeyInfo,
     hash: &str,
 ) -> Result<(), Error> {
-    db.execute(
+    sqlx::query(
         "INSERT INTO account.api_keys (id, issuer_id, kind, mode, name, key_hash, hint, scopes, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        &[
-            &key.id.as_str(),
-            &key.issuer_id.as_str(),
-            &kind_str(key.kind),
-            &key.mode.as_str(),
-            &key.name,
-            &hash,
-            &key.hint,
-            &to_json(&key.scopes)?,
-            &key.created_at,
-        ],
     )
+    .bind(key.id.as_str())
+    .bind(key.issuer_id.as_str())
+    .bind(kind_str(key.kind))
+    .bind(key.mode.as_str())
+    .bind(&key.name)
+    .bind(hash)
+    .bind(&key.hint)
+    .bind(to_json(&key.scopes)?)
+    .bind(key.created_at)
+    .execute(&mut *db.conn().await)
     .await
     .map_err(DbError::from)?;
     Ok(())
@@ -169,13 +168,13 @@ pub async fn list_keys(
     db: &impl GenericClient,
     issuer: &IssuerId,
 ) -> Result<Vec<ApiKeyInfo>, Error> {
-    let rows = db
-        .query(
-            &format!("SELECT {KEY_COLUMNS} FROM account.api_keys WHERE issuer_id = $1 ORDER BY created_at DESC, id DESC"),
-            &[&issuer.as_str()],
-        )
-        .await
-        .map_err(DbError::from)?;
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {KEY_COLUMNS} FROM account.api_keys WHERE issuer_id = $1 ORDER BY created_at DESC, id DESC"
+    )))
+    .bind(issuer.as_str())
+    .fetch_all(&mut *db.conn().await)
+    .await
+    .map_err(DbError::from)?;
     rows.iter().map(key_from_row).collect()
 }
 
@@ -185,17 +184,16 @@ pub async fn revoke_key(
     issuer: &IssuerId,
     key: &ApiKeyId,
 ) -> Result<Option<(ApiKeyInfo, String)>, Error> {
-    let row = db
-        .query_opt(
-            &format!(
-                "UPDATE account.api_keys SET revoked_at = now()
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE account.api_keys SET revoked_at = now()
                  WHERE id = $1 AND issuer_id = $2 AND revoked_at IS NULL
                  RETURNING {KEY_COLUMNS}, key_hash"
-            ),
-            &[&key.as_str(), &issuer.as_str()],
-        )
-        .await
-        .map_err(DbError::from)?;
+    )))
+    .bind(key.as_str())
+    .bind(issuer.as_str())
+    .fetch_optional(&mut *db.conn().await)
+    .await
+    .map_err(DbError::from)?;
     row.map(|r| Ok((key_from_row(&r)?, r.get(9)))).transpose()
 }
 
@@ -206,16 +204,16 @@ pub async fn resolve_key(
     hash: &str,
     default_plan: &AccountPlan,
 ) -> Result<Option<KeyConfig>, Error> {
-    let row = db
-        .query_opt(
-            "SELECT k.id, i.account_id, i.id, i.mode, k.kind, k.mode, k.scopes, i.allowed_origins, i.policy, a.plan
+    let row = sqlx::query(
+        "SELECT k.id, i.account_id, i.id, i.mode, k.kind, k.mode, k.scopes, i.allowed_origins, i.policy, a.plan
              FROM account.api_keys k JOIN account.issuers i ON i.id = k.issuer_id
              JOIN account.accounts a ON a.id = i.account_id
              WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
-            &[&hash],
-        )
-        .await
-        .map_err(DbError::from)?;
+    )
+    .bind(hash)
+    .fetch_optional(&mut *db.conn().await)
+    .await
+    .map_err(DbError::from)?;
     row.map(|r| {
         Ok(KeyConfig {
             key_id: id(ApiKeyId::parse(r.get(0)))?,
@@ -252,8 +250,9 @@ pub async fn account_plan(
     } else {
         "SELECT plan FROM account.accounts WHERE id = $1"
     };
-    let row = db
-        .query_opt(sql, &[&account.as_str()])
+    let row = sqlx::query(sql)
+        .bind(account.as_str())
+        .fetch_optional(&mut *db.conn().await)
         .await
         .map_err(DbError::from)?;
     row.map(|r| {
@@ -270,13 +269,13 @@ pub async fn set_plan(
     account: &AccountId,
     plan: &AccountPlan,
 ) -> Result<bool, Error> {
-    let updated = db
-        .execute(
-            "UPDATE account.accounts SET plan = $2 WHERE id = $1",
-            &[&account.as_str(), &to_json(plan)?],
-        )
+    let updated = sqlx::query("UPDATE account.accounts SET plan = $2 WHERE id = $1")
+        .bind(account.as_str())
+        .bind(to_json(plan)?)
+        .execute(&mut *db.conn().await)
         .await
-        .map_err(DbError::from)?;
+        .map_err(DbError::from)?
+        .rows_affected();
     Ok(updated == 1)
 }
 
@@ -285,11 +284,9 @@ pub async fn issuers_of(
     db: &impl GenericClient,
     account: &AccountId,
 ) -> Result<Vec<IssuerId>, Error> {
-    let rows = db
-        .query(
-            "SELECT id FROM account.issuers WHERE account_id = $1",
-            &[&account.as_str()],
-        )
+    let rows = sqlx::query("SELECT id FROM account.issuers WHERE account_id = $1")
+        .bind(account.as_str())
+        .fetch_all(&mut *db.conn().await)
         .await
         .map_err(DbError::from)?;
     rows.iter().map(|r| id(IssuerId::parse(r.get(0)))).collect()
@@ -309,15 +306,15 @@ pub async fn key_holder(
     db: &impl GenericClient,
     key: &ApiKeyId,
 ) -> Result<Option<KeyHolder>, Error> {
-    let row = db
-        .query_opt(
-            "SELECT k.issuer_id, i.account_id, k.kind, k.mode, k.scopes
+    let row = sqlx::query(
+        "SELECT k.issuer_id, i.account_id, k.kind, k.mode, k.scopes
              FROM account.api_keys k JOIN account.issuers i ON i.id = k.issuer_id
              WHERE k.id = $1 AND k.revoked_at IS NULL",
-            &[&key.as_str()],
-        )
-        .await
-        .map_err(DbError::from)?;
+    )
+    .bind(key.as_str())
+    .fetch_optional(&mut *db.conn().await)
+    .await
+    .map_err(DbError::from)?;
     row.map(|r| {
         Ok(KeyHolder {
             issuer_id: id(IssuerId::parse(r.get(0)))?,

@@ -6,7 +6,8 @@
 //! failed recently or are locked: a success deletes the row.
 
 use idm_core::{ApiError, IssuerId};
-use idm_db::{Db, DbError, Migration};
+use idm_db::sqlx::{self, Row as _};
+use idm_db::{Db, DbError, GenericClient, Migration};
 
 pub const SCHEMA: &str = "auth";
 
@@ -56,8 +57,7 @@ pub async fn migrate(db: &Db) -> Result<(), DbError> {
 pub async fn record(db: &Db, row: &Row) -> Result<(), ApiError> {
     let client = db.get().await.map_err(unavailable)?;
     let failures = i32::try_from(row.failures).unwrap_or(i32::MAX);
-    client
-        .execute(
+    sqlx::query(
             "INSERT INTO auth.failure_ledger (issuer_id, budget, subject_hash, failures, locked, forget_at)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (issuer_id, budget, subject_hash) DO UPDATE SET
@@ -66,15 +66,14 @@ pub async fn record(db: &Db, row: &Row) -> Result<(), ApiError> {
                 forget_at = CASE WHEN failure_ledger.locked AND failure_ledger.forget_at IS NULL
                                  THEN NULL ELSE EXCLUDED.forget_at END,
                 updated_at = now()",
-            &[
-                &row.issuer_id,
-                &row.budget,
-                &row.subject_hash,
-                &failures,
-                &row.locked,
-                &row.forget_at,
-            ],
         )
+        .bind(&row.issuer_id)
+        .bind(&row.budget)
+        .bind(&row.subject_hash)
+        .bind(failures)
+        .bind(row.locked)
+        .bind(row.forget_at)
+        .execute(&mut *client.conn().await)
         .await
         .map_err(|e| unavailable(e.into()))?;
     Ok(())
@@ -88,47 +87,51 @@ pub async fn clear(
     subject_hash: &str,
 ) -> Result<bool, ApiError> {
     let client = db.get().await.map_err(unavailable)?;
-    let n = client
-        .execute(
-            "DELETE FROM auth.failure_ledger WHERE issuer_id = $1 AND budget = $2 AND subject_hash = $3",
-            &[&issuer.as_str(), &budget, &subject_hash],
-        )
-        .await
-        .map_err(|e| unavailable(e.into()))?;
+    let n = sqlx::query(
+        "DELETE FROM auth.failure_ledger WHERE issuer_id = $1 AND budget = $2 AND subject_hash = $3",
+    )
+    .bind(issuer.as_str())
+    .bind(budget)
+    .bind(subject_hash)
+    .execute(&mut *client.conn().await)
+    .await
+    .map_err(|e| unavailable(e.into()))?
+    .rows_affected();
     Ok(n > 0)
 }
 
 /// Deletes the rows that no longer count at `now`. Returns how many.
 pub async fn prune(db: &Db, now: i64) -> Result<u64, ApiError> {
     let client = db.get().await.map_err(unavailable)?;
-    client
-        .execute(
-            "DELETE FROM auth.failure_ledger WHERE forget_at IS NOT NULL AND forget_at <= $1",
-            &[&now],
-        )
-        .await
-        .map_err(|e| unavailable(e.into()))
+    let done = sqlx::query(
+        "DELETE FROM auth.failure_ledger WHERE forget_at IS NOT NULL AND forget_at <= $1",
+    )
+    .bind(now)
+    .execute(&mut *client.conn().await)
+    .await
+    .map_err(|e| unavailable(e.into()))?;
+    Ok(done.rows_affected())
 }
 
 /// Every row that still counts at `now`; rows past their time are pruned.
 pub async fn active(db: &Db, now: i64) -> Result<Vec<Row>, ApiError> {
     prune(db, now).await?;
     let client = db.get().await.map_err(unavailable)?;
-    let rows = client
-        .query(
-            "SELECT issuer_id, budget, subject_hash, failures, locked, forget_at
+    let rows = sqlx::query(
+        "SELECT issuer_id, budget, subject_hash, failures, locked, forget_at
              FROM auth.failure_ledger WHERE forget_at IS NULL OR forget_at > $1",
-            &[&now],
-        )
-        .await
-        .map_err(|e| unavailable(e.into()))?;
+    )
+    .bind(now)
+    .fetch_all(&mut *client.conn().await)
+    .await
+    .map_err(|e| unavailable(e.into()))?;
     Ok(rows
         .iter()
         .map(|r| Row {
             issuer_id: r.get(0),
             budget: r.get(1),
             subject_hash: r.get(2),
-            failures: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
+            failures: u32::try_from(r.get::<i32, _>(3)).unwrap_or(0),
             locked: r.get(4),
             forget_at: r.get(5),
         })

@@ -9,21 +9,17 @@ pub use sessions::revoked_sessions;
 use crate::Error;
 use idm_core::proto::store::{StoreInfo, StoredUser};
 use idm_core::{ApiError, IssuerId, UserId};
-use idm_db::{Client, Db, DbError, Row};
+use idm_db::sqlx::{self, Row as _};
+use idm_db::{Client, Db, DbError, GenericClient, Row};
 
 /// Applies pending store migrations to every issuer schema in this region.
 pub async fn migrate_all_issuers(db: &Db) -> Result<(), Error> {
     let mut client = db.get().await?;
-    let schemas: Vec<String> = client
-        .query(
-            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'iss\\_%'",
-            &[],
-        )
-        .await
-        .map_err(DbError::from)?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let schemas: Vec<String> =
+        sqlx::query_scalar("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'iss\\_%'")
+            .fetch_all(&mut *client.conn().await)
+            .await
+            .map_err(DbError::from)?;
     for schema in schemas {
         idm_db::migrate(&mut client, &schema, crate::migrations::STORE).await?;
     }
@@ -74,10 +70,13 @@ impl IssuerStore {
         let client = state.db.get().await?;
         let schema = issuer.store_schema();
         // One round trip: set the search path only if the schema exists.
-        let found = client
-            .query_opt("SELECT set_config('search_path', nspname, false) FROM pg_namespace WHERE nspname = $1", &[&schema])
-            .await
-            .map_err(DbError::from)?;
+        let found = sqlx::query(
+            "SELECT set_config('search_path', nspname, false) FROM pg_namespace WHERE nspname = $1",
+        )
+        .bind(&schema)
+        .fetch_optional(&mut *client.conn().await)
+        .await
+        .map_err(DbError::from)?;
         match found {
             Some(_) => Ok(Self {
                 client,
@@ -95,51 +94,44 @@ impl IssuerStore {
         metadata: &serde_json::Value,
         password_hash: Option<&str>,
     ) -> Result<Row, DbError> {
-        Ok(self
-            .client
-            .query_one(
-                "INSERT INTO users (id, email, email_canonical, name, metadata, password_hash)
+        Ok(sqlx::query(
+            "INSERT INTO users (id, email, email_canonical, name, metadata, password_hash)
                  VALUES ($1, $2, $3, $4, $5, $6)
                  RETURNING id, email, email_verified, name, metadata, mfa_enabled, created_at",
-                &[
-                    &id.as_str(),
-                    &email.as_str(),
-                    &email.canonical(),
-                    &name,
-                    metadata,
-                    &password_hash,
-                ],
-            )
-            .await?)
+        )
+        .bind(id.as_str())
+        .bind(email.as_str())
+        .bind(email.canonical())
+        .bind(name)
+        .bind(metadata)
+        .bind(password_hash)
+        .fetch_one(&mut *self.client.conn().await)
+        .await?)
     }
 
     pub async fn user(&self, id: &UserId) -> Result<Option<Row>, DbError> {
-        Ok(self
-            .client
-            .query_opt(
+        Ok(sqlx::query(
                 "SELECT id, email, email_verified, name, metadata, mfa_enabled, created_at FROM users WHERE id = $1",
-                &[&id.as_str()],
             )
+            .bind(id.as_str())
+            .fetch_optional(&mut *self.client.conn().await)
             .await?)
     }
 
     pub async fn password_hash(&self, id: &UserId) -> Result<Option<String>, DbError> {
-        let row = self
-            .client
-            .query_opt(
-                "SELECT password_hash FROM users WHERE id = $1",
-                &[&id.as_str()],
-            )
-            .await?;
-        Ok(row.and_then(|r| r.get::<_, Option<String>>(0)))
+        let hash: Option<Option<String>> =
+            sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+                .bind(id.as_str())
+                .fetch_optional(&mut *self.client.conn().await)
+                .await?;
+        Ok(hash.flatten())
     }
 
     pub async fn set_password_hash(&self, id: &UserId, hash: &str) -> Result<(), DbError> {
-        self.client
-            .execute(
-                "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1",
-                &[&id.as_str(), &hash],
-            )
+        sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
+            .bind(id.as_str())
+            .bind(hash)
+            .execute(&mut *self.client.conn().await)
             .await?;
         Ok(())
     }
@@ -189,10 +181,8 @@ mod search_path_tests {
         async fn new(resetting: bool) -> anyhow::Result<Self> {
             let admin = Db::connect(&admin_url(), 1)?;
             let name = format!("idmt_{}_search_path", uuid_hex());
-            admin
-                .get()
-                .await?
-                .batch_execute(&format!("CREATE DATABASE {name}"))
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(admin.pool())
                 .await?;
             let url = match admin_url().rsplit_once('/') {
                 Some((base, _)) => format!("{base}/{name}"),
@@ -223,11 +213,11 @@ mod search_path_tests {
         async fn drop_database(self) -> anyhow::Result<()> {
             let Self { admin, name, state } = self;
             drop(state);
-            admin
-                .get()
-                .await?
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(admin.pool())
+            .await?;
             Ok(())
         }
     }
@@ -255,12 +245,9 @@ mod search_path_tests {
     }
 
     async fn search_path(db: &Db) -> anyhow::Result<String> {
-        Ok(db
-            .get()
-            .await?
-            .query_one("SHOW search_path", &[])
-            .await?
-            .get(0))
+        Ok(sqlx::query_scalar("SHOW search_path")
+            .fetch_one(&mut *db.get().await?.conn().await)
+            .await?)
     }
 
     #[tokio::test]
@@ -301,15 +288,14 @@ mod search_path_tests {
                 .await
                 .is_err());
             let plain = store.state.db.get().await?;
-            assert_eq!(
-                plain
-                    .query_one("SHOW search_path", &[])
-                    .await?
-                    .get::<_, String>(0),
-                default_path
-            );
+            let shown: String = sqlx::query_scalar("SHOW search_path")
+                .fetch_one(&mut *plain.conn().await)
+                .await?;
+            assert_eq!(shown, default_path);
             // Unqualified, the other issuers' tables are out of reach.
-            let err = plain.query("SELECT id FROM users", &[]).await;
+            let err = sqlx::query("SELECT id FROM users")
+                .fetch_all(&mut *plain.conn().await)
+                .await;
             assert!(
                 err.is_err(),
                 "a plain checkout reached an issuer's users table"
@@ -337,12 +323,8 @@ mod search_path_tests {
             )
             .await?;
             assert_eq!(search_path(&store.state.db).await?, a.store_schema());
-            let leaked = store
-                .state
-                .db
-                .get()
-                .await?
-                .query("SELECT id FROM users", &[])
+            let leaked = sqlx::query("SELECT id FROM users")
+                .fetch_all(&mut *store.state.db.get().await?.conn().await)
                 .await?;
             assert_eq!(leaked.len(), 1);
             anyhow::Ok(())

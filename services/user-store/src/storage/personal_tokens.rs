@@ -4,7 +4,8 @@ use super::{corrupt, IssuerStore};
 use crate::Error;
 use idm_core::proto::store::{CreatePersonalToken, PersonalToken};
 use idm_core::{ApiError, PersonalTokenId, UserId};
-use idm_db::{DbError, Row};
+use idm_db::sqlx::{self, AssertSqlSafe, Row as _};
+use idm_db::{DbError, GenericClient, Row};
 
 const COLUMNS: &str = "id, user_id, name, scopes, created_at, expires_at, revoked_at, last_used_at";
 
@@ -27,34 +28,31 @@ impl IssuerStore {
         t: &CreatePersonalToken,
     ) -> Result<Option<PersonalToken>, Error> {
         let scopes = serde_json::to_value(&t.scopes).map_err(|e| ApiError::internal_from(&e))?;
-        let row = self
-            .client
-            .query_opt(
-                &format!(
-                    "INSERT INTO personal_tokens (id, user_id, name, scopes, token_hash, expires_at)
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO personal_tokens (id, user_id, name, scopes, token_hash, expires_at)
                      SELECT $1, id, $3, $4, $5, $6 FROM users WHERE id = $2
                      RETURNING {COLUMNS}"
-                ),
-                &[
-                    &t.token_id.as_str(),
-                    &t.user_id.as_str(),
-                    &t.name,
-                    &scopes,
-                    &t.token_hash,
-                    &t.expires_at,
-                ],
-            )
-            .await
-            .map_err(DbError::from)?;
+        )))
+        .bind(t.token_id.as_str())
+        .bind(t.user_id.as_str())
+        .bind(&t.name)
+        .bind(&scopes)
+        .bind(&t.token_hash)
+        .bind(t.expires_at)
+        .fetch_optional(&mut *self.client.conn().await)
+        .await
+        .map_err(DbError::from)?;
         row.as_ref().map(token).transpose()
     }
 
     pub async fn personal_tokens_of(&self, user: &UserId) -> Result<Vec<PersonalToken>, Error> {
-        let rows = self
-            .client
-            .query(&format!("SELECT {COLUMNS} FROM personal_tokens WHERE user_id = $1 ORDER BY created_at DESC"), &[&user.as_str()])
-            .await
-            .map_err(DbError::from)?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM personal_tokens WHERE user_id = $1 ORDER BY created_at DESC"
+        )))
+        .bind(user.as_str())
+        .fetch_all(&mut *self.client.conn().await)
+        .await
+        .map_err(DbError::from)?;
         rows.iter().map(token).collect()
     }
 
@@ -63,34 +61,29 @@ impl IssuerStore {
         user: &UserId,
         id: &PersonalTokenId,
     ) -> Result<Option<PersonalToken>, Error> {
-        let row = self
-            .client
-            .query_opt(
-                &format!(
-                    "UPDATE personal_tokens SET revoked_at = COALESCE(revoked_at, now())
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE personal_tokens SET revoked_at = COALESCE(revoked_at, now())
                      WHERE id = $1 AND user_id = $2 RETURNING {COLUMNS}"
-                ),
-                &[&id.as_str(), &user.as_str()],
-            )
-            .await
-            .map_err(DbError::from)?;
+        )))
+        .bind(id.as_str())
+        .bind(user.as_str())
+        .fetch_optional(&mut *self.client.conn().await)
+        .await
+        .map_err(DbError::from)?;
         row.as_ref().map(token).transpose()
     }
 
     /// The live token with this hash (not revoked, not expired), marking it used.
     pub async fn use_personal_token(&self, hash: &str) -> Result<Option<PersonalToken>, Error> {
-        let row = self
-            .client
-            .query_opt(
-                &format!(
-                    "UPDATE personal_tokens SET last_used_at = now()
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE personal_tokens SET last_used_at = now()
                      WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
                      RETURNING {COLUMNS}"
-                ),
-                &[&hash],
-            )
-            .await
-            .map_err(DbError::from)?;
+        )))
+        .bind(hash)
+        .fetch_optional(&mut *self.client.conn().await)
+        .await
+        .map_err(DbError::from)?;
         row.as_ref().map(token).transpose()
     }
 }

@@ -11,6 +11,7 @@ use idm_core::proto::store::{
     RevokedSessionRecord, SessionRecord,
 };
 use idm_core::{ApiError, ErrorCode, IssuerId, SessionId, UserId};
+use idm_db::sqlx::{self, AssertSqlSafe, Row as _};
 use idm_db::{Db, DbError, GenericClient, Row};
 
 const COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip";
@@ -47,16 +48,17 @@ async fn revoke_locked(
     session: &str,
     reason: &str,
 ) -> Result<Option<SessionRecord>, DbError> {
-    let row = db
-        .query_opt(
-            &format!(
+    let row = sqlx::query(AssertSqlSafe(format!(
                 "UPDATE sessions s SET revoked_at = COALESCE(s.revoked_at, now()), revoke_reason = COALESCE(s.revoke_reason, $2)
                  WHERE s.id = $1 RETURNING {COLUMNS}"
-            ),
-            &[&session, &reason],
-        )
+            )))
+        .bind(session)
+        .bind(reason)
+        .fetch_optional(&mut *db.conn().await)
         .await?;
-    db.execute("UPDATE refresh_tokens SET invalidated_at = now() WHERE session_id = $1 AND invalidated_at IS NULL", &[&session])
+    sqlx::query("UPDATE refresh_tokens SET invalidated_at = now() WHERE session_id = $1 AND invalidated_at IS NULL")
+        .bind(session)
+        .execute(&mut *db.conn().await)
         .await?;
     row.as_ref().map(record).transpose()
 }
@@ -66,51 +68,46 @@ impl IssuerStore {
         &mut self,
         s: &CreateSession,
     ) -> Result<Option<SessionRecord>, Error> {
-        let tx = self.client.transaction().await.map_err(DbError::from)?;
+        let tx = self.client.transaction().await?;
         // Inserting only when the user exists keeps a session from pointing nowhere.
-        let row = tx
-            .query_opt(
-                &format!(
-                    "INSERT INTO sessions AS s (id, user_id, expires_at, user_agent, ip)
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO sessions AS s (id, user_id, expires_at, user_agent, ip)
                      SELECT $1, id, $3, $4, $5 FROM users WHERE id = $2
                      RETURNING {COLUMNS}"
-                ),
-                &[
-                    &s.session_id.as_str(),
-                    &s.user_id.as_str(),
-                    &s.expires_at,
-                    &s.device.user_agent,
-                    &s.device.ip,
-                ],
-            )
-            .await
-            .map_err(DbError::from)?;
-        let Some(row) = row else { return Ok(None) };
-        tx.execute(
-            "INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
-            &[&s.refresh_token_hash, &s.session_id.as_str()],
-        )
+        )))
+        .bind(s.session_id.as_str())
+        .bind(s.user_id.as_str())
+        .bind(s.expires_at)
+        .bind(&s.device.user_agent)
+        .bind(&s.device.ip)
+        .fetch_optional(&mut *tx.conn().await)
         .await
         .map_err(DbError::from)?;
-        tx.commit().await.map_err(DbError::from)?;
+        let Some(row) = row else { return Ok(None) };
+        sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)")
+            .bind(&s.refresh_token_hash)
+            .bind(s.session_id.as_str())
+            .execute(&mut *tx.conn().await)
+            .await
+            .map_err(DbError::from)?;
+        tx.commit().await?;
         Ok(Some(record(&row)?))
     }
 
     /// Rotation with reuse detection, in one transaction under the session lock.
     pub async fn refresh(&mut self, r: &RefreshSession) -> Result<RefreshOutcome, Error> {
-        let tx = self.client.transaction().await.map_err(DbError::from)?;
+        let tx = self.client.transaction().await?;
         // Lock first, read second: under READ COMMITTED a statement that had
         // to wait for the lock still sees its older snapshot in subqueries,
         // so the read must be a new statement taken after the lock is held.
-        tx.query_opt(
+        sqlx::query(
             "SELECT s.id FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = $1 FOR UPDATE OF s",
-            &[&r.token_hash],
         )
+        .bind(&r.token_hash)
+        .fetch_optional(&mut *tx.conn().await)
         .await
         .map_err(DbError::from)?;
-        let found = tx
-            .query_opt(
-                &format!(
+        let found = sqlx::query(AssertSqlSafe(format!(
                     "SELECT {COLUMNS},
                         t.consumed_at IS NOT NULL AS consumed,
                         t.invalidated_at IS NOT NULL AS invalidated,
@@ -121,9 +118,11 @@ impl IssuerStore {
                         (SELECT n.consumed_at IS NULL AND n.invalidated_at IS NULL FROM refresh_tokens n WHERE n.token_hash = t.successor_hash) AS successor_live
                      FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
                      WHERE t.token_hash = $1"
-                ),
-                &[&r.token_hash, &f64::from(r.idle_timeout_seconds), &f64::from(r.leeway_seconds)],
-            )
+                )))
+            .bind(&r.token_hash)
+            .bind(f64::from(r.idle_timeout_seconds))
+            .bind(f64::from(r.leeway_seconds))
+            .fetch_optional(&mut *tx.conn().await)
             .await
             .map_err(DbError::from)?;
         let Some(row) = found else {
@@ -148,13 +147,12 @@ impl IssuerStore {
                 && within_leeway == Some(true)
                 && successor_live == Some(true);
             if let (true, Some(sealed), Some(hash)) = (replay, successor_sealed, successor_hash) {
-                tx.execute(
-                    "UPDATE sessions SET last_active_at = now() WHERE id = $1",
-                    &[&session.id.as_str()],
-                )
-                .await
-                .map_err(DbError::from)?;
-                tx.commit().await.map_err(DbError::from)?;
+                sqlx::query("UPDATE sessions SET last_active_at = now() WHERE id = $1")
+                    .bind(session.id.as_str())
+                    .execute(&mut *tx.conn().await)
+                    .await
+                    .map_err(DbError::from)?;
+                tx.commit().await?;
                 return Ok(RefreshOutcome::Replayed {
                     session,
                     successor_sealed: sealed,
@@ -164,35 +162,38 @@ impl IssuerStore {
             let revoked = revoke_locked(&tx, session.id.as_str(), "compromised")
                 .await?
                 .unwrap_or(session);
-            tx.commit().await.map_err(DbError::from)?;
+            tx.commit().await?;
             return Ok(RefreshOutcome::Compromised { session: revoked });
         }
         if past_absolute || past_idle {
             return Err(ApiError::new(ErrorCode::SessionInvalid, "the session has expired").into());
         }
-        tx.execute(
+        sqlx::query(
             "UPDATE refresh_tokens SET consumed_at = now(), successor_hash = $2, successor_sealed = $3 WHERE token_hash = $1",
-            &[&r.token_hash, &r.new_token_hash, &r.successor_sealed],
         )
+        .bind(&r.token_hash)
+        .bind(&r.new_token_hash)
+        .bind(&r.successor_sealed)
+        .execute(&mut *tx.conn().await)
         .await
         .map_err(DbError::from)?;
-        tx.execute(
-            "INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
-            &[&r.new_token_hash, &session.id.as_str()],
-        )
-        .await
-        .map_err(DbError::from)?;
-        let updated = tx
-            .query_one(
-                &format!(
-                    "UPDATE sessions s SET last_active_at = now(), user_agent = COALESCE($2, s.user_agent), ip = COALESCE($3, s.ip)
-                     WHERE s.id = $1 RETURNING {COLUMNS}"
-                ),
-                &[&session.id.as_str(), &r.device.user_agent, &r.device.ip],
-            )
+        sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)")
+            .bind(&r.new_token_hash)
+            .bind(session.id.as_str())
+            .execute(&mut *tx.conn().await)
             .await
             .map_err(DbError::from)?;
-        tx.commit().await.map_err(DbError::from)?;
+        let updated = sqlx::query(AssertSqlSafe(format!(
+                    "UPDATE sessions s SET last_active_at = now(), user_agent = COALESCE($2, s.user_agent), ip = COALESCE($3, s.ip)
+                     WHERE s.id = $1 RETURNING {COLUMNS}"
+                )))
+            .bind(session.id.as_str())
+            .bind(&r.device.user_agent)
+            .bind(&r.device.ip)
+            .fetch_one(&mut *tx.conn().await)
+            .await
+            .map_err(DbError::from)?;
+        tx.commit().await?;
         Ok(RefreshOutcome::Rotated {
             session: record(&updated)?,
         })
@@ -203,9 +204,9 @@ impl IssuerStore {
         session: &SessionId,
         reason: &str,
     ) -> Result<Option<SessionRecord>, Error> {
-        let tx = self.client.transaction().await.map_err(DbError::from)?;
+        let tx = self.client.transaction().await?;
         let revoked = revoke_locked(&tx, session.as_str(), reason).await?;
-        tx.commit().await.map_err(DbError::from)?;
+        tx.commit().await?;
         Ok(revoked)
     }
 
@@ -214,42 +215,39 @@ impl IssuerStore {
         user: &UserId,
         reason: &str,
     ) -> Result<Vec<SessionRecord>, Error> {
-        let tx = self.client.transaction().await.map_err(DbError::from)?;
-        let rows = tx
-            .query(
-                &format!(
-                    "UPDATE sessions s SET revoked_at = now(), revoke_reason = $2
+        let tx = self.client.transaction().await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE sessions s SET revoked_at = now(), revoke_reason = $2
                      WHERE s.user_id = $1 AND s.revoked_at IS NULL RETURNING {COLUMNS}"
-                ),
-                &[&user.as_str(), &reason],
-            )
-            .await
-            .map_err(DbError::from)?;
-        tx.execute(
-            "UPDATE refresh_tokens SET invalidated_at = now()
-             WHERE invalidated_at IS NULL AND session_id IN (SELECT id FROM sessions WHERE user_id = $1)",
-            &[&user.as_str()],
-        )
+        )))
+        .bind(user.as_str())
+        .bind(reason)
+        .fetch_all(&mut *tx.conn().await)
         .await
         .map_err(DbError::from)?;
-        tx.commit().await.map_err(DbError::from)?;
+        sqlx::query(
+            "UPDATE refresh_tokens SET invalidated_at = now()
+             WHERE invalidated_at IS NULL AND session_id IN (SELECT id FROM sessions WHERE user_id = $1)",
+        )
+        .bind(user.as_str())
+        .execute(&mut *tx.conn().await)
+        .await
+        .map_err(DbError::from)?;
+        tx.commit().await?;
         Ok(rows.iter().map(record).collect::<Result<_, _>>()?)
     }
 
     /// The user's live sessions, newest first.
     pub async fn sessions_of(&self, user: &UserId) -> Result<Vec<SessionRecord>, Error> {
-        let rows = self
-            .client
-            .query(
-                &format!(
-                    "SELECT {COLUMNS} FROM sessions s
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM sessions s
                      WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
                      ORDER BY s.created_at DESC LIMIT 500"
-                ),
-                &[&user.as_str()],
-            )
-            .await
-            .map_err(DbError::from)?;
+        )))
+        .bind(user.as_str())
+        .fetch_all(&mut *self.client.conn().await)
+        .await
+        .map_err(DbError::from)?;
         Ok(rows.iter().map(record).collect::<Result<_, _>>()?)
     }
 }
@@ -275,21 +273,20 @@ pub async fn revoked_sessions(
     since: Option<i64>,
 ) -> Result<RevokedSessionPage, Error> {
     let limit = limit.clamp(1, MAX_REVOKED_PAGE) as usize;
-    let client = db.get().await?;
+    // Schema-qualified statements need no session state: any pooled
+    // connection serves them.
+    let pool = db.pool();
     let from_schema = after
         .map(|c| c.issuer_id.store_schema())
         .unwrap_or_default();
     let after_session = after.map(|c| c.session_id.as_str()).unwrap_or_default();
-    let schemas: Vec<String> = client
-        .query(
-            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'iss\\_%' AND nspname >= $1 ORDER BY nspname",
-            &[&from_schema],
-        )
-        .await
-        .map_err(DbError::from)?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let schemas: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'iss\\_%' AND nspname >= $1 ORDER BY nspname",
+    )
+    .bind(&from_schema)
+    .fetch_all(pool)
+    .await
+    .map_err(DbError::from)?;
     let window = (MAX_TOKEN_LIFETIME_SECONDS + CLOCK_SLACK_SECONDS) as f64;
     // 0: since the epoch, i.e. every revocation inside the window.
     let since = since.unwrap_or(0) as f64;
@@ -316,11 +313,16 @@ pub async fn revoked_sessions(
              ORDER BY schema COLLATE \"C\", id COLLATE \"C\" LIMIT $4",
             arms.join(" UNION ALL ")
         );
-        let rows = client
-            .query(
-                &sql,
-                &[&from_schema, &after_session, &window, &remaining, &since],
-            )
+        // Schema names are interpolated (checked by safe_identifier above):
+        // statements over a dynamic set of schemas cannot be compile-time
+        // checked, so this one stays a runtime query.
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(&from_schema)
+            .bind(after_session)
+            .bind(window)
+            .bind(remaining)
+            .bind(since)
+            .fetch_all(pool)
             .await
             .map_err(DbError::from)?;
         for row in &rows {
