@@ -2,6 +2,8 @@
 
 mod mfa;
 mod personal_tokens;
+#[cfg(test)]
+mod search_path_bench;
 mod sessions;
 
 pub use sessions::revoked_sessions;
