@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 pub use sqlx;
+pub use sqlx::migrate::Migrator;
 pub use sqlx::postgres::PgRow as Row;
 pub use sqlx::PgConnection;
 
@@ -283,62 +284,103 @@ pub fn safe_identifier(name: &str) -> Result<&str, DbError> {
     }
 }
 
-pub struct Migration {
-    pub version: i32,
-    pub name: &'static str,
-    pub sql: &'static str,
+/// Applies `migrator`'s pending migrations to `schema`, creating it if
+/// needed. Each service's migrations are SQL files under its `migrations/`
+/// directory, embedded with `sqlx::migrate!`, written unqualified: they run
+/// with `schema` as the `search_path`, so one set serves every issuer's
+/// store schema. Applied versions are recorded in `<schema>._sqlx_migrations`.
+///
+/// - Serialised per schema by a session advisory lock on the schema name:
+///   two replicas starting together apply each migration once (the second
+///   waits, then finds nothing to do), while different schemas migrate in
+///   parallel.
+/// - Resumable: each migration commits in its own transaction with its
+///   record, so a run interrupted between two migrations continues at the
+///   first one not recorded.
+/// - Databases migrated before sqlx (the old `<schema>._migrations` list,
+///   same version numbers): the versions listed there are recorded as
+///   applied without running them again; the old table stays, unread.
+///
+/// Runs on a connection of its own, closed at the end, so neither the lock
+/// nor the path can outlive it in a pool. Schema names are interpolated
+/// (checked by [`safe_identifier`]): DDL cannot bind identifiers, so these
+/// statements stay runtime-checked.
+pub async fn migrate(db: &Db, schema: &str, migrator: &Migrator) -> Result<(), DbError> {
+    let schema = safe_identifier(schema)?;
+    let options = db.pool.connect_options();
+    let mut conn = <PgConnection as sqlx::Connection>::connect_with(&options).await?;
+    let result = migrate_on(&mut conn, schema, migrator).await;
+    let _ = sqlx::Connection::close(conn).await;
+    result
 }
 
-/// Applies the pending `migrations` to `schema`, creating it if needed. Runs
-/// in one transaction under an advisory lock on the schema name, so two
-/// replicas starting at once apply each migration exactly once. Schema
-/// names are interpolated (checked by [`safe_identifier`]): DDL cannot bind
-/// identifiers, so these statements stay runtime-checked.
-pub async fn migrate(
-    client: &mut Client,
+async fn migrate_on(
+    conn: &mut PgConnection,
     schema: &str,
-    migrations: &[Migration],
-) -> Result<usize, DbError> {
-    let schema = safe_identifier(schema)?;
-    let tx = client.transaction().await?;
-    let mut conn = tx.conn().await;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+    migrator: &Migrator,
+) -> Result<(), DbError> {
+    sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
         .bind(schema)
         .execute(&mut *conn)
         .await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
-         CREATE TABLE IF NOT EXISTS {schema}._migrations (
-             version integer PRIMARY KEY,
-             name text NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now());
-         SET LOCAL search_path TO {schema};"
+        "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema};"
     )))
     .execute(&mut *conn)
     .await?;
-    let applied: Vec<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT version FROM {schema}._migrations"
-    )))
-    .fetch_all(&mut *conn)
+    let scoped = Migrator {
+        migrations: migrator.migrations.clone(),
+        ignore_missing: false,
+        // The lock above, per schema; sqlx's own is one per database.
+        locking: false,
+        no_tx: false,
+        table_name: Cow::Owned(format!("{schema}._sqlx_migrations")),
+        create_schemas: Cow::Borrowed(&[]),
+    };
+    let old_list: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = '_migrations')",
+    )
+    .bind(schema)
+    .fetch_one(&mut *conn)
     .await?;
-    let mut count = 0;
-    for m in migrations.iter().filter(|m| !applied.contains(&m.version)) {
-        sqlx::raw_sql(m.sql).execute(&mut *conn).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO {schema}._migrations (version, name) VALUES ($1, $2)"
+    if old_list {
+        let old: Vec<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT version FROM {schema}._migrations ORDER BY version"
         )))
-        .bind(m.version)
-        .bind(m.name)
-        .execute(&mut *conn)
+        .fetch_all(&mut *conn)
         .await?;
-        count += 1;
+        // The old list applied versions in order from 1, so "up to the
+        // highest" is exactly the listed ones.
+        if let Some(&last) = old.last() {
+            scoped
+                .run_direct(Some(i64::from(last)), &mut *conn, true)
+                .await?;
+        }
     }
-    drop(conn);
-    tx.commit().await?;
-    if count > 0 {
-        tracing::info!(schema, count, "migrations applied");
+    let before: i64 = applied_count(conn, schema).await?;
+    scoped.run_direct(None, &mut *conn, false).await?;
+    let applied = applied_count(conn, schema).await? - before;
+    if applied > 0 {
+        tracing::info!(schema, applied, "migrations applied");
     }
-    Ok(count)
+    Ok(())
+}
+
+async fn applied_count(conn: &mut PgConnection, schema: &str) -> Result<i64, DbError> {
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = '_sqlx_migrations')",
+    )
+    .bind(schema)
+    .fetch_one(&mut *conn)
+    .await?;
+    if !exists {
+        return Ok(0);
+    }
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {schema}._sqlx_migrations WHERE success"
+    )))
+    .fetch_one(&mut *conn)
+    .await?)
 }
 
 #[cfg(test)]

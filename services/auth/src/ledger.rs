@@ -7,30 +7,12 @@
 
 use idm_core::{ApiError, IssuerId};
 use idm_db::sqlx::{self, Row as _};
-use idm_db::{Db, DbError, GenericClient, Migration};
+use idm_db::{Db, DbError, GenericClient};
 
 pub const SCHEMA: &str = "auth";
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "failure ledger",
-    sql: "
-        CREATE TABLE failure_ledger (
-            issuer_id text NOT NULL,
-            budget text NOT NULL,
-            -- hex HMAC of the subject under a key derived from AUTH_MASTER_KEY
-            subject_hash text NOT NULL,
-            failures integer NOT NULL,
-            locked boolean NOT NULL DEFAULT false,
-            -- unix seconds (service clock) when the row stops counting;
-            -- NULL for a lock that lasts until a recovery path clears it
-            forget_at bigint,
-            updated_at timestamptz NOT NULL DEFAULT now(),
-            PRIMARY KEY (issuer_id, budget, subject_hash)
-        );
-        CREATE INDEX failure_ledger_forget ON failure_ledger (forget_at);
-    ",
-}];
+/// The `auth` schema: SQL files under `services/auth/migrations/`.
+pub static MIGRATIONS: idm_db::Migrator = sqlx::migrate!("./migrations");
 
 /// One subject's durable failure state.
 pub struct Row {
@@ -48,8 +30,7 @@ fn unavailable(e: DbError) -> ApiError {
 }
 
 pub async fn migrate(db: &Db) -> Result<(), DbError> {
-    let mut client = db.get().await?;
-    idm_db::migrate(&mut client, SCHEMA, MIGRATIONS).await?;
+    idm_db::migrate(db, SCHEMA, &MIGRATIONS).await?;
     Ok(())
 }
 

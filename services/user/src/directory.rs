@@ -4,28 +4,10 @@
 use crate::Error;
 use idm_core::{ApiError, IssuerId, Region, UserId};
 use idm_db::sqlx::{self, Row as _};
-use idm_db::{Db, DbError, GenericClient, Migration};
+use idm_db::{Db, DbError, GenericClient};
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "issuer keys and user locations",
-    sql: "
-        CREATE TABLE issuer_keys (
-            issuer_id text PRIMARY KEY,
-            sealed_key bytea NOT NULL,
-            created_at timestamptz NOT NULL DEFAULT now()
-        );
-        CREATE TABLE users (
-            id text PRIMARY KEY,
-            issuer_id text NOT NULL,
-            region text NOT NULL,
-            email_index bytea NOT NULL,
-            status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'active')),
-            created_at timestamptz NOT NULL DEFAULT now(),
-            UNIQUE (issuer_id, email_index)
-        );
-    ",
-}];
+/// The `directory` schema: SQL files under `services/user/migrations/`.
+pub static MIGRATIONS: idm_db::Migrator = sqlx::migrate!("./migrations");
 
 /// A placement that a crashed sign-up left pending this long may be taken over.
 const STALE_PENDING_SECONDS: f64 = 60.0;

@@ -16,26 +16,19 @@ use idm_db::{Client, Db, DbError, GenericClient, Row};
 
 /// Applies pending store migrations to every issuer schema in this region.
 pub async fn migrate_all_issuers(db: &Db) -> Result<(), Error> {
-    let mut client = db.get().await?;
     let schemas: Vec<String> =
         sqlx::query_scalar("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'iss\\_%'")
-            .fetch_all(&mut *client.conn().await)
+            .fetch_all(&mut *db.get().await?.conn().await)
             .await
             .map_err(DbError::from)?;
     for schema in schemas {
-        idm_db::migrate(&mut client, &schema, crate::migrations::STORE).await?;
+        idm_db::migrate(db, &schema, &crate::migrations::STORE).await?;
     }
     Ok(())
 }
 
 pub async fn provision(db: &Db, issuer: &IssuerId) -> Result<(), Error> {
-    let mut client = db.get().await?;
-    idm_db::migrate(
-        &mut client,
-        &issuer.store_schema(),
-        crate::migrations::STORE,
-    )
-    .await?;
+    idm_db::migrate(db, &issuer.store_schema(), &crate::migrations::STORE).await?;
     Ok(())
 }
 
