@@ -11,16 +11,17 @@ pub use sessions::revoked_sessions;
 use crate::Error;
 use idm_core::proto::store::{StoreInfo, StoredUser};
 use idm_core::{ApiError, IssuerId, UserId};
-use idm_db::sqlx::{self, Row as _};
-use idm_db::{Client, Db, DbError, GenericClient, Row};
+use idm_db::sqlx;
+use idm_db::{Client, Db, DbError, GenericClient};
 
 /// Applies pending store migrations to every issuer schema in this region.
 pub async fn migrate_all_issuers(db: &Db) -> Result<(), Error> {
-    let schemas: Vec<String> =
-        sqlx::query_scalar("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'iss\\_%'")
-            .fetch_all(&mut *db.get().await?.conn().await)
-            .await
-            .map_err(DbError::from)?;
+    let schemas = sqlx::query_scalar!(
+        r#"SELECT nspname::text AS "nspname!" FROM pg_namespace WHERE nspname LIKE 'iss\_%'"#
+    )
+    .fetch_all(&mut *db.get().await?.conn().await)
+    .await
+    .map_err(DbError::from)?;
     for schema in schemas {
         idm_db::migrate(db, &schema, &crate::migrations::STORE).await?;
     }
@@ -65,10 +66,10 @@ impl IssuerStore {
         let client = state.db.get().await?;
         let schema = issuer.store_schema();
         // One round trip: set the search path only if the schema exists.
-        let found = sqlx::query(
-            "SELECT set_config('search_path', nspname, false) FROM pg_namespace WHERE nspname = $1",
+        let found = sqlx::query_scalar!(
+            "SELECT set_config('search_path', nspname, false) FROM pg_namespace WHERE nspname = ($1::text)::name",
+            schema,
         )
-        .bind(&schema)
         .fetch_optional(&mut *client.conn().await)
         .await
         .map_err(DbError::from)?;
@@ -88,46 +89,49 @@ impl IssuerStore {
         name: Option<&str>,
         metadata: &serde_json::Value,
         password_hash: Option<&str>,
-    ) -> Result<Row, DbError> {
-        Ok(sqlx::query(
+    ) -> Result<UserRow, DbError> {
+        Ok(sqlx::query_as!(
+            UserRow,
             "INSERT INTO users (id, email, email_canonical, name, metadata, password_hash)
                  VALUES ($1, $2, $3, $4, $5, $6)
                  RETURNING id, email, email_verified, name, metadata, mfa_enabled, created_at",
+            id.as_str(),
+            email.as_str(),
+            email.canonical(),
+            name,
+            metadata,
+            password_hash,
         )
-        .bind(id.as_str())
-        .bind(email.as_str())
-        .bind(email.canonical())
-        .bind(name)
-        .bind(metadata)
-        .bind(password_hash)
         .fetch_one(&mut *self.client.conn().await)
         .await?)
     }
 
-    pub async fn user(&self, id: &UserId) -> Result<Option<Row>, DbError> {
-        Ok(sqlx::query(
-                "SELECT id, email, email_verified, name, metadata, mfa_enabled, created_at FROM users WHERE id = $1",
-            )
-            .bind(id.as_str())
-            .fetch_optional(&mut *self.client.conn().await)
-            .await?)
+    pub async fn user(&self, id: &UserId) -> Result<Option<UserRow>, DbError> {
+        Ok(sqlx::query_as!(
+            UserRow,
+            "SELECT id, email, email_verified, name, metadata, mfa_enabled, created_at FROM users WHERE id = $1",
+            id.as_str(),
+        )
+        .fetch_optional(&mut *self.client.conn().await)
+        .await?)
     }
 
     pub async fn password_hash(&self, id: &UserId) -> Result<Option<String>, DbError> {
-        let hash: Option<Option<String>> =
-            sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
-                .bind(id.as_str())
+        let hash =
+            sqlx::query_scalar!("SELECT password_hash FROM users WHERE id = $1", id.as_str())
                 .fetch_optional(&mut *self.client.conn().await)
                 .await?;
         Ok(hash.flatten())
     }
 
     pub async fn set_password_hash(&self, id: &UserId, hash: &str) -> Result<(), DbError> {
-        sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
-            .bind(id.as_str())
-            .bind(hash)
-            .execute(&mut *self.client.conn().await)
-            .await?;
+        sqlx::query!(
+            "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1",
+            id.as_str(),
+            hash,
+        )
+        .execute(&mut *self.client.conn().await)
+        .await?;
         Ok(())
     }
 }
@@ -136,17 +140,27 @@ pub(super) fn corrupt() -> DbError {
     DbError::BadIdentifier("stored id".into())
 }
 
-/// A stored user; a column that cannot be read (metadata that PostgreSQL
-/// accepted but serde_json cannot read back, say) is an error, not a panic.
-pub fn user_from_row(row: &Row, store: StoreInfo) -> Result<StoredUser, Error> {
+/// A user's columns as stored (checked against the schema at build time).
+pub struct UserRow {
+    id: String,
+    email: String,
+    email_verified: bool,
+    name: Option<String>,
+    metadata: serde_json::Value,
+    mfa_enabled: bool,
+    created_at: idm_core::Timestamp,
+}
+
+/// A stored user; an id that does not parse is an error, not a panic.
+pub fn user_from_row(row: &UserRow, store: StoreInfo) -> Result<StoredUser, Error> {
     Ok(StoredUser {
-        id: UserId::parse(row.try_get(0).map_err(DbError::from)?).map_err(|_| corrupt())?,
-        email: row.try_get(1).map_err(DbError::from)?,
-        email_verified: row.try_get(2).map_err(DbError::from)?,
-        name: row.try_get(3).map_err(DbError::from)?,
-        metadata: row.try_get(4).map_err(DbError::from)?,
-        mfa_enabled: row.try_get(5).map_err(DbError::from)?,
-        created_at: row.try_get(6).map_err(DbError::from)?,
+        id: UserId::parse(&row.id).map_err(|_| corrupt())?,
+        email: row.email.clone(),
+        email_verified: row.email_verified,
+        name: row.name.clone(),
+        metadata: row.metadata.clone(),
+        mfa_enabled: row.mfa_enabled,
+        created_at: row.created_at,
         store,
     })
 }

@@ -12,21 +12,35 @@ use idm_core::proto::store::{
 };
 use idm_core::{ApiError, ErrorCode, IssuerId, SessionId, UserId};
 use idm_db::sqlx::{self, AssertSqlSafe, Row as _};
-use idm_db::{Db, DbError, GenericClient, Row};
+use idm_db::{Db, DbError, GenericClient};
 
-const COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip";
+/// A session's columns as stored. The statements below list them
+/// literally (`s.id, s.user_id, s.created_at, s.last_active_at,
+/// s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip`):
+/// compile-time checked statements cannot be assembled from constants.
+struct SessionRow {
+    id: String,
+    user_id: String,
+    created_at: idm_core::Timestamp,
+    last_active_at: idm_core::Timestamp,
+    expires_at: idm_core::Timestamp,
+    revoked_at: Option<idm_core::Timestamp>,
+    revoke_reason: Option<String>,
+    user_agent: Option<String>,
+    ip: Option<String>,
+}
 
-fn record(row: &Row) -> Result<SessionRecord, DbError> {
+fn record(row: SessionRow) -> Result<SessionRecord, DbError> {
     Ok(SessionRecord {
-        id: SessionId::parse(row.get(0)).map_err(|_| corrupt())?,
-        user_id: UserId::parse(row.get(1)).map_err(|_| corrupt())?,
-        created_at: row.get(2),
-        last_active_at: row.get(3),
-        expires_at: row.get(4),
-        revoked_at: row.get(5),
-        revoke_reason: row.get(6),
-        user_agent: row.get(7),
-        ip: row.get(8),
+        id: SessionId::parse(&row.id).map_err(|_| corrupt())?,
+        user_id: UserId::parse(&row.user_id).map_err(|_| corrupt())?,
+        created_at: row.created_at,
+        last_active_at: row.last_active_at,
+        expires_at: row.expires_at,
+        revoked_at: row.revoked_at,
+        revoke_reason: row.revoke_reason,
+        user_agent: row.user_agent,
+        ip: row.ip,
     })
 }
 
@@ -48,19 +62,22 @@ async fn revoke_locked(
     session: &str,
     reason: &str,
 ) -> Result<Option<SessionRecord>, DbError> {
-    let row = sqlx::query(AssertSqlSafe(format!(
-                "UPDATE sessions s SET revoked_at = COALESCE(s.revoked_at, now()), revoke_reason = COALESCE(s.revoke_reason, $2)
-                 WHERE s.id = $1 RETURNING {COLUMNS}"
-            )))
-        .bind(session)
-        .bind(reason)
+    let row = sqlx::query_as!(
+SessionRow,
+"UPDATE sessions s SET revoked_at = COALESCE(s.revoked_at, now()), revoke_reason = COALESCE(s.revoke_reason, $2)
+                 WHERE s.id = $1 RETURNING s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip",
+session,
+reason,
+)
         .fetch_optional(&mut *db.conn().await)
         .await?;
-    sqlx::query("UPDATE refresh_tokens SET invalidated_at = now() WHERE session_id = $1 AND invalidated_at IS NULL")
-        .bind(session)
-        .execute(&mut *db.conn().await)
-        .await?;
-    row.as_ref().map(record).transpose()
+    sqlx::query!(
+"UPDATE refresh_tokens SET invalidated_at = now() WHERE session_id = $1 AND invalidated_at IS NULL",
+session,
+)
+    .execute(&mut *db.conn().await)
+    .await?;
+    row.map(record).transpose()
 }
 
 impl IssuerStore {
@@ -70,28 +87,31 @@ impl IssuerStore {
     ) -> Result<Option<SessionRecord>, Error> {
         let tx = self.client.transaction().await?;
         // Inserting only when the user exists keeps a session from pointing nowhere.
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO sessions AS s (id, user_id, expires_at, user_agent, ip)
+        let row = sqlx::query_as!(
+SessionRow,
+"INSERT INTO sessions AS s (id, user_id, expires_at, user_agent, ip)
                      SELECT $1, id, $3, $4, $5 FROM users WHERE id = $2
-                     RETURNING {COLUMNS}"
-        )))
-        .bind(s.session_id.as_str())
-        .bind(s.user_id.as_str())
-        .bind(s.expires_at)
-        .bind(&s.device.user_agent)
-        .bind(&s.device.ip)
+                     RETURNING s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip",
+s.session_id.as_str(),
+s.user_id.as_str(),
+s.expires_at,
+s.device.user_agent.as_deref(),
+s.device.ip.as_deref(),
+)
         .fetch_optional(&mut *tx.conn().await)
         .await
         .map_err(DbError::from)?;
         let Some(row) = row else { return Ok(None) };
-        sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)")
-            .bind(&s.refresh_token_hash)
-            .bind(s.session_id.as_str())
-            .execute(&mut *tx.conn().await)
-            .await
-            .map_err(DbError::from)?;
+        sqlx::query!(
+            "INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
+            &s.refresh_token_hash,
+            s.session_id.as_str(),
+        )
+        .execute(&mut *tx.conn().await)
+        .await
+        .map_err(DbError::from)?;
         tx.commit().await?;
-        Ok(Some(record(&row)?))
+        Ok(Some(record(row)?))
     }
 
     /// Rotation with reuse detection, in one transaction under the session lock.
@@ -100,28 +120,28 @@ impl IssuerStore {
         // Lock first, read second: under READ COMMITTED a statement that had
         // to wait for the lock still sees its older snapshot in subqueries,
         // so the read must be a new statement taken after the lock is held.
-        sqlx::query(
-            "SELECT s.id FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = $1 FOR UPDATE OF s",
-        )
-        .bind(&r.token_hash)
+        sqlx::query!(
+"SELECT s.id FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = $1 FOR UPDATE OF s",
+&r.token_hash,
+)
         .fetch_optional(&mut *tx.conn().await)
         .await
         .map_err(DbError::from)?;
-        let found = sqlx::query(AssertSqlSafe(format!(
-                    "SELECT {COLUMNS},
-                        t.consumed_at IS NOT NULL AS consumed,
-                        t.invalidated_at IS NOT NULL AS invalidated,
-                        s.expires_at <= now() AS past_absolute,
-                        s.last_active_at < now() - make_interval(secs => $2) AS past_idle,
+        let found = sqlx::query!(
+"SELECT s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip,
+                        t.consumed_at IS NOT NULL AS \"consumed!\",
+                        t.invalidated_at IS NOT NULL AS \"invalidated!\",
+                        s.expires_at <= now() AS \"past_absolute!\",
+                        s.last_active_at < now() - make_interval(secs => $2) AS \"past_idle!\",
                         t.consumed_at > now() - make_interval(secs => $3) AS within_leeway,
                         t.successor_hash, t.successor_sealed,
                         (SELECT n.consumed_at IS NULL AND n.invalidated_at IS NULL FROM refresh_tokens n WHERE n.token_hash = t.successor_hash) AS successor_live
                      FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
-                     WHERE t.token_hash = $1"
-                )))
-            .bind(&r.token_hash)
-            .bind(f64::from(r.idle_timeout_seconds))
-            .bind(f64::from(r.leeway_seconds))
+                     WHERE t.token_hash = $1",
+&r.token_hash,
+f64::from(r.idle_timeout_seconds),
+f64::from(r.leeway_seconds),
+)
             .fetch_optional(&mut *tx.conn().await)
             .await
             .map_err(DbError::from)?;
@@ -130,13 +150,27 @@ impl IssuerStore {
                 ApiError::new(ErrorCode::SessionInvalid, "the refresh token is not valid").into(),
             );
         };
-        let session = record(&row)?;
-        let (consumed, invalidated, past_absolute, past_idle): (bool, bool, bool, bool) =
-            (row.get(9), row.get(10), row.get(11), row.get(12));
-        let within_leeway: Option<bool> = row.get(13);
-        let successor_hash: Option<String> = row.get(14);
-        let successor_sealed: Option<String> = row.get(15);
-        let successor_live: Option<bool> = row.get(16);
+        let (consumed, invalidated, past_absolute, past_idle) = (
+            row.consumed,
+            row.invalidated,
+            row.past_absolute,
+            row.past_idle,
+        );
+        let within_leeway: Option<bool> = row.within_leeway;
+        let successor_hash: Option<String> = row.successor_hash;
+        let successor_sealed: Option<String> = row.successor_sealed;
+        let successor_live: Option<bool> = row.successor_live;
+        let session = record(SessionRow {
+            id: row.id,
+            user_id: row.user_id,
+            created_at: row.created_at,
+            last_active_at: row.last_active_at,
+            expires_at: row.expires_at,
+            revoked_at: row.revoked_at,
+            revoke_reason: row.revoke_reason,
+            user_agent: row.user_agent,
+            ip: row.ip,
+        })?;
 
         if session.revoked_at.is_some() {
             return Err(revoked_error(session.revoke_reason.as_deref()).into());
@@ -147,11 +181,13 @@ impl IssuerStore {
                 && within_leeway == Some(true)
                 && successor_live == Some(true);
             if let (true, Some(sealed), Some(hash)) = (replay, successor_sealed, successor_hash) {
-                sqlx::query("UPDATE sessions SET last_active_at = now() WHERE id = $1")
-                    .bind(session.id.as_str())
-                    .execute(&mut *tx.conn().await)
-                    .await
-                    .map_err(DbError::from)?;
+                sqlx::query!(
+                    "UPDATE sessions SET last_active_at = now() WHERE id = $1",
+                    session.id.as_str(),
+                )
+                .execute(&mut *tx.conn().await)
+                .await
+                .map_err(DbError::from)?;
                 tx.commit().await?;
                 return Ok(RefreshOutcome::Replayed {
                     session,
@@ -168,34 +204,37 @@ impl IssuerStore {
         if past_absolute || past_idle {
             return Err(ApiError::new(ErrorCode::SessionInvalid, "the session has expired").into());
         }
-        sqlx::query(
-            "UPDATE refresh_tokens SET consumed_at = now(), successor_hash = $2, successor_sealed = $3 WHERE token_hash = $1",
-        )
-        .bind(&r.token_hash)
-        .bind(&r.new_token_hash)
-        .bind(&r.successor_sealed)
+        sqlx::query!(
+"UPDATE refresh_tokens SET consumed_at = now(), successor_hash = $2, successor_sealed = $3 WHERE token_hash = $1",
+&r.token_hash,
+&r.new_token_hash,
+r.successor_sealed.as_deref(),
+)
         .execute(&mut *tx.conn().await)
         .await
         .map_err(DbError::from)?;
-        sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)")
-            .bind(&r.new_token_hash)
-            .bind(session.id.as_str())
-            .execute(&mut *tx.conn().await)
-            .await
-            .map_err(DbError::from)?;
-        let updated = sqlx::query(AssertSqlSafe(format!(
-                    "UPDATE sessions s SET last_active_at = now(), user_agent = COALESCE($2, s.user_agent), ip = COALESCE($3, s.ip)
-                     WHERE s.id = $1 RETURNING {COLUMNS}"
-                )))
-            .bind(session.id.as_str())
-            .bind(&r.device.user_agent)
-            .bind(&r.device.ip)
+        sqlx::query!(
+            "INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
+            &r.new_token_hash,
+            session.id.as_str(),
+        )
+        .execute(&mut *tx.conn().await)
+        .await
+        .map_err(DbError::from)?;
+        let updated = sqlx::query_as!(
+SessionRow,
+"UPDATE sessions s SET last_active_at = now(), user_agent = COALESCE($2, s.user_agent), ip = COALESCE($3, s.ip)
+                     WHERE s.id = $1 RETURNING s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip",
+session.id.as_str(),
+r.device.user_agent.as_deref(),
+r.device.ip.as_deref(),
+)
             .fetch_one(&mut *tx.conn().await)
             .await
             .map_err(DbError::from)?;
         tx.commit().await?;
         Ok(RefreshOutcome::Rotated {
-            session: record(&updated)?,
+            session: record(updated)?,
         })
     }
 
@@ -216,39 +255,41 @@ impl IssuerStore {
         reason: &str,
     ) -> Result<Vec<SessionRecord>, Error> {
         let tx = self.client.transaction().await?;
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE sessions s SET revoked_at = now(), revoke_reason = $2
-                     WHERE s.user_id = $1 AND s.revoked_at IS NULL RETURNING {COLUMNS}"
-        )))
-        .bind(user.as_str())
-        .bind(reason)
+        let rows = sqlx::query_as!(
+SessionRow,
+"UPDATE sessions s SET revoked_at = now(), revoke_reason = $2
+                     WHERE s.user_id = $1 AND s.revoked_at IS NULL RETURNING s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip",
+user.as_str(),
+reason,
+)
         .fetch_all(&mut *tx.conn().await)
         .await
         .map_err(DbError::from)?;
-        sqlx::query(
-            "UPDATE refresh_tokens SET invalidated_at = now()
+        sqlx::query!(
+"UPDATE refresh_tokens SET invalidated_at = now()
              WHERE invalidated_at IS NULL AND session_id IN (SELECT id FROM sessions WHERE user_id = $1)",
-        )
-        .bind(user.as_str())
+user.as_str(),
+)
         .execute(&mut *tx.conn().await)
         .await
         .map_err(DbError::from)?;
         tx.commit().await?;
-        Ok(rows.iter().map(record).collect::<Result<_, _>>()?)
+        Ok(rows.into_iter().map(record).collect::<Result<_, _>>()?)
     }
 
     /// The user's live sessions, newest first.
     pub async fn sessions_of(&self, user: &UserId) -> Result<Vec<SessionRecord>, Error> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM sessions s
+        let rows = sqlx::query_as!(
+SessionRow,
+"SELECT s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip FROM sessions s
                      WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
-                     ORDER BY s.created_at DESC LIMIT 500"
-        )))
-        .bind(user.as_str())
+                     ORDER BY s.created_at DESC LIMIT 500",
+user.as_str(),
+)
         .fetch_all(&mut *self.client.conn().await)
         .await
         .map_err(DbError::from)?;
-        Ok(rows.iter().map(record).collect::<Result<_, _>>()?)
+        Ok(rows.into_iter().map(record).collect::<Result<_, _>>()?)
     }
 }
 
@@ -280,10 +321,11 @@ pub async fn revoked_sessions(
         .map(|c| c.issuer_id.store_schema())
         .unwrap_or_default();
     let after_session = after.map(|c| c.session_id.as_str()).unwrap_or_default();
-    let schemas: Vec<String> = sqlx::query_scalar(
-        "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'iss\\_%' AND nspname >= $1 ORDER BY nspname",
+    let schemas = sqlx::query_scalar!(
+        r#"SELECT nspname::text AS "nspname!" FROM pg_namespace
+           WHERE nspname LIKE 'iss\_%' AND nspname >= ($1::text)::name ORDER BY nspname"#,
+        from_schema,
     )
-    .bind(&from_schema)
     .fetch_all(pool)
     .await
     .map_err(DbError::from)?;
