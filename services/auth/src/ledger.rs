@@ -6,7 +6,7 @@
 //! failed recently or are locked: a success deletes the row.
 
 use idm_core::{ApiError, IssuerId};
-use idm_db::sqlx::{self, Row as _};
+use idm_db::sqlx;
 use idm_db::{Db, DbError, GenericClient};
 
 pub const SCHEMA: &str = "auth";
@@ -38,8 +38,8 @@ pub async fn migrate(db: &Db) -> Result<(), DbError> {
 pub async fn record(db: &Db, row: &Row) -> Result<(), ApiError> {
     let client = db.get().await.map_err(unavailable)?;
     let failures = i32::try_from(row.failures).unwrap_or(i32::MAX);
-    sqlx::query(
-            "INSERT INTO auth.failure_ledger (issuer_id, budget, subject_hash, failures, locked, forget_at)
+    sqlx::query!(
+"INSERT INTO auth.failure_ledger (issuer_id, budget, subject_hash, failures, locked, forget_at)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (issuer_id, budget, subject_hash) DO UPDATE SET
                 failures = GREATEST(failure_ledger.failures, EXCLUDED.failures),
@@ -47,16 +47,16 @@ pub async fn record(db: &Db, row: &Row) -> Result<(), ApiError> {
                 forget_at = CASE WHEN failure_ledger.locked AND failure_ledger.forget_at IS NULL
                                  THEN NULL ELSE EXCLUDED.forget_at END,
                 updated_at = now()",
-        )
-        .bind(&row.issuer_id)
-        .bind(&row.budget)
-        .bind(&row.subject_hash)
-        .bind(failures)
-        .bind(row.locked)
-        .bind(row.forget_at)
-        .execute(&mut *client.conn().await)
-        .await
-        .map_err(|e| unavailable(e.into()))?;
+&row.issuer_id,
+&row.budget,
+&row.subject_hash,
+failures,
+row.locked,
+row.forget_at,
+)
+    .execute(&mut *client.conn().await)
+    .await
+    .map_err(|e| unavailable(e.into()))?;
     Ok(())
 }
 
@@ -68,12 +68,12 @@ pub async fn clear(
     subject_hash: &str,
 ) -> Result<bool, ApiError> {
     let client = db.get().await.map_err(unavailable)?;
-    let n = sqlx::query(
-        "DELETE FROM auth.failure_ledger WHERE issuer_id = $1 AND budget = $2 AND subject_hash = $3",
-    )
-    .bind(issuer.as_str())
-    .bind(budget)
-    .bind(subject_hash)
+    let n = sqlx::query!(
+"DELETE FROM auth.failure_ledger WHERE issuer_id = $1 AND budget = $2 AND subject_hash = $3",
+issuer.as_str(),
+budget,
+subject_hash,
+)
     .execute(&mut *client.conn().await)
     .await
     .map_err(|e| unavailable(e.into()))?
@@ -84,10 +84,10 @@ pub async fn clear(
 /// Deletes the rows that no longer count at `now`. Returns how many.
 pub async fn prune(db: &Db, now: i64) -> Result<u64, ApiError> {
     let client = db.get().await.map_err(unavailable)?;
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "DELETE FROM auth.failure_ledger WHERE forget_at IS NOT NULL AND forget_at <= $1",
+        now,
     )
-    .bind(now)
     .execute(&mut *client.conn().await)
     .await
     .map_err(|e| unavailable(e.into()))?;
@@ -98,23 +98,23 @@ pub async fn prune(db: &Db, now: i64) -> Result<u64, ApiError> {
 pub async fn active(db: &Db, now: i64) -> Result<Vec<Row>, ApiError> {
     prune(db, now).await?;
     let client = db.get().await.map_err(unavailable)?;
-    let rows = sqlx::query(
+    let rows = sqlx::query!(
         "SELECT issuer_id, budget, subject_hash, failures, locked, forget_at
              FROM auth.failure_ledger WHERE forget_at IS NULL OR forget_at > $1",
+        now,
     )
-    .bind(now)
     .fetch_all(&mut *client.conn().await)
     .await
     .map_err(|e| unavailable(e.into()))?;
     Ok(rows
         .iter()
         .map(|r| Row {
-            issuer_id: r.get(0),
-            budget: r.get(1),
-            subject_hash: r.get(2),
-            failures: u32::try_from(r.get::<i32, _>(3)).unwrap_or(0),
-            locked: r.get(4),
-            forget_at: r.get(5),
+            issuer_id: r.issuer_id.clone(),
+            budget: r.budget.clone(),
+            subject_hash: r.subject_hash.clone(),
+            failures: u32::try_from(r.failures).unwrap_or(0),
+            locked: r.locked,
+            forget_at: r.forget_at,
         })
         .collect())
 }

@@ -3,7 +3,7 @@
 
 use crate::Error;
 use idm_core::{ApiError, IssuerId, Region, UserId};
-use idm_db::sqlx::{self, Row as _};
+use idm_db::sqlx;
 use idm_db::{Db, DbError, GenericClient};
 
 /// The `directory` schema: SQL files under `services/user/migrations/`.
@@ -20,19 +20,19 @@ pub async fn reserve(
     region: Region,
     index: &[u8],
 ) -> Result<bool, Error> {
-    let row = sqlx::query(
+    let row = sqlx::query!(
         "INSERT INTO directory.users (id, issuer_id, region, email_index) VALUES ($1, $2, $3, $4)
              ON CONFLICT (issuer_id, email_index) DO UPDATE
                  SET id = EXCLUDED.id, region = EXCLUDED.region, created_at = now()
                  WHERE directory.users.status = 'pending'
                    AND directory.users.created_at < now() - make_interval(secs => $5)
              RETURNING id",
+        user.as_str(),
+        issuer.as_str(),
+        region.as_str(),
+        index,
+        STALE_PENDING_SECONDS,
     )
-    .bind(user.as_str())
-    .bind(issuer.as_str())
-    .bind(region.as_str())
-    .bind(index)
-    .bind(STALE_PENDING_SECONDS)
     .fetch_optional(&mut *db.get().await?.conn().await)
     .await
     .map_err(DbError::from)?;
@@ -40,30 +40,36 @@ pub async fn reserve(
 }
 
 pub async fn move_reservation(db: &Db, user: &UserId, region: Region) -> Result<(), Error> {
-    sqlx::query("UPDATE directory.users SET region = $2 WHERE id = $1 AND status = 'pending'")
-        .bind(user.as_str())
-        .bind(region.as_str())
-        .execute(&mut *db.get().await?.conn().await)
-        .await
-        .map_err(DbError::from)?;
+    sqlx::query!(
+        "UPDATE directory.users SET region = $2 WHERE id = $1 AND status = 'pending'",
+        user.as_str(),
+        region.as_str(),
+    )
+    .execute(&mut *db.get().await?.conn().await)
+    .await
+    .map_err(DbError::from)?;
     Ok(())
 }
 
 pub async fn activate(db: &Db, user: &UserId) -> Result<(), Error> {
-    sqlx::query("UPDATE directory.users SET status = 'active' WHERE id = $1")
-        .bind(user.as_str())
-        .execute(&mut *db.get().await?.conn().await)
-        .await
-        .map_err(DbError::from)?;
+    sqlx::query!(
+        "UPDATE directory.users SET status = 'active' WHERE id = $1",
+        user.as_str(),
+    )
+    .execute(&mut *db.get().await?.conn().await)
+    .await
+    .map_err(DbError::from)?;
     Ok(())
 }
 
 pub async fn release(db: &Db, user: &UserId) -> Result<(), Error> {
-    sqlx::query("DELETE FROM directory.users WHERE id = $1 AND status = 'pending'")
-        .bind(user.as_str())
-        .execute(&mut *db.get().await?.conn().await)
-        .await
-        .map_err(DbError::from)?;
+    sqlx::query!(
+        "DELETE FROM directory.users WHERE id = $1 AND status = 'pending'",
+        user.as_str(),
+    )
+    .execute(&mut *db.get().await?.conn().await)
+    .await
+    .map_err(DbError::from)?;
     Ok(())
 }
 
@@ -77,15 +83,15 @@ pub async fn region_of_user(
     issuer: &IssuerId,
     user: &UserId,
 ) -> Result<Option<Region>, Error> {
-    let row = sqlx::query(
+    let row = sqlx::query!(
         "SELECT region FROM directory.users WHERE id = $1 AND issuer_id = $2 AND status = 'active'",
+        user.as_str(),
+        issuer.as_str(),
     )
-    .bind(user.as_str())
-    .bind(issuer.as_str())
     .fetch_optional(&mut *db.get().await?.conn().await)
     .await
     .map_err(DbError::from)?;
-    row.map(|r| region_of(r.get(0))).transpose()
+    row.map(|r| region_of(&r.region)).transpose()
 }
 
 pub async fn by_index(
@@ -93,16 +99,18 @@ pub async fn by_index(
     issuer: &IssuerId,
     index: &[u8],
 ) -> Result<Option<(UserId, Region)>, Error> {
-    let row = sqlx::query("SELECT id, region FROM directory.users WHERE issuer_id = $1 AND email_index = $2 AND status = 'active'")
-        .bind(issuer.as_str())
-        .bind(index)
+    let row = sqlx::query!(
+"SELECT id, region FROM directory.users WHERE issuer_id = $1 AND email_index = $2 AND status = 'active'",
+issuer.as_str(),
+index,
+)
         .fetch_optional(&mut *db.get().await?.conn().await)
         .await
         .map_err(DbError::from)?;
     row.map(|r| {
         Ok((
-            UserId::parse(r.get(0)).map_err(|e| ApiError::internal_from(&e))?,
-            region_of(r.get(1))?,
+            UserId::parse(&r.id).map_err(|e| ApiError::internal_from(&e))?,
+            region_of(&r.region)?,
         ))
     })
     .transpose()
