@@ -12,8 +12,10 @@
 //!   request whose caller has no row for that operation, so drift between a
 //!   deployed server config and this table cannot widen anyone's rights.
 //!
-//! The table was derived by reading every `bus.call`, `call_store`,
-//! `serve_service`, broadcast and JetStream use in the code. A new call,
+//! The table was derived by reading every `bus.send`, `send_to`,
+//! `serve`, broadcast and JetStream use in the code; each operation
+//! it names must be one declared by a request type
+//! (`idm_core::proto::Operation`), which a test checks. A new call,
 //! broadcast, event type or stream use needs its row here, or the bus refuses
 //! it (the client checks calls and events before sending, so the omission
 //! shows up at once as `caller_not_allowed`, not as a time-out).
@@ -116,32 +118,14 @@ impl std::fmt::Display for Identity {
     }
 }
 
-/// The receiving end of a call: a service, or the regional stores (a caller
-/// allowed a store operation may call it in any region).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    Service(&'static str),
-    Store,
-}
+pub use idm_core::proto::Target;
 
-impl Target {
-    /// The service name as it appears in subjects, for `Bus::call`'s
-    /// `&str` argument.
-    pub fn service(name: &str) -> Option<Target> {
-        SERVICES
-            .iter()
-            .find(|s| **s == name)
-            .map(|s| Target::Service(s))
-    }
-}
-
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Target::Service(name) => f.write_str(name),
-            Target::Store => f.write_str("store"),
-        }
-    }
+/// The target of the service called `name` in subjects, if it answers calls.
+pub fn service_target(name: &str) -> Option<Target> {
+    SERVICES
+        .iter()
+        .find(|s| **s == name)
+        .map(|s| Target::Service(s))
 }
 
 /// What one serving loop answers.
@@ -326,7 +310,7 @@ static EDGE_GUARD: Rights = Rights {
     ],
     broadcasts: &[IP_BANNED, IP_UNBANNED],
     hears: &[CONFIG_CHANGED, SESSION_REVOKED, IP_BANNED, IP_UNBANNED],
-    events: &["ip.banned"],
+    events: &[event::IP_BANNED],
     streams: &[ensures(Stream::Events)],
 };
 
@@ -701,6 +685,35 @@ mod tests {
             .publish
             .iter()
             .all(|s| s.starts_with("$JS.API.STREAM.")));
+    }
+
+    #[test]
+    fn every_operation_in_the_table_is_a_declared_operation() {
+        let declared = idm_core::proto::operation::all();
+        for (target, op) in all_calls() {
+            assert!(
+                declared.iter().any(|d| d.target == target && d.name == op),
+                "{target}.{op} is in the table but no request type declares it"
+            );
+        }
+        for d in &declared {
+            if let Target::Service(name) = d.target {
+                assert_eq!(service_target(name), Some(d.target), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_table_publishes_exactly_the_declared_event_types() {
+        let mut published: Vec<&str> = Identity::all()
+            .into_iter()
+            .flat_map(|i| i.rights().events.iter().copied())
+            .collect();
+        published.sort_unstable();
+        published.dedup();
+        let mut declared = event::DomainEvent::TYPES.to_vec();
+        declared.sort_unstable();
+        assert_eq!(published, declared);
     }
 
     #[test]

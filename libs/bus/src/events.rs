@@ -6,7 +6,7 @@
 use crate::{Bus, BusError};
 use async_nats::jetstream;
 use idm_core::ids::EventId;
-use idm_core::proto::event::Event;
+use idm_core::proto::event::{DomainEvent, Event};
 use idm_core::{ApiError, IssuerId};
 use std::time::Duration;
 
@@ -43,12 +43,13 @@ impl Events {
         })
     }
 
+    /// Publishes `event` for `issuer` and waits for the stream's ack.
     pub async fn publish(
         &self,
         issuer: &IssuerId,
-        event_type: &str,
-        data: serde_json::Value,
+        event: DomainEvent,
     ) -> Result<EventId, ApiError> {
+        let event_type = event.event_type();
         if !crate::acl::may_publish_event(self.identity, event_type) {
             // The server would refuse the publish; say so at once and where.
             tracing::error!(identity = %self.identity, event_type, "event type missing from the bus permission table");
@@ -65,7 +66,7 @@ impl Events {
             event_type: event_type.to_owned(),
             issuer_id: issuer.clone(),
             occurred_at: idm_core::now(),
-            data,
+            data: event.data().map_err(|e| ApiError::internal_from(&e))?,
         };
         let subject = format!("{}.events.{}.{}", self.prefix, issuer, event_type);
         let payload = serde_json::to_vec(&event).map_err(|e| ApiError::internal_from(&e))?;

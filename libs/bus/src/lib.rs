@@ -19,6 +19,7 @@ pub use acl::{Identity, Served, Stream, Target};
 pub use context::{current as current_context, RequestContext};
 pub use deadline::{within_deadline, HEADER_DEADLINE};
 pub use events::Events;
+pub use idm_core::proto::{Operation, ServiceOperation, StoreOperation};
 pub use server::{serve, Handlers};
 pub use trace::{outgoing_headers, remote_parent, traceparent_of};
 
@@ -62,6 +63,7 @@ pub struct Bus {
     caller: std::sync::Arc<str>,
     /// Copies kept of each JetStream stream this service creates.
     stream_replicas: usize,
+    stream_placement: idm_core::config::StreamPlacement,
 }
 
 /// The servers of `IDM_NATS_URL`: one URL, or a comma-separated list (the
@@ -165,6 +167,7 @@ impl Bus {
             identity,
             caller: identity.name().into(),
             stream_replicas: basics.nats_stream_replicas.max(1),
+            stream_placement: basics.nats_stream_placement.clone(),
         })
     }
 
@@ -185,6 +188,12 @@ impl Bus {
         mut config: async_nats::jetstream::stream::Config,
     ) -> Result<async_nats::jetstream::stream::Stream, BusError> {
         config.num_replicas = self.stream_replicas;
+        if !self.stream_placement.is_empty() {
+            config.placement = Some(async_nats::jetstream::stream::Placement {
+                cluster: self.stream_placement.cluster.clone(),
+                tags: self.stream_placement.tags.clone(),
+            });
+        }
         let name = config.name.clone();
         let subject = config.subjects.first().cloned().unwrap_or_default();
         let stream = js
@@ -201,6 +210,24 @@ impl Bus {
                 replicas,
                 configured = self.stream_replicas,
                 "the stream keeps a different number of copies than configured (IDM_NATS_STREAM_REPLICAS); edit the stream to change it"
+            );
+        }
+        let placed = stream
+            .cached_info()
+            .config
+            .placement
+            .clone()
+            .unwrap_or_default();
+        if !self.stream_placement.is_empty()
+            && (placed.cluster != self.stream_placement.cluster
+                || placed.tags != self.stream_placement.tags)
+        {
+            // Moving a stream moves its data: an operator's decision.
+            tracing::warn!(
+                stream = %name,
+                cluster = ?placed.cluster,
+                tags = ?placed.tags,
+                "the stream is placed other than configured (IDM_NATS_STREAM_CLUSTER / _TAGS); edit the stream to move it"
             );
         }
         Ok(stream)
@@ -291,37 +318,26 @@ impl Bus {
         }))
     }
 
-    /// Serves `<prefix>.<service>.v1.*` in the queue group `<service>` (see
-    /// [`serve`]): the usual way a service answers.
-    pub async fn serve_service<S: Send + Sync + 'static>(
+    /// Serves what this identity serves in the permission table: a
+    /// service's `<prefix>.<service>.v1.*` in the queue group `<service>`,
+    /// or a store's `<prefix>.store.<region>.v1.*` in `store-<region>` (see
+    /// [`serve`]). Every handler must be of an operation of that target.
+    pub async fn serve<S: Send + Sync + 'static>(
         &self,
-        service: &str,
         handlers: Handlers<S>,
         state: std::sync::Arc<S>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, BusError> {
-        let served = match Target::service(service) {
-            Some(Target::Service(name)) => Served::Service(name),
-            _ => {
-                return Err(BusError::Subscribe {
-                    subject: self.subject(service, "*"),
-                    reason: "not a service of the permission table (libs/bus/src/acl.rs)".into(),
-                })
-            }
+        let Some(served) = self.identity.serves() else {
+            return Err(BusError::Subscribe {
+                subject: format!("{}.*", self.prefix),
+                reason: format!(
+                    "{} serves nothing in the permission table (libs/bus/src/acl.rs)",
+                    self.identity
+                ),
+            });
         };
         serve(self, served, handlers, state, shutdown).await
-    }
-
-    /// Serves `<prefix>.store.<region>.v1.*` in the queue group
-    /// `store-<region>`: the regional store's loop.
-    pub async fn serve_store<S: Send + Sync + 'static>(
-        &self,
-        region: Region,
-        handlers: Handlers<S>,
-        state: std::sync::Arc<S>,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) -> Result<tokio::task::JoinHandle<()>, BusError> {
-        serve(self, Served::Store(region), handlers, state, shutdown).await
     }
 
     /// `<prefix>.<service>.v1.<op>`.
@@ -339,35 +355,27 @@ impl Bus {
         format!("{}.{topic}.{issuer}", self.prefix)
     }
 
-    /// Calls `service`'s `op` and decodes its reply.
-    pub async fn call<Req, Resp>(
-        &self,
-        service: &str,
-        op: &str,
-        request: &Req,
-    ) -> Result<Resp, ApiError>
-    where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-    {
-        let target = Target::service(service).unwrap_or(Target::Service("unknown"));
-        self.check_call(target, op)?;
-        self.request(self.subject(service, op), request).await
+    /// Sends `request` to the service that answers it and decodes the reply:
+    /// the service, operation and reply type all come from the request's
+    /// type ([`Operation`]).
+    pub async fn send<O: ServiceOperation>(&self, request: &O) -> Result<O::Reply, ApiError> {
+        self.check_call(O::TARGET, O::NAME)?;
+        let Target::Service(service) = O::TARGET else {
+            // A `ServiceOperation` always names a service (`operations!`).
+            return Err(ApiError::internal());
+        };
+        self.request(self.subject(service, O::NAME), request).await
     }
 
-    /// Calls the regional store of `region`.
-    pub async fn call_store<Req, Resp>(
+    /// Sends `request` to the regional store of `region`.
+    pub async fn send_to<O: StoreOperation>(
         &self,
         region: Region,
-        op: &str,
-        request: &Req,
-    ) -> Result<Resp, ApiError>
-    where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-    {
-        self.check_call(Target::Store, op)?;
-        self.request(self.store_subject(region, op), request).await
+        request: &O,
+    ) -> Result<O::Reply, ApiError> {
+        self.check_call(Target::Store, O::NAME)?;
+        self.request(self.store_subject(region, O::NAME), request)
+            .await
     }
 
     /// The table's verdict before sending: a call missing from it would be
@@ -388,7 +396,7 @@ impl Bus {
     }
 
     #[tracing::instrument(name = "bus.request", skip_all, fields(otel.kind = "client", otel.name = %operation_label(&subject), subject = %subject))]
-    pub async fn request<Req, Resp>(&self, subject: String, request: &Req) -> Result<Resp, ApiError>
+    async fn request<Req, Resp>(&self, subject: String, request: &Req) -> Result<Resp, ApiError>
     where
         Req: Serialize,
         Resp: DeserializeOwned,

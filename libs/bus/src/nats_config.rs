@@ -205,6 +205,9 @@ pub struct ClusterNode {
     pub route_listen: String,
     /// `host:port` where the other nodes reach `route_listen`.
     pub route_addr: String,
+    /// The server's tags (`jurisdiction:eu`, `region:weur`): streams are
+    /// placed on servers by tag (`<P>_NATS_STREAM_TAGS`).
+    pub tags: Vec<String>,
 }
 
 const ROUTE_USER: &str = "route";
@@ -352,6 +355,10 @@ fn render_node(
     if let Some((_, n)) = node {
         // JetStream in a cluster needs a unique name per server.
         out.push_str(&format!("server_name: {}\n", quoted(&n.name)));
+        if !n.tags.is_empty() {
+            let tags: Vec<String> = n.tags.iter().map(|t| quoted(t)).collect();
+            out.push_str(&format!("server_tags: [{}]\n", tags.join(", ")));
+        }
     }
     out.push('\n');
     let store_dir = match node {
@@ -516,6 +523,7 @@ mod tests {
                 client_listen: "0.0.0.0:4222".into(),
                 route_listen: "0.0.0.0:6222".into(),
                 route_addr: format!("nats-{i}:6222"),
+                tags: vec![format!("node:nats-{i}")],
             })
             .collect();
         let cluster = ClusterSettings {
@@ -527,6 +535,10 @@ mod tests {
         assert_eq!(files.len(), 3);
         let second = std::fs::read_to_string(&files[1]).unwrap();
         assert!(second.contains(r#"server_name: "nats-2""#), "{second}");
+        assert!(
+            second.contains(r#"server_tags: ["node:nats-2"]"#),
+            "{second}"
+        );
         assert!(second.contains(&format!(
             "nats-route://route:{}@nats-1:6222",
             password.expose_secret()

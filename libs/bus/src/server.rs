@@ -9,9 +9,8 @@ use crate::acl::{self, Identity, Served, Target};
 use crate::{Bus, BusError, Reply, RequestContext};
 use bytes::Bytes;
 use futures::StreamExt;
+use idm_core::proto::Operation;
 use idm_core::ApiError;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -26,13 +25,19 @@ type Handler<S> = Arc<dyn Fn(Arc<S>, Bytes) -> Answer + Send + Sync>;
 
 /// Operation name → typed handler.
 pub struct Handlers<S> {
-    map: HashMap<String, Handler<S>>,
+    map: HashMap<&'static str, Handler<S>>,
+    /// The targets of the registered operations: all must be the one served.
+    targets: Vec<(Target, &'static str)>,
+    /// Operations registered twice (the second would silently win).
+    duplicates: Vec<&'static str>,
 }
 
 impl<S: Send + Sync + 'static> Default for Handlers<S> {
     fn default() -> Self {
         Self {
             map: HashMap::new(),
+            targets: Vec::new(),
+            duplicates: Vec::new(),
         }
     }
 }
@@ -42,21 +47,22 @@ impl<S: Send + Sync + 'static> Handlers<S> {
         Self::default()
     }
 
-    /// Registers `op`. A payload that does not decode as `Req` is answered
-    /// `invalid_request` without reaching the handler.
-    pub fn on<Req, Resp, E, F, Fut>(mut self, op: &str, handler: F) -> Self
+    /// Registers the handler of operation `O` (named by the handler's
+    /// request type, whose reply type it must return). A payload that does
+    /// not decode as `O` is answered `invalid_request` without reaching the
+    /// handler.
+    pub fn on<O, E, F, Fut>(mut self, handler: F) -> Self
     where
-        Req: DeserializeOwned + Send + 'static,
-        Resp: Serialize + 'static,
+        O: Operation,
         E: Into<ApiError> + 'static,
-        F: Fn(Arc<S>, Req) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Resp, E>> + Send + 'static,
+        F: Fn(Arc<S>, O) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O::Reply, E>> + Send + 'static,
     {
         let handler = Arc::new(handler);
         let erased: Handler<S> = Arc::new(move |state: Arc<S>, payload: Bytes| {
             let handler = Arc::clone(&handler);
             Box::pin(async move {
-                let request: Req = serde_json::from_slice(&payload)
+                let request: O = serde_json::from_slice(&payload)
                     .map_err(|e| ApiError::invalid_request(format!("malformed message: {e}")))?;
                 let response = handler(state, request).await.map_err(Into::into)?;
                 let body = serde_json::to_vec(&Reply::Ok(response)).map_err(|e| {
@@ -66,8 +72,24 @@ impl<S: Send + Sync + 'static> Handlers<S> {
                 Ok(Bytes::from(body))
             })
         });
-        self.map.insert(op.to_owned(), erased);
+        if self.map.insert(O::NAME, erased).is_some() {
+            self.duplicates.push(O::NAME);
+        }
+        self.targets.push((O::TARGET, O::NAME));
         self
+    }
+
+    /// Every registered operation belongs to `target`, and none twice.
+    fn check(&self, target: Target) -> Result<(), String> {
+        if let Some(op) = self.duplicates.first() {
+            return Err(format!("operation '{op}' has two handlers"));
+        }
+        match self.targets.iter().find(|(t, _)| *t != target) {
+            Some((other, op)) => Err(format!(
+                "the handler of {other}.{op} is registered on {target}'s loop"
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -127,6 +149,13 @@ pub async fn serve<S: Send + Sync + 'static>(
             ),
         });
     }
+    let target = served.target();
+    handlers
+        .check(target)
+        .map_err(|reason| BusError::Subscribe {
+            subject: subject.clone(),
+            reason,
+        })?;
     let mut subscription = bus
         .client()
         .queue_subscribe(subject.clone(), served.queue_group())
@@ -139,7 +168,6 @@ pub async fn serve<S: Send + Sync + 'static>(
     bus.flush().await;
     let client = bus.client().clone();
     let prefix: Arc<str> = bus.prefix().into();
-    let target = served.target();
     let identity = bus.identity();
     let handlers = Arc::new(handlers.map);
     let tracker = TaskTracker::new();
@@ -179,7 +207,7 @@ pub async fn serve<S: Send + Sync + 'static>(
                         tracing::warn!(reason = %refused.message, "caller refused");
                         return Err(refused);
                     }
-                    match handlers.get(&op) {
+                    match handlers.get(op.as_str()) {
                         // A handler that panics answers `internal` at once,
                         // rather than leaving its caller to time out (and
                         // report the service as unavailable).
@@ -233,6 +261,35 @@ mod tests {
     }
 
     const SESSION: Target = Target::Service("session");
+
+    async fn key_ring(
+        _: Arc<()>,
+        req: session::KeyRingRequest,
+    ) -> Result<session::KeyRing, ApiError> {
+        Ok(session::KeyRing {
+            issuer_id: req.issuer_id,
+            keys: Vec::new(),
+        })
+    }
+
+    async fn store_info(
+        _: Arc<()>,
+        _: idm_core::proto::store::GetStoreInfo,
+    ) -> Result<idm_core::proto::store::StoreInfo, ApiError> {
+        Err(ApiError::internal())
+    }
+
+    #[test]
+    fn a_loop_takes_only_its_own_operations_each_once() {
+        let own = Handlers::<()>::new().on(key_ring);
+        assert_eq!(own.check(SESSION), Ok(()));
+        // The operation belongs to the stores, not to this loop.
+        let stray = Handlers::<()>::new().on(key_ring).on(store_info);
+        let refused = stray.check(SESSION).err().unwrap_or_default();
+        assert!(refused.contains("store.info"), "{refused}");
+        let twice = Handlers::<()>::new().on(key_ring).on(key_ring);
+        assert!(twice.check(SESSION).is_err());
+    }
 
     #[test]
     fn the_caller_is_believed_only_with_its_own_inbox_and_a_row_in_the_table() {

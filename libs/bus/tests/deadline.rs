@@ -8,7 +8,6 @@ use idm_core::config::ServiceBasics;
 use idm_core::proto::session;
 use idm_core::{ApiError, ErrorCode};
 use idm_testkit::NatsServer;
-use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -42,6 +41,7 @@ fn basics(nats: &NatsServer, identity: Identity, timeout: Duration) -> ServiceBa
     ServiceBasics {
         nats_url: nats.url.clone(),
         nats_stream_replicas: nats.stream_replicas(),
+        nats_stream_placement: Default::default(),
         nats_auth: nats.auth(identity),
         subject_prefix: nats.prefix.clone(),
         http_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -50,8 +50,8 @@ fn basics(nats: &NatsServer, identity: Identity, timeout: Duration) -> ServiceBa
 }
 
 /// A nats-server with the session identity serving `key_ring`: a handler
-/// that records the deadline it inherited, then (when asked with
-/// `{"hold_ms": n}`) queues for a one-at-a-time gate bounded by the deadline
+/// that records the deadline it inherited, then (when asked with the nonce
+/// `hold:<n>`) queues for a one-at-a-time gate bounded by the deadline
 /// and holds it for `n` ms.
 async fn bench() -> anyhow::Result<Bench> {
     let prefix = format!("tb{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
@@ -62,26 +62,39 @@ async fn bench() -> anyhow::Result<Bench> {
     )
     .await?;
     let seen = Arc::new(Seen::default());
-    let handlers = Handlers::new().on(
-        session::KEY_RING,
-        |seen: Arc<Seen>, req: Value| async move {
-            seen.calls.fetch_add(1, Ordering::SeqCst);
-            if let Ok(mut list) = seen.deadlines.lock() {
-                list.push(idm_bus::current_context().deadline_ms);
-            }
-            if let Some(hold) = req.get("hold_ms").and_then(Value::as_u64) {
-                let _held = idm_bus::within_deadline(seen.gate.lock()).await?;
-                seen.ran.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(hold)).await;
-            }
-            Ok::<_, ApiError>(json!({}))
-        },
-    );
+    let handlers = Handlers::new().on(|seen: Arc<Seen>, req: session::KeyRingRequest| async move {
+        seen.calls.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut list) = seen.deadlines.lock() {
+            list.push(idm_bus::current_context().deadline_ms);
+        }
+        let hold = req.nonce.strip_prefix("hold:").and_then(|n| n.parse().ok());
+        if let Some(hold) = hold {
+            let _held = idm_bus::within_deadline(seen.gate.lock()).await?;
+            seen.ran.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(hold)).await;
+        }
+        Ok::<_, ApiError>(session::KeyRing {
+            issuer_id: req.issuer_id,
+            keys: Vec::new(),
+        })
+    });
     let stop = CancellationToken::new();
     server
-        .serve_service("session", handlers, Arc::clone(&seen), stop.clone())
+        .serve(handlers, Arc::clone(&seen), stop.clone())
         .await?;
     Ok(Bench { nats, seen, stop })
+}
+
+fn key_ring(nonce: &str) -> session::KeyRingRequest {
+    session::KeyRingRequest {
+        issuer_id: idm_core::IssuerId::generate(),
+        nonce: nonce.to_owned(),
+    }
+}
+
+/// `key_ring("")` as JSON, for requests sent by hand.
+fn body() -> bytes::Bytes {
+    serde_json::to_vec(&key_ring("")).unwrap_or_default().into()
 }
 
 async fn edge(nats: &NatsServer, timeout: Duration) -> anyhow::Result<Bus> {
@@ -98,17 +111,13 @@ async fn the_deadline_travels_and_onward_calls_inherit_the_sooner_one() -> anyho
     let caller = edge(&b.nats, Duration::from_secs(2)).await?;
 
     let before = now_ms();
-    let _: Value = caller
-        .call("session", session::KEY_RING, &json!({}))
-        .await?;
+    caller.send(&key_ring("")).await?;
     let after = now_ms();
     // A call made while handling a request whose caller waits only 300 ms.
     let mut ctx = RequestContext::new_root();
     let inherited = now_ms() + 300;
     ctx.deadline_ms = Some(inherited);
-    let _: Value = ctx
-        .scope(caller.call("session", session::KEY_RING, &json!({})))
-        .await?;
+    ctx.scope(caller.send(&key_ring(""))).await?;
 
     let seen = b
         .seen
@@ -144,7 +153,7 @@ async fn a_request_whose_deadline_passed_is_never_handled() -> anyhow::Result<()
         async move {
             tokio::time::timeout(
                 Duration::from_millis(700),
-                raw.request_with_headers(subject, headers, "{}".into()),
+                raw.request_with_headers(subject, headers, body()),
             )
             .await
         }
@@ -164,9 +173,7 @@ async fn a_request_whose_deadline_passed_is_never_handled() -> anyhow::Result<()
     let caller = edge(&b.nats, Duration::from_secs(2)).await?;
     let mut ctx = RequestContext::new_root();
     ctx.deadline_ms = Some(now_ms() - 1);
-    let refused: Result<Value, ApiError> = ctx
-        .scope(caller.call("session", session::KEY_RING, &json!({})))
-        .await;
+    let refused = ctx.scope(caller.send(&key_ring(""))).await;
     assert_eq!(
         refused.err().map(|e| e.code),
         Some(ErrorCode::UpstreamUnavailable)
@@ -187,11 +194,7 @@ async fn queued_work_is_dropped_when_its_caller_gives_up() -> anyhow::Result<()>
     let caller = edge(&b.nats, Duration::from_millis(300)).await?;
     let calls = (0..6).map(|_| {
         let caller = caller.clone();
-        async move {
-            caller
-                .call::<_, Value>("session", session::KEY_RING, &json!({ "hold_ms": 600 }))
-                .await
-        }
+        async move { caller.send(&key_ring("hold:600")).await }
     });
     let answers = futures::future::join_all(calls).await;
     assert!(answers.iter().all(Result::is_err), "{answers:?}");

@@ -156,6 +156,22 @@ fn read_secret_file(var: &str, path: &str) -> Result<Option<SecretString>, Confi
     Ok((!trimmed.is_empty()).then(|| SecretString::from(trimmed.to_owned())))
 }
 
+/// Where the JetStream streams a service creates live
+/// (`<P>_NATS_STREAM_CLUSTER`, `<P>_NATS_STREAM_TAGS`): in a super cluster,
+/// the cluster (for example the EU region's) or the servers carrying every
+/// tag (`jurisdiction:eu`). Empty: wherever the creating server is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamPlacement {
+    pub cluster: Option<String>,
+    pub tags: Vec<String>,
+}
+
+impl StreamPlacement {
+    pub fn is_empty(&self) -> bool {
+        self.cluster.is_none() && self.tags.is_empty()
+    }
+}
+
 /// How a service proves who it is to NATS, and how it checks the server.
 #[derive(Debug, Clone, Default)]
 pub struct NatsAuth {
@@ -204,6 +220,9 @@ pub struct ServiceBasics {
     /// this service creates (`MAIL`, `EVENTS`): 1 for a single server, 3 for
     /// a three-node cluster (a stream survives losing one node).
     pub nats_stream_replicas: usize,
+    /// Where those streams are placed (residency: queued mail to EU users
+    /// stays on EU servers); see docs/MESSAGING.md.
+    pub nats_stream_placement: StreamPlacement,
     pub nats_auth: NatsAuth,
     pub subject_prefix: String,
     pub http_addr: std::net::SocketAddr,
@@ -232,9 +251,16 @@ impl ServiceBasics {
                 reason: "between 1 and 5 (3 for a three-node cluster)".into(),
             });
         }
+        let nats_stream_placement = StreamPlacement {
+            cluster: env
+                .optional("NATS_STREAM_CLUSTER")
+                .filter(|c| !c.trim().is_empty()),
+            tags: env.list("NATS_STREAM_TAGS")?,
+        };
         Ok(Self {
             nats_url: env.string("NATS_URL", "nats://127.0.0.1:4222"),
             nats_stream_replicas,
+            nats_stream_placement,
             nats_auth: NatsAuth::from_env(env)?,
             subject_prefix,
             http_addr: env.parse(

@@ -57,96 +57,297 @@ pub enum ErrorCode {
     IdempotencyInProgress,
 }
 
+/// One error code: its wire spelling, its HTTP status and what it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorInfo {
+    pub code: ErrorCode,
+    /// As it appears in `error.code` (the serde spelling).
+    pub name: &'static str,
+    pub status: u16,
+    /// What the code means, for documentation and as a default message.
+    pub message: &'static str,
+}
+
+/// Every error code, in the enum's order (a test checks): the one table
+/// codes, statuses and messages come from. `docs/ERRORS.md` and
+/// `docs/openapi.json` must list every one (tested in idm-telemetry).
+pub const ERROR_CODES: &[ErrorInfo] = &[
+    ErrorInfo {
+        code: ErrorCode::InvalidRequest,
+        name: "invalid_request",
+        status: 400,
+        message: "The request is malformed: a body, parameter or header that does not parse.",
+    },
+    ErrorInfo {
+        code: ErrorCode::Unauthenticated,
+        name: "unauthenticated",
+        status: 401,
+        message: "No credentials were given, or they are not valid for this route.",
+    },
+    ErrorInfo {
+        code: ErrorCode::InvalidApiKey,
+        name: "invalid_api_key",
+        status: 401,
+        message: "The API key is malformed, unknown, revoked or of the wrong kind.",
+    },
+    ErrorInfo {
+        code: ErrorCode::InvalidCredentials,
+        name: "invalid_credentials",
+        status: 401,
+        message: "The email address or password is not right.",
+    },
+    ErrorInfo {
+        code: ErrorCode::SessionInvalid,
+        name: "session_invalid",
+        status: 401,
+        message: "The session token or refresh token is not valid.",
+    },
+    ErrorInfo {
+        code: ErrorCode::SessionRevoked,
+        name: "session_revoked",
+        status: 401,
+        message: "The session was revoked.",
+    },
+    ErrorInfo {
+        code: ErrorCode::SessionCompromised,
+        name: "session_compromised",
+        status: 401,
+        message: "The session was revoked because a refresh token was reused.",
+    },
+    ErrorInfo {
+        code: ErrorCode::RefreshTokenReused,
+        name: "refresh_token_reused",
+        status: 401,
+        message: "The refresh token was already used.",
+    },
+    ErrorInfo {
+        code: ErrorCode::MfaRequired,
+        name: "mfa_required",
+        status: 401,
+        message: "A second factor is needed to finish signing in (`mfa_token` in the error).",
+    },
+    ErrorInfo {
+        code: ErrorCode::InsufficientScope,
+        name: "insufficient_scope",
+        status: 403,
+        message: "The API key lacks a scope this route needs.",
+    },
+    ErrorInfo {
+        code: ErrorCode::OriginNotAllowed,
+        name: "origin_not_allowed",
+        status: 403,
+        message: "The request's origin is not one of the issuer's allowed origins.",
+    },
+    ErrorInfo {
+        code: ErrorCode::IpBanned,
+        name: "ip_banned",
+        status: 403,
+        message: "The caller's network is banned for a while (`Retry-After`).",
+    },
+    ErrorInfo {
+        code: ErrorCode::ResidencyViolation,
+        name: "residency_violation",
+        status: 403,
+        message: "The data would leave the region its residency policy pins it to.",
+    },
+    ErrorInfo {
+        code: ErrorCode::NotFound,
+        name: "not_found",
+        status: 404,
+        message: "No such resource (or route).",
+    },
+    ErrorInfo {
+        code: ErrorCode::MethodNotAllowed,
+        name: "method_not_allowed",
+        status: 405,
+        message: "The route does not answer this method.",
+    },
+    ErrorInfo {
+        code: ErrorCode::Conflict,
+        name: "conflict",
+        status: 409,
+        message: "The request conflicts with the resource's state (an existing user, for example).",
+    },
+    ErrorInfo {
+        code: ErrorCode::PayloadTooLarge,
+        name: "payload_too_large",
+        status: 413,
+        message: "The body is larger than the platform accepts.",
+    },
+    ErrorInfo {
+        code: ErrorCode::ValidationFailed,
+        name: "validation_failed",
+        status: 422,
+        message: "A field is well-formed but not acceptable (`details.field` names it).",
+    },
+    ErrorInfo {
+        code: ErrorCode::InvalidEmail,
+        name: "invalid_email",
+        status: 422,
+        message: "The email address is not valid.",
+    },
+    ErrorInfo {
+        code: ErrorCode::DisposableEmail,
+        name: "disposable_email",
+        status: 422,
+        message: "The email address belongs to a disposable-mail domain.",
+    },
+    ErrorInfo {
+        code: ErrorCode::WeakPassword,
+        name: "weak_password",
+        status: 422,
+        message: "The password is too weak or too common.",
+    },
+    ErrorInfo {
+        code: ErrorCode::CodeInvalid,
+        name: "code_invalid",
+        status: 422,
+        message: "The code is not valid.",
+    },
+    ErrorInfo {
+        code: ErrorCode::CodeExpired,
+        name: "code_expired",
+        status: 422,
+        message: "The code has expired.",
+    },
+    ErrorInfo {
+        code: ErrorCode::TooManyAttempts,
+        name: "too_many_attempts",
+        status: 429,
+        message: "Too many failed attempts; try again later.",
+    },
+    ErrorInfo {
+        code: ErrorCode::RateLimited,
+        name: "rate_limited",
+        status: 429,
+        message: "Too many requests; try again later (`Retry-After`).",
+    },
+    ErrorInfo {
+        code: ErrorCode::QuotaExceeded,
+        name: "quota_exceeded",
+        status: 429,
+        message: "The issuer's quota for this is used up for now.",
+    },
+    ErrorInfo {
+        code: ErrorCode::RegionUnavailable,
+        name: "region_unavailable",
+        status: 503,
+        message: "The region holding the data cannot be reached right now (`Retry-After`).",
+    },
+    ErrorInfo {
+        code: ErrorCode::UpstreamUnavailable,
+        name: "upstream_unavailable",
+        status: 503,
+        message: "A platform service cannot be reached right now (`Retry-After`).",
+    },
+    ErrorInfo {
+        code: ErrorCode::Overloaded,
+        name: "overloaded",
+        status: 503,
+        message: "The platform is shedding load; try again shortly (`Retry-After`).",
+    },
+    ErrorInfo {
+        code: ErrorCode::Internal,
+        name: "internal",
+        status: 500,
+        message: "Something failed on the platform's side; the request id finds it in the logs.",
+    },
+    ErrorInfo {
+        code: ErrorCode::StepUpRequired,
+        name: "step_up_required",
+        status: 401,
+        message: "A fresh proof (password, TOTP, backup or email code) is needed in the request.",
+    },
+    ErrorInfo {
+        code: ErrorCode::FactorLocked,
+        name: "factor_locked",
+        status: 429,
+        message: "Too many failures on this factor: it waits for a recovery path.",
+    },
+    ErrorInfo {
+        code: ErrorCode::LimitAbovePlan,
+        name: "limit_above_plan",
+        status: 400,
+        message: "A limit above the account's plan was asked for (`details.field` names it).",
+    },
+    ErrorInfo {
+        code: ErrorCode::PlanLimitReached,
+        name: "plan_limit_reached",
+        status: 403,
+        message: "The account's plan allows no more of this.",
+    },
+    ErrorInfo {
+        code: ErrorCode::CallerNotAllowed,
+        name: "caller_not_allowed",
+        status: 403,
+        message: "A service call the bus permission table does not allow (internal).",
+    },
+    ErrorInfo {
+        code: ErrorCode::IdempotencyConflict,
+        name: "idempotency_conflict",
+        status: 409,
+        message: "The `Idempotency-Key` was used with another request body.",
+    },
+    ErrorInfo {
+        code: ErrorCode::IdempotencyInProgress,
+        name: "idempotency_in_progress",
+        status: 409,
+        message: "The first request with this `Idempotency-Key` is still running.",
+    },
+];
+
 impl ErrorCode {
+    /// This code's row of [`ERROR_CODES`].
+    pub fn info(self) -> &'static ErrorInfo {
+        // The table is in the enum's order (tested), so the discriminant is
+        // the index; the search keeps a drifted table from answering wrong.
+        ERROR_CODES
+            .get(self as usize)
+            .filter(|info| info.code == self)
+            .or_else(|| ERROR_CODES.iter().find(|info| info.code == self))
+            .unwrap_or(&INTERNAL)
+    }
+
     pub fn http_status(self) -> u16 {
-        use ErrorCode::*;
-        match self {
-            InvalidRequest | LimitAbovePlan => 400,
-            Unauthenticated | InvalidApiKey | InvalidCredentials | SessionInvalid
-            | SessionRevoked | SessionCompromised | RefreshTokenReused | MfaRequired
-            | StepUpRequired => 401,
-            InsufficientScope | OriginNotAllowed | IpBanned | ResidencyViolation => 403,
-            NotFound => 404,
-            MethodNotAllowed => 405,
-            Conflict | IdempotencyConflict | IdempotencyInProgress => 409,
-            PayloadTooLarge => 413,
-            ValidationFailed | InvalidEmail | DisposableEmail | WeakPassword | CodeInvalid
-            | CodeExpired => 422,
-            TooManyAttempts | RateLimited | QuotaExceeded | FactorLocked => 429,
-            RegionUnavailable | UpstreamUnavailable | Overloaded => 503,
-            Internal => 500,
-            CallerNotAllowed | PlanLimitReached => 403,
-        }
+        self.info().status
     }
 
     pub fn as_str(self) -> &'static str {
-        use ErrorCode::*;
-        match self {
-            InvalidRequest => "invalid_request",
-            Unauthenticated => "unauthenticated",
-            InvalidApiKey => "invalid_api_key",
-            InvalidCredentials => "invalid_credentials",
-            SessionInvalid => "session_invalid",
-            SessionRevoked => "session_revoked",
-            SessionCompromised => "session_compromised",
-            RefreshTokenReused => "refresh_token_reused",
-            MfaRequired => "mfa_required",
-            InsufficientScope => "insufficient_scope",
-            OriginNotAllowed => "origin_not_allowed",
-            IpBanned => "ip_banned",
-            ResidencyViolation => "residency_violation",
-            NotFound => "not_found",
-            MethodNotAllowed => "method_not_allowed",
-            Conflict => "conflict",
-            PayloadTooLarge => "payload_too_large",
-            ValidationFailed => "validation_failed",
-            InvalidEmail => "invalid_email",
-            DisposableEmail => "disposable_email",
-            WeakPassword => "weak_password",
-            CodeInvalid => "code_invalid",
-            CodeExpired => "code_expired",
-            TooManyAttempts => "too_many_attempts",
-            RateLimited => "rate_limited",
-            QuotaExceeded => "quota_exceeded",
-            RegionUnavailable => "region_unavailable",
-            UpstreamUnavailable => "upstream_unavailable",
-            Overloaded => "overloaded",
-            Internal => "internal",
-            StepUpRequired => "step_up_required",
-            FactorLocked => "factor_locked",
-            CallerNotAllowed => "caller_not_allowed",
-            LimitAbovePlan => "limit_above_plan",
-            PlanLimitReached => "plan_limit_reached",
-            IdempotencyConflict => "idempotency_conflict",
-            IdempotencyInProgress => "idempotency_in_progress",
-        }
+        self.info().name
+    }
+
+    /// Every code.
+    pub fn all() -> impl Iterator<Item = ErrorCode> {
+        ERROR_CODES.iter().map(|info| info.code)
     }
 }
+
+const INTERNAL: ErrorInfo = ErrorInfo {
+    code: ErrorCode::Internal,
+    name: "internal",
+    status: 500,
+    message: "internal error",
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn as_str_matches_the_serde_spelling() {
-        for code in [
-            ErrorCode::InvalidApiKey,
-            ErrorCode::UpstreamUnavailable,
-            ErrorCode::PayloadTooLarge,
-            ErrorCode::StepUpRequired,
-            ErrorCode::FactorLocked,
-            ErrorCode::CallerNotAllowed,
-            ErrorCode::LimitAbovePlan,
-            ErrorCode::PlanLimitReached,
-            ErrorCode::IdempotencyConflict,
-            ErrorCode::IdempotencyInProgress,
-        ] {
-            let json = serde_json::to_value(code).ok();
-            assert_eq!(
-                json,
-                Some(serde_json::Value::String(code.as_str().to_owned()))
-            );
+    fn the_table_is_in_enum_order_and_names_match_the_serde_spelling() {
+        for (i, info) in ERROR_CODES.iter().enumerate() {
+            assert_eq!(info.code as usize, i, "{} is out of order", info.name);
+            let json = serde_json::to_value(info.code).ok();
+            assert_eq!(json, Some(serde_json::Value::String(info.name.to_owned())));
+            let back: Option<ErrorCode> =
+                serde_json::from_value(serde_json::Value::String(info.name.to_owned())).ok();
+            assert_eq!(back, Some(info.code));
         }
+        // The last variant is in the table, so every one before it is too.
+        assert_eq!(
+            ERROR_CODES.last().map(|i| i.code),
+            Some(ErrorCode::IdempotencyInProgress)
+        );
     }
 }
 

@@ -23,7 +23,7 @@ pub mod waf_policy;
 
 pub use api_key::{ApiKey, KeyKind, KeyMode};
 pub use email::Email;
-pub use error::{ApiError, ErrorCode};
+pub use error::{ApiError, ErrorCode, ErrorInfo, ERROR_CODES};
 pub use ids::{AccountId, ApiKeyId, IssuerId, PersonalTokenId, SessionId, UserId};
 pub use origin::{AllowedOrigin, Origin};
 pub use plan::AccountPlan;

@@ -42,7 +42,10 @@ pub fn all_of(probes: Vec<idm_core::Probe>) -> ReadinessCheck {
 }
 
 /// Readiness: Redis answers `PING`.
-pub fn redis_probe(redis: redis::aio::ConnectionManager) -> idm_core::Probe {
+pub fn redis_probe<C>(redis: C) -> idm_core::Probe
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
     probe(move || {
         let mut redis = redis.clone();
         async move {
@@ -183,11 +186,28 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// A second, internal listener (edge-guard's ops port), when there is one.
     pub ops_addr: Option<SocketAddr>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The service's long-lived tasks (serving loops, listeners, consumers),
+    /// each named for the error that says which one ended.
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+}
+
+/// A task of a running service ended (or panicked) while nobody had asked
+/// the service to stop: a bus subscription closed for good, an HTTP server
+/// that failed. The service cannot do its job any more, so `run` returns
+/// this and `main` exits non-zero (the orchestrator restarts it) rather
+/// than staying up with a green `/readyz`.
+#[derive(Debug, thiserror::Error)]
+#[error("the service's {task} task {how} before shutdown was requested")]
+pub struct Stopped {
+    pub task: &'static str,
+    pub how: &'static str,
 }
 
 impl Running {
-    pub fn new(http_addr: SocketAddr, tasks: Vec<tokio::task::JoinHandle<()>>) -> Self {
+    pub fn new(
+        http_addr: SocketAddr,
+        tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+    ) -> Self {
         Self {
             http_addr,
             ops_addr: None,
@@ -200,11 +220,34 @@ impl Running {
         self
     }
 
-    /// Waits until every task has stopped (after the shutdown token fires).
-    pub async fn wait(self) {
-        for task in self.tasks {
-            let _ = task.await;
+    /// Waits until every task has stopped. After `shutdown` fires that is a
+    /// graceful stop (`Ok`). A task that ends before it fires is an error:
+    /// `shutdown` is then cancelled so the other tasks drain as on SIGTERM,
+    /// and once they have, the first such task is named in the `Err`.
+    pub async fn wait(self, shutdown: &CancellationToken) -> Result<(), Stopped> {
+        use futures::StreamExt;
+        let mut tasks: futures::stream::FuturesUnordered<_> = self
+            .tasks
+            .into_iter()
+            .map(|(task, handle)| async move { (task, handle.await) })
+            .collect();
+        let mut first = None;
+        while let Some((task, ended)) = tasks.next().await {
+            let how = match ended {
+                Err(e) if e.is_panic() => "panicked",
+                _ if shutdown.is_cancelled() => continue,
+                Err(_) => "was cancelled",
+                Ok(()) => "ended",
+            };
+            tracing::error!(
+                task,
+                how,
+                "a service task stopped unexpectedly; shutting down"
+            );
+            shutdown.cancel();
+            first.get_or_insert(Stopped { task, how });
         }
+        first.map_or(Ok(()), Err)
     }
 }
 

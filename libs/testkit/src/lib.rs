@@ -9,10 +9,13 @@ mod client;
 mod logs;
 pub mod nats;
 pub mod procs;
+pub mod redis_cluster;
 mod services;
+mod shared;
 pub mod smtp;
 pub mod spans;
 pub mod tls;
+mod typed;
 
 pub use client::{Response, Tenant};
 pub use idm_bus::Identity;
@@ -20,6 +23,7 @@ pub use logs::captured_logs;
 pub use nats::{NatsServer, NatsTls};
 pub use procs::{PrivatePostgres, PrivateRedis};
 pub use spans::{capture_spans, CapturedSpan, Spans};
+pub use typed::{unique_email, Answer, Client, APP_ORIGIN};
 
 use anyhow::Context;
 use base64::Engine;
@@ -122,6 +126,10 @@ pub struct Options {
     /// Run the platform's NATS as a cluster of this many nodes (streams
     /// replicated on each) when 2 or more; one server by default.
     pub nats_cluster_nodes: usize,
+    /// The Redis auth and the edges use instead of the machine's (for
+    /// example a `redis+cluster://` URL of a private cluster); ignored with
+    /// `own_servers`, which brings its own.
+    pub redis_url: Option<String>,
 }
 
 /// A plan whose ceilings stay out of the way of tests about something else
@@ -199,6 +207,7 @@ impl Default for Options {
             store_hash_workers: 0,
             default_plan: roomy_plan(),
             nats_cluster_nodes: 1,
+            redis_url: None,
         }
     }
 }
@@ -238,12 +247,16 @@ pub struct Platform {
     session_master_key: SecretString,
     /// Shared by the session service and every edge replica only.
     key_transport_key: SecretString,
+    /// Set once `stop` has cleaned up; otherwise `Drop` does (a test that
+    /// failed or returned early never reaches its `stop`).
+    cleaned_up: bool,
 }
 
 fn basics(prefix: &str, nats: &NatsServer, identity: Identity) -> ServiceBasics {
     ServiceBasics {
         nats_url: nats.url.clone(),
         nats_stream_replicas: nats.stream_replicas(),
+        nats_stream_placement: Default::default(),
         nats_auth: nats.auth(identity),
         subject_prefix: prefix.to_owned(),
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -275,7 +288,7 @@ impl Platform {
                     create_database(&admin, name).await?;
                     db_urls.insert(name.clone(), database_url(name));
                 }
-                (None, redis_url())
+                (None, options.redis_url.clone().unwrap_or_else(redis_url))
             }
             Some(own) => {
                 let global_pg = PrivatePostgres::start().await?;
@@ -474,6 +487,7 @@ impl Platform {
             edge_trusted_proxies: options.edge_trusted_proxies,
             session_master_key,
             key_transport_key,
+            cleaned_up: false,
         })
     }
 
@@ -634,17 +648,7 @@ impl Platform {
     /// Deletes every Redis key of this platform, as a Redis restart without
     /// persistence would (other platforms' keys are untouched).
     pub async fn flush_redis(&self) -> anyhow::Result<usize> {
-        let mut redis = redis::Client::open(self.redis_url.as_str())?
-            .get_multiplexed_async_connection()
-            .await?;
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}*", self.redis_prefix))
-            .query_async(&mut redis)
-            .await?;
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut redis).await?;
-        }
-        Ok(keys.len())
+        delete_redis_keys(&self.redis_url, &self.redis_prefix).await
     }
 
     /// A bus connection logged in as `identity` (its seed, its inbox), for
@@ -656,7 +660,8 @@ impl Platform {
     /// Stops every service (waiting for in-flight work), then the platform's
     /// nats-server (its streams go with its directory), and drops the
     /// databases and the Redis keys of this platform (or its private
-    /// servers, with their files).
+    /// servers, with their files). A platform dropped without `stop` (its
+    /// test failed) is cleaned up by `Drop` instead, without the wait.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         for service in self.services.values_mut() {
@@ -665,17 +670,114 @@ impl Platform {
                 .context("a service did not stop within 10 s")?;
         }
         if self.servers.take().is_none() {
-            self.flush_redis().await?;
-            let admin = pg_connect(&pg_admin_url()).await?;
-            for name in std::iter::once(&self.global_db).chain(self.region_dbs.values()) {
-                admin
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await?;
-            }
+            delete_redis_keys(&self.redis_url, &self.redis_prefix).await?;
+            drop_databases(&pg_admin_url(), &self.database_names()).await?;
         }
-        self.nats.stop().await;
+        self.nats.stop_in_place().await;
+        self.cleaned_up = true;
         Ok(())
     }
+
+    fn database_names(&self) -> Vec<String> {
+        std::iter::once(&self.global_db)
+            .chain(self.region_dbs.values())
+            .cloned()
+            .collect()
+    }
+}
+
+/// The cleanup of a platform whose test ended without `stop` (an assertion
+/// failed, or a `?` returned early): it runs while the test unwinds, so it
+/// must neither panic nor need the test's runtime. Services are told to end
+/// (those in the test's runtime end with it), the nats-server is killed by
+/// `NatsServer`'s own `Drop`, private servers by theirs; the databases and
+/// Redis keys on the shared servers are removed from a thread of its own
+/// with a small runtime, waited for, so nothing is left behind when the
+/// test binary exits. `ops/test.sh` still drops any `idmt_*` database a
+/// killed run leaves.
+impl Drop for Platform {
+    fn drop(&mut self) {
+        if self.cleaned_up {
+            return;
+        }
+        self.shutdown.cancel();
+        for service in self.services.values_mut() {
+            service.abandon();
+        }
+        if self.servers.is_some() {
+            return;
+        }
+        let names = self.database_names();
+        let redis_url = self.redis_url.clone();
+        let redis_prefix = self.redis_prefix.clone();
+        let admin_url = pg_admin_url();
+        let cleanup = std::thread::Builder::new()
+            .name("platform-cleanup".into())
+            .spawn(move || -> anyhow::Result<()> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async {
+                    tokio::time::timeout(Duration::from_secs(30), async {
+                        // Redis first: the databases' FORCE ends whatever
+                        // connection a dying service still holds.
+                        let keys = delete_redis_keys(&redis_url, &redis_prefix).await;
+                        drop_databases(&admin_url, &names)
+                            .await
+                            .and(keys.map(|_| ()))
+                    })
+                    .await
+                    .context("platform cleanup took over 30 s")?
+                })
+            });
+        let outcome = match cleanup {
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the cleanup thread panicked"))),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = outcome {
+            eprintln!(
+                "idm-testkit: cleaning up platform {} failed: {e:#}",
+                self.prefix
+            );
+        }
+    }
+}
+
+/// Deletes every Redis key under `prefix` (a platform's, on a Redis other
+/// platforms share); returns how many there were.
+async fn delete_redis_keys(url: &str, prefix: &str) -> anyhow::Result<usize> {
+    // A node or a cluster alike: scan every node, delete per slot.
+    let mut redis = idm_cache::Target::parse(url)?
+        .connect(idm_cache::Settings::default())
+        .await?;
+    let keys = redis.scan_all(&format!("{prefix}*")).await?;
+    let mut by_slot: BTreeMap<u16, Vec<&String>> = BTreeMap::new();
+    for key in &keys {
+        by_slot
+            .entry(idm_cache::slot_of(key))
+            .or_default()
+            .push(key);
+    }
+    for same_slot in by_slot.values() {
+        let _: () = redis::cmd("DEL")
+            .arg(same_slot)
+            .query_async(&mut redis)
+            .await?;
+    }
+    Ok(keys.len())
+}
+
+/// Drops test databases, ending any connection still open to them.
+async fn drop_databases(admin_url: &str, names: &[String]) -> anyhow::Result<()> {
+    let admin = pg_connect(admin_url).await?;
+    for name in names {
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
+    }
+    Ok(())
 }
 
 fn edge_config(

@@ -238,8 +238,20 @@ impl NatsServer {
 
     /// Kills the server and removes its directory.
     pub async fn stop(mut self) {
+        self.stop_in_place().await;
+    }
+
+    /// [`Self::stop`] for a server owned by something that is itself
+    /// dropped later (the platform, whose `Drop` is its panic cleanup).
+    pub(crate) async fn stop_in_place(&mut self) {
         self.kill().await;
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// The server process's id (the shared platform's reaper ends it by id
+    /// once the test process is gone).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(tokio::process::Child::id)
     }
 }
 

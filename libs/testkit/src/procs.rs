@@ -33,10 +33,10 @@ async fn reap(child: &mut tokio::process::Child, grace: Duration) {
 }
 
 /// A directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new(what: &str) -> anyhow::Result<Self> {
+    pub(crate) fn new(what: &str) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("idmt-{what}-{}", crate::random_hex(6)));
         std::fs::create_dir_all(&dir)?;
         Ok(Self(dir))

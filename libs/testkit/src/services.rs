@@ -120,6 +120,7 @@ impl Service {
                             return;
                         }
                     };
+                    let stop_own = stop.clone();
                     match runtime.block_on(spec.start(stop)) {
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -129,7 +130,7 @@ impl Service {
                             runtime.block_on(async move {
                                 tokio::select! {
                                     _ = kill_rx => {}
-                                    _ = running.wait() => {}
+                                    _ = running.wait(&stop_own) => {}
                                 }
                             });
                         }
@@ -160,7 +161,11 @@ impl Service {
     /// Waits until it has stopped (after [`Self::request_stop`] or a kill).
     pub async fn stopped(&mut self) {
         match self.handle.take() {
-            Some(Handle::InProcess(running)) => running.wait().await,
+            Some(Handle::InProcess(running)) => {
+                if let Err(e) = running.wait(&self.stop).await {
+                    tracing::warn!(error = %e, "service stopped with an error");
+                }
+            }
             Some(Handle::Own { done, kill }) => {
                 let _ = done.await;
                 drop(kill);
@@ -179,9 +184,22 @@ impl Service {
             }
             Some(Handle::InProcess(running)) => {
                 self.stop.cancel();
-                running.wait().await;
+                if let Err(e) = running.wait(&self.stop).await {
+                    tracing::warn!(error = %e, "service stopped with an error");
+                }
             }
             None => {}
+        }
+    }
+
+    /// Ends the service without waiting, from synchronous code (the
+    /// platform's `Drop` when a test failed before `stop`): its shutdown
+    /// token is cancelled and a runtime of its own is told to drop every
+    /// task. A service in the test's runtime ends with that runtime.
+    pub fn abandon(&mut self) {
+        self.stop.cancel();
+        if let Some(Handle::Own { kill, .. }) = self.handle.take() {
+            let _ = kill.send(());
         }
     }
 

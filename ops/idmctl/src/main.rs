@@ -189,6 +189,7 @@ fn cluster_node(spec: &str, bind_host: &str) -> anyhow::Result<nats_config::Clus
         client_listen: format!("{bind_host}:{client}"),
         route_listen: format!("{bind_host}:{route}"),
         route_addr: format!("{host}:{route}"),
+        tags: Vec::new(),
     })
 }
 

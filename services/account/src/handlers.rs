@@ -2,6 +2,7 @@
 
 use crate::provisioning::{self, NewIssuer};
 use crate::{delegation, storage, Error, State};
+use idm_core::proto::account::ListApiKeys;
 use idm_core::proto::account::*;
 use idm_core::text::DisplayName;
 use idm_core::ApiError;
@@ -113,7 +114,10 @@ pub async fn create_api_key(state: Arc<State>, req: CreateApiKey) -> Result<Crea
     Ok(CreatedApiKey { info, key })
 }
 
-pub async fn list_api_keys(state: Arc<State>, req: IssuerRef) -> Result<ApiKeyList, Error> {
+pub async fn list_api_keys(
+    state: Arc<State>,
+    ListApiKeys(req): ListApiKeys,
+) -> Result<ApiKeyList, Error> {
     let client = state.db.get().await?;
     Ok(ApiKeyList {
         data: storage::list_keys(&client, &req.issuer_id).await?,

@@ -17,7 +17,6 @@ pub use config::Config;
 pub use error::Error;
 
 use idm_bus::{Bus, Handlers};
-use idm_core::proto::account as op;
 use idm_db::Db;
 use idm_telemetry::Running;
 use std::sync::Arc;
@@ -42,15 +41,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         default_plan: config.default_plan.clone(),
     });
     let handlers = Handlers::new()
-        .on(op::RESOLVE_KEY, handlers::resolve_key)
-        .on(op::GET_ISSUER, handlers::get_issuer)
-        .on(op::UPDATE_ISSUER, handlers::update_issuer)
-        .on(op::CREATE_ISSUER, handlers::create_issuer)
-        .on(op::CREATE_API_KEY, handlers::create_api_key)
-        .on(op::LIST_API_KEYS, handlers::list_api_keys)
-        .on(op::REVOKE_API_KEY, handlers::revoke_api_key);
+        .on(handlers::resolve_key)
+        .on(handlers::get_issuer)
+        .on(handlers::update_issuer)
+        .on(handlers::create_issuer)
+        .on(handlers::create_api_key)
+        .on(handlers::list_api_keys)
+        .on(handlers::revoke_api_key);
     let serving = bus
-        .serve_service("account", handlers, Arc::clone(&state), shutdown.clone())
+        .serve(handlers, Arc::clone(&state), shutdown.clone())
         .await?;
 
     let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);
@@ -61,10 +60,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let (http_addr, http) =
         idm_telemetry::serve_http(config.basics.http_addr, router, shutdown).await?;
     tracing::info!(%http_addr, "account started");
-    Ok(Running::new(http_addr, vec![serving, http]))
+    Ok(Running::new(
+        http_addr,
+        vec![("bus", serving), ("http", http)],
+    ))
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    start(config, shutdown).await?.wait().await;
+    start(config, shutdown.clone())
+        .await?
+        .wait(&shutdown)
+        .await?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use crate::{storage, Error, State};
 use futures::future::join_all;
 use idm_core::proto::account::{ApiKeyInfo, Issuer};
 use idm_core::proto::store::{ProvisionIssuer, StoreInfo};
-use idm_core::proto::{session, user, Done, SecretText};
+use idm_core::proto::{session, user, SecretText};
 use idm_core::{
     AccountId, ApiError, ApiKeyId, ErrorCode, IssuerId, IssuerPolicy, KeyKind, KeyMode, Region,
     Scope,
@@ -20,9 +20,8 @@ async fn provision_everywhere(state: &State, issuer: &IssuerId) -> Result<(), Er
     let calls = Region::ALL.into_iter().map(|region| async move {
         let reply: Result<StoreInfo, ApiError> = state
             .bus
-            .call_store(
+            .send_to(
                 region,
-                idm_core::proto::store::PROVISION_ISSUER,
                 &ProvisionIssuer {
                     issuer_id: issuer.clone(),
                 },
@@ -51,25 +50,17 @@ async fn provision_everywhere(state: &State, issuer: &IssuerId) -> Result<(), Er
             }
         }
     }
-    let _: Done = state
+    let _ = state
         .bus
-        .call(
-            "session",
-            session::INIT_ISSUER,
-            &session::InitIssuer {
-                issuer_id: issuer.clone(),
-            },
-        )
+        .send(&session::InitIssuer {
+            issuer_id: issuer.clone(),
+        })
         .await?;
-    let _: Done = state
+    let _ = state
         .bus
-        .call(
-            "user",
-            user::INIT_ISSUER,
-            &user::InitIssuer {
-                issuer_id: issuer.clone(),
-            },
-        )
+        .send(&user::InitIssuer {
+            issuer_id: issuer.clone(),
+        })
         .await?;
     Ok(())
 }

@@ -11,16 +11,16 @@
 //! the factor is locked (`factor_locked`). A success clears the budget.
 //!
 //! Redis is not the only copy: each failure is also written to the ledger
-//! (Postgres), and when Redis comes back empty (its `loaded` marker is gone)
-//! the budgets are rebuilt from the ledger before any attempt is judged. See
-//! docs/SECURITY.md for the thresholds, the recovery paths and why the paths
-//! that stay open are safe.
+//! (Postgres), and when Redis comes back empty (the issuer's `loaded` marker
+//! is gone) the issuer's budgets are rebuilt from the ledger before any
+//! attempt is judged. See docs/SECURITY.md for the thresholds, the recovery
+//! paths and why the paths that stay open are safe.
 
 use crate::ledger;
+use idm_cache::Connection;
 use idm_core::clock::Clock;
 use idm_core::{ApiError, ErrorCode, IssuerId};
 use idm_db::Db;
-use redis::aio::ConnectionManager;
 use std::time::Duration;
 
 /// What a budget protects; each has its own counters.
@@ -99,7 +99,7 @@ pub struct Charge {
 }
 
 pub struct Budgets {
-    redis: ConnectionManager,
+    redis: Connection,
     db: Db,
     prefix: String,
     subject_key: zeroize::Zeroizing<[u8; 32]>,
@@ -174,7 +174,7 @@ pub fn locked() -> ApiError {
 
 impl Budgets {
     pub fn new(
-        redis: ConnectionManager,
+        redis: Connection,
         db: Db,
         prefix: String,
         master: &idm_crypto::MasterKey,
@@ -200,12 +200,21 @@ impl Budgets {
         ))
     }
 
+    /// `<prefix>budget:{<issuer>}:<budget>:<subject>`: an issuer's budgets
+    /// and its marker share a hash tag, so on a Redis Cluster the charge
+    /// script's two keys sit on one node, and a node that comes back empty
+    /// loses the marker together with the budgets it held.
     fn key(&self, budget: &str, issuer: &str, subject_hash: &str) -> String {
-        format!("{}budget:{budget}:{issuer}:{subject_hash}", self.prefix)
+        idm_cache::tagged(
+            &format!("{}budget:", self.prefix),
+            issuer,
+            &format!(":{budget}:{subject_hash}"),
+        )
     }
 
-    fn marker(&self) -> String {
-        format!("{}budget:loaded", self.prefix)
+    /// Set once `issuer`'s budgets were rebuilt from the ledger.
+    fn marker(&self, issuer: &str) -> String {
+        idm_cache::tagged(&format!("{}budget:", self.prefix), issuer, ":loaded")
     }
 
     /// Charges one attempt at `subject`, or refuses it: `factor_locked`, or
@@ -222,7 +231,7 @@ impl Budgets {
             let mut redis = self.redis.clone();
             let (status, value): (i64, i64) = redis::Script::new(CHARGE)
                 .key(&key)
-                .key(self.marker())
+                .key(self.marker(issuer.as_str()))
                 .arg(self.clock.unix())
                 .arg(self.limits.backoff_after)
                 .arg(self.limits.lock_after)
@@ -234,7 +243,7 @@ impl Budgets {
                 .await
                 .map_err(redis_down)?;
             match status {
-                0 => self.reload().await?,
+                0 => self.reload(issuer).await?,
                 1 => {
                     let failures = u32::try_from(value).unwrap_or(u32::MAX);
                     metrics::counter!("idm_auth_budget_charged_total", "budget" => budget.tag())
@@ -339,7 +348,7 @@ impl Budgets {
     }
 
     /// Prunes the ledger of rows past their time, once an hour, until
-    /// `shutdown` (rows are also pruned whenever Redis is rebuilt).
+    /// `shutdown`.
     pub fn spawn_pruning(
         self: &std::sync::Arc<Self>,
         shutdown: tokio_util::sync::CancellationToken,
@@ -361,14 +370,16 @@ impl Budgets {
         })
     }
 
-    /// Rebuilds every budget that still counts from the ledger, then marks
-    /// Redis as loaded. Replicas may do this at once: seeding never lowers a
-    /// count, so the result is the same.
-    async fn reload(&self) -> Result<(), ApiError> {
+    /// Rebuilds every budget of `issuer` that still counts from the ledger,
+    /// then marks the issuer as loaded. Replicas may do this at once:
+    /// seeding never lowers a count, so the result is the same. Per issuer,
+    /// so an emptied Redis (or one emptied cluster node) costs each issuer
+    /// one indexed read on its next charge, not one read of every row.
+    async fn reload(&self, issuer: &IssuerId) -> Result<(), ApiError> {
         let _one_at_a_time = self.reloading.lock().await;
         let mut redis = self.redis.clone();
         let marked: bool = redis::cmd("EXISTS")
-            .arg(self.marker())
+            .arg(self.marker(issuer.as_str()))
             .query_async(&mut redis)
             .await
             .map_err(redis_down)?;
@@ -376,7 +387,7 @@ impl Budgets {
             return Ok(());
         }
         let now = self.clock.unix();
-        let rows = ledger::active(&self.db, now).await?;
+        let rows = ledger::active(&self.db, issuer, now).await?;
         for row in &rows {
             let Some(budget) = Budget::from_tag(&row.budget) else {
                 // Written by a newer version: keep it, but it cannot be ours.
@@ -397,12 +408,13 @@ impl Budgets {
                 .map_err(redis_down)?;
         }
         redis::cmd("SET")
-            .arg(self.marker())
+            .arg(self.marker(issuer.as_str()))
             .arg(now)
             .query_async::<()>(&mut redis)
             .await
             .map_err(redis_down)?;
         tracing::info!(
+            issuer_id = %issuer,
             budgets = rows.len(),
             "failure budgets rebuilt in Redis from the ledger"
         );

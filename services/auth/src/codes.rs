@@ -9,9 +9,9 @@
 //! Use is single: `consume` deletes the entry only if it still holds the
 //! expected MAC, so of two concurrent correct uses exactly one succeeds.
 
+use idm_cache::Connection;
 use idm_core::clock::Clock;
 use idm_core::{ApiError, ErrorCode, IssuerId};
-use redis::aio::ConnectionManager;
 use std::time::Duration;
 
 /// What kind of artefact a key belongs to (part of the key).
@@ -41,7 +41,7 @@ pub struct Entry {
 }
 
 pub struct Codes {
-    redis: ConnectionManager,
+    redis: Connection,
     prefix: String,
     mac_key: zeroize::Zeroizing<[u8; 32]>,
     key_key: zeroize::Zeroizing<[u8; 32]>,
@@ -67,7 +67,7 @@ pub fn invalid() -> ApiError {
 
 impl Codes {
     pub fn new(
-        redis: ConnectionManager,
+        redis: Connection,
         prefix: String,
         master: &idm_crypto::MasterKey,
         clock: Clock,

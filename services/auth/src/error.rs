@@ -6,8 +6,12 @@ pub enum Error {
     Api(#[from] ApiError),
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
+    #[error("AUTH_REDIS_URL: {0}")]
+    RedisUrl(String),
     #[error(transparent)]
     Bus(#[from] idm_bus::BusError),
+    #[error(transparent)]
+    Stopped(#[from] idm_telemetry::Stopped),
     #[error(transparent)]
     Db(#[from] idm_db::DbError),
     #[error(transparent)]
@@ -18,6 +22,15 @@ pub enum Error {
     Config(#[from] idm_core::config::ConfigError),
     #[error("HTTP listener: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<idm_cache::CacheError> for Error {
+    fn from(e: idm_cache::CacheError) -> Self {
+        match e {
+            idm_cache::CacheError::Redis(e) => Error::Redis(e),
+            idm_cache::CacheError::Url(why) => Error::RedisUrl(why),
+        }
+    }
 }
 
 impl From<Error> for ApiError {

@@ -8,7 +8,7 @@
 use crate::notices::{self, Notice};
 use crate::{Error, State};
 use idm_core::proto::auth::{Authenticated, SignUp};
-use idm_core::proto::store::{self, PasswordChecked};
+use idm_core::proto::store::{self};
 use idm_core::proto::{session, user};
 use idm_core::UserId;
 use std::time::Duration;
@@ -16,23 +16,18 @@ use std::time::Duration;
 const NOTICE_WINDOW: Duration = Duration::from_secs(3600);
 
 pub async fn answer_as_fresh(state: &State, req: &SignUp) -> Result<Authenticated, Error> {
-    let placed: user::Placed = state
+    let placed = state
         .bus
-        .call(
-            "user",
-            user::PLACEMENT,
-            &user::Place {
-                ctx: req.ctx.clone(),
-                country: req.device.country.clone(),
-            },
-        )
+        .send(&user::Place {
+            ctx: req.ctx.clone(),
+            country: req.device.country.clone(),
+        })
         .await?;
     // A fresh sign-up hashes the password in its region: spend the same.
-    let _: PasswordChecked = state
+    let _ = state
         .bus
-        .call_store(
+        .send_to(
             placed.region,
-            store::VERIFY_PASSWORD,
             &store::VerifyPassword {
                 issuer_id: req.ctx.issuer_id.clone(),
                 user_id: None,
@@ -64,19 +59,15 @@ pub async fn answer_as_fresh(state: &State, req: &SignUp) -> Result<Authenticate
         mfa_enabled: false,
         created_at: as_stored(idm_core::now()),
     };
-    let decoy: session::IssuedSession = state
+    let decoy = state
         .bus
-        .call(
-            "session",
-            session::DECOY_SESSION,
-            &session::CreateSession {
-                issuer_id: req.ctx.issuer_id.clone(),
-                user_id: user.id.clone(),
-                region: user.region,
-                policy: req.ctx.policy.clone(),
-                device: req.device.clone(),
-            },
-        )
+        .send(&session::DecoySession(session::CreateSession {
+            issuer_id: req.ctx.issuer_id.clone(),
+            user_id: user.id.clone(),
+            region: user.region,
+            policy: req.ctx.policy.clone(),
+            device: req.device.clone(),
+        }))
         .await?;
     Ok(Authenticated {
         user,

@@ -3,7 +3,7 @@
 use crate::{existence, signin};
 use crate::{Error, State};
 use idm_core::proto::auth::*;
-use idm_core::proto::store::{self, PasswordChecked};
+use idm_core::proto::store::{self};
 use idm_core::proto::user;
 use idm_core::{ApiError, ErrorCode, Region};
 use std::sync::Arc;
@@ -37,19 +37,15 @@ pub async fn sign_up(state: Arc<State>, req: SignUp) -> Result<Authenticated, Er
 async fn create_user(state: &State, req: &SignUp) -> Result<user::User, Error> {
     Ok(state
         .bus
-        .call(
-            "user",
-            user::CREATE_USER,
-            &user::CreateUser {
-                ctx: req.ctx.clone(),
-                email: req.email.clone(),
-                password: Some(req.password.clone()),
-                name: req.name.clone(),
-                region: None,
-                metadata: None,
-                country: req.device.country.clone(),
-            },
-        )
+        .send(&user::CreateUser {
+            ctx: req.ctx.clone(),
+            email: req.email.clone(),
+            password: Some(req.password.clone()),
+            name: req.name.clone(),
+            region: None,
+            metadata: None,
+            country: req.device.country.clone(),
+        })
         .await?)
 }
 
@@ -92,11 +88,10 @@ async fn check_password(state: &State, req: &SignIn) -> Result<Option<user::Loca
         .map(|l| l.region)
         .or_else(|| req.ctx.policy.permitted_regions().first().copied())
         .unwrap_or(Region::Weur);
-    let checked: PasswordChecked = state
+    let checked = state
         .bus
-        .call_store(
+        .send_to(
             region,
-            store::VERIFY_PASSWORD,
             &store::VerifyPassword {
                 issuer_id: req.ctx.issuer_id.clone(),
                 user_id: location.as_ref().map(|l| l.user_id.clone()),

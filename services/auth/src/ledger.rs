@@ -94,13 +94,15 @@ pub async fn prune(db: &Db, now: i64) -> Result<u64, ApiError> {
     Ok(done.rows_affected())
 }
 
-/// Every row that still counts at `now`; rows past their time are pruned.
-pub async fn active(db: &Db, now: i64) -> Result<Vec<Row>, ApiError> {
-    prune(db, now).await?;
+/// Every row of `issuer` that still counts at `now` (through the primary
+/// key: an issuer's rows, not the table).
+pub async fn active(db: &Db, issuer: &IssuerId, now: i64) -> Result<Vec<Row>, ApiError> {
     let client = db.get().await.map_err(unavailable)?;
     let rows = sqlx::query!(
         "SELECT issuer_id, budget, subject_hash, failures, locked, forget_at
-             FROM auth.failure_ledger WHERE forget_at IS NULL OR forget_at > $1",
+             FROM auth.failure_ledger
+             WHERE issuer_id = $1 AND (forget_at IS NULL OR forget_at > $2)",
+        issuer.as_str(),
         now,
     )
     .fetch_all(&mut *client.conn().await)

@@ -27,7 +27,6 @@ pub use config::{Config, MailTransport, SmtpConfig, SmtpTls};
 pub use error::Error;
 
 use idm_bus::{Bus, Events, Handlers};
-use idm_core::proto::auth as op;
 use idm_telemetry::Running;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,16 +58,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     // Bounded waits: without them a command sent as Redis went away could
     // wait forever (found by tests/tests/faults.rs), and the reconnect
     // backoff must stay short so a restarted Redis is used within a second.
-    let redis_config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(REDIS_TIMEOUT))
-        .set_response_timeout(Some(REDIS_TIMEOUT))
-        .set_number_of_retries(3)
-        .set_max_delay(std::time::Duration::from_millis(500));
-    let redis = redis::aio::ConnectionManager::new_with_config(
-        redis::Client::open(config.redis_url())?,
-        redis_config,
-    )
-    .await?;
+    // One node or a cluster, by the URL (idm_cache).
+    let redis = idm_cache::Target::parse(config.redis_url())?
+        .connect(idm_cache::Settings {
+            connection_timeout: REDIS_TIMEOUT,
+            response_timeout: REDIS_TIMEOUT,
+            retries: 3,
+            max_delay: std::time::Duration::from_millis(500),
+        })
+        .await?;
     let bus = Bus::connect(&config.basics, idm_bus::Identity::Auth).await?;
     let events = Events::ensure(&bus).await?;
     let master = idm_crypto::MasterKey::from_base64(config.master_key())?;
@@ -109,24 +107,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         max_code_attempts: config.max_code_attempts,
     });
     let handlers = Handlers::new()
-        .on(op::SIGN_UP, handlers::sign_up)
-        .on(op::SIGN_IN, handlers::sign_in)
-        .on(op::SEND_MAGIC_LINK, passwordless::send_magic_link)
-        .on(op::VERIFY_MAGIC_LINK, passwordless::verify_magic_link)
-        .on(op::SEND_EMAIL_CODE, passwordless::send_email_code)
-        .on(op::VERIFY_EMAIL_CODE, passwordless::verify_email_code)
-        .on(op::ENROLL_TOTP, mfa::enroll_totp)
-        .on(op::CONFIRM_TOTP, mfa::confirm_totp)
-        .on(op::VERIFY_MFA, mfa::verify_mfa)
-        .on(op::DISABLE_TOTP, mfa::disable_totp)
-        .on(op::REGENERATE_BACKUP_CODES, mfa::regenerate_backup_codes)
-        .on(op::CHANGE_PASSWORD, passwords::change_password)
-        .on(op::UNLOCK_FACTORS, recovery::unlock_factors)
-        .on(op::SEND_VERIFICATION, verifications::send_verification)
-        .on(op::CHECK_VERIFICATION, verifications::check_verification);
-    let serving = bus
-        .serve_service("auth", handlers, state, shutdown.clone())
-        .await?;
+        .on(handlers::sign_up)
+        .on(handlers::sign_in)
+        .on(passwordless::send_magic_link)
+        .on(passwordless::verify_magic_link)
+        .on(passwordless::send_email_code)
+        .on(passwordless::verify_email_code)
+        .on(mfa::enroll_totp)
+        .on(mfa::confirm_totp)
+        .on(mfa::verify_mfa)
+        .on(mfa::disable_totp)
+        .on(mfa::regenerate_backup_codes)
+        .on(passwords::change_password)
+        .on(recovery::unlock_factors)
+        .on(verifications::send_verification)
+        .on(verifications::check_verification);
+    let serving = bus.serve(handlers, state, shutdown.clone()).await?;
     let redis_probe = idm_telemetry::redis_probe(redis);
     let ready = idm_telemetry::all_of(vec![db.probe(), redis_probe, bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(
@@ -138,11 +134,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     tracing::info!(%http_addr, "auth started");
     Ok(Running::new(
         http_addr,
-        vec![serving, courier, pruning, http],
+        vec![
+            ("bus", serving),
+            ("courier", courier),
+            ("pruning", pruning),
+            ("http", http),
+        ],
     ))
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    start(config, shutdown).await?.wait().await;
+    start(config, shutdown.clone())
+        .await?
+        .wait(&shutdown)
+        .await?;
     Ok(())
 }

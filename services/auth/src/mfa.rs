@@ -11,7 +11,8 @@ use crate::step_up::{self, Changing};
 use crate::{budget::Budget, notices, totp, Error, State};
 use base64::Engine;
 use idm_core::proto::auth::*;
-use idm_core::proto::store::{self, Accepted};
+use idm_core::proto::event::DomainEvent;
+use idm_core::proto::store::{self};
 use idm_core::proto::{event, Done, IssuerContext, SecretText};
 use idm_core::{ApiError, ErrorCode};
 use std::sync::Arc;
@@ -20,7 +21,10 @@ use std::time::Instant;
 const BACKUP_CODES: usize = 10;
 
 #[tracing::instrument(skip_all, fields(issuer = %req.ctx.issuer_id, user = %req.user_id))]
-pub async fn enroll_totp(state: Arc<State>, req: SessionUser) -> Result<TotpEnrollment, Error> {
+pub async fn enroll_totp(
+    state: Arc<State>,
+    EnrollTotp(req): EnrollTotp,
+) -> Result<TotpEnrollment, Error> {
     let user = signin::get_user(&state, &req.ctx, req.user_id.clone()).await?;
     let secret = zeroize::Zeroizing::new(idm_crypto::random_bytes::<{ totp::SECRET_BYTES }>());
     let generator =
@@ -38,10 +42,7 @@ pub async fn enroll_totp(state: Arc<State>, req: SessionUser) -> Result<TotpEnro
         user_id: req.user_id,
         sealed_secret: base64::engine::general_purpose::STANDARD.encode(sealed),
     };
-    let _: Done = state
-        .bus
-        .call_store(req.region, store::SET_PENDING_TOTP, &request)
-        .await?;
+    let _ = state.bus.send_to(req.region, &request).await?;
     Ok(TotpEnrollment {
         secret: SecretText::new(totp::base32(secret.as_ref())),
         otpauth_url: SecretText::new(url),
@@ -90,10 +91,7 @@ async fn confirm(state: &State, req: &ConfirmTotp) -> Result<BackupCodes, Error>
         backup_code_hashes,
         step,
     };
-    let _: Done = state
-        .bus
-        .call_store(s.region, store::ENABLE_TOTP, &request)
-        .await?;
+    let _ = state.bus.send_to(s.region, &request).await?;
     if replacing {
         // A lock on the old authenticator means nothing for the new one.
         state
@@ -105,8 +103,11 @@ async fn confirm(state: &State, req: &ConfirmTotp) -> Result<BackupCodes, Error>
         .events
         .publish(
             &s.ctx.issuer_id,
-            event::MFA_ENABLED,
-            serde_json::json!({ "user_id": s.user_id, "method": "totp", "replaced": replacing }),
+            DomainEvent::MfaEnabled(event::MfaEnabled {
+                user_id: s.user_id.clone(),
+                method: "totp".into(),
+                replaced: replacing,
+            }),
         )
         .await?;
     let notice = if replacing {
@@ -125,7 +126,7 @@ fn not_enabled() -> ApiError {
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.session.ctx.issuer_id, user = %req.session.user_id))]
-pub async fn disable_totp(state: Arc<State>, req: SteppedUp) -> Result<Done, Error> {
+pub async fn disable_totp(state: Arc<State>, DisableTotp(req): DisableTotp) -> Result<Done, Error> {
     let s = &req.session;
     let credentials = step_up::credentials(&state, s).await?;
     if !credentials.mfa_enabled {
@@ -139,14 +140,11 @@ pub async fn disable_totp(state: Arc<State>, req: SteppedUp) -> Result<Done, Err
         &credentials,
     )
     .await?;
-    let request = idm_core::proto::user::GetUser {
+    let request = store::DisableTotp(store::GetUser {
         issuer_id: s.ctx.issuer_id.clone(),
         user_id: s.user_id.clone(),
-    };
-    let removed: Accepted = state
-        .bus
-        .call_store(s.region, store::DISABLE_TOTP, &request)
-        .await?;
+    });
+    let removed = state.bus.send_to(s.region, &request).await?;
     if !removed.accepted {
         return Err(not_enabled().into());
     }
@@ -158,8 +156,11 @@ pub async fn disable_totp(state: Arc<State>, req: SteppedUp) -> Result<Done, Err
         .events
         .publish(
             &s.ctx.issuer_id,
-            event::MFA_DISABLED,
-            serde_json::json!({ "user_id": s.user_id, "method": "totp" }),
+            DomainEvent::MfaDisabled(event::MfaDisabled {
+                user_id: s.user_id.clone(),
+                method: "totp".into(),
+                reason: None,
+            }),
         )
         .await?;
     notices::send_to_user(&state, &s.ctx, &s.user_id, notices::Notice::TotpDisabled).await?;
@@ -169,7 +170,7 @@ pub async fn disable_totp(state: Arc<State>, req: SteppedUp) -> Result<Done, Err
 #[tracing::instrument(skip_all, fields(issuer = %req.session.ctx.issuer_id, user = %req.session.user_id))]
 pub async fn regenerate_backup_codes(
     state: Arc<State>,
-    req: SteppedUp,
+    RegenerateBackupCodes(req): RegenerateBackupCodes,
 ) -> Result<BackupCodes, Error> {
     let s = &req.session;
     let credentials = step_up::credentials(&state, s).await?;
@@ -190,10 +191,7 @@ pub async fn regenerate_backup_codes(
         user_id: s.user_id.clone(),
         backup_code_hashes,
     };
-    let replaced: Accepted = state
-        .bus
-        .call_store(s.region, store::REPLACE_BACKUP_CODES, &request)
-        .await?;
+    let replaced = state.bus.send_to(s.region, &request).await?;
     if !replaced.accepted {
         return Err(not_enabled().into());
     }
@@ -201,8 +199,9 @@ pub async fn regenerate_backup_codes(
         .events
         .publish(
             &s.ctx.issuer_id,
-            event::MFA_BACKUP_CODES_REGENERATED,
-            serde_json::json!({ "user_id": s.user_id }),
+            DomainEvent::MfaBackupCodesRegenerated(event::UserRef {
+                user_id: s.user_id.clone(),
+            }),
         )
         .await?;
     notices::send_to_user(

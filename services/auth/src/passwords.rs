@@ -6,8 +6,9 @@
 use crate::step_up::{self, Changing};
 use crate::{notices, Error, State};
 use idm_core::proto::auth::{ChangePassword, PasswordChanged};
-use idm_core::proto::store::{self, SessionRecord};
-use idm_core::proto::{event, session, Done, IssuerContext, SecretText};
+use idm_core::proto::event::DomainEvent;
+use idm_core::proto::store::{self};
+use idm_core::proto::{event, session, IssuerContext, SecretText};
 use idm_core::{Region, SessionId, UserId};
 use std::sync::Arc;
 
@@ -50,17 +51,16 @@ pub async fn set_password(
         user_id: user.clone(),
         password: password.clone(),
     };
-    let _: Done = state
-        .bus
-        .call_store(region, store::SET_PASSWORD, &request)
-        .await?;
+    let _ = state.bus.send_to(region, &request).await?;
     let revoked = end_other_sessions(state, ctx, user, region, keep).await?;
     state
         .events
         .publish(
             &ctx.issuer_id,
-            event::PASSWORD_CHANGED,
-            serde_json::json!({ "user_id": user, "revoked_sessions": revoked }),
+            DomainEvent::PasswordChanged(event::PasswordChanged {
+                user_id: user.clone(),
+                revoked_sessions: revoked,
+            }),
         )
         .await?;
     notices::send_to_user(state, ctx, user, notices::Notice::PasswordChanged).await?;
@@ -74,17 +74,13 @@ async fn end_other_sessions(
     region: Region,
     keep: Option<&SessionId>,
 ) -> Result<usize, Error> {
-    let list: session::SessionList = state
+    let list = state
         .bus
-        .call(
-            "session",
-            session::LIST,
-            &session::List {
-                issuer_id: ctx.issuer_id.clone(),
-                user_id: user.clone(),
-                region: Some(region),
-            },
-        )
+        .send(&session::List {
+            issuer_id: ctx.issuer_id.clone(),
+            user_id: user.clone(),
+            region: Some(region),
+        })
         .await?;
     let now = idm_core::now();
     let mut ended = 0;
@@ -93,18 +89,14 @@ async fn end_other_sessions(
         .iter()
         .filter(|s| s.revoked_at.is_none() && s.expires_at > now && Some(&s.id) != keep)
     {
-        let _: SessionRecord = state
+        let _ = state
             .bus
-            .call(
-                "session",
-                session::REVOKE,
-                &session::Revoke {
-                    issuer_id: ctx.issuer_id.clone(),
-                    session_id: live.id.clone(),
-                    region: Some(region),
-                    reason: "password_changed".into(),
-                },
-            )
+            .send(&session::Revoke {
+                issuer_id: ctx.issuer_id.clone(),
+                session_id: live.id.clone(),
+                region: Some(region),
+                reason: "password_changed".into(),
+            })
             .await?;
         ended += 1;
     }

@@ -8,6 +8,7 @@ use crate::budget::Budget;
 use crate::{signin, Error, State};
 use idm_core::proto::auth::{UnlockFactors, Unlocked};
 use idm_core::proto::event;
+use idm_core::proto::event::DomainEvent;
 use idm_core::Email;
 use std::sync::Arc;
 
@@ -30,8 +31,11 @@ pub async fn unlock_factors(state: Arc<State>, req: UnlockFactors) -> Result<Unl
             .events
             .publish(
                 issuer,
-                event::FACTOR_UNLOCKED,
-                serde_json::json!({ "user_id": user.id, "by": "operator" }),
+                DomainEvent::FactorUnlocked(event::FactorUnlocked {
+                    user_id: user.id.clone(),
+                    factor: None,
+                    by: "operator".into(),
+                }),
             )
             .await?;
     }

@@ -5,8 +5,9 @@
 use crate::budget::Budget;
 use crate::{codes, notices, totp, Error, State};
 use base64::Engine;
-use idm_core::proto::store::{self, Accepted, TotpState};
-use idm_core::proto::user::GetUser;
+use idm_core::proto::event::DomainEvent;
+use idm_core::proto::store::GetUser;
+use idm_core::proto::store::{self, TotpState};
 use idm_core::proto::{event, IssuerContext};
 use idm_core::{ApiError, IssuerId, Region, UserId};
 
@@ -34,13 +35,12 @@ pub async fn totp_state(
 ) -> Result<TotpState, Error> {
     Ok(state
         .bus
-        .call_store(
+        .send_to(
             region,
-            store::GET_TOTP,
-            &GetUser {
+            &store::GetTotp(GetUser {
                 issuer_id: issuer.clone(),
                 user_id: user.clone(),
-            },
+            }),
         )
         .await?)
 }
@@ -112,10 +112,7 @@ async fn totp_matches(
         user_id: user.clone(),
         step,
     };
-    let reply: Accepted = state
-        .bus
-        .call_store(region, store::USE_TOTP_STEP, &used)
-        .await?;
+    let reply = state.bus.send_to(region, &used).await?;
     Ok(reply.accepted)
 }
 
@@ -135,10 +132,7 @@ pub async fn use_backup_code(
         user_id: user.clone(),
         code_hash: backup_code_hash(state, user, code),
     };
-    let reply: Accepted = state
-        .bus
-        .call_store(region, store::USE_BACKUP_CODE, &used)
-        .await?;
+    let reply = state.bus.send_to(region, &used).await?;
     if !reply.accepted {
         return Err(codes::invalid().into());
     }
@@ -151,8 +145,11 @@ pub async fn use_backup_code(
             .events
             .publish(
                 &ctx.issuer_id,
-                event::FACTOR_UNLOCKED,
-                serde_json::json!({ "user_id": user, "factor": "totp", "by": "backup_code" }),
+                DomainEvent::FactorUnlocked(event::FactorUnlocked {
+                    user_id: user.clone(),
+                    factor: Some("totp".into()),
+                    by: "backup_code".into(),
+                }),
             )
             .await?;
     }
@@ -166,8 +163,10 @@ async fn locked_now(state: &State, ctx: &IssuerContext, user: &UserId) -> Result
         .events
         .publish(
             &ctx.issuer_id,
-            event::FACTOR_LOCKED,
-            serde_json::json!({ "user_id": user, "factor": "totp" }),
+            DomainEvent::FactorLocked(event::FactorLocked {
+                user_id: user.clone(),
+                factor: "totp".into(),
+            }),
         )
         .await?;
     notices::send_to_user(state, ctx, user, notices::Notice::TotpLocked).await

@@ -5,7 +5,7 @@
 use crate::codes::Kind;
 use crate::{Error, State};
 use idm_core::proto::auth::Authenticated;
-use idm_core::proto::{session, store, user, Device, IssuerContext};
+use idm_core::proto::{event, session, store, user, Device, IssuerContext};
 use idm_core::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -23,19 +23,15 @@ pub async fn open_session(
     user: user::User,
     device: Device,
 ) -> Result<Authenticated, Error> {
-    let issued: session::IssuedSession = state
+    let issued = state
         .bus
-        .call(
-            "session",
-            session::CREATE_SESSION,
-            &session::CreateSession {
-                issuer_id: ctx.issuer_id.clone(),
-                user_id: user.id.clone(),
-                region: user.region,
-                policy: ctx.policy.clone(),
-                device,
-            },
-        )
+        .send(&session::CreateSession {
+            issuer_id: ctx.issuer_id.clone(),
+            user_id: user.id.clone(),
+            region: user.region,
+            policy: ctx.policy.clone(),
+            device,
+        })
         .await?;
     Ok(Authenticated {
         user,
@@ -91,16 +87,12 @@ pub async fn find_user(
     ctx: &IssuerContext,
     email: &idm_core::Email,
 ) -> Result<Option<user::Location>, Error> {
-    let located: user::Located = state
+    let located = state
         .bus
-        .call(
-            "user",
-            user::LOCATE,
-            &user::FindByEmail {
-                issuer_id: ctx.issuer_id.clone(),
-                email: email.clone(),
-            },
-        )
+        .send(&user::Locate(user::FindByEmail {
+            issuer_id: ctx.issuer_id.clone(),
+            email: email.clone(),
+        }))
         .await?;
     Ok(located.location)
 }
@@ -112,14 +104,10 @@ pub async fn get_user(
 ) -> Result<user::User, Error> {
     Ok(state
         .bus
-        .call(
-            "user",
-            user::GET_USER,
-            &user::GetUser {
-                issuer_id: ctx.issuer_id.clone(),
-                user_id,
-            },
-        )
+        .send(&user::GetUser {
+            issuer_id: ctx.issuer_id.clone(),
+            user_id,
+        })
         .await?)
 }
 
@@ -150,10 +138,7 @@ pub async fn user_for_address(
                 metadata: None,
                 country: device.country.clone(),
             };
-            (
-                state.bus.call("user", user::CREATE_USER, &create).await?,
-                true,
-            )
+            (state.bus.send(&create).await?, true)
         }
         None => return Ok(None),
     };
@@ -161,21 +146,14 @@ pub async fn user_for_address(
         issuer_id: ctx.issuer_id.clone(),
         user_id: user.id.clone(),
     };
-    let proven: store::EmailProven = state
-        .bus
-        .call_store(user.region, store::MARK_EMAIL_VERIFIED, &prove)
-        .await?;
+    let proven = state.bus.send_to(user.region, &prove).await?;
     if proven.first_proof && !created {
-        let ended: session::Revoked = state
+        let ended = state
             .bus
-            .call(
-                "session",
-                session::REVOKE_ALL,
-                &session::RevokeAll {
-                    issuer_id: ctx.issuer_id.clone(),
-                    user_id: user.id.clone(),
-                },
-            )
+            .send(&session::RevokeAll {
+                issuer_id: ctx.issuer_id.clone(),
+                user_id: user.id.clone(),
+            })
             .await?;
         tracing::info!(
             user = %user.id,
@@ -189,8 +167,11 @@ pub async fn user_for_address(
                 .events
                 .publish(
                     &ctx.issuer_id,
-                    idm_core::proto::event::MFA_DISABLED,
-                    serde_json::json!({ "user_id": user.id, "method": "totp", "reason": "unproven_address" }),
+                    event::DomainEvent::MfaDisabled(event::MfaDisabled {
+                        user_id: user.id.clone(),
+                        method: "totp".into(),
+                        reason: Some("unproven_address".into()),
+                    }),
                 )
                 .await?;
         }

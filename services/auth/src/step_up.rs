@@ -12,8 +12,8 @@
 use crate::signin::at_least;
 use crate::{passwordless, second_factor, signin, Error, State};
 use idm_core::proto::auth::{SessionUser, StepUp};
-use idm_core::proto::store::{self, Credentials, PasswordChecked};
-use idm_core::proto::user::GetUser;
+use idm_core::proto::store::GetUser;
+use idm_core::proto::store::{self, Credentials};
 use idm_core::proto::SecretText;
 use idm_core::{ApiError, Email, ErrorCode};
 use std::time::Instant;
@@ -46,13 +46,12 @@ impl Proof {
 pub async fn credentials(state: &State, session: &SessionUser) -> Result<Credentials, Error> {
     Ok(state
         .bus
-        .call_store(
+        .send_to(
             session.region,
-            store::CREDENTIALS,
-            &GetUser {
+            &store::GetCredentials(GetUser {
                 issuer_id: session.ctx.issuer_id.clone(),
                 user_id: session.user_id.clone(),
-            },
+            }),
         )
         .await?)
 }
@@ -136,11 +135,10 @@ async fn check(
             if value.expose().len() > 1024 {
                 return Err(wrong_password().into());
             }
-            let checked: PasswordChecked = state
+            let checked = state
                 .bus
-                .call_store(
+                .send_to(
                     region,
-                    store::VERIFY_PASSWORD,
                     &store::VerifyPassword {
                         issuer_id: ctx.issuer_id.clone(),
                         user_id: Some(user.clone()),

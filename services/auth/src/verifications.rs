@@ -12,7 +12,7 @@ use crate::mail::OutgoingMail;
 use crate::signin::at_least;
 use crate::{Error, State};
 use idm_core::proto::auth::*;
-use idm_core::proto::{session, SecretText};
+use idm_core::proto::session;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -71,10 +71,7 @@ pub async fn check_verification(
         email: email.clone(),
         verified_at: state.codes.clock().now(),
     };
-    let token: SecretText = state
-        .bus
-        .call("session", session::SIGN_VERIFICATION, &sign)
-        .await?;
+    let token = state.bus.send(&sign).await?;
     Ok(VerificationResult {
         verified: true,
         email,

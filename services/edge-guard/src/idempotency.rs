@@ -31,9 +31,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
+use idm_cache::Connection;
 use idm_core::{ApiError, ErrorCode};
 use idm_telemetry::http::HttpError;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,8 +91,8 @@ struct Answer {
 }
 
 pub struct Store {
-    client: redis::Client,
-    manager: tokio::sync::Mutex<Option<ConnectionManager>>,
+    target: idm_cache::Target,
+    manager: tokio::sync::Mutex<Option<Connection>>,
     prefix: String,
     timeout: Duration,
 }
@@ -104,35 +104,34 @@ fn unavailable() -> ApiError {
 
 impl Store {
     pub fn new(redis_url: &str, prefix: &str, timeout: Duration) -> Result<Self, crate::Error> {
-        let client = redis::Client::open(redis_url)
+        let target = idm_cache::Target::parse(redis_url)
             .map_err(|e| crate::Error::Redis(format!("EDGE_REDIS_URL is not usable: {e}")))?;
         Ok(Self {
-            client,
+            target,
             manager: tokio::sync::Mutex::new(None),
             prefix: prefix.to_owned(),
             timeout,
         })
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, ApiError> {
+    async fn connection(&self) -> Result<Connection, ApiError> {
         let mut slot = self.manager.lock().await;
         if let Some(manager) = slot.as_ref() {
             return Ok(manager.clone());
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1);
-        let manager = tokio::time::timeout(
-            self.timeout * 4,
-            ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await
-        .map_err(|_| unavailable())?
-        .map_err(|e| {
-            tracing::warn!(error = %e, "idempotency store: cannot connect to Redis");
-            unavailable()
-        })?;
+        let settings = idm_cache::Settings {
+            connection_timeout: self.timeout,
+            response_timeout: self.timeout,
+            retries: 1,
+            ..idm_cache::Settings::default()
+        };
+        let manager = tokio::time::timeout(self.timeout * 4, self.target.connect(settings))
+            .await
+            .map_err(|_| unavailable())?
+            .map_err(|e| {
+                tracing::warn!(error = %e, "idempotency store: cannot connect to Redis");
+                unavailable()
+            })?;
         *slot = Some(manager.clone());
         Ok(manager)
     }

@@ -4,7 +4,7 @@
 //! account service broadcasts a change.
 
 use idm_bus::Bus;
-use idm_core::proto::account::{self, ConfigChanged, KeyConfig, ResolveKey, Resolved};
+use idm_core::proto::account::{ConfigChanged, KeyConfig, ResolveKey};
 use idm_core::ApiError;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,13 +40,7 @@ impl KeyCache {
         self.cache
             .try_get_with(key_hash.to_owned(), async move {
                 metrics::counter!("idm_edge_key_lookups_total").increment(1);
-                let resolved: Resolved = bus
-                    .call(
-                        "account",
-                        account::RESOLVE_KEY,
-                        &ResolveKey { key_hash: hash },
-                    )
-                    .await?;
+                let resolved = bus.send(&ResolveKey { key_hash: hash }).await?;
                 Ok::<_, ApiError>(resolved.key.map(Arc::new))
             })
             .await

@@ -164,8 +164,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     .await?;
     let (ops_addr, ops) = idm_telemetry::serve_http(config.ops_addr, ops, shutdown).await?;
     tracing::info!(%http_addr, %ops_addr, "edge-guard started");
-    let mut tasks = vec![listener, revoked, watch, http, ops];
-    tasks.extend(waf_tasks);
+    let mut tasks = vec![
+        ("config listener", listener),
+        ("revocation listener", revoked),
+        ("reconnect watch", watch),
+        ("http", http),
+        ("ops http", ops),
+    ];
+    tasks.extend(waf_tasks.into_iter().map(|task| ("waf", task)));
     Ok(Running::new(http_addr, tasks).with_ops_addr(ops_addr))
 }
 
@@ -182,6 +188,9 @@ async fn strip_metrics(
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    start(config, shutdown).await?.wait().await;
+    start(config, shutdown.clone())
+        .await?
+        .wait(&shutdown)
+        .await?;
     Ok(())
 }

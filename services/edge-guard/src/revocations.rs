@@ -19,8 +19,7 @@
 //! that is down therefore blocks only its own region's sessions.
 
 use idm_bus::Bus;
-use idm_core::proto::session::{self as op, RevokedBroadcast, RevokedSessions};
-use idm_core::proto::store::RevokedSessionPage;
+use idm_core::proto::session::{RevokedBroadcast, RevokedSessions};
 use idm_core::{ApiError, ErrorCode, Region};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -254,17 +253,13 @@ impl Revocations {
         let mut after = None;
         let mut count = 0;
         loop {
-            let page: RevokedSessionPage = bus
-                .call(
-                    "session",
-                    op::REVOKED_SESSIONS,
-                    &RevokedSessions {
-                        region,
-                        after,
-                        limit: PAGE,
-                        since,
-                    },
-                )
+            let page = bus
+                .send(&RevokedSessions {
+                    region,
+                    after,
+                    limit: PAGE,
+                    since,
+                })
                 .await?;
             count += page.data.len();
             for r in &page.data {

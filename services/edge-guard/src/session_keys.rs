@@ -6,7 +6,7 @@
 
 use base64::Engine;
 use idm_bus::Bus;
-use idm_core::proto::session::{self, KeyRing, KeyRingRequest};
+use idm_core::proto::session::KeyRingRequest;
 use idm_core::{ApiError, ErrorCode, IssuerId};
 use idm_crypto::session_token::{self, RingKey, SessionClaims, TokenError};
 use idm_crypto::KeyTransport;
@@ -60,7 +60,7 @@ impl SessionKeys {
                     issuer_id: issuer_id.clone(),
                     nonce: nonce.clone(),
                 };
-                let ring: KeyRing = bus.call("session", session::KEY_RING, &request).await?;
+                let ring = bus.send(&request).await?;
                 if ring.issuer_id != issuer_id {
                     return Err(ApiError::internal_from(&"key ring of another issuer"));
                 }

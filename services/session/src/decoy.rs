@@ -6,14 +6,18 @@
 
 use crate::handlers::new_refresh_token;
 use crate::{Error, State};
-use idm_core::proto::session::{CreateSession, IssuedSession};
+use idm_core::proto::session::DecoySession;
+use idm_core::proto::session::IssuedSession;
 use idm_core::proto::SecretText;
 use idm_core::{ApiError, SessionId};
 use idm_crypto::session_token::{self, RingKey, SessionClaims};
 use std::sync::Arc;
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id))]
-pub async fn decoy_session(state: Arc<State>, req: CreateSession) -> Result<IssuedSession, Error> {
+pub async fn decoy_session(
+    state: Arc<State>,
+    DecoySession(req): DecoySession,
+) -> Result<IssuedSession, Error> {
     let ring = state.keys.ring(&req.issuer_id).await?;
     let current = ring
         .current()

@@ -2,8 +2,9 @@
 
 use crate::{revocation, session_index, Error, State};
 use base64::Engine;
+use idm_core::proto::event::DomainEvent;
 use idm_core::proto::session::*;
-use idm_core::proto::store::{self, RefreshOutcome, SessionRecord, SessionRecords};
+use idm_core::proto::store::{self, RefreshOutcome, SessionRecord};
 use idm_core::proto::{event, user, Done, SecretText};
 use idm_core::{ApiError, ErrorCode, IssuerId, IssuerPolicy, Region, SessionId, UserId};
 use idm_crypto::session_token::{self, SessionClaims};
@@ -63,11 +64,10 @@ pub async fn create_session(state: Arc<State>, req: CreateSession) -> Result<Iss
     let (refresh_token, refresh_token_hash) = new_refresh_token(req.region);
     let absolute_end = idm_core::now()
         + time::Duration::seconds(i64::from(req.policy.session_absolute_timeout_seconds));
-    let record: SessionRecord = state
+    let record = state
         .bus
-        .call_store(
+        .send_to(
             req.region,
-            store::CREATE_SESSION,
             &store::CreateSession {
                 issuer_id: req.issuer_id.clone(),
                 session_id: session_id.clone(),
@@ -93,8 +93,10 @@ pub async fn create_session(state: Arc<State>, req: CreateSession) -> Result<Iss
         .events
         .publish(
             &req.issuer_id,
-            event::SESSION_CREATED,
-            serde_json::json!({ "session_id": record.id, "user_id": record.user_id }),
+            DomainEvent::SessionCreated(event::SessionCreated {
+                session_id: record.id.clone(),
+                user_id: record.user_id.clone(),
+            }),
         )
         .await?;
     tracing::info!(session = %record.id, "session created");
@@ -140,18 +142,14 @@ pub async fn refresh(state: Arc<State>, req: Refresh) -> Result<IssuedSession, E
         leeway_seconds: leeway,
         device: req.device,
     };
-    let outcome: RefreshOutcome = state
-        .bus
-        .call_store(region, store::REFRESH_SESSION, &request)
-        .await
-        .map_err(|e| {
-            // Another issuer's token is simply unknown in this issuer's schema.
-            if e.code == ErrorCode::NotFound {
-                invalid_refresh()
-            } else {
-                e
-            }
-        })?;
+    let outcome = state.bus.send_to(region, &request).await.map_err(|e| {
+        // Another issuer's token is simply unknown in this issuer's schema.
+        if e.code == ErrorCode::NotFound {
+            invalid_refresh()
+        } else {
+            e
+        }
+    })?;
     let (session, refresh_token) = match outcome {
         RefreshOutcome::Rotated { session } => (session, successor),
         RefreshOutcome::Replayed {
@@ -209,11 +207,7 @@ async fn refuse_if_before_key_revocation(
         session_id: session.id.clone(),
         reason: "signing_keys_revoked".into(),
     };
-    if let Err(e) = state
-        .bus
-        .call_store::<_, SessionRecord>(region, store::REVOKE_SESSION, &revoke)
-        .await
-    {
+    if let Err(e) = state.bus.send_to(region, &revoke).await {
         // The refresh is refused either way; the session just stays listed.
         tracing::warn!(error = %e, session = %session.id, "session from before a key revocation not marked revoked");
     }
@@ -237,25 +231,18 @@ pub async fn revoke(state: Arc<State>, req: Revoke) -> Result<SessionRecord, Err
         session_id: req.session_id,
         reason: req.reason,
     };
-    let record: SessionRecord = state
-        .bus
-        .call_store(region, store::REVOKE_SESSION, &revoke)
-        .await?;
+    let record = state.bus.send_to(region, &revoke).await?;
     revocation::announce(&state, &req.issuer_id, std::slice::from_ref(&record), false).await?;
     Ok(record)
 }
 
 async fn region_of_user(state: &State, issuer: &IssuerId, user: &UserId) -> Result<Region, Error> {
-    let found: user::User = state
+    let found = state
         .bus
-        .call(
-            "user",
-            user::GET_USER,
-            &user::GetUser {
-                issuer_id: issuer.clone(),
-                user_id: user.clone(),
-            },
-        )
+        .send(&user::GetUser {
+            issuer_id: issuer.clone(),
+            user_id: user.clone(),
+        })
         .await?;
     Ok(found.region)
 }
@@ -263,14 +250,11 @@ async fn region_of_user(state: &State, issuer: &IssuerId, user: &UserId) -> Resu
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
 pub async fn revoke_all(state: Arc<State>, req: RevokeAll) -> Result<Revoked, Error> {
     let region = region_of_user(&state, &req.issuer_id, &req.user_id).await?;
-    let request = store::UserSessions {
+    let request = store::RevokeUserSessions(store::UserSessions {
         issuer_id: req.issuer_id.clone(),
         user_id: req.user_id,
-    };
-    let revoked: SessionRecords = state
-        .bus
-        .call_store(region, store::REVOKE_USER_SESSIONS, &request)
-        .await?;
+    });
+    let revoked = state.bus.send_to(region, &request).await?;
     revocation::announce(&state, &req.issuer_id, &revoked.data, false).await?;
     Ok(Revoked {
         session_ids: revoked.data.into_iter().map(|s| s.id).collect(),
@@ -282,14 +266,11 @@ pub async fn list(state: Arc<State>, req: List) -> Result<SessionList, Error> {
         Some(region) => region,
         None => region_of_user(&state, &req.issuer_id, &req.user_id).await?,
     };
-    let request = store::UserSessions {
+    let request = store::ListSessions(store::UserSessions {
         issuer_id: req.issuer_id,
         user_id: req.user_id,
-    };
-    let sessions: SessionRecords = state
-        .bus
-        .call_store(region, store::LIST_SESSIONS, &request)
-        .await?;
+    });
+    let sessions = state.bus.send_to(region, &request).await?;
     Ok(SessionList {
         data: sessions.data,
     })
@@ -370,15 +351,12 @@ pub async fn revoke_keys(state: Arc<State>, req: RevokeKeys) -> Result<RevokedKe
         .events
         .publish(
             &req.issuer_id,
-            event::SESSION_KEYS_REVOKED,
-            serde_json::json!({
-                "actor_key_id": req.actor_key_id,
-                "request_id": request_id,
-                "revoked_kids": answer.revoked_kids,
-                "new_kid": answer.kid,
-                "sessions_not_before": answer.sessions_not_before
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .map_err(|e| ApiError::internal_from(&e))?,
+            DomainEvent::SessionKeysRevoked(event::SessionKeysRevoked {
+                actor_key_id: req.actor_key_id,
+                request_id,
+                revoked_kids: answer.revoked_kids.clone(),
+                new_kid: answer.kid.clone(),
+                sessions_not_before: answer.sessions_not_before,
             }),
         )
         .await?;

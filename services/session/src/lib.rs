@@ -18,7 +18,6 @@ pub use key_ring::open_stored_key;
 
 use idm_bus::{Bus, Events, Handlers};
 use idm_core::proto::account::ConfigChanged;
-use idm_core::proto::session as op;
 use idm_db::Db;
 use idm_telemetry::Running;
 use std::sync::Arc;
@@ -60,21 +59,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         )
         .await?;
     let handlers = Handlers::new()
-        .on(op::INIT_ISSUER, handlers::init_issuer)
-        .on(op::CREATE_SESSION, handlers::create_session)
-        .on(op::REFRESH, handlers::refresh)
-        .on(op::REVOKE, handlers::revoke)
-        .on(op::REVOKE_ALL, handlers::revoke_all)
-        .on(op::LIST, handlers::list)
-        .on(op::KEY_RING, handlers::key_ring)
-        .on(op::ROTATE_KEY, handlers::rotate_key)
-        .on(op::REVOKE_KEYS, handlers::revoke_keys)
-        .on(op::SIGN_VERIFICATION, handlers::sign_verification)
-        .on(op::DECOY_SESSION, decoy::decoy_session)
-        .on(op::REVOKED_SESSIONS, revocation::revoked_sessions);
-    let serving = bus
-        .serve_service("session", handlers, state, shutdown.clone())
-        .await?;
+        .on(handlers::init_issuer)
+        .on(handlers::create_session)
+        .on(handlers::refresh)
+        .on(handlers::revoke)
+        .on(handlers::revoke_all)
+        .on(handlers::list)
+        .on(handlers::key_ring)
+        .on(handlers::rotate_key)
+        .on(handlers::revoke_keys)
+        .on(handlers::sign_verification)
+        .on(decoy::decoy_session)
+        .on(revocation::revoked_sessions);
+    let serving = bus.serve(handlers, state, shutdown.clone()).await?;
     let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,
@@ -83,10 +80,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     )
     .await?;
     tracing::info!(%http_addr, "session started");
-    Ok(Running::new(http_addr, vec![serving, rotations, http]))
+    Ok(Running::new(
+        http_addr,
+        vec![
+            ("bus", serving),
+            ("key rotation", rotations),
+            ("http", http),
+        ],
+    ))
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    start(config, shutdown).await?.wait().await;
+    start(config, shutdown.clone())
+        .await?
+        .wait(&shutdown)
+        .await?;
     Ok(())
 }

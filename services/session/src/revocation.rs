@@ -50,14 +50,18 @@ pub async fn announce(
         .await;
     state.bus.flush().await;
 
-    let event_type = if compromised {
-        event::SESSION_COMPROMISED
-    } else {
-        event::SESSION_REVOKED
-    };
     for s in sessions {
-        let data = serde_json::json!({ "session_id": s.id, "user_id": s.user_id, "reason": s.revoke_reason });
-        state.events.publish(issuer, event_type, data).await?;
+        let ended = event::SessionEnded {
+            session_id: s.id.clone(),
+            user_id: s.user_id.clone(),
+            reason: s.revoke_reason.clone(),
+        };
+        let event = if compromised {
+            event::DomainEvent::SessionCompromised(ended)
+        } else {
+            event::DomainEvent::SessionRevoked(ended)
+        };
+        state.events.publish(issuer, event).await?;
     }
     Ok(())
 }
@@ -73,9 +77,8 @@ pub async fn revoked_sessions(
 ) -> Result<RevokedSessionPage, Error> {
     Ok(state
         .bus
-        .call_store(
+        .send_to(
             req.region,
-            store::LIST_REVOKED_SESSIONS,
             &store::ListRevokedSessions {
                 after: req.after,
                 limit: req.limit,

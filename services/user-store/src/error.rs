@@ -11,6 +11,8 @@ pub enum Error {
     #[error(transparent)]
     Bus(#[from] idm_bus::BusError),
     #[error(transparent)]
+    Stopped(#[from] idm_telemetry::Stopped),
+    #[error(transparent)]
     Config(#[from] idm_core::config::ConfigError),
     #[error("HTTP listener: {0}")]
     Io(#[from] std::io::Error),

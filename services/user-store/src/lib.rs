@@ -16,7 +16,6 @@ pub use error::Error;
 
 use idm_bus::{Bus, Handlers};
 use idm_core::fair_share::FairShare;
-use idm_core::proto::store as op;
 use idm_crypto::PasswordHasher;
 use idm_db::Db;
 use idm_telemetry::Running;
@@ -57,43 +56,32 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         connections,
     });
     let handlers = Handlers::new()
-        .on(op::INFO, handlers::info)
-        .on(op::PROVISION_ISSUER, handlers::provision_issuer)
-        .on(op::CREATE_USER, handlers::create_user)
-        .on(op::GET_USER, handlers::get_user)
-        .on(op::VERIFY_PASSWORD, handlers::verify_password)
-        .on(op::CREATE_SESSION, handlers::sessions::create_session)
-        .on(op::REFRESH_SESSION, handlers::sessions::refresh_session)
-        .on(op::REVOKE_SESSION, handlers::sessions::revoke_session)
-        .on(
-            op::REVOKE_USER_SESSIONS,
-            handlers::sessions::revoke_user_sessions,
-        )
-        .on(op::LIST_SESSIONS, handlers::sessions::list_sessions)
-        .on(
-            op::LIST_REVOKED_SESSIONS,
-            handlers::sessions::list_revoked_sessions,
-        )
-        .on(op::CREATE_PERSONAL_TOKEN, handlers::personal_tokens::create)
-        .on(op::LIST_PERSONAL_TOKENS, handlers::personal_tokens::list)
-        .on(op::REVOKE_PERSONAL_TOKEN, handlers::personal_tokens::revoke)
-        .on(op::VERIFY_PERSONAL_TOKEN, handlers::personal_tokens::verify)
-        .on(op::MARK_EMAIL_VERIFIED, handlers::mfa::prove_email)
-        .on(op::CREDENTIALS, handlers::mfa::credentials)
-        .on(op::DISABLE_TOTP, handlers::mfa::disable_totp)
-        .on(
-            op::REPLACE_BACKUP_CODES,
-            handlers::mfa::replace_backup_codes,
-        )
-        .on(op::SET_PASSWORD, handlers::set_password)
-        .on(op::SET_PENDING_TOTP, handlers::mfa::set_pending_totp)
-        .on(op::GET_TOTP, handlers::mfa::get_totp)
-        .on(op::ENABLE_TOTP, handlers::mfa::enable_totp)
-        .on(op::USE_TOTP_STEP, handlers::mfa::use_totp_step)
-        .on(op::USE_BACKUP_CODE, handlers::mfa::use_backup_code);
-    let serving = bus
-        .serve_store(config.region, handlers, state, shutdown.clone())
-        .await?;
+        .on(handlers::info)
+        .on(handlers::provision_issuer)
+        .on(handlers::create_user)
+        .on(handlers::get_user)
+        .on(handlers::verify_password)
+        .on(handlers::sessions::create_session)
+        .on(handlers::sessions::refresh_session)
+        .on(handlers::sessions::revoke_session)
+        .on(handlers::sessions::revoke_user_sessions)
+        .on(handlers::sessions::list_sessions)
+        .on(handlers::sessions::list_revoked_sessions)
+        .on(handlers::personal_tokens::create)
+        .on(handlers::personal_tokens::list)
+        .on(handlers::personal_tokens::revoke)
+        .on(handlers::personal_tokens::verify)
+        .on(handlers::mfa::prove_email)
+        .on(handlers::mfa::credentials)
+        .on(handlers::mfa::disable_totp)
+        .on(handlers::mfa::replace_backup_codes)
+        .on(handlers::set_password)
+        .on(handlers::mfa::set_pending_totp)
+        .on(handlers::mfa::get_totp)
+        .on(handlers::mfa::enable_totp)
+        .on(handlers::mfa::use_totp_step)
+        .on(handlers::mfa::use_backup_code);
+    let serving = bus.serve(handlers, state, shutdown.clone()).await?;
 
     let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(
@@ -103,10 +91,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     )
     .await?;
     tracing::info!(region = %config.region, %http_addr, "user-store started");
-    Ok(Running::new(http_addr, vec![serving, http]))
+    Ok(Running::new(
+        http_addr,
+        vec![("bus", serving), ("http", http)],
+    ))
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    start(config, shutdown).await?.wait().await;
+    start(config, shutdown.clone())
+        .await?
+        .wait(&shutdown)
+        .await?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use crate::{directory, placement, Error, State};
 use idm_core::proto::store::{self, StoredUser};
+use idm_core::proto::user::Locate;
 use idm_core::proto::user::*;
 use idm_core::proto::Done;
 use idm_core::{ApiError, ErrorCode, Jurisdiction, Region, UserId};
@@ -96,10 +97,7 @@ pub async fn create_user(state: Arc<State>, req: CreateUser) -> Result<User, Err
             tracing::warn!(from = %chosen, to = %region, "placing in a fallback region");
             directory::move_reservation(&state.db, &user_id, region).await?;
         }
-        let reply: Result<StoredUser, ApiError> = state
-            .bus
-            .call_store(region, store::CREATE_USER, &request)
-            .await;
+        let reply: Result<StoredUser, ApiError> = state.bus.send_to(region, &request).await;
         match reply.and_then(|u| check_store(region, &u.store).map(|()| u)) {
             Ok(stored) => {
                 directory::activate(&state.db, &user_id).await?;
@@ -131,11 +129,10 @@ async fn fetch(
     user: UserId,
     region: Region,
 ) -> Result<User, Error> {
-    let stored: StoredUser = state
+    let stored = state
         .bus
-        .call_store(
+        .send_to(
             region,
-            store::GET_USER,
             &store::GetUser {
                 issuer_id: issuer.clone(),
                 user_id: user,
@@ -161,7 +158,7 @@ pub async fn find_by_email(state: Arc<State>, req: FindByEmail) -> Result<User, 
     fetch(&state, &req.issuer_id, user, region).await
 }
 
-pub async fn locate(state: Arc<State>, req: FindByEmail) -> Result<Located, Error> {
+pub async fn locate(state: Arc<State>, Locate(req): Locate) -> Result<Located, Error> {
     let index = state.index_keys.index(&req.issuer_id, &req.email).await?;
     let location = directory::by_index(&state.db, &req.issuer_id, &index)
         .await?

@@ -15,7 +15,6 @@ pub use config::Config;
 pub use error::Error;
 
 use idm_bus::{Bus, Handlers};
-use idm_core::proto::user as op;
 use idm_db::Db;
 use idm_telemetry::Running;
 use std::sync::Arc;
@@ -40,19 +39,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         default_region: config.default_region,
     });
     let handlers = Handlers::new()
-        .on(op::INIT_ISSUER, handlers::init_issuer)
-        .on(op::CREATE_USER, handlers::create_user)
-        .on(op::GET_USER, handlers::get_user)
-        .on(op::FIND_BY_EMAIL, handlers::find_by_email)
-        .on(op::LOCATE, handlers::locate)
-        .on(op::PLACEMENT, handlers::placement)
-        .on(op::CREATE_PERSONAL_TOKEN, personal_tokens::create)
-        .on(op::LIST_PERSONAL_TOKENS, personal_tokens::list)
-        .on(op::REVOKE_PERSONAL_TOKEN, personal_tokens::revoke)
-        .on(op::VERIFY_PERSONAL_TOKEN, personal_tokens::verify);
-    let serving = bus
-        .serve_service("user", handlers, state, shutdown.clone())
-        .await?;
+        .on(handlers::init_issuer)
+        .on(handlers::create_user)
+        .on(handlers::get_user)
+        .on(handlers::find_by_email)
+        .on(handlers::locate)
+        .on(handlers::placement)
+        .on(personal_tokens::create)
+        .on(personal_tokens::list)
+        .on(personal_tokens::revoke)
+        .on(personal_tokens::verify);
+    let serving = bus.serve(handlers, state, shutdown.clone()).await?;
     let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,
@@ -61,10 +58,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     )
     .await?;
     tracing::info!(%http_addr, "user started");
-    Ok(Running::new(http_addr, vec![serving, http]))
+    Ok(Running::new(
+        http_addr,
+        vec![("bus", serving), ("http", http)],
+    ))
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    start(config, shutdown).await?.wait().await;
+    start(config, shutdown.clone())
+        .await?
+        .wait(&shutdown)
+        .await?;
     Ok(())
 }

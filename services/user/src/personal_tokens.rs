@@ -4,6 +4,7 @@
 
 use crate::{directory, Error, State};
 use idm_core::proto::store::{self, PersonalToken, PersonalTokens};
+use idm_core::proto::user::ListPersonalTokens;
 use idm_core::proto::user::*;
 use idm_core::proto::SecretText;
 use idm_core::{ApiError, ErrorCode, IssuerId, PersonalTokenId, Region, UserId};
@@ -64,26 +65,23 @@ pub async fn create(
         expires_at: req.expires_at,
         token_hash: idm_crypto::sha256_hex(token.as_bytes()),
     };
-    let info: PersonalToken = state
-        .bus
-        .call_store(region, store::CREATE_PERSONAL_TOKEN, &request)
-        .await?;
+    let info = state.bus.send_to(region, &request).await?;
     Ok(CreatedPersonalToken {
         info,
         token: SecretText::new(token),
     })
 }
 
-pub async fn list(state: Arc<State>, req: GetUser) -> Result<PersonalTokens, Error> {
+pub async fn list(
+    state: Arc<State>,
+    ListPersonalTokens(req): ListPersonalTokens,
+) -> Result<PersonalTokens, Error> {
     let region = region_of_user(&state, &req.issuer_id, &req.user_id).await?;
-    let request = store::UserSessions {
+    let request = store::ListPersonalTokens(store::UserSessions {
         issuer_id: req.issuer_id,
         user_id: req.user_id,
-    };
-    Ok(state
-        .bus
-        .call_store(region, store::LIST_PERSONAL_TOKENS, &request)
-        .await?)
+    });
+    Ok(state.bus.send_to(region, &request).await?)
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, token = %req.token_id))]
@@ -94,10 +92,7 @@ pub async fn revoke(state: Arc<State>, req: PersonalTokenRef) -> Result<Personal
         user_id: req.user_id,
         token_id: req.token_id,
     };
-    Ok(state
-        .bus
-        .call_store(region, store::REVOKE_PERSONAL_TOKEN, &request)
-        .await?)
+    Ok(state.bus.send_to(region, &request).await?)
 }
 
 pub async fn verify(state: Arc<State>, req: VerifyPersonalToken) -> Result<PersonalToken, Error> {
@@ -113,10 +108,7 @@ pub async fn verify(state: Arc<State>, req: VerifyPersonalToken) -> Result<Perso
         issuer_id: req.issuer_id,
         token_hash: idm_crypto::sha256_hex(token.as_bytes()),
     };
-    let reply: Result<PersonalToken, ApiError> = state
-        .bus
-        .call_store(region, store::VERIFY_PERSONAL_TOKEN, &request)
-        .await;
+    let reply: Result<PersonalToken, ApiError> = state.bus.send_to(region, &request).await;
     reply.map_err(|e| {
         if e.code == ErrorCode::NotFound {
             invalid().into()

@@ -36,6 +36,8 @@ pub enum Error {
     #[error(transparent)]
     Bus(#[from] idm_bus::BusError),
     #[error(transparent)]
+    Stopped(#[from] idm_telemetry::Stopped),
+    #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("HTTP listener: {0}")]
     Io(#[from] std::io::Error),
@@ -53,10 +55,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     )
     .await?;
     tracing::info!(%http_addr, "webhook started");
-    Ok(Running::new(http_addr, vec![http]))
+    Ok(Running::new(http_addr, vec![("http", http)]))
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    start(config, shutdown).await?.wait().await;
+    start(config, shutdown.clone())
+        .await?
+        .wait(&shutdown)
+        .await?;
     Ok(())
 }

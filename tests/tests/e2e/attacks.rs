@@ -1,6 +1,6 @@
 //! Security claims, tried the way an attacker would.
 
-use idm_testkit::{Options, Platform, Tenant};
+use idm_testkit::{Platform, Tenant};
 use reqwest::Method;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -17,8 +17,8 @@ async fn two_tenants(platform: &Platform) -> anyhow::Result<(Tenant, Tenant)> {
 
 #[tokio::test]
 async fn another_tenants_keys_and_sessions_see_nothing() -> anyhow::Result<()> {
-    let platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
-    let (a, b) = two_tenants(&platform).await?;
+    let platform = Platform::shared().await?;
+    let (a, b) = two_tenants(platform).await?;
     let signed_up = platform
         .sign_up(
             &a,
@@ -167,13 +167,13 @@ async fn another_tenants_keys_and_sessions_see_nothing() -> anyhow::Result<()> {
             .await?;
         assert_eq!(r.code(), Some("session_invalid"), "{forged}");
     }
-    platform.stop().await
+    Ok(())
 }
 
 #[tokio::test]
 async fn keys_are_checked_for_shape_existence_kind_scope_mode_and_origin() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
-    let (a, _b) = two_tenants(&platform).await?;
+    let platform = Platform::shared().await?;
+    let (a, _b) = two_tenants(platform).await?;
 
     // A restricted key cannot call any backend route, even from an allowed origin.
     let rk = format!("Bearer {}", a.restricted_key);
@@ -338,7 +338,7 @@ async fn keys_are_checked_for_shape_existence_kind_scope_mode_and_origin() -> an
         )
         .await?;
     assert_eq!(r.status, 201, "{}", r.json);
-    platform.stop().await
+    Ok(())
 }
 
 fn bs58_decode(text: &str) -> anyhow::Result<[u8; 32]> {
@@ -352,6 +352,7 @@ fn bs58_decode(text: &str) -> anyhow::Result<[u8; 32]> {
 
 #[tokio::test]
 async fn a_revoked_key_stops_working_on_every_edge_replica_within_a_second() -> anyhow::Result<()> {
+    // Own platform: adds an edge replica.
     let mut platform = Platform::start().await?;
     platform.add_edge().await?;
     let tenant = platform.create_account("Revoker").await?;

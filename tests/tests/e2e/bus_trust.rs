@@ -109,7 +109,7 @@ fn subject(platform: &Platform, target: Target, op: &str) -> String {
 
 #[tokio::test]
 async fn connections_without_valid_credentials_are_refused() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::shared().await?;
     let anonymous = async_nats::connect(&platform.nats.url).await;
     assert!(anonymous.is_err(), "an anonymous connection was accepted");
 
@@ -121,13 +121,14 @@ async fn connections_without_valid_credentials_are_refused() -> anyhow::Result<(
     assert!(unknown.is_err(), "an unknown nkey was accepted");
 
     // Control: the same server lets a known identity in.
-    let known = Watched::connect(&platform, Identity::Webhook).await?;
+    let known = Watched::connect(platform, Identity::Webhook).await?;
     known.client.flush().await?;
-    platform.stop().await
+    Ok(())
 }
 
 #[tokio::test]
 async fn a_service_cannot_listen_to_another_services_subjects_or_replies() -> anyhow::Result<()> {
+    // Own platform: plays services on the bus (its subscriptions could hear or answer other tests' calls).
     let platform = Platform::start().await?;
     let p = platform.prefix.clone();
     let tenant = platform.create_account("Eavesdrop").await?;
@@ -219,6 +220,7 @@ async fn a_service_cannot_listen_to_another_services_subjects_or_replies() -> an
 
 #[tokio::test]
 async fn a_service_cannot_call_an_operation_it_has_no_row_for() -> anyhow::Result<()> {
+    // Own platform: plays services on the bus (its subscriptions could hear or answer other tests' calls).
     let platform = Platform::start().await?;
     let p = platform.prefix.clone();
 
@@ -244,12 +246,11 @@ async fn a_service_cannot_call_an_operation_it_has_no_row_for() -> anyhow::Resul
     // Through the bus client the same calls fail at once, with a stable code.
     let auth = platform.bus(Identity::Auth).await?;
     let started = std::time::Instant::now();
-    let denied: Result<idm_core::proto::Done, _> = auth
-        .call(
-            "session",
-            idm_core::proto::session::KEY_RING,
-            &serde_json::json!({}),
-        )
+    let denied = auth
+        .send(&idm_core::proto::session::KeyRingRequest {
+            issuer_id: idm_core::IssuerId::generate(),
+            nonce: String::new(),
+        })
         .await;
     assert_eq!(
         denied.err().map(|e| e.code),
@@ -260,11 +261,14 @@ async fn a_service_cannot_call_an_operation_it_has_no_row_for() -> anyhow::Resul
         "no time-out wait"
     );
     let user = platform.bus(Identity::User).await?;
-    let denied: Result<idm_core::proto::Done, _> = user
-        .call_store(
+    let denied = user
+        .send_to(
             idm_core::Region::Weur,
-            idm_core::proto::store::VERIFY_PASSWORD,
-            &serde_json::json!({}),
+            &idm_core::proto::store::VerifyPassword {
+                issuer_id: idm_core::IssuerId::generate(),
+                user_id: None,
+                password: idm_core::proto::SecretText::new("x"),
+            },
         )
         .await;
     assert_eq!(
@@ -281,6 +285,7 @@ async fn a_service_cannot_call_an_operation_it_has_no_row_for() -> anyhow::Resul
 #[tokio::test]
 async fn the_server_permissions_match_the_table_for_every_identity_and_operation(
 ) -> anyhow::Result<()> {
+    // Own platform: plays services on the bus (its subscriptions could hear or answer other tests' calls).
     let platform = Platform::start().await?;
     let universe = acl::all_calls();
     for identity in Identity::all() {
@@ -317,6 +322,7 @@ async fn the_server_permissions_match_the_table_for_every_identity_and_operation
 
 #[tokio::test]
 async fn the_serving_loop_refuses_a_forged_or_missing_caller_name() -> anyhow::Result<()> {
+    // Own platform: plays services on the bus (its subscriptions could hear or answer other tests' calls).
     let platform = Platform::start().await?;
     let p = platform.prefix.clone();
     // auth may send session.create_session; it claims to be someone else.
@@ -348,6 +354,7 @@ async fn the_serving_loop_refuses_a_forged_or_missing_caller_name() -> anyhow::R
 #[tokio::test]
 async fn services_reach_nats_over_tls_and_an_unverified_server_is_refused() -> anyhow::Result<()> {
     let ca = idm_testkit::tls::TestCa::create()?;
+    // Own platform: NATS over TLS.
     let platform = Platform::start_with(idm_testkit::Options {
         nats_tls: Some(ca.nats()),
         ..Default::default()

@@ -72,9 +72,9 @@ async fn raw_status(addr: std::net::SocketAddr, request: &[u8]) -> anyhow::Resul
 
 #[tokio::test]
 async fn origins_are_parsed_strictly_and_matched_exactly() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::shared().await?;
     let t = tenant(
-        &platform,
+        platform,
         "Origins",
         &[
             "mybrand.com",
@@ -94,7 +94,7 @@ async fn origins_are_parsed_strictly_and_matched_exactly() -> anyhow::Result<()>
         "https://xn--bcher-kva.de",
         "http://localhost:3000",
     ] {
-        let r = me(&platform, 0, &t, &[("origin", origin)]).await?;
+        let r = me(platform, 0, &t, &[("origin", origin)]).await?;
         assert!(passed(&r), "{origin} must pass: {} {}", r.status, r.json);
         // The allowed origin is echoed exactly, with credentials, never `*`.
         assert_eq!(
@@ -144,7 +144,7 @@ async fn origins_are_parsed_strictly_and_matched_exactly() -> anyhow::Result<()>
         vec![("referer", "https://mybrand.com/"), ("origin", "null")],
     ];
     for headers in refused {
-        let r = me(&platform, 0, &t, &headers).await?;
+        let r = me(platform, 0, &t, &headers).await?;
         assert_eq!(
             (r.status, r.code()),
             (403, Some("origin_not_allowed")),
@@ -185,12 +185,12 @@ async fn origins_are_parsed_strictly_and_matched_exactly() -> anyhow::Result<()>
         let status = raw_status(addr, &request(bad)).await?;
         assert!(status == 400 || status == 403, "{bad:?} answered {status}");
     }
-    platform.stop().await
+    Ok(())
 }
 
 #[tokio::test]
 async fn allowed_origins_are_validated_when_saved() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::shared().await?;
     let t = platform.create_account("Lists").await?;
     for entry in [
         "https://mybrand.com",
@@ -240,13 +240,13 @@ async fn allowed_origins_are_validated_when_saved() -> anyhow::Result<()> {
             "xn--bcher-kva.de"
         ]))
     );
-    platform.stop().await
+    Ok(())
 }
 
 #[tokio::test]
 async fn an_issuer_may_require_https_except_for_localhost() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
-    let t = tenant(&platform, "Https", &["mybrand.com", "localhost"]).await?;
+    let platform = Platform::shared().await?;
+    let t = tenant(platform, "Https", &["mybrand.com", "localhost"]).await?;
     let r = platform
         .backend(
             Method::PATCH,
@@ -258,18 +258,18 @@ async fn an_issuer_may_require_https_except_for_localhost() -> anyhow::Result<()
     assert_eq!(r.status, 200, "{}", r.json);
     let deadline = Instant::now() + Duration::from_secs(1);
     loop {
-        let r = me(&platform, 0, &t, &[("origin", "http://mybrand.com")]).await?;
+        let r = me(platform, 0, &t, &[("origin", "http://mybrand.com")]).await?;
         if r.code() == Some("origin_not_allowed") {
             break;
         }
         assert!(Instant::now() < deadline, "http still accepted");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(passed(&me(&platform, 0, &t, &[("origin", ORIGIN)]).await?));
+    assert!(passed(&me(platform, 0, &t, &[("origin", ORIGIN)]).await?));
     assert!(passed(
-        &me(&platform, 0, &t, &[("origin", "http://localhost:5173")]).await?
+        &me(platform, 0, &t, &[("origin", "http://localhost:5173")]).await?
     ));
-    platform.stop().await
+    Ok(())
 }
 
 async fn preflight(
@@ -282,10 +282,10 @@ async fn preflight(
 
 #[tokio::test]
 async fn preflights_are_answered_at_the_edge_without_credentials() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
-    let t = tenant(&platform, "Preflight", &["mybrand.com"]).await?;
+    let platform = Platform::shared().await?;
+    let t = tenant(platform, "Preflight", &["mybrand.com"]).await?;
     let ok = preflight(
-        &platform,
+        platform,
         "/v1/client/sign_in",
         &[
             ("origin", ORIGIN),
@@ -328,7 +328,7 @@ async fn preflights_are_answered_at_the_edge_without_credentials() -> anyhow::Re
 
     // Verification routes are browser-facing too.
     let r = preflight(
-        &platform,
+        platform,
         "/v1/verifications",
         &[
             ("origin", ORIGIN),
@@ -390,7 +390,7 @@ async fn preflights_are_answered_at_the_edge_without_credentials() -> anyhow::Re
         ),
     ];
     for (path, headers) in refused {
-        let r = preflight(&platform, path, &headers).await?;
+        let r = preflight(platform, path, &headers).await?;
         assert_eq!(r.status, 403, "{path} {headers:?}");
         assert_eq!(
             header(&r, "access-control-allow-origin"),
@@ -403,7 +403,7 @@ async fn preflights_are_answered_at_the_edge_without_credentials() -> anyhow::Re
     // (the issuer is unknown until the key arrives); the real request is
     // then refused, with no CORS headers the page could read it by.
     let evil = preflight(
-        &platform,
+        platform,
         "/v1/client/sign_in",
         &[
             ("origin", "https://evil.com"),
@@ -423,7 +423,7 @@ async fn preflights_are_answered_at_the_edge_without_credentials() -> anyhow::Re
         .await?;
     assert_eq!((r.status, r.code()), (403, Some("origin_not_allowed")));
     assert_eq!(header(&r, "access-control-allow-origin"), None);
-    platform.stop().await
+    Ok(())
 }
 
 /// The default edge (like `EDGE_TRUSTED_PROXIES` unset, and like the local
@@ -431,6 +431,7 @@ async fn preflights_are_answered_at_the_edge_without_credentials() -> anyhow::Re
 /// country header from the test process itself are ignored.
 #[tokio::test]
 async fn by_default_no_proxy_is_believed_not_even_loopback() -> anyhow::Result<()> {
+    // Own platform: needs the default edge, which trusts no proxy.
     let platform = Platform::start().await?;
     let t = tenant(&platform, "No proxy", &["app.example.com", "mybrand.com"]).await?;
     platform
@@ -477,6 +478,7 @@ async fn by_default_no_proxy_is_believed_not_even_loopback() -> anyhow::Result<(
 
 #[tokio::test]
 async fn the_client_address_comes_only_from_trusted_proxies() -> anyhow::Result<()> {
+    // Own platform: adds an edge replica.
     let mut platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     // A second edge that trusts no proxy: X-Forwarded-For means nothing to it.
     platform
@@ -532,6 +534,7 @@ async fn the_client_address_comes_only_from_trusted_proxies() -> anyhow::Result<
 
 #[tokio::test]
 async fn velocity_is_per_issuer_and_route_class_and_ipv6_per_slash_64() -> anyhow::Result<()> {
+    // Own platform: breaches velocity limits on purpose.
     let platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     let a = tenant(&platform, "Velocity A", &["mybrand.com"]).await?;
     let b = tenant(&platform, "Velocity B", &["mybrand.com"]).await?;
@@ -652,6 +655,7 @@ where
 #[tokio::test]
 async fn strikes_ban_on_every_replica_repeat_bans_double_and_operators_lift() -> anyhow::Result<()>
 {
+    // Own platform: two replicas, bans, and the platform-wide ban list.
     let mut platform = Platform::start_with(Options {
         edge_replicas: 2,
         ..Options::behind_loopback_proxy()
@@ -811,8 +815,8 @@ async fn strikes_ban_on_every_replica_repeat_bans_double_and_operators_lift() ->
 
 #[tokio::test]
 async fn the_email_guard_covers_every_route_that_takes_an_address() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
-    let t = tenant(&platform, "Mail guard", &["mybrand.com"]).await?;
+    let platform = Platform::shared().await?;
+    let t = tenant(platform, "Mail guard", &["mybrand.com"]).await?;
     let cases = [
         ("\"quoted\"@example.com", "invalid_email"),
         ("a@[127.0.0.1]", "invalid_email"),
@@ -940,11 +944,12 @@ async fn the_email_guard_covers_every_route_that_takes_an_address() -> anyhow::R
         )
         .await?;
     assert_eq!(r.code(), Some("validation_failed"));
-    platform.stop().await
+    Ok(())
 }
 
 #[tokio::test]
 async fn origin_edits_reach_every_replica_within_a_second() -> anyhow::Result<()> {
+    // Own platform: two edge replicas.
     let platform = Platform::start_with(Options {
         edge_replicas: 2,
         ..Options::default()
@@ -1022,6 +1027,7 @@ async fn flood(
 
 #[tokio::test]
 async fn a_key_flood_reads_the_key_table_a_bounded_number_of_times() -> anyhow::Result<()> {
+    // Own platform: the platform-wide key-lookup budget and key table reads.
     let platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     let t = tenant(&platform, "Flood", &["mybrand.com"]).await?;
     platform
@@ -1162,6 +1168,7 @@ async fn a_redis_outage_falls_back_to_memory_and_recovers() -> anyhow::Result<()
     // A dedicated edge on a Redis of its own, so stopping it disturbs no other test.
     let port = free_port()?;
     let mut redis = SpareRedis::start(port).await?;
+    // Own platform: adds an edge on a Redis it kills, reads edge metrics.
     let mut platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     let url = redis.url();
     platform.add_edge_with(move |c| c.redis_url = url).await?;
@@ -1201,7 +1208,7 @@ async fn a_redis_outage_falls_back_to_memory_and_recovers() -> anyhow::Result<()
 
     // Redis up: the limit holds and its counters are in Redis.
     assert_eq!(burst("192.0.2.10").await?, expected);
-    let pattern = format!("{}waf:v:client:*192.0.2.10*", platform.redis_prefix);
+    let pattern = format!("{}waf:{{v:client:*192.0.2.10*", platform.redis_prefix);
     assert!(!redis.keys(&pattern).await?.is_empty());
     assert!(platform
         .edge_metrics(edge)
@@ -1233,7 +1240,7 @@ async fn a_redis_outage_falls_back_to_memory_and_recovers() -> anyhow::Result<()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(burst("192.0.2.12").await?, expected);
-    let pattern = format!("{}waf:v:client:*192.0.2.12*", platform.redis_prefix);
+    let pattern = format!("{}waf:{{v:client:*192.0.2.12*", platform.redis_prefix);
     assert!(!redis.keys(&pattern).await?.is_empty());
     drop(redis);
     platform.stop().await
@@ -1330,6 +1337,7 @@ async fn a_browser_page_on_an_allowed_origin_signs_in_and_others_are_refused() -
         println!("SKIPPED: headless Chromium is not installed and could not be (apt-get install chromium)");
         return Ok(());
     };
+    // Own platform: serves the page a browser loads.
     let platform = Platform::start().await?;
     let t = tenant(&platform, "Browser", &["app.mybrand.test"]).await?;
     let r = platform

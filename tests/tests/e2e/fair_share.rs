@@ -26,6 +26,7 @@ async fn a_sign_in_flood_from_one_tenant_does_not_starve_another() -> anyhow::Re
     // own machines would in a deployment; otherwise the flood's admitted
     // Argon2 work alone keeps every core busy and the test measures the
     // CPU, not the fairness.
+    // Own platform: loads the stores, with options of its own.
     let platform = Arc::new(
         Platform::start_with(idm_testkit::Options {
             store_hash_workers: 1,

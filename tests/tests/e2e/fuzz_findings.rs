@@ -10,7 +10,7 @@ use reqwest::Method;
 /// handler panicked on `row.get` and never answered.
 #[tokio::test]
 async fn odd_metadata_is_stored_or_refused_never_a_server_error() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::shared().await?;
     let tenant = platform.create_account("Odd").await?;
     let body = r#"{"metadata": {"\u00a5Z\u0080\u00bd\u000b\u0096\u00d1\u0086\u0086": 362, "__main__": true, "\uabe2M\u00e7": [{"\u00b1P\fx\u00e5o\u00f8\u00f8^\u00e0\u0085": -1.7976931348623157e+308, "H": true}, {"fl": "\u00bcJl\u00bb,", "\udabf\udf8e+\udbdb\udd25\u00ff\u00e0+": 3.5941408082646796e+16, "": 44635330902}]}, "email": "0@0.info", "name": "r"}"#;
     let r = platform
@@ -39,14 +39,14 @@ async fn odd_metadata_is_stored_or_refused_never_a_server_error() -> anyhow::Res
         .await?;
     assert_eq!(read.status, 200, "{}", read.json);
     assert_eq!(read.json["metadata"], created.json["metadata"]);
-    platform.stop().await
+    Ok(())
 }
 
 /// A NUL inside a metadata string: PostgreSQL's jsonb refuses `\u0000`, so
 /// the insert failed and the answer was `500 internal`. Now refused up front.
 #[tokio::test]
 async fn nul_in_metadata_is_refused_not_a_server_error() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::shared().await?;
     let tenant = platform.create_account("Nul").await?;
     for body in [
         r#"{"email": "0@0.net", "metadata": {"a": [["\u0000x", 0.5]]}}"#,
@@ -62,5 +62,5 @@ async fn nul_in_metadata_is_refused_not_a_server_error() -> anyhow::Result<()> {
             r.json
         );
     }
-    platform.stop().await
+    Ok(())
 }

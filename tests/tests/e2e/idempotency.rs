@@ -54,6 +54,7 @@ async fn directory_users(platform: &Platform, issuer_id: &str) -> anyhow::Result
 
 #[tokio::test]
 async fn a_retry_answers_with_the_first_result_and_creates_once() -> anyhow::Result<()> {
+    // Own platform: reads every idempotency record in Redis.
     let platform = Platform::start().await?;
     let tenant = platform.create_account("Idem").await?;
     let body = json!({"email": "once@example.com", "region": "wnam"});
@@ -203,12 +204,12 @@ async fn a_retry_answers_with_the_first_result_and_creates_once() -> anyhow::Res
 /// `idempotency_in_progress`) or replay its answer; never two creations.
 #[tokio::test]
 async fn concurrent_retries_create_one_resource() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::shared().await?;
     let tenant = platform.create_account("Race").await?;
     let body = json!({"name": "Racing issuer"});
     let attempts = (0..8).map(|_| {
         post(
-            &platform,
+            platform,
             "/v1/issuers",
             &tenant.secret_key,
             "race",
@@ -241,31 +242,31 @@ async fn concurrent_retries_create_one_resource() -> anyhow::Result<()> {
         "one issuer, whatever the interleaving: {ids:?}"
     );
     // After the race, a retry replays the issuer that was created.
-    let later = post(&platform, "/v1/issuers", &tenant.secret_key, "race", body).await?;
+    let later = post(platform, "/v1/issuers", &tenant.secret_key, "race", body).await?;
     assert_eq!(later.status, 201);
     assert!(ids.contains(later.json["issuer"]["id"].as_str().unwrap_or_default()));
     let global = platform.global().await?;
     let issuers: i64 = global
         .query_one(
-            "SELECT count(*) FROM account.issuers WHERE name = 'Racing issuer'",
-            &[],
+            "SELECT count(*) FROM account.issuers WHERE name = 'Racing issuer' AND account_id = $1",
+            &[&tenant.account_id],
         )
         .await?
         .get(0);
     assert_eq!(issuers, 1);
-    platform.stop().await
+    Ok(())
 }
 
 /// Attacker: another tenant that uses the same idempotency key (guessed or
 /// leaked) never sees the first tenant's answer; it creates its own.
 #[tokio::test]
 async fn keys_are_scoped_to_the_tenant_and_the_api_key() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::shared().await?;
     let victim = platform.create_account("Victim").await?;
     let attacker = platform.create_account("Attacker").await?;
     let body = json!({"kind": "secret", "name": "deploy", "scopes": ["users:read"]});
     let first = post(
-        &platform,
+        platform,
         "/v1/api_keys",
         &victim.secret_key,
         "shared-key",
@@ -276,7 +277,7 @@ async fn keys_are_scoped_to_the_tenant_and_the_api_key() -> anyhow::Result<()> {
     let victims_key = first.str("/key");
 
     let theirs = post(
-        &platform,
+        platform,
         "/v1/api_keys",
         &attacker.secret_key,
         "shared-key",
@@ -292,7 +293,7 @@ async fn keys_are_scoped_to_the_tenant_and_the_api_key() -> anyhow::Result<()> {
     // Another body under the same key in the attacker's scope conflicts only
     // with the attacker's own first request, never reveals the victim's.
     let probe = post(
-        &platform,
+        platform,
         "/v1/api_keys",
         &attacker.secret_key,
         "shared-key",
@@ -314,7 +315,7 @@ async fn keys_are_scoped_to_the_tenant_and_the_api_key() -> anyhow::Result<()> {
         .await?;
     assert_eq!(other.status, 201, "{}", other.json);
     let via_other_key = post(
-        &platform,
+        platform,
         "/v1/api_keys",
         &other.str("/key"),
         "shared-key",
@@ -324,7 +325,7 @@ async fn keys_are_scoped_to_the_tenant_and_the_api_key() -> anyhow::Result<()> {
     assert_eq!(via_other_key.status, 201, "{}", via_other_key.json);
     assert!(via_other_key.headers.get("idempotent-replayed").is_none());
     assert_ne!(via_other_key.str("/key"), victims_key);
-    platform.stop().await
+    Ok(())
 }
 
 /// A restricted (publishable) key: sign-up retries replay the session, the
@@ -332,7 +333,7 @@ async fn keys_are_scoped_to_the_tenant_and_the_api_key() -> anyhow::Result<()> {
 /// origin check (a foreign page cannot read a stored answer).
 #[tokio::test]
 async fn restricted_keys_replay_sign_ups_only_from_allowed_origins() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::shared().await?;
     let tenant = platform.create_account("Shop").await?;
     platform
         .allow_origins(&tenant, &["shop.example.com"])
@@ -394,7 +395,7 @@ async fn restricted_keys_replay_sign_ups_only_from_allowed_origins() -> anyhow::
         again.headers.get("set-cookie").is_some(),
         "the replay sets the cookie too"
     );
-    assert_eq!(directory_users(&platform, &tenant.issuer_id).await?, 1);
+    assert_eq!(directory_users(platform, &tenant.issuer_id).await?, 1);
 
     // A foreign origin with the same key and body is refused before any
     // replay: the stored session is not handed out.
@@ -437,13 +438,14 @@ async fn restricted_keys_replay_sign_ups_only_from_allowed_origins() -> anyhow::
         )
         .await?;
     assert_eq!(r.code(), Some("insufficient_scope"));
-    platform.stop().await
+    Ok(())
 }
 
 /// The operator's `POST /admin/v1/accounts` (account service, stored in
 /// PostgreSQL): a retry is the same account, another name is refused.
 #[tokio::test]
 async fn operator_account_creation_is_idempotent() -> anyhow::Result<()> {
+    // Own platform: counts accounts across the platform by name.
     let platform = Platform::start().await?;
     let create = |key: &'static str, name: &'static str| {
         platform
@@ -508,6 +510,7 @@ async fn operator_account_creation_is_idempotent() -> anyhow::Result<()> {
 /// without the header is served as ever.
 #[tokio::test]
 async fn without_redis_idempotent_requests_are_refused_not_duplicated() -> anyhow::Result<()> {
+    // Own platform: adds an edge without Redis.
     let mut platform = Platform::start().await?;
     // Replica 1 has a Redis that never answers (nothing listens on port 1).
     platform

@@ -51,6 +51,7 @@ async fn mfa_sign_in(platform: &Platform, tenant: &Tenant) -> anyhow::Result<Str
 #[tokio::test]
 async fn totp_enrollment_then_mfa_sign_in_with_codes_and_backup_codes_each_once(
 ) -> anyhow::Result<()> {
+    // Own platform: moves the clock.
     let platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     let a = platform.create_account("Mfa").await?;
     let b = platform.create_account("Other").await?;

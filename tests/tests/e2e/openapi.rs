@@ -12,7 +12,7 @@ fn committed(name: &str) -> anyhow::Result<serde_json::Value> {
 
 #[tokio::test]
 async fn the_edge_serves_its_documents_without_a_key() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::shared().await?;
     // Public port: no key, no origin; the committed document.
     let public = platform
         .send(Method::GET, "/openapi.json", &[], None)
@@ -33,5 +33,5 @@ async fn the_edge_serves_its_documents_without_a_key() -> anyhow::Result<()> {
         .await?;
     assert_eq!(ops.status, 200, "{}", ops.json);
     assert_eq!(ops.json, committed("openapi-ops.json")?);
-    platform.stop().await
+    Ok(())
 }

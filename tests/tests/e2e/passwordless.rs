@@ -35,6 +35,7 @@ async fn redis_keys(platform: &Platform, kind: &str) -> anyhow::Result<Vec<Strin
 #[tokio::test]
 async fn magic_links_sign_in_once_per_issuer_and_only_back_to_allowed_origins() -> anyhow::Result<()>
 {
+    // Own platform: moves the clock, reads every magic-link key in Redis.
     let platform = Platform::start().await?;
     let a = tenant(&platform, "A").await?;
     let b = tenant(&platform, "B").await?;
@@ -173,6 +174,7 @@ async fn magic_links_sign_in_once_per_issuer_and_only_back_to_allowed_origins() 
 
 #[tokio::test]
 async fn email_codes_expire_die_after_five_attempts_and_work_once() -> anyhow::Result<()> {
+    // Own platform: moves the clock.
     let platform = Platform::start().await?;
     let a = tenant(&platform, "Codes").await?;
     let b = tenant(&platform, "Other").await?;
@@ -337,6 +339,7 @@ async fn email_codes_expire_die_after_five_attempts_and_work_once() -> anyhow::R
 
 #[tokio::test]
 async fn mail_survives_an_smtp_outage() -> anyhow::Result<()> {
+    // Own platform: stops the mail sink.
     let platform = Platform::start().await?;
     let a = tenant(&platform, "Outage").await?;
     platform.smtp.stop();
@@ -384,6 +387,7 @@ async fn mail_survives_an_smtp_outage() -> anyhow::Result<()> {
 #[tokio::test]
 async fn recipient_limits_share_one_budget_per_inbox_and_the_quota_stops_mail_before_it_is_queued(
 ) -> anyhow::Result<()> {
+    // Own platform: counts every mail sent.
     let platform = Platform::start().await?;
     let a = tenant(&platform, "Budget").await?;
     platform.set_waf_policy(&a, json!({"recipient_limit": 2, "recipient_window_seconds": 3600, "monthly_email_quota": 5})).await?;
@@ -479,12 +483,14 @@ async fn call_verification(
 
 #[tokio::test]
 async fn magic_link_redirects_are_held_to_the_strictness_of_origins() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
-    let a = tenant(&platform, "Redirects").await?;
+    let platform = Platform::shared().await?;
+    let a = tenant(platform, "Redirects").await?;
     platform
         .allow_origins(&a, &["app.example.com", "localhost"])
         .await?;
-    let link = |url: &str| json!({"email": "rita@example.com", "redirect_url": url});
+    // The mail sink is the shared platform's: a recipient of this test's own.
+    let rita = idm_testkit::unique_email("rita");
+    let link = |url: &str| json!({"email": rita, "redirect_url": url});
     for bad in [
         // not on an allowed origin, or hiding another host
         "https://evil.example.net/",
@@ -504,11 +510,11 @@ async fn magic_link_redirects_are_held_to_the_strictness_of_origins() -> anyhow:
         "https://app.example.com/in#idm_magic_code=x",
         "javascript:alert(document.domain)",
     ] {
-        let r = client(&platform, &a, "/v1/client/magic_links", link(bad)).await?;
+        let r = client(platform, &a, "/v1/client/magic_links", link(bad)).await?;
         assert_eq!(r.code(), Some("validation_failed"), "{bad:?}: {}", r.json);
     }
     let r = client(
-        &platform,
+        platform,
         &a,
         "/v1/client/magic_links",
         link("http://app.example.com/in"),
@@ -531,7 +537,7 @@ async fn magic_link_redirects_are_held_to_the_strictness_of_origins() -> anyhow:
         .await?;
     assert_eq!(r.status, 200);
     let r = client(
-        &platform,
+        platform,
         &a,
         "/v1/client/magic_links",
         link("http://app.example.com/in"),
@@ -542,24 +548,21 @@ async fn magic_link_redirects_are_held_to_the_strictness_of_origins() -> anyhow:
         "https://app.example.com/in?next=%2Fhome",
         "http://localhost:3000/cb",
     ] {
-        let r = client(&platform, &a, "/v1/client/magic_links", link(good)).await?;
+        let r = client(platform, &a, "/v1/client/magic_links", link(good)).await?;
         assert_eq!(r.status, 202, "{good}: {}", r.json);
     }
     // Only the accepted ones were mailed, each with exactly one code.
-    platform
-        .smtp
-        .wait_for("rita@example.com", 2, MAIL_WAIT)
-        .await?;
+    platform.smtp.wait_for(&rita, 2, MAIL_WAIT).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mails: Vec<String> = platform
         .smtp
         .messages()
         .into_iter()
-        .filter(|m| m.contains("rita@example.com"))
+        .filter(|m| m.contains(&rita))
         .collect();
     assert_eq!(mails.len(), 3);
     for mail in &mails {
         assert_eq!(mail.matches("idm_magic_code=").count(), 1, "{mail}");
     }
-    platform.stop().await
+    Ok(())
 }

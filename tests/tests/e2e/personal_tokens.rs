@@ -8,7 +8,7 @@ use serde_json::json;
 #[tokio::test]
 async fn personal_tokens_verify_until_revoked_or_expired_and_only_for_their_issuer(
 ) -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::shared().await?;
     let a = platform.create_account("Pat").await?;
     let b = platform.create_account("Other").await?;
     let user = platform
@@ -184,5 +184,5 @@ async fn personal_tokens_verify_until_revoked_or_expired_and_only_for_their_issu
         )
         .await?;
     assert_eq!(r.code(), Some("insufficient_scope"));
-    platform.stop().await
+    Ok(())
 }

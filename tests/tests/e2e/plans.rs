@@ -70,18 +70,18 @@ fn retry_after(r: &Response) -> u64 {
 
 #[tokio::test]
 async fn tenants_set_limits_only_at_or_below_their_plan() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::shared().await?;
     let t = platform.create_account("Capped").await?;
     platform.allow_origins(&t, &["app.example.com"]).await?;
 
     // No plan of its own: the deployment's default.
     let token = platform.operator_token.clone();
-    let r = plan_route(&platform, Method::GET, &t.account_id, Some(&token), None).await?;
+    let r = plan_route(platform, Method::GET, &t.account_id, Some(&token), None).await?;
     assert_eq!(r.status, 200, "{}", r.json);
     assert_eq!(r.json["custom"], false);
 
     let r = set_plan(
-        &platform,
+        platform,
         &t.account_id,
         json!({
             "max_client": { "limit": 100, "window_seconds": 60 },
@@ -92,7 +92,7 @@ async fn tenants_set_limits_only_at_or_below_their_plan() -> anyhow::Result<()> 
     )
     .await?;
     assert_eq!(r.status, 200, "{}", r.json);
-    let r = plan_route(&platform, Method::GET, &t.account_id, Some(&token), None).await?;
+    let r = plan_route(platform, Method::GET, &t.account_id, Some(&token), None).await?;
     assert_eq!(
         (
             r.json["custom"].clone(),
@@ -119,7 +119,7 @@ async fn tenants_set_limits_only_at_or_below_their_plan() -> anyhow::Result<()> 
         ),
         (json!({ "recipient_limit": 6 }), "waf.recipient_limit"),
     ] {
-        let r = patch_waf(&platform, &t.secret_key, waf.clone()).await?;
+        let r = patch_waf(platform, &t.secret_key, waf.clone()).await?;
         assert_eq!(
             (r.status, r.code()),
             (400, Some("limit_above_plan")),
@@ -138,7 +138,7 @@ async fn tenants_set_limits_only_at_or_below_their_plan() -> anyhow::Result<()> 
 
     // At or below it: accepted.
     let r = patch_waf(
-        &platform,
+        platform,
         &t.secret_key,
         json!({ "client": { "limit": 100, "window_seconds": 60 }, "monthly_email_quota": 50 }),
     )
@@ -167,7 +167,7 @@ async fn tenants_set_limits_only_at_or_below_their_plan() -> anyhow::Result<()> 
     // The operator lowers the plan below what the tenant set: the edge
     // applies the plan at once (the cached key config is dropped).
     let r = set_plan(
-        &platform,
+        platform,
         &t.account_id,
         json!({ "max_client": { "limit": 2, "window_seconds": 600 }, "max_issuers": 2 }),
     )
@@ -188,13 +188,13 @@ async fn tenants_set_limits_only_at_or_below_their_plan() -> anyhow::Result<()> 
         "{statuses:?}"
     );
     assert!(statuses[2].2 >= 1);
-    platform.stop().await
+    Ok(())
 }
 
 #[tokio::test]
 async fn only_the_operator_reaches_the_plan_routes_and_plans_are_per_account() -> anyhow::Result<()>
 {
-    let platform = Platform::start().await?;
+    let platform = Platform::shared().await?;
     let a = platform.create_account("Tenant A").await?;
     let b = platform.create_account("Tenant B").await?;
     let raise = json!({ "max_client": { "limit": 10_000_000, "window_seconds": 1 }, "max_issuers": 10_000 });
@@ -208,14 +208,14 @@ async fn only_the_operator_reaches_the_plan_routes_and_plans_are_per_account() -
         None,
     ] {
         for account in [&a.account_id, &b.account_id] {
-            let r = plan_route(&platform, Method::GET, account, token, None).await?;
+            let r = plan_route(platform, Method::GET, account, token, None).await?;
             assert_eq!(
                 (r.status, r.code()),
                 (401, Some("unauthenticated")),
                 "{}",
                 r.json
             );
-            let r = plan_route(&platform, Method::PUT, account, token, Some(raise.clone())).await?;
+            let r = plan_route(platform, Method::PUT, account, token, Some(raise.clone())).await?;
             assert_eq!(
                 (r.status, r.code()),
                 (401, Some("unauthenticated")),
@@ -231,31 +231,31 @@ async fn only_the_operator_reaches_the_plan_routes_and_plans_are_per_account() -
         .await?;
     assert_eq!(r.status, 404, "{}", r.json);
     let token = platform.operator_token.clone();
-    let r = plan_route(&platform, Method::GET, &a.account_id, Some(&token), None).await?;
+    let r = plan_route(platform, Method::GET, &a.account_id, Some(&token), None).await?;
     assert_eq!(r.json["custom"], false, "nothing was set by the attempts");
 
     // The operator's own mistakes are refused too.
-    let r = set_plan(&platform, "acct_doesnotexist", json!({})).await?;
+    let r = set_plan(platform, "acct_doesnotexist", json!({})).await?;
     assert_eq!(r.status, 404, "{}", r.json);
-    let r = set_plan(&platform, &a.account_id, json!({ "max_issuers": 0 })).await?;
+    let r = set_plan(platform, &a.account_id, json!({ "max_issuers": 0 })).await?;
     assert_eq!(r.code(), Some("validation_failed"), "{}", r.json);
-    let r = set_plan(&platform, &a.account_id, json!({ "max_isuers": 3 })).await?;
+    let r = set_plan(platform, &a.account_id, json!({ "max_isuers": 3 })).await?;
     assert_eq!(r.code(), Some("invalid_request"), "{}", r.json);
 
     // A's small plan binds A only: B keeps the deployment's default.
     let r = set_plan(
-        &platform,
+        platform,
         &a.account_id,
         json!({ "max_backend": { "limit": 100, "window_seconds": 60 } }),
     )
     .await?;
     assert_eq!(r.status, 200, "{}", r.json);
     let wide = json!({ "backend": { "limit": 5000, "window_seconds": 60 } });
-    let r = patch_waf(&platform, &a.secret_key, wide.clone()).await?;
+    let r = patch_waf(platform, &a.secret_key, wide.clone()).await?;
     assert_eq!(r.code(), Some("limit_above_plan"), "{}", r.json);
-    let r = patch_waf(&platform, &b.secret_key, wide).await?;
+    let r = patch_waf(platform, &b.secret_key, wide).await?;
     assert_eq!(r.status, 200, "{}", r.json);
-    platform.stop().await
+    Ok(())
 }
 
 async fn send_code(platform: &Platform, key: &str, email: &str) -> anyhow::Result<Response> {
@@ -271,10 +271,10 @@ async fn send_code(platform: &Platform, key: &str, email: &str) -> anyhow::Resul
 
 #[tokio::test]
 async fn test_sends_never_consume_live_quota() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::shared().await?;
     let t: Tenant = platform.create_account("Quota").await?;
     let r = set_plan(
-        &platform,
+        platform,
         &t.account_id,
         json!({ "monthly_email_quota": 2, "test_monthly_email_quota": 1 }),
     )
@@ -293,9 +293,9 @@ async fn test_sends_never_consume_live_quota() -> anyhow::Result<()> {
 
     // The test issuer's quota is the plan's test quota (its own policy
     // says 10,000: the plan caps it).
-    let r = send_code(&platform, &test_key, "one@example.com").await?;
+    let r = send_code(platform, &test_key, "one@example.com").await?;
     assert_eq!(r.status, 202, "{}", r.json);
-    let r = send_code(&platform, &test_key, "two@example.com").await?;
+    let r = send_code(platform, &test_key, "two@example.com").await?;
     assert_eq!(
         (r.status, r.code()),
         (429, Some("quota_exceeded")),
@@ -306,15 +306,15 @@ async fn test_sends_never_consume_live_quota() -> anyhow::Result<()> {
 
     // The live quota is untouched by the test sends: both live sends fit.
     for email in ["three@example.com", "four@example.com"] {
-        let r = send_code(&platform, &t.secret_key, email).await?;
+        let r = send_code(platform, &t.secret_key, email).await?;
         assert_eq!(r.status, 202, "{}", r.json);
     }
-    let r = send_code(&platform, &t.secret_key, "five@example.com").await?;
+    let r = send_code(platform, &t.secret_key, "five@example.com").await?;
     assert_eq!(
         (r.status, r.code()),
         (429, Some("quota_exceeded")),
         "{}",
         r.json
     );
-    platform.stop().await
+    Ok(())
 }

@@ -10,7 +10,7 @@ const ORIGIN: &str = "https://app.example.com";
 
 #[tokio::test]
 async fn every_service_reports_health_readiness_and_metrics() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::shared().await?;
     let tenant = platform.create_account("Ops").await?;
     platform
         .backend(Method::GET, "/v1/issuer", &tenant.secret_key, None)
@@ -33,18 +33,22 @@ async fn every_service_reports_health_readiness_and_metrics() -> anyhow::Result<
     // Edge-guard's public port never serves metrics.
     let r = platform.send(Method::GET, "/metrics", &[], None).await?;
     assert_eq!(r.status, 404);
-    platform.stop().await
+    Ok(())
 }
 
 #[tokio::test]
 async fn a_call_nobody_answers_is_upstream_unavailable_not_a_hang() -> anyhow::Result<()> {
+    // Own platform: stops services.
     let platform = Platform::start().await?;
     // On the bus, as the edge (allowed to call account.get_issuer), with the
     // account service stopped: no responder, answered at once.
     platform.stop_service("account").await?;
     let bus = platform.bus(idm_testkit::Identity::EdgeGuard).await?;
-    let reply: Result<idm_core::proto::Done, _> =
-        bus.call("account", "get_issuer", &json!({})).await;
+    let reply = bus
+        .send(&idm_core::proto::account::IssuerRef {
+            issuer_id: idm_core::IssuerId::generate(),
+        })
+        .await;
     let error = reply.err().map(|e| e.code);
     assert_eq!(error, Some(idm_core::ErrorCode::UpstreamUnavailable));
     platform.stop().await?;
@@ -76,6 +80,7 @@ async fn a_call_nobody_answers_is_upstream_unavailable_not_a_hang() -> anyhow::R
 
 #[tokio::test]
 async fn eu_users_never_leave_the_eu_and_best_effort_regions_fall_back() -> anyhow::Result<()> {
+    // Own platform: stops regional stores, counts every user and issuer.
     let platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     let tenant = platform.create_account("Regions").await?;
     platform
@@ -223,6 +228,7 @@ async fn eu_users_never_leave_the_eu_and_best_effort_regions_fall_back() -> anyh
 
 #[tokio::test]
 async fn one_trace_spans_edge_service_and_store_and_logs_hold_no_secrets() -> anyhow::Result<()> {
+    // Own platform: asserts on the logs.
     let platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     let tenant = platform.create_account("Logs").await?;
     platform

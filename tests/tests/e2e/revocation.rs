@@ -50,6 +50,7 @@ async fn settle(
 
 #[tokio::test]
 async fn a_full_revocation_set_sheds_with_503_instead_of_forgetting() -> anyhow::Result<()> {
+    // Own platform: adds an edge replica.
     let mut platform = Platform::start().await?;
     // Replica 1 remembers two revocations at most.
     platform
@@ -181,6 +182,7 @@ impl Relay {
 #[tokio::test]
 async fn an_edge_that_missed_a_revocation_while_disconnected_reloads_after_reconnecting(
 ) -> anyhow::Result<()> {
+    // Own platform: adds an edge replica behind a proxy it cuts.
     let mut platform = Platform::start().await?;
     let upstream = platform.nats.url.trim_start_matches("nats://").to_owned();
     let relay = Relay::start(upstream).await?;
@@ -289,6 +291,7 @@ async fn an_edge_that_missed_a_revocation_while_disconnected_reloads_after_recon
 #[tokio::test]
 async fn an_edge_that_cannot_load_a_regions_revocations_refuses_only_that_regions_sessions(
 ) -> anyhow::Result<()> {
+    // Own platform: stops a regional store.
     let mut platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     let a = tenant(&platform, "Unsure").await?;
     // One user placed in wnam (a US sign-up), one in weur (the default).
@@ -366,6 +369,7 @@ async fn me(platform: &Platform, tenant: &Tenant, token: &str) -> anyhow::Result
 #[tokio::test]
 async fn a_signed_out_session_stays_refused_after_redis_and_the_edge_restart() -> anyhow::Result<()>
 {
+    // Own platform: flushes Redis, restarts the edge.
     let mut platform = Platform::start().await?;
     let a = tenant(&platform, "Leaving").await?;
     let left = platform
@@ -434,9 +438,10 @@ async fn a_signed_out_session_stays_refused_after_redis_and_the_edge_restart() -
 /// out; readable by edge-guard alone.
 #[tokio::test]
 async fn the_regional_revocation_list_pages_through_every_issuer() -> anyhow::Result<()> {
-    use idm_core::proto::{session, store};
+    use idm_core::proto::session;
     use idm_core::Region;
     use idm_testkit::Identity;
+    // Own platform: pages through every issuer's revocations.
     let platform = Platform::start().await?;
     let a = tenant(&platform, "Pages A").await?;
     let b = tenant(&platform, "Pages B").await?;
@@ -471,17 +476,13 @@ async fn the_regional_revocation_list_pages_through_every_issuer() -> anyhow::Re
     let mut after = None;
     let mut pages = 0;
     loop {
-        let page: store::RevokedSessionPage = edge
-            .call(
-                "session",
-                session::REVOKED_SESSIONS,
-                &session::RevokedSessions {
-                    region: Region::Weur,
-                    after: after.clone(),
-                    limit: 2,
-                    since: None,
-                },
-            )
+        let page = edge
+            .send(&session::RevokedSessions {
+                region: Region::Weur,
+                after: after.clone(),
+                limit: 2,
+                since: None,
+            })
             .await?;
         pages += 1;
         assert!(page.data.len() <= 2);
@@ -505,34 +506,26 @@ async fn the_regional_revocation_list_pages_through_every_issuer() -> anyhow::Re
     assert!(pages >= 4);
     assert!(seen.iter().all(|(_, id, _)| !live.contains(id)));
     // Another region has none of them.
-    let other: store::RevokedSessionPage = edge
-        .call(
-            "session",
-            session::REVOKED_SESSIONS,
-            &session::RevokedSessions {
-                region: Region::Apac,
-                after: None,
-                limit: 100,
-                since: None,
-            },
-        )
+    let other = edge
+        .send(&session::RevokedSessions {
+            region: Region::Apac,
+            after: None,
+            limit: 100,
+            since: None,
+        })
         .await?;
     assert!(other.data.is_empty() && other.next.is_none());
 
     // Only what was revoked after `since` (an edge catching up).
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     for (since, expected) in [(now - 3600, revoked.len()), (now + 3600, 0)] {
-        let page: store::RevokedSessionPage = edge
-            .call(
-                "session",
-                session::REVOKED_SESSIONS,
-                &session::RevokedSessions {
-                    region: Region::Weur,
-                    after: None,
-                    limit: 100,
-                    since: Some(since),
-                },
-            )
+        let page = edge
+            .send(&session::RevokedSessions {
+                region: Region::Weur,
+                after: None,
+                limit: 100,
+                since: Some(since),
+            })
             .await?;
         assert_eq!(page.data.len(), expected, "since {since}");
     }
@@ -540,16 +533,12 @@ async fn the_regional_revocation_list_pages_through_every_issuer() -> anyhow::Re
     // Nobody else may read it (the bus table): refused before sending.
     let auth = platform.bus(Identity::Auth).await?;
     let refused = auth
-        .call::<_, store::RevokedSessionPage>(
-            "session",
-            session::REVOKED_SESSIONS,
-            &session::RevokedSessions {
-                region: Region::Weur,
-                after: None,
-                limit: 100,
-                since: None,
-            },
-        )
+        .send(&session::RevokedSessions {
+            region: Region::Weur,
+            after: None,
+            limit: 100,
+            since: None,
+        })
         .await
         .err()
         .map(|e| e.code);
@@ -562,13 +551,13 @@ async fn the_regional_revocation_list_pages_through_every_issuer() -> anyhow::Re
 /// the revocations made lately every ten seconds.
 #[tokio::test]
 async fn a_revocation_whose_broadcast_was_lost_reaches_the_edges_anyway() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
-    let a = tenant(&platform, "Unannounced").await?;
+    let platform = Platform::shared().await?;
+    let a = tenant(platform, "Unannounced").await?;
     let s = platform
         .sign_up(&a, ORIGIN, None, "quiet@example.com", PASSWORD)
         .await?;
     let token = s.str("/session_token");
-    assert_eq!(verify(&platform, 0, &a, &token).await?.status, 200);
+    assert_eq!(verify(platform, 0, &a, &token).await?.status, 200);
     // Revoked in the store only, as a session service that died between
     // its store call and its broadcast would leave it.
     let db = platform.region_db(idm_core::Region::Weur).await?;
@@ -583,7 +572,7 @@ async fn a_revocation_whose_broadcast_was_lost_reaches_the_edges_anyway() -> any
         .await?;
     assert_eq!(updated, 1);
     let r = settle(
-        &platform,
+        platform,
         0,
         &a,
         &token,
@@ -598,5 +587,5 @@ async fn a_revocation_whose_broadcast_was_lost_reaches_the_edges_anyway() -> any
         "{}",
         r.json
     );
-    platform.stop().await
+    Ok(())
 }

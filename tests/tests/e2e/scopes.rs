@@ -85,7 +85,7 @@ fn is_refused_for_scope(r: &Response) -> bool {
 #[tokio::test]
 async fn every_backend_route_requires_its_scope_and_key_creation_never_widens() -> anyhow::Result<()>
 {
-    let platform = Platform::start().await?;
+    let platform = Platform::shared().await?;
     let t = platform.create_account("Matrix").await?;
     let backend: Vec<(&Route, Scope)> = ROUTES
         .iter()
@@ -102,19 +102,19 @@ async fn every_backend_route_requires_its_scope_and_key_creation_never_widens() 
     let mut exact = HashMap::new();
     let mut lacking = HashMap::new();
     for scope in backend.iter().map(|(_, s)| *s).collect::<HashSet<_>>() {
-        exact.insert(scope, new_key(&platform, &t.secret_key, &[scope]).await?);
+        exact.insert(scope, new_key(platform, &t.secret_key, &[scope]).await?);
         let without: Vec<Scope> = Scope::every().filter(|s| !s.grants(scope)).collect();
         assert!(!any_grants(&without, scope));
         lacking.insert(
             scope,
-            (new_key(&platform, &t.secret_key, &without).await?, without),
+            (new_key(platform, &t.secret_key, &without).await?, without),
         );
     }
 
     for (route, scope) in &backend {
         let what = format!("{} {} [{scope}]", route.method, route.path);
         let (lacking_key, _) = &lacking[scope];
-        let r = call(&platform, route, lacking_key).await?;
+        let r = call(platform, route, lacking_key).await?;
         assert!(
             is_refused_for_scope(&r),
             "{what}, lacking key: {} {}",
@@ -122,7 +122,7 @@ async fn every_backend_route_requires_its_scope_and_key_creation_never_widens() 
             r.json
         );
 
-        let r = call(&platform, route, &exact[scope]).await?;
+        let r = call(platform, route, &exact[scope]).await?;
         assert!(
             !is_refused_for_scope(&r) && ![401, 429].contains(&r.status) && r.status < 500,
             "{what}, exact key: {} {}",
@@ -130,7 +130,7 @@ async fn every_backend_route_requires_its_scope_and_key_creation_never_widens() 
             r.json
         );
 
-        let r = call(&platform, route, &t.restricted_key).await?;
+        let r = call(platform, route, &t.restricted_key).await?;
         assert!(
             is_refused_for_scope(&r),
             "{what}, restricted key: {} {}",
@@ -147,7 +147,7 @@ async fn every_backend_route_requires_its_scope_and_key_creation_never_widens() 
         .await?;
     let mut created = 0;
     for (scope, (key, held)) in &lacking {
-        let r = create_key(&platform, key, Some(vec![scope.to_string()])).await?;
+        let r = create_key(platform, key, Some(vec![scope.to_string()])).await?;
         let may_create = any_grants(held, Scope::parse("api_keys:manage")?);
         if !may_create {
             assert!(is_refused_for_scope(&r), "{scope}: {} {}", r.status, r.json);
@@ -164,7 +164,7 @@ async fn every_backend_route_requires_its_scope_and_key_creation_never_widens() 
             "{}",
             r.json
         );
-        let r = create_key(&platform, key, None).await?;
+        let r = create_key(platform, key, None).await?;
         assert_eq!(r.status, 201, "{}", r.json);
         assert_eq!(scope_set(&r.json["scopes"]), names(held), "{scope}");
         created += 1;
@@ -176,23 +176,18 @@ async fn every_backend_route_requires_its_scope_and_key_creation_never_widens() 
         .await?;
     let count = |r: &Response| r.json["data"].as_array().map_or(0, Vec::len);
     assert_eq!(count(&after), count(&before) + created);
-    platform.stop().await
+    Ok(())
 }
 
 #[tokio::test]
 async fn a_weak_key_cannot_mint_a_stronger_one_not_even_by_asking_for_nothing() -> anyhow::Result<()>
 {
-    let platform = Platform::start().await?;
+    let platform = Platform::shared().await?;
     let t = platform.create_account("Escalation").await?;
-    let keys_only = new_key(
-        &platform,
-        &t.secret_key,
-        &[Scope::parse("api_keys:manage")?],
-    )
-    .await?;
+    let keys_only = new_key(platform, &t.secret_key, &[Scope::parse("api_keys:manage")?]).await?;
 
     // Before the fix, this was a key with every scope.
-    let child = create_key(&platform, &keys_only, None).await?;
+    let child = create_key(platform, &keys_only, None).await?;
     assert_eq!(child.status, 201, "{}", child.json);
     assert_eq!(
         scope_set(&child.json["scopes"]),
@@ -204,7 +199,7 @@ async fn a_weak_key_cannot_mint_a_stronger_one_not_even_by_asking_for_nothing() 
         .await?;
     assert!(is_refused_for_scope(&r), "{} {}", r.status, r.json);
     // The chain does not grow either.
-    let grandchild = create_key(&platform, &child_key, None).await?;
+    let grandchild = create_key(platform, &child_key, None).await?;
     assert_eq!(
         scope_set(&grandchild.json["scopes"]),
         scope_set(&child.json["scopes"])
@@ -218,7 +213,7 @@ async fn a_weak_key_cannot_mint_a_stronger_one_not_even_by_asking_for_nothing() 
         vec!["api_keys:read", "issuers:read"],
     ] {
         let wanted = wider.iter().map(|s| (*s).to_owned()).collect();
-        let r = create_key(&platform, &keys_only, Some(wanted)).await?;
+        let r = create_key(platform, &keys_only, Some(wanted)).await?;
         assert!(
             is_refused_for_scope(&r),
             "{wider:?}: {} {}",
@@ -227,7 +222,7 @@ async fn a_weak_key_cannot_mint_a_stronger_one_not_even_by_asking_for_nothing() 
         );
     }
     // Narrower is fine; a restricted key is never stronger than a secret one.
-    let r = create_key(&platform, &keys_only, Some(vec!["api_keys:read".into()])).await?;
+    let r = create_key(platform, &keys_only, Some(vec!["api_keys:read".into()])).await?;
     assert_eq!(r.status, 201, "{}", r.json);
     let r = platform
         .backend(
@@ -239,13 +234,13 @@ async fn a_weak_key_cannot_mint_a_stronger_one_not_even_by_asking_for_nothing() 
         .await?;
     assert_eq!(r.status, 201, "{}", r.json);
     assert_eq!(r.json["scopes"], json!([]));
-    platform.stop().await
+    Ok(())
 }
 
 #[tokio::test]
 async fn new_issuers_inherit_the_creators_scopes_and_test_keys_stay_in_test() -> anyhow::Result<()>
 {
-    let platform = Platform::start().await?;
+    let platform = Platform::shared().await?;
     let t = platform.create_account("Issuers").await?;
     let global = platform.global().await?;
     let live_issuers = || async {
@@ -261,8 +256,7 @@ async fn new_issuers_inherit_the_creators_scopes_and_test_keys_stay_in_test() ->
 
     // A key that may only manage issuers creates one whose first key may
     // only manage issuers (it used to get every scope).
-    let issuers_only =
-        new_key(&platform, &t.secret_key, &[Scope::parse("issuers:manage")?]).await?;
+    let issuers_only = new_key(platform, &t.secret_key, &[Scope::parse("issuers:manage")?]).await?;
     let r = platform
         .backend(
             Method::POST,
@@ -318,12 +312,12 @@ async fn new_issuers_inherit_the_creators_scopes_and_test_keys_stay_in_test() ->
     assert_eq!(r.status, 201, "{}", r.json);
     assert_eq!(r.str("/issuer/mode"), "test");
     assert_eq!(live_issuers().await?, live_before);
-    platform.stop().await
+    Ok(())
 }
 
 #[tokio::test]
 async fn personal_tokens_cannot_claim_idmesh_scopes_the_minting_key_lacks() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::shared().await?;
     let t = platform.create_account("Tokens").await?;
     let user = platform
         .backend(
@@ -335,7 +329,7 @@ async fn personal_tokens_cannot_claim_idmesh_scopes_the_minting_key_lacks() -> a
         .await?;
     assert_eq!(user.status, 201, "{}", user.json);
     let path = format!("/v1/users/{}/personal_tokens", user.str("/id"));
-    let users_manage = new_key(&platform, &t.secret_key, &[Scope::parse("users:manage")?]).await?;
+    let users_manage = new_key(platform, &t.secret_key, &[Scope::parse("users:manage")?]).await?;
     let mint = |key: String, scopes: Vec<&'static str>| {
         let path = path.clone();
         let platform = &platform;
@@ -375,12 +369,12 @@ async fn personal_tokens_cannot_claim_idmesh_scopes_the_minting_key_lacks() -> a
         .backend(Method::GET, &path, &t.secret_key, None)
         .await?;
     assert_eq!(listed.json["data"].as_array().map(Vec::len), Some(2));
-    platform.stop().await
+    Ok(())
 }
 
 #[tokio::test]
 async fn the_router_serves_exactly_the_route_table() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
+    let platform = Platform::shared().await?;
     for route in ROUTES {
         let path: String = route
             .path
@@ -410,11 +404,12 @@ async fn the_router_serves_exactly_the_route_table() -> anyhow::Result<()> {
             assert_eq!(r.code(), Some("method_not_allowed"), "PUT {}", route.path);
         }
     }
-    platform.stop().await
+    Ok(())
 }
 
 #[tokio::test]
 async fn an_unknown_stored_key_kind_is_refused_not_promoted() -> anyhow::Result<()> {
+    // Own platform: alters the api_keys table.
     let platform = Platform::start().await?;
     let t = platform.create_account("Kinds").await?;
     let r = create_key(&platform, &t.secret_key, Some(vec!["issuers:read".into()])).await?;

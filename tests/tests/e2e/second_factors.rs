@@ -67,6 +67,7 @@ async fn roomy_waf(platform: &Platform, tenant: &Tenant) -> anyhow::Result<()> {
 #[tokio::test]
 async fn signing_in_again_buys_no_new_totp_guesses_and_the_lock_outlives_redis(
 ) -> anyhow::Result<()> {
+    // Own platform: moves the clock, flushes Redis.
     let platform = Platform::start().await?;
     let a = tenant(&platform, "A").await?;
     let b = tenant(&platform, "B").await?;
@@ -221,6 +222,7 @@ async fn tokens(
 
 #[tokio::test]
 async fn parallel_wrong_codes_cannot_slip_past_the_limit() -> anyhow::Result<()> {
+    // Own platform: moves the clock, flushes Redis.
     let platform = Platform::start().await?;
     let a = tenant(&platform, "Parallel").await?;
     roomy_waf(&platform, &a).await?;
@@ -265,6 +267,7 @@ async fn parallel_wrong_codes_cannot_slip_past_the_limit() -> anyhow::Result<()>
 #[tokio::test]
 async fn resending_an_email_code_buys_no_new_guesses_and_a_magic_link_recovers(
 ) -> anyhow::Result<()> {
+    // Own platform: moves the clock, flushes Redis.
     let platform = Platform::start().await?;
     let a = tenant(&platform, "Codes").await?;
     let b = tenant(&platform, "Other").await?;
@@ -455,6 +458,7 @@ async fn check(
 #[tokio::test]
 async fn verification_budgets_span_resends_hold_through_redis_loss_and_expire() -> anyhow::Result<()>
 {
+    // Own platform: moves the clock, flushes Redis.
     let platform = Platform::start().await?;
     let a = tenant(&platform, "Verify").await?;
     roomy_waf(&platform, &a).await?;

@@ -95,6 +95,7 @@ async fn next_within(
 
 #[tokio::test]
 async fn key_ring_replies_read_off_the_bus_sign_nothing_the_edge_accepts() -> anyhow::Result<()> {
+    // Own platform: takes the next key-ring request on the bus to be its own.
     let platform = Platform::start().await?;
     let a = tenant(&platform, "Snooped").await?;
     let signed_up = platform
@@ -200,8 +201,8 @@ async fn key_ring_replies_read_off_the_bus_sign_nothing_the_edge_accepts() -> an
 #[tokio::test]
 async fn a_validly_signed_token_beyond_the_issuers_session_lifetime_is_refused(
 ) -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
-    let a = tenant(&platform, "Lifetimes").await?;
+    let platform = Platform::shared().await?;
+    let a = tenant(platform, "Lifetimes").await?;
     let signed_up = platform
         .sign_up(&a, ORIGIN, None, "life@example.com", PASSWORD)
         .await?;
@@ -228,7 +229,7 @@ async fn a_validly_signed_token_beyond_the_issuers_session_lifetime_is_refused(
         (t + year, t + year + 300),
     ] {
         let forged = forge(key, &signed_up, &a.issuer_id, iat, exp)?;
-        let r = verify(&platform, 0, &a, &forged).await?;
+        let r = verify(platform, 0, &a, &forged).await?;
         assert_eq!(
             (r.status, r.code()),
             (401, Some("session_invalid")),
@@ -240,7 +241,7 @@ async fn a_validly_signed_token_beyond_the_issuers_session_lifetime_is_refused(
     }
     // A token within the default lifetime (600 s) passes, on both paths.
     let normal = forge(key, &signed_up, &a.issuer_id, t, t + 600)?;
-    let r = verify(&platform, 0, &a, &normal).await?;
+    let r = verify(platform, 0, &a, &normal).await?;
     assert_eq!(r.status, 200, "{}", r.json);
     assert_eq!(me(normal.clone()).await?.status, 200);
     assert_eq!(me(signed_up.str("/session_token")).await?.status, 200);
@@ -257,7 +258,7 @@ async fn a_validly_signed_token_beyond_the_issuers_session_lifetime_is_refused(
     assert_eq!(r.status, 200, "{}", r.json);
     let started = Instant::now();
     loop {
-        let r = verify(&platform, 0, &a, &normal).await?;
+        let r = verify(platform, 0, &a, &normal).await?;
         if r.code() == Some("session_invalid") {
             break;
         }
@@ -269,8 +270,8 @@ async fn a_validly_signed_token_beyond_the_issuers_session_lifetime_is_refused(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let short = forge(key, &signed_up, &a.issuer_id, t, t + 120)?;
-    assert_eq!(verify(&platform, 0, &a, &short).await?.status, 200);
-    platform.stop().await
+    assert_eq!(verify(platform, 0, &a, &short).await?.status, 200);
+    Ok(())
 }
 
 async fn sessions_of(
@@ -296,6 +297,7 @@ async fn sessions_of(
 #[tokio::test]
 async fn an_emergency_key_revocation_ends_every_session_of_that_issuer_only() -> anyhow::Result<()>
 {
+    // Own platform: adds an edge replica.
     let mut platform = Platform::start().await?;
     platform.add_edge().await?;
     let a = tenant(&platform, "Breached").await?;

@@ -2,7 +2,9 @@
 //! everywhere, timeouts, listings and signing-key rotation.
 
 use crate::factor_kit::tenant;
+use anyhow::Context;
 use futures::future::join_all;
+use idm_core::ErrorCode::{RefreshTokenReused, SessionCompromised, SessionInvalid, SessionRevoked};
 use idm_core::Region;
 use idm_testkit::{Options, Platform, Response, Tenant};
 use reqwest::Method;
@@ -53,32 +55,29 @@ fn schema(tenant: &Tenant) -> String {
 
 #[tokio::test]
 async fn refresh_rotates_and_a_reused_token_compromises_only_its_session() -> anyhow::Result<()> {
-    let platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
-    let a = tenant(&platform, "A").await?;
-    let b = tenant(&platform, "B").await?;
-    let signed_up = platform
-        .sign_up(&a, ORIGIN, Some("br"), "rita@example.com", PASSWORD)
-        .await?;
-    let first = signed_up.str("/refresh_token");
+    let platform = Platform::shared().await?;
+    let a = tenant(platform, "A").await?;
+    let b = tenant(platform, "B").await?;
+    let (ca, cb) = (platform.client(&a), platform.client(&b));
+    let signed_up = ca
+        .clone()
+        .in_country("br")
+        .sign_up("rita@example.com", PASSWORD)
+        .await?
+        .ok()?;
+    let first = signed_up.refresh_token.expose();
     assert!(first.starts_with("idmrt_sam_"), "{first}");
-    let other = platform
-        .sign_in(&a, ORIGIN, "rita@example.com", PASSWORD)
-        .await?;
-    let session_id = signed_up.str("/session_id");
+    let other = ca.sign_in("rita@example.com", PASSWORD).await?.ok()?;
 
     // Rotation: a new pair, the presented token consumed.
-    let rotated = platform.refresh(&a, &first).await?;
-    assert_eq!(rotated.status, 200, "{}", rotated.json);
-    let second = rotated.str("/refresh_token");
+    let answer = ca.refresh(first).await?;
+    assert!(answer.response.headers.get("set-cookie").is_some());
+    let rotated = answer.ok()?;
+    let second = rotated.refresh_token.expose();
     assert_ne!(second, first);
-    assert_eq!(rotated.str("/session_id"), session_id);
-    assert!(rotated.headers.get("set-cookie").is_some());
-    assert_eq!(
-        me(&platform, 0, &a, &rotated.str("/session_token"))
-            .await?
-            .status,
-        200
-    );
+    assert_eq!(rotated.session_id, signed_up.session_id);
+    let me = ca.me(rotated.session_token.expose()).await?.ok()?;
+    assert_eq!(me.id, signed_up.user.id);
     // Only hashes are stored.
     let sam = platform.region_db(Region::Sam).await?;
     let plain: i64 = sam
@@ -94,8 +93,7 @@ async fn refresh_rotates_and_a_reused_token_compromises_only_its_session() -> an
     assert_eq!(plain, 0);
 
     // Another issuer cannot use it; garbage is refused.
-    let r = platform.refresh(&b, &second).await?;
-    assert_eq!((r.status, r.code()), (401, Some("session_invalid")));
+    cb.refresh(second).await?.refused(SessionInvalid)?;
     for junk in [
         "",
         "idmrt_",
@@ -103,22 +101,23 @@ async fn refresh_rotates_and_a_reused_token_compromises_only_its_session() -> an
         &second[..second.len() - 1],
         "x".repeat(300).as_str(),
     ] {
-        let r = platform.refresh(&a, junk).await?;
-        assert_eq!(r.code(), Some("session_invalid"), "{junk:?}");
+        ca.refresh(junk)
+            .await?
+            .refused(SessionInvalid)
+            .with_context(|| format!("{junk:?}"))?;
     }
 
     // Reuse: the rotated token again compromises the session…
-    let r = platform.refresh(&a, &first).await?;
-    assert_eq!((r.status, r.code()), (401, Some("refresh_token_reused")));
-    let r = platform.refresh(&a, &second).await?;
-    assert_eq!((r.status, r.code()), (401, Some("session_compromised")));
-    let r = me(&platform, 0, &a, &rotated.str("/session_token")).await?;
-    assert_eq!((r.status, r.code()), (401, Some("session_compromised")));
+    ca.refresh(first).await?.refused(RefreshTokenReused)?;
+    ca.refresh(second).await?.refused(SessionCompromised)?;
+    ca.me(rotated.session_token.expose())
+        .await?
+        .refused(SessionCompromised)?;
     let event = platform
         .last_event(&a.issuer_id, "session.compromised")
         .await?
         .unwrap_or_default();
-    assert_eq!(event["data"]["session_id"], json!(session_id));
+    assert_eq!(event["data"]["session_id"], json!(signed_up.session_id));
     assert_eq!(event["issuer_id"], json!(a.issuer_id));
     assert!(
         !event.to_string().contains("rita"),
@@ -126,65 +125,59 @@ async fn refresh_rotates_and_a_reused_token_compromises_only_its_session() -> an
     );
 
     // …and only that session: the other one still refreshes and works.
-    let r = platform.refresh(&a, &other.str("/refresh_token")).await?;
-    assert_eq!(r.status, 200, "{}", r.json);
-    assert_eq!(
-        me(&platform, 0, &a, &r.str("/session_token")).await?.status,
-        200
-    );
+    let refreshed = ca.refresh(other.refresh_token.expose()).await?.ok()?;
+    ca.me(refreshed.session_token.expose()).await?.ok()?;
     assert!(
         platform
             .count_events(&a.issuer_id, "session.created")
             .await?
             >= 2
     );
-    platform.stop().await
+    Ok(())
 }
 
 #[tokio::test]
 async fn twenty_parallel_refreshes_of_one_token_succeed_exactly_once_then_the_session_is_compromised(
 ) -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
-    let a = tenant(&platform, "Racer").await?;
-    let signed_up = platform
-        .sign_up(&a, ORIGIN, None, "race@example.com", PASSWORD)
-        .await?;
-    let token = signed_up.str("/refresh_token");
-    let results = join_all((0..20).map(|_| platform.refresh(&a, &token))).await;
-    let responses: Vec<Response> = results.into_iter().collect::<Result<_, _>>()?;
-    let winners: Vec<&Response> = responses.iter().filter(|r| r.status == 200).collect();
-    assert_eq!(
-        winners.len(),
-        1,
-        "{:?}",
-        responses
-            .iter()
-            .map(|r| (r.status, r.code()))
-            .collect::<Vec<_>>()
-    );
-    for loser in responses.iter().filter(|r| r.status != 200) {
-        assert!(
-            matches!(
-                loser.code(),
-                Some("refresh_token_reused" | "session_compromised")
-            ),
-            "{:?}",
-            loser.json
-        );
+    let platform = Platform::shared().await?;
+    let a = tenant(platform, "Racer").await?;
+    let client = platform.client(&a);
+    let signed_up = client.sign_up("race@example.com", PASSWORD).await?.ok()?;
+    let token = signed_up.refresh_token.expose();
+    let answers = join_all((0..20).map(|_| client.refresh(token))).await;
+    let (mut winners, mut losers) = (Vec::new(), Vec::new());
+    for answer in answers {
+        let answer = answer?;
+        if answer.response.status == 200 {
+            winners.push(answer.ok()?);
+        } else {
+            losers.push(answer.error()?.code);
+        }
     }
-    let winner = winners[0];
-    let r = platform.refresh(&a, &winner.str("/refresh_token")).await?;
-    assert_eq!(r.code(), Some("session_compromised"));
-    let r = me(&platform, 0, &a, &winner.str("/session_token")).await?;
-    assert_eq!(r.code(), Some("session_compromised"));
-    platform.stop().await
+    assert_eq!(winners.len(), 1, "{losers:?}");
+    assert!(
+        losers
+            .iter()
+            .all(|code| matches!(code, RefreshTokenReused | SessionCompromised)),
+        "{losers:?}"
+    );
+    let winner = &winners[0];
+    client
+        .refresh(winner.refresh_token.expose())
+        .await?
+        .refused(SessionCompromised)?;
+    client
+        .me(winner.session_token.expose())
+        .await?
+        .refused(SessionCompromised)?;
+    Ok(())
 }
 
 #[tokio::test]
 async fn with_a_leeway_an_immediate_retry_gets_the_same_successor() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
-    let a = tenant(&platform, "Lenient").await?;
-    set_policy(&platform, &a, json!({"refresh_reuse_leeway_seconds": 30})).await?;
+    let platform = Platform::shared().await?;
+    let a = tenant(platform, "Lenient").await?;
+    set_policy(platform, &a, json!({"refresh_reuse_leeway_seconds": 30})).await?;
     let r = platform
         .backend(
             Method::PATCH,
@@ -194,34 +187,29 @@ async fn with_a_leeway_an_immediate_retry_gets_the_same_successor() -> anyhow::R
         )
         .await?;
     assert_eq!(r.code(), Some("validation_failed"));
-    let signed_up = platform
-        .sign_up(&a, ORIGIN, None, "lee@example.com", PASSWORD)
-        .await?;
-    let first = signed_up.str("/refresh_token");
+    let client = platform.client(&a);
+    let signed_up = client.sign_up("lee@example.com", PASSWORD).await?.ok()?;
+    let first = signed_up.refresh_token.expose();
 
-    let results = join_all((0..20).map(|_| platform.refresh(&a, &first))).await;
-    let responses: Vec<Response> = results.into_iter().collect::<Result<_, _>>()?;
+    let answers = join_all((0..20).map(|_| client.refresh(first))).await;
+    let mut successors = Vec::new();
+    for answer in answers {
+        successors.push(answer?.ok()?.refresh_token.expose().to_owned());
+    }
+    let successor = &successors[0];
     assert!(
-        responses.iter().all(|r| r.status == 200),
-        "{:?}",
-        responses.iter().map(|r| r.code()).collect::<Vec<_>>()
-    );
-    let successor = responses[0].str("/refresh_token");
-    assert!(
-        responses
-            .iter()
-            .all(|r| r.str("/refresh_token") == successor),
+        successors.iter().all(|s| s == successor),
         "every retry gets the same successor"
     );
 
     // Once the successor is used, the old token is reuse again.
-    let third = platform.refresh(&a, &successor).await?;
-    assert_eq!(third.status, 200);
-    let r = platform.refresh(&a, &first).await?;
-    assert_eq!(r.code(), Some("refresh_token_reused"));
-    let r = platform.refresh(&a, &third.str("/refresh_token")).await?;
-    assert_eq!(r.code(), Some("session_compromised"));
-    platform.stop().await
+    let third = client.refresh(successor).await?.ok()?;
+    client.refresh(first).await?.refused(RefreshTokenReused)?;
+    client
+        .refresh(third.refresh_token.expose())
+        .await?
+        .refused(SessionCompromised)?;
+    Ok(())
 }
 
 /// Polls `check` on `replica` until it reports `code`, failing after a second.
@@ -251,6 +239,7 @@ async fn revoked_within_a_second(
 #[tokio::test]
 async fn revocations_reach_every_edge_within_a_second_and_survive_an_edge_restart(
 ) -> anyhow::Result<()> {
+    // Own platform: adds and restarts edge replicas.
     let mut platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
     platform.add_edge().await?;
     let a = tenant(&platform, "Revoker").await?;
@@ -444,49 +433,50 @@ async fn revocations_reach_every_edge_within_a_second_and_survive_an_edge_restar
 
 #[tokio::test]
 async fn a_refresh_racing_a_revocation_never_outlives_it() -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
-    let a = tenant(&platform, "Racing").await?;
-    platform
-        .sign_up(&a, ORIGIN, None, "racer@example.com", PASSWORD)
-        .await?;
+    let platform = Platform::shared().await?;
+    let a = tenant(platform, "Racing").await?;
+    let client = platform.client(&a);
+    client.sign_up("racer@example.com", PASSWORD).await?.ok()?;
     for _ in 0..8 {
-        let s = platform
-            .sign_in(&a, ORIGIN, "racer@example.com", PASSWORD)
-            .await?;
-        let path = format!("/v1/sessions/{}/revoke", s.str("/session_id"));
-        let refresh_token = s.str("/refresh_token");
+        let s = client.sign_in("racer@example.com", PASSWORD).await?.ok()?;
+        let path = format!("/v1/sessions/{}/revoke", s.session_id);
         let (refreshed, revoked) = tokio::join!(
-            platform.refresh(&a, &refresh_token),
+            client.refresh(s.refresh_token.expose()),
             platform.backend(Method::POST, &path, &a.secret_key, None)
         );
         assert_eq!(revoked?.status, 200);
         let refreshed = refreshed?;
-        if refreshed.status == 200 {
+        if refreshed.response.status == 200 {
             // The refresh won the lock first; the revocation still ends it.
-            let r = platform
-                .refresh(&a, &refreshed.str("/refresh_token"))
-                .await?;
-            assert_eq!(r.code(), Some("session_revoked"));
-            let r = me(&platform, 0, &a, &refreshed.str("/session_token")).await?;
-            assert_eq!(r.code(), Some("session_revoked"));
+            let refreshed = refreshed.ok()?;
+            client
+                .refresh(refreshed.refresh_token.expose())
+                .await?
+                .refused(SessionRevoked)?;
+            client
+                .me(refreshed.session_token.expose())
+                .await?
+                .refused(SessionRevoked)?;
         } else {
-            assert_eq!(refreshed.code(), Some("session_revoked"));
+            refreshed.refused(SessionRevoked)?;
         }
     }
-    platform.stop().await
+    Ok(())
 }
 
 #[tokio::test]
 async fn idle_and_absolute_timeouts_end_sessions_at_refresh() -> anyhow::Result<()> {
-    let platform = Platform::start_with(Options::behind_loopback_proxy()).await?;
-    let a = tenant(&platform, "Timeouts").await?;
-    set_policy(&platform, &a, json!({"session_idle_timeout_seconds": 3600, "session_absolute_timeout_seconds": 86400, "session_lifetime_seconds": 600})).await?;
-    let idle = platform
-        .sign_up(&a, ORIGIN, Some("jp"), "idle@example.com", PASSWORD)
-        .await?;
-    let absolute = platform
-        .sign_in(&a, ORIGIN, "idle@example.com", PASSWORD)
-        .await?;
+    let platform = Platform::shared().await?;
+    let a = tenant(platform, "Timeouts").await?;
+    set_policy(platform, &a, json!({"session_idle_timeout_seconds": 3600, "session_absolute_timeout_seconds": 86400, "session_lifetime_seconds": 600})).await?;
+    let client = platform.client(&a);
+    let idle = client
+        .clone()
+        .in_country("jp")
+        .sign_up("idle@example.com", PASSWORD)
+        .await?
+        .ok()?;
+    let absolute = client.sign_in("idle@example.com", PASSWORD).await?.ok()?;
     // Time travel in the user's regional store instead of sleeping.
     let apac = platform.region_db(Region::Apac).await?;
     let sessions = format!("{}.sessions", schema(&a));
@@ -494,53 +484,43 @@ async fn idle_and_absolute_timeouts_end_sessions_at_refresh() -> anyhow::Result<
         &format!(
             "UPDATE {sessions} SET last_active_at = now() - interval '61 minutes' WHERE id = $1"
         ),
-        &[&idle.str("/session_id")],
+        &[&idle.session_id.to_string()],
     )
     .await?;
     apac.execute(
         &format!("UPDATE {sessions} SET expires_at = now() - interval '1 second' WHERE id = $1"),
-        &[&absolute.str("/session_id")],
+        &[&absolute.session_id.to_string()],
     )
     .await?;
     for s in [&idle, &absolute] {
-        let r = platform.refresh(&a, &s.str("/refresh_token")).await?;
-        assert_eq!(
-            (r.status, r.code()),
-            (401, Some("session_invalid")),
-            "{}",
-            r.json
-        );
+        client
+            .refresh(s.refresh_token.expose())
+            .await?
+            .refused(SessionInvalid)?;
     }
     // A fresh session's token never outlives the session itself.
-    let fresh = platform
-        .sign_in(&a, ORIGIN, "idle@example.com", PASSWORD)
-        .await?;
+    let fresh = client.sign_in("idle@example.com", PASSWORD).await?.ok()?;
     apac.execute(
         &format!("UPDATE {sessions} SET expires_at = now() + interval '2 minutes' WHERE id = $1"),
-        &[&fresh.str("/session_id")],
+        &[&fresh.session_id.to_string()],
     )
     .await?;
-    let r = platform.refresh(&a, &fresh.str("/refresh_token")).await?;
-    assert_eq!(r.status, 200, "{}", r.json);
-    let expires = time::OffsetDateTime::parse(
-        &r.str("/expires_at"),
-        &time::format_description::well_known::Rfc3339,
-    )?;
+    let refreshed = client.refresh(fresh.refresh_token.expose()).await?.ok()?;
     assert!(
-        expires
+        refreshed.expires_at
             <= time::OffsetDateTime::now_utc()
                 + time::Duration::minutes(2)
                 + time::Duration::seconds(1)
     );
-    platform.stop().await
+    Ok(())
 }
 
 #[tokio::test]
 async fn signing_keys_rotate_per_issuer_and_old_tokens_verify_until_they_expire(
 ) -> anyhow::Result<()> {
-    let platform = Platform::start().await?;
-    let a = tenant(&platform, "Rotator").await?;
-    let b = tenant(&platform, "Bystander").await?;
+    let platform = Platform::shared().await?;
+    let a = tenant(platform, "Rotator").await?;
+    let b = tenant(platform, "Bystander").await?;
     let kid = |token: &str| token.split('.').nth(1).unwrap_or_default().to_owned();
     let before = platform
         .sign_up(&a, ORIGIN, None, "k@example.com", PASSWORD)
@@ -565,14 +545,14 @@ async fn signing_keys_rotate_per_issuer_and_old_tokens_verify_until_they_expire(
         "new tokens use the new key"
     );
     assert_eq!(
-        me(&platform, 0, &a, &before.str("/session_token"))
+        me(platform, 0, &a, &before.str("/session_token"))
             .await?
             .status,
         200,
         "old tokens still verify"
     );
     assert_eq!(
-        me(&platform, 0, &a, &after.str("/session_token"))
+        me(platform, 0, &a, &after.str("/session_token"))
             .await?
             .status,
         200
@@ -586,13 +566,13 @@ async fn signing_keys_rotate_per_issuer_and_old_tokens_verify_until_they_expire(
         kid(&b_before.str("/session_token"))
     );
     assert_eq!(
-        me(&platform, 0, &b, &b_before.str("/session_token"))
+        me(platform, 0, &b, &b_before.str("/session_token"))
             .await?
             .status,
         200
     );
     // A's new key does not verify at B.
-    let r = me(&platform, 0, &b, &after.str("/session_token")).await?;
+    let r = me(platform, 0, &b, &after.str("/session_token")).await?;
     assert_eq!(r.code(), Some("session_invalid"));
     // Keys are stored sealed, one row per key.
     let keys: i64 = platform
@@ -617,5 +597,5 @@ async fn signing_keys_rotate_per_issuer_and_old_tokens_verify_until_they_expire(
         )
         .await?;
     assert_eq!(r.code(), Some("insufficient_scope"));
-    platform.stop().await
+    Ok(())
 }

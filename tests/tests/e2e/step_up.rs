@@ -108,6 +108,7 @@ async fn event_names_only_ids(
 #[tokio::test]
 async fn a_stolen_session_alone_changes_no_credential_but_the_current_factor_does(
 ) -> anyhow::Result<()> {
+    // Own platform: moves the clock.
     let platform = Platform::start().await?;
     let a = tenant(&platform, "StepUp").await?;
     let b = tenant(&platform, "Elsewhere").await?;
@@ -367,6 +368,7 @@ async fn a_stolen_session_alone_changes_no_credential_but_the_current_factor_doe
 
 #[tokio::test]
 async fn operators_unlock_their_own_users_only() -> anyhow::Result<()> {
+    // Own platform: moves the clock.
     let platform = Platform::start().await?;
     let a = tenant(&platform, "Operator").await?;
     let b = tenant(&platform, "Stranger").await?;

@@ -40,6 +40,7 @@ async fn verification_keys(platform: &Platform) -> anyhow::Result<usize> {
 
 #[tokio::test]
 async fn verifications_prove_an_address_and_leave_no_trace() -> anyhow::Result<()> {
+    // Own platform: moves the clock, counts every user.
     let platform = Platform::start().await?;
     let a = platform.create_account("Verify").await?;
     let b = platform.create_account("Other").await?;

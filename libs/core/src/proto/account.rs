@@ -13,6 +13,16 @@ pub const CREATE_API_KEY: &str = "create_api_key";
 pub const LIST_API_KEYS: &str = "list_api_keys";
 pub const REVOKE_API_KEY: &str = "revoke_api_key";
 
+super::operation::operations!(service "account" {
+    ResolveKey => Resolved = RESOLVE_KEY,
+    IssuerRef => Issuer = GET_ISSUER,
+    UpdateIssuer => Issuer = UPDATE_ISSUER,
+    CreateIssuer => CreatedIssuer = CREATE_ISSUER,
+    CreateApiKey => CreatedApiKey = CREATE_API_KEY,
+    ListApiKeys => ApiKeyList = LIST_API_KEYS,
+    RevokeApiKey => ApiKeyInfo = REVOKE_API_KEY,
+});
+
 /// Look a key up by the hex SHA-256 of its full text.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResolveKey {
@@ -47,6 +57,11 @@ pub struct Resolved {
 pub struct IssuerRef {
     pub issuer_id: IssuerId,
 }
+
+/// The issuer's API keys (the same body as [`IssuerRef`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ListApiKeys(pub IssuerRef);
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Issuer {

@@ -20,6 +20,24 @@ pub const REGENERATE_BACKUP_CODES: &str = "regenerate_backup_codes";
 pub const CHANGE_PASSWORD: &str = "change_password";
 pub const UNLOCK_FACTORS: &str = "unlock_factors";
 
+super::operation::operations!(service "auth" {
+    SignUp => Authenticated = SIGN_UP,
+    SignIn => Authenticated = SIGN_IN,
+    SendMagicLink => super::Done = SEND_MAGIC_LINK,
+    VerifyMagicLink => Authenticated = VERIFY_MAGIC_LINK,
+    SendEmailCode => super::Done = SEND_EMAIL_CODE,
+    VerifyEmailCode => Authenticated = VERIFY_EMAIL_CODE,
+    EnrollTotp => TotpEnrollment = ENROLL_TOTP,
+    ConfirmTotp => BackupCodes = CONFIRM_TOTP,
+    VerifyMfa => Authenticated = VERIFY_MFA,
+    DisableTotp => super::Done = DISABLE_TOTP,
+    RegenerateBackupCodes => BackupCodes = REGENERATE_BACKUP_CODES,
+    ChangePassword => PasswordChanged = CHANGE_PASSWORD,
+    UnlockFactors => Unlocked = UNLOCK_FACTORS,
+    SendVerification => VerificationStarted = SEND_VERIFICATION,
+    CheckVerification => VerificationResult = CHECK_VERIFICATION,
+});
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SignUp {
     pub ctx: IssuerContext,
@@ -118,6 +136,21 @@ pub struct SteppedUp {
     pub session: SessionUser,
     pub step_up: StepUp,
 }
+
+/// Start (or restart) TOTP enrolment for the signed-in user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EnrollTotp(pub SessionUser);
+
+/// Remove TOTP (and the backup codes) after a step-up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DisableTotp(pub SteppedUp);
+
+/// Replace the backup codes after a step-up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RegenerateBackupCodes(pub SteppedUp);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChangePassword {

@@ -7,9 +7,12 @@
 pub mod account;
 pub mod auth;
 pub mod event;
+pub mod operation;
 pub mod session;
 pub mod store;
 pub mod user;
+
+pub use operation::{Operation, OperationInfo, ServiceOperation, StoreOperation, Target};
 
 use crate::{AccountId, IssuerId, IssuerPolicy};
 use secrecy::{ExposeSecret, SecretString};

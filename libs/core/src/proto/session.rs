@@ -25,6 +25,21 @@ pub const DECOY_SESSION: &str = "decoy_session";
 /// authoritative home of every revocation.
 pub const REVOKED_SESSIONS: &str = "revoked_sessions";
 
+super::operation::operations!(service "session" {
+    InitIssuer => super::Done = INIT_ISSUER,
+    CreateSession => IssuedSession = CREATE_SESSION,
+    Refresh => IssuedSession = REFRESH,
+    Revoke => super::store::SessionRecord = REVOKE,
+    RevokeAll => Revoked = REVOKE_ALL,
+    List => SessionList = LIST,
+    KeyRingRequest => KeyRing = KEY_RING,
+    IssuerKeys => RotatedKey = ROTATE_KEY,
+    RevokeKeys => RevokedKeys = REVOKE_KEYS,
+    SignVerification => SecretText = SIGN_VERIFICATION,
+    DecoySession => IssuedSession = DECOY_SESSION,
+    RevokedSessions => super::store::RevokedSessionPage = REVOKED_SESSIONS,
+});
+
 /// No session token lives longer than this (the policy's maximum
 /// `session_lifetime_seconds`), so a revocation matters at most this long
 /// after it was made.
@@ -57,6 +72,11 @@ pub struct CreateSession {
     pub policy: IssuerPolicy,
     pub device: Device,
 }
+
+/// A session-shaped answer that is not a session (see [`DECOY_SESSION`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DecoySession(pub CreateSession);
 
 /// A new or refreshed session: a short-lived signed token and the opaque
 /// refresh token that rotates on every use.

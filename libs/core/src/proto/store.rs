@@ -33,6 +33,38 @@ pub const CREDENTIALS: &str = "credentials";
 /// a time (request: `ListRevokedSessions`, answer: `RevokedSessionPage`).
 pub const LIST_REVOKED_SESSIONS: &str = "list_revoked_sessions";
 
+super::operation::operations!(store {
+    GetStoreInfo => StoreInfo = INFO,
+    ProvisionIssuer => StoreInfo = PROVISION_ISSUER,
+    CreateUser => StoredUser = CREATE_USER,
+    GetUser => StoredUser = GET_USER,
+    VerifyPassword => PasswordChecked = VERIFY_PASSWORD,
+    CreateSession => SessionRecord = CREATE_SESSION,
+    RefreshSession => RefreshOutcome = REFRESH_SESSION,
+    RevokeSession => SessionRecord = REVOKE_SESSION,
+    RevokeUserSessions => SessionRecords = REVOKE_USER_SESSIONS,
+    ListSessions => SessionRecords = LIST_SESSIONS,
+    ListRevokedSessions => RevokedSessionPage = LIST_REVOKED_SESSIONS,
+    CreatePersonalToken => PersonalToken = CREATE_PERSONAL_TOKEN,
+    ListPersonalTokens => PersonalTokens = LIST_PERSONAL_TOKENS,
+    RevokePersonalToken => PersonalToken = REVOKE_PERSONAL_TOKEN,
+    VerifyPersonalToken => PersonalToken = VERIFY_PERSONAL_TOKEN,
+    ProveEmail => EmailProven = MARK_EMAIL_VERIFIED,
+    GetCredentials => Credentials = CREDENTIALS,
+    DisableTotp => Accepted = DISABLE_TOTP,
+    ReplaceBackupCodes => Accepted = REPLACE_BACKUP_CODES,
+    SetPassword => super::Done = SET_PASSWORD,
+    SetPendingTotp => super::Done = SET_PENDING_TOTP,
+    GetTotp => TotpState = GET_TOTP,
+    EnableTotp => super::Done = ENABLE_TOTP,
+    UseTotpStep => Accepted = USE_TOTP_STEP,
+    UseBackupCode => Accepted = USE_BACKUP_CODE,
+});
+
+/// What the store says about itself (region and jurisdiction); no fields.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct GetStoreInfo {}
+
 /// What a store says about itself; the router checks `jurisdiction` before
 /// sending it data that must stay in a jurisdiction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +108,21 @@ pub struct GetUser {
     pub issuer_id: IssuerId,
     pub user_id: UserId,
 }
+
+/// Which credentials a user has.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct GetCredentials(pub GetUser);
+
+/// Remove TOTP and the backup codes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DisableTotp(pub GetUser);
+
+/// The TOTP state (sealed secrets and the last accepted step).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct GetTotp(pub GetUser);
 
 /// `user_id: None` runs a dummy verification so an unknown user costs the
 /// same as a wrong password.
@@ -169,6 +216,21 @@ pub struct UserSessions {
     pub issuer_id: IssuerId,
     pub user_id: UserId,
 }
+
+/// Revoke every session of a user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RevokeUserSessions(pub UserSessions);
+
+/// A user's sessions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ListSessions(pub UserSessions);
+
+/// A user's personal tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ListPersonalTokens(pub UserSessions);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionRecords {

@@ -15,6 +15,19 @@ pub const LIST_PERSONAL_TOKENS: &str = "list_personal_tokens";
 pub const REVOKE_PERSONAL_TOKEN: &str = "revoke_personal_token";
 pub const VERIFY_PERSONAL_TOKEN: &str = "verify_personal_token";
 
+super::operation::operations!(service "user" {
+    InitIssuer => super::Done = INIT_ISSUER,
+    CreateUser => User = CREATE_USER,
+    GetUser => User = GET_USER,
+    FindByEmail => User = FIND_BY_EMAIL,
+    Locate => Located = LOCATE,
+    Place => Placed = PLACEMENT,
+    NewPersonalToken => CreatedPersonalToken = CREATE_PERSONAL_TOKEN,
+    ListPersonalTokens => super::store::PersonalTokens = LIST_PERSONAL_TOKENS,
+    PersonalTokenRef => super::store::PersonalToken = REVOKE_PERSONAL_TOKEN,
+    VerifyPersonalToken => super::store::PersonalToken = VERIFY_PERSONAL_TOKEN,
+});
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateUser {
     pub ctx: IssuerContext,
@@ -49,11 +62,21 @@ pub struct GetUser {
     pub user_id: UserId,
 }
 
+/// A user's personal tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ListPersonalTokens(pub GetUser);
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FindByEmail {
     pub issuer_id: IssuerId,
     pub email: Email,
 }
+
+/// Where a user lives, if the address is known (no profile is read).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Locate(pub FindByEmail);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Location {

@@ -64,6 +64,8 @@ impl NatsServer {
                 client_listen: format!("127.0.0.1:{client}"),
                 route_listen: format!("127.0.0.1:{route}"),
                 route_addr: format!("127.0.0.1:{route}"),
+                // Streams can be placed on one node by tag.
+                tags: vec![format!("node:n{i}")],
             });
         }
         let settings = ServerSettings {

@@ -2,6 +2,14 @@
 //! message is acknowledged only after the transport accepted it; a failure
 //! is negatively acknowledged with an exponential back-off (0.5 s doubling to
 //! 30 s), so JetStream redelivers it until it goes through.
+//!
+//! A courier that dies (killed, crashed, its host lost) holds messages it
+//! pulled but never settled; JetStream hands them to another courier only
+//! after the ack wait. So the wait is short ([`ACK_WAIT`]), a send that runs
+//! long keeps its message by reporting progress, and a courier pulls a few
+//! messages at a time ([`PULL_BATCH`]) rather than the client's default of
+//! 200: a crash then delays a handful of codes by seconds, not a queue's
+//! worth by a minute.
 
 use super::{MailQueue, OutgoingMail, Transport};
 use async_nats::jetstream::consumer::{pull, AckPolicy};
@@ -13,6 +21,14 @@ use lettre::Message;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+/// How long a pulled message stays with one courier without a word from it.
+const ACK_WAIT: Duration = Duration::from_secs(20);
+/// While a send runs, progress is reported this often (well inside
+/// [`ACK_WAIT`], so a slow relay never causes a second copy).
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// Messages pulled ahead of delivery.
+const PULL_BATCH: usize = 4;
 
 fn backoff(delivered: i64) -> Duration {
     let exponent = u32::try_from(delivered.clamp(1, 7) - 1).unwrap_or(0);
@@ -44,19 +60,23 @@ pub async fn spawn_courier(
         .get_stream(queue.stream_name())
         .await
         .map_err(|e| subscribe_error(&e))?;
+    // Create or update: a deployment whose durable consumer was made with
+    // other settings (an earlier release's longer ack wait) gets these.
     let consumer = stream
-        .get_or_create_consumer(
-            "courier",
-            pull::Config {
-                durable_name: Some("courier".into()),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(60),
-                ..Default::default()
-            },
-        )
+        .create_consumer(pull::Config {
+            durable_name: Some("courier".into()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            ..Default::default()
+        })
         .await
         .map_err(|e| subscribe_error(&e))?;
-    let mut messages = consumer.messages().await.map_err(|e| subscribe_error(&e))?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(PULL_BATCH)
+        .messages()
+        .await
+        .map_err(|e| subscribe_error(&e))?;
     let queue = queue.clone();
     Ok(tokio::spawn(async move {
         loop {
@@ -132,7 +152,21 @@ async fn deliver(
             return "dropped";
         }
     };
-    match transport.send(built).await {
+    let sent = {
+        let send = transport.send(built);
+        tokio::pin!(send);
+        let mut progress = tokio::time::interval(PROGRESS_EVERY);
+        progress.tick().await;
+        loop {
+            tokio::select! {
+                sent = &mut send => break sent,
+                _ = progress.tick() => {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                }
+            }
+        }
+    };
+    match sent {
         Ok(()) => {
             if let Err(e) = message.ack().await {
                 tracing::warn!(error = %e, "delivered but not acknowledged; it may be sent again");

@@ -50,11 +50,7 @@ pub async fn create(
         name: new.name,
         scopes,
     };
-    let created: CreatedApiKey = incoming
-        .app
-        .bus
-        .call("account", account::CREATE_API_KEY, &request)
-        .await?;
+    let created = incoming.app.bus.send(&request).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -63,16 +59,12 @@ pub async fn create(
     responses((status = 200, description = "The keys", body = ApiKeyList)))]
 pub async fn list(incoming: Incoming) -> Reply<Json<ApiKeyList>> {
     let caller = incoming.authorize().await?;
-    let keys: ApiKeyList = incoming
+    let keys = incoming
         .app
         .bus
-        .call(
-            "account",
-            account::LIST_API_KEYS,
-            &IssuerRef {
-                issuer_id: caller.key.issuer_id.clone(),
-            },
-        )
+        .send(&account::ListApiKeys(IssuerRef {
+            issuer_id: caller.key.issuer_id.clone(),
+        }))
         .await?;
     Ok(Json(keys))
 }
@@ -88,10 +80,6 @@ pub async fn revoke(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<Ap
         issuer_id: caller.key.issuer_id.clone(),
         key_id,
     };
-    let revoked: ApiKeyInfo = incoming
-        .app
-        .bus
-        .call("account", account::REVOKE_API_KEY, &request)
-        .await?;
+    let revoked = incoming.app.bus.send(&request).await?;
     Ok(Json(revoked))
 }

@@ -7,10 +7,9 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use idm_core::proto::auth::{self, Authenticated, SignIn, SignUp};
+use idm_core::proto::auth::{Authenticated, SignIn, SignUp};
 use idm_core::proto::session;
-use idm_core::proto::store::SessionRecord;
-use idm_core::proto::user::{self, GetUser, User};
+use idm_core::proto::user::{GetUser, User};
 use idm_core::proto::SecretText;
 use idm_core::text::{check_password, DisplayName};
 use idm_core::{ApiError, Email};
@@ -106,9 +105,9 @@ pub async fn sign_up(
         device: caller.device(),
     };
     let app = &incoming.app;
-    let signed_in: Authenticated = app
+    let signed_in = app
         .waf
-        .password_work(&caller.key, app.bus.call("auth", auth::SIGN_UP, &call))
+        .password_work(&caller.key, app.bus.send(&call))
         .await?;
     Ok(session_response(
         &incoming.app,
@@ -143,9 +142,9 @@ pub async fn sign_in(
         device: caller.device(),
     };
     let app = &incoming.app;
-    let signed_in: Authenticated = app
+    let signed_in = app
         .waf
-        .password_work(&caller.key, app.bus.call("auth", auth::SIGN_IN, &call))
+        .password_work(&caller.key, app.bus.send(&call))
         .await?;
     Ok(session_response(&incoming.app, StatusCode::OK, signed_in))
 }
@@ -156,17 +155,13 @@ pub async fn sign_in(
 pub async fn me(incoming: Incoming) -> Reply<Json<User>> {
     let caller = incoming.authorize().await?;
     let session = incoming.session(&caller).await?;
-    let found: User = incoming
+    let found = incoming
         .app
         .bus
-        .call(
-            "user",
-            user::GET_USER,
-            &GetUser {
-                issuer_id: caller.key.issuer_id.clone(),
-                user_id: session.sub,
-            },
-        )
+        .send(&GetUser {
+            issuer_id: caller.key.issuer_id.clone(),
+            user_id: session.sub,
+        })
         .await?;
     Ok(Json(found))
 }
@@ -199,11 +194,7 @@ pub async fn refresh(
         refresh_token: request.refresh_token,
         device: caller.device(),
     };
-    let issued: session::IssuedSession = incoming
-        .app
-        .bus
-        .call("session", session::REFRESH, &call)
-        .await?;
+    let issued = incoming.app.bus.send(&call).await?;
     let token = issued.session_token.clone();
     Ok(with_session_cookie(
         &incoming.app,
@@ -233,11 +224,7 @@ pub async fn sign_out(incoming: Incoming) -> Reply<Response> {
         region: Some(claims.reg),
         reason: "sign_out".into(),
     };
-    let revoked: SessionRecord = incoming
-        .app
-        .bus
-        .call("session", session::REVOKE, &call)
-        .await?;
+    let revoked = incoming.app.bus.send(&call).await?;
     Ok(with_session_cookie(
         &incoming.app,
         StatusCode::OK,
@@ -260,11 +247,5 @@ pub async fn my_sessions(incoming: Incoming) -> Reply<Json<session::SessionList>
         user_id: claims.sub,
         region: Some(claims.reg),
     };
-    Ok(Json(
-        incoming
-            .app
-            .bus
-            .call("session", session::LIST, &call)
-            .await?,
-    ))
+    Ok(Json(incoming.app.bus.send(&call).await?))
 }

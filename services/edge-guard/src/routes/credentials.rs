@@ -11,7 +11,7 @@ use axum::Json;
 use idm_core::proto::auth::{
     self, BackupCodes, ChangePassword, PasswordChanged, StepUp, SteppedUp,
 };
-use idm_core::proto::{Done, SecretText};
+use idm_core::proto::SecretText;
 use idm_core::ApiError;
 use serde::Deserialize;
 
@@ -72,10 +72,10 @@ pub struct MfaRemoved {
 pub async fn remove_totp(incoming: Incoming, raw: Bytes) -> Reply<Json<MfaRemoved>> {
     let session = session_user(&incoming).await?;
     let step_up = optional_body::<StepUpBody>(&raw)?.checked()?;
-    let _: Done = incoming
+    let _ = incoming
         .app
         .bus
-        .call("auth", auth::DISABLE_TOTP, &SteppedUp { session, step_up })
+        .send(&auth::DisableTotp(SteppedUp { session, step_up }))
         .await?;
     Ok(Json(MfaRemoved { mfa_enabled: false }))
 }
@@ -91,11 +91,7 @@ pub async fn regenerate_backup_codes(incoming: Incoming, raw: Bytes) -> Reply<Js
         incoming
             .app
             .bus
-            .call(
-                "auth",
-                auth::REGENERATE_BACKUP_CODES,
-                &SteppedUp { session, step_up },
-            )
+            .send(&auth::RegenerateBackupCodes(SteppedUp { session, step_up }))
             .await?,
     ))
 }
@@ -133,11 +129,5 @@ pub async fn change_password(
         step_up,
         new_password: request.new_password,
     };
-    Ok(Json(
-        incoming
-            .app
-            .bus
-            .call("auth", auth::CHANGE_PASSWORD, &call)
-            .await?,
-    ))
+    Ok(Json(incoming.app.bus.send(&call).await?))
 }

@@ -3,9 +3,7 @@ use crate::access::Incoming;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::Json;
-use idm_core::proto::account::{
-    self, CreateIssuer, CreatedIssuer, Issuer, IssuerRef, UpdateIssuer,
-};
+use idm_core::proto::account::{CreateIssuer, CreatedIssuer, Issuer, IssuerRef, UpdateIssuer};
 use idm_core::text::DisplayName;
 use idm_core::{AllowedOrigin, ApiError, IssuerPolicy, KeyMode};
 use serde::Deserialize;
@@ -15,16 +13,12 @@ use serde::Deserialize;
     responses((status = 200, description = "The issuer", body = Issuer)))]
 pub async fn get_issuer(incoming: Incoming) -> Reply<Json<Issuer>> {
     let caller = incoming.authorize().await?;
-    let issuer: Issuer = incoming
+    let issuer = incoming
         .app
         .bus
-        .call(
-            "account",
-            account::GET_ISSUER,
-            &IssuerRef {
-                issuer_id: caller.key.issuer_id.clone(),
-            },
-        )
+        .send(&IssuerRef {
+            issuer_id: caller.key.issuer_id.clone(),
+        })
         .await?;
     Ok(Json(issuer))
 }
@@ -77,11 +71,7 @@ pub async fn update_issuer(
         allowed_origins,
         policy,
     };
-    let issuer: Issuer = incoming
-        .app
-        .bus
-        .call("account", account::UPDATE_ISSUER, &update)
-        .await?;
+    let issuer = incoming.app.bus.send(&update).await?;
     Ok(Json(issuer))
 }
 
@@ -117,10 +107,6 @@ pub async fn create_issuer(
         name: name.as_str().to_owned(),
         mode,
     };
-    let created: CreatedIssuer = incoming
-        .app
-        .bus
-        .call("account", account::CREATE_ISSUER, &request)
-        .await?;
+    let created = incoming.app.bus.send(&request).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }

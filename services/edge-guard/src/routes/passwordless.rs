@@ -35,8 +35,11 @@ pub struct Sent {
 
 /// Hands a send to auth and answers `202`: the same answer whether or not the
 /// address has an account, so sending never reveals who is registered.
-async fn accepted(incoming: &Incoming, op: &str, call: &impl serde::Serialize) -> Accepted {
-    let _: idm_core::proto::Done = incoming.app.bus.call("auth", op, call).await?;
+async fn accepted<O>(incoming: &Incoming, call: &O) -> Accepted
+where
+    O: idm_bus::ServiceOperation<Reply = idm_core::proto::Done>,
+{
+    incoming.app.bus.send(call).await?;
     Ok((StatusCode::ACCEPTED, Json(Sent { sent: true })))
 }
 
@@ -73,7 +76,7 @@ pub async fn send_magic_link(
         redirect_url,
         device: caller.device(),
     };
-    accepted(&incoming, auth::SEND_MAGIC_LINK, &call).await
+    accepted(&incoming, &call).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -97,11 +100,7 @@ pub async fn verify_magic_link(
         code: request.code,
         device: caller.device(),
     };
-    let signed_in: Authenticated = incoming
-        .app
-        .bus
-        .call("auth", auth::VERIFY_MAGIC_LINK, &call)
-        .await?;
+    let signed_in = incoming.app.bus.send(&call).await?;
     Ok(session_response(&incoming.app, StatusCode::OK, signed_in))
 }
 
@@ -130,7 +129,7 @@ pub async fn send_email_code(
         email,
         device: caller.device(),
     };
-    accepted(&incoming, auth::SEND_EMAIL_CODE, &call).await
+    accepted(&incoming, &call).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -161,11 +160,7 @@ pub async fn verify_email_code(
         code: request.code,
         device: caller.device(),
     };
-    let signed_in: Authenticated = incoming
-        .app
-        .bus
-        .call("auth", auth::VERIFY_EMAIL_CODE, &call)
-        .await?;
+    let signed_in = incoming.app.bus.send(&call).await?;
     Ok(session_response(&incoming.app, StatusCode::OK, signed_in))
 }
 
@@ -186,11 +181,7 @@ pub(super) async fn session_user(incoming: &Incoming) -> Result<SessionUser, Api
 pub async fn enroll_totp(incoming: Incoming) -> Reply<Json<TotpEnrollment>> {
     let session = session_user(&incoming).await?;
     Ok(Json(
-        incoming
-            .app
-            .bus
-            .call("auth", auth::ENROLL_TOTP, &session)
-            .await?,
+        incoming.app.bus.send(&auth::EnrollTotp(session)).await?,
     ))
 }
 
@@ -227,13 +218,7 @@ pub async fn confirm_totp(
         code: request.code,
         step_up,
     };
-    Ok(Json(
-        incoming
-            .app
-            .bus
-            .call("auth", auth::CONFIRM_TOTP, &call)
-            .await?,
-    ))
+    Ok(Json(incoming.app.bus.send(&call).await?))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -264,10 +249,6 @@ pub async fn verify_mfa(
         backup_code: request.backup_code,
         device: caller.device(),
     };
-    let signed_in: Authenticated = incoming
-        .app
-        .bus
-        .call("auth", auth::VERIFY_MFA, &call)
-        .await?;
+    let signed_in = incoming.app.bus.send(&call).await?;
     Ok(session_response(&incoming.app, StatusCode::OK, signed_in))
 }

@@ -52,11 +52,7 @@ pub async fn create(
         scopes: new.scopes,
         expires_at,
     };
-    let created: CreatedPersonalToken = incoming
-        .app
-        .bus
-        .call("user", user::CREATE_PERSONAL_TOKEN, &request)
-        .await?;
+    let created = incoming.app.bus.send(&request).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -66,17 +62,11 @@ pub async fn create(
     responses((status = 200, description = "The tokens", body = PersonalTokens)))]
 pub async fn list(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<PersonalTokens>> {
     let caller = incoming.authorize().await?;
-    let request = GetUser {
+    let request = user::ListPersonalTokens(GetUser {
         issuer_id: caller.key.issuer_id.clone(),
         user_id: UserId::parse(&id)?,
-    };
-    Ok(Json(
-        incoming
-            .app
-            .bus
-            .call("user", user::LIST_PERSONAL_TOKENS, &request)
-            .await?,
-    ))
+    });
+    Ok(Json(incoming.app.bus.send(&request).await?))
 }
 
 /// Revokes a personal token.
@@ -94,13 +84,7 @@ pub async fn revoke(
         user_id: UserId::parse(&user)?,
         token_id: PersonalTokenId::parse(&token)?,
     };
-    Ok(Json(
-        incoming
-            .app
-            .bus
-            .call("user", user::REVOKE_PERSONAL_TOKEN, &request)
-            .await?,
-    ))
+    Ok(Json(incoming.app.bus.send(&request).await?))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -130,11 +114,5 @@ pub async fn verify(
         issuer_id: caller.key.issuer_id.clone(),
         token: request.token,
     };
-    Ok(Json(
-        incoming
-            .app
-            .bus
-            .call("user", user::VERIFY_PERSONAL_TOKEN, &call)
-            .await?,
-    ))
+    Ok(Json(incoming.app.bus.send(&call).await?))
 }

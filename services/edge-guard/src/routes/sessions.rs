@@ -61,13 +61,7 @@ pub async fn list_for_user(incoming: Incoming, Path(id): Path<String>) -> Reply<
         user_id,
         region: None,
     };
-    Ok(Json(
-        incoming
-            .app
-            .bus
-            .call("session", session::LIST, &request)
-            .await?,
-    ))
+    Ok(Json(incoming.app.bus.send(&request).await?))
 }
 
 /// Revokes one session.
@@ -83,13 +77,7 @@ pub async fn revoke(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<Se
         region: None,
         reason: "revoked_by_backend".into(),
     };
-    Ok(Json(
-        incoming
-            .app
-            .bus
-            .call("session", session::REVOKE, &request)
-            .await?,
-    ))
+    Ok(Json(incoming.app.bus.send(&request).await?))
 }
 
 /// Revokes every session of a user.
@@ -106,13 +94,7 @@ pub async fn revoke_all(
         issuer_id: caller.key.issuer_id.clone(),
         user_id,
     };
-    Ok(Json(
-        incoming
-            .app
-            .bus
-            .call("session", session::REVOKE_ALL, &request)
-            .await?,
-    ))
+    Ok(Json(incoming.app.bus.send(&request).await?))
 }
 
 /// A new signing key for this issuer; earlier keys verify until their sessions end.
@@ -123,13 +105,7 @@ pub async fn rotate_signing_key(incoming: Incoming) -> Reply<Json<session::Rotat
     let request = session::IssuerKeys {
         issuer_id: caller.key.issuer_id.clone(),
     };
-    Ok(Json(
-        incoming
-            .app
-            .bus
-            .call("session", session::ROTATE_KEY, &request)
-            .await?,
-    ))
+    Ok(Json(incoming.app.bus.send(&request).await?))
 }
 
 /// Emergency: every earlier signing key of the caller's issuer stops
@@ -142,11 +118,7 @@ pub async fn revoke_signing_keys(incoming: Incoming) -> Reply<Json<session::Revo
         issuer_id: caller.key.issuer_id.clone(),
         actor_key_id: caller.key.key_id.clone(),
     };
-    let revoked: session::RevokedKeys = incoming
-        .app
-        .bus
-        .call("session", session::REVOKE_KEYS, &request)
-        .await?;
+    let revoked = incoming.app.bus.send(&request).await?;
     // This replica stops accepting the old keys before it answers; the
     // others drop them on the `config.changed` broadcast.
     incoming.app.sessions.forget(&caller.key.issuer_id).await;

@@ -4,7 +4,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::Json;
-use idm_core::proto::user::{self, CreateUser, FindByEmail, GetUser, User};
+use idm_core::proto::user::{CreateUser, FindByEmail, GetUser, User};
 use idm_core::proto::SecretText;
 use idm_core::text::{check_password, parse_metadata, DisplayName};
 use idm_core::{ApiError, Region, UserId};
@@ -57,11 +57,7 @@ pub async fn create(
         metadata: new.metadata.map(parse_metadata).transpose()?,
         country: caller.country.clone(),
     };
-    let created: User = incoming
-        .app
-        .bus
-        .call("user", user::CREATE_USER, &request)
-        .await?;
+    let created = incoming.app.bus.send(&request).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -72,17 +68,13 @@ pub async fn create(
 pub async fn get(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<User>> {
     let caller = incoming.authorize().await?;
     let user_id = UserId::parse(&id)?;
-    let found: User = incoming
+    let found = incoming
         .app
         .bus
-        .call(
-            "user",
-            user::GET_USER,
-            &GetUser {
-                issuer_id: caller.key.issuer_id.clone(),
-                user_id,
-            },
-        )
+        .send(&GetUser {
+            issuer_id: caller.key.issuer_id.clone(),
+            user_id,
+        })
         .await?;
     Ok(Json(found))
 }
@@ -107,17 +99,13 @@ pub async fn find_by_email(
         .email
         .ok_or_else(|| ApiError::validation("the email query parameter is required"))?;
     let email = incoming.app.waf.check_email(&caller.key.policy, &email)?;
-    let found: User = incoming
+    let found = incoming
         .app
         .bus
-        .call(
-            "user",
-            user::FIND_BY_EMAIL,
-            &FindByEmail {
-                issuer_id: caller.key.issuer_id.clone(),
-                email,
-            },
-        )
+        .send(&FindByEmail {
+            issuer_id: caller.key.issuer_id.clone(),
+            email,
+        })
         .await?;
     Ok(Json(found))
 }
@@ -137,14 +125,10 @@ pub async fn unlock_factors(
         incoming
             .app
             .bus
-            .call(
-                "auth",
-                idm_core::proto::auth::UNLOCK_FACTORS,
-                &idm_core::proto::auth::UnlockFactors {
-                    ctx: caller.ctx(),
-                    user_id,
-                },
-            )
+            .send(&idm_core::proto::auth::UnlockFactors {
+                ctx: caller.ctx(),
+                user_id,
+            })
             .await?,
     ))
 }

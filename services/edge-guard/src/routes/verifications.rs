@@ -6,7 +6,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::Json;
 use idm_core::proto::auth::{
-    self, CheckVerification, SendVerification, VerificationResult, VerificationStarted,
+    CheckVerification, SendVerification, VerificationResult, VerificationStarted,
 };
 use idm_core::proto::SecretText;
 use idm_core::{ApiError, Email};
@@ -32,17 +32,13 @@ pub async fn start(
         .waf
         .check_email(&caller.key.policy, &body(request)?.email)?;
     incoming.app.waf.allow_send(&caller.key, &email).await?;
-    let started: VerificationStarted = incoming
+    let started = incoming
         .app
         .bus
-        .call(
-            "auth",
-            auth::SEND_VERIFICATION,
-            &SendVerification {
-                ctx: caller.ctx(),
-                email,
-            },
-        )
+        .send(&SendVerification {
+            ctx: caller.ctx(),
+            email,
+        })
         .await?;
     Ok((StatusCode::ACCEPTED, Json(started)))
 }
@@ -79,11 +75,5 @@ pub async fn check(
         email,
         code: request.code,
     };
-    Ok(Json(
-        incoming
-            .app
-            .bus
-            .call("auth", auth::CHECK_VERIFICATION, &call)
-            .await?,
-    ))
+    Ok(Json(incoming.app.bus.send(&call).await?))
 }

@@ -27,6 +27,7 @@ use super::velocity::{now_ms, Velocity};
 use super::RouteClass;
 use idm_bus::{Bus, Events};
 use idm_core::proto::account::KeyConfig;
+use idm_core::proto::event;
 use idm_core::IssuerId;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -38,27 +39,28 @@ use tokio_util::sync::CancellationToken;
 
 pub const BANNED_TOPIC: &str = "ip.banned";
 pub const LIFTED_TOPIC: &str = "ip.unbanned";
-pub const EVENT_TYPE: &str = "ip.banned";
 
-/// KEYS: latch, strikes, offences, bans, this issuer's bans. ARGV: now,
-/// latch ms, strike window ms, threshold, ban ms, max ban ms, offence memory
-/// ms, ban member, nonce, network, bans per issuer.
+/// KEYS (one hash tag, the issuer: one Redis Cluster slot): latch, strikes,
+/// offences, this issuer's bans. ARGV: now, latch ms, strike window ms,
+/// threshold, ban ms, max ban ms, offence memory ms, nonce, network, bans
+/// per issuer.
 /// Returns {strikes, ban ms (0: none), offence number}; an issuer whose ban
-/// table is full gets no new ban (and keeps its strikes).
+/// table is full gets no new ban (and keeps its strikes). The platform-wide
+/// list a starting replica loads is written after it (`record_for_loading`).
 const STRIKE_SCRIPT: &str = r"
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then
   return {0, 0, 0}
 end
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[3]))
-redis.call('ZADD', KEYS[2], now, ARGV[9])
+redis.call('ZADD', KEYS[2], now, ARGV[8])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 local strikes = redis.call('ZCARD', KEYS[2])
 if strikes < tonumber(ARGV[4]) then
   return {strikes, 0, 0}
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
-if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[11]) and not redis.call('ZSCORE', KEYS[5], ARGV[10]) then
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[10]) and not redis.call('ZSCORE', KEYS[4], ARGV[9]) then
   return {strikes, 0, 0}
 end
 redis.call('DEL', KEYS[2])
@@ -71,24 +73,18 @@ for i = 2, offence do
 end
 if ban > max then ban = max end
 redis.call('PEXPIRE', KEYS[3], ban + tonumber(ARGV[7]))
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-redis.call('ZADD', KEYS[4], now + ban, ARGV[8])
-redis.call('ZADD', KEYS[5], now + ban, ARGV[10])
-if redis.call('PTTL', KEYS[5]) < ban then redis.call('PEXPIRE', KEYS[5], ban) end
+redis.call('ZADD', KEYS[4], now + ban, ARGV[9])
+if redis.call('PTTL', KEYS[4]) < ban then redis.call('PEXPIRE', KEYS[4], ban) end
 return {strikes, ban, offence}
 ";
 
-/// KEYS: all bans, this issuer's bans. ARGV: member of all bans, network,
-/// end (unix ms), remaining ms. Adds a ban unless a later end is recorded.
+/// KEYS: this issuer's bans. ARGV: network, end (unix ms), remaining ms.
+/// Adds a ban unless a later end is recorded.
 static WRITE_BACK_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
-local ends = tonumber(ARGV[3])
-local cur = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not cur or tonumber(cur) < ends then redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1]) end
-cur = redis.call('ZSCORE', KEYS[2], ARGV[2])
-if not cur or tonumber(cur) < ends then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2]) end
-if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
+redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return 1
 ",
     )
@@ -269,12 +265,60 @@ impl Bans {
         }
     }
 
+    /// Every running ban, `<issuer>|<network>` scored by its end: what a
+    /// starting replica loads. A key of its own (its own cluster slot).
     fn bans_key(&self) -> String {
         self.redis.key("bans")
     }
 
+    /// Keys of one issuer's strike state and bans share the issuer's hash
+    /// tag: the strike script touches them together.
+    fn issuer_key(&self, issuer: &IssuerId, rest: &str) -> String {
+        self.redis.tagged_key(issuer.as_str(), rest)
+    }
+
     fn issuer_bans_key(&self, issuer: &IssuerId) -> String {
-        self.redis.key(&format!("bans:{issuer}"))
+        self.issuer_key(issuer, ":bans")
+    }
+
+    fn strike_keys(&self, issuer: &IssuerId, network: &IpNet) -> [String; 2] {
+        [
+            self.issuer_key(issuer, &format!(":strikes:{network}")),
+            self.issuer_key(issuer, &format!(":offences:{network}")),
+        ]
+    }
+
+    fn latch_key(&self, issuer: &IssuerId, class: RouteClass, network: &IpNet) -> String {
+        self.issuer_key(issuer, &format!(":latch:{class}:{network}"))
+    }
+
+    /// Adds running bans to the list a starting replica loads (never
+    /// shortening one), dropping the ended ones.
+    async fn record_for_loading(&self, bans: &[(String, u64)]) -> Option<()> {
+        if bans.is_empty() {
+            return Some(());
+        }
+        let key = self.bans_key();
+        let now = now_ms();
+        self.redis
+            .run(|mut conn| async move {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ZREMRANGEBYSCORE")
+                    .arg(&key)
+                    .arg("-inf")
+                    .arg(now)
+                    .ignore();
+                for (member, until) in bans {
+                    pipe.cmd("ZADD")
+                        .arg(&key)
+                        .arg("GT")
+                        .arg(*until)
+                        .arg(member)
+                        .ignore();
+                }
+                pipe.query_async::<()>(&mut conn).await
+            })
+            .await
     }
 
     /// Remaining ban time of `network` at `issuer`, from memory only.
@@ -316,15 +360,14 @@ impl Bans {
         let latch_ms = u64::try_from(velocity_window.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
+        let [strikes_key, offences_key] = self.strike_keys(issuer, &network);
         let keys = [
-            self.redis.key(&format!("latch:{class}:{issuer}:{network}")),
-            self.redis.key(&format!("strikes:{issuer}:{network}")),
-            self.redis.key(&format!("offences:{issuer}:{network}")),
-            self.bans_key(),
+            self.latch_key(issuer, class, &network),
+            strikes_key,
+            offences_key,
             self.issuer_bans_key(issuer),
         ];
         let nonce = format!("{now}:{}", idm_crypto::random_token::<6>());
-        let ban_member = member(issuer, &network);
         let script = &self.script;
         let answer = self
             .redis
@@ -340,22 +383,34 @@ impl Bans {
                     .arg(millis(policy.ban_seconds))
                     .arg(millis(policy.max_ban_seconds))
                     .arg(millis(policy.offence_memory_seconds))
-                    .arg(&ban_member)
                     .arg(&nonce)
                     .arg(network.to_string())
                     .arg(self.table.max_per_issuer);
                 call.invoke_async::<Vec<u64>>(&mut conn).await
             })
             .await;
-        let (ban_ms, offence) = match answer.as_deref() {
-            Some([_, ban, offence]) => (*ban, *offence),
-            Some(_) => (0, 0),
-            None => self.local_strike(key, class, network, now, latch_ms),
+        let (ban_ms, offence, in_redis) = match answer.as_deref() {
+            Some([_, ban, offence]) => (*ban, *offence, true),
+            Some(_) => (0, 0, true),
+            None => {
+                let (ban, offence) = self.local_strike(key, class, network, now, latch_ms);
+                (ban, offence, false)
+            }
         };
         if ban_ms == 0 {
             return None;
         }
         let until_ms = now + ban_ms;
+        if in_redis
+            && self
+                .record_for_loading(&[(member(issuer, &network), until_ms)])
+                .await
+                .is_none()
+        {
+            // Every running replica still learns it (broadcast below), and
+            // the write-back restores the list once Redis answers again.
+            tracing::warn!(issuer_id = %issuer, %network, "ban not added to the list starting replicas load");
+        }
         if !self.remember(issuer.clone(), network, until_ms) {
             tracing::warn!(issuer_id = %issuer, %network, "ban table of the issuer is full: network rate-limited, not banned");
             return None;
@@ -383,14 +438,14 @@ impl Bans {
                         t.format(&time::format_description::well_known::Rfc3339)
                             .ok()
                     });
-            let data = serde_json::json!({
-                "ip": network.to_string(),
-                "route_class": class.as_str(),
-                "ban_seconds": ban_ms / 1000,
-                "banned_until": until,
-                "offence": offence,
+            let banned = event::DomainEvent::IpBanned(event::IpBanned {
+                ip: network.to_string(),
+                route_class: class.as_str().to_owned(),
+                ban_seconds: ban_ms / 1000,
+                banned_until: until,
+                offence,
             });
-            if let Err(e) = events.publish(&issuer, EVENT_TYPE, data).await {
+            if let Err(e) = events.publish(&issuer, banned).await {
                 tracing::error!(error = %e, "ip.banned event not published");
             }
         });
@@ -489,16 +544,10 @@ impl Bans {
         if bans.is_empty() {
             return Some(0);
         }
-        let all = self.bans_key();
-        let rows: Vec<(String, String, String, u64)> = bans
+        let rows: Vec<(String, String, u64)> = bans
             .iter()
             .map(|(issuer, network, until)| {
-                (
-                    self.issuer_bans_key(issuer),
-                    member(issuer, network),
-                    network.to_string(),
-                    *until,
-                )
+                (self.issuer_bans_key(issuer), network.to_string(), *until)
             })
             .collect();
         let count = rows.len();
@@ -506,11 +555,9 @@ impl Bans {
             .run(|mut conn| async move {
                 // One script call per ban (the scripts load on first use;
                 // this runs only when Redis came back empty).
-                for (issuer_key, member, network, until) in rows {
+                for (issuer_key, network, until) in rows {
                     WRITE_BACK_SCRIPT
-                        .key(&all)
                         .key(issuer_key)
-                        .arg(member)
                         .arg(network)
                         .arg(until)
                         .arg(until.saturating_sub(now).max(1))
@@ -519,8 +566,12 @@ impl Bans {
                 }
                 Ok(())
             })
-            .await
-            .map(|()| count)
+            .await?;
+        let members: Vec<(String, u64)> = bans
+            .iter()
+            .map(|(issuer, network, until)| (member(issuer, network), *until))
+            .collect();
+        self.record_for_loading(&members).await.map(|()| count)
     }
 
     /// Applies ban and lift broadcasts from every replica until shutdown.
@@ -563,8 +614,8 @@ impl Bans {
     /// with its strikes and offence history, on every replica and in Redis.
     pub async fn lift(&self, ip: IpAddr, issuer: Option<&IssuerId>) -> usize {
         let key = self.bans_key();
-        let redis = &self.redis;
-        let lifted_in_redis = redis
+        let lifted_in_redis = self
+            .redis
             .run(|mut conn| async move {
                 let all: Vec<String> = redis::cmd("ZRANGE")
                     .arg(&key)
@@ -580,13 +631,19 @@ impl Bans {
                     if !network.contains(&ip) || issuer.is_some_and(|want| *want != i) {
                         continue;
                     }
+                    let _: () = redis::cmd("ZREM")
+                        .arg(&key)
+                        .arg(&m)
+                        .query_async(&mut conn)
+                        .await?;
+                    // The issuer's keys share a slot: one pipeline.
                     let mut pipe = redis::pipe();
-                    pipe.zrem(&key, &m)
-                        .zrem(redis.key(&format!("bans:{i}")), network.to_string())
-                        .del(redis.key(&format!("strikes:{i}:{network}")))
-                        .del(redis.key(&format!("offences:{i}:{network}")));
+                    pipe.zrem(self.issuer_bans_key(&i), network.to_string());
+                    for k in self.strike_keys(&i, &network) {
+                        pipe.del(k);
+                    }
                     for class in RouteClass::ALL {
-                        pipe.del(redis.key(&format!("latch:{class}:{i}:{network}")));
+                        pipe.del(self.latch_key(&i, class, &network));
                     }
                     let _: () = pipe.query_async(&mut conn).await?;
                     lifted.push((i, network));
@@ -614,35 +671,26 @@ impl Bans {
     }
 
     /// Deletes the velocity windows of `network` at `issuer` in Redis (every
-    /// route class and window length: a lift is rare, so a SCAN is fine).
+    /// route class and window length: a lift is rare, so a scan of every
+    /// node is fine).
     async fn clear_velocity_in_redis(&self, issuer: &IssuerId, network: &IpNet) {
         for class in RouteClass::ALL {
-            let pattern = self.redis.key(&format!("v:{class}:{issuer}:{network}:*"));
-            let mut cursor = 0u64;
-            loop {
-                let pattern = &pattern;
-                let page = self
-                    .redis
-                    .run(|mut conn| async move {
-                        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                            .arg(cursor)
-                            .arg("MATCH")
-                            .arg(pattern)
-                            .arg("COUNT")
-                            .arg(1000)
-                            .query_async(&mut conn)
-                            .await?;
-                        if !keys.is_empty() {
-                            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await?;
-                        }
-                        Ok(next)
-                    })
-                    .await;
-                match page {
-                    Some(0) | None => break,
-                    Some(next) => cursor = next,
-                }
-            }
+            // The windows of one class share the tag `v:<class>:<issuer>:<network>`
+            // (velocity.rs): one slot, so one DEL takes them all.
+            let pattern = self
+                .redis
+                .tagged_key(&format!("v:{class}:{issuer}:{network}"), ":*");
+            let pattern = &pattern;
+            let _ = self
+                .redis
+                .run(|mut conn| async move {
+                    let keys = conn.scan_all(pattern).await?;
+                    if !keys.is_empty() {
+                        let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await?;
+                    }
+                    Ok(())
+                })
+                .await;
         }
     }
 

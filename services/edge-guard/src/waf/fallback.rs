@@ -9,7 +9,7 @@
 //! every `RECOVERY_INTERVAL`; when it answers, modules hand back what they
 //! counted meanwhile (see `quota.rs`) and requests use Redis again.
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use idm_cache::Connection;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
@@ -20,24 +20,13 @@ const RECOVERY_INTERVAL: Duration = Duration::from_millis(500);
 pub const GAUGE: &str = "idm_edge_redis_fallback";
 
 pub struct RedisLink {
-    client: redis::Client,
-    manager: RwLock<Option<ConnectionManager>>,
+    target: idm_cache::Target,
+    manager: RwLock<Option<Connection>>,
     degraded: AtomicBool,
     timeout: Duration,
     /// `host:port` of the Redis in use (never credentials), the gauge's label.
     label: String,
     prefix: String,
-}
-
-/// `host:port` (or the socket path) of a Redis URL, without credentials.
-fn label_of(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(u) => match u.host_str() {
-            Some(host) => format!("{host}:{}", u.port().unwrap_or(6379)),
-            None => u.path().to_owned(),
-        },
-        Err(_) => "unparsable".to_owned(),
-    }
 }
 
 /// Errors that say Redis itself is unreachable, as opposed to a refused
@@ -53,14 +42,14 @@ fn is_outage(e: &redis::RedisError) -> bool {
 impl RedisLink {
     /// Connects (or starts in fallback when Redis does not answer yet).
     pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, crate::Error> {
-        let client = redis::Client::open(url)
+        let target = idm_cache::Target::parse(url)
             .map_err(|e| crate::Error::Redis(format!("EDGE_REDIS_URL is not usable: {e}")))?;
         let link = Self {
-            client,
+            target,
             manager: RwLock::new(None),
             degraded: AtomicBool::new(false),
             timeout,
-            label: label_of(url),
+            label: idm_cache::label(url),
             prefix: prefix.to_owned(),
         };
         metrics::gauge!(GAUGE, "redis" => link.label.clone()).set(0.0);
@@ -75,33 +64,37 @@ impl RedisLink {
         format!("{}waf:{rest}", self.prefix)
     }
 
+    /// `<prefix>waf:{<tag>}<rest>`: keys with one tag share a Redis Cluster
+    /// slot, so a script may touch them together.
+    pub fn tagged_key(&self, tag: &str, rest: &str) -> String {
+        idm_cache::tagged(&format!("{}waf:", self.prefix), tag, rest)
+    }
+
     pub fn is_degraded(&self) -> bool {
         self.degraded.load(Ordering::Acquire)
     }
 
-    fn current(&self) -> Option<ConnectionManager> {
+    fn current(&self) -> Option<Connection> {
         self.manager
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    async fn ensure_manager(&self) -> Result<ConnectionManager, String> {
+    async fn ensure_manager(&self) -> Result<Connection, String> {
         if let Some(manager) = self.current() {
             return Ok(manager);
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
-        let created = tokio::time::timeout(
-            self.timeout * 4,
-            ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await
-        .map_err(|_| "connecting timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
+        let settings = idm_cache::Settings {
+            connection_timeout: self.timeout,
+            response_timeout: self.timeout,
+            retries: 1,
+            max_delay: Duration::from_millis(200),
+        };
+        let created = tokio::time::timeout(self.timeout * 4, self.target.connect(settings))
+            .await
+            .map_err(|_| "connecting timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
         *self.manager.write().unwrap_or_else(|p| p.into_inner()) = Some(created.clone());
         Ok(created)
     }
@@ -123,7 +116,7 @@ impl RedisLink {
     /// in fallback, or this very call failed (which starts the fallback).
     pub async fn run<T, F, Fut>(&self, op: F) -> Option<T>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         if self.is_degraded() {
@@ -159,7 +152,7 @@ impl RedisLink {
         hand_back: F,
     ) -> tokio::task::JoinHandle<()>
     where
-        F: Fn(ConnectionManager) -> Fut + Send + Sync + 'static,
+        F: Fn(Connection) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send,
     {
         let link = std::sync::Arc::clone(self);
@@ -190,19 +183,5 @@ impl RedisLink {
                 }
             }
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_label_never_carries_credentials() {
-        assert_eq!(
-            label_of("redis://user:hunter2@cache.internal:6380/2"),
-            "cache.internal:6380"
-        );
-        assert_eq!(label_of("redis://127.0.0.1"), "127.0.0.1:6379");
     }
 }

@@ -163,10 +163,12 @@ const WRITE_BACK_EVERY: Duration = Duration::from_secs(2);
 
 /// Redis is a cache of the WAF's state, and it may come back from a restart
 /// empty (nothing on disk). Every `WRITE_BACK_EVERY` a replica looks for the
-/// marker `<prefix>waf:loaded`; when it is missing (a fresh or restarted
-/// Redis) it writes back what it holds that must outlive Redis (the running
-/// bans, this month's send counts as floors), then sets the marker. Rate
-/// windows and strikes are not written back: losing them costs one window.
+/// marker `<prefix>waf:loaded` (on a Redis Cluster one marker per primary,
+/// each stored on it, since one node may restart alone); when one is missing
+/// (a fresh or restarted Redis) it writes back what it holds that must
+/// outlive Redis (the running bans, this month's send counts as floors; both
+/// idempotent), then sets the markers. Rate windows and strikes are not
+/// written back: losing them costs one window.
 fn spawn_write_back(
     redis: Arc<fallback::RedisLink>,
     bans: Arc<bans::Bans>,
@@ -176,30 +178,36 @@ fn spawn_write_back(
     tokio::spawn(async move {
         let marker = redis.key("loaded");
         loop {
-            let present = redis
+            let markers = &redis
                 .run(|mut conn| {
                     let marker = marker.clone();
                     async move {
-                        redis::cmd("EXISTS")
-                            .arg(marker)
-                            .query_async::<bool>(&mut conn)
-                            .await
+                        let keys = conn.per_node_keys(&marker).await?;
+                        let mut missing = false;
+                        for key in &keys {
+                            missing |= !redis::cmd("EXISTS")
+                                .arg(key)
+                                .query_async::<bool>(&mut conn)
+                                .await?;
+                        }
+                        Ok((keys, missing))
                     }
                 })
                 .await;
-            if present == Some(false) {
+            if let Some((keys, true)) = markers {
                 let written = (bans.write_back().await, quota.write_back().await);
                 if let (Some(bans), Some(counters)) = written {
                     let set = redis
-                        .run(|mut conn| {
-                            let marker = marker.clone();
-                            async move {
+                        .run(|mut conn| async move {
+                            let now = idm_core::now().unix_timestamp();
+                            for key in keys {
                                 redis::cmd("SET")
-                                    .arg(marker)
-                                    .arg(idm_core::now().unix_timestamp())
+                                    .arg(key)
+                                    .arg(now)
                                     .query_async::<()>(&mut conn)
-                                    .await
+                                    .await?;
                             }
+                            Ok(())
                         })
                         .await;
                     if set.is_some() && (bans > 0 || counters > 0) {

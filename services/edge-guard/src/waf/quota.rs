@@ -9,8 +9,8 @@
 //! can overshoot the quota only by what other replicas sent meanwhile.
 
 use super::fallback::RedisLink;
+use idm_cache::Connection;
 use idm_core::{AccountId, KeyMode};
-use redis::aio::ConnectionManager;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -180,7 +180,7 @@ impl Quota {
 
     /// Adds the sends counted in memory to the Redis counters (called once
     /// Redis answers again, before requests use it).
-    pub async fn hand_back(&self, mut conn: ConnectionManager) {
+    pub async fn hand_back(&self, mut conn: Connection) {
         let pending: Vec<(String, u64)> = {
             let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
             let pending = local

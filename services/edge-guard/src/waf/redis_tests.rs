@@ -34,6 +34,7 @@ impl Harness {
         let basics = idm_core::config::ServiceBasics {
             nats_url: nats_url(),
             nats_stream_replicas: 1,
+            nats_stream_placement: Default::default(),
             nats_auth: Default::default(),
             subject_prefix: prefix.clone(),
             http_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -397,7 +398,7 @@ async fn the_ban_table_is_bounded_per_issuer_in_redis_and_in_memory() -> anyhow:
                 .get_multiplexed_async_connection()
                 .await?;
             let in_redis: u64 = redis::cmd("ZCARD")
-                .arg(format!("{}:waf:bans:{}", h.prefix, flooded.issuer_id))
+                .arg(format!("{}:waf:{{{}}}:bans", h.prefix, flooded.issuer_id))
                 .query_async(&mut conn)
                 .await?;
             assert_eq!(in_redis, 3);

@@ -111,10 +111,11 @@ impl Velocity {
         let now = now_ms();
         let index = now / window_ms;
         let elapsed = now % window_ms;
-        let cur_key = self.redis.key(&format!("{key}:{window_ms}:{index}"));
+        // Both windows under one hash tag: one cluster slot for the script.
+        let cur_key = self.redis.tagged_key(key, &format!(":{window_ms}:{index}"));
         let prev_key = self
             .redis
-            .key(&format!("{key}:{window_ms}:{}", index.saturating_sub(1)));
+            .tagged_key(key, &format!(":{window_ms}:{}", index.saturating_sub(1)));
         let script = &self.script;
         let answer = self
             .redis

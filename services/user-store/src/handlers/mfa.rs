@@ -2,8 +2,10 @@
 
 use crate::storage::IssuerStore;
 use crate::{Error, State};
+use idm_core::proto::store::DisableTotp;
+use idm_core::proto::store::GetCredentials;
+use idm_core::proto::store::GetTotp;
 use idm_core::proto::store::*;
-use idm_core::proto::user::GetUser;
 use idm_core::proto::Done;
 use idm_core::ApiError;
 use std::sync::Arc;
@@ -33,7 +35,10 @@ pub async fn prove_email(state: Arc<State>, req: ProveEmail) -> Result<EmailProv
     Ok(proven)
 }
 
-pub async fn credentials(state: Arc<State>, req: GetUser) -> Result<Credentials, Error> {
+pub async fn credentials(
+    state: Arc<State>,
+    GetCredentials(req): GetCredentials,
+) -> Result<Credentials, Error> {
     let store = IssuerStore::open(&state, &req.issuer_id).await?;
     store
         .credentials(&req.user_id)
@@ -42,7 +47,10 @@ pub async fn credentials(state: Arc<State>, req: GetUser) -> Result<Credentials,
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
-pub async fn disable_totp(state: Arc<State>, req: GetUser) -> Result<Accepted, Error> {
+pub async fn disable_totp(
+    state: Arc<State>,
+    DisableTotp(req): DisableTotp,
+) -> Result<Accepted, Error> {
     let mut store = IssuerStore::open(&state, &req.issuer_id).await?;
     Ok(Accepted {
         accepted: store.disable_totp(&req.user_id).await?,
@@ -71,7 +79,7 @@ pub async fn set_pending_totp(state: Arc<State>, req: SetPendingTotp) -> Result<
     )
 }
 
-pub async fn get_totp(state: Arc<State>, req: GetUser) -> Result<TotpState, Error> {
+pub async fn get_totp(state: Arc<State>, GetTotp(req): GetTotp) -> Result<TotpState, Error> {
     let store = IssuerStore::open(&state, &req.issuer_id).await?;
     store
         .totp_state(&req.user_id)

@@ -1,5 +1,6 @@
 //! Bus operations of a regional store.
 
+use idm_core::proto::store::GetStoreInfo;
 pub mod mfa;
 pub mod personal_tokens;
 pub mod sessions;
@@ -18,7 +19,7 @@ pub(crate) fn info_of(state: &State) -> StoreInfo {
     }
 }
 
-pub async fn info(state: Arc<State>, _: Done) -> Result<StoreInfo, Error> {
+pub async fn info(state: Arc<State>, _: GetStoreInfo) -> Result<StoreInfo, Error> {
     Ok(info_of(&state))
 }
 

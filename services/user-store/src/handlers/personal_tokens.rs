@@ -2,6 +2,7 @@
 
 use crate::storage::IssuerStore;
 use crate::{Error, State};
+use idm_core::proto::store::ListPersonalTokens;
 use idm_core::proto::store::*;
 use idm_core::{ApiError, ErrorCode};
 use std::sync::Arc;
@@ -15,7 +16,10 @@ pub async fn create(state: Arc<State>, req: CreatePersonalToken) -> Result<Perso
         .ok_or_else(|| ApiError::not_found("user").into())
 }
 
-pub async fn list(state: Arc<State>, req: UserSessions) -> Result<PersonalTokens, Error> {
+pub async fn list(
+    state: Arc<State>,
+    ListPersonalTokens(req): ListPersonalTokens,
+) -> Result<PersonalTokens, Error> {
     let store = IssuerStore::open(&state, &req.issuer_id).await?;
     Ok(PersonalTokens {
         data: store.personal_tokens_of(&req.user_id).await?,

@@ -2,6 +2,8 @@
 
 use crate::storage::{self, IssuerStore};
 use crate::{Error, State};
+use idm_core::proto::store::ListSessions;
+use idm_core::proto::store::RevokeUserSessions;
 use idm_core::proto::store::*;
 use idm_core::ApiError;
 use std::sync::Arc;
@@ -36,7 +38,7 @@ pub async fn revoke_session(state: Arc<State>, req: RevokeSession) -> Result<Ses
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
 pub async fn revoke_user_sessions(
     state: Arc<State>,
-    req: UserSessions,
+    RevokeUserSessions(req): RevokeUserSessions,
 ) -> Result<SessionRecords, Error> {
     let mut store = IssuerStore::open(&state, &req.issuer_id).await?;
     Ok(SessionRecords {
@@ -46,7 +48,10 @@ pub async fn revoke_user_sessions(
     })
 }
 
-pub async fn list_sessions(state: Arc<State>, req: UserSessions) -> Result<SessionRecords, Error> {
+pub async fn list_sessions(
+    state: Arc<State>,
+    ListSessions(req): ListSessions,
+) -> Result<SessionRecords, Error> {
     let store = IssuerStore::open(&state, &req.issuer_id).await?;
     Ok(SessionRecords {
         data: store.sessions_of(&req.user_id).await?,
