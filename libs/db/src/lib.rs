@@ -301,18 +301,32 @@ pub fn safe_identifier(name: &str) -> Result<&str, DbError> {
 ///   same version numbers): the versions listed there are recorded as
 ///   applied without running them again; the old table stays, unread.
 ///
-/// Runs on a connection of its own, closed at the end, so neither the lock
-/// nor the path can outlive it in a pool. Schema names are interpolated
+/// Runs on a pooled connection (provisioning an issuer in every region
+/// must not open a fresh connection per region): on success the lock is
+/// released and the path reset before the connection goes back; on any
+/// error the connection is closed instead, so neither can outlive the run
+/// in the pool. Schema names are interpolated
 /// (checked by [`safe_identifier`]): DDL cannot bind identifiers, so these
 /// statements stay runtime-checked, and so do the few catalog reads next to
 /// them, which keeps this crate (built by every service) free of offline
 /// query data.
 pub async fn migrate(db: &Db, schema: &str, migrator: &Migrator) -> Result<(), DbError> {
     let schema = safe_identifier(schema)?;
-    let options = db.pool.connect_options();
-    let mut conn = <PgConnection as sqlx::Connection>::connect_with(&options).await?;
-    let result = migrate_on(&mut conn, schema, migrator).await;
-    let _ = sqlx::Connection::close(conn).await;
+    let mut client = db.get().await?;
+    let conn = client.conn.get_mut();
+    let result = async {
+        migrate_on(conn, schema, migrator).await?;
+        sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+            .bind(schema)
+            .execute(&mut **conn)
+            .await?;
+        conn.execute("RESET search_path").await?;
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        conn.close_on_drop();
+    }
     result
 }
 

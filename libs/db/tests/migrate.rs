@@ -174,3 +174,35 @@ async fn unsafe_schema_names_are_refused() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_pooled_connection_comes_back_without_the_path_or_the_lock() {
+    let scratch = Scratch::new("clean").await;
+    let (base, _) = admin_url()
+        .rsplit_once('/')
+        .map(|(b, d)| (b.to_owned(), d.to_owned()))
+        .unwrap();
+    // One connection: the migration and the probes below share it.
+    let one = Db::connect(&format!("{base}/{}", scratch.name), 1).unwrap();
+    let default_path: String = sqlx::query_scalar("SHOW search_path")
+        .fetch_one(one.pool())
+        .await
+        .unwrap();
+    idm_db::migrate(&one, "clean", &Migrator::with_migrations(steps()))
+        .await
+        .unwrap();
+    let path: String = sqlx::query_scalar("SHOW search_path")
+        .fetch_one(one.pool())
+        .await
+        .unwrap();
+    assert_eq!(path, default_path, "the schema's path leaked into the pool");
+    let locks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+    )
+    .fetch_one(one.pool())
+    .await
+    .unwrap();
+    assert_eq!(locks, 0, "the migration lock outlived the run");
+    one.pool().close().await;
+    scratch.drop_database().await;
+}
