@@ -1,133 +1,143 @@
-//! PostgreSQL access shared by every service: a pool (over TLS when the URL's
-//! `sslmode` asks for it, see `tls`), versioned migrations per schema
-//! (serialised by an advisory lock so replicas can start together), and
-//! error classification by SQLSTATE, never by message text.
+//! PostgreSQL access shared by every service, on sqlx: a pool (over TLS
+//! when the URL's `sslmode` asks for it, see `tls`), versioned migrations
+//! per schema (serialised by an advisory lock so replicas can start
+//! together), and error classification by SQLSTATE, never by message text.
 
 mod tls;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Executor as _, Postgres};
 use std::borrow::Cow;
-use std::str::FromStr;
-use tokio_postgres::error::SqlState;
-use tokio_postgres::NoTls;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
-pub use deadpool_postgres::{GenericClient, Object as Client, Transaction};
-pub use tokio_postgres::{types::ToSql, Row};
+pub use sqlx;
+pub use sqlx::migrate::Migrator;
+pub use sqlx::postgres::PgRow as Row;
+pub use sqlx::PgConnection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("database URL is invalid: {0}")]
     Config(String),
-    #[error("no database connection: {0}")]
-    Pool(String),
     #[error("database error: {0}")]
-    Postgres(#[from] tokio_postgres::Error),
+    Sqlx(#[from] sqlx::Error),
     #[error("'{0}' is not a safe SQL identifier")]
     BadIdentifier(String),
 }
 
+/// SQLSTATEs this crate classifies by (PostgreSQL Appendix A).
+mod state {
+    pub const UNIQUE_VIOLATION: &str = "23505";
+    pub const UNDEFINED_TABLE: &str = "42P01";
+    pub const INVALID_SCHEMA_NAME: &str = "3F000";
+    pub const TOO_MANY_CONNECTIONS: &str = "53300";
+}
+
 impl DbError {
-    fn sql_state(&self) -> Option<&SqlState> {
+    fn sql_state(&self) -> Option<Cow<'_, str>> {
         match self {
-            DbError::Postgres(e) => e.code(),
+            DbError::Sqlx(e) => e.as_database_error().and_then(|d| d.code()),
             _ => None,
         }
     }
 
     pub fn is_unique_violation(&self) -> bool {
-        self.sql_state() == Some(&SqlState::UNIQUE_VIOLATION)
+        self.sql_state().as_deref() == Some(state::UNIQUE_VIOLATION)
     }
 
     /// The schema or table is not there (e.g. an issuer not provisioned).
     pub fn is_undefined_object(&self) -> bool {
-        matches!(self.sql_state(), Some(s) if *s == SqlState::UNDEFINED_TABLE || *s == SqlState::INVALID_SCHEMA_NAME)
+        matches!(
+            self.sql_state().as_deref(),
+            Some(state::UNDEFINED_TABLE | state::INVALID_SCHEMA_NAME)
+        )
     }
 
     /// The database cannot be reached or is going away (restarting, shutting
     /// down, out of connections): a 503 for the caller, never a 500. By
     /// SQLSTATE (class 08 connection exceptions, 57P0x shutdowns, 53300), a
-    /// closed connection, or an I/O error under the driver.
+    /// pool that timed out or closed, a dead connection task, or an I/O
+    /// error under the driver.
     pub fn is_unavailable(&self) -> bool {
-        match self {
-            DbError::Pool(_) => true,
-            DbError::Postgres(e) => {
-                if e.is_closed() {
-                    return true;
-                }
-                if let Some(state) = e.code() {
-                    let code = state.code();
-                    return code.starts_with("08")
-                        || code.starts_with("57P")
-                        || *state == SqlState::TOO_MANY_CONNECTIONS;
-                }
-                std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
-            }
+        let DbError::Sqlx(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Io(_) => true,
+            sqlx::Error::Database(d) => d.code().is_some_and(|code| {
+                code.starts_with("08")
+                    || code.starts_with("57P")
+                    || code == state::TOO_MANY_CONNECTIONS
+            }),
             _ => false,
         }
     }
 }
 
-impl From<deadpool_postgres::PoolError> for DbError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        DbError::Pool(e.to_string())
+impl From<sqlx::migrate::MigrateError> for DbError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        match e {
+            sqlx::migrate::MigrateError::Execute(e) => DbError::Sqlx(e),
+            other => DbError::Sqlx(sqlx::Error::Migrate(Box::new(other))),
+        }
     }
 }
 
 #[derive(Clone)]
 pub struct Db {
-    pool: Pool,
+    pool: PgPool,
     /// The `pool` label of its metrics (`unnamed` until [`Db::named`]).
     name: Cow<'static, str>,
+    /// Callers inside [`Db::get`] right now (sqlx does not count them).
+    waiting: Arc<AtomicUsize>,
 }
 
 impl Db {
     /// A lazily-connecting pool; the first `get` opens the first connection.
+    /// Must be called inside the Tokio runtime (sqlx starts its reaper).
     pub fn connect(url: &str, max_size: usize) -> Result<Self, DbError> {
-        Self::connect_with(url, max_size, RecyclingMethod::Fast)
+        Self::connect_with(url, max_size, false)
     }
 
     /// As [`Db::connect`], for pools whose users change session settings
     /// (the regional stores set an issuer's `search_path` on each handle):
-    /// every connection handed out again has first been through
-    /// `RESET ALL`, so no setting made for one issuer's request can reach
-    /// the next checkout, whoever takes it and whatever it forgets to set.
-    /// One round trip per checkout; see docs/DESIGN-NOTES.md ("search_path").
+    /// every connection goes through `RESET ALL` when it is released, before
+    /// it is idle again, so no setting made for one issuer's request can
+    /// reach the next checkout, whoever takes it and whatever it forgets to
+    /// set. A connection the reset fails on is closed, never reused. One
+    /// round trip per release, off the caller's path; see
+    /// docs/DESIGN-NOTES.md ("search_path").
     pub fn connect_session_resetting(url: &str, max_size: usize) -> Result<Self, DbError> {
-        Self::connect_with(
-            url,
-            max_size,
-            RecyclingMethod::Custom("RESET ALL".to_owned()),
-        )
+        Self::connect_with(url, max_size, true)
     }
 
-    fn connect_with(
-        url: &str,
-        max_size: usize,
-        recycling_method: RecyclingMethod,
-    ) -> Result<Self, DbError> {
-        let (url, tls) = tls::split_url(url)?;
-        let mut config =
-            tokio_postgres::Config::from_str(&url).map_err(|e| DbError::Config(e.to_string()))?;
-        let manager_config = ManagerConfig { recycling_method };
-        let manager = match tls {
-            tls::PgTls::Off => Manager::from_config(config, NoTls, manager_config),
-            tls::PgTls::On { mode, root_cert } => {
-                config.ssl_mode(mode);
-                let client = tls::client_config(root_cert.as_ref())?;
-                let connector = tokio_postgres_rustls::MakeRustlsConnect::new(client);
-                Manager::from_config(config, connector, manager_config)
-            }
-        };
-        let pool = Pool::builder(manager)
-            .max_size(max_size)
-            .wait_timeout(Some(std::time::Duration::from_secs(5)))
-            .create_timeout(Some(std::time::Duration::from_secs(5)))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| DbError::Config(e.to_string()))?;
+    fn connect_with(url: &str, max_size: usize, resetting: bool) -> Result<Self, DbError> {
+        let options = tls::connect_options(url)?;
+        let max = u32::try_from(max_size.max(1)).unwrap_or(u32::MAX);
+        let mut pool = PgPoolOptions::new()
+            .max_connections(max)
+            // Waiting and connecting together end within 5 s, as before.
+            .acquire_timeout(Duration::from_secs(5));
+        if resetting {
+            pool = pool.after_release(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("RESET ALL").await?;
+                    Ok(true)
+                })
+            });
+        }
         Ok(Self {
-            pool,
+            pool: pool.connect_lazy_with(options),
             name: Cow::Borrowed("unnamed"),
+            waiting: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -137,12 +147,14 @@ impl Db {
     pub fn named(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.name = name.into();
         let name = self.name.clone();
-        let pool = self.pool.weak();
+        let pool = self.pool.clone();
+        let waiting = Arc::downgrade(&self.waiting);
         idm_core::metric::on_scrape(Box::new(move || {
-            let Some(pool) = pool.upgrade() else {
+            // The pool is gone once every `Db` clone (and with it every
+            // strong count of `waiting`) is.
+            let Some(waiting) = waiting.upgrade() else {
                 return false;
             };
-            let status = pool.status();
             let gauge = |m: idm_core::metric::Metric, state: Option<&'static str>, value: usize| {
                 let value = value as f64;
                 match state {
@@ -153,14 +165,16 @@ impl Db {
                 }
             };
             use idm_core::metric::{DB_POOL_CONNECTIONS, DB_POOL_MAX_CONNECTIONS, DB_POOL_WAITING};
+            let size = pool.size() as usize;
+            let idle = pool.num_idle().min(size);
+            gauge(DB_POOL_CONNECTIONS, Some("in_use"), size - idle);
+            gauge(DB_POOL_CONNECTIONS, Some("idle"), idle);
             gauge(
-                DB_POOL_CONNECTIONS,
-                Some("in_use"),
-                status.size - status.available,
+                DB_POOL_MAX_CONNECTIONS,
+                None,
+                pool.options().get_max_connections() as usize,
             );
-            gauge(DB_POOL_CONNECTIONS, Some("idle"), status.available);
-            gauge(DB_POOL_MAX_CONNECTIONS, None, status.max_size);
-            gauge(DB_POOL_WAITING, None, status.waiting);
+            gauge(DB_POOL_WAITING, None, waiting.load(Ordering::Relaxed));
             true
         }));
         self
@@ -170,14 +184,23 @@ impl Db {
     /// `idm_db_pool_wait_duration_seconds`.
     pub async fn get(&self) -> Result<Client, DbError> {
         let started = std::time::Instant::now();
-        let client = self.pool.get().await;
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let conn = self.pool.acquire().await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
         metrics::histogram!(
             idm_core::metric::DB_POOL_WAIT_DURATION.name,
             "pool" => self.name.clone(),
-            "outcome" => if client.is_ok() { "ok" } else { "error" }
+            "outcome" => if conn.is_ok() { "ok" } else { "error" }
         )
         .record(started.elapsed().as_secs_f64());
-        Ok(client?)
+        Ok(Client {
+            conn: Mutex::new(conn?),
+        })
+    }
+
+    /// The sqlx pool itself, for statements that need no session state.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     /// Readiness: the database answers a query.
@@ -190,8 +213,59 @@ impl Db {
     }
 
     pub async fn ping(&self) -> Result<(), DbError> {
-        self.get().await?.simple_query("SELECT 1").await?;
+        self.get().await?.conn().await.execute("SELECT 1").await?;
         Ok(())
+    }
+}
+
+/// The connection a statement runs on, borrowed from a [`Client`] or a
+/// [`Transaction`]: `query.fetch_one(&mut *db.conn().await)`.
+pub type Conn<'a> = MappedMutexGuard<'a, PgConnection>;
+
+/// A pooled connection. sqlx runs statements on `&mut PgConnection`; the
+/// (never contended) mutex lets storage functions take `&Client` or
+/// `&Transaction` alike through [`GenericClient`], as they did before.
+pub struct Client {
+    conn: Mutex<PoolConnection<Postgres>>,
+}
+
+impl Client {
+    /// Begins a transaction; dropped without [`Transaction::commit`] it is
+    /// rolled back (sqlx queues the ROLLBACK before the next statement or
+    /// the connection's release).
+    pub async fn transaction(&mut self) -> Result<Transaction<'_>, DbError> {
+        let conn: &mut PgConnection = self.conn.get_mut();
+        let tx = sqlx::Connection::begin(conn).await?;
+        Ok(Transaction { tx: Mutex::new(tx) })
+    }
+}
+
+/// A transaction on a [`Client`]'s connection.
+pub struct Transaction<'c> {
+    tx: Mutex<sqlx::Transaction<'c, Postgres>>,
+}
+
+impl Transaction<'_> {
+    pub async fn commit(self) -> Result<(), DbError> {
+        self.tx.into_inner().commit().await?;
+        Ok(())
+    }
+}
+
+/// Either a connection or a transaction on one.
+pub trait GenericClient: Send + Sync {
+    fn conn(&self) -> impl Future<Output = Conn<'_>> + Send;
+}
+
+impl GenericClient for Client {
+    async fn conn(&self) -> Conn<'_> {
+        MutexGuard::map(self.conn.lock().await, |c| &mut **c)
+    }
+}
+
+impl GenericClient for Transaction<'_> {
+    async fn conn(&self) -> Conn<'_> {
+        MutexGuard::map(self.tx.lock().await, |t| &mut **t)
     }
 }
 
@@ -210,54 +284,119 @@ pub fn safe_identifier(name: &str) -> Result<&str, DbError> {
     }
 }
 
-pub struct Migration {
-    pub version: i32,
-    pub name: &'static str,
-    pub sql: &'static str,
+/// Applies `migrator`'s pending migrations to `schema`, creating it if
+/// needed. Each service's migrations are SQL files under its `migrations/`
+/// directory, embedded with `sqlx::migrate!`, written unqualified: they run
+/// with `schema` as the `search_path`, so one set serves every issuer's
+/// store schema. Applied versions are recorded in `<schema>._sqlx_migrations`.
+///
+/// - Serialised per schema by a session advisory lock on the schema name:
+///   two replicas starting together apply each migration once (the second
+///   waits, then finds nothing to do), while different schemas migrate in
+///   parallel.
+/// - Resumable: each migration commits in its own transaction with its
+///   record, so a run interrupted between two migrations continues at the
+///   first one not recorded.
+/// - Databases migrated before sqlx (the old `<schema>._migrations` list,
+///   same version numbers): the versions listed there are recorded as
+///   applied without running them again; the old table stays, unread.
+///
+/// Runs on a pooled connection (provisioning an issuer in every region
+/// must not open a fresh connection per region): on success the lock is
+/// released and the path reset before the connection goes back; on any
+/// error the connection is closed instead, so neither can outlive the run
+/// in the pool. Schema names are interpolated
+/// (checked by [`safe_identifier`]): DDL cannot bind identifiers, so these
+/// statements stay runtime-checked, and so do the few catalog reads next to
+/// them, which keeps this crate (built by every service) free of offline
+/// query data.
+pub async fn migrate(db: &Db, schema: &str, migrator: &Migrator) -> Result<(), DbError> {
+    let schema = safe_identifier(schema)?;
+    let mut client = db.get().await?;
+    let conn = client.conn.get_mut();
+    let result = async {
+        migrate_on(conn, schema, migrator).await?;
+        sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+            .bind(schema)
+            .execute(&mut **conn)
+            .await?;
+        conn.execute("RESET search_path").await?;
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        conn.close_on_drop();
+    }
+    result
 }
 
-/// Applies the pending `migrations` to `schema`, creating it if needed. Runs
-/// in one transaction under an advisory lock on the schema name, so two
-/// replicas starting at once apply each migration exactly once.
-pub async fn migrate(
-    client: &mut Client,
+async fn migrate_on(
+    conn: &mut PgConnection,
     schema: &str,
-    migrations: &[Migration],
-) -> Result<usize, DbError> {
-    let schema = safe_identifier(schema)?;
-    let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&schema])
+    migrator: &Migrator,
+) -> Result<(), DbError> {
+    sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
+        .bind(schema)
+        .execute(&mut *conn)
         .await?;
-    tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
-         CREATE TABLE IF NOT EXISTS {schema}._migrations (
-             version integer PRIMARY KEY,
-             name text NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now());
-         SET LOCAL search_path TO {schema};"
-    ))
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema};"
+    )))
+    .execute(&mut *conn)
     .await?;
-    let applied: Vec<i32> = tx
-        .query(&format!("SELECT version FROM {schema}._migrations"), &[])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let mut count = 0;
-    for m in migrations.iter().filter(|m| !applied.contains(&m.version)) {
-        tx.batch_execute(m.sql).await?;
-        tx.execute(
-            &format!("INSERT INTO {schema}._migrations (version, name) VALUES ($1, $2)"),
-            &[&m.version, &m.name],
-        )
+    let scoped = Migrator {
+        migrations: migrator.migrations.clone(),
+        ignore_missing: false,
+        // The lock above, per schema; sqlx's own is one per database.
+        locking: false,
+        no_tx: false,
+        table_name: Cow::Owned(format!("{schema}._sqlx_migrations")),
+        create_schemas: Cow::Borrowed(&[]),
+    };
+    let old_list: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = '_migrations')",
+    )
+    .bind(schema)
+    .fetch_one(&mut *conn)
+    .await?;
+    if old_list {
+        let old: Vec<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT version FROM {schema}._migrations ORDER BY version"
+        )))
+        .fetch_all(&mut *conn)
         .await?;
-        count += 1;
+        // The old list applied versions in order from 1, so "up to the
+        // highest" is exactly the listed ones.
+        if let Some(&last) = old.last() {
+            scoped
+                .run_direct(Some(i64::from(last)), &mut *conn, true)
+                .await?;
+        }
     }
-    tx.commit().await?;
-    if count > 0 {
-        tracing::info!(schema, count, "migrations applied");
+    let before: i64 = applied_count(conn, schema).await?;
+    scoped.run_direct(None, &mut *conn, false).await?;
+    let applied = applied_count(conn, schema).await? - before;
+    if applied > 0 {
+        tracing::info!(schema, applied, "migrations applied");
     }
-    Ok(count)
+    Ok(())
+}
+
+async fn applied_count(conn: &mut PgConnection, schema: &str) -> Result<i64, DbError> {
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = '_sqlx_migrations')",
+    )
+    .bind(schema)
+    .fetch_one(&mut *conn)
+    .await?;
+    if !exists {
+        return Ok(0);
+    }
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {schema}._sqlx_migrations WHERE success"
+    )))
+    .fetch_one(&mut *conn)
+    .await?)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use idm_db::Db;
+use idm_db::{sqlx, Db, GenericClient};
 
 fn admin_url() -> String {
     std::env::var("IDM_TEST_PG_URL")
@@ -21,22 +21,17 @@ fn localhost_url(query: &str) -> String {
 
 async fn encrypted(db: &Db) -> Result<bool, idm_db::DbError> {
     let client = db.get().await?;
-    let row = client
-        .query_one(
-            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-            &[],
-        )
+    let ssl = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&mut *client.conn().await)
         .await?;
-    Ok(row.get(0))
+    Ok(ssl)
 }
 
 async fn setting(db: &Db, name: &str) -> String {
-    let client = db.get().await.unwrap();
-    client
-        .query_one(&format!("SHOW {name}"), &[])
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {name}")))
+        .fetch_one(db.pool())
         .await
         .unwrap()
-        .get(0)
 }
 
 #[tokio::test]
@@ -75,6 +70,26 @@ async fn sslmode_decides_tls_and_the_server_certificate_is_verified() {
             eprintln!("verify-full: encrypted and verified");
         }
         // A certificate for another name is refused too, as it must be.
+        Err(e) => assert!(
+            format!("{e:?}").contains("NotValidForName"),
+            "unexpected error: {e:?}"
+        ),
+    }
+
+    // `require` verifies the name as well (sqlx's own `require` would not):
+    // the snakeoil certificate is for `localhost`, so 127.0.0.1 is refused.
+    let by_address = {
+        let url = url::Url::parse(&admin_url()).unwrap();
+        let port = url.port().unwrap_or(5432);
+        format!(
+            "postgres://{}@127.0.0.1:{port}{}?sslmode=require&sslrootcert={cert_file}",
+            url.username(),
+            url.path()
+        )
+    };
+    let wrong_name = Db::connect(&by_address, 1).unwrap();
+    match encrypted(&wrong_name).await {
+        Ok(_) => panic!("sslmode=require accepted a certificate for another name"),
         Err(e) => assert!(
             format!("{e:?}").contains("NotValidForName"),
             "unexpected error: {e:?}"

@@ -18,7 +18,15 @@ use tracing_subscriber::Layer;
 /// Dependencies that log query parameters or message payloads (personal
 /// data, password hashes) at debug level. They are capped at `info` whatever
 /// the requested levels say, so raising verbosity cannot leak them.
-const NEVER_VERBOSE: &[&str] = &["tokio_postgres", "postgres_protocol", "async_nats", "redis"];
+/// (`sqlx` logs every statement's text at debug; the tests' direct database
+/// access still goes through tokio-postgres.)
+const NEVER_VERBOSE: &[&str] = &[
+    "sqlx",
+    "tokio_postgres",
+    "postgres_protocol",
+    "async_nats",
+    "redis",
+];
 
 /// `directives` (RUST_LOG syntax) with the personal-data caps applied last,
 /// so they win over anything the directives ask for.

@@ -48,7 +48,9 @@ pub(crate) fn install_with(spans: Option<&SdkTracerProvider>) -> bool {
         let logs = tracing_subscriber::fmt::layer()
             .with_ansi(false)
             .with_writer(move || writer.clone())
-            .with_filter(idm_telemetry::log_filter("debug,tokio_postgres=trace"));
+            .with_filter(idm_telemetry::log_filter(
+                "debug,sqlx=trace,tokio_postgres=trace",
+            ));
         installed = tracing_subscriber::registry()
             .with(logs)
             .with(spans.map(idm_telemetry::otel_layer))

@@ -12,7 +12,8 @@ use crate::Error;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use idm_core::{ApiError, ErrorCode};
-use idm_db::DbError;
+use idm_db::sqlx;
+use idm_db::{DbError, GenericClient};
 use std::future::Future;
 
 pub const HEADER: &str = "idempotency-key";
@@ -66,30 +67,32 @@ where
         idm_crypto::aead::MasterKey::from_key_bytes(&derive("idmesh/idempotency/seal/v1", key));
     let fingerprint = idm_crypto::sha256_hex(fingerprint);
     let client = state.db.get().await.map_err(db)?;
-    client
-        .execute(
-            "DELETE FROM account.idempotency_keys WHERE key_hash = $1 AND expires_at < now()",
-            &[&name],
-        )
-        .await
-        .map_err(db)?;
-    let claimed = client
-        .execute(
-            "INSERT INTO account.idempotency_keys (key_hash, fingerprint, expires_at)
+    sqlx::query!(
+        "DELETE FROM account.idempotency_keys WHERE key_hash = $1 AND expires_at < now()",
+        &name,
+    )
+    .execute(&mut *client.conn().await)
+    .await
+    .map_err(db)?;
+    let claimed = sqlx::query!(
+        "INSERT INTO account.idempotency_keys (key_hash, fingerprint, expires_at)
              VALUES ($1, $2, now() + interval '120 seconds') ON CONFLICT DO NOTHING",
-            &[&name, &fingerprint],
-        )
-        .await
-        .map_err(db)?
+        &name,
+        &fingerprint,
+    )
+    .execute(&mut *client.conn().await)
+    .await
+    .map_err(db)?
+    .rows_affected()
         == 1;
     if !claimed {
-        let row = client
-            .query_opt(
-                "SELECT fingerprint, sealed FROM account.idempotency_keys WHERE key_hash = $1",
-                &[&name],
-            )
-            .await
-            .map_err(db)?;
+        let row = sqlx::query!(
+            "SELECT fingerprint, sealed FROM account.idempotency_keys WHERE key_hash = $1",
+            &name,
+        )
+        .fetch_optional(&mut *client.conn().await)
+        .await
+        .map_err(db)?;
         let in_progress = || {
             ApiError::new(
                 ErrorCode::IdempotencyInProgress,
@@ -100,14 +103,14 @@ where
         let Some(row) = row else {
             return Err(in_progress());
         };
-        let stored: String = row.get(0);
+        let stored: String = row.fingerprint;
         if !idm_crypto::ct_eq(stored.as_bytes(), fingerprint.as_bytes()) {
             return Err(ApiError::new(
                 ErrorCode::IdempotencyConflict,
                 "this Idempotency-Key was used with another request",
             ));
         }
-        let Some(sealed) = row.get::<_, Option<Vec<u8>>>(1) else {
+        let Some(sealed) = row.sealed else {
             return Err(in_progress());
         };
         let plain = sealing
@@ -137,14 +140,15 @@ where
             // The account exists now: failing to keep the answer must not
             // fail this attempt (a retry would create again, as without the
             // header; the log says so).
-            if let Err(e) = client
-                .execute(
-                    "UPDATE account.idempotency_keys
+            if let Err(e) = sqlx::query!(
+                "UPDATE account.idempotency_keys
                      SET sealed = $2, expires_at = now() + interval '24 hours'
                      WHERE key_hash = $1",
-                    &[&name, &sealed],
-                )
-                .await
+                &name,
+                &sealed,
+            )
+            .execute(&mut *client.conn().await)
+            .await
             {
                 tracing::error!(error = %e, "idempotency: the answer could not be kept");
             }
@@ -152,12 +156,12 @@ where
         }
         Err(error) => {
             // Nothing was created: a retry runs again.
-            let _ = client
-                .execute(
-                    "DELETE FROM account.idempotency_keys WHERE key_hash = $1",
-                    &[&name],
-                )
-                .await;
+            let _ = sqlx::query!(
+                "DELETE FROM account.idempotency_keys WHERE key_hash = $1",
+                &name,
+            )
+            .execute(&mut *client.conn().await)
+            .await;
             Err(error)
         }
     }

@@ -32,7 +32,7 @@ pub(crate) struct State {
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     let db = Db::connect(config.database_url(), config.pool_size)?.named("account");
-    idm_db::migrate(&mut db.get().await?, "account", migrations::ACCOUNT).await?;
+    idm_db::migrate(&db, "account", &migrations::ACCOUNT).await?;
     let bus = Bus::connect(&config.basics, idm_bus::Identity::Account).await?;
     let state = Arc::new(State {
         db: db.clone(),

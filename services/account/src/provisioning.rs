@@ -163,7 +163,7 @@ pub async fn create_issuer(
     });
 
     let mut client = state.db.get().await?;
-    let tx = client.transaction().await.map_err(idm_db::DbError::from)?;
+    let tx = client.transaction().await?;
     match new_account {
         Some(account_name) => storage::insert_account(&tx, account, account_name).await?,
         None => check_issuer_allowance(&tx, &state.default_plan, account).await?,
@@ -173,7 +173,7 @@ pub async fn create_issuer(
     if let Some((info, _, hash)) = &restricted {
         storage::insert_key(&tx, info, hash).await?;
     }
-    tx.commit().await.map_err(idm_db::DbError::from)?;
+    tx.commit().await?;
     tracing::info!(issuer = %issuer.id, account = %account, "issuer created");
     Ok(NewIssuer {
         issuer,

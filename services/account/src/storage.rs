@@ -6,7 +6,8 @@ use idm_core::{
     AccountId, AccountPlan, AllowedOrigin, ApiError, ApiKeyId, IssuerId, IssuerPolicy, KeyKind,
     KeyMode, Scope,
 };
-use idm_db::{DbError, GenericClient, Row};
+use idm_db::sqlx;
+use idm_db::{DbError, GenericClient};
 
 fn json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, Error> {
     serde_json::from_value(value).map_err(|e| ApiError::internal_from(&e).into())
@@ -49,58 +50,71 @@ pub async fn insert_account(
     account: &AccountId,
     name: &str,
 ) -> Result<(), Error> {
-    db.execute(
+    sqlx::query!(
         "INSERT INTO account.accounts (id, name) VALUES ($1, $2)",
-        &[&account.as_str(), &name],
+        account.as_str(),
+        name,
     )
+    .execute(&mut *db.conn().await)
     .await
     .map_err(DbError::from)?;
     Ok(())
 }
 
 pub async fn insert_issuer(db: &impl GenericClient, issuer: &Issuer) -> Result<(), Error> {
-    db.execute(
-        "INSERT INTO account.issuers (id, account_id, name, mode, allowed_origins, policy, created_at)
+    sqlx::query!(
+"INSERT INTO account.issuers (id, account_id, name, mode, allowed_origins, policy, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[
-            &issuer.id.as_str(),
-            &issuer.account_id.as_str(),
-            &issuer.name,
-            &issuer.mode.as_str(),
-            &to_json(&issuer.allowed_origins)?,
-            &to_json(&issuer.policy)?,
-            &issuer.created_at,
-        ],
-    )
+issuer.id.as_str(),
+issuer.account_id.as_str(),
+&issuer.name,
+issuer.mode.as_str(),
+to_json(&issuer.allowed_origins)?,
+to_json(&issuer.policy)?,
+issuer.created_at,
+)
+    .execute(&mut *db.conn().await)
     .await
     .map_err(DbError::from)?;
     Ok(())
 }
 
-const ISSUER_COLUMNS: &str = "id, account_id, name, mode, allowed_origins, policy, created_at";
+/// An issuer's columns as stored (`id, account_id, name, mode,
+/// allowed_origins, policy, created_at`, listed literally in the statements:
+/// compile-time checked statements cannot be assembled from constants).
+struct IssuerRow {
+    id: String,
+    account_id: String,
+    name: String,
+    mode: String,
+    allowed_origins: serde_json::Value,
+    policy: serde_json::Value,
+    created_at: idm_core::Timestamp,
+}
 
-fn issuer_from_row(row: &Row) -> Result<Issuer, Error> {
+fn issuer_from_row(row: IssuerRow) -> Result<Issuer, Error> {
     Ok(Issuer {
-        id: id(IssuerId::parse(row.get(0)))?,
-        account_id: id(AccountId::parse(row.get(1)))?,
-        name: row.get(2),
-        mode: parse_mode(row.get(3))?,
-        allowed_origins: json(row.get(4))?,
-        policy: json(row.get(5))?,
-        created_at: row.get(6),
+        id: id(IssuerId::parse(&row.id))?,
+        account_id: id(AccountId::parse(&row.account_id))?,
+        name: row.name,
+        mode: parse_mode(&row.mode)?,
+        allowed_origins: json(row.allowed_origins)?,
+        policy: json(row.policy)?,
+        created_at: row.created_at,
         plan: None,
     })
 }
 
 pub async fn issuer(db: &impl GenericClient, issuer: &IssuerId) -> Result<Option<Issuer>, Error> {
-    let row = db
-        .query_opt(
-            &format!("SELECT {ISSUER_COLUMNS} FROM account.issuers WHERE id = $1"),
-            &[&issuer.as_str()],
-        )
-        .await
-        .map_err(DbError::from)?;
-    row.as_ref().map(issuer_from_row).transpose()
+    let row = sqlx::query_as!(
+IssuerRow,
+"SELECT id, account_id, name, mode, allowed_origins, policy, created_at FROM account.issuers WHERE id = $1",
+issuer.as_str(),
+)
+    .fetch_optional(&mut *db.conn().await)
+    .await
+    .map_err(DbError::from)?;
+    row.map(issuer_from_row).transpose()
 }
 
 pub async fn update_issuer(
@@ -111,17 +125,18 @@ pub async fn update_issuer(
 ) -> Result<Option<Issuer>, Error> {
     let origins = origins.map(to_json).transpose()?;
     let policy = policy.map(to_json).transpose()?;
-    let row = db
-        .query_opt(
-            &format!(
-                "UPDATE account.issuers SET allowed_origins = COALESCE($2, allowed_origins), policy = COALESCE($3, policy)
-                 WHERE id = $1 RETURNING {ISSUER_COLUMNS}"
-            ),
-            &[&issuer.as_str(), &origins, &policy],
-        )
+    let row = sqlx::query_as!(
+IssuerRow,
+"UPDATE account.issuers SET allowed_origins = COALESCE($2, allowed_origins), policy = COALESCE($3, policy)
+                 WHERE id = $1 RETURNING id, account_id, name, mode, allowed_origins, policy, created_at",
+issuer.as_str(),
+origins,
+policy,
+)
+        .fetch_optional(&mut *db.conn().await)
         .await
         .map_err(DbError::from)?;
-    row.as_ref().map(issuer_from_row).transpose()
+    row.map(issuer_from_row).transpose()
 }
 
 pub async fn insert_key(
@@ -129,39 +144,50 @@ pub async fn insert_key(
     key: &ApiKeyInfo,
     hash: &str,
 ) -> Result<(), Error> {
-    db.execute(
-        "INSERT INTO account.api_keys (id, issuer_id, kind, mode, name, key_hash, hint, scopes, created_at)
+    sqlx::query!(
+"INSERT INTO account.api_keys (id, issuer_id, kind, mode, name, key_hash, hint, scopes, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        &[
-            &key.id.as_str(),
-            &key.issuer_id.as_str(),
-            &kind_str(key.kind),
-            &key.mode.as_str(),
-            &key.name,
-            &hash,
-            &key.hint,
-            &to_json(&key.scopes)?,
-            &key.created_at,
-        ],
-    )
+key.id.as_str(),
+key.issuer_id.as_str(),
+kind_str(key.kind),
+key.mode.as_str(),
+&key.name,
+hash,
+&key.hint,
+to_json(&key.scopes)?,
+key.created_at,
+)
+    .execute(&mut *db.conn().await)
     .await
     .map_err(DbError::from)?;
     Ok(())
 }
 
-const KEY_COLUMNS: &str = "id, issuer_id, kind, mode, name, hint, scopes, created_at, revoked_at";
+/// A key's columns as stored (`id, issuer_id, kind, mode, name, hint,
+/// scopes, created_at, revoked_at`, listed literally in the statements).
+struct KeyRow {
+    id: String,
+    issuer_id: String,
+    kind: String,
+    mode: String,
+    name: String,
+    hint: String,
+    scopes: serde_json::Value,
+    created_at: idm_core::Timestamp,
+    revoked_at: Option<idm_core::Timestamp>,
+}
 
-fn key_from_row(row: &Row) -> Result<ApiKeyInfo, Error> {
+fn key_from_row(row: KeyRow) -> Result<ApiKeyInfo, Error> {
     Ok(ApiKeyInfo {
-        id: id(ApiKeyId::parse(row.get(0)))?,
-        issuer_id: id(IssuerId::parse(row.get(1)))?,
-        kind: parse_kind(row.get(2))?,
-        mode: parse_mode(row.get(3))?,
-        name: row.get(4),
-        hint: row.get(5),
-        scopes: json::<Vec<Scope>>(row.get(6))?,
-        created_at: row.get(7),
-        revoked_at: row.get(8),
+        id: id(ApiKeyId::parse(&row.id))?,
+        issuer_id: id(IssuerId::parse(&row.issuer_id))?,
+        kind: parse_kind(&row.kind)?,
+        mode: parse_mode(&row.mode)?,
+        name: row.name,
+        hint: row.hint,
+        scopes: json::<Vec<Scope>>(row.scopes)?,
+        created_at: row.created_at,
+        revoked_at: row.revoked_at,
     })
 }
 
@@ -169,14 +195,15 @@ pub async fn list_keys(
     db: &impl GenericClient,
     issuer: &IssuerId,
 ) -> Result<Vec<ApiKeyInfo>, Error> {
-    let rows = db
-        .query(
-            &format!("SELECT {KEY_COLUMNS} FROM account.api_keys WHERE issuer_id = $1 ORDER BY created_at DESC, id DESC"),
-            &[&issuer.as_str()],
-        )
-        .await
-        .map_err(DbError::from)?;
-    rows.iter().map(key_from_row).collect()
+    let rows = sqlx::query_as!(
+KeyRow,
+"SELECT id, issuer_id, kind, mode, name, hint, scopes, created_at, revoked_at FROM account.api_keys WHERE issuer_id = $1 ORDER BY created_at DESC, id DESC",
+issuer.as_str(),
+)
+    .fetch_all(&mut *db.conn().await)
+    .await
+    .map_err(DbError::from)?;
+    rows.into_iter().map(key_from_row).collect()
 }
 
 /// Revokes a live key of `issuer`; another issuer's key id is not found.
@@ -185,18 +212,31 @@ pub async fn revoke_key(
     issuer: &IssuerId,
     key: &ApiKeyId,
 ) -> Result<Option<(ApiKeyInfo, String)>, Error> {
-    let row = db
-        .query_opt(
-            &format!(
-                "UPDATE account.api_keys SET revoked_at = now()
+    let row = sqlx::query!(
+"UPDATE account.api_keys SET revoked_at = now()
                  WHERE id = $1 AND issuer_id = $2 AND revoked_at IS NULL
-                 RETURNING {KEY_COLUMNS}, key_hash"
-            ),
-            &[&key.as_str(), &issuer.as_str()],
-        )
-        .await
-        .map_err(DbError::from)?;
-    row.map(|r| Ok((key_from_row(&r)?, r.get(9)))).transpose()
+                 RETURNING id, issuer_id, kind, mode, name, hint, scopes, created_at, revoked_at, key_hash",
+key.as_str(),
+issuer.as_str(),
+)
+    .fetch_optional(&mut *db.conn().await)
+    .await
+    .map_err(DbError::from)?;
+    row.map(|r| {
+        let key = KeyRow {
+            id: r.id,
+            issuer_id: r.issuer_id,
+            kind: r.kind,
+            mode: r.mode,
+            name: r.name,
+            hint: r.hint,
+            scopes: r.scopes,
+            created_at: r.created_at,
+            revoked_at: r.revoked_at,
+        };
+        Ok((key_from_row(key)?, r.key_hash))
+    })
+    .transpose()
 }
 
 /// The live key with this hash, joined with its issuer's settings and its
@@ -206,28 +246,29 @@ pub async fn resolve_key(
     hash: &str,
     default_plan: &AccountPlan,
 ) -> Result<Option<KeyConfig>, Error> {
-    let row = db
-        .query_opt(
-            "SELECT k.id, i.account_id, i.id, i.mode, k.kind, k.mode, k.scopes, i.allowed_origins, i.policy, a.plan
+    let row = sqlx::query!(
+"SELECT k.id AS key_id, i.account_id, i.id AS issuer_id, i.mode AS issuer_mode, k.kind, k.mode,
+                    k.scopes, i.allowed_origins, i.policy, a.plan
              FROM account.api_keys k JOIN account.issuers i ON i.id = k.issuer_id
              JOIN account.accounts a ON a.id = i.account_id
              WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
-            &[&hash],
-        )
-        .await
-        .map_err(DbError::from)?;
+hash,
+)
+    .fetch_optional(&mut *db.conn().await)
+    .await
+    .map_err(DbError::from)?;
     row.map(|r| {
         Ok(KeyConfig {
-            key_id: id(ApiKeyId::parse(r.get(0)))?,
-            account_id: id(AccountId::parse(r.get(1)))?,
-            issuer_id: id(IssuerId::parse(r.get(2)))?,
-            issuer_mode: parse_mode(r.get(3))?,
-            kind: parse_kind(r.get(4))?,
-            mode: parse_mode(r.get(5))?,
-            scopes: json(r.get(6))?,
-            allowed_origins: json(r.get(7))?,
-            policy: json(r.get(8))?,
-            plan: plan_or(r.get(9), default_plan)?,
+            key_id: id(ApiKeyId::parse(&r.key_id))?,
+            account_id: id(AccountId::parse(&r.account_id))?,
+            issuer_id: id(IssuerId::parse(&r.issuer_id))?,
+            issuer_mode: parse_mode(&r.issuer_mode)?,
+            kind: parse_kind(&r.kind)?,
+            mode: parse_mode(&r.mode)?,
+            scopes: json(r.scopes)?,
+            allowed_origins: json(r.allowed_origins)?,
+            policy: json(r.policy)?,
+            plan: plan_or(r.plan, default_plan)?,
         })
     })
     .transpose()
@@ -247,17 +288,24 @@ pub async fn account_plan(
     default: &AccountPlan,
     lock: bool,
 ) -> Result<Option<(AccountPlan, bool)>, Error> {
-    let sql = if lock {
-        "SELECT plan FROM account.accounts WHERE id = $1 FOR UPDATE"
-    } else {
-        "SELECT plan FROM account.accounts WHERE id = $1"
-    };
-    let row = db
-        .query_opt(sql, &[&account.as_str()])
+    let mut conn = db.conn().await;
+    let row = if lock {
+        sqlx::query_scalar!(
+            "SELECT plan FROM account.accounts WHERE id = $1 FOR UPDATE",
+            account.as_str()
+        )
+        .fetch_optional(&mut *conn)
         .await
-        .map_err(DbError::from)?;
-    row.map(|r| {
-        let stored: Option<serde_json::Value> = r.get(0);
+    } else {
+        sqlx::query_scalar!(
+            "SELECT plan FROM account.accounts WHERE id = $1",
+            account.as_str()
+        )
+        .fetch_optional(&mut *conn)
+        .await
+    }
+    .map_err(DbError::from)?;
+    row.map(|stored| {
         let custom = stored.is_some();
         Ok((plan_or(stored, default)?, custom))
     })
@@ -270,13 +318,15 @@ pub async fn set_plan(
     account: &AccountId,
     plan: &AccountPlan,
 ) -> Result<bool, Error> {
-    let updated = db
-        .execute(
-            "UPDATE account.accounts SET plan = $2 WHERE id = $1",
-            &[&account.as_str(), &to_json(plan)?],
-        )
-        .await
-        .map_err(DbError::from)?;
+    let updated = sqlx::query!(
+        "UPDATE account.accounts SET plan = $2 WHERE id = $1",
+        account.as_str(),
+        to_json(plan)?,
+    )
+    .execute(&mut *db.conn().await)
+    .await
+    .map_err(DbError::from)?
+    .rows_affected();
     Ok(updated == 1)
 }
 
@@ -285,14 +335,14 @@ pub async fn issuers_of(
     db: &impl GenericClient,
     account: &AccountId,
 ) -> Result<Vec<IssuerId>, Error> {
-    let rows = db
-        .query(
-            "SELECT id FROM account.issuers WHERE account_id = $1",
-            &[&account.as_str()],
-        )
-        .await
-        .map_err(DbError::from)?;
-    rows.iter().map(|r| id(IssuerId::parse(r.get(0)))).collect()
+    let rows = sqlx::query!(
+        "SELECT id FROM account.issuers WHERE account_id = $1",
+        account.as_str(),
+    )
+    .fetch_all(&mut *db.conn().await)
+    .await
+    .map_err(DbError::from)?;
+    rows.iter().map(|r| id(IssuerId::parse(&r.id))).collect()
 }
 
 /// A live key as a delegator: what it is and what it holds.
@@ -309,22 +359,22 @@ pub async fn key_holder(
     db: &impl GenericClient,
     key: &ApiKeyId,
 ) -> Result<Option<KeyHolder>, Error> {
-    let row = db
-        .query_opt(
-            "SELECT k.issuer_id, i.account_id, k.kind, k.mode, k.scopes
+    let row = sqlx::query!(
+        "SELECT k.issuer_id, i.account_id, k.kind, k.mode, k.scopes
              FROM account.api_keys k JOIN account.issuers i ON i.id = k.issuer_id
              WHERE k.id = $1 AND k.revoked_at IS NULL",
-            &[&key.as_str()],
-        )
-        .await
-        .map_err(DbError::from)?;
+        key.as_str(),
+    )
+    .fetch_optional(&mut *db.conn().await)
+    .await
+    .map_err(DbError::from)?;
     row.map(|r| {
         Ok(KeyHolder {
-            issuer_id: id(IssuerId::parse(r.get(0)))?,
-            account_id: id(AccountId::parse(r.get(1)))?,
-            kind: parse_kind(r.get(2))?,
-            mode: parse_mode(r.get(3))?,
-            scopes: json(r.get(4))?,
+            issuer_id: id(IssuerId::parse(&r.issuer_id))?,
+            account_id: id(AccountId::parse(&r.account_id))?,
+            kind: parse_kind(&r.kind)?,
+            mode: parse_mode(&r.mode)?,
+            scopes: json(r.scopes)?,
         })
     })
     .transpose()

@@ -6,30 +6,13 @@
 //! failed recently or are locked: a success deletes the row.
 
 use idm_core::{ApiError, IssuerId};
-use idm_db::{Db, DbError, Migration};
+use idm_db::sqlx;
+use idm_db::{Db, DbError, GenericClient};
 
 pub const SCHEMA: &str = "auth";
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "failure ledger",
-    sql: "
-        CREATE TABLE failure_ledger (
-            issuer_id text NOT NULL,
-            budget text NOT NULL,
-            -- hex HMAC of the subject under a key derived from AUTH_MASTER_KEY
-            subject_hash text NOT NULL,
-            failures integer NOT NULL,
-            locked boolean NOT NULL DEFAULT false,
-            -- unix seconds (service clock) when the row stops counting;
-            -- NULL for a lock that lasts until a recovery path clears it
-            forget_at bigint,
-            updated_at timestamptz NOT NULL DEFAULT now(),
-            PRIMARY KEY (issuer_id, budget, subject_hash)
-        );
-        CREATE INDEX failure_ledger_forget ON failure_ledger (forget_at);
-    ",
-}];
+/// The `auth` schema: SQL files under `services/auth/migrations/`.
+pub static MIGRATIONS: idm_db::Migrator = sqlx::migrate!("./migrations");
 
 /// One subject's durable failure state.
 pub struct Row {
@@ -47,8 +30,7 @@ fn unavailable(e: DbError) -> ApiError {
 }
 
 pub async fn migrate(db: &Db) -> Result<(), DbError> {
-    let mut client = db.get().await?;
-    idm_db::migrate(&mut client, SCHEMA, MIGRATIONS).await?;
+    idm_db::migrate(db, SCHEMA, &MIGRATIONS).await?;
     Ok(())
 }
 
@@ -56,9 +38,8 @@ pub async fn migrate(db: &Db) -> Result<(), DbError> {
 pub async fn record(db: &Db, row: &Row) -> Result<(), ApiError> {
     let client = db.get().await.map_err(unavailable)?;
     let failures = i32::try_from(row.failures).unwrap_or(i32::MAX);
-    client
-        .execute(
-            "INSERT INTO auth.failure_ledger (issuer_id, budget, subject_hash, failures, locked, forget_at)
+    sqlx::query!(
+"INSERT INTO auth.failure_ledger (issuer_id, budget, subject_hash, failures, locked, forget_at)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (issuer_id, budget, subject_hash) DO UPDATE SET
                 failures = GREATEST(failure_ledger.failures, EXCLUDED.failures),
@@ -66,17 +47,16 @@ pub async fn record(db: &Db, row: &Row) -> Result<(), ApiError> {
                 forget_at = CASE WHEN failure_ledger.locked AND failure_ledger.forget_at IS NULL
                                  THEN NULL ELSE EXCLUDED.forget_at END,
                 updated_at = now()",
-            &[
-                &row.issuer_id,
-                &row.budget,
-                &row.subject_hash,
-                &failures,
-                &row.locked,
-                &row.forget_at,
-            ],
-        )
-        .await
-        .map_err(|e| unavailable(e.into()))?;
+&row.issuer_id,
+&row.budget,
+&row.subject_hash,
+failures,
+row.locked,
+row.forget_at,
+)
+    .execute(&mut *client.conn().await)
+    .await
+    .map_err(|e| unavailable(e.into()))?;
     Ok(())
 }
 
@@ -88,50 +68,55 @@ pub async fn clear(
     subject_hash: &str,
 ) -> Result<bool, ApiError> {
     let client = db.get().await.map_err(unavailable)?;
-    let n = client
-        .execute(
-            "DELETE FROM auth.failure_ledger WHERE issuer_id = $1 AND budget = $2 AND subject_hash = $3",
-            &[&issuer.as_str(), &budget, &subject_hash],
-        )
-        .await
-        .map_err(|e| unavailable(e.into()))?;
+    let n = sqlx::query!(
+"DELETE FROM auth.failure_ledger WHERE issuer_id = $1 AND budget = $2 AND subject_hash = $3",
+issuer.as_str(),
+budget,
+subject_hash,
+)
+    .execute(&mut *client.conn().await)
+    .await
+    .map_err(|e| unavailable(e.into()))?
+    .rows_affected();
     Ok(n > 0)
 }
 
 /// Deletes the rows that no longer count at `now`. Returns how many.
 pub async fn prune(db: &Db, now: i64) -> Result<u64, ApiError> {
     let client = db.get().await.map_err(unavailable)?;
-    client
-        .execute(
-            "DELETE FROM auth.failure_ledger WHERE forget_at IS NOT NULL AND forget_at <= $1",
-            &[&now],
-        )
-        .await
-        .map_err(|e| unavailable(e.into()))
+    let done = sqlx::query!(
+        "DELETE FROM auth.failure_ledger WHERE forget_at IS NOT NULL AND forget_at <= $1",
+        now,
+    )
+    .execute(&mut *client.conn().await)
+    .await
+    .map_err(|e| unavailable(e.into()))?;
+    Ok(done.rows_affected())
 }
 
 /// Every row of `issuer` that still counts at `now` (through the primary
 /// key: an issuer's rows, not the table).
 pub async fn active(db: &Db, issuer: &IssuerId, now: i64) -> Result<Vec<Row>, ApiError> {
     let client = db.get().await.map_err(unavailable)?;
-    let rows = client
-        .query(
-            "SELECT issuer_id, budget, subject_hash, failures, locked, forget_at
+    let rows = sqlx::query!(
+        "SELECT issuer_id, budget, subject_hash, failures, locked, forget_at
              FROM auth.failure_ledger
              WHERE issuer_id = $1 AND (forget_at IS NULL OR forget_at > $2)",
-            &[&issuer.as_str(), &now],
-        )
-        .await
-        .map_err(|e| unavailable(e.into()))?;
+        issuer.as_str(),
+        now,
+    )
+    .fetch_all(&mut *client.conn().await)
+    .await
+    .map_err(|e| unavailable(e.into()))?;
     Ok(rows
         .iter()
         .map(|r| Row {
-            issuer_id: r.get(0),
-            budget: r.get(1),
-            subject_hash: r.get(2),
-            failures: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
-            locked: r.get(4),
-            forget_at: r.get(5),
+            issuer_id: r.issuer_id.clone(),
+            budget: r.budget.clone(),
+            subject_hash: r.subject_hash.clone(),
+            failures: u32::try_from(r.failures).unwrap_or(0),
+            locked: r.locked,
+            forget_at: r.forget_at,
         })
         .collect())
 }

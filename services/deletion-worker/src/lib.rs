@@ -45,7 +45,7 @@ pub enum Error {
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     let db = Db::connect(config.database_url.expose_secret(), config.pool_size)?.named("deletion");
-    idm_db::migrate(&mut db.get().await?, "deletion", &[]).await?;
+    idm_db::migrate(&db, "deletion", &idm_db::Migrator::DEFAULT).await?;
     let bus = idm_bus::Bus::connect(&config.basics, idm_bus::Identity::DeletionWorker).await?;
     let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(

@@ -9,7 +9,8 @@ use crate::Error;
 use idm_core::{ApiError, IssuerId};
 use idm_crypto::session_token::RingKey;
 use idm_crypto::MasterKey;
-use idm_db::{Db, DbError};
+use idm_db::sqlx;
+use idm_db::{Db, DbError, GenericClient};
 use std::sync::Arc;
 
 /// An issuer's keys, newest (the signing key) first.
@@ -78,21 +79,25 @@ impl KeyRings {
         let secret = idm_crypto::random_bytes::<32>();
         let sealed = self.master.seal(&secret, &aad(issuer, &kid))?;
         let mut client = self.db.get().await?;
-        let tx = client.transaction().await.map_err(DbError::from)?;
-        tx.execute(
+        let tx = client.transaction().await?;
+        sqlx::query!(
             "SELECT pg_advisory_xact_lock(hashtext($1))",
-            &[&issuer.as_str()],
+            issuer.as_str(),
         )
+        .execute(&mut *tx.conn().await)
         .await
         .map_err(DbError::from)?;
-        tx.execute(
-            "INSERT INTO session_keys.keys (kid, issuer_id, sealed_secret)
+        sqlx::query!(
+"INSERT INTO session_keys.keys (kid, issuer_id, sealed_secret)
              SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM session_keys.keys WHERE issuer_id = $2)",
-            &[&kid, &issuer.as_str(), &sealed],
-        )
+&kid,
+issuer.as_str(),
+&sealed,
+)
+                 .execute(&mut *tx.conn().await)
         .await
         .map_err(DbError::from)?;
-        tx.commit().await.map_err(DbError::from)?;
+        tx.commit().await?;
         self.cache.invalidate(issuer).await;
         Ok(())
     }
@@ -104,30 +109,37 @@ impl KeyRings {
             .master
             .seal(&idm_crypto::random_bytes::<32>(), &aad(issuer, &kid))?;
         let mut client = self.db.get().await?;
-        let tx = client.transaction().await.map_err(DbError::from)?;
-        tx.execute(
+        let tx = client.transaction().await?;
+        sqlx::query!(
             "SELECT pg_advisory_xact_lock(hashtext($1))",
-            &[&issuer.as_str()],
+            issuer.as_str(),
         )
+        .execute(&mut *tx.conn().await)
         .await
         .map_err(DbError::from)?;
-        let retired = tx
-            .execute("UPDATE session_keys.keys SET retired_at = now() WHERE issuer_id = $1 AND retired_at IS NULL", &[&issuer.as_str()])
-            .await
-            .map_err(DbError::from)?;
+        let retired = sqlx::query!(
+"UPDATE session_keys.keys SET retired_at = now() WHERE issuer_id = $1 AND retired_at IS NULL",
+issuer.as_str(),
+)
+        .execute(&mut *tx.conn().await)
+        .await
+        .map_err(DbError::from)?
+        .rows_affected();
         if retired == 0 {
             return Err(ApiError::not_found("issuer").into());
         }
-        let row = tx
-            .query_one(
-                "INSERT INTO session_keys.keys (kid, issuer_id, sealed_secret) VALUES ($1, $2, $3) RETURNING created_at",
-                &[&kid, &issuer.as_str(), &sealed],
-            )
+        let row = sqlx::query!(
+"INSERT INTO session_keys.keys (kid, issuer_id, sealed_secret) VALUES ($1, $2, $3) RETURNING created_at",
+&kid,
+issuer.as_str(),
+&sealed,
+)
+            .fetch_one(&mut *tx.conn().await)
             .await
             .map_err(DbError::from)?;
-        tx.commit().await.map_err(DbError::from)?;
+        tx.commit().await?;
         self.cache.invalidate(issuer).await;
-        Ok((kid, row.get(0)))
+        Ok((kid, row.created_at))
     }
 
     /// Emergency: every key of the issuer stops verifying now (not after a
@@ -139,42 +151,45 @@ impl KeyRings {
             .master
             .seal(&idm_crypto::random_bytes::<32>(), &aad(issuer, &kid))?;
         let mut client = self.db.get().await?;
-        let tx = client.transaction().await.map_err(DbError::from)?;
-        tx.execute(
+        let tx = client.transaction().await?;
+        sqlx::query!(
             "SELECT pg_advisory_xact_lock(hashtext($1))",
-            &[&issuer.as_str()],
+            issuer.as_str(),
         )
+        .execute(&mut *tx.conn().await)
         .await
         .map_err(DbError::from)?;
-        let revoked = tx
-            .query(
-                "UPDATE session_keys.keys
+        let revoked = sqlx::query!(
+            "UPDATE session_keys.keys
                  SET revoked_at = now(), retired_at = coalesce(retired_at, now())
                  WHERE issuer_id = $1 AND revoked_at IS NULL
                  RETURNING kid",
-                &[&issuer.as_str()],
-            )
-            .await
-            .map_err(DbError::from)?;
+            issuer.as_str(),
+        )
+        .fetch_all(&mut *tx.conn().await)
+        .await
+        .map_err(DbError::from)?;
         if revoked.is_empty() {
             return Err(ApiError::not_found("issuer").into());
         }
-        let row = tx
-            .query_one(
-                "INSERT INTO session_keys.keys (kid, issuer_id, sealed_secret) VALUES ($1, $2, $3) RETURNING created_at",
-                &[&kid, &issuer.as_str(), &sealed],
-            )
+        let row = sqlx::query!(
+"INSERT INTO session_keys.keys (kid, issuer_id, sealed_secret) VALUES ($1, $2, $3) RETURNING created_at",
+&kid,
+issuer.as_str(),
+&sealed,
+)
+            .fetch_one(&mut *tx.conn().await)
             .await
             .map_err(DbError::from)?;
-        tx.commit().await.map_err(DbError::from)?;
+        tx.commit().await?;
         self.cache.invalidate(issuer).await;
-        let mut revoked_kids: Vec<String> = revoked.iter().map(|r| r.get(0)).collect();
+        let mut revoked_kids: Vec<String> = revoked.into_iter().map(|r| r.kid).collect();
         revoked_kids.sort();
         Ok(Revocation {
             new_kid: kid,
             revoked_kids,
             // `now()` is the transaction's start: the same instant as revoked_at.
-            sessions_not_before: row.get(0),
+            sessions_not_before: row.created_at,
         })
     }
 
@@ -189,27 +204,24 @@ impl KeyRings {
     pub async fn ring(&self, issuer: &IssuerId) -> Result<Arc<Ring>, Error> {
         let load = async {
             // One statement, so the keys and the latest revocation are one snapshot.
-            let rows = self
-                .db
-                .get()
-                .await?
-                .query(
-                    "SELECT kid, sealed_secret,
-                            (SELECT max(revoked_at) FROM session_keys.keys WHERE issuer_id = $1)
+            let rows = sqlx::query!(
+"SELECT kid, sealed_secret,
+                            (SELECT max(revoked_at) FROM session_keys.keys WHERE issuer_id = $1) AS latest_revocation
                      FROM session_keys.keys
                      WHERE issuer_id = $1 AND revoked_at IS NULL
                        AND (retired_at IS NULL OR retired_at > now() - interval '1 day')
                      ORDER BY created_at DESC, kid",
-                    &[&issuer.as_str()],
-                )
-                .await
-                .map_err(DbError::from)?;
+issuer.as_str(),
+)
+            .fetch_all(&mut *self.db.get().await?.conn().await)
+            .await
+            .map_err(DbError::from)?;
             let mut keys = Vec::with_capacity(rows.len());
             let mut sessions_not_before = None;
             for row in rows {
-                sessions_not_before = row.get(2);
-                let kid: String = row.get(0);
-                let sealed: Vec<u8> = row.get(1);
+                sessions_not_before = row.latest_revocation;
+                let kid: String = row.kid;
+                let sealed: Vec<u8> = row.sealed_secret;
                 keys.push(open_stored_key(&self.master, issuer, &kid, &sealed)?);
             }
             if keys.is_empty() {

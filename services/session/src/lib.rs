@@ -34,12 +34,7 @@ pub(crate) struct State {
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     let db = Db::connect(config.database_url(), config.pool_size)?.named("session");
-    idm_db::migrate(
-        &mut db.get().await?,
-        "session_keys",
-        migrations::SESSION_KEYS,
-    )
-    .await?;
+    idm_db::migrate(&db, "session_keys", &migrations::SESSION_KEYS).await?;
     let bus = Bus::connect(&config.basics, idm_bus::Identity::Session).await?;
     let events = Events::ensure(&bus).await?;
     let master = idm_crypto::MasterKey::from_base64(config.master_key())?;

@@ -1,44 +1,18 @@
-use idm_db::Migration;
+//! The `session_keys` schema: SQL files under `services/session/migrations/`,
+//! embedded at build time and applied by `idm_db::migrate`.
 
-pub const SESSION_KEYS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "signing keys",
-        sql: "
-            CREATE TABLE keys (
-                kid text PRIMARY KEY,
-                issuer_id text NOT NULL,
-                sealed_secret bytea NOT NULL,
-                created_at timestamptz NOT NULL DEFAULT now(),
-                retired_at timestamptz
-            );
-            CREATE INDEX keys_by_issuer ON keys (issuer_id, created_at DESC);
-        ",
-    },
-    Migration {
-        version: 2,
-        name: "session index",
-        sql: "
-            -- Routing only (ids and region): which store holds a session, so a
-            -- backend can revoke it by id. The session itself stays in region.
-            CREATE TABLE session_index (
-                session_id text PRIMARY KEY,
-                issuer_id text NOT NULL,
-                user_id text NOT NULL,
-                region text NOT NULL,
-                expires_at timestamptz NOT NULL
-            );
-            CREATE INDEX session_index_by_user ON session_index (issuer_id, user_id);
-        ",
-    },
-    Migration {
-        version: 3,
-        name: "emergency key revocation",
-        sql: "
-            -- A revoked key never verifies again (a retired one verifies for a
-            -- day); the latest revoked_at of an issuer is the instant before
-            -- which none of its sessions may be refreshed.
-            ALTER TABLE keys ADD COLUMN revoked_at timestamptz;
-        ",
-    },
-];
+pub static SESSION_KEYS: idm_db::Migrator = sqlx::migrate!("./migrations");
+
+#[cfg(test)]
+mod tests {
+    /// Versions are applied by number, once: two migrations sharing one
+    /// (say, from branches merged together) would skip the second silently.
+    /// They also count up from 1 without gaps, which the adoption of the
+    /// pre-sqlx `_migrations` list relies on (`idm_db::migrate`).
+    #[test]
+    fn versions_are_unique() {
+        let versions: Vec<i64> = super::SESSION_KEYS.iter().map(|m| m.version).collect();
+        let expected: Vec<i64> = (1..=versions.len() as i64).collect();
+        assert_eq!(versions, expected);
+    }
+}

@@ -2,7 +2,8 @@
 
 use crate::Error;
 use idm_core::{ApiError, IssuerId, Region, SessionId, Timestamp, UserId};
-use idm_db::{Db, DbError};
+use idm_db::sqlx;
+use idm_db::{Db, DbError, GenericClient};
 
 pub async fn record(
     db: &Db,
@@ -12,12 +13,15 @@ pub async fn record(
     region: Region,
     expires_at: Timestamp,
 ) -> Result<(), Error> {
-    db.get()
-        .await?
-        .execute(
-            "INSERT INTO session_keys.session_index (session_id, issuer_id, user_id, region, expires_at) VALUES ($1, $2, $3, $4, $5)",
-            &[&session.as_str(), &issuer.as_str(), &user.as_str(), &region.as_str(), &expires_at],
-        )
+    sqlx::query!(
+"INSERT INTO session_keys.session_index (session_id, issuer_id, user_id, region, expires_at) VALUES ($1, $2, $3, $4, $5)",
+session.as_str(),
+issuer.as_str(),
+user.as_str(),
+region.as_str(),
+expires_at,
+)
+        .execute(&mut *db.get().await?.conn().await)
         .await
         .map_err(DbError::from)?;
     Ok(())
@@ -29,15 +33,14 @@ pub async fn region_of(
     issuer: &IssuerId,
     session: &SessionId,
 ) -> Result<Option<Region>, Error> {
-    let row = db
-        .get()
-        .await?
-        .query_opt(
-            "SELECT region FROM session_keys.session_index WHERE session_id = $1 AND issuer_id = $2",
-            &[&session.as_str(), &issuer.as_str()],
-        )
-        .await
-        .map_err(DbError::from)?;
-    row.map(|r| Region::parse(r.get(0)).map_err(|e| ApiError::internal_from(&e).into()))
+    let row = sqlx::query!(
+        "SELECT region FROM session_keys.session_index WHERE session_id = $1 AND issuer_id = $2",
+        session.as_str(),
+        issuer.as_str(),
+    )
+    .fetch_optional(&mut *db.get().await?.conn().await)
+    .await
+    .map_err(DbError::from)?;
+    row.map(|r| Region::parse(&r.region).map_err(|e| ApiError::internal_from(&e).into()))
         .transpose()
 }

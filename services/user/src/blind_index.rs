@@ -4,7 +4,8 @@
 use crate::Error;
 use idm_core::{ApiError, Email, IssuerId};
 use idm_crypto::MasterKey;
-use idm_db::{Db, DbError};
+use idm_db::sqlx;
+use idm_db::{Db, DbError, GenericClient};
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
@@ -31,13 +32,12 @@ impl IndexKeys {
             &idm_crypto::random_bytes::<32>(),
             issuer.as_str().as_bytes(),
         )?;
-        self.db
-            .get()
-            .await?
-            .execute(
-                "INSERT INTO directory.issuer_keys (issuer_id, sealed_key) VALUES ($1, $2) ON CONFLICT (issuer_id) DO NOTHING",
-                &[&issuer.as_str(), &sealed],
-            )
+        sqlx::query!(
+"INSERT INTO directory.issuer_keys (issuer_id, sealed_key) VALUES ($1, $2) ON CONFLICT (issuer_id) DO NOTHING",
+issuer.as_str(),
+&sealed,
+)
+            .execute(&mut *self.db.get().await?.conn().await)
             .await
             .map_err(DbError::from)?;
         Ok(())
@@ -45,17 +45,14 @@ impl IndexKeys {
 
     async fn key(&self, issuer: &IssuerId) -> Result<Key, Error> {
         let load = async {
-            let row = self
-                .db
-                .get()
-                .await?
-                .query_opt(
-                    "SELECT sealed_key FROM directory.issuer_keys WHERE issuer_id = $1",
-                    &[&issuer.as_str()],
-                )
-                .await
-                .map_err(DbError::from)?;
-            let sealed: Vec<u8> = row.ok_or_else(|| ApiError::not_found("issuer"))?.get(0);
+            let row = sqlx::query!(
+                "SELECT sealed_key FROM directory.issuer_keys WHERE issuer_id = $1",
+                issuer.as_str(),
+            )
+            .fetch_optional(&mut *self.db.get().await?.conn().await)
+            .await
+            .map_err(DbError::from)?;
+            let sealed: Vec<u8> = row.ok_or_else(|| ApiError::not_found("issuer"))?.sealed_key;
             let opened = self.master.open(&sealed, issuer.as_str().as_bytes())?;
             Ok::<Key, Error>(Arc::new(opened))
         };

@@ -3,28 +3,11 @@
 
 use crate::Error;
 use idm_core::{ApiError, IssuerId, Region, UserId};
-use idm_db::{Db, DbError, Migration};
+use idm_db::sqlx;
+use idm_db::{Db, DbError, GenericClient};
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "issuer keys and user locations",
-    sql: "
-        CREATE TABLE issuer_keys (
-            issuer_id text PRIMARY KEY,
-            sealed_key bytea NOT NULL,
-            created_at timestamptz NOT NULL DEFAULT now()
-        );
-        CREATE TABLE users (
-            id text PRIMARY KEY,
-            issuer_id text NOT NULL,
-            region text NOT NULL,
-            email_index bytea NOT NULL,
-            status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'active')),
-            created_at timestamptz NOT NULL DEFAULT now(),
-            UNIQUE (issuer_id, email_index)
-        );
-    ",
-}];
+/// The `directory` schema: SQL files under `services/user/migrations/`.
+pub static MIGRATIONS: idm_db::Migrator = sqlx::migrate!("./migrations");
 
 /// A placement that a crashed sign-up left pending this long may be taken over.
 const STALE_PENDING_SECONDS: f64 = 60.0;
@@ -37,56 +20,56 @@ pub async fn reserve(
     region: Region,
     index: &[u8],
 ) -> Result<bool, Error> {
-    let row = db
-        .get()
-        .await?
-        .query_opt(
-            "INSERT INTO directory.users (id, issuer_id, region, email_index) VALUES ($1, $2, $3, $4)
+    let row = sqlx::query!(
+        "INSERT INTO directory.users (id, issuer_id, region, email_index) VALUES ($1, $2, $3, $4)
              ON CONFLICT (issuer_id, email_index) DO UPDATE
                  SET id = EXCLUDED.id, region = EXCLUDED.region, created_at = now()
                  WHERE directory.users.status = 'pending'
                    AND directory.users.created_at < now() - make_interval(secs => $5)
              RETURNING id",
-            &[&user.as_str(), &issuer.as_str(), &region.as_str(), &index, &STALE_PENDING_SECONDS],
-        )
-        .await
-        .map_err(DbError::from)?;
+        user.as_str(),
+        issuer.as_str(),
+        region.as_str(),
+        index,
+        STALE_PENDING_SECONDS,
+    )
+    .fetch_optional(&mut *db.get().await?.conn().await)
+    .await
+    .map_err(DbError::from)?;
     Ok(row.is_some())
 }
 
 pub async fn move_reservation(db: &Db, user: &UserId, region: Region) -> Result<(), Error> {
-    db.get()
-        .await?
-        .execute(
-            "UPDATE directory.users SET region = $2 WHERE id = $1 AND status = 'pending'",
-            &[&user.as_str(), &region.as_str()],
-        )
-        .await
-        .map_err(DbError::from)?;
+    sqlx::query!(
+        "UPDATE directory.users SET region = $2 WHERE id = $1 AND status = 'pending'",
+        user.as_str(),
+        region.as_str(),
+    )
+    .execute(&mut *db.get().await?.conn().await)
+    .await
+    .map_err(DbError::from)?;
     Ok(())
 }
 
 pub async fn activate(db: &Db, user: &UserId) -> Result<(), Error> {
-    db.get()
-        .await?
-        .execute(
-            "UPDATE directory.users SET status = 'active' WHERE id = $1",
-            &[&user.as_str()],
-        )
-        .await
-        .map_err(DbError::from)?;
+    sqlx::query!(
+        "UPDATE directory.users SET status = 'active' WHERE id = $1",
+        user.as_str(),
+    )
+    .execute(&mut *db.get().await?.conn().await)
+    .await
+    .map_err(DbError::from)?;
     Ok(())
 }
 
 pub async fn release(db: &Db, user: &UserId) -> Result<(), Error> {
-    db.get()
-        .await?
-        .execute(
-            "DELETE FROM directory.users WHERE id = $1 AND status = 'pending'",
-            &[&user.as_str()],
-        )
-        .await
-        .map_err(DbError::from)?;
+    sqlx::query!(
+        "DELETE FROM directory.users WHERE id = $1 AND status = 'pending'",
+        user.as_str(),
+    )
+    .execute(&mut *db.get().await?.conn().await)
+    .await
+    .map_err(DbError::from)?;
     Ok(())
 }
 
@@ -100,16 +83,15 @@ pub async fn region_of_user(
     issuer: &IssuerId,
     user: &UserId,
 ) -> Result<Option<Region>, Error> {
-    let row = db
-        .get()
-        .await?
-        .query_opt(
-            "SELECT region FROM directory.users WHERE id = $1 AND issuer_id = $2 AND status = 'active'",
-            &[&user.as_str(), &issuer.as_str()],
-        )
-        .await
-        .map_err(DbError::from)?;
-    row.map(|r| region_of(r.get(0))).transpose()
+    let row = sqlx::query!(
+        "SELECT region FROM directory.users WHERE id = $1 AND issuer_id = $2 AND status = 'active'",
+        user.as_str(),
+        issuer.as_str(),
+    )
+    .fetch_optional(&mut *db.get().await?.conn().await)
+    .await
+    .map_err(DbError::from)?;
+    row.map(|r| region_of(&r.region)).transpose()
 }
 
 pub async fn by_index(
@@ -117,19 +99,18 @@ pub async fn by_index(
     issuer: &IssuerId,
     index: &[u8],
 ) -> Result<Option<(UserId, Region)>, Error> {
-    let row = db
-        .get()
-        .await?
-        .query_opt(
-            "SELECT id, region FROM directory.users WHERE issuer_id = $1 AND email_index = $2 AND status = 'active'",
-            &[&issuer.as_str(), &index],
-        )
+    let row = sqlx::query!(
+"SELECT id, region FROM directory.users WHERE issuer_id = $1 AND email_index = $2 AND status = 'active'",
+issuer.as_str(),
+index,
+)
+        .fetch_optional(&mut *db.get().await?.conn().await)
         .await
         .map_err(DbError::from)?;
     row.map(|r| {
         Ok((
-            UserId::parse(r.get(0)).map_err(|e| ApiError::internal_from(&e))?,
-            region_of(r.get(1))?,
+            UserId::parse(&r.id).map_err(|e| ApiError::internal_from(&e))?,
+            region_of(&r.region)?,
         ))
     })
     .transpose()

@@ -29,7 +29,7 @@ pub(crate) struct State {
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     let db = Db::connect(config.database_url(), config.pool_size)?.named("user");
-    idm_db::migrate(&mut db.get().await?, "directory", directory::MIGRATIONS).await?;
+    idm_db::migrate(&db, "directory", &directory::MIGRATIONS).await?;
     let bus = Bus::connect(&config.basics, idm_bus::Identity::User).await?;
     let master = idm_crypto::MasterKey::from_base64(config.master_key())?;
     let state = Arc::new(State {

@@ -6,7 +6,8 @@ use super::IssuerStore;
 use crate::Error;
 use idm_core::proto::store::{Credentials, EmailProven, TotpState};
 use idm_core::{ApiError, UserId};
-use idm_db::DbError;
+use idm_db::sqlx;
+use idm_db::{DbError, GenericClient};
 
 impl IssuerStore {
     /// Marks the address proven. The first proof of an unverified account
@@ -14,20 +15,21 @@ impl IssuerStore {
     /// flag, so no request can see the account verified with an unproven
     /// password or authenticator still in place.
     pub async fn prove_email(&mut self, user: &UserId) -> Result<Option<EmailProven>, Error> {
-        let tx = self.client.transaction().await.map_err(DbError::from)?;
-        let Some(row) = tx
-            .query_opt(
-                "SELECT email_verified, password_hash IS NOT NULL, mfa_enabled OR totp_pending_sealed IS NOT NULL
+        let tx = self.client.transaction().await?;
+        let Some(row) = sqlx::query!(
+            "SELECT email_verified, password_hash IS NOT NULL AS \"had_password!\",
+                        mfa_enabled OR totp_pending_sealed IS NOT NULL AS \"had_mfa!\"
                  FROM users WHERE id = $1 FOR UPDATE",
-                &[&user.as_str()],
-            )
-            .await
-            .map_err(DbError::from)?
+            user.as_str(),
+        )
+        .fetch_optional(&mut *tx.conn().await)
+        .await
+        .map_err(DbError::from)?
         else {
             return Ok(None);
         };
         let (verified, had_password, had_mfa): (bool, bool, bool) =
-            (row.get(0), row.get(1), row.get(2));
+            (row.email_verified, row.had_password, row.had_mfa);
         if verified {
             return Ok(Some(EmailProven {
                 first_proof: false,
@@ -35,22 +37,21 @@ impl IssuerStore {
                 mfa_cleared: false,
             }));
         }
-        tx.execute(
+        sqlx::query!(
             "UPDATE users SET email_verified = true, password_hash = NULL, mfa_enabled = false,
                     totp_secret_sealed = NULL, totp_pending_sealed = NULL, totp_last_step = NULL,
                     updated_at = now()
              WHERE id = $1",
-            &[&user.as_str()],
+            user.as_str(),
         )
+        .execute(&mut *tx.conn().await)
         .await
         .map_err(DbError::from)?;
-        tx.execute(
-            "DELETE FROM backup_codes WHERE user_id = $1",
-            &[&user.as_str()],
-        )
-        .await
-        .map_err(DbError::from)?;
-        tx.commit().await.map_err(DbError::from)?;
+        sqlx::query!("DELETE FROM backup_codes WHERE user_id = $1", user.as_str(),)
+            .execute(&mut *tx.conn().await)
+            .await
+            .map_err(DbError::from)?;
+        tx.commit().await?;
         Ok(Some(EmailProven {
             first_proof: true,
             password_cleared: had_password,
@@ -59,40 +60,38 @@ impl IssuerStore {
     }
 
     pub async fn credentials(&self, user: &UserId) -> Result<Option<Credentials>, Error> {
-        let row = self
-            .client
-            .query_opt(
-                "SELECT password_hash IS NOT NULL, mfa_enabled, email_verified FROM users WHERE id = $1",
-                &[&user.as_str()],
-            )
-            .await
-            .map_err(DbError::from)?;
+        let row = sqlx::query!(
+"SELECT password_hash IS NOT NULL AS \"has_password!\", mfa_enabled, email_verified FROM users WHERE id = $1",
+user.as_str(),
+)
+        .fetch_optional(&mut *self.client.conn().await)
+        .await
+        .map_err(DbError::from)?;
         Ok(row.map(|r| Credentials {
-            has_password: r.get(0),
-            mfa_enabled: r.get(1),
-            email_verified: r.get(2),
+            has_password: r.has_password,
+            mfa_enabled: r.mfa_enabled,
+            email_verified: r.email_verified,
         }))
     }
 
     /// Turns TOTP off and deletes the backup codes. `false` when it was not on.
     pub async fn disable_totp(&mut self, user: &UserId) -> Result<bool, Error> {
-        let tx = self.client.transaction().await.map_err(DbError::from)?;
-        let n = tx
-            .execute(
-                "UPDATE users SET mfa_enabled = false, totp_secret_sealed = NULL,
+        let tx = self.client.transaction().await?;
+        let n = sqlx::query!(
+            "UPDATE users SET mfa_enabled = false, totp_secret_sealed = NULL,
                         totp_pending_sealed = NULL, updated_at = now()
                  WHERE id = $1 AND mfa_enabled",
-                &[&user.as_str()],
-            )
+            user.as_str(),
+        )
+        .execute(&mut *tx.conn().await)
+        .await
+        .map_err(DbError::from)?
+        .rows_affected();
+        sqlx::query!("DELETE FROM backup_codes WHERE user_id = $1", user.as_str(),)
+            .execute(&mut *tx.conn().await)
             .await
             .map_err(DbError::from)?;
-        tx.execute(
-            "DELETE FROM backup_codes WHERE user_id = $1",
-            &[&user.as_str()],
-        )
-        .await
-        .map_err(DbError::from)?;
-        tx.commit().await.map_err(DbError::from)?;
+        tx.commit().await?;
         Ok(n == 1)
     }
 
@@ -102,49 +101,49 @@ impl IssuerStore {
         user: &UserId,
         hashes: &[String],
     ) -> Result<bool, Error> {
-        let tx = self.client.transaction().await.map_err(DbError::from)?;
-        let enabled = tx
-            .query_opt(
-                "SELECT 1 FROM users WHERE id = $1 AND mfa_enabled FOR UPDATE",
-                &[&user.as_str()],
-            )
-            .await
-            .map_err(DbError::from)?
-            .is_some();
+        let tx = self.client.transaction().await?;
+        let enabled = sqlx::query!(
+            "SELECT 1 AS one FROM users WHERE id = $1 AND mfa_enabled FOR UPDATE",
+            user.as_str(),
+        )
+        .fetch_optional(&mut *tx.conn().await)
+        .await
+        .map_err(DbError::from)?
+        .is_some();
         if !enabled {
             return Ok(false);
         }
         set_backup_codes(&tx, user, hashes).await?;
-        tx.commit().await.map_err(DbError::from)?;
+        tx.commit().await?;
         Ok(true)
     }
 
     pub async fn set_pending_totp(&self, user: &UserId, sealed: &str) -> Result<bool, Error> {
-        let n = self
-            .client
-            .execute(
-                "UPDATE users SET totp_pending_sealed = $2, updated_at = now() WHERE id = $1",
-                &[&user.as_str(), &sealed],
-            )
-            .await
-            .map_err(DbError::from)?;
+        let n = sqlx::query!(
+            "UPDATE users SET totp_pending_sealed = $2, updated_at = now() WHERE id = $1",
+            user.as_str(),
+            sealed,
+        )
+        .execute(&mut *self.client.conn().await)
+        .await
+        .map_err(DbError::from)?
+        .rows_affected();
         Ok(n == 1)
     }
 
     pub async fn totp_state(&self, user: &UserId) -> Result<Option<TotpState>, Error> {
-        let row = self
-            .client
-            .query_opt(
-                "SELECT mfa_enabled, totp_pending_sealed, totp_secret_sealed, totp_last_step FROM users WHERE id = $1",
-                &[&user.as_str()],
-            )
-            .await
-            .map_err(DbError::from)?;
+        let row = sqlx::query!(
+"SELECT mfa_enabled, totp_pending_sealed, totp_secret_sealed, totp_last_step FROM users WHERE id = $1",
+user.as_str(),
+)
+        .fetch_optional(&mut *self.client.conn().await)
+        .await
+        .map_err(DbError::from)?;
         Ok(row.map(|r| TotpState {
-            mfa_enabled: r.get(0),
-            pending_sealed: r.get(1),
-            active_sealed: r.get(2),
-            last_step: r.get(3),
+            mfa_enabled: r.mfa_enabled,
+            pending_sealed: r.totp_pending_sealed,
+            active_sealed: r.totp_secret_sealed,
+            last_step: r.totp_last_step,
         }))
     }
 
@@ -155,16 +154,18 @@ impl IssuerStore {
         backup_hashes: &[String],
         step: i64,
     ) -> Result<bool, Error> {
-        let tx = self.client.transaction().await.map_err(DbError::from)?;
-        let n = tx
-            .execute(
-                "UPDATE users SET totp_secret_sealed = totp_pending_sealed, totp_pending_sealed = NULL,
+        let tx = self.client.transaction().await?;
+        let n = sqlx::query!(
+            "UPDATE users SET totp_secret_sealed = totp_pending_sealed, totp_pending_sealed = NULL,
                         totp_last_step = $2, mfa_enabled = true, updated_at = now()
                  WHERE id = $1 AND totp_pending_sealed IS NOT NULL",
-                &[&user.as_str(), &step],
-            )
-            .await
-            .map_err(DbError::from)?;
+            user.as_str(),
+            step,
+        )
+        .execute(&mut *tx.conn().await)
+        .await
+        .map_err(DbError::from)?
+        .rows_affected();
         if n != 1 {
             return Err(ApiError::new(
                 idm_core::ErrorCode::CodeInvalid,
@@ -173,32 +174,34 @@ impl IssuerStore {
             .into());
         }
         set_backup_codes(&tx, user, backup_hashes).await?;
-        tx.commit().await.map_err(DbError::from)?;
+        tx.commit().await?;
         Ok(true)
     }
 
     /// Records `step` as used if it is later than every step used before.
     pub async fn use_totp_step(&self, user: &UserId, step: i64) -> Result<bool, Error> {
-        let n = self
-            .client
-            .execute(
-                "UPDATE users SET totp_last_step = $2 WHERE id = $1 AND mfa_enabled AND (totp_last_step IS NULL OR totp_last_step < $2)",
-                &[&user.as_str(), &step],
-            )
-            .await
-            .map_err(DbError::from)?;
+        let n = sqlx::query!(
+"UPDATE users SET totp_last_step = $2 WHERE id = $1 AND mfa_enabled AND (totp_last_step IS NULL OR totp_last_step < $2)",
+user.as_str(),
+step,
+)
+        .execute(&mut *self.client.conn().await)
+        .await
+        .map_err(DbError::from)?
+        .rows_affected();
         Ok(n == 1)
     }
 
     pub async fn use_backup_code(&self, user: &UserId, hash: &str) -> Result<bool, Error> {
-        let n = self
-            .client
-            .execute(
-                "UPDATE backup_codes SET used_at = now() WHERE code_hash = $1 AND user_id = $2 AND used_at IS NULL",
-                &[&hash, &user.as_str()],
-            )
-            .await
-            .map_err(DbError::from)?;
+        let n = sqlx::query!(
+"UPDATE backup_codes SET used_at = now() WHERE code_hash = $1 AND user_id = $2 AND used_at IS NULL",
+hash,
+user.as_str(),
+)
+        .execute(&mut *self.client.conn().await)
+        .await
+        .map_err(DbError::from)?
+        .rows_affected();
         Ok(n == 1)
     }
 }
@@ -210,16 +213,17 @@ async fn set_backup_codes(
     user: &UserId,
     hashes: &[String],
 ) -> Result<(), DbError> {
-    tx.execute(
-        "DELETE FROM backup_codes WHERE user_id = $1",
-        &[&user.as_str()],
-    )
-    .await?;
+    let mut conn = tx.conn().await;
+    sqlx::query!("DELETE FROM backup_codes WHERE user_id = $1", user.as_str(),)
+        .execute(&mut *conn)
+        .await?;
     for hash in hashes {
-        tx.execute(
+        sqlx::query!(
             "INSERT INTO backup_codes (code_hash, user_id) VALUES ($1, $2)",
-            &[hash, &user.as_str()],
+            hash,
+            user.as_str(),
         )
+        .execute(&mut *conn)
         .await?;
     }
     Ok(())

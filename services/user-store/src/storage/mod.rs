@@ -2,6 +2,8 @@
 
 mod mfa;
 mod personal_tokens;
+#[cfg(test)]
+mod search_path_bench;
 mod sessions;
 
 pub use sessions::revoked_sessions;
@@ -9,35 +11,25 @@ pub use sessions::revoked_sessions;
 use crate::Error;
 use idm_core::proto::store::{StoreInfo, StoredUser};
 use idm_core::{ApiError, IssuerId, UserId};
-use idm_db::{Client, Db, DbError, Row};
+use idm_db::sqlx;
+use idm_db::{Client, Db, DbError, GenericClient};
 
 /// Applies pending store migrations to every issuer schema in this region.
 pub async fn migrate_all_issuers(db: &Db) -> Result<(), Error> {
-    let mut client = db.get().await?;
-    let schemas: Vec<String> = client
-        .query(
-            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'iss\\_%'",
-            &[],
-        )
-        .await
-        .map_err(DbError::from)?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let schemas = sqlx::query_scalar!(
+        r#"SELECT nspname::text AS "nspname!" FROM pg_namespace WHERE nspname LIKE 'iss\_%'"#
+    )
+    .fetch_all(&mut *db.get().await?.conn().await)
+    .await
+    .map_err(DbError::from)?;
     for schema in schemas {
-        idm_db::migrate(&mut client, &schema, crate::migrations::STORE).await?;
+        idm_db::migrate(db, &schema, &crate::migrations::STORE).await?;
     }
     Ok(())
 }
 
 pub async fn provision(db: &Db, issuer: &IssuerId) -> Result<(), Error> {
-    let mut client = db.get().await?;
-    idm_db::migrate(
-        &mut client,
-        &issuer.store_schema(),
-        crate::migrations::STORE,
-    )
-    .await?;
+    idm_db::migrate(db, &issuer.store_schema(), &crate::migrations::STORE).await?;
     Ok(())
 }
 
@@ -74,10 +66,13 @@ impl IssuerStore {
         let client = state.db.get().await?;
         let schema = issuer.store_schema();
         // One round trip: set the search path only if the schema exists.
-        let found = client
-            .query_opt("SELECT set_config('search_path', nspname, false) FROM pg_namespace WHERE nspname = $1", &[&schema])
-            .await
-            .map_err(DbError::from)?;
+        let found = sqlx::query_scalar!(
+            "SELECT set_config('search_path', nspname, false) FROM pg_namespace WHERE nspname = ($1::text)::name",
+            schema,
+        )
+        .fetch_optional(&mut *client.conn().await)
+        .await
+        .map_err(DbError::from)?;
         match found {
             Some(_) => Ok(Self {
                 client,
@@ -94,53 +89,49 @@ impl IssuerStore {
         name: Option<&str>,
         metadata: &serde_json::Value,
         password_hash: Option<&str>,
-    ) -> Result<Row, DbError> {
-        Ok(self
-            .client
-            .query_one(
-                "INSERT INTO users (id, email, email_canonical, name, metadata, password_hash)
+    ) -> Result<UserRow, DbError> {
+        Ok(sqlx::query_as!(
+            UserRow,
+            "INSERT INTO users (id, email, email_canonical, name, metadata, password_hash)
                  VALUES ($1, $2, $3, $4, $5, $6)
                  RETURNING id, email, email_verified, name, metadata, mfa_enabled, created_at",
-                &[
-                    &id.as_str(),
-                    &email.as_str(),
-                    &email.canonical(),
-                    &name,
-                    metadata,
-                    &password_hash,
-                ],
-            )
-            .await?)
+            id.as_str(),
+            email.as_str(),
+            email.canonical(),
+            name,
+            metadata,
+            password_hash,
+        )
+        .fetch_one(&mut *self.client.conn().await)
+        .await?)
     }
 
-    pub async fn user(&self, id: &UserId) -> Result<Option<Row>, DbError> {
-        Ok(self
-            .client
-            .query_opt(
-                "SELECT id, email, email_verified, name, metadata, mfa_enabled, created_at FROM users WHERE id = $1",
-                &[&id.as_str()],
-            )
-            .await?)
+    pub async fn user(&self, id: &UserId) -> Result<Option<UserRow>, DbError> {
+        Ok(sqlx::query_as!(
+            UserRow,
+            "SELECT id, email, email_verified, name, metadata, mfa_enabled, created_at FROM users WHERE id = $1",
+            id.as_str(),
+        )
+        .fetch_optional(&mut *self.client.conn().await)
+        .await?)
     }
 
     pub async fn password_hash(&self, id: &UserId) -> Result<Option<String>, DbError> {
-        let row = self
-            .client
-            .query_opt(
-                "SELECT password_hash FROM users WHERE id = $1",
-                &[&id.as_str()],
-            )
-            .await?;
-        Ok(row.and_then(|r| r.get::<_, Option<String>>(0)))
+        let hash =
+            sqlx::query_scalar!("SELECT password_hash FROM users WHERE id = $1", id.as_str())
+                .fetch_optional(&mut *self.client.conn().await)
+                .await?;
+        Ok(hash.flatten())
     }
 
     pub async fn set_password_hash(&self, id: &UserId, hash: &str) -> Result<(), DbError> {
-        self.client
-            .execute(
-                "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1",
-                &[&id.as_str(), &hash],
-            )
-            .await?;
+        sqlx::query!(
+            "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1",
+            id.as_str(),
+            hash,
+        )
+        .execute(&mut *self.client.conn().await)
+        .await?;
         Ok(())
     }
 }
@@ -149,17 +140,27 @@ pub(super) fn corrupt() -> DbError {
     DbError::BadIdentifier("stored id".into())
 }
 
-/// A stored user; a column that cannot be read (metadata that PostgreSQL
-/// accepted but serde_json cannot read back, say) is an error, not a panic.
-pub fn user_from_row(row: &Row, store: StoreInfo) -> Result<StoredUser, Error> {
+/// A user's columns as stored (checked against the schema at build time).
+pub struct UserRow {
+    id: String,
+    email: String,
+    email_verified: bool,
+    name: Option<String>,
+    metadata: serde_json::Value,
+    mfa_enabled: bool,
+    created_at: idm_core::Timestamp,
+}
+
+/// A stored user; an id that does not parse is an error, not a panic.
+pub fn user_from_row(row: &UserRow, store: StoreInfo) -> Result<StoredUser, Error> {
     Ok(StoredUser {
-        id: UserId::parse(row.try_get(0).map_err(DbError::from)?).map_err(|_| corrupt())?,
-        email: row.try_get(1).map_err(DbError::from)?,
-        email_verified: row.try_get(2).map_err(DbError::from)?,
-        name: row.try_get(3).map_err(DbError::from)?,
-        metadata: row.try_get(4).map_err(DbError::from)?,
-        mfa_enabled: row.try_get(5).map_err(DbError::from)?,
-        created_at: row.try_get(6).map_err(DbError::from)?,
+        id: UserId::parse(&row.id).map_err(|_| corrupt())?,
+        email: row.email.clone(),
+        email_verified: row.email_verified,
+        name: row.name.clone(),
+        metadata: row.metadata.clone(),
+        mfa_enabled: row.mfa_enabled,
+        created_at: row.created_at,
         store,
     })
 }
@@ -189,10 +190,8 @@ mod search_path_tests {
         async fn new(resetting: bool) -> anyhow::Result<Self> {
             let admin = Db::connect(&admin_url(), 1)?;
             let name = format!("idmt_{}_search_path", uuid_hex());
-            admin
-                .get()
-                .await?
-                .batch_execute(&format!("CREATE DATABASE {name}"))
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(admin.pool())
                 .await?;
             let url = match admin_url().rsplit_once('/') {
                 Some((base, _)) => format!("{base}/{name}"),
@@ -223,11 +222,11 @@ mod search_path_tests {
         async fn drop_database(self) -> anyhow::Result<()> {
             let Self { admin, name, state } = self;
             drop(state);
-            admin
-                .get()
-                .await?
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(admin.pool())
+            .await?;
             Ok(())
         }
     }
@@ -254,13 +253,13 @@ mod search_path_tests {
         Ok(id)
     }
 
+    // The probes below stay runtime statements on purpose: `SHOW` and a
+    // `users` read that must fail on a plain checkout cannot be checked
+    // against one schema at build time.
     async fn search_path(db: &Db) -> anyhow::Result<String> {
-        Ok(db
-            .get()
-            .await?
-            .query_one("SHOW search_path", &[])
-            .await?
-            .get(0))
+        Ok(sqlx::query_scalar("SHOW search_path")
+            .fetch_one(&mut *db.get().await?.conn().await)
+            .await?)
     }
 
     #[tokio::test]
@@ -301,15 +300,14 @@ mod search_path_tests {
                 .await
                 .is_err());
             let plain = store.state.db.get().await?;
-            assert_eq!(
-                plain
-                    .query_one("SHOW search_path", &[])
-                    .await?
-                    .get::<_, String>(0),
-                default_path
-            );
+            let shown: String = sqlx::query_scalar("SHOW search_path")
+                .fetch_one(&mut *plain.conn().await)
+                .await?;
+            assert_eq!(shown, default_path);
             // Unqualified, the other issuers' tables are out of reach.
-            let err = plain.query("SELECT id FROM users", &[]).await;
+            let err = sqlx::query("SELECT id FROM users")
+                .fetch_all(&mut *plain.conn().await)
+                .await;
             assert!(
                 err.is_err(),
                 "a plain checkout reached an issuer's users table"
@@ -337,12 +335,8 @@ mod search_path_tests {
             )
             .await?;
             assert_eq!(search_path(&store.state.db).await?, a.store_schema());
-            let leaked = store
-                .state
-                .db
-                .get()
-                .await?
-                .query("SELECT id FROM users", &[])
+            let leaked = sqlx::query("SELECT id FROM users")
+                .fetch_all(&mut *store.state.db.get().await?.conn().await)
                 .await?;
             assert_eq!(leaked.len(), 1);
             anyhow::Ok(())

@@ -4,20 +4,32 @@ use super::{corrupt, IssuerStore};
 use crate::Error;
 use idm_core::proto::store::{CreatePersonalToken, PersonalToken};
 use idm_core::{ApiError, PersonalTokenId, UserId};
-use idm_db::{DbError, Row};
+use idm_db::sqlx;
+use idm_db::{DbError, GenericClient};
 
-const COLUMNS: &str = "id, user_id, name, scopes, created_at, expires_at, revoked_at, last_used_at";
+/// A token's columns as stored (the statements below list them literally:
+/// compile-time checked statements cannot be assembled from constants).
+struct TokenRow {
+    id: String,
+    user_id: String,
+    name: String,
+    scopes: serde_json::Value,
+    created_at: idm_core::Timestamp,
+    expires_at: Option<idm_core::Timestamp>,
+    revoked_at: Option<idm_core::Timestamp>,
+    last_used_at: Option<idm_core::Timestamp>,
+}
 
-fn token(row: &Row) -> Result<PersonalToken, Error> {
+fn token(row: TokenRow) -> Result<PersonalToken, Error> {
     Ok(PersonalToken {
-        id: PersonalTokenId::parse(row.get(0)).map_err(|_| corrupt())?,
-        user_id: UserId::parse(row.get(1)).map_err(|_| corrupt())?,
-        name: row.get(2),
-        scopes: serde_json::from_value(row.get(3)).map_err(|e| ApiError::internal_from(&e))?,
-        created_at: row.get(4),
-        expires_at: row.get(5),
-        revoked_at: row.get(6),
-        last_used_at: row.get(7),
+        id: PersonalTokenId::parse(&row.id).map_err(|_| corrupt())?,
+        user_id: UserId::parse(&row.user_id).map_err(|_| corrupt())?,
+        name: row.name,
+        scopes: serde_json::from_value(row.scopes).map_err(|e| ApiError::internal_from(&e))?,
+        created_at: row.created_at,
+        expires_at: row.expires_at,
+        revoked_at: row.revoked_at,
+        last_used_at: row.last_used_at,
     })
 }
 
@@ -27,35 +39,34 @@ impl IssuerStore {
         t: &CreatePersonalToken,
     ) -> Result<Option<PersonalToken>, Error> {
         let scopes = serde_json::to_value(&t.scopes).map_err(|e| ApiError::internal_from(&e))?;
-        let row = self
-            .client
-            .query_opt(
-                &format!(
-                    "INSERT INTO personal_tokens (id, user_id, name, scopes, token_hash, expires_at)
+        let row = sqlx::query_as!(
+TokenRow,
+"INSERT INTO personal_tokens (id, user_id, name, scopes, token_hash, expires_at)
                      SELECT $1, id, $3, $4, $5, $6 FROM users WHERE id = $2
-                     RETURNING {COLUMNS}"
-                ),
-                &[
-                    &t.token_id.as_str(),
-                    &t.user_id.as_str(),
-                    &t.name,
-                    &scopes,
-                    &t.token_hash,
-                    &t.expires_at,
-                ],
-            )
-            .await
-            .map_err(DbError::from)?;
-        row.as_ref().map(token).transpose()
+                     RETURNING id, user_id, name, scopes, created_at, expires_at, revoked_at, last_used_at",
+t.token_id.as_str(),
+t.user_id.as_str(),
+&t.name,
+&scopes,
+&t.token_hash,
+t.expires_at,
+)
+        .fetch_optional(&mut *self.client.conn().await)
+        .await
+        .map_err(DbError::from)?;
+        row.map(token).transpose()
     }
 
     pub async fn personal_tokens_of(&self, user: &UserId) -> Result<Vec<PersonalToken>, Error> {
-        let rows = self
-            .client
-            .query(&format!("SELECT {COLUMNS} FROM personal_tokens WHERE user_id = $1 ORDER BY created_at DESC"), &[&user.as_str()])
-            .await
-            .map_err(DbError::from)?;
-        rows.iter().map(token).collect()
+        let rows = sqlx::query_as!(
+TokenRow,
+"SELECT id, user_id, name, scopes, created_at, expires_at, revoked_at, last_used_at FROM personal_tokens WHERE user_id = $1 ORDER BY created_at DESC",
+user.as_str(),
+)
+        .fetch_all(&mut *self.client.conn().await)
+        .await
+        .map_err(DbError::from)?;
+        rows.into_iter().map(token).collect()
     }
 
     pub async fn revoke_personal_token(
@@ -63,34 +74,31 @@ impl IssuerStore {
         user: &UserId,
         id: &PersonalTokenId,
     ) -> Result<Option<PersonalToken>, Error> {
-        let row = self
-            .client
-            .query_opt(
-                &format!(
-                    "UPDATE personal_tokens SET revoked_at = COALESCE(revoked_at, now())
-                     WHERE id = $1 AND user_id = $2 RETURNING {COLUMNS}"
-                ),
-                &[&id.as_str(), &user.as_str()],
-            )
-            .await
-            .map_err(DbError::from)?;
-        row.as_ref().map(token).transpose()
+        let row = sqlx::query_as!(
+TokenRow,
+"UPDATE personal_tokens SET revoked_at = COALESCE(revoked_at, now())
+                     WHERE id = $1 AND user_id = $2 RETURNING id, user_id, name, scopes, created_at, expires_at, revoked_at, last_used_at",
+id.as_str(),
+user.as_str(),
+)
+        .fetch_optional(&mut *self.client.conn().await)
+        .await
+        .map_err(DbError::from)?;
+        row.map(token).transpose()
     }
 
     /// The live token with this hash (not revoked, not expired), marking it used.
     pub async fn use_personal_token(&self, hash: &str) -> Result<Option<PersonalToken>, Error> {
-        let row = self
-            .client
-            .query_opt(
-                &format!(
-                    "UPDATE personal_tokens SET last_used_at = now()
+        let row = sqlx::query_as!(
+TokenRow,
+"UPDATE personal_tokens SET last_used_at = now()
                      WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
-                     RETURNING {COLUMNS}"
-                ),
-                &[&hash],
-            )
-            .await
-            .map_err(DbError::from)?;
-        row.as_ref().map(token).transpose()
+                     RETURNING id, user_id, name, scopes, created_at, expires_at, revoked_at, last_used_at",
+hash,
+)
+        .fetch_optional(&mut *self.client.conn().await)
+        .await
+        .map_err(DbError::from)?;
+        row.map(token).transpose()
     }
 }

@@ -11,21 +11,36 @@ use idm_core::proto::store::{
     RevokedSessionRecord, SessionRecord,
 };
 use idm_core::{ApiError, ErrorCode, IssuerId, SessionId, UserId};
-use idm_db::{Db, DbError, GenericClient, Row};
+use idm_db::sqlx::{self, AssertSqlSafe, Row as _};
+use idm_db::{Db, DbError, GenericClient};
 
-const COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip";
+/// A session's columns as stored. The statements below list them
+/// literally (`s.id, s.user_id, s.created_at, s.last_active_at,
+/// s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip`):
+/// compile-time checked statements cannot be assembled from constants.
+struct SessionRow {
+    id: String,
+    user_id: String,
+    created_at: idm_core::Timestamp,
+    last_active_at: idm_core::Timestamp,
+    expires_at: idm_core::Timestamp,
+    revoked_at: Option<idm_core::Timestamp>,
+    revoke_reason: Option<String>,
+    user_agent: Option<String>,
+    ip: Option<String>,
+}
 
-fn record(row: &Row) -> Result<SessionRecord, DbError> {
+fn record(row: SessionRow) -> Result<SessionRecord, DbError> {
     Ok(SessionRecord {
-        id: SessionId::parse(row.get(0)).map_err(|_| corrupt())?,
-        user_id: UserId::parse(row.get(1)).map_err(|_| corrupt())?,
-        created_at: row.get(2),
-        last_active_at: row.get(3),
-        expires_at: row.get(4),
-        revoked_at: row.get(5),
-        revoke_reason: row.get(6),
-        user_agent: row.get(7),
-        ip: row.get(8),
+        id: SessionId::parse(&row.id).map_err(|_| corrupt())?,
+        user_id: UserId::parse(&row.user_id).map_err(|_| corrupt())?,
+        created_at: row.created_at,
+        last_active_at: row.last_active_at,
+        expires_at: row.expires_at,
+        revoked_at: row.revoked_at,
+        revoke_reason: row.revoke_reason,
+        user_agent: row.user_agent,
+        ip: row.ip,
     })
 }
 
@@ -47,18 +62,22 @@ async fn revoke_locked(
     session: &str,
     reason: &str,
 ) -> Result<Option<SessionRecord>, DbError> {
-    let row = db
-        .query_opt(
-            &format!(
-                "UPDATE sessions s SET revoked_at = COALESCE(s.revoked_at, now()), revoke_reason = COALESCE(s.revoke_reason, $2)
-                 WHERE s.id = $1 RETURNING {COLUMNS}"
-            ),
-            &[&session, &reason],
-        )
+    let row = sqlx::query_as!(
+SessionRow,
+"UPDATE sessions s SET revoked_at = COALESCE(s.revoked_at, now()), revoke_reason = COALESCE(s.revoke_reason, $2)
+                 WHERE s.id = $1 RETURNING s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip",
+session,
+reason,
+)
+        .fetch_optional(&mut *db.conn().await)
         .await?;
-    db.execute("UPDATE refresh_tokens SET invalidated_at = now() WHERE session_id = $1 AND invalidated_at IS NULL", &[&session])
-        .await?;
-    row.as_ref().map(record).transpose()
+    sqlx::query!(
+"UPDATE refresh_tokens SET invalidated_at = now() WHERE session_id = $1 AND invalidated_at IS NULL",
+session,
+)
+    .execute(&mut *db.conn().await)
+    .await?;
+    row.map(record).transpose()
 }
 
 impl IssuerStore {
@@ -66,64 +85,64 @@ impl IssuerStore {
         &mut self,
         s: &CreateSession,
     ) -> Result<Option<SessionRecord>, Error> {
-        let tx = self.client.transaction().await.map_err(DbError::from)?;
+        let tx = self.client.transaction().await?;
         // Inserting only when the user exists keeps a session from pointing nowhere.
-        let row = tx
-            .query_opt(
-                &format!(
-                    "INSERT INTO sessions AS s (id, user_id, expires_at, user_agent, ip)
+        let row = sqlx::query_as!(
+SessionRow,
+"INSERT INTO sessions AS s (id, user_id, expires_at, user_agent, ip)
                      SELECT $1, id, $3, $4, $5 FROM users WHERE id = $2
-                     RETURNING {COLUMNS}"
-                ),
-                &[
-                    &s.session_id.as_str(),
-                    &s.user_id.as_str(),
-                    &s.expires_at,
-                    &s.device.user_agent,
-                    &s.device.ip,
-                ],
-            )
-            .await
-            .map_err(DbError::from)?;
-        let Some(row) = row else { return Ok(None) };
-        tx.execute(
-            "INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
-            &[&s.refresh_token_hash, &s.session_id.as_str()],
-        )
+                     RETURNING s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip",
+s.session_id.as_str(),
+s.user_id.as_str(),
+s.expires_at,
+s.device.user_agent.as_deref(),
+s.device.ip.as_deref(),
+)
+        .fetch_optional(&mut *tx.conn().await)
         .await
         .map_err(DbError::from)?;
-        tx.commit().await.map_err(DbError::from)?;
-        Ok(Some(record(&row)?))
+        let Some(row) = row else { return Ok(None) };
+        sqlx::query!(
+            "INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
+            &s.refresh_token_hash,
+            s.session_id.as_str(),
+        )
+        .execute(&mut *tx.conn().await)
+        .await
+        .map_err(DbError::from)?;
+        tx.commit().await?;
+        Ok(Some(record(row)?))
     }
 
     /// Rotation with reuse detection, in one transaction under the session lock.
     pub async fn refresh(&mut self, r: &RefreshSession) -> Result<RefreshOutcome, Error> {
-        let tx = self.client.transaction().await.map_err(DbError::from)?;
+        let tx = self.client.transaction().await?;
         // Lock first, read second: under READ COMMITTED a statement that had
         // to wait for the lock still sees its older snapshot in subqueries,
         // so the read must be a new statement taken after the lock is held.
-        tx.query_opt(
-            "SELECT s.id FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = $1 FOR UPDATE OF s",
-            &[&r.token_hash],
-        )
+        sqlx::query!(
+"SELECT s.id FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = $1 FOR UPDATE OF s",
+&r.token_hash,
+)
+        .fetch_optional(&mut *tx.conn().await)
         .await
         .map_err(DbError::from)?;
-        let found = tx
-            .query_opt(
-                &format!(
-                    "SELECT {COLUMNS},
-                        t.consumed_at IS NOT NULL AS consumed,
-                        t.invalidated_at IS NOT NULL AS invalidated,
-                        s.expires_at <= now() AS past_absolute,
-                        s.last_active_at < now() - make_interval(secs => $2) AS past_idle,
+        let found = sqlx::query!(
+"SELECT s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip,
+                        t.consumed_at IS NOT NULL AS \"consumed!\",
+                        t.invalidated_at IS NOT NULL AS \"invalidated!\",
+                        s.expires_at <= now() AS \"past_absolute!\",
+                        s.last_active_at < now() - make_interval(secs => $2) AS \"past_idle!\",
                         t.consumed_at > now() - make_interval(secs => $3) AS within_leeway,
                         t.successor_hash, t.successor_sealed,
                         (SELECT n.consumed_at IS NULL AND n.invalidated_at IS NULL FROM refresh_tokens n WHERE n.token_hash = t.successor_hash) AS successor_live
                      FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
-                     WHERE t.token_hash = $1"
-                ),
-                &[&r.token_hash, &f64::from(r.idle_timeout_seconds), &f64::from(r.leeway_seconds)],
-            )
+                     WHERE t.token_hash = $1",
+&r.token_hash,
+f64::from(r.idle_timeout_seconds),
+f64::from(r.leeway_seconds),
+)
+            .fetch_optional(&mut *tx.conn().await)
             .await
             .map_err(DbError::from)?;
         let Some(row) = found else {
@@ -131,13 +150,27 @@ impl IssuerStore {
                 ApiError::new(ErrorCode::SessionInvalid, "the refresh token is not valid").into(),
             );
         };
-        let session = record(&row)?;
-        let (consumed, invalidated, past_absolute, past_idle): (bool, bool, bool, bool) =
-            (row.get(9), row.get(10), row.get(11), row.get(12));
-        let within_leeway: Option<bool> = row.get(13);
-        let successor_hash: Option<String> = row.get(14);
-        let successor_sealed: Option<String> = row.get(15);
-        let successor_live: Option<bool> = row.get(16);
+        let (consumed, invalidated, past_absolute, past_idle) = (
+            row.consumed,
+            row.invalidated,
+            row.past_absolute,
+            row.past_idle,
+        );
+        let within_leeway: Option<bool> = row.within_leeway;
+        let successor_hash: Option<String> = row.successor_hash;
+        let successor_sealed: Option<String> = row.successor_sealed;
+        let successor_live: Option<bool> = row.successor_live;
+        let session = record(SessionRow {
+            id: row.id,
+            user_id: row.user_id,
+            created_at: row.created_at,
+            last_active_at: row.last_active_at,
+            expires_at: row.expires_at,
+            revoked_at: row.revoked_at,
+            revoke_reason: row.revoke_reason,
+            user_agent: row.user_agent,
+            ip: row.ip,
+        })?;
 
         if session.revoked_at.is_some() {
             return Err(revoked_error(session.revoke_reason.as_deref()).into());
@@ -148,13 +181,14 @@ impl IssuerStore {
                 && within_leeway == Some(true)
                 && successor_live == Some(true);
             if let (true, Some(sealed), Some(hash)) = (replay, successor_sealed, successor_hash) {
-                tx.execute(
+                sqlx::query!(
                     "UPDATE sessions SET last_active_at = now() WHERE id = $1",
-                    &[&session.id.as_str()],
+                    session.id.as_str(),
                 )
+                .execute(&mut *tx.conn().await)
                 .await
                 .map_err(DbError::from)?;
-                tx.commit().await.map_err(DbError::from)?;
+                tx.commit().await?;
                 return Ok(RefreshOutcome::Replayed {
                     session,
                     successor_sealed: sealed,
@@ -164,37 +198,43 @@ impl IssuerStore {
             let revoked = revoke_locked(&tx, session.id.as_str(), "compromised")
                 .await?
                 .unwrap_or(session);
-            tx.commit().await.map_err(DbError::from)?;
+            tx.commit().await?;
             return Ok(RefreshOutcome::Compromised { session: revoked });
         }
         if past_absolute || past_idle {
             return Err(ApiError::new(ErrorCode::SessionInvalid, "the session has expired").into());
         }
-        tx.execute(
-            "UPDATE refresh_tokens SET consumed_at = now(), successor_hash = $2, successor_sealed = $3 WHERE token_hash = $1",
-            &[&r.token_hash, &r.new_token_hash, &r.successor_sealed],
-        )
+        sqlx::query!(
+"UPDATE refresh_tokens SET consumed_at = now(), successor_hash = $2, successor_sealed = $3 WHERE token_hash = $1",
+&r.token_hash,
+&r.new_token_hash,
+r.successor_sealed.as_deref(),
+)
+        .execute(&mut *tx.conn().await)
         .await
         .map_err(DbError::from)?;
-        tx.execute(
+        sqlx::query!(
             "INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
-            &[&r.new_token_hash, &session.id.as_str()],
+            &r.new_token_hash,
+            session.id.as_str(),
         )
+        .execute(&mut *tx.conn().await)
         .await
         .map_err(DbError::from)?;
-        let updated = tx
-            .query_one(
-                &format!(
-                    "UPDATE sessions s SET last_active_at = now(), user_agent = COALESCE($2, s.user_agent), ip = COALESCE($3, s.ip)
-                     WHERE s.id = $1 RETURNING {COLUMNS}"
-                ),
-                &[&session.id.as_str(), &r.device.user_agent, &r.device.ip],
-            )
+        let updated = sqlx::query_as!(
+SessionRow,
+"UPDATE sessions s SET last_active_at = now(), user_agent = COALESCE($2, s.user_agent), ip = COALESCE($3, s.ip)
+                     WHERE s.id = $1 RETURNING s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip",
+session.id.as_str(),
+r.device.user_agent.as_deref(),
+r.device.ip.as_deref(),
+)
+            .fetch_one(&mut *tx.conn().await)
             .await
             .map_err(DbError::from)?;
-        tx.commit().await.map_err(DbError::from)?;
+        tx.commit().await?;
         Ok(RefreshOutcome::Rotated {
-            session: record(&updated)?,
+            session: record(updated)?,
         })
     }
 
@@ -203,9 +243,9 @@ impl IssuerStore {
         session: &SessionId,
         reason: &str,
     ) -> Result<Option<SessionRecord>, Error> {
-        let tx = self.client.transaction().await.map_err(DbError::from)?;
+        let tx = self.client.transaction().await?;
         let revoked = revoke_locked(&tx, session.as_str(), reason).await?;
-        tx.commit().await.map_err(DbError::from)?;
+        tx.commit().await?;
         Ok(revoked)
     }
 
@@ -214,43 +254,42 @@ impl IssuerStore {
         user: &UserId,
         reason: &str,
     ) -> Result<Vec<SessionRecord>, Error> {
-        let tx = self.client.transaction().await.map_err(DbError::from)?;
-        let rows = tx
-            .query(
-                &format!(
-                    "UPDATE sessions s SET revoked_at = now(), revoke_reason = $2
-                     WHERE s.user_id = $1 AND s.revoked_at IS NULL RETURNING {COLUMNS}"
-                ),
-                &[&user.as_str(), &reason],
-            )
-            .await
-            .map_err(DbError::from)?;
-        tx.execute(
-            "UPDATE refresh_tokens SET invalidated_at = now()
-             WHERE invalidated_at IS NULL AND session_id IN (SELECT id FROM sessions WHERE user_id = $1)",
-            &[&user.as_str()],
-        )
+        let tx = self.client.transaction().await?;
+        let rows = sqlx::query_as!(
+SessionRow,
+"UPDATE sessions s SET revoked_at = now(), revoke_reason = $2
+                     WHERE s.user_id = $1 AND s.revoked_at IS NULL RETURNING s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip",
+user.as_str(),
+reason,
+)
+        .fetch_all(&mut *tx.conn().await)
         .await
         .map_err(DbError::from)?;
-        tx.commit().await.map_err(DbError::from)?;
-        Ok(rows.iter().map(record).collect::<Result<_, _>>()?)
+        sqlx::query!(
+"UPDATE refresh_tokens SET invalidated_at = now()
+             WHERE invalidated_at IS NULL AND session_id IN (SELECT id FROM sessions WHERE user_id = $1)",
+user.as_str(),
+)
+        .execute(&mut *tx.conn().await)
+        .await
+        .map_err(DbError::from)?;
+        tx.commit().await?;
+        Ok(rows.into_iter().map(record).collect::<Result<_, _>>()?)
     }
 
     /// The user's live sessions, newest first.
     pub async fn sessions_of(&self, user: &UserId) -> Result<Vec<SessionRecord>, Error> {
-        let rows = self
-            .client
-            .query(
-                &format!(
-                    "SELECT {COLUMNS} FROM sessions s
+        let rows = sqlx::query_as!(
+SessionRow,
+"SELECT s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip FROM sessions s
                      WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
-                     ORDER BY s.created_at DESC LIMIT 500"
-                ),
-                &[&user.as_str()],
-            )
-            .await
-            .map_err(DbError::from)?;
-        Ok(rows.iter().map(record).collect::<Result<_, _>>()?)
+                     ORDER BY s.created_at DESC LIMIT 500",
+user.as_str(),
+)
+        .fetch_all(&mut *self.client.conn().await)
+        .await
+        .map_err(DbError::from)?;
+        Ok(rows.into_iter().map(record).collect::<Result<_, _>>()?)
     }
 }
 
@@ -275,21 +314,21 @@ pub async fn revoked_sessions(
     since: Option<i64>,
 ) -> Result<RevokedSessionPage, Error> {
     let limit = limit.clamp(1, MAX_REVOKED_PAGE) as usize;
-    let client = db.get().await?;
+    // Schema-qualified statements need no session state: any pooled
+    // connection serves them.
+    let pool = db.pool();
     let from_schema = after
         .map(|c| c.issuer_id.store_schema())
         .unwrap_or_default();
     let after_session = after.map(|c| c.session_id.as_str()).unwrap_or_default();
-    let schemas: Vec<String> = client
-        .query(
-            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'iss\\_%' AND nspname >= $1 ORDER BY nspname",
-            &[&from_schema],
-        )
-        .await
-        .map_err(DbError::from)?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let schemas = sqlx::query_scalar!(
+        r#"SELECT nspname::text AS "nspname!" FROM pg_namespace
+           WHERE nspname LIKE 'iss\_%' AND nspname >= ($1::text)::name ORDER BY nspname"#,
+        from_schema,
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(DbError::from)?;
     let window = (MAX_TOKEN_LIFETIME_SECONDS + CLOCK_SLACK_SECONDS) as f64;
     // 0: since the epoch, i.e. every revocation inside the window.
     let since = since.unwrap_or(0) as f64;
@@ -316,11 +355,16 @@ pub async fn revoked_sessions(
              ORDER BY schema COLLATE \"C\", id COLLATE \"C\" LIMIT $4",
             arms.join(" UNION ALL ")
         );
-        let rows = client
-            .query(
-                &sql,
-                &[&from_schema, &after_session, &window, &remaining, &since],
-            )
+        // Schema names are interpolated (checked by safe_identifier above):
+        // statements over a dynamic set of schemas cannot be compile-time
+        // checked, so this one stays a runtime query.
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(&from_schema)
+            .bind(after_session)
+            .bind(window)
+            .bind(remaining)
+            .bind(since)
+            .fetch_all(pool)
             .await
             .map_err(DbError::from)?;
         for row in &rows {
