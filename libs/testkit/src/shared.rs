@@ -46,8 +46,9 @@ for pid in $IDM_REAP_PIDS; do
     kill -9 "$pid" 2>/dev/null
 done
 for db in $IDM_REAP_DBS; do
-    psql "$IDM_REAP_PG" -XAtq -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
+    psql "$IDM_REAP_PG" -XAtq -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 &
 done
+wait
 if command -v redis-cli >/dev/null 2>&1; then
     redis-cli -u "$IDM_REAP_REDIS" --scan --pattern "$IDM_REAP_PREFIX*" |
         xargs -r redis-cli -u "$IDM_REAP_REDIS" del >/dev/null 2>&1
