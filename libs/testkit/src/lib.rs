@@ -119,6 +119,11 @@ pub struct Options {
     /// that load the stores give the other services a core of their own,
     /// as separate machines would.
     pub store_hash_workers: usize,
+    /// Each store's queue of database work waiting for a connection (0:
+    /// the store's default, eight per connection). The store divides it
+    /// fairly among the issuers active at once, so a platform many tests
+    /// share needs a longer one for a test's burst to stay whole.
+    pub store_db_queue: usize,
     /// The plan of accounts the operator gave none ([`roomy_plan`] unless
     /// a test says otherwise; tests of plans set one per account).
     pub default_plan: idm_core::AccountPlan,
@@ -200,6 +205,7 @@ impl Default for Options {
             nats_tls: None,
             own_servers: None,
             store_hash_workers: 0,
+            store_db_queue: 0,
             default_plan: roomy_plan(),
             nats_cluster_nodes: 1,
         }
@@ -341,7 +347,7 @@ impl Platform {
                     password: idm_crypto::PasswordParams::default(),
                     max_parallel_hashes: options.store_hash_workers,
                     hash_queue: 0,
-                    db_queue: 0,
+                    db_queue: options.store_db_queue,
                 }),
             ));
         }
