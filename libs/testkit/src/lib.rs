@@ -250,6 +250,29 @@ pub struct Platform {
     /// Set once `stop` has cleaned up; otherwise `Drop` does (a test that
     /// failed or returned early never reaches its `stop`).
     cleaned_up: bool,
+    /// This platform's place among the process's running platforms
+    /// (see [`platform_slot`]); given back when it is dropped.
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// How many platforms one test process runs at once (`IDM_TEST_PLATFORMS`,
+/// 2 by default; the shared one counts). A platform holds 25-35 PostgreSQL
+/// connections; with the shared platform beside two of the tests' own the
+/// suite reached PostgreSQL's default limit of 100 (`too many clients`) on
+/// its own. A test waits here for a place before it creates anything.
+static PLATFORM_SLOTS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+    std::sync::OnceLock::new();
+
+async fn platform_slot() -> anyhow::Result<tokio::sync::OwnedSemaphorePermit> {
+    let slots = PLATFORM_SLOTS.get_or_init(|| {
+        let n = std::env::var("IDM_TEST_PLATFORMS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(2);
+        std::sync::Arc::new(tokio::sync::Semaphore::new(n))
+    });
+    Ok(std::sync::Arc::clone(slots).acquire_owned().await?)
 }
 
 fn basics(prefix: &str, nats: &NatsServer, identity: Identity) -> ServiceBasics {
@@ -269,6 +292,7 @@ impl Platform {
     }
 
     pub async fn start_with(options: Options) -> anyhow::Result<Self> {
+        let slot = platform_slot().await?;
         logs::install();
         let run_id = random_hex(6);
         let prefix = format!("t{run_id}");
@@ -335,6 +359,11 @@ impl Platform {
         let global_url = SecretString::from(db_urls[&global_db].clone());
         let session_master_key = master_key();
         let key_transport_key = master_key();
+        // Pools of the services on the global database are kept small: a
+        // test binary runs the shared platform and up to two of its own at
+        // once against one PostgreSQL (100 connections by default), and
+        // with four each they reached its limit (`too many clients`). The
+        // stores keep four: their fair share of work is sized from it.
         let mut specs: Vec<(String, services::Spec)> = Vec::new();
         for region in &options.regions {
             specs.push((
@@ -356,7 +385,7 @@ impl Platform {
             services::Spec::Session(idm_session::Config {
                 basics: basics(&prefix, &nats, Identity::Session),
                 database_url: global_url.clone(),
-                pool_size: 4,
+                pool_size: 2,
                 master_key: session_master_key.clone(),
                 key_transport_key: key_transport_key.clone(),
             }),
@@ -366,7 +395,7 @@ impl Platform {
             services::Spec::User(idm_user::Config {
                 basics: basics(&prefix, &nats, Identity::User),
                 database_url: global_url.clone(),
-                pool_size: 4,
+                pool_size: 2,
                 master_key: master_key(),
                 default_region: Region::Weur,
             }),
@@ -376,7 +405,7 @@ impl Platform {
             services::Spec::Account(idm_account::Config {
                 basics: basics(&prefix, &nats, Identity::Account),
                 database_url: global_url.clone(),
-                pool_size: 4,
+                pool_size: 2,
                 operator_token: SecretString::from(operator_token.clone()),
                 default_plan: options.default_plan.clone(),
             }),
@@ -386,7 +415,7 @@ impl Platform {
             services::Spec::Auth(Box::new(idm_auth::Config {
                 basics: basics(&prefix, &nats, Identity::Auth),
                 database_url: global_url.clone(),
-                pool_size: 2,
+                pool_size: 1,
                 redis_url: SecretString::from(redis_url.clone()),
                 redis_prefix: format!("{prefix}:"),
                 master_key: master_key(),
@@ -414,7 +443,7 @@ impl Platform {
             services::Spec::Deletion(idm_deletion_worker::Config {
                 basics: basics(&prefix, &nats, Identity::DeletionWorker),
                 database_url: global_url.clone(),
-                pool_size: 2,
+                pool_size: 1,
             }),
         ));
         specs.push((
@@ -422,7 +451,7 @@ impl Platform {
             services::Spec::Webhook(idm_webhook::Config {
                 basics: basics(&prefix, &nats, Identity::Webhook),
                 database_url: global_url.clone(),
-                pool_size: 2,
+                pool_size: 1,
             }),
         ));
         let mut edge_waf = options.edge_waf.clone();
@@ -487,6 +516,7 @@ impl Platform {
             session_master_key,
             key_transport_key,
             cleaned_up: false,
+            _slot: slot,
         })
     }
 
