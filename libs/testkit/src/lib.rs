@@ -3,7 +3,8 @@
 //! own NATS server (authenticated, with the permissions of the bus table,
 //! see `nats`), subject prefix and Redis key prefix. Services run as
 //! libraries on port 0, exactly as their binaries would run them, each
-//! logged in to NATS with its own nkey.
+//! logged in to NATS with its own nkey. `Platform::shared()` gives the
+//! tests of a binary one such platform to share (see `shared`).
 
 mod client;
 mod logs;
