@@ -3,7 +3,8 @@
 //! own NATS server (authenticated, with the permissions of the bus table,
 //! see `nats`), subject prefix and Redis key prefix. Services run as
 //! libraries on port 0, exactly as their binaries would run them, each
-//! logged in to NATS with its own nkey.
+//! logged in to NATS with its own nkey. `Platform::shared()` gives the
+//! tests of a binary one such platform to share (see `shared`).
 
 mod client;
 mod logs;
@@ -120,6 +121,11 @@ pub struct Options {
     /// that load the stores give the other services a core of their own,
     /// as separate machines would.
     pub store_hash_workers: usize,
+    /// Each store's queue of database work waiting for a connection (0:
+    /// the store's default, eight per connection). The store divides it
+    /// fairly among the issuers active at once, so a platform many tests
+    /// share needs a longer one for a test's burst to stay whole.
+    pub store_db_queue: usize,
     /// The plan of accounts the operator gave none ([`roomy_plan`] unless
     /// a test says otherwise; tests of plans set one per account).
     pub default_plan: idm_core::AccountPlan,
@@ -205,6 +211,7 @@ impl Default for Options {
             nats_tls: None,
             own_servers: None,
             store_hash_workers: 0,
+            store_db_queue: 0,
             default_plan: roomy_plan(),
             nats_cluster_nodes: 1,
             redis_url: None,
@@ -250,6 +257,29 @@ pub struct Platform {
     /// Set once `stop` has cleaned up; otherwise `Drop` does (a test that
     /// failed or returned early never reaches its `stop`).
     cleaned_up: bool,
+    /// This platform's place among the process's running platforms
+    /// (see [`platform_slot`]); given back when it is dropped.
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// How many platforms one test process runs at once (`IDM_TEST_PLATFORMS`,
+/// 2 by default; the shared one counts). A platform holds 25-35 PostgreSQL
+/// connections; with the shared platform beside two of the tests' own the
+/// suite reached PostgreSQL's default limit of 100 (`too many clients`) on
+/// its own. A test waits here for a place before it creates anything.
+static PLATFORM_SLOTS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+    std::sync::OnceLock::new();
+
+async fn platform_slot() -> anyhow::Result<tokio::sync::OwnedSemaphorePermit> {
+    let slots = PLATFORM_SLOTS.get_or_init(|| {
+        let n = std::env::var("IDM_TEST_PLATFORMS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(2);
+        std::sync::Arc::new(tokio::sync::Semaphore::new(n))
+    });
+    Ok(std::sync::Arc::clone(slots).acquire_owned().await?)
 }
 
 fn basics(prefix: &str, nats: &NatsServer, identity: Identity) -> ServiceBasics {
@@ -270,6 +300,7 @@ impl Platform {
     }
 
     pub async fn start_with(options: Options) -> anyhow::Result<Self> {
+        let slot = platform_slot().await?;
         logs::install();
         let run_id = random_hex(6);
         let prefix = format!("t{run_id}");
@@ -336,6 +367,11 @@ impl Platform {
         let global_url = SecretString::from(db_urls[&global_db].clone());
         let session_master_key = master_key();
         let key_transport_key = master_key();
+        // Pools of the services on the global database are kept small: a
+        // test binary runs the shared platform and up to two of its own at
+        // once against one PostgreSQL (100 connections by default), and
+        // with four each they reached its limit (`too many clients`). The
+        // stores keep four: their fair share of work is sized from it.
         let mut specs: Vec<(String, services::Spec)> = Vec::new();
         for region in &options.regions {
             specs.push((
@@ -348,7 +384,7 @@ impl Platform {
                     password: idm_crypto::PasswordParams::default(),
                     max_parallel_hashes: options.store_hash_workers,
                     hash_queue: 0,
-                    db_queue: 0,
+                    db_queue: options.store_db_queue,
                 }),
             ));
         }
@@ -357,7 +393,7 @@ impl Platform {
             services::Spec::Session(idm_session::Config {
                 basics: basics(&prefix, &nats, Identity::Session),
                 database_url: global_url.clone(),
-                pool_size: 4,
+                pool_size: 2,
                 master_key: session_master_key.clone(),
                 key_transport_key: key_transport_key.clone(),
             }),
@@ -367,7 +403,7 @@ impl Platform {
             services::Spec::User(idm_user::Config {
                 basics: basics(&prefix, &nats, Identity::User),
                 database_url: global_url.clone(),
-                pool_size: 4,
+                pool_size: 2,
                 master_key: master_key(),
                 default_region: Region::Weur,
             }),
@@ -377,7 +413,7 @@ impl Platform {
             services::Spec::Account(idm_account::Config {
                 basics: basics(&prefix, &nats, Identity::Account),
                 database_url: global_url.clone(),
-                pool_size: 4,
+                pool_size: 2,
                 operator_token: SecretString::from(operator_token.clone()),
                 default_plan: options.default_plan.clone(),
             }),
@@ -387,7 +423,7 @@ impl Platform {
             services::Spec::Auth(Box::new(idm_auth::Config {
                 basics: basics(&prefix, &nats, Identity::Auth),
                 database_url: global_url.clone(),
-                pool_size: 2,
+                pool_size: 1,
                 redis_url: SecretString::from(redis_url.clone()),
                 redis_prefix: format!("{prefix}:"),
                 master_key: master_key(),
@@ -415,7 +451,7 @@ impl Platform {
             services::Spec::Deletion(idm_deletion_worker::Config {
                 basics: basics(&prefix, &nats, Identity::DeletionWorker),
                 database_url: global_url.clone(),
-                pool_size: 2,
+                pool_size: 1,
             }),
         ));
         specs.push((
@@ -423,7 +459,7 @@ impl Platform {
             services::Spec::Webhook(idm_webhook::Config {
                 basics: basics(&prefix, &nats, Identity::Webhook),
                 database_url: global_url.clone(),
-                pool_size: 2,
+                pool_size: 1,
             }),
         ));
         let mut edge_waf = options.edge_waf.clone();
@@ -488,6 +524,7 @@ impl Platform {
             session_master_key,
             key_transport_key,
             cleaned_up: false,
+            _slot: slot,
         })
     }
 
@@ -718,7 +755,7 @@ impl Drop for Platform {
                     .enable_all()
                     .build()?;
                 runtime.block_on(async {
-                    tokio::time::timeout(Duration::from_secs(30), async {
+                    tokio::time::timeout(Duration::from_secs(120), async {
                         // Redis first: the databases' FORCE ends whatever
                         // connection a dying service still holds.
                         let keys = delete_redis_keys(&redis_url, &redis_prefix).await;
@@ -727,7 +764,7 @@ impl Drop for Platform {
                             .and(keys.map(|_| ()))
                     })
                     .await
-                    .context("platform cleanup took over 30 s")?
+                    .context("platform cleanup took over 120 s")?
                 })
             });
         let outcome = match cleanup {
@@ -769,15 +806,22 @@ async fn delete_redis_keys(url: &str, prefix: &str) -> anyhow::Result<usize> {
     Ok(keys.len())
 }
 
-/// Drops test databases, ending any connection still open to them.
+/// Drops test databases, ending any connection still open to them. A few
+/// at a time: on a busy server each drop waits for I/O, and one after
+/// another nine of them took over 30 s under load.
 async fn drop_databases(admin_url: &str, names: &[String]) -> anyhow::Result<()> {
-    let admin = pg_connect(admin_url).await?;
-    for name in names {
-        admin
+    use futures::StreamExt;
+    let drops = futures::stream::iter(names.iter().map(|name| async move {
+        pg_connect(admin_url)
+            .await?
             .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await?;
-    }
-    Ok(())
+            .await
+            .with_context(|| format!("dropping {name}"))
+    }))
+    .buffer_unordered(3)
+    .collect::<Vec<_>>()
+    .await;
+    drops.into_iter().collect()
 }
 
 fn edge_config(

@@ -46,8 +46,9 @@ for pid in $IDM_REAP_PIDS; do
     kill -9 "$pid" 2>/dev/null
 done
 for db in $IDM_REAP_DBS; do
-    psql "$IDM_REAP_PG" -XAtq -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
+    psql "$IDM_REAP_PG" -XAtq -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 &
 done
+wait
 if command -v redis-cli >/dev/null 2>&1; then
     redis-cli -u "$IDM_REAP_REDIS" --scan --pattern "$IDM_REAP_PREFIX*" |
         xargs -r redis-cli -u "$IDM_REAP_REDIS" del >/dev/null 2>&1
@@ -67,14 +68,19 @@ impl Platform {
     }
 }
 
-/// Loopback trusted as a proxy (tests place users by country), and the
-/// platform-wide key-lookup budget per client network raised: every test
-/// calls from 127.0.0.1 with keys of its own, and together they miss the
-/// key cache far more often than one client of a real platform may (the
-/// test of that budget runs on a platform of its own).
+/// Loopback trusted as a proxy (tests place users by country), and two
+/// platform-wide budgets raised that tests sharing a platform would
+/// otherwise split among themselves: the key lookups per client network
+/// (every test calls from 127.0.0.1 with keys of its own, and together they
+/// miss the key cache far more often than one client of a real platform
+/// may; the test of that budget runs on a platform of its own), and each
+/// store's queue of database work, which the store shares fairly among the
+/// issuers active at once (a test's burst of twenty refreshes was shed with
+/// `overloaded` while other tests' issuers were busy on the same store).
 fn options() -> Options {
     let mut options = Options::behind_loopback_proxy();
     options.edge_waf.key_lookups_per_minute = 1_000_000;
+    options.store_db_queue = 1024;
     options
 }
 

@@ -1,6 +1,8 @@
 //! Cross-service end-to-end and security suites, run against the real
-//! PostgreSQL, Redis and NATS through edge-guard's HTTP API. Every test
-//! starts its own isolated platform (see `idm-testkit`).
+//! PostgreSQL, Redis and NATS through edge-guard's HTTP API. Tests that
+//! isolation by issuer suffices for run on the binary's shared platform
+//! (`Platform::shared()`, own accounts and addresses); the others start
+//! their own (`Platform::start`, each with a `// Own platform: <why>`).
 
 mod attacks;
 mod bad_input;
