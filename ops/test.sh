@@ -80,9 +80,10 @@ for arg in "$@"; do
 	case $arg in -p | -p* | --package | --package=*) scope=() ;; esac
 done
 
-idm_say "cargo test ${scope[*]}${*:+ $*} (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+# --no-fail-fast: one failing test binary must not hide the others' results.
+idm_say "cargo test --no-fail-fast ${scope[*]}${*:+ $*} (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 rc=0
-cargo test "${scope[@]}" "$@" || rc=$?
+cargo test --no-fail-fast "${scope[@]}" "$@" || rc=$?
 if ((rc)); then
 	idm_err "tests failed (cargo exit code $rc)"
 fi

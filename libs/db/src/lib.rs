@@ -7,7 +7,7 @@ mod tls;
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Executor as _, Postgres};
+use sqlx::{ConnectOptions as _, Executor as _, Postgres};
 use std::borrow::Cow;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -120,7 +120,14 @@ impl Db {
     }
 
     fn connect_with(url: &str, max_size: usize, resetting: bool) -> Result<Self, DbError> {
-        let options = tls::connect_options(url)?;
+        // No statement logging by sqlx: its per-statement check is a
+        // `tracing::enabled!` probe, which under per-layer filters leaves the
+        // thread's filter state set, so the next span made on that thread
+        // (a bus call's client span) is dropped by the OpenTelemetry layer
+        // and the trace loses a link (tests/tests/observability.rs caught
+        // it). Statement text is personal data anyway; slow statements show
+        // in the pool and request metrics.
+        let options = tls::connect_options(url)?.disable_statement_logging();
         let max = u32::try_from(max_size.max(1)).unwrap_or(u32::MAX);
         let mut pool = PgPoolOptions::new()
             .max_connections(max)
