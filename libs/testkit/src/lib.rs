@@ -263,10 +263,11 @@ pub struct Platform {
 }
 
 /// How many platforms one test process runs at once (`IDM_TEST_PLATFORMS`,
-/// 2 by default; the shared one counts). A platform holds 25-35 PostgreSQL
-/// connections; with the shared platform beside two of the tests' own the
-/// suite reached PostgreSQL's default limit of 100 (`too many clients`) on
-/// its own. A test waits here for a place before it creates anything.
+/// 3 by default; the shared one counts): the shared one and one per test
+/// thread (two on two cores). A platform holds about 25 PostgreSQL
+/// connections since the global pools shrank: the e2e binary peaked at 70
+/// of PostgreSQL's default 100 with three (2 on a machine shared with other
+/// test runs; each waits here for a place before it creates anything).
 static PLATFORM_SLOTS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
     std::sync::OnceLock::new();
 
@@ -276,7 +277,7 @@ async fn platform_slot() -> anyhow::Result<tokio::sync::OwnedSemaphorePermit> {
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
             .filter(|n| *n > 0)
-            .unwrap_or(2);
+            .unwrap_or(3);
         std::sync::Arc::new(tokio::sync::Semaphore::new(n))
     });
     Ok(std::sync::Arc::clone(slots).acquire_owned().await?)
