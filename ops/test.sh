@@ -80,9 +80,16 @@ for arg in "$@"; do
 	case $arg in -p | -p* | --package | --package=*) scope=() ;; esac
 done
 
+# The browser client is built before the suite: its e2e tests load
+# clients/js/dist/idmesh.js (IDM_TEST_JS=0 skips this).
+if [[ ${IDM_TEST_JS:-1} != 0 ]] && ! "$ROOT/ops/js-client.sh"; then
+	idm_err "clients/js failed to build or its tests failed"
+	js_failed=1
+fi
+
 # --no-fail-fast: one failing test binary must not hide the others' results.
 idm_say "cargo test --no-fail-fast ${scope[*]}${*:+ $*} (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-rc=0
+rc=${js_failed:-0}
 cargo test --no-fail-fast "${scope[@]}" "$@" || rc=$?
 if ((rc)); then
 	idm_err "tests failed (cargo exit code $rc)"
