@@ -286,9 +286,7 @@ mod tests {
     }
 
     fn plain(opened: Result<Opened, CryptoError>) -> Option<(Vec<u8>, Which, bool)> {
-        opened
-            .ok()
-            .map(|o| (o.plaintext.to_vec(), o.key, o.tagged))
+        opened.ok().map(|o| (o.plaintext.to_vec(), o.key, o.tagged))
     }
 
     #[test]
@@ -334,7 +332,7 @@ mod tests {
         let sealed = a.seal(b"secret", b"row").unwrap_or_default();
         let wrong = keys(2, Some(3));
         assert!(wrong.open(&sealed, b"row").is_err());
-        assert!(matches!(wrong.reseal(&sealed, b"row"), Err(_)));
+        assert!(wrong.reseal(&sealed, b"row").is_err());
         let right = keys(2, Some(1));
         assert!(right.open(&sealed, b"other row").is_err());
         // A forged tag naming the current key does not make a value open.

@@ -264,11 +264,7 @@ async fn second_step(state: &State, req: &VerifyMfa) -> Result<PendingMfa, Error
         }
         (None, None) => return Err(codes::invalid().into()),
     }
-    if !state
-        .codes
-        .consume(&entry, &expected)
-        .await?
-    {
+    if !state.codes.consume(&entry, &expected).await? {
         return Err(codes::invalid().into());
     }
     Ok(pending)

@@ -140,12 +140,7 @@ async fn redeem_magic_link(state: &State, req: &VerifyMagicLink) -> Result<Email
         .attempt(Kind::MagicLink, &req.ctx.issuer_id, code, 3)
         .await?;
     let expected = state.codes.mac_of(&entry, code, code);
-    if !idm_crypto::ct_eq(&entry.mac, &expected)
-        || !state
-            .codes
-            .consume(&entry, &expected)
-            .await?
-    {
+    if !idm_crypto::ct_eq(&entry.mac, &expected) || !state.codes.consume(&entry, &expected).await? {
         return Err(codes::invalid().into());
     }
     open_address(state, &req.ctx.issuer_id, code, &entry.payload)
@@ -230,10 +225,7 @@ pub(crate) async fn redeem_email_code(
         state.budgets.failed(charge).await?;
         return Err(codes::invalid().into());
     }
-    let won = state
-        .codes
-        .consume(&entry, &expected)
-        .await?;
+    let won = state.codes.consume(&entry, &expected).await?;
     // The code was right even if another use of it won: not a wrong guess.
     state.budgets.succeeded(charge).await?;
     if won {

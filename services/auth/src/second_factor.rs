@@ -24,10 +24,9 @@ pub fn open_secret(
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(sealed)
         .map_err(|e| ApiError::internal_from(&e))?;
-    let opened = state
-        .master
-        .open(&bytes, &aad(issuer, user))
-        .inspect_err(|e| tracing::error!(issuer = %issuer, error = %e, "a TOTP secret does not open"))?;
+    let opened = state.master.open(&bytes, &aad(issuer, user)).inspect_err(
+        |e| tracing::error!(issuer = %issuer, error = %e, "a TOTP secret does not open"),
+    )?;
     Ok(opened.plaintext)
 }
 
@@ -140,8 +139,15 @@ async fn totp_matches(
     let Some(sealed) = current.active_sealed else {
         return Ok(false);
     };
-    let secret =
-        open_stored_secret(state, issuer, user, region, store::TotpSlot::Active, &sealed).await?;
+    let secret = open_stored_secret(
+        state,
+        issuer,
+        user,
+        region,
+        store::TotpSlot::Active,
+        &sealed,
+    )
+    .await?;
     let generator = totp::totp(&secret, "verify").map_err(|e| ApiError::internal_from(&e))?;
     let Some(step) = totp::matching_step(&generator, code, state.codes.clock().unix()) else {
         return Ok(false);

@@ -122,10 +122,7 @@ async fn redeem(state: &State, req: &CheckVerification) -> Result<(), Error> {
         state.budgets.failed(charge).await?;
         return Err(codes::invalid().into());
     }
-    let won = state
-        .codes
-        .consume(&entry, &expected)
-        .await?;
+    let won = state.codes.consume(&entry, &expected).await?;
     state.budgets.succeeded(charge).await?;
     if won {
         Ok(())

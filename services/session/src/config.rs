@@ -40,9 +40,7 @@ impl Config {
     }
 
     pub(crate) fn master_key_previous(&self) -> Option<&str> {
-        self.master_key_previous
-            .as_ref()
-            .map(|k| k.expose_secret())
+        self.master_key_previous.as_ref().map(|k| k.expose_secret())
     }
 
     pub(crate) fn key_transport_key(&self) -> &str {

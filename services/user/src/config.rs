@@ -44,8 +44,6 @@ impl Config {
     }
 
     pub(crate) fn master_key_previous(&self) -> Option<&str> {
-        self.master_key_previous
-            .as_ref()
-            .map(|k| k.expose_secret())
+        self.master_key_previous.as_ref().map(|k| k.expose_secret())
     }
 }

@@ -74,7 +74,10 @@ async fn under_current(
 ) -> anyhow::Result<(usize, usize)> {
     let keys = platform.sealing_keys(service)?;
     let rows = sealed_rows(platform, service, tenant).await?;
-    Ok((rows.iter().filter(|r| keys.is_current(r)).count(), rows.len()))
+    Ok((
+        rows.iter().filter(|r| keys.is_current(r)).count(),
+        rows.len(),
+    ))
 }
 
 /// `idm_sealed_rows_previous_key` of `service` as its `/metrics` shows it
@@ -147,7 +150,9 @@ async fn master_keys_rotate_online_and_everything_sealed_before_still_works() ->
     // failed TOTP codes (the user backs off), and an email code whose mail
     // is still queued (the mail sink is down).
     let plain = "plain.person@example.com";
-    let signed_up = platform.sign_up(&tenant, ORIGIN, None, plain, PASSWORD).await?;
+    let signed_up = platform
+        .sign_up(&tenant, ORIGIN, None, plain, PASSWORD)
+        .await?;
     assert_eq!(signed_up.status, 201, "{}", signed_up.json);
     let old_token = signed_up.str("/session_token");
     let old_refresh = signed_up.str("/refresh_token");
@@ -209,7 +214,10 @@ async fn master_keys_rotate_online_and_everything_sealed_before_still_works() ->
     assert_eq!(r.status, 200, "TOTP sign-in: {}", r.json);
     // The mail queued under A is sent, and its code (MAC'd under A) verifies.
     platform.smtp.resume().await?;
-    let mail = platform.smtp.wait_for(plain, 0, Duration::from_secs(40)).await?;
+    let mail = platform
+        .smtp
+        .wait_for(plain, 0, Duration::from_secs(40))
+        .await?;
     let code = idm_testkit::smtp::six_digit_code(&mail).unwrap_or_default();
     let r = post(
         &platform,
@@ -238,7 +246,11 @@ async fn master_keys_rotate_online_and_everything_sealed_before_still_works() ->
     let r = verify(&platform, 0, &tenant, &r.str("/session_token")).await?;
     assert_eq!(r.status, 200, "{}", r.json);
     let r = totp_sign_in(&platform, &tenant, &idle).await?;
-    assert_eq!(r.status, 200, "the idle user's TOTP with B alone: {}", r.json);
+    assert_eq!(
+        r.status, 200,
+        "the idle user's TOTP with B alone: {}",
+        r.json
+    );
     let r = totp_sign_in(&platform, &tenant, &totp).await?;
     assert_eq!(r.status, 200, "{}", r.json);
 
@@ -263,7 +275,12 @@ async fn master_keys_rotate_online_and_everything_sealed_before_still_works() ->
         .restart_with_master_keys("user", c.clone(), Some(idm_testkit::master_key()))
         .await?;
     let r = signs_in(&platform, &tenant, plain).await?;
-    assert!(r.status >= 500, "a wrong previous key: {} {}", r.status, r.json);
+    assert!(
+        r.status >= 500,
+        "a wrong previous key: {} {}",
+        r.status,
+        r.json
+    );
     assert_eq!(sealed_rows(&mut platform, "user", &tenant).await?, before);
     // The operator corrects it: C with B as previous works again.
     platform
