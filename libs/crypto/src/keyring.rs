@@ -216,8 +216,10 @@ impl MasterKeys {
 pub struct ResealPass {
     /// Rows this pass moved to the current key.
     pub resealed: u64,
-    /// Rows still under the previous key (or untagged) after the pass: a
-    /// concurrent writer changed them first; the next pass takes them.
+    /// Rows still under the previous key (or untagged) after the pass. A
+    /// row whose compare-and-swap lost to a concurrent writer is not one:
+    /// every writer seals under the current key. A pass that fails midway
+    /// (a database or store error) publishes nothing and is retried.
     pub previous: u64,
     /// Rows neither configured key opens.
     pub unreadable: u64,

@@ -165,13 +165,16 @@ async fn master_keys_rotate_online_and_everything_sealed_before_still_works() ->
         assert_eq!(r.code(), Some("code_invalid"), "{attempt}: {}", r.json);
     }
     let outstanding_mfa = mfa_token(&platform, &tenant, &totp.email).await?;
+    // (A new address: a code proving the plain user's address would, by
+    // design, void its unproven password: account pre-hijacking.)
+    let newcomer = "new.person@example.com";
     platform.smtp.stop();
     let r = post(
         &platform,
         &tenant,
         "/v1/client/email_codes",
         None,
-        json!({ "email": plain }),
+        json!({ "email": newcomer }),
     )
     .await?;
     assert_eq!(r.status, 202, "{}", r.json);
@@ -216,7 +219,7 @@ async fn master_keys_rotate_online_and_everything_sealed_before_still_works() ->
     platform.smtp.resume().await?;
     let mail = platform
         .smtp
-        .wait_for(plain, 0, Duration::from_secs(40))
+        .wait_for(newcomer, 0, Duration::from_secs(40))
         .await?;
     let code = idm_testkit::smtp::six_digit_code(&mail).unwrap_or_default();
     let r = post(
@@ -224,7 +227,7 @@ async fn master_keys_rotate_online_and_everything_sealed_before_still_works() ->
         &tenant,
         "/v1/client/email_codes/verify",
         None,
-        json!({ "email": plain, "code": code }),
+        json!({ "email": newcomer, "code": code }),
     )
     .await?;
     assert_eq!(r.status, 200, "the outstanding email code: {}", r.json);
