@@ -92,6 +92,15 @@ for s in SERVICES:
         env += env_secret("EDGE_HASH_KEY", "idmesh-global", "edge-hash-key")
     if name in ("auth", "session", "user"):
         env += env_secret(f"{p}_MASTER_KEY", "idmesh-global", f"{name}-master-key")
+        # During a master-key rotation only: the key before it (optional;
+        # docs/OPERATIONS.md "Keys and their rotation").
+        env += f"""            - name: {p}_MASTER_KEY_PREVIOUS
+              valueFrom:
+                secretKeyRef:
+                  name: idmesh-global
+                  key: {name}-master-key-previous
+                  optional: true
+"""
     if name in ("session", "edge-guard"):
         # Seals signing keys on their way from session to the edges only.
         env += env_secret(f"{p}_KEY_TRANSPORT_KEY", "idmesh-global", "key-transport-key")

@@ -377,6 +377,8 @@ static AUTH: Rights = Rights {
                 store::DISABLE_TOTP,
                 store::REPLACE_BACKUP_CODES,
                 store::SET_PASSWORD,
+                store::LIST_SEALED_TOTP,
+                store::RESEAL_TOTP,
             ],
         },
     ],

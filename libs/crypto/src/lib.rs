@@ -4,6 +4,7 @@
 
 pub mod aead;
 pub mod key_transport;
+pub mod keyring;
 pub mod password;
 pub mod session_token;
 
@@ -13,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 pub use aead::MasterKey;
 pub use key_transport::KeyTransport;
+pub use keyring::{MasterKeys, Which};
 pub use password::{HashSlot, PasswordHasher, PasswordParams};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +23,13 @@ pub enum CryptoError {
     BadMasterKey,
     #[error("sealed data could not be opened")]
     Unseal,
+    /// Neither the current nor the previous master key opens a sealed
+    /// value: the master key was changed without the old one given as
+    /// `<P>_MASTER_KEY_PREVIOUS`, or the value was altered.
+    #[error("sealed data opens with neither the current nor the previous master key (was the master key changed without setting the old one as <P>_MASTER_KEY_PREVIOUS?)")]
+    NoMasterKeyOpens,
+    #[error("the previous master key is the current one")]
+    PreviousIsCurrent,
     #[error("password hashing failed: {0}")]
     Hashing(String),
     #[error("password worker pool is gone")]

@@ -55,7 +55,9 @@ fn random_hex(bytes: usize) -> String {
     uuid::Uuid::new_v4().simple().to_string()[..bytes * 2].to_owned()
 }
 
-fn master_key() -> SecretString {
+/// A fresh master key, as an operator would generate one
+/// (`openssl rand -base64 32`).
+pub fn master_key() -> SecretString {
     SecretString::from(
         base64::engine::general_purpose::STANDARD.encode(idm_crypto::random_bytes::<32>()),
     )
@@ -252,6 +254,7 @@ pub struct Platform {
     /// The session service's master key (tests that play an attacker holding
     /// a real signing key read it from the database with this).
     session_master_key: SecretString,
+    session_master_key_previous: Option<SecretString>,
     /// Shared by the session service and every edge replica only.
     key_transport_key: SecretString,
     /// Set once `stop` has cleaned up; otherwise `Drop` does (a test that
@@ -396,6 +399,7 @@ impl Platform {
                 database_url: global_url.clone(),
                 pool_size: 2,
                 master_key: session_master_key.clone(),
+                master_key_previous: None,
                 key_transport_key: key_transport_key.clone(),
             }),
         ));
@@ -406,6 +410,7 @@ impl Platform {
                 database_url: global_url.clone(),
                 pool_size: 2,
                 master_key: master_key(),
+                master_key_previous: None,
                 default_region: Region::Weur,
             }),
         ));
@@ -428,6 +433,7 @@ impl Platform {
                 redis_url: SecretString::from(redis_url.clone()),
                 redis_prefix: format!("{prefix}:"),
                 master_key: master_key(),
+                master_key_previous: None,
                 min_sign_in: options.min_sign_in,
                 min_verify: options.min_sign_in,
                 magic_link_ttl: Duration::from_secs(900),
@@ -523,6 +529,7 @@ impl Platform {
             edge_waf,
             edge_trusted_proxies: options.edge_trusted_proxies,
             session_master_key,
+            session_master_key_previous: None,
             key_transport_key,
             cleaned_up: false,
             _slot: slot,
@@ -604,6 +611,53 @@ impl Platform {
         service.start_again(name, &parent).await
     }
 
+    /// The master keys (current, previous) `service` (session, user or
+    /// auth) runs with.
+    pub fn master_keys(
+        &mut self,
+        service: &str,
+    ) -> anyhow::Result<(SecretString, Option<SecretString>)> {
+        self.service(service)?
+            .master_keys()
+            .with_context(|| format!("{service} has no master key"))
+    }
+
+    /// The master keys `service` runs with, as the service itself holds
+    /// them (to tell which key a stored value is sealed under).
+    pub fn sealing_keys(&mut self, service: &str) -> anyhow::Result<idm_crypto::MasterKeys> {
+        let (current, previous) = self.master_keys(service)?;
+        Ok(idm_crypto::MasterKeys::from_base64(
+            current.expose_secret(),
+            previous.as_ref().map(|k| k.expose_secret()),
+        )?)
+    }
+
+    /// Stops `service` (session, user or auth), then starts it again with
+    /// `current` as its master key and `previous` as the key before it: the
+    /// operator's rotation step (or, with `previous` left out, its end).
+    pub async fn restart_with_master_keys(
+        &mut self,
+        service: &str,
+        current: SecretString,
+        previous: Option<SecretString>,
+    ) -> anyhow::Result<()> {
+        let parent = self.shutdown.clone();
+        if service == "session" {
+            self.session_master_key = current.clone();
+            self.session_master_key_previous = previous.clone();
+        }
+        let running = self.service(service)?;
+        if running.is_running() {
+            running.request_stop();
+            running.stopped().await;
+        }
+        anyhow::ensure!(
+            running.set_master_keys(current, previous),
+            "{service} has no master key"
+        );
+        running.start_again(service, &parent).await
+    }
+
     pub async fn region_db(&self, region: Region) -> anyhow::Result<tokio_postgres::Client> {
         pg_connect(&self.db_urls[&self.region_dbs[&region]]).await
     }
@@ -620,7 +674,12 @@ impl Platform {
         issuer: &str,
     ) -> anyhow::Result<Vec<idm_crypto::session_token::RingKey>> {
         let issuer = idm_core::IssuerId::parse(issuer)?;
-        let master = idm_crypto::MasterKey::from_base64(self.session_master_key.expose_secret())?;
+        let master = idm_crypto::MasterKeys::from_base64(
+            self.session_master_key.expose_secret(),
+            self.session_master_key_previous
+                .as_ref()
+                .map(|k| k.expose_secret()),
+        )?;
         let rows = self
             .global()
             .await?

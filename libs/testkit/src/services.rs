@@ -40,6 +40,21 @@ impl Spec {
         })
     }
 
+    /// The master keys of session, user or auth (for a master-key rotation).
+    fn master_keys_mut(
+        &mut self,
+    ) -> Option<(
+        &mut secrecy::SecretString,
+        &mut Option<secrecy::SecretString>,
+    )> {
+        match self {
+            Spec::Session(c) => Some((&mut c.master_key, &mut c.master_key_previous)),
+            Spec::User(c) => Some((&mut c.master_key, &mut c.master_key_previous)),
+            Spec::Auth(c) => Some((&mut c.master_key, &mut c.master_key_previous)),
+            _ => None,
+        }
+    }
+
     /// The next start binds the addresses this one got, so a restarted
     /// service is where its callers expect it.
     fn pin(&mut self, http: SocketAddr, ops: Option<SocketAddr>) {
@@ -200,6 +215,31 @@ impl Service {
         self.stop.cancel();
         if let Some(Handle::Own { kill, .. }) = self.handle.take() {
             let _ = kill.send(());
+        }
+    }
+
+    /// The master keys (current, previous) this service starts with.
+    pub fn master_keys(
+        &mut self,
+    ) -> Option<(secrecy::SecretString, Option<secrecy::SecretString>)> {
+        self.spec
+            .master_keys_mut()
+            .map(|(current, previous)| (current.clone(), previous.clone()))
+    }
+
+    /// Sets the master keys for its next start; `false` when it has none.
+    pub fn set_master_keys(
+        &mut self,
+        current: secrecy::SecretString,
+        previous: Option<secrecy::SecretString>,
+    ) -> bool {
+        match self.spec.master_keys_mut() {
+            Some((c, p)) => {
+                *c = current;
+                *p = previous;
+                true
+            }
+            None => false,
         }
     }
 

@@ -102,7 +102,8 @@ pub struct Budgets {
     redis: Connection,
     db: Db,
     prefix: String,
-    subject_key: zeroize::Zeroizing<[u8; 32]>,
+    /// Current first, then the previous master key's, during a rotation.
+    subject_keys: Vec<zeroize::Zeroizing<[u8; 32]>>,
     clock: Clock,
     limits: Limits,
     reloading: tokio::sync::Mutex<()>,
@@ -161,6 +162,26 @@ end
 return f
 ";
 
+// Moves a subject's state from its hash under the previous master key
+// (KEYS[2]) to its hash under the current one (KEYS[1]), keeping the worse
+// of the two: the higher count, a lock, the later back-off, no expiry for a
+// persisted lock. 1 if there was anything to move.
+const MERGE: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('RENAME', KEYS[2], KEYS[1]) return 1 end
+local f = math.max(tonumber(redis.call('HGET', KEYS[1], 'f') or '0'), tonumber(redis.call('HGET', KEYS[2], 'f') or '0'))
+redis.call('HSET', KEYS[1], 'f', f)
+if redis.call('HGET', KEYS[2], 'locked') == '1' then redis.call('HSET', KEYS[1], 'locked', '1') end
+local nxt = math.max(tonumber(redis.call('HGET', KEYS[1], 'next') or '0'), tonumber(redis.call('HGET', KEYS[2], 'next') or '0'))
+if nxt > 0 then redis.call('HSET', KEYS[1], 'next', nxt) end
+if redis.call('TTL', KEYS[2]) == -1 then
+  redis.call('HDEL', KEYS[1], 'forget')
+  redis.call('PERSIST', KEYS[1])
+end
+redis.call('DEL', KEYS[2])
+return 1
+";
+
 fn redis_down(e: redis::RedisError) -> ApiError {
     ApiError::upstream(format!("failure budgets unavailable: {e}"))
 }
@@ -177,7 +198,7 @@ impl Budgets {
         redis: Connection,
         db: Db,
         prefix: String,
-        master: &idm_crypto::MasterKey,
+        master: &idm_crypto::MasterKeys,
         clock: Clock,
         limits: Limits,
     ) -> Self {
@@ -185,7 +206,7 @@ impl Budgets {
             redis,
             db,
             prefix,
-            subject_key: master.derive("idmesh/auth/failure-budget-subject/v1"),
+            subject_keys: master.derive_all("idmesh/auth/failure-budget-subject/v1"),
             clock,
             limits,
             reloading: tokio::sync::Mutex::new(()),
@@ -193,11 +214,47 @@ impl Budgets {
     }
 
     /// The keyed hash naming `subject` (a user id, or a canonical address).
-    fn subject_hash(&self, budget: Budget, issuer: &IssuerId, subject: &str) -> String {
-        hex::encode(idm_crypto::hmac_sha256(
-            self.subject_key.as_ref(),
-            format!("{}\u{0}{issuer}\u{0}{subject}", budget.tag()).as_bytes(),
-        ))
+    /// The subject's hash under every configured master key, current first.
+    fn subject_hashes(&self, budget: Budget, issuer: &IssuerId, subject: &str) -> Vec<String> {
+        self.subject_keys
+            .iter()
+            .map(|key| {
+                hex::encode(idm_crypto::hmac_sha256(
+                    key.as_ref(),
+                    format!("{}\u{0}{issuer}\u{0}{subject}", budget.tag()).as_bytes(),
+                ))
+            })
+            .collect()
+    }
+
+    /// During a master-key rotation: moves what the subject's budget holds
+    /// under its hash by the previous key (in Redis and in the ledger) to
+    /// its hash by the current key, so counts and locks survive the
+    /// rotation. Nothing to do (one Redis round trip) once moved.
+    async fn carry_over(
+        &self,
+        budget: Budget,
+        issuer: &IssuerId,
+        hashes: &[String],
+    ) -> Result<(), ApiError> {
+        let Some((current, older)) = hashes.split_first() else {
+            return Ok(());
+        };
+        for old in older {
+            let mut redis = self.redis.clone();
+            let moved: i64 = redis::Script::new(MERGE)
+                .key(self.key(budget.tag(), issuer.as_str(), current))
+                .key(self.key(budget.tag(), issuer.as_str(), old))
+                .invoke_async(&mut redis)
+                .await
+                .map_err(redis_down)?;
+            if moved == 1 {
+                ledger::rekey(&self.db, issuer, budget.tag(), old, current).await?;
+                metrics::counter!("idm_auth_budget_rekeyed_total", "budget" => budget.tag())
+                    .increment(1);
+            }
+        }
+        Ok(())
     }
 
     /// `<prefix>budget:{<issuer>}:<budget>:<subject>`: an issuer's budgets
@@ -225,9 +282,13 @@ impl Budgets {
         issuer: &IssuerId,
         subject: &str,
     ) -> Result<Charge, ApiError> {
-        let subject_hash = self.subject_hash(budget, issuer, subject);
+        let hashes = self.subject_hashes(budget, issuer, subject);
+        let subject_hash = hashes.first().cloned().unwrap_or_default();
         let key = self.key(budget.tag(), issuer.as_str(), &subject_hash);
         for _ in 0..2 {
+            if hashes.len() > 1 {
+                self.carry_over(budget, issuer, &hashes).await?;
+            }
             let mut redis = self.redis.clone();
             let (status, value): (i64, i64) = redis::Script::new(CHARGE)
                 .key(&key)
@@ -335,16 +396,21 @@ impl Budgets {
         issuer: &IssuerId,
         subject: &str,
     ) -> Result<bool, ApiError> {
-        let subject_hash = self.subject_hash(budget, issuer, subject);
-        let key = self.key(budget.tag(), issuer.as_str(), &subject_hash);
-        let mut redis = self.redis.clone();
-        let in_redis: i64 = redis::cmd("DEL")
-            .arg(&key)
-            .query_async(&mut redis)
-            .await
-            .map_err(redis_down)?;
-        let in_ledger = ledger::clear(&self.db, issuer, budget.tag(), &subject_hash).await?;
-        Ok(in_redis > 0 || in_ledger)
+        // Under every configured key: a recovery clears a lock recorded
+        // before a master-key rotation too.
+        let mut cleared = false;
+        for subject_hash in self.subject_hashes(budget, issuer, subject) {
+            let key = self.key(budget.tag(), issuer.as_str(), &subject_hash);
+            let mut redis = self.redis.clone();
+            let in_redis: i64 = redis::cmd("DEL")
+                .arg(&key)
+                .query_async(&mut redis)
+                .await
+                .map_err(redis_down)?;
+            let in_ledger = ledger::clear(&self.db, issuer, budget.tag(), &subject_hash).await?;
+            cleared |= in_redis > 0 || in_ledger;
+        }
+        Ok(cleared)
     }
 
     /// Prunes the ledger of rows past their time, once an hour, until

@@ -6,6 +6,12 @@
 //! an address in the clear. Every entry also has a Redis TTL so it is erased
 //! on its own once it expires.
 //!
+//! During a master-key rotation both keys' derivations are held: new
+//! entries are written under the current key; an attempt looks the entry up
+//! under the current key, then the previous one, and checks its MAC and
+//! address tag under the key it was found under, so codes sent before the
+//! restart still verify (they expire within minutes, so nothing is moved).
+//!
 //! Use is single: `consume` deletes the entry only if it still holds the
 //! expected MAC, so of two concurrent correct uses exactly one succeeds.
 
@@ -38,13 +44,18 @@ impl Kind {
 pub struct Entry {
     pub mac: Vec<u8>,
     pub payload: String,
+    /// The master key it was written under (0: current, 1: previous).
+    generation: usize,
+    /// Its Redis key.
+    key: String,
 }
 
 pub struct Codes {
     redis: Connection,
     prefix: String,
-    mac_key: zeroize::Zeroizing<[u8; 32]>,
-    key_key: zeroize::Zeroizing<[u8; 32]>,
+    /// Current first, then the previous master key's, during a rotation.
+    mac_keys: Vec<zeroize::Zeroizing<[u8; 32]>>,
+    key_keys: Vec<zeroize::Zeroizing<[u8; 32]>>,
     clock: Clock,
 }
 
@@ -69,16 +80,30 @@ impl Codes {
     pub fn new(
         redis: Connection,
         prefix: String,
-        master: &idm_crypto::MasterKey,
+        master: &idm_crypto::MasterKeys,
         clock: Clock,
     ) -> Self {
         Self {
             redis,
             prefix,
-            mac_key: master.derive("idmesh/auth/code-mac/v1"),
-            key_key: master.derive("idmesh/auth/code-key/v1"),
+            mac_keys: master.derive_all("idmesh/auth/code-mac/v1"),
+            key_keys: master.derive_all("idmesh/auth/code-key/v1"),
             clock,
         }
+    }
+
+    fn key_key(&self, generation: usize) -> &[u8] {
+        self.key_keys
+            .get(generation)
+            .or(self.key_keys.first())
+            .map_or(&[][..], |k| k.as_ref())
+    }
+
+    fn mac_key(&self, generation: usize) -> &[u8] {
+        self.mac_keys
+            .get(generation)
+            .or(self.mac_keys.first())
+            .map_or(&[][..], |k| k.as_ref())
     }
 
     pub fn clock(&self) -> &Clock {
@@ -86,8 +111,12 @@ impl Codes {
     }
 
     fn key(&self, kind: Kind, issuer: &IssuerId, subject: &str) -> String {
+        self.key_under(0, kind, issuer, subject)
+    }
+
+    fn key_under(&self, generation: usize, kind: Kind, issuer: &IssuerId, subject: &str) -> String {
         let hash = idm_crypto::hmac_sha256(
-            self.key_key.as_ref(),
+            self.key_key(generation),
             format!("{}\u{0}{subject}", kind.tag()).as_bytes(),
         );
         format!(
@@ -102,15 +131,35 @@ impl Codes {
     /// A keyed hash standing for an address inside a stored value, so the
     /// address can be checked when presented again without being kept.
     pub fn address_tag(&self, issuer: &IssuerId, email: &idm_core::Email) -> String {
+        self.address_tag_under(0, issuer, email)
+    }
+
+    /// The address tag under the key `entry` was written with.
+    pub fn address_tag_of(
+        &self,
+        entry: &Entry,
+        issuer: &IssuerId,
+        email: &idm_core::Email,
+    ) -> String {
+        self.address_tag_under(entry.generation, issuer, email)
+    }
+
+    fn address_tag_under(
+        &self,
+        generation: usize,
+        issuer: &IssuerId,
+        email: &idm_core::Email,
+    ) -> String {
         hex::encode(idm_crypto::hmac_sha256(
-            self.key_key.as_ref(),
+            self.key_key(generation),
             format!("address\u{0}{issuer}\u{0}{}", email.canonical()).as_bytes(),
         ))
     }
 
     /// `true` the first time it is asked for (`purpose`, `subject`) within
     /// `window`: at most one of some message per subject and window (the
-    /// key is a keyed hash; losing Redis only lets one more through).
+    /// key is a keyed hash; losing Redis only lets one more through, and
+    /// so does a master-key rotation, which starts the windows again).
     pub async fn first_within(
         &self,
         purpose: &str,
@@ -119,7 +168,7 @@ impl Codes {
         window: Duration,
     ) -> Result<bool, ApiError> {
         let hash = idm_crypto::hmac_sha256(
-            self.key_key.as_ref(),
+            self.key_key(0),
             format!("once\u{0}{purpose}\u{0}{issuer}\u{0}{subject}").as_bytes(),
         );
         let key = format!(
@@ -142,8 +191,26 @@ impl Codes {
 
     /// The MAC of `code`, bound to its subject so a code cannot be moved.
     pub fn mac(&self, subject: &str, code: &str) -> Vec<u8> {
+        self.mac_under(0, subject, code)
+    }
+
+    /// The MAC of `code` under the key `entry` was written with: what its
+    /// stored MAC is compared with.
+    pub fn mac_of(&self, entry: &Entry, subject: &str, code: &str) -> Vec<u8> {
+        self.mac_under(entry.generation, subject, code)
+    }
+
+    /// The MAC of `code` under every configured key, current first (for
+    /// MACs kept elsewhere, such as backup-code hashes).
+    pub fn macs(&self, subject: &str, code: &str) -> Vec<Vec<u8>> {
+        (0..self.mac_keys.len())
+            .map(|g| self.mac_under(g, subject, code))
+            .collect()
+    }
+
+    fn mac_under(&self, generation: usize, subject: &str, code: &str) -> Vec<u8> {
         idm_crypto::hmac_sha256(
-            self.mac_key.as_ref(),
+            self.mac_key(generation),
             format!("{subject}\u{0}{code}").as_bytes(),
         )
         .to_vec()
@@ -211,14 +278,22 @@ impl Codes {
         subject: &str,
         max_attempts: u32,
     ) -> Result<Entry, ApiError> {
-        let key = self.key(kind, issuer, subject);
         let mut redis = self.redis.clone();
-        let found: Option<(i64, Vec<u8>, String, i64)> = redis::Script::new(ATTEMPT)
-            .key(&key)
-            .invoke_async(&mut redis)
-            .await
-            .map_err(|e| ApiError::upstream(format!("code store unavailable: {e}")))?;
-        let Some((attempts, mac, payload, expires)) = found else {
+        // Under the current key; during a rotation, then under the previous.
+        let mut found = None;
+        for generation in 0..self.key_keys.len() {
+            let key = self.key_under(generation, kind, issuer, subject);
+            let entry: Option<(i64, Vec<u8>, String, i64)> = redis::Script::new(ATTEMPT)
+                .key(&key)
+                .invoke_async(&mut redis)
+                .await
+                .map_err(|e| ApiError::upstream(format!("code store unavailable: {e}")))?;
+            if let Some(entry) = entry {
+                found = Some((generation, key, entry));
+                break;
+            }
+        }
+        let Some((generation, key, (attempts, mac, payload, expires))) = found else {
             return Err(invalid());
         };
         if self.clock.unix() >= expires {
@@ -235,21 +310,19 @@ impl Codes {
                 "too many attempts: request a new code",
             ));
         }
-        Ok(Entry { mac, payload })
+        Ok(Entry {
+            mac,
+            payload,
+            generation,
+            key,
+        })
     }
 
     /// Uses the entry up if it still holds `mac`. `false` when another use won.
-    pub async fn consume(
-        &self,
-        kind: Kind,
-        issuer: &IssuerId,
-        subject: &str,
-        mac: &[u8],
-    ) -> Result<bool, ApiError> {
-        let key = self.key(kind, issuer, subject);
+    pub async fn consume(&self, entry: &Entry, mac: &[u8]) -> Result<bool, ApiError> {
         let mut redis = self.redis.clone();
         let deleted: i64 = redis::Script::new(CONSUME)
-            .key(&key)
+            .key(&entry.key)
             .arg(mac)
             .invoke_async(&mut redis)
             .await

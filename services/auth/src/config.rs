@@ -43,6 +43,10 @@ pub struct Config {
     pub redis_prefix: String,
     /// Base64 of 32 bytes: seals TOTP secrets and keys the code MACs.
     pub master_key: SecretString,
+    /// During a master-key rotation, the key before `master_key`: it only
+    /// opens values sealed before the rotation (a re-seal pass moves them to
+    /// the current key); remove it once `idm_sealed_rows_previous_key` is 0.
+    pub master_key_previous: Option<SecretString>,
     /// Failed sign-ins never answer sooner than this, so the failure paths
     /// (unknown user, wrong password) are indistinguishable by time.
     pub min_sign_in: Duration,
@@ -130,6 +134,7 @@ impl Config {
             redis_url: env.secret_or("REDIS_URL", "redis://127.0.0.1:6379")?,
             redis_prefix: env.string("REDIS_PREFIX", "idm:"),
             master_key: env.secret("MASTER_KEY")?,
+            master_key_previous: env.optional_secret("MASTER_KEY_PREVIOUS")?,
             min_sign_in: Duration::from_millis(env.parse("MIN_SIGN_IN_MS", 300u64)?),
             min_verify: Duration::from_millis(env.parse("MIN_VERIFY_MS", 300u64)?),
             magic_link_ttl: seconds(&env, "MAGIC_LINK_TTL_SECONDS", 900)?,
@@ -154,5 +159,9 @@ impl Config {
 
     pub(crate) fn master_key(&self) -> &str {
         self.master_key.expose_secret()
+    }
+
+    pub(crate) fn master_key_previous(&self) -> Option<&str> {
+        self.master_key_previous.as_ref().map(|k| k.expose_secret())
     }
 }

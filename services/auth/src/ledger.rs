@@ -81,6 +81,43 @@ subject_hash,
     Ok(n > 0)
 }
 
+/// Moves a subject's row from its hash under the previous master key to its
+/// hash under the current one (a master-key rotation), merged with any row
+/// already there: the higher count, a lock, no expiry for a lasting lock.
+pub async fn rekey(
+    db: &Db,
+    issuer: &IssuerId,
+    budget: &str,
+    old_hash: &str,
+    new_hash: &str,
+) -> Result<(), ApiError> {
+    let client = db.get().await.map_err(unavailable)?;
+    sqlx::query!(
+        "WITH moved AS (
+             DELETE FROM auth.failure_ledger
+             WHERE issuer_id = $1 AND budget = $2 AND subject_hash = $3
+             RETURNING failures, locked, forget_at)
+         INSERT INTO auth.failure_ledger (issuer_id, budget, subject_hash, failures, locked, forget_at)
+             SELECT $1, $2, $4, failures, locked, forget_at FROM moved
+         ON CONFLICT (issuer_id, budget, subject_hash) DO UPDATE SET
+             failures = GREATEST(failure_ledger.failures, EXCLUDED.failures),
+             locked = failure_ledger.locked OR EXCLUDED.locked,
+             forget_at = CASE
+                 WHEN (failure_ledger.locked AND failure_ledger.forget_at IS NULL)
+                   OR (EXCLUDED.locked AND EXCLUDED.forget_at IS NULL) THEN NULL
+                 ELSE GREATEST(failure_ledger.forget_at, EXCLUDED.forget_at) END,
+             updated_at = now()",
+        issuer.as_str(),
+        budget,
+        old_hash,
+        new_hash,
+    )
+    .execute(&mut *client.conn().await)
+    .await
+    .map_err(|e| unavailable(e.into()))?;
+    Ok(())
+}
+
 /// Deletes the rows that no longer count at `now`. Returns how many.
 pub async fn prune(db: &Db, now: i64) -> Result<u64, ApiError> {
     let client = db.get().await.map_err(unavailable)?;

@@ -16,6 +16,7 @@ mod notices;
 mod passwordless;
 mod passwords;
 mod recovery;
+mod reseal;
 mod second_factor;
 mod signin;
 mod step_up;
@@ -38,7 +39,7 @@ pub(crate) struct State {
     pub mail: mail::MailQueue,
     pub codes: codes::Codes,
     pub budgets: Arc<budget::Budgets>,
-    pub master: idm_crypto::MasterKey,
+    pub master: idm_crypto::MasterKeys,
     pub min_sign_in: Duration,
     pub min_verify: Duration,
     pub magic_link_ttl: Duration,
@@ -69,7 +70,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .await?;
     let bus = Bus::connect(&config.basics, idm_bus::Identity::Auth).await?;
     let events = Events::ensure(&bus).await?;
-    let master = idm_crypto::MasterKey::from_base64(config.master_key())?;
+    let master =
+        idm_crypto::MasterKeys::from_base64(config.master_key(), config.master_key_previous())?;
     let queue = mail::MailQueue::ensure(&bus, &master).await?;
     let transport = mail::Transport::from_config(&config.mail).map_err(Error::Mail)?;
     let from = config
@@ -122,6 +124,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(recovery::unlock_factors)
         .on(verifications::send_verification)
         .on(verifications::check_verification);
+    let resealing = reseal::spawn(Arc::clone(&state), shutdown.clone());
     let serving = bus.serve(handlers, state, shutdown.clone()).await?;
     let redis_probe = idm_telemetry::redis_probe(redis);
     let ready = idm_telemetry::all_of(vec![db.probe(), redis_probe, bus.probe()]);
@@ -138,6 +141,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             ("bus", serving),
             ("courier", courier),
             ("pruning", pruning),
+            ("re-seal", resealing),
             ("http", http),
         ],
     ))

@@ -248,7 +248,7 @@ async fn second_step(state: &State, req: &VerifyMfa) -> Result<PendingMfa, Error
             state.max_code_attempts,
         )
         .await?;
-    let expected = state.codes.mac(token, token);
+    let expected = state.codes.mac_of(&entry, token, token);
     if !idm_crypto::ct_eq(&entry.mac, &expected) {
         return Err(codes::invalid().into());
     }
@@ -264,11 +264,7 @@ async fn second_step(state: &State, req: &VerifyMfa) -> Result<PendingMfa, Error
         }
         (None, None) => return Err(codes::invalid().into()),
     }
-    if !state
-        .codes
-        .consume(Kind::MfaToken, &ctx.issuer_id, token, &expected)
-        .await?
-    {
+    if !state.codes.consume(&entry, &expected).await? {
         return Err(codes::invalid().into());
     }
     Ok(pending)

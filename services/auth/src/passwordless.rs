@@ -21,10 +21,10 @@ const MAGIC_CODE_LEN: usize = 43;
 /// The address a magic link signs in, sealed under a key derived from the
 /// master key *and* the link's code: what Redis holds opens only for whoever
 /// holds the link.
-fn link_sealer(state: &State, code: &str) -> idm_crypto::MasterKey {
+fn link_sealer(state: &State, code: &str) -> idm_crypto::MasterKeys {
     state
         .master
-        .derive_sealing_key(&format!("idmesh/auth/magic-link/v1/{code}"))
+        .derive_sealing_keys(&format!("idmesh/auth/magic-link/v1/{code}"))
 }
 
 fn seal_address(
@@ -48,7 +48,7 @@ fn open_address(
         .decode(sealed)
         .map_err(|e| ApiError::internal_from(&e))?;
     let opened = link_sealer(state, code).open(&bytes, issuer.as_str().as_bytes())?;
-    let text = std::str::from_utf8(&opened).map_err(|e| ApiError::internal_from(&e))?;
+    let text = std::str::from_utf8(&opened.plaintext).map_err(|e| ApiError::internal_from(&e))?;
     Ok(Email::parse(text)?)
 }
 
@@ -139,13 +139,8 @@ async fn redeem_magic_link(state: &State, req: &VerifyMagicLink) -> Result<Email
         .codes
         .attempt(Kind::MagicLink, &req.ctx.issuer_id, code, 3)
         .await?;
-    let expected = state.codes.mac(code, code);
-    if !idm_crypto::ct_eq(&entry.mac, &expected)
-        || !state
-            .codes
-            .consume(Kind::MagicLink, &req.ctx.issuer_id, code, &expected)
-            .await?
-    {
+    let expected = state.codes.mac_of(&entry, code, code);
+    if !idm_crypto::ct_eq(&entry.mac, &expected) || !state.codes.consume(&entry, &expected).await? {
         return Err(codes::invalid().into());
     }
     open_address(state, &req.ctx.issuer_id, code, &entry.payload)
@@ -225,15 +220,12 @@ pub(crate) async fn redeem_email_code(
         .budgets
         .charge(Budget::EmailCode, &ctx.issuer_id, subject)
         .await?;
-    let expected = state.codes.mac(subject, code);
+    let expected = state.codes.mac_of(&entry, subject, code);
     if !idm_crypto::ct_eq(&entry.mac, &expected) {
         state.budgets.failed(charge).await?;
         return Err(codes::invalid().into());
     }
-    let won = state
-        .codes
-        .consume(Kind::EmailCode, &ctx.issuer_id, subject, &expected)
-        .await?;
+    let won = state.codes.consume(&entry, &expected).await?;
     // The code was right even if another use of it won: not a wrong guess.
     state.budgets.succeeded(charge).await?;
     if won {

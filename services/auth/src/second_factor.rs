@@ -24,7 +24,30 @@ pub fn open_secret(
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(sealed)
         .map_err(|e| ApiError::internal_from(&e))?;
-    Ok(state.master.open(&bytes, &aad(issuer, user))?)
+    let opened = state.master.open(&bytes, &aad(issuer, user)).inspect_err(
+        |e| tracing::error!(issuer = %issuer, error = %e, "a TOTP secret does not open"),
+    )?;
+    Ok(opened.plaintext)
+}
+
+/// `open_secret` for a secret read from the user's store: one still sealed
+/// under the previous master key is written back re-sealed (best effort; the
+/// background pass catches what this misses).
+pub async fn open_stored_secret(
+    state: &State,
+    issuer: &IssuerId,
+    user: &UserId,
+    region: Region,
+    slot: store::TotpSlot,
+    sealed: &str,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
+    let secret = open_secret(state, issuer, user, sealed)?;
+    if state.master.has_previous() {
+        if let Err(e) = crate::reseal::reseal_one(state, issuer, user, region, slot, sealed).await {
+            tracing::warn!(issuer = %issuer, error = %e, "TOTP secret not re-sealed");
+        }
+    }
+    Ok(secret)
 }
 
 pub async fn totp_state(
@@ -52,12 +75,26 @@ pub fn new_backup_code() -> String {
 }
 
 pub fn backup_code_hash(state: &State, user: &UserId, code: &str) -> String {
+    backup_code_hashes(state, user, code)
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+}
+
+/// The code's hash under every configured master key, current first:
+/// during a rotation a code issued before it is found by its old hash.
+fn backup_code_hashes(state: &State, user: &UserId, code: &str) -> Vec<String> {
     let normalized: String = code
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .collect::<String>()
         .to_ascii_lowercase();
-    idm_crypto::sha256_hex(&state.codes.mac(&format!("backup/{user}"), &normalized))
+    state
+        .codes
+        .macs(&format!("backup/{user}"), &normalized)
+        .iter()
+        .map(|mac| idm_crypto::sha256_hex(mac))
+        .collect()
 }
 
 /// Checks a TOTP code of the user's active authenticator. The attempt is
@@ -102,7 +139,15 @@ async fn totp_matches(
     let Some(sealed) = current.active_sealed else {
         return Ok(false);
     };
-    let secret = open_secret(state, issuer, user, &sealed)?;
+    let secret = open_stored_secret(
+        state,
+        issuer,
+        user,
+        region,
+        store::TotpSlot::Active,
+        &sealed,
+    )
+    .await?;
     let generator = totp::totp(&secret, "verify").map_err(|e| ApiError::internal_from(&e))?;
     let Some(step) = totp::matching_step(&generator, code, state.codes.clock().unix()) else {
         return Ok(false);
@@ -127,13 +172,19 @@ pub async fn use_backup_code(
     region: Region,
     code: &str,
 ) -> Result<(), Error> {
-    let used = store::UseBackupCode {
-        issuer_id: ctx.issuer_id.clone(),
-        user_id: user.clone(),
-        code_hash: backup_code_hash(state, user, code),
-    };
-    let reply = state.bus.send_to(region, &used).await?;
-    if !reply.accepted {
+    let mut accepted = false;
+    for code_hash in backup_code_hashes(state, user, code) {
+        let used = store::UseBackupCode {
+            issuer_id: ctx.issuer_id.clone(),
+            user_id: user.clone(),
+            code_hash,
+        };
+        if state.bus.send_to(region, &used).await?.accepted {
+            accepted = true;
+            break;
+        }
+    }
+    if !accepted {
         return Err(codes::invalid().into());
     }
     if state

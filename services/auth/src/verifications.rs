@@ -101,7 +101,9 @@ async fn redeem(state: &State, req: &CheckVerification) -> Result<(), Error> {
         .await?;
     // Another address than the one mailed never matches, and must not spend
     // that other address's budget either.
-    let tag = state.codes.address_tag(&req.ctx.issuer_id, &req.email);
+    let tag = state
+        .codes
+        .address_tag_of(&entry, &req.ctx.issuer_id, &req.email);
     if !idm_crypto::ct_eq(entry.payload.as_bytes(), tag.as_bytes()) {
         return Err(codes::invalid().into());
     }
@@ -113,15 +115,14 @@ async fn redeem(state: &State, req: &CheckVerification) -> Result<(), Error> {
             req.email.canonical(),
         )
         .await?;
-    let expected = state.codes.mac(&mac_subject(&req.id, &req.email), code);
+    let expected = state
+        .codes
+        .mac_of(&entry, &mac_subject(&req.id, &req.email), code);
     if !idm_crypto::ct_eq(&entry.mac, &expected) {
         state.budgets.failed(charge).await?;
         return Err(codes::invalid().into());
     }
-    let won = state
-        .codes
-        .consume(Kind::Verification, &req.ctx.issuer_id, &req.id, &expected)
-        .await?;
+    let won = state.codes.consume(&entry, &expected).await?;
     state.budgets.succeeded(charge).await?;
     if won {
         Ok(())

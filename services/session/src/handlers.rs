@@ -160,7 +160,11 @@ pub async fn refresh(state: Arc<State>, req: Refresh) -> Result<IssuedSession, E
             let sealed = base64::engine::general_purpose::STANDARD
                 .decode(successor_sealed)
                 .map_err(|e| ApiError::internal_from(&e))?;
-            let opened = state.keys.master().open(&sealed, token_hash.as_bytes())?;
+            let opened = state
+                .keys
+                .master()
+                .open(&sealed, token_hash.as_bytes())?
+                .plaintext;
             let token =
                 String::from_utf8(opened.to_vec()).map_err(|e| ApiError::internal_from(&e))?;
             (session, SecretText::new(token))

@@ -8,7 +8,7 @@
 use crate::Error;
 use idm_core::{ApiError, IssuerId};
 use idm_crypto::session_token::RingKey;
-use idm_crypto::MasterKey;
+use idm_crypto::MasterKeys;
 use idm_db::sqlx;
 use idm_db::{Db, DbError, GenericClient};
 use std::sync::Arc;
@@ -30,7 +30,7 @@ impl Ring {
 
 pub struct KeyRings {
     db: Db,
-    master: MasterKey,
+    master: MasterKeys,
     cache: moka::future::Cache<IssuerId, Arc<Ring>>,
 }
 
@@ -41,20 +41,36 @@ fn aad(issuer: &IssuerId, kid: &str) -> Vec<u8> {
 /// Opens a signing key as stored in `session_keys.keys` (for operators'
 /// tooling and tests that must act as an attacker holding the real key).
 pub fn open_stored_key(
-    master: &MasterKey,
+    master: &MasterKeys,
     issuer: &IssuerId,
     kid: &str,
     sealed: &[u8],
 ) -> Result<RingKey, idm_crypto::CryptoError> {
+    open_with(master, issuer, kid, sealed).map(|(key, _)| key)
+}
+
+/// Opens a stored signing key with the current or the previous master key;
+/// `true` when the row needs a re-seal.
+fn open_with(
+    master: &MasterKeys,
+    issuer: &IssuerId,
+    kid: &str,
+    sealed: &[u8],
+) -> Result<(RingKey, bool), idm_crypto::CryptoError> {
     let opened = master.open(sealed, &aad(issuer, kid))?;
+    let needs_reseal = opened.needs_reseal();
     let secret: [u8; 32] = opened
+        .plaintext
         .as_slice()
         .try_into()
         .map_err(|_| idm_crypto::CryptoError::Unseal)?;
-    Ok(RingKey {
-        kid: kid.to_owned(),
-        secret: zeroize::Zeroizing::new(secret),
-    })
+    Ok((
+        RingKey {
+            kid: kid.to_owned(),
+            secret: zeroize::Zeroizing::new(secret),
+        },
+        needs_reseal,
+    ))
 }
 
 /// What an emergency revocation did.
@@ -65,7 +81,7 @@ pub struct Revocation {
 }
 
 impl KeyRings {
-    pub fn new(db: Db, master: MasterKey) -> Self {
+    pub fn new(db: Db, master: MasterKeys) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(10_000)
             .time_to_live(std::time::Duration::from_secs(60))
@@ -197,8 +213,57 @@ issuer.as_str(),
         self.cache.invalidate(issuer).await;
     }
 
-    pub fn master(&self) -> &MasterKey {
+    pub fn master(&self) -> &MasterKeys {
         &self.master
+    }
+
+    /// Re-seals one row under the current master key, compare-and-swap on
+    /// the value read (another replica that got there first wins; `false`).
+    async fn reseal_row(&self, issuer: &IssuerId, kid: &str, old: &[u8]) -> Result<bool, Error> {
+        let Some(new) = self.master.reseal(old, &aad(issuer, kid))? else {
+            return Ok(false);
+        };
+        let done = sqlx::query!(
+            "UPDATE session_keys.keys SET sealed_secret = $3 WHERE kid = $1 AND sealed_secret = $2",
+            kid,
+            old,
+            &new,
+        )
+        .execute(&mut *self.db.get().await?.conn().await)
+        .await
+        .map_err(DbError::from)?
+        .rows_affected();
+        Ok(done == 1)
+    }
+
+    /// One pass over every stored signing key: each not yet sealed under the
+    /// current master key (with its key id) is re-sealed. Idempotent and safe
+    /// with several replicas running it at once (compare-and-swap per row).
+    pub async fn reseal_all(&self) -> Result<idm_crypto::keyring::ResealPass, Error> {
+        let rows = sqlx::query!(
+            "SELECT kid, issuer_id, sealed_secret FROM session_keys.keys ORDER BY kid",
+        )
+        .fetch_all(&mut *self.db.get().await?.conn().await)
+        .await
+        .map_err(DbError::from)?;
+        let mut pass = idm_crypto::keyring::ResealPass::default();
+        for row in rows {
+            if self.master.is_current(&row.sealed_secret) {
+                continue;
+            }
+            let Ok(issuer) = IssuerId::parse(&row.issuer_id) else {
+                pass.unreadable += 1;
+                continue;
+            };
+            match self.reseal_row(&issuer, &row.kid, &row.sealed_secret).await {
+                Ok(true) => pass.resealed += 1,
+                // Changed meanwhile: every writer seals under the current key.
+                Ok(false) => {}
+                Err(Error::Crypto(_)) => pass.unreadable += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(pass)
     }
 
     pub async fn ring(&self, issuer: &IssuerId) -> Result<Arc<Ring>, Error> {
@@ -222,7 +287,17 @@ issuer.as_str(),
                 sessions_not_before = row.latest_revocation;
                 let kid: String = row.kid;
                 let sealed: Vec<u8> = row.sealed_secret;
-                keys.push(open_stored_key(&self.master, issuer, &kid, &sealed)?);
+                let (key, needs_reseal) = open_with(&self.master, issuer, &kid, &sealed)
+                    .inspect_err(|e| {
+                        tracing::error!(issuer = %issuer, kid = %kid, error = %e, "a signing key does not open");
+                    })?;
+                if needs_reseal {
+                    // Re-seal on read; the background pass catches the rest.
+                    if let Err(e) = self.reseal_row(issuer, &kid, &sealed).await {
+                        tracing::warn!(issuer = %issuer, error = %e, "signing key not re-sealed");
+                    }
+                }
+                keys.push(key);
             }
             if keys.is_empty() {
                 return Err(ApiError::not_found("issuer").into());

@@ -37,7 +37,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     idm_db::migrate(&db, "session_keys", &migrations::SESSION_KEYS).await?;
     let bus = Bus::connect(&config.basics, idm_bus::Identity::Session).await?;
     let events = Events::ensure(&bus).await?;
-    let master = idm_crypto::MasterKey::from_base64(config.master_key())?;
+    let master =
+        idm_crypto::MasterKeys::from_base64(config.master_key(), config.master_key_previous())?;
     let transport = idm_crypto::KeyTransport::from_base64(config.key_transport_key())?;
     let state = Arc::new(State {
         bus: bus.clone(),
@@ -58,6 +59,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             },
         )
         .await?;
+    let resealing = spawn_resealing(Arc::clone(&state), shutdown.clone());
     let handlers = Handlers::new()
         .on(handlers::init_issuer)
         .on(handlers::create_session)
@@ -85,9 +87,32 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         vec![
             ("bus", serving),
             ("key rotation", rotations),
+            ("re-seal", resealing),
             ("http", http),
         ],
     ))
+}
+
+/// How often the re-seal pass runs after the one at start-up.
+const RESEAL_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Moves every signing key still sealed under the previous master key to
+/// the current one: at start-up, then every [`RESEAL_EVERY`], publishing
+/// `idm_sealed_rows_previous_key{service="session"}`.
+fn spawn_resealing(state: Arc<State>, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(RESEAL_EVERY);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            match state.keys.reseal_all().await {
+                Ok(pass) => pass.publish("session", "signing_keys"),
+                Err(e) => tracing::warn!(error = %e, "re-seal pass failed; retried later"),
+            }
+        }
+    })
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {

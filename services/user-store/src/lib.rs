@@ -80,7 +80,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(handlers::mfa::get_totp)
         .on(handlers::mfa::enable_totp)
         .on(handlers::mfa::use_totp_step)
-        .on(handlers::mfa::use_backup_code);
+        .on(handlers::mfa::use_backup_code)
+        .on(handlers::mfa::list_sealed_totp)
+        .on(handlers::mfa::reseal_totp);
     let serving = bus.serve(handlers, state, shutdown.clone()).await?;
 
     let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);

@@ -31,13 +31,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let db = Db::connect(config.database_url(), config.pool_size)?.named("user");
     idm_db::migrate(&db, "directory", &directory::MIGRATIONS).await?;
     let bus = Bus::connect(&config.basics, idm_bus::Identity::User).await?;
-    let master = idm_crypto::MasterKey::from_base64(config.master_key())?;
+    let master =
+        idm_crypto::MasterKeys::from_base64(config.master_key(), config.master_key_previous())?;
     let state = Arc::new(State {
         db: db.clone(),
         bus: bus.clone(),
         index_keys: blind_index::IndexKeys::new(db.clone(), master),
         default_region: config.default_region,
     });
+    let resealing = spawn_resealing(Arc::clone(&state), shutdown.clone());
     let handlers = Handlers::new()
         .on(handlers::init_issuer)
         .on(handlers::create_user)
@@ -60,8 +62,30 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     tracing::info!(%http_addr, "user started");
     Ok(Running::new(
         http_addr,
-        vec![("bus", serving), ("http", http)],
+        vec![("bus", serving), ("re-seal", resealing), ("http", http)],
     ))
+}
+
+/// How often the re-seal pass runs after the one at start-up.
+const RESEAL_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Moves every blind-index key still sealed under the previous master key
+/// to the current one: at start-up, then every [`RESEAL_EVERY`], publishing
+/// `idm_sealed_rows_previous_key{service="user"}`.
+fn spawn_resealing(state: Arc<State>, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(RESEAL_EVERY);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            match state.index_keys.reseal_all().await {
+                Ok(pass) => pass.publish("user", "blind_index_keys"),
+                Err(e) => tracing::warn!(error = %e, "re-seal pass failed; retried later"),
+            }
+        }
+    })
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {

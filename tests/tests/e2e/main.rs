@@ -14,6 +14,7 @@ mod foundation;
 mod fuzz_findings;
 mod idempotency;
 mod js_client;
+mod master_keys;
 mod mfa;
 mod openapi;
 mod passwordless;

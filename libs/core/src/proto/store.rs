@@ -32,6 +32,11 @@ pub const CREDENTIALS: &str = "credentials";
 /// The revocations that still matter in this region, every issuer, a page at
 /// a time (request: `ListRevokedSessions`, answer: `RevokedSessionPage`).
 pub const LIST_REVOKED_SESSIONS: &str = "list_revoked_sessions";
+/// The sealed TOTP secrets of every issuer in the region, a page at a time
+/// (auth's re-seal pass after a master-key rotation).
+pub const LIST_SEALED_TOTP: &str = "list_sealed_totp";
+/// Replaces one sealed TOTP secret, compare-and-swap on the old value.
+pub const RESEAL_TOTP: &str = "reseal_totp";
 
 super::operation::operations!(store {
     GetStoreInfo => StoreInfo = INFO,
@@ -59,6 +64,8 @@ super::operation::operations!(store {
     EnableTotp => super::Done = ENABLE_TOTP,
     UseTotpStep => Accepted = USE_TOTP_STEP,
     UseBackupCode => Accepted = USE_BACKUP_CODE,
+    ListSealedTotp => SealedTotpPage = LIST_SEALED_TOTP,
+    ResealTotp => Accepted = RESEAL_TOTP,
 });
 
 /// What the store says about itself (region and jurisdiction); no fields.
@@ -340,6 +347,58 @@ pub struct TotpState {
     pub active_sealed: Option<String>,
     /// The last time step accepted; a code of this step or earlier is a replay.
     pub last_step: Option<i64>,
+}
+
+/// Where a listing of sealed TOTP secrets goes on from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedTotpCursor {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+}
+
+/// The users of every issuer in one region that hold a sealed TOTP secret
+/// (active or pending), in (issuer, user) order after `after`, at most
+/// `limit` (capped by the store).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListSealedTotp {
+    pub after: Option<SealedTotpCursor>,
+    pub limit: u32,
+}
+
+/// One user's sealed TOTP secrets, as stored (never open here).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SealedTotp {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub pending_sealed: Option<String>,
+    pub active_sealed: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SealedTotpPage {
+    pub data: Vec<SealedTotp>,
+    /// Ask again with this cursor; `None` when the region has no more.
+    pub next: Option<SealedTotpCursor>,
+}
+
+/// Which of a user's TOTP secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TotpSlot {
+    Active,
+    Pending,
+}
+
+/// Replace the sealed secret in `slot` with `new_sealed` only if it still
+/// holds `old_sealed` (the same secret re-sealed under the current master
+/// key; a concurrent change wins).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResealTotp {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub slot: TotpSlot,
+    pub old_sealed: String,
+    pub new_sealed: String,
 }
 
 /// Promote the pending secret, store the backup codes' hashes, and record the

@@ -37,13 +37,13 @@ pub struct MailQueue {
     js: jetstream::Context,
     stream: String,
     subject: String,
-    sealer: std::sync::Arc<idm_crypto::MasterKey>,
+    sealer: std::sync::Arc<idm_crypto::MasterKeys>,
 }
 
 const SEALING_PURPOSE: &str = "idmesh/auth/mail-queue/v1";
 
 impl MailQueue {
-    pub async fn ensure(bus: &Bus, master: &idm_crypto::MasterKey) -> Result<Self, BusError> {
+    pub async fn ensure(bus: &Bus, master: &idm_crypto::MasterKeys) -> Result<Self, BusError> {
         let js = jetstream::new(bus.client().clone());
         let stream = idm_bus::Stream::Mail.name(bus.prefix());
         let subject = format!("{}.mail.outgoing", bus.prefix());
@@ -62,7 +62,7 @@ impl MailQueue {
             js,
             stream,
             subject,
-            sealer: std::sync::Arc::new(master.derive_sealing_key(SEALING_PURPOSE)),
+            sealer: std::sync::Arc::new(master.derive_sealing_keys(SEALING_PURPOSE)),
         })
     }
 
@@ -95,12 +95,14 @@ impl MailQueue {
 }
 
 impl MailQueue {
-    /// Opens a queued message (the courier's side of `enqueue`).
+    /// Opens a queued message (the courier's side of `enqueue`): one queued
+    /// before a master-key rotation opens with the previous key.
     pub(crate) fn open(&self, id: &str, sealed: &[u8]) -> Result<OutgoingMail, String> {
         let json = self
             .sealer
             .open(sealed, id.as_bytes())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .plaintext;
         serde_json::from_slice(&json).map_err(|e| e.to_string())
     }
 }

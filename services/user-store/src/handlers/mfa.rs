@@ -70,6 +70,27 @@ pub async fn replace_backup_codes(
     })
 }
 
+/// Sealed TOTP secrets of every issuer in the region, for auth's re-seal
+/// pass after a master-key rotation (they stay sealed: the store cannot
+/// open them).
+#[tracing::instrument(skip_all, fields(region = %state.region, limit = req.limit))]
+pub async fn list_sealed_totp(
+    state: Arc<State>,
+    req: ListSealedTotp,
+) -> Result<SealedTotpPage, Error> {
+    crate::storage::sealed_totp(&state.db, req.after.as_ref(), req.limit).await
+}
+
+#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
+pub async fn reseal_totp(state: Arc<State>, req: ResealTotp) -> Result<Accepted, Error> {
+    let store = IssuerStore::open(&state, &req.issuer_id).await?;
+    Ok(Accepted {
+        accepted: store
+            .reseal_totp(&req.user_id, req.slot, &req.old_sealed, &req.new_sealed)
+            .await?,
+    })
+}
+
 pub async fn set_pending_totp(state: Arc<State>, req: SetPendingTotp) -> Result<Done, Error> {
     let store = IssuerStore::open(&state, &req.issuer_id).await?;
     found(

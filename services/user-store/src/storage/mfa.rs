@@ -4,10 +4,93 @@
 
 use super::IssuerStore;
 use crate::Error;
-use idm_core::proto::store::{Credentials, EmailProven, TotpState};
-use idm_core::{ApiError, UserId};
-use idm_db::sqlx;
-use idm_db::{DbError, GenericClient};
+use idm_core::proto::store::{
+    Credentials, EmailProven, SealedTotp, SealedTotpCursor, SealedTotpPage, TotpSlot, TotpState,
+};
+use idm_core::{ApiError, IssuerId, UserId};
+use idm_db::sqlx::{self, AssertSqlSafe, Row as _};
+use idm_db::{Db, DbError, GenericClient};
+
+/// The most users one page of sealed TOTP secrets may hold.
+pub const MAX_SEALED_TOTP_PAGE: u32 = 500;
+/// Issuer schemas read by one statement.
+const SCHEMAS_PER_STATEMENT: usize = 64;
+
+/// Users of every issuer in this region holding a sealed TOTP secret, in
+/// (issuer, user) order after `after`: what auth's re-seal pass walks after
+/// a master-key rotation. Schema-qualified, one issuer per `UNION` arm.
+pub async fn sealed_totp(
+    db: &Db,
+    after: Option<&SealedTotpCursor>,
+    limit: u32,
+) -> Result<SealedTotpPage, Error> {
+    let limit = limit.clamp(1, MAX_SEALED_TOTP_PAGE) as usize;
+    let pool = db.pool();
+    let from_schema = after
+        .map(|c| c.issuer_id.store_schema())
+        .unwrap_or_default();
+    let after_user = after.map(|c| c.user_id.as_str()).unwrap_or_default();
+    let schemas = sqlx::query_scalar!(
+        r#"SELECT nspname::text AS "nspname!" FROM pg_namespace
+           WHERE nspname LIKE 'iss\_%' AND nspname >= ($1::text)::name ORDER BY nspname"#,
+        from_schema,
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(DbError::from)?;
+    let mut data = Vec::new();
+    for chunk in schemas.chunks(SCHEMAS_PER_STATEMENT) {
+        let remaining = (limit - data.len()) as i64;
+        let mut arms = Vec::with_capacity(chunk.len());
+        for schema in chunk {
+            let schema = idm_db::safe_identifier(schema)?;
+            arms.push(format!(
+                "(SELECT '{schema}'::text AS schema, id, totp_pending_sealed, totp_secret_sealed
+                  FROM {schema}.users
+                  WHERE (totp_pending_sealed IS NOT NULL OR totp_secret_sealed IS NOT NULL)
+                    AND ('{schema}' <> $1 OR id COLLATE \"C\" > $2)
+                  ORDER BY id COLLATE \"C\" LIMIT $3)"
+            ));
+        }
+        let sql = format!(
+            "SELECT schema, id, totp_pending_sealed, totp_secret_sealed FROM ({}) AS sealed
+             ORDER BY schema COLLATE \"C\", id COLLATE \"C\" LIMIT $3",
+            arms.join(" UNION ALL ")
+        );
+        // Schema names are interpolated (checked by safe_identifier above):
+        // a statement over a dynamic set of schemas cannot be compile-time
+        // checked, so this one stays a runtime query.
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(&from_schema)
+            .bind(after_user)
+            .bind(remaining)
+            .fetch_all(pool)
+            .await
+            .map_err(DbError::from)?;
+        for row in &rows {
+            let Ok(issuer_id) = IssuerId::parse(row.get(0)) else {
+                continue; // a schema named like an issuer that is not one
+            };
+            data.push(SealedTotp {
+                issuer_id,
+                user_id: UserId::parse(row.get(1)).map_err(|_| super::corrupt())?,
+                pending_sealed: row.get(2),
+                active_sealed: row.get(3),
+            });
+        }
+        if data.len() >= limit {
+            break;
+        }
+    }
+    let next = (data.len() >= limit)
+        .then(|| data.last())
+        .flatten()
+        .map(|last| SealedTotpCursor {
+            issuer_id: last.issuer_id.clone(),
+            user_id: last.user_id.clone(),
+        });
+    Ok(SealedTotpPage { data, next })
+}
 
 impl IssuerStore {
     /// Marks the address proven. The first proof of an unverified account
@@ -116,6 +199,38 @@ user.as_str(),
         set_backup_codes(&tx, user, hashes).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Replaces a sealed TOTP secret if it still holds `old` (auth re-sealed
+    /// it under its current master key). `false` when it changed meanwhile.
+    pub async fn reseal_totp(
+        &self,
+        user: &UserId,
+        slot: TotpSlot,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, Error> {
+        let n = match slot {
+            TotpSlot::Active => sqlx::query!(
+                "UPDATE users SET totp_secret_sealed = $3 WHERE id = $1 AND totp_secret_sealed = $2",
+                user.as_str(),
+                old,
+                new,
+            )
+            .execute(&mut *self.client.conn().await)
+            .await,
+            TotpSlot::Pending => sqlx::query!(
+                "UPDATE users SET totp_pending_sealed = $3 WHERE id = $1 AND totp_pending_sealed = $2",
+                user.as_str(),
+                old,
+                new,
+            )
+            .execute(&mut *self.client.conn().await)
+            .await,
+        }
+        .map_err(DbError::from)?
+        .rows_affected();
+        Ok(n == 1)
     }
 
     pub async fn set_pending_totp(&self, user: &UserId, sealed: &str) -> Result<bool, Error> {

@@ -6,6 +6,7 @@ mod personal_tokens;
 mod search_path_bench;
 mod sessions;
 
+pub use mfa::sealed_totp;
 pub use sessions::revoked_sessions;
 
 use crate::Error;
