@@ -53,7 +53,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(personal_tokens::list)
         .on(personal_tokens::revoke)
         .on(personal_tokens::verify);
-    let serving = bus.serve(handlers, state, shutdown.clone()).await?;
+    let serving = bus
+        .serve(handlers, Arc::clone(&state), shutdown.clone())
+        .await?;
     // Not ready while any store announces another jurisdiction than its
     // region's (the stores are refused meanwhile); a store that is down is
     // its region's outage, not the directory's.

@@ -221,6 +221,8 @@ mod search_path_tests {
                 name,
                 state: crate::State {
                     region: idm_core::Region::Weur,
+                    jurisdiction: idm_core::Jurisdiction::Eu,
+                    database_label: "test".into(),
                     db,
                     hasher: PasswordHasher::new(cheap, 1)?,
                     connections: FairShare::new(1, 8),
