@@ -97,7 +97,9 @@ mod tests {
     #[test]
     fn the_label_carries_no_credentials() {
         assert_eq!(
-            super::database_label_of("postgres://idm:s3cret@db.weur.internal:6432/idm_weur?sslmode=require"),
+            super::database_label_of(
+                "postgres://idm:s3cret@db.weur.internal:6432/idm_weur?sslmode=require"
+            ),
             "db.weur.internal:6432/idm_weur"
         );
     }

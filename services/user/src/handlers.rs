@@ -191,7 +191,10 @@ pub const DATA_CATEGORIES: [&str; 6] = [
 /// The residency evidence: the directory's placement row, and what the
 /// region's store announces about itself (asked now; the last answer when
 /// it is down, none if it never answered).
-pub async fn residency(state: Arc<State>, GetResidency(req): GetResidency) -> Result<Residency, Error> {
+pub async fn residency(
+    state: Arc<State>,
+    GetResidency(req): GetResidency,
+) -> Result<Residency, Error> {
     let placed = directory::placement_of(&state.db, &req.issuer_id, &req.user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;

@@ -128,7 +128,10 @@ async fn residency_evidence_says_where_and_why_and_stays_with_the_tenant() -> an
             assert!(categories.iter().any(|x| x == c), "{categories:?}");
         }
         // And the data is there, only there.
-        assert_eq!(regions_holding(platform, &tenant, email).await?, vec![region]);
+        assert_eq!(
+            regions_holding(platform, &tenant, email).await?,
+            vec![region]
+        );
     }
 
     // The EU regions are on a PostgreSQL server of their own (the shared
@@ -155,16 +158,25 @@ async fn residency_evidence_says_where_and_why_and_stays_with_the_tenant() -> an
     let id = &cases[0].1;
     let r = residency(platform, &other.secret_key, id).await?;
     assert_eq!((r.status, r.code()), (404, Some("not_found")), "{}", r.json);
-    let r = residency(platform, &tenant.secret_key, "usr_00000000000000000000000000").await?;
+    let r = residency(
+        platform,
+        &tenant.secret_key,
+        "usr_00000000000000000000000000",
+    )
+    .await?;
     assert_ne!(r.status, 200, "{}", r.json);
     let r = residency(platform, &tenant.restricted_key, id).await?;
-    assert!(r.status == 401 || r.status == 403, "{} {}", r.status, r.json);
+    assert!(
+        r.status == 401 || r.status == 403,
+        "{} {}",
+        r.status,
+        r.json
+    );
     Ok(())
 }
 
 #[tokio::test]
-async fn separate_regions_survive_outages_and_refuse_a_misconfigured_store() -> anyhow::Result<()>
-{
+async fn separate_regions_survive_outages_and_refuse_a_misconfigured_store() -> anyhow::Result<()> {
     // Own platform: stops and reconfigures stores.
     let mut platform = Platform::start_with(Options {
         eu_server: true,
@@ -240,7 +252,12 @@ async fn separate_regions_survive_outages_and_refuse_a_misconfigured_store() -> 
             r.json
         );
         let r = platform
-            .sign_in(&tenant, ORIGIN, &format!("before-{region}@example.com"), PASSWORD)
+            .sign_in(
+                &tenant,
+                ORIGIN,
+                &format!("before-{region}@example.com"),
+                PASSWORD,
+            )
             .await?;
         assert_eq!(r.status, 200, "sign-in in {region}: {}", r.json);
         let r = platform.refresh(&tenant, &refresh_tokens[region]).await?;
@@ -249,7 +266,13 @@ async fn separate_regions_survive_outages_and_refuse_a_misconfigured_store() -> 
     // A sign-up that would land in the down region lands in its nearest
     // healthy neighbour, and the evidence says so.
     let r = platform
-        .sign_up(&tenant, ORIGIN, Some("US"), "fell-back@example.com", PASSWORD)
+        .sign_up(
+            &tenant,
+            ORIGIN,
+            Some("US"),
+            "fell-back@example.com",
+            PASSWORD,
+        )
         .await?;
     assert_eq!(r.status, 201, "{}", r.json);
     let fallback = Region::Enam.fallbacks()[0];
@@ -290,7 +313,12 @@ async fn separate_regions_survive_outages_and_refuse_a_misconfigured_store() -> 
         .await?
         .str("/id");
     let r = residency(&platform, &tenant.secret_key, &enam_user).await?;
-    assert_eq!((r.status, r.str("/region")), (200, "enam".into()), "{}", r.json);
+    assert_eq!(
+        (r.status, r.str("/region")),
+        (200, "enam".into()),
+        "{}",
+        r.json
+    );
     platform.stop_service("user-store-enam").await?;
     let r = residency(&platform, &tenant.secret_key, &enam_user).await?;
     assert_eq!(
@@ -317,15 +345,23 @@ async fn separate_regions_survive_outages_and_refuse_a_misconfigured_store() -> 
         (&eu_tenant, None, "eu-none@example.com"),
     ];
     for (who, country, email) in refused {
-        let r = platform.sign_up(who, ORIGIN, country, email, PASSWORD).await?;
+        let r = platform
+            .sign_up(who, ORIGIN, country, email, PASSWORD)
+            .await?;
         assert_eq!(
             (r.status, r.code()),
             (503, Some("region_unavailable")),
             "{email}: {}",
             r.json
         );
-        assert!(r.headers.get("retry-after").is_some(), "{email}: no Retry-After");
-        assert_eq!(regions_holding(&platform, who, email).await?, Vec::<Region>::new());
+        assert!(
+            r.headers.get("retry-after").is_some(),
+            "{email}: no Retry-After"
+        );
+        assert_eq!(
+            regions_holding(&platform, who, email).await?,
+            Vec::<Region>::new()
+        );
     }
     let r = platform
         .backend(
@@ -335,7 +371,12 @@ async fn separate_regions_survive_outages_and_refuse_a_misconfigured_store() -> 
             Some(json!({"email": "eu-hint@example.com", "region": "eeur"})),
         )
         .await?;
-    assert_eq!((r.status, r.code()), (503, Some("region_unavailable")), "{}", r.json);
+    assert_eq!(
+        (r.status, r.code()),
+        (503, Some("region_unavailable")),
+        "{}",
+        r.json
+    );
     assert_eq!(
         regions_holding(&platform, &tenant, "eu-hint@example.com").await?,
         Vec::<Region>::new()
@@ -347,7 +388,13 @@ async fn separate_regions_survive_outages_and_refuse_a_misconfigured_store() -> 
     assert_eq!(directory_before, directory_after);
     // Best-effort regions are untouched by the EU outage.
     let r = platform
-        .sign_up(&tenant, ORIGIN, Some("JP"), "during-eu@example.com", PASSWORD)
+        .sign_up(
+            &tenant,
+            ORIGIN,
+            Some("JP"),
+            "during-eu@example.com",
+            PASSWORD,
+        )
         .await?;
     assert_eq!((r.status, r.str("/user/region")), (201, "apac".into()));
 
@@ -361,7 +408,10 @@ async fn separate_regions_survive_outages_and_refuse_a_misconfigured_store() -> 
     platform.start_service("user-store-weur").await?;
     let (status, body) = platform.get_service("user-store-eeur", "/readyz").await?;
     assert_eq!(status, 503, "{body}");
-    assert!(body.contains("misconfigured") && body.contains("eeur"), "{body}");
+    assert!(
+        body.contains("misconfigured") && body.contains("eeur"),
+        "{body}"
+    );
     let (status, body) = platform.get_service("user", "/readyz").await?;
     assert_eq!(status, 503, "{body}");
     assert!(
@@ -369,9 +419,20 @@ async fn separate_regions_survive_outages_and_refuse_a_misconfigured_store() -> 
         "{body}"
     );
     let r = platform
-        .sign_up(&tenant, ORIGIN, Some("PL"), "misrouted@example.com", PASSWORD)
+        .sign_up(
+            &tenant,
+            ORIGIN,
+            Some("PL"),
+            "misrouted@example.com",
+            PASSWORD,
+        )
         .await?;
-    assert_eq!((r.status, r.code()), (403, Some("residency_violation")), "{}", r.json);
+    assert_eq!(
+        (r.status, r.code()),
+        (403, Some("residency_violation")),
+        "{}",
+        r.json
+    );
     assert_eq!(
         regions_holding(&platform, &tenant, "misrouted@example.com").await?,
         Vec::<Region>::new()
@@ -383,7 +444,9 @@ async fn separate_regions_survive_outages_and_refuse_a_misconfigured_store() -> 
     assert_ne!(r.status, 200, "{}", r.json);
     // A best-effort store claiming `eu` is as wrong.
     platform
-        .restart_store_with(Region::Wnam, |c| c.jurisdiction = idm_core::Jurisdiction::Eu)
+        .restart_store_with(Region::Wnam, |c| {
+            c.jurisdiction = idm_core::Jurisdiction::Eu
+        })
         .await?;
     let (status, body) = platform.get_service("user", "/readyz").await?;
     assert_eq!(status, 503, "{body}");
@@ -396,7 +459,12 @@ async fn separate_regions_survive_outages_and_refuse_a_misconfigured_store() -> 
             Some(json!({"email": "claimed-eu@example.com", "region": "wnam"})),
         )
         .await?;
-    assert_eq!((r.status, r.code()), (403, Some("residency_violation")), "{}", r.json);
+    assert_eq!(
+        (r.status, r.code()),
+        (403, Some("residency_violation")),
+        "{}",
+        r.json
+    );
     assert_eq!(
         regions_holding(&platform, &tenant, "claimed-eu@example.com").await?,
         Vec::<Region>::new()
@@ -413,6 +481,11 @@ async fn separate_regions_survive_outages_and_refuse_a_misconfigured_store() -> 
     let r = platform
         .sign_up(&tenant, ORIGIN, Some("PL"), "after@example.com", PASSWORD)
         .await?;
-    assert_eq!((r.status, r.str("/user/region")), (201, "eeur".into()), "{}", r.json);
+    assert_eq!(
+        (r.status, r.str("/user/region")),
+        (201, "eeur".into()),
+        "{}",
+        r.json
+    );
     platform.stop().await
 }
