@@ -14,6 +14,11 @@
 # IDM_NATS_CLUSTER=3 starts a three-node NATS cluster instead (clients on
 # 4223-4225, routes on 6223-6225: IDM_LOCAL_NATS_ROUTE_PORT), with streams
 # kept on every node (IDM_NATS_STREAM_REPLICAS=3). See docs/MESSAGING.md.
+# The two EU regions' databases live on a PostgreSQL cluster of their own
+# (initdb into .idmesh/pg-eu, 127.0.0.1:5433, IDM_LOCAL_EU_PG_PORT; 0 keeps
+# them on the main server), so regions on separate servers are exercised
+# (docs/REGIONS.md). It keeps running after the services stop, like the
+# main PostgreSQL; `ops/run-local.sh stop` stops it too.
 # See docs/OPERATIONS.md.
 #
 # ops/bench sources this file for its functions (main runs only when the
@@ -48,6 +53,8 @@ PROFILE=${IDM_LOCAL_PROFILE:-debug}
 EDGE=http://127.0.0.1:$PORT_BASE
 ACCOUNT=http://127.0.0.1:$((PORT_BASE + 1))
 READY_TIMEOUT=${IDM_READY_TIMEOUT:-60}
+EU_PG_PORT=${IDM_LOCAL_EU_PG_PORT:-5433}
+EU_PG_DIR=$STATE/pg-eu
 STOP_TIMEOUT=10
 
 usage() {
@@ -244,11 +251,75 @@ psql_admin() {
 	PGCONNECT_TIMEOUT=5 psql "$IDM_PG_ADMIN_URL" -XAtq -v ON_ERROR_STOP=1 "$@"
 }
 
+# --- the EU regions' own PostgreSQL cluster ---------------------------------------
+
+is_eu() { [[ $1 == weur || $1 == eeur ]]; }
+
+# The PostgreSQL binary `name`: the newest /usr/lib/postgresql/<v>/bin, else PATH.
+pg_bin() {
+	local found
+	found=$(compgen -G "/usr/lib/postgresql/*/bin/$1" | sort -V | tail -n 1 || true)
+	printf '%s
+' "${found:-$1}"
+}
+
+# Runs a PostgreSQL tool as the postgres user when we are root (it refuses root).
+as_pg_user() {
+	if ((EUID == 0)); then
+		runuser -u postgres -- "$@"
+	else
+		"$@"
+	fi
+}
+
+eu_pg_base() {
+	if [[ $EU_PG_PORT == 0 ]]; then
+		printf '%s
+' "${IDM_PG_URL_BASE:-postgres://postgres@127.0.0.1:5432}"
+	else
+		printf 'postgres://postgres@127.0.0.1:%s
+' "$EU_PG_PORT"
+	fi
+}
+
+# initdb once into .idmesh/pg-eu, then start it unless it already runs.
+ensure_eu_postgres() {
+	[[ $EU_PG_PORT != 0 ]] || return 0
+	local data=$EU_PG_DIR/data
+	if [[ ! -f $data/PG_VERSION ]]; then
+		[[ -x $(command -v "$(pg_bin initdb)") ]] || _idm_apt_install postgresql || {
+			idm_err "initdb is needed for the EU regions' PostgreSQL (or set IDM_LOCAL_EU_PG_PORT=0)"
+			return 1
+		}
+		mkdir -p "$EU_PG_DIR"
+		if ((EUID == 0)); then chown postgres: "$EU_PG_DIR"; fi
+		idm_say "EU PostgreSQL: initdb into ${EU_PG_DIR#"$ROOT"/}"
+		as_pg_user "$(pg_bin initdb)" -D "$data" -U postgres --auth=trust -E UTF8 >/dev/null
+	fi
+	if as_pg_user "$(pg_bin pg_ctl)" -D "$data" status >/dev/null 2>&1; then
+		return 0
+	fi
+	idm_say "EU PostgreSQL: starting on 127.0.0.1:$EU_PG_PORT"
+	as_pg_user "$(pg_bin pg_ctl)" -D "$data" -l "$EU_PG_DIR/postgres.log" -w -t 30 \
+		-o "-p $EU_PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=''" start >/dev/null
+}
+
+stop_eu_postgres() {
+	local data=$EU_PG_DIR/data
+	[[ -f $data/PG_VERSION ]] || return 0
+	if as_pg_user "$(pg_bin pg_ctl)" -D "$data" status >/dev/null 2>&1; then
+		as_pg_user "$(pg_bin pg_ctl)" -D "$data" -m fast -w stop >/dev/null && idm_say "EU PostgreSQL stopped"
+	fi
+}
+
 create_databases() {
-	local db created=()
+	local db r url created=()
 	for db in "$DB" "${REGIONS[@]/#/${DB}_store_}"; do
-		if [[ -z $(psql_admin -c "select 1 from pg_database where datname = '$db'") ]]; then
-			psql_admin -c "create database \"$db\"" >/dev/null
+		url=$IDM_PG_ADMIN_URL
+		r=${db#"${DB}"_store_}
+		if [[ $db != "$DB" ]] && is_eu "$r"; then url=$(eu_pg_base)/postgres; fi
+		if [[ -z $(PGCONNECT_TIMEOUT=5 psql "$url" -XAtq -c "select 1 from pg_database where datname = '$db'") ]]; then
+			PGCONNECT_TIMEOUT=5 psql "$url" -XAtq -v ON_ERROR_STOP=1 -c "create database \"$db\"" >/dev/null
 			created+=("$db")
 		fi
 	done
@@ -373,8 +444,10 @@ start_all() {
 	idm_say "starting ${#NAMES[@]} services (logs in ${STATE#"$ROOT"/}/logs/)"
 	for i in "${!REGIONS[@]}"; do
 		r=${REGIONS[$i]}
+		local store_pg=$pg
+		if is_eu "$r"; then store_pg=$(eu_pg_base); fi
 		start_service "user-store-$r" STORE_REGION="$r" STORE_HTTP_ADDR="${ADDR[user-store-$r]}" \
-			STORE_DATABASE_URL="$pg/${DB}_store_$r" STORE_NATS_NKEY_SEED_FILE="$(seed_file "user-store-$r")"
+			STORE_DATABASE_URL="$store_pg/${DB}_store_$r" STORE_NATS_NKEY_SEED_FILE="$(seed_file "user-store-$r")"
 	done
 	start_service account ACCOUNT_HTTP_ADDR="${ADDR[account]}" ACCOUNT_DATABASE_URL="$pg/$DB" \
 		ACCOUNT_OPERATOR_TOKEN="$IDM_OPERATOR_TOKEN" ACCOUNT_NATS_NKEY_SEED_FILE="$(seed_file account)"
@@ -563,6 +636,7 @@ main() {
 
 	if [[ $mode == stop ]]; then
 		stop_from_pidfiles
+		stop_eu_postgres
 		idm_say "idmesh services stopped"
 		exit 0
 	fi
@@ -574,6 +648,7 @@ main() {
 	# PostgreSQL and Redis are shared; NATS is this run's own (start_nats).
 	local rc=0
 	ensure_postgres || rc=1
+	ensure_eu_postgres || rc=1
 	ensure_redis || rc=1
 	NATS_BIN=$(ensure_nats_server_binary) || rc=1
 	((rc == 0)) || { idm_err "dependencies are not ready (see above)"; exit 1; }

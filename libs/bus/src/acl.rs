@@ -305,6 +305,7 @@ static EDGE_GUARD: Rights = Rights {
                 user::LIST_PERSONAL_TOKENS,
                 user::REVOKE_PERSONAL_TOKEN,
                 user::VERIFY_PERSONAL_TOKEN,
+                user::RESIDENCY,
             ],
         },
     ],
@@ -440,6 +441,9 @@ static USER: Rights = Rights {
     calls: &[Calls {
         target: Target::Store,
         ops: &[
+            // Which jurisdiction and database a store announces (routing
+            // checks, `/readyz`, residency evidence).
+            store::INFO,
             store::CREATE_USER,
             store::GET_USER,
             store::CREATE_PERSONAL_TOKEN,

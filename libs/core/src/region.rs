@@ -31,11 +31,34 @@ pub enum Region {
 
 /// `Eu` is a hard pin: data placed there never leaves the EU. `Global` regions
 /// are best-effort placement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Jurisdiction {
     Eu,
     Global,
+}
+
+impl Jurisdiction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Jurisdiction::Eu => "eu",
+            Jurisdiction::Global => "global",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        match raw {
+            "eu" => Ok(Jurisdiction::Eu),
+            "global" => Ok(Jurisdiction::Global),
+            _ => Err(ApiError::validation("a jurisdiction is 'eu' or 'global'")),
+        }
+    }
+}
+
+impl std::fmt::Display for Jurisdiction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Region {

@@ -138,6 +138,12 @@ pub struct Options {
     /// example a `redis+cluster://` URL of a private cluster); ignored with
     /// `own_servers`, which brings its own.
     pub redis_url: Option<String>,
+    /// Put the two EU regions' databases (`weur`, `eeur`) on a PostgreSQL
+    /// server of their own (a private cluster on another port, see
+    /// [`PrivatePostgres`]), so regions on separate servers are exercised,
+    /// not assumed. The shared platform does (unless `IDM_TEST_EU_SERVER=0`);
+    /// ignored with `own_servers`, which places every database itself.
+    pub eu_server: bool,
 }
 
 /// A plan whose ceilings stay out of the way of tests about something else
@@ -217,6 +223,7 @@ impl Default for Options {
             default_plan: roomy_plan(),
             nats_cluster_nodes: 1,
             redis_url: None,
+            eu_server: false,
         }
     }
 }
@@ -246,6 +253,8 @@ pub struct Platform {
     pub db_urls: BTreeMap<String, String>,
     /// The private servers, with [`Options::own_servers`].
     pub servers: Option<Servers>,
+    /// The EU regions' own PostgreSQL server, with [`Options::eu_server`].
+    pub eu_pg: Option<PrivatePostgres>,
     shutdown: CancellationToken,
     services: BTreeMap<String, services::Service>,
     own_runtimes: bool,
@@ -314,15 +323,36 @@ impl Platform {
             .map(|r| (*r, format!("idmt_{run_id}_{r}")))
             .collect();
         let mut db_urls = BTreeMap::new();
+        let mut eu_pg = None;
         let (servers, redis_url) = match &options.own_servers {
             None => {
                 let admin = pg_connect(&pg_admin_url()).await?;
                 create_database(&admin, &global_db).await?;
                 db_urls.insert(global_db.clone(), database_url(&global_db));
-                for name in region_dbs.values() {
-                    create_database(&admin, name).await?;
-                    db_urls.insert(name.clone(), database_url(name));
+                let eu = if options.eu_server {
+                    let pg = PrivatePostgres::start()
+                        .await
+                        .context("starting the EU regions' PostgreSQL server")?;
+                    let admin = pg_connect(&pg.url("postgres")).await?;
+                    Some((pg, admin))
+                } else {
+                    None
+                };
+                for (region, name) in &region_dbs {
+                    match &eu {
+                        Some((pg, eu_admin))
+                            if region.jurisdiction() == idm_core::Jurisdiction::Eu =>
+                        {
+                            create_database(eu_admin, name).await?;
+                            db_urls.insert(name.clone(), pg.url(name));
+                        }
+                        _ => {
+                            create_database(&admin, name).await?;
+                            db_urls.insert(name.clone(), database_url(name));
+                        }
+                    }
                 }
+                eu_pg = eu.map(|(pg, _)| pg);
                 (None, options.redis_url.clone().unwrap_or_else(redis_url))
             }
             Some(own) => {
@@ -383,6 +413,8 @@ impl Platform {
                 services::Spec::Store(idm_user_store::Config {
                     basics: basics(&prefix, &nats, Identity::UserStore(*region)),
                     region: *region,
+                    jurisdiction: region.jurisdiction(),
+                    database_label: None,
                     database_url: SecretString::from(db_urls[&region_dbs[region]].clone()),
                     pool_size: 4,
                     password: idm_crypto::PasswordParams::default(),
@@ -523,6 +555,7 @@ impl Platform {
             redis_url,
             db_urls,
             servers,
+            eu_pg,
             shutdown,
             services: started,
             own_runtimes,
@@ -656,6 +689,26 @@ impl Platform {
             "{service} has no master key"
         );
         running.start_again(service, &parent).await
+    }
+
+    /// Restarts `region`'s store with its configuration changed by `tweak`
+    /// (for example another announced jurisdiction); it keeps it until the
+    /// next call.
+    pub async fn restart_store_with(
+        &mut self,
+        region: Region,
+        tweak: impl FnOnce(&mut idm_user_store::Config),
+    ) -> anyhow::Result<()> {
+        let name = format!("user-store-{region}");
+        let service = self.service(&name)?;
+        if let services::Spec::Store(config) = service.spec_mut() {
+            tweak(config);
+        }
+        if service.is_running() {
+            service.request_stop();
+            service.stopped().await;
+        }
+        self.start_service(&name).await
     }
 
     pub async fn region_db(&self, region: Region) -> anyhow::Result<tokio_postgres::Client> {

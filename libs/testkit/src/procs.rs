@@ -139,6 +139,16 @@ impl PrivatePostgres {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("postgres did not start")))
     }
 
+    /// The postmaster's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
+    /// The temporary directory holding its files.
+    pub fn dir(&self) -> &Path {
+        &self.dir.0
+    }
+
     /// `postgres://postgres@127.0.0.1:<port>/<database>`.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)

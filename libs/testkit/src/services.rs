@@ -243,6 +243,11 @@ impl Service {
         }
     }
 
+    /// The configuration the next start uses.
+    pub fn spec_mut(&mut self) -> &mut Spec {
+        &mut self.spec
+    }
+
     pub fn is_running(&self) -> bool {
         self.handle.is_some()
     }

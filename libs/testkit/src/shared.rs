@@ -54,6 +54,7 @@ if command -v redis-cli >/dev/null 2>&1; then
         xargs -r redis-cli -u "$IDM_REAP_REDIS" del >/dev/null 2>&1
 fi
 rm -rf "$IDM_REAP_DIR"
+if [ -n "$IDM_REAP_PG_DIR" ]; then rm -rf "$IDM_REAP_PG_DIR"; fi
 "#;
 
 impl Platform {
@@ -81,6 +82,9 @@ fn options() -> Options {
     let mut options = Options::behind_loopback_proxy();
     options.edge_waf.key_lookups_per_minute = 1_000_000;
     options.store_db_queue = 1024;
+    // The EU regions on a second PostgreSQL server (one initdb per test
+    // process): `IDM_TEST_EU_SERVER=0` keeps them on the machine's.
+    options.eu_server = std::env::var("IDM_TEST_EU_SERVER").map_or(true, |v| v != "0");
     options
 }
 
@@ -135,14 +139,25 @@ fn reaper(platform: &Platform) -> anyhow::Result<ChildStdin> {
             platform
                 .nats
                 .pid()
+                .into_iter()
+                .chain(platform.eu_pg.as_ref().and_then(|pg| pg.pid()))
                 .map(|p| p.to_string())
-                .unwrap_or_default(),
+                .collect::<Vec<_>>()
+                .join(" "),
         )
         .env("IDM_REAP_DBS", platform.database_names().join(" "))
         .env("IDM_REAP_PG", pg_admin_url())
         .env("IDM_REAP_REDIS", &platform.redis_url)
         .env("IDM_REAP_PREFIX", &platform.redis_prefix)
         .env("IDM_REAP_DIR", &platform.nats.dir)
+        .env(
+            "IDM_REAP_PG_DIR",
+            platform
+                .eu_pg
+                .as_ref()
+                .map(|pg| pg.dir().to_path_buf())
+                .unwrap_or_default(),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

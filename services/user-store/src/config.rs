@@ -1,5 +1,5 @@
 use idm_core::config::{ConfigError, Env, ServiceBasics};
-use idm_core::Region;
+use idm_core::{Jurisdiction, Region};
 use idm_crypto::PasswordParams;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -8,6 +8,15 @@ use secrecy::{ExposeSecret, SecretString};
 pub struct Config {
     pub basics: ServiceBasics,
     pub region: Region,
+    /// The jurisdiction this store announces (`STORE_JURISDICTION`, by
+    /// default its region's). Configurable so a wrong one is possible and
+    /// caught: the store reports it in `/readyz` and the user service
+    /// refuses to route to it.
+    pub jurisdiction: Jurisdiction,
+    /// How the residency evidence names the database server
+    /// (`STORE_DATABASE_LABEL`; by default `host:port/dbname` of the URL,
+    /// without credentials).
+    pub database_label: Option<String>,
     pub database_url: SecretString,
     pub pool_size: usize,
     pub password: PasswordParams,
@@ -29,10 +38,19 @@ impl Config {
             var: env.var_name("REGION"),
             reason: e.message,
         })?;
+        let jurisdiction = env.string("JURISDICTION", region.jurisdiction().as_str());
+        let jurisdiction =
+            Jurisdiction::parse(&jurisdiction).map_err(|e| ConfigError::Invalid {
+                var: env.var_name("JURISDICTION"),
+                reason: e.message,
+            })?;
+        let label = env.string("DATABASE_LABEL", "");
         let defaults = PasswordParams::default();
         Ok(Self {
             basics: ServiceBasics::from_env(&env, 8090)?,
             region,
+            jurisdiction,
+            database_label: (!label.is_empty()).then_some(label),
             database_url: env.secret("DATABASE_URL")?,
             pool_size: env.parse("DB_POOL_SIZE", 16)?,
             password: PasswordParams {
@@ -48,5 +66,41 @@ impl Config {
 
     pub(crate) fn database_url(&self) -> &str {
         self.database_url.expose_secret()
+    }
+
+    /// The configured label, else `host:port/dbname` of the database URL
+    /// (never its user or password).
+    pub fn database_label(&self) -> String {
+        if let Some(label) = &self.database_label {
+            return label.clone();
+        }
+        database_label_of(self.database_url())
+    }
+}
+
+/// `host:port/dbname` of a PostgreSQL URL; `unknown` when it does not parse.
+pub fn database_label_of(url: &str) -> String {
+    use std::str::FromStr;
+    match sqlx::postgres::PgConnectOptions::from_str(url) {
+        Ok(options) => format!(
+            "{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("postgres")
+        ),
+        Err(_) => "unknown".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_label_carries_no_credentials() {
+        assert_eq!(
+            super::database_label_of(
+                "postgres://idm:s3cret@db.weur.internal:6432/idm_weur?sslmode=require"
+            ),
+            "db.weur.internal:6432/idm_weur"
+        );
     }
 }

@@ -24,6 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) struct State {
     pub region: idm_core::Region,
+    /// What this store announces (from its configuration).
+    pub jurisdiction: idm_core::Jurisdiction,
+    pub database_label: String,
     pub db: Db,
     pub hasher: PasswordHasher,
     /// The pool's connections, shared fairly between issuers: every
@@ -49,8 +52,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     };
     let connections = FairShare::new(config.pool_size, db_queue);
     let bus = Bus::connect(&config.basics, idm_bus::Identity::UserStore(config.region)).await?;
+    let database_label = config.database_label();
     let state = Arc::new(State {
         region: config.region,
+        jurisdiction: config.jurisdiction,
+        database_label: database_label.clone(),
         db: db.clone(),
         hasher,
         connections,
@@ -85,14 +91,31 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(handlers::mfa::reseal_totp);
     let serving = bus.serve(handlers, state, shutdown.clone()).await?;
 
-    let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);
+    // A store configured with another jurisdiction than its region's is
+    // never ready: the user service refuses it too, but the operator
+    // should see it here first.
+    let (region, jurisdiction) = (config.region, config.jurisdiction);
+    if jurisdiction != region.jurisdiction() {
+        tracing::error!(%region, %jurisdiction, "configured with the wrong jurisdiction for the region; the user service will refuse this store");
+    }
+    let announced = idm_telemetry::probe(move || async move {
+        if jurisdiction == region.jurisdiction() {
+            Ok(())
+        } else {
+            Err(format!(
+                "misconfigured: region {region} announces jurisdiction {jurisdiction}, not {}",
+                region.jurisdiction()
+            ))
+        }
+    });
+    let ready = idm_telemetry::all_of(vec![announced, db.probe(), bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,
         idm_telemetry::ops_router("user-store", ready),
         shutdown,
     )
     .await?;
-    tracing::info!(region = %config.region, %http_addr, "user-store started");
+    tracing::info!(region = %config.region, jurisdiction = %config.jurisdiction, database = %database_label, %http_addr, "user-store started");
     Ok(Running::new(
         http_addr,
         vec![("bus", serving), ("http", http)],

@@ -2,7 +2,8 @@
 //! No plaintext personal data is stored here.
 
 use crate::Error;
-use idm_core::{ApiError, IssuerId, Region, UserId};
+use idm_core::proto::user::PlacementReason;
+use idm_core::{ApiError, IssuerId, Region, Timestamp, UserId};
 use idm_db::sqlx;
 use idm_db::{Db, DbError, GenericClient};
 
@@ -18,12 +19,14 @@ pub async fn reserve(
     issuer: &IssuerId,
     user: &UserId,
     region: Region,
+    reason: PlacementReason,
     index: &[u8],
 ) -> Result<bool, Error> {
     let row = sqlx::query!(
-        "INSERT INTO directory.users (id, issuer_id, region, email_index) VALUES ($1, $2, $3, $4)
+        "INSERT INTO directory.users (id, issuer_id, region, email_index, placement_reason) VALUES ($1, $2, $3, $4, $6)
              ON CONFLICT (issuer_id, email_index) DO UPDATE
-                 SET id = EXCLUDED.id, region = EXCLUDED.region, created_at = now()
+                 SET id = EXCLUDED.id, region = EXCLUDED.region, created_at = now(),
+                     placement_reason = EXCLUDED.placement_reason, unavailable_region = NULL
                  WHERE directory.users.status = 'pending'
                    AND directory.users.created_at < now() - make_interval(secs => $5)
              RETURNING id",
@@ -32,6 +35,7 @@ pub async fn reserve(
         region.as_str(),
         index,
         STALE_PENDING_SECONDS,
+        reason.as_str(),
     )
     .fetch_optional(&mut *db.get().await?.conn().await)
     .await
@@ -39,11 +43,20 @@ pub async fn reserve(
     Ok(row.is_some())
 }
 
-pub async fn move_reservation(db: &Db, user: &UserId, region: Region) -> Result<(), Error> {
+/// The reservation moves to a fallback region because `unavailable` (the
+/// region first chosen) is down; the evidence says so.
+pub async fn move_reservation(
+    db: &Db,
+    user: &UserId,
+    region: Region,
+    unavailable: Region,
+) -> Result<(), Error> {
     sqlx::query!(
-        "UPDATE directory.users SET region = $2 WHERE id = $1 AND status = 'pending'",
+        "UPDATE directory.users SET region = $2, placement_reason = 'fallback', unavailable_region = $3
+             WHERE id = $1 AND status = 'pending'",
         user.as_str(),
         region.as_str(),
+        unavailable.as_str(),
     )
     .execute(&mut *db.get().await?.conn().await)
     .await
@@ -53,7 +66,7 @@ pub async fn move_reservation(db: &Db, user: &UserId, region: Region) -> Result<
 
 pub async fn activate(db: &Db, user: &UserId) -> Result<(), Error> {
     sqlx::query!(
-        "UPDATE directory.users SET status = 'active' WHERE id = $1",
+        "UPDATE directory.users SET status = 'active', placed_at = now() WHERE id = $1",
         user.as_str(),
     )
     .execute(&mut *db.get().await?.conn().await)
@@ -112,6 +125,45 @@ index,
             UserId::parse(&r.id).map_err(|e| ApiError::internal_from(&e))?,
             region_of(&r.region)?,
         ))
+    })
+    .transpose()
+}
+
+/// What the directory knows of a user's placement.
+pub struct Placement {
+    pub region: Region,
+    pub reason: PlacementReason,
+    pub unavailable_region: Option<Region>,
+    pub placed_at: Timestamp,
+}
+
+/// The placement of an active user of `issuer`; another issuer's is absent.
+pub async fn placement_of(
+    db: &Db,
+    issuer: &IssuerId,
+    user: &UserId,
+) -> Result<Option<Placement>, Error> {
+    let row = sqlx::query!(
+        r#"SELECT region, placement_reason, unavailable_region,
+                  COALESCE(placed_at, created_at) AS "placed_at!"
+             FROM directory.users WHERE id = $1 AND issuer_id = $2 AND status = 'active'"#,
+        user.as_str(),
+        issuer.as_str(),
+    )
+    .fetch_optional(&mut *db.get().await?.conn().await)
+    .await
+    .map_err(DbError::from)?;
+    row.map(|r| {
+        Ok(Placement {
+            region: region_of(&r.region)?,
+            reason: r
+                .placement_reason
+                .as_deref()
+                .and_then(PlacementReason::parse)
+                .unwrap_or(PlacementReason::Unrecorded),
+            unavailable_region: r.unavailable_region.as_deref().map(region_of).transpose()?,
+            placed_at: r.placed_at,
+        })
     })
     .transpose()
 }

@@ -26,20 +26,21 @@ fn view(user: StoredUser, region: Region) -> User {
     }
 }
 
-/// The store must say it is the region we asked for, and an EU region's
-/// store must say `eu`: data that must stay in the EU is never sent to a
-/// store that does not declare it.
-fn check_store(asked: Region, answered: &store::StoreInfo) -> Result<(), ApiError> {
-    let eu_ok =
-        asked.jurisdiction() != Jurisdiction::Eu || answered.jurisdiction == Jurisdiction::Eu;
-    if answered.region == asked && eu_ok {
-        Ok(())
-    } else {
-        tracing::error!(%asked, answered = %answered.region, "store answered for another region or jurisdiction");
-        Err(ApiError::new(
-            ErrorCode::ResidencyViolation,
-            "the store's region does not match the placement",
-        ))
+/// The store must say it is the region we asked for, with that region's
+/// jurisdiction: data that must stay in the EU is never sent to (or kept
+/// in) a store that does not declare `eu`, and a best-effort region's store
+/// claiming `eu` is as misconfigured. A refusal is remembered for `/readyz`.
+fn check_store(state: &State, asked: Region, answered: &store::StoreInfo) -> Result<(), ApiError> {
+    match answered.refusal(asked) {
+        None => Ok(()),
+        Some(why) => {
+            tracing::error!(%asked, answered = %answered.region, jurisdiction = %answered.jurisdiction, %why, "store refused");
+            state.stores.refused(asked);
+            Err(ApiError::new(
+                ErrorCode::ResidencyViolation,
+                "the store's region or jurisdiction does not match the placement",
+            ))
+        }
     }
 }
 
@@ -52,7 +53,7 @@ fn is_unavailable(e: &ApiError) -> bool {
 
 /// The region `create_user` would choose first, without creating anything.
 pub async fn placement(state: Arc<State>, req: Place) -> Result<Placed, Error> {
-    let region = placement::choose(
+    let (region, _) = placement::choose(
         &req.ctx.policy,
         None,
         req.country.as_deref(),
@@ -69,7 +70,7 @@ pub async fn create_user(state: Arc<State>, req: CreateUser) -> Result<User, Err
     if let Some(password) = &req.password {
         idm_core::text::check_password(password.expose())?;
     }
-    let chosen = placement::choose(
+    let (chosen, reason) = placement::choose(
         &req.ctx.policy,
         req.region,
         req.country.as_deref(),
@@ -77,7 +78,7 @@ pub async fn create_user(state: Arc<State>, req: CreateUser) -> Result<User, Err
     )?;
     let index = state.index_keys.index(issuer, &req.email).await?;
     let user_id = UserId::generate();
-    if !directory::reserve(&state.db, issuer, &user_id, chosen, &index).await? {
+    if !directory::reserve(&state.db, issuer, &user_id, chosen, reason, &index).await? {
         return Err(ApiError::conflict("a user with this email already exists").into());
     }
     let request = store::CreateUser {
@@ -95,10 +96,19 @@ pub async fn create_user(state: Arc<State>, req: CreateUser) -> Result<User, Err
     for region in placement::candidates(&req.ctx.policy, chosen) {
         if region != chosen {
             tracing::warn!(from = %chosen, to = %region, "placing in a fallback region");
-            directory::move_reservation(&state.db, &user_id, region).await?;
+            directory::move_reservation(&state.db, &user_id, region, chosen).await?;
         }
-        let reply: Result<StoredUser, ApiError> = state.bus.send_to(region, &request).await;
-        match reply.and_then(|u| check_store(region, &u.store).map(|()| u)) {
+        // Asked first, before any personal data is sent: a store announcing
+        // the wrong jurisdiction never receives the user.
+        let announced = state.stores.announced(&state.bus, region).await;
+        let reply: Result<StoredUser, ApiError> = match announced {
+            Ok(info) => match check_store(&state, region, &info) {
+                Ok(()) => state.bus.send_to(region, &request).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match reply.and_then(|u| check_store(&state, region, &u.store).map(|()| u)) {
             Ok(stored) => {
                 directory::activate(&state.db, &user_id).await?;
                 tracing::info!(user = %user_id, %region, "user created");
@@ -116,7 +126,8 @@ pub async fn create_user(state: Arc<State>, req: CreateUser) -> Result<User, Err
         last_error = ApiError::new(
             ErrorCode::RegionUnavailable,
             format!("region {chosen} is unavailable and EU data is never placed elsewhere"),
-        );
+        )
+        .with_details(serde_json::json!({ "retry_after": 5, "region": chosen }));
     } else if last_error.code == ErrorCode::UpstreamUnavailable {
         last_error.code = ErrorCode::RegionUnavailable;
     }
@@ -139,7 +150,7 @@ async fn fetch(
             },
         )
         .await?;
-    check_store(region, &stored.store)?;
+    check_store(state, region, &stored.store)?;
     Ok(view(stored, region))
 }
 
@@ -164,4 +175,55 @@ pub async fn locate(state: Arc<State>, Locate(req): Locate) -> Result<Located, E
         .await?
         .map(|(user_id, region)| Location { user_id, region });
     Ok(Located { location })
+}
+
+/// What the regional store of a user holds: the tables of an issuer's
+/// store schema (see `services/user-store/migrations`).
+pub const DATA_CATEGORIES: [&str; 6] = [
+    "profile",
+    "credentials",
+    "second_factors",
+    "sessions",
+    "refresh_tokens",
+    "personal_tokens",
+];
+
+/// The residency evidence: the directory's placement row, and what the
+/// region's store announces about itself (asked now; the last answer when
+/// it is down, none if it never answered).
+pub async fn residency(
+    state: Arc<State>,
+    GetResidency(req): GetResidency,
+) -> Result<Residency, Error> {
+    let placed = directory::placement_of(&state.db, &req.issuer_id, &req.user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    let region = placed.region;
+    let database = match state.stores.announced(&state.bus, region).await {
+        Ok(info) => {
+            check_store(&state, region, &info)?;
+            Some(info.database)
+        }
+        Err(_) => state
+            .stores
+            .last_known(region)
+            .filter(|info| info.refusal(region).is_none())
+            .map(|info| info.database),
+    };
+    let jurisdiction = region.jurisdiction();
+    Ok(Residency {
+        user_id: req.user_id,
+        region,
+        jurisdiction,
+        placement: match jurisdiction {
+            Jurisdiction::Eu => PlacementKind::Hard,
+            Jurisdiction::Global => PlacementKind::BestEffort,
+        },
+        store: format!("user-store-{region}"),
+        database,
+        placed_at: placed.placed_at,
+        reason: placed.reason,
+        unavailable_region: placed.unavailable_region,
+        data_categories: DATA_CATEGORIES.iter().map(|c| (*c).to_owned()).collect(),
+    })
 }

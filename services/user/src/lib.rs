@@ -10,6 +10,7 @@ mod error;
 mod handlers;
 mod personal_tokens;
 mod placement;
+mod stores;
 
 pub use config::Config;
 pub use error::Error;
@@ -25,6 +26,7 @@ pub(crate) struct State {
     pub bus: Bus,
     pub index_keys: blind_index::IndexKeys,
     pub default_region: idm_core::Region,
+    pub stores: stores::Stores,
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
@@ -38,6 +40,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         bus: bus.clone(),
         index_keys: blind_index::IndexKeys::new(db.clone(), master),
         default_region: config.default_region,
+        stores: stores::Stores::default(),
     });
     let resealing = spawn_resealing(Arc::clone(&state), shutdown.clone());
     let handlers = Handlers::new()
@@ -47,12 +50,23 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(handlers::find_by_email)
         .on(handlers::locate)
         .on(handlers::placement)
+        .on(handlers::residency)
         .on(personal_tokens::create)
         .on(personal_tokens::list)
         .on(personal_tokens::revoke)
         .on(personal_tokens::verify);
-    let serving = bus.serve(handlers, state, shutdown.clone()).await?;
-    let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);
+    let serving = bus
+        .serve(handlers, Arc::clone(&state), shutdown.clone())
+        .await?;
+    // Not ready while any store announces another jurisdiction than its
+    // region's (the stores are refused meanwhile); a store that is down is
+    // its region's outage, not the directory's.
+    let probing = Arc::clone(&state);
+    let stores_ok = idm_telemetry::probe(move || {
+        let state = Arc::clone(&probing);
+        async move { state.stores.misconfigured(&state.bus).await }
+    });
+    let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe(), stores_ok]);
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,
         idm_telemetry::ops_router("user", ready),

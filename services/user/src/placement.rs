@@ -2,18 +2,20 @@
 //! the region nearest their country, else the issuer's (or the deployment's)
 //! default; then, only for best-effort regions, the nearest fallback that is up.
 
+use idm_core::proto::user::PlacementReason;
 use idm_core::{ApiError, Country, ErrorCode, IssuerPolicy, Region};
 
+/// The region, and why: `hint` (explicit), `country`, or `default`.
 pub fn choose(
     policy: &IssuerPolicy,
     explicit: Option<Region>,
     country: Option<&str>,
     deployment_default: Region,
-) -> Result<Region, ApiError> {
+) -> Result<(Region, PlacementReason), ApiError> {
     let permitted = policy.permitted_regions();
     if let Some(region) = explicit {
         return if permitted.contains(&region) {
-            Ok(region)
+            Ok((region, PlacementReason::Hint))
         } else {
             Err(ApiError::new(
                 ErrorCode::ResidencyViolation,
@@ -26,7 +28,7 @@ pub fn choose(
         .and_then(Region::nearest_to)
     {
         if permitted.contains(&region) {
-            return Ok(region);
+            return Ok((region, PlacementReason::Country));
         }
     }
     let fallback = policy
@@ -35,6 +37,7 @@ pub fn choose(
         .filter(|r| permitted.contains(r));
     fallback
         .or_else(|| permitted.first().copied())
+        .map(|region| (region, PlacementReason::Default))
         .ok_or_else(|| ApiError::validation("the issuer's policy permits no region"))
 }
 
@@ -63,15 +66,15 @@ mod tests {
         let open = IssuerPolicy::default();
         assert_eq!(
             choose(&open, Some(Region::Oc), Some("DE"), Region::Weur).ok(),
-            Some(Region::Oc)
+            Some((Region::Oc, PlacementReason::Hint))
         );
         assert_eq!(
             choose(&open, None, Some("BR"), Region::Weur).ok(),
-            Some(Region::Sam)
+            Some((Region::Sam, PlacementReason::Country))
         );
         assert_eq!(
             choose(&open, None, Some("??"), Region::Apac).ok(),
-            Some(Region::Apac)
+            Some((Region::Apac, PlacementReason::Default))
         );
     }
 
@@ -85,7 +88,7 @@ mod tests {
         assert_eq!(refused, Err(ErrorCode::ResidencyViolation));
         assert_eq!(
             choose(&eu, None, Some("US"), Region::Enam).ok(),
-            Some(Region::Weur)
+            Some((Region::Weur, PlacementReason::Default))
         );
         assert_eq!(candidates(&eu, Region::Eeur), vec![Region::Eeur]);
         assert_eq!(

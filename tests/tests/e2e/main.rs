@@ -21,6 +21,7 @@ mod passwordless;
 mod personal_tokens;
 mod plans;
 mod platform;
+mod regions;
 mod revocation;
 mod scopes;
 mod second_factors;

@@ -72,12 +72,34 @@ super::operation::operations!(store {
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct GetStoreInfo {}
 
-/// What a store says about itself; the router checks `jurisdiction` before
-/// sending it data that must stay in a jurisdiction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What a store says about itself, from its own configuration: the router
+/// refuses a store whose `jurisdiction` is not its region's (see
+/// `Region::jurisdiction`) before sending it any data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreInfo {
     pub region: Region,
     pub jurisdiction: Jurisdiction,
+    /// The database server holding the region's data: `host:port/dbname`
+    /// without credentials, or an operator's label (`STORE_DATABASE_LABEL`).
+    #[serde(default)]
+    pub database: String,
+}
+
+impl StoreInfo {
+    /// `None` when the store may hold `asked`'s data; otherwise why not.
+    pub fn refusal(&self, asked: Region) -> Option<String> {
+        if self.region != asked {
+            Some(format!("the store of {asked} answered as {}", self.region))
+        } else if self.jurisdiction != asked.jurisdiction() {
+            Some(format!(
+                "the store of {asked} announces jurisdiction {}, not {}",
+                self.jurisdiction.as_str(),
+                asked.jurisdiction().as_str()
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

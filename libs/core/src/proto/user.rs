@@ -14,6 +14,7 @@ pub const CREATE_PERSONAL_TOKEN: &str = "create_personal_token";
 pub const LIST_PERSONAL_TOKENS: &str = "list_personal_tokens";
 pub const REVOKE_PERSONAL_TOKEN: &str = "revoke_personal_token";
 pub const VERIFY_PERSONAL_TOKEN: &str = "verify_personal_token";
+pub const RESIDENCY: &str = "residency";
 
 super::operation::operations!(service "user" {
     InitIssuer => super::Done = INIT_ISSUER,
@@ -26,7 +27,88 @@ super::operation::operations!(service "user" {
     ListPersonalTokens => super::store::PersonalTokens = LIST_PERSONAL_TOKENS,
     PersonalTokenRef => super::store::PersonalToken = REVOKE_PERSONAL_TOKEN,
     VerifyPersonalToken => super::store::PersonalToken = VERIFY_PERSONAL_TOKEN,
+    GetResidency => Residency = RESIDENCY,
 });
+
+/// Where a user's data lives, and why (`GET /v1/users/{id}/residency`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct GetResidency(pub GetUser);
+
+/// `hard`: the data never leaves the jurisdiction (EU regions; no fallback,
+/// no move out). `best_effort`: the nearest healthy region may stand in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PlacementKind {
+    Hard,
+    BestEffort,
+}
+
+/// Why the user was placed where they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PlacementReason {
+    /// The region nearest the country of sign-up.
+    Country,
+    /// The backend asked for this region (`region` on `POST /v1/users`).
+    Hint,
+    /// The issuer's (or the deployment's) default region.
+    Default,
+    /// The region first chosen (`unavailable_region`) was down; this is the
+    /// nearest healthy best-effort region.
+    Fallback,
+    /// Placed before reasons were recorded.
+    Unrecorded,
+}
+
+impl PlacementReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlacementReason::Country => "country",
+            PlacementReason::Hint => "hint",
+            PlacementReason::Default => "default",
+            PlacementReason::Fallback => "fallback",
+            PlacementReason::Unrecorded => "unrecorded",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            PlacementReason::Country,
+            PlacementReason::Hint,
+            PlacementReason::Default,
+            PlacementReason::Fallback,
+            PlacementReason::Unrecorded,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == raw)
+    }
+}
+
+/// The residency evidence of one user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Residency {
+    pub user_id: UserId,
+    pub region: Region,
+    pub jurisdiction: crate::Jurisdiction,
+    pub placement: PlacementKind,
+    /// The regional store holding the data (`user-store-<region>`).
+    pub store: String,
+    /// The database server holding it, as the store announces it:
+    /// `host:port/dbname` without credentials, or the operator's label.
+    /// Null when the store could not be asked just now.
+    pub database: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub placed_at: Timestamp,
+    pub reason: PlacementReason,
+    /// With `reason: fallback`: the region that was down.
+    pub unavailable_region: Option<Region>,
+    /// What the regional store holds for the user (profile, credentials,
+    /// second factors, sessions, refresh tokens, personal tokens); the
+    /// global directory holds only the id → region row and a blind index.
+    pub data_categories: Vec<String>,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateUser {

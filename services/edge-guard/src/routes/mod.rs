@@ -101,6 +101,8 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/v1/users", backend(Users, Read), users::find_by_email,
         errors: [ValidationFailed, InvalidEmail, DisposableEmail, NotFound]),
     route!(GET "/v1/users/{id}", backend(Users, Read), users::get, errors: [NotFound]),
+    route!(GET "/v1/users/{id}/residency", backend(Users, Read), users::residency,
+        errors: [NotFound, ResidencyViolation]),
     route!(POST "/v1/sessions/verify", backend(Sessions, Read), sessions::verify,
         errors: [SessionInvalid, SessionRevoked, SessionCompromised]),
     route!(POST "/v1/sessions/{id}/revoke", backend(Sessions, Manage), sessions::revoke,

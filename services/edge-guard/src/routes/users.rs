@@ -4,7 +4,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::Json;
-use idm_core::proto::user::{CreateUser, FindByEmail, GetUser, User};
+use idm_core::proto::user::{CreateUser, FindByEmail, GetResidency, GetUser, Residency, User};
 use idm_core::proto::SecretText;
 use idm_core::text::{check_password, parse_metadata, DisplayName};
 use idm_core::{ApiError, Region, UserId};
@@ -77,6 +77,28 @@ pub async fn get(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<User>
         })
         .await?;
     Ok(Json(found))
+}
+
+/// Where the user's personal data lives and why: region, jurisdiction,
+/// hard or best-effort placement, the store and database server holding it,
+/// when and why it was placed there (`country`, `hint`, `default`, or
+/// `fallback` with the region that was down), and the data categories held
+/// there. See docs/REGIONS.md.
+#[utoipa::path(get, path = "/v1/users/{id}/residency", tag = "users",
+    params(("id" = UserId, Path, description = "The user's id")),
+    responses((status = 200, description = "The residency evidence", body = Residency)))]
+pub async fn residency(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<Residency>> {
+    let caller = incoming.authorize().await?;
+    let user_id = UserId::parse(&id)?;
+    let evidence = incoming
+        .app
+        .bus
+        .send(&GetResidency(GetUser {
+            issuer_id: caller.key.issuer_id.clone(),
+            user_id,
+        }))
+        .await?;
+    Ok(Json(evidence))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -15,7 +15,8 @@ use std::sync::Arc;
 pub(crate) fn info_of(state: &State) -> StoreInfo {
     StoreInfo {
         region: state.region,
-        jurisdiction: state.region.jurisdiction(),
+        jurisdiction: state.jurisdiction,
+        database: state.database_label.clone(),
     }
 }
 

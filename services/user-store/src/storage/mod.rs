@@ -46,6 +46,15 @@ pub struct IssuerStore {
 
 impl IssuerStore {
     pub async fn open(state: &crate::State, issuer: &IssuerId) -> Result<Self, Error> {
+        // A store configured with another jurisdiction than its region's
+        // serves no data (its callers refuse it too; `/readyz` says why).
+        if state.jurisdiction != state.region.jurisdiction() {
+            return Err(ApiError::new(
+                idm_core::ErrorCode::ResidencyViolation,
+                "this store announces the wrong jurisdiction for its region and serves no data",
+            )
+            .into());
+        }
         // Waiting ends with the caller's deadline: nobody would read the answer.
         let share = idm_bus::within_deadline(state.connections.enter(issuer.as_str()))
             .await?
@@ -213,6 +222,8 @@ mod search_path_tests {
                 name,
                 state: crate::State {
                     region: idm_core::Region::Weur,
+                    jurisdiction: idm_core::Jurisdiction::Eu,
+                    database_label: "test".into(),
                     db,
                     hasher: PasswordHasher::new(cheap, 1)?,
                     connections: FairShare::new(1, 8),
