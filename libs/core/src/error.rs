@@ -307,7 +307,8 @@ pub const ERROR_CODES: &[ErrorInfo] = &[
         code: ErrorCode::CsrfCheckFailed,
         name: "csrf_check_failed",
         status: 403,
-        message: "A cookie-authenticated request that changes state must carry the `Idm-Api-Key` header.",
+        message:
+            "A cookie-authenticated request that changes state must carry the `Idm-Api-Key` header.",
     },
     ErrorInfo {
         code: ErrorCode::IssuerHostMismatch,
@@ -319,7 +320,8 @@ pub const ERROR_CODES: &[ErrorInfo] = &[
         code: ErrorCode::SessionModeUnavailable,
         name: "session_mode_unavailable",
         status: 400,
-        message: "Cookie sessions (`Idm-Session-Mode: cookie`) are served only on an issuer's own host.",
+        message:
+            "Cookie sessions (`Idm-Session-Mode: cookie`) are served only on an issuer's own host.",
     },
     ErrorInfo {
         code: ErrorCode::DomainNotVerified,

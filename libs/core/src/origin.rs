@@ -293,10 +293,28 @@ mod tests {
     #[test]
     fn domain_names_are_host_names_below_a_public_suffix() {
         let d = |s: &str| DomainName::parse(s).map(|d| d.0);
-        assert_eq!(d("Auth.MyBrand.com.").ok().as_deref(), Some("auth.mybrand.com"));
-        assert_eq!(d("auth.mybrand.test").ok().as_deref(), Some("auth.mybrand.test"));
-        for bad in ["", "com", "co.uk", "github.io", "localhost", "127.0.0.1", "*.a.com",
-            "a.com:443", "https://a.com", "a..com", "a.com/x", "-a.com"] {
+        assert_eq!(
+            d("Auth.MyBrand.com.").ok().as_deref(),
+            Some("auth.mybrand.com")
+        );
+        assert_eq!(
+            d("auth.mybrand.test").ok().as_deref(),
+            Some("auth.mybrand.test")
+        );
+        for bad in [
+            "",
+            "com",
+            "co.uk",
+            "github.io",
+            "localhost",
+            "127.0.0.1",
+            "*.a.com",
+            "a.com:443",
+            "https://a.com",
+            "a..com",
+            "a.com/x",
+            "-a.com",
+        ] {
             assert!(d(bad).is_err(), "{bad:?}");
         }
         let parent = DomainName::parse("mybrand.com").ok();

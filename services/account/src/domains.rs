@@ -133,7 +133,11 @@ async fn txt_holds(state: &State, name: &str, expected: &str) -> Result<bool, Er
     let fqdn = format!("{name}.");
     match state.dns.txt_lookup(fqdn).await {
         Ok(lookup) => Ok(lookup.iter().any(|txt| {
-            let joined: Vec<u8> = txt.txt_data().iter().flat_map(|s| s.iter().copied()).collect();
+            let joined: Vec<u8> = txt
+                .txt_data()
+                .iter()
+                .flat_map(|s| s.iter().copied())
+                .collect();
             joined == expected.as_bytes()
         })),
         Err(e) if matches!(e.kind(), ResolveErrorKind::Proto(p) if p.is_no_records_found() || p.is_nx_domain()) => {
@@ -181,10 +185,12 @@ pub async fn resolve_host(state: Arc<State>, req: ResolveHost) -> Result<Resolve
     let client = state.db.get().await?;
     let (issuer_id, cookie_domain): (IssuerId, Option<String>) = match req {
         ResolveHost::Issuer(id) => (id, None),
-        ResolveHost::Domain(domain) => match storage::verified_domain(&client, domain.as_str()).await? {
-            Some(found) => found,
-            None => return Ok(ResolvedHost { host: None }),
-        },
+        ResolveHost::Domain(domain) => {
+            match storage::verified_domain(&client, domain.as_str()).await? {
+                Some(found) => found,
+                None => return Ok(ResolvedHost { host: None }),
+            }
+        }
     };
     let Some(issuer) = storage::issuer(&client, &issuer_id).await? else {
         return Ok(ResolvedHost { host: None });

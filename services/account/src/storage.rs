@@ -383,7 +383,6 @@ pub async fn key_holder(
 /// A custom domain's columns as stored.
 pub struct DomainRow {
     pub domain: String,
-    pub issuer_id: String,
     pub cookie_domain: Option<String>,
     pub token: String,
     pub created_at: idm_core::Timestamp,
@@ -403,7 +402,7 @@ pub async fn insert_domain(
         DomainRow,
         "INSERT INTO account.issuer_domains (domain, issuer_id, cookie_domain, token)
              VALUES ($1, $2, $3, $4) ON CONFLICT (domain) DO NOTHING
-             RETURNING domain, issuer_id, cookie_domain, token, created_at, verified_at",
+             RETURNING domain, cookie_domain, token, created_at, verified_at",
         domain,
         issuer.as_str(),
         cookie_domain,
@@ -421,7 +420,7 @@ pub async fn list_domains(
 ) -> Result<Vec<DomainRow>, Error> {
     let rows = sqlx::query_as!(
         DomainRow,
-        "SELECT domain, issuer_id, cookie_domain, token, created_at, verified_at
+        "SELECT domain, cookie_domain, token, created_at, verified_at
              FROM account.issuer_domains WHERE issuer_id = $1 ORDER BY domain",
         issuer.as_str(),
     )
@@ -439,7 +438,7 @@ pub async fn domain_of(
 ) -> Result<Option<DomainRow>, Error> {
     let row = sqlx::query_as!(
         DomainRow,
-        "SELECT domain, issuer_id, cookie_domain, token, created_at, verified_at
+        "SELECT domain, cookie_domain, token, created_at, verified_at
              FROM account.issuer_domains WHERE domain = $1 AND issuer_id = $2",
         domain,
         issuer.as_str(),
@@ -458,7 +457,7 @@ pub async fn remove_domain(
     let row = sqlx::query_as!(
         DomainRow,
         "DELETE FROM account.issuer_domains WHERE domain = $1 AND issuer_id = $2
-             RETURNING domain, issuer_id, cookie_domain, token, created_at, verified_at",
+             RETURNING domain, cookie_domain, token, created_at, verified_at",
         domain,
         issuer.as_str(),
     )
@@ -477,7 +476,7 @@ pub async fn mark_domain_verified(
         DomainRow,
         "UPDATE account.issuer_domains SET verified_at = COALESCE(verified_at, now())
              WHERE domain = $1 AND issuer_id = $2
-             RETURNING domain, issuer_id, cookie_domain, token, created_at, verified_at",
+             RETURNING domain, cookie_domain, token, created_at, verified_at",
         domain,
         issuer.as_str(),
     )

@@ -83,10 +83,7 @@ impl FromRequestParts<Arc<App>> for Incoming {
                 .get::<crate::idempotency::Authorized>()
                 .map(|a| a.0.clone()),
             method: parts.method.clone(),
-            host: parts
-                .extensions
-                .get::<crate::hosts::ServedHost>()
-                .cloned(),
+            host: parts.extensions.get::<crate::hosts::ServedHost>().cloned(),
         })
     }
 }

@@ -59,8 +59,16 @@ impl Jar {
             .filter(|value| !value.is_empty())
     }
 
-    fn build(&self, name: &str, value: &str, path: &str, domain: bool, max_age: i64) -> Option<HeaderValue> {
-        let mut cookie = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={max_age}");
+    fn build(
+        &self,
+        name: &str,
+        value: &str,
+        path: &str,
+        domain: bool,
+        max_age: i64,
+    ) -> Option<HeaderValue> {
+        let mut cookie =
+            format!("{name}={value}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={max_age}");
         if let (true, Some(domain)) = (domain, &self.domain) {
             cookie.push_str("; Domain=");
             cookie.push_str(domain.as_str());
@@ -102,7 +110,8 @@ mod tests {
     }
 
     fn text(v: Option<HeaderValue>) -> String {
-        v.and_then(|v| v.to_str().ok().map(str::to_owned)).unwrap_or_default()
+        v.and_then(|v| v.to_str().ok().map(str::to_owned))
+            .unwrap_or_default()
     }
 
     #[test]

@@ -35,7 +35,7 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
 use idm_core::{ApiError, ErrorCode, Origin};
 use idm_telemetry::http::HttpError;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 
 pub const ALLOWED_METHODS: &str = "GET, POST, DELETE";
@@ -86,11 +86,7 @@ fn vary(response: &mut Response, value: &'static str) {
 /// The request's origin when `host`'s issuer allows it (the same rules
 /// as a restricted key's check: `access::check_origin`).
 pub fn host_allows(host: &ServedHost, headers: &HeaderMap) -> Result<HeaderValue, ApiError> {
-    crate::access::origin_verdict(
-        &host.issuer.allowed_origins,
-        &host.issuer.policy,
-        headers,
-    )
+    crate::access::origin_verdict(&host.issuer.allowed_origins, &host.issuer.policy, headers)
 }
 
 fn preflight(class: RouteClass, host: Option<&ServedHost>, headers: &HeaderMap) -> Response {
@@ -171,27 +167,23 @@ fn preflight(class: RouteClass, host: Option<&ServedHost>, headers: &HeaderMap) 
     response
 }
 
-/// The issuer the request's `Host` serves, if any (`hosts.rs`).
-async fn served_host(app: &App, request: &Request) -> Result<Option<ServedHost>, ApiError> {
-    let Some(name) = crate::hosts::host_name(request.uri(), request.headers()) else {
+/// The issuer the request's `Host` serves, if any (`hosts.rs`). `ip` is
+/// the client's: an uncached host costs a lookup, budgeted like an unknown
+/// key.
+async fn served_host(
+    app: &App,
+    name: Option<String>,
+    ip: Option<IpAddr>,
+) -> Result<Option<ServedHost>, ApiError> {
+    let Some(name) = name else {
         return Ok(None);
     };
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
     app.hosts
-        .resolve(&name, || async {
-            // An uncached host costs a lookup, budgeted like an unknown key.
-            let Some(peer) = peer else {
-                return Err(ApiError::internal());
-            };
-            let ip = crate::client_ip::client_ip(
-                &app.config.trusted_proxies,
-                peer.ip(),
-                request.headers(),
-            );
-            app.waf.allow_key_lookup(ip).await
+        .resolve(&name, || async move {
+            match ip {
+                Some(ip) => app.waf.allow_key_lookup(ip).await,
+                None => Err(ApiError::internal()),
+            }
         })
         .await
 }
@@ -201,7 +193,14 @@ async fn served_host(app: &App, request: &Request) -> Result<Option<ServedHost>,
 /// passed an origin check (the host issuer's, or the key's).
 pub async fn layer(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
     let class = RouteClass::of_path(request.uri().path());
-    let host = match served_host(&app, &request).await {
+    let name = crate::hosts::host_name(request.uri(), request.headers());
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| {
+            crate::client_ip::client_ip(&app.config.trusted_proxies, c.0.ip(), request.headers())
+        });
+    let host = match served_host(&app, name, ip).await {
         Ok(host) => host,
         Err(e) => return HttpError(e).into_response_now(),
     };

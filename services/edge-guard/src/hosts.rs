@@ -79,7 +79,11 @@ impl Hosts {
     /// subdomain naming no issuer is `404 not_found`. `budget` is called
     /// before a lookup that is not cached (the client network's key-lookup
     /// budget).
-    pub async fn resolve<F, Fut>(&self, host: &str, budget: F) -> Result<Option<ServedHost>, ApiError>
+    pub async fn resolve<F, Fut>(
+        &self,
+        host: &str,
+        budget: F,
+    ) -> Result<Option<ServedHost>, ApiError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<(), ApiError>>,
@@ -149,7 +153,9 @@ fn classify(suffix: Option<&str>, host: &str) -> Named {
     }
 }
 
-/// The platform subdomain of an issuer under `suffix`.
+/// The platform subdomain of an issuer under `suffix` (the tests build it
+/// the same way, from the issuer id).
+#[cfg(test)]
 pub fn platform_host(issuer: &IssuerId, suffix: &str) -> String {
     format!("{}.{suffix}", issuer.as_str().replace('_', "-"))
 }
@@ -165,15 +171,32 @@ mod tests {
         let host = platform_host(&id, "auth.idmesh.test");
         assert!(host.starts_with("iss-") && !host.contains('_'));
         assert_eq!(classify(suffix, &host), Named::Platform(Some(id)));
-        for unknown in ["iss-nothex.auth.idmesh.test", "a.iss-x.auth.idmesh.test",
-            "www.auth.idmesh.test", "iss_0190.auth.idmesh.test"] {
-            assert_eq!(classify(suffix, unknown), Named::Platform(None), "{unknown}");
+        for unknown in [
+            "iss-nothex.auth.idmesh.test",
+            "a.iss-x.auth.idmesh.test",
+            "www.auth.idmesh.test",
+            "iss_0190.auth.idmesh.test",
+        ] {
+            assert_eq!(
+                classify(suffix, unknown),
+                Named::Platform(None),
+                "{unknown}"
+            );
         }
         assert_eq!(classify(suffix, "auth.idmesh.test"), Named::Shared);
-        for shared in ["127.0.0.1", "localhost", "auth.mybrand.test.", "[::1]", "test"] {
+        for shared in [
+            "127.0.0.1",
+            "localhost",
+            "auth.mybrand.test.",
+            "[::1]",
+            "test",
+        ] {
             assert_eq!(classify(suffix, shared), Named::Shared, "{shared}");
         }
-        assert!(matches!(classify(suffix, "auth.mybrand.test"), Named::Custom(_)));
+        assert!(matches!(
+            classify(suffix, "auth.mybrand.test"),
+            Named::Custom(_)
+        ));
         assert!(matches!(classify(None, &host), Named::Custom(_)));
     }
 }

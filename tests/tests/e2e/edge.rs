@@ -1452,7 +1452,12 @@ async fn a_browser_keeps_a_first_party_session_in_cookies_on_the_tenants_domain(
     // Own platform: an extra edge without `Secure` cookies (plain http).
     let mut platform = Platform::start().await?;
     let edge = platform.add_edge_with(|c| c.cookie_secure = false).await?;
-    let t = tenant(&platform, "Browser cookies", &["app.mybrand.test", "other.test"]).await?;
+    let t = tenant(
+        &platform,
+        "Browser cookies",
+        &["app.mybrand.test", "other.test"],
+    )
+    .await?;
     crate::first_party::verified_domain(&platform, &t, "auth.mybrand.test", Some("mybrand.test"))
         .await?;
 
@@ -1516,34 +1521,54 @@ async fn a_browser_keeps_a_first_party_session_in_cookies_on_the_tenants_domain(
     // HttpOnly: invisible to the page's own script…
     assert_eq!(up.result["document_cookie"], "");
     // …but in the browser's jar, first-party to the tenant's site.
-    let session = jar_cookie(up, "idm_session").ok_or_else(|| anyhow::anyhow!("no session cookie: {:?}", up.cookies))?;
+    let session = jar_cookie(up, "idm_session")
+        .ok_or_else(|| anyhow::anyhow!("no session cookie: {:?}", up.cookies))?;
     assert_eq!(session["domain"], ".mybrand.test");
     assert_eq!(session["httpOnly"], true);
     assert_eq!(session["sameSite"], "Lax");
-    let refresh = jar_cookie(up, "idm_refresh").ok_or_else(|| anyhow::anyhow!("no refresh cookie: {:?}", up.cookies))?;
+    let refresh = jar_cookie(up, "idm_refresh")
+        .ok_or_else(|| anyhow::anyhow!("no refresh cookie: {:?}", up.cookies))?;
     assert_eq!(refresh["domain"], "auth.mybrand.test");
     assert_eq!(refresh["path"], "/v1/client/token/refresh");
     assert_eq!(refresh["httpOnly"], true);
 
     // Another site, allowed: the answer is readable, the cookie stays home.
     let cross = &seen[1];
-    assert_eq!(cross.result["me"], 401, "{} {:?}", cross.result, cross.console);
+    assert_eq!(
+        cross.result["me"], 401,
+        "{} {:?}",
+        cross.result, cross.console
+    );
     assert_eq!(cross.result["code"], "unauthenticated");
 
     // A disallowed origin: the browser itself refuses the page the answer.
     let evil = &seen[2];
     assert_eq!(evil.result["me"], 0, "{}", evil.result);
     assert!(
-        evil.console.iter().any(|l| l.contains("blocked by CORS policy")),
+        evil.console
+            .iter()
+            .any(|l| l.contains("blocked by CORS policy")),
         "{:?}",
         evil.console
     );
 
     // Sign-out: revoked, and the jar is empty again.
     let out = &seen[3];
-    assert_eq!(out.result["sign_out"], 200, "{} {:?}", out.result, out.console);
+    assert_eq!(
+        out.result["sign_out"], 200,
+        "{} {:?}",
+        out.result, out.console
+    );
     assert_eq!(out.result["me"], 401);
-    assert!(jar_cookie(out, "idm_session").is_none(), "{:?}", out.cookies);
-    assert!(jar_cookie(out, "idm_refresh").is_none(), "{:?}", out.cookies);
+    assert!(
+        jar_cookie(out, "idm_session").is_none(),
+        "{:?}",
+        out.cookies
+    );
+    assert!(
+        jar_cookie(out, "idm_refresh").is_none(),
+        "{:?}",
+        out.cookies
+    );
     platform.stop().await
 }

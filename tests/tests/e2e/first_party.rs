@@ -112,9 +112,17 @@ async fn an_issuer_host_answers_preflights_for_its_own_origins_with_credentials(
     .await?;
     assert_eq!(ok.status, 204);
     assert_eq!(header(&ok, "access-control-allow-origin"), Some(origin_a));
-    assert_eq!(header(&ok, "access-control-allow-credentials"), Some("true"));
+    assert_eq!(
+        header(&ok, "access-control-allow-credentials"),
+        Some("true")
+    );
     let allowed = header(&ok, "access-control-allow-headers").unwrap_or_default();
-    for h in ["idm-api-key", "idm-session-mode", "content-type", "idempotency-key"] {
+    for h in [
+        "idm-api-key",
+        "idm-session-mode",
+        "content-type",
+        "idempotency-key",
+    ] {
         assert!(allowed.contains(h), "{h} not in {allowed}");
     }
     let vary: Vec<&str> = ok
@@ -278,7 +286,15 @@ async fn every_answer_to_an_allowed_origin_is_readable_and_a_refused_origin_read
     let host = issuer_host(&t);
     let origin = "http://app.readable.test";
     // 401: no key at all.
-    let no_key = at(platform, &host, Method::GET, "/v1/client/me", &[("origin", origin)], None).await?;
+    let no_key = at(
+        platform,
+        &host,
+        Method::GET,
+        "/v1/client/me",
+        &[("origin", origin)],
+        None,
+    )
+    .await?;
     assert_eq!(no_key.status, 401);
     assert!(readable_by(&no_key, origin), "{:?}", no_key.headers);
     // 401: a garbled key.
@@ -294,7 +310,15 @@ async fn every_answer_to_an_allowed_origin_is_readable_and_a_refused_origin_read
     assert_eq!(bad_key.status, 401);
     assert!(readable_by(&bad_key, origin));
     // 404: no such route.
-    let missing = at(platform, &host, Method::GET, "/v1/client/nothing", &[("origin", origin)], None).await?;
+    let missing = at(
+        platform,
+        &host,
+        Method::GET,
+        "/v1/client/nothing",
+        &[("origin", origin)],
+        None,
+    )
+    .await?;
     assert_eq!(missing.status, 404);
     assert!(readable_by(&missing, origin));
     // 400: an unknown session mode.
@@ -303,7 +327,11 @@ async fn every_answer_to_an_allowed_origin_is_readable_and_a_refused_origin_read
         &host,
         Method::GET,
         "/v1/client/me",
-        &[("origin", origin), ("idm-api-key", &t.restricted_key), ("idm-session-mode", "both")],
+        &[
+            ("origin", origin),
+            ("idm-api-key", &t.restricted_key),
+            ("idm-session-mode", "both"),
+        ],
         None,
     )
     .await?;
@@ -311,7 +339,15 @@ async fn every_answer_to_an_allowed_origin_is_readable_and_a_refused_origin_read
     assert!(readable_by(&mode, origin));
     // A refused origin reads none of them.
     for path in ["/v1/client/me", "/v1/client/nothing"] {
-        let evil = at(platform, &host, Method::GET, path, &[("origin", "http://evil.test")], None).await?;
+        let evil = at(
+            platform,
+            &host,
+            Method::GET,
+            path,
+            &[("origin", "http://evil.test")],
+            None,
+        )
+        .await?;
         assert!(evil.status >= 400);
         assert!(no_cors(&evil), "{path}: {:?}", evil.headers);
     }
@@ -341,8 +377,8 @@ async fn every_answer_to_an_allowed_origin_is_readable_and_a_refused_origin_read
 }
 
 #[tokio::test]
-async fn cookie_mode_keeps_both_tokens_in_http_only_cookies_and_rotates_them(
-) -> anyhow::Result<()> {
+async fn cookie_mode_keeps_both_tokens_in_http_only_cookies_and_rotates_them() -> anyhow::Result<()>
+{
     let platform = Platform::shared().await?;
     let t = tenant(platform, "Cookies", &["app.cookies.test"]).await?;
     let host = issuer_host(&t);
@@ -372,12 +408,23 @@ async fn cookie_mode_keeps_both_tokens_in_http_only_cookies_and_rotates_them(
     assert!(up.json.get("session_token").is_none() && up.json.get("refresh_token").is_none());
     let session = set_cookie(&up, "__Host-idm_session").unwrap_or_default();
     for attribute in ["Path=/;", "HttpOnly", "SameSite=Lax", "Secure", "Max-Age="] {
-        assert!(session.contains(attribute), "{attribute} missing: {session}");
+        assert!(
+            session.contains(attribute),
+            "{attribute} missing: {session}"
+        );
     }
     assert!(!session.contains("Domain="));
     let refresh = set_cookie(&up, "__Secure-idm_refresh").unwrap_or_default();
-    for attribute in ["Path=/v1/client/token/refresh", "HttpOnly", "SameSite=Lax", "Secure"] {
-        assert!(refresh.contains(attribute), "{attribute} missing: {refresh}");
+    for attribute in [
+        "Path=/v1/client/token/refresh",
+        "HttpOnly",
+        "SameSite=Lax",
+        "Secure",
+    ] {
+        assert!(
+            refresh.contains(attribute),
+            "{attribute} missing: {refresh}"
+        );
     }
     let session_1 = cookie_value(&up, "__Host-idm_session").unwrap_or_default();
     let refresh_1 = cookie_value(&up, "__Secure-idm_refresh").unwrap_or_default();
@@ -390,7 +437,11 @@ async fn cookie_mode_keeps_both_tokens_in_http_only_cookies_and_rotates_them(
         &host,
         Method::GET,
         "/v1/client/me",
-        &[("idm-api-key", key), ("origin", origin), ("cookie", &cookie)],
+        &[
+            ("idm-api-key", key),
+            ("origin", origin),
+            ("cookie", &cookie),
+        ],
         None,
     )
     .await?;
@@ -412,7 +463,9 @@ async fn cookie_mode_keeps_both_tokens_in_http_only_cookies_and_rotates_them(
     )
     .await?;
     assert_eq!(renewed.status, 200, "{}", renewed.json);
-    assert!(renewed.json.get("refresh_token").is_none() && renewed.json.get("session_token").is_none());
+    assert!(
+        renewed.json.get("refresh_token").is_none() && renewed.json.get("session_token").is_none()
+    );
     let session_2 = cookie_value(&renewed, "__Host-idm_session").unwrap_or_default();
     let refresh_2 = cookie_value(&renewed, "__Secure-idm_refresh").unwrap_or_default();
     assert!(session_2.starts_with("idm1.") && refresh_2.starts_with("idmrt_"));
@@ -474,21 +527,33 @@ async fn cookie_mode_keeps_both_tokens_in_http_only_cookies_and_rotates_them(
         &host,
         Method::POST,
         "/v1/client/sign_out",
-        &[("idm-api-key", key), ("origin", origin), ("idm-session-mode", "cookie"), ("cookie", &cookie_3)],
+        &[
+            ("idm-api-key", key),
+            ("origin", origin),
+            ("idm-session-mode", "cookie"),
+            ("cookie", &cookie_3),
+        ],
         None,
     )
     .await?;
     assert_eq!(out.status, 200, "{}", out.json);
     for name in ["__Host-idm_session", "__Secure-idm_refresh"] {
         let cleared = set_cookie(&out, name).unwrap_or_default();
-        assert!(cleared.starts_with(&format!("{name}=;")) && cleared.contains("Max-Age=0"), "{cleared}");
+        assert!(
+            cleared.starts_with(&format!("{name}=;")) && cleared.contains("Max-Age=0"),
+            "{cleared}"
+        );
     }
     let gone = at(
         platform,
         &host,
         Method::GET,
         "/v1/client/me",
-        &[("idm-api-key", key), ("origin", origin), ("cookie", &cookie_3)],
+        &[
+            ("idm-api-key", key),
+            ("origin", origin),
+            ("cookie", &cookie_3),
+        ],
         None,
     )
     .await?;
@@ -556,7 +621,11 @@ async fn a_cookie_authenticated_state_change_without_the_key_header_is_refused(
         &host,
         Method::POST,
         "/v1/client/sign_out",
-        &[("authorization", &bearer), ("origin", origin), ("cookie", &session)],
+        &[
+            ("authorization", &bearer),
+            ("origin", origin),
+            ("cookie", &session),
+        ],
         None,
     )
     .await?;
@@ -583,7 +652,11 @@ async fn a_cookie_authenticated_state_change_without_the_key_header_is_refused(
         &host,
         Method::GET,
         "/v1/client/me",
-        &[("authorization", &bearer), ("origin", origin), ("cookie", &session)],
+        &[
+            ("authorization", &bearer),
+            ("origin", origin),
+            ("cookie", &session),
+        ],
         None,
     )
     .await?;
@@ -595,7 +668,12 @@ async fn a_cookie_authenticated_state_change_without_the_key_header_is_refused(
         &host,
         Method::POST,
         "/v1/client/token/refresh",
-        &[("idm-api-key", key), ("origin", origin), ("idm-session-mode", "cookie"), ("cookie", &refresh)],
+        &[
+            ("idm-api-key", key),
+            ("origin", origin),
+            ("idm-session-mode", "cookie"),
+            ("cookie", &refresh),
+        ],
         None,
     )
     .await?;
@@ -604,15 +682,19 @@ async fn a_cookie_authenticated_state_change_without_the_key_header_is_refused(
 }
 
 #[tokio::test]
-async fn a_same_origin_read_is_recognised_by_sec_fetch_site_and_nothing_else(
-) -> anyhow::Result<()> {
+async fn a_same_origin_read_is_recognised_by_sec_fetch_site_and_nothing_else() -> anyhow::Result<()>
+{
     let platform = Platform::shared().await?;
     let t = tenant(platform, "Proxy", &["app.proxy.test"]).await?;
     let key = t.restricted_key.as_str();
     let get = |extra: Vec<(&'static str, &'static str)>| {
         let mut headers = vec![("idm-api-key", key)];
         headers.extend(extra);
-        async move { platform.send(Method::GET, "/v1/client/me", &headers, None).await }
+        async move {
+            platform
+                .send(Method::GET, "/v1/client/me", &headers, None)
+                .await
+        }
     };
     // No Origin and no Sec-Fetch-Site: refused, as before.
     assert_eq!(get(vec![]).await?.code(), Some("origin_not_allowed"));
@@ -630,16 +712,22 @@ async fn a_same_origin_read_is_recognised_by_sec_fetch_site_and_nothing_else(
     }
     // Twice is not once.
     assert_eq!(
-        get(vec![("sec-fetch-site", "same-origin"), ("sec-fetch-site", "same-origin")])
-            .await?
-            .code(),
+        get(vec![
+            ("sec-fetch-site", "same-origin"),
+            ("sec-fetch-site", "same-origin")
+        ])
+        .await?
+        .code(),
         Some("origin_not_allowed")
     );
     // An Origin present is checked as always, whatever Sec-Fetch-Site says.
     assert_eq!(
-        get(vec![("sec-fetch-site", "same-origin"), ("origin", "http://evil.test")])
-            .await?
-            .code(),
+        get(vec![
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "http://evil.test")
+        ])
+        .await?
+        .code(),
         Some("origin_not_allowed")
     );
     // Only reads: a POST without Origin stays refused.
@@ -667,7 +755,12 @@ async fn add_domain(
         body["cookie_domain"] = json!(c);
     }
     platform
-        .backend(Method::POST, "/v1/issuer/domains", &t.secret_key, Some(body))
+        .backend(
+            Method::POST,
+            "/v1/issuer/domains",
+            &t.secret_key,
+            Some(body),
+        )
         .await
 }
 
@@ -680,9 +773,10 @@ pub async fn verified_domain(
 ) -> anyhow::Result<()> {
     let added = add_domain(platform, t, domain, cookie_domain).await?;
     anyhow::ensure!(added.status == 201, "{}", added.json);
-    platform
-        .dns
-        .set_txt(&added.str("/challenge/name"), &added.str("/challenge/value"));
+    platform.dns.set_txt(
+        &added.str("/challenge/name"),
+        &added.str("/challenge/value"),
+    );
     let verified = platform
         .backend(
             Method::POST,
@@ -717,7 +811,10 @@ async fn a_custom_domain_serves_its_issuer_only_once_control_is_proved() -> anyh
     assert_eq!(added.status, 201, "{}", added.json);
     assert_eq!(added.json["verified"], json!(false));
     assert_eq!(added.str("/challenge/record_type"), "TXT");
-    assert_eq!(added.str("/challenge/name"), format!("_idmesh-challenge.{domain}"));
+    assert_eq!(
+        added.str("/challenge/name"),
+        format!("_idmesh-challenge.{domain}")
+    );
     let value = added.str("/challenge/value");
     assert!(value.starts_with("idmesh-domain-verification="));
 
@@ -738,7 +835,9 @@ async fn a_custom_domain_serves_its_issuer_only_once_control_is_proved() -> anyh
         (Method::POST, format!("/v1/issuer/domains/{domain}/verify")),
         (Method::DELETE, format!("/v1/issuer/domains/{domain}")),
     ] {
-        let r = platform.backend(method, &path, &other.secret_key, None).await?;
+        let r = platform
+            .backend(method, &path, &other.secret_key, None)
+            .await?;
         assert_eq!(r.status, 404, "{path}: {}", r.json);
     }
     let listed = platform
@@ -755,24 +854,52 @@ async fn a_custom_domain_serves_its_issuer_only_once_control_is_proved() -> anyh
     ];
     let email = idm_testkit::unique_email("custom");
     let body = json!({"email": email, "password": "correct horse battery"});
-    let early = at(platform, &domain, Method::OPTIONS, "/v1/client/sign_up", &preflight_headers(&origin), None).await?;
+    let early = at(
+        platform,
+        &domain,
+        Method::OPTIONS,
+        "/v1/client/sign_up",
+        &preflight_headers(&origin),
+        None,
+    )
+    .await?;
     assert_eq!(header(&early, "access-control-allow-credentials"), None);
-    let early = at(platform, &domain, Method::POST, "/v1/client/sign_up", &cookie_headers, Some(body.clone())).await?;
-    assert_eq!(early.code(), Some("session_mode_unavailable"), "{}", early.json);
+    let early = at(
+        platform,
+        &domain,
+        Method::POST,
+        "/v1/client/sign_up",
+        &cookie_headers,
+        Some(body.clone()),
+    )
+    .await?;
+    assert_eq!(
+        early.code(),
+        Some("session_mode_unavailable"),
+        "{}",
+        early.json
+    );
     // The record missing, then wrong: still not verified.
     let verify = format!("/v1/issuer/domains/{domain}/verify");
-    let r = platform.backend(Method::POST, &verify, &t.secret_key, None).await?;
+    let r = platform
+        .backend(Method::POST, &verify, &t.secret_key, None)
+        .await?;
     assert_eq!(r.code(), Some("domain_not_verified"), "{}", r.json);
-    platform
-        .dns
-        .set_txt(&format!("_idmesh-challenge.{domain}"), "idmesh-domain-verification=guess");
+    platform.dns.set_txt(
+        &format!("_idmesh-challenge.{domain}"),
+        "idmesh-domain-verification=guess",
+    );
     // The squatter's own token, published by the squatter, proves nothing for this tenant.
-    let r = platform.backend(Method::POST, &verify, &t.secret_key, None).await?;
+    let r = platform
+        .backend(Method::POST, &verify, &t.secret_key, None)
+        .await?;
     assert_eq!(r.code(), Some("domain_not_verified"));
     platform
         .dns
         .set_txt(&format!("_idmesh-challenge.{domain}"), &value);
-    let r = platform.backend(Method::POST, &verify, &t.secret_key, None).await?;
+    let r = platform
+        .backend(Method::POST, &verify, &t.secret_key, None)
+        .await?;
     assert_eq!(r.status, 200, "{}", r.json);
     assert_eq!(r.json["verified"], json!(true));
 
@@ -780,7 +907,15 @@ async fn a_custom_domain_serves_its_issuer_only_once_control_is_proved() -> anyh
     // issuer here" on the change broadcast).
     let mut served = false;
     for _ in 0..50 {
-        let pre = at(platform, &domain, Method::OPTIONS, "/v1/client/sign_up", &preflight_headers(&origin), None).await?;
+        let pre = at(
+            platform,
+            &domain,
+            Method::OPTIONS,
+            "/v1/client/sign_up",
+            &preflight_headers(&origin),
+            None,
+        )
+        .await?;
         if pre.status == 204 && header(&pre, "access-control-allow-credentials") == Some("true") {
             served = true;
             break;
@@ -788,13 +923,27 @@ async fn a_custom_domain_serves_its_issuer_only_once_control_is_proved() -> anyh
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(served, "the verified domain is not served as the issuer's");
-    let up = at(platform, &domain, Method::POST, "/v1/client/sign_up", &cookie_headers, Some(body)).await?;
+    let up = at(
+        platform,
+        &domain,
+        Method::POST,
+        "/v1/client/sign_up",
+        &cookie_headers,
+        Some(body),
+    )
+    .await?;
     assert_eq!(up.status, 201, "{}", up.json);
     let session = set_cookie(&up, "__Secure-idm_session").unwrap_or_default();
-    assert!(session.contains(&format!("Domain={brand}")) && session.contains("Secure"), "{session}");
+    assert!(
+        session.contains(&format!("Domain={brand}")) && session.contains("Secure"),
+        "{session}"
+    );
     // The refresh cookie stays on the auth host.
     let refresh = set_cookie(&up, "__Secure-idm_refresh").unwrap_or_default();
-    assert!(!refresh.is_empty() && !refresh.contains("Domain="), "{refresh}");
+    assert!(
+        !refresh.is_empty() && !refresh.contains("Domain="),
+        "{refresh}"
+    );
     let cookie = format!(
         "__Secure-idm_session={}",
         cookie_value(&up, "__Secure-idm_session").unwrap_or_default()
@@ -804,7 +953,11 @@ async fn a_custom_domain_serves_its_issuer_only_once_control_is_proved() -> anyh
         &domain,
         Method::GET,
         "/v1/client/me",
-        &[("idm-api-key", &t.restricted_key), ("origin", &origin), ("cookie", &cookie)],
+        &[
+            ("idm-api-key", &t.restricted_key),
+            ("origin", &origin),
+            ("cookie", &cookie),
+        ],
         None,
     )
     .await?;
@@ -815,7 +968,11 @@ async fn a_custom_domain_serves_its_issuer_only_once_control_is_proved() -> anyh
         &domain,
         Method::GET,
         "/v1/client/me",
-        &[("idm-api-key", &other.restricted_key), ("origin", &origin), ("cookie", &cookie)],
+        &[
+            ("idm-api-key", &other.restricted_key),
+            ("origin", &origin),
+            ("cookie", &cookie),
+        ],
         None,
     )
     .await?;
@@ -827,18 +984,34 @@ async fn a_custom_domain_serves_its_issuer_only_once_control_is_proved() -> anyh
     assert_eq!(listed.json["data"][0]["domain"], json!(domain));
     // Removed: served as the shared host again, at once.
     let removed = platform
-        .backend(Method::DELETE, &format!("/v1/issuer/domains/{domain}"), &t.secret_key, None)
+        .backend(
+            Method::DELETE,
+            &format!("/v1/issuer/domains/{domain}"),
+            &t.secret_key,
+            None,
+        )
         .await?;
     assert_eq!(removed.status, 200, "{}", removed.json);
     let mut shared_again = false;
     for _ in 0..50 {
-        let r = at(platform, &domain, Method::OPTIONS, "/v1/client/sign_up", &preflight_headers(&origin), None).await?;
+        let r = at(
+            platform,
+            &domain,
+            Method::OPTIONS,
+            "/v1/client/sign_up",
+            &preflight_headers(&origin),
+            None,
+        )
+        .await?;
         if header(&r, "access-control-allow-credentials").is_none() {
             shared_again = true;
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert!(shared_again, "the removed domain is still served as the issuer's");
+    assert!(
+        shared_again,
+        "the removed domain is still served as the issuer's"
+    );
     Ok(())
 }

@@ -40,7 +40,11 @@ fn seconds_until(at: idm_core::Timestamp) -> i64 {
     (at - idm_core::now()).whole_seconds().max(0)
 }
 
-fn json_response(status: StatusCode, body: impl serde::Serialize, cookies: &[Option<HeaderValue>]) -> Response {
+fn json_response(
+    status: StatusCode,
+    body: impl serde::Serialize,
+    cookies: &[Option<HeaderValue>],
+) -> Response {
     let mut response = (status, Json(body)).into_response();
     for cookie in cookies.iter().flatten() {
         response
@@ -77,7 +81,11 @@ pub(super) fn issued_response(
         object.remove("refresh_token");
     }
     let refresh_cookie = jar.refresh(Some((refresh_token.expose(), refresh_seconds)));
-    Ok(json_response(status, value, &[session_cookie, refresh_cookie]))
+    Ok(json_response(
+        status,
+        value,
+        &[session_cookie, refresh_cookie],
+    ))
 }
 
 /// How long a refresh cookie is kept: the issuer's idle timeout, after
@@ -209,7 +217,10 @@ pub struct RefreshBody {
 /// Rotates the refresh token: the presented one is consumed, a new pair comes back.
 #[utoipa::path(post, path = "/v1/client/token/refresh", tag = "client", request_body(content = RefreshBody, description = "Header mode: `refresh_token`; cookie mode (`Idm-Session-Mode: cookie`): `{}` or no body, the refresh cookie is read"),
     responses((status = 200, description = "The new session token and refresh token (cookie mode: `session_id` and `expires_at` only)", body = session::IssuedSession, headers(("Set-Cookie" = String, description = "The session cookie; in cookie mode the refresh cookie too")))))]
-pub async fn refresh(incoming: Incoming, request: Result<Bytes, BytesRejection>) -> Reply<Response> {
+pub async fn refresh(
+    incoming: Incoming,
+    request: Result<Bytes, BytesRejection>,
+) -> Reply<Response> {
     let caller = incoming.authorize().await?;
     let raw = request.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -233,25 +244,27 @@ pub async fn refresh(incoming: Incoming, request: Result<Bytes, BytesRejection>)
         )
     };
     let jar = incoming.jar();
-    let refresh_token = match (incoming.cookie_mode()?, request.refresh_token) {
-        (false, Some(token)) => token,
-        (false, None) => {
-            return Err(ApiError::validation("refresh_token is required in the header mode").into())
-        }
-        (true, Some(_)) => {
-            return Err(ApiError::validation(
-                "in the cookie mode the refresh token comes from its cookie, not the body",
+    let refresh_token =
+        match (incoming.cookie_mode()?, request.refresh_token) {
+            (false, Some(token)) => token,
+            (false, None) => return Err(ApiError::invalid_request(
+                "refresh_token is required (or Idm-Session-Mode: cookie, on the issuer's own host)",
             )
-            .into())
-        }
-        (true, None) => {
-            crate::access::csrf_check(&incoming.method, &incoming.headers)?;
-            SecretText::new(
-                crate::cookies::Jar::read(&incoming.headers, jar.refresh_name())
-                    .ok_or_else(invalid)?,
-            )
-        }
-    };
+            .into()),
+            (true, Some(_)) => {
+                return Err(ApiError::validation(
+                    "in the cookie mode the refresh token comes from its cookie, not the body",
+                )
+                .into())
+            }
+            (true, None) => {
+                crate::access::csrf_check(&incoming.method, &incoming.headers)?;
+                SecretText::new(
+                    crate::cookies::Jar::read(&incoming.headers, jar.refresh_name())
+                        .ok_or_else(invalid)?,
+                )
+            }
+        };
     if refresh_token.expose().len() > 256 {
         return Err(invalid().into());
     }
