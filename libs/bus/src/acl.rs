@@ -258,6 +258,11 @@ static EDGE_GUARD: Rights = Rights {
                 account::CREATE_API_KEY,
                 account::LIST_API_KEYS,
                 account::REVOKE_API_KEY,
+                account::RESOLVE_HOST,
+                account::ADD_DOMAIN,
+                account::LIST_DOMAINS,
+                account::REMOVE_DOMAIN,
+                account::VERIFY_DOMAIN,
             ],
         },
         Calls {

@@ -55,6 +55,15 @@ pub enum ErrorCode {
     IdempotencyConflict,
     /// An `Idempotency-Key` whose first request is still running.
     IdempotencyInProgress,
+    /// A cookie-authenticated request that changes state came without the
+    /// `Idm-Api-Key` header (docs/EDGE.md, "CSRF").
+    CsrfCheckFailed,
+    /// The API key belongs to another issuer than the one this host serves.
+    IssuerHostMismatch,
+    /// Cookie sessions are served only on an issuer's own host.
+    SessionModeUnavailable,
+    /// The domain's DNS TXT record does not prove control (yet).
+    DomainNotVerified,
 }
 
 /// One error code: its wire spelling, its HTTP status and what it means.
@@ -294,6 +303,32 @@ pub const ERROR_CODES: &[ErrorInfo] = &[
         status: 409,
         message: "The first request with this `Idempotency-Key` is still running.",
     },
+    ErrorInfo {
+        code: ErrorCode::CsrfCheckFailed,
+        name: "csrf_check_failed",
+        status: 403,
+        message:
+            "A cookie-authenticated request that changes state must carry the `Idm-Api-Key` header.",
+    },
+    ErrorInfo {
+        code: ErrorCode::IssuerHostMismatch,
+        name: "issuer_host_mismatch",
+        status: 403,
+        message: "The API key belongs to another issuer than the one this host serves.",
+    },
+    ErrorInfo {
+        code: ErrorCode::SessionModeUnavailable,
+        name: "session_mode_unavailable",
+        status: 400,
+        message:
+            "Cookie sessions (`Idm-Session-Mode: cookie`) are served only on an issuer's own host.",
+    },
+    ErrorInfo {
+        code: ErrorCode::DomainNotVerified,
+        name: "domain_not_verified",
+        status: 422,
+        message: "The domain's DNS TXT record does not prove control of it (yet).",
+    },
 ];
 
 impl ErrorCode {
@@ -346,7 +381,7 @@ mod tests {
         // The last variant is in the table, so every one before it is too.
         assert_eq!(
             ERROR_CODES.last().map(|i| i.code),
-            Some(ErrorCode::IdempotencyInProgress)
+            Some(ErrorCode::DomainNotVerified)
         );
     }
 }

@@ -25,7 +25,7 @@ pub use api_key::{ApiKey, KeyKind, KeyMode};
 pub use email::Email;
 pub use error::{ApiError, ErrorCode, ErrorInfo, ERROR_CODES};
 pub use ids::{AccountId, ApiKeyId, IssuerId, PersonalTokenId, SessionId, UserId};
-pub use origin::{AllowedOrigin, Origin};
+pub use origin::{AllowedOrigin, DomainName, Origin};
 pub use plan::AccountPlan;
 pub use policy::IssuerPolicy;
 pub use region::{Country, Jurisdiction, Region};

@@ -201,6 +201,68 @@ pub fn origin_allowed(allowed: &[AllowedOrigin], origin: &Origin) -> bool {
     allowed.iter().any(|a| a.matches(origin))
 }
 
+/// A tenant's custom domain (`auth.mybrand.com`), or the cookie `Domain`
+/// of one: a host name normalised like an allowed-origin entry (lower case,
+/// IDN in punycode, no trailing dot), at least two labels, and not itself a
+/// public suffix (a cookie for `co.uk` would be everyone's).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DomainName(String);
+
+impl DomainName {
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        let entry = raw.trim();
+        let invalid = |why: &str| {
+            let shown: String = raw.chars().take(80).collect();
+            ApiError::validation(format!("domain '{shown}' is invalid: {why}"))
+        };
+        if entry.is_empty() || entry.len() > 253 {
+            return Err(invalid("empty or too long"));
+        }
+        if entry.contains(['/', '?', '#', '@', '\\', ' ', ',', ':', '*'])
+            || entry.parse::<IpAddr>().is_ok()
+        {
+            return Err(invalid("give a host name only"));
+        }
+        let ascii = ascii_host(entry, raw)?.to_ascii_lowercase();
+        if !ascii.contains('.') || psl::suffix_str(&ascii) == Some(ascii.as_str()) {
+            return Err(invalid("a public suffix or a single label"));
+        }
+        Ok(Self(ascii))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `self` is `other` or a parent domain of it.
+    pub fn covers(&self, other: &DomainName) -> bool {
+        other.0 == self.0
+            || (other.0.len() > self.0.len() + 1
+                && other.0.ends_with(self.0.as_str())
+                && other.0.as_bytes()[other.0.len() - self.0.len() - 1] == b'.')
+    }
+}
+
+impl std::fmt::Display for DomainName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for DomainName {
+    type Error = ApiError;
+    fn try_from(raw: String) -> Result<Self, ApiError> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<DomainName> for String {
+    fn from(d: DomainName) -> String {
+        d.0
+    }
+}
+
 impl std::fmt::Display for AllowedOrigin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -227,6 +289,43 @@ impl From<AllowedOrigin> for String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn domain_names_are_host_names_below_a_public_suffix() {
+        let d = |s: &str| DomainName::parse(s).map(|d| d.0);
+        assert_eq!(
+            d("Auth.MyBrand.com.").ok().as_deref(),
+            Some("auth.mybrand.com")
+        );
+        assert_eq!(
+            d("auth.mybrand.test").ok().as_deref(),
+            Some("auth.mybrand.test")
+        );
+        for bad in [
+            "",
+            "com",
+            "co.uk",
+            "github.io",
+            "localhost",
+            "127.0.0.1",
+            "*.a.com",
+            "a.com:443",
+            "https://a.com",
+            "a..com",
+            "a.com/x",
+            "-a.com",
+        ] {
+            assert!(d(bad).is_err(), "{bad:?}");
+        }
+        let parent = DomainName::parse("mybrand.com").ok();
+        let child = DomainName::parse("auth.mybrand.com").ok();
+        let other = DomainName::parse("notmybrand.com").ok();
+        if let (Some(p), Some(c), Some(o)) = (parent, child, other) {
+            assert!(p.covers(&c) && c.covers(&c) && !c.covers(&p) && !o.covers(&c));
+        } else {
+            unreachable!("valid domains refused");
+        }
+    }
 
     fn allowed(entries: &[&str]) -> Vec<AllowedOrigin> {
         entries

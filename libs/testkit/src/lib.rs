@@ -7,6 +7,7 @@
 //! tests of a binary one such platform to share (see `shared`).
 
 mod client;
+pub mod dns;
 mod logs;
 pub mod nats;
 pub mod procs;
@@ -35,6 +36,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// Every test edge serves issuer `iss_x` at `iss-x.auth.idmesh.test`.
+pub const ISSUER_HOST_SUFFIX: &str = "auth.idmesh.test";
 
 pub fn pg_admin_url() -> String {
     std::env::var("IDM_TEST_PG_URL")
@@ -245,6 +249,8 @@ pub struct Platform {
     pub http: reqwest::Client,
     /// Receives every mail the platform sends.
     pub smtp: smtp::SmtpSink,
+    /// The DNS server the account service verifies custom domains at.
+    pub dns: dns::DnsServer,
     /// The platform's clock (auth's expiry and TOTP time); tests move it.
     pub clock: idm_core::clock::Clock,
     /// The Redis auth and the edges use.
@@ -396,6 +402,7 @@ impl Platform {
         let smtp = smtp::SmtpSink::start().await?;
         let clock = idm_core::clock::Clock::system();
         let shutdown = CancellationToken::new();
+        let dns = dns::DnsServer::start(shutdown.child_token()).await?;
         let operator_token = random_hex(16);
         let mut started = BTreeMap::new();
         let global_url = SecretString::from(db_urls[&global_db].clone());
@@ -454,6 +461,7 @@ impl Platform {
                 pool_size: 2,
                 operator_token: SecretString::from(operator_token.clone()),
                 default_plan: options.default_plan.clone(),
+                dns_resolver: Some(dns.addr),
             }),
         ));
         specs.push((
@@ -551,6 +559,7 @@ impl Platform {
             operator_token,
             http,
             smtp,
+            dns,
             clock,
             redis_url,
             db_urls,
@@ -953,6 +962,7 @@ fn edge_config(
         key_cache_ttl: Duration::from_secs(60),
         key_cache_capacity: 10_000,
         cookie_secure: true,
+        issuer_host_suffix: Some(ISSUER_HOST_SUFFIX.into()),
         redis_url: redis_url(),
         redis_prefix: format!("{prefix}:"),
         waf: waf.clone(),

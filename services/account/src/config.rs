@@ -14,6 +14,9 @@ pub struct Config {
     /// (`ACCOUNT_DEFAULT_PLAN`, JSON; fields not given take the built-in
     /// defaults, see `idm_core::plan`).
     pub default_plan: AccountPlan,
+    /// The DNS server custom-domain TXT records are looked up at
+    /// (`ACCOUNT_DNS_RESOLVER`, `ip:port`); unset: the system's resolver.
+    pub dns_resolver: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -45,6 +48,15 @@ impl Config {
             database_url: env.secret("DATABASE_URL")?,
             pool_size: env.parse("DB_POOL_SIZE", 16)?,
             operator_token,
+            dns_resolver: env
+                .optional("DNS_RESOLVER")
+                .map(|raw| {
+                    raw.parse().map_err(|_| ConfigError::Invalid {
+                        var: env.var_name("DNS_RESOLVER"),
+                        reason: "give ip:port".into(),
+                    })
+                })
+                .transpose()?,
         })
     }
 

@@ -6,6 +6,7 @@
 mod admin_http;
 mod config;
 mod delegation;
+mod domains;
 mod error;
 mod handlers;
 mod idempotency;
@@ -28,6 +29,8 @@ pub(crate) struct State {
     pub operator_token: secrecy::SecretString,
     /// The plan of accounts without one of their own.
     pub default_plan: idm_core::AccountPlan,
+    /// Looks custom domains' TXT records up (`ACCOUNT_DNS_RESOLVER`).
+    pub dns: hickory_resolver::Resolver<hickory_resolver::name_server::TokioConnectionProvider>,
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
@@ -39,6 +42,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         bus: bus.clone(),
         operator_token: config.operator_token.clone(),
         default_plan: config.default_plan.clone(),
+        dns: domains::resolver(config.dns_resolver)?,
     });
     let handlers = Handlers::new()
         .on(handlers::resolve_key)
@@ -47,7 +51,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(handlers::create_issuer)
         .on(handlers::create_api_key)
         .on(handlers::list_api_keys)
-        .on(handlers::revoke_api_key);
+        .on(handlers::revoke_api_key)
+        .on(domains::resolve_host)
+        .on(domains::add_domain)
+        .on(domains::list_domains)
+        .on(domains::remove_domain)
+        .on(domains::verify_domain);
     let serving = bus
         .serve(handlers, Arc::clone(&state), shutdown.clone())
         .await?;

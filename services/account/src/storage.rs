@@ -380,6 +380,129 @@ pub async fn key_holder(
     .transpose()
 }
 
+/// A custom domain's columns as stored.
+pub struct DomainRow {
+    pub domain: String,
+    pub cookie_domain: Option<String>,
+    pub token: String,
+    pub created_at: idm_core::Timestamp,
+    pub verified_at: Option<idm_core::Timestamp>,
+}
+
+/// Registers `domain` for `issuer`; `None` when another issuer (or this
+/// one) already holds it.
+pub async fn insert_domain(
+    db: &impl GenericClient,
+    issuer: &IssuerId,
+    domain: &str,
+    cookie_domain: Option<&str>,
+    token: &str,
+) -> Result<Option<DomainRow>, Error> {
+    let row = sqlx::query_as!(
+        DomainRow,
+        "INSERT INTO account.issuer_domains (domain, issuer_id, cookie_domain, token)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (domain) DO NOTHING
+             RETURNING domain, cookie_domain, token, created_at, verified_at",
+        domain,
+        issuer.as_str(),
+        cookie_domain,
+        token,
+    )
+    .fetch_optional(&mut *db.conn().await)
+    .await
+    .map_err(DbError::from)?;
+    Ok(row)
+}
+
+pub async fn list_domains(
+    db: &impl GenericClient,
+    issuer: &IssuerId,
+) -> Result<Vec<DomainRow>, Error> {
+    let rows = sqlx::query_as!(
+        DomainRow,
+        "SELECT domain, cookie_domain, token, created_at, verified_at
+             FROM account.issuer_domains WHERE issuer_id = $1 ORDER BY domain",
+        issuer.as_str(),
+    )
+    .fetch_all(&mut *db.conn().await)
+    .await
+    .map_err(DbError::from)?;
+    Ok(rows)
+}
+
+/// The issuer's own domain; another issuer's is not found.
+pub async fn domain_of(
+    db: &impl GenericClient,
+    issuer: &IssuerId,
+    domain: &str,
+) -> Result<Option<DomainRow>, Error> {
+    let row = sqlx::query_as!(
+        DomainRow,
+        "SELECT domain, cookie_domain, token, created_at, verified_at
+             FROM account.issuer_domains WHERE domain = $1 AND issuer_id = $2",
+        domain,
+        issuer.as_str(),
+    )
+    .fetch_optional(&mut *db.conn().await)
+    .await
+    .map_err(DbError::from)?;
+    Ok(row)
+}
+
+pub async fn remove_domain(
+    db: &impl GenericClient,
+    issuer: &IssuerId,
+    domain: &str,
+) -> Result<Option<DomainRow>, Error> {
+    let row = sqlx::query_as!(
+        DomainRow,
+        "DELETE FROM account.issuer_domains WHERE domain = $1 AND issuer_id = $2
+             RETURNING domain, cookie_domain, token, created_at, verified_at",
+        domain,
+        issuer.as_str(),
+    )
+    .fetch_optional(&mut *db.conn().await)
+    .await
+    .map_err(DbError::from)?;
+    Ok(row)
+}
+
+pub async fn mark_domain_verified(
+    db: &impl GenericClient,
+    issuer: &IssuerId,
+    domain: &str,
+) -> Result<Option<DomainRow>, Error> {
+    let row = sqlx::query_as!(
+        DomainRow,
+        "UPDATE account.issuer_domains SET verified_at = COALESCE(verified_at, now())
+             WHERE domain = $1 AND issuer_id = $2
+             RETURNING domain, cookie_domain, token, created_at, verified_at",
+        domain,
+        issuer.as_str(),
+    )
+    .fetch_optional(&mut *db.conn().await)
+    .await
+    .map_err(DbError::from)?;
+    Ok(row)
+}
+
+/// The issuer a verified custom domain serves, with its cookie `Domain`.
+pub async fn verified_domain(
+    db: &impl GenericClient,
+    domain: &str,
+) -> Result<Option<(IssuerId, Option<String>)>, Error> {
+    let row = sqlx::query!(
+        "SELECT issuer_id, cookie_domain FROM account.issuer_domains
+             WHERE domain = $1 AND verified_at IS NOT NULL",
+        domain,
+    )
+    .fetch_optional(&mut *db.conn().await)
+    .await
+    .map_err(DbError::from)?;
+    row.map(|r| Ok((id(IssuerId::parse(&r.issuer_id))?, r.cookie_domain)))
+        .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

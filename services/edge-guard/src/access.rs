@@ -18,8 +18,11 @@ use idm_core::{ApiError, ApiKey, ErrorCode, KeyKind, Origin, Scope};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+/// The session cookie's name on the shared host (and on an issuer host
+/// without a cookie `Domain`), with `Secure`: `cookies::Jar` decides.
 pub const SESSION_COOKIE: &str = "__Host-idm_session";
 pub const API_KEY_HEADER: &str = "idm-api-key";
+pub const SESSION_MODE_HEADER: &str = "idm-session-mode";
 
 /// The class of a route, which decides the keys that may call it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +52,9 @@ pub struct Incoming {
     /// Set when the idempotency layer already authorised this request, so
     /// it is not counted (by the WAF) twice.
     authorized: Option<Caller>,
+    pub method: http::Method,
+    /// The issuer the request's host serves (`hosts.rs`), if any.
+    pub host: Option<crate::hosts::ServedHost>,
 }
 
 impl FromRequestParts<Arc<App>> for Incoming {
@@ -76,6 +82,8 @@ impl FromRequestParts<Arc<App>> for Incoming {
                 .extensions
                 .get::<crate::idempotency::Authorized>()
                 .map(|a| a.0.clone()),
+            method: parts.method.clone(),
+            host: parts.extensions.get::<crate::hosts::ServedHost>().cloned(),
         })
     }
 }
@@ -136,22 +144,55 @@ fn api_key_text(headers: &HeaderMap) -> Option<&str> {
     api_key_header(headers).or_else(|| bearer(headers))
 }
 
+/// Where a session token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    Bearer,
+    Cookie,
+}
+
 /// The session token: `Authorization: Bearer <token>` when the key came in
-/// `Idm-Api-Key`, else the `__Host-idm_session` cookie.
-pub fn session_token(headers: &HeaderMap) -> Option<String> {
+/// `Idm-Api-Key`, else the session cookie named `cookie`.
+pub fn session_token(headers: &HeaderMap, cookie: &str) -> Option<(String, TokenSource)> {
     if api_key_header(headers).is_some() {
         if let Some(value) = bearer(headers) {
-            return Some(value.to_owned());
+            return Some((value.to_owned(), TokenSource::Bearer));
         }
     }
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.to_owned())
+    crate::cookies::Jar::read(headers, cookie).map(|v| (v, TokenSource::Cookie))
+}
+
+/// Whether the request asks for the cookie session mode
+/// (`Idm-Session-Mode: cookie`; `header` or no header: the header mode).
+pub fn cookie_mode(headers: &HeaderMap) -> Result<bool, ApiError> {
+    let mut all = headers.get_all(SESSION_MODE_HEADER).iter();
+    match (all.next(), all.next()) {
+        (None, _) => Ok(false),
+        (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"cookie") => Ok(true),
+        (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"header") => Ok(false),
+        _ => Err(ApiError::invalid_request(
+            "Idm-Session-Mode must be `cookie` or `header`",
+        )),
+    }
+}
+
+/// CSRF (docs/EDGE.md, "CSRF"): a request authenticated by a cookie that
+/// changes state must carry `Idm-Api-Key`, a header no cross-site form can
+/// send and no cross-site script can send without a preflight that only the
+/// issuer's origins pass. `SameSite=Lax` is not relied on.
+pub fn csrf_check(method: &http::Method, headers: &HeaderMap) -> Result<(), ApiError> {
+    let safe = matches!(
+        *method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    );
+    if safe || api_key_header(headers).is_some_and(|k| !k.is_empty()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::CsrfCheckFailed,
+            "a cookie-authenticated request that changes state must send the Idm-Api-Key header",
+        ))
+    }
 }
 
 /// An issuer that requires https accepts plain http only from localhost.
@@ -161,21 +202,25 @@ pub(crate) fn scheme_permitted(policy: &idm_core::IssuerPolicy, origin: &Origin)
     !policy.require_https_origins || origin.scheme == "https" || origin.is_localhost()
 }
 
-/// The request's origin if the key's issuer allows it. Only the `Origin`
-/// header counts: a `Referer` never stands in for a missing one.
-fn check_origin(key: &KeyConfig, headers: &HeaderMap) -> Result<http::HeaderValue, ApiError> {
+/// The request's origin if `allowed` lists it. Only the `Origin` header
+/// counts: a `Referer` never stands in for a missing one.
+pub(crate) fn origin_verdict(
+    allowed: &[idm_core::AllowedOrigin],
+    policy: &idm_core::IssuerPolicy,
+    headers: &HeaderMap,
+) -> Result<http::HeaderValue, ApiError> {
     let raw = cors::single_origin(headers)?;
     let text = raw
         .to_str()
         .map_err(|_| ApiError::new(ErrorCode::OriginNotAllowed, "the Origin header is not text"))?;
     let origin = Origin::parse(text)?;
-    if !scheme_permitted(&key.policy, &origin) {
+    if !scheme_permitted(policy, &origin) {
         return Err(ApiError::new(
             ErrorCode::OriginNotAllowed,
             "this application requires https origins",
         ));
     }
-    if origin_allowed(&key.allowed_origins, &origin) {
+    if origin_allowed(allowed, &origin) {
         Ok(raw.clone())
     } else {
         Err(ApiError::new(
@@ -185,7 +230,53 @@ fn check_origin(key: &KeyConfig, headers: &HeaderMap) -> Result<http::HeaderValu
     }
 }
 
+/// A browser sends no `Origin` on a same-origin `GET` or `HEAD` (a page
+/// served behind the same reverse proxy as the API). Such a request is
+/// recognised by `Sec-Fetch-Site: same-origin`, a header page scripts
+/// cannot set, and only for those methods: every other request keeps the
+/// `Origin` check.
+fn same_origin_read(method: &http::Method, headers: &HeaderMap) -> bool {
+    matches!(*method, http::Method::GET | http::Method::HEAD)
+        && !headers.contains_key(http::header::ORIGIN)
+        && {
+            let mut all = headers.get_all("sec-fetch-site").iter();
+            matches!((all.next(), all.next()), (Some(v), None) if v.as_bytes() == b"same-origin")
+        }
+}
+
+/// The origin verdict for a restricted key: `Ok(Some(origin))` to echo in
+/// the CORS headers, `Ok(None)` for a same-origin read (no CORS needed).
+fn check_origin(
+    key: &KeyConfig,
+    method: &http::Method,
+    headers: &HeaderMap,
+) -> Result<Option<http::HeaderValue>, ApiError> {
+    if same_origin_read(method, headers) {
+        return Ok(None);
+    }
+    origin_verdict(&key.allowed_origins, &key.policy, headers).map(Some)
+}
+
 impl Incoming {
+    /// The session cookies of this request's host.
+    pub fn jar(&self) -> crate::cookies::Jar {
+        crate::cookies::Jar::new(self.app.config.cookie_secure, self.host.as_ref())
+    }
+
+    /// Whether the answer keeps the tokens in cookies (and out of the
+    /// body). Cookie mode needs an issuer's own host: on the shared API
+    /// host every tenant's cookie would share one name.
+    pub fn cookie_mode(&self) -> Result<bool, ApiError> {
+        let cookie = cookie_mode(&self.headers)?;
+        if cookie && self.host.is_none() {
+            return Err(ApiError::new(
+                ErrorCode::SessionModeUnavailable,
+                "cookie sessions are served on the issuer's own host (a platform subdomain or a verified custom domain)",
+            ));
+        }
+        Ok(cookie)
+    }
+
     /// Authorises the caller for this route's access class (from the table).
     pub async fn authorize(&self) -> Result<Caller, ApiError> {
         if let Some(caller) = &self.authorized {
@@ -196,6 +287,7 @@ impl Incoming {
             tracing::error!(access = ?self.access, peer = ?self.peer, "a route is missing its access class or peer address");
             return Err(ApiError::internal());
         };
+        self.cookie_mode()?;
         let raw = api_key_text(&self.headers).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::Unauthenticated,
@@ -218,16 +310,25 @@ impl Incoming {
         if parsed.kind() != key.kind || parsed.mode() != key.mode || key.mode != key.issuer_mode {
             return Err(invalid());
         }
+        // On an issuer's own host, only that issuer's keys.
+        if let Some(host) = &self.host {
+            if host.issuer.issuer_id != key.issuer_id {
+                return Err(ApiError::new(
+                    ErrorCode::IssuerHostMismatch,
+                    "this API key belongs to another issuer than the one this host serves",
+                ));
+            }
+        }
         // The origin verdict is taken before the WAF so that an allowed page
         // can read a 429 or 403 answer, and enforced after it so that
         // refused origins still count towards the velocity limit.
         let origin = match (access, key.kind) {
             (Access::Client | Access::Verification, KeyKind::Restricted) => {
-                Some(check_origin(&key, &self.headers))
+                Some(check_origin(&key, &self.method, &self.headers))
             }
             _ => None,
         };
-        if let Some(Ok(allowed)) = &origin {
+        if let Some(Ok(Some(allowed))) = &origin {
             self.cors.allow(allowed.clone());
         }
         self.app.waf.guard(&key, self.class, ip).await?;
@@ -276,8 +377,11 @@ impl Incoming {
         &self,
         caller: &Caller,
     ) -> Result<idm_crypto::session_token::SessionClaims, ApiError> {
-        let token = session_token(&self.headers)
+        let (token, source) = session_token(&self.headers, self.jar().session_name())
             .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "a session is required"))?;
+        if source == TokenSource::Cookie {
+            csrf_check(&self.method, &self.headers)?;
+        }
         self.app.verify_session(&caller.key, &token).await
     }
 }

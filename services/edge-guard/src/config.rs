@@ -21,8 +21,12 @@ pub struct Config {
     /// cache (docs/FAULTS.md). Revocations are not kept there.
     pub redis_url: String,
     pub redis_prefix: String,
-    /// Mark the session cookie `Secure` (the `__Host-` prefix requires it).
+    /// Mark the session cookies `Secure` (the `__Host-` and `__Secure-`
+    /// prefixes require it; without it they are dropped).
     pub cookie_secure: bool,
+    /// Platform subdomains per issuer: `<issuer handle>.<suffix>`
+    /// (`EDGE_ISSUER_HOST_SUFFIX`; unset: none).
+    pub issuer_host_suffix: Option<String>,
     /// The WAF's platform-wide settings (per-issuer ones are in the policy).
     pub waf: crate::waf::WafConfig,
     /// Base64 of 32 bytes, shared with the session service only: opens the
@@ -52,6 +56,17 @@ impl Config {
             key_cache_ttl: Duration::from_secs(env.parse("KEY_CACHE_TTL_SECONDS", 60)?),
             key_cache_capacity: env.parse("KEY_CACHE_CAPACITY", 100_000)?,
             cookie_secure: env.parse("COOKIE_SECURE", true)?,
+            issuer_host_suffix: env
+                .optional("ISSUER_HOST_SUFFIX")
+                .map(|raw| {
+                    idm_core::DomainName::parse(&raw)
+                        .map(String::from)
+                        .map_err(|e| ConfigError::Invalid {
+                            var: env.var_name("ISSUER_HOST_SUFFIX"),
+                            reason: e.message,
+                        })
+                })
+                .transpose()?,
             // A secret (it may carry a password), so `EDGE_REDIS_URL_FILE` works too.
             redis_url: secrecy::ExposeSecret::expose_secret(
                 &env.secret_or("REDIS_URL", "redis://127.0.0.1:6379")?,

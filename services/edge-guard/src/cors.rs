@@ -15,24 +15,34 @@
 //!   `Access-Control-Allow-Credentials: true`; a refused origin's page cannot
 //!   even read the refusal.
 //!
+//! On a per-issuer host (`hosts.rs`) the issuer is known before any key:
+//! a preflight is answered only for that issuer's allowed origins, with
+//! `Access-Control-Allow-Credentials: true` (the cookie mode needs it), and
+//! every answer to an allowed origin, errors included (a missing key, an
+//! unknown route, a 429, a 5xx), carries the CORS headers.
+//!
 //! Hand-written rather than `tower_http::cors`: its origin predicate runs
 //! before the handler and cannot depend on the key's issuer, which is the
 //! whole decision here.
 
+use crate::hosts::ServedHost;
 use crate::waf::RouteClass;
-use axum::extract::Request;
+use crate::App;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
 use idm_core::{ApiError, ErrorCode, Origin};
 use idm_telemetry::http::HttpError;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 
 pub const ALLOWED_METHODS: &str = "GET, POST, DELETE";
 /// `idempotency-key`: a browser sign-up retried after a timeout (docs/OPENAPI.md).
+/// `idm-session-mode`: the cookie session mode (docs/SESSIONS.md).
 pub const ALLOWED_HEADERS: &str =
-    "authorization, content-type, idm-api-key, idempotency-key, x-request-id, traceparent, tracestate";
+    "authorization, content-type, idm-api-key, idm-session-mode, idempotency-key, x-request-id, traceparent, tracestate";
 const EXPOSED_HEADERS: &str = "x-request-id, retry-after, idempotent-replayed";
 const MAX_AGE_SECONDS: &str = "600";
 
@@ -73,21 +83,37 @@ fn vary(response: &mut Response, value: &'static str) {
         .append(header::VARY, HeaderValue::from_static(value));
 }
 
-fn preflight(class: RouteClass, headers: &HeaderMap) -> Response {
+/// The request's origin when `host`'s issuer allows it (the same rules
+/// as a restricted key's check: `access::check_origin`).
+pub fn host_allows(host: &ServedHost, headers: &HeaderMap) -> Result<HeaderValue, ApiError> {
+    crate::access::origin_verdict(&host.issuer.allowed_origins, &host.issuer.policy, headers)
+}
+
+fn preflight(class: RouteClass, host: Option<&ServedHost>, headers: &HeaderMap) -> Response {
     if !class.is_browser_facing() {
         return refuse("backend routes are not callable from browsers");
     }
-    let origin = match single_origin(headers) {
-        Ok(origin) => origin,
-        Err(e) => return HttpError(e).into_response_now(),
+    let origin = match host {
+        // The issuer is known: its own origins only.
+        Some(host) => match host_allows(host, headers) {
+            Ok(origin) => origin,
+            Err(e) => return HttpError(e).into_response_now(),
+        },
+        None => {
+            let origin = match single_origin(headers) {
+                Ok(origin) => origin,
+                Err(e) => return HttpError(e).into_response_now(),
+            };
+            let parsed = origin
+                .to_str()
+                .map_err(|_| ())
+                .and_then(|o| Origin::parse(o).map_err(|_| ()));
+            if parsed.is_err() {
+                return refuse("the Origin is not a browser origin");
+            }
+            origin.clone()
+        }
     };
-    let parsed = origin
-        .to_str()
-        .map_err(|_| ())
-        .and_then(|o| Origin::parse(o).map_err(|_| ()));
-    if parsed.is_err() {
-        return refuse("the Origin is not a browser origin");
-    }
     let method = headers
         .get(header::ACCESS_CONTROL_REQUEST_METHOD)
         .and_then(|m| m.to_str().ok())
@@ -115,7 +141,13 @@ fn preflight(class: RouteClass, headers: &HeaderMap) -> Response {
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     let h = response.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    if host.is_some() {
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static(ALLOWED_METHODS),
@@ -135,19 +167,61 @@ fn preflight(class: RouteClass, headers: &HeaderMap) -> Response {
     response
 }
 
-/// Middleware for the public router: answers preflights, and adds the CORS
-/// headers to responses whose request passed the key's origin check.
-pub async fn layer(mut request: Request, next: Next) -> Response {
+/// The issuer the request's `Host` serves, if any (`hosts.rs`). `ip` is
+/// the client's: an uncached host costs a lookup, budgeted like an unknown
+/// key.
+async fn served_host(
+    app: &App,
+    name: Option<String>,
+    ip: Option<IpAddr>,
+) -> Result<Option<ServedHost>, ApiError> {
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    app.hosts
+        .resolve(&name, || async move {
+            match ip {
+                Some(ip) => app.waf.allow_key_lookup(ip).await,
+                None => Err(ApiError::internal()),
+            }
+        })
+        .await
+}
+
+/// Middleware for the public router: resolves the issuer host first, then
+/// answers preflights, and adds the CORS headers to responses whose request
+/// passed an origin check (the host issuer's, or the key's).
+pub async fn layer(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
     let class = RouteClass::of_path(request.uri().path());
+    let name = crate::hosts::host_name(request.uri(), request.headers());
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| {
+            crate::client_ip::client_ip(&app.config.trusted_proxies, c.0.ip(), request.headers())
+        });
+    let host = match served_host(&app, name, ip).await {
+        Ok(host) => host,
+        Err(e) => return HttpError(e).into_response_now(),
+    };
     let is_preflight = request.method() == Method::OPTIONS
         && request.headers().contains_key(header::ORIGIN)
         && request
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     if is_preflight {
-        return preflight(class, request.headers());
+        return preflight(class, host.as_ref(), request.headers());
     }
     let grant = Grant::default();
+    if let Some(host) = host {
+        // Decided before any key: even a 401 for a missing key is readable.
+        if class.is_browser_facing() && request.headers().contains_key(header::ORIGIN) {
+            if let Ok(origin) = host_allows(&host, request.headers()) {
+                grant.allow(origin);
+            }
+        }
+        request.extensions_mut().insert(host);
+    }
     request.extensions_mut().insert(grant.clone());
     let mut response = next.run(request).await;
     if class.is_browser_facing() {

@@ -7,7 +7,8 @@
 //! - The caller is authorised first (WAF, origin, scope) on every attempt,
 //!   replays included; the handler then reuses that authorisation rather than
 //!   counting the request twice.
-//! - Fingerprint: SHA-256 of method, path, query and body. The same key with
+//! - Fingerprint: SHA-256 of method, path, query, session mode
+//!   (`Idm-Session-Mode`) and body. The same key with
 //!   another fingerprint is `409 idempotency_conflict`.
 //! - Concurrency: the first attempt claims the key with `SET NX` (a running
 //!   marker that expires after `RUNNING_TTL`, so a crashed replica cannot
@@ -226,6 +227,11 @@ async fn guarded(app: Arc<App>, request: Request, next: Next) -> Result<Response
                 .unwrap_or_default()
                 .as_bytes(),
         );
+        data.push(0);
+        // The session mode decides the answer's shape (tokens in the body
+        // or in cookies): a retry in the other mode is another request.
+        let cookie_mode = crate::access::cookie_mode(&parts.headers).unwrap_or(false);
+        data.extend_from_slice(if cookie_mode { b"cookie" } else { b"header" });
         data.push(0);
         data.extend_from_slice(&bytes);
         idm_crypto::sha256_hex(&data)

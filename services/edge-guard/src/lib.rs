@@ -6,8 +6,10 @@
 mod access;
 mod client_ip;
 mod config;
+mod cookies;
 mod cors;
 mod error;
+mod hosts;
 mod idempotency;
 mod key_cache;
 pub mod openapi;
@@ -38,6 +40,7 @@ pub(crate) struct App {
     pub revocations: revocations::Revocations,
     pub waf: waf::Waf,
     pub idempotency: idempotency::Store,
+    pub hosts: hosts::Hosts,
 }
 
 impl App {
@@ -103,6 +106,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             &config.redis_prefix,
             config.waf.redis_timeout,
         )?,
+        hosts: hosts::Hosts::new(
+            bus.clone(),
+            config.issuer_host_suffix.clone(),
+            config.key_cache_ttl,
+            config.key_cache_capacity,
+        ),
         bus: bus.clone(),
         config: config.clone(),
     });
@@ -115,6 +124,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 let app = Arc::clone(&on_change);
                 async move {
                     app.keys.apply(&change).await;
+                    app.hosts.forget_all();
                     app.sessions.forget(&change.issuer_id).await;
                 }
             },
@@ -135,6 +145,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         move || {
             stale_after_reconnect.sessions.forget_all();
             stale_after_reconnect.keys.forget_all();
+            stale_after_reconnect.hosts.forget_all();
         },
         shutdown.clone(),
     );
@@ -152,8 +163,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             .merge(waf::admin::routes(Arc::clone(&app))),
         surface.clone(),
     );
-    let public = routes::router(app)
-        .layer(axum::middleware::from_fn(cors::layer))
+    let public = routes::router(Arc::clone(&app))
+        .layer(axum::middleware::from_fn_with_state(app, cors::layer))
         .merge(probes)
         .layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes));
     let (http_addr, http) = idm_telemetry::serve_http(

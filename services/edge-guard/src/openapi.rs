@@ -112,7 +112,11 @@ pub fn document() -> OpenApi {
             SESSION_COOKIE,
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
                 crate::access::SESSION_COOKIE,
-                "The session cookie set by sign-in (Secure, HttpOnly, SameSite=Lax, Path=/).",
+                "The session cookie set by sign-in (Secure, HttpOnly, SameSite=Lax, Path=/); \
+                 `__Secure-idm_session` with the tenant's `Domain` on a custom domain that sets \
+                 one. With `Idm-Session-Mode: cookie` (on an issuer's own host) the refresh \
+                 token is the `__Secure-idm_refresh` cookie. A state-changing request \
+                 authenticated by the cookie must send `Idm-Api-Key` (`csrf_check_failed`).",
             ))),
         ),
     ]);
@@ -264,14 +268,20 @@ pub fn common_errors(access: Access, session: bool, input: bool, creates: bool) 
         Internal,
         UpstreamUnavailable,
         Overloaded,
+        // On an issuer's own host, a key of another issuer.
+        IssuerHostMismatch,
     ];
     match access {
         Access::Backend(_) => codes.push(InsufficientScope),
-        Access::Client | Access::Verification => codes.push(OriginNotAllowed),
+        Access::Client | Access::Verification => {
+            codes.extend([OriginNotAllowed, SessionModeUnavailable]);
+        }
     }
     if session {
         // `not_found`: the session's user (or its factor) is gone.
         codes.extend([SessionInvalid, SessionRevoked, SessionCompromised, NotFound]);
+        // A cookie-authenticated state change without `Idm-Api-Key`.
+        codes.push(CsrfCheckFailed);
     }
     if input {
         codes.extend([InvalidRequest, PayloadTooLarge]);

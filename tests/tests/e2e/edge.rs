@@ -1376,3 +1376,199 @@ async fn a_browser_page_on_an_allowed_origin_signs_in_and_others_are_refused() -
     server.abort();
     platform.stop().await
 }
+
+/// What `tests/browser/devtools.py` saw of one page: the page's result, the
+/// browser's own cookie jar afterwards, and its console.
+struct SeenPage {
+    result: Value,
+    cookies: Vec<Value>,
+    console: Vec<String>,
+}
+
+/// Loads `urls` in turn in one headless Chromium (one cookie jar), driven
+/// over the DevTools protocol.
+async fn devtools(browser: &std::path::Path, urls: &[String]) -> anyhow::Result<Vec<SeenPage>> {
+    let driver = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/devtools.py");
+    let output = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new("python3")
+            .arg(driver)
+            .arg(browser)
+            .args(urls)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await??;
+    anyhow::ensure!(
+        output.status.success(),
+        "devtools driver: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&output.stdout)?;
+    let pages = seen["pages"].as_array().cloned().unwrap_or_default();
+    Ok(pages
+        .into_iter()
+        .map(|page| SeenPage {
+            result: page["result"].clone(),
+            cookies: page["cookies"].as_array().cloned().unwrap_or_default(),
+            console: page["console"]
+                .as_array()
+                .map(|lines| {
+                    lines
+                        .iter()
+                        .map(|l| l["text"].as_str().unwrap_or_default().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+        .collect())
+}
+
+fn jar_cookie<'a>(page: &'a SeenPage, name: &str) -> Option<&'a Value> {
+    page.cookies.iter().find(|c| c["name"] == name)
+}
+
+/// Issue 16, in the browser itself: a page on the tenant's app origin
+/// (`app.mybrand.test`) signs up against the tenant's verified custom domain
+/// (`auth.mybrand.test`) with `credentials: "include"` and the cookie mode;
+/// the session lands in the browser's cookie jar as an `HttpOnly` cookie of
+/// `mybrand.test` (read over DevTools, `Storage.getCookies`), `/me` works
+/// with the cookie alone, the refresh rotates in its own cookie, and
+/// sign-out empties the jar. A page of another site that the issuer allows
+/// gets an answer but no cookie travels (SameSite=Lax); a page on an origin
+/// the issuer does not list is blocked by the browser (its console says so).
+///
+/// Plain http with `EDGE_COOKIE_SECURE=false` (Chromium drops `Secure`
+/// cookies set over http from a non-localhost host); the `Secure` flag and
+/// the `__Host-`/`__Secure-` prefixes are checked over HTTP in
+/// `first_party.rs` and in the edge's unit tests.
+#[tokio::test]
+async fn a_browser_keeps_a_first_party_session_in_cookies_on_the_tenants_domain(
+) -> anyhow::Result<()> {
+    let Some(browser) = chromium() else {
+        println!("SKIPPED: headless Chromium is not installed and could not be (apt-get install chromium)");
+        return Ok(());
+    };
+    // Own platform: an extra edge without `Secure` cookies (plain http).
+    let mut platform = Platform::start().await?;
+    let edge = platform.add_edge_with(|c| c.cookie_secure = false).await?;
+    let t = tenant(
+        &platform,
+        "Browser cookies",
+        &["app.mybrand.test", "other.test"],
+    )
+    .await?;
+    crate::first_party::verified_domain(&platform, &t, "auth.mybrand.test", Some("mybrand.test"))
+        .await?;
+
+    let config = json!({
+        "api": format!("http://auth.mybrand.test:{}", edge.port()),
+        "key": t.restricted_key,
+        "email": idm_testkit::unique_email("browser"),
+        "password": "correct horse battery",
+    });
+    let html = format!(
+        "<!doctype html><html><head><title>app</title></head><body>\
+         <script>window.IDM = {config};</script>\
+         <script src=\"/first_party.js\"></script></body></html>"
+    );
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(move || {
+                let html = html.clone();
+                async move { axum::response::Html(html) }
+            }),
+        )
+        .route(
+            "/first_party.js",
+            axum::routing::get(|| async {
+                (
+                    [("content-type", "text/javascript")],
+                    include_str!("../../browser/first_party.js"),
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let urls: Vec<String> = [
+        ("app.mybrand.test", "signup"),
+        ("other.test", "cross"),
+        ("evil.test", "evil"),
+        ("app.mybrand.test", "signout"),
+    ]
+    .iter()
+    .map(|(host, step)| format!("http://{host}:{port}/?step={step}"))
+    .collect();
+    let seen = devtools(&browser, &urls).await;
+    server.abort();
+    let seen = seen?;
+    anyhow::ensure!(seen.len() == 4, "{} pages seen", seen.len());
+
+    // Signed up, /me with the cookie alone, refreshed, /me again.
+    let up = &seen[0];
+    assert_eq!(up.result["sign_up"], 201, "{} {:?}", up.result, up.console);
+    assert_eq!(up.result["tokens_in_body"], false);
+    assert_eq!(up.result["me"], 200, "{}", up.result);
+    assert_eq!(up.result["me_id"], up.result["user_id"]);
+    assert_eq!(up.result["refresh"], 200, "{}", up.result);
+    assert_eq!(up.result["refresh_tokens_in_body"], false);
+    assert_eq!(up.result["me_after_refresh"], 200);
+    // HttpOnly: invisible to the page's own script…
+    assert_eq!(up.result["document_cookie"], "");
+    // …but in the browser's jar, first-party to the tenant's site.
+    let session = jar_cookie(up, "idm_session")
+        .ok_or_else(|| anyhow::anyhow!("no session cookie: {:?}", up.cookies))?;
+    assert_eq!(session["domain"], ".mybrand.test");
+    assert_eq!(session["httpOnly"], true);
+    assert_eq!(session["sameSite"], "Lax");
+    let refresh = jar_cookie(up, "idm_refresh")
+        .ok_or_else(|| anyhow::anyhow!("no refresh cookie: {:?}", up.cookies))?;
+    assert_eq!(refresh["domain"], "auth.mybrand.test");
+    assert_eq!(refresh["path"], "/v1/client/token/refresh");
+    assert_eq!(refresh["httpOnly"], true);
+
+    // Another site, allowed: the answer is readable, the cookie stays home.
+    let cross = &seen[1];
+    assert_eq!(
+        cross.result["me"], 401,
+        "{} {:?}",
+        cross.result, cross.console
+    );
+    assert_eq!(cross.result["code"], "unauthenticated");
+
+    // A disallowed origin: the browser itself refuses the page the answer.
+    let evil = &seen[2];
+    assert_eq!(evil.result["me"], 0, "{}", evil.result);
+    assert!(
+        evil.console
+            .iter()
+            .any(|l| l.contains("blocked by CORS policy")),
+        "{:?}",
+        evil.console
+    );
+
+    // Sign-out: revoked, and the jar is empty again.
+    let out = &seen[3];
+    assert_eq!(
+        out.result["sign_out"], 200,
+        "{} {:?}",
+        out.result, out.console
+    );
+    assert_eq!(out.result["me"], 401);
+    assert!(
+        jar_cookie(out, "idm_session").is_none(),
+        "{:?}",
+        out.cookies
+    );
+    assert!(
+        jar_cookie(out, "idm_refresh").is_none(),
+        "{:?}",
+        out.cookies
+    );
+    platform.stop().await
+}

@@ -10,6 +10,7 @@ mod bus_trust;
 mod edge;
 mod factor_kit;
 mod fair_share;
+mod first_party;
 mod foundation;
 mod fuzz_findings;
 mod idempotency;

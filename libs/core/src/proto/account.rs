@@ -12,6 +12,11 @@ pub const CREATE_ISSUER: &str = "create_issuer";
 pub const CREATE_API_KEY: &str = "create_api_key";
 pub const LIST_API_KEYS: &str = "list_api_keys";
 pub const REVOKE_API_KEY: &str = "revoke_api_key";
+pub const RESOLVE_HOST: &str = "resolve_host";
+pub const ADD_DOMAIN: &str = "add_domain";
+pub const LIST_DOMAINS: &str = "list_domains";
+pub const REMOVE_DOMAIN: &str = "remove_domain";
+pub const VERIFY_DOMAIN: &str = "verify_domain";
 
 super::operation::operations!(service "account" {
     ResolveKey => Resolved = RESOLVE_KEY,
@@ -21,6 +26,11 @@ super::operation::operations!(service "account" {
     CreateApiKey => CreatedApiKey = CREATE_API_KEY,
     ListApiKeys => ApiKeyList = LIST_API_KEYS,
     RevokeApiKey => ApiKeyInfo = REVOKE_API_KEY,
+    ResolveHost => ResolvedHost = RESOLVE_HOST,
+    AddDomain => IssuerDomain = ADD_DOMAIN,
+    ListDomains => DomainList = LIST_DOMAINS,
+    RemoveDomain => IssuerDomain = REMOVE_DOMAIN,
+    VerifyDomain => IssuerDomain = VERIFY_DOMAIN,
 });
 
 /// Look a key up by the hex SHA-256 of its full text.
@@ -149,6 +159,93 @@ pub struct ApiKeyList {
 pub struct RevokeApiKey {
     pub issuer_id: IssuerId,
     pub key_id: ApiKeyId,
+}
+
+/// Which issuer a per-issuer host serves (docs/EDGE.md, "Per-issuer
+/// hosts"): a platform subdomain names the issuer, a custom domain is looked
+/// up among the verified ones.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolveHost {
+    Issuer(IssuerId),
+    Domain(crate::DomainName),
+}
+
+/// What the edge needs to answer for a per-issuer host before any key is
+/// seen: preflights, origin checks for every answer, the cookie `Domain`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssuerHost {
+    pub issuer_id: IssuerId,
+    pub allowed_origins: Vec<AllowedOrigin>,
+    pub policy: IssuerPolicy,
+    /// The session cookie's `Domain` on this host (a custom domain only,
+    /// when the tenant set one); `None`: a host-only `__Host-` cookie.
+    pub cookie_domain: Option<crate::DomainName>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResolvedHost {
+    /// `None`: no issuer is served there (unknown, or not verified yet).
+    pub host: Option<IssuerHost>,
+}
+
+/// Register a custom domain for the issuer; unusable until verified.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddDomain {
+    pub issuer_id: IssuerId,
+    pub domain: crate::DomainName,
+    /// The cookie `Domain`: the domain itself or a parent of it.
+    pub cookie_domain: Option<crate::DomainName>,
+}
+
+/// The issuer's custom domains (the same body as [`IssuerRef`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ListDomains(pub IssuerRef);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoveDomain {
+    pub issuer_id: IssuerId,
+    pub domain: crate::DomainName,
+}
+
+/// Look the domain's TXT record up now; verified when it holds the token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyDomain {
+    pub issuer_id: IssuerId,
+    pub domain: crate::DomainName,
+}
+
+/// The DNS record that proves control of a custom domain.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DomainChallenge {
+    /// Always `TXT`.
+    pub record_type: String,
+    /// `_idmesh-challenge.<domain>`
+    pub name: String,
+    /// `idmesh-domain-verification=<token>`
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct IssuerDomain {
+    #[schema(value_type = String)]
+    pub domain: crate::DomainName,
+    #[schema(value_type = Option<String>)]
+    pub cookie_domain: Option<crate::DomainName>,
+    pub verified: bool,
+    pub challenge: DomainChallenge,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub verified_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DomainList {
+    pub data: Vec<IssuerDomain>,
 }
 
 /// Broadcast on `<prefix>.config.changed.<issuer>` whenever anything an edge

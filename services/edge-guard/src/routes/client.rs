@@ -2,8 +2,9 @@
 //! or from backends with a secret key.
 
 use super::{body, Reply};
-use crate::access::{Incoming, SESSION_COOKIE};
-use axum::extract::rejection::JsonRejection;
+use crate::access::Incoming;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -34,29 +35,21 @@ pub struct SignInBody {
     password: SecretText,
 }
 
-/// `body` as JSON with the session cookie set to `token` (or cleared):
-/// `__Host-` prefix, Secure, HttpOnly, SameSite=Lax, Path=/, no Domain.
-fn with_session_cookie(
-    app: &crate::App,
+/// Seconds from now until `at`, at least 0.
+fn seconds_until(at: idm_core::Timestamp) -> i64 {
+    (at - idm_core::now()).whole_seconds().max(0)
+}
+
+fn json_response(
     status: StatusCode,
     body: impl serde::Serialize,
-    token: Option<(&str, idm_core::Timestamp)>,
+    cookies: &[Option<HeaderValue>],
 ) -> Response {
-    let secure = if app.config.cookie_secure {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie = match token {
-        Some((token, expires_at)) => {
-            let max_age = (expires_at - idm_core::now()).whole_seconds().max(0);
-            format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
-        }
-        None => format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"),
-    };
     let mut response = (status, Json(body)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
+    for cookie in cookies.iter().flatten() {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, cookie.clone());
     }
     response
         .headers_mut()
@@ -64,23 +57,63 @@ fn with_session_cookie(
     response
 }
 
+/// The answer that starts or renews a session. Header mode (as before): the
+/// tokens in the body, and the session cookie too. Cookie mode
+/// (`Idm-Session-Mode: cookie`, docs/SESSIONS.md): the session and refresh
+/// cookies, and a body without `session_token` and `refresh_token`.
+pub(super) fn issued_response(
+    incoming: &Incoming,
+    status: StatusCode,
+    body: impl serde::Serialize,
+    session_token: &SecretText,
+    refresh_token: &SecretText,
+    expires_at: idm_core::Timestamp,
+    refresh_seconds: i64,
+) -> Result<Response, ApiError> {
+    let jar = incoming.jar();
+    let session_cookie = jar.session(Some((session_token.expose(), seconds_until(expires_at))));
+    if !incoming.cookie_mode()? {
+        return Ok(json_response(status, body, &[session_cookie]));
+    }
+    let mut value = serde_json::to_value(body).map_err(|e| ApiError::internal_from(&e))?;
+    if let Some(object) = value.as_object_mut() {
+        object.remove("session_token");
+        object.remove("refresh_token");
+    }
+    let refresh_cookie = jar.refresh(Some((refresh_token.expose(), refresh_seconds)));
+    Ok(json_response(
+        status,
+        value,
+        &[session_cookie, refresh_cookie],
+    ))
+}
+
+/// How long a refresh cookie is kept: the issuer's idle timeout, after
+/// which the refresh token no longer refreshes anyway.
+fn refresh_seconds(policy: &idm_core::IssuerPolicy) -> i64 {
+    i64::from(policy.session_idle_timeout_seconds)
+}
+
 pub(super) fn session_response(
-    app: &crate::App,
+    incoming: &Incoming,
+    policy: &idm_core::IssuerPolicy,
     status: StatusCode,
     signed_in: Authenticated,
-) -> Response {
-    let token = signed_in.session_token.clone();
-    with_session_cookie(
-        app,
+) -> Result<Response, ApiError> {
+    issued_response(
+        incoming,
         status,
         &signed_in,
-        Some((token.expose(), signed_in.expires_at)),
+        &signed_in.session_token,
+        &signed_in.refresh_token,
+        signed_in.expires_at,
+        refresh_seconds(policy),
     )
 }
 
 /// Signs a new user up and in.
 #[utoipa::path(post, path = "/v1/client/sign_up", tag = "client", request_body = SignUpBody,
-    responses((status = 201, description = "The user and the session", body = Authenticated, headers(("Set-Cookie" = String, description = "The session cookie `__Host-idm_session`")))))]
+    responses((status = 201, description = "The user and the session", body = Authenticated, headers(("Set-Cookie" = String, description = "The session cookie; in cookie mode (`Idm-Session-Mode: cookie`) the refresh cookie too, and the body has no tokens")))))]
 pub async fn sign_up(
     incoming: Incoming,
     request: Result<Json<SignUpBody>, JsonRejection>,
@@ -110,15 +143,16 @@ pub async fn sign_up(
         .password_work(&caller.key, app.bus.send(&call))
         .await?;
     Ok(session_response(
-        &incoming.app,
+        &incoming,
+        &caller.key.policy,
         StatusCode::CREATED,
         signed_in,
-    ))
+    )?)
 }
 
 /// Password sign-in; `401 mfa_required` carries an `mfa_token` for `/v1/client/mfa/verify`.
 #[utoipa::path(post, path = "/v1/client/sign_in", tag = "client", request_body = SignInBody,
-    responses((status = 200, description = "The user and the session", body = Authenticated, headers(("Set-Cookie" = String, description = "The session cookie `__Host-idm_session`")))))]
+    responses((status = 200, description = "The user and the session", body = Authenticated, headers(("Set-Cookie" = String, description = "The session cookie; in cookie mode (`Idm-Session-Mode: cookie`) the refresh cookie too, and the body has no tokens")))))]
 pub async fn sign_in(
     incoming: Incoming,
     request: Result<Json<SignInBody>, JsonRejection>,
@@ -146,7 +180,12 @@ pub async fn sign_in(
         .waf
         .password_work(&caller.key, app.bus.send(&call))
         .await?;
-    Ok(session_response(&incoming.app, StatusCode::OK, signed_in))
+    Ok(session_response(
+        &incoming,
+        &caller.key.policy,
+        StatusCode::OK,
+        signed_in,
+    )?)
 }
 
 /// The signed-in user.
@@ -166,42 +205,85 @@ pub async fn me(incoming: Incoming) -> Reply<Json<User>> {
     Ok(Json(found))
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Deserialize, utoipa::ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshBody {
-    refresh_token: SecretText,
+    /// Header mode: the refresh token. Cookie mode: absent (the body is
+    /// `{}` or empty), the refresh cookie is read instead.
+    #[schema(value_type = Option<String>)]
+    refresh_token: Option<SecretText>,
 }
 
 /// Rotates the refresh token: the presented one is consumed, a new pair comes back.
-#[utoipa::path(post, path = "/v1/client/token/refresh", tag = "client", request_body = RefreshBody,
-    responses((status = 200, description = "The new session token and refresh token", body = session::IssuedSession, headers(("Set-Cookie" = String, description = "The session cookie `__Host-idm_session`")))))]
+#[utoipa::path(post, path = "/v1/client/token/refresh", tag = "client", request_body(content = RefreshBody, description = "Header mode: `refresh_token`; cookie mode (`Idm-Session-Mode: cookie`): `{}` or no body, the refresh cookie is read"),
+    responses((status = 200, description = "The new session token and refresh token (cookie mode: `session_id` and `expires_at` only)", body = session::IssuedSession, headers(("Set-Cookie" = String, description = "The session cookie; in cookie mode the refresh cookie too")))))]
 pub async fn refresh(
     incoming: Incoming,
-    request: Result<Json<RefreshBody>, JsonRejection>,
+    request: Result<Bytes, BytesRejection>,
 ) -> Reply<Response> {
     let caller = incoming.authorize().await?;
-    let request = body(request)?;
-    if request.refresh_token.expose().len() > 256 {
-        return Err(ApiError::new(
+    let raw = request.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                idm_core::ErrorCode::PayloadTooLarge,
+                "the request body is too large",
+            )
+        } else {
+            ApiError::invalid_request(rejection.body_text())
+        }
+    })?;
+    let request: RefreshBody = if raw.iter().all(u8::is_ascii_whitespace) {
+        RefreshBody::default()
+    } else {
+        serde_json::from_slice(&raw).map_err(|e| ApiError::invalid_request(e.to_string()))?
+    };
+    let invalid = || {
+        ApiError::new(
             idm_core::ErrorCode::SessionInvalid,
             "the refresh token is not valid",
         )
-        .into());
+    };
+    let jar = incoming.jar();
+    let refresh_token =
+        match (incoming.cookie_mode()?, request.refresh_token) {
+            (false, Some(token)) => token,
+            (false, None) => return Err(ApiError::invalid_request(
+                "refresh_token is required (or Idm-Session-Mode: cookie, on the issuer's own host)",
+            )
+            .into()),
+            (true, Some(_)) => {
+                return Err(ApiError::validation(
+                    "in the cookie mode the refresh token comes from its cookie, not the body",
+                )
+                .into())
+            }
+            (true, None) => {
+                crate::access::csrf_check(&incoming.method, &incoming.headers)?;
+                SecretText::new(
+                    crate::cookies::Jar::read(&incoming.headers, jar.refresh_name())
+                        .ok_or_else(invalid)?,
+                )
+            }
+        };
+    if refresh_token.expose().len() > 256 {
+        return Err(invalid().into());
     }
     let call = session::Refresh {
         issuer_id: caller.key.issuer_id.clone(),
         policy: caller.key.policy.clone(),
-        refresh_token: request.refresh_token,
+        refresh_token,
         device: caller.device(),
     };
     let issued = incoming.app.bus.send(&call).await?;
-    let token = issued.session_token.clone();
-    Ok(with_session_cookie(
-        &incoming.app,
+    Ok(issued_response(
+        &incoming,
         StatusCode::OK,
         &issued,
-        Some((token.expose(), issued.expires_at)),
-    ))
+        &issued.session_token,
+        &issued.refresh_token,
+        issued.expires_at,
+        refresh_seconds(&caller.key.policy),
+    )?)
 }
 
 /// The answer to a sign-out.
@@ -211,7 +293,7 @@ pub struct SignedOut {
     session_id: idm_core::SessionId,
 }
 
-/// Revokes the caller's session and clears the cookie.
+/// Revokes the caller's session and clears the session and refresh cookies.
 #[utoipa::path(post, path = "/v1/client/sign_out", tag = "client",
     responses((status = 200, description = "The session is revoked", body = SignedOut,
         headers(("Set-Cookie" = String, description = "Clears the session cookie")))))]
@@ -225,14 +307,14 @@ pub async fn sign_out(incoming: Incoming) -> Reply<Response> {
         reason: "sign_out".into(),
     };
     let revoked = incoming.app.bus.send(&call).await?;
-    Ok(with_session_cookie(
-        &incoming.app,
+    let jar = incoming.jar();
+    Ok(json_response(
         StatusCode::OK,
         SignedOut {
             revoked: true,
             session_id: revoked.id,
         },
-        None,
+        &[jar.session(None), jar.refresh(None)],
     ))
 }
 

@@ -6,6 +6,7 @@
 mod api_keys;
 mod client;
 mod credentials;
+mod domains;
 mod issuer;
 mod passwordless;
 mod personal_tokens;
@@ -90,6 +91,13 @@ pub static ROUTES: &[Route] = &[
         errors: [ValidationFailed, LimitAbovePlan]),
     route!(POST "/v1/issuers", backend(Issuers, Manage), issuer::create_issuer,
         errors: [ValidationFailed, LimitAbovePlan, PlanLimitReached]),
+    route!(POST "/v1/issuer/domains", backend(Issuers, Manage), domains::add,
+        errors: [ValidationFailed, Conflict, PlanLimitReached]),
+    route!(GET "/v1/issuer/domains", backend(Issuers, Read), domains::list),
+    route!(DELETE "/v1/issuer/domains/{domain}", backend(Issuers, Manage), domains::remove,
+        errors: [NotFound]),
+    route!(POST "/v1/issuer/domains/{domain}/verify", backend(Issuers, Manage), domains::verify,
+        errors: [NotFound, DomainNotVerified]),
     route!(POST "/v1/api_keys", backend(ApiKeys, Manage), api_keys::create,
         errors: [ValidationFailed]),
     route!(GET "/v1/api_keys", backend(ApiKeys, Read), api_keys::list),
@@ -132,7 +140,7 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/v1/client/me", Client, client::me, session: true, errors: [NotFound]),
     route!(POST "/v1/client/token/refresh", Client, client::refresh,
         errors: [SessionInvalid, SessionRevoked, SessionCompromised, RefreshTokenReused,
-            RegionUnavailable]),
+            RegionUnavailable, ValidationFailed, CsrfCheckFailed]),
     route!(POST "/v1/client/sign_out", Client, client::sign_out, session: true, errors: [NotFound]),
     route!(GET "/v1/client/sessions", Client, client::my_sessions, session: true),
     route!(POST "/v1/client/magic_links", Client, passwordless::send_magic_link,

@@ -87,7 +87,7 @@ pub struct CodeOnly {
 
 /// Exchanges a magic link's code for a session.
 #[utoipa::path(post, path = "/v1/client/magic_links/verify", tag = "client", request_body = CodeOnly,
-    responses((status = 200, description = "The user and the session", body = Authenticated, headers(("Set-Cookie" = String, description = "The session cookie `__Host-idm_session`")))))]
+    responses((status = 200, description = "The user and the session", body = Authenticated, headers(("Set-Cookie" = String, description = "The session cookie; in cookie mode (`Idm-Session-Mode: cookie`) the refresh cookie too, and the body has no tokens")))))]
 pub async fn verify_magic_link(
     incoming: Incoming,
     request: Result<Json<CodeOnly>, JsonRejection>,
@@ -101,7 +101,12 @@ pub async fn verify_magic_link(
         device: caller.device(),
     };
     let signed_in = incoming.app.bus.send(&call).await?;
-    Ok(session_response(&incoming.app, StatusCode::OK, signed_in))
+    Ok(session_response(
+        &incoming,
+        &caller.key.policy,
+        StatusCode::OK,
+        signed_in,
+    )?)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -142,7 +147,7 @@ pub struct EmailAndCode {
 
 /// Exchanges an emailed code for a session.
 #[utoipa::path(post, path = "/v1/client/email_codes/verify", tag = "client", request_body = EmailAndCode,
-    responses((status = 200, description = "The user and the session", body = Authenticated, headers(("Set-Cookie" = String, description = "The session cookie `__Host-idm_session`")))))]
+    responses((status = 200, description = "The user and the session", body = Authenticated, headers(("Set-Cookie" = String, description = "The session cookie; in cookie mode (`Idm-Session-Mode: cookie`) the refresh cookie too, and the body has no tokens")))))]
 pub async fn verify_email_code(
     incoming: Incoming,
     request: Result<Json<EmailAndCode>, JsonRejection>,
@@ -161,7 +166,12 @@ pub async fn verify_email_code(
         device: caller.device(),
     };
     let signed_in = incoming.app.bus.send(&call).await?;
-    Ok(session_response(&incoming.app, StatusCode::OK, signed_in))
+    Ok(session_response(
+        &incoming,
+        &caller.key.policy,
+        StatusCode::OK,
+        signed_in,
+    )?)
 }
 
 pub(super) async fn session_user(incoming: &Incoming) -> Result<SessionUser, ApiError> {
@@ -231,7 +241,7 @@ pub struct MfaRequest {
 
 /// The second factor after `mfa_required`: a TOTP code or a backup code.
 #[utoipa::path(post, path = "/v1/client/mfa/verify", tag = "client", request_body = MfaRequest,
-    responses((status = 200, description = "The user and the session", body = Authenticated, headers(("Set-Cookie" = String, description = "The session cookie `__Host-idm_session`")))))]
+    responses((status = 200, description = "The user and the session", body = Authenticated, headers(("Set-Cookie" = String, description = "The session cookie; in cookie mode (`Idm-Session-Mode: cookie`) the refresh cookie too, and the body has no tokens")))))]
 pub async fn verify_mfa(
     incoming: Incoming,
     request: Result<Json<MfaRequest>, JsonRejection>,
@@ -250,5 +260,10 @@ pub async fn verify_mfa(
         device: caller.device(),
     };
     let signed_in = incoming.app.bus.send(&call).await?;
-    Ok(session_response(&incoming.app, StatusCode::OK, signed_in))
+    Ok(session_response(
+        &incoming,
+        &caller.key.policy,
+        StatusCode::OK,
+        signed_in,
+    )?)
 }
