@@ -55,6 +55,9 @@ pub enum ErrorCode {
     IdempotencyConflict,
     /// An `Idempotency-Key` whose first request is still running.
     IdempotencyInProgress,
+    /// A right TOTP code whose time step was already used (a replay, or a
+    /// second sign-in within the same 30 s): wait for the next code.
+    CodeAlreadyUsed,
 }
 
 /// One error code: its wire spelling, its HTTP status and what it means.
@@ -293,6 +296,12 @@ pub const ERROR_CODES: &[ErrorInfo] = &[
         name: "idempotency_in_progress",
         status: 409,
         message: "The first request with this `Idempotency-Key` is still running.",
+    },
+    ErrorInfo {
+        code: ErrorCode::CodeAlreadyUsed,
+        name: "code_already_used",
+        status: 422,
+        message: "The authenticator code was already used: wait for the next code and enter that one.",
     },
 ];
 

@@ -136,6 +136,9 @@ pub struct Options {
     /// example a `redis+cluster://` URL of a private cluster); ignored with
     /// `own_servers`, which brings its own.
     pub redis_url: Option<String>,
+    /// Where auth delivers mail instead of [`Platform::smtp`] (a real SMTP
+    /// server of a test's own).
+    pub auth_mail: Option<idm_auth::MailTransport>,
 }
 
 /// A plan whose ceilings stay out of the way of tests about something else
@@ -215,6 +218,7 @@ impl Default for Options {
             default_plan: roomy_plan(),
             nats_cluster_nodes: 1,
             redis_url: None,
+            auth_mail: None,
         }
     }
 }
@@ -436,13 +440,18 @@ impl Platform {
                 mfa_token_ttl: Duration::from_secs(300),
                 max_code_attempts: 5,
                 failure_limits: idm_auth::FailureLimits::default(),
-                mail_from: "idmesh tests <no-reply@idmesh.test>".into(),
-                mail: idm_auth::MailTransport::Smtp(idm_auth::SmtpConfig {
-                    host: "127.0.0.1".into(),
-                    port: smtp.addr.port(),
-                    tls: idm_auth::SmtpTls::None,
-                    username: None,
-                    password: None,
+                mail_from: "idmesh tests <no-reply@idmesh.example>".into(),
+                mail_verified_senders: Vec::new(),
+                mail_dkim: None,
+                mail: options.auth_mail.clone().unwrap_or_else(|| {
+                    idm_auth::MailTransport::Smtp(idm_auth::SmtpConfig {
+                        host: "127.0.0.1".into(),
+                        port: smtp.addr.port(),
+                        tls: idm_auth::SmtpTls::None,
+                        username: None,
+                        password: None,
+                        ca_file: None,
+                    })
                 }),
                 clock: clock.clone(),
             })),

@@ -23,7 +23,10 @@ mod totp;
 mod verifications;
 
 pub use budget::Limits as FailureLimits;
-pub use config::{Config, MailTransport, SmtpConfig, SmtpTls};
+pub use config::{
+    Config, DkimAlgorithm, DkimSettings, MailTransport, SmtpConfig, SmtpTls, VerifiedSender,
+    DEFAULT_MAIL_FROM,
+};
 pub use error::Error;
 
 use idm_bus::{Bus, Events, Handlers};
@@ -70,13 +73,23 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let bus = Bus::connect(&config.basics, idm_bus::Identity::Auth).await?;
     let events = Events::ensure(&bus).await?;
     let master = idm_crypto::MasterKey::from_base64(config.master_key())?;
-    let queue = mail::MailQueue::ensure(&bus, &master).await?;
+    let letterhead = mail::Letterhead::new(
+        &config.mail_from,
+        config.mail_verified_senders.clone(),
+        config.mail_dkim.as_ref(),
+    )
+    .map_err(Error::Mail)?;
+    if config.mail_from == config::DEFAULT_MAIL_FROM
+        && matches!(config.mail, MailTransport::Smtp(_))
+    {
+        tracing::warn!(
+            from = config::DEFAULT_MAIL_FROM,
+            "AUTH_MAIL_FROM is not set: mail goes out from a reserved .example address that receivers will refuse"
+        );
+    }
+    let queue = mail::MailQueue::ensure(&bus, &master, letterhead.platform_name()).await?;
     let transport = mail::Transport::from_config(&config.mail).map_err(Error::Mail)?;
-    let from = config
-        .mail_from
-        .parse()
-        .map_err(|e| Error::Mail(format!("AUTH_MAIL_FROM: {e}")))?;
-    let courier = mail::spawn_courier(&queue, transport, from, shutdown.clone()).await?;
+    let courier = mail::spawn_courier(&queue, transport, letterhead, shutdown.clone()).await?;
     let budgets = Arc::new(budget::Budgets::new(
         redis.clone(),
         db.clone(),

@@ -13,6 +13,7 @@ mod fair_share;
 mod foundation;
 mod fuzz_findings;
 mod idempotency;
+mod mail;
 mod mfa;
 mod openapi;
 mod passwordless;

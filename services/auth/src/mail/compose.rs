@@ -1,0 +1,231 @@
+//! What each message says: a subject, a plain-text part and an HTML part
+//! with the same words, all in the issuer's name. Everything that comes
+//! from outside (the issuer's name, its logo URL, a link's URL) reaches the
+//! HTML escaped (`html-escape`); no caller-supplied markup is ever copied.
+
+use crate::notices::Notice;
+use html_escape::{encode_double_quoted_attribute, encode_text};
+
+/// Who the message speaks for.
+#[derive(Debug, Clone)]
+pub struct Brand {
+    /// The issuer's display name, cleaned ([`display_name`]).
+    pub name: String,
+    /// An `https` logo URL (checked when the policy was set, and again here).
+    pub logo_url: Option<String>,
+}
+
+/// Every kind of message auth sends.
+#[derive(Debug, Clone)]
+pub enum Letter {
+    MagicLink { link: String, minutes: u64 },
+    EmailCode { code: String, minutes: u64 },
+    VerificationCode { code: String, minutes: u64 },
+    Notice(Notice),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// The longest display name a message carries (longer names are cut).
+const MAX_NAME_CHARS: usize = 64;
+
+/// An issuer name fit for a header and a subject: control characters and
+/// runs of white space become one space, at most [`MAX_NAME_CHARS`]
+/// characters; `fallback` when nothing is left.
+pub fn display_name(raw: &str, fallback: &str) -> String {
+    let cleaned: String = raw
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(MAX_NAME_CHARS)
+        .collect();
+    let cleaned = cleaned.trim().to_owned();
+    if cleaned.is_empty() {
+        fallback.to_owned()
+    } else {
+        cleaned
+    }
+}
+
+/// A URL safe to put in `href`/`src`: `https` (or `http`, for a link into a
+/// development app), no credentials, no quotes or spaces left unescaped.
+fn web_url(raw: &str, https_only: bool) -> Option<String> {
+    let url = url::Url::parse(raw).ok()?;
+    let scheme_ok = url.scheme() == "https" || (!https_only && url.scheme() == "http");
+    (scheme_ok && url.host_str().is_some() && url.username().is_empty() && url.password().is_none())
+        .then(|| url.to_string())
+}
+
+/// One paragraph of a message: plain words, or words with a link or a code
+/// set apart.
+enum Block {
+    Para(String),
+    /// A button in HTML, the bare URL on a line of its own in text.
+    Link { label: String, url: String },
+    /// A one-time code, large in HTML, on a line of its own in text.
+    Code(String),
+}
+
+fn notice_subject(notice: Notice) -> &'static str {
+    notice.subject()
+}
+
+impl Letter {
+    fn subject(&self, brand: &Brand) -> String {
+        let name = &brand.name;
+        match self {
+            Letter::MagicLink { .. } => format!("Sign in to {name}"),
+            Letter::EmailCode { code, .. } => format!("Your {name} sign-in code: {code}"),
+            Letter::VerificationCode { code, .. } => {
+                format!("Your {name} verification code: {code}")
+            }
+            Letter::Notice(notice) => format!("{name}: {}", notice_subject(*notice)),
+        }
+    }
+
+    fn blocks(&self, brand: &Brand) -> Vec<Block> {
+        let name = &brand.name;
+        match self {
+            Letter::MagicLink { link, minutes } => vec![
+                Block::Para(format!("Use the link below to sign in to {name}.")),
+                Block::Link {
+                    label: format!("Sign in to {name}"),
+                    url: link.clone(),
+                },
+                Block::Para(format!(
+                    "The link works once and expires in {minutes} minutes. If you did not ask to sign in, ignore this message: nobody can sign in without the link."
+                )),
+            ],
+            Letter::EmailCode { code, minutes } => vec![
+                Block::Para(format!("Enter this code to sign in to {name}:")),
+                Block::Code(code.clone()),
+                Block::Para(format!(
+                    "The code expires in {minutes} minutes. If you did not ask to sign in, ignore this message: nobody can sign in without the code."
+                )),
+            ],
+            Letter::VerificationCode { code, minutes } => vec![
+                Block::Para(format!("Enter this code to confirm your email address with {name}:")),
+                Block::Code(code.clone()),
+                Block::Para(format!(
+                    "The code expires in {minutes} minutes. If you did not ask for it, ignore this message."
+                )),
+            ],
+            Letter::Notice(notice) => vec![
+                Block::Para(format!("This is a security notice about your {name} account.")),
+                Block::Para(notice.body().to_owned()),
+                Block::Para(format!(
+                    "If this was not you, secure your account now and contact {name}'s support."
+                )),
+            ],
+        }
+    }
+}
+
+fn text_part(brand: &Brand, blocks: &[Block]) -> String {
+    let mut out = String::from("Hello,\n\n");
+    for block in blocks {
+        match block {
+            Block::Para(words) => out.push_str(words),
+            Block::Link { url, .. } => out.push_str(url),
+            Block::Code(code) => out.push_str(code),
+        }
+        out.push_str("\n\n");
+    }
+    out.push_str(&format!("-- \n{}\n", brand.name));
+    out
+}
+
+fn html_part(brand: &Brand, subject: &str, blocks: &[Block]) -> String {
+    let name = encode_text(&brand.name);
+    let mut body = String::new();
+    if let Some(logo) = brand.logo_url.as_deref().and_then(|u| web_url(u, true)) {
+        body.push_str(&format!(
+            "<p><img src=\"{}\" alt=\"{}\" height=\"48\" style=\"height:48px;border:0\"></p>\n",
+            encode_double_quoted_attribute(&logo),
+            encode_double_quoted_attribute(&brand.name),
+        ));
+    }
+    body.push_str("<p>Hello,</p>\n");
+    for block in blocks {
+        match block {
+            Block::Para(words) => body.push_str(&format!("<p>{}</p>\n", encode_text(words))),
+            Block::Link { label, url } => match web_url(url, false) {
+                Some(url) => {
+                    let href = encode_double_quoted_attribute(&url);
+                    body.push_str(&format!(
+                        "<p><a href=\"{href}\" style=\"display:inline-block;padding:10px 18px;background:#1f4fd1;color:#ffffff;text-decoration:none;border-radius:4px\">{}</a></p>\n<p style=\"font-size:13px;color:#555555\">{}</p>\n",
+                        encode_text(label),
+                        encode_text(&url),
+                    ));
+                }
+                None => body.push_str(&format!("<p>{}</p>\n", encode_text(url))),
+            },
+            Block::Code(code) => body.push_str(&format!(
+                "<p style=\"font-size:28px;font-weight:bold;letter-spacing:4px\">{}</p>\n",
+                encode_text(code)
+            )),
+        }
+    }
+    body.push_str(&format!("<p>-- <br>{name}</p>\n"));
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n</head>\n<body style=\"font-family:Arial,Helvetica,sans-serif;font-size:15px;line-height:1.5;color:#222222;background:#ffffff\">\n{body}</body>\n</html>\n",
+        encode_text(subject)
+    )
+}
+
+pub fn render(brand: &Brand, letter: &Letter) -> Rendered {
+    let subject = letter.subject(brand);
+    let blocks = letter.blocks(brand);
+    Rendered {
+        text: text_part(brand, &blocks),
+        html: html_part(brand, &subject, &blocks),
+        subject,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_cleaned_for_headers() {
+        assert_eq!(display_name("  Acme\r\nBcc: x@y.z ", "idmesh"), "Acme Bcc: x@y.z");
+        assert_eq!(display_name("\u{7}\t", "idmesh"), "idmesh");
+        assert_eq!(display_name(&"a".repeat(100), "idmesh").len(), MAX_NAME_CHARS);
+    }
+
+    #[test]
+    fn markup_from_the_tenant_is_escaped_and_bad_urls_are_dropped() {
+        let brand = Brand {
+            name: "<b>Evil</b> & \"Co\"".into(),
+            logo_url: Some("javascript:alert(1)".into()),
+        };
+        let out = render(
+            &brand,
+            &Letter::MagicLink {
+                link: "https://app.example.com/cb?a=\"><script>x</script>&idm_magic_code=abc"
+                    .into(),
+                minutes: 15,
+            },
+        );
+        assert!(!out.html.contains("<b>Evil"), "{}", out.html);
+        assert!(!out.html.contains("<script>"), "{}", out.html);
+        assert!(!out.html.contains("javascript:"), "{}", out.html);
+        assert!(out.html.contains("&lt;b&gt;Evil&lt;/b&gt; &amp;"), "{}", out.html);
+        let out = render(
+            &brand,
+            &Letter::MagicLink {
+                link: "javascript:alert(1)".into(),
+                minutes: 15,
+            },
+        );
+        assert!(!out.html.contains("href=\"javascript"), "{}", out.html);
+    }
+}
