@@ -92,6 +92,15 @@ impl Letter {
 
     fn blocks(&self, brand: &Brand) -> Vec<Block> {
         let name = &brand.name;
+        let mut blocks = self.own_blocks(name);
+        // Why this arrived, in every kind.
+        blocks.push(Block::Para(format!(
+            "You received this email because this address was used with {name}. It was sent automatically; replies are not read."
+        )));
+        blocks
+    }
+
+    fn own_blocks(&self, name: &str) -> Vec<Block> {
         match self {
             Letter::MagicLink { link, minutes } => vec![
                 Block::Para(format!("Use the link below to sign in to {name}.")),

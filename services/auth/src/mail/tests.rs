@@ -63,7 +63,7 @@ fn ctx(name: &str, logo: Option<&str>, sender: Option<&str>) -> idm_core::proto:
     policy.mail.logo_url = logo.map(str::to_owned);
     policy.mail.sender = sender.map(str::to_owned);
     idm_core::proto::IssuerContext {
-        issuer_id: idm_core::IssuerId::parse("iss_0000000000000000000000000a")
+        issuer_id: idm_core::IssuerId::parse("iss_0000000000000000000000000000000a")
             .unwrap_or_else(|_| idm_core::IssuerId::generate()),
         account_id: idm_core::AccountId::generate(),
         policy,
@@ -224,7 +224,7 @@ fn strict_check(
 
 #[test]
 fn every_kind_is_a_standard_message_in_the_tenants_name() -> Result<(), String> {
-    let dir = scratch("strict")?.to_path_buf();
+    let dir = scratch("strict").map_err(|e| e.to_string())?;
     let head = Letterhead::new("idmesh <no-reply@idmesh.example>", Vec::new(), None)?;
     // A name with non-ASCII letters, quotes and markup, and a logo.
     let tenant = ctx(
@@ -250,7 +250,7 @@ fn every_kind_is_a_standard_message_in_the_tenants_name() -> Result<(), String> 
 #[test]
 fn dkim_signatures_verify_with_an_independent_implementation() -> Result<(), String> {
     for algorithm in [DkimAlgorithm::Rsa, DkimAlgorithm::Ed25519] {
-        let dir = scratch("dkim")?;
+        let dir = scratch("dkim").map_err(|e| e.to_string())?;
         let (settings, txt) = dkim_key(&dir, algorithm)?;
         let dns = format!("{}._domainkey.{}={txt}", settings.selector, settings.domain);
         let head = Letterhead::new(
