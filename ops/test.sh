@@ -41,7 +41,8 @@ if [[ -z ${IDM_TEST_PG_BIN:-} ]] && ! compgen -G '/usr/lib/postgresql/*/bin/init
 	_idm_apt_install postgresql || idm_warn "initdb is not installed; the fault-injection suite will fail"
 fi
 # The mail tests (docs/MAIL.md) judge messages with parsers not written here:
-# Python's email package (standard library), dkimpy for DKIM signatures
+# Python's email package (standard library), dkimpy (with pynacl for
+# Ed25519) for DKIM signatures
 # (services/auth/src/mail/tests.rs) and aiosmtpd as a real SMTP relay with
 # STARTTLS and AUTH (tests/tests/e2e/mail.rs); under CI a missing one fails
 # those tests, elsewhere they say SKIPPED.
@@ -53,6 +54,7 @@ _idm_need_pip() {
 		idm_warn "$package could not be installed; the mail tests that need it will fail under CI"
 }
 _idm_need_pip dkim dkimpy
+_idm_need_pip nacl pynacl
 _idm_need_pip aiosmtpd aiosmtpd
 # Every test platform runs its own authenticated nats-server (libs/testkit),
 # and the TLS tests make a throw-away CA with openssl.

@@ -10,7 +10,7 @@ multipart/alternative of a UTF-8 text/plain and a UTF-8 text/html part, and
 the HTML holds only the tags the templates write (no markup from outside).
 With --dkim, the DKIM-Signature is verified by dkimpy (PyPI `dkimpy`, an
 implementation independent of lettre's) against the keys given with --dns
-instead of DNS. Prints one line per file; exits 1 on any failure, 3 when
+instead of DNS (Ed25519 keys need PyPI `pynacl` too). Prints one line per file; exits 1 on any failure, 3 when
 --dkim was asked for and dkimpy is not installed.
 """
 
@@ -125,8 +125,9 @@ def main():
     if args.dkim:
         try:
             import dkim  # noqa: F401, PLC0415
+            import nacl.signing  # noqa: F401, PLC0415 - dkimpy's Ed25519
         except ImportError:
-            print("dkimpy is not installed (python3 -m pip install dkimpy)")
+            print("dkimpy and pynacl are not installed (python3 -m pip install dkimpy pynacl)")
             return 3
     failed = 0
     for path in args.files:

@@ -296,7 +296,7 @@ fn a_verified_tenant_sender_is_used_and_message_ids_follow_it() -> Result<(), St
     let own = ctx("My Brand", None, Some("hello@mybrand.com"));
     let mail = OutgoingMail::compose(&own, "idmesh", "a@example.org", &letter);
     let built = String::from_utf8_lossy(&head.build(&mail)?.formatted()).into_owned();
-    assert!(built.contains("From: My Brand <hello@mybrand.com>"), "{built}");
+    assert!(built.contains("From: \"My Brand\" <hello@mybrand.com>"), "{built}");
     assert!(built.contains("@mybrand.com>\r\n"), "{built}");
     // An unverified domain: the platform's address, still the tenant's name.
     let other = ctx("Other", None, Some("hello@bank.example"));
