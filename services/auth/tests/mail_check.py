@@ -22,8 +22,11 @@ import html
 import html.parser
 import sys
 
-ALLOWED_TAGS = {"html", "head", "meta", "title", "body", "p", "a", "img", "br"}
-ALLOWED_ATTRS = {"lang", "charset", "name", "content", "style", "href", "src", "alt", "height"}
+ALLOWED_TAGS = {"html", "head", "meta", "title", "style", "body", "table", "tr", "td", "p", "a", "img", "br"}
+ALLOWED_ATTRS = {
+    "lang", "charset", "name", "content", "style", "class", "role", "width", "height",
+    "cellpadding", "cellspacing", "border", "align", "href", "src", "alt",
+}
 
 
 class TagCheck(html.parser.HTMLParser):

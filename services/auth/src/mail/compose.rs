@@ -71,6 +71,8 @@ enum Block {
     Link { label: String, url: String },
     /// A one-time code, large in HTML, on a line of its own in text.
     Code(String),
+    /// Why the message arrived: after the signature, small in HTML.
+    Footer(String),
 }
 
 fn notice_subject(notice: Notice) -> &'static str {
@@ -94,7 +96,7 @@ impl Letter {
         let name = &brand.name;
         let mut blocks = self.own_blocks(name);
         // Why this arrived, in every kind.
-        blocks.push(Block::Para(format!(
+        blocks.push(Block::Footer(format!(
             "You received this email because this address was used with {name}. It was sent automatically; replies are not read."
         )));
         blocks
@@ -139,53 +141,139 @@ impl Letter {
 
 fn text_part(brand: &Brand, blocks: &[Block]) -> String {
     let mut out = String::from("Hello,\n\n");
+    let mut footer = String::new();
     for block in blocks {
         match block {
             Block::Para(words) => out.push_str(words),
             Block::Link { url, .. } => out.push_str(url),
             Block::Code(code) => out.push_str(code),
+            Block::Footer(words) => {
+                footer.push_str(words);
+                footer.push('\n');
+                continue;
+            }
         }
         out.push_str("\n\n");
     }
-    out.push_str(&format!("-- \n{}\n", brand.name));
+    out.push_str(&format!("-- \n{}\n\n{footer}", brand.name));
     out
 }
+
+/// The layout's style sheet: mail clients that keep `<style>` get the
+/// narrow-screen and dark-mode rules; the rest use the inline styles.
+const STYLE: &str = "body { margin: 0; padding: 0; width: 100%; background-color: #f4f5f7; }
+table { border-collapse: collapse; }
+img { border: 0; outline: none; text-decoration: none; }
+a { color: #1f4fd1; }
+.container { width: 100%; max-width: 560px; }
+.content { padding: 32px; }
+.code { font-family: Menlo, Consolas, 'Courier New', monospace; }
+.muted { color: #5f6368; font-size: 13px; line-height: 1.5; }
+p { margin: 0 0 16px 0; }
+.button { display: inline-block; padding: 12px 22px; background-color: #1f4fd1; color: #ffffff !important; text-decoration: none; border-radius: 6px; font-weight: bold; }
+.button:hover { background-color: #173fa8; }
+.header { margin: 0 0 24px 0; font-size: 20px; font-weight: bold; color: #111111; }
+.link { margin: 0 0 16px 0; color: #5f6368; font-size: 13px; word-break: break-all; }
+@media only screen and (max-width: 600px) {
+  .content { padding: 20px !important; }
+  .code { font-size: 26px !important; letter-spacing: 4px !important; }
+}
+@media (prefers-color-scheme: dark) {
+  body, .outer { background-color: #1c1d21 !important; }
+  .container { background-color: #2a2b30 !important; }
+  .content, .content p, .header, .code { color: #e8e8ea !important; }
+  .button { background-color: #4c7bf0 !important; }
+  .muted { color: #a9abb3 !important; }
+}";
+
+const FONT: &str = "font-family:Arial,Helvetica,sans-serif;";
 
 fn html_part(brand: &Brand, subject: &str, blocks: &[Block]) -> String {
     let name = encode_text(&brand.name);
     let mut body = String::new();
-    if let Some(logo) = brand.logo_url.as_deref().and_then(|u| web_url(u, true)) {
-        body.push_str(&format!(
-            "<p><img src=\"{}\" alt=\"{}\" height=\"48\" style=\"height:48px;border:0\"></p>\n",
+    // The header: the logo (its alt text the name), or the name in words.
+    match brand.logo_url.as_deref().and_then(|u| web_url(u, true)) {
+        Some(logo) => body.push_str(&format!(
+            "<p class=\"header\" style=\"margin:0 0 24px 0\"><img src=\"{}\" alt=\"{}\" height=\"48\" style=\"display:block;height:48px;width:auto;border:0\"></p>\n",
             encode_double_quoted_attribute(&logo),
             encode_double_quoted_attribute(&brand.name),
-        ));
+        )),
+        None => body.push_str(&format!(
+            "<p class=\"header\" style=\"margin:0 0 24px 0;font-size:20px;font-weight:bold;color:#111111\">{name}</p>\n"
+        )),
     }
-    body.push_str("<p>Hello,</p>\n");
+    body.push_str("<p style=\"margin:0 0 16px 0\">Hello,</p>\n");
+    let mut footer = String::new();
     for block in blocks {
         match block {
-            Block::Para(words) => body.push_str(&format!("<p>{}</p>\n", encode_text(words))),
+            Block::Para(words) => body.push_str(&format!(
+                "<p style=\"margin:0 0 16px 0\">{}</p>\n",
+                encode_text(words)
+            )),
             Block::Link { label, url } => match web_url(url, false) {
                 Some(url) => {
                     let href = encode_double_quoted_attribute(&url);
                     body.push_str(&format!(
-                        "<p><a href=\"{href}\" style=\"display:inline-block;padding:10px 18px;background:#1f4fd1;color:#ffffff;text-decoration:none;border-radius:4px\">{}</a></p>\n<p style=\"font-size:13px;color:#555555\">{}</p>\n",
+                        "<p style=\"margin:8px 0 24px 0\"><a class=\"button\" href=\"{href}\" style=\"display:inline-block;padding:12px 22px;background-color:#1f4fd1;color:#ffffff;text-decoration:none;border-radius:6px;font-weight:bold\">{}</a></p>\n<p class=\"link\" style=\"margin:0 0 16px 0;color:#5f6368;font-size:13px;word-break:break-all\">{}</p>\n",
                         encode_text(label),
                         encode_text(&url),
                     ));
                 }
-                None => body.push_str(&format!("<p>{}</p>\n", encode_text(url))),
+                None => body.push_str(&format!(
+                    "<p style=\"margin:0 0 16px 0\">{}</p>\n",
+                    encode_text(url)
+                )),
             },
             Block::Code(code) => body.push_str(&format!(
-                "<p style=\"font-size:28px;font-weight:bold;letter-spacing:4px\">{}</p>\n",
+                "<p class=\"code\" style=\"margin:8px 0 24px 0;font-size:30px;font-weight:bold;letter-spacing:6px;color:#111111\">{}</p>\n",
                 encode_text(code)
+            )),
+            Block::Footer(words) => footer.push_str(&format!(
+                "<p class=\"muted\" style=\"margin:0 0 8px 0;{FONT}color:#5f6368;font-size:13px\">{}</p>\n",
+                encode_text(words)
             )),
         }
     }
-    body.push_str(&format!("<p>-- <br>{name}</p>\n"));
+    body.push_str(&format!(
+        "<p style=\"margin:24px 0 0 0\">-- <br>{name}</p>\n"
+    ));
     format!(
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n</head>\n<body style=\"font-family:Arial,Helvetica,sans-serif;font-size:15px;line-height:1.5;color:#222222;background:#ffffff\">\n{body}</body>\n</html>\n",
-        encode_text(subject)
+        "<!DOCTYPE html>
+<html lang=\"en\">
+<head>
+<meta charset=\"utf-8\">
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">
+<meta name=\"x-apple-disable-message-reformatting\">
+<meta name=\"color-scheme\" content=\"light dark\">
+<meta name=\"supported-color-schemes\" content=\"light dark\">
+<title>{title}</title>
+<style>
+{STYLE}
+</style>
+</head>
+<body style=\"margin:0;padding:0;width:100%;background-color:#f4f5f7\">
+<table role=\"presentation\" class=\"outer\" width=\"100%\" cellpadding=\"0\" cellspacing=\"0\" border=\"0\" style=\"width:100%;background-color:#f4f5f7\">
+<tr>
+<td align=\"center\" style=\"padding:24px 12px\">
+<table role=\"presentation\" class=\"container\" width=\"560\" cellpadding=\"0\" cellspacing=\"0\" border=\"0\" style=\"width:100%;max-width:560px;background-color:#ffffff;border-radius:8px\">
+<tr>
+<td class=\"content\" style=\"padding:32px;{FONT}font-size:15px;line-height:1.6;color:#222222;text-align:left\">
+{body}</td>
+</tr>
+</table>
+<table role=\"presentation\" class=\"container\" width=\"560\" cellpadding=\"0\" cellspacing=\"0\" border=\"0\" style=\"width:100%;max-width:560px\">
+<tr>
+<td style=\"padding:16px 32px;text-align:left\">
+{footer}</td>
+</tr>
+</table>
+</td>
+</tr>
+</table>
+</body>
+</html>
+",
+        title = encode_text(subject)
     )
 }
 

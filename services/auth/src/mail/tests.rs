@@ -236,12 +236,11 @@ fn every_kind_is_a_standard_message_in_the_tenants_name() -> Result<(), String> 
     strict_check(&files, &[], Some("Café \"Zoë\" <b>&</b> Co"))?;
     if let Ok(samples) = std::env::var("IDM_MAIL_SAMPLES_DIR") {
         std::fs::create_dir_all(&samples).map_err(|e| e.to_string())?;
-        let plain = ctx(
-            "Acme Books",
-            Some("https://cdn.example.com/acme/logo.png"),
-            None,
-        );
+        // Both looks: the name as a heading, and a logo.
+        let plain = ctx("Acme Books", None, None);
         write_all(&head, &plain, Path::new(&samples), "")?;
+        let logo = ctx("Acme", Some("https://cdn.example.com/acme/logo.png"), None);
+        write_all(&head, &logo, Path::new(&samples), "logo-")?;
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
