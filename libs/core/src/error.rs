@@ -301,7 +301,8 @@ pub const ERROR_CODES: &[ErrorInfo] = &[
         code: ErrorCode::CodeAlreadyUsed,
         name: "code_already_used",
         status: 422,
-        message: "The authenticator code was already used: wait for the next code and enter that one.",
+        message:
+            "The authenticator code was already used: wait for the next code and enter that one.",
     },
 ];
 

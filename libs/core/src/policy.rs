@@ -110,10 +110,10 @@ impl MailBranding {
                     .with_details(serde_json::json!({"field": "mail.sender"}))
             })?;
             if email.as_str() != sender.trim() {
-                return Err(ApiError::validation(
-                    "mail.sender must be a plain email address",
-                )
-                .with_details(serde_json::json!({"field": "mail.sender"})));
+                return Err(
+                    ApiError::validation("mail.sender must be a plain email address")
+                        .with_details(serde_json::json!({"field": "mail.sender"})),
+                );
             }
         }
         Ok(())

@@ -78,7 +78,8 @@ async fn confirm(state: &State, req: &ConfirmTotp) -> Result<BackupCodes, Error>
         .pending_sealed
         .ok_or_else(|| ApiError::new(ErrorCode::CodeInvalid, "start a TOTP enrollment first"))?;
     let secret = open_secret(state, &s.ctx.issuer_id, &s.user_id, &sealed)?;
-    let generator = totp::totp(&secret, None, "confirm").map_err(|e| ApiError::internal_from(&e))?;
+    let generator =
+        totp::totp(&secret, None, "confirm").map_err(|e| ApiError::internal_from(&e))?;
     let step = totp::matching_step(&generator, req.code.expose(), state.codes.clock().unix())
         .ok_or_else(codes::invalid)?;
     // The new code is checked first, so a typo does not use up the proof.

@@ -97,10 +97,15 @@ mod tests {
             .to_url()
             .map_err(|e| e.to_string())?;
         assert!(
-            url.starts_with("otpauth://totp/Caf%C3%A9%20Zo%C3%AB%20%26%20Co:zoe%2B1%40example.com?"),
+            url.starts_with(
+                "otpauth://totp/Caf%C3%A9%20Zo%C3%AB%20%26%20Co:zoe%2B1%40example.com?"
+            ),
             "{url}"
         );
-        assert!(url.contains("&issuer=Caf%C3%A9%20Zo%C3%AB%20%26%20Co"), "{url}");
+        assert!(
+            url.contains("&issuer=Caf%C3%A9%20Zo%C3%AB%20%26%20Co"),
+            "{url}"
+        );
         assert_eq!(issuer_label("", "idmesh"), "idmesh");
         Ok(())
     }

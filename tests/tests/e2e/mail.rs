@@ -153,14 +153,21 @@ async fn mail_reaches_a_real_relay_over_starttls_with_auth_and_waits_when_refuse
     assert_eq!(r.status, 202, "{}", r.json);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(delivered(&out)?.is_empty(), "sent without STARTTLS");
-    assert_eq!(queued(&platform).await?, 1, "the message waits in the queue");
+    assert_eq!(
+        queued(&platform).await?,
+        1,
+        "the message waits in the queue"
+    );
     drop(plain);
 
     // 2. STARTTLS, but the relay refuses the password: still waiting.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _relay = Relay::start(port, &out, &password_file, Some(&ca)).await?;
     tokio::time::sleep(Duration::from_secs(8)).await;
-    assert!(delivered(&out)?.is_empty(), "accepted with a wrong password");
+    assert!(
+        delivered(&out)?.is_empty(),
+        "accepted with a wrong password"
+    );
     assert_eq!(queued(&platform).await?, 1, "the message still waits");
 
     // 3. The relay now takes the password: the message arrives, once.

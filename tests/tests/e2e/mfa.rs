@@ -399,7 +399,11 @@ async fn authenticator_entries_name_the_tenant() -> anyhow::Result<()> {
         "{}",
         entries[0]
     );
-    assert!(entries[0].contains("issuer=Zo%C3%AB%20%26%20Co%20"), "{}", entries[0]);
+    assert!(
+        entries[0].contains("issuer=Zo%C3%AB%20%26%20Co%20"),
+        "{}",
+        entries[0]
+    );
     assert_ne!(
         entries[0].split('?').next(),
         entries[1].split('?').next(),

@@ -68,7 +68,10 @@ fn web_url(raw: &str, https_only: bool) -> Option<String> {
 enum Block {
     Para(String),
     /// A button in HTML, the bare URL on a line of its own in text.
-    Link { label: String, url: String },
+    Link {
+        label: String,
+        url: String,
+    },
     /// A one-time code, large in HTML, on a line of its own in text.
     Code(String),
     /// Why the message arrived: after the signature, small in HTML.
@@ -293,9 +296,15 @@ mod tests {
 
     #[test]
     fn names_are_cleaned_for_headers() {
-        assert_eq!(display_name("  Acme\r\nBcc: x@y.z ", "idmesh"), "Acme Bcc: x@y.z");
+        assert_eq!(
+            display_name("  Acme\r\nBcc: x@y.z ", "idmesh"),
+            "Acme Bcc: x@y.z"
+        );
         assert_eq!(display_name("\u{7}\t", "idmesh"), "idmesh");
-        assert_eq!(display_name(&"a".repeat(100), "idmesh").len(), MAX_NAME_CHARS);
+        assert_eq!(
+            display_name(&"a".repeat(100), "idmesh").len(),
+            MAX_NAME_CHARS
+        );
     }
 
     #[test]
@@ -315,7 +324,11 @@ mod tests {
         assert!(!out.html.contains("<b>Evil"), "{}", out.html);
         assert!(!out.html.contains("<script>"), "{}", out.html);
         assert!(!out.html.contains("javascript:"), "{}", out.html);
-        assert!(out.html.contains("&lt;b&gt;Evil&lt;/b&gt; &amp;"), "{}", out.html);
+        assert!(
+            out.html.contains("&lt;b&gt;Evil&lt;/b&gt; &amp;"),
+            "{}",
+            out.html
+        );
         let out = render(
             &brand,
             &Letter::MagicLink {

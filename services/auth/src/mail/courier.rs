@@ -102,7 +102,8 @@ pub async fn spawn_courier(
             let started = std::time::Instant::now();
             let outcome = ctx
                 .scope(
-                    deliver(&queue, &transport, &letterhead, &id, &message, delivered).instrument(span),
+                    deliver(&queue, &transport, &letterhead, &id, &message, delivered)
+                        .instrument(span),
                 )
                 .await;
             metrics::counter!(metric::MAIL_DELIVERIES.name, "outcome" => outcome).increment(1);

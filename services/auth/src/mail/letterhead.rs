@@ -146,13 +146,25 @@ mod tests {
         }])?;
         let platform = "no-reply@idmesh.example";
         assert_eq!(
-            head.sender_for("iss_a", Some("hello@MyBrand.com")).to_string(),
+            head.sender_for("iss_a", Some("hello@MyBrand.com"))
+                .to_string(),
             "hello@MyBrand.com"
         );
         // Another tenant naming the same domain, a subdomain, no sender.
-        assert_eq!(head.sender_for("iss_b", Some("hello@mybrand.com")).to_string(), platform);
-        assert_eq!(head.sender_for("iss_a", Some("x@mail.mybrand.com")).to_string(), platform);
-        assert_eq!(head.sender_for("iss_a", Some("not an address")).to_string(), platform);
+        assert_eq!(
+            head.sender_for("iss_b", Some("hello@mybrand.com"))
+                .to_string(),
+            platform
+        );
+        assert_eq!(
+            head.sender_for("iss_a", Some("x@mail.mybrand.com"))
+                .to_string(),
+            platform
+        );
+        assert_eq!(
+            head.sender_for("iss_a", Some("not an address")).to_string(),
+            platform
+        );
         assert_eq!(head.sender_for("iss_a", None).to_string(), platform);
         Ok(())
     }

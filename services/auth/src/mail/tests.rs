@@ -215,10 +215,7 @@ fn strict_check(
             eprintln!("SKIPPED DKIM verification: {report}");
             strict_check(files, &[], expect_name)
         }
-        _ => Err(format!(
-            "{report}{}",
-            String::from_utf8_lossy(&out.stderr)
-        )),
+        _ => Err(format!("{report}{}", String::from_utf8_lossy(&out.stderr))),
     }
 }
 
@@ -295,7 +292,10 @@ fn a_verified_tenant_sender_is_used_and_message_ids_follow_it() -> Result<(), St
     let own = ctx("My Brand", None, Some("hello@mybrand.com"));
     let mail = OutgoingMail::compose(&own, "idmesh", "a@example.org", &letter);
     let built = String::from_utf8_lossy(&head.build(&mail)?.formatted()).into_owned();
-    assert!(built.contains("From: \"My Brand\" <hello@mybrand.com>"), "{built}");
+    assert!(
+        built.contains("From: \"My Brand\" <hello@mybrand.com>"),
+        "{built}"
+    );
     assert!(built.contains("@mybrand.com>\r\n"), "{built}");
     // An unverified domain: the platform's address, still the tenant's name.
     let other = ctx("Other", None, Some("hello@bank.example"));
