@@ -380,15 +380,15 @@ async fn authenticator_entries_name_the_tenant() -> anyhow::Result<()> {
         assert_eq!(enrolled.status, 200, "{}", enrolled.json);
         entries.push(enrolled.str("/otpauth_url"));
     }
-    let parsed: Vec<totp_rs::TOTP> = entries
+    let parsed: Vec<totp_rs::Totp> = entries
         .iter()
-        .map(|url| totp_rs::TOTP::from_url(url).map_err(|e| anyhow::anyhow!("{url}: {e}")))
+        .map(|url| totp_rs::Totp::from_url(url).map_err(|e| anyhow::anyhow!("{url}: {e}")))
         .collect::<anyhow::Result<_>>()?;
     // from_url also checks that the label's prefix and `issuer` agree.
-    assert_eq!(parsed[0].issuer.as_deref(), Some("Zoë & Co (live)"));
-    assert_eq!(parsed[1].issuer.as_deref(), Some("Shop Two (live)"));
+    assert_eq!(parsed[0].issuer(), Some("Zoë & Co (live)"));
+    assert_eq!(parsed[1].issuer(), Some("Shop Two (live)"));
     for (url, totp) in entries.iter().zip(&parsed) {
-        assert_eq!(totp.account_name, "sam+mfa@example.com");
+        assert_eq!(totp.account_name(), "sam+mfa@example.com");
         assert!(
             !url.contains(' ') && !url["otpauth://totp/".len()..].contains("&Co"),
             "not percent-encoded: {url}"
