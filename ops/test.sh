@@ -7,7 +7,8 @@
 #
 # A whole-suite run (no -p) then fuzzes the public API against its OpenAPI
 # document (ops/api-fuzz.sh: schemathesis against an in-process platform;
-# IDM_TEST_FUZZ=0 skips it), checks the deployment files
+# IDM_TEST_FUZZ=0 skips it), scores every kind of mail with SpamAssassin
+# (ops/mail-spam-check.sh; IDM_TEST_MAIL_SPAM=0 skips it), checks the deployment files
 # (ops/deploy-checks.sh: hadolint, compose config, Kubernetes overlays) and
 # runs the compose stack for real (ops/compose-smoke.sh; needs root or a
 # Docker engine). IDM_TEST_DEPLOY=0 skips both.
@@ -39,6 +40,22 @@ _idm_need_cmds redis-server:redis-server || idm_warn "redis-server is not instal
 if [[ -z ${IDM_TEST_PG_BIN:-} ]] && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && ! command -v initdb >/dev/null 2>&1; then
 	_idm_apt_install postgresql || idm_warn "initdb is not installed; the fault-injection suite will fail"
 fi
+# The mail tests (docs/MAIL.md) judge messages with parsers not written here:
+# Python's email package (standard library), dkimpy (with pynacl for
+# Ed25519) for DKIM signatures
+# (services/auth/src/mail/tests.rs) and aiosmtpd as a real SMTP relay with
+# STARTTLS and AUTH (tests/tests/e2e/mail.rs); under CI a missing one fails
+# those tests, elsewhere they say SKIPPED.
+_idm_need_pip() {
+	local module=$1 package=$2
+	python3 -c "import $module" >/dev/null 2>&1 && return 0
+	idm_say "pip install $package"
+	python3 -m pip install --quiet --disable-pip-version-check "$package" >&2 ||
+		idm_warn "$package could not be installed; the mail tests that need it will fail under CI"
+}
+_idm_need_pip dkim dkimpy
+_idm_need_pip nacl pynacl
+_idm_need_pip aiosmtpd aiosmtpd
 # Every test platform runs its own authenticated nats-server (libs/testkit),
 # and the TLS tests make a throw-away CA with openssl.
 IDM_TEST_NATS_SERVER=${IDM_TEST_NATS_SERVER:-$(ensure_nats_server_binary)} || exit 1
@@ -100,6 +117,16 @@ if [[ ${scope[*]} == --workspace && ${IDM_TEST_FUZZ:-1} != 0 ]]; then
 	idm_say "public API fuzzing: ops/api-fuzz.sh"
 	if ! "$ROOT/ops/api-fuzz.sh"; then
 		idm_err "API fuzzing failed"
+		rc=1
+	fi
+fi
+
+# Spam scores of every kind of message (SpamAssassin, local tests only):
+# only on whole-suite runs; IDM_TEST_MAIL_SPAM=0 skips it.
+if [[ ${scope[*]} == --workspace && ${IDM_TEST_MAIL_SPAM:-1} != 0 ]]; then
+	idm_say "mail spam scores: ops/mail-spam-check.sh"
+	if ! "$ROOT/ops/mail-spam-check.sh"; then
+		idm_err "a kind of mail scores too high with SpamAssassin"
 		rc=1
 	fi
 fi

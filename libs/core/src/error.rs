@@ -64,6 +64,9 @@ pub enum ErrorCode {
     SessionModeUnavailable,
     /// The domain's DNS TXT record does not prove control (yet).
     DomainNotVerified,
+    /// A right TOTP code whose time step was already used (a replay, or a
+    /// second sign-in within the same 30 s): wait for the next code.
+    CodeAlreadyUsed,
 }
 
 /// One error code: its wire spelling, its HTTP status and what it means.
@@ -328,6 +331,13 @@ pub const ERROR_CODES: &[ErrorInfo] = &[
         name: "domain_not_verified",
         status: 422,
         message: "The domain's DNS TXT record does not prove control of it (yet).",
+    },
+    ErrorInfo {
+        code: ErrorCode::CodeAlreadyUsed,
+        name: "code_already_used",
+        status: 422,
+        message:
+            "The authenticator code was already used: wait for the next code and enter that one.",
     },
 ];
 

@@ -27,7 +27,7 @@ pub use error::{ApiError, ErrorCode, ErrorInfo, ERROR_CODES};
 pub use ids::{AccountId, ApiKeyId, IssuerId, PersonalTokenId, SessionId, UserId};
 pub use origin::{AllowedOrigin, DomainName, Origin};
 pub use plan::AccountPlan;
-pub use policy::IssuerPolicy;
+pub use policy::{IssuerPolicy, MailBranding};
 pub use region::{Country, Jurisdiction, Region};
 pub use scope::Scope;
 pub use waf_policy::WafPolicy;

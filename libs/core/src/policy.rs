@@ -68,6 +68,56 @@ pub struct IssuerPolicy {
     /// The edge guard's limits, bans and email lists (see waf_policy.rs).
     #[serde(default)]
     pub waf: crate::WafPolicy,
+    /// The issuer's mail branding: a logo and a sender address (docs/MAIL.md).
+    #[serde(default)]
+    pub mail: MailBranding,
+}
+
+/// How an issuer's mail looks beyond its name (which is the issuer's own).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MailBranding {
+    /// An `https` URL of a logo shown at the top of the HTML part (at most
+    /// 512 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_url: Option<String>,
+    /// The address to send from, such as `no-reply@mybrand.com`. It is used
+    /// only once the platform's operator has verified its domain for this
+    /// issuer (`AUTH_MAIL_VERIFIED_SENDERS`, docs/MAIL.md); until then mail
+    /// comes from the platform's own sender, with the issuer's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+}
+
+impl MailBranding {
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if let Some(logo) = &self.logo_url {
+            let parsed = url::Url::parse(logo).ok();
+            if logo.len() > 512
+                || parsed.as_ref().is_none_or(|u| {
+                    u.scheme() != "https" || u.host_str().is_none() || !u.username().is_empty()
+                })
+            {
+                return Err(ApiError::validation(
+                    "mail.logo_url must be an https URL of at most 512 characters",
+                )
+                .with_details(serde_json::json!({"field": "mail.logo_url"})));
+            }
+        }
+        if let Some(sender) = &self.sender {
+            let email = crate::Email::parse(sender).map_err(|_| {
+                ApiError::validation("mail.sender must be a plain email address")
+                    .with_details(serde_json::json!({"field": "mail.sender"}))
+            })?;
+            if email.as_str() != sender.trim() {
+                return Err(
+                    ApiError::validation("mail.sender must be a plain email address")
+                        .with_details(serde_json::json!({"field": "mail.sender"})),
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for IssuerPolicy {
@@ -85,6 +135,7 @@ impl Default for IssuerPolicy {
             require_verified_email_for_password: false,
             hide_account_existence: false,
             waf: crate::WafPolicy::default(),
+            mail: MailBranding::default(),
         }
     }
 }
@@ -92,6 +143,7 @@ impl Default for IssuerPolicy {
 impl IssuerPolicy {
     pub fn validate(&self) -> Result<(), ApiError> {
         self.waf.validate()?;
+        self.mail.validate()?;
         if !(60..=86_400).contains(&self.session_lifetime_seconds) {
             return Err(ApiError::validation(
                 "session_lifetime_seconds must be between 60 and 86400",

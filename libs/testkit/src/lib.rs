@@ -148,6 +148,9 @@ pub struct Options {
     /// not assumed. The shared platform does (unless `IDM_TEST_EU_SERVER=0`);
     /// ignored with `own_servers`, which places every database itself.
     pub eu_server: bool,
+    /// Where auth delivers mail instead of [`Platform::smtp`] (a real SMTP
+    /// server of a test's own).
+    pub auth_mail: Option<idm_auth::MailTransport>,
 }
 
 /// A plan whose ceilings stay out of the way of tests about something else
@@ -228,6 +231,7 @@ impl Default for Options {
             nats_cluster_nodes: 1,
             redis_url: None,
             eu_server: false,
+            auth_mail: None,
         }
     }
 }
@@ -482,13 +486,18 @@ impl Platform {
                 mfa_token_ttl: Duration::from_secs(300),
                 max_code_attempts: 5,
                 failure_limits: idm_auth::FailureLimits::default(),
-                mail_from: "idmesh tests <no-reply@idmesh.test>".into(),
-                mail: idm_auth::MailTransport::Smtp(idm_auth::SmtpConfig {
-                    host: "127.0.0.1".into(),
-                    port: smtp.addr.port(),
-                    tls: idm_auth::SmtpTls::None,
-                    username: None,
-                    password: None,
+                mail_from: "idmesh tests <no-reply@idmesh.example>".into(),
+                mail_verified_senders: Vec::new(),
+                mail_dkim: None,
+                mail: options.auth_mail.clone().unwrap_or_else(|| {
+                    idm_auth::MailTransport::Smtp(idm_auth::SmtpConfig {
+                        host: "127.0.0.1".into(),
+                        port: smtp.addr.port(),
+                        tls: idm_auth::SmtpTls::None,
+                        username: None,
+                        password: None,
+                        ca_file: None,
+                    })
                 }),
                 clock: clock.clone(),
             })),

@@ -128,24 +128,30 @@ impl SmtpSink {
     }
 }
 
-/// Headers as received, body decoded as a mail client would show it.
-fn decoded(message: &str) -> String {
-    let Some((headers, body)) = message.split_once("\n\n") else {
+/// Headers as received, then the body decoded as a mail client would show
+/// it: each text part (plain text first, then HTML), transfer encoding
+/// undone (mail-parser). What [`SmtpSink::messages`] holds.
+pub fn decoded(message: &str) -> String {
+    let Some((headers, _)) = message.split_once("\n\n") else {
         return message.to_owned();
     };
-    if !headers
-        .to_ascii_lowercase()
-        .contains("content-transfer-encoding: quoted-printable")
-    {
+    let Some(parsed) = mail_parser::MessageParser::default().parse(message.as_bytes()) else {
         return message.to_owned();
+    };
+    let mut out = format!("{headers}\n\n");
+    for i in 0..parsed.text_body_count() {
+        if let Some(text) = parsed.body_text(i) {
+            out.push_str(&text);
+            out.push('\n');
+        }
     }
-    let body = quoted_printable::decode(
-        body.replace('\n', "\r\n"),
-        quoted_printable::ParseMode::Robust,
-    )
-    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-    .unwrap_or_else(|_| body.to_owned());
-    format!("{headers}\n\n{body}")
+    for i in 0..parsed.html_body_count() {
+        if let Some(html) = parsed.body_html(i) {
+            out.push_str(&html);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 fn mentions_recipient(message: &str, to: &str) -> bool {

@@ -247,7 +247,7 @@ pub async fn resolve_key(
     default_plan: &AccountPlan,
 ) -> Result<Option<KeyConfig>, Error> {
     let row = sqlx::query!(
-"SELECT k.id AS key_id, i.account_id, i.id AS issuer_id, i.mode AS issuer_mode, k.kind, k.mode,
+"SELECT k.id AS key_id, i.account_id, i.id AS issuer_id, i.mode AS issuer_mode, i.name AS issuer_name, k.kind, k.mode,
                     k.scopes, i.allowed_origins, i.policy, a.plan
              FROM account.api_keys k JOIN account.issuers i ON i.id = k.issuer_id
              JOIN account.accounts a ON a.id = i.account_id
@@ -263,6 +263,7 @@ hash,
             account_id: id(AccountId::parse(&r.account_id))?,
             issuer_id: id(IssuerId::parse(&r.issuer_id))?,
             issuer_mode: parse_mode(&r.issuer_mode)?,
+            issuer_name: r.issuer_name,
             kind: parse_kind(&r.kind)?,
             mode: parse_mode(&r.mode)?,
             scopes: json(r.scopes)?,

@@ -29,6 +29,98 @@ pub struct SmtpConfig {
     pub tls: SmtpTls,
     pub username: Option<String>,
     pub password: Option<SecretString>,
+    /// A PEM file of extra root certificates the relay's certificate may
+    /// chain to (a private relay's own CA), besides the public roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// DKIM signing of every outgoing message (`AUTH_MAIL_DKIM_*`).
+#[derive(Debug, Clone)]
+pub struct DkimSettings {
+    /// `d=`: the signing domain, whose DNS publishes the public key.
+    pub domain: String,
+    /// `s=`: the key's selector (`<selector>._domainkey.<domain>`).
+    pub selector: String,
+    pub algorithm: DkimAlgorithm,
+    /// RSA: a PKCS#1 PEM (`BEGIN RSA PRIVATE KEY`); Ed25519: the base64 of
+    /// the 32-byte private key.
+    pub key: SecretString,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DkimAlgorithm {
+    Rsa,
+    Ed25519,
+}
+
+/// An issuer's sender domain the operator verified (`AUTH_MAIL_VERIFIED_SENDERS`):
+/// that issuer's `policy.mail.sender` is used when its domain is this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedSender {
+    pub issuer_id: String,
+    pub domain: String,
+}
+
+/// The platform's sender when `AUTH_MAIL_FROM` is not set: the reserved
+/// `.example` top-level domain (RFC 2606) passes strict address validation
+/// (`.localhost` and `.invalid` do not) yet can never be anybody's real
+/// domain. Production sets its own.
+pub const DEFAULT_MAIL_FROM: &str = "idmesh <no-reply@idmesh.example>";
+
+fn verified_senders(env: &Env) -> Result<Vec<VerifiedSender>, ConfigError> {
+    let Some(raw) = env.optional("MAIL_VERIFIED_SENDERS") else {
+        return Ok(Vec::new());
+    };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let invalid = |reason: &str| ConfigError::Invalid {
+                var: env.var_name("MAIL_VERIFIED_SENDERS"),
+                reason: format!("'{entry}': {reason}"),
+            };
+            let (issuer, domain) = entry
+                .split_once('=')
+                .ok_or_else(|| invalid("expected <issuer id>=<domain>"))?;
+            let issuer = idm_core::IssuerId::parse(issuer.trim())
+                .map_err(|_| invalid("not an issuer id"))?;
+            let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+            if domain.is_empty()
+                || !domain.contains('.')
+                || !domain
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            {
+                return Err(invalid("not a domain name"));
+            }
+            Ok(VerifiedSender {
+                issuer_id: issuer.as_str().to_owned(),
+                domain,
+            })
+        })
+        .collect()
+}
+
+fn dkim(env: &Env) -> Result<Option<DkimSettings>, ConfigError> {
+    let Some(key) = env.optional_secret("MAIL_DKIM_KEY")? else {
+        return Ok(None);
+    };
+    let algorithm = match env.string("MAIL_DKIM_ALGORITHM", "rsa").as_str() {
+        "rsa" => DkimAlgorithm::Rsa,
+        "ed25519" => DkimAlgorithm::Ed25519,
+        other => {
+            return Err(ConfigError::Invalid {
+                var: env.var_name("MAIL_DKIM_ALGORITHM"),
+                reason: format!("'{other}' is not rsa or ed25519"),
+            })
+        }
+    };
+    Ok(Some(DkimSettings {
+        domain: env.required("MAIL_DKIM_DOMAIN")?,
+        selector: env.required("MAIL_DKIM_SELECTOR")?,
+        algorithm,
+        key,
+    }))
 }
 
 /// `AUTH_*` variables.
@@ -59,7 +151,12 @@ pub struct Config {
     pub max_code_attempts: u32,
     /// Failure budgets per user and per address (docs/SECURITY.md).
     pub failure_limits: crate::budget::Limits,
+    /// The platform's sender (`Name <address>`): every message comes from
+    /// its address unless the issuer has a verified sender of its own; the
+    /// display name is the issuer's.
     pub mail_from: String,
+    pub mail_verified_senders: Vec<VerifiedSender>,
+    pub mail_dkim: Option<DkimSettings>,
     pub mail: MailTransport,
     /// Time source for expiry and TOTP; tests move it forward.
     pub clock: Clock,
@@ -119,6 +216,7 @@ impl Config {
                 },
                 username: env.optional("SMTP_USERNAME"),
                 password: env.optional_secret("SMTP_PASSWORD")?,
+                ca_file: env.path("SMTP_CA_FILE"),
             }),
             other => {
                 return Err(ConfigError::Invalid {
@@ -143,7 +241,9 @@ impl Config {
             mfa_token_ttl: seconds(&env, "MFA_TOKEN_TTL_SECONDS", 300)?,
             max_code_attempts: env.parse("MAX_CODE_ATTEMPTS", 5)?,
             failure_limits: failure_limits(&env)?,
-            mail_from: env.string("MAIL_FROM", "idmesh <no-reply@idmesh.localhost>"),
+            mail_from: env.string("MAIL_FROM", DEFAULT_MAIL_FROM),
+            mail_verified_senders: verified_senders(&env)?,
+            mail_dkim: dkim(&env)?,
             mail,
             clock: Clock::system(),
         })

@@ -47,7 +47,7 @@ pub async fn answer_as_fresh(state: &State, req: &SignUp) -> Result<Authenticate
         )
         .await?
     {
-        notices::send(state, req.email.as_str(), Notice::SignUpAttempt).await?;
+        notices::send(state, &req.ctx, req.email.as_str(), Notice::SignUpAttempt).await?;
     }
     let user = user::User {
         id: UserId::generate(),

@@ -24,7 +24,10 @@ mod totp;
 mod verifications;
 
 pub use budget::Limits as FailureLimits;
-pub use config::{Config, MailTransport, SmtpConfig, SmtpTls};
+pub use config::{
+    Config, DkimAlgorithm, DkimSettings, MailTransport, SmtpConfig, SmtpTls, VerifiedSender,
+    DEFAULT_MAIL_FROM,
+};
 pub use error::Error;
 
 use idm_bus::{Bus, Events, Handlers};
@@ -72,13 +75,23 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let events = Events::ensure(&bus).await?;
     let master =
         idm_crypto::MasterKeys::from_base64(config.master_key(), config.master_key_previous())?;
-    let queue = mail::MailQueue::ensure(&bus, &master).await?;
+    let letterhead = mail::Letterhead::new(
+        &config.mail_from,
+        config.mail_verified_senders.clone(),
+        config.mail_dkim.as_ref(),
+    )
+    .map_err(Error::Mail)?;
+    if config.mail_from == config::DEFAULT_MAIL_FROM
+        && matches!(config.mail, MailTransport::Smtp(_))
+    {
+        tracing::warn!(
+            from = config::DEFAULT_MAIL_FROM,
+            "AUTH_MAIL_FROM is not set: mail goes out from a reserved .example address that receivers will refuse"
+        );
+    }
+    let queue = mail::MailQueue::ensure(&bus, &master, letterhead.platform_name()).await?;
     let transport = mail::Transport::from_config(&config.mail).map_err(Error::Mail)?;
-    let from = config
-        .mail_from
-        .parse()
-        .map_err(|e| Error::Mail(format!("AUTH_MAIL_FROM: {e}")))?;
-    let courier = mail::spawn_courier(&queue, transport, from, shutdown.clone()).await?;
+    let courier = mail::spawn_courier(&queue, transport, letterhead, shutdown.clone()).await?;
     let budgets = Arc::new(budget::Budgets::new(
         redis.clone(),
         db.clone(),

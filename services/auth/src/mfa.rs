@@ -27,8 +27,11 @@ pub async fn enroll_totp(
 ) -> Result<TotpEnrollment, Error> {
     let user = signin::get_user(&state, &req.ctx, req.user_id.clone()).await?;
     let secret = zeroize::Zeroizing::new(idm_crypto::random_bytes::<{ totp::SECRET_BYTES }>());
-    let generator =
-        totp::totp(secret.as_ref(), &user.email).map_err(|e| ApiError::internal_from(&e))?;
+    // The authenticator's entry names the tenant: the same address at two
+    // tenants gives two entries a person can tell apart.
+    let issuer = totp::issuer_label(&req.ctx.issuer_name, &state.mail.platform_name());
+    let generator = totp::totp(secret.as_ref(), Some(&issuer), &user.email)
+        .map_err(|e| ApiError::internal_from(&e))?;
     let url = generator
         .to_url()
         .map_err(|e| ApiError::internal_from(&e))?;
@@ -75,7 +78,8 @@ async fn confirm(state: &State, req: &ConfirmTotp) -> Result<BackupCodes, Error>
         .pending_sealed
         .ok_or_else(|| ApiError::new(ErrorCode::CodeInvalid, "start a TOTP enrollment first"))?;
     let secret = open_secret(state, &s.ctx.issuer_id, &s.user_id, &sealed)?;
-    let generator = totp::totp(&secret, "confirm").map_err(|e| ApiError::internal_from(&e))?;
+    let generator =
+        totp::totp(&secret, None, "confirm").map_err(|e| ApiError::internal_from(&e))?;
     let step = totp::matching_step(&generator, req.code.expose(), state.codes.clock().unix())
         .ok_or_else(codes::invalid)?;
     // The new code is checked first, so a typo does not use up the proof.

@@ -2,7 +2,7 @@
 //! someone tried to sign up with their address. They carry no code and no
 //! link, so a notice can never be used to take anything over.
 
-use crate::mail::OutgoingMail;
+use crate::mail::Letter;
 use crate::{signin, Error, State};
 use idm_core::proto::IssuerContext;
 use idm_core::UserId;
@@ -20,7 +20,7 @@ pub enum Notice {
 }
 
 impl Notice {
-    fn subject(self) -> &'static str {
+    pub(crate) fn subject(self) -> &'static str {
         match self {
             Notice::TotpEnabled => "Two-step verification was turned on",
             Notice::TotpReplaced => "Your authenticator app was replaced",
@@ -32,7 +32,7 @@ impl Notice {
         }
     }
 
-    fn body(self) -> &'static str {
+    pub(crate) fn body(self) -> &'static str {
         match self {
             Notice::TotpEnabled => "Two-step verification with an authenticator app was turned on for your account.",
             Notice::TotpReplaced => "The authenticator app of your account was replaced by a new one; codes from the old one no longer work.",
@@ -45,20 +45,14 @@ impl Notice {
     }
 }
 
-/// Queues `notice` for `to`.
-pub async fn send(state: &State, to: &str, notice: Notice) -> Result<(), Error> {
-    state
-        .mail
-        .enqueue(&OutgoingMail {
-            id: format!("mail_{}", idm_crypto::random_token::<12>()),
-            to: to.to_owned(),
-            subject: notice.subject().to_owned(),
-            text: format!(
-                "{}\n\nIf this was not you, secure your account now and contact the application's support.\n",
-                notice.body()
-            ),
-        })
-        .await?;
+/// Queues `notice` for `to`, in the name of the issuer of `ctx`.
+pub async fn send(
+    state: &State,
+    ctx: &IssuerContext,
+    to: &str,
+    notice: Notice,
+) -> Result<(), Error> {
+    state.mail.send(ctx, to, &Letter::Notice(notice)).await?;
     Ok(())
 }
 
@@ -70,5 +64,5 @@ pub async fn send_to_user(
     notice: Notice,
 ) -> Result<(), Error> {
     let found = signin::get_user(state, ctx, user.clone()).await?;
-    send(state, &found.email, notice).await
+    send(state, ctx, &found.email, notice).await
 }

@@ -6,7 +6,7 @@
 
 use crate::budget::Budget;
 use crate::codes::{self, Kind};
-use crate::mail::OutgoingMail;
+use crate::mail::Letter;
 use crate::signin::{self, at_least};
 use crate::{Error, State};
 use base64::Engine;
@@ -96,12 +96,14 @@ pub async fn send_magic_link(state: Arc<State>, req: SendMagicLink) -> Result<Do
     let minutes = state.magic_link_ttl.as_secs() / 60;
     state
         .mail
-        .enqueue(&OutgoingMail {
-            id: format!("mail_{}", idm_crypto::random_token::<12>()),
-            to: req.email.canonical().to_owned(),
-            subject: "Your sign-in link".into(),
-            text: format!("Sign in with this link:\n\n{link}\n\nIt works once and expires in {minutes} minutes. If you did not ask for it, ignore this message.\n"),
-        })
+        .send(
+            &req.ctx,
+            req.email.canonical(),
+            &Letter::MagicLink {
+                link: link.to_string(),
+                minutes,
+            },
+        )
         .await?;
     Ok(Done::default())
 }
@@ -166,12 +168,11 @@ pub async fn send_email_code(state: Arc<State>, req: SendEmailCode) -> Result<Do
     let minutes = state.email_code_ttl.as_secs() / 60;
     state
         .mail
-        .enqueue(&OutgoingMail {
-            id: format!("mail_{}", idm_crypto::random_token::<12>()),
-            to: req.email.canonical().to_owned(),
-            subject: format!("Your sign-in code: {code}"),
-            text: format!("Your sign-in code is {code}\n\nIt expires in {minutes} minutes. If you did not ask for it, ignore this message.\n"),
-        })
+        .send(
+            &req.ctx,
+            req.email.canonical(),
+            &Letter::EmailCode { code, minutes },
+        )
         .await?;
     Ok(Done::default())
 }

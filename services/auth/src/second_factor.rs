@@ -9,7 +9,7 @@ use idm_core::proto::event::DomainEvent;
 use idm_core::proto::store::GetUser;
 use idm_core::proto::store::{self, TotpState};
 use idm_core::proto::{event, IssuerContext};
-use idm_core::{ApiError, IssuerId, Region, UserId};
+use idm_core::{ApiError, ErrorCode, IssuerId, Region, UserId};
 
 pub fn aad(issuer: &IssuerId, user: &UserId) -> Vec<u8> {
     format!("totp/{issuer}/{user}").into_bytes()
@@ -112,20 +112,40 @@ pub async fn check_totp(
         .charge(Budget::Totp, &ctx.issuer_id, user.as_str())
         .await?;
     let locks = charge.locks_on_failure;
-    match totp_matches(state, &ctx.issuer_id, user, region, code).await {
-        Ok(true) => {
+    match totp_matches(state, &ctx.issuer_id, user, region, code).await? {
+        TotpCheck::Valid => {
             state.budgets.succeeded(charge).await?;
             Ok(())
         }
-        Ok(false) => {
+        // A replayed code counts as a failure (it must never clear the
+        // budget, and is no free try), but says what happened: the person
+        // typed the code they just used, and the next one will work.
+        outcome @ (TotpCheck::Wrong | TotpCheck::AlreadyUsed) => {
             state.budgets.failed(charge).await?;
             if locks {
                 locked_now(state, ctx, user).await?;
             }
-            Err(codes::invalid().into())
+            Err(match outcome {
+                TotpCheck::AlreadyUsed => already_used(),
+                _ => codes::invalid(),
+            }
+            .into())
         }
-        Err(e) => Err(e),
     }
+}
+
+enum TotpCheck {
+    Valid,
+    Wrong,
+    /// Right for its time step, but that step was already used.
+    AlreadyUsed,
+}
+
+fn already_used() -> ApiError {
+    ApiError::new(
+        ErrorCode::CodeAlreadyUsed,
+        "this code was already used: wait for your authenticator app to show the next code (a new one every 30 seconds) and enter that one",
+    )
 }
 
 async fn totp_matches(
@@ -134,10 +154,10 @@ async fn totp_matches(
     user: &UserId,
     region: Region,
     code: &str,
-) -> Result<bool, Error> {
+) -> Result<TotpCheck, Error> {
     let current = totp_state(state, issuer, user, region).await?;
     let Some(sealed) = current.active_sealed else {
-        return Ok(false);
+        return Ok(TotpCheck::Wrong);
     };
     let secret = open_stored_secret(
         state,
@@ -148,9 +168,9 @@ async fn totp_matches(
         &sealed,
     )
     .await?;
-    let generator = totp::totp(&secret, "verify").map_err(|e| ApiError::internal_from(&e))?;
+    let generator = totp::totp(&secret, None, "verify").map_err(|e| ApiError::internal_from(&e))?;
     let Some(step) = totp::matching_step(&generator, code, state.codes.clock().unix()) else {
-        return Ok(false);
+        return Ok(TotpCheck::Wrong);
     };
     let used = store::UseTotpStep {
         issuer_id: issuer.clone(),
@@ -158,7 +178,11 @@ async fn totp_matches(
         step,
     };
     let reply = state.bus.send_to(region, &used).await?;
-    Ok(reply.accepted)
+    Ok(if reply.accepted {
+        TotpCheck::Valid
+    } else {
+        TotpCheck::AlreadyUsed
+    })
 }
 
 /// Uses up one backup code. Backup codes carry 50 random bits each, so they

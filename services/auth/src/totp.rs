@@ -9,17 +9,27 @@ pub const STEP_SECONDS: u64 = 30;
 const SKEW_STEPS: u16 = 1;
 pub const SECRET_BYTES: usize = 20;
 
-pub fn totp(secret: &[u8], account: &str) -> Result<Totp, String> {
+/// `issuer` names the entry in the authenticator app (the `issuer`
+/// parameter and the label's prefix of the otpauth URL, percent-encoded by
+/// totp-rs); it matters only for enrollment.
+pub fn totp(secret: &[u8], issuer: Option<&str>, account: &str) -> Result<Totp, String> {
     Builder::new()
         .with_algorithm(Algorithm::SHA1)
         .with_digits(DIGITS)
         .with_skew(SKEW_STEPS)
         .with_step_duration(STEP_SECONDS)
         .with_secret(Secret::new(secret.to_vec().into_boxed_slice()))
-        .with_issuer(Some("idmesh"))
+        .with_issuer(issuer.map(str::to_owned))
         .with_account_name(account)
         .build()
         .map_err(|e| e.to_string())
+}
+
+/// The tenant's name as an otpauth issuer: one line of at most 64
+/// characters, with no `:` (the label's separator, which totp-rs refuses
+/// in an issuer).
+pub fn issuer_label(name: &str, fallback: &str) -> String {
+    crate::mail::display_name(&name.replace(':', " "), fallback)
 }
 
 /// The time step `code` belongs to at `unix_time`, if it is valid then.
@@ -65,7 +75,7 @@ mod tests {
 
     #[test]
     fn accepts_one_step_of_skew_and_reports_the_step() -> Result<(), String> {
-        let t = totp(&[7u8; SECRET_BYTES], "a@example.com")?;
+        let t = totp(&[7u8; SECRET_BYTES], Some("idmesh"), "a@example.com")?;
         let now = 1_700_000_000i64;
         let code = t.generate(now as u64).to_string();
         assert_eq!(matching_step(&t, &code, now), Some(now / 30));
@@ -76,6 +86,27 @@ mod tests {
             .to_url()
             .map_err(|e| e.to_string())?
             .starts_with("otpauth://totp/"));
+        Ok(())
+    }
+
+    #[test]
+    fn the_issuer_names_the_tenant_percent_encoded() -> Result<(), String> {
+        let issuer = issuer_label("Café: Zoë & Co", "idmesh");
+        assert_eq!(issuer, "Café Zoë & Co");
+        let url = totp(&[7u8; SECRET_BYTES], Some(&issuer), "zoe+1@example.com")?
+            .to_url()
+            .map_err(|e| e.to_string())?;
+        assert!(
+            url.starts_with(
+                "otpauth://totp/Caf%C3%A9%20Zo%C3%AB%20%26%20Co:zoe%2B1%40example.com?"
+            ),
+            "{url}"
+        );
+        assert!(
+            url.contains("&issuer=Caf%C3%A9%20Zo%C3%AB%20%26%20Co"),
+            "{url}"
+        );
+        assert_eq!(issuer_label("", "idmesh"), "idmesh");
         Ok(())
     }
 }

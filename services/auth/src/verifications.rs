@@ -8,7 +8,7 @@
 
 use crate::budget::Budget;
 use crate::codes::{self, Kind};
-use crate::mail::OutgoingMail;
+use crate::mail::Letter;
 use crate::signin::at_least;
 use crate::{Error, State};
 use idm_core::proto::auth::*;
@@ -42,12 +42,11 @@ pub async fn send_verification(
     let minutes = state.verification_ttl.as_secs() / 60;
     state
         .mail
-        .enqueue(&OutgoingMail {
-            id: format!("mail_{}", idm_crypto::random_token::<12>()),
-            to: req.email.canonical().to_owned(),
-            subject: format!("Your verification code: {code}"),
-            text: format!("Your verification code is {code}\n\nIt expires in {minutes} minutes.\n"),
-        })
+        .send(
+            &req.ctx,
+            req.email.canonical(),
+            &Letter::VerificationCode { code, minutes },
+        )
         .await?;
     let expires_at = state.codes.clock().now() + state.verification_ttl;
     Ok(VerificationStarted { id, expires_at })

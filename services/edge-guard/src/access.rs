@@ -107,6 +107,7 @@ impl Caller {
             issuer_id: self.key.issuer_id.clone(),
             account_id: self.key.account_id.clone(),
             policy: self.key.policy.clone(),
+            issuer_name: self.key.issuer_name.clone(),
         }
     }
 

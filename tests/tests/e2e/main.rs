@@ -15,6 +15,7 @@ mod foundation;
 mod fuzz_findings;
 mod idempotency;
 mod js_client;
+mod mail;
 mod master_keys;
 mod mfa;
 mod openapi;

@@ -144,8 +144,15 @@ async fn totp_enrollment_then_mfa_sign_in_with_codes_and_backup_codes_each_once(
     .await?;
     assert_eq!(
         r.code(),
-        Some("code_invalid"),
-        "a used TOTP step is a replay"
+        Some("code_already_used"),
+        "a used TOTP step is a replay: {}",
+        r.json
+    );
+    assert_eq!(r.status, 422);
+    assert!(
+        r.str("/error/message").contains("wait for"),
+        "the answer says to wait for the next code: {}",
+        r.json
     );
     // …the next step can, once; A's token is useless at B.
     platform.clock.advance(30);
@@ -189,7 +196,7 @@ async fn totp_enrollment_then_mfa_sign_in_with_codes_and_backup_codes_each_once(
     .await?;
     assert_eq!(
         r.code(),
-        Some("code_invalid"),
+        Some("code_already_used"),
         "same step, new token: still a replay"
     );
 
@@ -338,4 +345,69 @@ async fn totp_enrollment_then_mfa_sign_in_with_codes_and_backup_codes_each_once(
     .await?;
     assert_eq!(r.code(), Some("mfa_required"), "{}", r.json);
     platform.stop().await
+}
+
+/// The authenticator entry names the tenant (issue 16): the issuer's display
+/// name is the otpauth `issuer` and the label's prefix, percent-encoded, so
+/// the same address at two tenants gives two entries a person can tell
+/// apart; a `:` in a name (the label's separator) becomes a space.
+#[tokio::test]
+async fn authenticator_entries_name_the_tenant() -> anyhow::Result<()> {
+    let platform = Platform::shared().await?;
+    let a = platform.create_account("Zoë & Co").await?;
+    let b = platform.create_account("Shop: Two").await?;
+    let mut entries = Vec::new();
+    for tenant in [&a, &b] {
+        platform.allow_origins(tenant, &["app.example.com"]).await?;
+        let signed_up = platform
+            .sign_up(
+                tenant,
+                "https://app.example.com",
+                None,
+                "sam+mfa@example.com",
+                PASSWORD,
+            )
+            .await?;
+        assert_eq!(signed_up.status, 201, "{}", signed_up.json);
+        let enrolled = client(
+            &platform,
+            tenant,
+            "/v1/client/mfa/totp",
+            Some(&signed_up.str("/session_token")),
+            json!({}),
+        )
+        .await?;
+        assert_eq!(enrolled.status, 200, "{}", enrolled.json);
+        entries.push(enrolled.str("/otpauth_url"));
+    }
+    let parsed: Vec<totp_rs::Totp> = entries
+        .iter()
+        .map(|url| totp_rs::Totp::from_url(url).map_err(|e| anyhow::anyhow!("{url}: {e}")))
+        .collect::<anyhow::Result<_>>()?;
+    // from_url also checks that the label's prefix and `issuer` agree.
+    assert_eq!(parsed[0].issuer(), Some("Zoë & Co (live)"));
+    assert_eq!(parsed[1].issuer(), Some("Shop Two (live)"));
+    for (url, totp) in entries.iter().zip(&parsed) {
+        assert_eq!(totp.account_name(), "sam+mfa@example.com");
+        assert!(
+            !url.contains(' ') && !url["otpauth://totp/".len()..].contains("&Co"),
+            "not percent-encoded: {url}"
+        );
+    }
+    assert!(
+        entries[0].starts_with("otpauth://totp/Zo%C3%AB%20%26%20Co%20"),
+        "{}",
+        entries[0]
+    );
+    assert!(
+        entries[0].contains("issuer=Zo%C3%AB%20%26%20Co%20"),
+        "{}",
+        entries[0]
+    );
+    assert_ne!(
+        entries[0].split('?').next(),
+        entries[1].split('?').next(),
+        "two tenants, one address: two different entries"
+    );
+    Ok(())
 }

@@ -46,6 +46,9 @@ pub struct KeyConfig {
     pub account_id: AccountId,
     pub issuer_id: IssuerId,
     pub issuer_mode: KeyMode,
+    /// The issuer's display name (branding of its mail and TOTP entries).
+    #[serde(default)]
+    pub issuer_name: String,
     pub kind: KeyKind,
     pub mode: KeyMode,
     pub scopes: Vec<Scope>,

@@ -61,6 +61,10 @@ pub struct IssuerContext {
     pub issuer_id: IssuerId,
     pub account_id: AccountId,
     pub policy: IssuerPolicy,
+    /// The issuer's display name (its `name`): what its users see in mail
+    /// and in their authenticator app. Empty from an older edge.
+    #[serde(default)]
+    pub issuer_name: String,
 }
 
 /// The caller's device as seen at the edge, recorded with sessions.

@@ -11,13 +11,11 @@
 //! 200: a crash then delays a handful of codes by seconds, not a queue's
 //! worth by a minute.
 
-use super::{MailQueue, OutgoingMail, Transport};
+use super::{Letterhead, MailQueue, OutgoingMail, Transport};
 use async_nats::jetstream::consumer::{pull, AckPolicy};
 use async_nats::jetstream::AckKind;
 use futures::StreamExt;
 use idm_core::metric;
-use lettre::message::Mailbox;
-use lettre::Message;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -35,20 +33,10 @@ fn backoff(delivered: i64) -> Duration {
     Duration::from_millis(500 * 2u64.pow(exponent)).min(Duration::from_secs(30))
 }
 
-fn build(from: &Mailbox, mail: &OutgoingMail) -> Result<Message, String> {
-    let to: Mailbox = mail.to.parse().map_err(|e| format!("recipient: {e}"))?;
-    Message::builder()
-        .from(from.clone())
-        .to(to)
-        .subject(mail.subject.clone())
-        .body(mail.text.clone())
-        .map_err(|e| e.to_string())
-}
-
 pub async fn spawn_courier(
     queue: &MailQueue,
     transport: Transport,
-    from: Mailbox,
+    letterhead: Letterhead,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, idm_bus::BusError> {
     let subscribe_error = |e: &dyn std::fmt::Display| idm_bus::BusError::Subscribe {
@@ -114,7 +102,8 @@ pub async fn spawn_courier(
             let started = std::time::Instant::now();
             let outcome = ctx
                 .scope(
-                    deliver(&queue, &transport, &from, &id, &message, delivered).instrument(span),
+                    deliver(&queue, &transport, &letterhead, &id, &message, delivered)
+                        .instrument(span),
                 )
                 .await;
             metrics::counter!(metric::MAIL_DELIVERIES.name, "outcome" => outcome).increment(1);
@@ -130,7 +119,7 @@ pub async fn spawn_courier(
 async fn deliver(
     queue: &MailQueue,
     transport: &Transport,
-    from: &Mailbox,
+    letterhead: &Letterhead,
     id: &str,
     message: &async_nats::jetstream::Message,
     delivered: i64,
@@ -143,7 +132,7 @@ async fn deliver(
             return "dropped";
         }
     };
-    let built = match build(from, &mail) {
+    let built = match letterhead.build(&mail) {
         Ok(built) => built,
         Err(e) => {
             // A message that cannot be built never will be: drop it loudly.

@@ -5,10 +5,16 @@
 //! master key), so an address and its code never sit in the stream's files in
 //! the clear, however long an outage lasts.
 
+mod compose;
 mod courier;
+mod letterhead;
+#[cfg(test)]
+mod tests;
 mod transport;
 
+pub use compose::{display_name, Letter};
 pub use courier::spawn_courier;
+pub use letterhead::Letterhead;
 pub use transport::Transport;
 
 use async_nats::jetstream;
@@ -24,6 +30,44 @@ pub struct OutgoingMail {
     pub to: String,
     pub subject: String,
     pub text: String,
+    /// The same words as `text`, as escaped HTML (empty from a release
+    /// before HTML parts: the courier then sends text only).
+    #[serde(default)]
+    pub html: String,
+    /// The issuer's display name, for `From`.
+    #[serde(default)]
+    pub from_name: String,
+    #[serde(default)]
+    pub issuer_id: String,
+    /// The issuer's own sender address, used only if verified (courier).
+    #[serde(default)]
+    pub sender: Option<String>,
+}
+
+impl OutgoingMail {
+    /// `letter` to `to`, in the name of the issuer of `ctx`.
+    pub fn compose(
+        ctx: &idm_core::proto::IssuerContext,
+        platform_name: &str,
+        to: &str,
+        letter: &Letter,
+    ) -> Self {
+        let brand = compose::Brand {
+            name: compose::display_name(&ctx.issuer_name, platform_name),
+            logo_url: ctx.policy.mail.logo_url.clone(),
+        };
+        let rendered = compose::render(&brand, letter);
+        Self {
+            id: format!("mail_{}", idm_crypto::random_token::<12>()),
+            to: to.to_owned(),
+            subject: rendered.subject,
+            text: rendered.text,
+            html: rendered.html,
+            from_name: brand.name,
+            issuer_id: ctx.issuer_id.as_str().to_owned(),
+            sender: ctx.policy.mail.sender.clone(),
+        }
+    }
 }
 
 impl std::fmt::Debug for OutgoingMail {
@@ -38,12 +82,18 @@ pub struct MailQueue {
     stream: String,
     subject: String,
     sealer: std::sync::Arc<idm_crypto::MasterKeys>,
+    /// The name mail carries when the issuer's is unknown.
+    platform_name: String,
 }
 
 const SEALING_PURPOSE: &str = "idmesh/auth/mail-queue/v1";
 
 impl MailQueue {
-    pub async fn ensure(bus: &Bus, master: &idm_crypto::MasterKeys) -> Result<Self, BusError> {
+    pub async fn ensure(
+        bus: &Bus,
+        master: &idm_crypto::MasterKeys,
+        platform_name: String,
+    ) -> Result<Self, BusError> {
         let js = jetstream::new(bus.client().clone());
         let stream = idm_bus::Stream::Mail.name(bus.prefix());
         let subject = format!("{}.mail.outgoing", bus.prefix());
@@ -63,11 +113,29 @@ impl MailQueue {
             stream,
             subject,
             sealer: std::sync::Arc::new(master.derive_sealing_keys(SEALING_PURPOSE)),
+            platform_name,
         })
+    }
+
+    /// The name that stands in for an issuer's when it is unknown.
+    pub fn platform_name(&self) -> String {
+        self.platform_name.clone()
     }
 
     pub fn stream_name(&self) -> &str {
         &self.stream
+    }
+
+    /// Composes `letter` to `to` in the name of the issuer of `ctx` and
+    /// queues it.
+    pub async fn send(
+        &self,
+        ctx: &idm_core::proto::IssuerContext,
+        to: &str,
+        letter: &Letter,
+    ) -> Result<(), ApiError> {
+        self.enqueue(&OutgoingMail::compose(ctx, &self.platform_name, to, letter))
+            .await
     }
 
     /// Queues `mail`; returns once the stream has stored it.

@@ -3,6 +3,7 @@
 
 use crate::config::{MailTransport, SmtpTls};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
 use std::time::Duration;
@@ -23,16 +24,25 @@ impl Transport {
                 )))
             }
             MailTransport::Smtp(smtp) => {
+                let tls = |smtp: &crate::config::SmtpConfig| -> Result<TlsParameters, String> {
+                    let mut params = TlsParameters::builder(smtp.host.clone());
+                    if let Some(file) = &smtp.ca_file {
+                        let pem = std::fs::read(file)
+                            .map_err(|e| format!("AUTH_SMTP_CA_FILE {}: {e}", file.display()))?;
+                        let ca = Certificate::from_pem(&pem)
+                            .map_err(|e| format!("AUTH_SMTP_CA_FILE {}: {e}", file.display()))?;
+                        params = params.add_root_certificate(ca);
+                    }
+                    params.build_rustls().map_err(|e| e.to_string())
+                };
+                // STARTTLS is required, never opportunistic: a relay that
+                // does not offer it (or a stripped offer) fails the send,
+                // and the message stays queued.
+                let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host);
                 let builder = match smtp.tls {
-                    SmtpTls::None => {
-                        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
-                    }
-                    SmtpTls::StartTls => {
-                        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)
-                            .map_err(|e| e.to_string())?
-                    }
-                    SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host)
-                        .map_err(|e| e.to_string())?,
+                    SmtpTls::None => builder,
+                    SmtpTls::StartTls => builder.tls(Tls::Required(tls(smtp)?)),
+                    SmtpTls::Tls => builder.tls(Tls::Wrapper(tls(smtp)?)),
                 };
                 let mut builder = builder
                     .port(smtp.port)

@@ -99,6 +99,7 @@ fn key_with(waf: idm_core::WafPolicy) -> KeyConfig {
         account_id: AccountId::generate(),
         issuer_id: IssuerId::generate(),
         issuer_mode: KeyMode::Live,
+        issuer_name: "Tests".into(),
         kind: KeyKind::Restricted,
         mode: KeyMode::Live,
         scopes: Vec::new(),
