@@ -7,6 +7,7 @@
 //! `X-Forwarded-For` start with `Options::behind_loopback_proxy()`, so the
 //! header picks the client address a request is judged as.
 
+use anyhow::Context;
 use idm_testkit::{Options, Platform, Response, Tenant};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -1470,8 +1471,17 @@ async fn a_browser_keeps_a_first_party_session_in_cookies_on_the_tenants_domain(
     let html = format!(
         "<!doctype html><html><head><title>app</title></head><body>\
          <script>window.IDM = {config};</script>\
-         <script src=\"/first_party.js\"></script></body></html>"
+         <script type=\"module\" src=\"/first_party.js\"></script></body></html>"
     );
+    // The page drives the browser client as built by ops/js-client.sh.
+    let client_js =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/js/dist/idmesh.js");
+    let client_js = std::fs::read_to_string(&client_js).with_context(|| {
+        format!(
+            "{} is missing: run `npm --prefix clients/js ci && npm --prefix clients/js run build` (ops/test.sh does)",
+            client_js.display()
+        )
+    })?;
     let app = axum::Router::new()
         .route(
             "/",
@@ -1487,6 +1497,13 @@ async fn a_browser_keeps_a_first_party_session_in_cookies_on_the_tenants_domain(
                     [("content-type", "text/javascript")],
                     include_str!("../../browser/first_party.js"),
                 )
+            }),
+        )
+        .route(
+            "/idmesh.js",
+            axum::routing::get(move || {
+                let client_js = client_js.clone();
+                async move { ([("content-type", "text/javascript")], client_js) }
             }),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -1560,6 +1577,7 @@ async fn a_browser_keeps_a_first_party_session_in_cookies_on_the_tenants_domain(
         out.result, out.console
     );
     assert_eq!(out.result["me"], 401);
+    assert_eq!(out.result["session_left"], serde_json::Value::Null);
     assert!(
         jar_cookie(out, "idm_session").is_none(),
         "{:?}",
