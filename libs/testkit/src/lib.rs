@@ -285,7 +285,7 @@ pub struct Platform {
 }
 
 /// How many platforms one test process runs at once (`IDM_TEST_PLATFORMS`,
-/// 3 by default; the shared one counts): the shared one and one per test
+/// 3 by default, at least 2; the shared one counts): the shared one and one per test
 /// thread (two on two cores). A platform holds about 25 PostgreSQL
 /// connections since the global pools shrank: the e2e binary peaked at 70
 /// of PostgreSQL's default 100 with three (2 on a machine shared with other
@@ -298,7 +298,9 @@ async fn platform_slot() -> anyhow::Result<tokio::sync::OwnedSemaphorePermit> {
         let n = std::env::var("IDM_TEST_PLATFORMS")
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
-            .filter(|n| *n > 0)
+            // The shared platform keeps its place for the whole process:
+            // with one place, a test that needs its own would wait forever.
+            .map(|n| n.max(2))
             .unwrap_or(3);
         std::sync::Arc::new(tokio::sync::Semaphore::new(n))
     });
