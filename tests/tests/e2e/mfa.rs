@@ -370,7 +370,7 @@ async fn authenticator_entries_name_the_tenant() -> anyhow::Result<()> {
             .await?;
         assert_eq!(signed_up.status, 201, "{}", signed_up.json);
         let enrolled = client(
-            &platform,
+            platform,
             tenant,
             "/v1/client/mfa/totp",
             Some(&signed_up.str("/session_token")),
