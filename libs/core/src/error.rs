@@ -391,7 +391,7 @@ mod tests {
         // The last variant is in the table, so every one before it is too.
         assert_eq!(
             ERROR_CODES.last().map(|i| i.code),
-            Some(ErrorCode::DomainNotVerified)
+            Some(ErrorCode::CodeAlreadyUsed)
         );
     }
 }

@@ -239,6 +239,22 @@ pub const WEBHOOK_ENDPOINTS_DISABLED: Metric = counter(
     "Endpoints disabled after failing for too long.",
 );
 
+pub const SEALED_ROWS_PREVIOUS_KEY: Metric = gauge(
+    "idm_sealed_rows_previous_key",
+    &["service", "rows"],
+    "Sealed rows still under the previous master key after the last re-seal pass (remove the previous key at 0).",
+);
+pub const SEALED_ROWS_UNREADABLE: Metric = gauge(
+    "idm_sealed_rows_unreadable",
+    &["service", "rows"],
+    "Sealed rows no configured master key opens (a lost or wrong key).",
+);
+pub const SEALED_ROWS_RESEALED: Metric = counter(
+    "idm_sealed_rows_resealed_total",
+    &["service", "rows"],
+    "Sealed rows rewritten under the current master key.",
+);
+
 /// The catalog, in the order docs/OPERATIONS.md lists it.
 pub const ALL: &[Metric] = &[
     BUILD_INFO,
@@ -273,6 +289,9 @@ pub const ALL: &[Metric] = &[
     WEBHOOK_DELIVERIES,
     WEBHOOK_DELIVERY_DURATION,
     WEBHOOK_ENDPOINTS_DISABLED,
+    SEALED_ROWS_PREVIOUS_KEY,
+    SEALED_ROWS_UNREADABLE,
+    SEALED_ROWS_RESEALED,
 ];
 
 /// A gauge refreshed when `/metrics` is scraped (pool use, for example),

@@ -237,12 +237,12 @@ impl ResealPass {
     /// `idm_sealed_rows_unreadable` (rows no configured key opens), per
     /// service and kind of row.
     pub fn publish(&self, service: &'static str, rows: &'static str) {
-        metrics::gauge!("idm_sealed_rows_previous_key", "service" => service, "rows" => rows)
+        metrics::gauge!(idm_core::metric::SEALED_ROWS_PREVIOUS_KEY.name, "service" => service, "rows" => rows)
             .set(self.previous as f64);
-        metrics::gauge!("idm_sealed_rows_unreadable", "service" => service, "rows" => rows)
+        metrics::gauge!(idm_core::metric::SEALED_ROWS_UNREADABLE.name, "service" => service, "rows" => rows)
             .set(self.unreadable as f64);
         if self.resealed > 0 {
-            metrics::counter!("idm_sealed_rows_resealed_total", "service" => service, "rows" => rows)
+            metrics::counter!(idm_core::metric::SEALED_ROWS_RESEALED.name, "service" => service, "rows" => rows)
                 .increment(self.resealed);
         }
         if self.unreadable > 0 {
