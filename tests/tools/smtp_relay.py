@@ -13,6 +13,7 @@ received. Prints `READY <port>` once listening; stops when stdin closes.
 """
 
 import argparse
+import logging
 import pathlib
 import ssl
 import sys
@@ -47,7 +48,10 @@ def authenticator(password_file):
         expected = pathlib.Path(password_file).read_text().strip().encode()
         ok = auth_data.login == b"idmesh" and auth_data.password == expected
         print(f"AUTH {mechanism} {'ok' if ok else 'refused'}", flush=True)
-        return AuthResult(success=ok)
+        # handled=False: aiosmtpd answers (235 or 535) itself; True would
+        # mean this function already answered, and a refused client would
+        # wait for a reply that never comes.
+        return AuthResult(success=ok, handled=False)
 
     return check
 
@@ -76,6 +80,8 @@ def main():
     )
     controller.start()
     print(f"READY {args.port}", flush=True)
+    # Each session and command on stdout, after READY (the test echoes it).
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
     try:
         sys.stdin.read()
     finally:

@@ -90,7 +90,11 @@ impl Relay {
             "relay did not start: {ready:?}"
         );
         // Keep reading (its AUTH lines) so the pipe never fills.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("relay: {line}");
+            }
+        });
         Ok(Self { _child: child })
     }
 }
@@ -113,11 +117,6 @@ async fn queued(platform: &Platform) -> anyhow::Result<u64> {
 }
 
 #[tokio::test]
-// Phases 1 and 2 pass (nothing handed over without STARTTLS or with a wrong
-// password; the message stays queued), but the final delivery did not
-// arrive within 60 s in the one run there was time for: not yet diagnosed
-// (TLS handshake with the throw-away CA is the first suspect).
-#[ignore = "final delivery through aiosmtpd not yet working: see the comment above"]
 async fn mail_reaches_a_real_relay_over_starttls_with_auth_and_waits_when_refused(
 ) -> anyhow::Result<()> {
     if !python_has("aiosmtpd")? {

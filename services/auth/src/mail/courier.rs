@@ -25,6 +25,10 @@ const ACK_WAIT: Duration = Duration::from_secs(20);
 /// While a send runs, progress is reported this often (well inside
 /// [`ACK_WAIT`], so a slow relay never causes a second copy).
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// A relay that stops answering mid-conversation (lettre's own time-out does
+/// not cover every wait) must not hold a message, and the courier, forever:
+/// past this the send counts as failed and the message is retried.
+const SEND_DEADLINE: Duration = Duration::from_secs(60);
 /// Messages pulled ahead of delivery.
 const PULL_BATCH: usize = 4;
 
@@ -146,9 +150,15 @@ async fn deliver(
         tokio::pin!(send);
         let mut progress = tokio::time::interval(PROGRESS_EVERY);
         progress.tick().await;
+        let deadline = tokio::time::sleep(SEND_DEADLINE);
+        tokio::pin!(deadline);
         loop {
             tokio::select! {
-                sent = &mut send => break sent,
+                sent = &mut send => break sent.map_err(|e| e.to_string()),
+                _ = &mut deadline => break Err(format!(
+                    "the relay did not finish within {} s",
+                    SEND_DEADLINE.as_secs()
+                )),
                 _ = progress.tick() => {
                     let _ = message.ack_with(AckKind::Progress).await;
                 }
