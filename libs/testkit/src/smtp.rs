@@ -161,12 +161,19 @@ fn mentions_recipient(message: &str, to: &str) -> bool {
     })
 }
 
-/// The first run of six digits in a message (email and verification codes).
+/// The first run of six digits in a message's body (email and verification
+/// codes). Headers are skipped (a random `Message-ID` can hold six digits),
+/// and so are HTML colours (`#111111`): a mail without a code has none.
 pub fn six_digit_code(message: &str) -> Option<String> {
-    let bytes = message.as_bytes();
+    let header_end = ["\r\n\r\n", "\n\n"]
+        .iter()
+        .filter_map(|sep| message.find(sep).map(|at| at + sep.len()))
+        .min()
+        .unwrap_or(0);
+    let bytes = &message.as_bytes()[header_end..];
     (0..bytes.len().saturating_sub(5)).find_map(|i| {
         let window = &bytes[i..i + 6];
-        let bounded = (i == 0 || !bytes[i - 1].is_ascii_digit())
+        let bounded = (i == 0 || !(bytes[i - 1].is_ascii_digit() || bytes[i - 1] == b'#'))
             && bytes.get(i + 6).is_none_or(|b| !b.is_ascii_digit());
         (bounded && window.iter().all(u8::is_ascii_digit))
             .then(|| String::from_utf8_lossy(window).into_owned())
