@@ -15,7 +15,7 @@
 # 4223-4225, routes on 6223-6225: IDM_LOCAL_NATS_ROUTE_PORT), with streams
 # kept on every node (IDM_NATS_STREAM_REPLICAS=3). See docs/MESSAGING.md.
 # The two EU regions' databases live on a PostgreSQL cluster of their own
-# (initdb into .idmesh/pg-eu, 127.0.0.1:5433, IDM_LOCAL_EU_PG_PORT; 0 keeps
+# (initdb into .idmesh/pg-eu, or /var/tmp/idmesh-pg-eu-* as root; 127.0.0.1:5433, IDM_LOCAL_EU_PG_PORT; 0 keeps
 # them on the main server), so regions on separate servers are exercised
 # (docs/REGIONS.md). It keeps running after the services stop, like the
 # main PostgreSQL; `ops/run-local.sh stop` stops it too.
@@ -54,7 +54,14 @@ EDGE=http://127.0.0.1:$PORT_BASE
 ACCOUNT=http://127.0.0.1:$((PORT_BASE + 1))
 READY_TIMEOUT=${IDM_READY_TIMEOUT:-60}
 EU_PG_PORT=${IDM_LOCAL_EU_PG_PORT:-5433}
-EU_PG_DIR=$STATE/pg-eu
+# As root the cluster runs as the postgres user, which cannot reach into
+# .idmesh (private to root): its directory is then under /var/tmp, one per
+# checkout. IDM_LOCAL_EU_PG_DIR chooses another.
+if ((EUID == 0)); then
+	EU_PG_DIR=${IDM_LOCAL_EU_PG_DIR:-/var/tmp/idmesh-pg-eu-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)}
+else
+	EU_PG_DIR=${IDM_LOCAL_EU_PG_DIR:-$STATE/pg-eu}
+fi
 STOP_TIMEOUT=10
 
 usage() {
@@ -282,7 +289,7 @@ eu_pg_base() {
 	fi
 }
 
-# initdb once into .idmesh/pg-eu, then start it unless it already runs.
+# initdb once into $EU_PG_DIR, then start it unless it already runs.
 ensure_eu_postgres() {
 	[[ $EU_PG_PORT != 0 ]] || return 0
 	local data=$EU_PG_DIR/data
