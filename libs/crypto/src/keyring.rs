@@ -211,6 +211,42 @@ impl MasterKeys {
     }
 }
 
+/// How often a service's re-seal pass runs after the one at start-up.
+pub const RESEAL_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Runs `pass` at start-up and then every [`RESEAL_EVERY`] until `stop`
+/// completes, publishing each result as `service`'s `rows` (see
+/// [`ResealPass::publish`]); a failed pass is logged and tried again at the
+/// next tick. Shared by every service that keeps values sealed at rest.
+pub fn spawn_resealing<P, F, E>(
+    service: &'static str,
+    rows: &'static str,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    mut pass: P,
+) -> tokio::task::JoinHandle<()>
+where
+    P: FnMut() -> F + Send + 'static,
+    F: std::future::Future<Output = Result<ResealPass, E>> + Send,
+    E: std::fmt::Display,
+{
+    tokio::spawn(async move {
+        tokio::pin!(stop);
+        let mut every = tokio::time::interval(RESEAL_EVERY);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = every.tick() => {}
+            }
+            match pass().await {
+                Ok(done) => done.publish(service, rows),
+                Err(e) => {
+                    tracing::warn!(service, rows, error = %e, "re-seal pass failed; retried later")
+                }
+            }
+        }
+    })
+}
+
 /// What one re-seal pass over a table found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ResealPass {

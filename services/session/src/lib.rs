@@ -59,7 +59,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             },
         )
         .await?;
-    let resealing = spawn_resealing(Arc::clone(&state), shutdown.clone());
+    let resealing = {
+        let state = Arc::clone(&state);
+        idm_crypto::keyring::spawn_resealing(
+            "session",
+            "signing_keys",
+            shutdown.clone().cancelled_owned(),
+            move || {
+                let state = Arc::clone(&state);
+                async move { state.keys.reseal_all().await }
+            },
+        )
+    };
     let handlers = Handlers::new()
         .on(handlers::init_issuer)
         .on(handlers::create_session)
@@ -91,28 +102,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             ("http", http),
         ],
     ))
-}
-
-/// How often the re-seal pass runs after the one at start-up.
-const RESEAL_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// Moves every signing key still sealed under the previous master key to
-/// the current one: at start-up, then every [`RESEAL_EVERY`], publishing
-/// `idm_sealed_rows_previous_key{service="session"}`.
-fn spawn_resealing(state: Arc<State>, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(RESEAL_EVERY);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = every.tick() => {}
-            }
-            match state.keys.reseal_all().await {
-                Ok(pass) => pass.publish("session", "signing_keys"),
-                Err(e) => tracing::warn!(error = %e, "re-seal pass failed; retried later"),
-            }
-        }
-    })
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {

@@ -42,7 +42,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         default_region: config.default_region,
         stores: stores::Stores::default(),
     });
-    let resealing = spawn_resealing(Arc::clone(&state), shutdown.clone());
+    let resealing = {
+        let state = Arc::clone(&state);
+        idm_crypto::keyring::spawn_resealing(
+            "user",
+            "blind_index_keys",
+            shutdown.clone().cancelled_owned(),
+            move || {
+                let state = Arc::clone(&state);
+                async move { state.index_keys.reseal_all().await }
+            },
+        )
+    };
     let handlers = Handlers::new()
         .on(handlers::init_issuer)
         .on(handlers::create_user)
@@ -78,28 +89,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         http_addr,
         vec![("bus", serving), ("re-seal", resealing), ("http", http)],
     ))
-}
-
-/// How often the re-seal pass runs after the one at start-up.
-const RESEAL_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// Moves every blind-index key still sealed under the previous master key
-/// to the current one: at start-up, then every [`RESEAL_EVERY`], publishing
-/// `idm_sealed_rows_previous_key{service="user"}`.
-fn spawn_resealing(state: Arc<State>, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(RESEAL_EVERY);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = every.tick() => {}
-            }
-            match state.index_keys.reseal_all().await {
-                Ok(pass) => pass.publish("user", "blind_index_keys"),
-                Err(e) => tracing::warn!(error = %e, "re-seal pass failed; retried later"),
-            }
-        }
-    })
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
