@@ -338,8 +338,12 @@ static ACCOUNT: Rights = Rights {
     ],
     broadcasts: &[CONFIG_CHANGED],
     hears: &[],
-    events: &[],
-    streams: &[],
+    events: &[
+        event::API_KEY_CREATED,
+        event::API_KEY_REVOKED,
+        event::ISSUER_UPDATED,
+    ],
+    streams: &[ensures(Stream::Events)],
 };
 
 static AUTH: Rights = Rights {
@@ -459,8 +463,18 @@ static USER: Rights = Rights {
     }],
     broadcasts: &[],
     hears: &[],
-    events: &[],
-    streams: &[],
+    events: &[
+        event::USER_CREATED,
+        event::USER_UPDATED,
+        event::EMAIL_CHANGED,
+        event::ORGANIZATION_CREATED,
+        event::ORGANIZATION_UPDATED,
+        event::ORGANIZATION_DELETED,
+        event::MEMBERSHIP_CREATED,
+        event::MEMBERSHIP_UPDATED,
+        event::MEMBERSHIP_DELETED,
+    ],
+    streams: &[ensures(Stream::Events)],
 };
 
 static USER_STORE: Rights = Rights {

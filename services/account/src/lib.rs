@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 pub(crate) struct State {
     pub db: Db,
     pub bus: Bus,
+    /// Publishes to `EVENTS` (key and issuer changes).
+    pub events: idm_bus::Events,
     pub operator_token: secrecy::SecretString,
     /// The plan of accounts without one of their own.
     pub default_plan: idm_core::AccountPlan,
@@ -37,9 +39,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let db = Db::connect(config.database_url(), config.pool_size)?.named("account");
     idm_db::migrate(&db, "account", &migrations::ACCOUNT).await?;
     let bus = Bus::connect(&config.basics, idm_bus::Identity::Account).await?;
+    let events = idm_bus::Events::ensure(&bus).await?;
     let state = Arc::new(State {
         db: db.clone(),
         bus: bus.clone(),
+        events,
         operator_token: config.operator_token.clone(),
         default_plan: config.default_plan.clone(),
         dns: domains::resolver(config.dns_resolver)?,

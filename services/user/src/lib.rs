@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 pub(crate) struct State {
     pub db: Db,
     pub bus: Bus,
+    /// Publishes to `EVENTS` (user, organization and membership changes).
+    pub events: idm_bus::Events,
     pub index_keys: blind_index::IndexKeys,
     pub default_region: idm_core::Region,
     pub stores: stores::Stores,
@@ -33,11 +35,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let db = Db::connect(config.database_url(), config.pool_size)?.named("user");
     idm_db::migrate(&db, "directory", &directory::MIGRATIONS).await?;
     let bus = Bus::connect(&config.basics, idm_bus::Identity::User).await?;
+    let events = idm_bus::Events::ensure(&bus).await?;
     let master =
         idm_crypto::MasterKeys::from_base64(config.master_key(), config.master_key_previous())?;
     let state = Arc::new(State {
         db: db.clone(),
         bus: bus.clone(),
+        events,
         index_keys: blind_index::IndexKeys::new(db.clone(), master),
         default_region: config.default_region,
         stores: stores::Stores::default(),

@@ -1,7 +1,8 @@
 //! Events on the JetStream `EVENTS` stream, subject
 //! `<prefix>.events.<issuer>.<type>`. Payloads carry ids, never personal data.
 
-use crate::{ApiKeyId, IssuerId, SessionId, Timestamp, UserId};
+use crate::ids::OrganizationId;
+use crate::{ApiKeyId, IssuerId, Region, SessionId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
 
 pub const SESSION_CREATED: &str = "session.created";
@@ -18,6 +19,19 @@ pub const FACTOR_UNLOCKED: &str = "factor.unlocked";
 pub const PASSWORD_CHANGED: &str = "password.changed";
 /// The edge banned a network (WAF strikes).
 pub const IP_BANNED: &str = "ip.banned";
+pub const USER_CREATED: &str = "user.created";
+pub const USER_UPDATED: &str = "user.updated";
+/// The user's address changed (after the new address was proven).
+pub const EMAIL_CHANGED: &str = "email.changed";
+pub const API_KEY_CREATED: &str = "api_key.created";
+pub const API_KEY_REVOKED: &str = "api_key.revoked";
+pub const ISSUER_UPDATED: &str = "issuer.updated";
+pub const ORGANIZATION_CREATED: &str = "organization.created";
+pub const ORGANIZATION_UPDATED: &str = "organization.updated";
+pub const ORGANIZATION_DELETED: &str = "organization.deleted";
+pub const MEMBERSHIP_CREATED: &str = "membership.created";
+pub const MEMBERSHIP_UPDATED: &str = "membership.updated";
+pub const MEMBERSHIP_DELETED: &str = "membership.deleted";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
@@ -49,6 +63,18 @@ pub enum DomainEvent {
     FactorUnlocked(FactorUnlocked),
     PasswordChanged(PasswordChanged),
     IpBanned(IpBanned),
+    UserCreated(UserCreated),
+    UserUpdated(UserUpdated),
+    EmailChanged(UserRef),
+    ApiKeyCreated(ApiKeyChanged),
+    ApiKeyRevoked(ApiKeyChanged),
+    IssuerUpdated(IssuerUpdated),
+    OrganizationCreated(OrganizationChanged),
+    OrganizationUpdated(OrganizationChanged),
+    OrganizationDeleted(OrganizationChanged),
+    MembershipCreated(MembershipChanged),
+    MembershipUpdated(MembershipChanged),
+    MembershipDeleted(MembershipChanged),
 }
 
 impl DomainEvent {
@@ -65,6 +91,18 @@ impl DomainEvent {
         FACTOR_UNLOCKED,
         PASSWORD_CHANGED,
         IP_BANNED,
+        USER_CREATED,
+        USER_UPDATED,
+        EMAIL_CHANGED,
+        API_KEY_CREATED,
+        API_KEY_REVOKED,
+        ISSUER_UPDATED,
+        ORGANIZATION_CREATED,
+        ORGANIZATION_UPDATED,
+        ORGANIZATION_DELETED,
+        MEMBERSHIP_CREATED,
+        MEMBERSHIP_UPDATED,
+        MEMBERSHIP_DELETED,
     ];
 
     /// The stable `type` string (the last subject token).
@@ -81,6 +119,18 @@ impl DomainEvent {
             DomainEvent::FactorUnlocked(_) => FACTOR_UNLOCKED,
             DomainEvent::PasswordChanged(_) => PASSWORD_CHANGED,
             DomainEvent::IpBanned(_) => IP_BANNED,
+            DomainEvent::UserCreated(_) => USER_CREATED,
+            DomainEvent::UserUpdated(_) => USER_UPDATED,
+            DomainEvent::EmailChanged(_) => EMAIL_CHANGED,
+            DomainEvent::ApiKeyCreated(_) => API_KEY_CREATED,
+            DomainEvent::ApiKeyRevoked(_) => API_KEY_REVOKED,
+            DomainEvent::IssuerUpdated(_) => ISSUER_UPDATED,
+            DomainEvent::OrganizationCreated(_) => ORGANIZATION_CREATED,
+            DomainEvent::OrganizationUpdated(_) => ORGANIZATION_UPDATED,
+            DomainEvent::OrganizationDeleted(_) => ORGANIZATION_DELETED,
+            DomainEvent::MembershipCreated(_) => MEMBERSHIP_CREATED,
+            DomainEvent::MembershipUpdated(_) => MEMBERSHIP_UPDATED,
+            DomainEvent::MembershipDeleted(_) => MEMBERSHIP_DELETED,
         }
     }
 
@@ -169,6 +219,50 @@ pub struct IpBanned {
     /// RFC 3339.
     pub banned_until: Option<String>,
     pub offence: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserCreated {
+    pub user_id: UserId,
+    pub region: Region,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserUpdated {
+    pub user_id: UserId,
+    /// Names of the fields that changed (`name`, `metadata`, ...), never
+    /// their values.
+    pub fields: Vec<String>,
+}
+
+/// `api_key.created` and `api_key.revoked`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyChanged {
+    pub key_id: ApiKeyId,
+    /// `secret` or `restricted`.
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IssuerUpdated {
+    /// Names of the settings that changed (`allowed_origins`, `policy`, ...).
+    pub fields: Vec<String>,
+}
+
+/// `organization.created/updated/deleted`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrganizationChanged {
+    pub organization_id: OrganizationId,
+}
+
+/// `membership.created/updated/deleted`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MembershipChanged {
+    pub organization_id: OrganizationId,
+    pub user_id: UserId,
+    /// The role after the change (absent when removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 #[cfg(test)]
