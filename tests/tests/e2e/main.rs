@@ -30,5 +30,6 @@ mod second_factors;
 mod session_keys;
 mod sessions;
 mod step_up;
+mod store_schemas;
 mod takeover;
 mod verifications;
