@@ -13,7 +13,7 @@ pub async fn init_issuer(state: Arc<State>, req: InitIssuer) -> Result<Done, Err
     Ok(Done::default())
 }
 
-fn view(user: StoredUser, region: Region) -> User {
+pub(crate) fn view(user: StoredUser, region: Region) -> User {
     User {
         id: user.id,
         email: user.email,
@@ -30,7 +30,11 @@ fn view(user: StoredUser, region: Region) -> User {
 /// jurisdiction: data that must stay in the EU is never sent to (or kept
 /// in) a store that does not declare `eu`, and a best-effort region's store
 /// claiming `eu` is as misconfigured. A refusal is remembered for `/readyz`.
-fn check_store(state: &State, asked: Region, answered: &store::StoreInfo) -> Result<(), ApiError> {
+pub(crate) fn check_store(
+    state: &State,
+    asked: Region,
+    answered: &store::StoreInfo,
+) -> Result<(), ApiError> {
     match answered.refusal(asked) {
         None => Ok(()),
         Some(why) => {
