@@ -4,6 +4,7 @@ use crate::provisioning::{self, NewIssuer};
 use crate::{delegation, storage, Error, State};
 use idm_core::proto::account::ListApiKeys;
 use idm_core::proto::account::*;
+use idm_core::proto::event::{self, DomainEvent};
 use idm_core::text::DisplayName;
 use idm_core::ApiError;
 use std::sync::Arc;
@@ -60,7 +61,37 @@ pub async fn update_issuer(state: Arc<State>, req: UpdateIssuer) -> Result<Issue
     .await?
     .ok_or_else(|| ApiError::not_found("issuer"))?;
     broadcast_change(&state, &issuer.id, None).await;
+    let mut fields = Vec::new();
+    if req.allowed_origins.is_some() {
+        fields.push("allowed_origins".to_owned());
+    }
+    if req.policy.is_some() {
+        fields.push("policy".to_owned());
+    }
+    publish(
+        &state,
+        &issuer.id,
+        DomainEvent::IssuerUpdated(event::IssuerUpdated { fields }),
+    )
+    .await;
     Ok(issuer)
+}
+
+fn key_changed(info: &ApiKeyInfo) -> event::ApiKeyChanged {
+    event::ApiKeyChanged {
+        key_id: info.id.clone(),
+        kind: info.kind,
+    }
+}
+
+/// Publishes an event about a change already committed: a failure is
+/// logged rather than returned, so the caller is not told that a change
+/// which happened failed.
+async fn publish(state: &State, issuer: &idm_core::IssuerId, event: DomainEvent) {
+    let event_type = event.event_type();
+    if let Err(e) = state.events.publish(issuer, event).await {
+        tracing::error!(%issuer, event_type, code = %e.code, "event not published");
+    }
 }
 
 #[tracing::instrument(skip_all, fields(account = %req.account_id, by = %req.created_by))]
@@ -111,6 +142,12 @@ pub async fn create_api_key(state: Arc<State>, req: CreateApiKey) -> Result<Crea
     );
     storage::insert_key(&client, &info, &hash).await?;
     tracing::info!(key = %info.id, "api key created");
+    publish(
+        &state,
+        &issuer.id,
+        DomainEvent::ApiKeyCreated(key_changed(&info)),
+    )
+    .await;
     Ok(CreatedApiKey { info, key })
 }
 
@@ -132,6 +169,12 @@ pub async fn revoke_api_key(state: Arc<State>, req: RevokeApiKey) -> Result<ApiK
         .ok_or_else(|| ApiError::not_found("api key"))?;
     broadcast_change(&state, &req.issuer_id, Some(hash)).await;
     tracing::info!("api key revoked");
+    publish(
+        &state,
+        &req.issuer_id,
+        DomainEvent::ApiKeyRevoked(key_changed(&info)),
+    )
+    .await;
     Ok(info)
 }
 

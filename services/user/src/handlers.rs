@@ -1,6 +1,7 @@
 //! Bus operations of the directory.
 
 use crate::{directory, placement, Error, State};
+use idm_core::proto::event::{self, DomainEvent};
 use idm_core::proto::store::{self, StoredUser};
 use idm_core::proto::user::Locate;
 use idm_core::proto::user::*;
@@ -116,6 +117,16 @@ pub async fn create_user(state: Arc<State>, req: CreateUser) -> Result<User, Err
             Ok(stored) => {
                 directory::activate(&state.db, &user_id).await?;
                 tracing::info!(user = %user_id, %region, "user created");
+                // The user exists from here on: a lost event is logged, not
+                // turned into an error that would make the caller retry a
+                // creation that happened.
+                let created = DomainEvent::UserCreated(event::UserCreated {
+                    user_id: user_id.clone(),
+                    region,
+                });
+                if let Err(e) = state.events.publish(&req.ctx.issuer_id, created).await {
+                    tracing::error!(user = %user_id, code = %e.code, "user.created not published");
+                }
                 return Ok(view(stored, region));
             }
             Err(e) if is_unavailable(&e) => last_error = e,

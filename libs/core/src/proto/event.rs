@@ -239,8 +239,7 @@ pub struct UserUpdated {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiKeyChanged {
     pub key_id: ApiKeyId,
-    /// `secret` or `restricted`.
-    pub kind: String,
+    pub kind: crate::KeyKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
