@@ -94,16 +94,15 @@ pub async fn update_user(state: Arc<State>, req: UpdateUser) -> Result<UpdatedUs
         None => None,
     };
     if !fields.is_empty() {
-        state
-            .events
-            .publish(
-                issuer,
-                DomainEvent::UserUpdated(event::UserUpdated {
-                    user_id: req.user_id.clone(),
-                    fields,
-                }),
-            )
-            .await?;
+        // The change happened: a lost event is logged, not turned into an
+        // error that would make the caller retry it.
+        let updated = DomainEvent::UserUpdated(event::UserUpdated {
+            user_id: req.user_id.clone(),
+            fields,
+        });
+        if let Err(e) = state.events.publish(issuer, updated).await {
+            tracing::error!(user = %req.user_id, code = %e.code, "user.updated not published");
+        }
     }
     Ok(UpdatedUser { user, email_change })
 }
@@ -157,15 +156,12 @@ pub async fn apply_email_change(state: Arc<State>, req: ApplyEmailChange) -> Res
             return Err(e);
         }
     };
-    state
-        .events
-        .publish(
-            issuer,
-            DomainEvent::EmailChanged(event::UserRef {
-                user_id: req.user_id.clone(),
-            }),
-        )
-        .await?;
+    let changed = DomainEvent::EmailChanged(event::UserRef {
+        user_id: req.user_id.clone(),
+    });
+    if let Err(e) = state.events.publish(issuer, changed).await {
+        tracing::error!(user = %req.user_id, code = %e.code, "email.changed not published");
+    }
     tracing::info!(user = %req.user_id, "address changed");
     Ok(user)
 }

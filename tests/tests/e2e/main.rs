@@ -32,3 +32,9 @@ mod sessions;
 mod step_up;
 mod takeover;
 mod verifications;
+// Users (issue 11).
+mod consents;
+mod devices;
+mod password_reset;
+mod profiles;
+mod user_kit;
