@@ -191,3 +191,38 @@ pub fn tag() -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// The `n`th mail (from 0) to `to` whose decoded text contains `needle`,
+/// waiting up to `wait` for it (notices to the same address are skipped).
+pub async fn nth_mail_with(
+    platform: &Platform,
+    to: &str,
+    needle: &str,
+    n: usize,
+    wait: std::time::Duration,
+) -> anyhow::Result<String> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let found: Vec<String> = platform
+            .smtp
+            .messages()
+            .into_iter()
+            .filter(|m| {
+                m.lines()
+                    .any(|l| l.to_ascii_lowercase().starts_with("to:") && l.contains(to))
+                    && m.contains(needle)
+            })
+            .collect();
+        if let Some(mail) = found.into_iter().nth(n) {
+            return Ok(mail);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no mail {n} with {needle:?} to {to}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// What every reset mail says.
+pub const RESET_MAIL: &str = "Use this code to choose a new one";

@@ -531,7 +531,11 @@ pub struct Credentials {
 pub struct UpdateProfile {
     pub issuer_id: IssuerId,
     pub user_id: UserId,
-    #[serde(default)]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::user::present"
+    )]
     pub name: Option<Option<String>>,
     #[serde(default)]
     pub metadata: Option<serde_json::Value>,

@@ -247,7 +247,11 @@ pub struct UpdateUser {
     pub ctx: IssuerContext,
     pub user_id: UserId,
     /// `Some(None)` clears the name.
-    #[serde(default)]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub name: Option<Option<crate::text::DisplayName>>,
     #[serde(default)]
     pub metadata: Option<serde_json::Value>,
@@ -333,4 +337,14 @@ pub struct ListConsents {
     pub page: crate::page::Page,
     #[serde(default)]
     pub current: bool,
+}
+
+/// A field that may be absent (`None`), `null` (`Some(None)`) or a value:
+/// what a `PATCH` needs to tell "keep" from "clear" across the bus.
+pub(crate) fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
