@@ -194,13 +194,16 @@ pub async fn locate(state: Arc<State>, Locate(req): Locate) -> Result<Located, E
 
 /// What the regional store of a user holds: the tables of an issuer's
 /// store schema (see `services/user-store/migrations`).
-pub const DATA_CATEGORIES: [&str; 6] = [
+pub const DATA_CATEGORIES: [&str; 8] = [
     "profile",
     "credentials",
     "second_factors",
     "sessions",
     "refresh_tokens",
     "personal_tokens",
+    // Users (issue 11).
+    "devices",
+    "consents",
 ];
 
 /// The residency evidence: the directory's placement row, and what the
