@@ -232,7 +232,7 @@ pub async fn remove_password(
         &state,
         &session.ctx,
         &session.user_id,
-        notices::Notice::PasswordChanged,
+        notices::Notice::PasswordRemoved,
     )
     .await?;
     Ok(PasswordChanged {
@@ -308,14 +308,24 @@ pub async fn confirm_email_change(
         .map(Email::parse)
         .transpose()?
         .ok_or_else(|| ApiError::new(ErrorCode::Internal, "an address change without address"))?;
-    Ok(state
+    let before = signin::get_user(&state, &req.ctx, pending.user_id.clone()).await?;
+    let changed = state
         .bus
         .send(&user::ApplyEmailChange {
             issuer_id: req.ctx.issuer_id.clone(),
             user_id: pending.user_id,
             email,
         })
-        .await?)
+        .await?;
+    // The old address hears of it (it no longer reaches the account).
+    notices::send(
+        &state,
+        &req.ctx,
+        &before.email,
+        notices::Notice::EmailChanged,
+    )
+    .await?;
+    Ok(changed)
 }
 
 #[cfg(test)]
