@@ -134,6 +134,12 @@ pub const STORE_SHED: Metric = counter(
     "Store requests refused at once (503 overloaded) because their issuer already held its fair share of a resource (argon2: hashing workers and queue; db: connections).",
 );
 
+pub const STORE_SCHEMA_BEHIND: Metric = counter(
+    "idm_store_schema_behind_total",
+    &[],
+    "Store requests refused (503 region_unavailable) because their issuer's schema is behind the version this build needs; run `idm-user-store migrate`.",
+);
+
 // --- edge-guard -----------------------------------------------------------------
 
 pub const EDGE_RATE_LIMIT_DECISIONS: Metric = counter(
@@ -270,6 +276,7 @@ pub const ALL: &[Metric] = &[
     ARGON2_DURATION,
     ARGON2_QUEUE_DEPTH,
     STORE_SHED,
+    STORE_SCHEMA_BEHIND,
     EDGE_RATE_LIMIT_DECISIONS,
     EDGE_WAF_REJECTIONS,
     EDGE_BANS,

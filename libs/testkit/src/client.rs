@@ -279,7 +279,8 @@ impl Platform {
     }
 }
 
-async fn read(response: reqwest::Response) -> anyhow::Result<Response> {
+/// An HTTP answer as a [`Response`] (the body as JSON, else as a string).
+pub async fn read(response: reqwest::Response) -> anyhow::Result<Response> {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let bytes = response.bytes().await?;

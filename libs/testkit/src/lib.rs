@@ -19,7 +19,7 @@ pub mod spans;
 pub mod tls;
 mod typed;
 
-pub use client::{Response, Tenant};
+pub use client::{read, Response, Tenant};
 pub use idm_bus::Identity;
 pub use logs::captured_logs;
 pub use nats::{NatsServer, NatsTls};
@@ -434,6 +434,8 @@ impl Platform {
                     max_parallel_hashes: options.store_hash_workers,
                     hash_queue: 0,
                     db_queue: options.store_db_queue,
+                    migrate_on_start: true,
+                    migrate_parallel: 2,
                 }),
             ));
         }
@@ -731,8 +733,71 @@ impl Platform {
         self.start_service(&name).await
     }
 
+    /// The configuration `region`'s store runs with (to run its
+    /// `migrate` command as an operator would).
+    pub fn store_config(&mut self, region: Region) -> anyhow::Result<idm_user_store::Config> {
+        match self.service(&format!("user-store-{region}"))?.spec_mut() {
+            services::Spec::Store(config) => Ok(config.clone()),
+            _ => anyhow::bail!("user-store-{region} is not a store"),
+        }
+    }
+
     pub async fn region_db(&self, region: Region) -> anyhow::Result<tokio_postgres::Client> {
         pg_connect(&self.db_urls[&self.region_dbs[&region]]).await
+    }
+
+    /// Rows of `table` in `issuer_id`'s schema of `region` that match
+    /// `filter` (SQL after `WHERE`, with `$n` parameters); 0 when the issuer
+    /// has no schema there: schemas are created where an issuer first
+    /// places data (see docs/REGIONS.md "Schemas per issuer").
+    pub async fn store_count(
+        &self,
+        region: Region,
+        issuer_id: &str,
+        table: &str,
+        filter: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> anyhow::Result<i64> {
+        let schema = format!("iss_{}", issuer_id.trim_start_matches("iss_"));
+        let db = self.region_db(region).await?;
+        let exists: bool = db
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&format!("{schema}.{table}")],
+            )
+            .await?
+            .get(0);
+        if !exists {
+            return Ok(0);
+        }
+        Ok(db
+            .query_one(
+                &format!("SELECT count(*) FROM {schema}.{table} WHERE {filter}"),
+                params,
+            )
+            .await?
+            .get(0))
+    }
+
+    /// The regions where `issuer_id` has a schema.
+    pub async fn provisioned_regions(&self, issuer_id: &str) -> anyhow::Result<Vec<Region>> {
+        let schema = format!("iss_{}", issuer_id.trim_start_matches("iss_"));
+        let mut found = Vec::new();
+        for region in Region::ALL {
+            let n: i64 = self
+                .region_db(region)
+                .await?
+                .query_one(
+                    "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
+                    &[&schema],
+                )
+                .await?
+                .get(0);
+            if n > 0 {
+                found.push(region);
+            }
+        }
+        Ok(found)
     }
 
     pub async fn global(&self) -> anyhow::Result<tokio_postgres::Client> {

@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use idm_core::text::DisplayName;
-use idm_core::{AccountId, AccountPlan, ApiError, ErrorCode, KeyMode, Scope};
+use idm_core::{AccountId, AccountPlan, ApiError, ErrorCode, IssuerId, KeyMode, Region, Scope};
 use idm_telemetry::http::HttpError;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -23,6 +23,7 @@ pub fn routes(state: Arc<State>) -> Router {
     Router::new()
         .route("/admin/v1/accounts", post(create_account))
         .route("/admin/v1/accounts/{id}/plan", get(get_plan).put(put_plan))
+        .route("/admin/v1/issuers/{id}/provision", post(provision_issuer))
         .with_state(state)
 }
 
@@ -104,6 +105,10 @@ async fn new_account(
     ))
 }
 
+async fn connection(state: &State) -> Result<idm_db::Client, ApiError> {
+    Ok(state.db.get().await.map_err(crate::Error::from)?)
+}
+
 fn account_id(raw: &str) -> Result<AccountId, ApiError> {
     // A malformed id names no account: the same answer as an unknown one.
     AccountId::parse(raw).map_err(|_| ApiError::not_found("account"))
@@ -121,12 +126,7 @@ async fn get_plan(
 ) -> Result<Json<serde_json::Value>, HttpError> {
     operator(&state, &headers)?;
     let account = account_id(&id)?;
-    let client = state
-        .db
-        .get()
-        .await
-        .map_err(crate::Error::from)
-        .map_err(ApiError::from)?;
+    let client = connection(&state).await?;
     let (plan, custom) =
         crate::storage::account_plan(&client, &account, &state.default_plan, false)
             .await
@@ -149,12 +149,7 @@ async fn put_plan(
     let account = account_id(&id)?;
     let Json(plan) = body.map_err(|e| ApiError::invalid_request(e.body_text()))?;
     plan.validate()?;
-    let client = state
-        .db
-        .get()
-        .await
-        .map_err(crate::Error::from)
-        .map_err(ApiError::from)?;
+    let client = connection(&state).await?;
     if !crate::storage::set_plan(&client, &account, &plan)
         .await
         .map_err(ApiError::from)?
@@ -169,4 +164,74 @@ async fn put_plan(
     }
     tracing::info!(account = %account, issuers = issuers.len(), "account plan set");
     Ok(Json(plan_body(&account, &plan, true)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ProvisionRequest {
+    /// Default: every region the issuer's policy permits.
+    #[serde(default)]
+    regions: Option<Vec<Region>>,
+}
+
+/// Pre-provisions an issuer's schema in regions before their first user
+/// (regions are otherwise provisioned on first use). Idempotent; a region
+/// that fails is named and the rest are done, so calling again finishes
+/// the job: `200` when every region is provisioned, else `503
+/// region_unavailable` with each region's outcome in `details`.
+async fn provision_issuer(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    operator(&state, &headers)?;
+    // The body is optional, so parsed here rather than by `Json`.
+    let body: ProvisionRequest = if body.is_empty() {
+        ProvisionRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid_request(e.to_string()))?
+    };
+    let issuer_id = IssuerId::parse(&id).map_err(|_| ApiError::not_found("issuer"))?;
+    let issuer = {
+        let client = connection(&state).await?;
+        crate::storage::issuer(&client, &issuer_id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("issuer"))?
+    };
+    let permitted = issuer.policy.permitted_regions();
+    let regions = match body.regions {
+        Some(asked) => {
+            if asked.is_empty() {
+                return Err(ApiError::validation("regions must name at least one region").into());
+            }
+            if let Some(outside) = asked.iter().find(|r| !permitted.contains(r)) {
+                return Err(ApiError::new(
+                    ErrorCode::ResidencyViolation,
+                    format!("region {outside} is outside the issuer's permitted regions"),
+                )
+                .into());
+            }
+            asked
+        }
+        None => permitted,
+    };
+    let outcome = provisioning::provision_regions(&state, &issuer_id, &regions).await;
+    let failed = outcome.iter().filter(|r| !r.provisioned).count();
+    tracing::info!(issuer = %issuer_id, regions = regions.len(), failed, "issuer pre-provisioned");
+    let body =
+        serde_json::json!({ "issuer_id": issuer_id, "regions": outcome, "complete": failed == 0 });
+    if failed > 0 {
+        return Err(ApiError::new(
+            ErrorCode::RegionUnavailable,
+            format!(
+                "{failed} of {} regions could not be provisioned; call again to finish",
+                regions.len()
+            ),
+        )
+        .with_details(body)
+        .into());
+    }
+    Ok(Json(body))
 }

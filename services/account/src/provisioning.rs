@@ -1,10 +1,7 @@
-//! Creating issuers: provisioning their stores in every region and their
-//! per-issuer keys, then writing the global rows in one transaction.
-//!
-//! Regional provisioning is idempotent and happens first; the global rows are
-//! written only when every region answered, so a failure leaves no issuer
-//! behind that half exists (an empty schema in some region is harmless and is
-//! reused if the same id is ever provisioned again).
+//! Creating issuers: their per-issuer keys, then the global rows in one
+//! transaction. Regional stores are provisioned lazily (see [`init_issuer`]),
+//! so creating an issuer touches no regional database and works while a
+//! region is down.
 
 use crate::{storage, Error, State};
 use futures::future::join_all;
@@ -16,40 +13,12 @@ use idm_core::{
     Scope,
 };
 
-async fn provision_everywhere(state: &State, issuer: &IssuerId) -> Result<(), Error> {
-    let calls = Region::ALL.into_iter().map(|region| async move {
-        let reply: Result<StoreInfo, ApiError> = state
-            .bus
-            .send_to(
-                region,
-                &ProvisionIssuer {
-                    issuer_id: issuer.clone(),
-                },
-            )
-            .await;
-        (region, reply)
-    });
-    for (region, reply) in join_all(calls).await {
-        match reply {
-            Ok(info) if info.region == region && info.jurisdiction == region.jurisdiction() => {}
-            Ok(info) => {
-                tracing::error!(%region, answered = %info.region, "a store answered for the wrong region");
-                return Err(ApiError::new(
-                    ErrorCode::RegionUnavailable,
-                    format!("region {region} answered inconsistently"),
-                )
-                .into());
-            }
-            Err(e) => {
-                tracing::warn!(%region, code = %e.code, "provisioning failed");
-                return Err(ApiError::new(
-                    ErrorCode::RegionUnavailable,
-                    format!("region {region} could not be provisioned: {}", e.message),
-                )
-                .into());
-            }
-        }
-    }
+/// Registers a new issuer with the services that keep per-issuer state
+/// globally (its session signing keys, its blind-index key). The regional
+/// stores are not asked: an issuer's schema is created in a region when
+/// that region first needs it (its first user placed there), or ahead of
+/// time by [`provision_regions`]. See docs/REGIONS.md "Schemas per issuer".
+async fn init_issuer(state: &State, issuer: &IssuerId) -> Result<(), Error> {
     let _ = state
         .bus
         .send(&session::InitIssuer {
@@ -63,6 +32,56 @@ async fn provision_everywhere(state: &State, issuer: &IssuerId) -> Result<(), Er
         })
         .await?;
     Ok(())
+}
+
+/// How pre-provisioning went in one region.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RegionProvisioning {
+    pub region: Region,
+    pub provisioned: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Creates `issuer`'s schema in each of `regions` now rather than on first
+/// use. Idempotent, and each region on its own: a region that fails is
+/// reported and the others are done, so running it again finishes the job.
+pub async fn provision_regions(
+    state: &State,
+    issuer: &IssuerId,
+    regions: &[Region],
+) -> Vec<RegionProvisioning> {
+    let calls = regions.iter().map(|&region| async move {
+        let reply: Result<StoreInfo, ApiError> = state
+            .bus
+            .send_to(
+                region,
+                &ProvisionIssuer {
+                    issuer_id: issuer.clone(),
+                },
+            )
+            .await;
+        let error = match reply {
+            Ok(info) if info.region == region && info.jurisdiction == region.jurisdiction() => None,
+            Ok(info) => {
+                tracing::error!(%region, answered = %info.region, "a store answered for the wrong region");
+                Some(format!(
+                    "the store answered as {} ({})",
+                    info.region, info.jurisdiction
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(%region, code = %e.code, "provisioning failed");
+                Some(e.message)
+            }
+        };
+        RegionProvisioning {
+            region,
+            provisioned: error.is_none(),
+            error,
+        }
+    });
+    join_all(calls).await
 }
 
 /// A new key of `kind` for `issuer` holding exactly `scopes` (decided by the
@@ -143,7 +162,7 @@ pub async fn create_issuer(
         created_at: idm_core::now(),
         plan: None,
     };
-    provision_everywhere(state, &issuer.id).await?;
+    init_issuer(state, &issuer.id).await?;
 
     let (secret_info, secret_key, secret_hash) = new_key(
         &issuer.id,

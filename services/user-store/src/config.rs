@@ -28,6 +28,13 @@ pub struct Config {
     /// Requests that may wait for a pooled connection, shared fairly between
     /// issuers like the connections themselves; 0 means eight per connection.
     pub db_queue: usize,
+    /// Bring every issuer schema up to date before serving
+    /// (`STORE_MIGRATE_ON_START`, default true). Large regions turn it off
+    /// and run `idm-user-store migrate` as a job instead, so start-up does not
+    /// walk every schema; stores refuse issuers whose schema is behind.
+    pub migrate_on_start: bool,
+    /// Schemas migrated at once (`STORE_MIGRATE_PARALLEL`).
+    pub migrate_parallel: usize,
 }
 
 impl Config {
@@ -61,6 +68,8 @@ impl Config {
             max_parallel_hashes: env.parse("MAX_PARALLEL_HASHES", 0)?,
             hash_queue: env.parse("HASH_QUEUE", 0)?,
             db_queue: env.parse("DB_QUEUE", 0)?,
+            migrate_on_start: env.parse("MIGRATE_ON_START", true)?,
+            migrate_parallel: env.parse("MIGRATE_PARALLEL", 4)?,
         })
     }
 

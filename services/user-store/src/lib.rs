@@ -32,6 +32,8 @@ pub(crate) struct State {
     /// The pool's connections, shared fairly between issuers: every
     /// issuer-scoped handle holds one of these (see `storage::IssuerStore`).
     pub connections: FairShare,
+    /// Issuer schemas known to be at the version this build needs.
+    pub schemas: storage::schemas::CurrentSchemas,
 }
 
 /// Starts the store and returns once it is serving.
@@ -40,7 +42,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     // resets every connection it hands out again (see IssuerStore::open).
     let db = Db::connect_session_resetting(config.database_url(), config.pool_size)?
         .named(format!("store-{}", config.region));
-    storage::migrate_all_issuers(&db).await?;
+    if config.migrate_on_start {
+        let report = storage::schemas::migrate_all(&db, config.migrate_parallel).await?;
+        if let Some((schema, error)) = report.failed.first() {
+            return Err(Error::Migration(format!(
+                "{} of {} issuer schemas could not be migrated (first: {schema}: {error})",
+                report.failed.len(),
+                report.schemas
+            )));
+        }
+    }
     let hasher = PasswordHasher::with_queue(
         config.password,
         config.max_parallel_hashes,
@@ -60,6 +71,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         db: db.clone(),
         hasher,
         connections,
+        schemas: Default::default(),
     });
     let handlers = Handlers::new()
         .on(handlers::info)
@@ -128,6 +140,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         http_addr,
         vec![("bus", serving), ("http", http)],
     ))
+}
+
+pub use storage::schemas::MigrationReport;
+
+/// `idm-user-store migrate`: brings every issuer schema of this region to the
+/// version this build needs, and reports what it did. Safe to run while
+/// stores serve, to run again, and to resume after a crash: each schema
+/// migrates under its own advisory lock and each migration is one
+/// transaction.
+pub async fn migrate(config: &Config) -> Result<MigrationReport, Error> {
+    let db = Db::connect(config.database_url(), 2 + config.migrate_parallel)?
+        .named(format!("store-migrate-{}", config.region));
+    storage::schemas::migrate_all(&db, config.migrate_parallel).await
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {

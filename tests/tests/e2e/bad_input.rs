@@ -6,7 +6,6 @@ use reqwest::Method;
 use serde_json::json;
 
 async fn users_written(platform: &Platform, tenant: &Tenant) -> anyhow::Result<i64> {
-    let schema = format!("iss_{}", tenant.issuer_id.trim_start_matches("iss_"));
     let mut total: i64 = platform
         .global()
         .await?
@@ -17,13 +16,9 @@ async fn users_written(platform: &Platform, tenant: &Tenant) -> anyhow::Result<i
         .await?
         .get(0);
     for region in Region::ALL {
-        let n: i64 = platform
-            .region_db(region)
-            .await?
-            .query_one(&format!("SELECT count(*) FROM {schema}.users"), &[])
-            .await?
-            .get(0);
-        total += n;
+        total += platform
+            .store_count(region, &tenant.issuer_id, "users", "true", &[])
+            .await?;
     }
     Ok(total)
 }

@@ -30,6 +30,7 @@ mod second_factors;
 mod session_keys;
 mod sessions;
 mod step_up;
+mod store_schemas;
 mod takeover;
 mod verifications;
 // Users (issue 11).

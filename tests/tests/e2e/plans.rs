@@ -3,21 +3,9 @@
 //! or below them; quotas are the account's, counted per mode; issuers per
 //! account are limited; and only the operator reaches the plan routes.
 
-use idm_testkit::{Platform, Response, Tenant};
+use idm_testkit::{read, Platform, Response, Tenant};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-async fn read(response: reqwest::Response) -> anyhow::Result<Response> {
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let bytes = response.bytes().await?;
-    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Ok(Response {
-        status,
-        headers,
-        json,
-    })
-}
 
 /// The operator plan route of `account` on the account service, with
 /// `token` as the bearer (the operator's, or whatever an attacker holds).

@@ -12,27 +12,17 @@ use serde_json::json;
 const ORIGIN: &str = "https://app.example.com";
 const PASSWORD: &str = "correct horse battery";
 
-fn schema_of(tenant: &Tenant) -> String {
-    format!("iss_{}", tenant.issuer_id.trim_start_matches("iss_"))
-}
-
 /// Every region whose database holds a row for `email` in `tenant`'s schema.
 async fn regions_holding(
     platform: &Platform,
     tenant: &Tenant,
     email: &str,
 ) -> anyhow::Result<Vec<Region>> {
-    let schema = schema_of(tenant);
     let mut found = Vec::new();
     for region in Region::ALL {
-        let db = platform.region_db(region).await?;
-        let n: i64 = db
-            .query_one(
-                &format!("SELECT count(*) FROM {schema}.users WHERE email = $1"),
-                &[&email],
-            )
-            .await?
-            .get(0);
+        let n = platform
+            .store_count(region, &tenant.issuer_id, "users", "email = $1", &[&email])
+            .await?;
         if n > 0 {
             found.push(region);
         }

@@ -235,15 +235,11 @@ async fn verifications_prove_an_address_and_leave_no_trace() -> anyhow::Result<(
         .await?
         .get(0);
     assert_eq!(users, 0);
-    let schema = format!("iss_{}", a.issuer_id.trim_start_matches("iss_"));
     for region in Region::ALL {
-        let n: i64 = platform
-            .region_db(region)
-            .await?
-            .query_one(&format!("SELECT count(*) FROM {schema}.users"), &[])
-            .await?
-            .get(0);
-        assert_eq!(n, 0);
+        let n = platform
+            .store_count(region, &a.issuer_id, "users", "true", &[])
+            .await?;
+        assert_eq!(n, 0, "{region}");
     }
     platform.stop().await
 }

@@ -27,7 +27,7 @@ pub async fn info(state: Arc<State>, _: GetStoreInfo) -> Result<StoreInfo, Error
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, region = %state.region))]
 pub async fn provision_issuer(state: Arc<State>, req: ProvisionIssuer) -> Result<StoreInfo, Error> {
-    storage::provision(&state.db, &req.issuer_id).await?;
+    storage::schemas::provision(&state.db, &req.issuer_id, &state.schemas).await?;
     Ok(info_of(&state))
 }
 
@@ -44,7 +44,7 @@ pub async fn create_user(state: Arc<State>, req: CreateUser) -> Result<StoredUse
         ),
         None => None,
     };
-    let store = IssuerStore::open(&state, &req.issuer_id).await?;
+    let store = IssuerStore::open_provisioning(&state, &req.issuer_id).await?;
     let row = store
         .insert_user(
             &req.user_id,

@@ -22,7 +22,17 @@ pub async fn refresh_session(
     state: Arc<State>,
     req: RefreshSession,
 ) -> Result<RefreshOutcome, Error> {
-    let mut store = IssuerStore::open(&state, &req.issuer_id).await?;
+    let mut store = match IssuerStore::open(&state, &req.issuer_id).await {
+        // No data here, so no such token: the same answer as an unknown one.
+        Err(Error::NoSchema) => {
+            return Err(ApiError::new(
+                idm_core::ErrorCode::SessionInvalid,
+                "the refresh token is not valid",
+            )
+            .into())
+        }
+        other => other?,
+    };
     store.refresh(&req).await
 }
 
@@ -53,7 +63,15 @@ pub async fn list_sessions(
     state: Arc<State>,
     ListSessions(req): ListSessions,
 ) -> Result<SessionRecords, Error> {
-    let store = IssuerStore::open(&state, &req.issuer_id).await?;
+    let store = match IssuerStore::open(&state, &req.issuer_id).await {
+        Err(Error::NoSchema) => {
+            return Ok(SessionRecords {
+                data: Vec::new(),
+                has_more: false,
+            })
+        }
+        other => other?,
+    };
     let page = req.page.unwrap_or_default();
     let (data, has_more) = store.sessions_of(&req.user_id, &page).await?;
     Ok(SessionRecords { data, has_more })

@@ -5,6 +5,7 @@ mod devices;
 mod mfa;
 mod personal_tokens;
 mod profiles;
+pub mod schemas;
 #[cfg(test)]
 mod search_path_bench;
 mod sessions;
@@ -16,26 +17,7 @@ use crate::Error;
 use idm_core::proto::store::{StoreInfo, StoredUser};
 use idm_core::{ApiError, IssuerId, UserId};
 use idm_db::sqlx;
-use idm_db::{Client, Db, DbError, GenericClient};
-
-/// Applies pending store migrations to every issuer schema in this region.
-pub async fn migrate_all_issuers(db: &Db) -> Result<(), Error> {
-    let schemas = sqlx::query_scalar!(
-        r#"SELECT nspname::text AS "nspname!" FROM pg_namespace WHERE nspname LIKE 'iss\_%'"#
-    )
-    .fetch_all(&mut *db.get().await?.conn().await)
-    .await
-    .map_err(DbError::from)?;
-    for schema in schemas {
-        idm_db::migrate(db, &schema, &crate::migrations::STORE).await?;
-    }
-    Ok(())
-}
-
-pub async fn provision(db: &Db, issuer: &IssuerId) -> Result<(), Error> {
-    idm_db::migrate(db, &issuer.store_schema(), &crate::migrations::STORE).await?;
-    Ok(())
-}
+use idm_db::{Client, DbError, GenericClient};
 
 /// A connection bound to one issuer's schema. The only way to query users:
 /// queries never name an issuer, so they cannot mix issuers. It holds one
@@ -86,12 +68,30 @@ impl IssuerStore {
         .fetch_optional(&mut *client.conn().await)
         .await
         .map_err(DbError::from)?;
-        match found {
-            Some(_) => Ok(Self {
-                client,
-                _share: share,
-            }),
-            None => Err(ApiError::not_found("issuer").into()),
+        if found.is_none() {
+            return Err(Error::NoSchema);
+        }
+        schemas::check_version(&mut *client.conn().await, &schema, &state.schemas).await?;
+        Ok(Self {
+            client,
+            _share: share,
+        })
+    }
+
+    /// [`IssuerStore::open`], creating the issuer's schema first when this
+    /// region has none yet, or finishing it when it is behind (a concurrent
+    /// first write still creating it, or a build newer than the schema):
+    /// for the writes that place data here (a new user). The migration
+    /// runs under the schema's lock, so concurrent first writes wait for
+    /// one another. Reads never create a schema: no schema means no data.
+    pub async fn open_provisioning(state: &crate::State, issuer: &IssuerId) -> Result<Self, Error> {
+        match Self::open(state, issuer).await {
+            Err(Error::NoSchema | Error::SchemaBehind { .. }) => {
+                tracing::info!(%issuer, region = %state.region, "provisioning this issuer's schema before its first write here");
+                schemas::provision(&state.db, issuer, &state.schemas).await?;
+                Self::open(state, issuer).await
+            }
+            other => other,
         }
     }
 
@@ -185,6 +185,7 @@ mod search_path_tests {
     use super::*;
     use idm_core::fair_share::FairShare;
     use idm_crypto::{PasswordHasher, PasswordParams};
+    use idm_db::Db;
 
     fn admin_url() -> String {
         std::env::var("IDM_TEST_PG_URL")
@@ -230,6 +231,7 @@ mod search_path_tests {
                     db,
                     hasher: PasswordHasher::new(cheap, 1)?,
                     connections: FairShare::new(1, 8),
+                    schemas: Default::default(),
                 },
             })
         }
@@ -283,8 +285,8 @@ mod search_path_tests {
         let store = OneConnectionStore::new(true).await?;
         let result = async {
             let (a, b) = (IssuerId::generate(), IssuerId::generate());
-            provision(&store.state.db, &a).await?;
-            provision(&store.state.db, &b).await?;
+            schemas::provision(&store.state.db, &a, &store.state.schemas).await?;
+            schemas::provision(&store.state.db, &b, &store.state.schemas).await?;
             let default_path = search_path(&store.state.db).await?;
 
             let alice = add_user(
@@ -343,7 +345,7 @@ mod search_path_tests {
         let store = OneConnectionStore::new(false).await?;
         let result = async {
             let a = IssuerId::generate();
-            provision(&store.state.db, &a).await?;
+            schemas::provision(&store.state.db, &a, &store.state.schemas).await?;
             add_user(
                 &IssuerStore::open(&store.state, &a).await?,
                 "alice@example.com",

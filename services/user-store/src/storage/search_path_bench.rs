@@ -180,7 +180,7 @@ async fn search_path_bench() -> anyhow::Result<()> {
         let mut tenants = Vec::new();
         for _ in 0..1_000 {
             let issuer = IssuerId::generate();
-            super::provision(&setup, &issuer).await?;
+            super::schemas::provision(&setup, &issuer, &Default::default()).await?;
             let (user, session) = (UserId::generate(), SessionId::generate());
             let schema = issuer.store_schema();
             // Literal ids (generated here, never input) in one batch.
