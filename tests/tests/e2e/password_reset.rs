@@ -404,3 +404,81 @@ async fn a_password_is_set_and_removed_only_with_step_up_and_while_another_way_i
     assert_eq!(r.status, 200, "{}", r.json);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_reset_does_not_skip_the_second_factor() -> anyhow::Result<()> {
+    use crate::factor_kit::{code_at, email_code, verify_totp};
+    let platform = Platform::shared().await?;
+    let a = tenant(platform, "Reset with TOTP").await?;
+    // A proven address (email-code sign-in), then TOTP.
+    let email = unique_email("totp");
+    create_user(platform, &a, json!({"email": email, "password": PASSWORD})).await?;
+    let code = email_code(platform, &a, &email, 0).await?;
+    let r = post(
+        platform,
+        &a,
+        "/v1/client/email_codes/verify",
+        None,
+        json!({"email": email, "code": code}),
+    )
+    .await?;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let session = r.str("/session_token");
+    let enrolled = post(
+        platform,
+        &a,
+        "/v1/client/mfa/totp",
+        Some(&session),
+        json!({}),
+    )
+    .await?;
+    assert_eq!(enrolled.status, 200, "{}", enrolled.json);
+    let secret = enrolled.str("/secret");
+    let r = post(
+        platform,
+        &a,
+        "/v1/client/mfa/totp/confirm",
+        Some(&session),
+        json!({"code": code_at(&secret, platform.clock.unix())?}),
+    )
+    .await?;
+    assert_eq!(r.status, 200, "{}", r.json);
+    platform.clock.advance(30);
+
+    let r = post(
+        platform,
+        &a,
+        "/v1/client/password_resets",
+        None,
+        json!({"email": email}),
+    )
+    .await?;
+    assert_eq!(r.status, 202);
+    let mail = nth_mail_with(platform, &email, RESET_MAIL, 0, MAIL_WAIT).await?;
+    let code = long_code(&mail, "idm_reset_code").unwrap_or_default();
+    let r = post(
+        platform,
+        &a,
+        "/v1/client/password_resets/confirm",
+        None,
+        json!({"code": code, "new_password": NEW_PASSWORD}),
+    )
+    .await?;
+    refused(&r, 401, "mfa_required");
+    let token = r.str("/error/mfa_token");
+    assert!(!token.is_empty(), "{}", r.json);
+    // The password did change; the session needs the second factor.
+    let r = verify_totp(
+        platform,
+        &a,
+        &token,
+        &code_at(&secret, platform.clock.unix())?,
+    )
+    .await?;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let r = platform.sign_in(&a, ORIGIN, &email, NEW_PASSWORD).await?;
+    refused(&r, 401, "mfa_required");
+    // The session that enrolled TOTP was ended by the reset.
+    assert_eq!(me(platform, &a, &session).await?, 401);
+    Ok(())
+}
