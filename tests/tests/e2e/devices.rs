@@ -126,6 +126,31 @@ async fn devices_are_listed_per_user_and_revoking_one_ends_its_sessions() -> any
     assert_eq!(ids(&next.json), vec![phone_device.clone()]);
     assert_eq!(next.json["has_more"], json!(false));
 
+    // A refresh shows the device again (its last_seen_at moves on).
+    let seen = |list: &serde_json::Value, id: &str| {
+        list["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|d| d["id"] == json!(id))
+            .and_then(|d| d["last_seen_at"].as_str())
+            .and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            })
+    };
+    let laptop_device = ids(&r.json)[0].clone();
+    let before = seen(&r.json, &laptop_device);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let refreshed = platform
+        .refresh(&a, &on_laptop.str("/refresh_token"))
+        .await?;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.json);
+    let after = platform
+        .backend(Method::GET, &path, &a.secret_key, None)
+        .await?;
+    assert!(before.is_some());
+    assert!(seen(&after.json, &laptop_device) > before, "{}", after.json);
+
     // Cross-tenant, restricted key, unknown device, another user's device.
     let r = platform
         .backend(Method::GET, &path, &b.secret_key, None)
