@@ -715,3 +715,49 @@ async fn session_and_token_lists_are_paginated_not_cut_off() -> anyhow::Result<(
     assert_eq!(second.json["data"][0]["name"], json!("t0"));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_page_whose_region_is_down_fails_clearly_and_other_regions_still_list(
+) -> anyhow::Result<()> {
+    // Own platform: stops a regional store.
+    let platform = Platform::start_with(idm_testkit::Options::default()).await?;
+    let a = platform.create_account("Outage").await?;
+    let oc = create_user(
+        &platform,
+        &a,
+        json!({"email": "oc@example.com", "region": "oc"}),
+    )
+    .await?;
+    let weur = create_user(
+        &platform,
+        &a,
+        json!({"email": "eu@example.com", "region": "weur"}),
+    )
+    .await?;
+    platform.stop_service("user-store-oc").await?;
+    // A page holding an oc user cannot be answered whole: refused, not cut.
+    let r = platform
+        .backend(Method::GET, "/v1/users", &a.secret_key, None)
+        .await?;
+    refused(&r, 503, "region_unavailable");
+    // The other regions' users still list.
+    let r = platform
+        .backend(Method::GET, "/v1/users?region=weur", &a.secret_key, None)
+        .await?;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(
+        ids(&r.json),
+        vec![weur["id"].as_str().unwrap_or_default().to_owned()]
+    );
+    // And a profile change there waits for its region too.
+    let r = platform
+        .backend(
+            Method::PATCH,
+            &format!("/v1/users/{}", oc["id"].as_str().unwrap_or_default()),
+            &a.secret_key,
+            Some(json!({"name": "Later"})),
+        )
+        .await?;
+    assert_eq!(r.status, 503, "{}", r.json);
+    platform.stop().await
+}
