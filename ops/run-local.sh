@@ -432,10 +432,21 @@ start_nats() {
 	done
 }
 
+# start_store region [VAR=value...]: that region's store (extra variables
+# override its settings; ops/bench-scale restarts stores this way).
+start_store() {
+	local r=$1 pg=${IDM_PG_URL_BASE:-postgres://postgres@127.0.0.1:5432}
+	shift
+	pg=${pg%/}
+	if is_eu "$r"; then pg=$(eu_pg_base); fi
+	start_service "user-store-$r" STORE_REGION="$r" STORE_HTTP_ADDR="${ADDR[user-store-$r]}" \
+		STORE_DATABASE_URL="$pg/${DB}_store_$r" STORE_NATS_NKEY_SEED_FILE="$(seed_file "user-store-$r")" "$@"
+}
+
 start_all() {
 	local pg=${IDM_PG_URL_BASE:-postgres://postgres@127.0.0.1:5432}
 	pg=${pg%/}
-	local name r i
+	local name r
 	export IDM_NATS_URL=$LOCAL_NATS_URL
 	export IDM_SUBJECT_PREFIX=${IDM_SUBJECT_PREFIX:-idm}
 	export RUST_LOG=${RUST_LOG:-info}
@@ -449,13 +460,7 @@ start_all() {
 	done
 
 	idm_say "starting ${#NAMES[@]} services (logs in ${STATE#"$ROOT"/}/logs/)"
-	for i in "${!REGIONS[@]}"; do
-		r=${REGIONS[$i]}
-		local store_pg=$pg
-		if is_eu "$r"; then store_pg=$(eu_pg_base); fi
-		start_service "user-store-$r" STORE_REGION="$r" STORE_HTTP_ADDR="${ADDR[user-store-$r]}" \
-			STORE_DATABASE_URL="$store_pg/${DB}_store_$r" STORE_NATS_NKEY_SEED_FILE="$(seed_file "user-store-$r")"
-	done
+	for r in "${REGIONS[@]}"; do start_store "$r"; done
 	start_service account ACCOUNT_HTTP_ADDR="${ADDR[account]}" ACCOUNT_DATABASE_URL="$pg/$DB" \
 		ACCOUNT_OPERATOR_TOKEN="$IDM_OPERATOR_TOKEN" ACCOUNT_NATS_NKEY_SEED_FILE="$(seed_file account)"
 	start_service auth AUTH_HTTP_ADDR="${ADDR[auth]}" AUTH_REDIS_URL="$IDM_REDIS_URL" \

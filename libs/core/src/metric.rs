@@ -112,7 +112,7 @@ pub const DB_POOL_WAITING: Metric = gauge(
 pub const DB_POOL_WAIT_DURATION: Metric = histogram(
     "idm_db_pool_wait_duration_seconds",
     &["pool", "outcome"],
-    "Time to get a pooled connection (outcome ok, or error after the 5 s wait).",
+    "Time to get a pooled connection (outcome ok; error after the wait: 5 s for a busy pool, 2 s for a first connection; refused at once while the database was unreachable moments ago).",
 );
 
 // --- user-store -----------------------------------------------------------------

@@ -10,7 +10,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions as _, Executor as _, Postgres};
 use std::borrow::Cow;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
@@ -26,6 +26,10 @@ pub enum DbError {
     Config(String),
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
+    /// Refused at once: the database could not be reached moments ago and
+    /// no connection is open (see [`Db::get`]).
+    #[error("database unreachable (a connection failed moments ago)")]
+    Down,
     #[error("'{0}' is not a safe SQL identifier")]
     BadIdentifier(String),
 }
@@ -64,8 +68,10 @@ impl DbError {
     /// pool that timed out or closed, a dead connection task, or an I/O
     /// error under the driver.
     pub fn is_unavailable(&self) -> bool {
-        let DbError::Sqlx(e) = self else {
-            return false;
+        let e = match self {
+            DbError::Sqlx(e) => e,
+            DbError::Down => return true,
+            _ => return false,
         };
         match e {
             sqlx::Error::PoolTimedOut
@@ -98,6 +104,27 @@ pub struct Db {
     name: Cow<'static, str>,
     /// Callers inside [`Db::get`] right now (sqlx does not count them).
     waiting: Arc<AtomicUsize>,
+    /// Until when (ms since the Unix epoch) callers that would need a new
+    /// connection are refused at once: set when one could not be made.
+    down_until_ms: Arc<AtomicU64>,
+}
+
+/// How long a caller may wait for a first connection when none is open.
+/// Waiting for a busy pool keeps the full 5 s (`acquire_timeout`), but with
+/// no connection open a long wait means the server is not answering.
+const FIRST_CONNECTION_WAIT: Duration = Duration::from_secs(2);
+
+/// After a connection could not be made, callers needing one are refused at
+/// once for this long; then one caller tries again. So with the database
+/// down, requests answer 503 at once instead of each waiting out the pool's
+/// 5 s, and recovery is noticed within a second.
+const DOWN_HOLD: Duration = Duration::from_secs(1);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 impl Db {
@@ -145,6 +172,7 @@ impl Db {
             pool: pool.connect_lazy_with(options),
             name: Cow::Borrowed("unnamed"),
             waiting: Arc::new(AtomicUsize::new(0)),
+            down_until_ms: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -191,18 +219,48 @@ impl Db {
     /// `idm_db_pool_wait_duration_seconds`.
     pub async fn get(&self) -> Result<Client, DbError> {
         let started = std::time::Instant::now();
+        // No connection open: the caller needs a new one.
+        let cold = self.pool.size() == 0;
+        if cold && now_ms() < self.down_until_ms.load(Ordering::Relaxed) {
+            self.record_wait(started, "refused");
+            return Err(DbError::Down);
+        }
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        let conn = self.pool.acquire().await;
+        let conn = if cold {
+            tokio::time::timeout(FIRST_CONNECTION_WAIT, self.pool.acquire())
+                .await
+                .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+        } else {
+            self.pool.acquire().await
+        };
         self.waiting.fetch_sub(1, Ordering::Relaxed);
+        match conn {
+            Ok(conn) => {
+                self.down_until_ms.store(0, Ordering::Relaxed);
+                self.record_wait(started, "ok");
+                Ok(Client {
+                    conn: Mutex::new(conn),
+                })
+            }
+            Err(e) => {
+                let e = DbError::from(e);
+                if e.is_unavailable() && self.pool.size() == 0 {
+                    let hold = u64::try_from(DOWN_HOLD.as_millis()).unwrap_or(1000);
+                    self.down_until_ms.store(now_ms() + hold, Ordering::Relaxed);
+                }
+                self.record_wait(started, "error");
+                Err(e)
+            }
+        }
+    }
+
+    fn record_wait(&self, started: std::time::Instant, outcome: &'static str) {
         metrics::histogram!(
             idm_core::metric::DB_POOL_WAIT_DURATION.name,
             "pool" => self.name.clone(),
-            "outcome" => if conn.is_ok() { "ok" } else { "error" }
+            "outcome" => outcome
         )
         .record(started.elapsed().as_secs_f64());
-        Ok(Client {
-            conn: Mutex::new(conn?),
-        })
     }
 
     /// The sqlx pool itself, for statements that need no session state.
