@@ -283,6 +283,11 @@ static EDGE_GUARD: Rights = Rights {
                 auth::REGENERATE_BACKUP_CODES,
                 auth::CHANGE_PASSWORD,
                 auth::UNLOCK_FACTORS,
+                // Users (issue 11).
+                auth::SEND_PASSWORD_RESET,
+                auth::CONFIRM_PASSWORD_RESET,
+                auth::REMOVE_PASSWORD,
+                auth::CONFIRM_EMAIL_CHANGE,
             ],
         },
         Calls {
@@ -298,6 +303,8 @@ static EDGE_GUARD: Rights = Rights {
                 session::REVOKE_KEYS,
                 // The authoritative revocations an edge rebuilds its set from.
                 session::REVOKED_SESSIONS,
+                // Users (issue 11): revoke-by-device.
+                session::REVOKE_DEVICE,
             ],
         },
         Calls {
@@ -311,6 +318,12 @@ static EDGE_GUARD: Rights = Rights {
                 user::REVOKE_PERSONAL_TOKEN,
                 user::VERIFY_PERSONAL_TOKEN,
                 user::RESIDENCY,
+                // Users (issue 11).
+                user::UPDATE_USER,
+                user::LIST_USERS,
+                user::LIST_DEVICES,
+                user::ADD_CONSENT,
+                user::LIST_CONSENTS,
             ],
         },
     ],
@@ -370,6 +383,8 @@ static AUTH: Rights = Rights {
                 user::LOCATE,
                 user::GET_USER,
                 user::PLACEMENT,
+                // Users (issue 11): a proven new address is applied.
+                user::APPLY_EMAIL_CHANGE,
             ],
         },
         Calls {
@@ -389,6 +404,8 @@ static AUTH: Rights = Rights {
                 store::SET_PASSWORD,
                 store::LIST_SEALED_TOTP,
                 store::RESEAL_TOTP,
+                // Users (issue 11).
+                store::REMOVE_PASSWORD,
             ],
         },
     ],
@@ -427,6 +444,8 @@ static SESSION: Rights = Rights {
                 store::REVOKE_USER_SESSIONS,
                 store::LIST_SESSIONS,
                 store::LIST_REVOKED_SESSIONS,
+                // Users (issue 11): revoke-by-device.
+                store::REVOKE_DEVICE,
             ],
         },
         Calls {
@@ -447,20 +466,34 @@ static SESSION: Rights = Rights {
 
 static USER: Rights = Rights {
     serves: Some("user"),
-    calls: &[Calls {
-        target: Target::Store,
-        ops: &[
-            // Which jurisdiction and database a store announces (routing
-            // checks, `/readyz`, residency evidence).
-            store::INFO,
-            store::CREATE_USER,
-            store::GET_USER,
-            store::CREATE_PERSONAL_TOKEN,
-            store::LIST_PERSONAL_TOKENS,
-            store::REVOKE_PERSONAL_TOKEN,
-            store::VERIFY_PERSONAL_TOKEN,
-        ],
-    }],
+    calls: &[
+        Calls {
+            target: Target::Store,
+            ops: &[
+                // Which jurisdiction and database a store announces (routing
+                // checks, `/readyz`, residency evidence).
+                store::INFO,
+                store::CREATE_USER,
+                store::GET_USER,
+                store::CREATE_PERSONAL_TOKEN,
+                store::LIST_PERSONAL_TOKENS,
+                store::REVOKE_PERSONAL_TOKEN,
+                store::VERIFY_PERSONAL_TOKEN,
+                // Users (issue 11).
+                store::UPDATE_PROFILE,
+                store::GET_USERS,
+                store::CHANGE_EMAIL,
+                store::LIST_DEVICES,
+                store::ADD_CONSENT,
+                store::LIST_CONSENTS,
+            ],
+        },
+        // Users (issue 11): an address change mails a code to the new address.
+        Calls {
+            target: Target::Service("auth"),
+            ops: &[auth::START_EMAIL_CHANGE],
+        },
+    ],
     broadcasts: &[],
     hears: &[],
     events: &[

@@ -68,6 +68,9 @@ prefixed_id!(DeletionId, "del_");
 prefixed_id!(WebhookEndpointId, "whe_");
 prefixed_id!(EventId, "evt_");
 prefixed_id!(PersonalTokenId, "pat_");
+// Users helper (issue 11): devices seen in sessions, consent records.
+prefixed_id!(DeviceId, "dev_");
+prefixed_id!(ConsentId, "cns_");
 
 impl IssuerId {
     /// The Postgres schema that holds this issuer's identity store in every

@@ -13,6 +13,7 @@ pub mod ids;
 pub mod metric;
 mod openapi;
 pub mod origin;
+pub mod page;
 pub mod plan;
 pub mod policy;
 pub mod proto;

@@ -27,6 +27,10 @@ pub enum Kind {
     EmailCode,
     MfaToken,
     Verification,
+    /// Users (issue 11): a password reset, keyed by its code.
+    PasswordReset,
+    /// Users (issue 11): an address change, keyed by its code.
+    EmailChange,
 }
 
 impl Kind {
@@ -36,6 +40,8 @@ impl Kind {
             Kind::EmailCode => "emailcode",
             Kind::MfaToken => "mfa",
             Kind::Verification => "verify",
+            Kind::PasswordReset => "pwreset",
+            Kind::EmailChange => "emailchange",
         }
     }
 }

@@ -17,6 +17,7 @@ mod passwordless;
 mod passwords;
 mod recovery;
 mod reseal;
+mod resets;
 mod second_factor;
 mod signin;
 mod step_up;
@@ -136,7 +137,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(passwords::change_password)
         .on(recovery::unlock_factors)
         .on(verifications::send_verification)
-        .on(verifications::check_verification);
+        .on(verifications::check_verification)
+        .on(resets::send_password_reset)
+        .on(resets::confirm_password_reset)
+        .on(resets::remove_password)
+        .on(resets::start_email_change)
+        .on(resets::confirm_email_change);
     let resealing = reseal::spawn(Arc::clone(&state), shutdown.clone());
     let serving = bus.serve(handlers, state, shutdown.clone()).await?;
     let redis_probe = idm_telemetry::redis_probe(redis);

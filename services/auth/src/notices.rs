@@ -17,6 +17,10 @@ pub enum Notice {
     TotpLocked,
     /// Sign-up was attempted with an address that already has an account.
     SignUpAttempt,
+    /// Users (issue 11): the password was removed.
+    PasswordRemoved,
+    /// Users (issue 11): sent to the old address once a new one replaced it.
+    EmailChanged,
 }
 
 impl Notice {
@@ -29,6 +33,8 @@ impl Notice {
             Notice::PasswordChanged => "Your password was changed",
             Notice::TotpLocked => "Sign-in codes locked after repeated failures",
             Notice::SignUpAttempt => "Someone tried to sign up with your address",
+            Notice::PasswordRemoved => "Your password was removed",
+            Notice::EmailChanged => "Your email address was changed",
         }
     }
 
@@ -41,6 +47,8 @@ impl Notice {
             Notice::PasswordChanged => "The password of your account was changed, and your other sessions were signed out.",
             Notice::TotpLocked => "Authenticator codes for your account were entered wrongly too many times, so they are locked. Whoever tried knew your first sign-in step (your password or an email code): consider changing your password. Sign in with one of your backup codes to unlock them.",
             Notice::SignUpAttempt => "Someone tried to create an account with this address, which already has one. Nothing was changed. If it was you, sign in instead (or reset your password).",
+            Notice::PasswordRemoved => "The password of your account was removed. You sign in with a link or a code sent to your email address from now on.",
+            Notice::EmailChanged => "The email address of your account was changed to another address, which was confirmed with a code sent to it. This address no longer signs in to the account.",
         }
     }
 }

@@ -46,13 +46,29 @@ pub async fn set_password(
     password: &SecretText,
     keep: Option<&SessionId>,
 ) -> Result<usize, Error> {
+    replace_password(state, ctx, user, region, password, Some(keep)).await
+}
+
+/// `set_password`, where `end_sessions: None` leaves every session live (a
+/// reset whose caller asked to keep the other sessions).
+pub async fn replace_password(
+    state: &State,
+    ctx: &IssuerContext,
+    user: &UserId,
+    region: Region,
+    password: &SecretText,
+    end_sessions: Option<Option<&SessionId>>,
+) -> Result<usize, Error> {
     let request = store::SetPassword {
         issuer_id: ctx.issuer_id.clone(),
         user_id: user.clone(),
         password: password.clone(),
     };
     let _ = state.bus.send_to(region, &request).await?;
-    let revoked = end_other_sessions(state, ctx, user, region, keep).await?;
+    let revoked = match end_sessions {
+        Some(keep) => end_other_sessions(state, ctx, user, region, keep).await?,
+        None => 0,
+    };
     state
         .events
         .publish(
@@ -74,31 +90,46 @@ async fn end_other_sessions(
     region: Region,
     keep: Option<&SessionId>,
 ) -> Result<usize, Error> {
-    let list = state
-        .bus
-        .send(&session::List {
-            issuer_id: ctx.issuer_id.clone(),
-            user_id: user.clone(),
-            region: Some(region),
-        })
-        .await?;
     let now = idm_core::now();
     let mut ended = 0;
-    for live in list
-        .data
-        .iter()
-        .filter(|s| s.revoked_at.is_none() && s.expires_at > now && Some(&s.id) != keep)
-    {
-        let _ = state
+    // Every live session, a page at a time (the list is paginated; a
+    // revoked session still anchors the next page).
+    let mut page = idm_core::page::Page {
+        limit: idm_core::page::MAX_LIMIT,
+        starting_after: None,
+    };
+    loop {
+        let list = state
             .bus
-            .send(&session::Revoke {
+            .send(&session::List {
                 issuer_id: ctx.issuer_id.clone(),
-                session_id: live.id.clone(),
+                user_id: user.clone(),
                 region: Some(region),
-                reason: "password_changed".into(),
+                page: Some(page.clone()),
             })
             .await?;
-        ended += 1;
+        for live in list
+            .data
+            .iter()
+            .filter(|s| s.revoked_at.is_none() && s.expires_at > now && Some(&s.id) != keep)
+        {
+            let _ = state
+                .bus
+                .send(&session::Revoke {
+                    issuer_id: ctx.issuer_id.clone(),
+                    session_id: live.id.clone(),
+                    region: Some(region),
+                    reason: "password_changed".into(),
+                })
+                .await?;
+            ended += 1;
+        }
+        match list.data.last() {
+            Some(last) if list.has_more => {
+                page.starting_after = Some(last.id.as_str().to_owned());
+            }
+            _ => break,
+        }
     }
     Ok(ended)
 }

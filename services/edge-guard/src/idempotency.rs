@@ -60,6 +60,8 @@ pub const CREATING_ROUTES: &[&str] = &[
     "/v1/users",
     "/v1/users/{id}/personal_tokens",
     "/v1/client/sign_up",
+    // Users (issue 11).
+    "/v1/users/{id}/consents",
 ];
 
 /// Whether the route at `method path` (the table's pattern) honours the header.

@@ -257,6 +257,7 @@ pub async fn revoke_all(state: Arc<State>, req: RevokeAll) -> Result<Revoked, Er
     let request = store::RevokeUserSessions(store::UserSessions {
         issuer_id: req.issuer_id.clone(),
         user_id: req.user_id,
+        page: None,
     });
     let revoked = state.bus.send_to(region, &request).await?;
     revocation::announce(&state, &req.issuer_id, &revoked.data, false).await?;
@@ -273,10 +274,30 @@ pub async fn list(state: Arc<State>, req: List) -> Result<SessionList, Error> {
     let request = store::ListSessions(store::UserSessions {
         issuer_id: req.issuer_id,
         user_id: req.user_id,
+        page: req.page,
     });
     let sessions = state.bus.send_to(region, &request).await?;
     Ok(SessionList {
         data: sessions.data,
+        has_more: sessions.has_more,
+    })
+}
+
+/// Revokes every session of one of the user's devices through the same
+/// path as any revocation: recorded in the regional store first, then
+/// broadcast to every edge (and an event per session).
+#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id, device = %req.device_id))]
+pub async fn revoke_device(state: Arc<State>, req: RevokeDevice) -> Result<Revoked, Error> {
+    let region = region_of_user(&state, &req.issuer_id, &req.user_id).await?;
+    let request = store::RevokeDevice {
+        issuer_id: req.issuer_id.clone(),
+        user_id: req.user_id,
+        device_id: req.device_id,
+    };
+    let revoked = state.bus.send_to(region, &request).await?;
+    revocation::announce(&state, &req.issuer_id, &revoked.data, false).await?;
+    Ok(Revoked {
+        session_ids: revoked.data.into_iter().map(|s| s.id).collect(),
     })
 }
 

@@ -100,7 +100,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(handlers::mfa::use_totp_step)
         .on(handlers::mfa::use_backup_code)
         .on(handlers::mfa::list_sealed_totp)
-        .on(handlers::mfa::reseal_totp);
+        .on(handlers::mfa::reseal_totp)
+        .on(handlers::sessions::revoke_device)
+        .on(handlers::profiles::update_profile)
+        .on(handlers::profiles::get_users)
+        .on(handlers::profiles::change_email)
+        .on(handlers::profiles::remove_password)
+        .on(handlers::profiles::list_devices)
+        .on(handlers::profiles::add_consent)
+        .on(handlers::profiles::list_consents);
     let serving = bus.serve(handlers, state, shutdown.clone()).await?;
 
     // A store configured with another jurisdiction than its region's is

@@ -167,3 +167,147 @@ pub async fn placement_of(
     })
     .transpose()
 }
+
+// ---- Users (issue 11): listing and address changes ----
+
+/// One row of the user list: who, and which region to read the profile from.
+pub struct Listed {
+    pub id: UserId,
+    pub region: Region,
+}
+
+/// What `GET /v1/users` filters on (all on directory columns).
+pub struct ListFilter {
+    pub region: Option<Region>,
+    pub created_after: Option<Timestamp>,
+    pub created_before: Option<Timestamp>,
+}
+
+/// A page of the issuer's active users, newest first (directory creation
+/// time, then id). Each statement walks one partial index from the cursor
+/// (`users_by_issuer_created`, or `users_by_issuer_region_created` with a
+/// region), so a page costs the same whatever the issuer's size, and no
+/// statement reads another issuer's rows. `starting_after` must be one of
+/// the issuer's users (`not_found` otherwise).
+pub async fn list(
+    db: &Db,
+    issuer: &IssuerId,
+    page: &idm_core::page::Page,
+    filter: &ListFilter,
+) -> Result<(Vec<Listed>, bool), Error> {
+    let client = db.get().await?;
+    let (after_at, after_id) = match &page.starting_after {
+        None => (None, None),
+        Some(raw) => {
+            let id = UserId::parse(raw)?;
+            let at = sqlx::query_scalar!(
+                "SELECT created_at FROM directory.users WHERE id = $1 AND issuer_id = $2 AND status = 'active'",
+                id.as_str(),
+                issuer.as_str(),
+            )
+            .fetch_optional(&mut *client.conn().await)
+            .await
+            .map_err(DbError::from)?
+            .ok_or_else(|| ApiError::not_found("user"))?;
+            (Some(at), Some(id))
+        }
+    };
+    let after_id = after_id.as_ref().map(UserId::as_str);
+    let rows: Vec<(String, String)> = match filter.region {
+        Some(region) => sqlx::query!(
+            "SELECT id, region FROM directory.users
+              WHERE issuer_id = $1 AND status = 'active' AND region = $2
+                AND ($3::timestamptz IS NULL OR created_at > $3)
+                AND ($4::timestamptz IS NULL OR created_at < $4)
+                AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6))
+              ORDER BY created_at DESC, id DESC LIMIT $7",
+            issuer.as_str(),
+            region.as_str(),
+            filter.created_after,
+            filter.created_before,
+            after_at,
+            after_id,
+            page.fetch(),
+        )
+        .fetch_all(&mut *client.conn().await)
+        .await
+        .map_err(DbError::from)?
+        .into_iter()
+        .map(|r| (r.id, r.region))
+        .collect(),
+        None => sqlx::query!(
+            "SELECT id, region FROM directory.users
+              WHERE issuer_id = $1 AND status = 'active'
+                AND ($2::timestamptz IS NULL OR created_at > $2)
+                AND ($3::timestamptz IS NULL OR created_at < $3)
+                AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5))
+              ORDER BY created_at DESC, id DESC LIMIT $6",
+            issuer.as_str(),
+            filter.created_after,
+            filter.created_before,
+            after_at,
+            after_id,
+            page.fetch(),
+        )
+        .fetch_all(&mut *client.conn().await)
+        .await
+        .map_err(DbError::from)?
+        .into_iter()
+        .map(|r| (r.id, r.region))
+        .collect(),
+    };
+    let listed = rows
+        .into_iter()
+        .map(|(id, region)| {
+            Ok(Listed {
+                id: UserId::parse(&id).map_err(|e| ApiError::internal_from(&e))?,
+                region: region_of(&region)?,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(page.cut(listed))
+}
+
+/// Moves a user's blind index to `index` atomically with `apply` (the
+/// regional store's change): the directory row is updated and locked in a
+/// transaction, `apply` runs, and the transaction commits only if `apply`
+/// succeeded; otherwise it rolls back and the old index stays. While it is
+/// open, the new index is held (a sign-up with that address waits on it,
+/// then finds it taken). `conflict` when another user of the issuer has the
+/// address, `not_found` when the user is not active.
+pub async fn move_index<T, F>(
+    db: &Db,
+    issuer: &IssuerId,
+    user: &UserId,
+    index: &[u8],
+    apply: F,
+) -> Result<T, Error>
+where
+    F: std::future::Future<Output = Result<T, Error>>,
+{
+    let mut client = db.get().await?;
+    let tx = client.transaction().await?;
+    let moved = sqlx::query_scalar!(
+        "UPDATE directory.users SET email_index = $3
+          WHERE id = $1 AND issuer_id = $2 AND status = 'active' RETURNING id",
+        user.as_str(),
+        issuer.as_str(),
+        index,
+    )
+    .fetch_optional(&mut *tx.conn().await)
+    .await
+    .map_err(DbError::from)
+    .map_err(|e| -> Error {
+        if e.is_unique_violation() {
+            ApiError::conflict("a user with this email already exists").into()
+        } else {
+            e.into()
+        }
+    })?;
+    if moved.is_none() {
+        return Err(ApiError::not_found("user").into());
+    }
+    let applied = apply.await?;
+    tx.commit().await?;
+    Ok(applied)
+}

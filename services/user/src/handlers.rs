@@ -14,7 +14,7 @@ pub async fn init_issuer(state: Arc<State>, req: InitIssuer) -> Result<Done, Err
     Ok(Done::default())
 }
 
-fn view(user: StoredUser, region: Region) -> User {
+pub(crate) fn view(user: StoredUser, region: Region) -> User {
     User {
         id: user.id,
         email: user.email,
@@ -31,7 +31,11 @@ fn view(user: StoredUser, region: Region) -> User {
 /// jurisdiction: data that must stay in the EU is never sent to (or kept
 /// in) a store that does not declare `eu`, and a best-effort region's store
 /// claiming `eu` is as misconfigured. A refusal is remembered for `/readyz`.
-fn check_store(state: &State, asked: Region, answered: &store::StoreInfo) -> Result<(), ApiError> {
+pub(crate) fn check_store(
+    state: &State,
+    asked: Region,
+    answered: &store::StoreInfo,
+) -> Result<(), ApiError> {
     match answered.refusal(asked) {
         None => Ok(()),
         Some(why) => {
@@ -190,13 +194,16 @@ pub async fn locate(state: Arc<State>, Locate(req): Locate) -> Result<Located, E
 
 /// What the regional store of a user holds: the tables of an issuer's
 /// store schema (see `services/user-store/migrations`).
-pub const DATA_CATEGORIES: [&str; 6] = [
+pub const DATA_CATEGORIES: [&str; 8] = [
     "profile",
     "credentials",
     "second_factors",
     "sessions",
     "refresh_tokens",
     "personal_tokens",
+    // Users (issue 11).
+    "devices",
+    "consents",
 ];
 
 /// The residency evidence: the directory's placement row, and what the

@@ -10,6 +10,7 @@ mod error;
 mod handlers;
 mod personal_tokens;
 mod placement;
+mod profiles;
 mod stores;
 
 pub use config::Config;
@@ -69,7 +70,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(personal_tokens::create)
         .on(personal_tokens::list)
         .on(personal_tokens::revoke)
-        .on(personal_tokens::verify);
+        .on(personal_tokens::verify)
+        .on(profiles::update_user)
+        .on(profiles::list_users)
+        .on(profiles::apply_email_change)
+        .on(profiles::list_devices)
+        .on(profiles::add_consent)
+        .on(profiles::list_consents);
     let serving = bus
         .serve(handlers, Arc::clone(&state), shutdown.clone())
         .await?;

@@ -72,14 +72,12 @@ pub async fn create(
     })
 }
 
-pub async fn list(
-    state: Arc<State>,
-    ListPersonalTokens(req): ListPersonalTokens,
-) -> Result<PersonalTokens, Error> {
+pub async fn list(state: Arc<State>, req: ListPersonalTokens) -> Result<PersonalTokens, Error> {
     let region = region_of_user(&state, &req.issuer_id, &req.user_id).await?;
     let request = store::ListPersonalTokens(store::UserSessions {
         issuer_id: req.issuer_id,
         user_id: req.user_id,
+        page: Some(req.page),
     });
     Ok(state.bus.send_to(region, &request).await?)
 }

@@ -158,8 +158,14 @@ async fn malformed_missing_oversized_and_invalid_input_is_refused_with_stable_co
         .backend(Method::GET, "/v1/users/usr_nope", &key, None)
         .await?;
     assert_eq!((r.status, r.code()), (404, Some("not_found")));
+    // Without `email`, `GET /v1/users` is the list (issue 11); a bad page is refused.
     let r = platform
         .backend(Method::GET, "/v1/users", &key, None)
+        .await?;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert!(r.json["data"].is_array() && r.json["has_more"].is_boolean());
+    let r = platform
+        .backend(Method::GET, "/v1/users?limit=0", &key, None)
         .await?;
     assert_eq!((r.status, r.code()), (422, Some("validation_failed")));
     let r = platform

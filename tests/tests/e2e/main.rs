@@ -33,3 +33,9 @@ mod step_up;
 mod store_schemas;
 mod takeover;
 mod verifications;
+// Users (issue 11).
+mod consents;
+mod devices;
+mod password_reset;
+mod profiles;
+mod user_kit;

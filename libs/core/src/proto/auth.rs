@@ -19,6 +19,12 @@ pub const DISABLE_TOTP: &str = "disable_totp";
 pub const REGENERATE_BACKUP_CODES: &str = "regenerate_backup_codes";
 pub const CHANGE_PASSWORD: &str = "change_password";
 pub const UNLOCK_FACTORS: &str = "unlock_factors";
+// Users (issue 11): password reset, removing a password, address changes.
+pub const SEND_PASSWORD_RESET: &str = "send_password_reset";
+pub const CONFIRM_PASSWORD_RESET: &str = "confirm_password_reset";
+pub const REMOVE_PASSWORD: &str = "remove_password";
+pub const START_EMAIL_CHANGE: &str = "start_email_change";
+pub const CONFIRM_EMAIL_CHANGE: &str = "confirm_email_change";
 
 super::operation::operations!(service "auth" {
     SignUp => Authenticated = SIGN_UP,
@@ -36,6 +42,11 @@ super::operation::operations!(service "auth" {
     UnlockFactors => Unlocked = UNLOCK_FACTORS,
     SendVerification => VerificationStarted = SEND_VERIFICATION,
     CheckVerification => VerificationResult = CHECK_VERIFICATION,
+    SendPasswordReset => super::Done = SEND_PASSWORD_RESET,
+    ConfirmPasswordReset => Authenticated = CONFIRM_PASSWORD_RESET,
+    RemovePassword => PasswordChanged = REMOVE_PASSWORD,
+    StartEmailChange => super::user::PendingEmailChange = START_EMAIL_CHANGE,
+    ConfirmEmailChange => super::user::User = CONFIRM_EMAIL_CHANGE,
 });
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -239,4 +250,55 @@ pub struct VerificationResult {
     pub email: String,
     /// Signed by the issuer: which address was verified, and when.
     pub token: SecretText,
+}
+
+// ---- Users (issue 11) ----
+
+/// Mails a reset code to `email` if it has an account; the answer is the
+/// same either way.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendPasswordReset {
+    pub ctx: IssuerContext,
+    pub email: crate::Email,
+    /// Checked against the issuer's allowed origins by the edge; the mail
+    /// links there with `idm_reset_code=` (the code is in the mail anyway).
+    #[serde(default)]
+    pub redirect_url: Option<String>,
+}
+
+/// Uses a reset code up: the new password replaces the old one, the other
+/// sessions end (unless `revoke_other_sessions` is false), and the answer is
+/// a session (or `mfa_required`, as for any sign-in).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfirmPasswordReset {
+    pub ctx: IssuerContext,
+    pub code: SecretText,
+    pub new_password: SecretText,
+    pub revoke_other_sessions: bool,
+    pub device: Device,
+}
+
+/// Removes the password (with a step-up proof), only while another way to
+/// sign in remains (a verified address: magic links and email codes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RemovePassword(pub SteppedUp);
+
+/// Mails a confirmation code to the new address of a user (the user
+/// service checked that no other user of the issuer has it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartEmailChange {
+    pub ctx: IssuerContext,
+    pub user_id: crate::UserId,
+    pub region: crate::Region,
+    pub email: crate::Email,
+    #[serde(default)]
+    pub redirect_url: Option<String>,
+}
+
+/// The code mailed to the new address: applies the change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfirmEmailChange {
+    pub ctx: IssuerContext,
+    pub code: SecretText,
 }

@@ -24,6 +24,8 @@ pub const DECOY_SESSION: &str = "decoy_session";
 /// rebuilds its revocation set from, read from the regional stores, the
 /// authoritative home of every revocation.
 pub const REVOKED_SESSIONS: &str = "revoked_sessions";
+/// Revoke every session of one of a user's devices (users, issue 11).
+pub const REVOKE_DEVICE: &str = "revoke_device";
 
 super::operation::operations!(service "session" {
     InitIssuer => super::Done = INIT_ISSUER,
@@ -38,6 +40,7 @@ super::operation::operations!(service "session" {
     SignVerification => SecretText = SIGN_VERIFICATION,
     DecoySession => IssuedSession = DECOY_SESSION,
     RevokedSessions => super::store::RevokedSessionPage = REVOKED_SESSIONS,
+    RevokeDevice => Revoked = REVOKE_DEVICE,
 });
 
 /// No session token lives longer than this (the policy's maximum
@@ -124,11 +127,24 @@ pub struct List {
     pub issuer_id: IssuerId,
     pub user_id: UserId,
     pub region: Option<Region>,
+    /// Which page (absent: the first page of the default size).
+    #[serde(default)]
+    pub page: Option<crate::page::Page>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionList {
     pub data: Vec<super::store::SessionRecord>,
+    #[serde(default)]
+    pub has_more: bool,
+}
+
+/// Revoke every live session of `device_id`, one of `user_id`'s devices.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokeDevice {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub device_id: crate::ids::DeviceId,
 }
 
 /// edge-guard asks for an issuer's ring. `nonce` (fresh random per fetch,

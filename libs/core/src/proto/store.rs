@@ -37,6 +37,15 @@ pub const LIST_REVOKED_SESSIONS: &str = "list_revoked_sessions";
 pub const LIST_SEALED_TOTP: &str = "list_sealed_totp";
 /// Replaces one sealed TOTP secret, compare-and-swap on the old value.
 pub const RESEAL_TOTP: &str = "reseal_totp";
+// Users (issue 11): profiles, email changes, devices, consents.
+pub const UPDATE_PROFILE: &str = "update_profile";
+pub const GET_USERS: &str = "get_users";
+pub const CHANGE_EMAIL: &str = "change_email";
+pub const REMOVE_PASSWORD: &str = "remove_password";
+pub const LIST_DEVICES: &str = "list_devices";
+pub const REVOKE_DEVICE: &str = "revoke_device";
+pub const ADD_CONSENT: &str = "add_consent";
+pub const LIST_CONSENTS: &str = "list_consents";
 
 super::operation::operations!(store {
     GetStoreInfo => StoreInfo = INFO,
@@ -66,6 +75,14 @@ super::operation::operations!(store {
     UseBackupCode => Accepted = USE_BACKUP_CODE,
     ListSealedTotp => SealedTotpPage = LIST_SEALED_TOTP,
     ResealTotp => Accepted = RESEAL_TOTP,
+    UpdateProfile => StoredUser = UPDATE_PROFILE,
+    GetUsers => StoredUsers = GET_USERS,
+    ChangeEmail => StoredUser = CHANGE_EMAIL,
+    RemovePassword => super::Done = REMOVE_PASSWORD,
+    ListDevices => Devices = LIST_DEVICES,
+    RevokeDevice => SessionRecords = REVOKE_DEVICE,
+    AddConsent => ConsentRecord = ADD_CONSENT,
+    ListConsents => Consents = LIST_CONSENTS,
 });
 
 /// What the store says about itself (region and jurisdiction); no fields.
@@ -199,6 +216,10 @@ pub struct SessionRecord {
     pub revoke_reason: Option<String>,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
+    /// The device the session was opened from (`GET /v1/users/{id}/devices`).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub device_id: Option<crate::ids::DeviceId>,
 }
 
 /// Consume `token_hash` and put `new_token_hash` in its place, atomically
@@ -244,6 +265,9 @@ pub struct RevokeSession {
 pub struct UserSessions {
     pub issuer_id: IssuerId,
     pub user_id: UserId,
+    /// For lists: which page (absent: the first page of the default size).
+    #[serde(default)]
+    pub page: Option<crate::page::Page>,
 }
 
 /// Revoke every session of a user.
@@ -264,6 +288,9 @@ pub struct ListPersonalTokens(pub UserSessions);
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionRecords {
     pub data: Vec<SessionRecord>,
+    /// Lists: more follow after the last one.
+    #[serde(default)]
+    pub has_more: bool,
 }
 
 /// Where a page of revocations ends: issuers in id order, then sessions in
@@ -339,6 +366,8 @@ pub struct PersonalToken {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PersonalTokens {
     pub data: Vec<PersonalToken>,
+    #[serde(default)]
+    pub has_more: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -492,4 +521,141 @@ pub struct Credentials {
     pub has_password: bool,
     pub mfa_enabled: bool,
     pub email_verified: bool,
+}
+
+// ---- Users (issue 11): profiles, email changes, devices, consents ----
+
+/// A profile change: each field present is set (`name: Some(None)` clears
+/// the name); absent fields stay as they are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateProfile {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::user::present"
+    )]
+    pub name: Option<Option<String>>,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Several users at once (a page of the user list), in no particular
+/// order; ids the store does not hold are left out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetUsers {
+    pub issuer_id: IssuerId,
+    pub user_ids: Vec<UserId>,
+}
+
+/// The most users one `GetUsers` may ask for.
+pub const MAX_USERS_PER_BATCH: usize = 100;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredUsers {
+    pub data: Vec<StoredUser>,
+}
+
+/// The new address was proven: it replaces the old one and counts as
+/// verified.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangeEmail {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub email: crate::Email,
+}
+
+/// Removes the password, refused (`conflict`) unless the address is
+/// verified (magic links and email codes then still sign the user in).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RemovePassword(pub GetUser);
+
+/// A device a user's sessions were opened from: the user agent and the IP
+/// network (/24 for IPv4, /48 for IPv6), never the full address.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeviceRecord {
+    #[schema(value_type = String)]
+    pub id: crate::ids::DeviceId,
+    pub user_id: UserId,
+    pub user_agent: Option<String>,
+    pub ip_network: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub first_seen_at: Timestamp,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub last_seen_at: Timestamp,
+    /// Sessions of this device still live.
+    pub active_sessions: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListDevices {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub page: crate::page::Page,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Devices {
+    pub data: Vec<DeviceRecord>,
+    pub has_more: bool,
+}
+
+/// Revokes every live session of one device of the user (`not_found` when
+/// the device is not the user's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokeDevice {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub device_id: crate::ids::DeviceId,
+}
+
+/// One consent decision, appended to the user's history. `session_id`, when
+/// given, must be the user's; its device is recorded with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddConsent {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub consent_id: crate::ids::ConsentId,
+    pub purpose: String,
+    pub version: String,
+    pub granted: bool,
+    pub session_id: Option<SessionId>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ConsentRecord {
+    #[schema(value_type = String)]
+    pub id: crate::ids::ConsentId,
+    pub user_id: UserId,
+    pub purpose: String,
+    pub version: String,
+    pub granted: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub recorded_at: Timestamp,
+    #[schema(value_type = Option<String>)]
+    pub session_id: Option<SessionId>,
+    #[schema(value_type = Option<String>)]
+    pub device_id: Option<crate::ids::DeviceId>,
+}
+
+/// The history (newest first, paginated), or with `current` the latest
+/// record of each purpose (at most one page of purposes, by purpose).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListConsents {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub page: crate::page::Page,
+    #[serde(default)]
+    pub current: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Consents {
+    pub data: Vec<ConsentRecord>,
+    pub has_more: bool,
 }

@@ -15,6 +15,13 @@ pub const LIST_PERSONAL_TOKENS: &str = "list_personal_tokens";
 pub const REVOKE_PERSONAL_TOKEN: &str = "revoke_personal_token";
 pub const VERIFY_PERSONAL_TOKEN: &str = "verify_personal_token";
 pub const RESIDENCY: &str = "residency";
+// Users (issue 11).
+pub const UPDATE_USER: &str = "update_user";
+pub const LIST_USERS: &str = "list_users";
+pub const APPLY_EMAIL_CHANGE: &str = "apply_email_change";
+pub const LIST_DEVICES: &str = "list_devices";
+pub const ADD_CONSENT: &str = "add_consent";
+pub const LIST_CONSENTS: &str = "list_consents";
 
 super::operation::operations!(service "user" {
     InitIssuer => super::Done = INIT_ISSUER,
@@ -28,6 +35,12 @@ super::operation::operations!(service "user" {
     PersonalTokenRef => super::store::PersonalToken = REVOKE_PERSONAL_TOKEN,
     VerifyPersonalToken => super::store::PersonalToken = VERIFY_PERSONAL_TOKEN,
     GetResidency => Residency = RESIDENCY,
+    UpdateUser => UpdatedUser = UPDATE_USER,
+    ListUsers => UserList = LIST_USERS,
+    ApplyEmailChange => User = APPLY_EMAIL_CHANGE,
+    ListDevices => super::store::Devices = LIST_DEVICES,
+    AddConsent => super::store::ConsentRecord = ADD_CONSENT,
+    ListConsents => super::store::Consents = LIST_CONSENTS,
 });
 
 /// Where a user's data lives, and why (`GET /v1/users/{id}/residency`).
@@ -144,10 +157,14 @@ pub struct GetUser {
     pub user_id: UserId,
 }
 
-/// A user's personal tokens.
+/// A user's personal tokens, a page at a time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ListPersonalTokens(pub GetUser);
+pub struct ListPersonalTokens {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    #[serde(default)]
+    pub page: crate::page::Page,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FindByEmail {
@@ -218,4 +235,116 @@ pub struct Place {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Placed {
     pub region: Region,
+}
+
+// ---- Users (issue 11) ----
+
+/// `PATCH /v1/users/{id}`: each field present is changed. A new `email` is
+/// not applied here: a code goes to the new address, and the change happens
+/// when it is confirmed (`POST /v1/client/email_changes/confirm`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateUser {
+    pub ctx: IssuerContext,
+    pub user_id: UserId,
+    /// `Some(None)` clears the name.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub name: Option<Option<crate::text::DisplayName>>,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+    #[serde(default)]
+    pub email: Option<Email>,
+    /// Where the confirmation link leads (checked by the edge).
+    #[serde(default)]
+    pub redirect_url: Option<String>,
+}
+
+/// An address change waiting for the new address to be proven.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PendingEmailChange {
+    /// `pending`: a code was mailed to the new address.
+    pub status: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: Timestamp,
+}
+
+/// The user after a `PATCH`, and the address change it started, if any.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UpdatedUser {
+    #[serde(flatten)]
+    pub user: User,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_change: Option<PendingEmailChange>,
+}
+
+/// `GET /v1/users`: newest first, filtered by region and creation time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListUsers {
+    pub issuer_id: IssuerId,
+    pub page: crate::page::Page,
+    #[serde(default)]
+    pub region: Option<Region>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub created_after: Option<Timestamp>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub created_before: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UserList {
+    pub data: Vec<User>,
+    pub has_more: bool,
+}
+
+/// The new address was proven (auth redeemed the code): move the blind
+/// index and the store's profile to it, or `conflict` if it was taken since.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyEmailChange {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub email: Email,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListDevices {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    /// Known when the caller holds the user's session.
+    #[serde(default)]
+    pub region: Option<Region>,
+    pub page: crate::page::Page,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddConsent {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub purpose: String,
+    pub version: String,
+    pub granted: bool,
+    #[serde(default)]
+    pub session_id: Option<crate::SessionId>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListConsents {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub page: crate::page::Page,
+    #[serde(default)]
+    pub current: bool,
+}
+
+/// A field that may be absent (`None`), `null` (`Some(None)`) or a value:
+/// what a `PATCH` needs to tell "keep" from "clear" across the bus.
+pub(crate) fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }

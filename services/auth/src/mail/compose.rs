@@ -18,10 +18,32 @@ pub struct Brand {
 /// Every kind of message auth sends.
 #[derive(Debug, Clone)]
 pub enum Letter {
-    MagicLink { link: String, minutes: u64 },
-    EmailCode { code: String, minutes: u64 },
-    VerificationCode { code: String, minutes: u64 },
+    MagicLink {
+        link: String,
+        minutes: u64,
+    },
+    EmailCode {
+        code: String,
+        minutes: u64,
+    },
+    VerificationCode {
+        code: String,
+        minutes: u64,
+    },
     Notice(Notice),
+    /// A password reset: the code, and a link carrying it when the app gave
+    /// one (`idm_reset_code=`).
+    PasswordReset {
+        code: String,
+        link: Option<String>,
+        minutes: u64,
+    },
+    /// Confirms a new address: sent to that address (`idm_email_change_code=`).
+    EmailChange {
+        code: String,
+        link: Option<String>,
+        minutes: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +114,8 @@ impl Letter {
                 format!("Your {name} verification code: {code}")
             }
             Letter::Notice(notice) => format!("{name}: {}", notice_subject(*notice)),
+            Letter::PasswordReset { .. } => format!("Reset your {name} password"),
+            Letter::EmailChange { .. } => format!("Confirm your new {name} email address"),
         }
     }
 
@@ -138,6 +162,46 @@ impl Letter {
                     "If this was not you, secure your account now and contact {name}'s support."
                 )),
             ],
+            Letter::PasswordReset {
+                code,
+                link,
+                minutes,
+            } => {
+                let mut blocks = vec![Block::Para(format!(
+                    "Someone asked to reset the password of your {name} account. Use this code to choose a new one:"
+                ))];
+                blocks.push(Block::Code(code.clone()));
+                if let Some(link) = link {
+                    blocks.push(Block::Link {
+                        label: "Choose a new password".to_owned(),
+                        url: link.clone(),
+                    });
+                }
+                blocks.push(Block::Para(format!(
+                    "The code works once and expires in {minutes} minutes. If you did not ask for it, ignore this message: your password stays as it is."
+                )));
+                blocks
+            }
+            Letter::EmailChange {
+                code,
+                link,
+                minutes,
+            } => {
+                let mut blocks = vec![Block::Para(format!(
+                    "This address was given as the new email address of a {name} account. Use this code to confirm it:"
+                ))];
+                blocks.push(Block::Code(code.clone()));
+                if let Some(link) = link {
+                    blocks.push(Block::Link {
+                        label: "Confirm this address".to_owned(),
+                        url: link.clone(),
+                    });
+                }
+                blocks.push(Block::Para(format!(
+                    "The code works once and expires in {minutes} minutes. If you did not ask for this, ignore this message: nothing changes without the code."
+                )));
+                blocks
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const NOTICES: [Notice; 7] = [
+const NOTICES: [Notice; 9] = [
     Notice::TotpEnabled,
     Notice::TotpReplaced,
     Notice::TotpDisabled,
@@ -22,6 +22,8 @@ const NOTICES: [Notice; 7] = [
     Notice::PasswordChanged,
     Notice::TotpLocked,
     Notice::SignUpAttempt,
+    Notice::PasswordRemoved,
+    Notice::EmailChanged,
 ];
 
 /// Every kind, with a file-name tag.
@@ -46,6 +48,22 @@ fn every_letter() -> Vec<(String, Letter)> {
             Letter::VerificationCode {
                 code: "731064".into(),
                 minutes: 10,
+            },
+        ),
+        (
+            "password-reset".to_owned(),
+            Letter::PasswordReset {
+                code: "Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eHF1dXg".into(),
+                link: Some("https://app.example.com/reset?idm_reset_code=Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eHF1dXg".into()),
+                minutes: 15,
+            },
+        ),
+        (
+            "email-change".to_owned(),
+            Letter::EmailChange {
+                code: "Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eHF1dXg".into(),
+                link: None,
+                minutes: 15,
             },
         ),
     ];

@@ -318,16 +318,23 @@ pub async fn sign_out(incoming: Incoming) -> Reply<Response> {
     ))
 }
 
-/// The signed-in user's sessions.
-#[utoipa::path(get, path = "/v1/client/sessions", tag = "client",
+/// The signed-in user's live sessions, newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/client/sessions", tag = "client", params(super::profiles::ListQuery),
     responses((status = 200, description = "The sessions", body = session::SessionList)))]
-pub async fn my_sessions(incoming: Incoming) -> Reply<Json<session::SessionList>> {
+pub async fn my_sessions(
+    incoming: Incoming,
+    params: Result<
+        axum::extract::Query<super::profiles::ListQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Reply<Json<session::SessionList>> {
     let caller = incoming.authorize().await?;
     let claims = incoming.session(&caller).await?;
     let call = session::List {
         issuer_id: caller.key.issuer_id.clone(),
         user_id: claims.sub,
         region: Some(claims.reg),
+        page: Some(super::profiles::page_of(params)?),
     };
     Ok(Json(incoming.app.bus.send(&call).await?))
 }

@@ -10,6 +10,8 @@ mod domains;
 mod issuer;
 mod passwordless;
 mod personal_tokens;
+mod profiles;
+mod recovery;
 mod sessions;
 mod users;
 mod verifications;
@@ -106,8 +108,9 @@ pub static ROUTES: &[Route] = &[
     route!(POST "/v1/users", backend(Users, Write), users::create,
         errors: [ValidationFailed, InvalidEmail, DisposableEmail, WeakPassword, Conflict,
             ResidencyViolation, RegionUnavailable]),
-    route!(GET "/v1/users", backend(Users, Read), users::find_by_email,
-        errors: [ValidationFailed, InvalidEmail, DisposableEmail, NotFound]),
+    route!(GET "/v1/users", backend(Users, Read), profiles::list,
+        errors: [ValidationFailed, InvalidEmail, DisposableEmail, NotFound, ResidencyViolation,
+            RegionUnavailable]),
     route!(GET "/v1/users/{id}", backend(Users, Read), users::get, errors: [NotFound]),
     route!(GET "/v1/users/{id}/residency", backend(Users, Read), users::residency,
         errors: [NotFound, ResidencyViolation]),
@@ -116,7 +119,7 @@ pub static ROUTES: &[Route] = &[
     route!(POST "/v1/sessions/{id}/revoke", backend(Sessions, Manage), sessions::revoke,
         errors: [NotFound]),
     route!(GET "/v1/users/{id}/sessions", backend(Sessions, Read), sessions::list_for_user,
-        errors: [NotFound]),
+        errors: [NotFound, ValidationFailed]),
     route!(POST "/v1/users/{id}/sessions/revoke_all", backend(Sessions, Manage), sessions::revoke_all,
         errors: [NotFound]),
     route!(POST "/v1/session_keys/rotate", backend(Sessions, Manage), sessions::rotate_signing_key),
@@ -124,7 +127,7 @@ pub static ROUTES: &[Route] = &[
     route!(POST "/v1/users/{id}/personal_tokens", backend(Users, Manage), personal_tokens::create,
         errors: [NotFound, ValidationFailed]),
     route!(GET "/v1/users/{id}/personal_tokens", backend(Users, Read), personal_tokens::list,
-        errors: [NotFound]),
+        errors: [NotFound, ValidationFailed]),
     route!(DELETE "/v1/users/{id}/personal_tokens/{token_id}", backend(Users, Manage), personal_tokens::revoke,
         errors: [NotFound]),
     route!(POST "/v1/personal_tokens/verify", backend(Users, Read), personal_tokens::verify,
@@ -142,7 +145,8 @@ pub static ROUTES: &[Route] = &[
         errors: [SessionInvalid, SessionRevoked, SessionCompromised, RefreshTokenReused,
             RegionUnavailable, ValidationFailed, CsrfCheckFailed]),
     route!(POST "/v1/client/sign_out", Client, client::sign_out, session: true, errors: [NotFound]),
-    route!(GET "/v1/client/sessions", Client, client::my_sessions, session: true),
+    route!(GET "/v1/client/sessions", Client, client::my_sessions, session: true,
+        errors: [NotFound, ValidationFailed]),
     route!(POST "/v1/client/magic_links", Client, passwordless::send_magic_link,
         errors: [ValidationFailed, InvalidEmail, DisposableEmail, TooManyAttempts, QuotaExceeded]),
     route!(POST "/v1/client/magic_links/verify", Client, passwordless::verify_magic_link,
@@ -173,6 +177,32 @@ pub static ROUTES: &[Route] = &[
         errors: [ValidationFailed, InvalidEmail, DisposableEmail, TooManyAttempts, QuotaExceeded]),
     route!(POST "/v1/verifications/check", Verification, verifications::check,
         errors: [InvalidEmail, CodeInvalid, CodeExpired, TooManyAttempts]),
+    // Users (issue 11): profiles, credentials, devices, consent.
+    route!(PATCH "/v1/users/{id}", backend(Users, Write), profiles::update,
+        errors: [NotFound, ValidationFailed, InvalidEmail, DisposableEmail, Conflict,
+            TooManyAttempts, QuotaExceeded]),
+    route!(GET "/v1/users/{id}/devices", backend(Users, Read), profiles::devices,
+        errors: [NotFound, ValidationFailed]),
+    route!(DELETE "/v1/users/{id}/devices/{device_id}", backend(Sessions, Manage), profiles::revoke_device,
+        errors: [NotFound]),
+    route!(POST "/v1/users/{id}/consents", backend(Users, Write), profiles::add_consent,
+        errors: [NotFound, ValidationFailed]),
+    route!(GET "/v1/users/{id}/consents", backend(Users, Read), profiles::consents,
+        errors: [NotFound, ValidationFailed]),
+    route!(GET "/v1/users/{id}/consents/current", backend(Users, Read), profiles::current_consents,
+        errors: [NotFound, ValidationFailed]),
+    route!(POST "/v1/client/password_resets", Client, recovery::request_reset,
+        errors: [ValidationFailed, InvalidEmail, DisposableEmail, TooManyAttempts, QuotaExceeded]),
+    route!(POST "/v1/client/password_resets/confirm", Client, recovery::confirm_reset,
+        errors: [CodeInvalid, CodeExpired, TooManyAttempts, WeakPassword, ValidationFailed,
+            MfaRequired, RegionUnavailable]),
+    route!(DELETE "/v1/client/password", Client, recovery::remove_password, session: true,
+        errors: [StepUpRequired, InvalidCredentials, CodeInvalid, CodeAlreadyUsed, ValidationFailed,
+            FactorLocked, Conflict]),
+    route!(POST "/v1/client/email_changes/confirm", Client, recovery::confirm_email_change,
+        errors: [CodeInvalid, CodeExpired, TooManyAttempts, Conflict, NotFound]),
+    route!(GET "/v1/client/devices", Client, recovery::my_devices, session: true,
+        errors: [NotFound, ValidationFailed]),
 ];
 
 pub fn router(app: Arc<App>) -> Router {

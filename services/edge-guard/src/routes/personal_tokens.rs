@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use idm_core::proto::store::{PersonalToken, PersonalTokens};
 use idm_core::proto::user::{
-    self, CreatedPersonalToken, GetUser, NewPersonalToken, PersonalTokenRef, VerifyPersonalToken,
+    self, CreatedPersonalToken, NewPersonalToken, PersonalTokenRef, VerifyPersonalToken,
 };
 use idm_core::proto::SecretText;
 use idm_core::scope::check_personal_token_scopes;
@@ -56,16 +56,24 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-/// A user's personal tokens (never the token text).
+/// A user's personal tokens (never the token text), newest first, a page at a time.
 #[utoipa::path(get, path = "/v1/users/{id}/personal_tokens", tag = "personal_tokens",
-    params(("id" = UserId, Path, description = "The user's id")),
+    params(("id" = UserId, Path, description = "The user's id"), super::profiles::ListQuery),
     responses((status = 200, description = "The tokens", body = PersonalTokens)))]
-pub async fn list(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<PersonalTokens>> {
+pub async fn list(
+    incoming: Incoming,
+    Path(id): Path<String>,
+    params: Result<
+        axum::extract::Query<super::profiles::ListQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Reply<Json<PersonalTokens>> {
     let caller = incoming.authorize().await?;
-    let request = user::ListPersonalTokens(GetUser {
+    let request = user::ListPersonalTokens {
         issuer_id: caller.key.issuer_id.clone(),
         user_id: UserId::parse(&id)?,
-    });
+        page: super::profiles::page_of(params)?,
+    };
     Ok(Json(incoming.app.bus.send(&request).await?))
 }
 

@@ -49,17 +49,25 @@ pub async fn verify(
     }))
 }
 
-/// A user's sessions.
+/// A user's live sessions, newest first, a page at a time.
 #[utoipa::path(get, path = "/v1/users/{id}/sessions", tag = "sessions",
-    params(("id" = UserId, Path, description = "The user's id")),
+    params(("id" = UserId, Path, description = "The user's id"), super::profiles::ListQuery),
     responses((status = 200, description = "The sessions", body = SessionList)))]
-pub async fn list_for_user(incoming: Incoming, Path(id): Path<String>) -> Reply<Json<SessionList>> {
+pub async fn list_for_user(
+    incoming: Incoming,
+    Path(id): Path<String>,
+    params: Result<
+        axum::extract::Query<super::profiles::ListQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Reply<Json<SessionList>> {
     let caller = incoming.authorize().await?;
     let user_id = UserId::parse(&id)?;
     let request = session::List {
         issuer_id: caller.key.issuer_id.clone(),
         user_id,
         region: None,
+        page: Some(super::profiles::page_of(params)?),
     };
     Ok(Json(incoming.app.bus.send(&request).await?))
 }

@@ -1,13 +1,13 @@
-use super::{body, query, Reply};
+use super::{body, Reply};
 use crate::access::Incoming;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
-use idm_core::proto::user::{CreateUser, FindByEmail, GetResidency, GetUser, Residency, User};
+use idm_core::proto::user::{CreateUser, GetResidency, GetUser, Residency, User};
 use idm_core::proto::SecretText;
 use idm_core::text::{check_password, parse_metadata, DisplayName};
-use idm_core::{ApiError, Region, UserId};
+use idm_core::{Region, UserId};
 use serde::Deserialize;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -99,37 +99,6 @@ pub async fn residency(incoming: Incoming, Path(id): Path<String>) -> Reply<Json
         }))
         .await?;
     Ok(Json(evidence))
-}
-
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct ByEmail {
-    /// The address to look up (required).
-    email: Option<String>,
-}
-
-/// The user with this email address.
-#[utoipa::path(get, path = "/v1/users", tag = "users", params(ByEmail),
-    responses((status = 200, description = "The user", body = User)))]
-pub async fn find_by_email(
-    incoming: Incoming,
-    params: Result<Query<ByEmail>, QueryRejection>,
-) -> Reply<Json<User>> {
-    let caller = incoming.authorize().await?;
-    let email = query(params)?
-        .email
-        .ok_or_else(|| ApiError::validation("the email query parameter is required"))?;
-    let email = incoming.app.waf.check_email(&caller.key.policy, &email)?;
-    let found = incoming
-        .app
-        .bus
-        .send(&FindByEmail {
-            issuer_id: caller.key.issuer_id.clone(),
-            email,
-        })
-        .await?;
-    Ok(Json(found))
 }
 
 /// The operator's recovery path: clears a user's factor locks and failure

@@ -3,6 +3,7 @@
 use idm_core::proto::store::GetStoreInfo;
 pub mod mfa;
 pub mod personal_tokens;
+pub mod profiles;
 pub mod sessions;
 
 use crate::storage::{self, IssuerStore};

@@ -21,9 +21,9 @@ pub async fn list(
     ListPersonalTokens(req): ListPersonalTokens,
 ) -> Result<PersonalTokens, Error> {
     let store = IssuerStore::open(&state, &req.issuer_id).await?;
-    Ok(PersonalTokens {
-        data: store.personal_tokens_of(&req.user_id).await?,
-    })
+    let page = req.page.unwrap_or_default();
+    let (data, has_more) = store.personal_tokens_of(&req.user_id, &page).await?;
+    Ok(PersonalTokens { data, has_more })
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, token = %req.token_id))]

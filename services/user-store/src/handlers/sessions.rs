@@ -55,6 +55,7 @@ pub async fn revoke_user_sessions(
         data: store
             .revoke_user_sessions(&req.user_id, "revoked_all")
             .await?,
+        has_more: false,
     })
 }
 
@@ -63,12 +64,17 @@ pub async fn list_sessions(
     ListSessions(req): ListSessions,
 ) -> Result<SessionRecords, Error> {
     let store = match IssuerStore::open(&state, &req.issuer_id).await {
-        Err(Error::NoSchema) => return Ok(SessionRecords { data: Vec::new() }),
+        Err(Error::NoSchema) => {
+            return Ok(SessionRecords {
+                data: Vec::new(),
+                has_more: false,
+            })
+        }
         other => other?,
     };
-    Ok(SessionRecords {
-        data: store.sessions_of(&req.user_id).await?,
-    })
+    let page = req.page.unwrap_or_default();
+    let (data, has_more) = store.sessions_of(&req.user_id, &page).await?;
+    Ok(SessionRecords { data, has_more })
 }
 
 /// The region's revocations that still matter, for edges rebuilding their
@@ -79,4 +85,18 @@ pub async fn list_revoked_sessions(
     req: ListRevokedSessions,
 ) -> Result<RevokedSessionPage, Error> {
     storage::revoked_sessions(&state.db, req.after.as_ref(), req.limit, req.since).await
+}
+
+/// Revokes every live session of one of the user's devices.
+#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id, device = %req.device_id))]
+pub async fn revoke_device(state: Arc<State>, req: RevokeDevice) -> Result<SessionRecords, Error> {
+    let mut store = IssuerStore::open(&state, &req.issuer_id).await?;
+    let revoked = store
+        .revoke_device(&req.user_id, &req.device_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("device"))?;
+    Ok(SessionRecords {
+        data: revoked,
+        has_more: false,
+    })
 }

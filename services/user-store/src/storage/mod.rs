@@ -1,7 +1,10 @@
 //! Storage for one region: issuer-scoped handles over the region's database.
 
+mod consents;
+mod devices;
 mod mfa;
 mod personal_tokens;
+mod profiles;
 pub mod schemas;
 #[cfg(test)]
 mod search_path_bench;

@@ -2,6 +2,7 @@
 
 use super::{corrupt, IssuerStore};
 use crate::Error;
+use idm_core::page::Page;
 use idm_core::proto::store::{CreatePersonalToken, PersonalToken};
 use idm_core::{ApiError, PersonalTokenId, UserId};
 use idm_db::sqlx;
@@ -57,16 +58,43 @@ t.expires_at,
         row.map(token).transpose()
     }
 
-    pub async fn personal_tokens_of(&self, user: &UserId) -> Result<Vec<PersonalToken>, Error> {
+    /// The user's tokens, newest first, a page at a time.
+    pub async fn personal_tokens_of(
+        &self,
+        user: &UserId,
+        page: &Page,
+    ) -> Result<(Vec<PersonalToken>, bool), Error> {
+        let (after_at, after_id) = match &page.starting_after {
+            None => (None, None),
+            Some(raw) => {
+                let id = PersonalTokenId::parse(raw)?;
+                let at = sqlx::query_scalar!(
+                    "SELECT created_at FROM personal_tokens WHERE id = $1 AND user_id = $2",
+                    id.as_str(),
+                    user.as_str(),
+                )
+                .fetch_optional(&mut *self.client.conn().await)
+                .await
+                .map_err(DbError::from)?
+                .ok_or_else(|| ApiError::not_found("personal_token"))?;
+                (Some(at), Some(id))
+            }
+        };
         let rows = sqlx::query_as!(
 TokenRow,
-"SELECT id, user_id, name, scopes, created_at, expires_at, revoked_at, last_used_at FROM personal_tokens WHERE user_id = $1 ORDER BY created_at DESC",
+"SELECT id, user_id, name, scopes, created_at, expires_at, revoked_at, last_used_at FROM personal_tokens
+                     WHERE user_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
+                     ORDER BY created_at DESC, id DESC LIMIT $4",
 user.as_str(),
+after_at,
+after_id.as_ref().map(PersonalTokenId::as_str),
+page.fetch(),
 )
         .fetch_all(&mut *self.client.conn().await)
         .await
         .map_err(DbError::from)?;
-        rows.into_iter().map(token).collect()
+        let tokens = rows.into_iter().map(token).collect::<Result<_, _>>()?;
+        Ok(page.cut(tokens))
     }
 
     pub async fn revoke_personal_token(

@@ -5,6 +5,7 @@
 
 use super::{corrupt, IssuerStore};
 use crate::Error;
+use idm_core::page::Page;
 use idm_core::proto::session::MAX_TOKEN_LIFETIME_SECONDS;
 use idm_core::proto::store::{
     CreateSession, RefreshOutcome, RefreshSession, RevokedCursor, RevokedSessionPage,
@@ -28,6 +29,7 @@ struct SessionRow {
     revoke_reason: Option<String>,
     user_agent: Option<String>,
     ip: Option<String>,
+    device_id: Option<String>,
 }
 
 fn record(row: SessionRow) -> Result<SessionRecord, DbError> {
@@ -41,6 +43,12 @@ fn record(row: SessionRow) -> Result<SessionRecord, DbError> {
         revoke_reason: row.revoke_reason,
         user_agent: row.user_agent,
         ip: row.ip,
+        device_id: row
+            .device_id
+            .as_deref()
+            .map(idm_core::ids::DeviceId::parse)
+            .transpose()
+            .map_err(|_| corrupt())?,
     })
 }
 
@@ -65,7 +73,7 @@ async fn revoke_locked(
     let row = sqlx::query_as!(
 SessionRow,
 "UPDATE sessions s SET revoked_at = COALESCE(s.revoked_at, now()), revoke_reason = COALESCE(s.revoke_reason, $2)
-                 WHERE s.id = $1 RETURNING s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip",
+                 WHERE s.id = $1 RETURNING s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip, s.device_id",
 session,
 reason,
 )
@@ -86,17 +94,19 @@ impl IssuerStore {
         s: &CreateSession,
     ) -> Result<Option<SessionRecord>, Error> {
         let tx = self.client.transaction().await?;
+        let device = super::devices::seen(&tx, &s.user_id, &s.device).await?;
         // Inserting only when the user exists keeps a session from pointing nowhere.
         let row = sqlx::query_as!(
 SessionRow,
-"INSERT INTO sessions AS s (id, user_id, expires_at, user_agent, ip)
-                     SELECT $1, id, $3, $4, $5 FROM users WHERE id = $2
-                     RETURNING s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip",
+"INSERT INTO sessions AS s (id, user_id, expires_at, user_agent, ip, device_id)
+                     SELECT $1, id, $3, $4, $5, $6 FROM users WHERE id = $2
+                     RETURNING s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip, s.device_id",
 s.session_id.as_str(),
 s.user_id.as_str(),
 s.expires_at,
 s.device.user_agent.as_deref(),
 s.device.ip.as_deref(),
+device.as_deref(),
 )
         .fetch_optional(&mut *tx.conn().await)
         .await
@@ -128,7 +138,7 @@ s.device.ip.as_deref(),
         .await
         .map_err(DbError::from)?;
         let found = sqlx::query!(
-"SELECT s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip,
+"SELECT s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip, s.device_id,
                         t.consumed_at IS NOT NULL AS \"consumed!\",
                         t.invalidated_at IS NOT NULL AS \"invalidated!\",
                         s.expires_at <= now() AS \"past_absolute!\",
@@ -170,6 +180,7 @@ f64::from(r.leeway_seconds),
             revoke_reason: row.revoke_reason,
             user_agent: row.user_agent,
             ip: row.ip,
+            device_id: row.device_id,
         })?;
 
         if session.revoked_at.is_some() {
@@ -224,7 +235,7 @@ r.successor_sealed.as_deref(),
         let updated = sqlx::query_as!(
 SessionRow,
 "UPDATE sessions s SET last_active_at = now(), user_agent = COALESCE($2, s.user_agent), ip = COALESCE($3, s.ip)
-                     WHERE s.id = $1 RETURNING s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip",
+                     WHERE s.id = $1 RETURNING s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip, s.device_id",
 session.id.as_str(),
 r.device.user_agent.as_deref(),
 r.device.ip.as_deref(),
@@ -232,6 +243,7 @@ r.device.ip.as_deref(),
             .fetch_one(&mut *tx.conn().await)
             .await
             .map_err(DbError::from)?;
+        super::devices::touch(&tx, updated.device_id.as_deref()).await?;
         tx.commit().await?;
         Ok(RefreshOutcome::Rotated {
             session: record(updated)?,
@@ -258,7 +270,7 @@ r.device.ip.as_deref(),
         let rows = sqlx::query_as!(
 SessionRow,
 "UPDATE sessions s SET revoked_at = now(), revoke_reason = $2
-                     WHERE s.user_id = $1 AND s.revoked_at IS NULL RETURNING s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip",
+                     WHERE s.user_id = $1 AND s.revoked_at IS NULL RETURNING s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip, s.device_id",
 user.as_str(),
 reason,
 )
@@ -277,19 +289,46 @@ user.as_str(),
         Ok(rows.into_iter().map(record).collect::<Result<_, _>>()?)
     }
 
-    /// The user's live sessions, newest first.
-    pub async fn sessions_of(&self, user: &UserId) -> Result<Vec<SessionRecord>, Error> {
+    /// The user's live sessions, newest first, a page at a time: after the
+    /// session `starting_after` (another user's, or an unknown id, is
+    /// `not_found`), one row more than the page to know whether more follow.
+    pub async fn sessions_of(
+        &self,
+        user: &UserId,
+        page: &Page,
+    ) -> Result<(Vec<SessionRecord>, bool), Error> {
+        let (after_at, after_id) = match &page.starting_after {
+            None => (None, None),
+            Some(raw) => {
+                let id = SessionId::parse(raw)?;
+                let at = sqlx::query_scalar!(
+                    "SELECT created_at FROM sessions WHERE id = $1 AND user_id = $2",
+                    id.as_str(),
+                    user.as_str(),
+                )
+                .fetch_optional(&mut *self.client.conn().await)
+                .await
+                .map_err(DbError::from)?
+                .ok_or_else(|| ApiError::not_found("session"))?;
+                (Some(at), Some(id))
+            }
+        };
         let rows = sqlx::query_as!(
 SessionRow,
-"SELECT s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip FROM sessions s
+"SELECT s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip, s.device_id FROM sessions s
                      WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
-                     ORDER BY s.created_at DESC LIMIT 500",
+                       AND ($2::timestamptz IS NULL OR (s.created_at, s.id) < ($2, $3))
+                     ORDER BY s.created_at DESC, s.id DESC LIMIT $4",
 user.as_str(),
+after_at,
+after_id.as_ref().map(SessionId::as_str),
+page.fetch(),
 )
         .fetch_all(&mut *self.client.conn().await)
         .await
         .map_err(DbError::from)?;
-        Ok(rows.into_iter().map(record).collect::<Result<_, _>>()?)
+        let records = rows.into_iter().map(record).collect::<Result<_, _>>()?;
+        Ok(page.cut(records))
     }
 }
 
