@@ -211,7 +211,12 @@ async fn eu_users_never_leave_the_eu_and_best_effort_regions_fall_back() -> anyh
             Some(json!({"email": "late@example.com", "region": "eeur"})),
         )
         .await?;
-    assert_eq!((r.status, r.str("/region")), (201, "eeur".into()), "{}", r.json);
+    assert_eq!(
+        (r.status, r.str("/region")),
+        (201, "eeur".into()),
+        "{}",
+        r.json
+    );
     platform.stop().await
 }
 
