@@ -60,6 +60,9 @@ pub const CREATING_ROUTES: &[&str] = &[
     "/v1/users",
     "/v1/users/{id}/personal_tokens",
     "/v1/client/sign_up",
+    // deletion
+    "/v1/organizations",
+    "/v1/organizations/{id}/memberships",
 ];
 
 /// Whether the route at `method path` (the table's pattern) honours the header.

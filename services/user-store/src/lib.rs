@@ -88,7 +88,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(handlers::mfa::use_totp_step)
         .on(handlers::mfa::use_backup_code)
         .on(handlers::mfa::list_sealed_totp)
-        .on(handlers::mfa::reseal_totp);
+        .on(handlers::mfa::reseal_totp)
+        // deletion
+        .on(handlers::deletion::revoke_personal_tokens)
+        .on(handlers::deletion::purge_user);
     let serving = bus.serve(handlers, state, shutdown.clone()).await?;
 
     // A store configured with another jurisdiction than its region's is

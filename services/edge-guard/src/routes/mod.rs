@@ -13,6 +13,9 @@ mod personal_tokens;
 mod sessions;
 mod users;
 mod verifications;
+// deletion: organizations and user deletion
+mod deletions;
+mod organizations;
 
 use crate::access::Access;
 use crate::App;
@@ -79,7 +82,7 @@ const fn backend(resource: Resource, level: Level) -> Access {
 
 use Access::{Client, Verification};
 use Level::{Delete, Manage, Read, Write};
-use Resource::{ApiKeys, Issuers, Sessions, Users};
+use Resource::{ApiKeys, Issuers, Organizations, Sessions, Users};
 
 /// Every public route, in one place. The router is built from this table
 /// alone and each handler's `authorize()` takes its access class from here,
@@ -108,7 +111,8 @@ pub static ROUTES: &[Route] = &[
             ResidencyViolation, RegionUnavailable]),
     route!(GET "/v1/users", backend(Users, Read), users::find_by_email,
         errors: [ValidationFailed, InvalidEmail, DisposableEmail, NotFound]),
-    route!(GET "/v1/users/{id}", backend(Users, Read), users::get, errors: [NotFound]),
+    route!(GET "/v1/users/{id}", backend(Users, Read), users::get,
+        errors: [NotFound, DeletionInProgress]),
     route!(GET "/v1/users/{id}/residency", backend(Users, Read), users::residency,
         errors: [NotFound, ResidencyViolation]),
     route!(POST "/v1/sessions/verify", backend(Sessions, Read), sessions::verify,
@@ -173,6 +177,30 @@ pub static ROUTES: &[Route] = &[
         errors: [ValidationFailed, InvalidEmail, DisposableEmail, TooManyAttempts, QuotaExceeded]),
     route!(POST "/v1/verifications/check", Verification, verifications::check,
         errors: [InvalidEmail, CodeInvalid, CodeExpired, TooManyAttempts]),
+    // deletion: organizations, memberships and user deletion
+    route!(POST "/v1/organizations", backend(Organizations, Write), organizations::create,
+        errors: [ValidationFailed]),
+    route!(GET "/v1/organizations", backend(Organizations, Read), organizations::list,
+        errors: [ValidationFailed]),
+    route!(GET "/v1/organizations/{id}", backend(Organizations, Read), organizations::get,
+        errors: [NotFound]),
+    route!(PATCH "/v1/organizations/{id}", backend(Organizations, Write), organizations::update,
+        errors: [NotFound, ValidationFailed]),
+    route!(DELETE "/v1/organizations/{id}", backend(Organizations, Delete), organizations::delete,
+        errors: [NotFound]),
+    route!(POST "/v1/organizations/{id}/memberships", backend(Organizations, Write),
+        organizations::add_member, errors: [NotFound, ValidationFailed, Conflict, DeletionInProgress]),
+    route!(GET "/v1/organizations/{id}/memberships", backend(Organizations, Read),
+        organizations::list_members, errors: [NotFound, ValidationFailed]),
+    route!(PATCH "/v1/organizations/{id}/memberships/{user_id}", backend(Organizations, Write),
+        organizations::update_member, errors: [NotFound, ValidationFailed]),
+    route!(DELETE "/v1/organizations/{id}/memberships/{user_id}", backend(Organizations, Write),
+        organizations::remove_member, errors: [NotFound]),
+    route!(GET "/v1/users/{id}/organizations", backend(Organizations, Read),
+        organizations::list_for_user, errors: [NotFound, ValidationFailed, DeletionInProgress]),
+    route!(DELETE "/v1/users/{id}", backend(Users, Delete), deletions::delete_user,
+        errors: [NotFound]),
+    route!(GET "/v1/deletions/{id}", backend(Users, Read), deletions::get, errors: [NotFound]),
 ];
 
 pub fn router(app: Arc<App>) -> Router {

@@ -4,6 +4,8 @@ use idm_core::proto::store::GetStoreInfo;
 pub mod mfa;
 pub mod personal_tokens;
 pub mod sessions;
+// deletion: the regional steps of a user deletion
+pub mod deletion;
 
 use crate::storage::{self, IssuerStore};
 use crate::{Error, State};

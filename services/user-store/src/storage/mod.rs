@@ -2,6 +2,7 @@
 
 mod mfa;
 mod personal_tokens;
+mod purge;
 #[cfg(test)]
 mod search_path_bench;
 mod sessions;
