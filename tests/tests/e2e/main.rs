@@ -32,3 +32,6 @@ mod sessions;
 mod step_up;
 mod takeover;
 mod verifications;
+// deletion: organizations and user deletion
+mod deletion;
+mod organizations;
