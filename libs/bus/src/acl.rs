@@ -524,6 +524,10 @@ static DELETION_WORKER: Rights = Rights {
             ],
         },
         Calls {
+            target: Target::Service("auth"),
+            ops: &[deletion::auth::FORGET_USER],
+        },
+        Calls {
             target: Target::Store,
             ops: &[
                 deletion::store::REVOKE_USER_PERSONAL_TOKENS,

@@ -6,6 +6,8 @@
 mod budget;
 mod codes;
 mod config;
+// deletion: what auth forgets of a deleted user
+mod deletion;
 mod error;
 mod existence;
 mod handlers;
@@ -136,7 +138,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(passwords::change_password)
         .on(recovery::unlock_factors)
         .on(verifications::send_verification)
-        .on(verifications::check_verification);
+        .on(verifications::check_verification)
+        .on(deletion::forget_user);
     let resealing = reseal::spawn(Arc::clone(&state), shutdown.clone());
     let serving = bus.serve(handlers, state, shutdown.clone()).await?;
     let redis_probe = idm_telemetry::redis_probe(redis);

@@ -13,6 +13,7 @@ use crate::{Error, State};
 use async_nats::jetstream::consumer::{pull, AckPolicy};
 use async_nats::jetstream::AckKind;
 use futures::StreamExt;
+use idm_core::proto::deletion::auth::ForgetUser;
 use idm_core::proto::deletion::directory::{PurgeDirectoryEntry, RemoveUserMemberships};
 use idm_core::proto::deletion::store::{PurgeUser, RevokeUserPersonalTokens};
 use idm_core::proto::deletion::{UserToDelete, STEPS};
@@ -99,13 +100,17 @@ pub async fn spawn(
             let state = Arc::clone(&state);
             // Jobs run side by side: one stuck on an outage does not hold
             // the others back.
-            tokio::spawn(ctx.scope(settle(state, message).instrument(span)));
+            tokio::spawn(ctx.scope(settle(state, message, shutdown.clone()).instrument(span)));
         }
     }))
 }
 
 /// Runs one delivery and settles its message.
-async fn settle(state: Arc<State>, message: async_nats::jetstream::Message) {
+async fn settle(
+    state: Arc<State>,
+    message: async_nats::jetstream::Message,
+    shutdown: CancellationToken,
+) {
     let job: JobMessage = match serde_json::from_slice(&message.payload) {
         Ok(job) => job,
         Err(e) => {
@@ -123,6 +128,10 @@ async fn settle(state: Arc<State>, message: async_nats::jetstream::Message) {
         loop {
             tokio::select! {
                 outcome = &mut run => break outcome,
+                // Stopping: the attempt is abandoned unsettled, as a crash
+                // would; the message comes back after the ack wait, when
+                // the lease has lapsed too.
+                _ = shutdown.cancelled() => return,
                 _ = progress.tick() => {
                     let _ = message.ack_with(AckKind::Progress).await;
                     let _ = storage::renew(&state.db, job.deletion_id.as_str(), state.config.ack_wait).await;
@@ -292,8 +301,12 @@ async fn run_step(state: &State, job: &JobRow, step: &StepRow) -> StepResult {
             Ok((format!("store {region}, schema {schema}"), done.removed))
         }
         "delete_directory_entries" => {
+            // Auth's Redis keys first: while the directory row exists a
+            // retry still finds the user's issuer and id there.
+            let mut removed = state.bus.send(&ForgetUser(target.clone())).await?.removed;
             let done = state.bus.send(&PurgeDirectoryEntry(target)).await?;
-            Ok(("directory".to_owned(), done.removed))
+            removed.extend(done.removed);
+            Ok(("directory and auth's Redis keys".to_owned(), removed))
         }
         "emit_user_deleted" => {
             let deletion_id = job.deletion_id().map_err(ApiError::from)?;

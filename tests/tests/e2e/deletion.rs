@@ -26,13 +26,23 @@ fn schema(tenant: &Tenant) -> String {
 
 async fn delete(platform: &Platform, tenant: &Tenant, user: &str) -> anyhow::Result<Response> {
     platform
-        .backend(Method::DELETE, &format!("/v1/users/{user}"), &tenant.secret_key, None)
+        .backend(
+            Method::DELETE,
+            &format!("/v1/users/{user}"),
+            &tenant.secret_key,
+            None,
+        )
         .await
 }
 
 async fn job(platform: &Platform, tenant: &Tenant, id: &str) -> anyhow::Result<Response> {
     platform
-        .backend(Method::GET, &format!("/v1/deletions/{id}"), &tenant.secret_key, None)
+        .backend(
+            Method::GET,
+            &format!("/v1/deletions/{id}"),
+            &tenant.secret_key,
+            None,
+        )
         .await
 }
 
@@ -51,7 +61,11 @@ async fn wait_for(
         if done(&r.json) {
             return Ok(r.json);
         }
-        anyhow::ensure!(started.elapsed() < within, "job never got there: {}", r.json);
+        anyhow::ensure!(
+            started.elapsed() < within,
+            "job never got there: {}",
+            r.json
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -136,12 +150,21 @@ async fn redis_traces(platform: &Platform, user: &str) -> anyhow::Result<Vec<Str
     for key in keys {
         let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut redis).await?;
         let value: String = match kind.as_str() {
-            "string" => redis::cmd("GET").arg(&key).query_async::<Option<Vec<u8>>>(&mut redis).await?
+            "string" => redis::cmd("GET")
+                .arg(&key)
+                .query_async::<Option<Vec<u8>>>(&mut redis)
+                .await?
                 .map(|v| String::from_utf8_lossy(&v).into_owned())
                 .unwrap_or_default(),
             "hash" => {
-                let all: Vec<Vec<u8>> = redis::cmd("HGETALL").arg(&key).query_async(&mut redis).await?;
-                all.iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect::<Vec<_>>().join(" ")
+                let all: Vec<Vec<u8>> = redis::cmd("HGETALL")
+                    .arg(&key)
+                    .query_async(&mut redis)
+                    .await?;
+                all.iter()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
             }
             _ => String::new(),
         };
@@ -175,7 +198,12 @@ async fn a_deleted_user_leaves_no_trace_and_loses_every_session() -> anyhow::Res
     assert_eq!(r.status, 201, "{}", r.json);
     let token = r.str("/token");
     let org = platform
-        .backend(Method::POST, "/v1/organizations", &a.secret_key, Some(json!({"name": "Team"})))
+        .backend(
+            Method::POST,
+            "/v1/organizations",
+            &a.secret_key,
+            Some(json!({"name": "Team"})),
+        )
         .await?;
     let org_id = org.str("/id");
     let r = platform
@@ -191,7 +219,12 @@ async fn a_deleted_user_leaves_no_trace_and_loses_every_session() -> anyhow::Res
 
     // Refused: a restricted key, another issuer (a plain 404), an unknown user.
     let r = platform
-        .backend(Method::DELETE, &format!("/v1/users/{user}"), &a.restricted_key, None)
+        .backend(
+            Method::DELETE,
+            &format!("/v1/users/{user}"),
+            &a.restricted_key,
+            None,
+        )
         .await?;
     assert!([401, 403].contains(&r.status), "{} {}", r.status, r.json);
     let r = delete(platform, &b, &user).await?;
@@ -228,7 +261,12 @@ async fn a_deleted_user_leaves_no_trace_and_loses_every_session() -> anyhow::Res
     let r = job(platform, &b, &id).await?;
     assert_eq!((r.status, r.code()), (404, Some("not_found")));
     let r = platform
-        .backend(Method::GET, &format!("/v1/deletions/{id}"), &a.restricted_key, None)
+        .backend(
+            Method::GET,
+            &format!("/v1/deletions/{id}"),
+            &a.restricted_key,
+            None,
+        )
         .await?;
     assert!([401, 403].contains(&r.status), "{} {}", r.status, r.json);
     let r = job(platform, &a, "del_nope").await?;
@@ -246,18 +284,48 @@ async fn a_deleted_user_leaves_no_trace_and_loses_every_session() -> anyhow::Res
     let receipt = &done["receipt"];
     assert_eq!(receipt["user_id"], json!(user));
     assert_eq!(receipt["region"], json!(region));
-    assert_eq!(receipt["steps"].as_array().map(Vec::len), Some(6), "{receipt}");
-    assert_eq!(receipt["steps"][0]["removed"]["sessions_revoked"], json!(2), "{receipt}");
-    assert_eq!(receipt["steps"][1]["removed"]["personal_tokens_revoked"], json!(1), "{receipt}");
-    assert_eq!(receipt["steps"][2]["removed"]["memberships"], json!(1), "{receipt}");
-    assert_eq!(receipt["steps"][3]["removed"]["users"], json!(1), "{receipt}");
-    assert_eq!(receipt["steps"][4]["removed"]["directory_entries"], json!(1), "{receipt}");
+    assert_eq!(
+        receipt["steps"].as_array().map(Vec::len),
+        Some(6),
+        "{receipt}"
+    );
+    assert_eq!(
+        receipt["steps"][0]["removed"]["sessions_revoked"],
+        json!(2),
+        "{receipt}"
+    );
+    assert_eq!(
+        receipt["steps"][1]["removed"]["personal_tokens_revoked"],
+        json!(1),
+        "{receipt}"
+    );
+    assert_eq!(
+        receipt["steps"][2]["removed"]["memberships"],
+        json!(1),
+        "{receipt}"
+    );
+    assert_eq!(
+        receipt["steps"][3]["removed"]["users"],
+        json!(1),
+        "{receipt}"
+    );
+    assert_eq!(
+        receipt["steps"][4]["removed"]["directory_entries"],
+        json!(1),
+        "{receipt}"
+    );
     assert!(!receipt.to_string().contains(&email), "{receipt}");
     assert!(!receipt.to_string().contains('@'), "{receipt}");
 
     // Nothing refers to the user: any region, the directory, Redis.
-    assert_eq!(regional_traces(platform, &a, &user).await?, Vec::<String>::new());
-    assert_eq!(directory_traces(platform, &user).await?, Vec::<String>::new());
+    assert_eq!(
+        regional_traces(platform, &a, &user).await?,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        directory_traces(platform, &user).await?,
+        Vec::<String>::new()
+    );
     assert_eq!(redis_traces(platform, &user).await?, Vec::<String>::new());
 
     // The sessions are over on every edge, sign-in and the token fail.
@@ -265,14 +333,37 @@ async fn a_deleted_user_leaves_no_trace_and_loses_every_session() -> anyhow::Res
         let r = client.me(session.expose()).await?;
         assert!(r.error().is_ok(), "a deleted user's session still works");
     }
-    assert!(client.refresh(second.refresh_token.expose()).await?.error().is_ok());
-    let r = platform.sign_in(&a, "https://app.example.com", &email, PASSWORD).await?;
-    assert_eq!((r.status, r.code()), (401, Some("invalid_credentials")), "{}", r.json);
+    assert!(client
+        .refresh(second.refresh_token.expose())
+        .await?
+        .error()
+        .is_ok());
     let r = platform
-        .backend(Method::POST, "/v1/personal_tokens/verify", &a.secret_key, Some(json!({"token": token})))
+        .sign_in(&a, "https://app.example.com", &email, PASSWORD)
+        .await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (401, Some("invalid_credentials")),
+        "{}",
+        r.json
+    );
+    let r = platform
+        .backend(
+            Method::POST,
+            "/v1/personal_tokens/verify",
+            &a.secret_key,
+            Some(json!({"token": token})),
+        )
         .await?;
     assert_eq!(r.status, 401, "{}", r.json);
-    let r = platform.backend(Method::GET, &format!("/v1/users/{user}"), &a.secret_key, None).await?;
+    let r = platform
+        .backend(
+            Method::GET,
+            &format!("/v1/users/{user}"),
+            &a.secret_key,
+            None,
+        )
+        .await?;
     assert_eq!(r.code(), Some("not_found"));
 
     // Announced with ids only.
@@ -281,12 +372,20 @@ async fn a_deleted_user_leaves_no_trace_and_loses_every_session() -> anyhow::Res
         deleted.map(|e| e["data"].clone()),
         Some(json!({"user_id": user, "deletion_id": id, "region": region}))
     );
-    let left = platform.last_event(&a.issuer_id, "membership.deleted").await?;
-    assert_eq!(left.map(|e| e["data"]["user_id"].clone()), Some(json!(user)));
+    let left = platform
+        .last_event(&a.issuer_id, "membership.deleted")
+        .await?;
+    assert_eq!(
+        left.map(|e| e["data"]["user_id"].clone()),
+        Some(json!(user))
+    );
 
     // Deleting again: the finished job, not a second one.
     let r = delete(platform, &a, &user).await?;
-    assert_eq!((r.status, r.str("/id"), r.str("/status")), (202, id.clone(), "completed".to_owned()));
+    assert_eq!(
+        (r.status, r.str("/id"), r.str("/status")),
+        (202, id.clone(), "completed".to_owned())
+    );
     // The address is free again: its index entry went with the user.
     let back = client.sign_up(&email, PASSWORD).await?.ok()?;
     assert_ne!(back.user.id.to_string(), user);
@@ -314,7 +413,12 @@ async fn a_deletion_stalls_visibly_while_the_store_is_down_and_survives_a_worker
         .await?;
     assert_eq!(signed_in.status, 200, "{}", signed_in.json);
     let org = platform
-        .backend(Method::POST, "/v1/organizations", &a.secret_key, Some(json!({"name": "Ops"})))
+        .backend(
+            Method::POST,
+            "/v1/organizations",
+            &a.secret_key,
+            Some(json!({"name": "Ops"})),
+        )
         .await?;
     let org_id = org.str("/id");
 
@@ -324,9 +428,26 @@ async fn a_deletion_stalls_visibly_while_the_store_is_down_and_survives_a_worker
     let id = started.str("/id");
 
     // Being deleted: it cannot be read, changed or signed in to.
-    let r = platform.backend(Method::GET, &format!("/v1/users/{user}"), &a.secret_key, None).await?;
-    assert_eq!((r.status, r.code()), (409, Some("deletion_in_progress")), "{}", r.json);
-    assert_eq!(r.json["error"]["details"]["deletion_id"], json!(id), "{}", r.json);
+    let r = platform
+        .backend(
+            Method::GET,
+            &format!("/v1/users/{user}"),
+            &a.secret_key,
+            None,
+        )
+        .await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (409, Some("deletion_in_progress")),
+        "{}",
+        r.json
+    );
+    assert_eq!(
+        r.json["error"]["details"]["deletion_id"],
+        json!(id),
+        "{}",
+        r.json
+    );
     let r = platform
         .backend(
             Method::POST,
@@ -335,9 +456,21 @@ async fn a_deletion_stalls_visibly_while_the_store_is_down_and_survives_a_worker
             Some(json!({"user_id": user, "role": "member"})),
         )
         .await?;
-    assert_eq!((r.status, r.code()), (409, Some("deletion_in_progress")), "{}", r.json);
-    let r = platform.sign_in(&a, "https://app.example.com", "stuck@example.com", PASSWORD).await?;
-    assert_eq!((r.status, r.code()), (401, Some("invalid_credentials")), "{}", r.json);
+    assert_eq!(
+        (r.status, r.code()),
+        (409, Some("deletion_in_progress")),
+        "{}",
+        r.json
+    );
+    let r = platform
+        .sign_in(&a, "https://app.example.com", "stuck@example.com", PASSWORD)
+        .await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (401, Some("invalid_credentials")),
+        "{}",
+        r.json
+    );
 
     // The store's steps fail, are retried, and the job says so.
     let stalled = wait_for(&platform, &a, &id, Duration::from_secs(60), |j| {
@@ -348,9 +481,16 @@ async fn a_deletion_stalls_visibly_while_the_store_is_down_and_survives_a_worker
     assert_eq!(failing["name"], json!("revoke_sessions"), "{stalled}");
     assert_eq!(failing["status"], json!("failing"), "{stalled}");
     assert!(failing["attempts"].as_i64() >= Some(2), "{stalled}");
-    assert!(failing["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{stalled}");
+    assert!(
+        failing["last_error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{stalled}"
+    );
     assert_eq!(stalled["steps"][3]["status"], json!("pending"), "{stalled}");
-    let event = platform.last_event(&a.issuer_id, "user.deletion_stalled").await?;
+    let event = platform
+        .last_event(&a.issuer_id, "user.deletion_stalled")
+        .await?;
     assert_eq!(
         event.map(|e| (e["data"]["deletion_id"].clone(), e["data"]["step"].clone())),
         Some((json!(id), json!("revoke_sessions")))
@@ -372,14 +512,38 @@ async fn a_deletion_stalls_visibly_while_the_store_is_down_and_survives_a_worker
     })
     .await?;
     assert!(done["steps"][0]["attempts"].as_i64() >= Some(3), "{done}");
-    assert_eq!(done["receipt"]["steps"][0]["removed"]["sessions_revoked"], json!(1), "{done}");
-    assert_eq!(done["receipt"]["steps"][3]["removed"]["users"], json!(1), "{done}");
-    assert_eq!(regional_traces(&platform, &a, &user).await?, Vec::<String>::new());
-    assert_eq!(directory_traces(&platform, &user).await?, Vec::<String>::new());
+    assert_eq!(
+        done["receipt"]["steps"][0]["removed"]["sessions_revoked"],
+        json!(1),
+        "{done}"
+    );
+    assert_eq!(
+        done["receipt"]["steps"][3]["removed"]["users"],
+        json!(1),
+        "{done}"
+    );
+    assert_eq!(
+        regional_traces(&platform, &a, &user).await?,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        directory_traces(&platform, &user).await?,
+        Vec::<String>::new()
+    );
     let r = platform
-        .client_call(0, &a, Method::GET, "/v1/client/me", Some(&signed_in.str("/session_token")), None)
+        .client_call(
+            0,
+            &a,
+            Method::GET,
+            "/v1/client/me",
+            Some(&signed_in.str("/session_token")),
+            None,
+        )
         .await?;
     assert_eq!(r.status, 401, "{}", r.json);
-    assert_eq!(platform.count_events(&a.issuer_id, "user.deleted").await?, 1);
+    assert_eq!(
+        platform.count_events(&a.issuer_id, "user.deleted").await?,
+        1
+    );
     platform.stop().await
 }

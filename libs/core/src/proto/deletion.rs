@@ -195,3 +195,21 @@ pub mod store {
     #[serde(transparent)]
     pub struct PurgeUser(pub UserToDelete);
 }
+
+/// auth's part of a deletion (its Redis keys and failure budgets):
+/// `<prefix>.auth.v1.<op>`.
+pub mod auth {
+    use super::*;
+
+    pub const FORGET_USER: &str = "forget_user";
+
+    crate::proto::operation::operations!(service "auth" {
+        ForgetUser => Removed = FORGET_USER,
+    });
+
+    /// Erases what auth keeps about the user outside the region: pending
+    /// second-factor sign-ins in Redis and the user's TOTP failure budget.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    #[serde(transparent)]
+    pub struct ForgetUser(pub UserToDelete);
+}

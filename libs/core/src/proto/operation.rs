@@ -97,6 +97,7 @@ pub fn all() -> Vec<OperationInfo> {
         super::deletion::OPERATIONS,
         super::deletion::directory::OPERATIONS,
         super::deletion::store::OPERATIONS,
+        super::deletion::auth::OPERATIONS,
     ]
     .concat()
 }
