@@ -69,7 +69,7 @@ pub enum ErrorCode {
     CodeAlreadyUsed,
     // deletion: user deletion as a durable workflow
     /// The user is being deleted: it can no longer be read, changed or
-    /// signed in to (`details.deletion_id` names the job).
+    /// signed in to (the error's `deletion_id` names the job).
     DeletionInProgress,
 }
 
