@@ -536,6 +536,48 @@ async fn a_deletion_stalls_visibly_while_the_store_is_down_and_survives_a_worker
         )
         .await?;
     assert_eq!(r.status, 401, "{}", r.json);
+    // An edge that starts after the purge builds its revocation set from
+    // the stores: the deleted user's revoked session is still there (as a
+    // tombstone holding the session id and times only).
+    let tombstones: i64 = platform
+        .region_db(Region::Oc)
+        .await?
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {}.revoked_session_tombstones WHERE id = $1",
+                schema(&a)
+            ),
+            &[&signed_in.str("/session_id")],
+        )
+        .await?
+        .get(0);
+    assert_eq!(tombstones, 1);
+    platform.add_edge().await?;
+    let fresh = platform.edges.len() - 1;
+    let r = platform
+        .client_call(
+            fresh,
+            &a,
+            Method::GET,
+            "/v1/client/me",
+            Some(&signed_in.str("/session_token")),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        r.status, 401,
+        "a fresh edge accepts a deleted user's session: {}",
+        r.json
+    );
+    // What a tenant backend asks (stateless at the edge): revoked there too.
+    let r =
+        crate::factor_kit::verify(&platform, fresh, &a, &signed_in.str("/session_token")).await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (401, Some("session_revoked")),
+        "{}",
+        r.json
+    );
     assert_eq!(
         platform.count_events(&a.issuer_id, "user.deleted").await?,
         1

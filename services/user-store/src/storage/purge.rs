@@ -4,7 +4,7 @@
 //! The tables are discovered from the catalogue (any table with a `user_id`
 //! column), not listed here, so a table added by a later migration (devices,
 //! consents, ...) is covered without touching this code. Table names come
-//! from the catalogue of the issuer's own schema and are quoted as
+//! from the catalogue of the issuer's own schema and are checked
 //! identifiers: the one statement here that is built at run time (sqlx's
 //! macros need a fixed table name); see docs/DESIGN-NOTES.md.
 
@@ -14,11 +14,6 @@ use idm_core::{IssuerId, UserId};
 use idm_db::sqlx;
 use idm_db::{DbError, GenericClient};
 use std::collections::BTreeMap;
-
-/// `"name"` with inner quotes doubled: a safe SQL identifier.
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
 
 impl IssuerStore {
     /// Revokes every live personal token of the user: how many.
@@ -55,12 +50,31 @@ impl IssuerStore {
         .fetch_all(&mut *tx.conn().await)
         .await
         .map_err(DbError::from)?;
+        // The user's revoked sessions whose tokens could still verify stay
+        // known to edges rebuilding their revocation sets: ids and times
+        // only. Tombstones past their token's end go at the same time.
+        sqlx::query!(
+            "INSERT INTO revoked_session_tombstones (id, revoked_at, expires_at, revoke_reason)
+                 SELECT id, revoked_at, expires_at, revoke_reason FROM sessions
+                  WHERE user_id = $1 AND revoked_at IS NOT NULL AND expires_at > now()
+                 ON CONFLICT (id) DO NOTHING",
+            user.as_str(),
+        )
+        .execute(&mut *tx.conn().await)
+        .await
+        .map_err(DbError::from)?;
+        sqlx::query!("DELETE FROM revoked_session_tombstones WHERE expires_at < now()")
+            .execute(&mut *tx.conn().await)
+            .await
+            .map_err(DbError::from)?;
         let mut removed = BTreeMap::new();
         for table in tables {
+            // Both names are checked identifiers (lowercase letters, digits
+            // and `_`), as everywhere a schema is named at run time.
             let statement = format!(
                 "DELETE FROM {}.{} WHERE user_id = $1",
-                quote_ident(&schema),
-                quote_ident(&table)
+                idm_db::safe_identifier(&schema)?,
+                idm_db::safe_identifier(&table)?
             );
             let done = sqlx::query(sqlx::AssertSqlSafe(statement))
                 .bind(user.as_str())
