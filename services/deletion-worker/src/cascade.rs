@@ -19,7 +19,7 @@ use idm_core::proto::deletion::store::{PurgeUser, RevokeUserPersonalTokens};
 use idm_core::proto::deletion::{UserToDelete, STEPS};
 use idm_core::proto::event::{DomainEvent, UserDeleted, UserDeletionStalled};
 use idm_core::proto::session::RevokeAll;
-use idm_core::ApiError;
+use idm_core::{metric, ApiError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -197,6 +197,8 @@ async fn run_steps(state: &State, job: &JobRow) -> Result<Outcome, Error> {
             });
         match result {
             Ok((location, removed)) => {
+                metrics::counter!(metric::DELETION_STEPS.name, "step" => step.name.clone(), "outcome" => "done")
+                    .increment(1);
                 tracing::info!(step = %step.name, attempts = step.attempts + 1, "deletion step done");
                 storage::step_succeeded(&state.db, &job.id, step.position, &location, &removed)
                     .await?;
@@ -207,6 +209,10 @@ async fn run_steps(state: &State, job: &JobRow) -> Result<Outcome, Error> {
                 let (attempts, failing_for) =
                     storage::step_failed(&state.db, &job.id, step.position, &error).await?;
                 let delay = backoff(attempts, state.config.retry_base, state.config.retry_max);
+                metrics::counter!(metric::DELETION_STEPS.name, "step" => step.name.clone(), "outcome" => "failed")
+                    .increment(1);
+                metrics::counter!(metric::DELETION_STEP_RETRIES.name, "step" => step.name.clone())
+                    .increment(1);
                 tracing::warn!(step = %step.name, attempts, error = %error,
                     retry_in_ms = delay.as_millis() as u64, "deletion step failed; will retry");
                 if failing_for >= state.config.stall_after && job.status == "running" {
@@ -350,6 +356,10 @@ pub fn spawn_sweeper(
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = every.tick() => {}
+            }
+            match storage::stalled_jobs(&state.db).await {
+                Ok(n) => metrics::gauge!(metric::DELETION_JOBS_STALLED.name).set(n as f64),
+                Err(e) => tracing::warn!(error = %e, "stalled deletion jobs not counted"),
             }
             let jobs = match storage::idle_jobs(&state.db, idle).await {
                 Ok(jobs) => jobs,

@@ -318,6 +318,16 @@ pub async fn idle_jobs(db: &Db, idle: Duration) -> Result<Vec<String>, Error> {
     .map_err(DbError::from)?)
 }
 
+/// How many jobs are `stalled` now (every issuer).
+pub async fn stalled_jobs(db: &Db) -> Result<i64, Error> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM deletion.jobs WHERE status = 'stalled'"#
+    )
+    .fetch_one(&mut *db.get().await?.conn().await)
+    .await
+    .map_err(DbError::from)?)
+}
+
 /// The receipt of a finished job, from its steps.
 pub fn receipt(job: &JobRow, steps: &[StepRow], completed_at: Timestamp) -> Result<Receipt, Error> {
     Ok(Receipt {
