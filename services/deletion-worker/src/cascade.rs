@@ -384,3 +384,27 @@ pub fn spawn_sweeper(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_is_capped_and_jittered_within_half_to_all() {
+        let (base, max) = (Duration::from_millis(500), Duration::from_secs(60));
+        for (attempts, full) in [(1, 500), (2, 1_000), (3, 2_000), (8, 60_000), (50, 60_000)] {
+            for _ in 0..20 {
+                let delay = backoff(attempts, base, max).as_millis();
+                assert!(
+                    delay >= full / 2 && delay <= full,
+                    "attempt {attempts}: {delay} ms outside {}..={full}",
+                    full / 2
+                );
+            }
+        }
+        let spread: std::collections::HashSet<u128> =
+            (0..20).map(|_| backoff(8, base, max).as_millis()).collect();
+        assert!(spread.len() > 1, "no jitter");
+    }
+}

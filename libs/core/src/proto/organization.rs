@@ -168,3 +168,19 @@ pub struct ListUserOrganizations {
     pub user_id: UserId,
     pub page: Page,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Page;
+
+    #[test]
+    fn a_page_is_1_to_100_long_and_20_by_default() {
+        assert_eq!(Page::parse(None, None).map(|p| p.limit).ok(), Some(20));
+        assert_eq!(
+            Page::parse(Some(100), None).map(|p| p.limit).ok(),
+            Some(100)
+        );
+        assert!(Page::parse(Some(0), None).is_err());
+        assert!(Page::parse(Some(101), None).is_err());
+    }
+}
