@@ -594,3 +594,94 @@ async fn a_deletion_stalls_visibly_while_the_store_is_down_and_survives_worker_a
     );
     platform.stop().await
 }
+
+#[tokio::test]
+async fn a_regional_step_that_keeps_failing_stalls_the_job_then_completes() -> anyhow::Result<()> {
+    let platform = Platform::shared().await?;
+    let a = tenant(platform, "Locked region").await?;
+    let created = platform
+        .backend(
+            Method::POST,
+            "/v1/users",
+            &a.secret_key,
+            Some(json!({"email": idm_testkit::unique_email("locked"), "region": "sam"})),
+        )
+        .await?;
+    assert_eq!(created.status, 201, "{}", created.json);
+    let user = created.str("/id");
+
+    // The regional database holds the users table locked: the purge of the
+    // user row cannot finish (the earlier steps touch other tables).
+    let mut db = platform.region_db(Region::Sam).await?;
+    let lock = db.transaction().await?;
+    lock.batch_execute(&format!(
+        "LOCK TABLE {}.users IN ACCESS EXCLUSIVE MODE",
+        schema(&a)
+    ))
+    .await?;
+    let started = delete(platform, &a, &user).await?;
+    assert_eq!(started.status, 202, "{}", started.json);
+    let id = started.str("/id");
+    let stalled = wait_for(platform, &a, &id, Duration::from_secs(60), |j| {
+        status(j) == "stalled"
+    })
+    .await;
+    // Release the lock whatever happened, then judge.
+    lock.rollback().await?;
+    let stalled = stalled?;
+    let steps = stalled["steps"].as_array().cloned().unwrap_or_default();
+    let state: Vec<(&str, &str)> = steps
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default(),
+                s["status"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        state,
+        [
+            ("revoke_sessions", "completed"),
+            ("revoke_personal_tokens", "completed"),
+            ("remove_memberships", "completed"),
+            ("delete_regional_data", "failing"),
+            ("delete_directory_entries", "pending"),
+            ("emit_user_deleted", "pending"),
+        ],
+        "{stalled}"
+    );
+    assert!(steps[3]["attempts"].as_i64() >= Some(1), "{stalled}");
+    assert!(
+        steps[3]["last_error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{stalled}"
+    );
+    let event = platform
+        .last_event(&a.issuer_id, "user.deletion_stalled")
+        .await?
+        .map(|e| e["data"].clone())
+        .unwrap_or_default();
+    assert_eq!(
+        (&event["user_id"], &event["deletion_id"], &event["step"]),
+        (&json!(user), &json!(id), &json!("delete_regional_data")),
+        "{event}"
+    );
+
+    // The lock is gone: the job completes by itself, and nothing is left.
+    let done = wait_for(platform, &a, &id, Duration::from_secs(60), |j| {
+        status(j) == "completed"
+    })
+    .await?;
+    assert!(done["steps"][3]["attempts"].as_i64() >= Some(2), "{done}");
+    assert_eq!(
+        regional_traces(platform, &a, &user).await?,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        directory_traces(platform, &user).await?,
+        Vec::<String>::new()
+    );
+    Ok(())
+}
