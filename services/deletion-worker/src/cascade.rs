@@ -202,6 +202,9 @@ async fn run_steps(state: &State, job: &JobRow) -> Result<Outcome, Error> {
                 tracing::info!(step = %step.name, attempts = step.attempts + 1, "deletion step done");
                 storage::step_succeeded(&state.db, &job.id, step.position, &location, &removed)
                     .await?;
+                if step.status == "failing" {
+                    storage::unstall(&state.db, &job.id).await?;
+                }
             }
             Err(e) => {
                 // The code and message only: they name ids, never data.

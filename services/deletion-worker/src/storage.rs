@@ -275,6 +275,20 @@ pub async fn step_failed(
     ))
 }
 
+/// A stalled job whose failing step went through is running again (a later
+/// step that keeps failing stalls it anew).
+pub async fn unstall(db: &Db, id: &str) -> Result<(), Error> {
+    sqlx::query!(
+        "UPDATE deletion.jobs SET status = 'running', stalled_at = NULL, updated_at = now()
+             WHERE id = $1 AND status = 'stalled'",
+        id,
+    )
+    .execute(&mut *db.get().await?.conn().await)
+    .await
+    .map_err(DbError::from)?;
+    Ok(())
+}
+
 /// Marks a running job stalled: `true` when this call did.
 pub async fn mark_stalled(db: &Db, id: &str) -> Result<bool, Error> {
     let done = sqlx::query!(
