@@ -171,9 +171,12 @@ pub async fn list(state: Arc<State>, req: ListOrganizations) -> Result<Organizat
         Some(after) => {
             let after = OrganizationId::parse(after)
                 .map_err(|_| ApiError::validation("starting_after is not an organization id"))?;
-            let cursor = load(&state.db, &req.issuer_id, &after)
-                .await
-                .map_err(|_| ApiError::validation("starting_after names no organization"))?;
+            let cursor = match load(&state.db, &req.issuer_id, &after).await {
+                Err(Error::Api(e)) if e.code == idm_core::ErrorCode::NotFound => {
+                    return Err(ApiError::validation("starting_after names no organization").into())
+                }
+                other => other?,
+            };
             sqlx::query_as!(
                 OrgRow,
                 "SELECT id, name, roles, metadata, created_at FROM directory.organizations
