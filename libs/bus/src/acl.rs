@@ -20,7 +20,7 @@
 //! it (the client checks calls and events before sending, so the omission
 //! shows up at once as `caller_not_allowed`, not as a time-out).
 
-use idm_core::proto::{account, auth, event, session, store, user};
+use idm_core::proto::{account, auth, deletion, event, organization, session, store, user};
 use idm_core::Region;
 
 /// A service's identity on the bus: one NATS user (one nkey) each, one per
@@ -97,7 +97,8 @@ impl Identity {
             Identity::Session => &SESSION,
             Identity::User => &USER,
             Identity::UserStore(_) => &USER_STORE,
-            Identity::DeletionWorker | Identity::Webhook => &NOTHING,
+            Identity::DeletionWorker => &DELETION_WORKER,
+            Identity::Webhook => &NOTHING,
             Identity::Admin => &ADMIN,
         }
     }
@@ -167,8 +168,8 @@ pub enum Stream {
     Events,
     /// `<prefix>.mail.outgoing`, a work queue.
     Mail,
-    /// The deletion work queue (used by nobody yet: the deletion-worker gets
-    /// its row when its behaviour arrives).
+    /// `<prefix>.deletions.jobs`, the deletion work queue: one message per
+    /// job, kept unacknowledged while the job runs (deletion-worker).
     Deletions,
 }
 
@@ -238,7 +239,7 @@ struct Rights {
 }
 
 /// Services that answer calls, as they appear in subjects.
-const SERVICES: [&str; 4] = ["account", "auth", "session", "user"];
+const SERVICES: [&str; 5] = ["account", "auth", "session", "user", "deletion"];
 
 const CONFIG_CHANGED: &str = "config.changed";
 const SESSION_REVOKED: &str = "session.revoked";
@@ -324,7 +325,23 @@ static EDGE_GUARD: Rights = Rights {
                 user::LIST_DEVICES,
                 user::ADD_CONSENT,
                 user::LIST_CONSENTS,
+                // deletion: organizations and memberships
+                organization::CREATE_ORGANIZATION,
+                organization::GET_ORGANIZATION,
+                organization::LIST_ORGANIZATIONS,
+                organization::UPDATE_ORGANIZATION,
+                organization::DELETE_ORGANIZATION,
+                organization::ADD_MEMBERSHIP,
+                organization::LIST_MEMBERSHIPS,
+                organization::UPDATE_MEMBERSHIP,
+                organization::REMOVE_MEMBERSHIP,
+                organization::LIST_USER_ORGANIZATIONS,
             ],
+        },
+        // deletion: user deletion jobs
+        Calls {
+            target: Target::Service("deletion"),
+            ops: &[deletion::START_DELETION, deletion::GET_DELETION],
         },
     ],
     broadcasts: &[IP_BANNED, IP_UNBANNED],
@@ -519,8 +536,56 @@ static USER_STORE: Rights = Rights {
     streams: &[],
 };
 
-/// The deletion-worker and webhook are skeletons today: they connect and
-/// nothing else. Their rows arrive with their behaviour.
+/// deletion: the deletion-worker answers the edge's deletion calls and runs
+/// each job's steps: sessions through the session service (so the
+/// revocation broadcast reaches every edge), personal tokens and regional
+/// data in the user's store, memberships and the directory entry in the
+/// user service.
+static DELETION_WORKER: Rights = Rights {
+    serves: Some("deletion"),
+    calls: &[
+        Calls {
+            target: Target::Service("session"),
+            ops: &[session::REVOKE_ALL],
+        },
+        Calls {
+            target: Target::Service("user"),
+            ops: &[
+                deletion::directory::BEGIN_DELETION,
+                deletion::directory::REMOVE_USER_MEMBERSHIPS,
+                deletion::directory::PURGE_DIRECTORY_ENTRY,
+            ],
+        },
+        Calls {
+            target: Target::Service("auth"),
+            ops: &[deletion::auth::FORGET_USER],
+        },
+        Calls {
+            target: Target::Store,
+            ops: &[
+                deletion::store::REVOKE_USER_PERSONAL_TOKENS,
+                deletion::store::PURGE_USER,
+            ],
+        },
+    ],
+    broadcasts: &[],
+    hears: &[],
+    events: &[event::USER_DELETED, event::USER_DELETION_STALLED],
+    streams: &[
+        ensures(Stream::Events),
+        StreamUse {
+            stream: Stream::Deletions,
+            ensure: true,
+            publish: &["deletions.jobs"],
+            consumers: &["cascade"],
+            read: false,
+            delete: false,
+        },
+    ],
+};
+
+/// The webhook service is a skeleton today: it connects and nothing else.
+/// Its row arrives with its behaviour.
 static NOTHING: Rights = Rights {
     serves: None,
     calls: &[],
@@ -547,6 +612,14 @@ static ADMIN: Rights = Rights {
         },
         StreamUse {
             stream: Stream::Mail,
+            ensure: false,
+            publish: &[],
+            consumers: &[],
+            read: true,
+            delete: true,
+        },
+        StreamUse {
+            stream: Stream::Deletions,
             ensure: false,
             publish: &[],
             consumers: &[],

@@ -67,6 +67,10 @@ pub enum ErrorCode {
     /// A right TOTP code whose time step was already used (a replay, or a
     /// second sign-in within the same 30 s): wait for the next code.
     CodeAlreadyUsed,
+    // deletion: user deletion as a durable workflow
+    /// The user is being deleted: it can no longer be read, changed or
+    /// signed in to (the error's `deletion_id` names the job).
+    DeletionInProgress,
 }
 
 /// One error code: its wire spelling, its HTTP status and what it means.
@@ -339,6 +343,12 @@ pub const ERROR_CODES: &[ErrorInfo] = &[
         message:
             "The authenticator code was already used: wait for the next code and enter that one.",
     },
+    ErrorInfo {
+        code: ErrorCode::DeletionInProgress,
+        name: "deletion_in_progress",
+        status: 409,
+        message: "The user is being deleted: it can no longer be read, changed or signed in to.",
+    },
 ];
 
 impl ErrorCode {
@@ -391,7 +401,7 @@ mod tests {
         // The last variant is in the table, so every one before it is too.
         assert_eq!(
             ERROR_CODES.last().map(|i| i.code),
-            Some(ErrorCode::CodeAlreadyUsed)
+            Some(ErrorCode::DeletionInProgress)
         );
     }
 }

@@ -227,7 +227,7 @@ pub const DELETION_STEP_RETRIES: Metric = counter(
 pub const DELETION_JOBS_STALLED: Metric = gauge(
     "idm_deletion_jobs_stalled",
     &[],
-    "Deletion jobs whose failing step has exhausted its quick retries (surfaced, still retried).",
+    "Deletion jobs stalled now: a step kept failing past the stall threshold (surfaced, still retried).",
 );
 pub const WEBHOOK_DELIVERIES: Metric = counter(
     "idm_webhook_deliveries_total",

@@ -508,11 +508,11 @@ impl Platform {
         ));
         specs.push((
             "deletion-worker".into(),
-            services::Spec::Deletion(idm_deletion_worker::Config {
-                basics: basics(&prefix, &nats, Identity::DeletionWorker),
-                database_url: global_url.clone(),
-                pool_size: 1,
-            }),
+            // Short stall threshold, back-off and ack wait (docs/LIFECYCLE.md).
+            services::Spec::Deletion(idm_deletion_worker::Config::for_tests(
+                basics(&prefix, &nats, Identity::DeletionWorker),
+                global_url.clone(),
+            )),
         ));
         specs.push((
             "webhook".into(),

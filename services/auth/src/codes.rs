@@ -274,6 +274,35 @@ impl Codes {
             .map_err(|e| ApiError::upstream(format!("code store unavailable: {e}")))
     }
 
+    /// Erases every pending second-factor sign-in of `issuer` whose payload
+    /// names `user` (a user being deleted): how many. A scan of the
+    /// issuer's few short-lived MFA entries, not of the whole store.
+    pub async fn forget_user(&self, issuer: &IssuerId, user: &str) -> Result<i64, ApiError> {
+        let down =
+            |e: redis::RedisError| ApiError::upstream(format!("code store unavailable: {e}"));
+        let mut redis = self.redis.clone();
+        let pattern = format!("{}{}:{}:*", self.prefix, Kind::MfaToken.tag(), issuer);
+        let keys = redis.scan_all(&pattern).await.map_err(down)?;
+        let mut erased = 0;
+        for key in keys {
+            let payload: Option<Vec<u8>> = redis::cmd("HGET")
+                .arg(&key)
+                .arg("payload")
+                .query_async(&mut redis)
+                .await
+                .map_err(down)?;
+            if payload.is_some_and(|p| String::from_utf8_lossy(&p).contains(user)) {
+                let n: i64 = redis::cmd("DEL")
+                    .arg(&key)
+                    .query_async(&mut redis)
+                    .await
+                    .map_err(down)?;
+                erased += n;
+            }
+        }
+        Ok(erased)
+    }
+
     /// Counts one attempt at `subject` and returns the entry, or why not:
     /// absent (`code_invalid`), past its expiry (`code_expired`, erased), or
     /// out of attempts (`too_many_attempts`, erased: the code is dead).

@@ -6,6 +6,8 @@
 mod budget;
 mod codes;
 mod config;
+// deletion: what auth forgets of a deleted user
+mod deletion;
 mod error;
 mod existence;
 mod handlers;
@@ -142,7 +144,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(resets::confirm_password_reset)
         .on(resets::remove_password)
         .on(resets::start_email_change)
-        .on(resets::confirm_email_change);
+        .on(resets::confirm_email_change)
+        .on(deletion::forget_user);
     let resealing = reseal::spawn(Arc::clone(&state), shutdown.clone());
     let serving = bus.serve(handlers, state, shutdown.clone()).await?;
     let redis_probe = idm_telemetry::redis_probe(redis);

@@ -153,6 +153,7 @@ pub async fn user_for_address(
             .send(&session::RevokeAll {
                 issuer_id: ctx.issuer_id.clone(),
                 user_id: user.id.clone(),
+                region: Some(user.region),
             })
             .await?;
         tracing::info!(

@@ -62,6 +62,9 @@ pub const CREATING_ROUTES: &[&str] = &[
     "/v1/client/sign_up",
     // Users (issue 11).
     "/v1/users/{id}/consents",
+    // deletion
+    "/v1/organizations",
+    "/v1/organizations/{id}/memberships",
 ];
 
 /// Whether the route at `method path` (the table's pattern) honours the header.

@@ -253,7 +253,10 @@ async fn region_of_user(state: &State, issuer: &IssuerId, user: &UserId) -> Resu
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
 pub async fn revoke_all(state: Arc<State>, req: RevokeAll) -> Result<Revoked, Error> {
-    let region = region_of_user(&state, &req.issuer_id, &req.user_id).await?;
+    let region = match req.region {
+        Some(region) => region,
+        None => region_of_user(&state, &req.issuer_id, &req.user_id).await?,
+    };
     let request = store::RevokeUserSessions(store::UserSessions {
         issuer_id: req.issuer_id.clone(),
         user_id: req.user_id,

@@ -108,7 +108,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(handlers::profiles::remove_password)
         .on(handlers::profiles::list_devices)
         .on(handlers::profiles::add_consent)
-        .on(handlers::profiles::list_consents);
+        .on(handlers::profiles::list_consents)
+        // deletion
+        .on(handlers::deletion::revoke_personal_tokens)
+        .on(handlers::deletion::purge_user);
     let serving = bus.serve(handlers, state, shutdown.clone()).await?;
 
     // A store configured with another jurisdiction than its region's is

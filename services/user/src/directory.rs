@@ -91,20 +91,75 @@ fn region_of(raw: &str) -> Result<Region, Error> {
 }
 
 /// The region of an active user of `issuer`; another issuer's user is absent.
+/// A user being deleted is refused (`deletion_in_progress`): it can no
+/// longer be read, changed or signed in to.
 pub async fn region_of_user(
     db: &Db,
     issuer: &IssuerId,
     user: &UserId,
 ) -> Result<Option<Region>, Error> {
     let row = sqlx::query!(
-        "SELECT region FROM directory.users WHERE id = $1 AND issuer_id = $2 AND status = 'active'",
+        "SELECT region, status, deletion_id FROM directory.users
+             WHERE id = $1 AND issuer_id = $2 AND status IN ('active', 'deleting')",
         user.as_str(),
         issuer.as_str(),
     )
     .fetch_optional(&mut *db.get().await?.conn().await)
     .await
     .map_err(DbError::from)?;
-    row.map(|r| region_of(&r.region)).transpose()
+    match row {
+        None => Ok(None),
+        Some(r) if r.status == "deleting" => Err(being_deleted(r.deletion_id.as_deref()).into()),
+        Some(r) => region_of(&r.region).map(Some),
+    }
+}
+
+/// `deletion_in_progress`, naming the job.
+pub fn being_deleted(deletion_id: Option<&str>) -> ApiError {
+    ApiError::new(
+        idm_core::ErrorCode::DeletionInProgress,
+        "the user is being deleted",
+    )
+    .with_details(serde_json::json!({ "deletion_id": deletion_id }))
+}
+
+/// Marks a user of `issuer` `deleting` under `deletion` (unless it already
+/// is, then the first deletion id stays): the region and the recorded id, or
+/// `None` for an unknown user (or another issuer's, or one still pending).
+pub async fn begin_deletion(
+    db: &Db,
+    issuer: &IssuerId,
+    user: &UserId,
+    deletion: &str,
+) -> Result<Option<(Region, String)>, Error> {
+    let row = sqlx::query!(
+        r#"UPDATE directory.users
+               SET status = 'deleting', deletion_id = COALESCE(deletion_id, $3)
+             WHERE id = $1 AND issuer_id = $2 AND status IN ('active', 'deleting')
+             RETURNING region, deletion_id AS "deletion_id!""#,
+        user.as_str(),
+        issuer.as_str(),
+        deletion,
+    )
+    .fetch_optional(&mut *db.get().await?.conn().await)
+    .await
+    .map_err(DbError::from)?;
+    row.map(|r| Ok((region_of(&r.region)?, r.deletion_id)))
+        .transpose()
+}
+
+/// Removes the directory row of a user being deleted (its blind email index
+/// goes with it): 1 when it was there, 0 when already gone.
+pub async fn purge(db: &Db, issuer: &IssuerId, user: &UserId) -> Result<u64, Error> {
+    let done = sqlx::query!(
+        "DELETE FROM directory.users WHERE id = $1 AND issuer_id = $2 AND status = 'deleting'",
+        user.as_str(),
+        issuer.as_str(),
+    )
+    .execute(&mut *db.get().await?.conn().await)
+    .await
+    .map_err(DbError::from)?;
+    Ok(done.rows_affected())
 }
 
 pub async fn by_index(
@@ -145,14 +200,20 @@ pub async fn placement_of(
 ) -> Result<Option<Placement>, Error> {
     let row = sqlx::query!(
         r#"SELECT region, placement_reason, unavailable_region,
-                  COALESCE(placed_at, created_at) AS "placed_at!"
-             FROM directory.users WHERE id = $1 AND issuer_id = $2 AND status = 'active'"#,
+                  COALESCE(placed_at, created_at) AS "placed_at!",
+                  status, deletion_id
+             FROM directory.users WHERE id = $1 AND issuer_id = $2 AND status IN ('active', 'deleting')"#,
         user.as_str(),
         issuer.as_str(),
     )
     .fetch_optional(&mut *db.get().await?.conn().await)
     .await
     .map_err(DbError::from)?;
+    if let Some(r) = &row {
+        if r.status == "deleting" {
+            return Err(being_deleted(r.deletion_id.as_deref()).into());
+        }
+    }
     row.map(|r| {
         Ok(Placement {
             region: region_of(&r.region)?,

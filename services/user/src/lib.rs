@@ -5,9 +5,11 @@
 
 mod blind_index;
 mod config;
+mod deletion;
 mod directory;
 mod error;
 mod handlers;
+mod organizations;
 mod personal_tokens;
 mod placement;
 mod profiles;
@@ -76,7 +78,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(profiles::apply_email_change)
         .on(profiles::list_devices)
         .on(profiles::add_consent)
-        .on(profiles::list_consents);
+        .on(profiles::list_consents)
+        // deletion: organizations, memberships and the directory's
+        // deletion steps
+        .on(organizations::create)
+        .on(organizations::get)
+        .on(organizations::list)
+        .on(organizations::update)
+        .on(organizations::delete)
+        .on(organizations::add_member)
+        .on(organizations::list_members)
+        .on(organizations::update_member)
+        .on(organizations::remove_member)
+        .on(organizations::list_for_user)
+        .on(deletion::begin)
+        .on(deletion::remove_memberships)
+        .on(deletion::purge_entry);
     let serving = bus
         .serve(handlers, Arc::clone(&state), shutdown.clone())
         .await?;

@@ -39,3 +39,6 @@ mod devices;
 mod password_reset;
 mod profiles;
 mod user_kit;
+// deletion: organizations and user deletion
+mod deletion;
+mod organizations;

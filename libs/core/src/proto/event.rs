@@ -32,6 +32,12 @@ pub const ORGANIZATION_DELETED: &str = "organization.deleted";
 pub const MEMBERSHIP_CREATED: &str = "membership.created";
 pub const MEMBERSHIP_UPDATED: &str = "membership.updated";
 pub const MEMBERSHIP_DELETED: &str = "membership.deleted";
+// deletion: the user-deletion workflow (deletion-worker)
+/// The deletion cascade finished: nothing of the user is left.
+pub const USER_DELETED: &str = "user.deleted";
+/// A step of a deletion kept failing past `DELETION_STALL_AFTER`; the job
+/// keeps retrying.
+pub const USER_DELETION_STALLED: &str = "user.deletion_stalled";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
@@ -75,6 +81,8 @@ pub enum DomainEvent {
     MembershipCreated(MembershipChanged),
     MembershipUpdated(MembershipChanged),
     MembershipDeleted(MembershipChanged),
+    UserDeleted(UserDeleted),
+    UserDeletionStalled(UserDeletionStalled),
 }
 
 impl DomainEvent {
@@ -103,6 +111,8 @@ impl DomainEvent {
         MEMBERSHIP_CREATED,
         MEMBERSHIP_UPDATED,
         MEMBERSHIP_DELETED,
+        USER_DELETED,
+        USER_DELETION_STALLED,
     ];
 
     /// The stable `type` string (the last subject token).
@@ -131,6 +141,8 @@ impl DomainEvent {
             DomainEvent::MembershipCreated(_) => MEMBERSHIP_CREATED,
             DomainEvent::MembershipUpdated(_) => MEMBERSHIP_UPDATED,
             DomainEvent::MembershipDeleted(_) => MEMBERSHIP_DELETED,
+            DomainEvent::UserDeleted(_) => USER_DELETED,
+            DomainEvent::UserDeletionStalled(_) => USER_DELETION_STALLED,
         }
     }
 
@@ -262,6 +274,23 @@ pub struct MembershipChanged {
     /// The role after the change (absent when removed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+}
+
+/// `user.deleted`: the cascade finished.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserDeleted {
+    pub user_id: UserId,
+    pub deletion_id: crate::ids::DeletionId,
+    pub region: Region,
+}
+
+/// `user.deletion_stalled`: `step` kept failing; the job keeps retrying.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserDeletionStalled {
+    pub user_id: UserId,
+    pub deletion_id: crate::ids::DeletionId,
+    pub step: String,
+    pub attempts: i32,
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@ pub mod operation;
 pub mod session;
 pub mod store;
 pub mod user;
+// deletion: organizations and the deletion workflow
+pub mod deletion;
+pub mod organization;
 
 pub use operation::{Operation, OperationInfo, ServiceOperation, StoreOperation, Target};
 

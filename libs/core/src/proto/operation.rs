@@ -92,6 +92,12 @@ pub fn all() -> Vec<OperationInfo> {
         super::session::OPERATIONS,
         super::user::OPERATIONS,
         super::store::OPERATIONS,
+        // deletion
+        super::organization::OPERATIONS,
+        super::deletion::OPERATIONS,
+        super::deletion::directory::OPERATIONS,
+        super::deletion::store::OPERATIONS,
+        super::deletion::auth::OPERATIONS,
     ]
     .concat()
 }

@@ -115,6 +115,10 @@ pub struct Revoke {
 pub struct RevokeAll {
     pub issuer_id: IssuerId,
     pub user_id: UserId,
+    /// The user's region when the caller knows it (the deletion-worker: the
+    /// directory refuses lookups of a user being deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<Region>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -15,6 +15,9 @@ mod recovery;
 mod sessions;
 mod users;
 mod verifications;
+// deletion: organizations and user deletion
+mod deletions;
+mod organizations;
 
 use crate::access::Access;
 use crate::App;
@@ -81,7 +84,7 @@ const fn backend(resource: Resource, level: Level) -> Access {
 
 use Access::{Client, Verification};
 use Level::{Delete, Manage, Read, Write};
-use Resource::{ApiKeys, Issuers, Sessions, Users};
+use Resource::{ApiKeys, Issuers, Organizations, Sessions, Users};
 
 /// Every public route, in one place. The router is built from this table
 /// alone and each handler's `authorize()` takes its access class from here,
@@ -111,7 +114,8 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/v1/users", backend(Users, Read), profiles::list,
         errors: [ValidationFailed, InvalidEmail, DisposableEmail, NotFound, ResidencyViolation,
             RegionUnavailable]),
-    route!(GET "/v1/users/{id}", backend(Users, Read), users::get, errors: [NotFound]),
+    route!(GET "/v1/users/{id}", backend(Users, Read), users::get,
+        errors: [NotFound, DeletionInProgress]),
     route!(GET "/v1/users/{id}/residency", backend(Users, Read), users::residency,
         errors: [NotFound, ResidencyViolation]),
     route!(POST "/v1/sessions/verify", backend(Sessions, Read), sessions::verify,
@@ -180,17 +184,17 @@ pub static ROUTES: &[Route] = &[
     // Users (issue 11): profiles, credentials, devices, consent.
     route!(PATCH "/v1/users/{id}", backend(Users, Write), profiles::update,
         errors: [NotFound, ValidationFailed, InvalidEmail, DisposableEmail, Conflict,
-            TooManyAttempts, QuotaExceeded]),
+            TooManyAttempts, QuotaExceeded, DeletionInProgress]),
     route!(GET "/v1/users/{id}/devices", backend(Users, Read), profiles::devices,
-        errors: [NotFound, ValidationFailed]),
+        errors: [NotFound, ValidationFailed, DeletionInProgress]),
     route!(DELETE "/v1/users/{id}/devices/{device_id}", backend(Sessions, Manage), profiles::revoke_device,
         errors: [NotFound]),
     route!(POST "/v1/users/{id}/consents", backend(Users, Write), profiles::add_consent,
-        errors: [NotFound, ValidationFailed]),
+        errors: [NotFound, ValidationFailed, DeletionInProgress]),
     route!(GET "/v1/users/{id}/consents", backend(Users, Read), profiles::consents,
-        errors: [NotFound, ValidationFailed]),
+        errors: [NotFound, ValidationFailed, DeletionInProgress]),
     route!(GET "/v1/users/{id}/consents/current", backend(Users, Read), profiles::current_consents,
-        errors: [NotFound, ValidationFailed]),
+        errors: [NotFound, ValidationFailed, DeletionInProgress]),
     route!(POST "/v1/client/password_resets", Client, recovery::request_reset,
         errors: [ValidationFailed, InvalidEmail, DisposableEmail, TooManyAttempts, QuotaExceeded]),
     route!(POST "/v1/client/password_resets/confirm", Client, recovery::confirm_reset,
@@ -203,6 +207,30 @@ pub static ROUTES: &[Route] = &[
         errors: [CodeInvalid, CodeExpired, TooManyAttempts, Conflict, NotFound]),
     route!(GET "/v1/client/devices", Client, recovery::my_devices, session: true,
         errors: [NotFound, ValidationFailed]),
+    // deletion: organizations, memberships and user deletion
+    route!(POST "/v1/organizations", backend(Organizations, Write), organizations::create,
+        errors: [ValidationFailed]),
+    route!(GET "/v1/organizations", backend(Organizations, Read), organizations::list,
+        errors: [ValidationFailed]),
+    route!(GET "/v1/organizations/{id}", backend(Organizations, Read), organizations::get,
+        errors: [NotFound]),
+    route!(PATCH "/v1/organizations/{id}", backend(Organizations, Write), organizations::update,
+        errors: [NotFound, ValidationFailed]),
+    route!(DELETE "/v1/organizations/{id}", backend(Organizations, Delete), organizations::delete,
+        errors: [NotFound]),
+    route!(POST "/v1/organizations/{id}/memberships", backend(Organizations, Write),
+        organizations::add_member, errors: [NotFound, ValidationFailed, Conflict, DeletionInProgress]),
+    route!(GET "/v1/organizations/{id}/memberships", backend(Organizations, Read),
+        organizations::list_members, errors: [NotFound, ValidationFailed]),
+    route!(PATCH "/v1/organizations/{id}/memberships/{user_id}", backend(Organizations, Write),
+        organizations::update_member, errors: [NotFound, ValidationFailed]),
+    route!(DELETE "/v1/organizations/{id}/memberships/{user_id}", backend(Organizations, Write),
+        organizations::remove_member, errors: [NotFound]),
+    route!(GET "/v1/users/{id}/organizations", backend(Organizations, Read),
+        organizations::list_for_user, errors: [NotFound, ValidationFailed, DeletionInProgress]),
+    route!(DELETE "/v1/users/{id}", backend(Users, Delete), deletions::delete_user,
+        errors: [NotFound]),
+    route!(GET "/v1/deletions/{id}", backend(Users, Read), deletions::get, errors: [NotFound]),
 ];
 
 pub fn router(app: Arc<App>) -> Router {

@@ -101,6 +101,7 @@ pub async fn revoke_all(
     let request = session::RevokeAll {
         issuer_id: caller.key.issuer_id.clone(),
         user_id,
+        region: None,
     };
     Ok(Json(incoming.app.bus.send(&request).await?))
 }

@@ -5,6 +5,8 @@ pub mod mfa;
 pub mod personal_tokens;
 pub mod profiles;
 pub mod sessions;
+// deletion: the regional steps of a user deletion
+pub mod deletion;
 
 use crate::storage::{self, IssuerStore};
 use crate::{Error, State};

@@ -5,6 +5,7 @@ mod devices;
 mod mfa;
 mod personal_tokens;
 mod profiles;
+mod purge;
 pub mod schemas;
 #[cfg(test)]
 mod search_path_bench;

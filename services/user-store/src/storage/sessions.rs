@@ -381,7 +381,11 @@ pub async fn revoked_sessions(
                 "(SELECT '{schema}'::text AS schema, id,
                     ceil(extract(epoch FROM LEAST(expires_at, revoked_at + make_interval(secs => $3))))::bigint AS until,
                     revoke_reason IS NOT DISTINCT FROM 'compromised' AS compromised
-                  FROM {schema}.sessions
+                  FROM (SELECT id, revoked_at, expires_at, revoke_reason FROM {schema}.sessions
+                        UNION ALL
+                        -- deletion: revoked sessions of deleted users
+                        SELECT id, revoked_at, expires_at, revoke_reason
+                          FROM {schema}.revoked_session_tombstones) AS s
                   WHERE revoked_at IS NOT NULL
                     AND revoked_at > GREATEST(now() - make_interval(secs => $3), to_timestamp($5))
                     AND expires_at > now()
