@@ -20,7 +20,7 @@
 //! it (the client checks calls and events before sending, so the omission
 //! shows up at once as `caller_not_allowed`, not as a time-out).
 
-use idm_core::proto::{account, auth, event, session, store, user};
+use idm_core::proto::{account, auth, event, session, store, user, webhook};
 use idm_core::Region;
 
 /// A service's identity on the bus: one NATS user (one nkey) each, one per
@@ -97,7 +97,8 @@ impl Identity {
             Identity::Session => &SESSION,
             Identity::User => &USER,
             Identity::UserStore(_) => &USER_STORE,
-            Identity::DeletionWorker | Identity::Webhook => &NOTHING,
+            Identity::DeletionWorker => &NOTHING,
+            Identity::Webhook => &WEBHOOK,
             Identity::Admin => &ADMIN,
         }
     }
@@ -238,7 +239,7 @@ struct Rights {
 }
 
 /// Services that answer calls, as they appear in subjects.
-const SERVICES: [&str; 4] = ["account", "auth", "session", "user"];
+const SERVICES: [&str; 5] = ["account", "auth", "session", "user", "webhook"];
 
 const CONFIG_CHANGED: &str = "config.changed";
 const SESSION_REVOKED: &str = "session.revoked";
@@ -313,6 +314,25 @@ static EDGE_GUARD: Rights = Rights {
                 user::RESIDENCY,
             ],
         },
+        Calls {
+            target: Target::Service("webhook"),
+            ops: &[
+                webhook::CREATE_ENDPOINT,
+                webhook::LIST_ENDPOINTS,
+                webhook::GET_ENDPOINT,
+                webhook::UPDATE_ENDPOINT,
+                webhook::DELETE_ENDPOINT,
+                webhook::ROTATE_SECRET,
+                webhook::LIST_MESSAGES,
+                webhook::RETRY_MESSAGE,
+                webhook::LIST_ATTEMPTS,
+                webhook::REPLAY,
+            ],
+        },
+        Calls {
+            target: Target::Service("account"),
+            ops: &[account::LIST_AUDIT_EVENTS],
+        },
     ],
     broadcasts: &[IP_BANNED, IP_UNBANNED],
     hears: &[CONFIG_CHANGED, SESSION_REVOKED, IP_BANNED, IP_UNBANNED],
@@ -343,7 +363,15 @@ static ACCOUNT: Rights = Rights {
         event::API_KEY_REVOKED,
         event::ISSUER_UPDATED,
     ],
-    streams: &[ensures(Stream::Events)],
+    // The audit log: a durable consumer on EVENTS (docs/WEBHOOKS.md).
+    streams: &[StreamUse {
+        stream: Stream::Events,
+        ensure: true,
+        publish: &[],
+        consumers: &["audit"],
+        read: false,
+        delete: false,
+    }],
 };
 
 static AUTH: Rights = Rights {
@@ -486,7 +514,26 @@ static USER_STORE: Rights = Rights {
     streams: &[],
 };
 
-/// The deletion-worker and webhook are skeletons today: they connect and
+/// The webhook service answers the edge's endpoint routes, reads `EVENTS`
+/// through its durable consumer, and tells tenants when it disabled one of
+/// their endpoints.
+static WEBHOOK: Rights = Rights {
+    serves: Some("webhook"),
+    calls: &[],
+    broadcasts: &[],
+    hears: &[],
+    events: &[event::WEBHOOK_ENDPOINT_DISABLED],
+    streams: &[StreamUse {
+        stream: Stream::Events,
+        ensure: true,
+        publish: &[],
+        consumers: &["webhook"],
+        read: false,
+        delete: false,
+    }],
+};
+
+/// The deletion-worker is a skeleton today: they connect and
 /// nothing else. Their rows arrive with their behaviour.
 static NOTHING: Rights = Rights {
     serves: None,

@@ -67,6 +67,9 @@ pub enum ErrorCode {
     /// A right TOTP code whose time step was already used (a replay, or a
     /// second sign-in within the same 30 s): wait for the next code.
     CodeAlreadyUsed,
+    /// A webhook URL that points inside (loopback, private, link-local,
+    /// metadata, ...).
+    SsrfRefused,
 }
 
 /// One error code: its wire spelling, its HTTP status and what it means.
@@ -339,6 +342,12 @@ pub const ERROR_CODES: &[ErrorInfo] = &[
         message:
             "The authenticator code was already used: wait for the next code and enter that one.",
     },
+    ErrorInfo {
+        code: ErrorCode::SsrfRefused,
+        name: "ssrf_refused",
+        status: 422,
+        message: "The webhook URL points inside (a loopback, private, link-local, multicast or metadata address).",
+    },
 ];
 
 impl ErrorCode {
@@ -391,7 +400,7 @@ mod tests {
         // The last variant is in the table, so every one before it is too.
         assert_eq!(
             ERROR_CODES.last().map(|i| i.code),
-            Some(ErrorCode::CodeAlreadyUsed)
+            Some(ErrorCode::SsrfRefused)
         );
     }
 }

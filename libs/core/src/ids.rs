@@ -68,6 +68,9 @@ prefixed_id!(DeletionId, "del_");
 prefixed_id!(WebhookEndpointId, "whe_");
 prefixed_id!(EventId, "evt_");
 prefixed_id!(PersonalTokenId, "pat_");
+// Webhooks: one event's delivery to one endpoint, and each HTTP attempt.
+prefixed_id!(WebhookMessageId, "msg_");
+prefixed_id!(WebhookAttemptId, "att_");
 
 impl IssuerId {
     /// The Postgres schema that holds this issuer's identity store in every

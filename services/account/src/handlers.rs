@@ -5,6 +5,7 @@ use crate::{delegation, storage, Error, State};
 use idm_core::proto::account::ListApiKeys;
 use idm_core::proto::account::*;
 use idm_core::text::DisplayName;
+use idm_core::proto::event::{self, DomainEvent};
 use idm_core::ApiError;
 use std::sync::Arc;
 
@@ -60,6 +61,20 @@ pub async fn update_issuer(state: Arc<State>, req: UpdateIssuer) -> Result<Issue
     .await?
     .ok_or_else(|| ApiError::not_found("issuer"))?;
     broadcast_change(&state, &issuer.id, None).await;
+    let mut fields = Vec::new();
+    if req.allowed_origins.is_some() {
+        fields.push("allowed_origins".to_owned());
+    }
+    if req.policy.is_some() {
+        fields.push("policy".to_owned());
+    }
+    state
+        .events
+        .publish(
+            &issuer.id,
+            DomainEvent::IssuerUpdated(event::IssuerUpdated { fields }),
+        )
+        .await?;
     Ok(issuer)
 }
 
@@ -111,6 +126,16 @@ pub async fn create_api_key(state: Arc<State>, req: CreateApiKey) -> Result<Crea
     );
     storage::insert_key(&client, &info, &hash).await?;
     tracing::info!(key = %info.id, "api key created");
+    state
+        .events
+        .publish(
+            &info.issuer_id,
+            DomainEvent::ApiKeyCreated(event::ApiKeyChanged {
+                key_id: info.id.clone(),
+                kind: kind_name(info.kind).to_owned(),
+            }),
+        )
+        .await?;
     Ok(CreatedApiKey { info, key })
 }
 
@@ -132,7 +157,24 @@ pub async fn revoke_api_key(state: Arc<State>, req: RevokeApiKey) -> Result<ApiK
         .ok_or_else(|| ApiError::not_found("api key"))?;
     broadcast_change(&state, &req.issuer_id, Some(hash)).await;
     tracing::info!("api key revoked");
+    state
+        .events
+        .publish(
+            &req.issuer_id,
+            DomainEvent::ApiKeyRevoked(event::ApiKeyChanged {
+                key_id: info.id.clone(),
+                kind: kind_name(info.kind).to_owned(),
+            }),
+        )
+        .await?;
     Ok(info)
+}
+
+fn kind_name(kind: idm_core::KeyKind) -> &'static str {
+    match kind {
+        idm_core::KeyKind::Secret => "secret",
+        idm_core::KeyKind::Restricted => "restricted",
+    }
 }
 
 /// Tells every edge-guard replica to drop what it cached for the issuer.

@@ -60,6 +60,7 @@ pub const CREATING_ROUTES: &[&str] = &[
     "/v1/users",
     "/v1/users/{id}/personal_tokens",
     "/v1/client/sign_up",
+    "/v1/webhook_endpoints",
 ];
 
 /// Whether the route at `method path` (the table's pattern) honours the header.

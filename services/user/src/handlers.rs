@@ -1,6 +1,7 @@
 //! Bus operations of the directory.
 
 use crate::{directory, placement, Error, State};
+use idm_core::proto::event::{self, DomainEvent};
 use idm_core::proto::store::{self, StoredUser};
 use idm_core::proto::user::Locate;
 use idm_core::proto::user::*;
@@ -112,6 +113,16 @@ pub async fn create_user(state: Arc<State>, req: CreateUser) -> Result<User, Err
             Ok(stored) => {
                 directory::activate(&state.db, &user_id).await?;
                 tracing::info!(user = %user_id, %region, "user created");
+                state
+                    .events
+                    .publish(
+                        issuer,
+                        DomainEvent::UserCreated(event::UserCreated {
+                            user_id: user_id.clone(),
+                            region,
+                        }),
+                    )
+                    .await?;
                 return Ok(view(stored, region));
             }
             Err(e) if is_unavailable(&e) => last_error = e,

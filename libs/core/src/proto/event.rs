@@ -32,6 +32,9 @@ pub const ORGANIZATION_DELETED: &str = "organization.deleted";
 pub const MEMBERSHIP_CREATED: &str = "membership.created";
 pub const MEMBERSHIP_UPDATED: &str = "membership.updated";
 pub const MEMBERSHIP_DELETED: &str = "membership.deleted";
+/// The webhook service disabled an endpoint (410 Gone, or failing for the
+/// disable period).
+pub const WEBHOOK_ENDPOINT_DISABLED: &str = "webhook_endpoint.disabled";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
@@ -42,6 +45,18 @@ pub struct Event {
     #[serde(with = "time::serde::rfc3339")]
     pub occurred_at: Timestamp,
     pub data: serde_json::Value,
+    /// Who caused it, for the audit log (stamped by `Events::publish` from
+    /// the request context): `key_…` (an API key), `usr_…` (an end user),
+    /// `operator` or `system`. Not part of the webhook body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// The request that caused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The caller's network (`/24` of IPv4, `/48` of IPv6), never the
+    /// address. Not part of the webhook body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// Everything published on the `EVENTS` stream: one variant per event type,
@@ -75,6 +90,7 @@ pub enum DomainEvent {
     MembershipCreated(MembershipChanged),
     MembershipUpdated(MembershipChanged),
     MembershipDeleted(MembershipChanged),
+    WebhookEndpointDisabled(WebhookEndpointDisabled),
 }
 
 impl DomainEvent {
@@ -103,6 +119,7 @@ impl DomainEvent {
         MEMBERSHIP_CREATED,
         MEMBERSHIP_UPDATED,
         MEMBERSHIP_DELETED,
+        WEBHOOK_ENDPOINT_DISABLED,
     ];
 
     /// The stable `type` string (the last subject token).
@@ -131,6 +148,7 @@ impl DomainEvent {
             DomainEvent::MembershipCreated(_) => MEMBERSHIP_CREATED,
             DomainEvent::MembershipUpdated(_) => MEMBERSHIP_UPDATED,
             DomainEvent::MembershipDeleted(_) => MEMBERSHIP_DELETED,
+            DomainEvent::WebhookEndpointDisabled(_) => WEBHOOK_ENDPOINT_DISABLED,
         }
     }
 
@@ -263,6 +281,14 @@ pub struct MembershipChanged {
     /// The role after the change (absent when removed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+}
+
+/// `webhook_endpoint.disabled`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookEndpointDisabled {
+    pub endpoint_id: crate::ids::WebhookEndpointId,
+    /// `gone` (410) or `failing` (failed continuously for the period).
+    pub reason: String,
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod operation;
 pub mod session;
 pub mod store;
 pub mod user;
+pub mod webhook;
 
 pub use operation::{Operation, OperationInfo, ServiceOperation, StoreOperation, Target};
 

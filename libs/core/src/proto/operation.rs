@@ -92,6 +92,7 @@ pub fn all() -> Vec<OperationInfo> {
         super::session::OPERATIONS,
         super::user::OPERATIONS,
         super::store::OPERATIONS,
+        super::webhook::OPERATIONS,
     ]
     .concat()
 }
