@@ -238,7 +238,14 @@ mod tests {
     #[test]
     fn the_actor_travels_in_headers_and_networks_hide_the_address() {
         let ctx = RequestContext::new_root();
-        ctx.set_actor("key_1", Some(network_of("203.0.113.77".parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])))));
+        ctx.set_actor(
+            "key_1",
+            Some(network_of(
+                "203.0.113.77"
+                    .parse()
+                    .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+            )),
+        );
         let headers = ctx.to_headers();
         let next = RequestContext::from_headers(Some(&headers));
         assert_eq!(
@@ -248,7 +255,9 @@ mod tests {
                 network: Some("203.0.113.0/24".into())
             })
         );
-        let v6: std::net::IpAddr = "2001:db8:abcd:12::1".parse().unwrap_or(std::net::IpAddr::from([0u16; 8]));
+        let v6: std::net::IpAddr = "2001:db8:abcd:12::1"
+            .parse()
+            .unwrap_or(std::net::IpAddr::from([0u16; 8]));
         assert_eq!(network_of(v6), "2001:db8:abcd::/48");
         ctx.set_actor("bad actor with spaces", None);
         assert_eq!(ctx.actor().map(|a| a.actor), Some("key_1".into()));

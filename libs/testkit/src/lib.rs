@@ -170,9 +170,10 @@ pub fn test_webhook_delivery() -> idm_webhook::Delivery {
         timeout: Duration::from_secs(2),
         poll_interval: Duration::from_millis(100),
         allow_http: true,
-        allowed_networks: vec![
-            ipnet::IpNet::V4(ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::LOCALHOST, 8)),
-        ],
+        allowed_networks: vec![ipnet::IpNet::V4(ipnet::Ipv4Net::new_assert(
+            std::net::Ipv4Addr::LOCALHOST,
+            8,
+        ))],
         ..idm_webhook::Delivery::default()
     }
 }

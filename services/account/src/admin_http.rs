@@ -217,7 +217,12 @@ async fn audit_events(
         limit: q.limit.unwrap_or(20),
         starting_after: q.starting_after,
     };
-    let client = state.db.get().await.map_err(crate::Error::from).map_err(ApiError::from)?;
+    let client = state
+        .db
+        .get()
+        .await
+        .map_err(crate::Error::from)
+        .map_err(ApiError::from)?;
     let list = crate::audit::list(&client, issuer.as_ref(), &filter)
         .await
         .map_err(ApiError::from)?;

@@ -61,7 +61,9 @@ fn short(field: &str, value: &str) -> Result<(), ApiError> {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._*-".contains(&b))
     {
-        return Err(ApiError::validation(format!("{field} is not a valid filter")));
+        return Err(ApiError::validation(format!(
+            "{field} is not a valid filter"
+        )));
     }
     Ok(())
 }

@@ -4,8 +4,8 @@ use crate::provisioning::{self, NewIssuer};
 use crate::{delegation, storage, Error, State};
 use idm_core::proto::account::ListApiKeys;
 use idm_core::proto::account::*;
-use idm_core::text::DisplayName;
 use idm_core::proto::event::{self, DomainEvent};
+use idm_core::text::DisplayName;
 use idm_core::ApiError;
 use std::sync::Arc;
 

@@ -96,9 +96,10 @@ impl Config {
             });
         }
         let ms = |name: &str, default: Duration| -> Result<Duration, ConfigError> {
-            Ok(Duration::from_millis(
-                env.parse(name, u64::try_from(default.as_millis()).unwrap_or(u64::MAX))?,
-            ))
+            Ok(Duration::from_millis(env.parse(
+                name,
+                u64::try_from(default.as_millis()).unwrap_or(u64::MAX),
+            )?))
         };
         let delivery = Delivery {
             schedule,

@@ -141,7 +141,11 @@ pub fn delay_before(delivery: &Delivery, next: usize) -> Option<Duration> {
     Some(base.mul_f64(factor.max(0.0)))
 }
 
-fn open_secret(state: &State, endpoint: &str, sealed: &[u8]) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, Error> {
+fn open_secret(
+    state: &State,
+    endpoint: &str,
+    sealed: &[u8],
+) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, Error> {
     let opened = state.secrets.open(sealed, endpoint.as_bytes())?;
     let text = String::from_utf8_lossy(&opened.plaintext).into_owned();
     let text = zeroize::Zeroizing::new(text);
@@ -155,15 +159,21 @@ async fn deliver(state: &Arc<State>, message_id: &str) -> Result<(), Error> {
     };
     let now = idm_core::now();
     if !d.enabled {
-        storage::fail_message(&state.db.get().await?, message_id, "the endpoint is disabled", now)
-            .await?;
+        storage::fail_message(
+            &state.db.get().await?,
+            message_id,
+            "the endpoint is disabled",
+            now,
+        )
+        .await?;
         return Ok(());
     }
     let mut keys = Vec::new();
     if let Some(key) = open_secret(state, &d.endpoint_id, &d.sealed_secret)? {
         keys.push(key);
     }
-    if let (Some(previous), Some(until)) = (&d.sealed_previous_secret, d.previous_secret_expires_at) {
+    if let (Some(previous), Some(until)) = (&d.sealed_previous_secret, d.previous_secret_expires_at)
+    {
         if until > now {
             if let Some(key) = open_secret(state, &d.endpoint_id, previous)? {
                 keys.push(key);
@@ -202,8 +212,11 @@ async fn record(
     let next_retry_at = if succeeded || outcome.gone() {
         None
     } else {
-        delay_before(&state.delivery, usize::try_from(attempt).unwrap_or(usize::MAX) + 1)
-            .map(|delay| now + delay)
+        delay_before(
+            &state.delivery,
+            usize::try_from(attempt).unwrap_or(usize::MAX) + 1,
+        )
+        .map(|delay| now + delay)
     };
     let label = if succeeded {
         "delivered"
@@ -319,7 +332,10 @@ mod tests {
         assert_eq!(delay_before(&delivery, 1), Some(Duration::ZERO));
         for _ in 0..100 {
             let d = delay_before(&delivery, 3).unwrap_or_default();
-            assert!(d >= Duration::from_secs(240) && d <= Duration::from_secs(360), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(240) && d <= Duration::from_secs(360),
+                "{d:?}"
+            );
         }
         assert!(delay_before(&delivery, 8).is_some());
         assert_eq!(delay_before(&delivery, 9), None);

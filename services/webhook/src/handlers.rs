@@ -25,8 +25,10 @@ fn event_types(types: Vec<String>) -> Result<Vec<String>, ApiError> {
     for t in types {
         if !DomainEvent::TYPES.contains(&t.as_str()) {
             let shown: String = t.chars().take(64).collect();
-            return Err(ApiError::validation(format!("unknown event type '{shown}'"))
-                .with_details(serde_json::json!({ "field": "events" })));
+            return Err(
+                ApiError::validation(format!("unknown event type '{shown}'"))
+                    .with_details(serde_json::json!({ "field": "events" })),
+            );
         }
         if !out.contains(&t) {
             out.push(t);
@@ -38,9 +40,9 @@ fn event_types(types: Vec<String>) -> Result<Vec<String>, ApiError> {
 
 fn description(text: Option<String>) -> Result<Option<String>, ApiError> {
     match text {
-        Some(d) if d.chars().count() > 256 => {
-            Err(ApiError::validation("description is longer than 256 characters"))
-        }
+        Some(d) if d.chars().count() > 256 => Err(ApiError::validation(
+            "description is longer than 256 characters",
+        )),
         Some(d) if d.chars().any(char::is_control) => {
             Err(ApiError::validation("description holds control characters"))
         }
@@ -77,7 +79,10 @@ fn seal(state: &State, endpoint: &WebhookEndpointId, secret: &str) -> Result<Vec
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id))]
-pub async fn create_endpoint(state: Arc<State>, req: CreateEndpoint) -> Result<CreatedEndpoint, Error> {
+pub async fn create_endpoint(
+    state: Arc<State>,
+    req: CreateEndpoint,
+) -> Result<CreatedEndpoint, Error> {
     let url = checked_url(&state, &req.url).await?;
     let events = event_types(req.events)?;
     let description = description(req.description)?;
@@ -123,14 +128,20 @@ pub async fn list_endpoints(state: Arc<State>, req: ListEndpoints) -> Result<End
     Ok(EndpointList { data, has_more })
 }
 
-async fn load(state: &State, issuer: &IssuerId, id: &WebhookEndpointId) -> Result<storage::StoredEndpoint, Error> {
+async fn load(
+    state: &State,
+    issuer: &IssuerId,
+    id: &WebhookEndpointId,
+) -> Result<storage::StoredEndpoint, Error> {
     storage::endpoint(&state.db.get().await?, issuer, id)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook endpoint").into())
 }
 
 pub async fn get_endpoint(state: Arc<State>, req: EndpointRef) -> Result<Endpoint, Error> {
-    Ok(load(&state, &req.issuer_id, &req.endpoint_id).await?.endpoint)
+    Ok(load(&state, &req.issuer_id, &req.endpoint_id)
+        .await?
+        .endpoint)
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, endpoint = %req.endpoint_id))]
@@ -176,7 +187,9 @@ pub async fn update_endpoint(state: Arc<State>, req: UpdateEndpoint) -> Result<E
 #[tracing::instrument(skip_all, fields(issuer = %req.0.issuer_id, endpoint = %req.0.endpoint_id))]
 pub async fn delete_endpoint(state: Arc<State>, req: DeleteEndpoint) -> Result<Endpoint, Error> {
     let DeleteEndpoint(req) = req;
-    let endpoint = load(&state, &req.issuer_id, &req.endpoint_id).await?.endpoint;
+    let endpoint = load(&state, &req.issuer_id, &req.endpoint_id)
+        .await?
+        .endpoint;
     if !storage::delete_endpoint(&state.db.get().await?, &req.issuer_id, &req.endpoint_id).await? {
         return Err(ApiError::not_found("webhook endpoint").into());
     }
@@ -244,7 +257,9 @@ pub async fn retry_message(state: Arc<State>, req: RetryMessage) -> Result<Messa
     let message = storage::message(&client, &req.issuer_id, &req.message_id)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook message"))?;
-    let endpoint = load(&state, &req.issuer_id, &message.endpoint_id).await?.endpoint;
+    let endpoint = load(&state, &req.issuer_id, &message.endpoint_id)
+        .await?
+        .endpoint;
     if !endpoint.enabled {
         return Err(ApiError::conflict("the endpoint is disabled: enable it first").into());
     }
@@ -279,11 +294,20 @@ pub async fn replay(state: Arc<State>, req: Replay) -> Result<Replayed, Error> {
     if req.since > now {
         return Err(ApiError::validation("since is in the future").into());
     }
-    let endpoint = load(&state, &req.issuer_id, &req.endpoint_id).await?.endpoint;
+    let endpoint = load(&state, &req.issuer_id, &req.endpoint_id)
+        .await?
+        .endpoint;
     if !endpoint.enabled {
         return Err(ApiError::conflict("the endpoint is disabled: enable it first").into());
     }
-    let queued = storage::replay(&state.db.get().await?, &endpoint, req.since, now, MAX_REPLAY).await?;
+    let queued = storage::replay(
+        &state.db.get().await?,
+        &endpoint,
+        req.since,
+        now,
+        MAX_REPLAY,
+    )
+    .await?;
     state.wake.notify_one();
     tracing::info!(queued, "webhook replay queued");
     Ok(Replayed { queued })
@@ -296,9 +320,16 @@ mod tests {
     #[test]
     fn event_filters_are_known_types_deduplicated() {
         assert_eq!(
-            event_types(vec!["user.created".into(), "user.created".into(), "session.revoked".into()])
-                .ok(),
-            Some(vec!["session.revoked".to_owned(), "user.created".to_owned()])
+            event_types(vec![
+                "user.created".into(),
+                "user.created".into(),
+                "session.revoked".into()
+            ])
+            .ok(),
+            Some(vec![
+                "session.revoked".to_owned(),
+                "user.created".to_owned()
+            ])
         );
         assert!(event_types(vec!["user.*".into()]).is_err());
         assert!(event_types(vec!["nope".into()]).is_err());

@@ -84,7 +84,12 @@ impl Sender {
     }
 
     /// POSTs `body` to `url` with `headers`; never fails, it tells.
-    pub async fn post(&self, url: &str, headers: Vec<(&'static str, String)>, body: Bytes) -> Outcome {
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: Vec<(&'static str, String)>,
+        body: Bytes,
+    ) -> Outcome {
         let started = Instant::now();
         let failed = |error: String| Outcome {
             status: None,

@@ -47,7 +47,12 @@ pub fn sign(key: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
 }
 
 /// The `webhook-signature` header: one signature per key, space-separated.
-pub fn signature_header(keys: &[Zeroizing<Vec<u8>>], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+pub fn signature_header(
+    keys: &[Zeroizing<Vec<u8>>],
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> String {
     keys.iter()
         .map(|key| sign(key, msg_id, timestamp, body))
         .collect::<Vec<_>>()

@@ -101,8 +101,7 @@ impl Guard {
             return Ok(());
         };
         let lookup = tokio::net::lookup_host((name, url.port_or_known_default().unwrap_or(443)));
-        let Ok(Ok(addrs)) =
-            tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await
+        let Ok(Ok(addrs)) = tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await
         else {
             return Ok(());
         };
@@ -266,9 +265,18 @@ mod tests {
         let g = guard(&[], false);
         assert!(g.check_url("https://hooks.example.com/in").is_ok());
         let code = |r: Result<url::Url, ApiError>| r.err().map(|e| e.code);
-        assert_eq!(code(g.check_url("http://hooks.example.com/")), Some(ErrorCode::ValidationFailed));
-        assert_eq!(code(g.check_url("ftp://hooks.example.com/")), Some(ErrorCode::ValidationFailed));
-        assert_eq!(code(g.check_url("https://u:p@hooks.example.com/")), Some(ErrorCode::ValidationFailed));
+        assert_eq!(
+            code(g.check_url("http://hooks.example.com/")),
+            Some(ErrorCode::ValidationFailed)
+        );
+        assert_eq!(
+            code(g.check_url("ftp://hooks.example.com/")),
+            Some(ErrorCode::ValidationFailed)
+        );
+        assert_eq!(
+            code(g.check_url("https://u:p@hooks.example.com/")),
+            Some(ErrorCode::ValidationFailed)
+        );
         for inside in [
             "https://127.0.0.1/",
             "https://2130706433/",
@@ -279,10 +287,18 @@ mod tests {
             "https://localhost:8443/",
             "https://foo.localhost/",
         ] {
-            assert_eq!(code(g.check_url(inside)), Some(ErrorCode::SsrfRefused), "{inside}");
+            assert_eq!(
+                code(g.check_url(inside)),
+                Some(ErrorCode::SsrfRefused),
+                "{inside}"
+            );
         }
         let tests = guard(&["127.0.0.0/8"], true);
         assert!(tests.check_url("http://127.0.0.1:9/").is_ok());
-        assert!(!tests.ip_allowed("10.0.0.1".parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))));
+        assert!(!tests.ip_allowed(
+            "10.0.0.1"
+                .parse()
+                .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        ));
     }
 }

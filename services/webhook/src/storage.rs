@@ -281,7 +281,11 @@ pub struct Due {
 
 /// Due messages (oldest due first), locked until the caller's transaction
 /// ends; rows another replica holds are skipped.
-pub async fn due_messages(db: &impl GenericClient, now: Timestamp, limit: i64) -> Result<Vec<Due>, Error> {
+pub async fn due_messages(
+    db: &impl GenericClient,
+    now: Timestamp,
+    limit: i64,
+) -> Result<Vec<Due>, Error> {
     let rows = sqlx::query_as!(
         Due,
         "SELECT id, endpoint_id FROM webhook.messages
@@ -667,7 +671,12 @@ pub async fn list_attempts(
 }
 
 /// Messages of disabled endpoints are not sent: they become dead letters.
-pub async fn fail_message(db: &impl GenericClient, id: &str, error: &str, now: Timestamp) -> Result<(), Error> {
+pub async fn fail_message(
+    db: &impl GenericClient,
+    id: &str,
+    error: &str,
+    now: Timestamp,
+) -> Result<(), Error> {
     sqlx::query!(
         "UPDATE webhook.messages
          SET status = 'failed', next_attempt_at = NULL, locked_until = NULL, last_error = $2,

@@ -32,3 +32,6 @@ mod sessions;
 mod step_up;
 mod takeover;
 mod verifications;
+// Webhooks, the audit log and the event catalogue (issue 12).
+mod audit;
+mod webhooks;

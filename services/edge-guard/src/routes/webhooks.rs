@@ -311,7 +311,10 @@ pub async fn messages(
 #[utoipa::path(post, path = "/v1/webhook_messages/{id}/retry", tag = "webhooks",
     params(("id" = String, Path, description = "The message's id (`msg_…`)")),
     responses((status = 202, description = "The message, queued", body = Message)))]
-pub async fn retry(incoming: Incoming, Path(id): Path<String>) -> Reply<(StatusCode, Json<Message>)> {
+pub async fn retry(
+    incoming: Incoming,
+    Path(id): Path<String>,
+) -> Reply<(StatusCode, Json<Message>)> {
     let caller = incoming.authorize().await?;
     let message_id = WebhookMessageId::parse(&id)?;
     let message = incoming
