@@ -291,6 +291,7 @@ async fn record(
         "webhook attempt"
     );
     if let Some(reason) = disabled {
+        metrics::counter!(metric::WEBHOOK_ENDPOINTS_DISABLED.name, "reason" => reason).increment(1);
         tracing::warn!(endpoint = %d.endpoint_id, reason, "webhook endpoint disabled");
         announce_disabled(state, &d.issuer_id, &d.endpoint_id, reason).await;
     }

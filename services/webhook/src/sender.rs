@@ -184,3 +184,120 @@ fn describe(error: hyper_util::client::legacy::Error) -> String {
         text
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn sender(allowed: &[&str]) -> Sender {
+        let guard = Guard {
+            allowed_networks: Arc::new(allowed.iter().filter_map(|n| n.parse().ok()).collect()),
+            allow_http: true,
+        };
+        let delivery = Delivery {
+            timeout: Duration::from_millis(800),
+            max_response_bytes: 4096,
+            ..Delivery::default()
+        };
+        Sender::new(guard, &delivery)
+    }
+
+    /// A receiver answering a redirect, a huge body, or hanging.
+    async fn receiver() -> std::net::SocketAddr {
+        use axum::routing::post;
+        let app = axum::Router::new()
+            .route(
+                "/redirect",
+                post(|| async {
+                    (
+                        http::StatusCode::TEMPORARY_REDIRECT,
+                        [(http::header::LOCATION, "http://169.254.169.254/latest")],
+                    )
+                }),
+            )
+            .route("/huge", post(|| async { "x".repeat(1024 * 1024) }))
+            .route(
+                "/hang",
+                post(|| async {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    "late"
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await;
+        let Ok(listener) = listener else {
+            return std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+        };
+        let addr = listener
+            .local_addr()
+            .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 1)));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed_answers_are_capped_and_time_is_bounded() {
+        let addr = receiver().await;
+        let s = sender(&["127.0.0.0/8"]);
+        let redirect = s
+            .post(&format!("http://{addr}/redirect"), vec![], Bytes::new())
+            .await;
+        assert_eq!(redirect.status, Some(307));
+        assert!(!redirect.succeeded());
+        let huge = s
+            .post(&format!("http://{addr}/huge"), vec![], Bytes::new())
+            .await;
+        assert_eq!(huge.status, Some(200));
+        assert!(huge
+            .excerpt
+            .as_deref()
+            .is_some_and(|e| e.len() < 2048 && e.ends_with("[answer cut at the size limit]")));
+        let hang = s
+            .post(&format!("http://{addr}/hang"), vec![], Bytes::new())
+            .await;
+        assert!(hang.latency < Duration::from_secs(3));
+        assert!(hang
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("no complete answer")));
+    }
+
+    #[tokio::test]
+    async fn internal_addresses_are_refused_at_delivery_by_literal_and_by_name() {
+        let addr = receiver().await;
+        // No allowlist: loopback is refused, as an IP literal (checked
+        // before the request) and as a name (checked by the resolver the
+        // connection uses).
+        let s = sender(&[]);
+        let literal = s
+            .post(&format!("http://{addr}/huge"), vec![], Bytes::new())
+            .await;
+        assert_eq!(literal.status, None);
+        assert!(literal
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("ssrf_refused")));
+        let mut resolver = s.guard.resolver();
+        let name: hyper_util::client::legacy::connect::dns::Name = match "localhost".parse() {
+            Ok(name) => name,
+            Err(_) => return,
+        };
+        let resolved = tower_service::Service::call(&mut resolver, name).await;
+        let refused = resolved.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.starts_with("ssrf_refused"), "{refused}");
+        // A public name's answer is checked the same way and passes.
+        let ok = sender(&["127.0.0.0/8"]);
+        let mut resolver = ok.guard.resolver();
+        if let Ok(name) = "localhost".parse() {
+            let addrs: Vec<_> = tower_service::Service::call(&mut resolver, name)
+                .await
+                .map(|a| a.collect())
+                .unwrap_or_default();
+            assert!(addrs
+                .iter()
+                .all(|a: &std::net::SocketAddr| a.ip().is_loopback()));
+        }
+    }
+}
