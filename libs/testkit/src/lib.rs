@@ -154,6 +154,8 @@ pub struct Options {
     /// The webhook service's delivery settings: [`test_webhook_delivery`]
     /// by default (fast retries, plain HTTP to loopback receivers allowed).
     pub webhook_delivery: idm_webhook::Delivery,
+    /// The webhook service's database connections (2; benches give more).
+    pub webhook_pool_size: usize,
 }
 
 /// Webhook delivery for tests: the receivers are axum servers on
@@ -258,6 +260,7 @@ impl Default for Options {
             eu_server: false,
             auth_mail: None,
             webhook_delivery: test_webhook_delivery(),
+            webhook_pool_size: 2,
         }
     }
 }
@@ -543,7 +546,7 @@ impl Platform {
             services::Spec::Webhook(idm_webhook::Config {
                 basics: basics(&prefix, &nats, Identity::Webhook),
                 database_url: global_url.clone(),
-                pool_size: 2,
+                pool_size: options.webhook_pool_size,
                 master_key: master_key(),
                 master_key_previous: None,
                 delivery: options.webhook_delivery.clone(),
