@@ -908,9 +908,10 @@ async fn endpoints_are_the_issuers_own_and_inputs_are_checked() -> anyhow::Resul
 }
 
 #[tokio::test]
-async fn deliveries_survive_a_restart_and_failing_endpoints_are_disabled() -> anyhow::Result<()> {
-    // Own platform: it stops the webhook service, and disables endpoints
-    // after 1 s of failure.
+async fn deliveries_survive_restarts_of_the_service_and_of_nats_and_failing_endpoints_are_disabled(
+) -> anyhow::Result<()> {
+    // Own platform: it stops the webhook service and NATS, and disables
+    // endpoints after 1 s of failure.
     let mut platform = Platform::start_with(idm_testkit::Options {
         webhook_delivery: idm_webhook::Delivery {
             schedule: [0, 1500, 300, 300, 300, 300, 300, 300, 300, 300]
@@ -968,6 +969,43 @@ async fn deliveries_survive_a_restart_and_failing_endpoints_are_disabled() -> an
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 3, "three events, the first one twice");
+
+    // A retry due while NATS is down is still made (its state is in the
+    // database), and events flow again once NATS is back.
+    receiver.script("/nats", &[Act::Status(500)]);
+    endpoint(&platform, &a, &receiver.url("/nats"), &["api_key.created"]).await?;
+    key_event(&platform, &a).await?;
+    assert_eq!(
+        receiver
+            .wait_for("/nats", 1, Duration::from_secs(10))
+            .await
+            .len(),
+        1
+    );
+    platform.nats.shut_down().await;
+    assert_eq!(
+        receiver
+            .wait_for("/nats", 2, Duration::from_secs(10))
+            .await
+            .len(),
+        2
+    );
+    platform.nats.start_again().await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while key_event(&platform, &a).await.is_err() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the platform did not come back after NATS"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        receiver
+            .wait_for("/nats", 3, Duration::from_secs(20))
+            .await
+            .len(),
+        3
+    );
 
     // An endpoint that never succeeds is disabled after the period, and
     // the tenant is told by an event.
