@@ -34,7 +34,7 @@ static MIGRATIONS: idm_db::Migrator = idm_db::sqlx::migrate!("./migrations");
 
 /// What endpoint secrets are sealed for (the master key derives one key
 /// per purpose).
-const SECRET_PURPOSE: &str = "idmesh/webhook/endpoint-secret/v1";
+pub const SECRET_PURPOSE: &str = "idmesh/webhook/endpoint-secret/v1";
 
 pub(crate) struct State {
     pub db: Db,
@@ -112,6 +112,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .await?
     };
     let delivering = dispatch::spawn(Arc::clone(&state), shutdown.clone());
+    let resealing = {
+        let state = Arc::clone(&state);
+        idm_crypto::keyring::spawn_resealing(
+            "webhook",
+            "endpoint_secrets",
+            shutdown.clone().cancelled_owned(),
+            move || {
+                let state = Arc::clone(&state);
+                async move { reseal_all(&state).await }
+            },
+        )
+    };
     let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,
@@ -126,9 +138,36 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             ("bus", serving),
             ("events", consumer),
             ("delivery", delivering),
+            ("resealing", resealing),
             ("http", http),
         ],
     ))
+}
+
+/// Moves every endpoint secret still sealed under the previous master key
+/// (or untagged) to the current one, compare-and-swap per value.
+async fn reseal_all(state: &State) -> Result<idm_crypto::keyring::ResealPass, Error> {
+    let client = state.db.get().await?;
+    let mut pass = idm_crypto::keyring::ResealPass::default();
+    for row in storage::sealed_secrets(&client).await? {
+        let values = std::iter::once((false, row.sealed_secret))
+            .chain(row.sealed_previous_secret.map(|v| (true, v)));
+        for (previous, sealed) in values {
+            if state.secrets.is_current(&sealed) {
+                continue;
+            }
+            match state.secrets.reseal(&sealed, row.id.as_bytes()) {
+                Ok(Some(new)) => {
+                    if storage::reseal(&client, &row.id, previous, &sealed, &new).await? {
+                        pass.resealed += 1;
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => pass.unreadable += 1,
+            }
+        }
+    }
+    Ok(pass)
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {

@@ -225,8 +225,12 @@ pub async fn delete_endpoint(
 
 /// Records an event from the stream (once) and queues a message for each
 /// enabled endpoint of its issuer that subscribes to its type and existed
-/// when it happened. Returns how many messages were queued.
+/// when it happened. Returns how many messages were queued. Events of an
+/// issuer without any endpoint are not kept (nothing could replay them).
 pub async fn fan_out(db: &impl GenericClient, event: &Event, now: Timestamp) -> Result<u64, Error> {
+    if !has_endpoints(db, &event.issuer_id).await? {
+        return Ok(0);
+    }
     sqlx::query!(
         "INSERT INTO webhook.events (id, issuer_id, type, occurred_at, data)
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
@@ -690,4 +694,68 @@ pub async fn fail_message(
     .await
     .map_err(sql_err)?;
     Ok(())
+}
+
+/// Every endpoint's sealed secrets, for the re-seal pass.
+pub struct SealedRow {
+    pub id: String,
+    pub sealed_secret: Vec<u8>,
+    pub sealed_previous_secret: Option<Vec<u8>>,
+}
+
+pub async fn sealed_secrets(db: &impl GenericClient) -> Result<Vec<SealedRow>, Error> {
+    let rows = sqlx::query_as!(
+        SealedRow,
+        "SELECT id, sealed_secret, sealed_previous_secret FROM webhook.endpoints ORDER BY id"
+    )
+    .fetch_all(&mut *db.conn().await)
+    .await
+    .map_err(sql_err)?;
+    Ok(rows)
+}
+
+/// Compare-and-swap of one sealed value (`previous`: the old secret's
+/// column); false when it changed meanwhile.
+pub async fn reseal(
+    db: &impl GenericClient,
+    id: &str,
+    previous: bool,
+    old: &[u8],
+    new: &[u8],
+) -> Result<bool, Error> {
+    let done = if previous {
+        sqlx::query!(
+            "UPDATE webhook.endpoints SET sealed_previous_secret = $3
+             WHERE id = $1 AND sealed_previous_secret = $2",
+            id,
+            old,
+            new,
+        )
+        .execute(&mut *db.conn().await)
+        .await
+    } else {
+        sqlx::query!(
+            "UPDATE webhook.endpoints SET sealed_secret = $3 WHERE id = $1 AND sealed_secret = $2",
+            id,
+            old,
+            new,
+        )
+        .execute(&mut *db.conn().await)
+        .await
+    }
+    .map_err(sql_err)?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Whether the issuer has any endpoint (events of issuers without one are
+/// not kept).
+pub async fn has_endpoints(db: &impl GenericClient, issuer: &IssuerId) -> Result<bool, Error> {
+    let exists = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM webhook.endpoints WHERE issuer_id = $1) AS "exists!""#,
+        issuer.as_str()
+    )
+    .fetch_one(&mut *db.conn().await)
+    .await
+    .map_err(sql_err)?;
+    Ok(exists)
 }

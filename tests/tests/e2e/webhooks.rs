@@ -908,7 +908,7 @@ async fn endpoints_are_the_issuers_own_and_inputs_are_checked() -> anyhow::Resul
 }
 
 #[tokio::test]
-async fn deliveries_survive_restarts_of_the_service_and_of_nats_and_failing_endpoints_are_disabled(
+async fn deliveries_survive_restarts_of_the_service_nats_and_a_master_key_rotation(
 ) -> anyhow::Result<()> {
     // Own platform: it stops the webhook service and NATS, and disables
     // endpoints after 1 s of failure.
@@ -1006,6 +1006,52 @@ async fn deliveries_survive_restarts_of_the_service_and_of_nats_and_failing_endp
             .len(),
         3
     );
+
+    // A master-key rotation: with the old key as the previous one the
+    // secrets still open, the re-seal pass moves them to the new key, and
+    // then the old key can go.
+    let (_, rekeyed_secret) = endpoint(
+        &platform,
+        &a,
+        &receiver.url("/rekeyed"),
+        &["api_key.created"],
+    )
+    .await?;
+    let (old_key, _) = platform.master_keys("webhook")?;
+    let new_key = idm_testkit::master_key();
+    platform
+        .restart_with_master_keys("webhook", new_key.clone(), Some(old_key))
+        .await?;
+    let sealing = platform
+        .sealing_keys("webhook")?
+        .derive_sealing_keys(idm_webhook::SECRET_PURPOSE);
+    let db = platform.global().await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = db
+            .query(
+                "SELECT sealed_secret FROM webhook.endpoints WHERE issuer_id = $1",
+                &[&a.issuer_id],
+            )
+            .await?;
+        if rows
+            .iter()
+            .all(|r| sealing.is_current(&r.get::<_, Vec<u8>>(0)))
+        {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the secrets were not re-sealed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    platform
+        .restart_with_master_keys("webhook", new_key, None)
+        .await?;
+    key_event(&platform, &a).await?;
+    let got = receiver
+        .wait_for("/rekeyed", 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(got.len(), 1);
+    verify(&rekeyed_secret, &got[0]).map_err(anyhow::Error::msg)?;
 
     // An endpoint that never succeeds is disabled after the period, and
     // the tenant is told by an event.
