@@ -701,3 +701,58 @@ async fn the_audit_log_names_actor_request_and_network_and_stays_with_its_issuer
     assert!(cleared >= 4);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_session_acts_for_its_user_and_a_restricted_key_for_itself() -> anyhow::Result<()> {
+    let platform = Platform::shared().await?;
+    let tenant = platform.create_account("Actors").await?;
+    platform
+        .allow_origins(&tenant, &["app.example.com"])
+        .await?;
+    let email = idm_testkit::unique_email("actor");
+    let signed_up = platform
+        .sign_up(
+            &tenant,
+            APP_ORIGIN,
+            None,
+            &email,
+            "correct horse battery staple 9",
+        )
+        .await?;
+    assert_eq!(signed_up.status, 201, "{}", signed_up.json);
+    let user_id = signed_up.str("/user/id");
+    let r = platform
+        .client_call(
+            0,
+            &tenant,
+            Method::POST,
+            "/v1/client/sign_out",
+            Some(&signed_up.str("/session_token")),
+            None,
+        )
+        .await?;
+    assert!((200..300).contains(&r.status), "{}", r.json);
+    let created = audit_until(platform, &tenant.secret_key, "?type=user.created", 1).await?;
+    // Sign-up has no session yet: the restricted key acts.
+    let actor = created["data"][0]["actor"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(actor.starts_with("key_"), "{created}");
+    let keys = platform
+        .backend(Method::GET, "/v1/api_keys", &tenant.secret_key, None)
+        .await?;
+    let restricted = keys.json["data"]
+        .as_array()
+        .and_then(|d| d.iter().find(|k| k["kind"] == "restricted"))
+        .map(|k| k["id"].clone());
+    assert_eq!(restricted, Some(json!(actor)));
+    let revoked = audit_until(platform, &tenant.secret_key, "?type=session.revoked", 1).await?;
+    assert_eq!(revoked["data"][0]["actor"], user_id.as_str(), "{revoked}");
+    assert_eq!(revoked["data"][0]["network"], "127.0.0.0/24");
+    let by_user = audit(platform, &tenant.secret_key, &format!("?actor={user_id}")).await?;
+    assert!(by_user.json["data"]
+        .as_array()
+        .is_some_and(|d| !d.is_empty() && d.iter().all(|e| e["actor"] == user_id.as_str())));
+    Ok(())
+}
