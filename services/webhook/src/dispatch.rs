@@ -43,6 +43,19 @@ impl Slots {
         }
     }
 
+    /// Endpoints with every slot taken.
+    fn busy(&self) -> Vec<String> {
+        self.endpoints
+            .lock()
+            .map(|e| {
+                e.iter()
+                    .filter(|(_, s)| s.available_permits() == 0)
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn try_take(&self, endpoint: &str) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
         let semaphore = {
             let mut endpoints = self.endpoints.lock().ok()?;
@@ -97,7 +110,8 @@ async fn claim(state: &Arc<State>) -> Result<usize, Error> {
     let lease_until = now + state.delivery.timeout + Duration::from_secs(30);
     let mut client = state.db.get().await?;
     let tx = client.transaction().await?;
-    let due = storage::due_messages(&tx, now, CLAIM_BATCH).await?;
+    let busy = state.slots.busy();
+    let due = storage::due_messages(&tx, now, CLAIM_BATCH, &busy).await?;
     let mut chosen = Vec::new();
     for message in due {
         if let Some(permits) = state.slots.try_take(&message.endpoint_id) {

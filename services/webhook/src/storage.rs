@@ -283,22 +283,27 @@ pub struct Due {
     pub endpoint_id: String,
 }
 
-/// Due messages (oldest due first), locked until the caller's transaction
-/// ends; rows another replica holds are skipped.
+/// Due messages (oldest due first) of endpoints not in `busy` (those whose
+/// slots are all taken: their backlog must not hide other endpoints'
+/// messages from the claim), locked until the caller's transaction ends;
+/// rows another replica holds are skipped.
 pub async fn due_messages(
     db: &impl GenericClient,
     now: Timestamp,
     limit: i64,
+    busy: &[String],
 ) -> Result<Vec<Due>, Error> {
     let rows = sqlx::query_as!(
         Due,
         "SELECT id, endpoint_id FROM webhook.messages
          WHERE status = 'pending' AND next_attempt_at <= $1
            AND (locked_until IS NULL OR locked_until < $1)
+           AND endpoint_id <> ALL($3)
          ORDER BY next_attempt_at LIMIT $2
          FOR UPDATE SKIP LOCKED",
         now,
         limit,
+        busy,
     )
     .fetch_all(&mut *db.conn().await)
     .await
