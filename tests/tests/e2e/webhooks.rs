@@ -923,6 +923,53 @@ async fn endpoints_are_the_issuers_own_and_inputs_are_checked() -> anyhow::Resul
         )
         .await?;
     assert_eq!((r.status, r.code()), (422, Some("validation_failed")));
+    for (method, path, body) in [
+        (
+            Method::POST,
+            format!("/v1/webhook_endpoints/{id}/replay"),
+            Some(json!({"since": "2999-01-01T00:00:00Z"})),
+        ),
+        (
+            Method::GET,
+            "/v1/webhook_messages?endpoint_id=nope".to_owned(),
+            None,
+        ),
+        (
+            Method::GET,
+            "/v1/webhook_messages?limit=500".to_owned(),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/webhook_endpoints/{id}/rotate_secret"),
+            Some(json!({"overlap_seconds": -1})),
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/webhook_endpoints/{id}"),
+            Some(json!({"description": "x".repeat(300)})),
+        ),
+    ] {
+        let r = platform
+            .backend(method.clone(), &path, &a.secret_key, body)
+            .await?;
+        assert!(
+            matches!(r.code(), Some("validation_failed" | "invalid_request")),
+            "{method} {path}: {} {}",
+            r.status,
+            r.json
+        );
+    }
+    // Another issuer's endpoint id as a filter finds nothing.
+    let r = platform
+        .backend(
+            Method::GET,
+            &format!("/v1/webhook_messages?endpoint_id={id}"),
+            &b.secret_key,
+            None,
+        )
+        .await?;
+    assert_eq!((r.status, r.json["data"].clone()), (200, json!([])));
     let r = platform
         .backend(
             Method::GET,
