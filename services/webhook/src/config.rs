@@ -49,6 +49,10 @@ pub struct Delivery {
     pub secret_overlap: Duration,
     /// How often due retries are looked for (new events wake it at once).
     pub poll_interval: Duration,
+    /// Delivered messages (with their attempts) and the events no message
+    /// refers to any more are deleted after this long; dead letters and
+    /// pending messages are kept.
+    pub retention: Duration,
     /// Plain `http://` endpoint URLs are accepted (development only).
     pub allow_http: bool,
     /// Networks an endpoint may point into although they are internal
@@ -72,6 +76,7 @@ impl Default for Delivery {
             total_concurrency: 256,
             secret_overlap: Duration::from_secs(24 * 3600),
             poll_interval: Duration::from_secs(1),
+            retention: Duration::from_secs(30 * 24 * 3600),
             allow_http: false,
             allowed_networks: Vec::new(),
         }
@@ -120,6 +125,9 @@ impl Config {
                 env.parse("SECRET_OVERLAP_SECONDS", defaults.secret_overlap.as_secs())?,
             ),
             poll_interval: ms("POLL_INTERVAL_MS", defaults.poll_interval)?,
+            retention: Duration::from_secs(
+                env.parse("RETENTION_SECONDS", defaults.retention.as_secs())?,
+            ),
             allow_http: env.parse("ALLOW_HTTP", false)?,
             allowed_networks: env.list("ALLOWED_NETWORKS")?,
         };

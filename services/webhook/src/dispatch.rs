@@ -104,6 +104,42 @@ pub fn spawn(state: Arc<State>, shutdown: CancellationToken) -> tokio::task::Joi
     })
 }
 
+/// Deletes what the retention period lets go (delivered messages and the
+/// events nothing refers to), in batches, until `shutdown`.
+pub fn spawn_pruning(
+    state: Arc<State>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let every = (state.delivery.retention / 10)
+            .clamp(Duration::from_millis(100), Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let before = idm_core::now() - state.delivery.retention;
+            loop {
+                let pruned = async {
+                    let client = state.db.get().await?;
+                    storage::prune(&client, before, 10_000).await
+                }
+                .await;
+                match pruned {
+                    Ok((0, 0)) => break,
+                    Ok((messages, events)) => {
+                        tracing::info!(messages, events, "webhook rows past the retention deleted");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "pruning webhook rows failed; tried again later");
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
+
 /// Claims what is due and has a free slot; spawns one task per message.
 async fn claim(state: &Arc<State>) -> Result<usize, Error> {
     let now = idm_core::now();

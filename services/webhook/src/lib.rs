@@ -112,6 +112,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .await?
     };
     let delivering = dispatch::spawn(Arc::clone(&state), shutdown.clone());
+    let pruning = dispatch::spawn_pruning(Arc::clone(&state), shutdown.clone());
     let resealing = {
         let state = Arc::clone(&state);
         idm_crypto::keyring::spawn_resealing(
@@ -139,6 +140,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             ("events", consumer),
             ("delivery", delivering),
             ("resealing", resealing),
+            ("pruning", pruning),
             ("http", http),
         ],
     ))

@@ -764,3 +764,39 @@ pub async fn has_endpoints(db: &impl GenericClient, issuer: &IssuerId) -> Result
     .map_err(sql_err)?;
     Ok(exists)
 }
+
+/// Deletes delivered messages (their attempts go with them) last changed
+/// before `before`, then the events no message refers to any more that
+/// happened before it; at most `batch` of each. Dead letters and pending
+/// messages stay. Returns `(messages, events)` deleted.
+pub async fn prune(
+    db: &impl GenericClient,
+    before: Timestamp,
+    batch: i64,
+) -> Result<(u64, u64), Error> {
+    let messages = sqlx::query!(
+        "DELETE FROM webhook.messages WHERE id IN (
+             SELECT id FROM webhook.messages
+             WHERE status = 'delivered' AND updated_at < $1 LIMIT $2)",
+        before,
+        batch,
+    )
+    .execute(&mut *db.conn().await)
+    .await
+    .map_err(sql_err)?
+    .rows_affected();
+    let events = sqlx::query!(
+        "DELETE FROM webhook.events WHERE id IN (
+             SELECT e.id FROM webhook.events e
+             WHERE e.occurred_at < $1
+               AND NOT EXISTS (SELECT 1 FROM webhook.messages m WHERE m.event_id = e.id)
+             LIMIT $2)",
+        before,
+        batch,
+    )
+    .execute(&mut *db.conn().await)
+    .await
+    .map_err(sql_err)?
+    .rows_affected();
+    Ok((messages, events))
+}

@@ -1014,6 +1014,7 @@ async fn deliveries_survive_restarts_of_the_service_nats_and_a_master_key_rotati
                 .map(Duration::from_millis)
                 .collect(),
             disable_after: Duration::from_secs(1),
+            retention: Duration::from_secs(3),
             ..idm_testkit::test_webhook_delivery()
         },
         ..idm_testkit::Options::default()
@@ -1180,5 +1181,48 @@ async fn deliveries_survive_restarts_of_the_service_nats_and_a_master_key_rotati
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // Past the retention, delivered messages (and events nothing refers to)
+    // are deleted; dead letters stay.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let row = db
+            .query_one(
+                "SELECT count(*) FILTER (WHERE status = 'delivered'),
+                        count(*) FILTER (WHERE status = 'failed')
+                 FROM webhook.messages WHERE issuer_id = $1",
+                &[&a.issuer_id],
+            )
+            .await?;
+        let (delivered, failed): (i64, i64) = (row.get(0), row.get(1));
+        if delivered == 0 {
+            assert!(failed > 0, "dead letters are kept");
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{delivered} delivered messages outlived the retention"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let orphans: i64 = db
+        .query_one(
+            "SELECT count(*) FROM webhook.events e WHERE e.issuer_id = $1
+               AND e.occurred_at < now() - interval '10 seconds'
+               AND NOT EXISTS (SELECT 1 FROM webhook.messages m WHERE m.event_id = e.id)",
+            &[&a.issuer_id],
+        )
+        .await?
+        .get(0);
+    assert_eq!(orphans, 0);
+    let kept: i64 = db
+        .query_one(
+            "SELECT count(*) FROM webhook.events e JOIN webhook.messages m ON m.event_id = e.id
+             WHERE m.issuer_id = $1 AND m.status = 'failed'",
+            &[&a.issuer_id],
+        )
+        .await?
+        .get(0);
+    assert!(kept > 0, "the events of dead letters are kept");
     platform.stop().await
 }
