@@ -61,7 +61,7 @@ fi
 section "compose config"
 _idm_need_cmds docker-compose:docker-compose || failed+=("docker-compose: not installable")
 if command -v docker-compose >/dev/null 2>&1; then
-	for k in IDM_OPERATOR_TOKEN IDM_SESSION_MASTER_KEY IDM_USER_MASTER_KEY IDM_AUTH_MASTER_KEY IDM_KEY_TRANSPORT_KEY IDM_EDGE_HASH_KEY \
+	for k in IDM_OPERATOR_TOKEN IDM_SESSION_MASTER_KEY IDM_USER_MASTER_KEY IDM_AUTH_MASTER_KEY IDM_WEBHOOK_MASTER_KEY IDM_KEY_TRANSPORT_KEY IDM_EDGE_HASH_KEY \
 		IDM_PG_PASSWORD IDM_PG_EU_PASSWORD; do
 		printf '%s=placeholder-%s\n' "$k" "$k"
 	done >"$WORK/env"

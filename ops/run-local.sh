@@ -341,17 +341,17 @@ create_databases() {
 # data at rest; changing them would orphan it).
 load_secrets() {
 	local line k v added=()
-	IDM_OPERATOR_TOKEN='' IDM_SESSION_MASTER_KEY='' IDM_USER_MASTER_KEY='' IDM_AUTH_MASTER_KEY='' IDM_KEY_TRANSPORT_KEY='' IDM_EDGE_HASH_KEY=''
+	IDM_OPERATOR_TOKEN='' IDM_SESSION_MASTER_KEY='' IDM_USER_MASTER_KEY='' IDM_AUTH_MASTER_KEY='' IDM_WEBHOOK_MASTER_KEY='' IDM_KEY_TRANSPORT_KEY='' IDM_EDGE_HASH_KEY=''
 	# Only during a master-key rotation (docs/OPERATIONS.md): the old keys.
-	IDM_SESSION_MASTER_KEY_PREVIOUS='' IDM_USER_MASTER_KEY_PREVIOUS='' IDM_AUTH_MASTER_KEY_PREVIOUS=''
+	IDM_SESSION_MASTER_KEY_PREVIOUS='' IDM_USER_MASTER_KEY_PREVIOUS='' IDM_AUTH_MASTER_KEY_PREVIOUS='' IDM_WEBHOOK_MASTER_KEY_PREVIOUS=''
 	(umask 077 && touch "$SECRETS")
 	chmod 600 "$SECRETS"
 	while IFS= read -r line || [[ -n $line ]]; do
 		k=${line%%=*}
 		v=${line#*=}
 		case $k in
-		IDM_OPERATOR_TOKEN | IDM_SESSION_MASTER_KEY | IDM_USER_MASTER_KEY | IDM_AUTH_MASTER_KEY | IDM_KEY_TRANSPORT_KEY | IDM_EDGE_HASH_KEY) printf -v "$k" '%s' "$v" ;;
-		IDM_SESSION_MASTER_KEY_PREVIOUS | IDM_USER_MASTER_KEY_PREVIOUS | IDM_AUTH_MASTER_KEY_PREVIOUS) printf -v "$k" '%s' "$v" ;;
+		IDM_OPERATOR_TOKEN | IDM_SESSION_MASTER_KEY | IDM_USER_MASTER_KEY | IDM_AUTH_MASTER_KEY | IDM_WEBHOOK_MASTER_KEY | IDM_KEY_TRANSPORT_KEY | IDM_EDGE_HASH_KEY) printf -v "$k" '%s' "$v" ;;
+		IDM_SESSION_MASTER_KEY_PREVIOUS | IDM_USER_MASTER_KEY_PREVIOUS | IDM_AUTH_MASTER_KEY_PREVIOUS | IDM_WEBHOOK_MASTER_KEY_PREVIOUS) printf -v "$k" '%s' "$v" ;;
 		esac
 	done <"$SECRETS"
 	if [[ -z $IDM_OPERATOR_TOKEN ]]; then
@@ -359,7 +359,7 @@ load_secrets() {
 		printf 'IDM_OPERATOR_TOKEN=%s\n' "$IDM_OPERATOR_TOKEN" >>"$SECRETS"
 		added+=(IDM_OPERATOR_TOKEN)
 	fi
-	for k in IDM_SESSION_MASTER_KEY IDM_USER_MASTER_KEY IDM_AUTH_MASTER_KEY IDM_KEY_TRANSPORT_KEY IDM_EDGE_HASH_KEY; do
+	for k in IDM_SESSION_MASTER_KEY IDM_USER_MASTER_KEY IDM_AUTH_MASTER_KEY IDM_WEBHOOK_MASTER_KEY IDM_KEY_TRANSPORT_KEY IDM_EDGE_HASH_KEY; do
 		if [[ -z ${!k} ]]; then
 			v=$(head -c32 /dev/urandom | base64 -w0)
 			printf -v "$k" '%s' "$v"
@@ -474,7 +474,11 @@ start_all() {
 		USER_MASTER_KEY="$IDM_USER_MASTER_KEY" USER_MASTER_KEY_PREVIOUS="$IDM_USER_MASTER_KEY_PREVIOUS" USER_DEFAULT_REGION=weur USER_NATS_NKEY_SEED_FILE="$(seed_file user)"
 	start_service deletion-worker DELETION_HTTP_ADDR="${ADDR[deletion-worker]}" DELETION_DATABASE_URL="$pg/$DB" \
 		DELETION_NATS_NKEY_SEED_FILE="$(seed_file deletion-worker)"
+	# Receivers on this machine are reachable for local development only
+	# (WEBHOOK_ALLOW_HTTP, loopback allowlisted; never in production).
 	start_service webhook WEBHOOK_HTTP_ADDR="${ADDR[webhook]}" WEBHOOK_DATABASE_URL="$pg/$DB" \
+		WEBHOOK_MASTER_KEY="$IDM_WEBHOOK_MASTER_KEY" WEBHOOK_MASTER_KEY_PREVIOUS="$IDM_WEBHOOK_MASTER_KEY_PREVIOUS" \
+		WEBHOOK_ALLOW_HTTP=true WEBHOOK_ALLOWED_NETWORKS=127.0.0.0/8,::1/128 \
 		WEBHOOK_NATS_NKEY_SEED_FILE="$(seed_file webhook)"
 	# No proxy is trusted unless you name one: with a reverse proxy in front,
 	# run with EDGE_TRUSTED_PROXIES=<its address> (docs/OPERATIONS.md).

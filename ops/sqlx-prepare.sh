@@ -34,12 +34,13 @@ admin=${IDM_TEST_PG_URL:-${IDM_PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/
 base=${admin%/*}
 db="idm_sqlx_prepare_$$"
 # Crates whose sources hold query macros, and where their migrations go.
-crates=(idm-account idm-auth idm-session idm-user idm-user-store idm-deletion-worker)
+crates=(idm-account idm-auth idm-session idm-user idm-user-store idm-deletion-worker idm-webhook)
 schemas=(
 	"services/account/migrations:account"
 	"services/auth/migrations:auth"
 	"services/user/migrations:directory"
 	"services/session/migrations:session_keys"
+	"services/webhook/migrations:webhook"
 	"services/user-store/migrations:store"
 	"services/deletion-worker/migrations:deletion"
 )

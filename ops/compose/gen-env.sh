@@ -28,6 +28,7 @@ add IDM_OPERATOR_TOKEN hex32
 add IDM_SESSION_MASTER_KEY b64_32
 add IDM_USER_MASTER_KEY b64_32
 add IDM_AUTH_MASTER_KEY b64_32
+add IDM_WEBHOOK_MASTER_KEY b64_32
 add IDM_KEY_TRANSPORT_KEY b64_32
 add IDM_EDGE_HASH_KEY b64_32
 # Hex only: the passwords go into postgres:// URLs unescaped.

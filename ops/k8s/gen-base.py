@@ -90,7 +90,7 @@ for s in SERVICES:
         env += env_secret("EDGE_OPERATOR_TOKEN", "idmesh-global", "operator-token")
         # Keys the hashes that stand for email recipients in Redis.
         env += env_secret("EDGE_HASH_KEY", "idmesh-global", "edge-hash-key")
-    if name in ("auth", "session", "user"):
+    if name in ("auth", "session", "user", "webhook"):
         env += env_secret(f"{p}_MASTER_KEY", "idmesh-global", f"{name}-master-key")
         # During a master-key rotation only: the key before it (optional;
         # docs/OPERATIONS.md "Keys and their rotation").

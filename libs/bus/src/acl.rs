@@ -20,7 +20,9 @@
 //! it (the client checks calls and events before sending, so the omission
 //! shows up at once as `caller_not_allowed`, not as a time-out).
 
-use idm_core::proto::{account, auth, deletion, event, organization, session, store, user};
+use idm_core::proto::{
+    account, auth, deletion, event, organization, session, store, user, webhook,
+};
 use idm_core::Region;
 
 /// A service's identity on the bus: one NATS user (one nkey) each, one per
@@ -98,7 +100,7 @@ impl Identity {
             Identity::User => &USER,
             Identity::UserStore(_) => &USER_STORE,
             Identity::DeletionWorker => &DELETION_WORKER,
-            Identity::Webhook => &NOTHING,
+            Identity::Webhook => &WEBHOOK,
             Identity::Admin => &ADMIN,
         }
     }
@@ -239,7 +241,7 @@ struct Rights {
 }
 
 /// Services that answer calls, as they appear in subjects.
-const SERVICES: [&str; 5] = ["account", "auth", "session", "user", "deletion"];
+const SERVICES: [&str; 6] = ["account", "auth", "session", "user", "deletion", "webhook"];
 
 const CONFIG_CHANGED: &str = "config.changed";
 const SESSION_REVOKED: &str = "session.revoked";
@@ -343,6 +345,25 @@ static EDGE_GUARD: Rights = Rights {
             target: Target::Service("deletion"),
             ops: &[deletion::START_DELETION, deletion::GET_DELETION],
         },
+        Calls {
+            target: Target::Service("webhook"),
+            ops: &[
+                webhook::CREATE_ENDPOINT,
+                webhook::LIST_ENDPOINTS,
+                webhook::GET_ENDPOINT,
+                webhook::UPDATE_ENDPOINT,
+                webhook::DELETE_ENDPOINT,
+                webhook::ROTATE_SECRET,
+                webhook::LIST_MESSAGES,
+                webhook::RETRY_MESSAGE,
+                webhook::LIST_ATTEMPTS,
+                webhook::REPLAY,
+            ],
+        },
+        Calls {
+            target: Target::Service("account"),
+            ops: &[account::LIST_AUDIT_EVENTS],
+        },
     ],
     broadcasts: &[IP_BANNED, IP_UNBANNED],
     hears: &[CONFIG_CHANGED, SESSION_REVOKED, IP_BANNED, IP_UNBANNED],
@@ -373,7 +394,15 @@ static ACCOUNT: Rights = Rights {
         event::API_KEY_REVOKED,
         event::ISSUER_UPDATED,
     ],
-    streams: &[ensures(Stream::Events)],
+    // The audit log: a durable consumer on EVENTS (docs/WEBHOOKS.md).
+    streams: &[StreamUse {
+        stream: Stream::Events,
+        ensure: true,
+        publish: &[],
+        consumers: &["audit"],
+        read: false,
+        delete: false,
+    }],
 };
 
 static AUTH: Rights = Rights {
@@ -584,15 +613,23 @@ static DELETION_WORKER: Rights = Rights {
     ],
 };
 
-/// The webhook service is a skeleton today: it connects and nothing else.
-/// Its row arrives with its behaviour.
-static NOTHING: Rights = Rights {
-    serves: None,
+/// The webhook service answers the edge's endpoint routes, reads `EVENTS`
+/// through its durable consumer, and tells tenants when it disabled one of
+/// their endpoints.
+static WEBHOOK: Rights = Rights {
+    serves: Some("webhook"),
     calls: &[],
     broadcasts: &[],
     hears: &[],
-    events: &[],
-    streams: &[],
+    events: &[event::WEBHOOK_ENDPOINT_DISABLED],
+    streams: &[StreamUse {
+        stream: Stream::Events,
+        ensure: true,
+        publish: &[],
+        consumers: &["webhook"],
+        read: false,
+        delete: false,
+    }],
 };
 
 static ADMIN: Rights = Rights {

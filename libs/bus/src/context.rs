@@ -3,6 +3,43 @@
 //! handling a request inherit it without threading it through every function.
 
 use async_nats::HeaderMap;
+use std::sync::{Arc, Mutex};
+
+/// `idm-actor`: who the request acts for (audit log), set by the edge.
+pub const HEADER_ACTOR: &str = "idm-actor";
+/// `idm-network`: the caller's network (`/24` or `/48`), set by the edge.
+pub const HEADER_NETWORK: &str = "idm-network";
+
+/// Who a request acts for: `key_…` (an API key), `usr_…` (an end user with
+/// a session), `operator`, or `system` (no request). Recorded with the
+/// events the request causes (the audit log), never used for authorisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub actor: String,
+    /// The caller's network, never its address.
+    pub network: Option<String>,
+}
+
+/// Shared by the clones of one request's context, so the edge can name the
+/// actor once it has authenticated the key (inside the request's scope).
+#[derive(Debug, Clone, Default)]
+pub struct ActorSlot(Arc<Mutex<Option<Actor>>>);
+
+impl ActorSlot {
+    fn get(&self) -> Option<Actor> {
+        self.0.lock().ok().and_then(|a| a.clone())
+    }
+
+    fn set(&self, actor: Actor) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(actor);
+        }
+    }
+}
+
+fn header_value_ok(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_graphic())
+}
 
 #[derive(Debug, Clone)]
 pub struct RequestContext {
@@ -13,6 +50,8 @@ pub struct RequestContext {
     /// When the caller stops waiting (unix ms, see [`crate::deadline`]);
     /// calls made while handling the request inherit it.
     pub deadline_ms: Option<u64>,
+    /// Who the request acts for (see [`Actor`]).
+    pub actor: ActorSlot,
 }
 
 tokio::task_local! {
@@ -56,6 +95,7 @@ impl RequestContext {
             traceparent: format!("00-{}-{}-01", hex(&random::<16>()), hex(&random::<8>())),
             tracestate: None,
             deadline_ms: None,
+            actor: ActorSlot::default(),
         }
     }
 
@@ -91,7 +131,37 @@ impl RequestContext {
         if let Some(state) = &self.tracestate {
             headers.insert(crate::HEADER_TRACESTATE, state.as_str());
         }
+        if let Some(actor) = self.actor.get() {
+            headers.insert(HEADER_ACTOR, actor.actor.as_str());
+            if let Some(network) = &actor.network {
+                headers.insert(HEADER_NETWORK, network.as_str());
+            }
+        }
         headers
+    }
+
+    /// Who the request acts for, if anyone said.
+    pub fn actor(&self) -> Option<Actor> {
+        self.actor.get()
+    }
+
+    /// Names who the request acts for (the edge, once it has authenticated
+    /// the caller); calls and events made after it carry it.
+    pub fn set_actor(&self, actor: &str, network: Option<String>) {
+        if header_value_ok(actor) {
+            self.actor.set(Actor {
+                actor: actor.to_owned(),
+                network: network.filter(|n| header_value_ok(n)),
+            });
+        }
+    }
+
+    /// Reads the actor headers of an incoming message (from a peer service).
+    pub(crate) fn read_actor(&self, headers: Option<&HeaderMap>) {
+        let get = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
+        if let Some(actor) = get(HEADER_ACTOR) {
+            self.set_actor(actor, get(HEADER_NETWORK).map(str::to_owned));
+        }
     }
 
     pub fn from_headers(headers: Option<&HeaderMap>) -> Self {
@@ -102,12 +172,42 @@ impl RequestContext {
             get(crate::HEADER_TRACESTATE),
         );
         ctx.deadline_ms = crate::deadline::parse(headers);
+        ctx.read_actor(headers);
         ctx
     }
 
     /// Runs `fut` with this context as the current one.
     pub async fn scope<F: std::future::Future>(self, fut: F) -> F::Output {
         CURRENT.scope(self, fut).await
+    }
+}
+
+/// The context of the request being handled, if any.
+pub fn in_request() -> Option<RequestContext> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
+/// Names who the current request acts for (no-op outside a request).
+pub fn set_actor(actor: &str, network: Option<String>) {
+    let _ = CURRENT.try_with(|ctx| ctx.set_actor(actor, network));
+}
+
+/// The network an address belongs to, as the audit log records it: the
+/// `/24` of an IPv4 address, the `/48` of an IPv6 one (a v4-mapped address
+/// counts as IPv4).
+pub fn network_of(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => network_of(std::net::IpAddr::V4(v4)),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+            }
+        },
     }
 }
 
@@ -133,5 +233,33 @@ mod tests {
         let fresh = RequestContext::continue_from(Some("bad id with spaces"), Some("00-zz"), None);
         assert_ne!(fresh.request_id, "bad id with spaces");
         assert_eq!(fresh.trace_id().len(), 32);
+    }
+
+    #[test]
+    fn the_actor_travels_in_headers_and_networks_hide_the_address() {
+        let ctx = RequestContext::new_root();
+        ctx.set_actor(
+            "key_1",
+            Some(network_of(
+                "203.0.113.77"
+                    .parse()
+                    .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+            )),
+        );
+        let headers = ctx.to_headers();
+        let next = RequestContext::from_headers(Some(&headers));
+        assert_eq!(
+            next.actor(),
+            Some(Actor {
+                actor: "key_1".into(),
+                network: Some("203.0.113.0/24".into())
+            })
+        );
+        let v6: std::net::IpAddr = "2001:db8:abcd:12::1"
+            .parse()
+            .unwrap_or(std::net::IpAddr::from([0u16; 8]));
+        assert_eq!(network_of(v6), "2001:db8:abcd::/48");
+        ctx.set_actor("bad actor with spaces", None);
+        assert_eq!(ctx.actor().map(|a| a.actor), Some("key_1".into()));
     }
 }

@@ -488,7 +488,7 @@ mod tests {
 
     #[test]
     fn users_without_rights_are_denied_everything() {
-        let users = vec![(Identity::Webhook, "UABC".to_owned())];
+        let users = vec![(Identity::DeletionWorker, "UABC".to_owned())];
         let config = render(
             &ServerSettings {
                 prefix: "idm".into(),
@@ -504,7 +504,7 @@ mod tests {
             &users,
         );
         assert!(config.contains(r#"publish: { deny: [">"] }"#), "{config}");
-        assert!(config.contains(r#"subscribe: { allow: ["_INBOX_idm_webhook.>"] }"#));
+        assert!(config.contains(r#"subscribe: { allow: ["_INBOX_idm_deletion-worker.>"] }"#));
         assert!(config.contains("verify: true"));
     }
 

@@ -95,6 +95,7 @@ impl RequestContext {
             get(crate::HEADER_TRACESTATE),
         );
         ctx.deadline_ms = crate::deadline::parse(headers);
+        ctx.read_actor(headers);
         ctx
     }
 

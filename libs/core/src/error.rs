@@ -71,6 +71,9 @@ pub enum ErrorCode {
     /// The user is being deleted: it can no longer be read, changed or
     /// signed in to (the error's `deletion_id` names the job).
     DeletionInProgress,
+    /// A webhook URL that points inside (loopback, private, link-local,
+    /// metadata, ...).
+    SsrfRefused,
 }
 
 /// One error code: its wire spelling, its HTTP status and what it means.
@@ -349,6 +352,12 @@ pub const ERROR_CODES: &[ErrorInfo] = &[
         status: 409,
         message: "The user is being deleted: it can no longer be read, changed or signed in to.",
     },
+    ErrorInfo {
+        code: ErrorCode::SsrfRefused,
+        name: "ssrf_refused",
+        status: 422,
+        message: "The webhook URL points inside (a loopback, private, link-local, multicast or metadata address).",
+    },
 ];
 
 impl ErrorCode {
@@ -401,7 +410,7 @@ mod tests {
         // The last variant is in the table, so every one before it is too.
         assert_eq!(
             ERROR_CODES.last().map(|i| i.code),
-            Some(ErrorCode::DeletionInProgress)
+            Some(ErrorCode::SsrfRefused)
         );
     }
 }

@@ -71,6 +71,9 @@ prefixed_id!(PersonalTokenId, "pat_");
 // Users helper (issue 11): devices seen in sessions, consent records.
 prefixed_id!(DeviceId, "dev_");
 prefixed_id!(ConsentId, "cns_");
+// Webhooks: one event's delivery to one endpoint, and each HTTP attempt.
+prefixed_id!(WebhookMessageId, "msg_");
+prefixed_id!(WebhookAttemptId, "att_");
 
 impl IssuerId {
     /// The Postgres schema that holds this issuer's identity store in every

@@ -232,7 +232,7 @@ pub const DELETION_JOBS_STALLED: Metric = gauge(
 pub const WEBHOOK_DELIVERIES: Metric = counter(
     "idm_webhook_deliveries_total",
     &["outcome"],
-    "Webhook delivery attempts by outcome (delivered, failed, refused_ssrf, timed_out).",
+    "Webhook delivery attempts by outcome: delivered, retried (failed, another attempt is scheduled) or failed (a dead letter: retries exhausted or 410 Gone).",
 );
 pub const WEBHOOK_DELIVERY_DURATION: Metric = histogram(
     "idm_webhook_delivery_duration_seconds",
@@ -241,8 +241,8 @@ pub const WEBHOOK_DELIVERY_DURATION: Metric = histogram(
 );
 pub const WEBHOOK_ENDPOINTS_DISABLED: Metric = counter(
     "idm_webhook_endpoints_disabled_total",
-    &[],
-    "Endpoints disabled after failing for too long.",
+    &["reason"],
+    "Endpoints the webhook service disabled, by reason: gone (410) or failing (for the whole disable period).",
 );
 
 pub const SEALED_ROWS_PREVIOUS_KEY: Metric = gauge(

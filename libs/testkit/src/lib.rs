@@ -151,6 +151,33 @@ pub struct Options {
     /// Where auth delivers mail instead of [`Platform::smtp`] (a real SMTP
     /// server of a test's own).
     pub auth_mail: Option<idm_auth::MailTransport>,
+    /// The webhook service's delivery settings: [`test_webhook_delivery`]
+    /// by default (fast retries, plain HTTP to loopback receivers allowed).
+    pub webhook_delivery: idm_webhook::Delivery,
+    /// The webhook service's database connections (2; benches give more).
+    pub webhook_pool_size: usize,
+}
+
+/// Webhook delivery for tests: the receivers are axum servers on
+/// 127.0.0.1 (allowlisted, plain HTTP), the retry schedule is the
+/// product's shape in milliseconds (at once, then 200 ms, 400 ms, 800 ms),
+/// and attempts time out after 2 s.
+pub fn test_webhook_delivery() -> idm_webhook::Delivery {
+    idm_webhook::Delivery {
+        schedule: [0, 200, 400, 800]
+            .into_iter()
+            .map(Duration::from_millis)
+            .collect(),
+        connect_timeout: Duration::from_millis(500),
+        timeout: Duration::from_secs(2),
+        poll_interval: Duration::from_millis(100),
+        allow_http: true,
+        allowed_networks: vec![ipnet::IpNet::V4(ipnet::Ipv4Net::new_assert(
+            std::net::Ipv4Addr::LOCALHOST,
+            8,
+        ))],
+        ..idm_webhook::Delivery::default()
+    }
 }
 
 /// A plan whose ceilings stay out of the way of tests about something else
@@ -232,6 +259,8 @@ impl Default for Options {
             redis_url: None,
             eu_server: false,
             auth_mail: None,
+            webhook_delivery: test_webhook_delivery(),
+            webhook_pool_size: 2,
         }
     }
 }
@@ -519,7 +548,10 @@ impl Platform {
             services::Spec::Webhook(idm_webhook::Config {
                 basics: basics(&prefix, &nats, Identity::Webhook),
                 database_url: global_url.clone(),
-                pool_size: 1,
+                pool_size: options.webhook_pool_size,
+                master_key: master_key(),
+                master_key_previous: None,
+                delivery: options.webhook_delivery.clone(),
             }),
         ));
         let mut edge_waf = options.edge_waf.clone();

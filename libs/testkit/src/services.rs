@@ -51,6 +51,7 @@ impl Spec {
             Spec::Session(c) => Some((&mut c.master_key, &mut c.master_key_previous)),
             Spec::User(c) => Some((&mut c.master_key, &mut c.master_key_previous)),
             Spec::Auth(c) => Some((&mut c.master_key, &mut c.master_key_previous)),
+            Spec::Webhook(c) => Some((&mut c.master_key, &mut c.master_key_previous)),
             _ => None,
         }
     }

@@ -24,6 +24,7 @@ pub fn routes(state: Arc<State>) -> Router {
         .route("/admin/v1/accounts", post(create_account))
         .route("/admin/v1/accounts/{id}/plan", get(get_plan).put(put_plan))
         .route("/admin/v1/issuers/{id}/provision", post(provision_issuer))
+        .route("/admin/v1/audit_events", get(audit_events))
         .with_state(state)
 }
 
@@ -42,6 +43,8 @@ fn operator(state: &State, headers: &HeaderMap) -> Result<(), ApiError> {
     // Hash both sides so the comparison is constant-time in the length too.
     let expected = idm_crypto::sha256(state.operator_token.expose_secret().as_bytes());
     if idm_crypto::ct_eq(&idm_crypto::sha256(given.as_bytes()), &expected) {
+        // What the operator does is audited as the operator's.
+        idm_bus::set_actor("operator", None);
         Ok(())
     } else {
         Err(ApiError::new(
@@ -234,4 +237,54 @@ async fn provision_issuer(
         .into());
     }
     Ok(Json(body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    issuer_id: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    actor: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<u32>,
+    starting_after: Option<String>,
+}
+
+fn rfc3339(field: &str, raw: Option<&str>) -> Result<Option<idm_core::Timestamp>, ApiError> {
+    raw.map(|t| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+            .map_err(|_| ApiError::validation(format!("{field} must be an RFC 3339 time")))
+    })
+    .transpose()
+}
+
+/// The audit log across issuers (or of one, with `?issuer_id=`).
+async fn audit_events(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    params: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<idm_core::proto::account::AuditEventList>, HttpError> {
+    operator(&state, &headers)?;
+    let axum::extract::Query(q) = params.map_err(|e| ApiError::invalid_request(e.body_text()))?;
+    let issuer = q
+        .issuer_id
+        .as_deref()
+        .map(idm_core::IssuerId::parse)
+        .transpose()
+        .map_err(|_| ApiError::validation("issuer_id is not an issuer id"))?;
+    let filter = idm_core::proto::account::AuditFilter {
+        event_type: q.event_type,
+        actor: q.actor,
+        since: rfc3339("since", q.since.as_deref())?,
+        until: rfc3339("until", q.until.as_deref())?,
+        limit: q.limit.unwrap_or(20),
+        starting_after: q.starting_after,
+    };
+    let client = connection(&state).await?;
+    let list = crate::audit::list(&client, issuer.as_ref(), &filter)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(list))
 }

@@ -4,6 +4,7 @@
 //! `config.changed` so every edge drops stale cache entries at once.
 
 mod admin_http;
+mod audit;
 mod config;
 mod delegation;
 mod domains;
@@ -60,11 +61,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(domains::add_domain)
         .on(domains::list_domains)
         .on(domains::remove_domain)
-        .on(domains::verify_domain);
+        .on(domains::verify_domain)
+        .on(audit::list_audit_events);
     let serving = bus
         .serve(handlers, Arc::clone(&state), shutdown.clone())
         .await?;
 
+    let audit = audit::spawn_consumer(&state, shutdown.clone()).await?;
     let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);
     let router = idm_telemetry::with_http_layers(
         idm_telemetry::ops_routes("account", ready).merge(admin_http::routes(state)),
@@ -75,7 +78,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     tracing::info!(%http_addr, "account started");
     Ok(Running::new(
         http_addr,
-        vec![("bus", serving), ("http", http)],
+        vec![("bus", serving), ("audit", audit), ("http", http)],
     ))
 }
 

@@ -359,6 +359,9 @@ impl Incoming {
             .get(http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(512).collect());
+        // The audit log's actor: the key, from this network (calls and
+        // events made for this request carry it).
+        idm_bus::set_actor(key.key_id.as_str(), Some(idm_bus::network_of(ip)));
         Ok(Caller {
             ip,
             country: client_ip::country(
@@ -383,6 +386,9 @@ impl Incoming {
         if source == TokenSource::Cookie {
             csrf_check(&self.method, &self.headers)?;
         }
-        self.app.verify_session(&caller.key, &token).await
+        let claims = self.app.verify_session(&caller.key, &token).await?;
+        // A session acts for its user.
+        idm_bus::set_actor(claims.sub.as_str(), Some(idm_bus::network_of(caller.ip)));
+        Ok(claims)
     }
 }

@@ -65,6 +65,7 @@ pub const CREATING_ROUTES: &[&str] = &[
     // deletion
     "/v1/organizations",
     "/v1/organizations/{id}/memberships",
+    "/v1/webhook_endpoints",
 ];
 
 /// Whether the route at `method path` (the table's pattern) honours the header.

@@ -42,3 +42,6 @@ mod user_kit;
 // deletion: organizations and user deletion
 mod deletion;
 mod organizations;
+// Webhooks, the audit log and the event catalogue (issue 12).
+mod audit;
+mod webhooks;

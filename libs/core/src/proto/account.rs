@@ -17,6 +17,7 @@ pub const ADD_DOMAIN: &str = "add_domain";
 pub const LIST_DOMAINS: &str = "list_domains";
 pub const REMOVE_DOMAIN: &str = "remove_domain";
 pub const VERIFY_DOMAIN: &str = "verify_domain";
+pub const LIST_AUDIT_EVENTS: &str = "list_audit_events";
 
 super::operation::operations!(service "account" {
     ResolveKey => Resolved = RESOLVE_KEY,
@@ -31,6 +32,7 @@ super::operation::operations!(service "account" {
     ListDomains => DomainList = LIST_DOMAINS,
     RemoveDomain => IssuerDomain = REMOVE_DOMAIN,
     VerifyDomain => IssuerDomain = VERIFY_DOMAIN,
+    ListAuditEvents => AuditEventList = LIST_AUDIT_EVENTS,
 });
 
 /// Look a key up by the hex SHA-256 of its full text.
@@ -258,4 +260,56 @@ pub struct ConfigChanged {
     pub issuer_id: IssuerId,
     /// The hash of a revoked key, so edges can drop exactly that entry.
     pub key_hash: Option<String>,
+}
+
+/// The audit log of one issuer (`GET /v1/audit_events`), newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListAuditEvents {
+    pub issuer_id: IssuerId,
+    pub filter: AuditFilter,
+}
+
+/// Filters of the audit log (the tenant's and the operator's view).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AuditFilter {
+    /// An event type (`api_key.created`) or a family (`api_key.*`).
+    pub event_type: Option<String>,
+    pub actor: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub since: Option<Timestamp>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub until: Option<Timestamp>,
+    /// 1..=100.
+    pub limit: u32,
+    /// An audit event id (`evt_…`): the page continues after it.
+    pub starting_after: Option<String>,
+}
+
+/// One audit record: ids only, never personal data.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditEvent {
+    /// The event's id (`evt_…`).
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[schema(value_type = String)]
+    pub issuer_id: IssuerId,
+    /// `key_…`, `usr_…`, `operator` or `system`.
+    pub actor: String,
+    pub request_id: Option<String>,
+    /// The caller's network (`/24` or `/48`), when the event came from a
+    /// request.
+    pub network: Option<String>,
+    /// The event's data (ids and non-personal fields).
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub occurred_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditEventList {
+    pub data: Vec<AuditEvent>,
+    pub has_more: bool,
 }

@@ -38,6 +38,9 @@ pub const USER_DELETED: &str = "user.deleted";
 /// A step of a deletion kept failing past `DELETION_STALL_AFTER`; the job
 /// keeps retrying.
 pub const USER_DELETION_STALLED: &str = "user.deletion_stalled";
+/// The webhook service disabled an endpoint (410 Gone, or failing for the
+/// disable period).
+pub const WEBHOOK_ENDPOINT_DISABLED: &str = "webhook_endpoint.disabled";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
@@ -48,6 +51,18 @@ pub struct Event {
     #[serde(with = "time::serde::rfc3339")]
     pub occurred_at: Timestamp,
     pub data: serde_json::Value,
+    /// Who caused it, for the audit log (stamped by `Events::publish` from
+    /// the request context): `key_…` (an API key), `usr_…` (an end user),
+    /// `operator` or `system`. Not part of the webhook body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// The request that caused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The caller's network (`/24` of IPv4, `/48` of IPv6), never the
+    /// address. Not part of the webhook body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// Everything published on the `EVENTS` stream: one variant per event type,
@@ -83,6 +98,7 @@ pub enum DomainEvent {
     MembershipDeleted(MembershipChanged),
     UserDeleted(UserDeleted),
     UserDeletionStalled(UserDeletionStalled),
+    WebhookEndpointDisabled(WebhookEndpointDisabled),
 }
 
 impl DomainEvent {
@@ -113,6 +129,7 @@ impl DomainEvent {
         MEMBERSHIP_DELETED,
         USER_DELETED,
         USER_DELETION_STALLED,
+        WEBHOOK_ENDPOINT_DISABLED,
     ];
 
     /// The stable `type` string (the last subject token).
@@ -143,6 +160,7 @@ impl DomainEvent {
             DomainEvent::MembershipDeleted(_) => MEMBERSHIP_DELETED,
             DomainEvent::UserDeleted(_) => USER_DELETED,
             DomainEvent::UserDeletionStalled(_) => USER_DELETION_STALLED,
+            DomainEvent::WebhookEndpointDisabled(_) => WEBHOOK_ENDPOINT_DISABLED,
         }
     }
 
@@ -291,6 +309,14 @@ pub struct UserDeletionStalled {
     pub deletion_id: crate::ids::DeletionId,
     pub step: String,
     pub attempts: i32,
+}
+
+/// `webhook_endpoint.disabled`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookEndpointDisabled {
+    pub endpoint_id: crate::ids::WebhookEndpointId,
+    /// `gone` (410) or `failing` (failed continuously for the period).
+    pub reason: String,
 }
 
 #[cfg(test)]

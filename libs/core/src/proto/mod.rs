@@ -14,6 +14,7 @@ pub mod user;
 // deletion: organizations and the deletion workflow
 pub mod deletion;
 pub mod organization;
+pub mod webhook;
 
 pub use operation::{Operation, OperationInfo, ServiceOperation, StoreOperation, Target};
 

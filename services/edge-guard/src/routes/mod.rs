@@ -18,6 +18,9 @@ mod verifications;
 // deletion: organizations and user deletion
 mod deletions;
 mod organizations;
+// Webhooks and the audit log (issue 12).
+mod audit;
+mod webhooks;
 
 use crate::access::Access;
 use crate::App;
@@ -84,7 +87,7 @@ const fn backend(resource: Resource, level: Level) -> Access {
 
 use Access::{Client, Verification};
 use Level::{Delete, Manage, Read, Write};
-use Resource::{ApiKeys, Issuers, Organizations, Sessions, Users};
+use Resource::{ApiKeys, Audit, Issuers, Organizations, Sessions, Users, Webhooks};
 
 /// Every public route, in one place. The router is built from this table
 /// alone and each handler's `authorize()` takes its access class from here,
@@ -231,6 +234,29 @@ pub static ROUTES: &[Route] = &[
     route!(DELETE "/v1/users/{id}", backend(Users, Delete), deletions::delete_user,
         errors: [NotFound]),
     route!(GET "/v1/deletions/{id}", backend(Users, Read), deletions::get, errors: [NotFound]),
+    // Webhooks and the audit log (docs/WEBHOOKS.md).
+    route!(POST "/v1/webhook_endpoints", backend(Webhooks, Manage), webhooks::create,
+        errors: [ValidationFailed, SsrfRefused, PlanLimitReached]),
+    route!(GET "/v1/webhook_endpoints", backend(Webhooks, Read), webhooks::list,
+        errors: [ValidationFailed]),
+    route!(GET "/v1/webhook_endpoints/{id}", backend(Webhooks, Read), webhooks::get,
+        errors: [NotFound]),
+    route!(PATCH "/v1/webhook_endpoints/{id}", backend(Webhooks, Manage), webhooks::update,
+        errors: [NotFound, ValidationFailed, SsrfRefused]),
+    route!(DELETE "/v1/webhook_endpoints/{id}", backend(Webhooks, Manage), webhooks::delete,
+        errors: [NotFound]),
+    route!(POST "/v1/webhook_endpoints/{id}/rotate_secret", backend(Webhooks, Manage),
+        webhooks::rotate_secret, errors: [NotFound, ValidationFailed]),
+    route!(GET "/v1/webhook_endpoints/{id}/attempts", backend(Webhooks, Read), webhooks::attempts,
+        errors: [NotFound, ValidationFailed]),
+    route!(POST "/v1/webhook_endpoints/{id}/replay", backend(Webhooks, Manage), webhooks::replay,
+        errors: [NotFound, ValidationFailed, Conflict]),
+    route!(GET "/v1/webhook_messages", backend(Webhooks, Read), webhooks::messages,
+        errors: [ValidationFailed]),
+    route!(POST "/v1/webhook_messages/{id}/retry", backend(Webhooks, Manage), webhooks::retry,
+        errors: [NotFound, Conflict]),
+    route!(GET "/v1/audit_events", backend(Audit, Read), audit::list,
+        errors: [ValidationFailed]),
 ];
 
 pub fn router(app: Arc<App>) -> Router {
