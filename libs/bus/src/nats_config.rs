@@ -487,8 +487,12 @@ mod tests {
     }
 
     #[test]
-    fn users_without_rights_are_denied_everything() {
-        let users = vec![(Identity::DeletionWorker, "UABC".to_owned())];
+    fn an_empty_permission_list_denies_everything_and_clients_are_verified() {
+        // Every identity has rights today; an empty list must still never
+        // render as an empty allow list (which nats-server reads as "no
+        // restriction").
+        assert_eq!(rule(&[]), r#"{ deny: [">"] }"#);
+        let users = vec![(Identity::Webhook, "UABC".to_owned())];
         let config = render(
             &ServerSettings {
                 prefix: "idm".into(),
@@ -503,8 +507,8 @@ mod tests {
             },
             &users,
         );
-        assert!(config.contains(r#"publish: { deny: [">"] }"#), "{config}");
-        assert!(config.contains(r#"subscribe: { allow: ["_INBOX_idm_deletion-worker.>"] }"#));
+        assert!(config.contains("_INBOX_idm_webhook.>"), "{config}");
+        assert!(!config.contains("allow: []"), "{config}");
         assert!(config.contains("verify: true"));
     }
 
