@@ -203,6 +203,77 @@ const EVENT_TABLE: &[(&str, &str, Emits)] = &[
         "/v1/webhook_messages/{id}/retry",
         Emits::Nothing("redelivers an existing event"),
     ),
+    // The user's life (issue 11).
+    (
+        "PATCH",
+        "/v1/users/{id}",
+        Emits::EventProvenBy("user.updated", "profiles"),
+    ),
+    (
+        "DELETE",
+        "/v1/users/{id}/devices/{device_id}",
+        Emits::EventProvenBy("session.revoked", "devices"),
+    ),
+    (
+        "POST",
+        "/v1/users/{id}/consents",
+        Emits::Nothing("consent history is the user's own record, kept in the region; not in the API.md catalogue"),
+    ),
+    (
+        "POST",
+        "/v1/client/password_resets",
+        Emits::Nothing("only sends a code: nothing changes until it is confirmed"),
+    ),
+    (
+        "POST",
+        "/v1/client/password_resets/confirm",
+        Emits::EventProvenBy("password.changed", "password_reset"),
+    ),
+    (
+        "DELETE",
+        "/v1/client/password",
+        Emits::EventProvenBy("password.changed", "password_reset"),
+    ),
+    (
+        "POST",
+        "/v1/client/email_changes/confirm",
+        Emits::EventProvenBy("email.changed", "profiles"),
+    ),
+    (
+        "POST",
+        "/v1/organizations",
+        Emits::EventProvenBy("organization.created", "organizations"),
+    ),
+    (
+        "PATCH",
+        "/v1/organizations/{id}",
+        Emits::EventProvenBy("organization.updated", "organizations"),
+    ),
+    (
+        "DELETE",
+        "/v1/organizations/{id}",
+        Emits::EventProvenBy("organization.deleted", "organizations"),
+    ),
+    (
+        "POST",
+        "/v1/organizations/{id}/memberships",
+        Emits::EventProvenBy("membership.created", "organizations"),
+    ),
+    (
+        "PATCH",
+        "/v1/organizations/{id}/memberships/{user_id}",
+        Emits::EventProvenBy("membership.updated", "organizations"),
+    ),
+    (
+        "DELETE",
+        "/v1/organizations/{id}/memberships/{user_id}",
+        Emits::EventProvenBy("membership.deleted", "organizations"),
+    ),
+    (
+        "DELETE",
+        "/v1/users/{id}",
+        Emits::EventProvenBy("user.deleted", "deletion (when the cascade ends)"),
+    ),
 ];
 
 #[test]

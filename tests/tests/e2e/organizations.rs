@@ -559,6 +559,13 @@ async fn memberships_hold_ids_and_one_of_the_organizations_roles() -> anyhow::Re
         "{}",
         r.json
     );
+    assert_eq!(
+        platform
+            .last_event(&a.issuer_id, "membership.updated")
+            .await?
+            .map(|e| e["data"].clone()),
+        Some(json!({"organization_id": org_id, "user_id": u2, "role": "admin"}))
+    );
     let r = call(
         platform,
         Method::PATCH,
