@@ -590,6 +590,10 @@ static DELETION_WORKER: Rights = Rights {
             ops: &[deletion::auth::FORGET_USER],
         },
         Calls {
+            target: Target::Service("account"),
+            ops: &[deletion::account::FORGET_AUDIT_NETWORKS],
+        },
+        Calls {
             target: Target::Store,
             ops: &[
                 deletion::store::REVOKE_USER_PERSONAL_TOKENS,

@@ -5,6 +5,8 @@
 
 use crate::{Error, State};
 use idm_core::proto::account::{AuditEvent, AuditEventList, AuditFilter, ListAuditEvents};
+use idm_core::proto::deletion::account::ForgetAuditNetworks;
+use idm_core::proto::deletion::Removed;
 use idm_core::proto::event::Event;
 use idm_core::{ApiError, IssuerId, Timestamp};
 use idm_db::sqlx;
@@ -156,4 +158,55 @@ pub async fn list_audit_events(
 ) -> Result<AuditEventList, Error> {
     let client = state.db.get().await?;
     list(&client, Some(&req.issuer_id), &req.filter).await
+}
+
+/// `forget_audit_networks` (a step of a user's deletion): clears the IP
+/// network of every audit row the user acted in or that is about the user.
+/// The rows stay (ids only; the table is append-only but for this), so the
+/// log still says what happened. Idempotent: a second run clears nothing.
+#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
+pub async fn forget_audit_networks(
+    state: Arc<State>,
+    ForgetAuditNetworks(req): ForgetAuditNetworks,
+) -> Result<Removed, Error> {
+    let mut client = state.db.get().await?;
+    let tx = client.transaction().await?;
+    // The same lock every insert about this user takes (migration 0006):
+    // rows committed before are cleared here, rows inserted after see the
+    // user as forgotten.
+    sqlx::query!(
+        "SELECT account.audit_subject_lock($1, $2)",
+        req.issuer_id.as_str(),
+        req.user_id.as_str(),
+    )
+    .execute(&mut *tx.conn().await)
+    .await
+    .map_err(sql_err)?;
+    sqlx::query!(
+        "INSERT INTO account.audit_forgotten_users (issuer_id, user_id) VALUES ($1, $2)
+         ON CONFLICT DO NOTHING",
+        req.issuer_id.as_str(),
+        req.user_id.as_str(),
+    )
+    .execute(&mut *tx.conn().await)
+    .await
+    .map_err(sql_err)?;
+    let done = sqlx::query!(
+        "UPDATE account.audit_events SET network = NULL
+          WHERE issuer_id = $1 AND network IS NOT NULL
+            AND (actor = $2 OR data->>'user_id' = $2)",
+        req.issuer_id.as_str(),
+        req.user_id.as_str(),
+    )
+    .execute(&mut *tx.conn().await)
+    .await
+    .map_err(sql_err)?;
+    tx.commit().await?;
+    Ok(Removed {
+        removed: [(
+            "audit_networks".to_owned(),
+            i64::try_from(done.rows_affected()).unwrap_or(i64::MAX),
+        )]
+        .into(),
+    })
 }

@@ -50,6 +50,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         dns: domains::resolver(config.dns_resolver)?,
     });
     let handlers = Handlers::new()
+        .on(audit::forget_audit_networks)
         .on(handlers::resolve_key)
         .on(handlers::get_issuer)
         .on(handlers::update_issuer)

@@ -13,6 +13,7 @@ use crate::{Error, State};
 use async_nats::jetstream::consumer::{pull, AckPolicy};
 use async_nats::jetstream::AckKind;
 use futures::StreamExt;
+use idm_core::proto::deletion::account::ForgetAuditNetworks;
 use idm_core::proto::deletion::auth::ForgetUser;
 use idm_core::proto::deletion::directory::{PurgeDirectoryEntry, RemoveUserMemberships};
 use idm_core::proto::deletion::store::{PurgeUser, RevokeUserPersonalTokens};
@@ -313,9 +314,16 @@ async fn run_step(state: &State, job: &JobRow, step: &StepRow) -> StepResult {
             // Auth's Redis keys first: while the directory row exists a
             // retry still finds the user's issuer and id there.
             let mut removed = state.bus.send(&ForgetUser(target.clone())).await?.removed;
+            // The audit log keeps its rows (ids only) but not the networks
+            // they came from: personal data outside the region.
+            let audit = state.bus.send(&ForgetAuditNetworks(target.clone())).await?;
+            removed.extend(audit.removed);
             let done = state.bus.send(&PurgeDirectoryEntry(target)).await?;
             removed.extend(done.removed);
-            Ok(("directory and auth's Redis keys".to_owned(), removed))
+            Ok((
+                "directory, auth's Redis keys and the audit log's networks".to_owned(),
+                removed,
+            ))
         }
         "emit_user_deleted" => {
             let deletion_id = job.deletion_id().map_err(ApiError::from)?;

@@ -328,6 +328,32 @@ async fn a_deleted_user_leaves_no_trace_and_loses_every_session() -> anyhow::Res
         Vec::<String>::new()
     );
     assert_eq!(redis_traces(platform, &user).await?, Vec::<String>::new());
+    // The audit log keeps its rows about the user (ids only) but not the
+    // networks they came from: the sign-up and sign-in were made from the
+    // user's own address.
+    let global = platform.global().await?;
+    let audit: Vec<(i64, i64)> = global
+        .query(
+            "SELECT count(*), count(network) FROM account.audit_events
+              WHERE issuer_id = $1 AND (actor = $2 OR data->>'user_id' = $2)",
+            &[&a.issuer_id, &user],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let (rows, with_network) = audit.first().copied().unwrap_or_default();
+    assert!(rows > 0, "the audit log still says what happened");
+    assert_eq!(
+        with_network, 0,
+        "no network of the user is left in the audit log"
+    );
+    assert!(
+        receipt["steps"][4]["removed"]["audit_networks"]
+            .as_i64()
+            .is_some_and(|n| n > 0),
+        "{receipt}"
+    );
 
     // The sessions are over on every edge, sign-in and the token fail.
     for session in [&signed_up.session_token, &second.session_token] {

@@ -213,3 +213,20 @@ pub mod auth {
     #[serde(transparent)]
     pub struct ForgetUser(pub UserToDelete);
 }
+
+pub mod account {
+    use super::*;
+
+    pub const FORGET_AUDIT_NETWORKS: &str = "forget_audit_networks";
+
+    crate::proto::operation::operations!(service "account" {
+        ForgetAuditNetworks => Removed = FORGET_AUDIT_NETWORKS,
+    });
+
+    /// Clears the IP network (personal data kept outside the region) from
+    /// the audit rows the user acted in or that are about the user; the
+    /// rows themselves stay (ids only), as the audit log is append-only.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    #[serde(transparent)]
+    pub struct ForgetAuditNetworks(pub UserToDelete);
+}

@@ -98,6 +98,7 @@ pub fn all() -> Vec<OperationInfo> {
         super::deletion::directory::OPERATIONS,
         super::deletion::store::OPERATIONS,
         super::deletion::auth::OPERATIONS,
+        super::deletion::account::OPERATIONS,
         super::webhook::OPERATIONS,
     ]
     .concat()
