@@ -367,7 +367,7 @@ static EDGE_GUARD: Rights = Rights {
     ],
     broadcasts: &[IP_BANNED, IP_UNBANNED],
     hears: &[CONFIG_CHANGED, SESSION_REVOKED, IP_BANNED, IP_UNBANNED],
-    events: &[event::IP_BANNED],
+    events: &[event::IP_BANNED, event::IP_BAN_LIFTED],
     streams: &[ensures(Stream::Events)],
 };
 
@@ -393,6 +393,9 @@ static ACCOUNT: Rights = Rights {
         event::API_KEY_CREATED,
         event::API_KEY_REVOKED,
         event::ISSUER_UPDATED,
+        event::ACCOUNT_CREATED,
+        event::ACCOUNT_PLAN_CHANGED,
+        event::ISSUER_PROVISIONED,
     ],
     // The audit log: a durable consumer on EVENTS (docs/WEBHOOKS.md).
     streams: &[StreamUse {
@@ -603,7 +606,11 @@ static DELETION_WORKER: Rights = Rights {
     ],
     broadcasts: &[],
     hears: &[],
-    events: &[event::USER_DELETED, event::USER_DELETION_STALLED],
+    events: &[
+        event::USER_DELETED,
+        event::USER_DELETION_STALLED,
+        event::USER_DELETION_STEP_COMPLETED,
+    ],
     streams: &[
         ensures(Stream::Events),
         StreamUse {
@@ -625,7 +632,13 @@ static WEBHOOK: Rights = Rights {
     calls: &[],
     broadcasts: &[],
     hears: &[],
-    events: &[event::WEBHOOK_ENDPOINT_DISABLED],
+    events: &[
+        event::WEBHOOK_ENDPOINT_DISABLED,
+        event::WEBHOOK_ENDPOINT_CREATED,
+        event::WEBHOOK_ENDPOINT_UPDATED,
+        event::WEBHOOK_ENDPOINT_DELETED,
+        event::WEBHOOK_ENDPOINT_SECRET_ROTATED,
+    ],
     streams: &[StreamUse {
         stream: Stream::Events,
         ensure: true,

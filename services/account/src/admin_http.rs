@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use idm_core::proto::event::{self, DomainEvent};
 use idm_core::text::DisplayName;
 use idm_core::{AccountId, AccountPlan, ApiError, ErrorCode, IssuerId, KeyMode, Region, Scope};
 use idm_telemetry::http::HttpError;
@@ -96,6 +97,14 @@ async fn new_account(
     )
     .await
     .map_err(ApiError::from)?;
+    crate::handlers::publish(
+        state,
+        &issuer.id,
+        DomainEvent::AccountCreated(event::AccountChanged {
+            account_id: account.clone(),
+        }),
+    )
+    .await;
     let created_at = issuer.created_at;
     Ok((
         StatusCode::CREATED,
@@ -164,6 +173,14 @@ async fn put_plan(
         .map_err(ApiError::from)?;
     for issuer in &issuers {
         crate::handlers::broadcast_change(&state, issuer, None).await;
+        crate::handlers::publish(
+            &state,
+            issuer,
+            DomainEvent::AccountPlanChanged(event::AccountChanged {
+                account_id: account.clone(),
+            }),
+        )
+        .await;
     }
     tracing::info!(account = %account, issuers = issuers.len(), "account plan set");
     Ok(Json(plan_body(&account, &plan, true)))
@@ -222,6 +239,19 @@ async fn provision_issuer(
     };
     let outcome = provisioning::provision_regions(&state, &issuer_id, &regions).await;
     let failed = outcome.iter().filter(|r| !r.provisioned).count();
+    crate::handlers::publish(
+        &state,
+        &issuer_id,
+        DomainEvent::IssuerProvisioned(event::IssuerProvisioned {
+            regions: outcome
+                .iter()
+                .filter(|r| r.provisioned)
+                .map(|r| r.region)
+                .collect(),
+            complete: failed == 0,
+        }),
+    )
+    .await;
     tracing::info!(issuer = %issuer_id, regions = regions.len(), failed, "issuer pre-provisioned");
     let body =
         serde_json::json!({ "issuer_id": issuer_id, "regions": outcome, "complete": failed == 0 });

@@ -87,7 +87,7 @@ fn key_changed(info: &ApiKeyInfo) -> event::ApiKeyChanged {
 /// Publishes an event about a change already committed: a failure is
 /// logged rather than returned, so the caller is not told that a change
 /// which happened failed.
-async fn publish(state: &State, issuer: &idm_core::IssuerId, event: DomainEvent) {
+pub(crate) async fn publish(state: &State, issuer: &idm_core::IssuerId, event: DomainEvent) {
     let event_type = event.event_type();
     if let Err(e) = state.events.publish(issuer, event).await {
         tracing::error!(%issuer, event_type, code = %e.code, "event not published");

@@ -18,7 +18,9 @@ use idm_core::proto::deletion::auth::ForgetUser;
 use idm_core::proto::deletion::directory::{PurgeDirectoryEntry, RemoveUserMemberships};
 use idm_core::proto::deletion::store::{PurgeUser, RevokeUserPersonalTokens};
 use idm_core::proto::deletion::{UserToDelete, STEPS};
-use idm_core::proto::event::{DomainEvent, UserDeleted, UserDeletionStalled};
+use idm_core::proto::event::{
+    DomainEvent, UserDeleted, UserDeletionStalled, UserDeletionStepCompleted,
+};
 use idm_core::proto::session::RevokeAll;
 use idm_core::{metric, ApiError};
 use std::collections::BTreeMap;
@@ -201,6 +203,10 @@ async fn run_steps(state: &State, job: &JobRow) -> Result<Outcome, Error> {
                 metrics::counter!(metric::DELETION_STEPS.name, "step" => step.name.clone(), "outcome" => "done")
                     .increment(1);
                 tracing::info!(step = %step.name, attempts = step.attempts + 1, "deletion step done");
+                // Announced before it is recorded: a worker that dies in
+                // between repeats the step and the announcement (at least
+                // once), never neither.
+                announce_step(state, job, &step.name).await;
                 storage::step_succeeded(&state.db, &job.id, step.position, &location, &removed)
                     .await?;
                 if step.status == "failing" {
@@ -231,6 +237,31 @@ async fn run_steps(state: &State, job: &JobRow) -> Result<Outcome, Error> {
     storage::complete(&state.db, &job.id, &receipt).await?;
     tracing::info!(deletion = %job.id, "user deletion completed");
     Ok(Outcome::Done)
+}
+
+/// `user.deletion_stalled`'s sibling for the audit log: one step done.
+async fn announce_step(state: &State, job: &JobRow, step: &str) {
+    let event = (|| {
+        Ok::<_, Error>((
+            job.issuer()?,
+            DomainEvent::UserDeletionStepCompleted(UserDeletionStepCompleted {
+                user_id: job.user()?,
+                deletion_id: job.deletion_id()?,
+                step: step.to_owned(),
+            }),
+        ))
+    })();
+    let published = match event {
+        Ok((issuer, event)) => state
+            .events
+            .publish(&issuer, event)
+            .await
+            .map_err(Error::from),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = published {
+        tracing::warn!(error = %e, %step, "deletion step not announced to the audit log");
+    }
 }
 
 /// Surfaces a step that keeps failing: the job shows `stalled` and

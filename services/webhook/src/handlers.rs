@@ -3,7 +3,7 @@
 
 use crate::{signing, storage, Error, State};
 use idm_core::ids::WebhookEndpointId;
-use idm_core::proto::event::DomainEvent;
+use idm_core::proto::event::{DomainEvent, WebhookEndpointChanged};
 use idm_core::proto::webhook::*;
 use idm_core::{ApiError, ErrorCode, IssuerId};
 use std::sync::Arc;
@@ -111,7 +111,25 @@ pub async fn create_endpoint(
     let sealed = seal(&state, &endpoint.id, secret.expose())?;
     storage::insert_endpoint(&client, &endpoint, &sealed).await?;
     tracing::info!(endpoint = %endpoint.id, "webhook endpoint created");
+    audit(&state, &endpoint, DomainEvent::WebhookEndpointCreated).await;
     Ok(CreatedEndpoint { endpoint, secret })
+}
+
+/// Publishes an endpoint change for the audit log (and for the tenant's
+/// other endpoints). The change is committed: a failure is logged, not
+/// returned, so the caller is not told a change that happened failed.
+async fn audit(
+    state: &State,
+    endpoint: &Endpoint,
+    event: fn(WebhookEndpointChanged) -> DomainEvent,
+) {
+    let event = event(WebhookEndpointChanged {
+        endpoint_id: endpoint.id.clone(),
+    });
+    let event_type = event.event_type();
+    if let Err(e) = state.events.publish(&endpoint.issuer_id, event).await {
+        tracing::error!(endpoint = %endpoint.id, event_type, code = %e.code, "event not published");
+    }
 }
 
 pub async fn list_endpoints(state: Arc<State>, req: ListEndpoints) -> Result<EndpointList, Error> {
@@ -181,6 +199,7 @@ pub async fn update_endpoint(state: Arc<State>, req: UpdateEndpoint) -> Result<E
     endpoint.updated_at = idm_core::now();
     storage::save_endpoint(&tx, &endpoint).await?;
     tx.commit().await?;
+    audit(&state, &endpoint, DomainEvent::WebhookEndpointUpdated).await;
     Ok(endpoint)
 }
 
@@ -194,6 +213,7 @@ pub async fn delete_endpoint(state: Arc<State>, req: DeleteEndpoint) -> Result<E
         return Err(ApiError::not_found("webhook endpoint").into());
     }
     tracing::info!("webhook endpoint deleted");
+    audit(&state, &endpoint, DomainEvent::WebhookEndpointDeleted).await;
     Ok(endpoint)
 }
 
@@ -225,6 +245,7 @@ pub async fn rotate_secret(state: Arc<State>, req: RotateSecret) -> Result<Rotat
     endpoint.previous_secret_expires_at = until;
     endpoint.updated_at = now;
     tracing::info!("webhook secret rotated");
+    audit(&state, &endpoint, DomainEvent::WebhookEndpointSecretRotated).await;
     Ok(RotatedSecret { endpoint, secret })
 }
 

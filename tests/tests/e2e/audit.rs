@@ -176,22 +176,22 @@ const EVENT_TABLE: &[(&str, &str, Emits)] = &[
     (
         "POST",
         "/v1/webhook_endpoints",
-        Emits::Nothing("webhook configuration: not in the API.md catalogue"),
+        Emits::Event("webhook_endpoint.created"),
     ),
     (
         "PATCH",
         "/v1/webhook_endpoints/{id}",
-        Emits::Nothing("webhook configuration: not in the API.md catalogue"),
+        Emits::Event("webhook_endpoint.updated"),
     ),
     (
         "DELETE",
         "/v1/webhook_endpoints/{id}",
-        Emits::Nothing("webhook configuration: not in the API.md catalogue"),
+        Emits::Event("webhook_endpoint.deleted"),
     ),
     (
         "POST",
         "/v1/webhook_endpoints/{id}/rotate_secret",
-        Emits::Nothing("webhook configuration: not in the API.md catalogue"),
+        Emits::Event("webhook_endpoint.secret_rotated"),
     ),
     (
         "POST",
@@ -367,6 +367,19 @@ async fn call_route(
         anyhow::ensure!(r.status == 201, "{}", r.json);
         Ok::<_, anyhow::Error>((email, r))
     };
+    // An endpoint on a public name: created, never delivered to (these
+    // tests subscribe it to nothing they emit).
+    let new_endpoint = || async {
+        let r = platform
+            .backend(
+                Method::POST,
+                "/v1/webhook_endpoints",
+                key,
+                Some(json!({"url": "https://hooks.example.com/idmesh", "events": ["mfa.enabled"]})),
+            )
+            .await?;
+        Ok::<_, anyhow::Error>((r.status, r.str("/id")))
+    };
     let status = match (method, path) {
         ("PATCH", "/v1/issuer") => {
             platform
@@ -412,6 +425,43 @@ async fn call_route(
                     path,
                     key,
                     Some(user(idm_testkit::unique_email("catalogue"))),
+                )
+                .await?
+                .status
+        }
+        ("POST", "/v1/webhook_endpoints") => new_endpoint().await?.0,
+        ("PATCH", "/v1/webhook_endpoints/{id}") => {
+            let (_, id) = new_endpoint().await?;
+            platform
+                .backend(
+                    Method::PATCH,
+                    &format!("/v1/webhook_endpoints/{id}"),
+                    key,
+                    Some(json!({"events": ["user.created"]})),
+                )
+                .await?
+                .status
+        }
+        ("DELETE", "/v1/webhook_endpoints/{id}") => {
+            let (_, id) = new_endpoint().await?;
+            platform
+                .backend(
+                    Method::DELETE,
+                    &format!("/v1/webhook_endpoints/{id}"),
+                    key,
+                    None,
+                )
+                .await?
+                .status
+        }
+        ("POST", "/v1/webhook_endpoints/{id}/rotate_secret") => {
+            let (_, id) = new_endpoint().await?;
+            platform
+                .backend(
+                    Method::POST,
+                    &format!("/v1/webhook_endpoints/{id}/rotate_secret"),
+                    key,
+                    Some(json!({})),
                 )
                 .await?
                 .status
@@ -608,7 +658,7 @@ async fn the_audit_log_names_actor_request_and_network_and_stays_with_its_issuer
         )
         .await?;
 
-    let log = audit_until(platform, &auditor_key, "", 4).await?;
+    let log = audit_until(platform, &auditor_key, "", 5).await?;
     let data = log["data"].as_array().cloned().unwrap_or_default();
     let types: Vec<&str> = data.iter().filter_map(|e| e["type"].as_str()).collect();
     // Newest first.
@@ -618,10 +668,14 @@ async fn the_audit_log_names_actor_request_and_network_and_stays_with_its_issuer
             "issuer.updated",
             "api_key.revoked",
             "api_key.created",
-            "api_key.created"
+            "api_key.created",
+            "account.created"
         ],
         "{log}"
     );
+    // The operator created the account: the oldest event, the operator's.
+    assert_eq!(data[4]["actor"], "operator", "{log}");
+    assert_eq!(data[4]["data"], json!({"account_id": a.account_id}));
     let first = &data[3];
     assert_eq!(
         first["data"],
@@ -675,7 +729,10 @@ async fn the_audit_log_names_actor_request_and_network_and_stays_with_its_issuer
     )
     .await?;
     assert_eq!(next.json["data"].as_array().map(Vec::len), Some(2));
-    assert_eq!(next.json["has_more"], false);
+    assert_eq!(
+        next.json["has_more"], true,
+        "account.created is older still"
+    );
     assert_eq!(next.json["data"][0]["type"], "api_key.created");
     assert_eq!(r.json["data"][1]["type"], "api_key.revoked");
     for (query, code) in [
@@ -692,9 +749,11 @@ async fn the_audit_log_names_actor_request_and_network_and_stays_with_its_issuer
 
     // Another issuer sees only its own; restricted keys and keys without
     // the audit scope are refused.
-    let theirs = audit_until(platform, &b.secret_key, "", 1).await?;
-    assert_eq!(theirs["data"].as_array().map(Vec::len), Some(1));
-    assert_eq!(theirs["data"][0]["issuer_id"], b.issuer_id.as_str());
+    let theirs = audit_until(platform, &b.secret_key, "", 2).await?;
+    assert_eq!(theirs["data"].as_array().map(Vec::len), Some(2));
+    for event in theirs["data"].as_array().into_iter().flatten() {
+        assert_eq!(event["issuer_id"], b.issuer_id.as_str());
+    }
     let r = audit(platform, &a.restricted_key, "").await?;
     assert_eq!((r.status, r.code()), (403, Some("insufficient_scope")));
     let no_audit = platform
@@ -825,5 +884,93 @@ async fn a_session_acts_for_its_user_and_a_restricted_key_for_itself() -> anyhow
     assert!(by_user.json["data"]
         .as_array()
         .is_some_and(|d| !d.is_empty() && d.iter().all(|e| e["actor"] == user_id.as_str())));
+    Ok(())
+}
+
+/// The operator's actions and each step of a deletion land in the issuer's
+/// audit log too, next to what its keys do.
+#[tokio::test]
+async fn operator_actions_and_deletion_steps_are_audited() -> anyhow::Result<()> {
+    let platform = Platform::shared().await?;
+    let a = platform.create_account("Operated").await?;
+    let operator = |method: Method, path: String, body: Value| {
+        reqwest::Client::new()
+            .request(method, format!("http://{}{path}", platform.account_addr))
+            .bearer_auth(platform.operator_token.clone())
+            .json(&body)
+            .send()
+    };
+    let r = operator(
+        Method::PUT,
+        format!("/admin/v1/accounts/{}/plan", a.account_id),
+        json!({}),
+    )
+    .await?;
+    assert_eq!(r.status(), 200);
+    let r = operator(
+        Method::POST,
+        format!("/admin/v1/issuers/{}/provision", a.issuer_id),
+        json!({"regions": ["oc"]}),
+    )
+    .await?;
+    assert_eq!(r.status(), 200);
+    let log = audit_until(platform, &a.secret_key, "?actor=operator", 3).await?;
+    let types: Vec<&str> = log["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "issuer.provisioned",
+            "account.plan_changed",
+            "account.created"
+        ],
+        "{log}"
+    );
+    assert_eq!(
+        log["data"][0]["data"],
+        json!({"regions": ["oc"], "complete": true})
+    );
+
+    // A deletion: one event per step, ids only.
+    let user = platform
+        .backend(
+            Method::POST,
+            "/v1/users",
+            &a.secret_key,
+            Some(json!({"email": idm_testkit::unique_email("audited"), "region": "oc"})),
+        )
+        .await?;
+    assert_eq!(user.status, 201, "{}", user.json);
+    let user_id = user.str("/id");
+    let r = platform
+        .backend(
+            Method::DELETE,
+            &format!("/v1/users/{user_id}"),
+            &a.secret_key,
+            None,
+        )
+        .await?;
+    assert_eq!(r.status, 202, "{}", r.json);
+    let steps = audit_until(
+        platform,
+        &a.secret_key,
+        "?type=user.deletion_step_completed",
+        idm_core::proto::deletion::STEPS.len(),
+    )
+    .await?;
+    let mut done: Vec<String> = steps["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["data"]["user_id"] == user_id.as_str())
+        .filter_map(|e| e["data"]["step"].as_str().map(str::to_owned))
+        .collect();
+    done.reverse();
+    assert_eq!(done, idm_core::proto::deletion::STEPS, "{steps}");
+    assert!(!steps.to_string().contains('@'), "{steps}");
     Ok(())
 }

@@ -776,6 +776,14 @@ async fn strikes_ban_on_every_replica_repeat_bans_double_and_operators_lift() ->
     let lifted = platform.edge_ops(0, Method::DELETE, &path, None).await?;
     assert_eq!(lifted.status, 200, "{}", lifted.json);
     assert!(lifted.json["lifted"].as_u64().unwrap_or(0) >= 1);
+    // The operator's lift is in the issuer's audit trail.
+    assert_eq!(
+        platform
+            .last_event(&t.issuer_id, "ip.ban_lifted")
+            .await?
+            .map(|e| e["data"].clone()),
+        Some(json!({"ip": "198.51.100.66/32", "by": "operator"}))
+    );
     for replica in 0..2 {
         within_a_second("the lift reaching every replica", || async {
             let r = me(

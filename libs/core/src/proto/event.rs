@@ -41,6 +41,19 @@ pub const USER_DELETION_STALLED: &str = "user.deletion_stalled";
 /// The webhook service disabled an endpoint (410 Gone, or failing for the
 /// disable period).
 pub const WEBHOOK_ENDPOINT_DISABLED: &str = "webhook_endpoint.disabled";
+// Administrative events the audit log must hold (issue 12).
+pub const WEBHOOK_ENDPOINT_CREATED: &str = "webhook_endpoint.created";
+pub const WEBHOOK_ENDPOINT_UPDATED: &str = "webhook_endpoint.updated";
+pub const WEBHOOK_ENDPOINT_DELETED: &str = "webhook_endpoint.deleted";
+pub const WEBHOOK_ENDPOINT_SECRET_ROTATED: &str = "webhook_endpoint.secret_rotated";
+/// An operator lifted a ban.
+pub const IP_BAN_LIFTED: &str = "ip.ban_lifted";
+/// One step of a user's deletion finished (the job's progress, ids only).
+pub const USER_DELETION_STEP_COMPLETED: &str = "user.deletion_step_completed";
+/// Operator actions on the account service's own API.
+pub const ACCOUNT_CREATED: &str = "account.created";
+pub const ACCOUNT_PLAN_CHANGED: &str = "account.plan_changed";
+pub const ISSUER_PROVISIONED: &str = "issuer.provisioned";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
@@ -99,6 +112,15 @@ pub enum DomainEvent {
     UserDeleted(UserDeleted),
     UserDeletionStalled(UserDeletionStalled),
     WebhookEndpointDisabled(WebhookEndpointDisabled),
+    WebhookEndpointCreated(WebhookEndpointChanged),
+    WebhookEndpointUpdated(WebhookEndpointChanged),
+    WebhookEndpointDeleted(WebhookEndpointChanged),
+    WebhookEndpointSecretRotated(WebhookEndpointChanged),
+    IpBanLifted(IpBanLifted),
+    UserDeletionStepCompleted(UserDeletionStepCompleted),
+    AccountCreated(AccountChanged),
+    AccountPlanChanged(AccountChanged),
+    IssuerProvisioned(IssuerProvisioned),
 }
 
 impl DomainEvent {
@@ -130,6 +152,15 @@ impl DomainEvent {
         USER_DELETED,
         USER_DELETION_STALLED,
         WEBHOOK_ENDPOINT_DISABLED,
+        WEBHOOK_ENDPOINT_CREATED,
+        WEBHOOK_ENDPOINT_UPDATED,
+        WEBHOOK_ENDPOINT_DELETED,
+        WEBHOOK_ENDPOINT_SECRET_ROTATED,
+        IP_BAN_LIFTED,
+        USER_DELETION_STEP_COMPLETED,
+        ACCOUNT_CREATED,
+        ACCOUNT_PLAN_CHANGED,
+        ISSUER_PROVISIONED,
     ];
 
     /// The stable `type` string (the last subject token).
@@ -161,6 +192,15 @@ impl DomainEvent {
             DomainEvent::UserDeleted(_) => USER_DELETED,
             DomainEvent::UserDeletionStalled(_) => USER_DELETION_STALLED,
             DomainEvent::WebhookEndpointDisabled(_) => WEBHOOK_ENDPOINT_DISABLED,
+            DomainEvent::WebhookEndpointCreated(_) => WEBHOOK_ENDPOINT_CREATED,
+            DomainEvent::WebhookEndpointUpdated(_) => WEBHOOK_ENDPOINT_UPDATED,
+            DomainEvent::WebhookEndpointDeleted(_) => WEBHOOK_ENDPOINT_DELETED,
+            DomainEvent::WebhookEndpointSecretRotated(_) => WEBHOOK_ENDPOINT_SECRET_ROTATED,
+            DomainEvent::IpBanLifted(_) => IP_BAN_LIFTED,
+            DomainEvent::UserDeletionStepCompleted(_) => USER_DELETION_STEP_COMPLETED,
+            DomainEvent::AccountCreated(_) => ACCOUNT_CREATED,
+            DomainEvent::AccountPlanChanged(_) => ACCOUNT_PLAN_CHANGED,
+            DomainEvent::IssuerProvisioned(_) => ISSUER_PROVISIONED,
         }
     }
 
@@ -317,6 +357,41 @@ pub struct WebhookEndpointDisabled {
     pub endpoint_id: crate::ids::WebhookEndpointId,
     /// `gone` (410) or `failing` (failed continuously for the period).
     pub reason: String,
+}
+
+/// `webhook_endpoint.created/updated/deleted/secret_rotated`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookEndpointChanged {
+    pub endpoint_id: crate::ids::WebhookEndpointId,
+}
+
+/// `ip.ban_lifted`: an operator ended the bans of a network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IpBanLifted {
+    pub ip: String,
+    pub by: String,
+}
+
+/// `user.deletion_step_completed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserDeletionStepCompleted {
+    pub user_id: UserId,
+    pub deletion_id: crate::ids::DeletionId,
+    pub step: String,
+}
+
+/// `account.created` and `account.plan_changed` (published for each of the
+/// account's issuers, whose audit logs they belong to).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountChanged {
+    pub account_id: crate::AccountId,
+}
+
+/// `issuer.provisioned`: an operator pre-provisioned regions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IssuerProvisioned {
+    pub regions: Vec<Region>,
+    pub complete: bool,
 }
 
 #[cfg(test)]

@@ -654,6 +654,13 @@ impl Bans {
             .unwrap_or_default();
         for (i, network) in &lifted_in_redis {
             self.clear_velocity_in_redis(i, network).await;
+            let lifted = event::DomainEvent::IpBanLifted(event::IpBanLifted {
+                ip: network.to_string(),
+                by: "operator".into(),
+            });
+            if let Err(e) = self.events.publish(i, lifted).await {
+                tracing::error!(error = %e, "ip.ban_lifted event not published");
+            }
         }
         let removed_in_redis = lifted_in_redis.len();
         let removed_here = self.forget(ip, issuer);
