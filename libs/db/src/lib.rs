@@ -131,7 +131,7 @@ impl Db {
     /// A lazily-connecting pool; the first `get` opens the first connection.
     /// Must be called inside the Tokio runtime (sqlx starts its reaper).
     pub fn connect(url: &str, max_size: usize) -> Result<Self, DbError> {
-        Self::connect_with(url, max_size, false)
+        Self::connect_with(url, max_size, false, None)
     }
 
     /// As [`Db::connect`], for pools whose users change session settings
@@ -142,11 +142,27 @@ impl Db {
     /// set. A connection the reset fails on is closed, never reused. One
     /// round trip per release, off the caller's path; see
     /// docs/DESIGN-NOTES.md ("search_path").
-    pub fn connect_session_resetting(url: &str, max_size: usize) -> Result<Self, DbError> {
-        Self::connect_with(url, max_size, true)
+    ///
+    /// `max_age` closes a connection once it is that old (when it is next
+    /// released, or by the reaper when idle): a PostgreSQL backend keeps a
+    /// catalog cache entry for every relation it has touched and never
+    /// shrinks it, so a connection that served thousands of issuer schemas
+    /// holds hundreds of MiB (docs/REGIONS.md, "Connections at scale").
+    /// `None` keeps sqlx's default of 30 minutes.
+    pub fn connect_session_resetting(
+        url: &str,
+        max_size: usize,
+        max_age: Option<Duration>,
+    ) -> Result<Self, DbError> {
+        Self::connect_with(url, max_size, true, max_age)
     }
 
-    fn connect_with(url: &str, max_size: usize, resetting: bool) -> Result<Self, DbError> {
+    fn connect_with(
+        url: &str,
+        max_size: usize,
+        resetting: bool,
+        max_age: Option<Duration>,
+    ) -> Result<Self, DbError> {
         // No statement logging by sqlx: its per-statement check is a
         // `tracing::enabled!` probe, which under per-layer filters leaves the
         // thread's filter state set, so the next span made on that thread
@@ -160,6 +176,9 @@ impl Db {
             .max_connections(max)
             // Waiting and connecting together end within 5 s, as before.
             .acquire_timeout(Duration::from_secs(5));
+        if let Some(age) = max_age {
+            pool = pool.max_lifetime(age);
+        }
         if resetting {
             pool = pool.after_release(|conn, _| {
                 Box::pin(async move {

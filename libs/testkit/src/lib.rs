@@ -459,6 +459,7 @@ impl Platform {
                     database_label: None,
                     database_url: SecretString::from(db_urls[&region_dbs[region]].clone()),
                     pool_size: 4,
+                    connection_max_age: std::time::Duration::from_secs(300),
                     password: idm_crypto::PasswordParams::default(),
                     max_parallel_hashes: options.store_hash_workers,
                     hash_queue: 0,

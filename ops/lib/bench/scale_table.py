@@ -15,8 +15,29 @@ def mib(n):
     return f"{n / 1024 / 1024:,.0f} MiB"
 
 
-def sign_in(r):
-    return f"{num(wrk_rate(r))}/s, p50 {ms(r['p50_us'])}, p99 {ms(r['p99_us'])}{failures(r)}"
+def runs(res, name):
+    """The runs of one figure (`name_1`..`name_n`; older results: `name`)."""
+    found = [res[k] for k in sorted(res) if k.startswith(name + "_") and k[len(name) + 1:].isdigit()]
+    return found or [res[name]]
+
+
+def median(xs):
+    xs = sorted(xs)
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+
+
+def sign_in(res, name):
+    rs = runs(res, name)
+    rates = [wrk_rate(r) for r in rs]
+    p50s = [r["p50_us"] for r in rs]
+    p99s = [r["p99_us"] for r in rs]
+    fails = "".join(failures(r) for r in rs)
+    if len(rs) == 1:
+        return f"{num(rates[0])}/s, p50 {ms(p50s[0])}, p99 {ms(p99s[0])}{fails}"
+    return (f"{num(median(rates))}/s ({num(min(rates))}–{num(max(rates))}), "
+            f"p50 {ms(median(p50s))} ({ms(min(p50s))}–{ms(max(p50s))}), "
+            f"p99 {ms(median(p99s))}{fails}")
 
 
 def render(res):
@@ -31,7 +52,9 @@ def render(res):
         f"Measured {now} by `ops/bench-scale` with {meta['issuers']:,} issuers "
         f"({meta['concurrency']} created at a time) and {meta['users']:,} users, commit `{commit()}`, "
         f"{meta.get('profile', 'release')} build, on {machine()}; load average {meta['load_before']} before, "
-        f"{end.get('load_after', '?')} after. Sign-in: 16 connections, {meta['seconds']} s each.",
+        f"{end.get('load_after', '?')} after. Sign-in: 16 connections, "
+        f"{len(runs(res, 'sign_in_one_issuer'))} runs of {meta['seconds']} s each (median, and the range of the runs), "
+        f"after PostgreSQL settled from the bulk work before it.",
         "",
         "| figure | value |",
         "|---|---|",
@@ -40,14 +63,14 @@ def render(res):
         f"| per issuer: account creation | p50 {p['account_ms']['p50']:.1f} ms, p99 {p['account_ms']['p99']:.1f} ms |",
         f"| per issuer: first user (creates its schema in the region) | p50 {p['first_user_ms']['p50']:.1f} ms, "
         f"p99 {p['first_user_ms']['p99']:.1f} ms |",
-        f"| password sign-in, 1 issuer | {sign_in(res['sign_in_one_issuer'])} |",
-        f"| password sign-in, {meta['issuers']:,} issuers | {sign_in(res['sign_in_many_issuers'])} |",
+        f"| password sign-in, 1 issuer | {sign_in(res, 'sign_in_one_issuer')} |",
+        f"| password sign-in, {meta['issuers']:,} issuers | {sign_in(res, 'sign_in_many_issuers')} |",
         f"| store start-up with every schema, migrating at start-up | {res['store_start_migrating']['seconds']} s |",
         f"| store start-up with every schema, not migrating (`STORE_MIGRATE_ON_START=false`) | "
         f"{res['store_start_not_migrating']['seconds']} s |",
-        f"| password sign-in after that restart | {sign_in(res['sign_in_after_restart'])} |",
-        f"| password sign-in, 1,000 users in the issuer-region | {sign_in(res['sign_in_1k_users'])} |",
-        f"| password sign-in, {meta['users']:,} users in the issuer-region | {sign_in(res['sign_in_many_users'])} |",
+        f"| password sign-in after that restart | {sign_in(res, 'sign_in_after_restart')} |",
+        f"| password sign-in, 1,000 users in the issuer-region | {sign_in(res, 'sign_in_1k_users')} |",
+        f"| password sign-in, {meta['users']:,} users in the issuer-region | {sign_in(res, 'sign_in_many_users')} |",
         f"| PostgreSQL processes' RSS (shared memory counted per process) | "
         f"{mib(one['postgres_rss_kib'] * 1024)} with 1 issuer, {mib(many['postgres_rss_kib'] * 1024)} after |",
         "",

@@ -2,6 +2,7 @@ use idm_core::config::{ConfigError, Env, ServiceBasics};
 use idm_core::{Jurisdiction, Region};
 use idm_crypto::PasswordParams;
 use secrecy::{ExposeSecret, SecretString};
+use std::time::Duration;
 
 /// `STORE_*` variables (shared ones may also come from `IDM_*`).
 #[derive(Debug, Clone)]
@@ -19,6 +20,10 @@ pub struct Config {
     pub database_label: Option<String>,
     pub database_url: SecretString,
     pub pool_size: usize,
+    /// How long a database connection is used before it is replaced
+    /// (`STORE_DB_CONNECTION_MAX_AGE_SECONDS`, default 300): it bounds the
+    /// catalog cache a backend builds up over the issuer schemas it serves.
+    pub connection_max_age: Duration,
     pub password: PasswordParams,
     /// Concurrent Argon2 computations; 0 means one per core.
     pub max_parallel_hashes: usize,
@@ -60,6 +65,10 @@ impl Config {
             database_label: (!label.is_empty()).then_some(label),
             database_url: env.secret("DATABASE_URL")?,
             pool_size: env.parse("DB_POOL_SIZE", 16)?,
+            connection_max_age: Duration::from_secs(
+                env.parse::<u64>("DB_CONNECTION_MAX_AGE_SECONDS", 300)?
+                    .max(1),
+            ),
             password: PasswordParams {
                 memory_kib: env.parse("ARGON2_MEMORY_KIB", defaults.memory_kib)?,
                 iterations: env.parse("ARGON2_ITERATIONS", defaults.iterations)?,

@@ -40,8 +40,12 @@ pub(crate) struct State {
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     // Handles set an issuer's search_path on their connection: the pool
     // resets every connection it hands out again (see IssuerStore::open).
-    let db = Db::connect_session_resetting(config.database_url(), config.pool_size)?
-        .named(format!("store-{}", config.region));
+    let db = Db::connect_session_resetting(
+        config.database_url(),
+        config.pool_size,
+        Some(config.connection_max_age),
+    )?
+    .named(format!("store-{}", config.region));
     if config.migrate_on_start {
         let report = storage::schemas::migrate_all(&db, config.migrate_parallel).await?;
         if let Some((schema, error)) = report.failed.first() {

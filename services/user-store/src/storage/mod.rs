@@ -213,7 +213,7 @@ mod search_path_tests {
                 None => anyhow::bail!("IDM_TEST_PG_URL names no database"),
             };
             let db = if resetting {
-                Db::connect_session_resetting(&url, 1)?
+                Db::connect_session_resetting(&url, 1, None)?
             } else {
                 Db::connect(&url, 1)?
             };

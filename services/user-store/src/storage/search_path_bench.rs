@@ -120,7 +120,7 @@ async fn run(
     requests: usize,
 ) -> anyhow::Result<(f64, Duration, Duration)> {
     let db = match variant {
-        Variant::Handle => Db::connect_session_resetting(url, POOL)?,
+        Variant::Handle => Db::connect_session_resetting(url, POOL, None)?,
         Variant::QualifiedBigCache => {
             Db::connect(&format!("{url}?statement-cache-capacity=4096"), POOL)?
         }
