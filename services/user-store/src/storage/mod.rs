@@ -3,6 +3,8 @@
 mod consents;
 mod devices;
 mod mfa;
+// Regions at scale: a user's rows when the user moves region.
+mod moves;
 mod personal_tokens;
 mod profiles;
 mod purge;
