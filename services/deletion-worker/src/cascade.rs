@@ -237,7 +237,7 @@ async fn run_steps(state: &State, job: &JobRow) -> Result<Outcome, Error> {
                 // The code and message only: they name ids, never data.
                 let error = format!("{}: {}", e.code.as_str(), e.message);
                 // A copy that does not verify is made again on the retry.
-                if job.is_move() && step.name == "verify" {
+                if job.is_move() && step.name == "verify" && e.code == idm_core::ErrorCode::Conflict {
                     storage::redo_step(&state.db, &job.id, "copy").await?;
                 }
                 let (attempts, failing_for) =
@@ -252,7 +252,7 @@ async fn run_steps(state: &State, job: &JobRow) -> Result<Outcome, Error> {
                 if failing_for >= state.config.stall_after && job.status == "running" {
                     if job.is_move() {
                         if storage::mark_stalled(&state.db, &job.id).await? {
-                            tracing::error!(r#move = %job.id, step = %step.name, attempts, "user move stalled; still retrying");
+                            tracing::error!(move_id = %job.id, step = %step.name, attempts, "user move stalled; still retrying");
                         }
                     } else {
                         stall(state, job, &step.name, attempts).await;
@@ -264,7 +264,7 @@ async fn run_steps(state: &State, job: &JobRow) -> Result<Outcome, Error> {
     }
     if job.is_move() {
         storage::complete_move(&state.db, &job.id).await?;
-        tracing::info!(r#move = %job.id, "user move completed");
+        tracing::info!(move_id = %job.id, "user move completed");
         return Ok(Outcome::Done);
     }
     let steps = storage::steps(&state.db, &job.id).await?;

@@ -94,7 +94,7 @@ pub async fn start_move(state: Arc<State>, req: StartMove) -> Result<UserMove, E
     )
     .await?;
     state.queue.enqueue(target.move_id.as_str(), "start").await?;
-    tracing::info!(r#move = %target.move_id, from = %target.from, to = %target.to, "user move started");
+    tracing::info!(move_id = %target.move_id, from = %target.from, to = %target.to, "user move started");
     let job = storage::job(&state.db, target.move_id.as_str(), Some(&issuer))
         .await?
         .ok_or_else(|| ApiError::internal_from(&"a move just recorded is missing"))?;

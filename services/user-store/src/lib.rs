@@ -34,8 +34,9 @@ pub(crate) struct State {
     pub connections: FairShare,
     /// Issuer schemas known to be at the version this build needs.
     pub schemas: storage::schemas::CurrentSchemas,
-    /// Asks the source store for a moving user's rows (`copy_user_from`).
-    pub bus: Bus,
+    /// Asks the source store for a moving user's rows (`copy_user_from`);
+    /// `None` only in storage tests that run without NATS.
+    pub bus: Option<Bus>,
 }
 
 /// Starts the store and returns once it is serving.
@@ -74,7 +75,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         hasher,
         connections,
         schemas: Default::default(),
-        bus: bus.clone(),
+        bus: Some(bus.clone()),
     });
     let handlers = Handlers::new()
         .on(handlers::info)

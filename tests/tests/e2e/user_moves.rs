@@ -175,13 +175,13 @@ async fn move_jobs(platform: &Platform, user: &str) -> anyhow::Result<i64> {
 /// A user in `region` with a password, a TOTP factor (and backup codes), a
 /// signed-in session (refresh token, device), a consent and a personal
 /// token: rows in most tables of the schema. Returns (user id, TOTP
-/// secret, session token).
+/// secret, session token, personal token).
 async fn rich_user(
     platform: &Platform,
     tenant: &Tenant,
     region: Region,
     email: &str,
-) -> anyhow::Result<(String, String, String)> {
+) -> anyhow::Result<(String, String, String, String)> {
     let created = platform
         .backend(
             Method::POST,
@@ -227,7 +227,7 @@ async fn rich_user(
         )
         .await?;
     anyhow::ensure!(token.status == 201, "personal token: {}", token.json);
-    Ok((user, secret, session))
+    Ok((user, secret, session, token.str("/token")))
 }
 
 /// Signs in with the password and a TOTP code: the new session token.
@@ -253,7 +253,7 @@ async fn move_and_check(
     to: Region,
 ) -> anyhow::Result<()> {
     let email = idm_testkit::unique_email("mover");
-    let (user, secret, old_session) = rich_user(platform, tenant, from, &email).await?;
+    let (user, secret, old_session, old_token) = rich_user(platform, tenant, from, &email).await?;
     let before = rows_in(platform, tenant, from, &user).await?;
     for table in [
         "users",
@@ -363,6 +363,16 @@ async fn move_and_check(
     // The old session named the old region: it was revoked at the move.
     let verified = crate::factor_kit::verify(platform, 0, tenant, &old_session).await?;
     assert_eq!(verified.status, 401, "{}", verified.json);
+    // So did the personal token (it names the old region).
+    let r = platform
+        .backend(
+            Method::POST,
+            "/v1/personal_tokens/verify",
+            &tenant.secret_key,
+            Some(json!({ "token": old_token })),
+        )
+        .await?;
+    assert_eq!((r.status, r.code()), (401, Some("unauthenticated")), "{}", r.json);
     // The same password and the same authenticator work in the new region.
     let signed_in = sign_in_with_totp(platform, tenant, &email, &secret).await?;
     assert_eq!(signed_in.status, 200, "{}", signed_in.json);
@@ -617,7 +627,7 @@ async fn a_move_survives_the_worker_crashing_after_each_step_and_refuses_a_down_
     let mut platform = Platform::start_with(Options::default()).await?;
     let a = tenant(&platform, "Crashing mover").await?;
     let email = idm_testkit::unique_email("crash");
-    let (user, secret, _) = rich_user(&platform, &a, Region::Wnam, &email).await?;
+    let (user, secret, _, _) = rich_user(&platform, &a, Region::Wnam, &email).await?;
     let before = rows_in(&platform, &a, Region::Wnam, &user).await?;
 
     // A target store that is down: refused upfront, nothing written.

@@ -42,8 +42,11 @@ pub async fn export_user(state: Arc<State>, req: ExportUser) -> Result<UserRows,
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id, from = %req.from))]
 pub async fn copy_user_from(state: Arc<State>, req: CopyUserFrom) -> Result<Removed, Error> {
     check_residency(req.from, state.region)?;
-    let rows = state
+    let bus = state
         .bus
+        .as_ref()
+        .ok_or_else(|| ApiError::internal_from(&"this store has no bus to reach the source"))?;
+    let rows = bus
         .send_to(
             req.from,
             &ExportUser {

@@ -235,6 +235,7 @@ mod search_path_tests {
                     hasher: PasswordHasher::new(cheap, 1)?,
                     connections: FairShare::new(1, 8),
                     schemas: Default::default(),
+                    bus: None,
                 },
             })
         }

@@ -10,8 +10,9 @@
 //! - every table without one that has a foreign key to one of those (the
 //!   rows reached through it: refresh tokens through their session).
 //!
-//! A foreign key of more than one column to such a table is refused rather
-//! than skipped (a table that cannot be moved must not be forgotten).
+//! A foreign key of more than one column to such a table, or a table two
+//! keys away from the user, is refused rather than skipped (a table that
+//! cannot be moved must not be forgotten).
 //! Tables are ordered so each comes after the tables it refers to.
 //! Statements name tables at run time (checked identifiers from the
 //! issuer's own catalogue), as `purge_user` does; see docs/DESIGN-NOTES.md.
@@ -31,6 +32,8 @@ enum Filter {
     Own,
     /// `user_id = $1`.
     UserId,
+    /// `<column> = $1`: a foreign key to `users` by another name.
+    Column(String),
     /// `<column> IN (SELECT <parent_column> FROM <parent> WHERE user_id = $1)`.
     Via {
         column: String,
@@ -53,6 +56,10 @@ impl UserTable {
         Ok(match &self.filter {
             Filter::Own => format!("FROM {schema}.{table} t WHERE t.id = $1"),
             Filter::UserId => format!("FROM {schema}.{table} t WHERE t.user_id = $1"),
+            Filter::Column(column) => format!(
+                "FROM {schema}.{table} t WHERE t.{} = $1",
+                idm_db::safe_identifier(column)?
+            ),
             Filter::Via {
                 column,
                 parent,
@@ -119,7 +126,7 @@ async fn user_tables<C: GenericClient>(
     for key in &keys {
         let reached = !owned.contains(key.child.as_str())
             && key.child != "users"
-            && owned.contains(key.parent.as_str());
+            && (owned.contains(key.parent.as_str()) || key.parent == "users");
         if !reached || tables.iter().any(|t| t.name == key.child) {
             continue;
         }
@@ -132,12 +139,30 @@ async fn user_tables<C: GenericClient>(
         }
         tables.push(UserTable {
             name: key.child.clone(),
-            filter: Filter::Via {
-                column: key.column.clone(),
-                parent: key.parent.clone(),
-                parent_column: key.parent_column.clone(),
+            filter: if key.parent == "users" {
+                Filter::Column(key.column.clone())
+            } else {
+                Filter::Via {
+                    column: key.column.clone(),
+                    parent: key.parent.clone(),
+                    parent_column: key.parent_column.clone(),
+                }
             },
         });
+    }
+    // One hop only: a table reached through a table reached this way would
+    // be left behind, so it is refused (the move fails loudly instead).
+    for key in &keys {
+        let via_parent = tables
+            .iter()
+            .any(|t| t.name == key.parent && matches!(t.filter, Filter::Via { .. } | Filter::Column(_)));
+        if via_parent && !tables.iter().any(|t| t.name == key.child) {
+            return Err(ApiError::internal_from(&format!(
+                "table {} is two foreign keys away from the user: it cannot be moved",
+                key.child
+            ))
+            .into());
+        }
     }
     // Parents first: repeatedly take a table whose parents (among these
     // tables) are all placed. A cycle cannot be ordered: refuse it.
@@ -164,6 +189,16 @@ async fn user_tables<C: GenericClient>(
     Ok(ordered)
 }
 
+/// One snapshot of every table for the rest of the transaction, and UTC
+/// for the JSON of its times (so the same row reads the same everywhere).
+/// Must run first in the transaction.
+async fn snapshot_in_utc<C: GenericClient>(tx: &C) -> Result<(), DbError> {
+    sqlx::raw_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL TimeZone = 'UTC'")
+        .execute(&mut *tx.conn().await)
+        .await?;
+    Ok(())
+}
+
 impl IssuerStore {
     /// Every row of the user in the issuer's schema, per table, parents
     /// first. Rows are `to_jsonb` of the row with times in UTC, so the
@@ -171,15 +206,7 @@ impl IssuerStore {
     pub async fn export_user(&mut self, issuer: &IssuerId, user: &UserId) -> Result<UserRows, Error> {
         let schema = issuer.store_schema();
         let tx = self.client.transaction().await?;
-        // One snapshot of every table; UTC for the JSON of the times.
-        sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx.conn().await)
-            .await
-            .map_err(DbError::from)?;
-        sqlx::query!("SET LOCAL TimeZone = 'UTC'")
-            .execute(&mut *tx.conn().await)
-            .await
-            .map_err(DbError::from)?;
+        snapshot_in_utc(&tx).await?;
         let mut rows = UserRows::default();
         for table in user_tables(&tx, &schema).await? {
             let statement = format!(
@@ -262,14 +289,7 @@ impl IssuerStore {
     pub async fn digest_user(&mut self, issuer: &IssuerId, user: &UserId) -> Result<UserDigest, Error> {
         let schema = issuer.store_schema();
         let tx = self.client.transaction().await?;
-        sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx.conn().await)
-            .await
-            .map_err(DbError::from)?;
-        sqlx::query!("SET LOCAL TimeZone = 'UTC'")
-            .execute(&mut *tx.conn().await)
-            .await
-            .map_err(DbError::from)?;
+        snapshot_in_utc(&tx).await?;
         let mut digest = UserDigest::default();
         for table in user_tables(&tx, &schema).await? {
             let statement = format!(
