@@ -12,9 +12,11 @@ use idm_core::{ApiError, ErrorCode, IssuerPolicy, Jurisdiction, Region};
 use std::sync::Arc;
 
 /// Whether the issuer's users may move from `from` to `to`: within the
-/// issuer's permitted regions, never to the region they are in, and never
-/// out of the EU. A best-effort user may move into the EU (data only gains
-/// protection) when the policy permits that region.
+/// issuer's permitted regions, never to the region they are in, and within
+/// one jurisdiction (API.md: "within the EU or among best-effort regions
+/// only"): never out of the EU, and not into it from a best-effort region
+/// either (such a user would change placement from best-effort to hard;
+/// the issuer re-creates the user there if that is wanted).
 pub fn check(policy: &IssuerPolicy, from: Region, to: Region) -> Result<(), ApiError> {
     if from == to {
         return Err(ApiError::validation(format!(
@@ -25,6 +27,12 @@ pub fn check(policy: &IssuerPolicy, from: Region, to: Region) -> Result<(), ApiE
         return Err(ApiError::new(
             ErrorCode::ResidencyViolation,
             format!("the user's data is in {from} and may not leave the EU"),
+        ));
+    }
+    if from.jurisdiction() != to.jurisdiction() {
+        return Err(ApiError::new(
+            ErrorCode::ResidencyViolation,
+            format!("a move stays within the EU or among best-effort regions: {from} to {to} crosses"),
         ));
     }
     if !policy.permitted_regions().contains(&to) {
@@ -112,10 +120,13 @@ mod tests {
         let open = IssuerPolicy::default();
         assert!(check(&open, Region::Weur, Region::Eeur).is_ok());
         assert!(check(&open, Region::Wnam, Region::Enam).is_ok());
-        assert!(check(&open, Region::Wnam, Region::Weur).is_ok());
         let code = |r: Result<(), ApiError>| r.err().map(|e| e.code);
         assert_eq!(
             code(check(&open, Region::Weur, Region::Wnam)),
+            Some(ErrorCode::ResidencyViolation)
+        );
+        assert_eq!(
+            code(check(&open, Region::Wnam, Region::Weur)),
             Some(ErrorCode::ResidencyViolation)
         );
         assert_eq!(

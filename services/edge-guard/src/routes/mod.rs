@@ -237,7 +237,7 @@ pub static ROUTES: &[Route] = &[
         errors: [NotFound, UserBeingMoved]),
     route!(GET "/v1/deletions/{id}", backend(Users, Read), deletions::get, errors: [NotFound]),
     // Regions at scale: moving a user between regions (docs/REGIONS.md).
-    route!(POST "/v1/users/{id}/move", backend(Users, Write), moves::start,
+    route!(POST "/v1/users/{id}/move", backend(Users, Manage), moves::start,
         errors: [NotFound, ValidationFailed, ResidencyViolation, RegionUnavailable, UserBeingMoved,
             DeletionInProgress]),
     route!(GET "/v1/user_moves/{id}", backend(Users, Read), moves::get, errors: [NotFound]),

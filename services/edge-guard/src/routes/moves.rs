@@ -15,8 +15,8 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct MoveRequest {
     /// The region to move the user's data to: the other EU region for an
-    /// EU user, any best-effort region (or, if the issuer's policy permits
-    /// it, an EU region) for a best-effort user.
+    /// EU user, another best-effort region for a best-effort user (within
+    /// the issuer's allowed regions).
     #[schema(value_type = Region)]
     region: String,
 }
