@@ -175,16 +175,14 @@ enum Outcome {
 
 async fn attempt(state: &State, job: &JobMessage) -> Result<Outcome, Error> {
     let Some(row) = storage::lease(&state.db, &job.job_id, state.config.ack_wait).await? else {
-        return Ok(
-            match storage::job(&state.db, &job.job_id, None).await? {
-                Some(row) if row.status != "completed" => {
-                    // Another worker holds it (a duplicate message): look again
-                    // once its lease would have lapsed.
-                    Outcome::Retry(state.config.ack_wait)
-                }
-                _ => Outcome::Done,
-            },
-        );
+        return Ok(match storage::job(&state.db, &job.job_id, None).await? {
+            Some(row) if row.status != "completed" => {
+                // Another worker holds it (a duplicate message): look again
+                // once its lease would have lapsed.
+                Outcome::Retry(state.config.ack_wait)
+            }
+            _ => Outcome::Done,
+        });
     };
     let outcome = run_steps(state, &row).await;
     if matches!(outcome, Ok(Outcome::Crashed)) {
@@ -237,7 +235,8 @@ async fn run_steps(state: &State, job: &JobRow) -> Result<Outcome, Error> {
                 // The code and message only: they name ids, never data.
                 let error = format!("{}: {}", e.code.as_str(), e.message);
                 // A copy that does not verify is made again on the retry.
-                if job.is_move() && step.name == "verify" && e.code == idm_core::ErrorCode::Conflict {
+                if job.is_move() && step.name == "verify" && e.code == idm_core::ErrorCode::Conflict
+                {
                     storage::redo_step(&state.db, &job.id, "copy").await?;
                 }
                 let (attempts, failing_for) =

@@ -2,10 +2,10 @@
 
 use crate::{storage, Error, State};
 use idm_core::ids::{DeletionId, MoveId};
-use idm_core::proto::moves::directory::BeginMove;
-use idm_core::proto::moves::{GetMove, StartMove, UserMove};
 use idm_core::proto::deletion::directory::BeginDeletion;
 use idm_core::proto::deletion::{Deletion, GetDeletion, StartDeletion};
+use idm_core::proto::moves::directory::BeginMove;
+use idm_core::proto::moves::{GetMove, StartMove, UserMove};
 use idm_core::ApiError;
 use std::sync::Arc;
 
@@ -93,7 +93,10 @@ pub async fn start_move(state: Arc<State>, req: StartMove) -> Result<UserMove, E
         target.to,
     )
     .await?;
-    state.queue.enqueue(target.move_id.as_str(), "start").await?;
+    state
+        .queue
+        .enqueue(target.move_id.as_str(), "start")
+        .await?;
     tracing::info!(move_id = %target.move_id, from = %target.from, to = %target.to, "user move started");
     let job = storage::job(&state.db, target.move_id.as_str(), Some(&issuer))
         .await?

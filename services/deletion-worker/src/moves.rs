@@ -150,7 +150,9 @@ pub(crate) async fn run_step(state: &State, job: &JobRow, step: &StepRow) -> Ste
         }
         other => {
             debug_assert!(!STEPS.contains(&other));
-            Err(ApiError::internal_from(&format!("unknown move step {other}")))
+            Err(ApiError::internal_from(&format!(
+                "unknown move step {other}"
+            )))
         }
     }
 }

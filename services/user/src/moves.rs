@@ -32,7 +32,9 @@ pub fn check(policy: &IssuerPolicy, from: Region, to: Region) -> Result<(), ApiE
     if from.jurisdiction() != to.jurisdiction() {
         return Err(ApiError::new(
             ErrorCode::ResidencyViolation,
-            format!("a move stays within the EU or among best-effort regions: {from} to {to} crosses"),
+            format!(
+                "a move stays within the EU or among best-effort regions: {from} to {to} crosses"
+            ),
         ));
     }
     if !policy.permitted_regions().contains(&to) {

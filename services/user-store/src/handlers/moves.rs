@@ -4,9 +4,7 @@
 use crate::storage::IssuerStore;
 use crate::{Error, State};
 use idm_core::proto::deletion::Removed;
-use idm_core::proto::moves::store::{
-    CopyUserFrom, DigestUser, ExportUser, UserDigest, UserRows,
-};
+use idm_core::proto::moves::store::{CopyUserFrom, DigestUser, ExportUser, UserDigest, UserRows};
 use idm_core::{ApiError, ErrorCode, Jurisdiction, Region};
 use std::sync::Arc;
 
@@ -30,7 +28,11 @@ pub async fn export_user(state: Arc<State>, req: ExportUser) -> Result<UserRows,
     }
     let mut store = IssuerStore::open(&state, &req.issuer_id).await?;
     let rows = store.export_user(&req.issuer_id, &req.user_id).await?;
-    if rows.tables.first().is_none_or(|(_, users)| users.is_empty()) {
+    if rows
+        .tables
+        .first()
+        .is_none_or(|(_, users)| users.is_empty())
+    {
         return Err(ApiError::not_found("user").into());
     }
     Ok(rows)

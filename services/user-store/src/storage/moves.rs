@@ -75,10 +75,7 @@ impl UserTable {
 }
 
 /// The user's tables of `schema`, parents before children.
-async fn user_tables<C: GenericClient>(
-    client: &C,
-    schema: &str,
-) -> Result<Vec<UserTable>, Error> {
+async fn user_tables<C: GenericClient>(client: &C, schema: &str) -> Result<Vec<UserTable>, Error> {
     let with_user_id = sqlx::query_scalar!(
         r#"SELECT c.relname::text AS "table!"
              FROM pg_attribute a
@@ -153,9 +150,9 @@ async fn user_tables<C: GenericClient>(
     // One hop only: a table reached through a table reached this way would
     // be left behind, so it is refused (the move fails loudly instead).
     for key in &keys {
-        let via_parent = tables
-            .iter()
-            .any(|t| t.name == key.parent && matches!(t.filter, Filter::Via { .. } | Filter::Column(_)));
+        let via_parent = tables.iter().any(|t| {
+            t.name == key.parent && matches!(t.filter, Filter::Via { .. } | Filter::Column(_))
+        });
         if via_parent && !tables.iter().any(|t| t.name == key.child) {
             return Err(ApiError::internal_from(&format!(
                 "table {} is two foreign keys away from the user: it cannot be moved",
@@ -180,7 +177,10 @@ async fn user_tables<C: GenericClient>(
             .iter()
             .position(|t| parents(&t.name).is_subset(&placed))
         else {
-            return Err(ApiError::internal_from(&"the user's tables refer to each other in a cycle").into());
+            return Err(ApiError::internal_from(
+                &"the user's tables refer to each other in a cycle",
+            )
+            .into());
         };
         let table = tables.remove(next);
         placed.insert(table.name.clone());
@@ -193,9 +193,11 @@ async fn user_tables<C: GenericClient>(
 /// for the JSON of its times (so the same row reads the same everywhere).
 /// Must run first in the transaction.
 async fn snapshot_in_utc<C: GenericClient>(tx: &C) -> Result<(), DbError> {
-    sqlx::raw_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL TimeZone = 'UTC'")
-        .execute(&mut *tx.conn().await)
-        .await?;
+    sqlx::raw_sql(
+        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL TimeZone = 'UTC'",
+    )
+    .execute(&mut *tx.conn().await)
+    .await?;
     Ok(())
 }
 
@@ -203,7 +205,11 @@ impl IssuerStore {
     /// Every row of the user in the issuer's schema, per table, parents
     /// first. Rows are `to_jsonb` of the row with times in UTC, so the
     /// same row reads the same in every region.
-    pub async fn export_user(&mut self, issuer: &IssuerId, user: &UserId) -> Result<UserRows, Error> {
+    pub async fn export_user(
+        &mut self,
+        issuer: &IssuerId,
+        user: &UserId,
+    ) -> Result<UserRows, Error> {
         let schema = issuer.store_schema();
         let tx = self.client.transaction().await?;
         snapshot_in_utc(&tx).await?;
@@ -286,7 +292,11 @@ impl IssuerStore {
 
     /// Per table of the user: the row count and an MD5 over the rows' JSON
     /// (times in UTC, sorted bytewise), comparable between regions.
-    pub async fn digest_user(&mut self, issuer: &IssuerId, user: &UserId) -> Result<UserDigest, Error> {
+    pub async fn digest_user(
+        &mut self,
+        issuer: &IssuerId,
+        user: &UserId,
+    ) -> Result<UserDigest, Error> {
         let schema = issuer.store_schema();
         let tx = self.client.transaction().await?;
         snapshot_in_utc(&tx).await?;
@@ -296,12 +306,11 @@ impl IssuerStore {
                 "SELECT count(*), md5(coalesce(string_agg(to_jsonb(t)::text, E'\\n' ORDER BY to_jsonb(t)::text COLLATE \"C\"), '')) {}",
                 table.from_where(&schema)?
             );
-            let (rows, checksum): (i64, String) =
-                sqlx::query_as(sqlx::AssertSqlSafe(statement))
-                    .bind(user.as_str())
-                    .fetch_one(&mut *tx.conn().await)
-                    .await
-                    .map_err(DbError::from)?;
+            let (rows, checksum): (i64, String) = sqlx::query_as(sqlx::AssertSqlSafe(statement))
+                .bind(user.as_str())
+                .fetch_one(&mut *tx.conn().await)
+                .await
+                .map_err(DbError::from)?;
             digest
                 .tables
                 .insert(table.name, TableDigest { rows, checksum });
