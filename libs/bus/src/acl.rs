@@ -21,7 +21,7 @@
 //! shows up at once as `caller_not_allowed`, not as a time-out).
 
 use idm_core::proto::{
-    account, auth, deletion, event, organization, session, store, user, webhook,
+    account, auth, deletion, event, moves, organization, session, store, user, webhook,
 };
 use idm_core::Region;
 
@@ -345,6 +345,11 @@ static EDGE_GUARD: Rights = Rights {
             target: Target::Service("deletion"),
             ops: &[deletion::START_DELETION, deletion::GET_DELETION],
         },
+        // Regions at scale: moving a user (a job of the deletion-worker).
+        Calls {
+            target: Target::Service("deletion"),
+            ops: &[moves::START_MOVE, moves::GET_MOVE],
+        },
         Calls {
             target: Target::Service("webhook"),
             ops: &[
@@ -561,7 +566,13 @@ static USER: Rights = Rights {
 
 static USER_STORE: Rights = Rights {
     serves: Some("store"),
-    calls: &[],
+    // Moving a user: the target store pulls the user's rows straight from
+    // the source store (the rows never pass through a global service); the
+    // source refuses to send an EU user's rows to a non-EU region.
+    calls: &[Calls {
+        target: Target::Store,
+        ops: &[moves::store::EXPORT_USER],
+    }],
     broadcasts: &[],
     hears: &[],
     events: &[],
@@ -586,6 +597,8 @@ static DELETION_WORKER: Rights = Rights {
                 deletion::directory::BEGIN_DELETION,
                 deletion::directory::REMOVE_USER_MEMBERSHIPS,
                 deletion::directory::PURGE_DIRECTORY_ENTRY,
+                moves::directory::BEGIN_MOVE,
+                moves::directory::SWITCH_REGION,
             ],
         },
         Calls {
@@ -601,6 +614,8 @@ static DELETION_WORKER: Rights = Rights {
             ops: &[
                 deletion::store::REVOKE_USER_PERSONAL_TOKENS,
                 deletion::store::PURGE_USER,
+                moves::store::COPY_USER_FROM,
+                moves::store::DIGEST_USER,
             ],
         },
     ],
@@ -610,6 +625,7 @@ static DELETION_WORKER: Rights = Rights {
         event::USER_DELETED,
         event::USER_DELETION_STALLED,
         event::USER_DELETION_STEP_COMPLETED,
+        event::USER_MOVED,
     ],
     streams: &[
         ensures(Stream::Events),
@@ -860,7 +876,8 @@ mod tests {
             store.subscribe,
             vec!["_INBOX_idm_user-store-weur.>", "idm.store.weur.v1.*"]
         );
-        assert!(store.publish.is_empty());
+        // A store calls one operation: the source's export, when a user moves.
+        assert_eq!(store.publish, vec!["idm.store.*.v1.export_user"]);
         let edge = permissions(Identity::EdgeGuard, "idm");
         assert!(!edge.allow_responses);
         assert!(edge.publish.contains(&"idm.session.v1.key_ring".to_owned()));

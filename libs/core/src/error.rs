@@ -74,6 +74,9 @@ pub enum ErrorCode {
     /// A webhook URL that points inside (loopback, private, link-local,
     /// metadata, ...).
     SsrfRefused,
+    /// The user is being moved to another region: it can be neither read,
+    /// changed nor deleted until the move finishes (`move_id` names the job).
+    UserBeingMoved,
 }
 
 /// One error code: its wire spelling, its HTTP status and what it means.
@@ -358,6 +361,12 @@ pub const ERROR_CODES: &[ErrorInfo] = &[
         status: 422,
         message: "The webhook URL points inside (a loopback, private, link-local, multicast or metadata address).",
     },
+    ErrorInfo {
+        code: ErrorCode::UserBeingMoved,
+        name: "user_being_moved",
+        status: 409,
+        message: "The user is being moved to another region: retry once the move (`move_id`) has finished.",
+    },
 ];
 
 impl ErrorCode {
@@ -410,7 +419,7 @@ mod tests {
         // The last variant is in the table, so every one before it is too.
         assert_eq!(
             ERROR_CODES.last().map(|i| i.code),
-            Some(ErrorCode::SsrfRefused)
+            Some(ErrorCode::UserBeingMoved)
         );
     }
 }

@@ -65,6 +65,8 @@ prefixed_id!(AccountId, "acct_");
 prefixed_id!(ApiKeyId, "key_");
 prefixed_id!(OrganizationId, "org_");
 prefixed_id!(DeletionId, "del_");
+// Regions at scale: moving a user between regions.
+prefixed_id!(MoveId, "mov_");
 prefixed_id!(WebhookEndpointId, "whe_");
 prefixed_id!(EventId, "evt_");
 prefixed_id!(PersonalTokenId, "pat_");

@@ -122,7 +122,7 @@ async fn settle(
             return;
         }
     };
-    tracing::Span::current().record("deletion", job.deletion_id.as_str());
+    tracing::Span::current().record("deletion", job.job_id.as_str());
     let outcome = {
         let run = attempt(&state, &job);
         tokio::pin!(run);
@@ -137,7 +137,7 @@ async fn settle(
                 _ = shutdown.cancelled() => return,
                 _ = progress.tick() => {
                     let _ = message.ack_with(AckKind::Progress).await;
-                    let _ = storage::renew(&state.db, job.deletion_id.as_str(), state.config.ack_wait).await;
+                    let _ = storage::renew(&state.db, job.job_id.as_str(), state.config.ack_wait).await;
                 }
             }
         }
@@ -151,6 +151,9 @@ async fn settle(
         Ok(Outcome::Retry(delay)) => {
             let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
         }
+        // A failpoint (tests): behave as a worker that died here, leaving
+        // the message unsettled and the lease held until they lapse.
+        Ok(Outcome::Crashed) => {}
         Err(e) => {
             // The job's own state could not be read or written (the
             // deletion database is down): try again later.
@@ -166,23 +169,25 @@ enum Outcome {
     Done,
     /// Deliver again after this delay.
     Retry(Duration),
+    /// A failpoint stopped the attempt as a crash would (tests only).
+    Crashed,
 }
 
 async fn attempt(state: &State, job: &JobMessage) -> Result<Outcome, Error> {
-    let Some(row) = storage::lease(&state.db, &job.deletion_id, state.config.ack_wait).await?
-    else {
-        return Ok(
-            match storage::job(&state.db, &job.deletion_id, None).await? {
-                Some(row) if row.status != "completed" => {
-                    // Another worker holds it (a duplicate message): look again
-                    // once its lease would have lapsed.
-                    Outcome::Retry(state.config.ack_wait)
-                }
-                _ => Outcome::Done,
-            },
-        );
+    let Some(row) = storage::lease(&state.db, &job.job_id, state.config.ack_wait).await? else {
+        return Ok(match storage::job(&state.db, &job.job_id, None).await? {
+            Some(row) if row.status != "completed" => {
+                // Another worker holds it (a duplicate message): look again
+                // once its lease would have lapsed.
+                Outcome::Retry(state.config.ack_wait)
+            }
+            _ => Outcome::Done,
+        });
     };
     let outcome = run_steps(state, &row).await;
+    if matches!(outcome, Ok(Outcome::Crashed)) {
+        return outcome;
+    }
     storage::release(&state.db, &row.id).await?;
     outcome
 }
@@ -190,7 +195,14 @@ async fn attempt(state: &State, job: &JobMessage) -> Result<Outcome, Error> {
 async fn run_steps(state: &State, job: &JobRow) -> Result<Outcome, Error> {
     let steps = storage::steps(&state.db, &job.id).await?;
     for step in steps.iter().filter(|s| s.status != "completed") {
-        let result = tokio::time::timeout(STEP_DEADLINE, run_step(state, job, step))
+        let run = async {
+            if job.is_move() {
+                crate::moves::run_step(state, job, step).await
+            } else {
+                run_step(state, job, step).await
+            }
+        };
+        let result = tokio::time::timeout(STEP_DEADLINE, run)
             .await
             .unwrap_or_else(|_| {
                 Err(ApiError::upstream(format!(
@@ -202,11 +214,17 @@ async fn run_steps(state: &State, job: &JobRow) -> Result<Outcome, Error> {
             Ok((location, removed)) => {
                 metrics::counter!(metric::DELETION_STEPS.name, "step" => step.name.clone(), "outcome" => "done")
                     .increment(1);
-                tracing::info!(step = %step.name, attempts = step.attempts + 1, "deletion step done");
+                tracing::info!(step = %step.name, attempts = step.attempts + 1, kind = %job.kind, "step done");
+                if crate::failpoint::take(&job.user_id, &step.name) {
+                    tracing::warn!(step = %step.name, "failpoint: the worker stops as if it crashed after this step, before recording it");
+                    return Ok(Outcome::Crashed);
+                }
                 // Announced before it is recorded: a worker that dies in
                 // between repeats the step and the announcement (at least
                 // once), never neither.
-                announce_step(state, job, &step.name).await;
+                if !job.is_move() {
+                    announce_step(state, job, &step.name).await;
+                }
                 storage::step_succeeded(&state.db, &job.id, step.position, &location, &removed)
                     .await?;
                 if step.status == "failing" {
@@ -216,6 +234,11 @@ async fn run_steps(state: &State, job: &JobRow) -> Result<Outcome, Error> {
             Err(e) => {
                 // The code and message only: they name ids, never data.
                 let error = format!("{}: {}", e.code.as_str(), e.message);
+                // A copy that does not verify is made again on the retry.
+                if job.is_move() && step.name == "verify" && e.code == idm_core::ErrorCode::Conflict
+                {
+                    storage::redo_step(&state.db, &job.id, "copy").await?;
+                }
                 let (attempts, failing_for) =
                     storage::step_failed(&state.db, &job.id, step.position, &error).await?;
                 let delay = backoff(attempts, state.config.retry_base, state.config.retry_max);
@@ -226,11 +249,22 @@ async fn run_steps(state: &State, job: &JobRow) -> Result<Outcome, Error> {
                 tracing::warn!(step = %step.name, attempts, error = %error,
                     retry_in_ms = delay.as_millis() as u64, "deletion step failed; will retry");
                 if failing_for >= state.config.stall_after && job.status == "running" {
-                    stall(state, job, &step.name, attempts).await;
+                    if job.is_move() {
+                        if storage::mark_stalled(&state.db, &job.id).await? {
+                            tracing::error!(move_id = %job.id, step = %step.name, attempts, "user move stalled; still retrying");
+                        }
+                    } else {
+                        stall(state, job, &step.name, attempts).await;
+                    }
                 }
                 return Ok(Outcome::Retry(delay));
             }
         }
+    }
+    if job.is_move() {
+        storage::complete_move(&state.db, &job.id).await?;
+        tracing::info!(move_id = %job.id, "user move completed");
+        return Ok(Outcome::Done);
     }
     let steps = storage::steps(&state.db, &job.id).await?;
     let receipt = storage::receipt(job, &steps, idm_core::now())?;
@@ -294,7 +328,7 @@ async fn stall(state: &State, job: &JobRow, step: &str, attempts: i32) {
     }
 }
 
-type StepResult = Result<(String, BTreeMap<String, i64>), ApiError>;
+pub(crate) type StepResult = Result<(String, BTreeMap<String, i64>), ApiError>;
 
 async fn run_step(state: &State, job: &JobRow, step: &StepRow) -> StepResult {
     let issuer = job.issuer().map_err(ApiError::from)?;
@@ -411,14 +445,11 @@ pub fn spawn_sweeper(
                 }
             };
             for id in jobs {
-                let Ok(id) = idm_core::ids::DeletionId::parse(&id) else {
-                    continue;
-                };
                 let round = format!("sweep-{}", idm_core::now().unix_timestamp());
                 match state.queue.enqueue(&id, &round).await {
                     Ok(()) => {
                         tracing::info!(deletion = %id, "idle deletion job queued again");
-                        let _ = storage::release(&state.db, id.as_str()).await;
+                        let _ = storage::release(&state.db, &id).await;
                     }
                     Err(e) => tracing::warn!(error = %e, "idle deletion job not queued"),
                 }

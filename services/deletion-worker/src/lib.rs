@@ -10,9 +10,15 @@
 //! with an exponential, jittered back-off, so JetStream hands it back until
 //! every step succeeded. State lives in PostgreSQL and the message in a
 //! file-backed stream: a restart of the worker or of NATS loses nothing.
+//!
+//! It runs user moves between regions the same way (`start_move`, the
+//! steps in [`moves`]): see docs/REGIONS.md "Moving a user" for why here.
 
 mod cascade;
+pub mod failpoint;
 mod handlers;
+// Regions at scale: user moves run as jobs of this worker.
+mod moves;
 mod queue;
 mod storage;
 
@@ -130,7 +136,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     });
     let handlers = idm_bus::Handlers::new()
         .on(handlers::start_deletion)
-        .on(handlers::get_deletion);
+        .on(handlers::get_deletion)
+        .on(handlers::start_move)
+        .on(handlers::get_move);
     let serving = bus
         .serve(handlers, Arc::clone(&state), shutdown.clone())
         .await?;

@@ -1,9 +1,9 @@
 //! The `DELETIONS` work queue: one message per job, `<prefix>.deletions.jobs`,
-//! file-backed, each message carrying the job id (and nothing personal).
+//! file-backed, each message carrying the job id (and nothing personal):
+//! deletions and user moves alike.
 
 use async_nats::jetstream;
 use idm_bus::{Bus, BusError};
-use idm_core::ids::DeletionId;
 use idm_core::ApiError;
 use serde::{Deserialize, Serialize};
 
@@ -14,10 +14,12 @@ pub struct Queue {
     subject: String,
 }
 
-/// What a message says: which job to run.
+/// What a message says: which job to run (a deletion's or a move's id; the
+/// field keeps its first name so queued messages still parse).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct JobMessage {
-    pub deletion_id: DeletionId,
+    #[serde(rename = "deletion_id")]
+    pub job_id: String,
 }
 
 impl Queue {
@@ -46,13 +48,13 @@ impl Queue {
     /// Queues `job` and waits for the stream to store it. The message id is
     /// the job id plus `round`, so a retry of the same publish is dropped as
     /// a duplicate while a later re-queue (`round` differs) is not.
-    pub async fn enqueue(&self, job: &DeletionId, round: &str) -> Result<(), ApiError> {
+    pub async fn enqueue(&self, job: &str, round: &str) -> Result<(), ApiError> {
         let payload = serde_json::to_vec(&JobMessage {
-            deletion_id: job.clone(),
+            job_id: job.to_owned(),
         })
         .map_err(|e| ApiError::internal_from(&e))?;
         let mut headers = idm_bus::outgoing_headers();
-        headers.insert("Nats-Msg-Id", format!("{}:{round}", job.as_str()).as_str());
+        headers.insert("Nats-Msg-Id", format!("{job}:{round}").as_str());
         idm_bus::durable::publish_acked(&self.js, self.subject.clone(), headers, payload.into())
             .await
             .map_err(|e| ApiError::upstream(format!("deletion job not queued: {e}")))?;

@@ -1,10 +1,11 @@
 //! The `deletion` schema: jobs and their steps.
 
 use crate::Error;
-use idm_core::ids::DeletionId;
+use idm_core::ids::{DeletionId, MoveId};
 use idm_core::proto::deletion::{
     Deletion, DeletionStatus, DeletionStep, Receipt, ReceiptStep, StepStatus, STEPS,
 };
+use idm_core::proto::moves::{MoveStep, UserMove, STEPS as MOVE_STEPS};
 use idm_core::{ApiError, IssuerId, Region, Timestamp, UserId};
 use idm_db::sqlx;
 use idm_db::{Db, DbError, GenericClient};
@@ -20,6 +21,10 @@ pub struct JobRow {
     pub created_at: Timestamp,
     pub completed_at: Option<Timestamp>,
     pub receipt: Option<serde_json::Value>,
+    /// `deletion` or `move`.
+    pub kind: String,
+    /// A move's target region.
+    pub target_region: Option<String>,
 }
 
 pub struct StepRow {
@@ -49,6 +54,18 @@ impl JobRow {
     }
     pub fn region(&self) -> Result<Region, Error> {
         Region::parse(&self.region).map_err(|_| corrupt("region"))
+    }
+    pub fn move_id(&self) -> Result<MoveId, Error> {
+        MoveId::parse(&self.id).map_err(|_| corrupt("id"))
+    }
+    pub fn target(&self) -> Result<Region, Error> {
+        self.target_region
+            .as_deref()
+            .and_then(|r| Region::parse(r).ok())
+            .ok_or_else(|| corrupt("target_region"))
+    }
+    pub fn is_move(&self) -> bool {
+        self.kind == "move"
     }
 }
 
@@ -108,8 +125,8 @@ pub async fn job_of_user(
 ) -> Result<Option<JobRow>, Error> {
     Ok(sqlx::query_as!(
         JobRow,
-        "SELECT id, issuer_id, user_id, region, status, created_at, completed_at, receipt
-             FROM deletion.jobs WHERE issuer_id = $1 AND user_id = $2",
+        "SELECT id, issuer_id, user_id, region, status, created_at, completed_at, receipt, kind, target_region
+             FROM deletion.jobs WHERE issuer_id = $1 AND user_id = $2 AND kind = 'deletion'",
         issuer.as_str(),
         user.as_str(),
     )
@@ -119,16 +136,13 @@ pub async fn job_of_user(
 }
 
 /// A job by id; `issuer` scopes it (another issuer's job is absent).
-pub async fn job(
-    db: &Db,
-    id: &DeletionId,
-    issuer: Option<&IssuerId>,
-) -> Result<Option<JobRow>, Error> {
+/// The id is a deletion's or a move's (their prefixes differ).
+pub async fn job(db: &Db, id: &str, issuer: Option<&IssuerId>) -> Result<Option<JobRow>, Error> {
     Ok(sqlx::query_as!(
         JobRow,
-        "SELECT id, issuer_id, user_id, region, status, created_at, completed_at, receipt
+        "SELECT id, issuer_id, user_id, region, status, created_at, completed_at, receipt, kind, target_region
              FROM deletion.jobs WHERE id = $1 AND ($2::text IS NULL OR issuer_id = $2)",
-        id.as_str(),
+        id,
         issuer.map(|i| i.as_str()),
     )
     .fetch_optional(&mut *db.get().await?.conn().await)
@@ -148,7 +162,8 @@ pub async fn steps(db: &Db, id: &str) -> Result<Vec<StepRow>, Error> {
     .map_err(DbError::from)?)
 }
 
-/// Records a new job and its steps (nothing if it is already recorded).
+/// Records a new deletion job and its steps (nothing if it is already
+/// recorded).
 pub async fn insert_job(
     db: &Db,
     id: &DeletionId,
@@ -156,26 +171,54 @@ pub async fn insert_job(
     user: &UserId,
     region: Region,
 ) -> Result<(), Error> {
+    insert(db, id.as_str(), issuer, user, region, None, &STEPS).await
+}
+
+/// Records a new move job and its steps (nothing if it is already
+/// recorded, or the user has another unfinished move).
+pub async fn insert_move(
+    db: &Db,
+    id: &MoveId,
+    issuer: &IssuerId,
+    user: &UserId,
+    from: Region,
+    to: Region,
+) -> Result<(), Error> {
+    insert(db, id.as_str(), issuer, user, from, Some(to), &MOVE_STEPS).await
+}
+
+async fn insert(
+    db: &Db,
+    id: &str,
+    issuer: &IssuerId,
+    user: &UserId,
+    region: Region,
+    target: Option<Region>,
+    steps: &[&str],
+) -> Result<(), Error> {
     let mut client = db.get().await?;
     let tx = client.transaction().await?;
     let inserted = sqlx::query!(
-        "INSERT INTO deletion.jobs (id, issuer_id, user_id, region) VALUES ($1, $2, $3, $4)
+        "INSERT INTO deletion.jobs (id, issuer_id, user_id, region, kind, target_region)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT DO NOTHING",
-        id.as_str(),
+        id,
         issuer.as_str(),
         user.as_str(),
         region.as_str(),
+        if target.is_some() { "move" } else { "deletion" },
+        target.map(|t| t.as_str()),
     )
     .execute(&mut *tx.conn().await)
     .await
     .map_err(DbError::from)?;
     if inserted.rows_affected() == 1 {
-        let names: Vec<String> = STEPS.iter().map(|s| (*s).to_owned()).collect();
-        let positions: Vec<i32> = (0..STEPS.len() as i32).collect();
+        let names: Vec<String> = steps.iter().map(|s| (*s).to_owned()).collect();
+        let positions: Vec<i32> = (0..steps.len() as i32).collect();
         sqlx::query!(
             "INSERT INTO deletion.steps (job_id, position, name)
                  SELECT $1, p, n FROM unnest($2::int[], $3::text[]) AS s(p, n)",
-            id.as_str(),
+            id,
             &positions,
             &names,
         )
@@ -187,15 +230,94 @@ pub async fn insert_job(
     Ok(())
 }
 
+/// The user's unfinished move, if any (at most one).
+pub async fn unfinished_move_of_user(
+    db: &Db,
+    issuer: &IssuerId,
+    user: &UserId,
+) -> Result<Option<JobRow>, Error> {
+    Ok(sqlx::query_as!(
+        JobRow,
+        "SELECT id, issuer_id, user_id, region, status, created_at, completed_at, receipt, kind, target_region
+             FROM deletion.jobs
+             WHERE issuer_id = $1 AND user_id = $2 AND kind = 'move' AND status <> 'completed'",
+        issuer.as_str(),
+        user.as_str(),
+    )
+    .fetch_optional(&mut *db.get().await?.conn().await)
+    .await
+    .map_err(DbError::from)?)
+}
+
+/// Sets a completed step back to pending (a copy that did not verify is
+/// made again).
+pub async fn redo_step(db: &Db, id: &str, name: &str) -> Result<(), Error> {
+    sqlx::query!(
+        "UPDATE deletion.steps SET status = 'pending', completed_at = NULL
+             WHERE job_id = $1 AND name = $2",
+        id,
+        name,
+    )
+    .execute(&mut *db.get().await?.conn().await)
+    .await
+    .map_err(DbError::from)?;
+    Ok(())
+}
+
+/// Marks a move completed (its steps are its record).
+pub async fn complete_move(db: &Db, id: &str) -> Result<(), Error> {
+    sqlx::query!(
+        "UPDATE deletion.jobs SET status = 'completed', completed_at = now(), updated_at = now(),
+                lease_until = NULL
+             WHERE id = $1",
+        id,
+    )
+    .execute(&mut *db.get().await?.conn().await)
+    .await
+    .map_err(DbError::from)?;
+    Ok(())
+}
+
+/// The API view of a move.
+pub fn move_view(job: &JobRow, steps: &[StepRow]) -> Result<UserMove, Error> {
+    Ok(UserMove {
+        id: job.move_id()?,
+        user_id: job.user()?,
+        status: job_status(&job.status)?,
+        from_region: job.region()?,
+        to_region: job.target()?,
+        steps: steps
+            .iter()
+            .map(|s| {
+                Ok(MoveStep {
+                    name: s.name.clone(),
+                    status: step_status(&s.status)?,
+                    attempts: s.attempts,
+                    last_error: s.last_error.clone(),
+                    location: s.location.clone(),
+                    counts: s
+                        .removed
+                        .clone()
+                        .and_then(|v| serde_json::from_value(v).ok())
+                        .unwrap_or_default(),
+                    completed_at: s.completed_at,
+                })
+            })
+            .collect::<Result<_, Error>>()?,
+        created_at: job.created_at,
+        completed_at: job.completed_at,
+    })
+}
+
 /// Takes the job for one attempt, unless another worker holds it or it is
 /// finished: the job, or `None`.
-pub async fn lease(db: &Db, id: &DeletionId, hold: Duration) -> Result<Option<JobRow>, Error> {
+pub async fn lease(db: &Db, id: &str, hold: Duration) -> Result<Option<JobRow>, Error> {
     Ok(sqlx::query_as!(
         JobRow,
         "UPDATE deletion.jobs SET lease_until = now() + make_interval(secs => $2)
              WHERE id = $1 AND status <> 'completed' AND (lease_until IS NULL OR lease_until < now())
-             RETURNING id, issuer_id, user_id, region, status, created_at, completed_at, receipt",
-        id.as_str(),
+             RETURNING id, issuer_id, user_id, region, status, created_at, completed_at, receipt, kind, target_region",
+        id,
         hold.as_secs_f64(),
     )
     .fetch_optional(&mut *db.get().await?.conn().await)

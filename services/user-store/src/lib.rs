@@ -34,6 +34,9 @@ pub(crate) struct State {
     pub connections: FairShare,
     /// Issuer schemas known to be at the version this build needs.
     pub schemas: storage::schemas::CurrentSchemas,
+    /// Asks the source store for a moving user's rows (`copy_user_from`);
+    /// `None` only in storage tests that run without NATS.
+    pub bus: Option<Bus>,
 }
 
 /// Starts the store and returns once it is serving.
@@ -76,6 +79,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         hasher,
         connections,
         schemas: Default::default(),
+        bus: Some(bus.clone()),
     });
     let handlers = Handlers::new()
         .on(handlers::info)
@@ -115,7 +119,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(handlers::profiles::list_consents)
         // deletion
         .on(handlers::deletion::revoke_personal_tokens)
-        .on(handlers::deletion::purge_user);
+        .on(handlers::deletion::purge_user)
+        // Regions at scale: moving a user
+        .on(handlers::moves::export_user)
+        .on(handlers::moves::copy_user_from)
+        .on(handlers::moves::digest_user);
     let serving = bus.serve(handlers, state, shutdown.clone()).await?;
 
     // A store configured with another jurisdiction than its region's is

@@ -99,8 +99,8 @@ pub async fn region_of_user(
     user: &UserId,
 ) -> Result<Option<Region>, Error> {
     let row = sqlx::query!(
-        "SELECT region, status, deletion_id FROM directory.users
-             WHERE id = $1 AND issuer_id = $2 AND status IN ('active', 'deleting')",
+        "SELECT region, status, deletion_id, move_id FROM directory.users
+             WHERE id = $1 AND issuer_id = $2 AND status IN ('active', 'deleting', 'moving')",
         user.as_str(),
         issuer.as_str(),
     )
@@ -110,8 +110,20 @@ pub async fn region_of_user(
     match row {
         None => Ok(None),
         Some(r) if r.status == "deleting" => Err(being_deleted(r.deletion_id.as_deref()).into()),
+        Some(r) if r.status == "moving" => Err(being_moved(r.move_id.as_deref()).into()),
         Some(r) => region_of(&r.region).map(Some),
     }
+}
+
+/// `user_being_moved`, naming the job: while a move copies and verifies the
+/// user's data, nothing may change it (a change would be lost or copied
+/// half), so reads, writes and deletion wait for the switch.
+pub fn being_moved(move_id: Option<&str>) -> ApiError {
+    ApiError::new(
+        idm_core::ErrorCode::UserBeingMoved,
+        "the user is being moved to another region; retry once the move has finished",
+    )
+    .with_details(serde_json::json!({ "move_id": move_id }))
 }
 
 /// `deletion_in_progress`, naming the job.
@@ -144,8 +156,143 @@ pub async fn begin_deletion(
     .fetch_optional(&mut *db.get().await?.conn().await)
     .await
     .map_err(DbError::from)?;
+    if row.is_none() {
+        // A user being moved is deleted after the move: deleting it now
+        // would race the copy (its data could survive in the target).
+        let moving = sqlx::query_scalar!(
+            "SELECT move_id FROM directory.users
+                 WHERE id = $1 AND issuer_id = $2 AND status = 'moving'",
+            user.as_str(),
+            issuer.as_str(),
+        )
+        .fetch_optional(&mut *db.get().await?.conn().await)
+        .await
+        .map_err(DbError::from)?;
+        if let Some(move_id) = moving {
+            return Err(being_moved(move_id.as_deref()).into());
+        }
+    }
     row.map(|r| Ok((region_of(&r.region)?, r.deletion_id)))
         .transpose()
+}
+
+/// A move the directory recorded: its id, and from where to where.
+pub struct MoveRecord {
+    pub move_id: String,
+    pub from: Region,
+    pub to: Region,
+}
+
+/// Marks an active user of `issuer` `moving` to `to` under `move_id`, after
+/// `check(from)` accepts the move; a user already moving answers the move
+/// first recorded (whatever `to` this call asked). `None` for an unknown
+/// user (or another issuer's, or one still pending); `deletion_in_progress`
+/// for one being deleted. The row is locked while `check` runs, so two
+/// racing requests record one move.
+pub async fn begin_move<F>(
+    db: &Db,
+    issuer: &IssuerId,
+    user: &UserId,
+    move_id: &str,
+    to: Region,
+    check: F,
+) -> Result<Option<MoveRecord>, Error>
+where
+    F: FnOnce(Region) -> Result<(), ApiError>,
+{
+    let mut client = db.get().await?;
+    let tx = client.transaction().await?;
+    let row = sqlx::query!(
+        "SELECT region, status, deletion_id, move_id, move_to FROM directory.users
+             WHERE id = $1 AND issuer_id = $2 AND status IN ('active', 'deleting', 'moving')
+             FOR UPDATE",
+        user.as_str(),
+        issuer.as_str(),
+    )
+    .fetch_optional(&mut *tx.conn().await)
+    .await
+    .map_err(DbError::from)?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let from = region_of(&row.region)?;
+    match (row.status.as_str(), row.move_id, row.move_to) {
+        ("deleting", _, _) => Err(being_deleted(row.deletion_id.as_deref()).into()),
+        ("moving", Some(recorded), Some(target)) => Ok(Some(MoveRecord {
+            move_id: recorded,
+            from,
+            to: region_of(&target)?,
+        })),
+        ("moving", _, _) => Err(ApiError::internal_from(&"a moving user without its move").into()),
+        _ => {
+            check(from)?;
+            sqlx::query!(
+                "UPDATE directory.users SET status = 'moving', move_id = $2, move_to = $3
+                     WHERE id = $1",
+                user.as_str(),
+                move_id,
+                to.as_str(),
+            )
+            .execute(&mut *tx.conn().await)
+            .await
+            .map_err(DbError::from)?;
+            tx.commit().await?;
+            Ok(Some(MoveRecord {
+                move_id: move_id.to_owned(),
+                from,
+                to,
+            }))
+        }
+    }
+}
+
+/// Points a moving user's row at `to` and makes it active again, with the
+/// evidence (`moved`, `moved_from`, `moved_at`, placed now). Idempotent:
+/// `false` when it had already switched (a repeated step).
+pub async fn switch_region(
+    db: &Db,
+    issuer: &IssuerId,
+    user: &UserId,
+    move_id: &str,
+    from: Region,
+    to: Region,
+) -> Result<bool, Error> {
+    let done = sqlx::query!(
+        "UPDATE directory.users
+            SET region = $4, status = 'active', placement_reason = 'moved', unavailable_region = NULL,
+                moved_from = $5, moved_at = now(), placed_at = now(), move_id = NULL, move_to = NULL
+          WHERE id = $1 AND issuer_id = $2 AND status = 'moving' AND move_id = $3",
+        user.as_str(),
+        issuer.as_str(),
+        move_id,
+        to.as_str(),
+        from.as_str(),
+    )
+    .execute(&mut *db.get().await?.conn().await)
+    .await
+    .map_err(DbError::from)?;
+    if done.rows_affected() == 1 {
+        return Ok(true);
+    }
+    // Already switched by an earlier attempt whose answer was lost: the row
+    // points at the target with this move's evidence.
+    let switched = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM directory.users
+            WHERE id = $1 AND issuer_id = $2 AND region = $3 AND moved_from = $4
+              AND status IN ('active', 'deleting')"#,
+        user.as_str(),
+        issuer.as_str(),
+        to.as_str(),
+        from.as_str(),
+    )
+    .fetch_one(&mut *db.get().await?.conn().await)
+    .await
+    .map_err(DbError::from)?;
+    if switched == 1 {
+        Ok(false)
+    } else {
+        Err(ApiError::internal_from(&"the user is neither moving under this move nor moved").into())
+    }
 }
 
 /// Removes the directory row of a user being deleted (its blind email index
@@ -190,6 +337,8 @@ pub struct Placement {
     pub reason: PlacementReason,
     pub unavailable_region: Option<Region>,
     pub placed_at: Timestamp,
+    pub moved_from: Option<Region>,
+    pub moved_at: Option<Timestamp>,
 }
 
 /// The placement of an active user of `issuer`; another issuer's is absent.
@@ -201,8 +350,8 @@ pub async fn placement_of(
     let row = sqlx::query!(
         r#"SELECT region, placement_reason, unavailable_region,
                   COALESCE(placed_at, created_at) AS "placed_at!",
-                  status, deletion_id
-             FROM directory.users WHERE id = $1 AND issuer_id = $2 AND status IN ('active', 'deleting')"#,
+                  status, deletion_id, move_id, moved_from, moved_at
+             FROM directory.users WHERE id = $1 AND issuer_id = $2 AND status IN ('active', 'deleting', 'moving')"#,
         user.as_str(),
         issuer.as_str(),
     )
@@ -212,6 +361,9 @@ pub async fn placement_of(
     if let Some(r) = &row {
         if r.status == "deleting" {
             return Err(being_deleted(r.deletion_id.as_deref()).into());
+        }
+        if r.status == "moving" {
+            return Err(being_moved(r.move_id.as_deref()).into());
         }
     }
     row.map(|r| {
@@ -224,6 +376,8 @@ pub async fn placement_of(
                 .unwrap_or(PlacementReason::Unrecorded),
             unavailable_region: r.unavailable_region.as_deref().map(region_of).transpose()?,
             placed_at: r.placed_at,
+            moved_from: r.moved_from.as_deref().map(region_of).transpose()?,
+            moved_at: r.moved_at,
         })
     })
     .transpose()

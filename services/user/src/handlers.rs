@@ -242,6 +242,8 @@ pub async fn residency(
         placed_at: placed.placed_at,
         reason: placed.reason,
         unavailable_region: placed.unavailable_region,
+        moved_from: placed.moved_from,
+        moved_at: placed.moved_at,
         data_categories: DATA_CATEGORIES.iter().map(|c| (*c).to_owned()).collect(),
     })
 }

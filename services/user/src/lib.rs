@@ -9,6 +9,8 @@ mod deletion;
 mod directory;
 mod error;
 mod handlers;
+// Regions at scale: moving a user between regions.
+mod moves;
 mod organizations;
 mod personal_tokens;
 mod placement;
@@ -93,7 +95,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(organizations::list_for_user)
         .on(deletion::begin)
         .on(deletion::remove_memberships)
-        .on(deletion::purge_entry);
+        .on(deletion::purge_entry)
+        .on(moves::begin)
+        .on(moves::switch);
     let serving = bus
         .serve(handlers, Arc::clone(&state), shutdown.clone())
         .await?;

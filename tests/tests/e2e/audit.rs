@@ -274,6 +274,11 @@ const EVENT_TABLE: &[(&str, &str, Emits)] = &[
         "/v1/users/{id}",
         Emits::EventProvenBy("user.deleted", "deletion (when the cascade ends)"),
     ),
+    (
+        "POST",
+        "/v1/users/{id}/move",
+        Emits::EventProvenBy("user.moved", "user_moves (when the move's job ends)"),
+    ),
 ];
 
 #[test]

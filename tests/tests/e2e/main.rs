@@ -42,6 +42,8 @@ mod user_kit;
 // deletion: organizations and user deletion
 mod deletion;
 mod organizations;
+// Regions at scale: moving a user between regions.
+mod user_moves;
 // Webhooks, the audit log and the event catalogue (issue 12).
 mod audit;
 mod webhooks;

@@ -54,6 +54,9 @@ pub const USER_DELETION_STEP_COMPLETED: &str = "user.deletion_step_completed";
 pub const ACCOUNT_CREATED: &str = "account.created";
 pub const ACCOUNT_PLAN_CHANGED: &str = "account.plan_changed";
 pub const ISSUER_PROVISIONED: &str = "issuer.provisioned";
+/// A user's data moved to another region (copied, verified, switched, and
+/// the source deleted).
+pub const USER_MOVED: &str = "user.moved";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
@@ -121,6 +124,7 @@ pub enum DomainEvent {
     AccountCreated(AccountChanged),
     AccountPlanChanged(AccountChanged),
     IssuerProvisioned(IssuerProvisioned),
+    UserMoved(UserMoved),
 }
 
 impl DomainEvent {
@@ -161,6 +165,7 @@ impl DomainEvent {
         ACCOUNT_CREATED,
         ACCOUNT_PLAN_CHANGED,
         ISSUER_PROVISIONED,
+        USER_MOVED,
     ];
 
     /// The stable `type` string (the last subject token).
@@ -201,6 +206,7 @@ impl DomainEvent {
             DomainEvent::AccountCreated(_) => ACCOUNT_CREATED,
             DomainEvent::AccountPlanChanged(_) => ACCOUNT_PLAN_CHANGED,
             DomainEvent::IssuerProvisioned(_) => ISSUER_PROVISIONED,
+            DomainEvent::UserMoved(_) => USER_MOVED,
         }
     }
 
@@ -340,6 +346,15 @@ pub struct UserDeleted {
     pub user_id: UserId,
     pub deletion_id: crate::ids::DeletionId,
     pub region: Region,
+}
+
+/// `user.moved`: ids and regions only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserMoved {
+    pub user_id: UserId,
+    pub move_id: crate::ids::MoveId,
+    pub from_region: Region,
+    pub to_region: Region,
 }
 
 /// `user.deletion_stalled`: `step` kept failing; the job keeps retrying.

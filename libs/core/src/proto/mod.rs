@@ -13,6 +13,8 @@ pub mod store;
 pub mod user;
 // deletion: organizations and the deletion workflow
 pub mod deletion;
+// Regions at scale: moving a user between regions.
+pub mod moves;
 pub mod organization;
 pub mod webhook;
 

@@ -99,6 +99,9 @@ pub fn all() -> Vec<OperationInfo> {
         super::deletion::store::OPERATIONS,
         super::deletion::auth::OPERATIONS,
         super::deletion::account::OPERATIONS,
+        super::moves::OPERATIONS,
+        super::moves::directory::OPERATIONS,
+        super::moves::store::OPERATIONS,
         super::webhook::OPERATIONS,
     ]
     .concat()

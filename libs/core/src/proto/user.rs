@@ -72,6 +72,9 @@ pub enum PlacementReason {
     Fallback,
     /// Placed before reasons were recorded.
     Unrecorded,
+    /// Moved here from another region (`moved_from`, `moved_at`) by
+    /// `POST /v1/users/{id}/move`.
+    Moved,
 }
 
 impl PlacementReason {
@@ -82,6 +85,7 @@ impl PlacementReason {
             PlacementReason::Default => "default",
             PlacementReason::Fallback => "fallback",
             PlacementReason::Unrecorded => "unrecorded",
+            PlacementReason::Moved => "moved",
         }
     }
 
@@ -92,6 +96,7 @@ impl PlacementReason {
             PlacementReason::Default,
             PlacementReason::Fallback,
             PlacementReason::Unrecorded,
+            PlacementReason::Moved,
         ]
         .into_iter()
         .find(|r| r.as_str() == raw)
@@ -117,6 +122,13 @@ pub struct Residency {
     pub reason: PlacementReason,
     /// With `reason: fallback`: the region that was down.
     pub unavailable_region: Option<Region>,
+    /// With `reason: moved`: the region the data was moved from (and
+    /// deleted from), and when the directory switched.
+    #[serde(default)]
+    pub moved_from: Option<Region>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub moved_at: Option<Timestamp>,
     /// What the regional store holds for the user (profile, credentials,
     /// second factors, sessions, refresh tokens, personal tokens); the
     /// global directory holds only the id → region row and a blind index.

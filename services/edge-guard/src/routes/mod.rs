@@ -17,6 +17,8 @@ mod users;
 mod verifications;
 // deletion: organizations and user deletion
 mod deletions;
+// Regions at scale: moving a user between regions.
+mod moves;
 mod organizations;
 // Webhooks and the audit log (issue 12).
 mod audit;
@@ -118,9 +120,9 @@ pub static ROUTES: &[Route] = &[
         errors: [ValidationFailed, InvalidEmail, DisposableEmail, NotFound, ResidencyViolation,
             RegionUnavailable]),
     route!(GET "/v1/users/{id}", backend(Users, Read), users::get,
-        errors: [NotFound, DeletionInProgress]),
+        errors: [NotFound, DeletionInProgress, UserBeingMoved]),
     route!(GET "/v1/users/{id}/residency", backend(Users, Read), users::residency,
-        errors: [NotFound, ResidencyViolation]),
+        errors: [NotFound, ResidencyViolation, UserBeingMoved]),
     route!(POST "/v1/sessions/verify", backend(Sessions, Read), sessions::verify,
         errors: [SessionInvalid, SessionRevoked, SessionCompromised]),
     route!(POST "/v1/sessions/{id}/revoke", backend(Sessions, Manage), sessions::revoke,
@@ -232,8 +234,13 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/v1/users/{id}/organizations", backend(Organizations, Read),
         organizations::list_for_user, errors: [NotFound, ValidationFailed, DeletionInProgress]),
     route!(DELETE "/v1/users/{id}", backend(Users, Delete), deletions::delete_user,
-        errors: [NotFound]),
+        errors: [NotFound, UserBeingMoved]),
     route!(GET "/v1/deletions/{id}", backend(Users, Read), deletions::get, errors: [NotFound]),
+    // Regions at scale: moving a user between regions (docs/REGIONS.md).
+    route!(POST "/v1/users/{id}/move", backend(Users, Manage), moves::start,
+        errors: [NotFound, ValidationFailed, ResidencyViolation, RegionUnavailable, UserBeingMoved,
+            DeletionInProgress]),
+    route!(GET "/v1/user_moves/{id}", backend(Users, Read), moves::get, errors: [NotFound]),
     // Webhooks and the audit log (docs/WEBHOOKS.md).
     route!(POST "/v1/webhook_endpoints", backend(Webhooks, Manage), webhooks::create,
         errors: [ValidationFailed, SsrfRefused, PlanLimitReached]),

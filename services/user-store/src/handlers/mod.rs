@@ -7,6 +7,8 @@ pub mod profiles;
 pub mod sessions;
 // deletion: the regional steps of a user deletion
 pub mod deletion;
+// Regions at scale: moving a user between regions
+pub mod moves;
 
 use crate::storage::{self, IssuerStore};
 use crate::{Error, State};

@@ -3,6 +3,8 @@
 mod consents;
 mod devices;
 mod mfa;
+// Regions at scale: a user's rows when the user moves region.
+mod moves;
 mod personal_tokens;
 mod profiles;
 mod purge;
@@ -233,6 +235,7 @@ mod search_path_tests {
                     hasher: PasswordHasher::new(cheap, 1)?,
                     connections: FairShare::new(1, 8),
                     schemas: Default::default(),
+                    bus: None,
                 },
             })
         }
