@@ -94,17 +94,15 @@ pub async fn get_session_user(
         .ok_or_else(|| ApiError::not_found("user"))?;
     match found.session {
         storage::SessionState::Live => storage::user_from_row(&found.user, info_of(&state)),
-        storage::SessionState::Revoked { compromised } => Err(if compromised {
-            ApiError::new(
-                idm_core::ErrorCode::SessionCompromised,
-                "the session was revoked because a refresh token was reused",
-            )
-        } else {
-            ApiError::new(
-                idm_core::ErrorCode::SessionRevoked,
-                "the session has been revoked",
-            )
-        }
+        storage::SessionState::Revoked { compromised: true } => Err(ApiError::new(
+            idm_core::ErrorCode::SessionCompromised,
+            "the session was revoked because a refresh token was reused",
+        )
+        .into()),
+        storage::SessionState::Revoked { compromised: false } => Err(ApiError::new(
+            idm_core::ErrorCode::SessionRevoked,
+            "the session has been revoked",
+        )
         .into()),
         storage::SessionState::Unknown => Err(ApiError::new(
             idm_core::ErrorCode::SessionInvalid,
