@@ -293,7 +293,11 @@ async fn deliveries_are_signed_per_standard_webhooks_and_follow_the_filters() ->
     types.sort();
     assert_eq!(
         types,
-        ["api_key.created", "user.created", "webhook_endpoint.created"],
+        [
+            "api_key.created",
+            "user.created",
+            "webhook_endpoint.created"
+        ],
         "{types:?}"
     );
     let own_creation = all

@@ -490,7 +490,10 @@ async fn leased_velocity_never_exceeds_the_limit_across_replicas() -> anyhow::Re
             admitted += 1;
         }
     }
-    assert!(admitted <= 2_000, "{admitted} admitted over a limit of 2000");
+    assert!(
+        admitted <= 2_000,
+        "{admitted} admitted over a limit of 2000"
+    );
     // What can be left leased and unused: LEASE_MAX per replica.
     assert!(
         admitted >= 2_000 - 2 * velocity::LEASE_MAX,

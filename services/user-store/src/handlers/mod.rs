@@ -83,10 +83,7 @@ pub async fn get_user(state: Arc<State>, req: GetUser) -> Result<StoredUser, Err
 /// sign-out, a reuse, or the first step of a user deletion) is refused even
 /// by an edge that missed the broadcast.
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
-pub async fn get_session_user(
-    state: Arc<State>,
-    req: GetSessionUser,
-) -> Result<StoredUser, Error> {
+pub async fn get_session_user(state: Arc<State>, req: GetSessionUser) -> Result<StoredUser, Error> {
     let store = IssuerStore::open(&state, &req.issuer_id).await?;
     let found = store
         .session_user(&req.user_id, &req.session_id)

@@ -214,7 +214,9 @@ pub struct UserRow {
 /// Where a session stands, as its store sees it.
 pub enum SessionState {
     Live,
-    Revoked { compromised: bool },
+    Revoked {
+        compromised: bool,
+    },
     /// No such session of this user, or past its absolute end.
     Unknown,
 }
@@ -431,25 +433,34 @@ mod search_path_tests {
                 let state = &store.state;
                 async move {
                     let handle = IssuerStore::open(state, &issuer).await?;
-                    anyhow::Ok(handle.session_user(&user, &session).await?.map(|f| {
-                        match f.session {
+                    anyhow::Ok(handle.session_user(&user, &session).await?.map(
+                        |f| match f.session {
                             SessionState::Live => "live",
                             SessionState::Revoked { compromised: true } => "compromised",
                             SessionState::Revoked { .. } => "revoked",
                             SessionState::Unknown => "unknown",
-                        }
-                    }))
+                        },
+                    ))
                 }
             };
-            assert_eq!(state_of(alice.clone(), a.clone(), session.clone()).await?, Some("live"));
+            assert_eq!(
+                state_of(alice.clone(), a.clone(), session.clone()).await?,
+                Some("live")
+            );
             // Another user's session, an unknown one: never alice's profile.
-            assert_eq!(state_of(bob.clone(), a.clone(), session.clone()).await?, Some("unknown"));
+            assert_eq!(
+                state_of(bob.clone(), a.clone(), session.clone()).await?,
+                Some("unknown")
+            );
             assert_eq!(
                 state_of(alice.clone(), a.clone(), SessionId::generate()).await?,
                 Some("unknown")
             );
             // Issuer B's schema does not hold A's user.
-            assert_eq!(state_of(alice.clone(), b.clone(), session.clone()).await?, None);
+            assert_eq!(
+                state_of(alice.clone(), b.clone(), session.clone()).await?,
+                None
+            );
 
             let refresh = |from: &str, to: &str| RefreshSession {
                 issuer_id: a.clone(),
@@ -462,11 +473,21 @@ mod search_path_tests {
             };
             let mut as_a = IssuerStore::open(&store.state, &a).await?;
             let rotated = as_a.refresh(&refresh("h0", "h1")).await?;
-            assert!(matches!(rotated, RefreshOutcome::Rotated { .. }), "{rotated:?}");
+            assert!(
+                matches!(rotated, RefreshOutcome::Rotated { .. }),
+                "{rotated:?}"
+            );
             // The same token again within the leeway: its live successor.
             match as_a.refresh(&refresh("h0", "hx")).await? {
-                RefreshOutcome::Replayed { successor_hash, successor_sealed, .. } => {
-                    assert_eq!((successor_hash.as_str(), successor_sealed.as_str()), ("h1", "sealed-h1"));
+                RefreshOutcome::Replayed {
+                    successor_hash,
+                    successor_sealed,
+                    ..
+                } => {
+                    assert_eq!(
+                        (successor_hash.as_str(), successor_sealed.as_str()),
+                        ("h1", "sealed-h1")
+                    );
                 }
                 other => anyhow::bail!("expected a replay, got {other:?}"),
             }
@@ -479,7 +500,10 @@ mod search_path_tests {
                 as_a.refresh(&refresh("h0", "hy")).await?,
                 RefreshOutcome::Compromised { .. }
             ));
-            assert!(as_a.refresh(&refresh("h2", "h3")).await.is_err(), "a compromised session rotated");
+            assert!(
+                as_a.refresh(&refresh("h2", "h3")).await.is_err(),
+                "a compromised session rotated"
+            );
             assert!(as_a.refresh(&refresh("nope", "h4")).await.is_err());
             drop(as_a);
             assert_eq!(state_of(alice, a, session).await?, Some("compromised"));
