@@ -614,9 +614,9 @@ async fn me_is_answered_by_the_sessions_own_store() -> anyhow::Result<()> {
     let client = platform.client(&a).in_country("jp");
     let signed_up = client.sign_up("mei@example.com", PASSWORD).await?.ok()?;
     let other = client.sign_in("mei@example.com", PASSWORD).await?.ok()?;
-    let me = client.me(signed_up.session_token.expose()).await?.ok()?;
-    assert_eq!(me.id, signed_up.user.id);
-    assert_eq!(me.region, Region::Apac);
+    let user = client.me(signed_up.session_token.expose()).await?.ok()?;
+    assert_eq!(user.id, signed_up.user.id);
+    assert_eq!(user.region, Region::Apac);
 
     // Another issuer's key with A's token: refused, whoever the user is.
     let r = me(platform, 0, &b, signed_up.session_token.expose()).await?;
