@@ -146,7 +146,7 @@ impl IssuerStore {
                       s.id IS NOT NULL AS "known!",
                       s.revoked_at IS NOT NULL AS "revoked!",
                       s.revoke_reason IS NOT DISTINCT FROM 'compromised' AS "compromised!",
-                      s.expires_at <= now() AS "ended!"
+                      COALESCE(s.expires_at <= now(), false) AS "ended!"
                  FROM users u LEFT JOIN sessions s ON s.id = $2 AND s.user_id = u.id
                 WHERE u.id = $1"#,
             id.as_str(),
