@@ -251,6 +251,13 @@ const IP_UNBANNED: &str = "ip.unbanned";
 static EDGE_GUARD: Rights = Rights {
     serves: None,
     calls: &[
+        // `GET /v1/client/me`: the session token names the user's region, so
+        // the edge asks that store directly (one hop, one statement) instead
+        // of the user service and its directory (issue 10, docs/PERFORMANCE.md).
+        Calls {
+            target: Target::Store,
+            ops: &[store::GET_SESSION_USER],
+        },
         Calls {
             target: Target::Service("account"),
             ops: &[

@@ -86,6 +86,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(handlers::provision_issuer)
         .on(handlers::create_user)
         .on(handlers::get_user)
+        .on(handlers::get_session_user)
         .on(handlers::verify_password)
         .on(handlers::sessions::create_session)
         .on(handlers::sessions::refresh_session)

@@ -1,6 +1,12 @@
 //! `user-store` serves one region; `idm-user-store migrate` brings every issuer
 //! schema of that region up to date and exits (non-zero if any failed).
 
+// mimalloc instead of glibc malloc: issue 10's profiles showed glibc's
+// `_int_free`/`malloc_consolidate` at 19 % of the edge's CPU; see
+// docs/PERFORMANCE.md for the before/after.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = idm_telemetry::init_tracing("user-store")?;

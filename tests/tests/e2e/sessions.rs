@@ -599,3 +599,47 @@ async fn signing_keys_rotate_per_issuer_and_old_tokens_verify_until_they_expire(
     assert_eq!(r.code(), Some("insufficient_scope"));
     Ok(())
 }
+
+/// `GET /v1/client/me` asks the user's regional store directly (issue 10):
+/// the store is the authority on the session, so a revocation this edge
+/// never heard of (written in the store, no broadcast) is refused there;
+/// the token of one issuer read with another issuer's key is refused at
+/// the edge before any store is asked; a live session gets its own user
+/// with the region the token names.
+#[tokio::test]
+async fn me_is_answered_by_the_sessions_own_store() -> anyhow::Result<()> {
+    let platform = Platform::shared().await?;
+    let a = tenant(platform, "Me A").await?;
+    let b = tenant(platform, "Me B").await?;
+    let client = platform.client(&a).in_country("jp");
+    let signed_up = client.sign_up("mei@example.com", PASSWORD).await?.ok()?;
+    let other = client.sign_in("mei@example.com", PASSWORD).await?.ok()?;
+    let user = client.me(signed_up.session_token.expose()).await?.ok()?;
+    assert_eq!(user.id, signed_up.user.id);
+    assert_eq!(user.region, Region::Apac);
+
+    // Another issuer's key with A's token: refused, whoever the user is.
+    let r = me(platform, 0, &b, signed_up.session_token.expose()).await?;
+    assert_eq!(r.status, 401, "{}", r.json);
+
+    // Revoked in the store behind the edges' backs (no broadcast).
+    platform
+        .region_db(Region::Apac)
+        .await?
+        .execute(
+            &format!(
+                "UPDATE {}.sessions SET revoked_at = now(), revoke_reason = 'test' WHERE id = $1",
+                schema(&a)
+            ),
+            &[&signed_up.session_id.to_string()],
+        )
+        .await?;
+    client
+        .me(signed_up.session_token.expose())
+        .await?
+        .refused(SessionRevoked)?;
+    // The user's other session is untouched.
+    let still = client.me(other.session_token.expose()).await?.ok()?;
+    assert_eq!(still.id, signed_up.user.id);
+    Ok(())
+}

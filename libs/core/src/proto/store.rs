@@ -9,6 +9,9 @@ pub const INFO: &str = "info";
 pub const PROVISION_ISSUER: &str = "provision_issuer";
 pub const CREATE_USER: &str = "create_user";
 pub const GET_USER: &str = "get_user";
+/// The user a live session belongs to (`GET /v1/client/me`, asked by the
+/// edge of the region the session token names).
+pub const GET_SESSION_USER: &str = "get_session_user";
 pub const VERIFY_PASSWORD: &str = "verify_password";
 pub const CREATE_SESSION: &str = "create_session";
 pub const REFRESH_SESSION: &str = "refresh_session";
@@ -52,6 +55,7 @@ super::operation::operations!(store {
     ProvisionIssuer => StoreInfo = PROVISION_ISSUER,
     CreateUser => StoredUser = CREATE_USER,
     GetUser => StoredUser = GET_USER,
+    GetSessionUser => StoredUser = GET_SESSION_USER,
     VerifyPassword => PasswordChecked = VERIFY_PASSWORD,
     CreateSession => SessionRecord = CREATE_SESSION,
     RefreshSession => RefreshOutcome = REFRESH_SESSION,
@@ -153,6 +157,17 @@ pub struct StoredUser {
 pub struct GetUser {
     pub issuer_id: IssuerId,
     pub user_id: UserId,
+}
+
+/// The user of a session, answered only while the session is live in this
+/// store: not revoked (a revocation the asking edge has not heard of yet is
+/// refused here too), not past its end, and belonging to that user in the
+/// issuer's own schema.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetSessionUser {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+    pub session_id: SessionId,
 }
 
 /// Which credentials a user has.

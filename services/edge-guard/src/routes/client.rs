@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use idm_core::proto::auth::{Authenticated, SignIn, SignUp};
 use idm_core::proto::session;
-use idm_core::proto::user::{GetUser, User};
+use idm_core::proto::store::GetSessionUser;
+use idm_core::proto::user::User;
 use idm_core::proto::SecretText;
 use idm_core::text::{check_password, DisplayName};
 use idm_core::{ApiError, Email};
@@ -193,16 +194,48 @@ pub async fn sign_in(
     responses((status = 200, description = "The user", body = User)))]
 pub async fn me(incoming: Incoming) -> Reply<Json<User>> {
     let caller = incoming.authorize().await?;
+    // Verified first (signature under the issuer's ring, expiry, this
+    // replica's revocation set): only then is the token's region trusted.
     let session = incoming.session(&caller).await?;
-    let found = incoming
+    // The token names the user's region (`reg`, signed with the rest), so
+    // the edge asks that region's store directly: one bus hop and one
+    // statement, instead of the user service, its directory and then the
+    // store (issue 10). The store answers only for a live session of this
+    // user in this issuer's schema; see docs/PERFORMANCE.md for why a user
+    // being deleted is refused no later than before.
+    let region = session.reg;
+    let stored = incoming
         .app
         .bus
-        .send(&GetUser {
-            issuer_id: caller.key.issuer_id.clone(),
-            user_id: session.sub,
-        })
+        .send_to(
+            region,
+            &GetSessionUser {
+                issuer_id: caller.key.issuer_id.clone(),
+                user_id: session.sub,
+                session_id: session.sid,
+            },
+        )
         .await?;
-    Ok(Json(found))
+    // The residency check the user service made on this path: the store
+    // must be the token's region's, with that region's jurisdiction.
+    if let Some(why) = stored.store.refusal(region) {
+        tracing::error!(%region, answered = %stored.store.region, %why, "store refused");
+        return Err(ApiError::new(
+            idm_core::ErrorCode::ResidencyViolation,
+            "the store's region or jurisdiction does not match the placement",
+        )
+        .into());
+    }
+    Ok(Json(User {
+        id: stored.id,
+        email: stored.email,
+        email_verified: stored.email_verified,
+        name: stored.name,
+        region,
+        metadata: stored.metadata,
+        mfa_enabled: stored.mfa_enabled,
+        created_at: stored.created_at,
+    }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema, Default)]

@@ -466,3 +466,69 @@ async fn bans_and_send_counts_are_written_back_when_redis_comes_back_empty() -> 
     assert_eq!(over.err().map(|e| e.code), Some(ErrorCode::QuotaExceeded));
     h.stop().await
 }
+
+/// Leases (velocity.rs): two replicas sharing a large limit admit exactly
+/// up to it between them, never more, while asking Redis for a fraction of
+/// the requests; a small limit is counted request by request.
+#[tokio::test]
+async fn leased_velocity_never_exceeds_the_limit_across_replicas() -> anyhow::Result<()> {
+    let id = idm_crypto::sha256_hex(&idm_crypto::random_bytes::<8>())[..12].to_owned();
+    let prefix = format!("w{id}:");
+    let timeout = Duration::from_secs(2);
+    let a = velocity::Velocity::new(Arc::new(
+        fallback::RedisLink::connect(&redis_url(), &prefix, timeout).await?,
+    ));
+    let b = velocity::Velocity::new(Arc::new(
+        fallback::RedisLink::connect(&redis_url(), &prefix, timeout).await?,
+    ));
+    // A long window, so the test does not cross a window edge.
+    let limit = VelocityLimit::new(2_000, 3_600);
+    let mut admitted = 0u64;
+    for i in 0..2_500 {
+        let replica = if i % 3 == 0 { &a } else { &b };
+        if replica.hit("v:test:lease", limit).await.allowed {
+            admitted += 1;
+        }
+    }
+    assert!(
+        admitted <= 2_000,
+        "{admitted} admitted over a limit of 2000"
+    );
+    // What can be left leased and unused: LEASE_MAX per replica.
+    assert!(
+        admitted >= 2_000 - 2 * velocity::LEASE_MAX,
+        "{admitted} admitted: refused too early"
+    );
+    // Redis counted at least what was admitted (leases are counted first).
+    let mut conn = redis::Client::open(redis_url().as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await?;
+    let mut counted = 0u64;
+    for k in &keys {
+        let v: Option<u64> = redis::cmd("GET").arg(k).query_async(&mut conn).await?;
+        counted += v.unwrap_or(0);
+    }
+    assert!(counted >= admitted && counted <= 2_000, "{counted} counted");
+    // A small limit: exact, request by request.
+    let small = VelocityLimit::new(5, 3_600);
+    let mut small_admitted = 0;
+    for i in 0..10 {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        if replica.hit("v:test:small", small).await.allowed {
+            small_admitted += 1;
+        }
+    }
+    assert_eq!(small_admitted, 5);
+    {
+        let all: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut conn)
+            .await?;
+        let _: () = redis::cmd("DEL").arg(all).query_async(&mut conn).await?;
+    }
+    Ok(())
+}

@@ -78,6 +78,39 @@ pub async fn get_user(state: Arc<State>, req: GetUser) -> Result<StoredUser, Err
     storage::user_from_row(&row, info_of(&state))
 }
 
+/// The user of a live session, for `GET /v1/client/me` straight from the
+/// edge: one statement after the handle. The edge verified the token (its
+/// issuer's key ring, expiry, its revocation set); this store is the
+/// authority on the session itself, so a session revoked here (by a
+/// sign-out, a reuse, or the first step of a user deletion) is refused even
+/// by an edge that missed the broadcast.
+#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
+pub async fn get_session_user(state: Arc<State>, req: GetSessionUser) -> Result<StoredUser, Error> {
+    let store = IssuerStore::open(&state, &req.issuer_id).await?;
+    let found = store
+        .session_user(&req.user_id, &req.session_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    match found.session {
+        storage::SessionState::Live => storage::user_from_row(&found.user, info_of(&state)),
+        storage::SessionState::Revoked { compromised: true } => Err(ApiError::new(
+            idm_core::ErrorCode::SessionCompromised,
+            "the session was revoked because a refresh token was reused",
+        )
+        .into()),
+        storage::SessionState::Revoked { compromised: false } => Err(ApiError::new(
+            idm_core::ErrorCode::SessionRevoked,
+            "the session has been revoked",
+        )
+        .into()),
+        storage::SessionState::Unknown => Err(ApiError::new(
+            idm_core::ErrorCode::SessionInvalid,
+            "the session is not valid",
+        )
+        .into()),
+    }
+}
+
 /// Hashes the new password here, in the region, and replaces the old hash.
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
 pub async fn set_password(state: Arc<State>, req: SetPassword) -> Result<Done, Error> {

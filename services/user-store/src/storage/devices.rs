@@ -86,19 +86,8 @@ pub(super) async fn seen(
     Ok(id)
 }
 
-/// A refresh shows the session's device again.
-pub(super) async fn touch(db: &impl GenericClient, device: Option<&str>) -> Result<(), Error> {
-    if let Some(device) = device {
-        sqlx::query!(
-            "UPDATE devices SET last_seen_at = now() WHERE id = $1",
-            device
-        )
-        .execute(&mut *db.conn().await)
-        .await
-        .map_err(DbError::from)?;
-    }
-    Ok(())
-}
+// A refresh shows the session's device again: the `device` arm of the
+// rotation statement (sessions.rs).
 
 struct DeviceRow {
     id: String,

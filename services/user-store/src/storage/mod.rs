@@ -132,6 +132,52 @@ impl IssuerStore {
         .await?)
     }
 
+    /// The user and the state of one of their sessions, in one statement
+    /// (`None`: no such user in this issuer's schema). The session is
+    /// matched on its id *and* its user, so a session of another user (or
+    /// of nobody) is `Unknown`, never someone else's profile.
+    pub async fn session_user(
+        &self,
+        id: &UserId,
+        session: &idm_core::SessionId,
+    ) -> Result<Option<SessionUser>, DbError> {
+        let row = sqlx::query!(
+            r#"SELECT u.id AS "id!", u.email AS "email!", u.email_verified AS "email_verified!",
+                      u.name AS "name?", u.metadata AS "metadata!", u.mfa_enabled AS "mfa_enabled!",
+                      u.created_at AS "created_at!",
+                      s.id IS NOT NULL AS "known!",
+                      s.revoked_at IS NOT NULL AS "revoked!",
+                      s.revoke_reason IS NOT DISTINCT FROM 'compromised' AS "compromised!",
+                      COALESCE(s.expires_at <= now(), false) AS "ended!"
+                 FROM users u LEFT JOIN sessions s ON s.id = $2 AND s.user_id = u.id
+                WHERE u.id = $1"#,
+            id.as_str(),
+            session.as_str(),
+        )
+        .fetch_optional(&mut *self.client.conn().await)
+        .await?;
+        Ok(row.map(|r| SessionUser {
+            session: if r.revoked {
+                SessionState::Revoked {
+                    compromised: r.compromised,
+                }
+            } else if !r.known || r.ended {
+                SessionState::Unknown
+            } else {
+                SessionState::Live
+            },
+            user: UserRow {
+                id: r.id,
+                email: r.email,
+                email_verified: r.email_verified,
+                name: r.name,
+                metadata: r.metadata,
+                mfa_enabled: r.mfa_enabled,
+                created_at: r.created_at,
+            },
+        }))
+    }
+
     pub async fn password_hash(&self, id: &UserId) -> Result<Option<String>, DbError> {
         let hash =
             sqlx::query_scalar!("SELECT password_hash FROM users WHERE id = $1", id.as_str())
@@ -165,6 +211,22 @@ pub struct UserRow {
     metadata: serde_json::Value,
     mfa_enabled: bool,
     created_at: idm_core::Timestamp,
+}
+
+/// Where a session stands, as its store sees it.
+pub enum SessionState {
+    Live,
+    Revoked {
+        compromised: bool,
+    },
+    /// No such session of this user, or past its absolute end.
+    Unknown,
+}
+
+/// A user and the state of the session that asks for them.
+pub struct SessionUser {
+    pub user: UserRow,
+    pub session: SessionState,
 }
 
 /// A stored user; an id that does not parse is an error, not a panic.
@@ -333,6 +395,121 @@ mod search_path_tests {
                 err.is_err(),
                 "a plain checkout reached an issuer's users table"
             );
+            anyhow::Ok(())
+        }
+        .await;
+        store.drop_database().await?;
+        result
+    }
+
+    /// `GET /v1/client/me`'s statement (issue 10): the user only for a live
+    /// session of that user in that issuer's schema; and the rotation
+    /// statement: rotate, replay within the leeway, reuse, revoked.
+    #[tokio::test]
+    async fn session_user_and_rotation_in_one_statement_each() -> anyhow::Result<()> {
+        use crate::storage::SessionState;
+        use idm_core::proto::store::{CreateSession, RefreshOutcome, RefreshSession};
+        use idm_core::SessionId;
+        let store = OneConnectionStore::new(true).await?;
+        let result = async {
+            let (a, b) = (IssuerId::generate(), IssuerId::generate());
+            schemas::provision(&store.state.db, &a, &store.state.schemas).await?;
+            schemas::provision(&store.state.db, &b, &store.state.schemas).await?;
+            let (alice, bob, session) = {
+                let mut as_a = IssuerStore::open(&store.state, &a).await?;
+                let alice = add_user(&as_a, "alice@example.com").await?;
+                let bob = add_user(&as_a, "bob@example.com").await?;
+                let session = SessionId::generate();
+                as_a.insert_session(&CreateSession {
+                    issuer_id: a.clone(),
+                    session_id: session.clone(),
+                    user_id: alice.clone(),
+                    expires_at: idm_core::now() + std::time::Duration::from_secs(3_600),
+                    refresh_token_hash: "h0".into(),
+                    device: Default::default(),
+                })
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no session"))?;
+                (alice, bob, session)
+            };
+            let state_of = |user: UserId, issuer: IssuerId, session: SessionId| {
+                let state = &store.state;
+                async move {
+                    let handle = IssuerStore::open(state, &issuer).await?;
+                    anyhow::Ok(handle.session_user(&user, &session).await?.map(
+                        |f| match f.session {
+                            SessionState::Live => "live",
+                            SessionState::Revoked { compromised: true } => "compromised",
+                            SessionState::Revoked { .. } => "revoked",
+                            SessionState::Unknown => "unknown",
+                        },
+                    ))
+                }
+            };
+            assert_eq!(
+                state_of(alice.clone(), a.clone(), session.clone()).await?,
+                Some("live")
+            );
+            // Another user's session, an unknown one: never alice's profile.
+            assert_eq!(
+                state_of(bob.clone(), a.clone(), session.clone()).await?,
+                Some("unknown")
+            );
+            assert_eq!(
+                state_of(alice.clone(), a.clone(), SessionId::generate()).await?,
+                Some("unknown")
+            );
+            // Issuer B's schema does not hold A's user.
+            assert_eq!(
+                state_of(alice.clone(), b.clone(), session.clone()).await?,
+                None
+            );
+
+            let refresh = |from: &str, to: &str| RefreshSession {
+                issuer_id: a.clone(),
+                token_hash: from.into(),
+                new_token_hash: to.into(),
+                successor_sealed: Some(format!("sealed-{to}")),
+                idle_timeout_seconds: 3_600,
+                leeway_seconds: 30,
+                device: Default::default(),
+            };
+            let mut as_a = IssuerStore::open(&store.state, &a).await?;
+            let rotated = as_a.refresh(&refresh("h0", "h1")).await?;
+            assert!(
+                matches!(rotated, RefreshOutcome::Rotated { .. }),
+                "{rotated:?}"
+            );
+            // The same token again within the leeway: its live successor.
+            match as_a.refresh(&refresh("h0", "hx")).await? {
+                RefreshOutcome::Replayed {
+                    successor_hash,
+                    successor_sealed,
+                    ..
+                } => {
+                    assert_eq!(
+                        (successor_hash.as_str(), successor_sealed.as_str()),
+                        ("h1", "sealed-h1")
+                    );
+                }
+                other => anyhow::bail!("expected a replay, got {other:?}"),
+            }
+            assert!(matches!(
+                as_a.refresh(&refresh("h1", "h2")).await?,
+                RefreshOutcome::Rotated { .. }
+            ));
+            // h0's successor is used now: h0 again is reuse.
+            assert!(matches!(
+                as_a.refresh(&refresh("h0", "hy")).await?,
+                RefreshOutcome::Compromised { .. }
+            ));
+            assert!(
+                as_a.refresh(&refresh("h2", "h3")).await.is_err(),
+                "a compromised session rotated"
+            );
+            assert!(as_a.refresh(&refresh("nope", "h4")).await.is_err());
+            drop(as_a);
+            assert_eq!(state_of(alice, a, session).await?, Some("compromised"));
             anyhow::Ok(())
         }
         .await;

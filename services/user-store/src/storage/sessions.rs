@@ -137,29 +137,84 @@ device.as_deref(),
         .fetch_optional(&mut *tx.conn().await)
         .await
         .map_err(DbError::from)?;
-        let found = sqlx::query!(
-"SELECT s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip, s.device_id,
-                        t.consumed_at IS NOT NULL AS \"consumed!\",
-                        t.invalidated_at IS NOT NULL AS \"invalidated!\",
-                        s.expires_at <= now() AS \"past_absolute!\",
-                        s.last_active_at < now() - make_interval(secs => $2) AS \"past_idle!\",
-                        t.consumed_at > now() - make_interval(secs => $3) AS within_leeway,
-                        t.successor_hash, t.successor_sealed,
-                        (SELECT n.consumed_at IS NULL AND n.invalidated_at IS NULL FROM refresh_tokens n WHERE n.token_hash = t.successor_hash) AS successor_live
-                     FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
-                     WHERE t.token_hash = $1",
+        // Read, and when the token may rotate, rotate, in one statement
+        // (issue 10: one round trip instead of four): consume the token,
+        // insert its successor, touch the session and its device. The `ok`
+        // arm holds the row only when nothing below would refuse or treat
+        // it as a replay, so the writes happen exactly when the old
+        // sequence of statements made them; `touched_at` is set exactly when
+        // they did.
+        let row = sqlx::query!(
+r#"WITH cur AS (
+    SELECT s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip, s.device_id,
+           t.consumed_at IS NOT NULL AS consumed,
+           t.invalidated_at IS NOT NULL AS invalidated,
+           s.expires_at <= now() AS past_absolute,
+           s.last_active_at < now() - make_interval(secs => $2) AS past_idle,
+           t.consumed_at > now() - make_interval(secs => $3) AS within_leeway,
+           t.successor_hash, t.successor_sealed,
+           (SELECT n.consumed_at IS NULL AND n.invalidated_at IS NULL FROM refresh_tokens n WHERE n.token_hash = t.successor_hash) AS successor_live
+      FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+     WHERE t.token_hash = $1
+), ok AS (
+    SELECT id, device_id FROM cur
+     WHERE revoked_at IS NULL AND NOT consumed AND NOT invalidated AND NOT past_absolute AND NOT past_idle
+), spend AS (
+    UPDATE refresh_tokens SET consumed_at = now(), successor_hash = $4, successor_sealed = $5
+     WHERE token_hash = $1 AND EXISTS (SELECT 1 FROM ok)
+), successor AS (
+    INSERT INTO refresh_tokens (token_hash, session_id) SELECT $4, id FROM ok
+), touched AS (
+    UPDATE sessions s SET last_active_at = now(), user_agent = COALESCE($6, s.user_agent), ip = COALESCE($7, s.ip)
+      FROM ok WHERE s.id = ok.id
+    RETURNING s.last_active_at, s.user_agent, s.ip
+), device AS (
+    UPDATE devices d SET last_seen_at = now() FROM ok WHERE d.id = ok.device_id
+)
+SELECT cur.id AS "id!", cur.user_id AS "user_id!", cur.created_at AS "created_at!",
+       cur.last_active_at AS "last_active_at!", cur.expires_at AS "expires_at!",
+       cur.revoked_at AS "revoked_at?", cur.revoke_reason AS "revoke_reason?",
+       cur.user_agent AS "user_agent?", cur.ip AS "ip?", cur.device_id AS "device_id?",
+       cur.consumed AS "consumed!", cur.invalidated AS "invalidated!",
+       cur.past_absolute AS "past_absolute!", cur.past_idle AS "past_idle!",
+       cur.within_leeway AS "within_leeway?", cur.successor_hash AS "successor_hash?",
+       cur.successor_sealed AS "successor_sealed?", cur.successor_live AS "successor_live?",
+       touched.last_active_at AS "touched_at?", touched.user_agent AS "touched_user_agent?",
+       touched.ip AS "touched_ip?"
+  FROM cur LEFT JOIN touched ON true"#,
 &r.token_hash,
 f64::from(r.idle_timeout_seconds),
 f64::from(r.leeway_seconds),
+&r.new_token_hash,
+r.successor_sealed.as_deref(),
+r.device.user_agent.as_deref(),
+r.device.ip.as_deref(),
 )
             .fetch_optional(&mut *tx.conn().await)
             .await
             .map_err(DbError::from)?;
-        let Some(row) = found else {
+        let Some(row) = row else {
             return Err(
                 ApiError::new(ErrorCode::SessionInvalid, "the refresh token is not valid").into(),
             );
         };
+        if let Some(touched_at) = row.touched_at {
+            tx.commit().await?;
+            return Ok(RefreshOutcome::Rotated {
+                session: record(SessionRow {
+                    id: row.id,
+                    user_id: row.user_id,
+                    created_at: row.created_at,
+                    last_active_at: touched_at,
+                    expires_at: row.expires_at,
+                    revoked_at: row.revoked_at,
+                    revoke_reason: row.revoke_reason,
+                    user_agent: row.touched_user_agent,
+                    ip: row.touched_ip,
+                    device_id: row.device_id,
+                })?,
+            });
+        }
         let (consumed, invalidated, past_absolute, past_idle) = (
             row.consumed,
             row.invalidated,
@@ -212,42 +267,9 @@ f64::from(r.leeway_seconds),
             tx.commit().await?;
             return Ok(RefreshOutcome::Compromised { session: revoked });
         }
-        if past_absolute || past_idle {
-            return Err(ApiError::new(ErrorCode::SessionInvalid, "the session has expired").into());
-        }
-        sqlx::query!(
-"UPDATE refresh_tokens SET consumed_at = now(), successor_hash = $2, successor_sealed = $3 WHERE token_hash = $1",
-&r.token_hash,
-&r.new_token_hash,
-r.successor_sealed.as_deref(),
-)
-        .execute(&mut *tx.conn().await)
-        .await
-        .map_err(DbError::from)?;
-        sqlx::query!(
-            "INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
-            &r.new_token_hash,
-            session.id.as_str(),
-        )
-        .execute(&mut *tx.conn().await)
-        .await
-        .map_err(DbError::from)?;
-        let updated = sqlx::query_as!(
-SessionRow,
-"UPDATE sessions s SET last_active_at = now(), user_agent = COALESCE($2, s.user_agent), ip = COALESCE($3, s.ip)
-                     WHERE s.id = $1 RETURNING s.id, s.user_id, s.created_at, s.last_active_at, s.expires_at, s.revoked_at, s.revoke_reason, s.user_agent, s.ip, s.device_id",
-session.id.as_str(),
-r.device.user_agent.as_deref(),
-r.device.ip.as_deref(),
-)
-            .fetch_one(&mut *tx.conn().await)
-            .await
-            .map_err(DbError::from)?;
-        super::devices::touch(&tx, updated.device_id.as_deref()).await?;
-        tx.commit().await?;
-        Ok(RefreshOutcome::Rotated {
-            session: record(updated)?,
-        })
+        // Past its end (the statement above rotated nothing).
+        debug_assert!(past_absolute || past_idle);
+        Err(ApiError::new(ErrorCode::SessionInvalid, "the session has expired").into())
     }
 
     pub async fn revoke_session(
