@@ -70,5 +70,5 @@ pub async fn copy_user_from(state: Arc<State>, req: CopyUserFrom) -> Result<Remo
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
 pub async fn digest_user(state: Arc<State>, req: DigestUser) -> Result<UserDigest, Error> {
     let mut store = IssuerStore::open(&state, &req.issuer_id).await?;
-    Ok(store.digest_user(&req.issuer_id, &req.user_id).await?)
+    store.digest_user(&req.issuer_id, &req.user_id).await
 }

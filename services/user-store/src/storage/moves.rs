@@ -50,7 +50,7 @@ struct UserTable {
 
 impl UserTable {
     /// `FROM <schema>.<table> t WHERE ...` selecting the user's rows.
-    fn from_where(&self, schema: &str) -> Result<String, DbError> {
+    fn rows_clause(&self, schema: &str) -> Result<String, DbError> {
         let schema = idm_db::safe_identifier(schema)?;
         let table = idm_db::safe_identifier(&self.name)?;
         Ok(match &self.filter {
@@ -217,7 +217,7 @@ impl IssuerStore {
         for table in user_tables(&tx, &schema).await? {
             let statement = format!(
                 "SELECT coalesce(jsonb_agg(to_jsonb(t)), '[]'::jsonb) {}",
-                table.from_where(&schema)?
+                table.rows_clause(&schema)?
             );
             let found: serde_json::Value = sqlx::query_scalar(sqlx::AssertSqlSafe(statement))
                 .bind(user.as_str())
@@ -258,8 +258,8 @@ impl IssuerStore {
             }
         }
         for table in tables.iter().rev() {
-            let statement = format!("DELETE {}", table.from_where(&schema)?);
-            // `DELETE FROM x t WHERE ...`: from_where starts with FROM.
+            let statement = format!("DELETE {}", table.rows_clause(&schema)?);
+            // `DELETE FROM x t WHERE ...`: rows_clause starts with FROM.
             sqlx::query(sqlx::AssertSqlSafe(statement))
                 .bind(user.as_str())
                 .execute(&mut *tx.conn().await)
@@ -304,7 +304,7 @@ impl IssuerStore {
         for table in user_tables(&tx, &schema).await? {
             let statement = format!(
                 "SELECT count(*), md5(coalesce(string_agg(to_jsonb(t)::text, E'\\n' ORDER BY to_jsonb(t)::text COLLATE \"C\"), '')) {}",
-                table.from_where(&schema)?
+                table.rows_clause(&schema)?
             );
             let (rows, checksum): (i64, String) = sqlx::query_as(sqlx::AssertSqlSafe(statement))
                 .bind(user.as_str())
