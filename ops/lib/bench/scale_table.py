@@ -27,6 +27,29 @@ def median(xs):
     return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
 
 
+def pg_cpu(res, name):
+    """PostgreSQL's CPU per sign-in over the runs of `name`, and its
+    background work (autovacuum, checkpoints) per second of run."""
+    rs = runs(res, name)
+    cpu = [res.get(f"pgcpu_{name}_{i + 1}") or res.get(f"pgcpu_{name}") for i in range(len(rs))]
+    if any(c is None for c in cpu):
+        return ""
+    signins = sum(r["requests"] for r in rs)
+    seconds = sum(r["duration_us"] for r in rs) / 1e6
+    total = sum(c["total"] for c in cpu)
+    background = sum(c["background"] for c in cpu)
+    return (f"; PostgreSQL {1000 * total / max(signins, 1):.1f} ms CPU per sign-in, "
+            f"background {background / seconds:.2f} s/s")
+
+
+def ratio(res, name, control):
+    """The bench tenant's median p50 and rate against the control tenant's."""
+    a, b = runs(res, name), runs(res, control)
+    p50 = median([r["p50_us"] for r in a]) / median([r["p50_us"] for r in b])
+    rate = median([wrk_rate(r) for r in a]) / median([wrk_rate(r) for r in b])
+    return f"p50 {100 * (p50 - 1):+.0f} %, rate {100 * (rate - 1):+.0f} %"
+
+
 def sign_in(res, name):
     rs = runs(res, name)
     rates = [wrk_rate(r) for r in rs]
@@ -37,7 +60,7 @@ def sign_in(res, name):
         return f"{num(rates[0])}/s, p50 {ms(p50s[0])}, p99 {ms(p99s[0])}{fails}"
     return (f"{num(median(rates))}/s ({num(min(rates))}–{num(max(rates))}), "
             f"p50 {ms(median(p50s))} ({ms(min(p50s))}–{ms(max(p50s))}), "
-            f"p99 {ms(median(p99s))}{fails}")
+            f"p99 {ms(median(p99s))}{fails}{pg_cpu(res, name)}")
 
 
 def render(res):
@@ -58,6 +81,8 @@ def render(res):
         "",
         "| figure | value |",
         "|---|---|",
+    ]
+    lines += [
         f"| issuers created (account + first user) | {p['issuers']:,} in {p['seconds']:,.0f} s"
         f"{'' if not p['failures'] else ', **' + str(p['failures']) + ' failed**'} |",
         f"| per issuer: account creation | p50 {p['account_ms']['p50']:.1f} ms, p99 {p['account_ms']['p99']:.1f} ms |",
@@ -65,12 +90,27 @@ def render(res):
         f"p99 {p['first_user_ms']['p99']:.1f} ms |",
         f"| password sign-in, 1 issuer | {sign_in(res, 'sign_in_one_issuer')} |",
         f"| password sign-in, {meta['issuers']:,} issuers | {sign_in(res, 'sign_in_many_issuers')} |",
+    ]
+    if "sign_in_one_issuer_control_1" in res:
+        lines += [
+            f"| control tenant (eeur: its database holds its schema only), runs interleaved with the 1-issuer runs "
+            f"| {sign_in(res, 'sign_in_one_issuer_control')} |",
+            f"| control tenant, runs interleaved with the {meta['issuers']:,}-issuer runs "
+            f"| {sign_in(res, 'sign_in_many_issuers_control')} |",
+            f"| weur against the control, same moments: 1 issuer | {ratio(res, 'sign_in_one_issuer', 'sign_in_one_issuer_control')} |",
+            f"| weur against the control, same moments: {meta['issuers']:,} issuers "
+            f"| {ratio(res, 'sign_in_many_issuers', 'sign_in_many_issuers_control')} |",
+        ]
+    lines += [
         f"| store start-up with every schema, migrating at start-up | {res['store_start_migrating']['seconds']} s |",
         f"| store start-up with every schema, not migrating (`STORE_MIGRATE_ON_START=false`) | "
         f"{res['store_start_not_migrating']['seconds']} s |",
         f"| password sign-in after that restart | {sign_in(res, 'sign_in_after_restart')} |",
         f"| password sign-in, 1,000 users in the issuer-region | {sign_in(res, 'sign_in_1k_users')} |",
-        f"| password sign-in, {meta['users']:,} users in the issuer-region | {sign_in(res, 'sign_in_many_users')} |",
+    ]
+    if "sign_in_many_users_1" in res or "sign_in_many_users" in res:
+        lines.append(f"| password sign-in, {meta['users']:,} users in the issuer-region | {sign_in(res, 'sign_in_many_users')} |")
+    lines += [
         f"| PostgreSQL processes' RSS (shared memory counted per process) | "
         f"{mib(one['postgres_rss_kib'] * 1024)} with 1 issuer, {mib(many['postgres_rss_kib'] * 1024)} after |",
         "",
