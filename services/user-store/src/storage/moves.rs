@@ -76,19 +76,7 @@ impl UserTable {
 
 /// The user's tables of `schema`, parents before children.
 async fn user_tables<C: GenericClient>(client: &C, schema: &str) -> Result<Vec<UserTable>, Error> {
-    let with_user_id = sqlx::query_scalar!(
-        r#"SELECT c.relname::text AS "table!"
-             FROM pg_attribute a
-             JOIN pg_class c ON c.oid = a.attrelid
-             JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE n.nspname = ($1::text)::name AND a.attname = 'user_id' AND NOT a.attisdropped
-              AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-            ORDER BY 1"#,
-        schema,
-    )
-    .fetch_all(&mut *client.conn().await)
-    .await
-    .map_err(DbError::from)?;
+    let with_user_id = super::purge::tables_with_user_id(client, schema).await?;
     let keys = sqlx::query!(
         r#"SELECT child.relname::text AS "child!", parent.relname::text AS "parent!",
                   cardinality(k.conkey) AS "columns!",

@@ -15,6 +15,28 @@ use idm_db::sqlx;
 use idm_db::{DbError, GenericClient};
 use std::collections::BTreeMap;
 
+/// The tables of `schema` with a `user_id` column, by name: what the purge
+/// and a move's copy cover, found in the catalogue so a later table cannot
+/// be missed.
+pub(super) async fn tables_with_user_id<C: GenericClient>(
+    client: &C,
+    schema: &str,
+) -> Result<Vec<String>, DbError> {
+    sqlx::query_scalar!(
+        r#"SELECT c.relname::text AS "table!"
+             FROM pg_attribute a
+             JOIN pg_class c ON c.oid = a.attrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = ($1::text)::name AND a.attname = 'user_id' AND NOT a.attisdropped
+              AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+            ORDER BY 1"#,
+        schema,
+    )
+    .fetch_all(&mut *client.conn().await)
+    .await
+    .map_err(DbError::from)
+}
+
 impl IssuerStore {
     /// Revokes every live personal token of the user: how many.
     pub async fn revoke_all_personal_tokens(&self, user: &UserId) -> Result<i64, DbError> {
@@ -37,19 +59,7 @@ impl IssuerStore {
     ) -> Result<BTreeMap<String, i64>, Error> {
         let schema = issuer.store_schema();
         let tx = self.client.transaction().await?;
-        let tables = sqlx::query_scalar!(
-            r#"SELECT c.relname::text AS "table!"
-                 FROM pg_attribute a
-                 JOIN pg_class c ON c.oid = a.attrelid
-                 JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE n.nspname = ($1::text)::name AND a.attname = 'user_id' AND NOT a.attisdropped
-                  AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-                ORDER BY 1"#,
-            schema,
-        )
-        .fetch_all(&mut *tx.conn().await)
-        .await
-        .map_err(DbError::from)?;
+        let tables = tables_with_user_id(&tx, &schema).await?;
         // The user's revoked sessions whose tokens could still verify stay
         // known to edges rebuilding their revocation sets: ids and times
         // only. Tombstones past their token's end go at the same time.
