@@ -107,6 +107,9 @@ pub struct Db {
     /// Until when (ms since the Unix epoch) callers that would need a new
     /// connection are refused at once: set when one could not be made.
     down_until_ms: Arc<AtomicU64>,
+    /// Whether [`Db::get`] resets session settings before handing a
+    /// connection out ([`Db::connect_session_resetting`]).
+    resetting: bool,
 }
 
 /// How long a caller may wait for a first connection when none is open.
@@ -135,13 +138,22 @@ impl Db {
     }
 
     /// As [`Db::connect`], for pools whose users change session settings
-    /// (the regional stores set an issuer's `search_path` on each handle):
-    /// every connection goes through `RESET ALL` when it is released, before
-    /// it is idle again, so no setting made for one issuer's request can
-    /// reach the next checkout, whoever takes it and whatever it forgets to
-    /// set. A connection the reset fails on is closed, never reused. One
-    /// round trip per release, off the caller's path; see
-    /// docs/DESIGN-NOTES.md ("search_path").
+    /// (the regional stores set an issuer's `search_path` on each handle).
+    /// No checkout starts from what an earlier one left behind:
+    ///
+    /// - [`Db::get`] runs `RESET ALL` before handing the connection out, so
+    ///   every plain checkout starts from the server's defaults, whatever
+    ///   the last user of the connection set or forgot to set;
+    /// - [`Db::get_in_schema`] skips that round trip and sets the one
+    ///   setting an issuer handle changes, `search_path`, in the statement
+    ///   that checks the schema exists, before any statement of the caller.
+    ///
+    /// So the reset costs a round trip only on the plain checkouts (few:
+    /// migrations, catalogue walks, probes), not on every request the way
+    /// a reset at release did (issue 10: `RESET ALL` after every handle was
+    /// a fifth of a store's CPU under `GET /v1/client/me`). A connection the
+    /// reset fails on is closed, never reused. See docs/DESIGN-NOTES.md
+    /// ("search_path").
     ///
     /// `max_age` closes a connection once it is that old (when it is next
     /// released, or by the reaper when idle): a PostgreSQL backend keeps a
@@ -179,19 +191,12 @@ impl Db {
         if let Some(age) = max_age {
             pool = pool.max_lifetime(age);
         }
-        if resetting {
-            pool = pool.after_release(|conn, _| {
-                Box::pin(async move {
-                    conn.execute("RESET ALL").await?;
-                    Ok(true)
-                })
-            });
-        }
         Ok(Self {
             pool: pool.connect_lazy_with(options),
             name: Cow::Borrowed("unnamed"),
             waiting: Arc::new(AtomicUsize::new(0)),
             down_until_ms: Arc::new(AtomicU64::new(0)),
+            resetting,
         })
     }
 
@@ -235,8 +240,39 @@ impl Db {
     }
 
     /// A pooled connection; how long it took is
-    /// `idm_db_pool_wait_duration_seconds`.
+    /// `idm_db_pool_wait_duration_seconds`. On a session-resetting pool it
+    /// comes with the server's default settings (`RESET ALL`).
     pub async fn get(&self) -> Result<Client, DbError> {
+        let mut client = self.checkout().await?;
+        if self.resetting {
+            let conn = client.conn.get_mut();
+            if let Err(e) = conn.execute("RESET ALL").await {
+                conn.close_on_drop();
+                return Err(e.into());
+            }
+        }
+        Ok(client)
+    }
+
+    /// A pooled connection whose `search_path` is `schema` alone, or `None`
+    /// when the database has no such schema (the connection goes back to
+    /// the pool unused). One round trip: the path is set by the statement
+    /// that looks the schema up. On a session-resetting pool this is the
+    /// only checkout without `RESET ALL`, which is safe because the path is
+    /// the only session setting a handle changes and it is overwritten here
+    /// before the caller runs anything.
+    pub async fn get_in_schema(&self, schema: &str) -> Result<Option<Client>, DbError> {
+        let mut client = self.checkout().await?;
+        let set: Option<String> = sqlx::query_scalar(
+            "SELECT set_config('search_path', quote_ident(nspname), false) FROM pg_namespace WHERE nspname = ($1::text)::name",
+        )
+        .bind(schema)
+        .fetch_optional(&mut **client.conn.get_mut())
+        .await?;
+        Ok(set.map(|_| client))
+    }
+
+    async fn checkout(&self) -> Result<Client, DbError> {
         let started = std::time::Instant::now();
         // No connection open: the caller needs a new one.
         let cold = self.pool.size() == 0;
@@ -282,7 +318,10 @@ impl Db {
         .record(started.elapsed().as_secs_f64());
     }
 
-    /// The sqlx pool itself, for statements that need no session state.
+    /// The sqlx pool itself, for statements that need no session state. On
+    /// a session-resetting pool its connections may still carry the path
+    /// the last [`Db::get_in_schema`] set: only catalogue and
+    /// schema-qualified statements belong here.
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

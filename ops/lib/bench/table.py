@@ -133,8 +133,43 @@ def render(res):
     ]
     for name in idle:
         lines.append(f"| {name} | {idle[name] / 1024:.0f} MiB | {loaded.get(name, 0) / 1024:.0f} MiB |")
+    lines += cpu_table(res)
     lines += ["", END]
     return "\n".join(lines)
+
+
+CPU_FIGURES = [("plain", "plain axum handler"), ("verify", "session verification"),
+               ("banned", "banned address"), ("me", "`GET /v1/client/me`"),
+               ("sign_in", "password sign-in"), ("refresh", "refresh rotation")]
+
+
+def cpu_table(res):
+    """CPU per request of each process during each figure (from the CPU
+    seconds ops/bench samples around every wrk run): where a figure's time
+    goes. `machine` is every core's non-idle time, the load generator's
+    included; the difference between it and the processes named is mostly
+    wrk and the kernel work not charged to a process."""
+    rows = []
+    for name, label in CPU_FIGURES:
+        cpu, r = res.get(f"cpu_{name}"), res.get(name)
+        if not cpu or not r or not r["requests"]:
+            continue
+        per = {k: 1e6 * v / r["requests"] for k, v in cpu.items()}
+        machine = per.pop("machine", 0.0)
+        shown = sorted(((v, k) for k, v in per.items() if v >= max(0.02 * machine, 0.5)), reverse=True)
+        where = ", ".join(f"{k} {v:,.0f}" for v, k in shown)
+        busy = cpu.get("machine", 0.0) / (r["duration_us"] / 1e6)
+        rows.append(f"| {label} | {num(wrk_rate(r))}/s | {busy:.2f} | {machine:,.0f} µs | {where} |")
+    if not rows:
+        return []
+    return [
+        "",
+        "CPU per request during each figure (µs of CPU time per request, from each process's `/proc/<pid>/stat` "
+        "before and after the run; `machine` is every core's non-idle time, the load generator's included):",
+        "",
+        "| figure | rate | cores busy | machine | by process (µs per request) |",
+        "|---|---|---|---|---|",
+    ] + rows
 
 
 def main():

@@ -54,26 +54,18 @@ impl IssuerStore {
                     refused.retry_after,
                 )
             })?;
-        // The pool hands this connection out freshly reset (`RESET ALL`,
-        // `Db::connect_session_resetting`), so the path set here lasts
-        // exactly as long as this handle: whatever takes the connection
-        // next starts from the server's default, never from this issuer's
-        // schema. Set for the session rather than per transaction so a
-        // handle's statements need no BEGIN/COMMIT round trips of their own;
-        // see docs/DESIGN-NOTES.md ("search_path").
-        let client = state.db.get().await?;
+        // The connection comes with this issuer's schema as its whole
+        // `search_path`, set in the statement that checks the schema exists
+        // and before anything else runs on it, so no earlier checkout's
+        // path survives into this handle; plain checkouts from the same
+        // pool start from `RESET ALL` (`Db::connect_session_resetting`).
+        // Set for the session rather than per transaction so a handle's
+        // statements need no BEGIN/COMMIT round trips of their own; see
+        // docs/DESIGN-NOTES.md ("search_path").
         let schema = issuer.store_schema();
-        // One round trip: set the search path only if the schema exists.
-        let found = sqlx::query_scalar!(
-            "SELECT set_config('search_path', nspname, false) FROM pg_namespace WHERE nspname = ($1::text)::name",
-            schema,
-        )
-        .fetch_optional(&mut *client.conn().await)
-        .await
-        .map_err(DbError::from)?;
-        if found.is_none() {
+        let Some(client) = state.db.get_in_schema(&schema).await? else {
             return Err(Error::NoSchema);
-        }
+        };
         schemas::check_version(&mut *client.conn().await, &schema, &state.schemas).await?;
         Ok(Self {
             client,
@@ -360,7 +352,8 @@ mod search_path_tests {
                 "alice@example.com",
             )
             .await?;
-            // The connection that just served issuer A comes back reset.
+            // A plain checkout of the connection that just served issuer A
+            // starts from the default path.
             assert_eq!(search_path(&store.state.db).await?, default_path);
             let bob = add_user(
                 &IssuerStore::open(&store.state, &b).await?,
