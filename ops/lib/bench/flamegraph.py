@@ -8,12 +8,32 @@ Usage: flamegraph.py IN.folded OUT.svg [TITLE]
 """
 
 import html
+import os
 import sys
 
 WIDTH = 1200
 ROW = 16
 FONT = 11
-MIN_WIDTH = 0.3  # boxes narrower than this (pixels) are not drawn
+# Boxes narrower than this (pixels) are not drawn; FLAME_MIN_WIDTH raises it
+# for graphs kept in the repository (docs/perf/: 2 keeps them small).
+MIN_WIDTH = float(os.environ.get("FLAME_MIN_WIDTH", "0.3"))
+# FLAME_SHORT=1 drops generic arguments (`<...>`) from frame names: Rust's
+# async and tower frames otherwise run to kilobytes each.
+SHORT = os.environ.get("FLAME_SHORT") == "1"
+
+
+def short(frame):
+    out, depth = [], 0
+    for ch in frame:
+        if ch == "<":
+            if depth == 0:
+                out.append("<…>")
+            depth += 1
+        elif ch == ">" and depth:
+            depth -= 1
+        elif depth == 0:
+            out.append(ch)
+    return "".join(out)
 
 
 def load(path):
@@ -28,6 +48,8 @@ def load(path):
             node = root
             node["count"] += n
             for frame in stack.split(";"):
+                if SHORT:
+                    frame = short(frame)
                 child = node["children"].get(frame)
                 if child is None:
                     child = {"name": frame, "count": 0, "children": {}}
