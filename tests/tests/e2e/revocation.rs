@@ -530,6 +530,34 @@ async fn the_regional_revocation_list_pages_through_every_issuer() -> anyhow::Re
         assert_eq!(page.data.len(), expected, "since {since}");
     }
 
+    // The list reads the region's revocation log, never the issuers'
+    // tables (walking every schema made the catch-up grow with tenants):
+    // with both issuers' session tables locked against everyone, it still
+    // answers, in full.
+    let mut weur = platform.region_db(Region::Weur).await?;
+    let locks = weur.transaction().await?;
+    for tenant in [&a, &b] {
+        let schema = format!("iss_{}", tenant.issuer_id.trim_start_matches("iss_"));
+        locks
+            .batch_execute(&format!(
+                "LOCK TABLE {schema}.sessions, {schema}.revoked_session_tombstones IN ACCESS EXCLUSIVE MODE"
+            ))
+            .await?;
+    }
+    let page = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        edge.send(&session::RevokedSessions {
+            region: Region::Weur,
+            after: None,
+            limit: 100,
+            since: None,
+        }),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("the revocation list waited for an issuer's table"))??;
+    assert_eq!(page.data.len(), revoked.len());
+    locks.rollback().await?;
+
     // Nobody else may read it (the bus table): refused before sending.
     let auth = platform.bus(Identity::Auth).await?;
     let refused = auth

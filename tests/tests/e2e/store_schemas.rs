@@ -8,13 +8,43 @@ use idm_testkit::{read, Options, Platform, Response, Tenant};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-/// The store's last migration, what it creates, and how to take it back:
-/// whoever adds a store migration updates these three (the test fails
-/// loudly otherwise: the command would report nothing to migrate).
-const LAST_MIGRATION: i64 = 6;
-const LAST_MIGRATION_TABLE: &str = "revoked_session_tombstones";
+/// The store's last migration, how to take it back, how to make it fail
+/// midway and whether it is in place: whoever adds a store migration
+/// updates these (the test fails loudly otherwise: the command would
+/// report nothing to migrate). Migration 7 adds the triggers that write
+/// the region's revocation log.
+const LAST_MIGRATION: i64 = 7;
 fn undo_last_migration(schema: &str) -> String {
-    format!("DROP TABLE {schema}.{LAST_MIGRATION_TABLE}")
+    format!(
+        "DROP TRIGGER sessions_revocation_log ON {schema}.sessions;
+         DROP TRIGGER tombstones_revocation_log ON {schema}.revoked_session_tombstones"
+    )
+}
+/// An object in the way of the last migration (a trigger of that name).
+fn block_last_migration(schema: &str) -> String {
+    format!(
+        "CREATE TRIGGER sessions_revocation_log AFTER DELETE ON {schema}.sessions
+         FOR EACH ROW EXECUTE FUNCTION public.idm_log_revocation()"
+    )
+}
+fn unblock_last_migration(schema: &str) -> String {
+    format!("DROP TRIGGER sessions_revocation_log ON {schema}.sessions")
+}
+/// The migration's triggers, as it makes them (not the obstacle, which
+/// fires on DELETE only).
+async fn has_last_migration(db: &tokio_postgres::Client, schema: &str) -> anyhow::Result<bool> {
+    let made: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = $1
+                AND t.tgname IN ('sessions_revocation_log', 'tombstones_revocation_log')
+                AND t.tgtype & 4 <> 0", // fires on INSERT
+            &[&schema],
+        )
+        .await?
+        .get(0);
+    Ok(made == 2)
 }
 
 fn schema_of(tenant: &Tenant) -> String {
@@ -252,10 +282,7 @@ async fn a_schema_behind_is_refused_until_the_migrate_command_brings_it_up_and_a
         ))
         .await?;
     }
-    oc.batch_execute(&format!(
-        "CREATE TABLE {schema_b}.{LAST_MIGRATION_TABLE} (x int)"
-    ))
-    .await?;
+    oc.batch_execute(&block_last_migration(&schema_b)).await?;
     // A region that migrates by job rather than at start-up.
     platform
         .restart_store_with(Region::Oc, |config| config.migrate_on_start = false)
@@ -286,8 +313,7 @@ async fn a_schema_behind_is_refused_until_the_migrate_command_brings_it_up_and_a
 
     // With the cause gone, running it again finishes the job; once more
     // changes nothing.
-    oc.batch_execute(&format!("DROP TABLE {schema_b}.{LAST_MIGRATION_TABLE}"))
-        .await?;
+    oc.batch_execute(&unblock_last_migration(&schema_b)).await?;
     let report = idm_user_store::migrate(&config).await?;
     assert_eq!((report.migrated, report.failed.len()), (1, 0), "{report:?}");
     let report = idm_user_store::migrate(&config).await?;
@@ -297,16 +323,9 @@ async fn a_schema_behind_is_refused_until_the_migrate_command_brings_it_up_and_a
         assert_eq!(r.status, 200, "{}", r.json);
     }
     for schema in [&schema_a, &schema_b] {
-        let columns: i64 = oc
-            .query_one(
-                "SELECT count(*) FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
-                &[schema, &LAST_MIGRATION_TABLE],
-            )
-            .await?
-            .get(0);
         assert!(
-            columns > 1,
-            "{schema} has the last migration's table, not the obstacle"
+            has_last_migration(&oc, schema).await?,
+            "{schema} lacks the last migration's triggers"
         );
     }
     platform.stop().await

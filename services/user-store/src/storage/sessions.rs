@@ -12,7 +12,7 @@ use idm_core::proto::store::{
     RevokedSessionRecord, SessionRecord,
 };
 use idm_core::{ApiError, ErrorCode, IssuerId, SessionId, UserId};
-use idm_db::sqlx::{self, AssertSqlSafe, Row as _};
+use idm_db::sqlx::{self, Row as _};
 use idm_db::{Db, DbError, GenericClient};
 
 /// A session's columns as stored. The statements below list them
@@ -357,8 +357,6 @@ page.fetch(),
 /// The most revocations one page may hold (about 110 bytes each on the
 /// wire, well under NATS's 1 MB message limit).
 pub const MAX_REVOKED_PAGE: u32 = 2_000;
-/// Issuer schemas read by one statement.
-const SCHEMAS_PER_STATEMENT: usize = 64;
 /// Slack for clocks: a token is signed on the session service's clock,
 /// `revoked_at` comes from this database's.
 const CLOCK_SLACK_SECONDS: i64 = 60;
@@ -366,8 +364,13 @@ const CLOCK_SLACK_SECONDS: i64 = 60;
 /// Revoked sessions of every issuer in this region whose tokens could still
 /// verify (neither past the session's end nor older than the longest token
 /// lifetime), in (issuer, session) order after `after`. This is the
-/// authoritative list edges rebuild their revocation sets from; schemas are
-/// named in the statements (schema-qualified), one issuer per `UNION` arm.
+/// authoritative list edges rebuild their revocation sets from, every 10 s
+/// per edge, so it reads the region's revocation log (store migration 7:
+/// one table outside the issuer schemas, written by triggers in the same
+/// transaction as every revocation) with one indexed statement: its cost is
+/// the revocations it returns, not the number of issuers in the region
+/// (walking every schema made it grow with tenants; docs/PERFORMANCE.md,
+/// "Regions at scale").
 pub async fn revoked_sessions(
     db: &Db,
     after: Option<&RevokedCursor>,
@@ -382,70 +385,51 @@ pub async fn revoked_sessions(
         .map(|c| c.issuer_id.store_schema())
         .unwrap_or_default();
     let after_session = after.map(|c| c.session_id.as_str()).unwrap_or_default();
-    let schemas = sqlx::query_scalar!(
-        r#"SELECT nspname::text AS "nspname!" FROM pg_namespace
-           WHERE nspname LIKE 'iss\_%' AND nspname >= ($1::text)::name ORDER BY nspname"#,
-        from_schema,
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(DbError::from)?;
     let window = (MAX_TOKEN_LIFETIME_SECONDS + CLOCK_SLACK_SECONDS) as f64;
     // 0: since the epoch, i.e. every revocation inside the window.
     let since = since.unwrap_or(0) as f64;
-    let mut data = Vec::new();
-    for chunk in schemas.chunks(SCHEMAS_PER_STATEMENT) {
-        let remaining = (limit - data.len()) as i64;
-        let mut arms = Vec::with_capacity(chunk.len());
-        for schema in chunk {
-            let schema = idm_db::safe_identifier(schema)?;
-            arms.push(format!(
-                "(SELECT '{schema}'::text AS schema, id,
-                    ceil(extract(epoch FROM LEAST(expires_at, revoked_at + make_interval(secs => $3))))::bigint AS until,
-                    revoke_reason IS NOT DISTINCT FROM 'compromised' AS compromised
-                  FROM (SELECT id, revoked_at, expires_at, revoke_reason FROM {schema}.sessions
-                        UNION ALL
-                        -- deletion: revoked sessions of deleted users
-                        SELECT id, revoked_at, expires_at, revoke_reason
-                          FROM {schema}.revoked_session_tombstones) AS s
-                  WHERE revoked_at IS NOT NULL
-                    AND revoked_at > GREATEST(now() - make_interval(secs => $3), to_timestamp($5))
-                    AND expires_at > now()
-                    AND ('{schema}' <> $1 OR id COLLATE \"C\" > $2)
-                  ORDER BY id COLLATE \"C\" LIMIT $4)"
-            ));
-        }
-        let sql = format!(
-            "SELECT schema, id, until, compromised FROM ({}) AS revoked
-             ORDER BY schema COLLATE \"C\", id COLLATE \"C\" LIMIT $4",
-            arms.join(" UNION ALL ")
-        );
-        // Schema names are interpolated (checked by safe_identifier above):
-        // statements over a dynamic set of schemas cannot be compile-time
-        // checked, so this one stays a runtime query.
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(&from_schema)
-            .bind(after_session)
-            .bind(window)
-            .bind(remaining)
-            .bind(since)
-            .fetch_all(pool)
-            .await
-            .map_err(DbError::from)?;
-        for row in &rows {
-            let Ok(issuer_id) = IssuerId::parse(row.get(0)) else {
-                continue; // a schema named like an issuer that is not one
-            };
-            data.push(RevokedSessionRecord {
-                issuer_id,
-                session_id: SessionId::parse(row.get(1)).map_err(|_| corrupt())?,
-                until: row.get(2),
-                compromised: row.get(3),
-            });
-        }
-        if data.len() >= limit {
-            break;
-        }
+    // Rows whose tokens have all ended serve no edge: pruned a bounded
+    // batch at a time, so the log stays the size of one token lifetime.
+    sqlx::query(
+        "DELETE FROM public.idm_revocation_log WHERE (schema_name, session_id) IN
+           (SELECT schema_name, session_id FROM public.idm_revocation_log
+             WHERE expires_at < now() - interval '1 hour' LIMIT 1000)",
+    )
+    .execute(pool)
+    .await
+    .map_err(DbError::from)?;
+    // The log is not a compile-time checked statement: it lives outside the
+    // issuer schemas the checked macros are prepared against.
+    let rows = sqlx::query(
+        "SELECT schema_name, session_id,
+                ceil(extract(epoch FROM LEAST(expires_at, revoked_at + make_interval(secs => $3))))::bigint AS until,
+                compromised
+           FROM public.idm_revocation_log
+          WHERE revoked_at > GREATEST(now() - make_interval(secs => $3), to_timestamp($5))
+            AND expires_at > now()
+            AND (schema_name, session_id) > ($1::text COLLATE \"C\", $2::text COLLATE \"C\")
+          ORDER BY schema_name, session_id
+          LIMIT $4",
+    )
+    .bind(&from_schema)
+    .bind(after_session)
+    .bind(window)
+    .bind(limit as i64)
+    .bind(since)
+    .fetch_all(pool)
+    .await
+    .map_err(DbError::from)?;
+    let mut data = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let Ok(issuer_id) = IssuerId::parse(row.get(0)) else {
+            continue; // a schema named like an issuer that is not one
+        };
+        data.push(RevokedSessionRecord {
+            issuer_id,
+            session_id: SessionId::parse(row.get(1)).map_err(|_| corrupt())?,
+            until: row.get(2),
+            compromised: row.get(3),
+        });
     }
     let next = (data.len() >= limit)
         .then(|| data.last())
