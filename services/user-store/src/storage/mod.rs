@@ -502,7 +502,23 @@ mod search_path_tests {
             );
             assert!(as_a.refresh(&refresh("nope", "h4")).await.is_err());
             drop(as_a);
-            assert_eq!(state_of(alice, a, session).await?, Some("compromised"));
+            assert_eq!(
+                state_of(alice, a.clone(), session.clone()).await?,
+                Some("compromised")
+            );
+            // The region's revocation log has it (written by the schema's
+            // trigger), which is what edges catch up from.
+            let revoked =
+                crate::storage::revoked_sessions(&store.state.db, None, 100, None).await?;
+            assert_eq!(revoked.data.len(), 1, "{revoked:?}");
+            assert_eq!(
+                (
+                    &revoked.data[0].issuer_id,
+                    &revoked.data[0].session_id,
+                    revoked.data[0].compromised
+                ),
+                (&a, &session, true)
+            );
             anyhow::Ok(())
         }
         .await;

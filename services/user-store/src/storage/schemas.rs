@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 /// PostgreSQL's `undefined_table`.
-const UNDEFINED_TABLE: &str = "42P01";
+pub(super) const UNDEFINED_TABLE: &str = "42P01";
 
 /// The schema version this build serves: the highest store migration.
 pub fn required_version() -> i64 {
