@@ -12,22 +12,29 @@ import sys
 BACKGROUND = ("autovacuum", "checkpointer", "background writer", "walwriter")
 
 
-def sample():
-    hz = os.sysconf("SC_CLK_TCK")
-    total = background = 0
+def processes(comm):
+    """(`/proc/<pid>/stat` fields after the name, command line) of every
+    process named `comm`; one that ends while being read is skipped."""
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             with open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() != "postgres":
+                if f.read().strip() != comm:
                     continue
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             with open(f"/proc/{pid}/cmdline") as f:
                 title = f.read()
         except OSError:
-            continue  # ended while being read
+            continue
+        yield fields, title
+
+
+def sample():
+    hz = os.sysconf("SC_CLK_TCK")
+    total = background = 0
+    for fields, title in processes("postgres"):
         own = int(fields[11]) + int(fields[12])
         reaped = int(fields[13]) + int(fields[14])
         total += own + reaped

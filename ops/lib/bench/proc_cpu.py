@@ -9,7 +9,7 @@ import json
 import os
 import sys
 
-from pg_cpu import sample as postgres_cpu
+from pg_cpu import processes, sample as postgres_cpu
 
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -24,16 +24,7 @@ def process_cpu(pid):
 
 
 def named_cpu(comm):
-    total = 0.0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() != comm:
-                    continue
-        except OSError:
-            continue
-        total += process_cpu(pid) or 0.0
-    return total
+    return sum(int(f[11]) + int(f[12]) for f, _ in processes(comm)) / HZ
 
 
 def machine_cpu():
