@@ -63,6 +63,59 @@ def sign_in(res, name):
             f"p99 {ms(median(p99s))}{fails}{pg_cpu(res, name)}")
 
 
+def cpu_by_process(res, name):
+    """CPU per sign-in of each process over the runs of `name` (ms), from
+    the CPU seconds run_wrk samples around every run, or None."""
+    if f"{name}_1" not in res and name not in res:
+        return None
+    rs = runs(res, name)
+    if f"{name}_1" in res:
+        cpu = [res.get(f"cpu_{name}_{i + 1}") for i in range(len(rs))]
+    else:
+        cpu = [res.get(f"cpu_{name}")]
+    if any(c is None for c in cpu):
+        return None
+    signins = max(sum(r["requests"] for r in rs), 1)
+    total = {}
+    for c in cpu:
+        for k, v in c.items():
+            total[k] = total.get(k, 0.0) + v
+    return {k: 1000 * v / signins for k, v in total.items()}
+
+
+def cpu_table(res, figures):
+    """Where a sign-in's CPU goes, process by process, figure by figure:
+    what says which part grows with the issuers (the PostgreSQL column is
+    every postgres process, so it includes autovacuum and checkpoints)."""
+    rows, per_figure = [], [(label, cpu_by_process(res, name)) for name, label in figures]
+    per_figure = [(label, per) for label, per in per_figure if per]
+    if not per_figure:
+        return []
+    # The same columns for every row: the processes that used at least 2 %
+    # of the machine's CPU in any figure, the biggest first.
+    weight = {}
+    for _, per in per_figure:
+        machine = per.get("machine", 0.0)
+        for k, v in per.items():
+            if k != "machine" and v >= 0.02 * machine:
+                weight[k] = max(weight.get(k, 0.0), v)
+    columns = sorted(weight, key=weight.get, reverse=True)
+    for label, per in per_figure:
+        machine = per.get("machine", 0.0)
+        rest = machine - sum(per.get(k, 0.0) for k in columns)
+        cells = " | ".join(f"{per.get(k, 0.0):.1f}" for k in columns)
+        rows.append(f"| {label} | {machine:.1f} | {cells} | {rest:.1f} |")
+    return [
+        "",
+        "CPU per sign-in, process by process (ms of CPU time per sign-in over the runs of each figure, from "
+        "`/proc/<pid>/stat` before and after each run; `machine` is every core's non-idle time, and `rest` is "
+        "what the columns do not name: wrk, the kernel's work not charged to a process, other processes):",
+        "",
+        f"| figure | machine | {' | '.join(columns)} | rest |",
+        f"|---|---|{'---|' * len(columns)}---|",
+    ] + rows
+
+
 def render(res):
     meta, end = res["meta"], res.get("meta_end", {})
     p = res["provisioning"]
@@ -110,6 +163,12 @@ def render(res):
     ]
     if "sign_in_many_users_1" in res or "sign_in_many_users" in res:
         lines.append(f"| password sign-in, {meta['users']:,} users in the issuer-region | {sign_in(res, 'sign_in_many_users')} |")
+    figures = [("sign_in_one_issuer", "1 issuer"), ("sign_in_one_issuer_control", "control, with 1 issuer"),
+               ("sign_in_many_issuers", f"{meta['issuers']:,} issuers"),
+               ("sign_in_many_issuers_control", f"control, with {meta['issuers']:,} issuers"),
+               ("sign_in_after_restart", "after the store's restart"), ("sign_in_1k_users", "1,000 users"),
+               ("sign_in_many_users", f"{meta['users']:,} users")]
+    cpu_rows = cpu_table(res, [f for f in figures if f"{f[0]}_1" in res or f[0] in res])
     lines += [
         f"| PostgreSQL processes' RSS (shared memory counted per process) | "
         f"{mib(one['postgres_rss_kib'] * 1024)} with 1 issuer, {mib(many['postgres_rss_kib'] * 1024)} after |",
@@ -123,6 +182,7 @@ def render(res):
         a, b = one[r], many[r]
         lines.append(f"| {r} | {a['schemas']:,} → {b['schemas']:,} | {a['relations']:,} → {b['relations']:,} | "
                      f"{mib(a['bytes'])} → {mib(b['bytes'])} | {a['files']:,} → {b['files']:,} |")
+    lines += cpu_rows
     lines += ["", END]
     return "\n".join(lines)
 
