@@ -50,6 +50,29 @@ def ratio(res, name, control):
     return f"p50 {100 * (p50 - 1):+.0f} %, rate {100 * (rate - 1):+.0f} %"
 
 
+def limit_share(res, name):
+    """Sign-in's median rate as a share of the Argon2id rate measured just
+    before each run (a control run follows its bench run, so it shares
+    that run's measurement), and those rates; (None, None) without them."""
+    rs = runs(res, name)
+    base = name.removesuffix("_control")
+    limits = [res.get(f"argon2_{base}_{i + 1}") for i in range(len(rs))]
+    if not rs or any(a is None for a in limits):
+        return None, None
+    rates = [a["per_second"] for a in limits]
+    return median([wrk_rate(r) / a for r, a in zip(rs, rates)]), rates
+
+
+def argon2_limit(res, name):
+    """The Argon2id rate measured just before each run of `name` (its
+    limit), and sign-in's median rate against it, or ""."""
+    share, rates = limit_share(res, name)
+    if share is None:
+        return ""
+    return (f"; Argon2id limit {num(median(rates))}/s ({num(min(rates))}–{num(max(rates))}), "
+            f"sign-in at **{share:.2f}** of it")
+
+
 def sign_in(res, name):
     rs = runs(res, name)
     rates = [wrk_rate(r) for r in rs]
@@ -60,7 +83,7 @@ def sign_in(res, name):
         return f"{num(rates[0])}/s, p50 {ms(p50s[0])}, p99 {ms(p99s[0])}{fails}"
     return (f"{num(median(rates))}/s ({num(min(rates))}–{num(max(rates))}), "
             f"p50 {ms(median(p50s))} ({ms(min(p50s))}–{ms(max(p50s))}), "
-            f"p99 {ms(median(p99s))}{fails}{pg_cpu(res, name)}")
+            f"p99 {ms(median(p99s))}{fails}{argon2_limit(res, name)}{pg_cpu(res, name)}")
 
 
 def cpu_by_process(res, name):
@@ -108,8 +131,8 @@ def cpu_table(res, figures):
     return [
         "",
         "CPU per sign-in, process by process (ms of CPU time per sign-in over the runs of each figure, from "
-        "`/proc/<pid>/stat` before and after each run; `machine` is every core's non-idle time, and `rest` is "
-        "what the columns do not name: wrk, the kernel's work not charged to a process, other processes):",
+        "`/proc/<pid>/stat` before and after each run; `machine` is every core's non-idle time, `steal` (when shown) the part "
+        "of it the hypervisor gave to other guests, and `rest` is what the columns do not name: wrk, the kernel's work not charged to a process, other processes):",
         "",
         f"| figure | machine | {' | '.join(columns)} | rest |",
         f"|---|---|{'---|' * len(columns)}---|",
@@ -154,6 +177,11 @@ def render(res):
             f"| weur against the control, same moments: {meta['issuers']:,} issuers "
             f"| {ratio(res, 'sign_in_many_issuers', 'sign_in_many_issuers_control')} |",
         ]
+    one_share, _ = limit_share(res, "sign_in_one_issuer")
+    many_share, _ = limit_share(res, "sign_in_many_issuers")
+    if one_share and many_share:
+        lines.append(f"| sign-in's share of the machine's Argon2id rate, {meta['issuers']:,} issuers against 1 "
+                     f"| {many_share:.2f} against {one_share:.2f} ({100 * (many_share / one_share - 1):+.0f} %) |")
     lines += [
         f"| store start-up with every schema, migrating at start-up | {res['store_start_migrating']['seconds']} s |",
         f"| store start-up with every schema, not migrating (`STORE_MIGRATE_ON_START=false`) | "

@@ -165,7 +165,8 @@ def cpu_table(res):
     return [
         "",
         "CPU per request during each figure (µs of CPU time per request, from each process's `/proc/<pid>/stat` "
-        "before and after the run; `machine` is every core's non-idle time, the load generator's included):",
+        "before and after the run; `machine` is every core's non-idle time, the load generator's included, and `steal`, when "
+        "shown, the part of it the hypervisor gave to other guests):",
         "",
         "| figure | rate | cores busy | machine | by process (µs per request) |",
         "|---|---|---|---|---|",
