@@ -89,13 +89,13 @@ def sign_in(res, name):
 def cpu_by_process(res, name):
     """CPU per sign-in of each process over the runs of `name` (ms), from
     the CPU seconds run_wrk samples around every run, or None."""
-    if f"{name}_1" not in res and name not in res:
-        return None
-    rs = runs(res, name)
     if f"{name}_1" in res:
+        rs = runs(res, name)
         cpu = [res.get(f"cpu_{name}_{i + 1}") for i in range(len(rs))]
+    elif name in res:
+        rs, cpu = [res[name]], [res.get(f"cpu_{name}")]
     else:
-        cpu = [res.get(f"cpu_{name}")]
+        return None
     if any(c is None for c in cpu):
         return None
     signins = max(sum(r["requests"] for r in rs), 1)
