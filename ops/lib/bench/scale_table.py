@@ -139,11 +139,23 @@ def cpu_table(res, figures):
     ] + rows
 
 
+def backend_memory(one, many, region):
+    """The backends connected to a region's database and their private
+    memory (catalog and plan caches), with one issuer and after, or "—"
+    for results recorded before memory was."""
+    db = next((d for d in one.get("memory", {}) if d.endswith(f"_store_{region}")), None)
+    if db is None or db not in many.get("memory", {}):
+        return "—"
+    a, b = one["memory"][db], many["memory"][db]
+    return (f"{a['backends']} → {b['backends']}, "
+            f"{mib(a['private_kib'] * 1024)} → {mib(b['private_kib'] * 1024)}")
+
+
 def render(res):
     meta, end = res["meta"], res.get("meta_end", {})
     p = res["provisioning"]
     one, many = res["catalog_one_issuer"], res["catalog_many_issuers"]
-    regions = [k for k in one if k != "postgres_rss_kib"]
+    regions = [k for k in one if k not in ("postgres_rss_kib", "memory")]
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         BEGIN,
@@ -200,16 +212,23 @@ def render(res):
     lines += [
         f"| PostgreSQL processes' RSS (shared memory counted per process) | "
         f"{mib(one['postgres_rss_kib'] * 1024)} with 1 issuer, {mib(many['postgres_rss_kib'] * 1024)} after |",
+    ]
+    if "memory" in one and "memory" in many:
+        lines.append(f"| PostgreSQL processes' PSS (shared memory counted once) | "
+                     f"{mib(one['memory']['all']['pss_kib'] * 1024)} with 1 issuer, "
+                     f"{mib(many['memory']['all']['pss_kib'] * 1024)} after |")
+    lines += [
         "",
         "Regional databases with one issuer, and after the others were created:",
         "",
-        "| region | issuer schemas | relations | size | files |",
-        "|---|---|---|---|---|",
+        "| region | issuer schemas | relations | size | files | its backends: count, private memory |",
+        "|---|---|---|---|---|---|",
     ]
     for r in regions:
         a, b = one[r], many[r]
         lines.append(f"| {r} | {a['schemas']:,} → {b['schemas']:,} | {a['relations']:,} → {b['relations']:,} | "
-                     f"{mib(a['bytes'])} → {mib(b['bytes'])} | {a['files']:,} → {b['files']:,} |")
+                     f"{mib(a['bytes'])} → {mib(b['bytes'])} | {a['files']:,} → {b['files']:,} | "
+                     f"{backend_memory(one, many, r)} |")
     lines += cpu_rows
     lines += ["", END]
     return "\n".join(lines)
