@@ -2,7 +2,6 @@
 
 use crate::provisioning::{self, NewIssuer};
 use crate::{delegation, storage, Error, State};
-use idm_core::proto::account::ListApiKeys;
 use idm_core::proto::account::*;
 use idm_core::proto::event::{self, DomainEvent};
 use idm_core::text::DisplayName;
@@ -151,14 +150,10 @@ pub async fn create_api_key(state: Arc<State>, req: CreateApiKey) -> Result<Crea
     Ok(CreatedApiKey { info, key })
 }
 
-pub async fn list_api_keys(
-    state: Arc<State>,
-    ListApiKeys(req): ListApiKeys,
-) -> Result<ApiKeyList, Error> {
+pub async fn list_api_keys(state: Arc<State>, req: ListApiKeys) -> Result<ApiKeyList, Error> {
     let client = state.db.get().await?;
-    Ok(ApiKeyList {
-        data: storage::list_keys(&client, &req.issuer_id).await?,
-    })
+    let (data, has_more) = storage::list_keys(&client, &req.issuer_id, &req.page).await?;
+    Ok(ApiKeyList { data, has_more })
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, key = %req.key_id))]

@@ -1,6 +1,7 @@
 //! The `account` schema: accounts, issuers and API-key hashes.
 
 use crate::Error;
+use idm_core::page::Page;
 use idm_core::proto::account::{ApiKeyInfo, Issuer, KeyConfig};
 use idm_core::{
     AccountId, AccountPlan, AllowedOrigin, ApiError, ApiKeyId, IssuerId, IssuerPolicy, KeyKind,
@@ -191,19 +192,50 @@ fn key_from_row(row: KeyRow) -> Result<ApiKeyInfo, Error> {
     })
 }
 
+/// A page of the issuer's keys, newest first, after the key
+/// `starting_after` (another issuer's, an unknown or a malformed id is
+/// `not_found`, as for every list: LIFECYCLE.md "Lists"); one row more
+/// than the page tells whether more follow.
 pub async fn list_keys(
     db: &impl GenericClient,
     issuer: &IssuerId,
-) -> Result<Vec<ApiKeyInfo>, Error> {
+    page: &Page,
+) -> Result<(Vec<ApiKeyInfo>, bool), Error> {
+    let mut conn = db.conn().await;
+    let (after_at, after_id) = match &page.starting_after {
+        None => (None, None),
+        Some(raw) => {
+            let id = ApiKeyId::parse(raw).map_err(|_| ApiError::not_found("api key"))?;
+            let at = sqlx::query_scalar!(
+                "SELECT created_at FROM account.api_keys WHERE id = $1 AND issuer_id = $2",
+                id.as_str(),
+                issuer.as_str(),
+            )
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(DbError::from)?
+            .ok_or_else(|| ApiError::not_found("api key"))?;
+            (Some(at), Some(id))
+        }
+    };
     let rows = sqlx::query_as!(
 KeyRow,
-"SELECT id, issuer_id, kind, mode, name, hint, scopes, created_at, revoked_at FROM account.api_keys WHERE issuer_id = $1 ORDER BY created_at DESC, id DESC",
+"SELECT id, issuer_id, kind, mode, name, hint, scopes, created_at, revoked_at FROM account.api_keys
+             WHERE issuer_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
+             ORDER BY created_at DESC, id DESC LIMIT $4",
 issuer.as_str(),
+after_at,
+after_id.as_ref().map(ApiKeyId::as_str),
+page.fetch(),
 )
-    .fetch_all(&mut *db.conn().await)
+    .fetch_all(&mut *conn)
     .await
     .map_err(DbError::from)?;
-    rows.into_iter().map(key_from_row).collect()
+    let keys = rows
+        .into_iter()
+        .map(key_from_row)
+        .collect::<Result<_, _>>()?;
+    Ok(page.cut(keys))
 }
 
 /// Revokes a live key of `issuer`; another issuer's key id is not found.

@@ -107,12 +107,6 @@ async fn load(db: &Db, issuer: &IssuerId, id: &OrganizationId) -> Result<OrgRow,
     .ok_or_else(not_found)
 }
 
-fn page<T>(mut rows: Vec<T>, limit: u32) -> (Vec<T>, bool) {
-    let has_more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
-    (rows, has_more)
-}
-
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id))]
 pub async fn create(state: Arc<State>, req: NewOrganization) -> Result<Organization, Error> {
     let name = check_name(&req.name)?;
@@ -156,7 +150,7 @@ pub async fn get(state: Arc<State>, req: OrganizationRef) -> Result<Organization
 }
 
 pub async fn list(state: Arc<State>, req: ListOrganizations) -> Result<OrganizationList, Error> {
-    let limit = i64::from(req.page.limit) + 1;
+    let limit = req.page.fetch();
     let rows = match &req.page.starting_after {
         None => sqlx::query_as!(
             OrgRow,
@@ -169,14 +163,10 @@ pub async fn list(state: Arc<State>, req: ListOrganizations) -> Result<Organizat
         .await
         .map_err(DbError::from)?,
         Some(after) => {
-            let after = OrganizationId::parse(after)
-                .map_err(|_| ApiError::validation("starting_after is not an organization id"))?;
-            let cursor = match load(&state.db, &req.issuer_id, &after).await {
-                Err(Error::Api(e)) if e.code == idm_core::ErrorCode::NotFound => {
-                    return Err(ApiError::validation("starting_after names no organization").into())
-                }
-                other => other?,
-            };
+            let after =
+                OrganizationId::parse(after).map_err(|_| ApiError::not_found("organization"))?;
+            // Another issuer's organization is not found, like an unknown id.
+            let cursor = load(&state.db, &req.issuer_id, &after).await?;
             sqlx::query_as!(
                 OrgRow,
                 "SELECT id, name, roles, metadata, created_at FROM directory.organizations
@@ -192,7 +182,7 @@ pub async fn list(state: Arc<State>, req: ListOrganizations) -> Result<Organizat
             .map_err(DbError::from)?
         }
     };
-    let (rows, has_more) = page(rows, req.page.limit);
+    let (rows, has_more) = req.page.cut(rows);
     Ok(OrganizationList {
         data: rows
             .into_iter()
@@ -352,7 +342,7 @@ pub async fn list_members(
     req: ListMemberships,
 ) -> Result<MembershipList, Error> {
     let org = load(&state.db, &req.issuer_id, &req.organization_id).await?;
-    let limit = i64::from(req.page.limit) + 1;
+    let limit = req.page.fetch();
     let rows = match &req.page.starting_after {
         None => sqlx::query_as!(
             MemberRow,
@@ -373,7 +363,7 @@ pub async fn list_members(
             .fetch_optional(&mut *state.db.get().await?.conn().await)
             .await
             .map_err(DbError::from)?
-            .ok_or_else(|| ApiError::validation("starting_after names no member"))?;
+            .ok_or_else(|| ApiError::not_found("member"))?;
             sqlx::query_as!(
                 MemberRow,
                 "SELECT organization_id, user_id, role, created_at FROM directory.memberships
@@ -389,7 +379,7 @@ pub async fn list_members(
             .map_err(DbError::from)?
         }
     };
-    let (rows, has_more) = page(rows, req.page.limit);
+    let (rows, has_more) = req.page.cut(rows);
     Ok(MembershipList {
         data: rows
             .into_iter()
@@ -470,7 +460,7 @@ pub async fn list_for_user(
     directory::region_of_user(&state.db, &req.issuer_id, &req.user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
-    let limit = i64::from(req.page.limit) + 1;
+    let limit = req.page.fetch();
     // Joined with the issuer's organizations: a membership is only ever
     // shown to the issuer that owns the organization.
     let rows = match &req.page.starting_after {
@@ -496,7 +486,7 @@ pub async fn list_for_user(
             .fetch_optional(&mut *state.db.get().await?.conn().await)
             .await
             .map_err(DbError::from)?
-            .ok_or_else(|| ApiError::validation("starting_after names no membership"))?;
+            .ok_or_else(|| ApiError::not_found("membership"))?;
             sqlx::query_as!(
                 MemberRow,
                 "SELECT m.organization_id, m.user_id, m.role, m.created_at
@@ -515,7 +505,7 @@ pub async fn list_for_user(
             .map_err(DbError::from)?
         }
     };
-    let (rows, has_more) = page(rows, req.page.limit);
+    let (rows, has_more) = req.page.cut(rows);
     Ok(MembershipList {
         data: rows
             .into_iter()

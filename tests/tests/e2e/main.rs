@@ -4,6 +4,7 @@
 //! (`Platform::shared()`, own accounts and addresses); the others start
 //! their own (`Platform::start`, each with a `// Own platform: <why>`).
 
+mod api_keys;
 mod attacks;
 mod bad_input;
 mod bus_trust;

@@ -73,10 +73,13 @@ pub struct IssuerRef {
     pub issuer_id: IssuerId,
 }
 
-/// The issuer's API keys (the same body as [`IssuerRef`]).
+/// A page of the issuer's API keys, newest first (revoked ones included,
+/// with `revoked_at`): an issuer may hold any number of keys.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ListApiKeys(pub IssuerRef);
+pub struct ListApiKeys {
+    pub issuer_id: IssuerId,
+    pub page: crate::page::Page,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Issuer {
@@ -158,6 +161,7 @@ pub struct CreatedApiKey {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiKeyList {
     pub data: Vec<ApiKeyInfo>,
+    pub has_more: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -34,35 +34,7 @@ pub const DEFAULT_ROLES: [&str; 2] = ["admin", "member"];
 /// At most this many roles per organization.
 pub const MAX_ROLES: usize = 50;
 
-/// One page of a list: `?limit=` (default 20, max 100) and
-/// `?starting_after=<id>` (the last id of the previous page).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Page {
-    pub limit: u32,
-    pub starting_after: Option<String>,
-}
-
-impl Page {
-    pub const DEFAULT_LIMIT: u32 = 20;
-    pub const MAX_LIMIT: u32 = 100;
-
-    /// The page a request asks for; a limit outside 1..=100 is refused.
-    pub fn parse(
-        limit: Option<u32>,
-        starting_after: Option<String>,
-    ) -> Result<Self, crate::ApiError> {
-        let limit = limit.unwrap_or(Self::DEFAULT_LIMIT);
-        if !(1..=Self::MAX_LIMIT).contains(&limit) {
-            return Err(crate::ApiError::validation(
-                "limit must be between 1 and 100",
-            ));
-        }
-        Ok(Self {
-            limit,
-            starting_after,
-        })
-    }
-}
+pub use crate::page::Page;
 
 /// `{id, name, roles, metadata, created_at}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -167,20 +139,4 @@ pub struct ListUserOrganizations {
     pub issuer_id: IssuerId,
     pub user_id: UserId,
     pub page: Page,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Page;
-
-    #[test]
-    fn a_page_is_1_to_100_long_and_20_by_default() {
-        assert_eq!(Page::parse(None, None).map(|p| p.limit).ok(), Some(20));
-        assert_eq!(
-            Page::parse(Some(100), None).map(|p| p.limit).ok(),
-            Some(100)
-        );
-        assert!(Page::parse(Some(0), None).is_err());
-        assert!(Page::parse(Some(101), None).is_err());
-    }
 }

@@ -32,12 +32,7 @@ super::operation::operations!(service "webhook" {
     Replay => Replayed = REPLAY,
 });
 
-/// A page of a list: `?limit=` (1..=100) and `?starting_after=<id>`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Page {
-    pub limit: u32,
-    pub starting_after: Option<String>,
-}
+pub use crate::page::Page;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateEndpoint {

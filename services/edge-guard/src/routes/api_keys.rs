@@ -1,11 +1,12 @@
+use super::profiles::{page_of, ListQuery};
 use super::{body, Reply};
 use crate::access::Incoming;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::Path;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::Json;
 use idm_core::proto::account::{
-    self, ApiKeyInfo, ApiKeyList, CreateApiKey, CreatedApiKey, IssuerRef, RevokeApiKey,
+    self, ApiKeyInfo, ApiKeyList, CreateApiKey, CreatedApiKey, RevokeApiKey,
 };
 use idm_core::{ApiError, ApiKeyId, KeyKind, Scope};
 use serde::Deserialize;
@@ -54,17 +55,23 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-/// The issuer's keys (never the key text).
-#[utoipa::path(get, path = "/v1/api_keys", tag = "api_keys",
+/// A page of the issuer's keys, newest first, revoked ones included (never
+/// the key text).
+#[utoipa::path(get, path = "/v1/api_keys", tag = "api_keys", params(ListQuery),
     responses((status = 200, description = "The keys", body = ApiKeyList)))]
-pub async fn list(incoming: Incoming) -> Reply<Json<ApiKeyList>> {
+pub async fn list(
+    incoming: Incoming,
+    params: Result<Query<ListQuery>, QueryRejection>,
+) -> Reply<Json<ApiKeyList>> {
     let caller = incoming.authorize().await?;
+    let page = page_of(params)?;
     let keys = incoming
         .app
         .bus
-        .send(&account::ListApiKeys(IssuerRef {
+        .send(&account::ListApiKeys {
             issuer_id: caller.key.issuer_id.clone(),
-        }))
+            page,
+        })
         .await?;
     Ok(Json(keys))
 }

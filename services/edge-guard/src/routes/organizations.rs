@@ -1,6 +1,7 @@
 //! Organizations and memberships (API.md; docs/LIFECYCLE.md).
 
-use super::{body, query, Reply};
+use super::profiles::{page_of, ListQuery};
+use super::{body, Reply};
 use crate::access::Incoming;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query};
@@ -10,24 +11,10 @@ use idm_core::ids::OrganizationId;
 use idm_core::proto::organization::{
     DeleteOrganization, ListMemberships, ListOrganizations, ListUserOrganizations, Membership,
     MembershipList, MembershipRef, NewMembership, NewOrganization, Organization, OrganizationList,
-    OrganizationRef, Page, UpdateMembership, UpdateOrganization,
+    OrganizationRef, UpdateMembership, UpdateOrganization,
 };
 use idm_core::UserId;
 use serde::Deserialize;
-
-/// `?limit=` (1 to 100, default 20) and `?starting_after=<id>`.
-#[derive(Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct PageQuery {
-    limit: Option<u32>,
-    starting_after: Option<String>,
-}
-
-impl PageQuery {
-    fn page(self) -> Result<Page, idm_core::ApiError> {
-        Page::parse(self.limit, self.starting_after)
-    }
-}
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -86,16 +73,16 @@ pub async fn create(
 }
 
 /// The issuer's organizations, newest first.
-#[utoipa::path(get, path = "/v1/organizations", tag = "organizations", params(PageQuery),
+#[utoipa::path(get, path = "/v1/organizations", tag = "organizations", params(ListQuery),
     responses((status = 200, description = "One page", body = OrganizationList)))]
 pub async fn list(
     incoming: Incoming,
-    page: Result<Query<PageQuery>, QueryRejection>,
+    page: Result<Query<ListQuery>, QueryRejection>,
 ) -> Reply<Json<OrganizationList>> {
     let caller = incoming.authorize().await?;
     let request = ListOrganizations {
         issuer_id: caller.key.issuer_id.clone(),
-        page: query(page)?.page()?,
+        page: page_of(page)?,
     };
     Ok(Json(incoming.app.bus.send(&request).await?))
 }
@@ -174,18 +161,18 @@ pub async fn add_member(
 
 /// An organization's memberships, newest first (`starting_after` is a user id).
 #[utoipa::path(get, path = "/v1/organizations/{id}/memberships", tag = "organizations",
-    params(("id" = String, Path, description = "The organization's id"), PageQuery),
+    params(("id" = String, Path, description = "The organization's id"), ListQuery),
     responses((status = 200, description = "One page", body = MembershipList)))]
 pub async fn list_members(
     incoming: Incoming,
     Path(id): Path<String>,
-    page: Result<Query<PageQuery>, QueryRejection>,
+    page: Result<Query<ListQuery>, QueryRejection>,
 ) -> Reply<Json<MembershipList>> {
     let caller = incoming.authorize().await?;
     let request = ListMemberships {
         issuer_id: caller.key.issuer_id.clone(),
         organization_id: OrganizationId::parse(&id)?,
-        page: query(page)?.page()?,
+        page: page_of(page)?,
     };
     Ok(Json(incoming.app.bus.send(&request).await?))
 }
@@ -234,18 +221,18 @@ pub async fn remove_member(
 
 /// A user's memberships, newest first (`starting_after` is an organization id).
 #[utoipa::path(get, path = "/v1/users/{id}/organizations", tag = "organizations",
-    params(("id" = UserId, Path, description = "The user's id"), PageQuery),
+    params(("id" = UserId, Path, description = "The user's id"), ListQuery),
     responses((status = 200, description = "One page", body = MembershipList)))]
 pub async fn list_for_user(
     incoming: Incoming,
     Path(id): Path<String>,
-    page: Result<Query<PageQuery>, QueryRejection>,
+    page: Result<Query<ListQuery>, QueryRejection>,
 ) -> Reply<Json<MembershipList>> {
     let caller = incoming.authorize().await?;
     let request = ListUserOrganizations {
         issuer_id: caller.key.issuer_id.clone(),
         user_id: UserId::parse(&id)?,
-        page: query(page)?.page()?,
+        page: page_of(page)?,
     };
     Ok(Json(incoming.app.bus.send(&request).await?))
 }

@@ -1,6 +1,7 @@
 //! `/v1/webhook_endpoints` and `/v1/webhook_messages` (docs/WEBHOOKS.md),
 //! answered by the webhook service.
 
+use super::profiles::{page_of, ListQuery};
 use super::{body, query, Reply};
 use crate::access::Incoming;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -64,33 +65,16 @@ pub struct ReplaySince {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct Paging {
-    /// 1 to 100 (default 20).
-    limit: Option<u32>,
-    /// The id after which the page starts (newest first).
-    starting_after: Option<String>,
-}
-
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
 pub struct MessageQuery {
     /// `pending`, `delivered` or `failed` (dead letters).
     status: Option<String>,
     /// Only this endpoint's messages.
     endpoint_id: Option<String>,
-    limit: Option<u32>,
+    /// How many (1 to 100, default 20).
+    #[param(value_type = Option<u32>)]
+    limit: Option<String>,
+    /// The last id of the previous page.
     starting_after: Option<String>,
-}
-
-fn page(limit: Option<u32>, starting_after: Option<String>) -> Result<Page, ApiError> {
-    match limit {
-        Some(0) | Some(101..) => Err(ApiError::validation("limit must be between 1 and 100")),
-        _ => Ok(Page {
-            limit: limit.unwrap_or(20),
-            starting_after,
-        }),
-    }
 }
 
 /// A new endpoint; its signing secret (`whsec_…`) is in the answer once.
@@ -116,20 +100,20 @@ pub async fn create(
 }
 
 /// The issuer's endpoints, newest first.
-#[utoipa::path(get, path = "/v1/webhook_endpoints", tag = "webhooks", params(Paging),
+#[utoipa::path(get, path = "/v1/webhook_endpoints", tag = "webhooks", params(ListQuery),
     responses((status = 200, description = "The endpoints", body = EndpointList)))]
 pub async fn list(
     incoming: Incoming,
-    params: Result<Query<Paging>, QueryRejection>,
+    params: Result<Query<ListQuery>, QueryRejection>,
 ) -> Reply<Json<EndpointList>> {
     let caller = incoming.authorize().await?;
-    let params = query(params)?;
+    let page = page_of(params)?;
     let list = incoming
         .app
         .bus
         .send(&ListEndpoints {
             issuer_id: caller.key.issuer_id.clone(),
-            page: page(params.limit, params.starting_after)?,
+            page,
         })
         .await?;
     Ok(Json(list))
@@ -232,23 +216,23 @@ pub async fn rotate_secret(
 /// The endpoint's delivery attempts, newest first: status code, latency,
 /// the start of the answer, and when the next retry is due.
 #[utoipa::path(get, path = "/v1/webhook_endpoints/{id}/attempts", tag = "webhooks",
-    params(("id" = String, Path, description = "The endpoint's id (`whe_…`)"), Paging),
+    params(("id" = String, Path, description = "The endpoint's id (`whe_…`)"), ListQuery),
     responses((status = 200, description = "The attempts", body = AttemptList)))]
 pub async fn attempts(
     incoming: Incoming,
     Path(id): Path<String>,
-    params: Result<Query<Paging>, QueryRejection>,
+    params: Result<Query<ListQuery>, QueryRejection>,
 ) -> Reply<Json<AttemptList>> {
     let caller = incoming.authorize().await?;
     let endpoint_id = WebhookEndpointId::parse(&id)?;
-    let params = query(params)?;
+    let page = page_of(params)?;
     let list = incoming
         .app
         .bus
         .send(&ListAttempts {
             issuer_id: caller.key.issuer_id.clone(),
             endpoint_id,
-            page: page(params.limit, params.starting_after)?,
+            page,
         })
         .await?;
     Ok(Json(list))
@@ -301,7 +285,7 @@ pub async fn messages(
             issuer_id: caller.key.issuer_id.clone(),
             status: params.status,
             endpoint_id,
-            page: page(params.limit, params.starting_after)?,
+            page: Page::parse(params.limit.as_deref(), params.starting_after.as_deref())?,
         })
         .await?;
     Ok(Json(list))
