@@ -101,9 +101,12 @@ class Smoke:
                     if part.get_content_maintype() != "text":
                         continue
                     text = (part.get_payload(decode=True) or b"").decode(errors="replace")
-                    found = re.search(r"(?<!\d)\d{6}(?!\d)", text)
+                    # The code stands on a line of its own; anywhere else a
+                    # run of six digits may be part of the issuer's name
+                    # (`smoke <random hex>`), which once made this read it.
+                    found = re.search(r"^\s*(\d{6})\s*$", text, re.M)
                     if found:
-                        return found.group(0)
+                        return found.group(1)
             time.sleep(1)
         return None
 

@@ -142,8 +142,9 @@ async fn every_backend_route_requires_its_scope_and_key_creation_never_widens() 
     // Key creation never widens, for each of those strongest-lacking keys
     // that may create keys at all: asking for the missing scope is refused,
     // and asking for nothing yields exactly the creator's scopes.
+    // One page holds them all (a page is 20 keys unless asked for more).
     let before = platform
-        .backend(Method::GET, "/v1/api_keys", &t.secret_key, None)
+        .backend(Method::GET, "/v1/api_keys?limit=100", &t.secret_key, None)
         .await?;
     let mut created = 0;
     for (scope, (key, held)) in &lacking {
@@ -172,8 +173,9 @@ async fn every_backend_route_requires_its_scope_and_key_creation_never_widens() 
     assert!(created > 0);
     // Refusals left nothing behind: only the no-scopes keys were added.
     let after = platform
-        .backend(Method::GET, "/v1/api_keys", &t.secret_key, None)
+        .backend(Method::GET, "/v1/api_keys?limit=100", &t.secret_key, None)
         .await?;
+    assert_eq!(after.json["has_more"], json!(false), "{}", after.json);
     let count = |r: &Response| r.json["data"].as_array().map_or(0, Vec::len);
     assert_eq!(count(&after), count(&before) + created);
     Ok(())
