@@ -8,32 +8,38 @@ use idm_testkit::{read, Options, Platform, Response, Tenant};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-/// The store's last migration, how to take it back, how to make it fail
-/// midway and whether it is in place: whoever adds a store migration
-/// updates these (the test fails loudly otherwise: the command would
-/// report nothing to migrate). Migration 7 adds the triggers that write
-/// the region's revocation log.
-const LAST_MIGRATION: i64 = 7;
-fn undo_last_migration(schema: &str) -> String {
+/// The store's last migrations, how to take them back, how to make them
+/// fail midway and whether they are in place: whoever adds a store
+/// migration updates these (the test checks the newest version a schema
+/// holds against `LAST_MIGRATION` and fails loudly otherwise). Migration 7
+/// adds the triggers that write the region's revocation log, migration 8
+/// the shared rotation function; both are taken back, and the obstacle
+/// stands in the way of 7 in one schema only (8's function is shared by
+/// the region's schemas, so nothing in one schema can stop it).
+const LAST_MIGRATION: i64 = 8;
+const TAKEN_BACK: &str = "7, 8";
+fn undo_last_migrations(schema: &str) -> String {
     format!(
         "DROP TRIGGER sessions_revocation_log ON {schema}.sessions;
-         DROP TRIGGER tombstones_revocation_log ON {schema}.revoked_session_tombstones"
+         DROP TRIGGER tombstones_revocation_log ON {schema}.revoked_session_tombstones;
+         DROP FUNCTION IF EXISTS public.idm_refresh_rotate"
     )
 }
-/// An object in the way of the last migration (a trigger of that name).
-fn block_last_migration(schema: &str) -> String {
+/// An object in the way of migration 7 (a trigger of that name).
+fn block_last_migrations(schema: &str) -> String {
     format!(
         "CREATE TRIGGER sessions_revocation_log AFTER DELETE ON {schema}.sessions
          FOR EACH ROW EXECUTE FUNCTION public.idm_log_revocation()"
     )
 }
-fn unblock_last_migration(schema: &str) -> String {
+fn unblock_last_migrations(schema: &str) -> String {
     format!("DROP TRIGGER sessions_revocation_log ON {schema}.sessions")
 }
-/// Whether the last migration is in place: its two triggers, as it makes
-/// them (not the obstacle, which fires on DELETE only).
-const HAS_LAST_MIGRATION: &str =
-    "SELECT count(*) = 2 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+/// Whether the last migrations are in place: 7's two triggers, as it makes
+/// them (not the obstacle, which fires on DELETE only), and 8's function.
+const HAS_LAST_MIGRATIONS: &str =
+    "SELECT count(*) = 2 AND to_regprocedure('public.idm_refresh_rotate(text, double precision, text, text, text, text)') IS NOT NULL
+       FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
       JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE n.nspname = $1
        AND t.tgname IN ('sessions_revocation_log', 'tombstones_revocation_log')
@@ -268,13 +274,24 @@ async fn a_schema_behind_is_refused_until_the_migrate_command_brings_it_up_and_a
     let oc = platform.region_db(Region::Oc).await?;
     let (schema_a, schema_b) = (schema_of(&a), schema_of(&b));
     for schema in [&schema_a, &schema_b] {
+        let newest: i64 = oc
+            .query_one(
+                &format!("SELECT max(version) FROM {schema}._sqlx_migrations"),
+                &[],
+            )
+            .await?
+            .get(0);
+        assert_eq!(
+            newest, LAST_MIGRATION,
+            "a new store migration: update LAST_MIGRATION and how it is taken back"
+        );
         oc.batch_execute(&format!(
-            "{}; DELETE FROM {schema}._sqlx_migrations WHERE version = {LAST_MIGRATION}",
-            undo_last_migration(schema)
+            "{}; DELETE FROM {schema}._sqlx_migrations WHERE version IN ({TAKEN_BACK})",
+            undo_last_migrations(schema)
         ))
         .await?;
     }
-    oc.batch_execute(&block_last_migration(&schema_b)).await?;
+    oc.batch_execute(&block_last_migrations(&schema_b)).await?;
     // A region that migrates by job rather than at start-up.
     platform
         .restart_store_with(Region::Oc, |config| config.migrate_on_start = false)
@@ -305,7 +322,8 @@ async fn a_schema_behind_is_refused_until_the_migrate_command_brings_it_up_and_a
 
     // With the cause gone, running it again finishes the job; once more
     // changes nothing.
-    oc.batch_execute(&unblock_last_migration(&schema_b)).await?;
+    oc.batch_execute(&unblock_last_migrations(&schema_b))
+        .await?;
     let report = idm_user_store::migrate(&config).await?;
     assert_eq!((report.migrated, report.failed.len()), (1, 0), "{report:?}");
     let report = idm_user_store::migrate(&config).await?;
@@ -315,8 +333,11 @@ async fn a_schema_behind_is_refused_until_the_migrate_command_brings_it_up_and_a
         assert_eq!(r.status, 200, "{}", r.json);
     }
     for schema in [&schema_a, &schema_b] {
-        let made: bool = oc.query_one(HAS_LAST_MIGRATION, &[schema]).await?.get(0);
-        assert!(made, "{schema} lacks the last migration's triggers");
+        let made: bool = oc.query_one(HAS_LAST_MIGRATIONS, &[schema]).await?.get(0);
+        assert!(
+            made,
+            "{schema} lacks the last migrations' triggers or function"
+        );
     }
     platform.stop().await
 }

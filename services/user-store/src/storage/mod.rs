@@ -487,6 +487,19 @@ mod search_path_tests {
                 }
                 other => anyhow::bail!("expected a replay, got {other:?}"),
             }
+            // B's handle cannot rotate A's token (the rotation function is
+            // shared by the region's schemas; its tables are the handle's),
+            // and its attempt spends nothing: A rotates h1 next.
+            // (One connection: A's handle goes back before B's is taken.)
+            drop(as_a);
+            {
+                let mut as_b = IssuerStore::open(&store.state, &b).await?;
+                assert!(
+                    as_b.refresh(&refresh("h1", "hz")).await.is_err(),
+                    "another issuer's handle rotated A's token"
+                );
+            }
+            let mut as_a = IssuerStore::open(&store.state, &a).await?;
             assert!(matches!(
                 as_a.refresh(&refresh("h1", "h2")).await?,
                 RefreshOutcome::Rotated { .. }

@@ -124,8 +124,46 @@ device.as_deref(),
         Ok(Some(record(row)?))
     }
 
-    /// Rotation with reuse detection, in one transaction under the session lock.
+    /// Rotation with reuse detection. A token that may rotate is rotated by
+    /// one statement (`idm_refresh_rotate`, migration 0008: the session lock,
+    /// the read and the writes in one round trip); anything else (a spent
+    /// token, a revoked or expired session, an unknown token) wrote nothing
+    /// there and is decided again here from the start, in one transaction
+    /// under the session lock.
     pub async fn refresh(&mut self, r: &RefreshSession) -> Result<RefreshOutcome, Error> {
+        let rotated = sqlx::query_as!(
+            SessionRow,
+            r#"SELECT id AS "id!", user_id AS "user_id!", created_at AS "created_at!",
+                      last_active_at AS "last_active_at!", expires_at AS "expires_at!",
+                      revoked_at, revoke_reason, user_agent, ip, device_id
+                 FROM public.idm_refresh_rotate($1, $2, $3, $4, $5, $6)"#,
+            &r.token_hash,
+            f64::from(r.idle_timeout_seconds),
+            &r.new_token_hash,
+            r.successor_sealed.as_deref(),
+            r.device.user_agent.as_deref(),
+            r.device.ip.as_deref(),
+        )
+        .fetch_optional(&mut *self.client.conn().await)
+        .await
+        .map_err(DbError::from)?;
+        if let Some(session) = rotated {
+            return Ok(RefreshOutcome::Rotated {
+                session: record(session)?,
+            });
+        }
+        self.refresh_refused_or_replayed(r).await
+    }
+
+    /// The refresh that did not simply rotate: a replay within the leeway
+    /// (the successor handed out again), a reuse (the session revoked as
+    /// compromised), or a refusal. The rotation arm is kept, so the outcome
+    /// is right even if the token became rotatable in between (it cannot:
+    /// a spent token stays spent).
+    async fn refresh_refused_or_replayed(
+        &mut self,
+        r: &RefreshSession,
+    ) -> Result<RefreshOutcome, Error> {
         let tx = self.client.transaction().await?;
         // Lock first, read second: under READ COMMITTED a statement that had
         // to wait for the lock still sees its older snapshot in subqueries,
