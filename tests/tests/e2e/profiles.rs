@@ -417,21 +417,11 @@ async fn the_user_list_pages_newest_first_with_filters_and_never_crosses_issuers
     let newest_first: Vec<String> = created.iter().rev().map(|(id, _, _)| id.clone()).collect();
 
     // Three per page, following `starting_after` until `has_more` is false.
+    let pages = every_page(platform, &a.secret_key, "/v1/users", 3, 20).await?;
     let mut seen = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let path = match &after {
-            None => "/v1/users?limit=3".to_owned(),
-            Some(id) => format!("/v1/users?limit=3&starting_after={id}"),
-        };
-        let r = platform
-            .backend(Method::GET, &path, &a.secret_key, None)
-            .await?;
-        assert_eq!(r.status, 200, "{}", r.json);
-        let page = ids(&r.json);
-        assert!(page.len() <= 3);
+    for page in &pages {
         // Profiles come from the stores, regions shown.
-        for user in r.json["data"].as_array().into_iter().flatten() {
+        for user in page["data"].as_array().into_iter().flatten() {
             let (_, region, made) = created
                 .iter()
                 .find(|(id, _, _)| user["id"] == json!(id))
@@ -440,12 +430,7 @@ async fn the_user_list_pages_newest_first_with_filters_and_never_crosses_issuers
             assert_eq!(user["name"], made["name"]);
             assert_eq!(user["email"], made["email"]);
         }
-        seen.extend(page.clone());
-        if r.json["has_more"] == json!(false) {
-            break;
-        }
-        after = page.last().cloned();
-        anyhow::ensure!(seen.len() < 20, "the pages do not end");
+        seen.extend(ids(page));
     }
     assert_eq!(seen, newest_first);
 
@@ -526,7 +511,7 @@ async fn the_user_list_pages_newest_first_with_filters_and_never_crosses_issuers
     refused(&r, 404, "not_found");
 
     // Bad inputs.
-    for (query, status, code) in [
+    let bad = [
         ("limit=0", 422, "validation_failed"),
         ("limit=101", 422, "validation_failed"),
         ("limit=ten", 422, "validation_failed"),
@@ -536,22 +521,8 @@ async fn the_user_list_pages_newest_first_with_filters_and_never_crosses_issuers
         ("created_after=yesterday", 422, "validation_failed"),
         ("email=x%40example.com&limit=2", 422, "validation_failed"),
         ("colour=red", 400, "invalid_request"),
-    ] {
-        let r = platform
-            .backend(
-                Method::GET,
-                &format!("/v1/users?{query}"),
-                &a.secret_key,
-                None,
-            )
-            .await?;
-        assert_eq!(
-            (r.status, r.code()),
-            (status, Some(code)),
-            "{query}: {}",
-            r.json
-        );
-    }
+    ];
+    bad_queries(platform, &a.secret_key, "/v1/users", &bad).await?;
     let r = with_restricted_key(platform, &a, Method::GET, "/v1/users", None).await?;
     refused(&r, 403, "insufficient_scope");
 
@@ -623,25 +594,11 @@ async fn session_and_token_lists_are_paginated_not_cut_off() -> anyhow::Result<(
         tokens.push(r.str("/session_token"));
     }
     let path = format!("/v1/users/{id}/sessions");
-    let mut seen = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let url = match &after {
-            None => format!("{path}?limit=2"),
-            Some(s) => format!("{path}?limit=2&starting_after={s}"),
-        };
-        let r = platform
-            .backend(Method::GET, &url, &a.secret_key, None)
-            .await?;
-        assert_eq!(r.status, 200, "{}", r.json);
-        let page = ids(&r.json);
-        seen.extend(page.clone());
-        if r.json["has_more"] == json!(false) {
-            break;
-        }
-        after = page.last().cloned();
-        anyhow::ensure!(seen.len() < 10, "the pages do not end");
-    }
+    let seen: Vec<String> = every_page(platform, &a.secret_key, &path, 2, 10)
+        .await?
+        .iter()
+        .flat_map(ids)
+        .collect();
     assert_eq!(seen.len(), 5);
     let mut unique = seen.clone();
     unique.sort();

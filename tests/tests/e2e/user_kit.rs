@@ -172,6 +172,63 @@ pub fn refused(r: &Response, status: u16, code: &str) {
     );
 }
 
+/// `GET path?query` with `key`, for each `(query, status, code)`: each is
+/// refused with exactly that status and code.
+pub async fn bad_queries(
+    platform: &Platform,
+    key: &str,
+    path: &str,
+    cases: &[(&str, u16, &str)],
+) -> anyhow::Result<()> {
+    for &(query, status, code) in cases {
+        let r = platform
+            .backend(Method::GET, &format!("{path}?{query}"), key, None)
+            .await?;
+        assert_eq!(
+            (r.status, r.code()),
+            (status, Some(code)),
+            "{path}?{query}: {}",
+            r.json
+        );
+    }
+    Ok(())
+}
+
+/// Every page of a backend list (`path` without a query), `per_page` at a
+/// time, following `starting_after` until `has_more` is false: the bodies
+/// of the pages, each `200`, none longer than asked for. Fails the test
+/// after `max_pages` pages (a list that never ends).
+pub async fn every_page(
+    platform: &Platform,
+    key: &str,
+    path: &str,
+    per_page: u32,
+    max_pages: usize,
+) -> anyhow::Result<Vec<Value>> {
+    let mut pages = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let url = match &after {
+            None => format!("{path}?limit={per_page}"),
+            Some(id) => format!("{path}?limit={per_page}&starting_after={id}"),
+        };
+        let r = platform.backend(Method::GET, &url, key, None).await?;
+        anyhow::ensure!(r.status == 200, "{url}: {} {}", r.status, r.json);
+        let page = ids(&r.json);
+        anyhow::ensure!(page.len() <= per_page as usize, "{url}: {}", r.json);
+        let more = r.json["has_more"]
+            .as_bool()
+            .ok_or_else(|| anyhow::anyhow!("{url}: no has_more: {}", r.json))?;
+        after = page.last().cloned();
+        pages.push(r.json);
+        if !more {
+            return Ok(pages);
+        }
+        anyhow::ensure!(after.is_some(), "{url}: an empty page with more to come");
+        anyhow::ensure!(pages.len() < max_pages, "{path}: the pages do not end");
+    }
+}
+
 pub fn ids(list: &Value) -> Vec<String> {
     list["data"]
         .as_array()
