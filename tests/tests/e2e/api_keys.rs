@@ -108,12 +108,16 @@ async fn keys_are_listed_a_page_at_a_time_newest_first_and_only_the_issuers_own(
         assert_eq!((r.status, r.code()), (404, Some("not_found")), "{cursor}");
     }
 
-    // Bad pages get a stable code.
+    // Bad pages get a stable code: malformed, oversized, empty, hostile.
+    let oversized = format!("starting_after=key_{}", "0".repeat(200));
     let bad_pages = [
         ("limit=0", 422, "validation_failed"),
         ("limit=101", 422, "validation_failed"),
         ("limit=x", 422, "validation_failed"),
+        ("limit=99999999999999999999", 422, "validation_failed"),
         ("starting_after=", 422, "validation_failed"),
+        (oversized.as_str(), 422, "validation_failed"),
+        ("starting_after=key_%27%20OR%201%3D1--", 404, "not_found"),
         ("order=asc", 400, "invalid_request"),
     ];
     bad_queries(platform, &a.secret_key, "/v1/api_keys", &bad_pages).await?;
