@@ -51,19 +51,18 @@ fn description(text: Option<String>) -> Result<Option<String>, ApiError> {
     }
 }
 
-fn page_limit(page: &Page) -> Result<u32, ApiError> {
-    match page.limit {
-        0 => Ok(20),
-        n @ 1..=100 => Ok(n),
-        _ => Err(ApiError::validation("limit must be between 1 and 100")),
-    }
-}
-
-/// Splits one extra row off a page: `(rows, has_more)`.
-fn paged<T>(mut rows: Vec<T>, limit: u32) -> (Vec<T>, bool) {
-    let has_more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
-    (rows, has_more)
+/// The page as this service reads it: a bus caller's `0` is the default
+/// size, more than 100 is refused (the edge already checked its callers).
+fn checked(page: &Page) -> Result<Page, ApiError> {
+    let limit = match page.limit {
+        0 => idm_core::page::DEFAULT_LIMIT,
+        n @ 1..=idm_core::page::MAX_LIMIT => n,
+        _ => return Err(ApiError::validation("limit must be between 1 and 100")),
+    };
+    Ok(Page {
+        limit,
+        starting_after: page.starting_after.clone(),
+    })
 }
 
 async fn checked_url(state: &State, raw: &str) -> Result<String, ApiError> {
@@ -133,16 +132,16 @@ async fn audit(
 }
 
 pub async fn list_endpoints(state: Arc<State>, req: ListEndpoints) -> Result<EndpointList, Error> {
-    let limit = page_limit(&req.page)?;
+    let page = checked(&req.page)?;
     let client = state.db.get().await?;
     let rows = storage::list_endpoints(
         &client,
         &req.issuer_id,
-        limit,
-        req.page.starting_after.as_deref(),
+        page.limit,
+        page.starting_after.as_deref(),
     )
     .await?;
-    let (data, has_more) = paged(rows, limit);
+    let (data, has_more) = page.cut(rows);
     Ok(EndpointList { data, has_more })
 }
 
@@ -252,7 +251,7 @@ pub async fn rotate_secret(state: Arc<State>, req: RotateSecret) -> Result<Rotat
 const STATUSES: [&str; 3] = ["pending", "delivered", "failed"];
 
 pub async fn list_messages(state: Arc<State>, req: ListMessages) -> Result<MessageList, Error> {
-    let limit = page_limit(&req.page)?;
+    let page = checked(&req.page)?;
     if let Some(status) = &req.status {
         if !STATUSES.contains(&status.as_str()) {
             return Err(ApiError::validation("status must be pending, delivered or failed").into());
@@ -264,11 +263,11 @@ pub async fn list_messages(state: Arc<State>, req: ListMessages) -> Result<Messa
         &req.issuer_id,
         req.status.as_deref(),
         req.endpoint_id.as_ref().map(WebhookEndpointId::as_str),
-        limit,
-        req.page.starting_after.as_deref(),
+        page.limit,
+        page.starting_after.as_deref(),
     )
     .await?;
-    let (data, has_more) = paged(rows, limit);
+    let (data, has_more) = page.cut(rows);
     Ok(MessageList { data, has_more })
 }
 
@@ -294,18 +293,18 @@ pub async fn retry_message(state: Arc<State>, req: RetryMessage) -> Result<Messa
 }
 
 pub async fn list_attempts(state: Arc<State>, req: ListAttempts) -> Result<AttemptList, Error> {
-    let limit = page_limit(&req.page)?;
+    let page = checked(&req.page)?;
     // The endpoint must be the issuer's (a plain 404 otherwise).
     load(&state, &req.issuer_id, &req.endpoint_id).await?;
     let rows = storage::list_attempts(
         &state.db.get().await?,
         &req.issuer_id,
         &req.endpoint_id,
-        limit,
-        req.page.starting_after.as_deref(),
+        page.limit,
+        page.starting_after.as_deref(),
     )
     .await?;
-    let (data, has_more) = paged(rows, limit);
+    let (data, has_more) = page.cut(rows);
     Ok(AttemptList { data, has_more })
 }
 
