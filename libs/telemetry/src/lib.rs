@@ -105,7 +105,7 @@ pub fn ops_routes(service: &'static str, ready: ReadinessCheck) -> Router {
 /// carries (see [`http::HttpError`]).
 pub async fn http_metrics(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -127,6 +127,24 @@ pub async fn http_metrics(request: Request, next: Next) -> Response {
     )
     .record(started.elapsed().as_secs_f64());
     response.into_response()
+}
+
+/// The method as a label: the standard ones by name, any other `other`,
+/// so made-up methods cannot mint a series each.
+fn method_label(method: &::http::Method) -> &'static str {
+    use ::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 /// Binds `addr` (port 0 picks a free port) and serves `router` until
@@ -263,4 +281,60 @@ pub fn with_http_layers(router: Router, surface: Surface) -> Router {
     router.layer(axum::middleware::from_fn(http_metrics)).layer(
         axum::middleware::from_fn_with_state(surface, http::request_context),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As a client would try it: requests with made-up methods over a real
+    /// connection, then the histogram's series in `/metrics`' text.
+    #[tokio::test]
+    async fn made_up_methods_do_not_mint_series() -> Result<(), Box<dyn std::error::Error>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _ = metrics_handle();
+        let router = with_http_layers(
+            Router::new().route("/made-up-methods", get(|| async { "ok" })),
+            Surface::public("test", |_| false),
+        );
+        let (addr, _server) =
+            serve_http(([127, 0, 0, 1], 0).into(), router, CancellationToken::new()).await?;
+        for method in ["GET", "FOOBAR1", "FOOBAR2", "FOOBAR3"] {
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            stream
+                .write_all(
+                    format!("{method} /made-up-methods HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).await?;
+            assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+        }
+        let text = crate::prometheus::render();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("route=\"/made-up-methods\"") && l.contains("_count"))
+            .collect();
+        assert!(
+            series.iter().any(|l| l.contains("method=\"GET\"")),
+            "{series:?}"
+        );
+        assert!(
+            series.iter().any(|l| l.contains("method=\"other\"")),
+            "{series:?}"
+        );
+        assert!(!text.contains("FOOBAR"), "{series:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_made_up_method_is_one_series() -> Result<(), ::http::method::InvalidMethod> {
+        assert_eq!(method_label(&::http::Method::POST), "POST");
+        for made_up in ["FOO", "BAR1", "BAR2"] {
+            let method = ::http::Method::from_bytes(made_up.as_bytes())?;
+            assert_eq!(method_label(&method), "other");
+        }
+        Ok(())
+    }
 }

@@ -80,7 +80,12 @@ pub fn init_tracing(service: &'static str) -> Result<Telemetry, ConfigError> {
             .with_target(true)
             .boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_target(true).boxed()
+        // Colour only on a terminal: escape codes in a log file or a
+        // container's log are noise to whoever reads or parses it.
+        tracing_subscriber::fmt::layer()
+            .with_target(true)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .boxed()
     };
     let _ = tracing_subscriber::registry()
         .with(logs.with_filter(filter))
