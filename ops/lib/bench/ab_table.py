@@ -3,24 +3,15 @@ rate, p50 and p99, its ratio to the limit measured in the same run, and the
 CPU per request of every process that spent at least 1 % of the figure's
 CPU. Usage: ab_table.py DIR (the A-<n>.jsonl and B-<n>.jsonl of one A/B)."""
 
-import json
 import os
 import re
 import sys
 
+from table import load, wrk_rate
+
 FIGURES = ["plain", "verify", "banned", "me", "sign_in", "refresh", "nats"]
 # The limit each figure is compared with, when it ran in the same run.
 LIMITS = {"verify": "plain", "banned": "plain", "refresh": "pgbench", "sign_in": "argon2"}
-
-
-def load(path):
-    out = {}
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                d = json.loads(line)
-                out[d.pop("name")] = d
-    return out
 
 
 def rate(r):
@@ -28,7 +19,7 @@ def rate(r):
         return r["tps"]
     if "per_second" in r:
         return r["per_second"]
-    return r["requests"] / (r["duration_us"] / 1e6)
+    return wrk_rate(r)
 
 
 def cells(results, figure):
