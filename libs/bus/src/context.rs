@@ -58,10 +58,6 @@ tokio::task_local! {
     static CURRENT: RequestContext;
 }
 
-fn hex(bytes: &[u8]) -> String {
-    hex::encode(bytes)
-}
-
 fn random<const N: usize>() -> [u8; N] {
     // Trace and request ids are not secrets, but they are made for every
     // request: from the thread-local generator, not a `getrandom` system
@@ -85,8 +81,12 @@ impl RequestContext {
     /// A fresh context for a request that arrived without one.
     pub fn new_root() -> Self {
         Self {
-            request_id: format!("req_{}", hex(&random::<12>())),
-            traceparent: format!("00-{}-{}-01", hex(&random::<16>()), hex(&random::<8>())),
+            request_id: format!("req_{}", hex::encode(random::<12>())),
+            traceparent: format!(
+                "00-{}-{}-01",
+                hex::encode(random::<16>()),
+                hex::encode(random::<8>())
+            ),
             tracestate: None,
             deadline_ms: None,
             actor: ActorSlot::default(),
@@ -108,7 +108,11 @@ impl RequestContext {
         if let Some(tp) = traceparent.filter(|tp| valid_traceparent(tp)) {
             // Same trace, new span for this hop.
             let trace_id = &tp[3..35];
-            ctx.traceparent = format!("00-{trace_id}-{}-{}", hex(&random::<8>()), &tp[53..55]);
+            ctx.traceparent = format!(
+                "00-{trace_id}-{}-{}",
+                hex::encode(random::<8>()),
+                &tp[53..55]
+            );
             ctx.tracestate = tracestate.filter(|s| s.len() <= 512).map(str::to_owned);
         }
         ctx
