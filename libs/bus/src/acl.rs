@@ -256,7 +256,16 @@ static EDGE_GUARD: Rights = Rights {
         // of the user service and its directory (issue 10, docs/PERFORMANCE.md).
         Calls {
             target: Target::Store,
-            ops: &[store::GET_SESSION_USER],
+            ops: &[
+                store::GET_SESSION_USER,
+                // Refresh in one bus hop (issue 10, docs/SESSIONS.md): the
+                // edge rotates a refresh token whose hash it is given (a
+                // store cannot be asked to list tokens) and signs with the
+                // ring it already holds; it ends a session that predates an
+                // emergency key revocation, as `session.revoke` could.
+                store::REFRESH_SESSION,
+                store::REVOKE_SESSION,
+            ],
         },
         Calls {
             target: Target::Service("account"),
@@ -315,6 +324,8 @@ static EDGE_GUARD: Rights = Rights {
                 session::REVOKED_SESSIONS,
                 // Users (issue 11): revoke-by-device.
                 session::REVOKE_DEVICE,
+                // A reused refresh token found by the edge: broadcast and event.
+                session::REPORT_REUSE,
             ],
         },
         Calls {
@@ -846,6 +857,33 @@ mod tests {
             Target::Service("session"),
             session::KEY_RING
         ));
+    }
+
+    #[test]
+    fn refresh_rotation_and_reuse_reports_have_their_callers_only() {
+        let callers = |target: Target, op: &str| -> Vec<Identity> {
+            Identity::all()
+                .into_iter()
+                .filter(|i| may_call(*i, target, op))
+                .collect()
+        };
+        // The session service (edges of an earlier release) and the edge.
+        assert_eq!(
+            callers(Target::Store, store::REFRESH_SESSION),
+            vec![Identity::EdgeGuard, Identity::Session]
+        );
+        assert_eq!(
+            callers(Target::Service("session"), session::REPORT_REUSE),
+            vec![Identity::EdgeGuard]
+        );
+        // Still nothing that reads or lists what a store keeps of sessions.
+        for op in [
+            store::LIST_SESSIONS,
+            store::VERIFY_PASSWORD,
+            moves::store::EXPORT_USER,
+        ] {
+            assert!(!may_call(Identity::EdgeGuard, Target::Store, op), "{op}");
+        }
     }
 
     #[test]

@@ -269,6 +269,7 @@ mod tests {
         Ok(session::KeyRing {
             issuer_id: req.issuer_id,
             keys: Vec::new(),
+            refresh: None,
         })
     }
 

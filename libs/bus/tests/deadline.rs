@@ -76,6 +76,7 @@ async fn bench() -> anyhow::Result<Bench> {
         Ok::<_, ApiError>(session::KeyRing {
             issuer_id: req.issuer_id,
             keys: Vec::new(),
+            refresh: None,
         })
     });
     let stop = CancellationToken::new();

@@ -39,6 +39,7 @@ async fn serving() -> anyhow::Result<Serving> {
         Ok::<_, ApiError>(session::KeyRing {
             issuer_id: req.issuer_id,
             keys: Vec::new(),
+            refresh: None,
         })
     });
     let shutdown = CancellationToken::new();

@@ -197,6 +197,11 @@ pub const EDGE_SESSION_LIFETIME_REFUSALS: Metric = counter(
     &[],
     "Session tokens refused because they outlive the issuer's session lifetime.",
 );
+pub const EDGE_REFRESHES: Metric = counter(
+    "idm_edge_refreshes_total",
+    &["path"],
+    "Refresh-token rotations answered, by path: store (rotated at the regional store and signed by this edge, one bus hop) or session (through the session service: a ring from a session service of an earlier release, or a retry whose successor it sealed).",
+);
 
 // --- auth (mail courier) ------------------------------------------------------
 
@@ -288,6 +293,7 @@ pub const ALL: &[Metric] = &[
     EDGE_REVOCATIONS_SHED,
     EDGE_REVOCATION_REGIONS_LOADED,
     EDGE_SESSION_LIFETIME_REFUSALS,
+    EDGE_REFRESHES,
     MAIL_ENQUEUED,
     MAIL_DELIVERIES,
     DELETION_STEPS,

@@ -6,6 +6,7 @@ pub mod aead;
 pub mod key_transport;
 pub mod keyring;
 pub mod password;
+pub mod refresh_token;
 pub mod session_token;
 
 use hmac::{Hmac, KeyInit, Mac};

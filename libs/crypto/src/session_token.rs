@@ -80,6 +80,31 @@ fn sign_as<C: Serialize>(version: &str, key: &RingKey, claims: &C) -> Result<Str
     Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac)))
 }
 
+/// A session token for `session` issued now under `key` (the issuer's
+/// current signing key), and when it expires: after the issuer's session
+/// lifetime, never past the session's own end. At sign-in and at every
+/// refresh, whichever service signs.
+pub fn issue(
+    key: &RingKey,
+    issuer: &IssuerId,
+    session: &idm_core::proto::store::SessionRecord,
+    region: Region,
+    lifetime_seconds: u32,
+) -> Result<(String, idm_core::Timestamp), CryptoError> {
+    let now = idm_core::now();
+    let expires_at =
+        (now + time::Duration::seconds(i64::from(lifetime_seconds))).min(session.expires_at);
+    let claims = SessionClaims {
+        iss: issuer.clone(),
+        sid: session.id.clone(),
+        sub: session.user_id.clone(),
+        reg: region,
+        iat: now.unix_timestamp(),
+        exp: expires_at.unix_timestamp(),
+    };
+    Ok((sign(key, &claims)?, expires_at))
+}
+
 /// The key id a token names, for looking up a ring before verifying.
 pub fn kid_of(token: &str) -> Option<&str> {
     let mut parts = token.splitn(3, '.');

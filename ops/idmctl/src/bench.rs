@@ -131,6 +131,7 @@ pub fn nats(url: &str, seconds: u64, concurrency: usize) -> anyhow::Result<()> {
                                     KeyRing {
                                         issuer_id: asked.issuer_id,
                                         keys: Vec::new(),
+                                        refresh: None,
                                     },
                                 ))
                                 .unwrap_or_default()

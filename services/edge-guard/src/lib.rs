@@ -14,6 +14,7 @@ mod idempotency;
 mod key_cache;
 pub mod openapi;
 mod redirect;
+mod refresh;
 mod revocations;
 mod routes;
 mod session_keys;

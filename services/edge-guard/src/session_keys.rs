@@ -6,7 +6,7 @@
 
 use base64::Engine;
 use idm_bus::Bus;
-use idm_core::proto::session::KeyRingRequest;
+use idm_core::proto::session::{KeyRingRequest, RefreshRules};
 use idm_core::{ApiError, ErrorCode, IssuerId};
 use idm_crypto::session_token::{self, RingKey, SessionClaims, TokenError};
 use idm_crypto::KeyTransport;
@@ -18,13 +18,31 @@ use std::time::Duration;
 /// from now with a short `exp - iat` would live for a year.
 const MAX_CLOCK_SKEW_SECONDS: i64 = 60;
 
-type Ring = Arc<Vec<RingKey>>;
+/// An issuer's ring as this edge holds it.
+pub struct Ring {
+    keys: Vec<RingKey>,
+    /// The key that signs: the session service marks it.
+    current: Option<usize>,
+    /// Present when this edge may rotate refresh tokens itself (a session
+    /// service of this release or later sent the ring).
+    pub refresh: Option<RefreshRules>,
+}
+
+impl Ring {
+    pub fn find(&self, kid: &str) -> Option<&RingKey> {
+        self.keys.iter().find(|k| k.kid == kid)
+    }
+
+    pub fn current(&self) -> Option<&RingKey> {
+        self.current.and_then(|i| self.keys.get(i))
+    }
+}
 
 #[derive(Clone)]
 pub struct SessionKeys {
     bus: Bus,
     transport: Arc<KeyTransport>,
-    rings: moka::future::Cache<IssuerId, Ring>,
+    rings: moka::future::Cache<IssuerId, Arc<Ring>>,
     /// Issuers whose ring was re-fetched for an unknown key id just now, so
     /// made-up key ids cannot turn into a stream of lookups.
     recently_refreshed: moka::future::Cache<IssuerId, ()>,
@@ -49,7 +67,8 @@ impl SessionKeys {
         }
     }
 
-    async fn ring(&self, issuer: &IssuerId) -> Result<Ring, ApiError> {
+    /// The issuer's ring, from the cache or fetched.
+    pub async fn ring(&self, issuer: &IssuerId) -> Result<Arc<Ring>, ApiError> {
         let bus = self.bus.clone();
         let transport = Arc::clone(&self.transport);
         let issuer_id = issuer.clone();
@@ -64,6 +83,7 @@ impl SessionKeys {
                 if ring.issuer_id != issuer_id {
                     return Err(ApiError::internal_from(&"key ring of another issuer"));
                 }
+                let current = ring.keys.iter().position(|k| k.current);
                 let keys = ring
                     .keys
                     .into_iter()
@@ -83,7 +103,11 @@ impl SessionKeys {
                             })
                     })
                     .collect::<Result<Vec<_>, ApiError>>()?;
-                Ok::<_, ApiError>(Arc::new(keys))
+                Ok::<_, ApiError>(Arc::new(Ring {
+                    keys,
+                    current,
+                    refresh: ring.refresh,
+                }))
             })
             .await
             .map_err(|e| (*e).clone())
@@ -91,6 +115,19 @@ impl SessionKeys {
 
     pub async fn forget(&self, issuer: &IssuerId) {
         self.rings.invalidate(issuer).await;
+    }
+
+    /// The issuer's ring holding `kid`, fetched again once if the cached one
+    /// does not (a key rotated in by the session service moments ago). For
+    /// key ids the platform wrote (a sealed successor in a store), not ones
+    /// a caller sent: those go through [`verify`](Self::verify)'s throttle.
+    pub async fn ring_with(&self, issuer: &IssuerId, kid: &str) -> Result<Arc<Ring>, ApiError> {
+        let ring = self.ring(issuer).await?;
+        if ring.find(kid).is_some() {
+            return Ok(ring);
+        }
+        self.forget(issuer).await;
+        self.ring(issuer).await
     }
 
     /// Drops every cached ring (after a bus reconnect: a key revocation
@@ -113,18 +150,18 @@ impl SessionKeys {
             .ok_or_else(|| invalid("the session token is malformed"))?
             .to_owned();
         let mut ring = self.ring(issuer).await?;
-        if !ring.iter().any(|k| k.kid == kid) && !self.recently_refreshed.contains_key(issuer) {
+        if ring.find(&kid).is_none() && !self.recently_refreshed.contains_key(issuer) {
             self.recently_refreshed.insert(issuer.clone(), ()).await;
             self.rings.invalidate(issuer).await;
             ring = self.ring(issuer).await?;
         }
         let now = idm_core::now().unix_timestamp();
-        let claims =
-            session_token::verify(token, issuer, now, |kid| ring.iter().find(|k| k.kid == kid))
-                .map_err(|e| match e {
-                    TokenError::Expired => invalid("the session has expired"),
-                    _ => invalid("the session token is not valid"),
-                })?;
+        let claims = session_token::verify(token, issuer, now, |kid| ring.find(kid)).map_err(
+            |e| match e {
+                TokenError::Expired => invalid("the session has expired"),
+                _ => invalid("the session token is not valid"),
+            },
+        )?;
         check_lifetime(&claims, now, max_lifetime_seconds)?;
         Ok(claims)
     }

@@ -4,7 +4,6 @@
 //! claims, so nothing in the response tells it apart from a real one; its MAC
 //! is made with a random key that is dropped at once, so it never verifies.
 
-use crate::handlers::new_refresh_token;
 use crate::{Error, State};
 use idm_core::proto::session::DecoySession;
 use idm_core::proto::session::IssuedSession;
@@ -38,7 +37,7 @@ pub async fn decoy_session(
         exp: expires_at.unix_timestamp(),
     };
     // The refresh token is never stored, so it is refused like any unknown one.
-    let (refresh_token, _) = new_refresh_token(req.region);
+    let (refresh_token, _) = idm_crypto::refresh_token::generate(req.region);
     Ok(IssuedSession {
         session_id,
         session_token: SecretText::new(session_token::sign(&throwaway, &claims)?),

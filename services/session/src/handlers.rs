@@ -1,5 +1,6 @@
 //! Bus operations of the session service.
 
+use crate::key_ring::Ring;
 use crate::{revocation, session_index, Error, State};
 use base64::Engine;
 use idm_core::proto::event::DomainEvent;
@@ -7,7 +8,8 @@ use idm_core::proto::session::*;
 use idm_core::proto::store::{self, RefreshOutcome, SessionRecord};
 use idm_core::proto::{event, user, Done, SecretText};
 use idm_core::{ApiError, ErrorCode, IssuerId, IssuerPolicy, Region, SessionId, UserId};
-use idm_crypto::session_token::{self, SessionClaims};
+use idm_crypto::refresh_token;
+use idm_crypto::session_token;
 use std::sync::Arc;
 
 pub async fn init_issuer(state: Arc<State>, req: InitIssuer) -> Result<Done, Error> {
@@ -15,53 +17,40 @@ pub async fn init_issuer(state: Arc<State>, req: InitIssuer) -> Result<Done, Err
     Ok(Done::default())
 }
 
-/// A fresh refresh token for a session in `region`, and the hash we store.
-pub(crate) fn new_refresh_token(region: Region) -> (SecretText, String) {
-    let token = format!(
-        "{REFRESH_TOKEN_PREFIX}{region}_{}",
-        idm_crypto::random_token::<32>()
-    );
-    let hash = idm_crypto::sha256_hex(token.as_bytes());
-    (SecretText::new(token), hash)
-}
+/// The store's revocation reason for a session whose refresh token was reused.
+const COMPROMISED: &str = "compromised";
 
-/// Signs a session token for `session`, never past the session's own end.
+/// Signs a session token for `session` with the ring's current key, never
+/// past the session's own end. The same ring says whether the session
+/// predates a key revocation, so a revocation racing this refresh cannot be
+/// missed.
 async fn sign(
     state: &State,
     issuer: &IssuerId,
+    ring: &Ring,
     session: &SessionRecord,
     region: Region,
     policy: &IssuerPolicy,
 ) -> Result<(SecretText, idm_core::Timestamp), Error> {
-    let ring = state.keys.ring(issuer).await?;
-    // The same ring that signs says whether the session predates a key
-    // revocation, so a revocation racing this refresh cannot be missed.
     refuse_if_before_key_revocation(state, issuer, region, session, ring.sessions_not_before)
         .await?;
     let key = ring
         .current()
         .ok_or_else(|| ApiError::not_found("issuer"))?;
-    let now = idm_core::now();
-    let expires_at = (now + time::Duration::seconds(i64::from(policy.session_lifetime_seconds)))
-        .min(session.expires_at);
-    let claims = SessionClaims {
-        iss: issuer.clone(),
-        sid: session.id.clone(),
-        sub: session.user_id.clone(),
-        reg: region,
-        iat: now.unix_timestamp(),
-        exp: expires_at.unix_timestamp(),
-    };
-    Ok((
-        SecretText::new(session_token::sign(key, &claims)?),
-        expires_at,
-    ))
+    let (token, expires_at) = session_token::issue(
+        key,
+        issuer,
+        session,
+        region,
+        policy.session_lifetime_seconds,
+    )?;
+    Ok((SecretText::new(token), expires_at))
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id, region = %req.region))]
 pub async fn create_session(state: Arc<State>, req: CreateSession) -> Result<IssuedSession, Error> {
     let session_id = SessionId::generate();
-    let (refresh_token, refresh_token_hash) = new_refresh_token(req.region);
+    let (refresh_token, refresh_token_hash) = refresh_token::generate(req.region);
     let absolute_end = idm_core::now()
         + time::Duration::seconds(i64::from(req.policy.session_absolute_timeout_seconds));
     let record = state
@@ -87,8 +76,16 @@ pub async fn create_session(state: Arc<State>, req: CreateSession) -> Result<Iss
         record.expires_at,
     )
     .await?;
-    let (session_token, expires_at) =
-        sign(&state, &req.issuer_id, &record, req.region, &req.policy).await?;
+    let ring = state.keys.ring(&req.issuer_id).await?;
+    let (session_token, expires_at) = sign(
+        &state,
+        &req.issuer_id,
+        &ring,
+        &record,
+        req.region,
+        &req.policy,
+    )
+    .await?;
     state
         .events
         .publish(
@@ -115,24 +112,34 @@ fn invalid_refresh() -> ApiError {
 /// Rotates a refresh token. A token that was already used compromises its
 /// session (unless the issuer allows a short leeway and this is a retry of
 /// the latest rotation, which gets that same successor again).
+///
+/// Edges whose ring carries [`RefreshRules`] rotate at the store themselves
+/// (edge-guard's `refresh_at_store`, one bus hop); this operation serves
+/// edges of an earlier release and a retry whose successor was sealed by
+/// one (see [`open_successor`]).
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id))]
 pub async fn refresh(state: Arc<State>, req: Refresh) -> Result<IssuedSession, Error> {
     let presented = req.refresh_token.expose();
     let region = refresh_token_region(presented).ok_or_else(invalid_refresh)?;
-    let token_hash = idm_crypto::sha256_hex(presented.as_bytes());
-    let (successor, successor_hash) = new_refresh_token(region);
+    let token_hash = refresh_token::hash(presented);
+    let ring = state.keys.ring(&req.issuer_id).await?;
+    let signing_key = ring
+        .current()
+        .ok_or_else(|| ApiError::not_found("issuer"))?;
+    let (successor, successor_hash) = refresh_token::generate(region);
     let leeway = req.policy.refresh_reuse_leeway_seconds;
     // The successor is kept, sealed to this exact predecessor, only while a
     // retry within the leeway may need it; the store can never read it.
-    let successor_sealed = if leeway > 0 {
-        let sealed = state
-            .keys
-            .master()
-            .seal(successor.expose().as_bytes(), token_hash.as_bytes())?;
-        Some(base64::engine::general_purpose::STANDARD.encode(sealed))
-    } else {
-        None
-    };
+    let successor_sealed = (leeway > 0)
+        .then(|| {
+            refresh_token::seal_successor(
+                signing_key,
+                &req.issuer_id,
+                &token_hash,
+                successor.expose(),
+            )
+        })
+        .transpose()?;
     let request = store::RefreshSession {
         issuer_id: req.issuer_id.clone(),
         token_hash: token_hash.clone(),
@@ -150,25 +157,13 @@ pub async fn refresh(state: Arc<State>, req: Refresh) -> Result<IssuedSession, E
             e
         }
     })?;
-    let (session, refresh_token) = match outcome {
-        RefreshOutcome::Rotated { session } => (session, successor),
+    let (session, sealed_successor) = match outcome {
+        RefreshOutcome::Rotated { session } => (session, None),
         RefreshOutcome::Replayed {
             session,
             successor_sealed,
             ..
-        } => {
-            let sealed = base64::engine::general_purpose::STANDARD
-                .decode(successor_sealed)
-                .map_err(|e| ApiError::internal_from(&e))?;
-            let opened = state
-                .keys
-                .master()
-                .open(&sealed, token_hash.as_bytes())?
-                .plaintext;
-            let token =
-                String::from_utf8(opened.to_vec()).map_err(|e| ApiError::internal_from(&e))?;
-            (session, SecretText::new(token))
-        }
+        } => (session, Some(successor_sealed)),
         RefreshOutcome::Compromised { session } => {
             tracing::warn!(session = %session.id, "refresh token reused: session revoked as compromised");
             revocation::announce(&state, &req.issuer_id, std::slice::from_ref(&session), true)
@@ -180,14 +175,91 @@ pub async fn refresh(state: Arc<State>, req: Refresh) -> Result<IssuedSession, E
             .into());
         }
     };
+    // Before anything is opened: after an emergency key revocation the key
+    // that sealed a replayed successor is gone, and so is the session.
+    refuse_if_before_key_revocation(
+        &state,
+        &req.issuer_id,
+        region,
+        &session,
+        ring.sessions_not_before,
+    )
+    .await?;
+    let refresh_token = match sealed_successor {
+        None => successor,
+        Some(sealed) => open_successor(&state, &ring, &req.issuer_id, &token_hash, &sealed).await?,
+    };
     let (session_token, expires_at) =
-        sign(&state, &req.issuer_id, &session, region, &req.policy).await?;
+        sign(&state, &req.issuer_id, &ring, &session, region, &req.policy).await?;
     Ok(IssuedSession {
         session_id: session.id,
         session_token,
         refresh_token,
         expires_at,
     })
+}
+
+/// The successor a replayed rotation stored: sealed under a ring key (by an
+/// edge or by this service), or, from a release before the ring sealed them,
+/// under this service's master key (gone one leeway, 60 s at most, after
+/// the upgrade).
+async fn open_successor(
+    state: &State,
+    ring: &Ring,
+    issuer: &IssuerId,
+    predecessor_hash: &str,
+    sealed: &str,
+) -> Result<SecretText, Error> {
+    let Some(kid) = refresh_token::successor_kid(sealed) else {
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(sealed)
+            .map_err(|e| ApiError::internal_from(&e))?;
+        let opened = state
+            .keys
+            .master()
+            .open(&sealed, predecessor_hash.as_bytes())?
+            .plaintext;
+        let token = String::from_utf8(opened.to_vec()).map_err(|e| ApiError::internal_from(&e))?;
+        return Ok(SecretText::new(token));
+    };
+    // A key rotated in moments ago by another replica may not be cached yet.
+    let fresh;
+    let key = match ring.find(kid) {
+        Some(key) => key,
+        None => {
+            state.keys.forget(issuer).await;
+            fresh = state.keys.ring(issuer).await?;
+            fresh.find(kid).ok_or_else(|| {
+                ApiError::internal_from(&"the key that sealed a successor is not in the ring")
+            })?
+        }
+    };
+    let opened = refresh_token::open_successor(sealed, key, issuer, predecessor_hash)?;
+    Ok(SecretText::new(opened.as_str().to_owned()))
+}
+
+/// An edge found a reused refresh token: the store has already revoked the
+/// session as compromised. Revoking is idempotent there (the first reason
+/// and time stay), so asking the store again both confirms the record and
+/// gives the broadcast and the event the store's own copy, not the edge's.
+#[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, session = %req.session_id, region = %req.region))]
+pub async fn report_reuse(state: Arc<State>, req: ReportReuse) -> Result<Done, Error> {
+    let revoke = store::RevokeSession {
+        issuer_id: req.issuer_id.clone(),
+        session_id: req.session_id,
+        reason: COMPROMISED.into(),
+    };
+    let record = state.bus.send_to(req.region, &revoke).await?;
+    let compromised = record.revoke_reason.as_deref() == Some(COMPROMISED);
+    tracing::warn!(session = %record.id, compromised, "refresh token reused: session revoked");
+    revocation::announce(
+        &state,
+        &req.issuer_id,
+        std::slice::from_ref(&record),
+        compromised,
+    )
+    .await?;
+    Ok(Done::default())
 }
 
 /// Refuses (and ends in its store) a session created before the issuer's
@@ -328,6 +400,9 @@ pub async fn key_ring(state: Arc<State>, req: KeyRingRequest) -> Result<KeyRing,
     Ok(KeyRing {
         issuer_id: req.issuer_id,
         keys,
+        refresh: Some(RefreshRules {
+            sessions_not_before: ring.sessions_not_before,
+        }),
     })
 }
 

@@ -26,6 +26,10 @@ impl Ring {
     pub fn current(&self) -> Option<&RingKey> {
         self.keys.first()
     }
+
+    pub fn find(&self, kid: &str) -> Option<&RingKey> {
+        self.keys.iter().find(|k| k.kid == kid)
+    }
 }
 
 pub struct KeyRings {

@@ -84,7 +84,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .on(handlers::sign_verification)
         .on(decoy::decoy_session)
         .on(revocation::revoked_sessions)
-        .on(handlers::revoke_device);
+        .on(handlers::revoke_device)
+        .on(handlers::report_reuse);
     let serving = bus.serve(handlers, state, shutdown.clone()).await?;
     let ready = idm_telemetry::all_of(vec![db.probe(), bus.probe()]);
     let (http_addr, http) = idm_telemetry::serve_http(

@@ -230,6 +230,10 @@ async fn a_service_cannot_call_an_operation_it_has_no_row_for() -> anyhow::Resul
         (Identity::Auth, format!("{p}.session.v1.key_ring")),
         (Identity::User, format!("{p}.store.weur.v1.verify_password")),
         (Identity::Admin, format!("{p}.session.v1.key_ring")),
+        // Rotating refresh tokens and reporting their reuse: edge (and
+        // session) only.
+        (Identity::User, format!("{p}.store.weur.v1.refresh_session")),
+        (Identity::Auth, format!("{p}.session.v1.report_reuse")),
     ] {
         let caller = Watched::connect(&platform, identity).await?;
         let reply = caller.call(&subject, Some(&identity.name())).await?;

@@ -24,6 +24,7 @@ mod passwordless;
 mod personal_tokens;
 mod plans;
 mod platform;
+mod refresh;
 mod regions;
 mod revocation;
 mod scopes;

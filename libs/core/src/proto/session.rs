@@ -26,6 +26,11 @@ pub const DECOY_SESSION: &str = "decoy_session";
 pub const REVOKED_SESSIONS: &str = "revoked_sessions";
 /// Revoke every session of one of a user's devices (users, issue 11).
 pub const REVOKE_DEVICE: &str = "revoke_device";
+/// An edge that rotates refresh tokens itself found a reused one (the store
+/// has already revoked the session as compromised): the session service
+/// makes that known everywhere, as for any revocation (request:
+/// `ReportReuse`).
+pub const REPORT_REUSE: &str = "report_reuse";
 
 super::operation::operations!(service "session" {
     InitIssuer => super::Done = INIT_ISSUER,
@@ -41,6 +46,7 @@ super::operation::operations!(service "session" {
     DecoySession => IssuedSession = DECOY_SESSION,
     RevokedSessions => super::store::RevokedSessionPage = REVOKED_SESSIONS,
     RevokeDevice => Revoked = REVOKE_DEVICE,
+    ReportReuse => super::Done = REPORT_REUSE,
 });
 
 /// No session token lives longer than this (the policy's maximum
@@ -188,6 +194,29 @@ pub struct SealedSigningKey {
 pub struct KeyRing {
     pub issuer_id: IssuerId,
     pub keys: Vec<SealedSigningKey>,
+    /// What an edge needs to rotate refresh tokens itself, read in the same
+    /// snapshot as the keys (docs/SESSIONS.md, "Refresh in one bus hop").
+    /// Absent from a session service of an earlier release: an edge then
+    /// refreshes through the session service, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<RefreshRules>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshRules {
+    /// The issuer's latest emergency key revocation: a session created at or
+    /// before it can no longer be refreshed.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub sessions_not_before: Option<Timestamp>,
+}
+
+/// A reused refresh token, found by an edge: the store named the session
+/// compromised (and revoked it) in its answer to `store.refresh_session`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportReuse {
+    pub issuer_id: IssuerId,
+    pub region: Region,
+    pub session_id: SessionId,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -245,4 +274,27 @@ pub fn refresh_token_region(token: &str) -> Option<Region> {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
     .then_some(())?;
     Region::parse(region).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rollout: a ring from a session service of an earlier release has
+    /// no refresh rules, and an edge then refreshes through that service.
+    #[test]
+    fn a_ring_without_refresh_rules_says_so() -> Result<(), serde_json::Error> {
+        let issuer = IssuerId::generate();
+        let earlier: KeyRing =
+            serde_json::from_value(serde_json::json!({ "issuer_id": issuer, "keys": [] }))?;
+        assert_eq!(earlier.refresh, None);
+        let now = KeyRing {
+            issuer_id: issuer,
+            keys: Vec::new(),
+            refresh: Some(RefreshRules::default()),
+        };
+        let round_trip: KeyRing = serde_json::from_value(serde_json::to_value(&now)?)?;
+        assert_eq!(round_trip.refresh, Some(RefreshRules::default()));
+        Ok(())
+    }
 }

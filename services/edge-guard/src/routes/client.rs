@@ -307,7 +307,7 @@ pub async fn refresh(
         refresh_token,
         device: caller.device(),
     };
-    let issued = incoming.app.bus.send(&call).await?;
+    let issued = crate::refresh::refresh(&incoming.app, call).await?;
     Ok(issued_response(
         &incoming,
         StatusCode::OK,
