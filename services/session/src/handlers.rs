@@ -114,7 +114,7 @@ fn invalid_refresh() -> ApiError {
 /// the latest rotation, which gets that same successor again).
 ///
 /// Edges whose ring carries [`RefreshRules`] rotate at the store themselves
-/// (edge-guard's `refresh_at_store`, one bus hop); this operation serves
+/// (edge-guard's `refresh` module, one bus hop); this operation serves
 /// edges of an earlier release and a retry whose successor was sealed by
 /// one (see [`open_successor`]).
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id))]

@@ -249,6 +249,35 @@ async fn a_successor_sealed_by_the_earlier_release_is_still_given_back() -> anyh
             .any(|l| l.starts_with("idm_edge_refreshes_total{") && l.contains("path=\"store\"")),
         "{metrics}"
     );
-    client.refresh(&successor).await?.ok()?;
+
+    // An edge of the earlier release refreshes through the session service,
+    // which seals under the ring too: a retry at an edge of this release
+    // opens that successor itself.
+    let earlier_edge = platform.bus(idm_bus::Identity::EdgeGuard).await?;
+    let policy = idm_core::IssuerPolicy {
+        refresh_reuse_leeway_seconds: 30,
+        ..Default::default()
+    };
+    let through_service = earlier_edge
+        .send(&idm_core::proto::session::Refresh {
+            issuer_id: idm_core::IssuerId::parse(&a.issuer_id)?,
+            policy,
+            refresh_token: idm_core::proto::SecretText::new(successor.clone()),
+            device: Default::default(),
+        })
+        .await?;
+    let sealed = stored_successor(&platform, &a, region, &successor).await?;
+    assert!(
+        idm_crypto::refresh_token::successor_kid(&sealed).is_some(),
+        "{sealed}"
+    );
+    let before = through_session(&platform.edge_metrics(0).await?);
+    let retried = client.refresh(&successor).await?.ok()?;
+    assert_eq!(
+        retried.refresh_token.expose(),
+        through_service.refresh_token.expose()
+    );
+    assert_eq!(through_session(&platform.edge_metrics(0).await?), before);
+    client.me(retried.session_token.expose()).await?.ok()?;
     platform.stop().await
 }
