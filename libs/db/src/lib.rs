@@ -15,6 +15,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
+/// A pooled connection idle at least this long is pinged before it is handed
+/// out. One used more recently needs no ping: sqlx pings every connection
+/// it takes back (which also flushes a dropped transaction's ROLLBACK), so
+/// it answered moments ago, and sqlx's default ping before every checkout
+/// was a second round trip per request for nothing (issue 10, "Hot paths,
+/// sixth round"). A database that restarts while a connection sits idle
+/// takes longer than this, so that connection is still pinged and replaced.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
 pub use sqlx;
 pub use sqlx::migrate::Migrator;
 pub use sqlx::postgres::PgRow as Row;
@@ -187,7 +196,16 @@ impl Db {
         let mut pool = PgPoolOptions::new()
             .max_connections(max)
             // Waiting and connecting together end within 5 s, as before.
-            .acquire_timeout(Duration::from_secs(5));
+            .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            });
         if let Some(age) = max_age {
             pool = pool.max_lifetime(age);
         }

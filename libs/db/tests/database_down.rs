@@ -1,7 +1,7 @@
 //! With the database unreachable, callers are refused at once after the
 //! first failed connection instead of each waiting out the pool.
 
-use idm_db::{Db, DbError};
+use idm_db::{Db, DbError, GenericClient as _};
 
 /// A loopback port with nothing listening (bound, then released).
 fn closed_port() -> anyhow::Result<u16> {
@@ -76,5 +76,42 @@ async fn a_database_that_comes_back_is_used_again_within_the_hold() -> anyhow::R
     let result = db.ping().await;
     forwarding.abort();
     result?;
+    Ok(())
+}
+
+async fn backend_pid(db: &Db) -> anyhow::Result<i32> {
+    let client = db.get().await?;
+    let pid = idm_db::sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *client.conn().await)
+        .await?;
+    Ok(pid)
+}
+
+/// A pooled connection is pinged before use only after sitting idle (one
+/// used moments ago was pinged when it came back), so a connection whose
+/// server session ended while it sat idle, as in a database restart, is
+/// replaced before anyone is handed it.
+#[tokio::test]
+async fn a_connection_whose_session_ended_while_idle_is_replaced_unseen() -> anyhow::Result<()> {
+    let Ok(url) = std::env::var("IDM_TEST_PG_URL") else {
+        anyhow::bail!("IDM_TEST_PG_URL is not set");
+    };
+    let db = Db::connect(&url, 1)?;
+    let admin = Db::connect(&url, 1)?;
+    let first = backend_pid(&db).await?;
+    // Used again at once: the same session.
+    assert_eq!(backend_pid(&db).await?, first);
+
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let client = admin.get().await?;
+    let ended: bool = idm_db::sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(first)
+        .fetch_one(&mut *client.conn().await)
+        .await?;
+    drop(client);
+    assert!(ended);
+    // The caller never sees the dead session.
+    let second = backend_pid(&db).await?;
+    assert_ne!(second, first);
     Ok(())
 }
