@@ -772,6 +772,9 @@ pub fn permissions(identity: Identity, prefix: &str) -> Permissions {
     let mut subscribe = vec![format!("{}.>", identity.inbox_prefix(prefix))];
     if let Some(served) = identity.serves() {
         subscribe.push(format!("{}.*", served.subject_base(prefix)));
+        // Its own inbox, which only it reads: the serving loop confirms its
+        // subscription with a message to itself (`server::confirm_subscriptions`).
+        publish.push(format!("{}.>", identity.inbox_prefix(prefix)));
     }
     for calls in rights.calls {
         for op in calls.ops {
@@ -910,6 +913,13 @@ mod tests {
             .publish
             .contains(&"$JS.ACK.IDM_MAIL.courier.>".to_owned()));
         assert!(!auth.publish.iter().any(|s| s.contains("key_ring")));
+        // Its own inbox only (to confirm its subscriptions), never another's.
+        let inboxes: Vec<&String> = auth
+            .publish
+            .iter()
+            .filter(|s| s.starts_with("_INBOX"))
+            .collect();
+        assert_eq!(inboxes, vec!["_INBOX_idm_auth.>"]);
         for rule in auth.publish.iter().chain(&auth.subscribe) {
             assert!(
                 !matches!(rule.as_str(), ">" | "idm.>" | "$JS.API.>" | "_INBOX.>"),
@@ -921,10 +931,15 @@ mod tests {
             store.subscribe,
             vec!["_INBOX_idm_user-store-weur.>", "idm.store.weur.v1.*"]
         );
-        // A store calls one operation: the source's export, when a user moves.
-        assert_eq!(store.publish, vec!["idm.store.*.v1.export_user"]);
+        // A store calls one operation: the source's export, when a user
+        // moves; and it may write to its own inbox (see `permissions`).
+        assert_eq!(
+            store.publish,
+            vec!["_INBOX_idm_user-store-weur.>", "idm.store.*.v1.export_user"]
+        );
         let edge = permissions(Identity::EdgeGuard, "idm");
         assert!(!edge.allow_responses);
+        assert!(!edge.publish.iter().any(|s| s.starts_with("_INBOX")));
         assert!(edge.publish.contains(&"idm.session.v1.key_ring".to_owned()));
         assert!(edge.subscribe.contains(&"idm.session.revoked.*".to_owned()));
         let admin = permissions(Identity::Admin, "idm");
