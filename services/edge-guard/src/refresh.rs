@@ -10,15 +10,13 @@
 //! that release sealed (it rotates and signs, as it did before).
 
 use crate::App;
-use idm_core::proto::session::{self, refresh_token_region, IssuedSession, ReportReuse};
-use idm_core::proto::store::{self, RefreshOutcome, SessionRecord};
+use idm_core::proto::session::{
+    self, refresh_error, refresh_token_invalid, refresh_token_region, IssuedSession, ReportReuse,
+};
+use idm_core::proto::store::{self, SessionRecord};
 use idm_core::proto::SecretText;
 use idm_core::{ApiError, ErrorCode, IssuerId, Region};
 use idm_crypto::{refresh_token, session_token};
-
-fn invalid() -> ApiError {
-    ApiError::new(ErrorCode::SessionInvalid, "the refresh token is not valid")
-}
 
 fn counted(path: &'static str) {
     metrics::counter!("idm_edge_refreshes_total", "path" => path).increment(1);
@@ -36,45 +34,35 @@ pub async fn refresh(app: &App, call: session::Refresh) -> Result<IssuedSession,
         return app.bus.send(&call).await;
     };
     let presented = call.refresh_token.expose();
-    let region = refresh_token_region(presented).ok_or_else(invalid)?;
+    let region = refresh_token_region(presented).ok_or_else(refresh_token_invalid)?;
     let token_hash = refresh_token::hash(presented);
     let (successor, successor_hash) = refresh_token::generate(region);
-    let leeway = call.policy.refresh_reuse_leeway_seconds;
     // Kept, sealed to this exact predecessor, only while a retry within the
     // leeway may need it; the store can never read it.
-    let successor_sealed = (leeway > 0)
+    let successor_sealed = (call.policy.refresh_reuse_leeway_seconds > 0)
         .then(|| {
             refresh_token::seal_successor(signing_key, issuer, &token_hash, successor.expose())
         })
         .transpose()
         .map_err(|e| ApiError::internal_from(&e))?;
-    let request = store::RefreshSession {
-        issuer_id: issuer.clone(),
-        token_hash: token_hash.clone(),
-        new_token_hash: successor_hash,
+    let request = store::RefreshSession::under_policy(
+        issuer.clone(),
+        token_hash.clone(),
+        successor_hash,
         successor_sealed,
-        idle_timeout_seconds: call.policy.session_idle_timeout_seconds,
-        leeway_seconds: leeway,
-        device: call.device.clone(),
-    };
-    let outcome = app.bus.send_to(region, &request).await.map_err(|e| {
-        // Another issuer's token is simply unknown in this issuer's schema.
-        if e.code == ErrorCode::NotFound {
-            invalid()
-        } else {
-            e
-        }
-    })?;
-    let (session, sealed_successor) = match outcome {
-        RefreshOutcome::Rotated { session } => (session, None),
-        RefreshOutcome::Replayed {
-            session,
-            successor_sealed,
-            ..
-        } => (session, Some(successor_sealed)),
-        RefreshOutcome::Compromised { session } => {
+        &call.policy,
+        call.device.clone(),
+    );
+    let outcome = app
+        .bus
+        .send_to(region, &request)
+        .await
+        .map_err(refresh_error)?;
+    let (session, sealed_successor) = match outcome.into_rotation() {
+        Ok(rotated) => rotated,
+        Err(compromised) => {
             counted("store");
-            return Err(report_reuse(app, issuer, region, &session).await);
+            return Err(report_reuse(app, issuer, region, &compromised).await);
         }
     };
     // Checked before anything is opened: after an emergency key revocation

@@ -5,7 +5,7 @@ use crate::{revocation, session_index, Error, State};
 use base64::Engine;
 use idm_core::proto::event::DomainEvent;
 use idm_core::proto::session::*;
-use idm_core::proto::store::{self, RefreshOutcome, SessionRecord};
+use idm_core::proto::store::{self, SessionRecord};
 use idm_core::proto::{event, user, Done, SecretText};
 use idm_core::{ApiError, ErrorCode, IssuerId, IssuerPolicy, Region, SessionId, UserId};
 use idm_crypto::refresh_token;
@@ -105,10 +105,6 @@ pub async fn create_session(state: Arc<State>, req: CreateSession) -> Result<Iss
     })
 }
 
-fn invalid_refresh() -> ApiError {
-    ApiError::new(ErrorCode::SessionInvalid, "the refresh token is not valid")
-}
-
 /// Rotates a refresh token. A token that was already used compromises its
 /// session (unless the issuer allows a short leeway and this is a retry of
 /// the latest rotation, which gets that same successor again).
@@ -120,17 +116,16 @@ fn invalid_refresh() -> ApiError {
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id))]
 pub async fn refresh(state: Arc<State>, req: Refresh) -> Result<IssuedSession, Error> {
     let presented = req.refresh_token.expose();
-    let region = refresh_token_region(presented).ok_or_else(invalid_refresh)?;
+    let region = refresh_token_region(presented).ok_or_else(refresh_token_invalid)?;
     let token_hash = refresh_token::hash(presented);
     let ring = state.keys.ring(&req.issuer_id).await?;
     let signing_key = ring
         .current()
         .ok_or_else(|| ApiError::not_found("issuer"))?;
     let (successor, successor_hash) = refresh_token::generate(region);
-    let leeway = req.policy.refresh_reuse_leeway_seconds;
     // The successor is kept, sealed to this exact predecessor, only while a
     // retry within the leeway may need it; the store can never read it.
-    let successor_sealed = (leeway > 0)
+    let successor_sealed = (req.policy.refresh_reuse_leeway_seconds > 0)
         .then(|| {
             refresh_token::seal_successor(
                 signing_key,
@@ -140,31 +135,22 @@ pub async fn refresh(state: Arc<State>, req: Refresh) -> Result<IssuedSession, E
             )
         })
         .transpose()?;
-    let request = store::RefreshSession {
-        issuer_id: req.issuer_id.clone(),
-        token_hash: token_hash.clone(),
-        new_token_hash: successor_hash,
+    let request = store::RefreshSession::under_policy(
+        req.issuer_id.clone(),
+        token_hash.clone(),
+        successor_hash,
         successor_sealed,
-        idle_timeout_seconds: req.policy.session_idle_timeout_seconds,
-        leeway_seconds: leeway,
-        device: req.device,
-    };
-    let outcome = state.bus.send_to(region, &request).await.map_err(|e| {
-        // Another issuer's token is simply unknown in this issuer's schema.
-        if e.code == ErrorCode::NotFound {
-            invalid_refresh()
-        } else {
-            e
-        }
-    })?;
-    let (session, sealed_successor) = match outcome {
-        RefreshOutcome::Rotated { session } => (session, None),
-        RefreshOutcome::Replayed {
-            session,
-            successor_sealed,
-            ..
-        } => (session, Some(successor_sealed)),
-        RefreshOutcome::Compromised { session } => {
+        &req.policy,
+        req.device,
+    );
+    let outcome = state
+        .bus
+        .send_to(region, &request)
+        .await
+        .map_err(refresh_error)?;
+    let (session, sealed_successor) = match outcome.into_rotation() {
+        Ok(rotated) => rotated,
+        Err(session) => {
             tracing::warn!(session = %session.id, "refresh token reused: session revoked as compromised");
             revocation::announce(&state, &req.issuer_id, std::slice::from_ref(&session), true)
                 .await?;

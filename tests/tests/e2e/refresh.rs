@@ -7,6 +7,7 @@
 //! service's master key) still honoured.
 
 use crate::factor_kit::{tenant, verify};
+use crate::sessions::set_policy;
 use base64::Engine;
 use idm_core::ErrorCode::{RefreshTokenReused, SessionCompromised, SessionInvalid};
 use idm_core::Region;
@@ -26,16 +27,12 @@ fn schema(tenant: &Tenant) -> String {
 }
 
 async fn allow_retries(platform: &Platform, tenant: &Tenant) -> anyhow::Result<()> {
-    let r = platform
-        .backend(
-            Method::PATCH,
-            "/v1/issuer",
-            &tenant.secret_key,
-            Some(json!({ "policy": { "refresh_reuse_leeway_seconds": 30 } })),
-        )
-        .await?;
-    anyhow::ensure!(r.status == 200, "policy not set: {}", r.json);
-    Ok(())
+    set_policy(
+        platform,
+        tenant,
+        json!({ "refresh_reuse_leeway_seconds": 30 }),
+    )
+    .await
 }
 
 /// The successor stored for `predecessor`, as the store keeps it.

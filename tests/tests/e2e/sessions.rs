@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 const ORIGIN: &str = "https://app.example.com";
 const PASSWORD: &str = "correct horse battery";
 
-async fn set_policy(
+pub(crate) async fn set_policy(
     platform: &Platform,
     tenant: &Tenant,
     policy: serde_json::Value,

@@ -265,6 +265,25 @@ pub struct RevokedSession {
 /// is routed without any lookup: `idmrt_<region>_<43 chars of base64url>`.
 pub const REFRESH_TOKEN_PREFIX: &str = "idmrt_";
 
+/// The one answer for a refresh token that is malformed, unknown, spent
+/// beyond the leeway's reach or another issuer's: nothing tells them apart.
+pub fn refresh_token_invalid() -> crate::ApiError {
+    crate::ApiError::new(
+        crate::ErrorCode::SessionInvalid,
+        "the refresh token is not valid",
+    )
+}
+
+/// A store's `not_found` to a rotation (another issuer's token is simply
+/// absent from this issuer's schema) is [`refresh_token_invalid`] too.
+pub fn refresh_error(error: crate::ApiError) -> crate::ApiError {
+    if error.code == crate::ErrorCode::NotFound {
+        refresh_token_invalid()
+    } else {
+        error
+    }
+}
+
 pub fn refresh_token_region(token: &str) -> Option<Region> {
     let rest = token.strip_prefix(REFRESH_TOKEN_PREFIX)?;
     let (region, body) = rest.split_once('_')?;

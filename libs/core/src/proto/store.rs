@@ -252,6 +252,29 @@ pub struct RefreshSession {
     pub device: super::Device,
 }
 
+impl RefreshSession {
+    /// The rotation of `token_hash` into `new_token_hash` under the issuer's
+    /// session policy (idle timeout, reuse leeway).
+    pub fn under_policy(
+        issuer_id: IssuerId,
+        token_hash: String,
+        new_token_hash: String,
+        successor_sealed: Option<String>,
+        policy: &crate::IssuerPolicy,
+        device: super::Device,
+    ) -> Self {
+        Self {
+            issuer_id,
+            token_hash,
+            new_token_hash,
+            successor_sealed,
+            idle_timeout_seconds: policy.session_idle_timeout_seconds,
+            leeway_seconds: policy.refresh_reuse_leeway_seconds,
+            device,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum RefreshOutcome {
@@ -267,6 +290,23 @@ pub enum RefreshOutcome {
     /// The token was already used: the session is now revoked as compromised
     /// and every refresh token of it is dead.
     Compromised { session: SessionRecord },
+}
+
+impl RefreshOutcome {
+    /// The session and, for a retry within the leeway, the sealed successor
+    /// to give back again; `Err` with the session when the token was reused
+    /// (the store has just revoked it as compromised).
+    pub fn into_rotation(self) -> Result<(SessionRecord, Option<String>), Box<SessionRecord>> {
+        match self {
+            RefreshOutcome::Rotated { session } => Ok((session, None)),
+            RefreshOutcome::Replayed {
+                session,
+                successor_sealed,
+                ..
+            } => Ok((session, Some(successor_sealed))),
+            RefreshOutcome::Compromised { session } => Err(Box::new(session)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -270,12 +270,7 @@ pub async fn refresh(
     } else {
         serde_json::from_slice(&raw).map_err(|e| ApiError::invalid_request(e.to_string()))?
     };
-    let invalid = || {
-        ApiError::new(
-            idm_core::ErrorCode::SessionInvalid,
-            "the refresh token is not valid",
-        )
-    };
+    let invalid = session::refresh_token_invalid;
     let jar = incoming.jar();
     let refresh_token =
         match (incoming.cookie_mode()?, request.refresh_token) {

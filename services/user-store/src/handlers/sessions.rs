@@ -25,11 +25,7 @@ pub async fn refresh_session(
     let mut store = match IssuerStore::open(&state, &req.issuer_id).await {
         // No data here, so no such token: the same answer as an unknown one.
         Err(Error::NoSchema) => {
-            return Err(ApiError::new(
-                idm_core::ErrorCode::SessionInvalid,
-                "the refresh token is not valid",
-            )
-            .into())
+            return Err(idm_core::proto::session::refresh_token_invalid().into())
         }
         other => other?,
     };

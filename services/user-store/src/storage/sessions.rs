@@ -232,9 +232,7 @@ r.device.ip.as_deref(),
             .await
             .map_err(DbError::from)?;
         let Some(row) = row else {
-            return Err(
-                ApiError::new(ErrorCode::SessionInvalid, "the refresh token is not valid").into(),
-            );
+            return Err(idm_core::proto::session::refresh_token_invalid().into());
         };
         if let Some(touched_at) = row.touched_at {
             tx.commit().await?;
