@@ -38,15 +38,7 @@ struct Bench {
 }
 
 fn basics(nats: &NatsServer, identity: Identity, timeout: Duration) -> ServiceBasics {
-    ServiceBasics {
-        nats_url: nats.url.clone(),
-        nats_stream_replicas: nats.stream_replicas(),
-        nats_stream_placement: Default::default(),
-        nats_auth: nats.auth(identity),
-        subject_prefix: nats.prefix.clone(),
-        http_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        request_timeout: timeout,
-    }
+    nats.basics(identity, timeout)
 }
 
 /// A nats-server with the session identity serving `key_ring`: a handler

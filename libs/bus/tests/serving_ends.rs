@@ -5,7 +5,6 @@
 //! (`idm_telemetry::Running::wait`).
 
 use idm_bus::{Bus, Handlers, Identity};
-use idm_core::config::ServiceBasics;
 use idm_core::proto::session;
 use idm_core::ApiError;
 use idm_telemetry::Running;
@@ -25,15 +24,7 @@ struct Serving {
 async fn serving() -> anyhow::Result<Serving> {
     let prefix = format!("te{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let nats = NatsServer::start(&prefix, None).await?;
-    let basics = ServiceBasics {
-        nats_url: nats.url.clone(),
-        nats_stream_replicas: nats.stream_replicas(),
-        nats_stream_placement: Default::default(),
-        nats_auth: nats.auth(Identity::Session),
-        subject_prefix: nats.prefix.clone(),
-        http_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        request_timeout: Duration::from_secs(2),
-    };
+    let basics = nats.basics(Identity::Session, Duration::from_secs(2));
     let bus = Bus::connect(&basics, Identity::Session).await?;
     let handlers = Handlers::new().on(|_: Arc<()>, req: session::KeyRingRequest| async move {
         Ok::<_, ApiError>(session::KeyRing {

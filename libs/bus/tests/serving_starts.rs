@@ -5,7 +5,6 @@
 //! `server::confirm_subscriptions`).
 
 use idm_bus::{Bus, Handlers, Identity};
-use idm_core::config::ServiceBasics;
 use idm_core::proto::session;
 use idm_core::{ApiError, IssuerId};
 use idm_testkit::NatsServer;
@@ -13,26 +12,21 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-fn basics(nats: &NatsServer, identity: Identity) -> ServiceBasics {
-    ServiceBasics {
-        nats_url: nats.url.clone(),
-        nats_stream_replicas: nats.stream_replicas(),
-        nats_stream_placement: Default::default(),
-        nats_auth: nats.auth(identity),
-        subject_prefix: nats.prefix.clone(),
-        http_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        request_timeout: Duration::from_secs(2),
-    }
-}
+const TIMEOUT: Duration = Duration::from_secs(2);
 
 #[tokio::test]
 async fn a_call_made_as_serve_returns_is_answered() -> anyhow::Result<()> {
     let prefix = format!("ts{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let nats = NatsServer::start(&prefix, None).await?;
-    let caller = Bus::connect(&basics(&nats, Identity::EdgeGuard), Identity::EdgeGuard).await?;
+    let caller = Bus::connect(
+        &nats.basics(Identity::EdgeGuard, TIMEOUT),
+        Identity::EdgeGuard,
+    )
+    .await?;
     for round in 0..20 {
         // A fresh connection each round, as a restarted service has.
-        let server = Bus::connect(&basics(&nats, Identity::Session), Identity::Session).await?;
+        let server =
+            Bus::connect(&nats.basics(Identity::Session, TIMEOUT), Identity::Session).await?;
         let handlers = Handlers::new().on(|_: Arc<()>, req: session::KeyRingRequest| async move {
             Ok::<_, ApiError>(session::KeyRing {
                 issuer_id: req.issuer_id,

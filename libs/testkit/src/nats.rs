@@ -58,6 +58,24 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
+    /// What a service of `identity` is configured with to use this server
+    /// (loopback HTTP on any port).
+    pub fn basics(
+        &self,
+        identity: Identity,
+        request_timeout: Duration,
+    ) -> idm_core::config::ServiceBasics {
+        idm_core::config::ServiceBasics {
+            nats_url: self.url.clone(),
+            nats_stream_replicas: self.stream_replicas(),
+            nats_stream_placement: Default::default(),
+            nats_auth: self.auth(identity),
+            subject_prefix: self.prefix.clone(),
+            http_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            request_timeout,
+        }
+    }
+
     /// Starts a server for `prefix` and waits until JetStream answers.
     pub async fn start(prefix: &str, tls: Option<NatsTls>) -> anyhow::Result<Self> {
         let mut last_error = None;
