@@ -772,8 +772,11 @@ pub fn permissions(identity: Identity, prefix: &str) -> Permissions {
     let mut subscribe = vec![format!("{}.>", identity.inbox_prefix(prefix))];
     if let Some(served) = identity.serves() {
         subscribe.push(format!("{}.*", served.subject_base(prefix)));
-        // Its own inbox, which only it reads: the serving loop confirms its
-        // subscription with a message to itself (`server::confirm_subscriptions`).
+    }
+    if identity.serves().is_some() || !rights.hears.is_empty() {
+        // Its own inbox, which only it reads: a serving loop or a broadcast
+        // listener confirms its subscription with a message to itself
+        // (`Bus::confirm_subscriptions`).
         publish.push(format!("{}.>", identity.inbox_prefix(prefix)));
     }
     for calls in rights.calls {
@@ -939,7 +942,11 @@ mod tests {
         );
         let edge = permissions(Identity::EdgeGuard, "idm");
         assert!(!edge.allow_responses);
-        assert!(!edge.publish.iter().any(|s| s.starts_with("_INBOX")));
+        assert!(edge.publish.contains(&"_INBOX_idm_edge-guard.>".to_owned()));
+        assert!(!edge
+            .publish
+            .iter()
+            .any(|s| s.starts_with("_INBOX") && s != "_INBOX_idm_edge-guard.>"));
         assert!(edge.publish.contains(&"idm.session.v1.key_ring".to_owned()));
         assert!(edge.subscribe.contains(&"idm.session.revoked.*".to_owned()));
         let admin = permissions(Identity::Admin, "idm");

@@ -289,7 +289,9 @@ impl Bus {
                     subject: subject.clone(),
                     reason: e.to_string(),
                 })?;
-        self.flush().await;
+        // Heard from the moment this returns (a revocation broadcast right
+        // after an edge starts must not pass it by).
+        self.confirm_subscriptions().await;
         let identity = self.identity;
         let topic = topic.to_owned();
         Ok(tokio::spawn(async move {
@@ -457,6 +459,36 @@ impl Bus {
         metrics::histogram!(metric::BUS_CLIENT_DURATION.name, "subject" => op, "outcome" => outcome_label)
             .record(started.elapsed().as_secs_f64());
         reply
+    }
+
+    /// Returns once the server has processed every subscription this connection
+    /// made so far. async-nats' `flush` only empties the socket buffer: a caller
+    /// on another connection could still be told "no responders" by a server
+    /// that has not read the SUB yet (seen as a `503 upstream_unavailable` right
+    /// after a service restarted under load). A server handles one connection's
+    /// messages in order, so a message published to our own inbox and routed
+    /// back to us comes after the SUBs before it. Bounded: after 5 s the start
+    /// goes on as before.
+    pub(crate) async fn confirm_subscriptions(&self) {
+        use futures::StreamExt;
+        let client = &self.client;
+        let probe = client.new_inbox();
+        let Ok(mut echo) = client.subscribe(probe.clone()).await else {
+            self.flush().await;
+            return;
+        };
+        if client.publish(probe, bytes::Bytes::new()).await.is_ok() {
+            self.flush().await;
+            if tokio::time::timeout(std::time::Duration::from_secs(5), echo.next())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "the bus server did not confirm this connection's subscriptions within 5 s"
+                );
+            }
+        }
+        let _ = echo.unsubscribe().await;
     }
 
     /// Fire-and-forget core-NATS publish (cache invalidation, revocation).

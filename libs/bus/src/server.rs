@@ -165,7 +165,7 @@ pub async fn serve<S: Send + Sync + 'static>(
             reason: e.to_string(),
         })?;
     // Make sure the server has the subscription before callers are told we are up.
-    confirm_subscriptions(bus).await;
+    bus.confirm_subscriptions().await;
     let client = bus.client().clone();
     let prefix: Arc<str> = bus.prefix().into();
     let identity = bus.identity();
@@ -247,33 +247,6 @@ pub async fn serve<S: Send + Sync + 'static>(
         tracker.close();
         tracker.wait().await;
     }))
-}
-
-/// Returns once the server has processed every subscription this connection
-/// made so far. async-nats' `flush` only empties the socket buffer: a caller
-/// on another connection could still be told "no responders" by a server
-/// that has not read the SUB yet (seen as a `503 upstream_unavailable` right
-/// after a service restarted under load). A server handles one connection's
-/// messages in order, so a message published to our own inbox and routed
-/// back to us comes after the SUBs before it. Bounded: after 5 s the start
-/// goes on as before.
-async fn confirm_subscriptions(bus: &Bus) {
-    let client = bus.client();
-    let probe = client.new_inbox();
-    let Ok(mut echo) = client.subscribe(probe.clone()).await else {
-        bus.flush().await;
-        return;
-    };
-    if client.publish(probe, Bytes::new()).await.is_ok() {
-        bus.flush().await;
-        if tokio::time::timeout(std::time::Duration::from_secs(5), echo.next())
-            .await
-            .is_err()
-        {
-            tracing::warn!("the bus server did not confirm this service's subscription within 5 s");
-        }
-    }
-    let _ = echo.unsubscribe().await;
 }
 
 #[cfg(test)]
