@@ -278,3 +278,64 @@ async fn a_successor_sealed_by_the_earlier_release_is_still_given_back() -> anyh
     client.me(retried.session_token.expose()).await?.ok()?;
     platform.stop().await
 }
+
+/// `session.v1.report_reuse` revokes nothing it is not pointed at exactly:
+/// another issuer's id, the wrong region or a made-up session is refused
+/// and the real session lives on; no identity but the edge may send it.
+#[tokio::test]
+async fn a_reuse_report_for_the_wrong_issuer_region_or_session_revokes_nothing(
+) -> anyhow::Result<()> {
+    use idm_core::proto::session::ReportReuse;
+    let platform = Platform::shared().await?;
+    let a = tenant(platform, "Reported").await?;
+    let b = tenant(platform, "Reporter").await?;
+    let client = platform.client(&a);
+    let signed_up = client.sign_up("report@example.com", PASSWORD).await?.ok()?;
+    let token = signed_up.refresh_token.expose();
+    let region = idm_core::proto::session::refresh_token_region(token)
+        .ok_or_else(|| anyhow::anyhow!("{token}"))?;
+    let other_region = Region::ALL
+        .into_iter()
+        .find(|r| *r != region)
+        .ok_or_else(|| anyhow::anyhow!("one region"))?;
+    let edge = platform.bus(idm_bus::Identity::EdgeGuard).await?;
+    let a_id = idm_core::IssuerId::parse(&a.issuer_id)?;
+    let b_id = idm_core::IssuerId::parse(&b.issuer_id)?;
+    for (issuer, region, session) in [
+        (b_id, region, signed_up.session_id.clone()),
+        (a_id.clone(), other_region, signed_up.session_id.clone()),
+        (a_id.clone(), region, idm_core::SessionId::generate()),
+    ] {
+        let answer = edge
+            .send(&ReportReuse {
+                issuer_id: issuer,
+                region,
+                session_id: session,
+            })
+            .await;
+        assert!(answer.is_err(), "{answer:?}");
+    }
+    // Not the edge: refused before it is sent.
+    let auth = platform.bus(idm_bus::Identity::Auth).await?;
+    let denied = auth
+        .send(&ReportReuse {
+            issuer_id: a_id,
+            region,
+            session_id: signed_up.session_id.clone(),
+        })
+        .await;
+    assert_eq!(
+        denied.err().map(|e| e.code),
+        Some(idm_core::ErrorCode::CallerNotAllowed)
+    );
+    // The session was never touched.
+    let rotated = client.refresh(token).await?.ok()?;
+    client.me(rotated.session_token.expose()).await?.ok()?;
+    assert_eq!(
+        platform
+            .count_events(&a.issuer_id, "session.compromised")
+            .await?,
+        0
+    );
+    Ok(())
+}
