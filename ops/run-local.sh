@@ -485,7 +485,8 @@ start_all() {
 	start_service edge-guard EDGE_HTTP_ADDR="${ADDR[edge-guard]}" \
 		EDGE_REDIS_URL="$IDM_REDIS_URL" EDGE_TRUSTED_PROXIES="${EDGE_TRUSTED_PROXIES:-}" EDGE_COUNTRY_HEADER=cf-ipcountry \
 		EDGE_OPERATOR_TOKEN="$IDM_OPERATOR_TOKEN" EDGE_NATS_NKEY_SEED_FILE="$(seed_file edge-guard)" \
-		EDGE_KEY_TRANSPORT_KEY="$IDM_KEY_TRANSPORT_KEY" EDGE_HASH_KEY="$IDM_EDGE_HASH_KEY"
+		EDGE_KEY_TRANSPORT_KEY="$IDM_KEY_TRANSPORT_KEY" EDGE_HASH_KEY="$IDM_EDGE_HASH_KEY" \
+		EDGE_JURISDICTION=eu # every region's store runs on this host (the /me memory may hold EU users)
 }
 
 http_code() { # url [curl args...]

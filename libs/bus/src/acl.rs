@@ -247,6 +247,8 @@ const CONFIG_CHANGED: &str = "config.changed";
 const SESSION_REVOKED: &str = "session.revoked";
 const IP_BANNED: &str = "ip.banned";
 const IP_UNBANNED: &str = "ip.unbanned";
+/// A store's "this user changed": drops the user from every edge's `/me` cache.
+const USER_CHANGED: &str = store::USER_CHANGED_TOPIC;
 
 static EDGE_GUARD: Rights = Rights {
     serves: None,
@@ -389,7 +391,13 @@ static EDGE_GUARD: Rights = Rights {
         },
     ],
     broadcasts: &[IP_BANNED, IP_UNBANNED],
-    hears: &[CONFIG_CHANGED, SESSION_REVOKED, IP_BANNED, IP_UNBANNED],
+    hears: &[
+        CONFIG_CHANGED,
+        SESSION_REVOKED,
+        IP_BANNED,
+        IP_UNBANNED,
+        USER_CHANGED,
+    ],
     events: &[event::IP_BANNED, event::IP_BAN_LIFTED],
     streams: &[ensures(Stream::Events)],
 };
@@ -591,7 +599,9 @@ static USER_STORE: Rights = Rights {
         target: Target::Store,
         ops: &[moves::store::EXPORT_USER],
     }],
-    broadcasts: &[],
+    // After a change to what `/me` shows, a purge or a move (issue 10, the
+    // edge's `/me` cache): ids only.
+    broadcasts: &[USER_CHANGED],
     hears: &[],
     events: &[],
     streams: &[],
@@ -893,6 +903,27 @@ mod tests {
     }
 
     #[test]
+    fn only_stores_announce_a_changed_user_and_only_edges_hear_it() {
+        let subject = "idm.user.changed.*".to_owned();
+        for identity in Identity::all() {
+            let rules = permissions(identity, "idm");
+            assert_eq!(
+                rules.publish.contains(&subject),
+                matches!(identity, Identity::UserStore(_)),
+                "{identity}"
+            );
+            assert_eq!(
+                rules.subscribe.contains(&subject),
+                identity == Identity::EdgeGuard,
+                "{identity}"
+            );
+        }
+        // Nothing else under the user service's name opens to the stores.
+        let store = permissions(Identity::UserStore(Region::Weur), "idm");
+        assert!(!store.publish.iter().any(|s| s.starts_with("idm.user.v1")));
+    }
+
+    #[test]
     fn every_called_target_is_served_by_someone() {
         for (target, op) in all_calls() {
             let served = Identity::all()
@@ -935,10 +966,15 @@ mod tests {
             vec!["_INBOX_idm_user-store-weur.>", "idm.store.weur.v1.*"]
         );
         // A store calls one operation: the source's export, when a user
-        // moves; and it may write to its own inbox (see `permissions`).
+        // moves; it may write to its own inbox (see `permissions`) and
+        // announce a changed user to the edges.
         assert_eq!(
             store.publish,
-            vec!["_INBOX_idm_user-store-weur.>", "idm.store.*.v1.export_user"]
+            vec![
+                "_INBOX_idm_user-store-weur.>",
+                "idm.store.*.v1.export_user",
+                "idm.user.changed.*"
+            ]
         );
         let edge = permissions(Identity::EdgeGuard, "idm");
         assert!(!edge.allow_responses);

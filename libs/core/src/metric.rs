@@ -202,6 +202,11 @@ pub const EDGE_REFRESHES: Metric = counter(
     &["path"],
     "Refresh-token rotations answered, by path: store (rotated at the regional store and signed by this edge, one bus hop) or session (through the session service: a ring from a session service of an earlier release, or a retry whose successor it sealed).",
 );
+pub const EDGE_ME_ANSWERS: Metric = counter(
+    "idm_edge_me_answers_total",
+    &["from"],
+    "`GET /v1/client/me` answers, by where they came from: memory (remembered for the session, `EDGE_ME_CACHE_TTL_MS`) or store (asked the session's own regional store).",
+);
 
 // --- auth (mail courier) ------------------------------------------------------
 
@@ -294,6 +299,7 @@ pub const ALL: &[Metric] = &[
     EDGE_REVOCATION_REGIONS_LOADED,
     EDGE_SESSION_LIFETIME_REFUSALS,
     EDGE_REFRESHES,
+    EDGE_ME_ANSWERS,
     MAIL_ENQUEUED,
     MAIL_DELIVERIES,
     DELETION_STEPS,

@@ -1077,5 +1077,10 @@ fn edge_config(
         waf: waf.clone(),
         key_transport_key: key_transport_key.clone(),
         revocation_capacity: 100_000,
+        // As deployed: `/me` answers remembered per session for 2 s.
+        me_cache_ttl: Duration::from_secs(2),
+        me_cache_bytes: 4 << 20,
+        // The test platform runs every region's store on this one host.
+        jurisdiction: idm_core::Jurisdiction::Eu,
     }
 }

@@ -37,6 +37,15 @@ pub struct Config {
     /// `503 overloaded`. Size it as revocations per second × the longest
     /// session-token lifetime (a day at most), with headroom.
     pub revocation_capacity: usize,
+    /// How long a `GET /v1/client/me` answer is remembered per session
+    /// (`EDGE_ME_CACHE_TTL_MS`; 0: never). Changes and revocations reach
+    /// the edges by broadcast at once; this bounds what a lost one costs.
+    pub me_cache_ttl: Duration,
+    /// Bytes of remembered `/me` answers (`EDGE_ME_CACHE_BYTES`).
+    pub me_cache_bytes: u64,
+    /// Where this edge runs (`EDGE_JURISDICTION`, `global` unless set to
+    /// `eu`): only an edge in the EU remembers EU users' answers.
+    pub jurisdiction: idm_core::Jurisdiction,
 }
 
 impl Config {
@@ -76,12 +85,37 @@ impl Config {
             waf: waf_config(&env)?,
             key_transport_key: env.secret("KEY_TRANSPORT_KEY")?,
             revocation_capacity: env.parse("REVOCATION_CAPACITY", 1_000_000)?,
+            me_cache_ttl: me_cache_ttl(&env)?,
+            me_cache_bytes: env.parse("ME_CACHE_BYTES", 64 << 20)?,
+            jurisdiction: match env.optional("JURISDICTION") {
+                None => idm_core::Jurisdiction::Global,
+                Some(raw) => {
+                    idm_core::Jurisdiction::parse(&raw).map_err(|e| ConfigError::Invalid {
+                        var: env.var_name("JURISDICTION"),
+                        reason: e.message,
+                    })?
+                }
+            },
         })
     }
 
     pub(crate) fn key_transport_key(&self) -> &str {
         self.key_transport_key.expose_secret()
     }
+}
+
+/// At most a minute: the TTL is what a lost `user.changed` or revocation
+/// broadcast can cost (a stale profile, or `/me` for a session revoked in
+/// its store behind every edge's back), so it may not be set to hours.
+fn me_cache_ttl(env: &Env) -> Result<Duration, ConfigError> {
+    let millis: u64 = env.parse("ME_CACHE_TTL_MS", 2_000)?;
+    if millis > 60_000 {
+        return Err(ConfigError::Invalid {
+            var: env.var_name("ME_CACHE_TTL_MS"),
+            reason: "at most 60000 (a minute); 0 turns the cache off".into(),
+        });
+    }
+    Ok(Duration::from_millis(millis))
 }
 
 fn waf_config(env: &Env) -> Result<crate::waf::WafConfig, ConfigError> {

@@ -12,6 +12,7 @@ mod error;
 mod hosts;
 mod idempotency;
 mod key_cache;
+mod me_cache;
 pub mod openapi;
 mod redirect;
 mod refresh;
@@ -42,6 +43,8 @@ pub(crate) struct App {
     pub waf: waf::Waf,
     pub idempotency: idempotency::Store,
     pub hosts: hosts::Hosts,
+    /// `GET /v1/client/me` answers remembered per session (see `me_cache`).
+    pub me_cache: me_cache::MeCache,
 }
 
 impl App {
@@ -113,6 +116,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             config.key_cache_ttl,
             config.key_cache_capacity,
         ),
+        me_cache: me_cache::MeCache::new(
+            config.me_cache_ttl,
+            config.me_cache_bytes,
+            config.jurisdiction,
+        ),
         bus: bus.clone(),
         config: config.clone(),
     });
@@ -128,6 +136,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                     app.hosts.forget_all();
                     app.sessions.forget(&change.issuer_id).await;
                 }
+            },
+        )
+        .await?;
+    let me_cache = app.me_cache.clone();
+    let user_changes = bus
+        .on_broadcast(
+            idm_core::proto::store::USER_CHANGED_TOPIC,
+            shutdown.clone(),
+            move |change: idm_core::proto::store::UserChanged| {
+                me_cache.user_changed(&change.issuer_id, &change.user_id);
+                std::future::ready(())
             },
         )
         .await?;
@@ -147,6 +166,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             stale_after_reconnect.sessions.forget_all();
             stale_after_reconnect.keys.forget_all();
             stale_after_reconnect.hosts.forget_all();
+            stale_after_reconnect.me_cache.forget_all();
         },
         shutdown.clone(),
     );
@@ -179,6 +199,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let mut tasks = vec![
         ("config listener", listener),
         ("revocation listener", revoked),
+        ("user change listener", user_changes),
         ("reconnect watch", watch),
         ("http", http),
         ("ops http", ops),

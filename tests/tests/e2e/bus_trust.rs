@@ -410,3 +410,78 @@ async fn services_reach_nats_over_tls_and_an_unverified_server_is_refused() -> a
     assert!(plain.is_err(), "a plain-text connection was accepted");
     platform.stop().await
 }
+
+/// The edges drop what they remember of a user when a store says the user
+/// changed: only a store may say so, or anyone on the bus could keep a
+/// stale profile alive or flood the edges' memory with marks.
+#[tokio::test]
+async fn only_a_store_may_announce_a_changed_user() -> anyhow::Result<()> {
+    // Own platform: plays services on the bus.
+    let platform = Platform::start().await?;
+    let p = platform.prefix.clone();
+    let edge = Watched::connect(&platform, Identity::EdgeGuard).await?;
+    let mut heard = edge.client.subscribe(format!("{p}.user.changed.*")).await?;
+    edge.client.flush().await?;
+    let subject = format!("{p}.user.changed.iss_forged");
+    for identity in Identity::all() {
+        if matches!(identity, Identity::UserStore(_)) {
+            continue;
+        }
+        let forger = Watched::connect(&platform, identity).await?;
+        forger
+            .client
+            .publish(
+                subject.clone(),
+                r#"{"issuer_id":"iss_forged","user_id":"usr_x"}"#.into(),
+            )
+            .await?;
+        forger.client.flush().await?;
+        assert_eq!(
+            forger
+                .refused("publish", std::slice::from_ref(&subject))
+                .await,
+            Vec::<String>::new(),
+            "{identity} announced a changed user"
+        );
+    }
+    let forged = tokio::time::timeout(
+        Duration::from_millis(500),
+        futures::StreamExt::next(&mut heard),
+    )
+    .await;
+    assert!(
+        !matches!(forged, Ok(Some(_))),
+        "an edge heard a forged change"
+    );
+
+    // Control: a store's announcement reaches the edge, and the edge is the
+    // only other identity that may hear one.
+    let store = Watched::connect(&platform, Identity::UserStore(idm_core::Region::Weur)).await?;
+    store
+        .client
+        .publish(
+            subject.clone(),
+            r#"{"issuer_id":"iss_forged","user_id":"usr_x"}"#.into(),
+        )
+        .await?;
+    store.client.flush().await?;
+    let announced =
+        tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut heard)).await;
+    assert!(
+        matches!(announced, Ok(Some(_))),
+        "control: the edge hears a store"
+    );
+    let listener = Watched::connect(&platform, Identity::User).await?;
+    let _refused = listener
+        .client
+        .subscribe(format!("{p}.user.changed.*"))
+        .await?;
+    listener.client.flush().await?;
+    assert_eq!(
+        listener
+            .refused("subscription", &[format!("{p}.user.changed.*")])
+            .await,
+        Vec::<String>::new()
+    );
+    platform.stop().await
+}

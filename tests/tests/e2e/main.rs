@@ -18,6 +18,7 @@ mod idempotency;
 mod js_client;
 mod mail;
 mod master_keys;
+mod me_cache;
 mod mfa;
 mod openapi;
 mod passwordless;

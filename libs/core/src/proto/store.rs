@@ -153,6 +153,21 @@ pub struct StoredUser {
     pub store: StoreInfo,
 }
 
+/// Broadcast topic (`<prefix>.user.changed.<issuer>`): a store sends it
+/// after every committed change to what `GET /v1/client/me` shows (profile,
+/// address, its verification, MFA), after a user's rows are purged and after
+/// a moving user's rows are copied in; every edge drops what it remembers of
+/// the user (its `/me` cache). Sent before the change's own caller is
+/// answered, on the same connection.
+pub const USER_CHANGED_TOPIC: &str = "user.changed";
+
+/// The message on [`USER_CHANGED_TOPIC`]: ids only, no personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserChanged {
+    pub issuer_id: IssuerId,
+    pub user_id: UserId,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GetUser {
     pub issuer_id: IssuerId,

@@ -192,11 +192,19 @@ pub async fn sign_in(
 /// The signed-in user.
 #[utoipa::path(get, path = "/v1/client/me", tag = "client",
     responses((status = 200, description = "The user", body = User)))]
-pub async fn me(incoming: Incoming) -> Reply<Json<User>> {
+pub async fn me(incoming: Incoming) -> Reply<Response> {
     let caller = incoming.authorize().await?;
     // Verified first (signature under the issuer's ring, expiry, this
-    // replica's revocation set): only then is the token's region trusted.
+    // replica's revocation set): only then is the token's region trusted,
+    // or an answer remembered for the session used.
     let session = incoming.session(&caller).await?;
+    let issuer = &caller.key.issuer_id;
+    let cache = &incoming.app.me_cache;
+    if let Some(body) = cache.get(issuer, &session.sid, &session.sub) {
+        metrics::counter!("idm_edge_me_answers_total", "from" => "memory").increment(1);
+        return Ok(json_body(body));
+    }
+    let reading = cache.reading();
     // The token names the user's region (`reg`, signed with the rest), so
     // the edge asks that region's store directly: one bus hop and one
     // statement, instead of the user service, its directory and then the
@@ -211,8 +219,8 @@ pub async fn me(incoming: Incoming) -> Reply<Json<User>> {
             region,
             &GetSessionUser {
                 issuer_id: caller.key.issuer_id.clone(),
-                user_id: session.sub,
-                session_id: session.sid,
+                user_id: session.sub.clone(),
+                session_id: session.sid.clone(),
             },
         )
         .await?;
@@ -226,7 +234,7 @@ pub async fn me(incoming: Incoming) -> Reply<Json<User>> {
         )
         .into());
     }
-    Ok(Json(User {
+    let user = User {
         id: stored.id,
         email: stored.email,
         email_verified: stored.email_verified,
@@ -235,7 +243,29 @@ pub async fn me(incoming: Incoming) -> Reply<Json<User>> {
         metadata: stored.metadata,
         mfa_enabled: stored.mfa_enabled,
         created_at: stored.created_at,
-    }))
+    };
+    let body = Bytes::from(serde_json::to_vec(&user).map_err(|e| ApiError::internal_from(&e))?);
+    cache.keep(
+        reading,
+        issuer,
+        &session.sid,
+        (&session.sub, region),
+        body.clone(),
+    );
+    metrics::counter!("idm_edge_me_answers_total", "from" => "store").increment(1);
+    Ok(json_body(body))
+}
+
+/// A JSON body serialised before (what `Json` would send for it).
+fn json_body(body: Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 #[derive(Deserialize, utoipa::ToSchema, Default)]

@@ -22,6 +22,8 @@ pub async fn revoke_personal_tokens(
 pub async fn purge_user(state: Arc<State>, PurgeUser(req): PurgeUser) -> Result<Removed, Error> {
     let mut store = IssuerStore::open(&state, &req.issuer_id).await?;
     let removed = store.purge_user(&req.issuer_id, &req.user_id).await?;
+    drop(store);
+    crate::handlers::announce_user_changed(&state, &req.issuer_id, &req.user_id).await;
     tracing::info!(tables = removed.len(), "user's regional data deleted");
     Ok(Removed { removed })
 }

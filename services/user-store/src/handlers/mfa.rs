@@ -1,5 +1,6 @@
 //! Email verification flag, TOTP and backup-code operations of a regional store.
 
+use crate::handlers::announce_user_changed;
 use crate::storage::IssuerStore;
 use crate::{Error, State};
 use idm_core::proto::store::DisableTotp;
@@ -25,6 +26,7 @@ pub async fn prove_email(state: Arc<State>, req: ProveEmail) -> Result<EmailProv
         .prove_email(&req.user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
+    announce_user_changed(&state, &req.issuer_id, &req.user_id).await;
     if proven.first_proof && (proven.password_cleared || proven.mfa_cleared) {
         tracing::warn!(
             password = proven.password_cleared,
@@ -52,9 +54,9 @@ pub async fn disable_totp(
     DisableTotp(req): DisableTotp,
 ) -> Result<Accepted, Error> {
     let mut store = IssuerStore::open(&state, &req.issuer_id).await?;
-    Ok(Accepted {
-        accepted: store.disable_totp(&req.user_id).await?,
-    })
+    let accepted = store.disable_totp(&req.user_id).await?;
+    announce_user_changed(&state, &req.issuer_id, &req.user_id).await;
+    Ok(Accepted { accepted })
 }
 
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
@@ -111,11 +113,11 @@ pub async fn get_totp(state: Arc<State>, GetTotp(req): GetTotp) -> Result<TotpSt
 #[tracing::instrument(skip_all, fields(issuer = %req.issuer_id, user = %req.user_id))]
 pub async fn enable_totp(state: Arc<State>, req: EnableTotp) -> Result<Done, Error> {
     let mut store = IssuerStore::open(&state, &req.issuer_id).await?;
-    found(
-        store
-            .enable_totp(&req.user_id, &req.backup_code_hashes, req.step)
-            .await?,
-    )
+    let enabled = store
+        .enable_totp(&req.user_id, &req.backup_code_hashes, req.step)
+        .await?;
+    announce_user_changed(&state, &req.issuer_id, &req.user_id).await;
+    found(enabled)
 }
 
 pub async fn use_totp_step(state: Arc<State>, req: UseTotpStep) -> Result<Accepted, Error> {

@@ -25,6 +25,27 @@ pub(crate) fn info_of(state: &State) -> StoreInfo {
     }
 }
 
+/// Tells every edge that what it remembers of this user is stale (the `/me`
+/// cache). Called after the change committed and before its caller is
+/// answered: the broadcast leaves on this connection ahead of the reply, so
+/// an edge hears it before the answer to the change can reach it through
+/// any service. A lost broadcast (NATS delivers at most once) leaves an edge
+/// answering from memory for at most its cache's TTL (docs/PERFORMANCE.md).
+pub(crate) async fn announce_user_changed(
+    state: &State,
+    issuer_id: &idm_core::IssuerId,
+    user_id: &idm_core::UserId,
+) {
+    if let Some(bus) = &state.bus {
+        let subject = bus.broadcast_subject(USER_CHANGED_TOPIC, issuer_id.as_str());
+        let change = UserChanged {
+            issuer_id: issuer_id.clone(),
+            user_id: user_id.clone(),
+        };
+        bus.broadcast(subject, &change).await;
+    }
+}
+
 pub async fn info(state: Arc<State>, _: GetStoreInfo) -> Result<StoreInfo, Error> {
     Ok(info_of(&state))
 }

@@ -62,6 +62,8 @@ pub async fn copy_user_from(state: Arc<State>, req: CopyUserFrom) -> Result<Remo
     let copied = store
         .import_user(&req.issuer_id, &req.user_id, &rows)
         .await?;
+    drop(store);
+    crate::handlers::announce_user_changed(&state, &req.issuer_id, &req.user_id).await;
     tracing::info!(tables = copied.len(), "moving user's rows copied here");
     Ok(Removed { removed: copied })
 }

@@ -1,7 +1,7 @@
 //! Users (issue 11): profile changes, a page of users at once, address
 //! changes, removing a password, devices and consent.
 
-use crate::handlers::info_of;
+use crate::handlers::{announce_user_changed, info_of};
 use crate::storage::{self, IssuerStore};
 use crate::{Error, State};
 use idm_core::proto::store::*;
@@ -31,6 +31,7 @@ pub async fn update_profile(state: Arc<State>, req: UpdateProfile) -> Result<Sto
         )
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
+    announce_user_changed(&state, &req.issuer_id, &req.user_id).await;
     storage::user_from_row(&row, info_of(&state))
 }
 
@@ -66,6 +67,7 @@ pub async fn change_email(state: Arc<State>, req: ChangeEmail) -> Result<StoredU
             }
         })?
         .ok_or_else(|| ApiError::not_found("user"))?;
+    announce_user_changed(&state, &req.issuer_id, &req.user_id).await;
     storage::user_from_row(&row, info_of(&state))
 }
 
