@@ -175,18 +175,29 @@ mod tests {
         MeCache::new(Duration::from_secs(60), 1 << 20, Jurisdiction::Global)
     }
 
+    /// A store answer read now for a user of a region outside the EU.
+    fn keep_now(
+        cache: &MeCache,
+        issuer: &IssuerId,
+        session: &SessionId,
+        user: &UserId,
+        body: &'static [u8],
+    ) {
+        let reading = cache.reading();
+        cache.keep(
+            reading,
+            issuer,
+            session,
+            (user, Region::Apac),
+            Bytes::from_static(body),
+        );
+    }
+
     #[test]
     fn an_answer_is_used_for_its_own_session_and_user_only() {
         let cache = cache();
         let (issuer, session, user) = ids();
-        let reading = cache.reading();
-        cache.keep(
-            reading,
-            &issuer,
-            &session,
-            (&user, Region::Apac),
-            Bytes::from_static(b"A"),
-        );
+        keep_now(&cache, &issuer, &session, &user, b"A");
         assert_eq!(
             cache.get(&issuer, &session, &user).as_deref(),
             Some(&b"A"[..])
@@ -201,43 +212,18 @@ mod tests {
         let cache = cache();
         let (issuer, session, user) = ids();
         let (other_session, other_user) = (SessionId::generate(), UserId::generate());
-        let reading = cache.reading();
-        cache.keep(
-            reading,
-            &issuer,
-            &session,
-            (&user, Region::Apac),
-            Bytes::from_static(b"A"),
-        );
-        cache.keep(
-            reading,
-            &issuer,
-            &other_session,
-            (&other_user, Region::Apac),
-            Bytes::from_static(b"B"),
-        );
+        keep_now(&cache, &issuer, &session, &user, b"A");
+        keep_now(&cache, &issuer, &other_session, &other_user, b"B");
         cache.user_changed(&issuer, &user);
         assert!(cache.get(&issuer, &session, &user).is_none());
         assert!(cache.get(&issuer, &other_session, &other_user).is_some());
         // The same user id under another issuer is another user.
         let elsewhere = IssuerId::generate();
-        cache.keep(
-            cache.reading(),
-            &elsewhere,
-            &session,
-            (&user, Region::Apac),
-            Bytes::from_static(b"C"),
-        );
+        keep_now(&cache, &elsewhere, &session, &user, b"C");
         cache.user_changed(&IssuerId::generate(), &user);
         assert!(cache.get(&elsewhere, &session, &user).is_some());
         // A read after the change is remembered again.
-        cache.keep(
-            cache.reading(),
-            &issuer,
-            &session,
-            (&user, Region::Apac),
-            Bytes::from_static(b"A2"),
-        );
+        keep_now(&cache, &issuer, &session, &user, b"A2");
         assert_eq!(
             cache.get(&issuer, &session, &user).as_deref(),
             Some(&b"A2"[..])

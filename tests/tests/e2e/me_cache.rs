@@ -6,6 +6,8 @@
 //! token's checks (another issuer's key, a revoked session).
 
 use crate::factor_kit::{code_at, post, tenant, ORIGIN, PASSWORD};
+use crate::sessions::me;
+use crate::user_kit::schema_of;
 use idm_core::Region;
 use idm_testkit::{Options, Platform, Response, Tenant};
 use reqwest::Method;
@@ -28,26 +30,26 @@ async fn platform_with_long_memory() -> anyhow::Result<Platform> {
     Ok(platform)
 }
 
-async fn me(
+/// Renames the user in their store behind every edge's back: no broadcast.
+async fn rename_unannounced(
     platform: &Platform,
-    replica: usize,
+    region: Region,
     tenant: &Tenant,
-    token: &str,
-) -> anyhow::Result<Response> {
+    user_id: &str,
+    name: &str,
+) -> anyhow::Result<()> {
     platform
-        .client_call(
-            replica,
-            tenant,
-            Method::GET,
-            "/v1/client/me",
-            Some(token),
-            None,
+        .region_db(region)
+        .await?
+        .execute(
+            &format!(
+                "UPDATE {}.users SET name = $2 WHERE id = $1",
+                schema_of(tenant)
+            ),
+            &[&user_id, &name],
         )
-        .await
-}
-
-fn schema(tenant: &Tenant) -> String {
-    format!("iss_{}", tenant.issuer_id.trim_start_matches("iss_"))
+        .await?;
+    Ok(())
 }
 
 /// What every remembering edge answers for `token`, each asked twice (the
@@ -100,17 +102,7 @@ async fn every_edge_shows_a_change_at_once_though_it_remembers_the_user() -> any
 
     // Proof that the edges answer from memory: a change made in the store
     // behind every edge's back (no broadcast) is not seen.
-    platform
-        .region_db(Region::Apac)
-        .await?
-        .execute(
-            &format!(
-                "UPDATE {}.users SET name = 'Unannounced' WHERE id = $1",
-                schema(&a)
-            ),
-            &[&user_id],
-        )
-        .await?;
+    rename_unannounced(&platform, Region::Apac, &a, &user_id, "Unannounced").await?;
     for answer in on_every_edge(&platform, &a, &token).await? {
         assert_eq!(answer.json["name"], json!(null), "{}", answer.json);
     }
@@ -231,17 +223,7 @@ async fn an_unannounced_change_is_seen_once_the_memory_runs_out() -> anyhow::Res
     assert_eq!(first.json["name"], json!(null), "{}", first.json);
     let long = me(&platform, 1, &a, &token).await?;
     assert_eq!(long.json["name"], json!(null), "{}", long.json);
-    platform
-        .region_db(Region::Apac)
-        .await?
-        .execute(
-            &format!(
-                "UPDATE {}.users SET name = 'Lost broadcast' WHERE id = $1",
-                schema(&a)
-            ),
-            &[&user_id],
-        )
-        .await?;
+    rename_unannounced(&platform, Region::Apac, &a, &user_id, "Lost broadcast").await?;
     // Edge 0 (2 s) sees the change within its memory's lifetime, with room
     // for a loaded machine; edge 1 (a minute) still answers from memory,
     // which shows the change was not announced.
@@ -292,17 +274,7 @@ async fn an_edge_outside_the_eu_never_remembers_an_eu_users_answer() -> anyhow::
             assert_eq!(r.status, 200, "{}", r.json);
         }
     }
-    platform
-        .region_db(Region::Weur)
-        .await?
-        .execute(
-            &format!(
-                "UPDATE {}.users SET name = 'Asked again' WHERE id = $1",
-                schema(&a)
-            ),
-            &[&user_id],
-        )
-        .await?;
+    rename_unannounced(&platform, Region::Weur, &a, &user_id, "Asked again").await?;
     // Outside the EU every answer came from the store; the EU edge still
     // answers from memory (the control that memory was on at all).
     let r = me(&platform, outside, &a, &token).await?;

@@ -31,7 +31,8 @@ pub(crate) async fn set_policy(
     Ok(())
 }
 
-async fn me(
+/// `GET /v1/client/me` on edge `replica` with the tenant's publishable key.
+pub(crate) async fn me(
     platform: &Platform,
     replica: usize,
     tenant: &Tenant,
