@@ -28,9 +28,11 @@ pub(crate) fn info_of(state: &State) -> StoreInfo {
 /// Tells every edge that what it remembers of this user is stale (the `/me`
 /// cache). Called after the change committed and before its caller is
 /// answered: the broadcast leaves on this connection ahead of the reply, so
-/// an edge hears it before the answer to the change can reach it through
-/// any service. A lost broadcast (NATS delivers at most once) leaves an edge
-/// answering from memory for at most its cache's TTL (docs/PERFORMANCE.md).
+/// it reaches an edge's connection before the answer to the change can
+/// reach it through any service (the edge then applies it in its listener
+/// task, concurrently with requests). A lost broadcast (NATS delivers at
+/// most once) leaves an edge answering from memory for at most its cache's
+/// TTL (docs/PERFORMANCE.md).
 pub(crate) async fn announce_user_changed(
     state: &State,
     issuer_id: &idm_core::IssuerId,
