@@ -199,12 +199,26 @@ pub async fn me(incoming: Incoming) -> Reply<Response> {
     // or an answer remembered for the session used.
     let session = incoming.session(&caller).await?;
     let issuer = &caller.key.issuer_id;
-    let cache = &incoming.app.me_cache;
-    if let Some(body) = cache.get(issuer, &session.sid, &session.sub) {
-        metrics::counter!("idm_edge_me_answers_total", "from" => "memory").increment(1);
-        return Ok(json_body(body));
-    }
-    let reading = cache.reading();
+    let bus = &incoming.app.bus;
+    let (body, remembered) = incoming
+        .app
+        .me_cache
+        .answer(issuer, &session.sid, (&session.sub, session.reg), || {
+            session_user(bus, issuer, &session)
+        })
+        .await?;
+    let from = if remembered { "memory" } else { "store" };
+    metrics::counter!("idm_edge_me_answers_total", "from" => from).increment(1);
+    Ok(json_body(body))
+}
+
+/// The session's user as `/me` answers it, read from the store of the
+/// region the verified token names.
+async fn session_user(
+    bus: &idm_bus::Bus,
+    issuer: &idm_core::IssuerId,
+    session: &idm_crypto::session_token::SessionClaims,
+) -> Result<Bytes, ApiError> {
     // The token names the user's region (`reg`, signed with the rest), so
     // the edge asks that region's store directly: one bus hop and one
     // statement, instead of the user service, its directory and then the
@@ -212,13 +226,11 @@ pub async fn me(incoming: Incoming) -> Reply<Response> {
     // user in this issuer's schema; see docs/PERFORMANCE.md for why a user
     // being deleted is refused no later than before.
     let region = session.reg;
-    let stored = incoming
-        .app
-        .bus
+    let stored = bus
         .send_to(
             region,
             &GetSessionUser {
-                issuer_id: caller.key.issuer_id.clone(),
+                issuer_id: issuer.clone(),
                 user_id: session.sub.clone(),
                 session_id: session.sid.clone(),
             },
@@ -231,8 +243,7 @@ pub async fn me(incoming: Incoming) -> Reply<Response> {
         return Err(ApiError::new(
             idm_core::ErrorCode::ResidencyViolation,
             "the store's region or jurisdiction does not match the placement",
-        )
-        .into());
+        ));
     }
     let user = User {
         id: stored.id,
@@ -244,16 +255,9 @@ pub async fn me(incoming: Incoming) -> Reply<Response> {
         mfa_enabled: stored.mfa_enabled,
         created_at: stored.created_at,
     };
-    let body = Bytes::from(serde_json::to_vec(&user).map_err(|e| ApiError::internal_from(&e))?);
-    cache.keep(
-        reading,
-        issuer,
-        &session.sid,
-        (&session.sub, region),
-        body.clone(),
-    );
-    metrics::counter!("idm_edge_me_answers_total", "from" => "store").increment(1);
-    Ok(json_body(body))
+    Ok(Bytes::from(
+        serde_json::to_vec(&user).map_err(|e| ApiError::internal_from(&e))?,
+    ))
 }
 
 /// A JSON body serialised before (what `Json` would send for it).
