@@ -24,7 +24,11 @@ fn schema(tenant: &Tenant) -> String {
     format!("iss_{}", tenant.issuer_id.trim_start_matches("iss_"))
 }
 
-async fn delete(platform: &Platform, tenant: &Tenant, user: &str) -> anyhow::Result<Response> {
+pub(crate) async fn delete(
+    platform: &Platform,
+    tenant: &Tenant,
+    user: &str,
+) -> anyhow::Result<Response> {
     platform
         .backend(
             Method::DELETE,
@@ -47,7 +51,7 @@ async fn job(platform: &Platform, tenant: &Tenant, id: &str) -> anyhow::Result<R
 }
 
 /// Polls the job until `done` says so (or fails after `within`).
-async fn wait_for(
+pub(crate) async fn wait_for(
     platform: &Platform,
     tenant: &Tenant,
     id: &str,
@@ -71,7 +75,7 @@ async fn wait_for(
     }
 }
 
-fn status(job: &Value) -> &str {
+pub(crate) fn status(job: &Value) -> &str {
     job["status"].as_str().unwrap_or_default()
 }
 

@@ -5,6 +5,7 @@
 //! deletion leaves no edge answering, and memory is never a way around the
 //! token's checks (another issuer's key, a revoked session).
 
+use crate::deletion::{delete, status, wait_for};
 use crate::factor_kit::{code_at, post, tenant, ORIGIN, PASSWORD};
 use crate::sessions::me;
 use crate::user_kit::schema_of;
@@ -161,36 +162,16 @@ async fn every_edge_shows_a_change_at_once_though_it_remembers_the_user() -> any
     // Deleting the user: no edge answers with the user's data from memory
     // once the job is done (its first step revokes the session, its purge
     // announces the change).
-    let r = platform
-        .backend(
-            Method::DELETE,
-            &format!("/v1/users/{user_id}"),
-            &a.secret_key,
-            None,
-        )
-        .await?;
+    let r = delete(&platform, &a, &user_id).await?;
     assert_eq!(r.status, 202, "{}", r.json);
-    let job = r.str("/id");
-    let started = Instant::now();
-    loop {
-        let r = platform
-            .backend(
-                Method::GET,
-                &format!("/v1/deletions/{job}"),
-                &a.secret_key,
-                None,
-            )
-            .await?;
-        if r.json["status"] == json!("completed") {
-            break;
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "deletion never completed: {}",
-            r.json
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(
+        &platform,
+        &a,
+        &r.str("/id"),
+        Duration::from_secs(30),
+        |job| status(job) == "completed",
+    )
+    .await?;
     for answer in on_every_edge(&platform, &a, &token).await? {
         assert_eq!(answer.status, 401, "{}", answer.json);
         assert!(
