@@ -14,15 +14,10 @@ pub use prometheus::{
     metrics_handle, record_build_info, render as render_metrics, LATENCY_BUCKETS,
 };
 
-use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use idm_core::metric;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// A readiness probe: `Ok` when the service's own dependencies answer.
@@ -97,54 +92,6 @@ pub fn ops_routes(service: &'static str, ready: ReadinessCheck) -> Router {
             }),
         )
         .route("/metrics", get(|| std::future::ready(prometheus::render())))
-}
-
-/// Records `idm_http_request_duration_seconds{method, route, status,
-/// outcome}` for every request. The route is the matched pattern, so ids do
-/// not explode labels; the outcome is `ok` or the error code the response
-/// carries (see [`http::HttpError`]).
-pub async fn http_metrics(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = method_label(request.method());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let response = next.run(request).await;
-    let status = response.status();
-    let outcome = match response.extensions().get::<idm_core::ErrorCode>() {
-        Some(code) => code.as_str(),
-        None if status.is_client_error() || status.is_server_error() => "error",
-        None => "ok",
-    };
-    metrics::histogram!(
-        metric::HTTP_REQUEST_DURATION.name,
-        "method" => method,
-        "route" => route,
-        "status" => status.as_u16().to_string(),
-        "outcome" => outcome
-    )
-    .record(started.elapsed().as_secs_f64());
-    response.into_response()
-}
-
-/// The method as a label: the standard ones by name, any other `other`,
-/// so made-up methods cannot mint a series each.
-fn method_label(method: &::http::Method) -> &'static str {
-    use ::http::Method;
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "other",
-    }
 }
 
 /// Binds `addr` (port 0 picks a free port) and serves `router` until
@@ -278,9 +225,10 @@ pub fn ops_router(service: &'static str, ready: ReadinessCheck) -> Router {
 /// The layers every HTTP surface gets: a span per request (continuing the
 /// caller's trace when `surface` believes it) and metrics.
 pub fn with_http_layers(router: Router, surface: Surface) -> Router {
-    router.layer(axum::middleware::from_fn(http_metrics)).layer(
-        axum::middleware::from_fn_with_state(surface, http::request_context),
-    )
+    router.layer(axum::middleware::from_fn_with_state(
+        surface,
+        http::request_context,
+    ))
 }
 
 #[cfg(test)]

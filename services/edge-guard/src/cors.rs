@@ -188,11 +188,13 @@ async fn served_host(
         .await
 }
 
-/// Middleware for the public router: resolves the issuer host first, then
-/// answers preflights, and adds the CORS headers to responses whose request
-/// passed an origin check (the host issuer's, or the key's).
-pub async fn layer(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
-    let class = RouteClass::of_path(request.uri().path());
+/// The issuer host `request` is addressed to, if any (its own host or a
+/// verified custom domain; looked up once, then cached).
+/// (The future does not borrow `request`, whose body is not `Sync`.)
+pub(crate) fn host_of<'a>(
+    app: &'a App,
+    request: &Request,
+) -> impl std::future::Future<Output = Result<Option<ServedHost>, ApiError>> + Send + 'a {
     let name = crate::hosts::host_name(request.uri(), request.headers());
     let ip = request
         .extensions()
@@ -200,7 +202,15 @@ pub async fn layer(State(app): State<Arc<App>>, mut request: Request, next: Next
         .map(|c| {
             crate::client_ip::client_ip(&app.config.trusted_proxies, c.0.ip(), request.headers())
         });
-    let host = match served_host(&app, name, ip).await {
+    served_host(app, name, ip)
+}
+
+/// Middleware for the public router: resolves the issuer host first, then
+/// answers preflights, and adds the CORS headers to responses whose request
+/// passed an origin check (the host issuer's, or the key's).
+pub async fn layer(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
+    let class = RouteClass::of_path(request.uri().path());
+    let host = match host_of(&app, &request).await {
         Ok(host) => host,
         Err(e) => return HttpError(e).into_response_now(),
     };

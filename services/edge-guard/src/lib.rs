@@ -19,6 +19,7 @@ mod refresh;
 mod revocations;
 mod routes;
 mod session_keys;
+mod verification_lane;
 pub mod waf;
 
 pub use access::Access;
@@ -185,12 +186,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         surface.clone(),
     );
     let public = routes::router(Arc::clone(&app))
-        .layer(axum::middleware::from_fn_with_state(app, cors::layer))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
+            cors::layer,
+        ))
         .merge(probes)
         .layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes));
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,
-        idm_telemetry::with_http_layers(public, surface),
+        verification_lane::in_front_of(
+            idm_telemetry::with_http_layers(public, surface.clone()),
+            app,
+            surface,
+        ),
         shutdown.clone(),
     )
     .await?;

@@ -35,6 +35,7 @@ mod sessions;
 mod step_up;
 mod store_schemas;
 mod takeover;
+mod verification_lane;
 mod verifications;
 // Users (issue 11).
 mod consents;

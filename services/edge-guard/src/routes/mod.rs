@@ -12,7 +12,7 @@ mod passwordless;
 mod personal_tokens;
 mod profiles;
 mod recovery;
-mod sessions;
+pub(crate) mod sessions;
 mod users;
 mod verifications;
 // deletion: organizations and user deletion
@@ -266,6 +266,14 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/v1/audit_events", backend(Audit, Read), audit::list,
         errors: [ValidationFailed]),
 ];
+
+/// The access class the table gives `method path`.
+pub fn access_of(method: &Method, path: &str) -> Option<Access> {
+    ROUTES
+        .iter()
+        .find(|route| route.method == method && route.path == path)
+        .map(|route| route.access)
+}
 
 pub fn router(app: Arc<App>) -> Router {
     routes()
