@@ -222,7 +222,7 @@ where
 
 /// The method as a label: the standard ones by name, any other `other`,
 /// so made-up methods cannot mint a series each (nor a span name each).
-fn method_label(method: &http::Method) -> &'static str {
+pub(crate) fn method_label(method: &http::Method) -> &'static str {
     use http::Method;
     match *method {
         Method::GET => "GET",

@@ -278,10 +278,10 @@ mod tests {
 
     #[test]
     fn a_made_up_method_is_one_series() -> Result<(), ::http::method::InvalidMethod> {
-        assert_eq!(method_label(&::http::Method::POST), "POST");
+        assert_eq!(http::method_label(&::http::Method::POST), "POST");
         for made_up in ["FOO", "BAR1", "BAR2"] {
             let method = ::http::Method::from_bytes(made_up.as_bytes())?;
-            assert_eq!(method_label(&method), "other");
+            assert_eq!(http::method_label(&method), "other");
         }
         Ok(())
     }
