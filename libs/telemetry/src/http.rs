@@ -277,4 +277,67 @@ mod tests {
         assert_eq!(retry_after(ApiError::internal()), None);
         assert_eq!(retry_after(ApiError::not_found("user")), None);
     }
+    fn request_from_a_client(trace_id: &str) -> Request {
+        let mut request = Request::new(axum::body::Body::empty());
+        let headers = request.headers_mut();
+        headers.insert(
+            REQUEST_ID_HEADER,
+            http::HeaderValue::from_static("req-client"),
+        );
+        if let Ok(tp) = http::HeaderValue::from_str(&format!("00-{trace_id}-00f067aa0ba902b7-01")) {
+            headers.insert("traceparent", tp);
+        }
+        request
+    }
+
+    /// The request id answered and the trace id the handler ran under.
+    async fn observed(surface: &Surface, trace_id: &str) -> (String, String) {
+        let response = observe(surface, "/r", request_from_a_client(trace_id), |_| async {
+            let ctx = idm_bus::current_context();
+            let mut response = Response::new(axum::body::Body::empty());
+            for (name, value) in [
+                ("seen-id", ctx.request_id.as_str()),
+                ("seen-trace", ctx.trace_id()),
+            ] {
+                if let Ok(value) = http::HeaderValue::from_str(value) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            response
+        })
+        .await;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let answered = header(REQUEST_ID_HEADER);
+        assert_eq!(
+            header("seen-id"),
+            answered,
+            "the handler ran under another id"
+        );
+        (answered, header("seen-trace"))
+    }
+
+    /// A caller's request id and trace are continued only when the surface
+    /// believes the caller; the handler runs in the request's context, and
+    /// the answer names the request id that context carries.
+    #[tokio::test]
+    async fn only_a_believed_caller_chooses_the_request_id_and_trace() {
+        let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        // No peer address: not a trusted proxy, whatever the surface trusts.
+        let public = Surface::public("test", |_| true);
+        let (answered, trace) = observed(&public, trace_id).await;
+        assert!(answered.starts_with("req_"), "{answered}");
+        assert_ne!(trace, trace_id);
+        assert_eq!(trace.len(), 32, "{trace}");
+        let internal = Surface::internal("test");
+        let (answered, trace) = observed(&internal, trace_id).await;
+        assert_eq!(answered, "req-client");
+        assert_eq!(trace, trace_id);
+    }
 }

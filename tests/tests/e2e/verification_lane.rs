@@ -55,8 +55,9 @@ async fn the_lane_answers_verification_as_the_router_did() -> anyhow::Result<()>
     let (b, _, _) = tenant_with_session(platform, "Lane B").await?;
     let mine = format!("Bearer {}", a.secret_key);
 
-    // Valid: the session, and a request id the edge made (a client that is
-    // not a trusted proxy does not get to choose it).
+    // Valid: the session, and the request id continued from the caller,
+    // which on this platform is a trusted proxy (loopback; whom the edge
+    // believes is `edge::by_default_no_proxy_is_believed_not_even_loopback`).
     let r = verify(
         platform,
         &[
@@ -70,8 +71,7 @@ async fn the_lane_answers_verification_as_the_router_did() -> anyhow::Result<()>
     assert!(!r.str("/region").is_empty(), "{}", r.json);
     assert_eq!(r.str("/session_id"), session_id, "{}", r.json);
     assert!(!r.str("/expires_at").is_empty());
-    let id = request_id(&r).unwrap_or_default();
-    assert!(id.starts_with("req_"), "{id}");
+    assert_eq!(request_id(&r), Some("req-chosen-by-client"));
 
     // Another tenant's secret key with A's session: refused, as any key of
     // another issuer is.
