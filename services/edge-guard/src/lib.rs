@@ -185,6 +185,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             .merge(waf::admin::routes(Arc::clone(&app))),
         surface.clone(),
     );
+    // A layer added to the public router must also be done by the
+    // verification lane, which answers its route in front of the router
+    // (`verification_lane.rs` lists what it does).
     let public = routes::router(Arc::clone(&app))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),
