@@ -119,11 +119,13 @@ async fn the_lane_answers_verification_as_the_router_did() -> anyhow::Result<()>
     assert_eq!(r.status, 405);
     assert_eq!(r.code(), Some("method_not_allowed"), "{}", r.json);
 
-    // Malformed, unknown and oversized bodies: the stable codes.
+    // Malformed, unknown, missing and oversized bodies: the stable codes.
     for body in [
         b"{\"session_token\": ".to_vec(),
         br#"{"session_token": "x", "admin": true}"#.to_vec(),
         b"[]".to_vec(),
+        b"{}".to_vec(),
+        Vec::new(),
     ] {
         let r = platform.send_raw(PATH, &a.secret_key, body).await?;
         assert_eq!(r.code(), Some("invalid_request"), "{}", r.json);
