@@ -178,6 +178,12 @@ impl RequestContext {
     pub async fn scope<F: std::future::Future>(self, fut: F) -> F::Output {
         CURRENT.scope(self, fut).await
     }
+
+    /// Runs `f` with this context as the current one (for work that does
+    /// not wait, such as building an answer).
+    pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
+        CURRENT.sync_scope(self, f)
+    }
 }
 
 /// The context of the request being handled, if any.

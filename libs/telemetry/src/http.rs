@@ -104,11 +104,10 @@ impl Surface {
         }
     }
 
-    fn believes(&self, request: &Request) -> bool {
+    fn believes(&self, extensions: &http::Extensions) -> bool {
         match &self.believe {
             Believe::Everyone => true,
-            Believe::Peers(trusted) => request
-                .extensions()
+            Believe::Peers(trusted) => extensions
                 .get::<ConnectInfo<SocketAddr>>()
                 .is_some_and(|ConnectInfo(peer)| trusted(peer.ip())),
         }
@@ -183,17 +182,7 @@ where
     } else {
         request_span!(tracing::Level::INFO)
     };
-    let ctx = if surface.believes(&request) {
-        let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
-        RequestContext::continue_in(
-            &span,
-            header(REQUEST_ID_HEADER),
-            header("traceparent"),
-            header("tracestate"),
-        )
-    } else {
-        RequestContext::root_in(&span)
-    };
+    let ctx = context_in(surface, request.headers(), request.extensions(), &span);
     let request_id = ctx.request_id.clone();
     let mut response = ctx.scope(handle(request)).instrument(span.clone()).await;
     let status = response.status();
@@ -214,10 +203,61 @@ where
         "outcome" => outcome
     )
     .record(started.elapsed().as_secs_f64());
-    if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+    echo_request_id(&mut response, &request_id);
+    response
+}
+
+/// Answers a request refused before any route (the edge's ban gate) with
+/// `refusal`, under a request id and trace as [`observe`] gives them, but
+/// in a request span at debug level and with no histogram sample: a flood
+/// refused this way costs neither a span at the level operators run nor a
+/// sample per request (the caller counts its refusals in its own counters).
+pub fn refuse_quietly(
+    surface: &Surface,
+    request: &http::request::Parts,
+    refusal: ApiError,
+) -> Response {
+    let span = tracing::debug_span!(
+        "http.request",
+        service = surface.service,
+        method = %request.method,
+        path = %request.uri.path(),
+        refused_before_routing = true,
+        request_id = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    let ctx = context_in(surface, &request.headers, &request.extensions, &span);
+    let request_id = ctx.request_id.clone();
+    let mut response = span.in_scope(|| ctx.sync_scope(|| HttpError(refusal).into_response()));
+    echo_request_id(&mut response, &request_id);
+    response
+}
+
+/// The request's context in `span`: continued from the caller when the
+/// surface believes it, a fresh trace and request id otherwise.
+fn context_in(
+    surface: &Surface,
+    headers: &http::HeaderMap,
+    extensions: &http::Extensions,
+    span: &tracing::Span,
+) -> RequestContext {
+    if surface.believes(extensions) {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        RequestContext::continue_in(
+            span,
+            header(REQUEST_ID_HEADER),
+            header("traceparent"),
+            header("tracestate"),
+        )
+    } else {
+        RequestContext::root_in(span)
+    }
+}
+
+fn echo_request_id(response: &mut Response, request_id: &str) {
+    if let Ok(value) = http::HeaderValue::from_str(request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
-    response
 }
 
 /// The method as a label: the standard ones by name, any other `other`,

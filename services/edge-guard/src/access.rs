@@ -258,6 +258,34 @@ fn check_origin(
     origin_verdict(&key.allowed_origins, &key.policy, headers).map(Some)
 }
 
+/// Whether the presented key is the stored one as it stands: same kind and
+/// mode, and the issuer still in that mode.
+fn fits(parsed: &ApiKey, key: &KeyConfig) -> bool {
+    parsed.kind() == key.kind && parsed.mode() == key.mode && key.mode == key.issuer_mode
+}
+
+/// The request's key when it is well formed, cached on this replica and
+/// live: what can be known of the caller without any lookup (the ban gate
+/// asks; a miss is left to `Incoming::authorize`).
+pub(crate) async fn cached_key(app: &App, headers: &HeaderMap) -> Option<Arc<KeyConfig>> {
+    let parsed = ApiKey::parse(api_key_text(headers)?).ok()?;
+    let key = app
+        .keys
+        .cached(&idm_crypto::api_key_hash(&parsed))
+        .await??;
+    fits(&parsed, &key).then_some(key)
+}
+
+/// The origin to grant CORS to when `key` (a restricted key) is called from
+/// a page its issuer allows: `authorize`'s own origin check.
+pub(crate) fn origin_grant(
+    key: &KeyConfig,
+    method: &http::Method,
+    headers: &HeaderMap,
+) -> Option<http::HeaderValue> {
+    check_origin(key, method, headers).ok().flatten()
+}
+
 impl Incoming {
     /// The session cookies of this request's host.
     pub fn jar(&self) -> crate::cookies::Jar {
@@ -308,7 +336,7 @@ impl Incoming {
             }
         };
         let key = cached.ok_or_else(invalid)?;
-        if parsed.kind() != key.kind || parsed.mode() != key.mode || key.mode != key.issuer_mode {
+        if !fits(&parsed, &key) {
             return Err(invalid());
         }
         // On an issuer's own host, only that issuer's keys.

@@ -170,7 +170,7 @@ fn preflight(class: RouteClass, host: Option<&ServedHost>, headers: &HeaderMap) 
 /// The issuer the request's `Host` serves, if any (`hosts.rs`). `ip` is
 /// the client's: an uncached host costs a lookup, budgeted like an unknown
 /// key.
-async fn served_host(
+pub(crate) async fn served_host(
     app: &App,
     name: Option<String>,
     ip: Option<IpAddr>,
@@ -225,19 +225,37 @@ pub async fn layer(State(app): State<Arc<App>>, mut request: Request, next: Next
     let grant = Grant::default();
     if let Some(host) = host {
         // Decided before any key: even a 401 for a missing key is readable.
-        if class.is_browser_facing() && request.headers().contains_key(header::ORIGIN) {
-            if let Ok(origin) = host_allows(&host, request.headers()) {
-                grant.allow(origin);
-            }
+        if let Some(origin) = host_grant(class, &host, request.headers()) {
+            grant.allow(origin);
         }
         request.extensions_mut().insert(host);
     }
     request.extensions_mut().insert(grant.clone());
     let mut response = next.run(request).await;
-    if class.is_browser_facing() {
-        vary(&mut response, "Origin");
+    decorate(&mut response, class, grant.0.get());
+    response
+}
+
+/// The origin an issuer host grants before any key: its issuer's allowed
+/// origins, on browser routes.
+pub(crate) fn host_grant(
+    class: RouteClass,
+    host: &ServedHost,
+    headers: &HeaderMap,
+) -> Option<HeaderValue> {
+    if !class.is_browser_facing() || !headers.contains_key(header::ORIGIN) {
+        return None;
     }
-    if let Some(origin) = grant.0.get() {
+    host_allows(host, headers).ok()
+}
+
+/// What every answer on a route of `class` gets: `Vary: Origin` on
+/// browser routes, and the CORS headers for the origin `granted`, if any.
+pub(crate) fn decorate(response: &mut Response, class: RouteClass, granted: Option<&HeaderValue>) {
+    if class.is_browser_facing() {
+        vary(response, "Origin");
+    }
+    if let Some(origin) = granted {
         let h = response.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
         h.insert(
@@ -249,5 +267,4 @@ pub async fn layer(State(app): State<Arc<App>>, mut request: Request, next: Next
             HeaderValue::from_static(EXPOSED_HEADERS),
         );
     }
-    response
 }

@@ -4,6 +4,7 @@
 //! call over NATS and maps the reply to HTTP.
 
 mod access;
+mod ban_gate;
 mod client_ip;
 mod config;
 mod cookies;
@@ -195,13 +196,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         ))
         .merge(probes)
         .layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes));
+    // The ban gate is outermost: a banned caller costs no more than it must
+    // (`ban_gate.rs`). The verification lane asks it first too.
+    let gated = idm_telemetry::with_http_layers(public, surface.clone()).layer(
+        axum::middleware::from_fn_with_state((Arc::clone(&app), surface.clone()), ban_gate::layer),
+    );
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,
-        verification_lane::in_front_of(
-            idm_telemetry::with_http_layers(public, surface.clone()),
-            app,
-            surface,
-        ),
+        verification_lane::in_front_of(gated, app, surface),
         shutdown.clone(),
     )
     .await?;

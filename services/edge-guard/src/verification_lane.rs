@@ -10,6 +10,7 @@
 //! every check and every observable the stack gives this route, done once,
 //! in one future:
 //!
+//! - the ban gate (`ban_gate.rs`), the stack's outermost layer;
 //! - the request span, trace context, `x-request-id` and the request
 //!   histogram (`idm_telemetry::http::observe`, what the stack's own layer
 //!   calls);
@@ -75,6 +76,10 @@ async fn verify(State(lane): State<Lane>, request: Request) -> Response {
         surface,
         access,
     } = lane;
+    let request = match crate::ban_gate::refusal(&app, &surface, request).await {
+        Ok(refused) => return refused,
+        Err(request) => request,
+    };
     idm_telemetry::http::observe(&surface, PATH, request, |request| async move {
         let host = match cors::host_of(&app, &request).await {
             Ok(host) => host,

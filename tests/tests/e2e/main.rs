@@ -7,6 +7,7 @@
 mod api_keys;
 mod attacks;
 mod bad_input;
+mod ban_gate;
 mod bus_trust;
 mod edge;
 mod factor_kit;

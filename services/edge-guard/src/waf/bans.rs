@@ -31,8 +31,9 @@ use idm_core::proto::event;
 use idm_core::IssuerId;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -129,70 +130,180 @@ struct LocalStrikes {
 /// `max_per_issuer` networks per issuer. Never evicted: a ban ends by itself
 /// or by a lift.
 struct BanTable {
-    by_issuer: RwLock<HashMap<IssuerId, HashMap<IpNet, u64>>>,
+    tables: RwLock<Tables>,
+    /// How many networks some issuer bans: the ban gate's first question,
+    /// answered without the lock (nearly always zero for a given address's
+    /// traffic, and zero altogether on most replicas most of the time).
+    banned_networks: AtomicUsize,
     max_per_issuer: usize,
 }
 
+#[derive(Default)]
+struct Tables {
+    by_issuer: HashMap<IssuerId, HashMap<IpNet, u64>>,
+    /// Every banned network with the number of issuers banning it, and the
+    /// IPv6 prefix lengths in use: whether anyone bans an address is one
+    /// lookup per length in use, before its issuer is known (`may_ban`).
+    networks: HashMap<IpNet, usize>,
+    v6_prefixes: BTreeMap<u8, usize>,
+}
+
+impl Tables {
+    fn indexed(&mut self, network: IpNet) {
+        *self.networks.entry(network).or_default() += 1;
+        if let IpNet::V6(v6) = network {
+            *self.v6_prefixes.entry(v6.prefix_len()).or_default() += 1;
+        }
+    }
+
+    fn unindexed(&mut self, network: &IpNet) {
+        fn decrement(count: Option<&mut usize>) -> bool {
+            count.is_some_and(|n| {
+                *n = n.saturating_sub(1);
+                *n == 0
+            })
+        }
+        if decrement(self.networks.get_mut(network)) {
+            self.networks.remove(network);
+        }
+        if let IpNet::V6(v6) = network {
+            if decrement(self.v6_prefixes.get_mut(&v6.prefix_len())) {
+                self.v6_prefixes.remove(&v6.prefix_len());
+            }
+        }
+    }
+
+    /// Removes the networks of `issuer`'s bans that `remove` picks.
+    fn remove_where(
+        &mut self,
+        issuer: &IssuerId,
+        mut remove: impl FnMut(&IpNet, u64) -> bool,
+    ) -> Vec<IpNet> {
+        let Some(bans) = self.by_issuer.get_mut(issuer) else {
+            return Vec::new();
+        };
+        let mut removed = Vec::new();
+        bans.retain(|network, until| {
+            let drop = remove(network, *until);
+            if drop {
+                removed.push(*network);
+            }
+            !drop
+        });
+        if bans.is_empty() {
+            self.by_issuer.remove(issuer);
+        }
+        for network in &removed {
+            self.unindexed(network);
+        }
+        removed
+    }
+}
+
 impl BanTable {
+    fn new(max_per_issuer: usize) -> Self {
+        Self {
+            tables: RwLock::new(Tables::default()),
+            banned_networks: AtomicUsize::new(0),
+            max_per_issuer: max_per_issuer.max(1),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Tables> {
+        self.tables.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the tables and keeps the lock-free count in step.
+    fn write<T>(&self, change: impl FnOnce(&mut Tables) -> T) -> T {
+        let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
+        let result = change(&mut tables);
+        self.banned_networks
+            .store(tables.networks.len(), Ordering::Release);
+        result
+    }
+
     fn until(&self, issuer: &IssuerId, network: &IpNet) -> Option<u64> {
-        let table = self.by_issuer.read().unwrap_or_else(|p| p.into_inner());
-        table.get(issuer)?.get(network).copied()
+        self.read().by_issuer.get(issuer)?.get(network).copied()
+    }
+
+    /// Whether some issuer bans a network holding `ip` (an expired ban not
+    /// yet removed counts: the caller checks the issuer's ban next).
+    fn may_ban(&self, ip: IpAddr) -> bool {
+        if self.banned_networks.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let tables = self.read();
+        match super::network(ip, 128) {
+            v4 @ IpNet::V4(_) => tables.networks.contains_key(&v4),
+            IpNet::V6(_) => tables
+                .v6_prefixes
+                .keys()
+                .any(|len| tables.networks.contains_key(&super::network(ip, *len))),
+        }
     }
 
     /// Records a ban; `false` when the issuer's table is full of running bans.
     fn insert(&self, issuer: IssuerId, network: IpNet, until_ms: u64, now: u64) -> bool {
-        let mut table = self.by_issuer.write().unwrap_or_else(|p| p.into_inner());
-        let bans = table.entry(issuer).or_default();
-        if let Some(until) = bans.get_mut(&network) {
-            *until = (*until).max(until_ms);
-            return true;
-        }
-        if bans.len() >= self.max_per_issuer {
-            bans.retain(|_, until| *until > now);
-        }
-        if bans.len() >= self.max_per_issuer {
-            return false;
-        }
-        bans.insert(network, until_ms);
-        true
+        self.write(|tables| {
+            if let Some(until) = tables
+                .by_issuer
+                .get_mut(&issuer)
+                .and_then(|bans| bans.get_mut(&network))
+            {
+                *until = (*until).max(until_ms);
+                return true;
+            }
+            let full = |tables: &Tables| {
+                tables
+                    .by_issuer
+                    .get(&issuer)
+                    .is_some_and(|bans| bans.len() >= self.max_per_issuer)
+            };
+            if full(tables) {
+                tables.remove_where(&issuer, |_, until| until <= now);
+            }
+            if full(tables) {
+                return false;
+            }
+            tables
+                .by_issuer
+                .entry(issuer)
+                .or_default()
+                .insert(network, until_ms);
+            tables.indexed(network);
+            true
+        })
     }
 
     fn remove_expired(&self, issuer: &IssuerId, network: &IpNet, now: u64) {
-        let mut table = self.by_issuer.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(bans) = table.get_mut(issuer) {
-            if bans.get(network).is_some_and(|until| *until <= now) {
-                bans.remove(network);
-            }
-            if bans.is_empty() {
-                table.remove(issuer);
-            }
-        }
+        self.write(|tables| {
+            tables.remove_where(issuer, |n, until| n == network && until <= now);
+        });
     }
 
     /// Removes every ban whose network contains `ip` (of `issuer`, or all).
     fn remove_covering(&self, ip: IpAddr, issuer: Option<&IssuerId>) -> Vec<(IssuerId, IpNet)> {
-        let mut table = self.by_issuer.write().unwrap_or_else(|p| p.into_inner());
-        let mut removed = Vec::new();
-        for (i, bans) in table.iter_mut() {
-            if issuer.is_some_and(|want| want != i) {
-                continue;
-            }
-            bans.retain(|network, _| {
-                let covers = network.contains(&ip);
-                if covers {
-                    removed.push((i.clone(), *network));
-                }
-                !covers
-            });
-        }
-        table.retain(|_, bans| !bans.is_empty());
-        removed
+        self.write(|tables| {
+            let issuers: Vec<IssuerId> = match issuer {
+                Some(one) => vec![one.clone()],
+                None => tables.by_issuer.keys().cloned().collect(),
+            };
+            issuers
+                .into_iter()
+                .flat_map(|i| {
+                    tables
+                        .remove_where(&i, |network, _| network.contains(&ip))
+                        .into_iter()
+                        .map(move |network| (i.clone(), network))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        })
     }
 
     /// Whether a ban of `network` at `issuer` would fit now.
     fn has_room(&self, issuer: &IssuerId, network: &IpNet, now: u64) -> bool {
-        let table = self.by_issuer.read().unwrap_or_else(|p| p.into_inner());
-        table.get(issuer).is_none_or(|bans| {
+        self.read().by_issuer.get(issuer).is_none_or(|bans| {
             bans.contains_key(network)
                 || bans.len() < self.max_per_issuer
                 || bans.values().any(|until| *until <= now)
@@ -200,8 +311,8 @@ impl BanTable {
     }
 
     fn snapshot(&self) -> Vec<(IssuerId, IpNet, u64)> {
-        let table = self.by_issuer.read().unwrap_or_else(|p| p.into_inner());
-        table
+        self.read()
+            .by_issuer
             .iter()
             .flat_map(|(i, bans)| bans.iter().map(move |(n, until)| (i.clone(), *n, *until)))
             .collect()
@@ -249,10 +360,7 @@ impl Bans {
         events: Events,
     ) -> Self {
         Self {
-            table: BanTable {
-                by_issuer: RwLock::new(HashMap::new()),
-                max_per_issuer: max_per_issuer.max(1),
-            },
+            table: BanTable::new(max_per_issuer),
             velocity,
             redis,
             script: redis::Script::new(STRIKE_SCRIPT),
@@ -319,6 +427,12 @@ impl Bans {
                 pipe.query_async::<()>(&mut conn).await
             })
             .await
+    }
+
+    /// Whether some issuer bans a network holding `ip`, from memory only
+    /// and without knowing the issuer (the ban gate's first question).
+    pub fn may_ban(&self, ip: IpAddr) -> bool {
+        self.table.may_ban(ip)
     }
 
     /// Remaining ban time of `network` at `issuer`, from memory only.
@@ -734,6 +848,63 @@ mod tests {
             );
         }
         assert_eq!(parse_member("garbage"), None);
+        Ok(())
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse()
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+    }
+
+    /// The index the ban gate asks before knowing the issuer follows every
+    /// way a ban comes and goes: two issuers banning one network, IPv6
+    /// networks of two prefix lengths, an expiry, a lift, a full table.
+    #[test]
+    fn whether_anyone_bans_an_address_follows_every_ban() -> Result<(), ipnet::AddrParseError> {
+        let table = BanTable::new(2);
+        let (a, b) = (IssuerId::generate(), IssuerId::generate());
+        let now = 1_000;
+        assert!(!table.may_ban(ip("198.51.100.7")));
+
+        let v4: IpNet = "198.51.100.7/32".parse()?;
+        assert!(table.insert(a.clone(), v4, now + 500, now));
+        assert!(table.insert(b.clone(), v4, now + 900, now));
+        assert!(table.may_ban(ip("198.51.100.7")));
+        assert!(
+            table.may_ban(ip("::ffff:198.51.100.7")),
+            "v4-mapped is the v4 address"
+        );
+        assert!(!table.may_ban(ip("198.51.100.8")));
+
+        let v6_64: IpNet = "2001:db8:1:2::/64".parse()?;
+        let v6_48: IpNet = "2001:db8:9::/48".parse()?;
+        assert!(table.insert(a.clone(), v6_64, now + 500, now));
+        assert!(table.insert(b.clone(), v6_48, now + 500, now));
+        assert!(table.may_ban(ip("2001:db8:1:2:ffff::1")));
+        assert!(table.may_ban(ip("2001:db8:9:77::1")));
+        assert!(!table.may_ban(ip("2001:db8:1:3::1")));
+
+        // A full table drops its expired bans to make room: the index too.
+        assert!(table.insert(a.clone(), "203.0.113.9/32".parse()?, now + 2_000, now + 600));
+        assert!(
+            !table.may_ban(ip("2001:db8:1:2::1")),
+            "a's expired /64 is gone"
+        );
+        assert!(table.may_ban(ip("198.51.100.7")), "b still bans it");
+
+        // One issuer's expiry leaves the other's ban indexed.
+        table.remove_expired(&b, &v4, now + 1_000);
+        assert!(!table.may_ban(ip("198.51.100.7")));
+
+        // A lift for every issuer takes the address out of the index.
+        assert_eq!(
+            table.remove_covering(ip("2001:db8:9::5"), None),
+            vec![(b, v6_48)]
+        );
+        assert!(!table.may_ban(ip("2001:db8:9::5")));
+        assert_eq!(table.remove_covering(ip("203.0.113.9"), Some(&a)).len(), 1);
+        assert_eq!(table.banned_networks.load(Ordering::Acquire), 0);
+        assert!(!table.may_ban(ip("203.0.113.9")));
         Ok(())
     }
 }

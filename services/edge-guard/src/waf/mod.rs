@@ -117,6 +117,19 @@ impl std::fmt::Display for RouteClass {
     }
 }
 
+/// The network `ip` counts as for `key`'s issuer. The prefix is clamped as
+/// the policy is validated, so a policy stored before that validation cannot
+/// make every IPv6 address a network of its own.
+fn issuer_network(key: &KeyConfig, ip: IpAddr) -> IpNet {
+    network(
+        ip,
+        key.policy
+            .waf
+            .ipv6_prefix_len
+            .clamp(MIN_IPV6_PREFIX, MAX_IPV6_PREFIX),
+    )
+}
+
 /// The network a client is limited and banned as: its IPv4 address, or its
 /// IPv6 address cut to `v6_prefix` bits (an attacker owns a whole /64).
 pub fn network(ip: IpAddr, v6_prefix: u8) -> IpNet {
@@ -371,17 +384,9 @@ impl Waf {
         ip: IpAddr,
     ) -> Result<(), ApiError> {
         let policy = &key.policy.waf;
-        // Clamped as the policy is validated, so a policy stored before that
-        // validation cannot make every IPv6 address a network of its own.
-        let net = network(
-            ip,
-            policy
-                .ipv6_prefix_len
-                .clamp(MIN_IPV6_PREFIX, MAX_IPV6_PREFIX),
-        );
-        if let Some(remaining) = self.bans.check(&key.issuer_id, net) {
-            decided(class.as_str(), "banned");
-            return Err(banned(remaining));
+        let net = issuer_network(key, ip);
+        if let Some(refusal) = self.ban_of(key, class, net) {
+            return Err(refusal);
         }
         // The issuer's own limit, capped by its account's plan (a limit set
         // before the operator lowered the plan is not trusted).
@@ -415,6 +420,24 @@ impl Waf {
             "too many requests from this address",
             decision.retry_after,
         ))
+    }
+
+    /// Whether some issuer bans `ip`'s network: asked before any key, by
+    /// the ban gate, in memory and almost always answered by one atomic load.
+    pub fn may_be_banned(&self, ip: IpAddr) -> bool {
+        self.bans.may_ban(ip)
+    }
+
+    /// The refusal `key`'s issuer's running ban on `ip` earns (counted as
+    /// [`Waf::guard`] counts it), if there is one.
+    pub fn banned(&self, key: &KeyConfig, class: RouteClass, ip: IpAddr) -> Option<ApiError> {
+        self.ban_of(key, class, issuer_network(key, ip))
+    }
+
+    fn ban_of(&self, key: &KeyConfig, class: RouteClass, net: IpNet) -> Option<ApiError> {
+        let remaining = self.bans.check(&key.issuer_id, net)?;
+        decided(class.as_str(), "banned");
+        Some(banned(remaining))
     }
 
     /// After [`Waf::guard`]: a place among the issuer's requests in flight
