@@ -1,5 +1,7 @@
 //! The ban gate: a caller its issuer has banned is refused before the
-//! request reaches the router, its telemetry or any handler.
+//! request reaches the router (its route matching, its layers, its
+//! telemetry) or any handler; `front_door.rs` puts it in front of both
+//! the router and the verification lane.
 //!
 //! Bans are per issuer (`waf/bans.rs`: one tenant's policy must not lock
 //! a shared address out of every other tenant's application), so the
@@ -34,25 +36,11 @@
 use crate::access::{cached_key, origin_grant};
 use crate::waf::RouteClass;
 use crate::{client_ip, cors, hosts, App};
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
+use axum::extract::{ConnectInfo, Request};
 use axum::response::Response;
 use http::request::Parts;
 use idm_telemetry::Surface;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-
-/// The gate as the public router's outermost layer.
-pub async fn layer(
-    State((app, surface)): State<(Arc<App>, Surface)>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match refusal(&app, &surface, request).await {
-        Ok(refused) => refused,
-        Err(request) => next.run(request).await,
-    }
-}
 
 /// The answer to `request` when its issuer bans its network, or the
 /// request back (the stack decides) in every other case, including every

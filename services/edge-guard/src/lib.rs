@@ -10,6 +10,7 @@ mod config;
 mod cookies;
 mod cors;
 mod error;
+mod front_door;
 mod hosts;
 mod idempotency;
 mod key_cache;
@@ -196,14 +197,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         ))
         .merge(probes)
         .layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes));
-    // The ban gate is outermost: a banned caller costs no more than it must
-    // (`ban_gate.rs`). The verification lane asks it first too.
-    let gated = idm_telemetry::with_http_layers(public, surface.clone()).layer(
-        axum::middleware::from_fn_with_state((Arc::clone(&app), surface.clone()), ban_gate::layer),
-    );
+    // The ban gate and the verification lane are in front of the router
+    // (`front_door.rs`).
     let (http_addr, http) = idm_telemetry::serve_http(
         config.basics.http_addr,
-        verification_lane::in_front_of(gated, app, surface),
+        front_door::in_front_of(
+            idm_telemetry::with_http_layers(public, surface.clone()),
+            app,
+            surface,
+        ),
         shutdown.clone(),
     )
     .await?;

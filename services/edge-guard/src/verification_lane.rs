@@ -10,7 +10,7 @@
 //! every check and every observable the stack gives this route, done once,
 //! in one future:
 //!
-//! - the ban gate (`ban_gate.rs`), the stack's outermost layer;
+//! - the ban gate (`ban_gate.rs`), which every request meets first;
 //! - the request span, trace context, `x-request-id` and the request
 //!   histogram (`idm_telemetry::http::observe`, what the stack's own layer
 //!   calls);
@@ -24,58 +24,22 @@
 //! What the stack adds for other routes does not apply here: the route is
 //! a backend route (no CORS headers, no `Vary: Origin`), creates nothing
 //! (no idempotency record) and is not a probe. Every other method on the
-//! path, and every other path, goes to the full stack.
+//! path, and every other path, goes to the full stack (`front_door.rs`
+//! puts the lane in front of it).
 
 use crate::access::Access;
-use crate::{cors, routes, App};
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use crate::front_door::Front;
+use crate::{cors, routes};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
-use http::Method;
+use axum::Json;
 use idm_telemetry::http::HttpError;
-use idm_telemetry::Surface;
-use std::sync::Arc;
 
-const PATH: &str = "/v1/sessions/verify";
+pub const PATH: &str = "/v1/sessions/verify";
 
-#[derive(Clone)]
-struct Lane {
-    app: Arc<App>,
-    surface: Surface,
-    access: Access,
-}
-
-/// `full` (the public router with every layer) with the lane in front of
-/// it. Without the route in the table (a refactoring that renamed it), the
-/// full stack alone: the lane never serves a route the table does not
-/// describe.
-pub fn in_front_of(full: Router, app: Arc<App>, surface: Surface) -> Router {
-    let Some(access) = routes::access_of(&Method::POST, PATH) else {
-        tracing::warn!(
-            path = PATH,
-            "the verification lane's route is not in the route table; it is served by the full stack"
-        );
-        return full;
-    };
-    let body_limit = app.config.max_body_bytes;
-    Router::new()
-        .route(PATH, post(verify).fallback_service(full.clone()))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(Lane {
-            app,
-            surface,
-            access,
-        })
-        .fallback_service(full)
-}
-
-async fn verify(State(lane): State<Lane>, request: Request) -> Response {
-    let Lane {
-        app,
-        surface,
-        access,
-    } = lane;
+/// Answers a verification (`access`: the route table's class for it).
+pub async fn verify(front: Front, access: Access, request: Request) -> Response {
+    let Front { app, surface, .. } = front;
     let request = match crate::ban_gate::refusal(&app, &surface, request).await {
         Ok(refused) => return refused,
         Err(request) => request,
@@ -106,6 +70,7 @@ async fn verify(State(lane): State<Lane>, request: Request) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Method;
 
     /// The lane answers one route as the table describes it; if the route
     /// became one that creates (idempotency) or a browser route (CORS),
