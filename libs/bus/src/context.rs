@@ -186,6 +186,14 @@ impl RequestContext {
     }
 }
 
+/// The current request's id (a fresh one outside a request), without
+/// copying the rest of its context.
+pub fn current_request_id() -> String {
+    CURRENT
+        .try_with(|ctx| ctx.request_id.clone())
+        .unwrap_or_else(|_| RequestContext::new_root().request_id)
+}
+
 /// The context of the request being handled, if any.
 pub fn in_request() -> Option<RequestContext> {
     CURRENT.try_with(Clone::clone).ok()

@@ -16,7 +16,9 @@ mod server;
 mod trace;
 
 pub use acl::{Identity, Served, Stream, Target};
-pub use context::{current as current_context, network_of, set_actor, Actor, RequestContext};
+pub use context::{
+    current as current_context, current_request_id, network_of, set_actor, Actor, RequestContext,
+};
 pub use deadline::{within_deadline, HEADER_DEADLINE};
 pub use events::Events;
 pub use idm_core::proto::{Operation, ServiceOperation, StoreOperation};
