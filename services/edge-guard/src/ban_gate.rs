@@ -60,6 +60,9 @@ pub async fn refusal(app: &App, surface: &Surface, request: Request) -> Result<R
 
 /// The client's address, when some issuer bans its network.
 fn banned_by_someone(app: &App, request: &Request) -> Option<IpAddr> {
+    if !app.waf.bans_running() {
+        return None;
+    }
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>()?.0;
     let ip = client_ip::client_ip(&app.config.trusted_proxies, peer.ip(), request.headers());
     app.waf.may_be_banned(ip).then_some(ip)
@@ -79,15 +82,14 @@ async fn refusal_of(app: &App, surface: &Surface, parts: &Parts, ip: IpAddr) -> 
     }
     let class = RouteClass::of_path(parts.uri.path());
     let refused = app.waf.banned(&key, class, ip)?;
-    let granted = match &host {
-        Some(host) => cors::host_grant(class, host, headers),
-        None => None,
-    }
-    .or_else(|| {
-        (class.is_browser_facing() && key.kind == idm_core::KeyKind::Restricted)
-            .then(|| origin_grant(&key, &parts.method, headers))
-            .flatten()
-    });
+    let granted = host
+        .as_ref()
+        .and_then(|host| cors::host_grant(class, host, headers))
+        .or_else(|| {
+            (class.is_browser_facing() && key.kind == idm_core::KeyKind::Restricted)
+                .then(|| origin_grant(&key, &parts.method, headers))
+                .flatten()
+        });
     let mut response = idm_telemetry::http::refuse_quietly(surface, parts, refused);
     cors::decorate(&mut response, class, granted.as_ref());
     Some(response)

@@ -288,16 +288,13 @@ impl BanTable {
                 Some(one) => vec![one.clone()],
                 None => tables.by_issuer.keys().cloned().collect(),
             };
-            issuers
-                .into_iter()
-                .flat_map(|i| {
-                    tables
-                        .remove_where(&i, |network, _| network.contains(&ip))
-                        .into_iter()
-                        .map(move |network| (i.clone(), network))
-                        .collect::<Vec<_>>()
-                })
-                .collect()
+            let mut removed = Vec::new();
+            for issuer in issuers {
+                for network in tables.remove_where(&issuer, |network, _| network.contains(&ip)) {
+                    removed.push((issuer.clone(), network));
+                }
+            }
+            removed
         })
     }
 
@@ -427,6 +424,11 @@ impl Bans {
                 pipe.query_async::<()>(&mut conn).await
             })
             .await
+    }
+
+    /// Whether any ban runs at all (one atomic load).
+    pub fn running(&self) -> bool {
+        self.table.banned_networks.load(Ordering::Acquire) > 0
     }
 
     /// Whether some issuer bans a network holding `ip`, from memory only

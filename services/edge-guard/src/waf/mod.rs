@@ -422,6 +422,12 @@ impl Waf {
         ))
     }
 
+    /// Whether any ban runs at all: the ban gate asks before it works out
+    /// the client's address, so that a request costs one atomic load then.
+    pub fn bans_running(&self) -> bool {
+        self.bans.running()
+    }
+
     /// Whether some issuer bans `ip`'s network: asked before any key, by
     /// the ban gate, in memory and almost always answered by one atomic load.
     pub fn may_be_banned(&self, ip: IpAddr) -> bool {
